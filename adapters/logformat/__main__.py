@@ -1,0 +1,3 @@
+from podkit.adapters.logformat import main
+
+main()

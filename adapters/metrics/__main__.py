@@ -1,0 +1,3 @@
+from podkit.adapters.metrics import main
+
+main()

@@ -1,0 +1,3 @@
+from podkit.ambassadors.proxy import main
+
+main()

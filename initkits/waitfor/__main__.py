@@ -1,0 +1,3 @@
+from podkit.initkits.waitfor import main
+
+main()

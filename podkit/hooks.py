@@ -1,0 +1,163 @@
+"""Actions that must eventually succeed: webhooks and commands after a change.
+
+A `Retrier` runs an action for the newest submitted value, retrying with
+backoff until it succeeds. A newer value supersedes a pending retry (so a
+burst of changes causes one call, for the newest), and two runs never overlap.
+gitsync's hooks and reloader's reloads are both this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+from .retry import Backoff
+
+T = TypeVar("T")
+log = logging.getLogger("podkit.hooks")
+
+
+class HookError(Exception):
+    """The action failed; the message says why (it is logged, so no secrets)."""
+
+
+class Retrier(Generic[T]):
+    def __init__(
+        self,
+        name: str,
+        action: Callable[[T], Awaitable[None]],
+        backoff: Backoff,
+        on_result: Callable[[T, str | None], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.action = action
+        self.backoff = backoff
+        self.on_result = on_result
+        self._pending: T | None = None
+        self._has_pending = False
+        self._generation = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.last_error: str | None = None
+        self.last_success: float | None = None
+        self.attempts = 0
+        self.retry_at: float | None = None
+
+    def submit(self, value: T) -> None:
+        """Run the action for `value` as soon as possible; supersedes any pending value."""
+        self._pending = value
+        self._has_pending = True
+        self._generation += 1
+        self.backoff.reset()
+        self._wake.set()
+
+    @property
+    def pending(self) -> bool:
+        return self._has_pending
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name=f"retrier:{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def idle(self, timeout: float | None = None) -> bool:
+        """Wait until nothing is pending (e.g. at shutdown); False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._has_pending:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pending": self._has_pending,
+            "last_error": self.last_error,
+            "last_success": self.last_success,
+            "retry_in_seconds": (
+                max(0.0, round(self.retry_at - time.monotonic(), 3)) if self.retry_at else None
+            ),
+        }
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._has_pending:
+                continue
+            value, generation = self._pending, self._generation
+            self.attempts += 1
+            try:
+                await self.action(value)  # type: ignore[arg-type]
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_error = str(exc) or type(exc).__name__
+                if self.on_result:
+                    self.on_result(value, self.last_error)  # type: ignore[arg-type]
+                delay = self.backoff.next()
+                log.warning(
+                    "action failed; will retry",
+                    extra={
+                        "action": self.name,
+                        "error": self.last_error,
+                        "retry_in": round(delay, 3),
+                    },
+                )
+                self.retry_at = time.monotonic() + delay
+                try:
+                    # A new submit() wakes us early and resets the backoff.
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                except TimeoutError:
+                    self._wake.set()
+                self.retry_at = None
+                continue
+            self.last_error = None
+            self.last_success = time.time()
+            self.backoff.reset()
+            if generation == self._generation:
+                self._has_pending = False
+            else:
+                self._wake.set()  # superseded while running: go again for the newer one
+            if self.on_result:
+                self.on_result(value, None)  # type: ignore[arg-type]
+
+
+async def call_webhook(
+    session: Any,
+    url: str,
+    *,
+    method: str = "POST",
+    expected_status: int = 200,
+    timeout: float = 5.0,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> None:
+    """One webhook call; raises HookError unless the status is as expected (0: any)."""
+    import aiohttp
+
+    from .secrets import redact_url
+
+    try:
+        async with session.request(
+            method, url, headers=headers, data=body, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as resp:
+            await resp.read()
+            if expected_status and resp.status != expected_status:
+                raise HookError(
+                    f"{method} {redact_url(url)}: status {resp.status}, expected {expected_status}"
+                )
+    except TimeoutError:
+        raise HookError(f"{method} {redact_url(url)}: timed out after {timeout:g}s") from None
+    except aiohttp.ClientError as exc:
+        raise HookError(f"{method} {redact_url(url)}: {exc.__class__.__name__}: {exc}") from None

@@ -1,0 +1,345 @@
+"""Options declared once on a Program class, read from flags, env and a config file.
+
+Precedence is flag > env (`PODKIT_<NAME>`) > `--config FILE` (YAML) > default.
+Every value goes through one converter, so a bad duration is reported the same
+way whether it came from `--every`, `PODKIT_EVERY` or the config file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from .units import parse_duration, parse_size
+
+_MISSING: Any = object()
+
+
+class UsageError(Exception):
+    """A usage or configuration error: exit 2 with this one line on stderr."""
+
+
+def _parse_bool(text: Any) -> bool:
+    if isinstance(text, bool):
+        return text
+    s = str(text).strip().lower()
+    if s in ("1", "true", "yes", "on", "y"):
+        return True
+    if s in ("0", "false", "no", "off", "n", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _parse_url(text: Any) -> str:
+    from urllib.parse import urlsplit
+
+    s = str(text).strip()
+    parts = urlsplit(s)
+    if not parts.scheme:
+        raise ValueError(f"not a URL: {text!r}")
+    return s
+
+
+def _parse_addr(text: Any) -> str:
+    """`HOST:PORT`, `[::1]:PORT`, `:PORT` or `off`."""
+    s = str(text).strip()
+    if s.lower() in ("off", "none", "disabled", ""):
+        return "off"
+    _host, sep, port = s.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"not HOST:PORT: {text!r}")
+    return s
+
+
+CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "str": str,
+    "int": lambda v: int(str(v).strip()) if not isinstance(v, int) else v,
+    "float": lambda v: float(str(v).strip()) if not isinstance(v, int | float) else float(v),
+    "bool": _parse_bool,
+    "duration": parse_duration,
+    "size": parse_size,
+    "url": _parse_url,
+    "addr": _parse_addr,
+    "path": lambda v: os.fspath(str(v)),
+    "any": lambda v: v,
+}
+
+
+@dataclass
+class Option:
+    """One declared option. Create with :func:`option`."""
+
+    default: Any = _MISSING
+    help: str = ""
+    required: bool = False
+    kind: str | None = None
+    choices: Sequence[Any] | None = None
+    repeat: bool = False
+    positional: bool = False
+    flag: str | None = None
+    short: str | None = None
+    env: str | None = None
+    metavar: str | None = None
+    config_only: bool = False
+    secret: bool = False
+    name: str = ""
+    attr: str = ""
+    annotation: Any = None
+    _extra: dict[str, Any] = field(default_factory=dict)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attr = name
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        try:
+            return obj.__dict__[self.attr]
+        except KeyError:
+            raise AttributeError(self.attr) from None
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.attr] = value
+
+    @property
+    def flag_name(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    @property
+    def env_name(self) -> str:
+        return self.env or "PODKIT_" + self.name.upper()
+
+    @property
+    def config_key(self) -> str:
+        return self.name.replace("_", "-")
+
+    def resolve_kind(self) -> str:
+        if self.kind:
+            return self.kind
+        ann = self.annotation
+        if isinstance(ann, str):
+            ann = ann.replace(" ", "")
+            for base in ("str", "int", "float", "bool"):
+                if ann in (base, f"{base}|None", f"list[{base}]"):
+                    return base
+            return "any"
+        origin = typing.get_origin(ann)
+        if origin in (list, typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(ann) if a is not type(None)]
+            ann = args[0] if args else str
+        if ann in (str, int, float, bool):
+            return str(ann.__name__)
+        return "any"
+
+    def convert(self, value: Any, source: str) -> Any:
+        conv = CONVERTERS[self.resolve_kind()]
+        try:
+            if self.repeat:
+                items = value if isinstance(value, list | tuple) else _split_env_list(value)
+                out = [conv(v) for v in items]
+                if self.choices is not None:
+                    for v in out:
+                        self._check_choice(v)
+                return out
+            if value is None:
+                return None
+            out = conv(value)
+            if self.choices is not None:
+                self._check_choice(out)
+            return out
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"{source}: {exc}") from None
+
+    def _check_choice(self, v: Any) -> None:
+        if self.choices is not None and v not in self.choices:
+            raise ValueError(f"{v!r} is not one of {', '.join(map(str, self.choices))}")
+
+
+def _split_env_list(value: Any) -> list[Any]:
+    if isinstance(value, list | tuple):
+        return list(value)
+    s = str(value)
+    sep = "\n" if "\n" in s else ","
+    return [p.strip() for p in s.split(sep) if p.strip()]
+
+
+def option(
+    default: Any = _MISSING,
+    *,
+    help: str = "",
+    required: bool = False,
+    kind: str | None = None,
+    choices: Sequence[Any] | None = None,
+    repeat: bool = False,
+    positional: bool = False,
+    flag: str | None = None,
+    short: str | None = None,
+    env: str | None = None,
+    metavar: str | None = None,
+    config_only: bool = False,
+    secret: bool = False,
+) -> Any:
+    """Declare an option on a Program class.
+
+    The attribute's annotation gives the type (str, int, float, bool, list[...]);
+    `kind` refines it: duration, size, url, addr, path, any. `repeat=True` makes a
+    repeatable flag collecting a list; `config_only=True` is for structured
+    settings (mappings, lists of routes) that only the config file can carry.
+    """
+    return Option(
+        default=default,
+        help=help,
+        required=required,
+        kind=kind,
+        choices=choices,
+        repeat=repeat,
+        positional=positional,
+        flag=flag,
+        short=short,
+        env=env,
+        metavar=metavar,
+        config_only=config_only,
+        secret=secret,
+    )
+
+
+def collect_options(cls: type) -> list[Option]:
+    """All options of a class and its bases, base options first."""
+    seen: dict[str, Option] = {}
+    for klass in reversed(cls.__mro__):
+        hints = getattr(klass, "__annotations__", {})
+        for name, value in vars(klass).items():
+            if isinstance(value, Option):
+                value.name = value.name or name
+                value.attr = value.attr or name
+                if value.annotation is None:
+                    value.annotation = hints.get(name, str)
+                seen.pop(name, None)
+                seen[name] = value
+    return list(seen.values())
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors as one line instead of usage + exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def build_parser(prog: str, description: str, options: list[Option]) -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=prog,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+        allow_abbrev=False,
+    )
+    common = parser.add_argument_group("common options")
+    for opt in options:
+        if opt.config_only:
+            continue
+        kind = opt.resolve_kind()
+        default_txt = "" if opt.default is _MISSING or opt.default is None else opt.default
+        help_txt = opt.help
+        if default_txt != "" and kind != "bool":
+            help_txt += f" (default: {default_txt})"
+        help_txt += f" [env {opt.env_name}]"
+        help_txt = help_txt.replace("%", "%%")
+        group = common if getattr(opt, "_common", False) else parser
+        if opt.positional:
+            group.add_argument(
+                opt.name,
+                nargs="*" if opt.repeat else ("?" if not opt.required else None),
+                help=help_txt,
+                metavar=opt.metavar or opt.name.upper(),
+            )
+            continue
+        names = [opt.flag_name] + ([opt.short] if opt.short else [])
+        if kind == "bool":
+            group.add_argument(
+                *names,
+                dest=opt.name,
+                nargs="?",
+                const="true",
+                metavar="BOOL",
+                help=help_txt,
+            )
+        elif opt.repeat:
+            group.add_argument(
+                *names, dest=opt.name, action="append", help=help_txt, metavar=opt.metavar
+            )
+        else:
+            group.add_argument(*names, dest=opt.name, help=help_txt, metavar=opt.metavar)
+    return parser
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        raise UsageError(f"--config {path}: cannot read: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise UsageError(f"--config {path}:{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"--config {path}: expected a mapping at the top level")
+    return data
+
+
+def resolve(
+    options: list[Option],
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    config: Mapping[str, Any],
+    config_path: str | None,
+) -> dict[str, Any]:
+    """Merge the four sources into one value per option, converting each."""
+    by_key = {}
+    for opt in options:
+        by_key[opt.config_key] = opt
+        by_key[opt.name] = opt
+    for key in config:
+        if key not in by_key:
+            raise UsageError(f"--config {config_path}: unknown setting {key!r}")
+    values: dict[str, Any] = {}
+    for opt in options:
+        if opt.name in flags:
+            raw, source = flags[opt.name], opt.flag_name if not opt.positional else opt.name
+            if opt.positional and opt.repeat and raw == []:
+                raw = _MISSING
+        else:
+            raw, source = _MISSING, ""
+        if raw is _MISSING and not opt.config_only and opt.env_name in env:
+            raw, source = env[opt.env_name], opt.env_name
+        if raw is _MISSING:
+            for key in (opt.config_key, opt.name):
+                if key in config:
+                    raw, source = config[key], f"--config {config_path}: {key}"
+                    break
+        if raw is _MISSING:
+            if opt.required:
+                what = opt.flag_name if not opt.positional else opt.name.upper()
+                raise UsageError(f"{what} is required [env {opt.env_name}]")
+            default = opt.default
+            if default is _MISSING:
+                default = [] if opt.repeat else None
+            if isinstance(default, str | int | float) and not isinstance(default, bool):
+                values[opt.name] = opt.convert(default, f"default of {opt.flag_name}")
+            else:
+                values[opt.name] = default
+            continue
+        values[opt.name] = opt.convert(raw, source)
+    return values

@@ -1,0 +1,178 @@
+"""The program model: what a sidecar, adapter, ambassador or init task is.
+
+A program declares its options and implements `run()`. Everything around
+`run()` (parsing, logging, the admin server, signals, the shutdown deadline,
+exit codes) belongs to the runner in `podkit.runner`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .metrics import Metrics
+from .options import Option, collect_options, option
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
+
+
+class Program:
+    """Base of every podkit program. Subclass `Sidecar` or `InitTask`, not this."""
+
+    name: ClassVar[str] = ""
+    #: One line shown by `podkit` and in --help; defaults to the docstring's first line.
+    summary: ClassVar[str] = ""
+    #: The admin server's default address; "off" for none.
+    default_admin_addr: ClassVar[str] = "127.0.0.1:9400"
+    #: When True, argv after `--` is kept as `self.command` (for exec-style programs).
+    accepts_command: ClassVar[bool] = False
+
+    config: str | None = option(None, help="YAML file with settings", kind="path")
+    admin_addr: str = option(
+        None, help="admin server HOST:PORT (/healthz, /readyz, /metrics, /) or 'off'", kind="addr"
+    )
+    log_format: str = option("json", help="log format", choices=("json", "text"))
+    log_level: str = option("info", help="log level", choices=("debug", "info", "warning", "error"))
+    shutdown_timeout: float = option(
+        "20s", help="how long a graceful stop may take", kind="duration"
+    )
+
+    def __init__(self) -> None:
+        self.log = logging.getLogger(f"podkit.{self.name}")
+        self.metrics = Metrics(self.name)
+        self.command: list[str] = []
+        self.settings: dict[str, Any] = {}
+        self.started_at = time.time()
+        self._ready = False
+        self._unhealthy: str | None = None
+        self._stopping: asyncio.Event | None = None
+        self._routes: list[tuple[str, str, Handler]] = []
+        #: The admin server's bound port once it is up (useful with port 0).
+        self.admin_port: int | None = None
+
+    # -- declaration helpers -------------------------------------------------
+
+    @classmethod
+    def options(cls) -> list[Option]:
+        return collect_options(cls)
+
+    @classmethod
+    def describe(cls) -> str:
+        if cls.summary:
+            return cls.summary
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+    @classmethod
+    def main(cls, argv: list[str] | None = None) -> None:
+        """Console-script entry: run the program and exit with its code."""
+        from .runner import run
+
+        sys.exit(run(cls, argv))
+
+    # -- state the runner and admin server read ------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping is not None and self._stopping.is_set()
+
+    def _stop_event(self) -> asyncio.Event:
+        if self._stopping is None:
+            self._stopping = asyncio.Event()
+        return self._stopping
+
+    async def wait_stopping(self) -> None:
+        await self._stop_event().wait()
+
+    def request_stop(self) -> None:
+        """Ask the program to stop gracefully (what SIGTERM does)."""
+        self._stop_event().set()
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep, returning early (True) when a stop is requested."""
+        ev = self._stop_event()
+        if ev.is_set():
+            return True
+        try:
+            await asyncio.wait_for(ev.wait(), timeout=max(0.0, seconds))
+        except TimeoutError:
+            return False
+        return True
+
+    def set_ready(self, ready: bool = True) -> None:
+        if ready and not self._ready:
+            self.log.info("ready")
+        self._ready = ready
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def set_unhealthy(self, reason: str) -> None:
+        self._unhealthy = reason
+
+    def set_healthy(self) -> None:
+        self._unhealthy = None
+
+    def health(self) -> str | None:
+        """None when healthy, else the reason. Override to compute it on demand."""
+        return self._unhealthy
+
+    def status(self) -> dict[str, Any]:
+        """The program's JSON status for the admin server's `/`. Override to add to it."""
+        return {}
+
+    def add_route(self, method: str, path: str, handler: Handler) -> None:
+        """Add an endpoint to the admin server (before it starts, e.g. in __init__)."""
+        self._routes.append((method, path, handler))
+
+    # -- the lifecycle -------------------------------------------------------
+
+    def validate(self) -> None:
+        """Check option combinations after parsing; raise UsageError (exit 2)."""
+
+    def on_sighup(self) -> None:
+        """Called on SIGHUP when a program overrides it (e.g. to trigger a sync)."""
+
+    async def setup(self) -> None:
+        """Acquire resources. Runs before run(); a failure here exits 1."""
+
+    async def cleanup(self) -> None:
+        """Release resources. Runs after run(), also after a failure."""
+
+
+class Sidecar(Program):
+    """A long-running helper: setup, run until stopped, cleanup.
+
+    `run()` should return soon after `self.stopping` becomes true (use
+    `await self.sleep(...)` or `await self.wait_stopping()`), after draining
+    what it holds. The exit code is 0 after a graceful stop.
+    """
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+
+class InitTask(Program):
+    """Runs to completion and returns its exit code.
+
+    An init task interrupted by SIGTERM/SIGINT before it finished exits
+    143/130. Set `self.exec_after` to an argv to have the runner replace the
+    process with it after a zero exit (the way `waitfor -- app` starts the app).
+    """
+
+    default_admin_addr: ClassVar[str] = "off"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.exec_after: list[str] | None = None
+
+    async def run(self) -> int:
+        raise NotImplementedError

@@ -1,0 +1,227 @@
+"""The runner: everything around a program's `run()`.
+
+Order of events, and the exit code each can produce:
+
+1. parse flags, env and config; `validate()`            usage error -> 2
+2. logging, event loop (uvloop when installed)
+3. admin server start, `setup()`                        failure -> 1
+4. `run()` until it returns or a signal asks it to stop exception -> 1
+5. `cleanup()`, admin server stop                       deadline passed -> 1
+6. an InitTask's code (143/130 if a signal cut it short), or exec of its command
+
+A second SIGTERM/SIGINT exits at once; the shutdown deadline is enforced with
+`os._exit`, because a cleanup stuck in a thread cannot be cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .options import UsageError, build_parser, load_config_file, resolve
+from .program import InitTask, Program
+from .secrets import redact_url
+
+log = logging.getLogger("podkit.runner")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 124
+
+
+def _flush_logs() -> None:
+    for h in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            h.flush()
+
+
+def _hard_exit(code: int) -> None:
+    _flush_logs()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    os._exit(code)
+
+
+def configure(
+    cls: type[Program], argv: Sequence[str], env: Mapping[str, str] | None = None
+) -> Program:
+    """Build a program instance from argv/env/config. Raises UsageError."""
+    env = os.environ if env is None else env
+    argv = list(argv)
+    command: list[str] = []
+    if cls.accepts_command and "--" in argv:
+        i = argv.index("--")
+        argv, command = argv[:i], argv[i + 1 :]
+    options = cls.options()
+    parser = build_parser(f"podkit {cls.name}", _help_text(cls), options)
+    flags = vars(parser.parse_args(argv))
+    config_path = flags.get("config") or env.get("PODKIT_CONFIG")
+    config: dict[str, Any] = load_config_file(config_path) if config_path else {}
+    values = resolve(options, flags, env, config, config_path)
+    program = cls()
+    for opt in options:
+        setattr(program, opt.attr, values[opt.name])
+    if program.admin_addr is None:
+        program.admin_addr = cls.default_admin_addr
+    program.settings = values
+    program.command = command
+    program.validate()
+    return program
+
+
+def _help_text(cls: type[Program]) -> str:
+    doc = (cls.__doc__ or "").strip()
+    return doc or cls.describe()
+
+
+def public_settings(program: Program) -> dict[str, Any]:
+    """The program's settings as safe to log: URLs redacted, secrets hidden."""
+    out: dict[str, Any] = {}
+    for opt in program.options():
+        value = program.settings.get(opt.name)
+        if opt.secret and value:
+            value = "***"
+        elif opt.resolve_kind() == "url" and value:
+            value = [redact_url(v) for v in value] if opt.repeat else redact_url(value)
+        elif isinstance(value, str) and "://" in value:
+            value = redact_url(value)
+        out[opt.name] = value
+    return out
+
+
+def run(
+    cls: type[Program], argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> int:
+    """Run a program to the end and return its exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        program = configure(cls, argv, env)
+    except UsageError as exc:
+        print(f"podkit {cls.name}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+
+    from .logs import setup_logging
+
+    setup_logging(cls.name, program.log_format, program.log_level)
+    code = _run_loop(program)
+    _flush_logs()
+    if code == EXIT_OK and isinstance(program, InitTask) and program.exec_after:
+        return _exec(program.exec_after)
+    return code
+
+
+def _run_loop(program: Program) -> int:
+    loop_factory = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        pass
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(_main(program))
+
+
+def _exec(argv: list[str]) -> int:
+    log.info("exec", extra={"command": argv[0]})
+    _flush_logs()
+    try:
+        os.execvp(argv[0], argv)
+    except FileNotFoundError:
+        log.error("command not found", extra={"command": argv[0]})
+        return 127
+    except OSError as exc:
+        log.error("cannot exec command", extra={"command": argv[0], "error": str(exc)})
+        return 126
+    return EXIT_FAILURE  # not reached
+
+
+async def _main(program: Program) -> int:
+    loop = asyncio.get_running_loop()
+    stop_signal: list[int] = []
+    run_task: asyncio.Task[Any] | None = None
+    deadline: list[asyncio.TimerHandle] = []
+
+    def on_deadline() -> None:
+        log.error(
+            "shutdown deadline exceeded; exiting",
+            extra={"shutdown_timeout": program.shutdown_timeout},
+        )
+        _hard_exit(EXIT_FAILURE)
+
+    def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
+        if stop_signal:
+            log.warning("second signal; exiting at once", extra={"signal": name})
+            _hard_exit(128 + signum)
+        stop_signal.append(signum)
+        log.info("stopping", extra={"signal": name})
+        program.request_stop()
+        if isinstance(program, InitTask) and run_task is not None:
+            run_task.cancel()
+        deadline.append(loop.call_later(program.shutdown_timeout, on_deadline))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    if type(program).on_sighup is not Program.on_sighup:
+        loop.add_signal_handler(signal.SIGHUP, program.on_sighup)
+
+    program._stop_event()
+    log.info("starting", extra={"settings": public_settings(program)})
+    admin = None
+    code = EXIT_OK
+    try:
+        if program.admin_addr and program.admin_addr != "off":
+            from .admin import AdminServer
+
+            admin = AdminServer(program, program.admin_addr)
+            try:
+                await admin.start()
+            except OSError as exc:
+                log.error(
+                    "cannot start admin server",
+                    extra={"addr": program.admin_addr, "error": str(exc)},
+                )
+                admin = None
+                return EXIT_FAILURE
+            program.admin_port = admin.port
+        try:
+            await program.setup()
+            run_task = asyncio.create_task(program.run())  # type: ignore[attr-defined]
+            result = await run_task
+            if isinstance(program, InitTask):
+                code = int(result)
+        except asyncio.CancelledError:
+            if not stop_signal:
+                raise
+            code = 128 + stop_signal[0] if isinstance(program, InitTask) else EXIT_OK
+        except UsageError as exc:
+            print(f"podkit {program.name}: error: {exc}", file=sys.stderr)
+            code = EXIT_USAGE
+        except Exception:
+            log.exception("program failed")
+            code = EXIT_FAILURE
+        finally:
+            try:
+                await program.cleanup()
+            except Exception:
+                log.exception("cleanup failed")
+                code = EXIT_FAILURE
+    finally:
+        if admin is not None:
+            await admin.stop()
+        for handle in deadline:
+            handle.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+    log.info("stopped", extra={"exit_code": code})
+    return code

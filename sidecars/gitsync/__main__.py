@@ -1,0 +1,3 @@
+from podkit.sidecars.gitsync import main
+
+main()

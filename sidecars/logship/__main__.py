@@ -1,0 +1,3 @@
+from podkit.sidecars.logship import main
+
+main()

@@ -1,0 +1,3 @@
+from podkit.sidecars.reloader import main
+
+main()
