@@ -14,11 +14,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .metrics import Metrics
 from .options import Option, collect_options, option
 
 if TYPE_CHECKING:
     from aiohttp import web
+
+    from .metrics import Metrics
 
 Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
 
@@ -46,7 +47,7 @@ class Program:
 
     def __init__(self) -> None:
         self.log = logging.getLogger(f"podkit.{self.name}")
-        self.metrics = Metrics(self.name)
+        self._metrics: Metrics | None = None
         self.command: list[str] = []
         self.settings: dict[str, Any] = {}
         self.started_at = time.time()
@@ -56,6 +57,23 @@ class Program:
         self._routes: list[tuple[str, str, Handler]] = []
         #: The admin server's bound port once it is up (useful with port 0).
         self.admin_port: int | None = None
+
+    @property
+    def metrics(self) -> Metrics:
+        """The program's registry, created on first use.
+
+        Lazy because importing prometheus_client costs ~50 ms and ~10 MB, which
+        an init task without an admin server (waitfor) should not pay.
+        """
+        if self._metrics is None:
+            from .metrics import Metrics
+
+            self._metrics = Metrics(self.name)
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, value: Metrics) -> None:
+        self._metrics = value
 
     # -- declaration helpers -------------------------------------------------
 

@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -149,7 +150,7 @@ async def _main(program: Program) -> int:
     loop = asyncio.get_running_loop()
     stop_signal: list[int] = []
     run_task: asyncio.Task[Any] | None = None
-    deadline: list[asyncio.TimerHandle] = []
+    deadline: list[threading.Timer] = []
 
     def on_deadline() -> None:
         log.error(
@@ -158,20 +159,29 @@ async def _main(program: Program) -> int:
         )
         _hard_exit(EXIT_FAILURE)
 
-    def on_signal(signum: int) -> None:
-        name = signal.Signals(signum).name
-        if stop_signal:
-            log.warning("second signal; exiting at once", extra={"signal": name})
-            _hard_exit(128 + signum)
-        stop_signal.append(signum)
-        log.info("stopping", extra={"signal": name})
+    def begin_stop(signum: int) -> None:
+        log.info("stopping", extra={"signal": signal.Signals(signum).name})
         program.request_stop()
         if isinstance(program, InitTask) and run_task is not None:
             run_task.cancel()
-        deadline.append(loop.call_later(program.shutdown_timeout, on_deadline))
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
+    # Plain signal.signal handlers, not loop.add_signal_handler: they run even
+    # while the loop is blocked (a cleanup stuck in a blocking call), so a
+    # second signal and the deadline (a timer thread) always end the process.
+    def on_signal(signum: int, frame: object) -> None:
+        if stop_signal:
+            log.warning(
+                "second signal; exiting at once", extra={"signal": signal.Signals(signum).name}
+            )
+            _hard_exit(128 + signum)
+        stop_signal.append(signum)
+        timer = threading.Timer(program.shutdown_timeout, on_deadline)
+        timer.daemon = True
+        timer.start()
+        deadline.append(timer)
+        loop.call_soon_threadsafe(begin_stop, signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     if type(program).on_sighup is not Program.on_sighup:
         loop.add_signal_handler(signal.SIGHUP, program.on_sighup)
 
@@ -221,7 +231,8 @@ async def _main(program: Program) -> int:
             await admin.stop()
         for handle in deadline:
             handle.cancel()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        loop.remove_signal_handler(signal.SIGHUP)
     log.info("stopped", extra={"exit_code": code})
     return code

@@ -26,8 +26,30 @@ class Change:
     is_dir: bool = False
 
 
+def _content_event_filter() -> list[Any]:
+    """Events that can mean content changed: no opens, no read-only closes."""
+    from watchdog import events as ev
+
+    return [
+        ev.FileCreatedEvent,
+        ev.DirCreatedEvent,
+        ev.FileDeletedEvent,
+        ev.DirDeletedEvent,
+        ev.FileMovedEvent,
+        ev.DirMovedEvent,
+        ev.FileModifiedEvent,
+        ev.DirModifiedEvent,
+        ev.FileClosedEvent,
+    ]
+
+
 class Watcher:
-    """Watch directories and call `callback(change)` on the event loop for each change."""
+    """Watch directories and call `callback(change)` on the event loop for each change.
+
+    `reads=False` leaves out opens and read-only closes, both from the inotify
+    mask and from the callbacks: a program that reads the files it watches
+    (to hash them, say) would otherwise wake itself up forever.
+    """
 
     def __init__(
         self,
@@ -37,14 +59,19 @@ class Watcher:
         recursive: bool = True,
         poll_interval: float = 1.0,
         force_polling: bool = False,
+        reads: bool = True,
     ) -> None:
         self.dirs = sorted({os.path.abspath(d) for d in dirs})
         self.callback = callback
         self.recursive = recursive
         self.poll_interval = poll_interval
         self.force_polling = force_polling
+        self.reads = reads
         self.polling = False
         self._observer: Any = None
+        self._handler: Any = None
+        self._recursive_of: dict[str, bool] = {}
+        self._watches: dict[tuple[str, bool], Any] = {}
 
     def start(self) -> None:
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -62,44 +89,75 @@ class Watcher:
                 except RuntimeError:  # loop closed during shutdown
                     pass
 
-        handler = Handler()
+        self._handler = Handler()
         if not self.force_polling:
             try:
                 from watchdog.observers import Observer
 
-                obs = Observer()
+                self._observer = Observer()
                 for d in self.dirs:
                     if os.path.isdir(d):
-                        obs.schedule(handler, d, recursive=self.recursive)
-                obs.start()
-                self._observer = obs
+                        self._schedule(d, self._recursive_of.get(d, self.recursive))
+                self._observer.start()
                 return
             except OSError as exc:
+                self._observer = None
+                self._watches.clear()
                 log.warning("inotify unavailable; polling instead", extra={"error": str(exc)})
         from watchdog.observers.polling import PollingObserver
 
-        pobs = PollingObserver(timeout=self.poll_interval)
+        self._observer = PollingObserver(timeout=self.poll_interval)
         for d in self.dirs:
             if os.path.isdir(d):
-                pobs.schedule(handler, d, recursive=self.recursive)
-        pobs.start()
-        self._observer = pobs
+                self._schedule(d, self._recursive_of.get(d, self.recursive))
+        self._observer.start()
         self.polling = True
 
-    def add(self, directory: str) -> None:
-        """Watch one more directory (e.g. one created after start)."""
-        from watchdog.events import FileSystemEventHandler
+    def _schedule(self, d: str, recursive: bool) -> None:
+        kw: dict[str, Any] = {} if self.reads else {"event_filter": _content_event_filter()}
+        self._watches[(d, recursive)] = self._observer.schedule(
+            self._handler, d, recursive=recursive, **kw
+        )
 
+    def add(self, directory: str, recursive: bool | None = None) -> None:
+        """Watch one more directory (e.g. one created after start).
+
+        `recursive` overrides the watcher's default for this directory. Raises
+        OSError when the directory cannot be watched (gone, or inotify's
+        max_user_watches reached); before start() it is only recorded.
+        """
         d = os.path.abspath(directory)
-        if d in self.dirs or self._observer is None:
+        rec = self.recursive if recursive is None else recursive
+        if d in self.dirs and (d, rec) in self._watches:
             return
-        self.dirs.append(d)
-        handlers = {h for hs in self._observer._handlers.values() for h in hs}
-        handler = next(iter(handlers)) if handlers else FileSystemEventHandler()
-        self._observer.schedule(handler, d, recursive=self.recursive)
+        if d not in self.dirs:
+            self.dirs.append(d)
+        self._recursive_of[d] = rec
+        if self._observer is None:
+            return
+        try:
+            self._schedule(d, rec)
+        except OSError:
+            self.dirs.remove(d)
+            self._recursive_of.pop(d, None)
+            raise
+
+    def remove(self, directory: str) -> None:
+        """Stop watching a directory given to the constructor or add()."""
+        d = os.path.abspath(directory)
+        if d in self.dirs:
+            self.dirs.remove(d)
+        rec = self._recursive_of.pop(d, self.recursive)
+        watch = self._watches.pop((d, rec), None)
+        if watch is not None and self._observer is not None:
+            try:
+                self._observer.unschedule(watch)
+            except (KeyError, OSError):  # its emitter already stopped (directory deleted)
+                pass
 
     async def stop(self) -> None:
         obs, self._observer = self._observer, None
+        self._watches.clear()
         if obs is not None:
             obs.stop()
             await asyncio.to_thread(obs.join, 5)
