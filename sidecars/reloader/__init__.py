@@ -1,0 +1,493 @@
+"""reloader: reload the app when its mounted configuration really changes.
+
+Events only wake the reloader up; the decision is by content. After a quiet
+`--debounce`, it hashes every watched file (SHA-256 over relative name and
+content, following links, in a thread) and reloads only when the hash differs
+from the one of the last successful reload. A failed reload is retried with
+backoff until it succeeds; a newer change supersedes it. Every
+`--resync-interval` it hashes anyway, since inotify can drop events silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal as signal_mod
+import time
+from typing import Any
+
+from podkit import Backoff, Sidecar, UsageError, option, rfc3339
+from podkit.hooks import HookError, Retrier
+from podkit.http import BearerToken, client_session, parse_headers
+from podkit.watch import Change, Watcher
+
+from . import actions
+from .tree import Filter, Plan, Scan, scan
+
+#: A trailing debounce starves under a never-ending stream of writes; after
+#: this many debounce periods (at least MIN_MAX_WAIT) of constant change, check anyway.
+MAX_WAIT_FACTOR = 10
+MIN_MAX_WAIT = 2.0
+#: How often in a row the watches may move under one check before it settles.
+MAX_PASSES = 3
+
+
+class Reloader(Sidecar):
+    """Reload the app (webhook, signal, command) when its mounted config really changes.
+
+    Watches --watch paths (ConfigMap/Secret volumes, a gitsync link, plain
+    files) with inotify, following symlinks, decides by a content hash, and
+    retries a failed reload until it succeeds.
+    """
+
+    name = "reloader"
+    default_admin_addr = "127.0.0.1:9413"
+
+    watch: list[str] = option(
+        repeat=True, required=True, kind="path", help="file or directory to watch (repeatable)"
+    )
+    webhook_url: list[str] = option(
+        repeat=True, kind="url", help="URL to call on change (repeatable)"
+    )
+    webhook_method: str = option("POST", help="HTTP method of the webhook")
+    webhook_status: int = option(200, help="expected webhook status; 0 accepts any")
+    webhook_timeout: float = option("5s", kind="duration", help="timeout of one webhook call")
+    webhook_header: list[str] = option(
+        repeat=True, secret=True, help="'Name: value' header sent with the webhook (repeatable)"
+    )
+    bearer_token_file: str | None = option(
+        None, kind="path", help="file with a bearer token for the webhook, re-read when it changes"
+    )
+    signal: str | None = option(
+        None, help="signal to send on change, e.g. HUP (default HUP with --process/--pid-file)"
+    )
+    process: str | None = option(
+        None, help="signal the processes with this executable name (shared process namespace)"
+    )
+    pid_file: str | None = option(
+        None, kind="path", help="signal the process whose PID is in this file"
+    )
+    reload_command: str | None = option(
+        None, flag="--command", env="PODKIT_COMMAND", help="shell command to run on change"
+    )
+    command_gates_reload: bool = option(
+        False, help="run --command first; a non-zero exit blocks the reload of that content"
+    )
+    command_timeout: float = option("60s", kind="duration", help="how long --command may run")
+    debounce: float = option(
+        "1s", kind="duration", help="quiet time after the last change before reloading (trailing)"
+    )
+    resync_interval: float = option(
+        "3m", kind="duration", help="re-hash this often even without events"
+    )
+    retry_max_backoff: float = option(
+        "30s", kind="duration", help="longest wait between retries of a failed reload"
+    )
+    reload_on_start: bool = option(False, help="reload once at start-up")
+    include: list[str] = option(
+        repeat=True, help="only files matching this glob count (repeatable)"
+    )
+    exclude: list[str] = option(
+        repeat=True, help="files matching this glob do not count (repeatable)"
+    )
+
+    def validate(self) -> None:
+        self.watch = [os.path.abspath(w) for w in self.watch]
+        self._signal: signal_mod.Signals | None = None
+        if self.signal is not None:
+            try:
+                self._signal = actions.parse_signal(self.signal)
+            except ValueError as exc:
+                raise UsageError(f"--signal: {exc}") from None
+        if self.process and self.pid_file:
+            raise UsageError("--process and --pid-file: give one of them, not both")
+        if self.process or self.pid_file:
+            self._signal = self._signal or signal_mod.SIGHUP
+        elif self._signal is not None:
+            raise UsageError("--signal: needs --process NAME or --pid-file PATH")
+        if not (self.webhook_url or self._signal or self.reload_command):
+            raise UsageError(
+                "no action: give --webhook-url, --process/--pid-file (with --signal) or --command"
+            )
+        if self.command_gates_reload and not self.reload_command:
+            raise UsageError("--command-gates-reload: needs --command")
+        if (self.bearer_token_file or self.webhook_header) and not self.webhook_url:
+            raise UsageError("--bearer-token-file/--webhook-header: need --webhook-url")
+        self.webhook_method = self.webhook_method.strip().upper()
+        if not self.webhook_method.isalpha():
+            raise UsageError(f"--webhook-method: not an HTTP method: {self.webhook_method!r}")
+        if not 0 <= self.webhook_status <= 599:
+            raise UsageError(f"--webhook-status: not an HTTP status: {self.webhook_status}")
+        self._headers = parse_headers(self.webhook_header, "--webhook-header")
+        for flag, value in (
+            ("--debounce", self.debounce),
+            ("--webhook-timeout", self.webhook_timeout),
+            ("--command-timeout", self.command_timeout),
+        ):
+            if value < 0:
+                raise UsageError(f"{flag}: must not be negative")
+        for flag, value in (
+            ("--resync-interval", self.resync_interval),
+            ("--retry-max-backoff", self.retry_max_backoff),
+        ):
+            if value <= 0:
+                raise UsageError(f"{flag}: must be positive")
+
+    # -- setup ---------------------------------------------------------------
+
+    async def setup(self) -> None:
+        m = self.metrics
+        self.m_reloads = m.counter(
+            "reloads_total", "Reload attempts by result (success, failure, blocked).", ["result"]
+        )
+        for result in ("success", "failure", "blocked"):
+            self.m_reloads.labels(result)
+        self.m_last_ts = m.gauge(
+            "last_reload_success_timestamp_seconds", "Unix time of the last successful reload."
+        )
+        self.m_last_ok = m.gauge(
+            "last_reload_successful", "1 if the last reload attempt succeeded, else 0."
+        )
+        self.m_last_ok.set(1)
+        self.m_events = m.counter(
+            "watch_events_total", "File-system events that could change the watched content."
+        )
+        self.m_resyncs = m.counter(
+            "resyncs_total", "Periodic re-hashes (--resync-interval) done without an event."
+        )
+        self.m_files = m.gauge("watched_files", "Files in the content hash.")
+        self.m_bytes = m.gauge("watched_bytes", "Bytes in the content hash.")
+
+        self.filter = Filter(self.include, self.exclude)
+        self.token = BearerToken(self.bearer_token_file) if self.bearer_token_file else None
+        self.session = client_session() if self.webhook_url else None
+        self.retrier: Retrier[str] = Retrier(
+            "reload",
+            self._reload,
+            Backoff(min(0.5, self.retry_max_backoff), self.retry_max_backoff),
+        )
+        self.watcher = Watcher([], self._on_change, reads=False)
+        self._plan = Plan()
+        self._placed: dict[tuple[str, bool], tuple[int, int]] = {}
+        self._watch_errors: list[str] = []
+        self._wake = asyncio.Event()
+        self._reason = "start"
+        self._debounce_handle: asyncio.TimerHandle | None = None
+        self._burst_start: float | None = None
+        self.current: Scan | None = None
+        self.last_success_hash: str | None = None
+        self.last_success_time: float | None = None
+        self.rejected_hash: str | None = None
+        self.last_reload: dict[str, Any] | None = None
+        self._submitted: str | None = None
+        self._done_for: str | None = None
+        self._done: set[str] = set()
+
+    async def cleanup(self) -> None:
+        if self._debounce_handle is not None:
+            self._debounce_handle.cancel()
+        if hasattr(self, "retrier"):
+            await self.retrier.stop()
+        if hasattr(self, "watcher"):
+            await self.watcher.stop()
+        if getattr(self, "session", None) is not None:
+            assert self.session is not None
+            await self.session.close()
+
+    # -- the main loop -------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.watcher.start()
+        if self.watcher.polling:
+            self.log.warning("inotify unavailable: polling the watched paths")
+        self.retrier.start()
+        await self._check("start")
+        assert self.current is not None
+        if self.reload_on_start:
+            self._submit(self.current.digest)
+        else:
+            # The app started with this content: it is what it has loaded.
+            self.last_success_hash = self._submitted = self.current.digest
+        self.set_ready()
+        self.log.info(
+            "watching",
+            extra={
+                "watch": self.watch,
+                "hash": self.current.digest[:16],
+                "files": self.current.files,
+                "watches": len(self._placed),
+            },
+        )
+
+        async def stop_waker() -> None:
+            await self.wait_stopping()
+            self._wake.set()
+
+        waker = asyncio.create_task(stop_waker())
+        try:
+            next_resync = loop.time() + self.resync_interval
+            while not self.stopping:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), max(0.0, next_resync - loop.time()))
+                except TimeoutError:
+                    pass
+                if self.stopping:
+                    break
+                if self._wake.is_set():
+                    self._wake.clear()
+                    reason = self._reason
+                else:
+                    reason = "resync"
+                    self.m_resyncs.inc()
+                if reason == "resync" or loop.time() >= next_resync:
+                    next_resync = loop.time() + self.resync_interval
+                await self._check(reason)
+        finally:
+            waker.cancel()
+
+    def on_sighup(self) -> None:
+        """SIGHUP to the reloader itself: look at the content now."""
+        self._request("signal")
+
+    def _request(self, reason: str) -> None:
+        self._reason = reason
+        self._wake.set()
+
+    def _on_change(self, change: Change) -> None:
+        if not any(self._plan.relevant(p) for p in (change.path, change.dest) if p):
+            return
+        self.m_events.inc()
+        self._arm()
+
+    def _arm(self) -> None:
+        """(Re)start the trailing debounce timer, bounded so a write storm cannot starve it."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._burst_start is None:
+            self._burst_start = now
+        max_wait = max(MIN_MAX_WAIT, MAX_WAIT_FACTOR * self.debounce)
+        fire_at = min(now + self.debounce, self._burst_start + max_wait)
+        if self._debounce_handle is not None:
+            self._debounce_handle.cancel()
+        self._debounce_handle = loop.call_at(fire_at, self._fire)
+
+    def _fire(self) -> None:
+        self._debounce_handle = None
+        self._burst_start = None
+        self._request("change")
+
+    async def _check(self, reason: str) -> None:
+        """Hash the content, move the watches to where it lives now, and reload if it changed."""
+        result: Scan | None = None
+        for _ in range(MAX_PASSES):
+            result = await asyncio.to_thread(scan, self.watch, self.filter)
+            self._plan = result.plan
+            moved = await asyncio.to_thread(self._reconcile, result.plan)
+            if not moved:
+                break
+            # Changes between the scan and the new watches would be missed: scan again.
+        assert result is not None
+        self.current = result
+        self.m_files.set(result.files)
+        self.m_bytes.set(result.bytes)
+        if result.errors:
+            self.log.warning("cannot read some watched files", extra={"errors": result.errors[:10]})
+        if result.unstable:
+            # Caught mid-update (a file vanished under us): wait for it to settle.
+            self.log.debug("content in flux; looking again after the debounce")
+            self._arm()
+            return
+        digest = result.digest
+        if digest == self._submitted:
+            return
+        if digest == self.last_success_hash and not self.retrier.pending:
+            self._submitted = digest
+            return
+        if reason != "start":
+            self.log.info(
+                "change detected",
+                extra={"hash": digest[:16], "files": result.files, "reason": reason},
+            )
+        self._submit(digest)
+
+    def _submit(self, digest: str) -> None:
+        self._submitted = digest
+        self.retrier.submit(digest)
+
+    def _reconcile(self, plan: Plan) -> bool:
+        """Make the inotify watches match the plan. Runs in a thread; True if any moved."""
+        want = plan.watches()
+        moved = False
+        errors: list[str] = []
+        for (d, rec), ino in list(self._placed.items()):
+            if want.get(d) != rec or _inode(d) != ino:
+                # Gone, replaced (a new inode under the same name) or no longer wanted.
+                self.watcher.remove(d)
+                del self._placed[(d, rec)]
+                moved = True
+        for d, rec in sorted(want.items()):
+            if (d, rec) in self._placed:
+                continue
+            here = _inode(d)
+            if here is None:
+                continue  # not there yet: its parent's watch sees it appear
+            try:
+                self.watcher.add(d, recursive=rec)
+            except OSError as exc:
+                errors.append(f"{d}: {exc.strerror or exc}")
+                continue
+            self._placed[(d, rec)] = here
+            moved = True
+        if errors != self._watch_errors and errors:
+            self.log.warning(
+                "cannot watch some directories; relying on --resync-interval",
+                extra={"errors": errors[:10]},
+            )
+        self._watch_errors = errors
+        return moved
+
+    # -- the reload ----------------------------------------------------------
+
+    async def _reload(self, digest: str) -> None:
+        if digest == self.last_success_hash:
+            self.rejected_hash = None
+            return  # the content went back to what the app has: nothing to do
+        if digest != self._done_for:
+            self._done_for, self._done = digest, set()
+        started = time.monotonic()
+        env = {"PODKIT_RELOADER_HASH": digest}
+        if self.reload_command and self.command_gates_reload and "command" not in self._done:
+            code, out = await actions.run_command(self.reload_command, self.command_timeout, env)
+            if code != 0:
+                self.rejected_hash = digest
+                self._result(
+                    "blocked",
+                    digest,
+                    f"command exited {code}"
+                    if code is not None
+                    else f"command timed out after {self.command_timeout:g}s",
+                )
+                self.log.warning(
+                    "command rejected the new content; not reloading",
+                    extra={"hash": digest[:16], "exit_code": code, "output": out},
+                )
+                return
+            self._done.add("command")
+        errors: list[str] = []
+        for key, action in self._actions(env):
+            if key in self._done:
+                continue
+            try:
+                await action()
+            except HookError as exc:
+                errors.append(str(exc))
+                continue
+            self._done.add(key)
+        if errors:
+            self._result("failure", digest, "; ".join(errors))
+            raise HookError("; ".join(errors))
+        self.last_success_hash = digest
+        self.last_success_time = time.time()
+        self.rejected_hash = None
+        self.m_last_ts.set(self.last_success_time)
+        self._result("success", digest, None)
+        self.log.info(
+            "reloaded",
+            extra={
+                "hash": digest[:16],
+                "actions": sorted(self._done),
+                "duration_seconds": round(time.monotonic() - started, 3),
+            },
+        )
+
+    def _actions(self, env: dict[str, str]) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = []
+        if self.reload_command and not self.command_gates_reload:
+            cmd = self.reload_command
+
+            async def command() -> None:
+                code, tail = await actions.run_command(cmd, self.command_timeout, env)
+                if code is None:
+                    raise HookError(f"--command timed out after {self.command_timeout:g}s")
+                if code != 0:
+                    raise HookError(f"--command exited {code}: {tail[-300:]}")
+
+            out.append(("command", command))
+        if self._signal is not None:
+            out.append(("signal", self._send_signal))
+        for i, url in enumerate(self.webhook_url):
+
+            async def hook(url: str = url) -> None:
+                await actions.webhook(
+                    self.session,
+                    url,
+                    method=self.webhook_method,
+                    status=self.webhook_status,
+                    timeout=self.webhook_timeout,
+                    headers=self._headers,
+                    token=self.token,
+                )
+
+            out.append((f"webhook{i}", hook))
+        return out
+
+    async def _send_signal(self) -> None:
+        sig = self._signal
+        assert sig is not None
+        if self.process:
+            pids = await asyncio.to_thread(
+                actions.find_processes, self.process, "/proc", {os.getpid()}
+            )
+            what = f"--process {self.process}"
+        else:
+            assert self.pid_file is not None
+            pids = [actions.read_pid_file(self.pid_file)]
+            what = f"--pid-file {self.pid_file}"
+        sent = actions.send_signal(pids, sig, what)
+        self.log.info("signalled", extra={"signal": sig.name, "pids": sent})
+
+    def _result(self, result: str, digest: str, error: str | None) -> None:
+        self.m_reloads.labels(result).inc()
+        self.m_last_ok.set(1 if result == "success" else 0)
+        self.last_reload = {
+            "hash": digest,
+            "time": rfc3339(time.time()),
+            "result": result,
+            "error": error,
+        }
+
+    # -- status --------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        if not hasattr(self, "retrier"):
+            return {"watch": self.watch}
+        cur = self.current
+        return {
+            "watch": self.watch,
+            "current_hash": cur.digest if cur else None,
+            "files": cur.files if cur else None,
+            "bytes": cur.bytes if cur else None,
+            "last_success_hash": self.last_success_hash,
+            "last_success_time": (
+                rfc3339(self.last_success_time) if self.last_success_time else None
+            ),
+            "last_reload": self.last_reload,
+            "rejected_hash": self.rejected_hash,
+            "retry": self.retrier.status() if self.retrier.pending else None,
+            "watches": {d: ("recursive" if r else "entries") for d, r in sorted(self._placed)},
+            "watch_errors": self._watch_errors,
+            "polling": self.watcher.polling,
+        }
+
+
+def _inode(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def main() -> None:
+    Reloader.main()
