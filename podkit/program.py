@@ -57,6 +57,9 @@ class Program:
         self._routes: list[tuple[str, str, Handler]] = []
         #: The admin server's bound port once it is up (useful with port 0).
         self.admin_port: int | None = None
+        #: A Sidecar may set this before run() returns to choose its exit code
+        #: (e.g. gitsync --one-time failing, or too many failures); None means 0.
+        self.exit_code: int | None = None
 
     @property
     def metrics(self) -> Metrics:
