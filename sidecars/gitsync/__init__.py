@@ -1,0 +1,869 @@
+"""Keep a git checkout in a shared volume in sync, published atomically.
+
+The on-disk contract is kubernetes/git-sync v4's, so consumers can switch:
+`<root>/<link>` is a relative symlink to `.worktrees/<sha>`, replaced by an
+atomic rename once that worktree is completely checked out, and
+`basename(readlink(<root>/<link>))` is the published commit. Everything else
+under `<root>` (the `.git` directory, other worktrees) is an implementation
+detail.
+
+All git work runs in a worker thread through GitPython's `Repo.git`
+passthrough, with a fresh `Repo` closed after every sync, each command bounded
+by what is left of --sync-timeout (see `_git.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import stat
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from podkit import RateLimited, Sidecar, UsageError, option, redact_url, register_secret
+from podkit.hooks import HookError, Retrier, call_webhook
+from podkit.retry import Backoff
+from podkit.secrets import SecretFile
+
+from . import _git
+from ._git import GitError, Runs
+
+WORKTREES = ".worktrees"
+_SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+# Remote-helper syntax `<transport>::<address>` (ext::, fd::, ...) is refused outright.
+_HELPER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
+_ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
+
+# git asks "Username for '<url>': " or "Password for '<url>': ". The password is
+# read from a file at the moment git asks, so it is in no argv and no environment.
+_ASKPASS = """#!/bin/sh
+case "$1" in
+Username*) printf '%s\\n' "$PODKIT_GITSYNC_ASKPASS_USER" ;;
+*) p=
+   if [ -n "$PODKIT_GITSYNC_ASKPASS_FILE" ]; then
+       IFS= read -r p < "$PODKIT_GITSYNC_ASKPASS_FILE" || true
+   fi
+   printf '%s\\n' "$p" ;;
+esac
+"""
+
+
+def default_link(repo: str) -> str:
+    """The repo's leaf name without `.git`, as git-sync derives --link."""
+    path = urlsplit(repo).path if "://" in repo else repo.rpartition(":")[2]
+    leaf = path.rstrip("/").rsplit("/", 1)[-1]
+    if leaf.endswith(".git"):
+        leaf = leaf[:-4]
+    return leaf or "repo"
+
+
+def is_ssh(repo: str) -> bool:
+    if "://" in repo:
+        return urlsplit(repo).scheme in ("ssh", "git+ssh", "ssh+git")
+    # scp-like user@host:path (a local path never has a colon before the first slash)
+    head = repo.split("/", 1)[0]
+    return ":" in head
+
+
+def split_password(repo: str) -> tuple[str, str | None]:
+    """(URL without its password, the password) — git must never see it in argv."""
+    if "://" not in repo:
+        return repo, None
+    parts = urlsplit(repo)
+    if parts.password is None:
+        return repo, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    netloc = f"{user}@{hostport}" if user else hostport
+    clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    from urllib.parse import unquote
+
+    return clean, unquote(parts.password)
+
+
+def too_many_failures(consecutive: int, max_failures: int) -> bool:
+    """git-sync's documented meaning: N failures in a row are tolerated, N+1 abort.
+
+    Negative: never abort. 0: the first failure aborts.
+    """
+    return max_failures >= 0 and consecutive > max_failures
+
+
+def _published_sha(link: str) -> str | None:
+    try:
+        target = os.readlink(link)
+    except OSError:
+        return None
+    sha = os.path.basename(target.rstrip("/"))
+    return sha if _SHA_RE.match(sha) else None
+
+
+def _nonempty_dir(path: str) -> bool:
+    try:
+        with os.scandir(path) as it:
+            return any(True for _ in it)
+    except OSError:
+        return False
+
+
+def _rmtree(path: str) -> None:
+    def onerror(func: Any, p: str, exc: Any) -> None:
+        # Read-only files (git packs) inside a writable dir are removable; a
+        # read-only dir is not: make it writable and retry once.
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(p), 0o755)
+            func(p)
+
+    shutil.rmtree(path, onerror=onerror)
+
+
+@dataclass
+class SyncResult:
+    sha: str
+    changed: bool
+    fetched: bool
+
+
+class GitSync(Sidecar):
+    """Keep a git checkout in a volume in sync, published atomically (--one-time: init)."""
+
+    name = "gitsync"
+    default_admin_addr = "127.0.0.1:9412"
+
+    repo: str = option(
+        help="the git repository to sync (https, http, ssh, git, file)", required=True
+    )
+    root: str = option(
+        help="working directory; holds .git, .worktrees/<sha> and the --link",
+        kind="path",
+        required=True,
+    )
+    ref: str = option(
+        "HEAD", help="branch, tag or commit to sync (HEAD: the remote's default branch)"
+    )
+    link: str | None = option(
+        None, help="symlink under --root to the published worktree (default: the repo's name)"
+    )
+    period: float = option("10s", kind="duration", help="how long to wait between syncs")
+    depth: int = option(1, help="commits of history to fetch; 0 = the full history")
+    submodules: str = option(
+        "recursive", choices=("recursive", "shallow", "off"), help="submodule behaviour"
+    )
+    sparse_checkout_file: str | None = option(
+        None, kind="path", help="a git sparse-checkout file (non-cone patterns) to apply"
+    )
+    sync_timeout: float = option("120s", kind="duration", help="the total time one sync may take")
+    one_time: bool = option(False, help="exit 0 once the tree is published, 1 on the first failure")
+    max_failures: int = option(
+        -1,
+        help="consecutive failed syncs tolerated before exiting 1 (0: exit on the first; "
+        "-1: never, keep serving the last good tree)",
+    )
+    stale_worktree_timeout: float = option(
+        "0s", kind="duration", help="keep replaced worktrees this long (0: remove at once)"
+    )
+    git_gc: str = option(
+        "auto",
+        choices=("auto", "always", "aggressive", "off"),
+        help="git gc after a sync that removed worktrees",
+    )
+    touch_file: str | None = option(
+        None, kind="path", help="file touched after each publish (relative paths are under --root)"
+    )
+    stale_after: float | None = option(
+        None,
+        kind="duration",
+        help="/healthz fails when the last good sync is older (default 10 x --period)",
+    )
+    username: str | None = option(None, help="username for HTTP(S) authentication")
+    password_file: str | None = option(
+        None, kind="path", help="file holding the password or token (re-read before each sync)"
+    )
+    ssh_key_file: str | None = option(None, kind="path", help="SSH private key for ssh:// repos")
+    ssh_known_hosts: bool = option(True, help="check SSH host keys against --ssh-known-hosts-file")
+    ssh_known_hosts_file: str | None = option(
+        None, kind="path", help="known_hosts file (default: ssh's own, ~/.ssh/known_hosts)"
+    )
+    webhook_url: str | None = option(None, kind="url", help="URL called after each publish")
+    webhook_method: str = option("POST", help="HTTP method of the webhook")
+    webhook_success_status: int = option(
+        200, help="status that counts as success (0: do not check, fire and forget)"
+    )
+    webhook_timeout: float = option("1s", kind="duration", help="timeout of one webhook call")
+    webhook_backoff: float = option(
+        "3s", kind="duration", help="wait before retrying a failed webhook"
+    )
+    exechook_command: str | None = option(
+        None, help="command run in the new worktree after each publish, with $GITSYNC_HASH"
+    )
+    exechook_timeout: float = option("30s", kind="duration", help="timeout of one exechook run")
+    exechook_backoff: float = option(
+        "3s", kind="duration", help="wait before retrying a failed exechook"
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_route("POST", "/sync", self._http_sync)
+        self._trigger = asyncio.Event()
+        self._runs = Runs()
+        self._private = ""
+        self._password: SecretFile | None = None
+        self._url_password_file: str | None = None
+        self._git_url = ""
+        self._needs_check = True
+        self._syncs = 0
+        self.published: str | None = None
+        self.last_sync: float | None = None
+        self.last_success: float | None = None
+        self.last_error: str | None = None
+        self.consecutive_failures = 0
+        self._hooks: list[Retrier[str]] = []
+        self._session: Any = None
+        self._ssh_key_sig: tuple[int, int, int] | None = None
+
+    # -- configuration ------------------------------------------------------
+
+    def validate(self) -> None:
+        repo = self.repo.strip()
+        if _HELPER_RE.match(repo):
+            raise UsageError(
+                f"--repo: remote-helper transports ({repo.split('::')[0]}::) are refused"
+            )
+        if "://" in repo:
+            scheme = urlsplit(repo).scheme.lower()
+            if scheme not in ("http", "https", "ssh", "git", "file", "git+ssh", "ssh+git"):
+                raise UsageError(f"--repo: unsupported scheme {scheme!r}")
+        self.repo = repo
+        if self.depth < 0:
+            raise UsageError("--depth: must be 0 (full history) or more")
+        if self.period < 0.01:
+            raise UsageError("--period: must be at least 10ms")
+        if self.sync_timeout < 0.01:
+            raise UsageError("--sync-timeout: must be at least 10ms")
+        if not self.ref.strip() or self.ref.startswith("-"):
+            raise UsageError("--ref: must name a branch, tag or commit")
+        self.link = self.link or default_link(repo)
+        if os.path.isabs(self.link):
+            self.link = os.path.relpath(self.link, os.path.abspath(self.root))
+        if self.link.startswith("..") or self.link in (".", ".git", WORKTREES):
+            raise UsageError(f"--link: must name a path inside --root, got {self.link!r}")
+        for flag, path in (
+            ("--password-file", self.password_file),
+            ("--ssh-key-file", self.ssh_key_file),
+            ("--ssh-known-hosts-file", self.ssh_known_hosts_file),
+            ("--sparse-checkout-file", self.sparse_checkout_file),
+        ):
+            if path and not os.path.isfile(path):
+                raise UsageError(f"{flag}: no such file: {path}")
+        if self.exechook_command is not None:
+            try:
+                argv = shlex.split(self.exechook_command)
+            except ValueError as exc:
+                raise UsageError(f"--exechook-command: {exc}") from None
+            if not argv:
+                raise UsageError("--exechook-command: empty")
+        if self.stale_after is None:
+            self.stale_after = 10 * self.period
+
+    @property
+    def link_path(self) -> str:
+        assert self.link is not None
+        return os.path.join(self.root, self.link)
+
+    def _worktree(self, sha: str) -> str:
+        return os.path.join(self.root, WORKTREES, sha)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def setup(self) -> None:
+        self.root = os.path.abspath(self.root)
+        os.makedirs(os.path.join(self.root, WORKTREES), exist_ok=True)
+        self._private = tempfile.mkdtemp(prefix="podkit-gitsync-")
+        os.chmod(self._private, 0o700)
+        askpass = os.path.join(self._private, "askpass")
+        with open(askpass, "w", encoding="utf-8") as f:
+            f.write(_ASKPASS)
+        os.chmod(askpass, 0o700)
+        self._git_url, url_password = split_password(self.repo)
+        if url_password is not None:
+            register_secret(url_password)
+            self._url_password_file = os.path.join(self._private, "password")
+            fd = os.open(self._url_password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(url_password + "\n")
+        if self.password_file:
+            self._password = SecretFile(self.password_file)
+        self.published = _published_sha(self.link_path)
+
+        m = self.metrics
+        self.m_syncs = m.counter("syncs_total", "Sync attempts by result.", ["result"])
+        for r in ("success", "error", "noop"):
+            self.m_syncs.labels(r)
+        self.m_duration = m.histogram(
+            "sync_duration_seconds",
+            "Time one sync took.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+        self.m_last_success = m.gauge(
+            "last_success_timestamp_seconds", "Unix time of the last successful sync."
+        )
+        self.m_fetches = m.counter("fetches_total", "git fetch runs.")
+        self.m_hooks = m.counter(
+            "hook_runs_total", "Hook runs by hook and result.", ["hook", "result"]
+        )
+        self._errors = RateLimited(self.log, 30.0)
+
+        if self.webhook_url:
+            from podkit.http import client_session
+
+            self._session = client_session()
+            self._hooks.append(
+                Retrier(
+                    "webhook",
+                    self._webhook,
+                    self._backoff(self.webhook_backoff),
+                    self._hook_result("webhook"),
+                )
+            )
+        if self.exechook_command:
+            self._hooks.append(
+                Retrier(
+                    "exechook",
+                    self._exechook,
+                    self._backoff(self.exechook_backoff),
+                    self._hook_result("exechook"),
+                )
+            )
+        if not self.one_time:
+            for h in self._hooks:
+                h.start()
+
+    @staticmethod
+    def _backoff(seconds: float) -> Backoff:
+        # git-sync's hook backoff is a fixed wait, not exponential.
+        s = max(seconds, 0.001)
+        return Backoff(s, s, 1.0, jitter=False)
+
+    def _hook_result(self, hook: str) -> Any:
+        def on_result(sha: str, error: str | None) -> None:
+            self.m_hooks.labels(hook, "error" if error else "success").inc()
+            if error is None:
+                self.log.info("hook succeeded", extra={"hook": hook, "commit": sha})
+
+        return on_result
+
+    async def cleanup(self) -> None:
+        self._runs.abort()
+        for h in self._hooks:
+            await h.stop()
+        if self._session is not None:
+            await self._session.close()
+        if self._private:
+            shutil.rmtree(self._private, ignore_errors=True)
+
+    def on_sighup(self) -> None:
+        self.log.info("sync requested", extra={"by": "SIGHUP"})
+        self._trigger.set()
+
+    async def _http_sync(self, request: Any) -> Any:
+        from aiohttp import web
+
+        self.log.info("sync requested", extra={"by": "POST /sync"})
+        self._trigger.set()
+        return web.json_response({"queued": True, "published": self.published}, status=202)
+
+    # -- the loop -------------------------------------------------------------
+
+    async def run(self) -> None:
+        while not self.stopping:
+            self._trigger.clear()
+            ok = await self._sync()
+            if self.stopping:
+                break
+            if self.one_time:
+                if not ok:
+                    self.exit_code = 1
+                    return
+                self.exit_code = await self._one_time_hooks()
+                return
+            if not ok and too_many_failures(self.consecutive_failures, self.max_failures):
+                self.log.error(
+                    "too many consecutive failures; exiting",
+                    extra={
+                        "failures": self.consecutive_failures,
+                        "max_failures": self.max_failures,
+                    },
+                )
+                self.exit_code = 1
+                return
+            await self._wait_trigger(self.period)
+        # Give hooks for the last publish a moment to land before the runner stops us.
+        for h in self._hooks:
+            await h.idle(min(5.0, self.shutdown_timeout / 2))
+
+    async def _wait_trigger(self, seconds: float) -> None:
+        stop = asyncio.ensure_future(self.wait_stopping())
+        trig = asyncio.ensure_future(self._trigger.wait())
+        try:
+            await asyncio.wait({stop, trig}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            trig.cancel()
+
+    async def _sync(self) -> bool:
+        start = time.monotonic()
+        self._runs.reset()
+        work = asyncio.ensure_future(asyncio.to_thread(self._sync_blocking))
+        stop = asyncio.ensure_future(self.wait_stopping())
+        try:
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                self._runs.abort()  # kill the git in flight; the thread returns at once
+            try:
+                result = await work
+            except Exception as exc:
+                err: BaseException | None = exc
+            else:
+                err = None
+        finally:
+            stop.cancel()
+        elapsed = time.monotonic() - start
+        self.m_duration.observe(elapsed)
+        self.last_sync = time.time()
+        self._syncs += 1
+        if err is not None:
+            if self.stopping:
+                return False
+            self.consecutive_failures += 1
+            self.last_error = str(err) or type(err).__name__
+            self.m_syncs.labels("error").inc()
+            self._needs_check = True
+            self._errors.log(
+                "sync",
+                40,
+                "sync failed; the last good tree stays published",
+                error=self.last_error,
+                failures=self.consecutive_failures,
+                published=self.published,
+                repo=redact_url(self.repo),
+            )
+            return False
+        self._errors.clear("sync")
+        if self.consecutive_failures:
+            self.log.info("sync recovered", extra={"failures": self.consecutive_failures})
+        self.consecutive_failures = 0
+        self.last_error = None
+        self.last_success = time.time()
+        self.m_last_success.set(self.last_success)
+        first = not self.ready
+        self.published = result.sha
+        if result.changed:
+            self.m_syncs.labels("success").inc()
+            self.log.info(
+                "published",
+                extra={"commit": result.sha, "ref": self.ref, "seconds": round(elapsed, 3)},
+            )
+        else:
+            self.m_syncs.labels("noop").inc()
+        if result.changed or first:
+            # Like git-sync, hooks also run for the tree found at start-up.
+            self._touch()
+            if not self.one_time:
+                for h in self._hooks:
+                    h.submit(result.sha)
+        self.set_ready()
+        return True
+
+    def _touch(self) -> None:
+        if not self.touch_file:
+            return
+        path = (
+            self.touch_file
+            if os.path.isabs(self.touch_file)
+            else os.path.join(self.root, self.touch_file)
+        )
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "a"):
+                os.utime(path)
+        except OSError as exc:
+            self.log.warning("cannot touch --touch-file", extra={"path": path, "error": str(exc)})
+
+    async def _one_time_hooks(self) -> int:
+        """--one-time runs each hook once (as git-sync does) and fails if one fails."""
+        code = 0
+        assert self.published is not None
+        for h in self._hooks:
+            try:
+                await h.action(self.published)
+            except Exception as exc:
+                self.m_hooks.labels(h.name, "error").inc()
+                self.log.error("hook failed", extra={"hook": h.name, "error": str(exc)})
+                code = 1
+            else:
+                self.m_hooks.labels(h.name, "success").inc()
+        if code == 0:
+            self.log.info("one-time sync done", extra={"commit": self.published})
+        return code
+
+    # -- hooks ----------------------------------------------------------------
+
+    async def _webhook(self, sha: str) -> None:
+        assert self.webhook_url is not None
+        try:
+            await call_webhook(
+                self._session,
+                self.webhook_url,
+                method=self.webhook_method,
+                expected_status=self.webhook_success_status,
+                timeout=self.webhook_timeout,
+                headers={"Gitsync-Hash": sha},
+            )
+        except HookError:
+            if self.webhook_success_status == 0:
+                return  # fire and forget
+            raise
+
+    async def _exechook(self, sha: str) -> None:
+        assert self.exechook_command is not None
+        argv = shlex.split(self.exechook_command)
+        cwd = self._worktree(sha)
+        if not os.path.isdir(cwd):
+            return  # superseded and already removed: the newer commit's run follows
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=cwd,
+                env={**os.environ, "GITSYNC_HASH": sha},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise HookError(f"exechook: cannot run {argv[0]}: {exc.strerror or exc}") from None
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), self.exechook_timeout)
+        except TimeoutError:
+            _git.kill_group(proc.pid)
+            await proc.wait()
+            raise HookError(f"exechook: timed out after {self.exechook_timeout:g}s") from None
+        except asyncio.CancelledError:
+            _git.kill_group(proc.pid)
+            raise
+        text = out.decode("utf-8", "replace").strip()[-500:] if out else ""
+        if proc.returncode != 0:
+            raise HookError(f"exechook: exit {proc.returncode}: {text}")
+        if text:
+            self.log.debug("exechook output", extra={"output": text})
+
+    # -- status ---------------------------------------------------------------
+
+    def health(self) -> str | None:
+        assert self.stale_after is not None
+        since = self.last_success or self.started_at
+        age = time.time() - since
+        if age > self.stale_after:
+            what = "last successful sync" if self.last_success else "no successful sync since start"
+            return f"{what} {age:.0f}s ago (--stale-after {self.stale_after:g}s)"
+        return None
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "repo": redact_url(self.repo),
+            "ref": self.ref,
+            "root": self.root,
+            "link": self.link_path,
+            "published": self.published,
+            "last_sync": self.last_sync,
+            "last_success": self.last_success,
+            "last_error": self.last_error,
+            "consecutive_failures": self.consecutive_failures,
+            "syncs": self._syncs,
+            "hooks": {h.name: h.status() for h in self._hooks},
+        }
+
+    # -- git (runs in a worker thread) ---------------------------------------
+
+    def _git_env(self) -> dict[str, str]:
+        config = [
+            ("safe.directory", "*"),
+            ("gc.autoDetach", "false"),
+            ("gc.pruneExpire", "now"),
+            ("credential.helper", ""),
+            ("advice.detachedHead", "false"),
+            ("fetch.recurseSubmodules", "false"),
+            ("init.defaultBranch", "gitsync"),
+        ]
+        if self.sparse_checkout_file:
+            config += [("core.sparseCheckout", "true"), ("core.sparseCheckoutCone", "false")]
+        env = {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_ASKPASS": os.path.join(self._private, "askpass"),
+            "SSH_ASKPASS": os.path.join(self._private, "askpass"),
+            "GIT_ALLOW_PROTOCOL": _ALLOWED_PROTOCOLS,
+            "GIT_CEILING_DIRECTORIES": os.path.dirname(self.root),
+            "GIT_CONFIG_COUNT": str(len(config)),
+            "PODKIT_GITSYNC_ASKPASS_USER": self.username or "",
+            "PODKIT_GITSYNC_ASKPASS_FILE": self._url_password_file or "",
+        }
+        for i, (k, v) in enumerate(config):
+            env[f"GIT_CONFIG_KEY_{i}"] = k
+            env[f"GIT_CONFIG_VALUE_{i}"] = v
+        if self._password is not None:
+            # Re-read (one stat) before each sync: rotation takes effect now, and the
+            # new value is registered for scrubbing before git can echo it anywhere.
+            try:
+                self._password.value()
+            except OSError as exc:
+                raise GitError(f"--password-file: {exc.strerror or exc}") from None
+            env["PODKIT_GITSYNC_ASKPASS_FILE"] = os.path.abspath(self._password.path)
+        ssh = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+        if self.ssh_key_file:
+            ssh += ["-i", self._ssh_key(), "-o", "IdentitiesOnly=yes"]
+        if self.ssh_known_hosts:
+            ssh += ["-o", "StrictHostKeyChecking=yes"]
+            if self.ssh_known_hosts_file:
+                ssh += ["-o", f"UserKnownHostsFile={os.path.abspath(self.ssh_known_hosts_file)}"]
+        else:
+            ssh += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+        env["GIT_SSH_COMMAND"] = shlex.join(ssh)
+        env["GIT_SSH_VARIANT"] = "ssh"
+        return env
+
+    def _ssh_key(self) -> str:
+        """ssh refuses a key readable by others (a Secret mounted 0644): use a 0600 copy."""
+        assert self.ssh_key_file is not None
+        st = os.stat(self.ssh_key_file)
+        if not st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            return os.path.abspath(self.ssh_key_file)
+        copy = os.path.join(self._private, "ssh-key")
+        sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if sig != self._ssh_key_sig:
+            with open(self.ssh_key_file, "rb") as src:
+                data = src.read()
+            fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            self._ssh_key_sig = sig
+        return copy
+
+    def _sync_blocking(self) -> SyncResult:
+        deadline = time.monotonic() + self.sync_timeout
+        env = self._git_env()
+        if self._needs_check:
+            self._check_repo(deadline, env)
+            self._needs_check = False
+        try:
+            return self._sync_repo(deadline, env)
+        except GitError as exc:
+            if exc.timed_out or self._runs.aborted or exc.remote:
+                raise
+            # A local failure (missing objects, a broken worktree): repair and try once more.
+            self.log.warning(
+                "local git failure; checking the repository", extra={"error": str(exc)}
+            )
+            self._check_repo(deadline, env, force_reclone=False)
+            return self._sync_repo(deadline, env)
+
+    def _init_repo(self, deadline: float, env: dict[str, str]) -> None:
+        g = _git.new_git(self.root, deadline, env, self._runs)
+        g.init("-q")
+        g.remote("add", "origin", self._git_url)
+
+    def _check_repo(
+        self, deadline: float, env: dict[str, str], force_reclone: bool = False
+    ) -> None:
+        """Remove leftover lock files; re-clone a repository git cannot use."""
+        gitdir = os.path.join(self.root, ".git")
+        if not os.path.isdir(gitdir):
+            if os.path.lexists(gitdir):
+                os.unlink(gitdir)
+            self._init_repo(deadline, env)
+            return
+        removed = _remove_locks(gitdir)
+        if removed:
+            self.log.warning("removed leftover lock files", extra={"files": removed})
+        healthy = not force_reclone
+        if healthy:
+            try:
+                g = _git.new_git(self.root, deadline, env, self._runs)
+                top = g.rev_parse("--show-toplevel")
+                if os.path.realpath(top) != os.path.realpath(self.root):
+                    raise GitError(f"repository toplevel is {top}, not --root")
+                g.fsck("--connectivity-only", "--no-progress", "--no-dangling")
+                url = g.config("--get", "remote.origin.url") if _has_origin(gitdir) else ""
+                if url != self._git_url:
+                    if url:
+                        g.remote("set-url", "origin", self._git_url)
+                    else:
+                        g.remote("add", "origin", self._git_url)
+            except GitError as exc:
+                if exc.timed_out or self._runs.aborted:
+                    raise
+                self.log.warning("repository unusable; re-cloning", extra={"error": str(exc)})
+                healthy = False
+        if not healthy:
+            self._wipe(gitdir)
+            self._init_repo(deadline, env)
+
+    def _wipe(self, gitdir: str) -> None:
+        """Drop .git and every worktree but the published one (its files stay served)."""
+        _rmtree(gitdir)
+        keep = _published_sha(self.link_path)
+        base = os.path.join(self.root, WORKTREES)
+        for name in os.listdir(base):
+            if name != keep:
+                _rmtree(os.path.join(base, name))
+
+    def _sync_repo(self, deadline: float, env: dict[str, str]) -> SyncResult:
+        published = _published_sha(self.link_path)
+        if (
+            published is not None
+            and _SHA_RE.match(self.ref)
+            and published == self.ref
+            and _nonempty_dir(self._worktree(published))
+        ):
+            return SyncResult(published, False, False)  # a commit never moves: nothing to fetch
+        with _git.Repo(self.root) as repo:
+            g = _git.bounded(repo.git, deadline, env, self._runs)
+            args = [
+                "origin",
+                self.ref,
+                "--no-tags",
+                "--no-auto-gc",
+                "--no-progress",
+                "--no-recurse-submodules",
+            ]
+            if self.depth > 0:
+                args += ["--depth", str(self.depth)]
+            elif os.path.exists(os.path.join(self.root, ".git", "shallow")):
+                args.append("--unshallow")
+            self.m_fetches.inc()
+            try:
+                g.fetch(*args)
+            except GitError as exc:
+                exc.remote = True
+                raise
+            sha = g.rev_parse("FETCH_HEAD^{commit}")
+            wt = self._worktree(sha)
+            if sha == published and _nonempty_dir(wt):
+                return SyncResult(sha, False, True)
+            g.reset("--soft", sha)
+            self._build_worktree(g, sha, wt, deadline, env)
+        self._publish(wt)
+        old = self._worktree(published) if published and published != sha else None
+        if old and os.path.isdir(old):
+            with contextlib.suppress(OSError):
+                os.utime(old)  # starts its --stale-worktree-timeout clock
+        with contextlib.suppress(GitError, OSError):
+            self._cleanup(sha, deadline, env)
+        return SyncResult(sha, True, True)
+
+    def _build_worktree(
+        self, g: _git.Git, sha: str, wt: str, deadline: float, env: dict[str, str]
+    ) -> None:
+        if os.path.lexists(wt):
+            # Left by a sync that died before publishing it: never published, safe to drop.
+            _rmtree(wt)
+            g.worktree("prune")
+        g.worktree("add", "--force", "--detach", "--no-checkout", wt, sha)
+        dotgit = os.path.join(wt, ".git")
+        with open(dotgit, encoding="utf-8") as f:
+            admin = f.read().strip().removeprefix("gitdir:").strip()
+        # Relative, so the volume can be mounted at another path in other containers.
+        with open(dotgit, "w", encoding="utf-8") as f:
+            f.write(f"gitdir: {os.path.relpath(admin, wt)}\n")
+        if self.sparse_checkout_file:
+            info = os.path.join(admin, "info")
+            os.makedirs(info, exist_ok=True)
+            shutil.copyfile(self.sparse_checkout_file, os.path.join(info, "sparse-checkout"))
+        w = _git.new_git(wt, deadline, env, self._runs)
+        w.reset("--hard", "-q", sha, "--")
+        if self.submodules != "off":
+            sub = ["update", "--init"]
+            if self.submodules == "recursive":
+                sub.append("--recursive")
+            if self.depth > 0:
+                sub += ["--depth", str(self.depth)]
+            w.submodule(*sub)
+
+    def _publish(self, wt: str) -> None:
+        link = self.link_path
+        linkdir = os.path.dirname(link)
+        os.makedirs(linkdir, exist_ok=True)
+        tmp = os.path.join(linkdir, f".{os.path.basename(link)}.tmp-{os.getpid()}")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.symlink(os.path.relpath(wt, linkdir), tmp)
+        os.replace(tmp, link)  # rename(2): readers see the old or the new link, never neither
+        fd = os.open(linkdir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _cleanup(self, current: str, deadline: float, env: dict[str, str]) -> None:
+        base = os.path.join(self.root, WORKTREES)
+        now = time.time()
+        removed = 0
+        for name in os.listdir(base):
+            if name == current:
+                continue
+            path = os.path.join(base, name)
+            try:
+                age = now - os.lstat(path).st_mtime
+            except OSError:
+                continue
+            if self.stale_worktree_timeout <= 0 or age > self.stale_worktree_timeout:
+                _rmtree(path)
+                removed += 1
+        if not removed:
+            return
+        g = _git.new_git(self.root, deadline, env, self._runs)
+        g.worktree("prune")
+        g.reflog("expire", "--expire-unreachable=all", "--all")
+        if self.git_gc != "off":
+            gc = {"auto": ["--auto"], "always": [], "aggressive": ["--aggressive"]}[self.git_gc]
+            g.gc("--quiet", *gc)
+
+
+def _has_origin(gitdir: str) -> bool:
+    try:
+        with open(os.path.join(gitdir, "config"), encoding="utf-8") as f:
+            return '[remote "origin"]' in f.read()
+    except OSError:
+        return False
+
+
+def _remove_locks(gitdir: str) -> list[str]:
+    """Lock files a killed git left behind; nothing else runs git in this repo."""
+    removed = []
+    for dirpath, dirnames, filenames in os.walk(gitdir):
+        if os.path.basename(dirpath) == "objects" and dirpath == os.path.join(gitdir, "objects"):
+            dirnames[:] = [d for d in dirnames if d in ("pack", "info")]
+        for name in filenames:
+            if (
+                name.endswith(".lock")
+                or name == "gc.pid"
+                or (name.startswith("tmp_") and os.path.basename(dirpath) == "pack")
+            ):
+                path = os.path.join(dirpath, name)
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                    removed.append(os.path.relpath(path, gitdir))
+    return removed
+
+
+def main() -> None:
+    GitSync.main()
+
+
+__all__ = ["GitSync", "main"]
