@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Build the podkit program images: podkit-<program>:<TAG> for each program named
+# (default: all seven), from images/Dockerfile.
+#
+#   images/build.sh [PROGRAM ...]
+#
+# Environment:
+#   ENGINE      podman or docker (default: docker when its daemon answers, else podman)
+#   BASE_IMAGE  the image to build on. Default: localhost/podkit-base:bookworm,
+#               made by images/base.sh with debootstrap when missing, so a machine
+#               that reaches no container registry can build. BASE_IMAGE=python:3.12-slim
+#               (the Dockerfile's own default) builds on the official image instead.
+#   TAG         image tag (default: the version in pyproject.toml)
+#   PYTHON      the host python whose pip makes the wheelhouse (default: .venv/bin/python)
+#   WHEELHOUSE  0 to skip the wheelhouse and let pip inside the build use the index
+#
+# The Python packages go in from a wheelhouse made here with `pip wheel`, so the
+# builds themselves fetch nothing from a package index; only gitsync's image (git,
+# openssh-client) and a base without tini need Debian's mirror.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+cd "$root"
+
+all_programs=(waitfor logship gitsync reloader metrics logformat proxy)
+programs=("$@")
+[ ${#programs[@]} -gt 0 ] || programs=("${all_programs[@]}")
+
+if [ -z "${ENGINE:-}" ]; then
+    if command -v docker >/dev/null && docker info >/dev/null 2>&1; then ENGINE=docker; else ENGINE=podman; fi
+fi
+if [ "$ENGINE" = podman ]; then
+    export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
+fi
+local_base=localhost/podkit-base:bookworm
+base=${BASE_IMAGE:-$local_base}
+version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' pyproject.toml | head -1)
+tag=${TAG:-$version}
+revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+if ! git diff --quiet HEAD -- podkit initkits sidecars adapters ambassadors images 2>/dev/null; then
+    revision="$revision-dirty"
+fi
+source_url=$(git config --get remote.origin.url 2>/dev/null || echo https://github.com/podkit/podkit)
+python=${PYTHON:-$root/.venv/bin/python}
+[ -x "$python" ] || python=python3
+
+package_dir() {  # the source directory of a program's package
+    case "$1" in
+        waitfor) echo initkits/waitfor ;;
+        logship | gitsync | reloader) echo "sidecars/$1" ;;
+        metrics | logformat) echo "adapters/$1" ;;
+        proxy) echo ambassadors/proxy ;;
+        *) echo "unknown program: $1 (one of: ${all_programs[*]})" >&2; return 2 ;;
+    esac
+}
+for p in "${programs[@]}"; do
+    dir=$(package_dir "$p")
+    [ -f "$dir/__init__.py" ] || { echo "$p is not written yet: $dir/__init__.py is missing" >&2; exit 2; }
+done
+
+if [ "$base" = "$local_base" ]; then
+    "$here/base.sh" "$base"
+fi
+
+# The build context: only what the Dockerfile copies (the repository root would
+# drag .venv and .git along), with the wheelhouse under images/.
+ctx=$here/.build/context
+rm -rf "$ctx"
+mkdir -p "$ctx/images"
+cp pyproject.toml README.md "$ctx/"
+for d in podkit initkits sidecars adapters ambassadors; do
+    cp -r "$d" "$ctx/$d"
+done
+find "$ctx" -name __pycache__ -type d -prune -exec rm -rf {} +
+cp "$here/Dockerfile" "$here/apt-install.sh" "$ctx/images/"
+
+if [ "${WHEELHOUSE:-1}" != 0 ]; then
+    # Wheels must match the base's Python: same version as the host, build them
+    # here; another version, download binary wheels for it.
+    base_py=$($ENGINE run --rm --entrypoint python3 "$base" -c \
+        'import sys, platform; print(f"{sys.version_info[0]}.{sys.version_info[1]} {platform.machine()}")')
+    host_py=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+    wh=$ctx/images/wheelhouse
+    "$python" -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$wh" .
+    podkit_wheel=$(ls "$wh"/podkit-*.whl)
+    if [ "${base_py% *}" = "$host_py" ]; then
+        "$python" -m pip wheel --quiet --disable-pip-version-check -w "$wh" "$podkit_wheel[all]"
+    else
+        arch=${base_py#* }
+        "$python" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+            --python-version "${base_py% *}" --platform "manylinux_2_28_$arch" \
+            --platform "manylinux_2_17_$arch" --platform "manylinux2014_$arch" \
+            -d "$wh" "$podkit_wheel[all]"
+    fi
+fi
+
+for p in "${programs[@]}"; do
+    echo "== podkit-$p:$tag (base $base, $ENGINE)"
+    start=$(date +%s)
+    $ENGINE build --quiet -f "$ctx/images/Dockerfile" --target program \
+        --build-arg BASE_IMAGE="$base" --build-arg PROGRAM="$p" \
+        --build-arg VERSION="$version" --build-arg REVISION="$revision" \
+        --build-arg SOURCE="$source_url" \
+        -t "podkit-$p:$tag" "$ctx" >/dev/null
+    echo "   built in $(($(date +%s) - start))s"
+done
