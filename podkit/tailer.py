@@ -1,0 +1,913 @@
+"""Follow log files: discovery, identity, checkpoints, rotation, at-least-once.
+
+The on-disk contract, stated once:
+
+* A file is identified by device + inode + a fingerprint (SHA-1) of its first
+  `FINGERPRINT_BYTES` bytes (fewer while the file is shorter). A reused inode
+  with different first bytes is a new file; a file shorter than its offset was
+  truncated (copytruncate) and starts again at 0.
+* `<state_dir>/checkpoints.json` holds, for every open file, the offset up to
+  which the consumer acknowledged every line (`ack()`): never an offset that
+  was only read. It is replaced atomically (temp file, fsync, rename, fsync of
+  the directory) at most once per `checkpoint_interval` and at `close()`.
+* A renamed file is kept open and read to its end before its successor at the
+  same path is read; it is closed once it has been idle at EOF for
+  `rotate_wait` and no glob matches it any more. After a restart, a
+  checkpointed file that was renamed away is looked up by inode in its old
+  directory and read to its end first.
+* A last line without newline is held until the newline arrives or
+  `partial_flush_timeout` passes (and at drain). A line longer than
+  `max_line_bytes` is cut to that length and marked truncated; the rest of it
+  is skipped without buffering it. Invalid UTF-8 is replaced (U+FFFD).
+
+The hot path reads `chunk_bytes` (1 MiB) at a time, decodes the block once and
+splits it once; per-line Python work happens only for over-long lines or when
+multiline joining is on. Reading pauses while more than `max_buffer_bytes` of
+read lines are unacknowledged, so memory stays bounded when the consumer
+(a sink that is down) stalls: the files themselves are the buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import glob
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .multiline import Joiner
+
+log = logging.getLogger("podkit.tailer")
+
+FINGERPRINT_BYTES = 256
+CHECKPOINT_FILE = "checkpoints.json"
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+@dataclass
+class TailerConfig:
+    paths: list[str]
+    exclude: list[str] = field(default_factory=list)
+    #: Directory for checkpoints.json; None keeps no checkpoints.
+    state_dir: str | None = None
+    #: Where a file first seen at start-up (without a checkpoint) is read from.
+    read_from: str = "head"
+    max_line_bytes: int = 256 * 1024
+    partial_flush_timeout: float = 5.0
+    poll_interval: float = 1.0
+    checkpoint_interval: float = 1.0
+    multiline_start: str | None = None
+    multiline_max_lines: int = 500
+    multiline_timeout: float = 3.0
+    #: Unacknowledged bytes at which reading pauses.
+    max_buffer_bytes: int = 16 * 1024 * 1024
+    chunk_bytes: int = 1024 * 1024
+    #: How long a renamed/deleted file idle at EOF stays open for late writes.
+    rotate_wait: float = 5.0
+    #: Poll instead of inotify (filesystems without inotify, tests).
+    force_polling: bool = False
+    #: Bytes read from one file per round before the others get a turn.
+    fair_share_bytes: int = 4 * 1024 * 1024
+
+
+class Line:
+    """One line (or one joined multiline record) of one file."""
+
+    __slots__ = ("path", "read_time_ns", "text", "truncated")
+
+    def __init__(self, text: str, path: str, truncated: bool, read_time_ns: int) -> None:
+        self.text = text
+        self.path = path
+        self.truncated = truncated
+        self.read_time_ns = read_time_ns
+
+    def __repr__(self) -> str:
+        return f"Line({self.text!r}, path={self.path!r}, truncated={self.truncated})"
+
+
+class Chunk:
+    """Consecutive lines of one file, read together.
+
+    `texts` is the fast path (a list of str); `lines` builds `Line` objects on
+    first use. `truncated` holds the indices of truncated lines. `nbytes` is
+    the span of the file the chunk covers (newlines included).
+    """
+
+    __slots__ = (
+        "_acked",
+        "_end",
+        "_file",
+        "_lines",
+        "nbytes",
+        "path",
+        "read_time_ns",
+        "texts",
+        "truncated",
+    )
+
+    def __init__(
+        self,
+        f: _File | None,
+        path: str,
+        texts: list[str],
+        truncated: frozenset[int],
+        read_time_ns: int,
+        end: int,
+        nbytes: int,
+    ) -> None:
+        self._file = f
+        self.path = path
+        self.texts = texts
+        self.truncated = truncated
+        self.read_time_ns = read_time_ns
+        self._end = end
+        self.nbytes = nbytes
+        self._acked = False
+        self._lines: list[Line] | None = None
+
+    @property
+    def lines(self) -> list[Line]:
+        if self._lines is None:
+            p, t, tr = self.path, self.read_time_ns, self.truncated
+            self._lines = [Line(s, p, i in tr, t) for i, s in enumerate(self.texts)]
+        return self._lines
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __repr__(self) -> str:
+        return f"Chunk({self.path!r}, lines={len(self.texts)}, end={self._end})"
+
+
+class _File:
+    """An open file being followed."""
+
+    def __init__(self, path: str, fd: int, st: os.stat_result, offset: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.dev = st.st_dev
+        self.ino = st.st_ino
+        self.size = st.st_size
+        self.read_pos = offset  # next byte to read
+        self.emit_pos = offset  # end of the last line handed on
+        self.ack_pos = offset  # end of the last acknowledged line (the checkpoint)
+        self.carry = b""  # the start of an unfinished line
+        self.carry_since = 0.0
+        self.head: bytes | None = None  # first max_line_bytes of an over-long line
+        self.skipping = False  # discarding the rest of an over-long line
+        self.flushed_partial = False  # a held line went out before its newline came
+        self.outstanding: deque[Chunk] = deque()
+        self.paths: set[str] = {path}  # glob matches that currently name this file
+        self.after: _File | None = None  # predecessor to finish first (rotation)
+        self.at_eof = False
+        self.eof_since = 0.0
+        self.closed = False
+        self.joiner: Joiner | None = None
+        self.fp = b""
+        self.fp_len = 0
+        self.update_fingerprint()
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.dev, self.ino)
+
+    def read_fingerprint(self, n: int) -> bytes:
+        try:
+            return os.pread(self.fd, n, 0)
+        except OSError:
+            return b""
+
+    def update_fingerprint(self) -> None:
+        if self.fp_len >= FINGERPRINT_BYTES:
+            return
+        head = self.read_fingerprint(FINGERPRINT_BYTES)
+        if len(head) > self.fp_len or not self.fp:
+            self.fp_len = len(head)
+            self.fp = hashlib.sha1(head).digest()
+
+    def fingerprint_matches(self) -> bool:
+        """False when the first bytes changed (the file was truncated and rewritten)."""
+        if self.fp_len == 0:
+            return True
+        head = self.read_fingerprint(self.fp_len)
+        return len(head) == self.fp_len and hashlib.sha1(head).digest() == self.fp
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "dev": self.dev,
+            "ino": self.ino,
+            "fp": self.fp.hex(),
+            "fp_len": self.fp_len,
+            "offset": self.ack_pos,
+        }
+
+
+def _fp_of(fd: int, n: int) -> bytes:
+    try:
+        return hashlib.sha1(os.pread(fd, n, 0)).digest()
+    except OSError:
+        return b""
+
+
+def _base_dir(pattern: str) -> str:
+    """The longest directory prefix of a glob without glob characters."""
+    parts = pattern.split(os.sep)
+    out: list[str] = []
+    for p in parts[:-1]:
+        if _GLOB_CHARS.search(p):
+            break
+        out.append(p)
+    return os.sep.join(out) or (os.sep if pattern.startswith(os.sep) else ".")
+
+
+class Tailer:
+    """Follow the files matching `cfg.paths`; see the module docstring for guarantees."""
+
+    def __init__(self, cfg: TailerConfig) -> None:
+        if cfg.read_from not in ("head", "tail"):
+            raise ValueError("read_from must be 'head' or 'tail'")
+        self.cfg = cfg
+        self.paths = [os.path.abspath(p) for p in cfg.paths]
+        self.exclude = list(cfg.exclude)
+        self._files: list[_File] = []  # open files, predecessors before successors
+        self._by_key: dict[tuple[int, int], _File] = {}
+        self._current: dict[str, _File] = {}  # matched path -> the file it names now
+        self._retired: list[_File] = []  # closed, but chunks not all acknowledged
+        self._saved: dict[tuple[int, int], dict[str, Any]] = {}  # loaded checkpoints
+        self._queue: asyncio.Queue[Chunk | None] = asyncio.Queue()
+        self._inflight = 0
+        self._wake = asyncio.Event()
+        self._acked = asyncio.Event()
+        self._discover_now = True
+        self._draining = False
+        self._drained = asyncio.Event()
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+        self._watcher: Any = None
+        self._dirty_ckpt = False
+        self._last_ckpt = 0.0
+        self._last_poll = 0.0
+        self._started = False
+        self._multiline = re.compile(cfg.multiline_start) if cfg.multiline_start else None
+        #: Counters for metrics: lines/bytes handed on, truncated lines, rotations, errors.
+        self.lines_read = 0
+        self.bytes_read = 0
+        self.truncated_lines = 0
+        self.rotations = 0
+        self.truncations = 0
+        self.read_errors = 0
+        self.polling = False
+
+    # -- public API ----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load checkpoints, discover files, start reading. Returns after discovery."""
+        self._load_checkpoints()
+        self._discover(initial=True)
+        self._resume_rotated()
+        self._saved.clear()
+        self._started = True
+        self._start_watcher()
+        self._task = asyncio.create_task(self._run(), name="tailer")
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        """Chunks in file order; ends once `drain()` has read everything (or on close)."""
+        while True:
+            chunk = await self._queue.get()
+            if chunk is None:
+                self._queue.put_nowait(None)  # later iterations end too
+                return
+            yield chunk
+
+    def ack(self, chunk: Chunk) -> None:
+        """The consumer is done with `chunk`: its offsets may be checkpointed."""
+        if chunk._acked:
+            return
+        chunk._acked = True
+        self._inflight -= chunk.nbytes
+        self._acked.set()
+        f = chunk._file
+        if f is None:
+            return
+        q = f.outstanding
+        while q and q[0]._acked:
+            c = q.popleft()
+            f.ack_pos = c._end
+            self._dirty_ckpt = True
+        if f.closed and not q and f in self._retired:
+            self._retired.remove(f)
+
+    async def drain(self) -> None:
+        """Stop discovering, read every file to its end, then end `chunks()`."""
+        if self._task is None or self._closed:
+            return
+        self._draining = True
+        self._wake.set()
+        await self._drained.wait()
+
+    async def close(self) -> None:
+        """Stop reading, write the final checkpoint, release files and watchers."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._queue.put_nowait(None)
+        if self._watcher is not None:
+            await self._watcher.stop()
+            self._watcher = None
+        self._write_checkpoint(force=True)
+        for f in self._files:
+            f.close()
+        self._files.clear()
+
+    @property
+    def lag_bytes(self) -> int:
+        """Bytes written to followed files but not acknowledged yet."""
+        return sum(max(0, f.size - f.ack_pos) for f in self._files) + sum(
+            max(0, f.size - f.ack_pos) for f in self._retired
+        )
+
+    @property
+    def files_watched(self) -> int:
+        return len(self._files)
+
+    @property
+    def inflight_bytes(self) -> int:
+        return self._inflight
+
+    def files(self) -> list[dict[str, Any]]:
+        """Per-file state, for status pages."""
+        return [
+            {
+                "path": f.path,
+                "inode": f.ino,
+                "size": f.size,
+                "read": f.read_pos,
+                "acknowledged": f.ack_pos,
+                "rotated": not f.paths,
+            }
+            for f in self._files
+        ]
+
+    # -- discovery -----------------------------------------------------------
+
+    def _excluded(self, path: str) -> bool:
+        name = os.path.basename(path)
+        for pat in self.exclude:
+            if fnmatch.fnmatchcase(path, pat) or (
+                "/" not in pat and fnmatch.fnmatchcase(name, pat)
+            ):
+                return True
+        return False
+
+    def _match(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for pat in self.paths:
+            for p in sorted(glob.glob(pat, recursive=True)):
+                if p not in seen and not self._excluded(p):
+                    seen[p] = None
+        return list(seen)
+
+    def _discover(self, initial: bool = False) -> None:
+        self._discover_now = False
+        self._last_poll = time.monotonic()
+        matched = self._match()
+        now_current: dict[str, _File] = {}
+        for path in matched:
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if not os.path.isfile(path):
+                continue
+            key = (st.st_dev, st.st_ino)
+            old = self._current.get(path)
+            f = self._by_key.get(key)
+            if f is not None and not f.closed:
+                # Same inode as a file already open (a rename into the glob, or unchanged).
+                f.paths.add(path)
+                now_current[path] = f
+                if old is not None and old is not f:
+                    old.paths.discard(path)
+                continue
+            f = self._open(path, initial)
+            if f is None:
+                continue
+            if old is not None and old is not f:
+                # Rename-and-create rotation: finish the old file before this one.
+                old.paths.discard(path)
+                f.after = old
+                self.rotations += 1
+                log.debug("rotated", extra={"path": path})
+            now_current[path] = f
+        for path, f in self._current.items():
+            if path not in now_current:
+                f.paths.discard(path)
+        self._current = now_current
+        if self._watcher is not None:
+            for f in self._files:
+                self._watcher.add(os.path.dirname(f.path))
+
+    def _open(self, path: str, initial: bool) -> _File | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            self.read_errors += 1
+            log.warning("cannot open file", extra={"path": path, "error": str(exc)})
+            return None
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino)
+        offset = 0
+        saved = self._saved.pop(key, None)
+        if saved is not None:
+            fp_len = int(saved.get("fp_len", 0))
+            if _fp_of(fd, fp_len).hex() == saved.get("fp") and (
+                fp_len == 0 or st.st_size >= fp_len
+            ):
+                offset = int(saved.get("offset", 0))
+                if offset > st.st_size:
+                    offset = 0  # truncated while we were away
+            else:
+                log.info(
+                    "inode reused by a new file; reading it from the start", extra={"path": path}
+                )
+        elif initial and self.cfg.read_from == "tail":
+            offset = st.st_size
+        f = _File(path, fd, st, offset)
+        if self._multiline is not None:
+            f.joiner = Joiner(
+                self._multiline,
+                self.cfg.multiline_max_lines,
+                self.cfg.multiline_timeout,
+                self.cfg.max_line_bytes,
+            )
+        self._files.append(f)
+        self._by_key[key] = f
+        self._dirty_ckpt = True
+        return f
+
+    def _resume_rotated(self) -> None:
+        """Find checkpointed files that were renamed away while we were down."""
+        for key, saved in list(self._saved.items()):
+            d = os.path.dirname(str(saved.get("path", "")))
+            if not d or not os.path.isdir(d):
+                continue
+            try:
+                entries = list(os.scandir(d))
+            except OSError:
+                continue
+            for e in entries:
+                try:
+                    st = e.stat()
+                except OSError:
+                    continue
+                if (st.st_dev, st.st_ino) != key or not e.is_file():
+                    continue
+                path = str(saved["path"])
+                f = self._open(e.path, initial=False)
+                if f is None or (f.read_pos == 0 and int(saved.get("offset", 0)) != 0):
+                    # Fingerprint mismatch: not our file after all.
+                    if f is not None:
+                        self._forget(f)
+                    break
+                f.path = path  # records keep the name the lines were written under
+                f.paths.clear()
+                # Read it before the file now at its old path.
+                self._files.remove(f)
+                self._files.insert(0, f)
+                succ = self._current.get(path)
+                if succ is not None and succ is not f:
+                    succ.after = f
+                log.info("resuming a file renamed while stopped", extra={"path": e.path})
+                break
+
+    def _forget(self, f: _File) -> None:
+        f.close()
+        if f in self._files:
+            self._files.remove(f)
+        if self._by_key.get(f.key) is f:
+            del self._by_key[f.key]
+        for p in list(f.paths):
+            if self._current.get(p) is f:
+                del self._current[p]
+        if f.outstanding:
+            self._retired.append(f)
+        self._dirty_ckpt = True
+
+    def _start_watcher(self) -> None:
+        from .watch import Watcher
+
+        dirs = {_base_dir(p) for p in self.paths} | {os.path.dirname(f.path) for f in self._files}
+        recursive = any("**" in p for p in self.paths)
+        self._watcher = Watcher(
+            [d for d in dirs if os.path.isdir(d)],
+            self._on_change,
+            recursive=recursive,
+            poll_interval=self.cfg.poll_interval,
+            force_polling=self.cfg.force_polling,
+        )
+        try:
+            self._watcher.start()
+            self.polling = self._watcher.polling
+        except Exception as exc:  # watching is an optimisation; polling always runs
+            log.warning("cannot watch directories; polling only", extra={"error": str(exc)})
+            self._watcher = None
+            self.polling = True
+
+    def _on_change(self, change: Any) -> None:
+        if change.kind in ("created", "moved", "deleted"):
+            self._discover_now = True
+        self._wake.set()
+
+    # -- reading ---------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                if self._draining:
+                    await self._drain_all()
+                    return
+                now = time.monotonic()
+                if self._discover_now or now - self._last_poll >= self.cfg.poll_interval:
+                    self._discover()
+                    self._check_identity()
+                progressed = self._read_round(now)
+                self._flush_due(time.monotonic())
+                self._close_idle(time.monotonic())
+                self._write_checkpoint()
+                if self._inflight >= self.cfg.max_buffer_bytes:
+                    self._acked.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._acked.wait(), self._tick())
+                    continue
+                if progressed:
+                    await asyncio.sleep(0)
+                    continue
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._tick())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("tailer failed")
+            raise
+        finally:
+            if self._draining or self._closed:
+                self._queue.put_nowait(None)
+                self._drained.set()
+
+    def _tick(self) -> float:
+        """How long the loop may sleep: until the next poll, flush or checkpoint."""
+        t = self.cfg.poll_interval
+        if any(f.carry or f.head is not None for f in self._files):
+            t = min(t, max(0.05, self.cfg.partial_flush_timeout / 4))
+        if self._multiline is not None:
+            t = min(t, max(0.05, self.cfg.multiline_timeout / 4))
+        if self._dirty_ckpt and self.cfg.state_dir:
+            t = min(t, self.cfg.checkpoint_interval)
+        return max(0.01, t)
+
+    def _check_identity(self) -> None:
+        """Detect copytruncate that the file already outgrew: its first bytes changed."""
+        for f in self._files:
+            if f.fp_len and f.read_pos > 0 and not f.fingerprint_matches():
+                self._truncated(f)
+            else:
+                f.update_fingerprint()
+
+    def _ready(self, f: _File) -> bool:
+        a = f.after
+        if a is None:
+            return True
+        return a.closed or a.at_eof
+
+    def _read_round(self, now: float) -> bool:
+        progressed = False
+        limit = self.cfg.max_buffer_bytes
+        for f in list(self._files):
+            if self._inflight >= limit:
+                return True
+            if f.closed or not self._ready(f):
+                continue
+            if self._read_file(f, self.cfg.fair_share_bytes):
+                progressed = True
+        return progressed
+
+    def _read_file(self, f: _File, budget: int) -> bool:
+        """Read up to `budget` bytes of `f`; True when something was read."""
+        try:
+            st = os.fstat(f.fd)
+        except OSError:
+            return False
+        f.size = st.st_size
+        if st.st_size < f.read_pos:
+            self._truncated(f)
+        elif f.at_eof and st.st_size > f.read_pos and f.read_pos and not f.fingerprint_matches():
+            # Growth after idling at EOF: cheap moment to catch truncate-and-regrow.
+            self._truncated(f)
+        got = 0
+        n = self.cfg.chunk_bytes
+        while got < budget and self._inflight < self.cfg.max_buffer_bytes:
+            try:
+                data = os.pread(f.fd, n, f.read_pos)
+            except OSError as exc:
+                self.read_errors += 1
+                log.warning("read failed", extra={"path": f.path, "error": str(exc)})
+                return got > 0
+            if not data:
+                break
+            got += len(data)
+            f.at_eof = False
+            self._consume(f, data)
+            if len(data) < n:
+                break
+        if (got == 0 or f.read_pos >= f.size) and not f.at_eof:
+            f.at_eof = True
+            f.eof_since = time.monotonic()
+        if f.read_pos > f.size:
+            f.size = f.read_pos
+        return got > 0
+
+    def _truncated(self, f: _File) -> None:
+        """copytruncate: emit what we hold, then start the file again at 0."""
+        log.info("file truncated; reading it from the start", extra={"path": f.path})
+        self.truncations += 1
+        self._flush_partial(f, force=True)
+        # Chunks still in flight belong to the old content; their acks must not
+        # move the new content's offset.
+        for c in f.outstanding:
+            c._file = None
+        f.outstanding.clear()
+        if f.joiner is not None:
+            f.joiner.reset()
+        f.read_pos = f.emit_pos = f.ack_pos = 0
+        f.carry = b""
+        f.head = None
+        f.skipping = False
+        f.fp_len = 0
+        f.fp = b""
+        f.update_fingerprint()
+        self._dirty_ckpt = True
+
+    def _consume(self, f: _File, data: bytes) -> None:
+        """Split freshly read bytes into lines and queue them.
+
+        Offsets are positional: a chunk spans from the end of what was handed
+        on before (plus what the joiner holds) to just after its last newline,
+        so bytes skipped inside an over-long line are covered by the next chunk.
+        """
+        start = f.read_pos  # file offset of data[0]
+        f.read_pos += len(data)
+        if f.flushed_partial:
+            f.flushed_partial = False
+            if data[:1] == b"\n" and not f.skipping:
+                # The newline that ends the line already handed on: not an empty line.
+                data = data[1:]
+                start += 1
+        texts: list[str] = []
+        trunc: list[int] = []
+        sizes: list[int] | None = [] if f.joiner is not None else None
+        end = -1  # file offset just after the last newline seen
+        limit = self.cfg.max_line_bytes
+        if f.skipping:
+            i = data.find(b"\n")
+            if i < 0:
+                return  # still inside the over-long line: discard without buffering
+            if f.head is not None:
+                trunc.append(0)
+                texts.append(_decode_cut(f.head))
+                if sizes is not None:
+                    sizes.append(0)  # gets the remainder of the span below
+                f.head = None
+            f.skipping = False
+            end = start + i + 1
+            data = data[i + 1 :]
+            start = end
+        if f.carry:
+            start -= len(f.carry)
+            data = f.carry + data
+            f.carry = b""
+        cut = data.rfind(b"\n")
+        if cut >= 0:
+            block = data[:cut]
+            rest = data[cut + 1 :]
+            end = start + cut + 1
+            text = block.decode("utf-8", "replace")
+            parts = text.split("\n")
+            if len(block) > limit:
+                # Equal lengths mean one byte per character, so str lengths are byte lengths.
+                if len(text) == len(block):
+                    too_long = max(map(len, parts)) > limit
+                else:
+                    too_long = max(map(len, block.split(b"\n"))) > limit
+                if too_long:
+                    parts, cut_idx = _cut_long(block, limit)
+                    trunc.extend(len(texts) + i for i in cut_idx)
+            if texts:
+                texts.extend(parts)
+            else:
+                texts = parts
+            if sizes is not None:
+                sizes.extend(len(b) + 1 for b in block.split(b"\n"))
+        else:
+            rest = data
+        if len(rest) > limit:
+            f.head = rest[:limit]
+            f.skipping = True
+            f.carry_since = time.monotonic()
+            rest = b""
+        elif rest:
+            f.carry_since = time.monotonic()
+        f.carry = rest
+        if texts:
+            held = f.joiner.pending_bytes if f.joiner is not None else 0
+            self._emit(f, texts, trunc, end - f.emit_pos - held, sizes)
+
+    def _emit(
+        self, f: _File, texts: list[str], trunc: list[int], span: int, sizes: list[int] | None
+    ) -> None:
+        if f.joiner is not None:
+            assert sizes is not None
+            # Whatever precedes the first line (skipped bytes) belongs to its record.
+            sizes[0] += span - sum(sizes)
+            texts, trunc, span = f.joiner.feed(texts, sizes, set(trunc))
+            if not texts:
+                return
+        self._queue_chunk(f, texts, trunc, span)
+
+    def _queue_chunk(self, f: _File, texts: list[str], trunc: list[int], span: int) -> None:
+        f.emit_pos += span
+        chunk = Chunk(f, f.path, texts, frozenset(trunc), time.time_ns(), f.emit_pos, span)
+        f.outstanding.append(chunk)
+        self._inflight += span
+        self.lines_read += len(texts)
+        self.bytes_read += span
+        self.truncated_lines += len(trunc)
+        self._queue.put_nowait(chunk)
+
+    def _flush_partial(self, f: _File, force: bool = False, line: bool = True) -> None:
+        """Hand on a held last line (`line`) and the joiner's record (when due or `force`)."""
+        texts: list[str] = []
+        trunc: list[int] = []
+        held = f.joiner.pending_bytes if f.joiner is not None else 0
+        span = 0
+        if not line:
+            pass
+        elif f.head is not None:
+            trunc.append(0)
+            texts.append(_decode_cut(f.head))
+            f.head = None  # the rest of the line, if more comes, is still skipped
+        elif f.carry:
+            texts.append(f.carry.decode("utf-8", "replace"))
+            f.carry = b""
+            f.flushed_partial = True
+        if texts:
+            span = f.read_pos - f.emit_pos - held
+        if f.joiner is not None:
+            if texts:
+                texts, trunc, span = f.joiner.feed(texts, [span], set(trunc))
+            if force or f.joiner.due():
+                t3, tr3, s3 = f.joiner.flush()
+                trunc += [len(texts) + i for i in tr3]
+                texts += t3
+                span += s3
+        if texts:
+            self._queue_chunk(f, texts, trunc, span)
+
+    def _flush_due(self, now: float) -> None:
+        timeout = self.cfg.partial_flush_timeout
+        for f in self._files:
+            line_due = (f.carry or f.head is not None) and now - f.carry_since >= timeout
+            record_due = f.joiner is not None and f.joiner.due(now)
+            if line_due or record_due:
+                self._flush_partial(f, line=bool(line_due))
+
+    def _close_idle(self, now: float) -> None:
+        wait = self.cfg.rotate_wait
+        for f in list(self._files):
+            if f.paths or not f.at_eof or now - f.eof_since < wait:
+                continue
+            if f.carry or f.head is not None or (f.joiner is not None and f.joiner.pending):
+                self._flush_partial(f, force=True)
+            log.debug("closing rotated file", extra={"path": f.path})
+            self._forget(f)
+
+    async def _drain_all(self) -> None:
+        """Read every file to its end, hand on held lines, end the chunk stream."""
+        self._discover()
+        while True:
+            while self._inflight >= self.cfg.max_buffer_bytes:
+                self._acked.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._acked.wait(), 1.0)
+                self._write_checkpoint()
+            progressed = self._read_round(time.monotonic())
+            if not progressed:
+                break
+            await asyncio.sleep(0)
+        for f in self._files:
+            if f.carry or f.head is not None or (f.joiner is not None and f.joiner.pending):
+                self._flush_partial(f, force=True)
+
+    # -- checkpoints -----------------------------------------------------------
+
+    def _ckpt_path(self) -> str | None:
+        d = self.cfg.state_dir
+        return os.path.join(d, CHECKPOINT_FILE) if d else None
+
+    def _load_checkpoints(self) -> None:
+        path = self._ckpt_path()
+        if path is None:
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+            for e in data.get("files", []):
+                self._saved[(int(e["dev"]), int(e["ino"]))] = e
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            # A corrupt checkpoint must not stop shipping: start over (at least once).
+            log.error(
+                "cannot read checkpoints; starting over", extra={"path": path, "error": str(exc)}
+            )
+            self._saved.clear()
+
+    def _write_checkpoint(self, force: bool = False) -> None:
+        path = self._ckpt_path()
+        if path is None or not self._dirty_ckpt:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_ckpt < self.cfg.checkpoint_interval:
+            return
+        self._last_ckpt = now
+        self._dirty_ckpt = False
+        entries = []
+        for f in self._files + self._retired:
+            f.update_fingerprint() if not f.closed else None
+            entries.append(f.checkpoint())
+        data = json.dumps({"version": 1, "files": entries}, separators=(",", ":"))
+        tmp = f"{path}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, data.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            dfd = os.open(os.path.dirname(path), os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as exc:
+            self._dirty_ckpt = True
+            log.error("cannot write checkpoint", extra={"path": path, "error": str(exc)})
+
+
+def _decode_cut(raw: bytes) -> str:
+    """Decode a cut-off line, dropping a multi-byte character split by the cut."""
+    end = len(raw)
+    back = 0
+    while back < 3 and end - back > 0 and (raw[end - back - 1] & 0xC0) == 0x80:
+        back += 1
+    if end - back > 0:
+        lead = raw[end - back - 1]
+        need = 2 if 0xC0 <= lead < 0xE0 else 3 if 0xE0 <= lead < 0xF0 else 4 if lead >= 0xF0 else 1
+        if back + 1 < need:
+            raw = raw[: end - back - 1]
+    return raw.decode("utf-8", "replace")
+
+
+def _cut_long(block: bytes, limit: int) -> tuple[list[str], list[int]]:
+    """The slow path: split a block that holds over-long lines, cutting each."""
+    texts: list[str] = []
+    cut: list[int] = []
+    for i, raw in enumerate(block.split(b"\n")):
+        if len(raw) > limit:
+            cut.append(i)
+            texts.append(_decode_cut(raw[:limit]))
+        else:
+            texts.append(raw.decode("utf-8", "replace"))
+    return texts, cut
