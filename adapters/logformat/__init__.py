@@ -1,0 +1,511 @@
+"""logformat: the app's own log format in, one JSON object per record out.
+
+The logging adapter of a pod: the app writes nginx, syslog, klog, logfmt, JSON
+or its own format (to files in a shared volume, or to a pipe); this program
+presents every record to the cluster as one JSON line with one schema:
+
+    {"time": RFC 3339 UTC, "level": debug|info|warning|error|critical,
+     "message": ..., "source": file or "stdin", ...fields in snake_case}
+
+`time` is the record's own timestamp when it has one, else the read time. A
+line that does not parse is passed through whole with `"parse_error": true`:
+nothing is dropped. Files are read by the core tailer (checkpoints, rotation,
+multiline joining as in logship); output goes to a core sink (stdout, file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import json.encoder
+import os
+import re
+import threading
+import time
+from typing import Any
+
+from podkit import Sidecar, UsageError, option, rfc3339_ns
+from podkit.sinks import NdjsonBatch
+
+from .parsers import Parser, create, names
+from .schema import error_record
+from .timeparse import Clock, parse_timezone
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_enc = json.encoder.encode_basestring
+
+#: Largest line kept whole from --stdin; longer ones are cut and marked truncated
+#: (the tailer's --max-line-bytes does the same for files).
+STDIN_READ = 64 * 1024
+
+
+class Converter:
+    """Text records in, one NDJSON batch out: the per-record hot loop.
+
+    Kept apart from the program so the benchmark and the unit tests drive
+    exactly the code the adapter runs. A parser with `encode_line()` (nginx,
+    Apache) writes its JSON text straight from the regex match; every other
+    record goes through `parse()`'s dict and one shared JSON encoder.
+    """
+
+    def __init__(self, parser: Parser, fmt: str) -> None:
+        self.parser = parser
+        self.format = fmt
+        self.records = 0
+        self.parse_errors = 0
+        self._encode_line = getattr(parser, "encode_line", None)
+        self._source = ("", '""')
+
+    def convert(
+        self,
+        texts: list[str],
+        source: str,
+        read_time_ns: int,
+        truncated: frozenset[int] | set[int] | list[int] = frozenset(),
+    ) -> NdjsonBatch:
+        if self._source[0] != source:
+            self._source = (source, _enc(source))
+        source_json = self._source[1]
+        fast = self._encode_line
+        slow = self._record
+        read_time = rfc3339_ns(read_time_ns)
+        out: list[str] = []
+        append = out.append
+        errors = 0
+        if fast is not None and not truncated:
+            for text in texts:
+                line = None
+                if "\n" not in text and text[-1:] != "\r":
+                    try:
+                        line = fast(text, source_json)
+                    except Exception:
+                        line = None
+                if line is None:
+                    rec, bad = slow(text, source, read_time)
+                    errors += bad
+                    line = _dumps(rec)
+                append(line)
+        else:
+            for i, text in enumerate(texts):
+                rec, bad = slow(text, source, read_time)
+                errors += bad
+                if truncated and i in truncated:
+                    rec["truncated"] = True
+                append(_dumps(rec))
+        self.records += len(out)
+        self.parse_errors += errors
+        body = ("\n".join(out) + "\n").encode("utf-8", "surrogatepass") if out else b""
+        return NdjsonBatch(body, len(out))
+
+    def _record(self, text: str, source: str, read_time: str) -> tuple[dict[str, Any], int]:
+        """One record as a dict, and 1 when it did not parse."""
+        if text[-1:] == "\r":  # CRLF line endings
+            text = text[:-1]
+        rest = None
+        whole = self.parser.whole_record
+        if "\n" in text and not whole:
+            # A joined multiline record: its first line carries the format,
+            # the continuation lines (a stack trace) extend the message.
+            text, rest = text.split("\n", 1)
+        try:
+            rec = self.parser.parse(text, source)
+            if rec is None and whole and "\n" in text:
+                text, rest = text.split("\n", 1)
+                rec = self.parser.parse(text, source)
+        except Exception:  # a parser bug must cost one line, never the stream
+            rec = None
+        if rec is None:
+            return error_record(text if rest is None else f"{text}\n{rest}", source, read_time), 1
+        if rec["time"] is None:
+            rec["time"] = read_time
+        if rest is not None:
+            rec["message"] = f"{rec['message']}\n{rest}"
+        return rec, 0
+
+
+class LogFormat(Sidecar):
+    """Normalise an app's own log format (nginx, syslog, klog, logfmt, json, regex) into JSON lines.
+
+    Reads files (--path, with checkpoints and rotation) or standard input
+    (--stdin), parses each record with --format, and writes one JSON object
+    per record to --output: time, level, message, source, then the parsed
+    fields. Lines that do not parse pass through with parse_error: true.
+    """
+
+    name = "logformat"
+    default_admin_addr = "127.0.0.1:9415"
+
+    path: list[str] = option(
+        repeat=True, kind="path", metavar="GLOB", help="log files to follow (glob; repeatable)"
+    )
+    exclude: list[str] = option(
+        repeat=True, kind="path", metavar="GLOB", help="files to leave out of --path"
+    )
+    stdin: bool = option(False, help="read records from standard input instead of files")
+    format: str = option(
+        required=True,
+        metavar="FORMAT",
+        help="nginx, apache-combined, apache-common, logfmt, syslog, klog, json, regex:PATTERN",
+    )
+    output: str = option("stdout", metavar="URL", help="stdout, or file:///path to append to")
+    multiline_start: str | None = option(
+        None, metavar="REGEX", help="a line matching REGEX starts a record; others continue it"
+    )
+    multiline_max_lines: int = option(500, help="most lines joined into one record")
+    multiline_timeout: float = option(
+        "3s", kind="duration", help="a record waiting this long for a continuation is emitted"
+    )
+    time_format: str | None = option(
+        None,
+        metavar="STRPTIME",
+        help="format of the record's timestamp (strptime, e.g. '%d/%m/%Y %H:%M:%S'), "
+        "or unix, unix_ms, unix_us, unix_ns",
+    )
+    timezone: str = option(
+        "UTC",
+        metavar="ZONE",
+        help="zone of timestamps that carry none: UTC, local, +02:00, Europe/Berlin",
+    )
+    state_dir: str = option(
+        "/tmp/podkit-logformat", kind="path", help="where file checkpoints are kept (--path)"
+    )
+    read_from: str = option(
+        "head", choices=("head", "tail"), help="where a file without checkpoint is read from"
+    )
+    max_line_bytes: int = option(
+        "256KiB", kind="size", help="longer lines are cut and marked truncated"
+    )
+
+    # -- configuration -------------------------------------------------------
+
+    def validate(self) -> None:
+        if bool(self.path) == bool(self.stdin):
+            raise UsageError("--path or --stdin: give exactly one of them")
+        try:
+            self.clock = Clock(parse_timezone(self.timezone), self.time_format)
+        except ValueError as exc:
+            raise UsageError(f"--timezone: {exc}") from None
+        if (
+            self.time_format
+            and not self.time_format.startswith("unix")
+            and "%" not in self.time_format
+        ):
+            raise UsageError(f"--time-format: {self.time_format!r} has no % directive")
+        if self.time_format and self.time_format.startswith("unix") and self.time_format not in (
+            "unix", "unix_ms", "unix_us", "unix_ns",
+        ):  # fmt: skip
+            raise UsageError("--time-format: unix, unix_ms, unix_us or unix_ns")
+        try:
+            self.parser = create(self.format, self.clock)
+        except ValueError as exc:
+            raise UsageError(f"--format: {exc}") from None
+        if self.multiline_start:
+            try:
+                re.compile(self.multiline_start)
+            except re.error as exc:
+                raise UsageError(f"--multiline-start: {exc}") from None
+        if self.multiline_max_lines < 1:
+            raise UsageError("--multiline-max-lines: must be at least 1")
+        if self.max_line_bytes < 64:
+            raise UsageError("--max-line-bytes: must be at least 64 bytes")
+        out = self.output.strip()
+        if out in ("stdout", "-", "stdout://"):
+            self.sink_url = "stdout://"
+        elif out.startswith("file:"):
+            self.sink_url = out
+        else:
+            raise UsageError(f"--output: {self.output!r} is neither stdout nor file:///path")
+        from podkit.sinks import open_sink
+
+        try:
+            self.sink = open_sink(self.sink_url)
+        except UsageError as exc:
+            raise UsageError(str(exc).replace("--sink", "--output", 1)) from None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def setup(self) -> None:
+        fmt = self.format.partition(":")[0]
+        self.converter = Converter(self.parser, self.format)
+        self.m_records = self.metrics.counter(
+            "records_total", "Records written, by input format (parse errors included).", ["format"]
+        ).labels(fmt)
+        self.m_errors = self.metrics.counter(
+            "parse_errors_total", "Records that did not parse and were passed through whole."
+        )
+        self.m_lag = self.metrics.gauge(
+            "lag_bytes",
+            "Bytes written to the followed files but not yet converted and written out.",
+        )
+        self.m_lag.set_function(self._lag)
+        self.tailer: Any = None
+        self.last_output_ns = 0
+        await self.sink.start()
+
+    def _lag(self) -> float:
+        return float(self.tailer.lag_bytes) if self.tailer is not None else 0.0
+
+    async def cleanup(self) -> None:
+        if self.tailer is not None:
+            await self.tailer.close()
+        await self.sink.close()
+
+    def status(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "format": self.format,
+            "input": "stdin" if self.stdin else self.path,
+            "output": self.sink_url,
+            "records": getattr(self, "converter", None) and self.converter.records,
+            "parse_errors": getattr(self, "converter", None) and self.converter.parse_errors,
+        }
+        if self.tailer is not None:
+            data["lag_bytes"] = self.tailer.lag_bytes
+            data["files"] = self.tailer.files()
+        return data
+
+    async def _write(self, records: NdjsonBatch) -> None:
+        # The sink retries transient failures itself (a full disk, a closed
+        # pipe reader coming back) for as long as it takes; meanwhile the input
+        # is not acknowledged, so nothing read is lost and nothing is buffered
+        # beyond this batch.
+        await self.sink.send(records)
+        self.m_records.inc(len(records))
+        self.last_output_ns = time.time_ns()
+
+    def health(self) -> str | None:
+        sink = getattr(self, "sink", None)
+        if sink is not None and sink.failing_since is not None:
+            return f"output failing: {sink.last_error}"
+        return None
+
+    def _count_errors(self, before: int) -> None:
+        n = self.converter.parse_errors - before
+        if n:
+            self.m_errors.inc(n)
+
+    async def _emit(
+        self, texts: list[str], source: str, read_ns: int, truncated: Any = frozenset()
+    ) -> None:
+        if not texts:
+            return
+        before = self.converter.parse_errors
+        records = self.converter.convert(texts, source, read_ns, truncated)
+        self._count_errors(before)
+        await self._write(records)
+
+    async def run(self) -> None:
+        if self.stdin:
+            await self._run_stdin()
+        else:
+            await self._run_files()
+
+    # -- files -----------------------------------------------------------------
+
+    async def _run_files(self) -> None:
+        from podkit.tailer import Tailer, TailerConfig
+
+        os.makedirs(self.state_dir, exist_ok=True)
+        self.tailer = Tailer(
+            TailerConfig(
+                paths=list(self.path),
+                exclude=list(self.exclude),
+                state_dir=self.state_dir,
+                read_from=self.read_from,
+                max_line_bytes=self.max_line_bytes,
+                multiline_start=self.multiline_start or None,
+                multiline_max_lines=self.multiline_max_lines,
+                multiline_timeout=self.multiline_timeout,
+            )
+        )
+        await self.tailer.start()
+        self.set_ready()
+        consumer = asyncio.create_task(self._consume(), name="logformat-consume")
+        stop = asyncio.create_task(self.wait_stopping())
+        done, _ = await asyncio.wait({consumer, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if consumer in done:
+            stop.cancel()
+            consumer.result()
+            return
+        # SIGTERM: the app has stopped (native sidecars stop after it), so read
+        # what it wrote last to the end, write it out, then checkpoint in
+        # cleanup(). Bounded, so the runner's deadline never has to shoot us.
+        try:
+            await asyncio.wait_for(self.tailer.drain(), max(1.0, self.shutdown_timeout * 0.6))
+            await asyncio.wait_for(consumer, max(1.0, self.shutdown_timeout * 0.2))
+        except TimeoutError:
+            self.log.warning("shutdown: input not fully drained; the checkpoint resumes it")
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
+
+    async def _consume(self) -> None:
+        assert self.tailer is not None
+        async for chunk in self.tailer.chunks():
+            await self._emit(chunk.texts, chunk.path, chunk.read_time_ns, chunk.truncated)
+            self.tailer.ack(chunk)
+
+    # -- stdin -----------------------------------------------------------------
+
+    async def _run_stdin(self) -> None:
+        """Read fd 0 until EOF (then exit 0) or SIGTERM (flush what was read, exit 0)."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=64)
+        reader = threading.Thread(
+            target=_read_stdin, args=(loop, queue), name="logformat-stdin", daemon=True
+        )
+        # A thread, not add_reader: fd 0 may be a regular file, which epoll
+        # refuses. Daemon, because a read blocked on a silent pipe cannot be
+        # interrupted, and it must not hold the process at exit.
+        reader.start()
+        joiner = None
+        if self.multiline_start:
+            from podkit.multiline import Joiner
+
+            joiner = Joiner(self.multiline_start, self.multiline_max_lines, self.multiline_timeout)
+        lines = _LineSplitter(self.max_line_bytes)
+        self.set_ready()
+        stop = asyncio.create_task(self.wait_stopping())
+        eof = False
+        try:
+            while not eof:
+                timeout = self.multiline_timeout if joiner is not None and joiner.pending else None
+                get = asyncio.create_task(queue.get())
+                done, _ = await asyncio.wait(
+                    {get, stop}, timeout=timeout, return_when="FIRST_COMPLETED"
+                )
+                if get not in done:
+                    get.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await get
+                    if stop in done:
+                        # Flush what the pipe already handed over, then stop.
+                        while not queue.empty():
+                            data = queue.get_nowait()
+                            if data is None:
+                                break
+                            await self._stdin_block(lines.feed(data), joiner)
+                        break
+                    if joiner is not None and joiner.due():
+                        texts, trunc, _ = joiner.flush()
+                        await self._emit(texts, "stdin", time.time_ns(), trunc)
+                    continue
+                data = get.result()
+                if data is None:
+                    eof = True
+                    continue
+                await self._stdin_block(lines.feed(data), joiner)
+            await self._stdin_block(lines.finish(), joiner)
+            if joiner is not None:
+                texts, trunc, _ = joiner.flush()
+                await self._emit(texts, "stdin", time.time_ns(), trunc)
+            if eof:
+                self.log.info("end of input", extra={"records": self.converter.records})
+        finally:
+            stop.cancel()
+
+    async def _stdin_block(self, block: tuple[list[str], list[int]], joiner: Any) -> None:
+        texts, trunc = block
+        if not texts:
+            return
+        now = time.time_ns()
+        if joiner is not None:
+            texts, out_trunc, _ = joiner.feed(texts, [len(t) + 1 for t in texts], set(trunc))
+            trunc = out_trunc
+        await self._emit(texts, "stdin", now, trunc)
+
+
+class _LineSplitter:
+    """Bytes from a pipe in, complete decoded lines out (the tailer's rules for files).
+
+    Invalid UTF-8 becomes U+FFFD; a line longer than `limit` bytes is cut to
+    it and marked truncated, the rest skipped without buffering it.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.partial = b""
+        self.skipping = False
+
+    def feed(self, data: bytes) -> tuple[list[str], list[int]]:
+        texts: list[str] = []
+        trunc: list[int] = []
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self._hold(data, texts, trunc)
+            return texts, trunc
+        block = self.partial + data[: cut + 1]
+        self.partial = b""
+        if self.skipping:  # the tail of an over-long line: drop it up to its newline
+            nl = block.find(b"\n")
+            block = block[nl + 1 :]
+            self.skipping = False
+        rest = data[cut + 1 :]
+        if block:
+            raws = block[:-1].split(b"\n")
+            if len(block) > self.limit and any(len(r) > self.limit for r in raws):
+                for raw in raws:
+                    if len(raw) > self.limit:
+                        trunc.append(len(texts))
+                        texts.append(_decode_cut(raw[: self.limit]))
+                    else:
+                        texts.append(raw.decode("utf-8", "replace"))
+            else:
+                texts = block[:-1].decode("utf-8", "replace").split("\n")
+        if rest:
+            self._hold(rest, texts, trunc)
+        return texts, trunc
+
+    def _hold(self, data: bytes, texts: list[str], trunc: list[int]) -> None:
+        if self.skipping:
+            return
+        self.partial += data
+        if len(self.partial) > self.limit:
+            trunc.append(len(texts))
+            texts.append(_decode_cut(self.partial[: self.limit]))
+            self.partial = b""
+            self.skipping = True
+
+    def finish(self) -> tuple[list[str], list[int]]:
+        """End of input: a last line without newline is still a line."""
+        if self.partial:
+            text = self.partial.decode("utf-8", "replace")
+            self.partial = b""
+            return [text], []
+        return [], []
+
+
+def _decode_cut(raw: bytes) -> str:
+    """Decode a cut-off line, dropping a multi-byte character the cut split."""
+    end = len(raw)
+    back = 0
+    while back < 3 and end - back > 0 and (raw[end - back - 1] & 0xC0) == 0x80:
+        back += 1
+    if back < 3 and end - back > 0 and raw[end - back - 1] >= 0xC0:
+        raw = raw[: end - back - 1]
+    return raw.decode("utf-8", "replace")
+
+
+def _read_stdin(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | None]) -> None:
+    """The reader thread: blocks in read(0); the bounded queue is the back-pressure."""
+    try:
+        while True:
+            try:
+                data = os.read(0, STDIN_READ)
+            except InterruptedError:
+                continue
+            except OSError:
+                data = b""
+            fut = asyncio.run_coroutine_threadsafe(queue.put(data or None), loop)
+            fut.result()
+            if not data:
+                return
+    except RuntimeError:  # the loop closed under us at exit
+        return
+
+
+def main() -> None:
+    LogFormat.main()
+
+
+__all__ = ["Converter", "LogFormat", "main", "names"]

@@ -1,0 +1,42 @@
+"""json: one JSON object per line, re-keyed to the schema.
+
+The first of `time`/`timestamp`/`ts`/`@timestamp`/... becomes `time` (RFC 3339
+text, or epoch seconds/ms/us/ns by magnitude), the first of `level`/`lvl`/
+`severity`/`levelname`/... becomes `level` (words and numbers normalised:
+syslog 0-7, bunyan/pino 10-60), the first of `message`/`msg`/... becomes
+`message`; the other top-level keys become snake_case fields, values as the
+app typed them (nested objects kept as they are). A line that is not a JSON
+object is a parse error.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from . import Parser, register
+from .common import fill
+
+
+@register
+class Json(Parser):
+    names = ("json",)
+    whole_record = True  # pretty-printed JSON spans lines: parse a joined record whole
+
+    def __init__(self, clock: Any, argument: str | None = None) -> None:
+        super().__init__(clock, argument)
+        self._loads = json.JSONDecoder().decode
+
+    def parse(self, line: str, source: str) -> dict[str, Any] | None:
+        if line[:1] != "{":
+            line = line.strip()
+            if line[:1] != "{":
+                return None
+        try:
+            obj = self._loads(line)
+        except ValueError:
+            return None
+        if not isinstance(obj, dict):
+            return None
+        rec: dict[str, Any] = {"time": None, "level": "info", "message": "", "source": source}
+        return fill(rec, obj.items(), self.clock)
