@@ -1,0 +1,231 @@
+"""metrics: JSON stats, StatsD and log lines in, Prometheus /metrics out.
+
+The adapter pattern: the app keeps speaking its own dialect and this
+program, next to it in the pod, presents a standard Prometheus endpoint.
+Sources (json, statsd, log) are small components chosen by `type`; they all
+write into one Store, served through a custom collector on the admin
+server's /metrics next to the adapter's own podkit_metrics_* figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from prometheus_client.metrics_core import Metric
+
+from podkit import Sidecar, UsageError, option
+
+from . import json_source as json_source
+from . import log_source as log_source
+from . import statsd as statsd
+from .sources import SOURCES, Source, build
+from .store import COUNTER, Collector, Store, own_metric
+
+OWN_PREFIX = "podkit_metrics_"
+
+
+class MetricsAdapter(Sidecar):
+    """Serve an app's JSON stats, StatsD packets and log lines as Prometheus metrics.
+
+    Sources come from the config file's `sources:` list (types: json, statsd,
+    log) or, for the simple cases, from --json-url/--json-mapping and
+    --statsd-udp/--statsd-tcp/--statsd-mapping. The adapted metrics are served
+    on the admin server's /metrics with the adapter's own podkit_metrics_*.
+    """
+
+    name = "metrics"
+    default_admin_addr = "127.0.0.1:9414"
+
+    sources: Any = option(
+        None, config_only=True, help="list of sources (json, statsd, log); config file only"
+    )
+    json_url: str | None = option(
+        None, kind="url", help="fetch this JSON document on each scrape (needs --json-mapping)"
+    )
+    json_mapping: str | None = option(
+        None,
+        kind="path",
+        help="YAML file: the json source's `metrics:` list (and optionally interval, "
+        "timeout, headers, TLS keys)",
+    )
+    statsd_udp: str | None = option(None, kind="addr", help="listen for StatsD on UDP HOST:PORT")
+    statsd_tcp: str | None = option(None, kind="addr", help="listen for StatsD on TCP HOST:PORT")
+    statsd_mapping: str | None = option(
+        None, kind="path", help="statsd_exporter mapping file for the StatsD listener"
+    )
+
+    def validate(self) -> None:
+        self.store = Store(self.log)
+        self._sources: list[Source] = []
+        base_dir = os.path.dirname(os.path.abspath(self.config)) if self.config else None
+        raw = self.sources
+        if raw is not None:
+            if not isinstance(raw, list):
+                raise UsageError(f"--config {self.config}: sources: expected a list")
+            for i, item in enumerate(raw):
+                self._sources.append(
+                    build(
+                        item,
+                        f"--config {self.config}: sources[{i}]",
+                        self.store,
+                        self.log,
+                        base_dir,
+                    )
+                )
+        if self.json_mapping and not self.json_url:
+            raise UsageError("--json-mapping: needs --json-url")
+        if self.json_url:
+            if not self.json_mapping:
+                raise UsageError("--json-url: needs --json-mapping FILE (which values to export)")
+            cfg = _load_yaml(self.json_mapping, "--json-mapping")
+            if isinstance(cfg, list):
+                cfg = {"metrics": cfg}
+            elif not isinstance(cfg, dict):
+                raise UsageError(f"--json-mapping {self.json_mapping}: expected a list or mapping")
+            cfg = {**cfg, "type": "json", "url": self.json_url}
+            self._sources.append(
+                build(
+                    cfg,
+                    f"--json-mapping {self.json_mapping}",
+                    self.store,
+                    self.log,
+                    os.path.dirname(os.path.abspath(self.json_mapping)),
+                )
+            )
+        if self.statsd_mapping and not (self.statsd_udp or self.statsd_tcp):
+            raise UsageError("--statsd-mapping: needs --statsd-udp or --statsd-tcp")
+        if self.statsd_udp or self.statsd_tcp:
+            cfg = {"type": "statsd"}
+            if self.statsd_udp:
+                cfg["udp"] = self.statsd_udp
+            if self.statsd_tcp:
+                cfg["tcp"] = self.statsd_tcp
+            if self.statsd_mapping:
+                cfg["mapping_file"] = os.path.abspath(self.statsd_mapping)
+            self._sources.append(build(cfg, "--statsd-*", self.store, self.log, None))
+        if not self._sources:
+            raise UsageError(
+                "no sources: give --config FILE with sources:, --json-url with --json-mapping, "
+                "or --statsd-udp/--statsd-tcp"
+            )
+        names = [s.name for s in self._sources]
+        for n in names:
+            if names.count(n) > 1:
+                raise UsageError(f"two sources are named {n!r}; give one of them a name:")
+
+    async def setup(self) -> None:
+        for src in self._sources:
+            for w in getattr(getattr(src, "mapper", None), "warnings", []):
+                self.log.warning("mapping file: %s", w)
+        # Names the registry already serves (process_*, podkit_build_info) and
+        # our own prefix are off limits for adapted metrics.
+        reserved = {s.name for m in self.metrics.registry.collect() for s in m.samples}
+        self.store.reserve(reserved)
+        self.store.reserved_prefix = OWN_PREFIX
+        self.metrics.registry.register(Collector(self.store, self._own_metrics))
+        started: list[Source] = []
+        try:
+            for src in self._sources:
+                await src.start()
+                started.append(src)
+        except OSError as exc:
+            for src in started:
+                await src.stop()
+            raise RuntimeError(f"cannot start source {src.name!r}: {exc}") from None
+        self._started = started
+
+    async def run(self) -> None:
+        self.set_ready()
+        store = self.store
+        while not self.stopping:
+            store.now = time.monotonic()
+            store.expire(store.now)
+            await self.sleep(store.next_expiry_check())
+
+    async def cleanup(self) -> None:
+        for src in getattr(self, "_started", []):
+            try:
+                await src.stop()
+            except Exception:
+                self.log.exception("stopping source failed", extra={"source": src.name})
+
+    async def before_metrics(self) -> None:
+        refreshes = [s.refresh() for s in getattr(self, "_started", [])]
+        if refreshes:
+            await asyncio.gather(*refreshes, return_exceptions=True)
+        self.store.now = time.monotonic()
+        self.store.expire(self.store.now)
+
+    def _own_metrics(self) -> Iterable[Metric]:
+        fams: dict[str, tuple[str, str, Sequence[str], list[tuple[Sequence[str], float]]]] = {}
+
+        def emit(
+            name: str,
+            kind: str,
+            help: str,
+            labelnames: Sequence[str],
+            labelvalues: Sequence[str],
+            value: float,
+        ) -> None:
+            fam = fams.get(name)
+            if fam is None:
+                fam = fams[name] = (kind, help, labelnames, [])
+            fam[3].append((labelvalues, value))
+
+        for src in getattr(self, "_started", []):
+            src.own(emit)
+        store = self.store
+        emit("series", "gauge", "Adapted series currently served.", (), (), store.series_count())
+        for reason, n in store.conflicts.items():
+            emit(
+                "conflicts",
+                COUNTER,
+                "Samples dropped because their name was taken by another type or label set.",
+                ("reason",),
+                (reason,),
+                n,
+            )
+        emit("expired_series", COUNTER, "Series removed by their ttl.", (), (), store.expired)
+        for name, (kind, help, labelnames, values) in fams.items():
+            yield own_metric(OWN_PREFIX + name, kind, help, labelnames, values)
+
+    def status(self) -> dict[str, Any]:
+        store = getattr(self, "store", None)
+        if store is None:
+            return {}
+        return {
+            "sources": [s.status() for s in getattr(self, "_started", [])],
+            "families": len(store.families),
+            "series": store.series_count(),
+            "conflicts": dict(store.conflicts),
+        }
+
+    def health(self) -> str | None:
+        for src in getattr(self, "_started", []):
+            reason: str | None = src.health()
+            if reason:
+                return reason
+        return None
+
+
+def _load_yaml(path: str, flag: str) -> Any:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot read: {exc.strerror or exc}") from None
+    except yaml.YAMLError:
+        raise UsageError(f"{flag} {path}: malformed YAML") from None
+
+
+def main() -> None:
+    MetricsAdapter.main()
+
+
+__all__ = ["SOURCES", "MetricsAdapter", "json_source", "log_source", "main", "statsd"]

@@ -1,0 +1,441 @@
+"""The series store every source writes into, and the collector that serves it.
+
+One store holds every adapted family, whichever source fed it, so that a
+name claimed by two sources with different types or label sets is caught as
+a conflict. A conflict never fails a scrape (statsd_exporter #114): the first
+family to claim a name keeps it, the offending series is dropped, the
+conflict is logged once and counted.
+
+Hot paths (StatsD at 200k lines/s) hold direct references to series objects
+and bump plain attributes; the store's `generation` changes whenever a series
+is removed (TTL, JSON refresh), which tells those callers to drop their caches.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import re
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
+
+COUNTER = "counter"
+GAUGE = "gauge"
+UNTYPED = "untyped"
+HISTOGRAM = "histogram"
+SUMMARY = "summary"
+KINDS = (COUNTER, GAUGE, UNTYPED, HISTOGRAM, SUMMARY)
+
+DEFAULT_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+DEFAULT_QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.99)
+
+_NAME_OK = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_LABEL_OK = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+_BAD_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def escape_name(name: str) -> str:
+    """A valid metric or label name: statsd_exporter's escaping (anything else -> `_`)."""
+    out = _BAD_CHARS.sub("_", name)
+    if out and out[0].isdigit():
+        out = "_" + out
+    return out
+
+
+def valid_name(name: str) -> bool:
+    return bool(_NAME_OK.match(name))
+
+
+def valid_label(name: str) -> bool:
+    return bool(_LABEL_OK.match(name)) and not name.startswith("__")
+
+
+class Series:
+    """A counter, gauge or untyped value."""
+
+    __slots__ = ("updated", "value")
+
+    def __init__(self, now: float) -> None:
+        self.value = 0.0
+        self.updated = now
+
+
+class HistogramSeries:
+    __slots__ = ("bounds", "count", "counts", "sum", "updated")
+
+    def __init__(self, bounds: Sequence[float], now: float) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.count = 0
+        self.updated = now
+
+    def observe(self, v: float) -> None:
+        # Prometheus buckets are `le` (upper bound inclusive): bisect_left puts
+        # v == bound into that bound's bucket.
+        self.counts[bisect_left(self.bounds, v)] += 1
+        self.sum += v
+        self.count += 1
+
+
+class SummaryOptions:
+    __slots__ = ("age_buckets", "buf_cap", "max_age", "quantiles")
+
+    def __init__(
+        self,
+        quantiles: Sequence[float] = DEFAULT_QUANTILES,
+        max_age: float = 600.0,
+        age_buckets: int = 5,
+        buf_cap: int = 500,
+    ) -> None:
+        self.quantiles = tuple(quantiles)
+        self.max_age = max_age
+        self.age_buckets = max(1, age_buckets)
+        self.buf_cap = max(1, buf_cap)
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.quantiles, self.max_age, self.age_buckets, self.buf_cap)
+
+
+class SummarySeries:
+    """Quantiles over a sliding window of `max_age`, kept in `age_buckets` slices.
+
+    Each slice holds at most `buf_cap` * 4 samples, reservoir-sampled beyond
+    that, so memory per series is bounded; quantiles are exact while the
+    window holds fewer samples and a uniform-sample estimate beyond.
+    """
+
+    __slots__ = ("count", "opts", "seen", "slice_start", "slices", "sum", "updated")
+
+    def __init__(self, opts: SummaryOptions, now: float) -> None:
+        self.opts = opts
+        self.slices: list[list[float]] = [[]]
+        self.seen = 0
+        self.slice_start = now
+        self.sum = 0.0
+        self.count = 0
+        self.updated = now
+
+    def _rotate(self, now: float) -> None:
+        width = self.opts.max_age / self.opts.age_buckets
+        if now - self.slice_start < width:
+            return
+        steps = min(int((now - self.slice_start) / width), self.opts.age_buckets)
+        for _ in range(steps):
+            self.slices.append([])
+        del self.slices[: max(0, len(self.slices) - self.opts.age_buckets)]
+        self.slice_start = now
+        self.seen = 0
+
+    def observe(self, v: float) -> None:
+        self.sum += v
+        self.count += 1
+        cur = self.slices[-1]
+        self.seen += 1
+        cap = self.opts.buf_cap * 4
+        if len(cur) < cap:
+            cur.append(v)
+        else:
+            j = random.randrange(self.seen)
+            if j < cap:
+                cur[j] = v
+
+    def quantiles(self, now: float) -> list[tuple[float, float]]:
+        self._rotate(now)
+        values = sorted(v for s in self.slices for v in s)
+        out = []
+        for q in self.opts.quantiles:
+            if not values:
+                out.append((q, math.nan))
+                continue
+            # Nearest rank, as the Go client's CKMS estimate converges to.
+            idx = min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))
+            out.append((q, values[idx]))
+        return out
+
+
+AnySeries = Series | HistogramSeries | SummarySeries
+
+
+class Family:
+    __slots__ = (
+        "buckets",
+        "help",
+        "kind",
+        "labelnames",
+        "name",
+        "series",
+        "source",
+        "summary",
+        "ttl",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        help: str,
+        labelnames: tuple[str, ...],
+        ttl: float,
+        buckets: tuple[float, ...],
+        summary: SummaryOptions | None,
+        source: str,
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.help = help
+        self.labelnames = labelnames
+        self.series: dict[tuple[str, ...], Any] = {}
+        self.ttl = ttl
+        self.buckets = buckets
+        self.summary = summary
+        self.source = source
+
+    def get(self, labelvalues: tuple[str, ...], now: float) -> Any:
+        s = self.series.get(labelvalues)
+        if s is None:
+            if self.kind == HISTOGRAM:
+                s = HistogramSeries(self.buckets, now)
+            elif self.kind == SUMMARY:
+                assert self.summary is not None
+                s = SummarySeries(self.summary, now)
+            else:
+                s = Series(now)
+            self.series[labelvalues] = s
+        return s
+
+
+def sample_names(name: str, kind: str) -> tuple[str, ...]:
+    """The sample names a family puts on the wire (what two families must not share)."""
+    if kind == COUNTER:
+        return (name + "_total", name + "_created")
+    if kind == HISTOGRAM:
+        return (name + "_bucket", name + "_sum", name + "_count", name + "_created")
+    if kind == SUMMARY:
+        return (name, name + "_sum", name + "_count", name + "_created")
+    return (name,)
+
+
+class Conflict(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Store:
+    """Adapted families by name, with conflict detection and TTL expiry."""
+
+    def __init__(self, log: logging.Logger, reserved: Iterable[str] = ()) -> None:
+        self.log = log
+        self.families: dict[str, Family] = {}
+        self._claims: dict[str, str] = {}
+        self._reserved = set(reserved)
+        #: Adapted names may not start with this (the adapter's own metrics do).
+        self.reserved_prefix = ""
+        self.generation = 0
+        self.conflicts: dict[str, int] = {"type": 0, "labels": 0, "name": 0, "duplicate": 0}
+        self.expired = 0
+        self._logged: set[tuple[str, str]] = set()
+        #: A clock hot paths read instead of calling time.monotonic() per line.
+        self.now = time.monotonic()
+
+    def reserve(self, names: Iterable[str]) -> None:
+        self._reserved.update(names)
+
+    def conflict(self, name: str, reason: str, detail: str, count: int = 1) -> None:
+        """Count a dropped series; log each (name, reason) once."""
+        self.conflicts[reason] = self.conflicts.get(reason, 0) + count
+        key = (name, reason)
+        if key not in self._logged and len(self._logged) < 10000:
+            self._logged.add(key)
+            self.log.warning(
+                "metric conflict; dropping the offending series",
+                extra={"metric": name, "reason": reason, "detail": detail},
+            )
+
+    def family(
+        self,
+        name: str,
+        kind: str,
+        labelnames: tuple[str, ...],
+        help: str = "",
+        *,
+        ttl: float = 0.0,
+        buckets: tuple[float, ...] = DEFAULT_BUCKETS,
+        summary: SummaryOptions | None = None,
+        source: str = "",
+    ) -> Family:
+        """The family `name`, created on first use. Raises Conflict (already counted)."""
+        if kind == COUNTER and name.endswith("_total"):
+            name = name[:-6]
+        fam = self.families.get(name)
+        if fam is not None:
+            if fam.kind != kind:
+                self.conflict(name, "type", f"{fam.kind} (from {fam.source}) vs {kind}")
+                raise Conflict("type")
+            if fam.labelnames != labelnames:
+                self.conflict(
+                    name,
+                    "labels",
+                    f"{list(fam.labelnames)} (from {fam.source}) vs {list(labelnames)}",
+                )
+                raise Conflict("labels")
+            if kind == HISTOGRAM and fam.buckets != buckets:
+                self.conflict(name, "type", "histogram with different buckets")
+                raise Conflict("type")
+            return fam
+        if not valid_name(name):
+            self.conflict(name, "name", "not a valid metric name")
+            raise Conflict("name")
+        if self.reserved_prefix and name.startswith(self.reserved_prefix):
+            self.conflict(name, "name", f"{self.reserved_prefix}* is the adapter's own")
+            raise Conflict("name")
+        reserved_label = {HISTOGRAM: "le", SUMMARY: "quantile"}.get(kind)
+        for ln in labelnames:
+            if not valid_label(ln) or ln == reserved_label:
+                self.conflict(name, "labels", f"label name {ln!r} is not allowed here")
+                raise Conflict("labels")
+        owned = sample_names(name, kind)
+        for s in owned:
+            other = self._claims.get(s)
+            if other is not None or s in self._reserved:
+                self.conflict(name, "name", f"{s} is already used by {other or 'the adapter'}")
+                raise Conflict("name")
+        fam = Family(
+            name,
+            kind,
+            help or "Adapted by podkit metrics.",
+            labelnames,
+            ttl,
+            tuple(buckets),
+            summary or (SummaryOptions() if kind == SUMMARY else None),
+            source,
+        )
+        for s in owned:
+            self._claims[s] = name
+        self.families[name] = fam
+        return fam
+
+    def drop_family(self, fam: Family) -> None:
+        if self.families.get(fam.name) is fam:
+            del self.families[fam.name]
+            for s in sample_names(fam.name, fam.kind):
+                self._claims.pop(s, None)
+            self.generation += 1
+
+    def remove_series(self, fam: Family, labelvalues: tuple[str, ...]) -> None:
+        if fam.series.pop(labelvalues, None) is not None:
+            self.generation += 1
+        if not fam.series:
+            self.drop_family(fam)
+
+    def expire(self, now: float | None = None) -> int:
+        """Remove series not updated within their family's ttl; returns how many."""
+        now = time.monotonic() if now is None else now
+        removed = 0
+        for fam in list(self.families.values()):
+            if not fam.ttl:
+                continue
+            cutoff = now - fam.ttl
+            stale = [k for k, s in fam.series.items() if s.updated < cutoff]
+            for k in stale:
+                del fam.series[k]
+            if stale:
+                removed += len(stale)
+                self.generation += 1
+            if not fam.series:
+                self.drop_family(fam)
+        self.expired += removed
+        return removed
+
+    def series_count(self) -> int:
+        return sum(len(f.series) for f in self.families.values())
+
+    def next_expiry_check(self) -> float:
+        ttls = [f.ttl for f in self.families.values() if f.ttl]
+        return max(0.05, min(1.0, min(ttls) / 4)) if ttls else 1.0
+
+    # -- exposition ----------------------------------------------------------
+
+    def collect_families(self, now: float) -> Iterable[Metric]:
+        for fam in list(self.families.values()):
+            if not fam.series:
+                continue
+            yield _to_metric(fam, now)
+
+
+def _fmt_bound(b: float) -> str:
+    return "+Inf" if b == math.inf else repr(float(b))
+
+
+def _to_metric(fam: Family, now: float) -> Metric:
+    kind = fam.kind
+    m = Metric(fam.name, fam.help, "unknown" if kind == UNTYPED else kind)
+    names = fam.labelnames
+    add = m.samples.append
+    items = list(fam.series.items())
+    if kind == COUNTER:
+        sname = fam.name + "_total"
+        for lv, s in items:
+            add(Sample(sname, dict(zip(names, lv, strict=True)), s.value, None, None))
+    elif kind in (GAUGE, UNTYPED):
+        sname = fam.name
+        for lv, s in items:
+            add(Sample(sname, dict(zip(names, lv, strict=True)), s.value, None, None))
+    elif kind == HISTOGRAM:
+        bname, les = fam.name + "_bucket", [_fmt_bound(b) for b in fam.buckets] + ["+Inf"]
+        for lv, s in items:
+            labels = dict(zip(names, lv, strict=True))
+            acc = 0
+            for le, c in zip(les, s.counts, strict=True):
+                acc += c
+                add(Sample(bname, {**labels, "le": le}, acc, None, None))
+            add(Sample(fam.name + "_count", labels, s.count, None, None))
+            add(Sample(fam.name + "_sum", labels, s.sum, None, None))
+    else:
+        for lv, s in items:
+            labels = dict(zip(names, lv, strict=True))
+            for q, v in s.quantiles(now):
+                add(Sample(fam.name, {**labels, "quantile": repr(q)}, v, None, None))
+            add(Sample(fam.name + "_count", labels, s.count, None, None))
+            add(Sample(fam.name + "_sum", labels, s.sum, None, None))
+    return m
+
+
+def own_metric(
+    name: str,
+    kind: str,
+    help: str,
+    labelnames: Sequence[str],
+    values: Iterable[tuple[Sequence[str], float]],
+) -> Metric:
+    """One of the adapter's own podkit_metrics_* families, built at scrape time."""
+    m = Metric(name, help, kind)
+    sname = name + "_total" if kind == COUNTER else name
+    for lv, v in values:
+        m.samples.append(Sample(sname, dict(zip(labelnames, lv, strict=True)), v, None, None))
+    return m
+
+
+class Collector:
+    """prometheus-client Collector interface over the store plus the sources' own metrics."""
+
+    def __init__(self, store: Store, extra: Callable[[], Iterable[Metric]]) -> None:
+        self.store = store
+        self.extra = extra
+
+    def collect(self) -> Iterable[Metric]:
+        now = time.monotonic()
+        yield from self.extra()
+        yield from self.store.collect_families(now)
+
+    def describe(self) -> Iterable[Metric]:
+        # Returning nothing stops the registry from calling collect() at register
+        # time (auto_describe) and from checking our dynamic names for duplicates.
+        return []
