@@ -1,0 +1,449 @@
+"""reloader as a real subprocess against a real HTTP peer and real child processes.
+
+The webhook receiver is a small aiohttp server run by the test in a thread:
+it is the real HTTP peer (the reloader talks to it over loopback), and it can
+be taken down and brought back on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.helpers import ProgramProcess, free_port, wait_until
+from tests.peers.prometheus import promtool_check
+
+
+class Receiver:
+    """An aiohttp webhook target on a fixed port that records every call."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.port = free_port()
+        self.status = status
+        self.calls: list[dict[str, Any]] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/-/reload"
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.calls.append(
+            {"method": request.method, "headers": dict(request.headers), "t": time.monotonic()}
+        )
+        return web.Response(status=self.status, text="ok")
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/-/reload", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
+
+    async def _stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def up(self) -> Receiver:
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def down(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+
+    def close(self) -> None:
+        self.down()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver().up()
+    yield r
+    r.close()
+
+
+def atomic_write(target: Path, payload: dict[str, bytes]) -> None:
+    """kubernetes' AtomicWriter.Write, step by step: timestamped directory with
+    the payload, `..data_tmp` symlink to it, renamed over `..data`, user-visible
+    links for new keys, then the old timestamped directory removed."""
+    target.mkdir(parents=True, exist_ok=True)
+    data = target / "..data"
+    old = os.readlink(data) if data.is_symlink() else None
+    stamp = time.strftime("%Y_%m_%d_%H_%M_%S", time.gmtime())
+    ts = Path(
+        __import__("tempfile").mkdtemp(prefix=f"..{stamp}.", dir=target)
+    )  # os.MkdirTemp, as the kubelet does
+    for key, value in payload.items():
+        (ts / key).write_bytes(value)
+        (ts / key).chmod(0o644)
+    tmp_link = target / "..data_tmp"
+    os.symlink(ts.name, tmp_link)
+    os.rename(tmp_link, data)
+    for key in payload:
+        if not (target / key).is_symlink():
+            os.symlink(f"..data/{key}", target / key)
+    for stale in target.iterdir():
+        if not stale.name.startswith("..") and stale.name not in payload:
+            stale.unlink()
+    if old:
+        shutil.rmtree(target / old)
+
+
+def reloader(tmp_path: Path, *args: str) -> ProgramProcess:
+    return ProgramProcess("reloader", ["--log-level", "debug", *args], tmp=tmp_path)
+
+
+def metric(proc: ProgramProcess, name: str) -> float:
+    _, _, body = proc.get("/metrics")
+    for line in body.decode().splitlines():
+        if line.split(" ")[0] == name:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def labelled(proc: ProgramProcess, name: str, result: str) -> float:
+    _, _, body = proc.get("/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(f'{name}{{result="{result}"}} '):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def status(proc: ProgramProcess) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(proc.get("/")[2])
+    return data
+
+
+def stays(pred: Any, seconds: float) -> bool:
+    """True if pred() holds for the whole period."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not pred():
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("root", ["dir", "file"])
+def test_kubelet_atomic_writer_20_updates(tmp_path: Path, receiver: Receiver, root: str) -> None:
+    conf = tmp_path / "conf"
+    atomic_write(conf, {"app.yml": b"v0", "other.yml": b"o"})
+    token = tmp_path / "token"
+    token.write_text("s3cr3t-token\n")
+    watch = str(conf) if root == "dir" else str(conf / "app.yml")
+    with reloader(
+        tmp_path,
+        "--watch", watch,
+        "--webhook-url", receiver.url,
+        "--webhook-method", "PUT",
+        "--webhook-header", "X-From: podkit",
+        "--bearer-token-file", str(token),
+        "--debounce", "150ms",
+    ) as p:  # fmt: skip
+        p.wait_ready()
+        time.sleep(0.3)
+        assert receiver.calls == []  # no reload at start without --reload-on-start
+        for i in range(1, 21):
+            atomic_write(conf, {"app.yml": b"v%d" % i, "other.yml": b"o"})
+            wait_until(lambda i=i: len(receiver.calls) >= i, 10, what=f"webhook call {i}")
+        # Identical content through a full swap: no call.
+        atomic_write(conf, {"app.yml": b"v20", "other.yml": b"o"})
+        assert stays(lambda: len(receiver.calls) == 20, 1.5)
+        if root == "file":
+            # A change to another key of the same volume does not concern this file.
+            atomic_write(conf, {"app.yml": b"v20", "other.yml": b"changed"})
+            assert stays(lambda: len(receiver.calls) == 20, 1.0)
+        call = receiver.calls[-1]
+        assert call["method"] == "PUT"
+        assert call["headers"]["Authorization"] == "Bearer s3cr3t-token"
+        assert call["headers"]["X-From"] == "podkit"
+        assert labelled(p, "podkit_reloader_reloads_total", "success") == 20
+        assert metric(p, "podkit_reloader_last_reload_successful") == 1
+        assert metric(p, "podkit_reloader_last_reload_success_timestamp_seconds") > 0
+        assert metric(p, "podkit_reloader_watch_events_total") >= 20
+        st = status(p)
+        assert st["current_hash"] == st["last_success_hash"]
+        assert st["last_reload"]["result"] == "success"
+        assert st["retry"] is None
+        assert "s3cr3t-token" not in p.stderr()
+        promtool_check(p.get("/metrics")[2])
+
+
+def test_write_storm_gives_one_reload(tmp_path: Path, receiver: Receiver) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "a.conf").write_text("start")
+    with reloader(
+        tmp_path, "--watch", str(conf), "--webhook-url", receiver.url, "--debounce", "500ms"
+    ) as p:
+        p.wait_ready()
+        start = time.monotonic()
+        for i in range(100):
+            (conf / "a.conf").write_text(f"write {i}")
+            if i % 10 == 9:
+                (conf / f"new{i}.conf").write_text("x")
+            time.sleep(max(0.0, start + (i + 1) * 0.002 - time.monotonic()))
+        assert time.monotonic() - start < 0.5
+        wait_until(lambda: len(receiver.calls) >= 1, 10, what="the reload")
+        assert stays(lambda: len(receiver.calls) == 1, 2.0)
+        assert metric(p, "podkit_reloader_watch_events_total") >= 100
+
+
+def test_webhook_down_10s_then_up_delivers_once(tmp_path: Path, receiver: Receiver) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "a.conf").write_text("1")
+    receiver.down()
+    with reloader(
+        tmp_path,
+        "--watch", str(conf),
+        "--webhook-url", receiver.url,
+        "--debounce", "100ms",
+        "--retry-max-backoff", "2s",
+    ) as p:  # fmt: skip
+        p.wait_ready()
+        (conf / "a.conf").write_text("2")
+        wait_until(lambda: labelled(p, "podkit_reloader_reloads_total", "failure") >= 2, 10)
+        st = status(p)
+        assert st["retry"]["pending"] is True
+        assert st["last_reload"]["result"] == "failure"
+        assert metric(p, "podkit_reloader_last_reload_successful") == 0
+        time.sleep(max(0.0, 10 - 1.0))
+        receiver.up()
+        wait_until(lambda: len(receiver.calls) >= 1, 10, what="the retried reload")
+        assert stays(lambda: len(receiver.calls) == 1, 2.5)
+        st = status(p)
+        assert st["retry"] is None and st["last_reload"]["result"] == "success"
+        assert metric(p, "podkit_reloader_last_reload_successful") == 1
+        assert any(r["message"] == "action failed; will retry" for r in p.records())
+
+
+COUNTER = """\
+#!{python}
+import os, signal, sys, time
+out = sys.argv[1]
+n = 0
+def on_hup(signum, frame):
+    global n
+    n += 1
+    with open(out + ".tmp", "w") as f:
+        f.write(str(n))
+    os.replace(out + ".tmp", out)
+signal.signal(signal.SIGHUP, on_hup)
+if len(sys.argv) > 2:
+    with open(sys.argv[2], "w") as f:
+        f.write(str(os.getpid()))
+while True:
+    time.sleep(3600)
+"""
+
+
+def hups(path: Path) -> int:
+    try:
+        return int(path.read_text() or 0)
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.fixture
+def counter_script(tmp_path: Path) -> Path:
+    script = tmp_path / "hupcount"
+    script.write_text(COUNTER.format(python=sys.executable))
+    script.chmod(0o755)
+    return script
+
+
+def test_signal_by_process_name(tmp_path: Path, counter_script: Path) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "a.conf").write_text("1")
+    count = tmp_path / "count"
+    # Run through its shebang: the kernel names the process after the script.
+    child = subprocess.Popen([str(counter_script), str(count)])
+    try:
+        with reloader(
+            tmp_path, "--watch", str(conf), "--process", "hupcount", "--debounce", "100ms"
+        ) as p:
+            p.wait_ready()
+            (conf / "a.conf").write_text("2")
+            wait_until(lambda: hups(count) == 1, 10, what="first SIGHUP")
+            (conf / "b.conf").write_text("new")
+            wait_until(lambda: hups(count) == 2, 10, what="second SIGHUP")
+            assert stays(lambda: hups(count) == 2, 1.0)
+            assert child.poll() is None
+            rec = p.wait_log("signalled")
+            assert rec["pids"] == [child.pid] and rec["signal"] == "SIGHUP"
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_signal_by_pid_file_retries_until_the_process_exists(
+    tmp_path: Path, counter_script: Path
+) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "a.conf").write_text("1")
+    count, pidfile = tmp_path / "count", tmp_path / "app.pid"
+    with reloader(
+        tmp_path,
+        "--watch", str(conf),
+        "--pid-file", str(pidfile),
+        "--signal", "SIGHUP",
+        "--debounce", "100ms",
+        "--retry-max-backoff", "500ms",
+    ) as p:  # fmt: skip
+        p.wait_ready()
+        (conf / "a.conf").write_text("2")
+        # No pid file yet: the reload fails and is retried.
+        wait_until(lambda: labelled(p, "podkit_reloader_reloads_total", "failure") >= 1, 10)
+        child = subprocess.Popen([str(counter_script), str(count), str(pidfile)])
+        try:
+            wait_until(lambda: hups(count) == 1, 10, what="the retried SIGHUP")
+            assert stays(lambda: hups(count) == 1, 1.0)
+            (conf / "a.conf").write_text("3")
+            wait_until(lambda: hups(count) == 2, 10, what="second SIGHUP")
+        finally:
+            child.kill()
+            child.wait()
+
+
+def test_gitsync_style_link_swap(tmp_path: Path, receiver: Receiver) -> None:
+    repo = tmp_path / "repo"
+    wt = repo / ".worktrees"
+
+    def publish(rev: str, files: dict[str, str]) -> None:
+        (wt / rev).mkdir(parents=True)
+        for k, v in files.items():
+            (wt / rev / k).write_text(v)
+        old = os.readlink(repo / "current") if (repo / "current").is_symlink() else None
+        os.symlink(f".worktrees/{rev}", repo / "current.tmp")
+        os.rename(repo / "current.tmp", repo / "current")
+        if old:
+            shutil.rmtree(repo / old)
+
+    publish("r1", {"rules.yml": "a"})
+    with reloader(
+        tmp_path,
+        "--watch", str(repo / "current"),
+        "--webhook-url", receiver.url,
+        "--debounce", "100ms",
+    ) as p:  # fmt: skip
+        p.wait_ready()
+        publish("r2", {"rules.yml": "b"})
+        wait_until(lambda: len(receiver.calls) == 1, 10, what="reload after the swap")
+        # The watch followed the link: an in-place edit of the new target is seen.
+        wait_until(lambda: any("r2" in d for d in status(p)["watches"]), 5)
+        (wt / "r2" / "rules.yml").write_text("c")
+        wait_until(lambda: len(receiver.calls) == 2, 10, what="reload after an in-place edit")
+        publish("r3", {"rules.yml": "c"})  # same content, new revision: no reload
+        assert stays(lambda: len(receiver.calls) == 2, 1.0)
+        assert not any(".worktrees/r1" in d for d in status(p)["watches"])
+
+
+def test_command_gates_reload(tmp_path: Path, receiver: Receiver) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "app.conf").write_text("valid 1")
+    log = tmp_path / "cmd.log"
+    check = f'echo "$PODKIT_RELOADER_HASH" >> {log}; grep -q valid {conf}/app.conf'
+    with reloader(
+        tmp_path,
+        "--watch", str(conf),
+        "--webhook-url", receiver.url,
+        "--command", check,
+        "--command-gates-reload",
+        "--debounce", "100ms",
+        "--resync-interval", "1s",
+    ) as p:  # fmt: skip
+        p.wait_ready()
+        (conf / "app.conf").write_text("broken")
+        wait_until(lambda: labelled(p, "podkit_reloader_reloads_total", "blocked") == 1, 10)
+        st = status(p)
+        assert st["rejected_hash"] == st["current_hash"]
+        assert st["last_reload"]["result"] == "blocked"
+        assert metric(p, "podkit_reloader_last_reload_successful") == 0
+        # Rejected content is not retried, not even by the resyncs.
+        assert stays(lambda: labelled(p, "podkit_reloader_reloads_total", "blocked") == 1, 2.5)
+        assert receiver.calls == []
+        (conf / "app.conf").write_text("valid 2")
+        wait_until(lambda: len(receiver.calls) == 1, 10, what="reload of valid content")
+        assert log.read_text().split() == [st["current_hash"], status(p)["current_hash"]]
+        assert metric(p, "podkit_reloader_resyncs_total") >= 2
+
+
+def test_failing_command_without_gate_is_retried(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "a").write_text("1")
+    marker, done = tmp_path / "marker", tmp_path / "done"
+    with reloader(
+        tmp_path,
+        "--watch", str(conf),
+        "--command", f"test -e {marker} && echo run >> {done}",
+        "--debounce", "100ms",
+        "--retry-max-backoff", "300ms",
+        "--reload-on-start",
+    ) as p:  # fmt: skip
+        p.wait_ready()
+        wait_until(lambda: labelled(p, "podkit_reloader_reloads_total", "failure") >= 2, 10)
+        marker.touch()
+        wait_until(done.exists, 10, what="the retried command")
+        assert stays(lambda: done.read_text().split() == ["run"], 1.0)
+
+
+def test_resync_catches_a_change_inotify_cannot_see(tmp_path: Path, receiver: Receiver) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "a.conf").write_text("1")
+    # A write through a hard link elsewhere gives no event on the watched directory.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.link(conf / "a.conf", elsewhere / "alias")
+    with reloader(
+        tmp_path,
+        "--watch", str(conf),
+        "--webhook-url", receiver.url,
+        "--resync-interval", "1s",
+        "--include", "*.conf",
+        "--exclude", "skip*",
+    ) as p:  # fmt: skip
+        p.wait_ready()
+        (conf / "skip.conf").write_text("excluded")
+        (conf / "notes.txt").write_text("not included")
+        with open(elsewhere / "alias", "r+") as f:
+            f.write("2")
+        wait_until(lambda: len(receiver.calls) == 1, 10, what="reload found by the resync")
+        assert metric(p, "podkit_reloader_resyncs_total") >= 1
+        assert stays(lambda: len(receiver.calls) == 1, 1.5)
+        assert status(p)["files"] == 1
+
+
+def test_sigterm_exits_zero_and_usage_error_exits_two(tmp_path: Path) -> None:
+    from tests.helpers import run_program
+
+    r = run_program("reloader", ["--watch", str(tmp_path)])
+    assert r.returncode == 2 and b"no action" in r.stderr and b"Traceback" not in r.stderr
+    with reloader(tmp_path, "--watch", str(tmp_path), "--command", "true") as p:
+        p.wait_ready()
+        p.signal(signal.SIGTERM)
+        assert p.wait(15) == 0

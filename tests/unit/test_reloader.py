@@ -1,0 +1,189 @@
+"""reloader: hashing, link-aware watch planning, filters, process lookup, option checks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from podkit.sidecars.reloader import Reloader
+from podkit.sidecars.reloader.actions import find_processes, parse_signal, read_pid_file
+from podkit.sidecars.reloader.tree import Filter, Plan, resolve, scan
+
+from podkit.options import UsageError
+from podkit.runner import configure
+
+ALL = Filter([], [])
+
+
+def kubelet_write(target: Path, payload: dict[str, bytes], stamp: str) -> None:
+    """The kubelet's atomic writer, in the order it acts."""
+    ts = target / f"..{stamp}"
+    ts.mkdir()
+    for k, v in payload.items():
+        (ts / k).write_bytes(v)
+    old = os.readlink(target / "..data") if (target / "..data").is_symlink() else None
+    os.symlink(ts.name, target / "..data_tmp")
+    os.rename(target / "..data_tmp", target / "..data")
+    for k in payload:
+        if not (target / k).is_symlink():
+            os.symlink(f"..data/{k}", target / k)
+    if old:
+        import shutil
+
+        shutil.rmtree(target / old)
+
+
+def test_hash_is_stable_across_a_kubelet_swap_with_same_content(tmp_path: Path) -> None:
+    kubelet_write(tmp_path, {"a.yml": b"one", "b.yml": b"two"}, "2024_01_01_00_00_00.1")
+    first = scan([str(tmp_path)], ALL)
+    kubelet_write(tmp_path, {"a.yml": b"one", "b.yml": b"two"}, "2024_01_01_00_00_01.2")
+    second = scan([str(tmp_path)], ALL)
+    assert first.digest == second.digest
+    assert first.files == 2  # the `..` internals are not counted twice
+    kubelet_write(tmp_path, {"a.yml": b"one", "b.yml": b"TWO"}, "2024_01_01_00_00_02.3")
+    assert scan([str(tmp_path)], ALL).digest != first.digest
+
+
+def test_hash_depends_on_names_and_content(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("x")
+    h1 = scan([str(tmp_path)], ALL).digest
+    (tmp_path / "a").rename(tmp_path / "b")
+    h2 = scan([str(tmp_path)], ALL).digest
+    (tmp_path / "b").write_text("y")
+    h3 = scan([str(tmp_path)], ALL).digest
+    assert len({h1, h2, h3}) == 3
+    (tmp_path / "b").write_text("x")
+    (tmp_path / "b").rename(tmp_path / "a")
+    assert scan([str(tmp_path)], ALL).digest == h1
+
+
+def test_single_file_root_through_kubelet_links(tmp_path: Path) -> None:
+    kubelet_write(tmp_path, {"app.yml": b"v1"}, "2024_01_01_00_00_00.1")
+    plan = Plan()
+    real = resolve(str(tmp_path / "app.yml"), plan)
+    assert real == str(tmp_path / "..2024_01_01_00_00_00.1" / "app.yml")
+    # The swap of ..data happens in the mount directory: it must be watched.
+    assert {"app.yml", "..data"} <= plan.names[str(tmp_path)]
+    s = scan([str(tmp_path / "app.yml")], ALL)
+    assert s.files == 1
+    assert plan.relevant(str(tmp_path / "..data"))
+    assert not plan.relevant(str(tmp_path / "unrelated"))
+
+
+def test_link_root_watches_target_and_link(tmp_path: Path) -> None:
+    wt = tmp_path / ".worktrees"
+    (wt / "r1").mkdir(parents=True)
+    (wt / "r1" / "f").write_text("1")
+    (tmp_path / "current").symlink_to(".worktrees/r1")
+    s = scan([str(tmp_path / "current")], ALL)
+    w = s.plan.watches()
+    assert w[str(wt / "r1")] is True
+    assert w[str(tmp_path)] is False  # non-recursive, for the link swap
+    assert s.plan.relevant(str(tmp_path / "current"))
+    assert not s.plan.relevant(str(tmp_path / "other"))
+
+
+def test_linked_dir_outside_the_tree_is_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.conf").write_text("1")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "conf.d").symlink_to(outside)
+    (tree / "loop").symlink_to(tree)  # must not recurse forever
+    s = scan([str(tree)], ALL)
+    assert s.files == 1
+    assert s.plan.watches() == {str(outside): True, str(tree): True, str(tmp_path): False}
+
+
+def test_filter_globs(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    for n in ("a.yml", "b.txt", "sub/c.yml", "sub/d.swp"):
+        (tmp_path / n).write_text(n)
+    assert scan([str(tmp_path)], Filter(["*.yml"], [])).files == 2
+    assert scan([str(tmp_path)], Filter([], ["*.swp", "sub/c.*"])).files == 2
+    f = Filter(["*.yml"], ["sub/*"])
+    assert f.wants("a.yml") and not f.wants("sub/c.yml") and not f.wants("b.txt")
+
+
+def test_missing_root_is_hashed_and_its_parent_watched(tmp_path: Path) -> None:
+    s = scan([str(tmp_path / "later")], ALL)
+    assert s.files == 0 and not s.unstable
+    assert s.plan.relevant(str(tmp_path / "later"))
+    assert s.plan.watches() == {str(tmp_path): False}
+
+
+def test_parse_signal() -> None:
+    assert parse_signal("HUP") is signal.SIGHUP
+    assert parse_signal("sigusr1") is signal.SIGUSR1
+    assert parse_signal("15") is signal.SIGTERM
+    with pytest.raises(ValueError):
+        parse_signal("NOPE")
+
+
+def test_find_processes_by_comm_and_argv0(tmp_path: Path) -> None:
+    script = tmp_path / "findme-proc"
+    script.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(30)\n")
+    script.chmod(0o755)
+    p = subprocess.Popen([str(script)])
+    try:
+        import time
+
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and p.pid not in find_processes("findme-proc"):
+            time.sleep(0.02)
+        assert find_processes("findme-proc") == [p.pid]
+        assert find_processes("findme-proc", exclude={p.pid}) == []
+    finally:
+        p.kill()
+        p.wait()
+    assert find_processes("findme-proc") == []
+
+
+def test_read_pid_file(tmp_path: Path) -> None:
+    from podkit.hooks import HookError
+
+    (tmp_path / "p").write_text("1234\n")
+    assert read_pid_file(str(tmp_path / "p")) == 1234
+    (tmp_path / "p").write_text("garbage")
+    with pytest.raises(HookError):
+        read_pid_file(str(tmp_path / "p"))
+    with pytest.raises(HookError):
+        read_pid_file(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--watch", "/x"], "no action"),
+        (["--watch", "/x", "--signal", "HUP"], "--signal: needs"),
+        (["--watch", "/x", "--process", "a", "--pid-file", "/p"], "not both"),
+        (["--watch", "/x", "--process", "a", "--signal", "BOGUS"], "--signal"),
+        (["--watch", "/x", "--command-gates-reload"], "no action"),
+        (["--watch", "/x", "--process", "a", "--command-gates-reload"], "needs --command"),
+        (["--watch", "/x", "--webhook-url", "http://h/", "--webhook-header", "bad"], "header"),
+        (["--watch", "/x", "--process", "a", "--bearer-token-file", "/t"], "need --webhook-url"),
+        (["--watch", "/x", "--command", "true", "--resync-interval", "0s"], "--resync-interval"),
+        (["--command", "true"], "--watch is required"),
+    ],
+)
+def test_usage_errors(argv: list[str], fragment: str) -> None:
+    with pytest.raises(UsageError, match=fragment.replace("-", r"\-")):
+        configure(Reloader, argv, env={})
+
+
+def test_defaults_and_implied_hup() -> None:
+    p = configure(Reloader, ["--watch", "rel", "--process", "nginx"], env={})
+    assert isinstance(p, Reloader)
+    assert p._signal is signal.SIGHUP
+    assert p.debounce == 1.0 and p.resync_interval == 180.0 and p.retry_max_backoff == 30.0
+    assert p.watch == [os.path.abspath("rel")]
+    assert p.admin_addr == "127.0.0.1:9413"
+    env = {"PODKIT_COMMAND": "true", "PODKIT_WATCH": "/a,/b"}
+    q = configure(Reloader, [], env=env)
+    assert isinstance(q, Reloader)
+    assert q.reload_command == "true" and q.watch == ["/a", "/b"]
