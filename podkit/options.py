@@ -279,6 +279,32 @@ def build_parser(prog: str, description: str, options: list[Option]) -> argparse
     return parser
 
 
+_BOOL_WORDS = frozenset(("1", "true", "yes", "on", "y", "0", "false", "no", "off", "n"))
+
+
+def bind_bool_values(argv: Sequence[str], options: list[Option]) -> list[str]:
+    """Keep a bare boolean flag from swallowing the positional argument after it.
+
+    Boolean flags take an optional value (`--insecure false`), so argparse would
+    read `--insecure https://host` as `--insecure=https://host`. A bare flag
+    followed by anything that is not a boolean word becomes `--flag=true`.
+    """
+    names = set()
+    for opt in options:
+        if not opt.config_only and not opt.positional and opt.resolve_kind() == "bool":
+            names.add(opt.flag_name)
+            if opt.short:
+                names.add(opt.short)
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--":
+            break
+        nxt = out[i + 1]
+        if arg in names and not nxt.startswith("-") and nxt.strip().lower() not in _BOOL_WORDS:
+            out[i] = arg + "=true"
+    return out
+
+
 def load_config_file(path: str) -> dict[str, Any]:
     import yaml
 

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .options import UsageError, build_parser, load_config_file, resolve
+from .options import UsageError, bind_bool_values, build_parser, load_config_file, resolve
 from .program import InitTask, Program
 from .secrets import redact_url
 
@@ -62,7 +62,7 @@ def configure(
         argv, command = argv[:i], argv[i + 1 :]
     options = cls.options()
     parser = build_parser(f"podkit {cls.name}", _help_text(cls), options)
-    flags = vars(parser.parse_args(argv))
+    flags = vars(parser.parse_args(bind_bool_values(argv, options)))
     config_path = flags.get("config") or env.get("PODKIT_CONFIG")
     config: dict[str, Any] = load_config_file(config_path) if config_path else {}
     values = resolve(options, flags, env, config, config_path)
