@@ -287,8 +287,12 @@ def bind_bool_values(argv: Sequence[str], options: list[Option]) -> list[str]:
 
     Boolean flags take an optional value (`--insecure false`), so argparse would
     read `--insecure https://host` as `--insecure=https://host`. A bare flag
-    followed by anything that is not a boolean word becomes `--flag=true`.
+    followed by anything that is not a boolean word becomes `--flag=true`; only
+    for programs with positional arguments (elsewhere `--flag maybe` stays an
+    error naming the flag).
     """
+    if not any(opt.positional for opt in options):
+        return list(argv)
     names = set()
     for opt in options:
         if not opt.config_only and not opt.positional and opt.resolve_kind() == "bool":
