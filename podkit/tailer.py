@@ -165,6 +165,7 @@ class _File:
         self.head: bytes | None = None  # first max_line_bytes of an over-long line
         self.skipping = False  # discarding the rest of an over-long line
         self.flushed_partial = False  # a held line went out before its newline came
+        self.is_copy = False  # copytruncate's copy: nobody writes to it any more
         self.outstanding: deque[Chunk] = deque()
         self.paths: set[str] = {path}  # glob matches that currently name this file
         self.after: _File | None = None  # predecessor to finish first (rotation)
@@ -190,6 +191,8 @@ class _File:
         if self.fp_len >= FINGERPRINT_BYTES:
             return
         head = self.read_fingerprint(FINGERPRINT_BYTES)
+        if self.fp and hashlib.sha1(head[: self.fp_len]).digest() != self.fp:
+            return  # rewritten since: leave it to the identity check to notice
         if len(head) > self.fp_len or not self.fp:
             self.fp_len = len(head)
             self.fp = hashlib.sha1(head).digest()
@@ -265,6 +268,7 @@ class Tailer:
         self._last_poll = 0.0
         self._started = False
         self._multiline = re.compile(cfg.multiline_start) if cfg.multiline_start else None
+        self._copy_name = ""
         #: Counters for metrics: lines/bytes handed on, truncated lines, rotations, errors.
         self.lines_read = 0
         self.bytes_read = 0
@@ -338,6 +342,11 @@ class Tailer:
         for f in self._files:
             f.close()
         self._files.clear()
+
+    def checkpoint(self, force: bool = False) -> None:
+        """Write acknowledged offsets now if due (or `force`); the reader does it too,
+        but only while it runs, so a consumer still delivering after `drain()` calls this."""
+        self._write_checkpoint(force=force)
 
     @property
     def lag_bytes(self) -> int:
@@ -453,13 +462,7 @@ class Tailer:
         elif initial and self.cfg.read_from == "tail":
             offset = st.st_size
         f = _File(path, fd, st, offset)
-        if self._multiline is not None:
-            f.joiner = Joiner(
-                self._multiline,
-                self.cfg.multiline_max_lines,
-                self.cfg.multiline_timeout,
-                self.cfg.max_line_bytes,
-            )
+        f.joiner = self._new_joiner()
         self._files.append(f)
         self._by_key[key] = f
         self._dirty_ckpt = True
@@ -624,6 +627,8 @@ class Tailer:
         elif f.at_eof and st.st_size > f.read_pos and f.read_pos and not f.fingerprint_matches():
             # Growth after idling at EOF: cheap moment to catch truncate-and-regrow.
             self._truncated(f)
+        if not self._ready(f):
+            return True  # its copy (copytruncate) goes first
         got = 0
         n = self.cfg.chunk_bytes
         while got < budget and self._inflight < self.cfg.max_buffer_bytes:
@@ -638,27 +643,51 @@ class Tailer:
             got += len(data)
             f.at_eof = False
             self._consume(f, data)
+            if f.fp_len < FINGERPRINT_BYTES:
+                f.update_fingerprint()  # while small, so identity and copies stay telling
             if len(data) < n:
                 break
         if (got == 0 or f.read_pos >= f.size) and not f.at_eof:
             f.at_eof = True
             f.eof_since = time.monotonic()
+            if f.is_copy:
+                # Its last line is complete as it is; hand it on before the successor's.
+                self._flush_partial(f, force=True)
         if f.read_pos > f.size:
             f.size = f.read_pos
         return got > 0
 
     def _truncated(self, f: _File) -> None:
-        """copytruncate: emit what we hold, then start the file again at 0."""
-        log.info("file truncated; reading it from the start", extra={"path": f.path})
+        """copytruncate: finish the old content (from its copy), then start again at 0."""
         self.truncations += 1
-        self._flush_partial(f, force=True)
-        # Chunks still in flight belong to the old content; their acks must not
-        # move the new content's offset.
-        for c in f.outstanding:
-            c._file = None
-        f.outstanding.clear()
-        if f.joiner is not None:
-            f.joiner.reset()
+        copy = self._find_copy(f)
+        log.info(
+            "file truncated; reading it from the start",
+            extra={"path": f.path, "copy": self._copy_name or None},
+        )
+        if copy is not None:
+            # The copy holds what we had not read yet: it takes over exactly where
+            # we were (held line, joiner, unacknowledged chunks) and goes first.
+            copy.read_pos, copy.emit_pos, copy.ack_pos = f.read_pos, f.emit_pos, f.ack_pos
+            copy.carry, copy.carry_since, copy.head = f.carry, f.carry_since, f.head
+            copy.skipping, copy.flushed_partial = f.skipping, f.flushed_partial
+            copy.joiner, f.joiner = f.joiner, self._new_joiner()
+            copy.outstanding, f.outstanding = f.outstanding, deque()
+            for c in copy.outstanding:
+                c._file = copy
+            copy.path = f.path
+            self._files.insert(self._files.index(f), copy)
+            self._by_key[copy.key] = copy
+            f.after = copy
+        else:
+            self._flush_partial(f, force=True)
+            # Chunks still in flight belong to the old content; their acks must not
+            # move the new content's offset.
+            for c in f.outstanding:
+                c._file = None
+            f.outstanding.clear()
+            if f.joiner is not None:
+                f.joiner.reset()
         f.read_pos = f.emit_pos = f.ack_pos = 0
         f.carry = b""
         f.head = None
@@ -667,6 +696,48 @@ class Tailer:
         f.fp = b""
         f.update_fingerprint()
         self._dirty_ckpt = True
+
+    def _find_copy(self, f: _File) -> _File | None:
+        """The copy copytruncate made of `f` (same first bytes, at least as long)."""
+        self._copy_name = ""
+        if f.read_pos == 0 or f.fp_len == 0:
+            return None
+        d = os.path.dirname(f.path)
+        found: list[tuple[float, str, os.stat_result]] = []
+        try:
+            for e in os.scandir(d):
+                with contextlib.suppress(OSError):
+                    if e.is_file(follow_symlinks=False):
+                        st = e.stat(follow_symlinks=False)
+                        found.append((st.st_mtime, e.path, st))
+        except OSError:
+            return None
+        for _mtime, epath, st in sorted(found, reverse=True):  # newest first
+            key = (st.st_dev, st.st_ino)
+            if key == f.key or key in self._by_key or st.st_size < f.read_pos:
+                continue
+            try:
+                fd = os.open(epath, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            except OSError:
+                continue
+            if _fp_of(fd, f.fp_len) == f.fp:
+                self._copy_name = epath
+                copy = _File(epath, fd, os.fstat(fd), f.read_pos)
+                copy.paths = set()
+                copy.is_copy = True
+                return copy
+            os.close(fd)
+        return None
+
+    def _new_joiner(self) -> Joiner | None:
+        if self._multiline is None:
+            return None
+        return Joiner(
+            self._multiline,
+            self.cfg.multiline_max_lines,
+            self.cfg.multiline_timeout,
+            self.cfg.max_line_bytes,
+        )
 
     def _consume(self, f: _File, data: bytes) -> None:
         """Split freshly read bytes into lines and queue them.
@@ -804,7 +875,7 @@ class Tailer:
     def _close_idle(self, now: float) -> None:
         wait = self.cfg.rotate_wait
         for f in list(self._files):
-            if f.paths or not f.at_eof or now - f.eof_since < wait:
+            if f.paths or not f.at_eof or (now - f.eof_since < wait and not f.is_copy):
                 continue
             if f.carry or f.head is not None or (f.joiner is not None and f.joiner.pending):
                 self._flush_partial(f, force=True)
