@@ -14,7 +14,9 @@ import asyncio
 import os
 import signal as signal_mod
 import time
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from podkit import Backoff, Sidecar, UsageError, option, rfc3339
 from podkit.hooks import HookError, Retrier
@@ -23,6 +25,8 @@ from podkit.watch import Change, Watcher
 
 from . import actions
 from .tree import Filter, Plan, Scan, scan
+
+T = TypeVar("T")
 
 #: A trailing debounce starves under a never-ending stream of writes; after
 #: this many debounce periods (at least MIN_MAX_WAIT) of constant change, check anyway.
@@ -167,6 +171,9 @@ class Reloader(Sidecar):
             Backoff(min(0.5, self.retry_max_backoff), self.retry_max_backoff),
         )
         self.watcher = Watcher([], self._on_change, reads=False)
+        # One worker thread for all file-system work: scans never overlap, and
+        # one thread keeps one malloc arena (the default pool would grow to six).
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="reloader-scan")
         self._plan = Plan()
         self._placed: dict[tuple[str, bool], tuple[int, int]] = {}
         self._watch_errors: list[str] = []
@@ -193,6 +200,11 @@ class Reloader(Sidecar):
         if getattr(self, "session", None) is not None:
             assert self.session is not None
             await self.session.close()
+        if hasattr(self, "_pool"):
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     # -- the main loop -------------------------------------------------------
 
@@ -281,9 +293,9 @@ class Reloader(Sidecar):
         """Hash the content, move the watches to where it lives now, and reload if it changed."""
         result: Scan | None = None
         for _ in range(MAX_PASSES):
-            result = await asyncio.to_thread(scan, self.watch, self.filter)
+            result = await self._in_thread(scan, self.watch, self.filter)
             self._plan = result.plan
-            moved = await asyncio.to_thread(self._reconcile, result.plan)
+            moved = await self._in_thread(self._reconcile, result.plan)
             if not moved:
                 break
             # Changes between the scan and the new watches would be missed: scan again.
@@ -302,7 +314,9 @@ class Reloader(Sidecar):
         if digest == self._submitted:
             return
         if digest == self.last_success_hash and not self.retrier.pending:
+            # Back to what the app has loaded (e.g. a rejected change reverted).
             self._submitted = digest
+            self.rejected_hash = None
             return
         if reason != "start":
             self.log.info(
@@ -436,7 +450,7 @@ class Reloader(Sidecar):
         sig = self._signal
         assert sig is not None
         if self.process:
-            pids = await asyncio.to_thread(
+            pids = await self._in_thread(
                 actions.find_processes, self.process, "/proc", {os.getpid()}
             )
             what = f"--process {self.process}"
