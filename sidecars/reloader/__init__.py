@@ -48,51 +48,79 @@ class Reloader(Sidecar):
     default_admin_addr = "127.0.0.1:9413"
 
     watch: list[str] = option(
-        repeat=True, required=True, kind="path", help="file or directory to watch (repeatable)"
+        metavar="PATH",
+        repeat=True,
+        required=True,
+        kind="path",
+        help="file or directory to watch (repeatable)",
     )
     webhook_url: list[str] = option(
-        repeat=True, kind="url", help="URL to call on change (repeatable)"
+        metavar="URL", repeat=True, kind="url", help="URL to call on change (repeatable)"
     )
-    webhook_method: str = option("POST", help="HTTP method of the webhook")
-    webhook_status: int = option(200, help="expected webhook status; 0 accepts any")
-    webhook_timeout: float = option("5s", kind="duration", help="timeout of one webhook call")
+    webhook_method: str = option("POST", metavar="METHOD", help="HTTP method of the webhook")
+    webhook_status: int = option(200, metavar="CODE", help="expected webhook status; 0 accepts any")
+    webhook_timeout: float = option(
+        "5s", metavar="DURATION", kind="duration", help="timeout of one webhook call"
+    )
     webhook_header: list[str] = option(
-        repeat=True, secret=True, help="'Name: value' header sent with the webhook (repeatable)"
+        metavar="'NAME: VALUE'",
+        repeat=True,
+        secret=True,
+        help="'Name: value' header sent with the webhook (repeatable)",
     )
     bearer_token_file: str | None = option(
-        None, kind="path", help="file with a bearer token for the webhook, re-read when it changes"
+        None,
+        metavar="FILE",
+        kind="path",
+        help="file with a bearer token for the webhook, re-read when it changes",
     )
     signal: str | None = option(
-        None, help="signal to send on change, e.g. HUP (default HUP with --process/--pid-file)"
+        None,
+        metavar="SIGNAL",
+        help="signal to send on change, e.g. HUP (default HUP with --process/--pid-file)",
     )
     process: str | None = option(
-        None, help="signal the processes with this executable name (shared process namespace)"
+        None,
+        metavar="NAME",
+        help="signal the processes with this executable name (shared process namespace)",
     )
     pid_file: str | None = option(
-        None, kind="path", help="signal the process whose PID is in this file"
+        None, metavar="FILE", kind="path", help="signal the process whose PID is in this file"
     )
     reload_command: str | None = option(
-        None, flag="--command", env="PODKIT_COMMAND", help="shell command to run on change"
+        None,
+        metavar="CMD",
+        flag="--command",
+        env="PODKIT_COMMAND",
+        help="shell command to run on change",
     )
     command_gates_reload: bool = option(
         False, help="run --command first; a non-zero exit blocks the reload of that content"
     )
-    command_timeout: float = option("60s", kind="duration", help="how long --command may run")
+    command_timeout: float = option(
+        "60s", metavar="DURATION", kind="duration", help="how long --command may run"
+    )
     debounce: float = option(
-        "1s", kind="duration", help="quiet time after the last change before reloading (trailing)"
+        "1s",
+        metavar="DURATION",
+        kind="duration",
+        help="quiet time after the last change before reloading (trailing)",
     )
     resync_interval: float = option(
-        "3m", kind="duration", help="re-hash this often even without events"
+        "3m", metavar="DURATION", kind="duration", help="re-hash this often even without events"
     )
     retry_max_backoff: float = option(
-        "30s", kind="duration", help="longest wait between retries of a failed reload"
+        "30s",
+        metavar="DURATION",
+        kind="duration",
+        help="longest wait between retries of a failed reload",
     )
     reload_on_start: bool = option(False, help="reload once at start-up")
     include: list[str] = option(
-        repeat=True, help="only files matching this glob count (repeatable)"
+        metavar="GLOB", repeat=True, help="only files matching this glob count (repeatable)"
     )
     exclude: list[str] = option(
-        repeat=True, help="files matching this glob do not count (repeatable)"
+        metavar="GLOB", repeat=True, help="files matching this glob do not count (repeatable)"
     )
 
     def validate(self) -> None:
