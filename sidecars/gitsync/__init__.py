@@ -601,6 +601,9 @@ class GitSync(Sidecar):
             ("advice.detachedHead", "false"),
             ("fetch.recurseSubmodules", "false"),
             ("init.defaultBranch", "gitsync"),
+            # Reflogs would keep every replaced commit alive (and refer to
+            # objects a damaged repo lost); the published worktree is the record.
+            ("core.logAllRefUpdates", "false"),
         ]
         if self.sparse_checkout_file:
             config += [("core.sparseCheckout", "true"), ("core.sparseCheckoutCone", "false")]

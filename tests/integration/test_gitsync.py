@@ -1,0 +1,851 @@
+"""gitsync against real git servers on loopback: git daemon, git http-backend, sshd."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import ProgramProcess, free_port, run_program, wait_until
+from tests.peers.git import GitDaemon, GitHttp, GitRepos, Sshd, git
+from tests.peers.prometheus import promtool_check
+
+
+def published(link: Path) -> str | None:
+    try:
+        return os.path.basename(os.readlink(link))
+    except OSError:
+        return None
+
+
+def metric(proc: ProgramProcess, name: str, **labels: str) -> float:
+    try:
+        text = proc.get("/metrics")[2].decode()
+    except OSError:  # admin server not up yet
+        return 0.0
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        mname, _, lab = key.partition("{")
+        if mname != name:
+            continue
+        got = ",".join(sorted(lab.rstrip("}").split(","))) if lab else ""
+        if got == want:
+            return float(value)
+    return 0.0
+
+
+def status(proc: ProgramProcess) -> dict[str, Any]:
+    return json.loads(proc.get("/")[2])  # type: ignore[no-any-return]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below pid (git runs in its own session, but stays our child)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            parents[int(entry)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    out, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parents.items() if pp == p]
+        out += kids
+        frontier += kids
+    return out
+
+
+def procs_in(root: Path) -> list[str]:
+    """Processes whose working directory is under root (leftover git)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cwd == str(root) or cwd.startswith(str(root) + "/"):
+            found.append(f"{entry}: {cmd}")
+    return found
+
+
+def fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def gitsync(tmp: Path, *args: str, env: dict[str, str] | None = None) -> ProgramProcess:
+    return ProgramProcess("gitsync", list(args), tmp=tmp, env=env)
+
+
+def wait_published(link: Path, sha: str, timeout: float = 20.0) -> None:
+    wait_until(lambda: published(link) == sha, timeout, 0.01, what=f"{link} -> {sha[:10]}")
+
+
+# -- basic contract -------------------------------------------------------------
+
+
+def test_one_time_publishes_relative_link_depth_1_and_full(
+    tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon
+) -> None:
+    up = git_repos.create("app", {"a.txt": "1\n"})
+    up.commit_push({"b/c.txt": "2\n"})
+    head = up.commit_push({"a.txt": "3\n"})
+    root = tmp_path / "root"
+    p = run_program(
+        "gitsync",
+        ["--repo", git_daemon.url("app"), "--root", str(root), "--one-time", "--admin-addr", "off"],
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    link = root / "app"
+    assert os.readlink(link) == f".worktrees/{head}"  # relative, git-sync's layout
+    assert (link / "a.txt").read_text() == "3\n"
+    assert (link / "b" / "c.txt").read_text() == "2\n"
+    assert os.listdir(root / ".worktrees") == [head]
+    assert git("rev-parse", "--is-shallow-repository", cwd=root) == "true"
+    assert git("rev-list", "--count", head, cwd=root) == "1"
+    # The worktree's .git points back relatively, so another mount path works too.
+    assert (link / ".git").read_text().startswith("gitdir: ../../.git/worktrees/")
+    assert git("rev-parse", "HEAD", cwd=link) == head
+
+    # --depth 0 on the same root unshallows: the full history.
+    p = run_program(
+        "gitsync",
+        [
+            "--repo",
+            git_daemon.url("app"),
+            "--root",
+            str(root),
+            "--one-time",
+            "--depth",
+            "0",
+            "--link",
+            "full",
+            "--admin-addr",
+            "off",
+        ],
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    assert git("rev-parse", "--is-shallow-repository", cwd=root) == "false"
+    assert git("rev-list", "--count", head, cwd=root) == "3"
+    assert published(root / "full") == head
+
+
+def test_push_force_push_post_sync_sighup_and_endpoints(
+    tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon
+) -> None:
+    up = git_repos.create("app", {"v": "1"})
+    root = tmp_path / "root"
+    link = root / "cfg"
+    touch = tmp_path / "touched"
+    with gitsync(
+        tmp_path,
+        "--repo",
+        git_daemon.url("app"),
+        "--root",
+        str(root),
+        "--link",
+        "cfg",
+        "--period",
+        "500ms",
+        "--touch-file",
+        str(touch),
+    ) as p:
+        p.wait_ready()
+        wait_published(link, up.head())
+        assert touch.exists()
+        # A push is seen within one period (generous deadline: shared machine).
+        sha2 = up.commit_push({"v": "2"})
+        wait_published(link, sha2, 10)
+        assert (link / "v").read_text() == "2"
+        # Force-push back over it: fetched and published, never merged.
+        up.reset_hard(f"{sha2}~1")
+        sha3 = up.commit({"v": "3-forced"})
+        up.push(force=True)
+        wait_published(link, sha3, 10)
+        assert (link / "v").read_text() == "3-forced"
+        wait_until(
+            lambda: os.listdir(root / ".worktrees") == [sha3], 10, what="old worktrees removed"
+        )
+        # Endpoints (status follows the link flip by the cleanup's few ms).
+        wait_until(lambda: status(p)["published"] == sha3, 10)
+        wait_until(lambda: metric(p, "podkit_gitsync_syncs_total", result="noop") >= 1, 10)
+        st = status(p)
+        assert st["published"] == sha3 and st["ref"] == "HEAD" and st["last_error"] is None
+        assert p.get("/healthz")[0] == 200
+        body = p.get("/metrics")[2]
+        assert metric(p, "podkit_gitsync_syncs_total", result="success") >= 3
+        assert metric(p, "podkit_gitsync_syncs_total", result="noop") >= 1
+        assert metric(p, "podkit_gitsync_fetches_total") >= 4
+        assert metric(p, "podkit_gitsync_last_success_timestamp_seconds") > time.time() - 60
+        assert b"podkit_gitsync_sync_duration_seconds_bucket" in body
+        promtool_check(body)
+        p.signal(signal.SIGTERM)
+        assert p.wait(20) == 0
+
+    # A long period: only POST /sync and SIGHUP trigger.
+    with gitsync(
+        tmp_path,
+        "--repo",
+        git_daemon.url("app"),
+        "--root",
+        str(root),
+        "--link",
+        "cfg",
+        "--period",
+        "1h",
+    ) as p:
+        p.wait_ready()
+        assert published(link) == sha3
+        sha4 = up.commit_push({"v": "4"})
+        time.sleep(0.5)
+        assert published(link) == sha3
+        code, _, body = p.get("/sync", method="POST", data=b"")
+        assert code == 202
+        wait_published(link, sha4, 10)
+        sha5 = up.commit_push({"v": "5"})
+        p.signal(signal.SIGHUP)
+        wait_published(link, sha5, 10)
+        assert (link / "v").read_text() == "5"
+
+
+def test_tag_and_commit_as_ref(tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon) -> None:
+    up = git_repos.create("app", {"v": "1"})
+    c1 = up.head()
+    up.tag("v1.0", annotated=True)
+    c2 = up.commit_push({"v": "2"})
+    up.tag("light")
+    up.commit_push({"v": "3"})
+    root = tmp_path / "root"
+    for ref, want in (("v1.0", c1), ("light", c2), (c1, c1)):
+        p = run_program(
+            "gitsync",
+            [
+                "--repo",
+                git_daemon.url("app"),
+                "--root",
+                str(root),
+                "--ref",
+                ref,
+                "--link",
+                "x",
+                "--one-time",
+                "--admin-addr",
+                "off",
+            ],
+        )
+        assert p.returncode == 0, p.stderr.decode()
+        assert published(root / "x") == want, ref
+    # A commit as --ref never moves: later syncs are no-ops without a fetch.
+    with gitsync(
+        tmp_path,
+        "--repo",
+        git_daemon.url("app"),
+        "--root",
+        str(root),
+        "--ref",
+        c1,
+        "--link",
+        "x",
+        "--period",
+        "100ms",
+    ) as p:
+        p.wait_ready()
+        wait_until(lambda: metric(p, "podkit_gitsync_syncs_total", result="noop") >= 3, 10)
+        assert metric(p, "podkit_gitsync_fetches_total") == 0
+        assert published(root / "x") == c1
+
+
+def test_submodule_and_sparse_checkout(
+    tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon
+) -> None:
+    git_repos.create("lib", {"lib.txt": "library\n"})
+    app = git_repos.create(
+        "app", {"docs/guide.md": "guide\n", "src/main.py": "print()\n", "top": "t"}
+    )
+    git(
+        "-c",
+        "protocol.allow=always",
+        "submodule",
+        "add",
+        "-q",
+        git_daemon.url("lib"),
+        "vendor/lib",
+        cwd=app.work,
+    )
+    head = app.commit_push({})
+    root = tmp_path / "root"
+    p = run_program(
+        "gitsync",
+        ["--repo", git_daemon.url("app"), "--root", str(root), "--one-time", "--admin-addr", "off"],
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    assert published(root / "app") == head
+    assert (root / "app" / "vendor" / "lib" / "lib.txt").read_text() == "library\n"
+
+    # --submodules off leaves the submodule directory empty.
+    p = run_program(
+        "gitsync",
+        [
+            "--repo",
+            git_daemon.url("app"),
+            "--root",
+            str(tmp_path / "r2"),
+            "--one-time",
+            "--submodules",
+            "off",
+            "--admin-addr",
+            "off",
+        ],
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    assert not (tmp_path / "r2" / "app" / "vendor" / "lib" / "lib.txt").exists()
+
+    sparse = tmp_path / "sparse"
+    sparse.write_text("/docs/\n")
+    p = run_program(
+        "gitsync",
+        [
+            "--repo",
+            git_daemon.url("app"),
+            "--root",
+            str(tmp_path / "r3"),
+            "--one-time",
+            "--sparse-checkout-file",
+            str(sparse),
+            "--submodules",
+            "off",
+            "--admin-addr",
+            "off",
+        ],
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    tree = tmp_path / "r3" / "app"
+    assert (tree / "docs" / "guide.md").read_text() == "guide\n"
+    assert not (tree / "src").exists() and not (tree / "top").exists()
+
+
+# -- credentials ------------------------------------------------------------------
+
+
+def _ps() -> str:
+    return subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
+
+
+def test_http_basic_auth_wrong_password_never_leaks(
+    tmp_path: Path, git_repos: GitRepos, git_http: GitHttp
+) -> None:
+    up = git_repos.create("app", {"v": "1"})
+    assert git_http.password
+    right, wrong = git_http.password, "wr0ng-Passw0rd-xyz"
+    pwfile = tmp_path / "pw"
+    pwfile.write_text(wrong + "\n")
+    root = tmp_path / "root"
+    samples: list[str] = []
+    with gitsync(
+        tmp_path,
+        "--repo",
+        git_http.url("app"),
+        "--root",
+        str(root),
+        "--username",
+        "alice",
+        "--password-file",
+        str(pwfile),
+        "--period",
+        "200ms",
+    ) as p:
+        deadline = time.monotonic() + 20
+        while metric(p, "podkit_gitsync_syncs_total", result="error") < 3:
+            samples.append(_ps())
+            assert time.monotonic() < deadline, p.stderr()
+        assert p.get("/readyz")[0] == 503
+        st = status(p)
+        assert st["published"] is None and st["consecutive_failures"] >= 3
+        assert "Authentication failed" in st["last_error"] or "401" in st["last_error"]
+        # Rotate the secret: picked up by the next sync.
+        pwfile.write_text(right + "\n")
+        while published(root / "app") != up.head():
+            samples.append(_ps())
+            assert time.monotonic() < deadline + 10, p.stderr()
+        p.wait_ready()
+        for _ in range(20):
+            samples.append(_ps())
+            time.sleep(0.02)
+        logs = p.stderr()
+    # The sampling must have caught git at work, or the ps check proves nothing.
+    assert any("git" in s and ("fetch" in s or "remote-http" in s) for s in samples)
+    for s in samples:
+        assert right not in s and wrong not in s
+    assert right not in logs and wrong not in logs
+    assert "sync failed" in logs
+
+    # A password in the URL (given through the environment here) is taken out of
+    # it before git runs: not in any git argv, not in logs.
+    url = git_http.url("app").replace("http://", f"http://alice:{right}@")
+    p2 = ProgramProcess(
+        "gitsync",
+        ["--root", str(tmp_path / "r2"), "--one-time"],
+        tmp=tmp_path,
+        admin=False,
+        env={"PODKIT_REPO": url},
+    ).start()
+    while p2.proc is not None and p2.proc.poll() is None:
+        s = _ps()
+        assert right not in s
+    assert p2.wait() == 0, p2.stderr()
+    assert right not in p2.stderr()
+    assert published(tmp_path / "r2" / "app") == up.head()
+
+
+def test_ssh_with_known_hosts(tmp_path: Path, git_repos: GitRepos, sshd: Sshd) -> None:
+    up = git_repos.create("app", {"v": "ssh"})
+    key = tmp_path / "key"
+    key.write_bytes(sshd.key.read_bytes())
+    key.chmod(0o644)  # as a Kubernetes Secret is often mounted; gitsync copies it 0600
+    base = [
+        "--repo",
+        sshd.url(up.bare),
+        "--ssh-key-file",
+        str(key),
+        "--one-time",
+        "--admin-addr",
+        "off",
+    ]
+    p = run_program(
+        "gitsync",
+        [*base, "--root", str(tmp_path / "r1"), "--ssh-known-hosts-file", str(sshd.known_hosts)],
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    assert (tmp_path / "r1" / "app" / "v").read_text() == "ssh"
+    # A host key that does not match: refused, exit 1 on the first failure.
+    p = run_program(
+        "gitsync",
+        [
+            *base,
+            "--root",
+            str(tmp_path / "r2"),
+            "--ssh-known-hosts-file",
+            str(sshd.wrong_known_hosts),
+        ],
+    )
+    assert p.returncode == 1
+    assert b"Host key verification failed" in p.stderr or b"HOST IDENTIFICATION" in p.stderr
+    assert not (tmp_path / "r2" / "app").exists()
+    # Checking off: accepted.
+    p = run_program(
+        "gitsync",
+        [
+            *base,
+            "--root",
+            str(tmp_path / "r3"),
+            "--ssh-known-hosts=false",
+            "--ssh-known-hosts-file",
+            str(sshd.wrong_known_hosts),
+        ],
+    )
+    assert p.returncode == 0, p.stderr.decode()
+
+
+def test_ext_transport_refused(tmp_path: Path) -> None:
+    p = run_program("gitsync", ["--repo", "ext::sh -c touch% /tmp/pwned", "--root", str(tmp_path)])
+    assert p.returncode == 2
+    assert b"--repo" in p.stderr and b"Traceback" not in p.stderr
+
+
+# -- failures ---------------------------------------------------------------------
+
+
+def test_remote_goes_away_and_comes_back(
+    tmp_path: Path, git_repos: GitRepos, git_http: GitHttp
+) -> None:
+    up = git_repos.create("app", {"v": "1"})
+    pw = tmp_path / "pw"
+    pw.write_text(str(git_http.password))
+    root = tmp_path / "root"
+    link = root / "app"
+    with gitsync(
+        tmp_path,
+        "--repo",
+        git_http.url("app"),
+        "--root",
+        str(root),
+        "--username",
+        "alice",
+        "--password-file",
+        str(pw),
+        "--period",
+        "200ms",
+    ) as p:
+        p.wait_ready()
+        first = up.head()
+        wait_published(link, first)
+        git_http.stop()
+        sha2 = up.commit_push({"v": "2"})  # pushed straight into the bare repo
+        wait_until(lambda: metric(p, "podkit_gitsync_syncs_total", result="error") >= 3, 20)
+        # The last good tree stays published and readable; the pod stays ready.
+        assert published(link) == first and (link / "v").read_text() == "1"
+        assert p.get("/readyz")[0] == 200 and p.get("/healthz")[0] == 200
+        assert status(p)["last_error"]
+        git_http.start()
+        wait_published(link, sha2, 20)
+        wait_until(lambda: status(p)["consecutive_failures"] == 0, 10)
+        assert status(p)["last_error"] is None
+
+
+def test_max_failures_and_one_time_failure_exit_1(tmp_path: Path) -> None:
+    dead = f"git://127.0.0.1:{free_port()}/nothing.git"
+    p = run_program(
+        "gitsync",
+        ["--repo", dead, "--root", str(tmp_path / "a"), "--one-time", "--admin-addr", "off"],
+    )
+    assert p.returncode == 1
+    # git-sync's meaning: 2 consecutive failures tolerated, the third exits 1.
+    p = run_program(
+        "gitsync",
+        [
+            "--repo",
+            dead,
+            "--root",
+            str(tmp_path / "b"),
+            "--max-failures",
+            "2",
+            "--period",
+            "50ms",
+            "--admin-addr",
+            "off",
+        ],
+    )
+    assert p.returncode == 1
+    recs = [json.loads(line) for line in p.stderr.decode().splitlines() if line.startswith("{")]
+    assert (
+        next(r for r in recs if r["message"] == "too many consecutive failures; exiting")[
+            "failures"
+        ]
+        == 3
+    )
+
+
+def test_sync_timeout_kills_git_and_sigkill_mid_fetch_restart(
+    tmp_path: Path, git_repos: GitRepos
+) -> None:
+    up = git_repos.create("big", {"small": "x"})
+    big = os.urandom(3 * 1024 * 1024)  # incompressible: ~3 s at 1 MB/s
+    (up.work / "blob.bin").write_bytes(big)
+    head = up.commit_push({})
+    srv = GitHttp(git_repos.base, free_port(), None, None, throttle=1024 * 1024).start()
+    try:
+        root = tmp_path / "root"
+        # --sync-timeout kills the whole git process tree (git, remote-http, index-pack).
+        p = run_program(
+            "gitsync",
+            [
+                "--repo",
+                srv.url("big"),
+                "--root",
+                str(root),
+                "--one-time",
+                "--sync-timeout",
+                "1s",
+                "--admin-addr",
+                "off",
+            ],
+        )
+        assert p.returncode == 1
+        assert b"timed out" in p.stderr
+        time.sleep(0.3)
+        assert procs_in(root) == []
+
+        # SIGKILL in the middle of a fetch (the whole tree, as a container kill would).
+        proc = gitsync(tmp_path, "--repo", srv.url("big"), "--root", str(root), "--period", "1h")
+        proc.start()
+        wait_until(
+            lambda: any("fetch" in c or "remote-http" in c for c in procs_in(root)),
+            15,
+            what="a fetch in flight",
+        )
+        time.sleep(0.5)
+        kids = descendants(proc.pid)
+        proc.kill()
+        for k in kids:
+            try:
+                os.kill(k, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.stop()
+        assert published(root / "big") is None
+        # Whatever the kill left, plus the locks a killed git typically leaves.
+        (root / ".git" / "shallow.lock").write_text("")
+        (root / ".git" / "index.lock").write_text("")
+        with gitsync(
+            tmp_path, "--repo", srv.url("big"), "--root", str(root), "--period", "1h"
+        ) as p2:
+            p2.wait_ready(30)
+            assert published(root / "big") == head
+            assert (root / "big" / "blob.bin").read_bytes() == big
+            assert "removed leftover lock files" in p2.stderr()
+        assert not (root / ".git" / "shallow.lock").exists()
+    finally:
+        srv.stop()
+
+
+def _delete_objects(root: Path) -> None:
+    for d in (root / ".git" / "objects").iterdir():
+        if d.name != "info":
+            for f in d.rglob("*"):
+                if f.is_file():
+                    f.unlink()
+
+
+def test_git_objects_deleted_under_it(
+    tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon
+) -> None:
+    up = git_repos.create("app", {"v": "1", "w": "1"})
+    root = tmp_path / "root"
+    link = root / "app"
+    with gitsync(
+        tmp_path,
+        "--repo",
+        git_daemon.url("app"),
+        "--root",
+        str(root),
+        "--period",
+        "200ms",
+        "--depth",
+        "0",
+    ) as p:
+        p.wait_ready()
+        wait_published(link, up.head())
+        # Objects gone, then a push: the fetch refills what is missing (git does
+        # not trust a "have" it cannot read), and the tree is complete.
+        _delete_objects(root)
+        sha2 = up.commit_push({"v": "2"})
+        wait_published(link, sha2, 30)
+        assert (link / "v").read_text() == "2" and (link / "w").read_text() == "1"
+        # Objects gone and HEAD garbled: git cannot use the repository at all.
+        # The failure is counted, the repository re-cloned, the tree stays served.
+        syncs = metric(p, "podkit_gitsync_syncs_total", result="error")
+        _delete_objects(root)
+        (root / ".git" / "HEAD").write_text("garbage\n")
+        wait_until(lambda: "repository unusable; re-cloning" in p.stderr(), 20)
+        assert metric(p, "podkit_gitsync_syncs_total", result="error") > syncs
+        assert published(link) == sha2 and (link / "v").read_text() == "2"
+        wait_until(lambda: status(p)["last_error"] is None, 20)
+        sha3 = up.commit_push({"v": "3"})
+        wait_published(link, sha3, 30)
+        assert (link / "w").read_text() == "1"
+        time.sleep(0.3)
+        assert git("fsck", "--connectivity-only", cwd=root) == ""
+
+
+# -- hooks ------------------------------------------------------------------------
+
+
+class _FlakyWebhook:
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls: list[tuple[str, str]] = []
+        hook = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                hook.calls.append((self.command, self.headers.get("Gitsync-Hash", "")))
+                code = 500 if len(hook.calls) <= hook.failures else 200
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_hooks_retried_until_they_succeed(
+    tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon
+) -> None:
+    up = git_repos.create("app", {"v": "1"})
+    web = _FlakyWebhook(failures=2)
+    hooklog = tmp_path / "hook.log"
+    script = tmp_path / "hook.sh"
+    script.write_text(
+        f"""#!/bin/sh
+echo "$GITSYNC_HASH $(pwd)" >> {hooklog}
+[ "$(wc -l < {hooklog})" -ge 3 ]
+"""
+    )
+    script.chmod(0o755)
+    root = tmp_path / "root"
+    try:
+        with gitsync(
+            tmp_path,
+            "--repo",
+            git_daemon.url("app"),
+            "--root",
+            str(root),
+            "--period",
+            "1h",
+            "--webhook-url",
+            f"http://127.0.0.1:{web.port}/hook",
+            "--webhook-backoff",
+            "200ms",
+            "--exechook-command",
+            str(script),
+            "--exechook-backoff",
+            "200ms",
+        ) as p:
+            p.wait_ready()
+            sha = up.head()
+            wait_until(
+                lambda: (
+                    metric(p, "podkit_gitsync_hook_runs_total", hook="exechook", result="success")
+                    == 1
+                ),
+                15,
+            )
+            wait_until(
+                lambda: (
+                    metric(p, "podkit_gitsync_hook_runs_total", hook="webhook", result="success")
+                    == 1
+                ),
+                15,
+            )
+            assert metric(p, "podkit_gitsync_hook_runs_total", hook="webhook", result="error") == 2
+            assert metric(p, "podkit_gitsync_hook_runs_total", hook="exechook", result="error") == 2
+            assert web.calls == [("POST", sha)] * 3
+            lines = hooklog.read_text().splitlines()
+            assert lines == [f"{sha} {root / '.worktrees' / sha}"] * 3
+            # A new commit runs both once more, with the new hash.
+            sha2 = up.commit_push({"v": "2"})
+            p.get("/sync", method="POST", data=b"")
+            wait_until(lambda: len(web.calls) == 4, 10)
+            assert web.calls[-1] == ("POST", sha2)
+            wait_until(lambda: len(hooklog.read_text().splitlines()) == 4, 10)
+            assert hooklog.read_text().splitlines()[-1].startswith(sha2)
+    finally:
+        web.server.shutdown()
+
+
+# -- torture ----------------------------------------------------------------------
+
+
+def test_atomicity_reader_never_sees_two_commits(
+    tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon
+) -> None:
+    names = [f"d{i % 3}/f{i}.txt" for i in range(12)]
+    up = git_repos.create("app", dict.fromkeys(names, "0"))
+    root = tmp_path / "root"
+    link = root / "app"
+    seen: set[str] = set()
+    problems: list[str] = []
+    reads = [0]
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                target = os.readlink(link)  # resolve once, then read the tree it names
+            except FileNotFoundError:
+                continue
+            tree = root / target
+            try:
+                values = {(tree / n).read_text() for n in names}
+            except OSError as exc:
+                problems.append(f"{target}: {exc}")
+                continue
+            reads[0] += 1
+            if len(values) != 1:
+                problems.append(f"{target}: mixed {sorted(values)}")
+            seen.update(values)
+
+    with gitsync(
+        tmp_path,
+        "--repo",
+        git_daemon.url("app"),
+        "--root",
+        str(root),
+        "--period",
+        "1h",
+        "--submodules",
+        "off",
+        "--stale-worktree-timeout",
+        "2s",
+    ) as p:
+        p.wait_ready()
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        try:
+            for i in range(1, 101):
+                sha = up.commit_push(dict.fromkeys(names, str(i)))
+                p.get("/sync", method="POST", data=b"")
+                wait_published(link, sha, 15)
+        finally:
+            stop.set()
+            t.join(5)
+    assert problems == []
+    assert reads[0] > 100
+    assert len(seen) > 20  # the reader really did straddle many publishes
+
+
+def test_leak_200_syncs_no_leftover_git_no_fd_growth(
+    tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon
+) -> None:
+    up = git_repos.create("app", {"v": "0"})
+    root = tmp_path / "root"
+    with gitsync(
+        tmp_path,
+        "--repo",
+        git_daemon.url("app"),
+        "--root",
+        str(root),
+        "--period",
+        "1h",
+        "--submodules",
+        "off",
+    ) as p:
+        p.wait_ready()
+
+        def sync_n(n: int) -> None:
+            for i in range(n):
+                before = status(p)["syncs"]
+                if i % 10 == 0:
+                    up.commit_push({"v": str(i)})
+                p.get("/sync", method="POST", data=b"")
+                wait_until(lambda b=before: status(p)["syncs"] > b, 10, 0.005)
+
+        sync_n(20)
+        base_fds = fds(p.pid)
+        sync_n(180)
+        assert status(p)["syncs"] >= 200
+        assert status(p)["last_error"] is None
+        time.sleep(0.2)
+        assert descendants(p.pid) == [], "git processes left behind"
+        assert procs_in(root) == []
+        assert fds(p.pid) <= base_fds + 2, (base_fds, os.listdir(f"/proc/{p.pid}/fd"))
+        assert published(root / "app") == up.head()
+        assert len(os.listdir(root / ".worktrees")) == 1
+
+
+@pytest.fixture(autouse=True)
+def _no_git_config_leak(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The programs under test must not depend on the developer's git identity.
+    monkeypatch.delenv("GIT_DIR", raising=False)
