@@ -336,7 +336,9 @@ class Reloader(Sidecar):
         if result.unstable:
             # Caught mid-update (a file vanished under us): wait for it to settle.
             self.log.debug("content in flux; looking again after the debounce")
-            self._arm()
+            if self._debounce_handle is None:
+                loop = asyncio.get_running_loop()
+                self._debounce_handle = loop.call_later(max(self.debounce, 0.1), self._fire)
             return
         digest = result.digest
         if digest == self._submitted:
