@@ -87,8 +87,12 @@ class Syslog(Parser):
             t = self.clock.iso(ts)
             if t is None:
                 return None
-        if msg is not None and msg[:1] == "\ufeff":  # the BOM RFC 5424 puts before UTF-8 text
-            msg = msg[1:]
+        if msg:
+            # rsyslog keeps the space a BSD message had after its tag; RFC 5424
+            # puts a BOM before UTF-8 text. Neither is part of the message.
+            msg = msg.lstrip(" ")
+            if msg[:1] == "\ufeff":
+                msg = msg[1:]
         rec: dict[str, Any] = {"time": t, "level": "info", "message": msg or "", "source": source}
         self._pri(rec, pri)
         rec["syslog_version"] = int(version)

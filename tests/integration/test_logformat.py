@@ -1,0 +1,382 @@
+"""logformat against logs written by the real programs: nginx, rsyslog, Python, Java."""
+# ruff: noqa: E501  (real log lines and patterns read best unwrapped)
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import ProgramProcess, http, run_program, wait_until
+from tests.peers.nginx import start_nginx
+from tests.peers.prometheus import promtool_check
+from tests.peers.rsyslog import Rsyslog
+
+
+def out_records(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = path.read_text()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in data.splitlines() if line.endswith("}")]
+
+
+def wait_records(path: Path, n: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+    return wait_until(  # type: ignore[no-any-return]
+        lambda: (recs := out_records(path)) and len(recs) >= n and recs,
+        timeout,
+        0.05,
+        what=f"{n} records in {path}",
+    )
+
+
+def metric(proc: ProgramProcess, name: str) -> float:
+    body = proc.get("/metrics")[2].decode()
+    for line in body.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def raw_request(port: int, data: bytes, host: str = "127.0.0.1") -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect((host, port))
+        s.sendall(data)
+        while s.recv(65536):
+            pass
+
+
+def test_nginx_access_and_error_logs_with_rotation_and_restart(tmp_path: Path) -> None:
+    srv = start_nginx(tmp_path)
+    try:
+        url6 = f"http://[::1]:{srv.port}"
+        assert http(srv.url + "/")[0] == 200
+        assert http(url6 + "/missing", headers={"Referer": "https://example.com/a?b=1"})[0] == 404
+        raw_request(
+            srv.port,
+            b'GET /caf\xc3\xa9/\xff?q="x" HTTP/1.1\r\nHost: t\r\nUser-Agent: say "hi" \\o/\r\n'
+            b"Connection: close\r\n\r\n",
+            "::1",
+        )
+        raw_request(srv.port, b"\x16\x03\x01\x00\x05hello\r\n\r\n")  # TLS to the plain port
+        wait_until(lambda: len(srv.access_log.read_bytes().splitlines()) >= 4, 10, what="4 lines")
+        out = tmp_path / "out.ndjson"
+        state = tmp_path / "state"
+        args = [
+            "--path", str(srv.access_log), "--path", str(srv.error_log), "--format", "nginx",
+            "--output", f"file://{out}", "--state-dir", str(state),
+        ]  # fmt: skip
+        with ProgramProcess("logformat", args, tmp=tmp_path) as p:
+            p.wait_ready()
+            n_error = len(srv.error_log.read_bytes().splitlines())
+            recs = wait_records(out, 4 + n_error)
+            access = [r for r in recs if r["source"] == str(srv.access_log)]
+            errors = [r for r in recs if r["source"] == str(srv.error_log)]
+            assert not [r for r in recs if r.get("parse_error")], recs
+            assert [a["status"] for a in access] == [200, 404, 404, 400]
+            ok, missing, odd, tls = access
+            assert list(ok)[:4] == ["time", "level", "message", "source"]
+            assert ok["remote_addr"] == "127.0.0.1" and ok["level"] == "info"
+            assert ok["message"] == "GET / HTTP/1.1" and ok["body_bytes_sent"] > 0
+            assert abs(_epoch(ok["time"]) - time.time()) < 120
+            assert missing["remote_addr"] == "::1" and missing["level"] == "warning"
+            assert missing["http_referer"] == "https://example.com/a?b=1"
+            assert "http_user_agent" in missing and "remote_user" not in missing
+            # nginx escaped the quote and the non-UTF-8 byte; é was valid UTF-8
+            assert odd["path"] == '/café/\\xff?q="x"'
+            assert odd["http_user_agent"] == 'say "hi" \\o/'
+            assert "method" not in tls and tls["message"].startswith("\x16\x03")
+            notfound = [e for e in errors if "No such file" in e["message"]]
+            assert notfound and notfound[0]["level"] == "error"
+            assert notfound[0]["client"] == "::1" and notfound[0]["request"].startswith("GET /miss")
+            assert all(isinstance(e["pid"], int) for e in errors)
+            assert metric(p, 'podkit_logformat_records_total{format="nginx"}') == len(recs)
+            assert metric(p, "podkit_logformat_parse_errors_total") == 0
+            wait_until(lambda: metric(p, "podkit_logformat_lag_bytes") == 0, 10, what="lag 0")
+            promtool_check(p.get("/metrics")[2])
+
+            # Rotation the way logrotate does it with nginx: rename, then USR1 to reopen.
+            srv.access_log.rename(srv.access_log.with_name("access.log.1"))
+            http(srv.url + "/before-reopen")  # still written to the renamed file
+            srv.proc.send_signal(signal.SIGUSR1)
+            wait_until(srv.access_log.exists, 10, what="nginx to reopen its log")
+            http(srv.url + "/after-reopen")
+            paths = wait_until(
+                lambda: (
+                    {r.get("path") for r in out_records(out)} >= {"/before-reopen", "/after-reopen"}
+                ),
+                20,
+                what="the lines written before and after the reopen",
+            )
+            assert paths
+            p.signal(signal.SIGTERM)
+            assert p.wait(20) == 0, p.stderr()
+        assert (state / "checkpoints.json").exists()
+        before = len(out_records(out))
+
+        # Restarted with the same state dir: only what nginx wrote meanwhile comes out.
+        http(url6 + "/?while-down")  # 200: no error-log line of its own
+        with ProgramProcess("logformat", args, tmp=tmp_path) as p:
+            p.wait_ready()
+            recs = wait_records(out, before + 1)
+            time.sleep(1.0)  # a duplicate would arrive within this
+            recs = out_records(out)
+            assert len(recs) == before + 1, recs[before:]
+            assert recs[-1]["path"] == "/?while-down" and recs[-1]["remote_addr"] == "::1"
+            p.signal(signal.SIGTERM)
+            assert p.wait(20) == 0
+    finally:
+        srv.stop()
+
+
+def _epoch(rfc3339: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+def test_rsyslog_files_in_both_syslog_formats(rsyslog: Rsyslog, tmp_path: Path) -> None:
+    messages = [
+        "<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 "
+        'iut="3" eventSource="Application" eventID="1011"] An application event log entry...',
+        '<11>1 2024-05-06T07:08:09.123456+02:00 ::1 web 4242 REQ [req@1 q="say \\"hi\\""] failed "x"',
+        "<34>Oct 11 22:14:15 mymachine su[42]: 'su root' failed for lonvick on /dev/pts/8",
+        "<191>Nov  2 03:04:05 host app: debug text",
+        "<12>Nov  2 03:04:05 host app: caf\xe9 latin-1 byte",
+        "<14>Nov  2 03:04:05 host long: " + "x" * 20000,
+    ]
+    for m in messages:
+        rsyslog.send(m.encode("latin-1") if "\xe9" in m else m.encode())
+    rsyslog.wait_lines(len(messages))
+    out = tmp_path / "out.ndjson"
+    args = ["--format", "syslog", "--output", f"file://{out}", "--state-dir", str(tmp_path / "s")]
+    for f in rsyslog.files.values():
+        args += ["--path", str(f)]
+    with ProgramProcess("logformat", args, tmp=tmp_path) as p:
+        p.wait_ready()
+        recs = wait_records(out, len(messages) * len(rsyslog.files))
+        p.signal(signal.SIGTERM)
+        assert p.wait(20) == 0
+    assert not [r for r in recs if r.get("parse_error")], [r for r in recs if r.get("parse_error")]
+    by = {name: [r for r in recs if r["source"] == str(f)] for name, f in rsyslog.files.items()}
+    for name, rs in by.items():
+        assert len(rs) == len(messages), (name, rs)
+        assert rs[5]["message"].startswith("x" * 1000) and len(rs[5]["message"]) == 20000
+        assert "\ufffd" in rs[4]["message"] or "é" in rs[4]["message"] or "\\" in rs[4]["message"]
+        assert rs[2]["hostname"] == "mymachine" and rs[2]["message"].startswith("'su root'")
+    r5 = by["rfc5424"]
+    assert r5[0]["time"] == "2003-10-11T22:14:15.003Z"
+    assert r5[0]["structured_data"] == {
+        "exampleSDID@32473": {"iut": 3, "eventSource": "Application", "eventID": 1011}
+    }
+    assert r5[0]["level"] == "info" and r5[0]["facility"] == "local4" and r5[0]["msg_id"] == "ID47"
+    assert r5[1]["time"] == "2024-05-06T05:08:09.123456Z" and r5[1]["hostname"] == "::1"
+    assert r5[1]["structured_data"]["req@1"]["q"] == 'say "hi"' and r5[1]["level"] == "error"
+    assert r5[1]["message"] == 'failed "x"' and r5[1]["proc_id"] == 4242
+    assert r5[2]["level"] == "critical" and r5[2]["app_name"] == "su" and r5[2]["proc_id"] == 42
+    assert r5[3]["level"] == "debug" and r5[3]["facility"] == "local7"
+    assert by["forward"][2]["level"] == "critical" and by["forward"][1]["level"] == "error"
+    trad = by["traditional"]
+    assert trad[2]["app_name"] == "su" and trad[2]["proc_id"] == 42 and trad[2]["level"] == "info"
+    assert trad[2]["time"].endswith("-10-11T22:14:15Z")
+    assert by["file"][1]["time"] == "2024-05-06T05:08:09.123456Z"
+
+
+PY_APP = """
+import logging, sys
+logging.basicConfig(stream=sys.stderr if sys.argv[1] == "-" else open(sys.argv[1], "w"),
+                    level=logging.DEBUG,
+                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+log = logging.getLogger("app.worker")
+log.info("starting job %s", 7)
+try:
+    {}["missing"]
+except KeyError:
+    log.exception("job failed: \\"quoted\\" reason")
+log.warning("done")
+"""
+PY_FORMAT = r"regex:^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+) (?P<level>[A-Z]+) (?P<logger>[\w.]+): (?P<message>.*)"
+
+
+def _check_python(recs: list[dict[str, Any]]) -> None:
+    assert [r["level"] for r in recs] == ["info", "error", "warning"], recs
+    assert not [r for r in recs if r.get("parse_error")]
+    assert recs[0]["message"] == "starting job 7" and recs[0]["logger"] == "app.worker"
+    trace = recs[1]["message"]
+    assert trace.startswith('job failed: "quoted" reason\nTraceback (most recent call last):')
+    assert trace.endswith("KeyError: 'missing'")
+    assert abs(_epoch(recs[0]["time"]) - time.time()) < 120
+
+
+def test_python_traceback_from_a_file_and_from_stdin(tmp_path: Path) -> None:
+    app = tmp_path / "app.py"
+    app.write_text(PY_APP)
+    log = tmp_path / "app.log"
+    env = {**os.environ, "TZ": "UTC"}
+    subprocess.run([sys.executable, str(app), str(log)], check=True, env=env, timeout=30)
+    common = [
+        "--format", PY_FORMAT, "--multiline-start", r"^\d{4}-\d\d-\d\d ",
+        "--time-format", "%Y-%m-%d %H:%M:%S,%f", "--multiline-timeout", "300ms",
+    ]  # fmt: skip
+    out = tmp_path / "out.ndjson"
+    args = ["--path", str(log), "--output", f"file://{out}", "--state-dir", str(tmp_path / "s")]
+    with ProgramProcess("logformat", args + common, tmp=tmp_path) as p:
+        p.wait_ready()
+        recs = wait_records(out, 3)
+        p.signal(signal.SIGTERM)
+        assert p.wait(20) == 0
+    _check_python(recs)
+
+    # The same app piped into --stdin: joined the same way, exit 0 at end of input.
+    lf = subprocess.Popen(
+        [sys.executable, "-m", "podkit", "logformat", "--stdin", "--admin-addr", "off", *common],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    app_proc = subprocess.run(
+        [sys.executable, str(app), "-"], stderr=subprocess.PIPE, env=env, timeout=30, check=True
+    )
+    stdout, stderr = lf.communicate(app_proc.stderr, timeout=30)
+    assert lf.returncode == 0, stderr
+    recs = [json.loads(line) for line in stdout.decode().splitlines()]
+    _check_python(recs)
+    assert {r["source"] for r in recs} == {"stdin"}
+
+
+JAVA_APP = """
+import java.time.LocalDateTime;
+import java.time.format.DateTimeFormatter;
+public class Trace {
+    static void inner() { throw new IllegalStateException("inner \\"state\\""); }
+    static void outer() {
+        try { inner(); } catch (IllegalStateException e) { throw new RuntimeException("outer", e); }
+    }
+    public static void main(String[] args) {
+        DateTimeFormatter f = DateTimeFormatter.ofPattern("yyyy-MM-dd HH:mm:ss.SSS");
+        System.out.println(LocalDateTime.now() .format(f) + " INFO  [main] starting");
+        try { outer(); } catch (RuntimeException e) {
+            System.out.println(LocalDateTime.now().format(f) + " ERROR [main] request failed");
+            e.printStackTrace(System.out);
+        }
+        System.out.println(LocalDateTime.now().format(f) + " INFO  [main] done");
+    }
+}
+"""
+# Documented sample (java.lang.Throwable#printStackTrace javadoc), used only where no JVM runs.
+JAVA_SAMPLE = """2024-01-02 03:04:05.678 INFO  [main] starting
+2024-01-02 03:04:05.679 ERROR [main] request failed
+java.lang.RuntimeException: outer
+\tat Trace.outer(Trace.java:7)
+\tat Trace.main(Trace.java:12)
+Caused by: java.lang.IllegalStateException: inner "state"
+\tat Trace.inner(Trace.java:5)
+\tat Trace.outer(Trace.java:7)
+\t... 1 more
+2024-01-02 03:04:05.680 INFO  [main] done
+"""
+
+
+def test_java_stack_trace(tmp_path: Path) -> None:
+    log = tmp_path / "java.log"
+    java = shutil.which("java")
+    if java:  # a real JVM writes the trace (single-file source launch, JDK 11+)
+        src = tmp_path / "Trace.java"
+        src.write_text(JAVA_APP)
+        with open(log, "wb") as f:
+            # C1 only: the in-process compile of the source launcher is twice as fast.
+            subprocess.run([java, "-XX:TieredStopAtLevel=1", str(src)], stdout=f, check=True, timeout=60,
+                           env={**os.environ, "TZ": "UTC"})  # fmt: skip
+    else:
+        log.write_text(JAVA_SAMPLE)
+    out = tmp_path / "out.ndjson"
+    args = [
+        "--path", str(log), "--output", f"file://{out}", "--state-dir", str(tmp_path / "s"),
+        "--format", r"regex:^(?P<time>\S+ \S+) (?P<level>[A-Z]+) +\[(?P<thread>[^\]]+)\] (?P<message>.*)",
+        "--multiline-start", r"^\d{4}-", "--multiline-timeout", "300ms",
+        "--time-format", "%Y-%m-%d %H:%M:%S.%f",
+    ]  # fmt: skip
+    with ProgramProcess("logformat", args, tmp=tmp_path) as p:
+        p.wait_ready()
+        recs = wait_records(out, 3)
+        p.signal(signal.SIGTERM)
+        assert p.wait(20) == 0
+    assert [r["level"] for r in recs] == ["info", "error", "info"], recs
+    trace = recs[1]["message"]
+    assert trace.startswith("request failed\njava.lang.RuntimeException: outer\n\tat Trace.outer")
+    assert 'Caused by: java.lang.IllegalStateException: inner "state"' in trace
+    assert re.search(r"\n\t\.\.\. \d+ more$", trace) and recs[1]["thread"] == "main"
+
+
+KLOG_LINES = [
+    'I1025 00:15:15.525108       1 controller_utils.go:116] "Pod status updated" pod="kube-system/kubedns" status="ready"',
+    'E1025 00:15:16.000001    4242 reflector.go:138] "Failed to watch" err="connection refused" resource="*v1.Pod"',
+    "W1025 00:15:17.5 9 server.go:77] plain warning text",
+    "this is not klog",
+]
+
+
+def test_stdin_klog_metrics_and_sigterm_flush(tmp_path: Path) -> None:
+    port_proc = ProgramProcess(
+        "logformat", ["--stdin", "--format", "klog", "--multiline-start", r"^[IWEF]\d{4} ",
+                      "--multiline-timeout", "60s", "--timezone", "+01:00"], tmp=tmp_path,
+    )  # fmt: skip
+    proc = subprocess.Popen(
+        port_proc.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=port_proc.env,
+    )  # fmt: skip
+    port_proc.proc = proc
+    try:
+        port_proc.wait_ready()
+        assert proc.stdin is not None
+        proc.stdin.write(("\n".join(KLOG_LINES) + "\n").encode())
+        proc.stdin.flush()
+        # The last record ("this is not klog" joins the W record as a continuation)
+        # is held for its multiline timeout; the first two are out at once.
+        wait_until(lambda: metric(port_proc, 'podkit_logformat_records_total{format="klog"}') >= 2,
+                   10, what="two records")  # fmt: skip
+        promtool_check(port_proc.get("/metrics")[2])
+        status = json.loads(port_proc.get("/")[2])
+        assert status["format"] == "klog" and status["input"] == "stdin"
+        proc.send_signal(signal.SIGTERM)  # stdin still open: flush what was read, exit 0
+        stdout, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    recs = [json.loads(line) for line in stdout.decode().splitlines()]
+    assert len(recs) == 3, recs
+    assert recs[0]["message"] == "Pod status updated" and recs[0]["pod"] == "kube-system/kubedns"
+    assert recs[0]["time"].endswith("-10-24T23:15:15.525108Z")
+    assert recs[1]["level"] == "error" and recs[1]["err"] == "connection refused"
+    assert recs[2]["level"] == "warning"
+    assert recs[2]["message"] == "plain warning text\nthis is not klog"
+
+
+def test_parse_errors_pass_through_and_usage_errors(tmp_path: Path) -> None:
+    data = b'level=info msg="ok" n=1\nnot logfmt at all\n\xff\xfe binary\nmsg=' + b"y" * 300 + b"\n"
+    res = run_program(
+        "logformat",
+        ["--stdin", "--format", "logfmt", "--admin-addr", "off", "--max-line-bytes", "100"],
+        input=data,
+    )
+    assert res.returncode == 0, res.stderr
+    recs = [json.loads(line) for line in res.stdout.decode().splitlines()]
+    assert [r.get("parse_error", False) for r in recs] == [False, True, True, False]
+    assert recs[1]["message"] == "not logfmt at all"
+    assert recs[2]["message"] == "\ufffd\ufffd binary"
+    assert recs[3]["truncated"] is True and len(recs[3]["message"]) == 96
+
+    bad = run_program("logformat", ["--stdin", "--format", "regex:(unclosed"])
+    assert bad.returncode == 2
+    assert bad.stderr.decode().count("\n") == 1 and "--format" in bad.stderr.decode()
