@@ -1,0 +1,227 @@
+"""waitfor's parts in-process: target parsing, status ranges, SCRAM, and the
+protocol parsers against tiny hand-written servers for answers the real peers
+cannot be made to give cheaply here (each such fake says so)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from podkit.initkits.waitfor import REGISTRY, WaitFor, parse_statuses
+from podkit.initkits.waitfor.base import NotReady, Probe, Settings, parse_target
+from podkit.initkits.waitfor.net import describe
+from podkit.initkits.waitfor.probe_postgres import _Scram
+
+from podkit import UsageError
+from podkit.runner import configure
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def parse(url: str) -> Probe:
+    return parse_target(url, Settings())
+
+
+def test_every_scheme_of_the_issue_is_registered() -> None:
+    want = {"tcp", "http", "https", "dns", "file", "unix", "redis", "rediss"}
+    want |= {"postgres", "postgresql", "mysql"}
+    assert want <= set(REGISTRY)
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port"),
+    [
+        ("tcp://db:5432", "db", 5432),
+        ("tcp://[::1]:5432", "::1", 5432),
+        ("TCP://DB.example:1", "db.example", 1),
+        ("http://web", "web", 80),
+        ("https://[2001:db8::1]/x?y=1", "2001:db8::1", 443),
+        ("redis://:pw@cache", "cache", 6379),
+        ("postgresql://u@db/app", "db", 5432),
+        ("mysql://db", "db", 3306),
+    ],
+)
+def test_host_and_port(url: str, host: str, port: int) -> None:
+    p = parse(url)
+    assert (p.host, p.port) == (host, port)
+
+
+def test_passwords_are_unquoted_and_redacted() -> None:
+    p = parse("postgres://app:p%40ss%3Aw0rd@db:5432/app")
+    assert p.user == "app" and p.password == "p@ss:w0rd"
+    assert p.display == "postgres://app:***@db:5432/app"
+    assert "p%40ss" not in p.display
+
+
+def test_http_query_goes_to_the_request() -> None:
+    p = parse("http://web:8080/health?full=1&x=y")
+    assert getattr(p, "target", None) == "/health?full=1&x=y"
+
+
+def test_postgres_database_defaults_to_the_user() -> None:
+    p = parse("postgres://app@db")
+    assert getattr(p, "database", None) == "app"
+
+
+def test_parse_statuses() -> None:
+    assert parse_statuses("200,204, 300-399") == [(200, 200), (204, 204), (300, 399)]
+    for bad in ("2xx", "", "200-", "399-300", "99", "600", "200,,204"):
+        with pytest.raises(UsageError, match="--http-status"):
+            parse_statuses(bad)
+
+
+def test_configure_collects_every_bad_target_in_one_line() -> None:
+    with pytest.raises(UsageError) as info:
+        configure(WaitFor, ["tcp://a", "nope://b:1", "tcp://ok:1"], env={})
+    text = str(info.value)
+    assert "'tcp://a': missing port" in text and "'nope://b:1': unknown scheme" in text
+    assert "\n" not in text
+
+
+def test_bool_flag_before_a_target_does_not_swallow_it() -> None:
+    prog = configure(WaitFor, ["--any", "--insecure", "https://h", "tcp://h:1"], env={})
+    assert isinstance(prog, WaitFor)
+    assert prog.insecure and prog.any and prog.targets == ["https://h", "tcp://h:1"]
+    prog = configure(WaitFor, ["--invert", "false", "tcp://h:1", "--", "app", "--x"], env={})
+    assert isinstance(prog, WaitFor)
+    assert not prog.invert and prog.command == ["app", "--x"]
+
+
+def test_targets_from_env() -> None:
+    prog = configure(WaitFor, [], env={"PODKIT_TARGETS": "tcp://a:1,tcp://b:2"})
+    assert isinstance(prog, WaitFor)
+    assert [p.display for p in prog.probes] == ["tcp://a:1", "tcp://b:2"]
+
+
+def test_scram_rfc7677_vector() -> None:
+    """The SCRAM-SHA-256 example exchange of RFC 7677, section 3."""
+    s = _Scram("pencil")
+    s.nonce = "rOprNGfwEbeRWgbNEkqO"
+    s.first_bare = "n=user,r=rOprNGfwEbeRWgbNEkqO"
+    server_first = (
+        b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+    )
+    final = s.client_final(server_first)
+    assert final == (
+        b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+        b"p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+    )
+    s.verify_server(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+    with pytest.raises(NotReady, match="signature"):
+        s.verify_server(b"v=AAAATRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+    with pytest.raises(NotReady, match="malformed"):
+        s.client_final(b"r=someone-elses-nonce,s=W22Z,i=4096")
+
+
+# -- protocol parsers against hand-written servers ---------------------------
+
+
+async def serve(handler: Handler) -> tuple[asyncio.Server, int]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def check(url: str, handler: Handler) -> str | None:
+    server, port = await serve(handler)
+    try:
+        probe = parse(url.replace("PORT", str(port)))
+        await asyncio.wait_for(probe.check(), 5)
+        return None
+    except Exception as exc:
+        return describe(exc)
+    finally:
+        server.close()
+
+
+async def test_mysql_error_packet_too_many_connections() -> None:
+    """MariaDB counts only logged-in sessions toward max_connections, so making
+    a real one refuse a bare handshake takes a login; this fake sends the packet."""
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        payload = b"\xff" + struct.pack("<H", 1040) + b"#08004Too many connections"
+        w.write(len(payload).to_bytes(3, "little") + b"\0" + payload)
+        await w.drain()
+        w.close()
+
+    err = await check("mysql://127.0.0.1:PORT", handler)
+    assert err == "too many connections: Too many connections (1040)"
+
+
+async def test_garbage_servers_are_named_as_such() -> None:
+    async def http_like(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        await w.drain()
+        w.close()
+
+    err = await check("postgres://u@127.0.0.1:PORT/db?sslmode=disable", http_like)
+    assert err is not None and "not a PostgreSQL server" in err
+    err = await check("postgres://u@127.0.0.1:PORT/db", http_like)
+    assert err is not None and "not a PostgreSQL server" in err
+    err = await check("redis://127.0.0.1:PORT", http_like)
+    assert err is not None and "not a Redis server" in err
+    err = await check("mysql://127.0.0.1:PORT", http_like)
+    assert err is not None and "not a MySQL server" in err
+
+
+async def test_http_chunked_body_and_interim_response() -> None:
+    """nginx's `return` always sends Content-Length; this fake sends 100 + chunks."""
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readuntil(b"\r\n\r\n")
+        w.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        w.write(b"5\r\nhello\r\n7;ext=1\r\n world!\r\n0\r\n\r\n")
+        await w.drain()
+        w.close()
+
+    settings = Settings()
+    import re
+
+    settings.http.body_regex = re.compile("hello world")
+    server, port = await serve(handler)
+    try:
+        probe = parse_target(f"http://127.0.0.1:{port}/", settings)
+        await asyncio.wait_for(probe.check(), 5)
+        settings.http.body_regex = re.compile("goodbye")
+        with pytest.raises(NotReady, match="body does not match"):
+            await asyncio.wait_for(probe.check(), 5)
+    finally:
+        server.close()
+
+
+async def test_every_attempt_resolves_the_name_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name that does not exist yet (NXDOMAIN) is retried, not fatal."""
+    server, port = await serve(lambda r, w: _close(w))
+    real = socket.getaddrinfo
+    calls: list[str] = []
+
+    def fake(host: str, *args: Any, **kw: Any) -> Any:
+        calls.append(host)
+        if len(calls) == 1:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real("127.0.0.1", *args, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    try:
+        probe = parse(f"tcp://db.not-yet:{port}")
+        with pytest.raises(NotReady, match=r"cannot resolve db\.not-yet"):
+            await probe.check()
+        await probe.check()
+        assert calls == ["db.not-yet", "db.not-yet"]
+    finally:
+        server.close()
+
+
+async def _close(w: asyncio.StreamWriter) -> None:
+    w.close()
+
+
+def test_describe_is_short_and_stable() -> None:
+    assert describe(ConnectionRefusedError(111, "Connection refused")) == "connection refused"
+    assert describe(NotReady("x")) == "x"
+    assert describe(asyncio.IncompleteReadError(b"", 4)) == "connection closed by the server"
+    assert describe(OSError(113, "No route to host")) == "no route to host"
