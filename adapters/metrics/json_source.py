@@ -348,17 +348,22 @@ class JSONSource(Source):
                 self.errors["conflict"] += 1
                 continue
             values = entry[1]
+            full = False
             for m in matches:
+                if full:
+                    break
                 if spec.each == "key":
                     if not isinstance(m.value, dict):
                         self.errors["not_numeric"] += 1
                         continue
-                    items = [(Match(v, m.value, k, (*m.path, k)), k, v) for k, v in m.value.items()]
+                    items = [(Match(v, m.value, k, m), k, v) for k, v in m.value.items()]
                 else:
                     items = [(m, m.key, m.value if spec.value else m.parent)]
                 for node, key, item in items:
                     if len(values) >= self.max_series:
+                        # Counted once per metric and fetch: the rest is cut off.
                         self.errors["too_many_series"] += 1
+                        full = True
                         break
                     raw = node.value
                     if spec.value is not None:

@@ -38,14 +38,25 @@ class PathError(ValueError):
 class Match:
     """One node a path reached: its value, the container holding it and its key."""
 
-    __slots__ = ("key", "parent", "path", "value")
+    __slots__ = ("key", "parent", "up", "value")
 
-    def __init__(self, value: Any, parent: Any, key: Any, path: tuple[Any, ...] = ()) -> None:
+    def __init__(self, value: Any, parent: Any, key: Any, up: Match | None = None) -> None:
         self.value = value
         self.parent = parent
         self.key = key
-        #: The concrete keys from where the search started down to this node.
-        self.path = path
+        #: The match this one was reached from (None at the start); a link
+        #: rather than a path tuple, so deep documents stay linear.
+        self.up = up
+
+    @property
+    def path(self) -> tuple[Any, ...]:
+        """The concrete keys from where the search started down to this node."""
+        keys = []
+        m: Match | None = self
+        while m is not None and m.up is not None:
+            keys.append(m.key)
+            m = m.up
+        return tuple(reversed(keys))
 
 
 def _literal(text: str) -> Any:
@@ -187,11 +198,10 @@ def _descend(m: Match) -> list[Match]:
         cur = stack.pop()
         out.append(cur)
         v = cur.value
-        p = cur.path
         if isinstance(v, dict):
-            stack.extend(Match(c, v, k, (*p, k)) for k, c in reversed(list(v.items())))
+            stack.extend(Match(c, v, k, cur) for k, c in reversed(list(v.items())))
         elif isinstance(v, list):
-            stack.extend(Match(c, v, k, (*p, k)) for k, c in reversed(list(enumerate(v))))
+            stack.extend(Match(c, v, k, cur) for k, c in reversed(list(enumerate(v))))
     return out
 
 
@@ -209,7 +219,7 @@ def _apply(step: Step, m: Match, out: list[Match], missing: list[str] | None) ->
         key = step[1]
         if isinstance(v, dict):
             if key in v:
-                out.append(Match(v[key], v, key, (*m.path, key)))
+                out.append(Match(v[key], v, key, m))
             elif missing is not None:
                 missing.append(key)
         elif isinstance(v, list) and key.lstrip("-").isdigit():
@@ -218,13 +228,12 @@ def _apply(step: Step, m: Match, out: list[Match], missing: list[str] | None) ->
         if isinstance(v, list):
             idx = step[1]
             if -len(v) <= idx < len(v):
-                out.append(Match(v[idx], v, idx % len(v), (*m.path, idx % len(v))))
+                out.append(Match(v[idx], v, idx % len(v), m))
     elif kind == "wild":
-        p = m.path
         if isinstance(v, dict):
-            out.extend(Match(c, v, k, (*p, k)) for k, c in v.items())
+            out.extend(Match(c, v, k, m) for k, c in v.items())
         elif isinstance(v, list):
-            out.extend(Match(c, v, k, (*p, k)) for k, c in enumerate(v))
+            out.extend(Match(c, v, k, m) for k, c in enumerate(v))
     elif kind == "filter":
         sub: JSONPath = step[1]
         op, want = step[2], step[3]
@@ -234,7 +243,7 @@ def _apply(step: Step, m: Match, out: list[Match], missing: list[str] | None) ->
             if absent(got):
                 continue
             if op is None:
-                out.append(Match(c, v, k, (*m.path, k)))
+                out.append(Match(c, v, k, m))
                 continue
             if isinstance(want, float) and isinstance(got, str):
                 try:
@@ -243,6 +252,6 @@ def _apply(step: Step, m: Match, out: list[Match], missing: list[str] | None) ->
                     continue
             try:
                 if _OPS[op](got, want):
-                    out.append(Match(c, v, k, (*m.path, k)))
+                    out.append(Match(c, v, k, m))
             except TypeError:
                 continue

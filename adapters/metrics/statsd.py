@@ -101,15 +101,13 @@ def parse_name(raw: str) -> tuple[str, dict[str, str]]:
             raise BadLine("bad_tag")
         _tags_kv(raw[start + 1 : end], "=", tags)
         raw = raw[:start] + raw[end + 1 :]
-    if "," in raw:  # InfluxDB: name,k=v,k2=v2
+    # InfluxDB (name,k=v,k2=v2) and Librato (name#k=v,k2=v2): whichever of
+    # "," and "#" comes first starts the tags, as in statsd_exporter.
+    cut = min((i for i in (raw.find(","), raw.find("#")) if i >= 0), default=-1)
+    if cut >= 0:
         if tags:
             raise BadLine("mixed_tags")
-        raw, _, rest = raw.partition(",")
-        _tags_kv(rest, "=", tags)
-    elif "#" in raw:  # Librato: name#k=v,k2=v2
-        if tags:
-            raise BadLine("mixed_tags")
-        raw, _, rest = raw.partition("#")
+        raw, rest = raw[:cut], raw[cut + 1 :]
         _tags_kv(rest, "=", tags)
     if not raw:
         raise BadLine("malformed")

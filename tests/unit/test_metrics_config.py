@@ -1,0 +1,172 @@
+"""Configuration of the metrics adapter: flags, the config file, and its errors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from podkit import UsageError
+from podkit.adapters.metrics import MetricsAdapter
+from podkit.adapters.metrics.log_source import LogSource
+from podkit.adapters.metrics.sources import build
+from podkit.adapters.metrics.store import Store
+from podkit.runner import configure
+
+LOG = logging.getLogger("test")
+
+
+def conf(tmp_path: Path, text: str, *args: str) -> MetricsAdapter:
+    cfg = tmp_path / "adapter.yaml"
+    cfg.write_text(text)
+    prog = configure(MetricsAdapter, ["--config", str(cfg), *args], env={})
+    assert isinstance(prog, MetricsAdapter)
+    return prog
+
+
+def test_issue_example_config_loads(tmp_path: Path) -> None:
+    (tmp_path / "statsd-mapping.yaml").write_text("mappings:\n- match: a.*\n  name: a\n")
+    prog = conf(
+        tmp_path,
+        r"""
+sources:
+  - type: json
+    url: http://127.0.0.1:8080/stats
+    headers: {Accept: application/json}
+    metrics:
+      - name: app_queue_depth
+        path: $.queues[*].depth
+        labels: {queue: "$.queues[*].name"}   # quoted: [ ] is not plain YAML in { }
+        type: gauge
+        help: Messages waiting per queue.
+      - name: app_component_up
+        path: $.components
+        each: key
+        labels: {component: "{key}"}
+        value_map: {UP: 1, DEGRADED: 0.5, DOWN: 0}
+  - type: statsd
+    udp: 0.0.0.0:9125
+    tcp: 0.0.0.0:9125
+    mapping_file: statsd-mapping.yaml
+  - type: log
+    path: /var/log/app/*.log
+    rules:
+      - match: 'status=(?P<status>\d{3}) dur_ms=(?P<dur_ms>\d+)'
+        counter: app_requests_total
+        labels: [status]
+      - match: 'dur_ms=(?P<dur_ms>\d+)'
+        histogram: app_request_duration_seconds
+        value: dur_ms
+        scale: 0.001
+        buckets: [0.005, 0.01, 0.05, 0.1, 0.5, 1]
+""",
+    )
+    assert [s.type for s in prog._sources] == ["json", "statsd", "log"]
+    assert prog.admin_addr == "127.0.0.1:9414"
+
+
+@pytest.mark.parametrize(
+    ("text", "args", "msg"),
+    [
+        ("sources: {}\n", [], "sources: expected a list"),
+        ("sources:\n- type: nope\n", [], r"sources\[0\]\.type: unknown source type 'nope'"),
+        ("sources:\n- type: statsd\n", [], "give udp, tcp or both"),
+        ("sources:\n- type: statsd\n  udp: x\n", [], r"\.udp: expected HOST:PORT"),
+        ("sources:\n- {type: statsd, udp: ':1', mapping_file: /nonexistent}\n", [], "cannot read"),
+        (
+            "sources:\n- {type: log, path: /x, rules: [{match: 'a', gauge: g}]}\n",
+            [],
+            "needs the named group",
+        ),
+        (
+            "sources:\n- {type: log, path: /x, rules: [{match: '(?P<a>x)', counter: c, labels: [b]}]}\n",
+            [],
+            "'b' is not a named group",
+        ),
+        (
+            "sources:\n- {type: json, url: 'ftp://x', metrics: [{name: a, path: $.a}]}\n",
+            [],
+            "expected an http",
+        ),
+        ("bogus: 1\n", [], "unknown setting 'bogus'"),
+        ("{}\n", [], "no sources"),
+        ("{}\n", ["--json-url", "http://x/"], "--json-url: needs --json-mapping"),
+        ("{}\n", ["--statsd-mapping", "m.yaml"], "--statsd-mapping: needs --statsd-udp"),
+        (
+            "sources:\n- {type: statsd, udp: ':1'}\n- {type: statsd, udp: ':1'}\n",
+            [],
+            "two sources are named",
+        ),
+    ],
+)
+def test_config_errors_are_one_line_usage_errors(
+    tmp_path: Path, text: str, args: list[str], msg: str
+) -> None:
+    with pytest.raises(UsageError, match=msg):
+        conf(tmp_path, text, *args)
+
+
+def test_simple_flags_build_sources(tmp_path: Path) -> None:
+    m = tmp_path / "json.yaml"
+    m.write_text("interval: 2s\nmetrics:\n- {name: a, path: $.a}\n")
+    prog = configure(
+        MetricsAdapter,
+        ["--json-url", "http://127.0.0.1:1/", "--json-mapping", str(m), "--statsd-udp", ":9125"],
+        env={},
+    )
+    assert isinstance(prog, MetricsAdapter)
+    json_src, statsd_src = prog._sources
+    assert json_src.interval == 2.0  # type: ignore[attr-defined]
+    assert statsd_src.udp_addr == ":9125"  # type: ignore[attr-defined]
+
+
+def test_log_rules_count_label_and_observe() -> None:
+    store = Store(LOG)
+    src = build(
+        {
+            "type": "log",
+            "path": "/x/*.log",
+            "rules": [
+                {
+                    "match": r"status=(?P<status>\d{3}) dur_ms=(?P<dur_ms>\d+)",
+                    "counter": "app_requests_total",
+                    "labels": ["status"],
+                },
+                {
+                    "match": r"dur_ms=(?P<dur_ms>\S+)",
+                    "histogram": "app_request_duration_seconds",
+                    "value": "dur_ms",
+                    "scale": 0.001,
+                    "buckets": [0.01, 0.1, 1],
+                },
+                {"match": r"queue=(?P<q>\d+)", "gauge": "app_queue", "value": "q"},
+            ],
+        },
+        "t",
+        store,
+        LOG,
+        None,
+    )
+    assert isinstance(src, LogSource)
+    src.process(
+        [
+            "status=200 dur_ms=5",
+            "status=200 dur_ms=50",
+            "status=500 dur_ms=500",
+            "dur_ms=abc",
+            "queue=4",
+            "queue=2",
+            "nothing here",
+        ]
+    )
+    fams = store.families
+    assert {k: s.value for k, s in fams["app_requests"].series.items()} == {
+        ("200",): 2.0,
+        ("500",): 1.0,
+    }
+    h = fams["app_request_duration_seconds"].series[()]
+    assert h.count == 3 and h.counts == [1, 1, 1, 0]
+    assert fams["app_queue"].series[()].value == 2.0
+    assert src.errors["bad_value"] == 1
+    assert src.lines == 7

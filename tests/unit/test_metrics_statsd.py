@@ -1,0 +1,256 @@
+"""StatsD parsing, mapping (statsd_exporter's documented examples) and the store."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as om_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from podkit import UsageError
+from podkit.adapters.metrics.mapper import Mapper
+from podkit.adapters.metrics.sources import build
+from podkit.adapters.metrics.statsd import BadLine, StatsdSource, parse_line
+from podkit.adapters.metrics.store import Collector, Store
+
+LOG = logging.getLogger("test")
+
+# The examples of statsd_exporter's README ("Metric Mapping and Configuration").
+README_MAPPING = """
+mappings:
+- match: "test.dispatcher.*.*.*"
+  name: "dispatcher_events_total"
+  labels:
+    processor: "$1"
+    action: "$2"
+    outcome: "$3"
+    job: "test_dispatcher"
+- match: "*.signup.*.*"
+  name: "signup_events_total"
+  labels:
+    provider: "$2"
+    outcome: "$3"
+    job: "${1}_server"
+"""
+
+
+def make(cfg: dict | None = None, mapping: str | None = None) -> tuple[StatsdSource, Store]:
+    store = Store(LOG)
+    raw = {"type": "statsd", "udp": "127.0.0.1:0", **(cfg or {})}
+    if mapping is not None:
+        raw.update(yaml.safe_load(mapping))
+    src = build(raw, "test", store, LOG, None)
+    assert isinstance(src, StatsdSource)
+    return src, store
+
+
+def scrape(store: Store) -> dict[str, dict[tuple, float]]:
+    reg = CollectorRegistry()
+    reg.register(Collector(store, lambda: []))
+    text = generate_latest(reg).decode()
+    out: dict[str, dict[tuple, float]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def test_readme_glob_mapping_maps_as_documented() -> None:
+    src, store = make(mapping=README_MAPPING)
+    src.ingest(
+        b"test.dispatcher.FooProcessor.send.success:1|c\n"
+        b"foo_product.signup.facebook.failure:1|c\n"
+        b"test.web-server.foo.bar:1|c\n"
+    )
+    got = scrape(store)
+    assert got["dispatcher_events_total"] == {
+        (
+            ("action", "send"),
+            ("job", "test_dispatcher"),
+            ("outcome", "success"),
+            ("processor", "FooProcessor"),
+        ): 1.0
+    }
+    assert got["signup_events_total"] == {
+        (("job", "foo_product_server"), ("outcome", "failure"), ("provider", "facebook")): 1.0
+    }
+    # Unmapped: escaped name (counters get the OpenMetrics _total suffix).
+    assert got["test_web_server_foo_bar_total"] == {(): 1.0}
+
+
+def test_regex_mapping_and_go_expand_rules() -> None:
+    m = Mapper(
+        yaml.safe_load(
+            r"""
+mappings:
+- match: test\.(\w+)\.(\w+)\.counter
+  match_type: regex
+  name: "${2}_total"
+  labels:
+    provider: "$1"
+    odd: "$1x"
+"""
+        ),
+        "t",
+    )
+    mapping, name, labels = m.map("test.aws.requests.counter", "counter")
+    assert mapping is not None
+    assert name == "requests_total"
+    # Go's Expand reads `$1x` as the (absent) group named "1x".
+    assert labels == {"provider": "aws", "odd": ""}
+
+
+def test_drop_action_match_metric_type_and_defaults() -> None:
+    src, store = make(
+        mapping="""
+defaults:
+  observer_type: histogram
+  buckets: [0.01, 0.1, 1]
+  ttl: 0
+mappings:
+- match: test.timing.*.*.*
+  name: my_timer
+  labels: {provider: "$2", outcome: "$3", job: "${1}_server"}
+- match: other.timing.*.*.*
+  timer_type: summary
+  name: other_timer
+  quantiles: [{quantile: 0.5, error: 0.05}]
+  labels: {job: "${1}_server_other"}
+- match: test.foo.*
+  name: test_foo
+  match_metric_type: counter
+  labels: {provider: "$1"}
+- match: .
+  match_type: regex
+  action: drop
+  name: dropped
+"""
+    )
+    src.ingest(
+        b"test.timing.web.aws.ok:50|ms\n"
+        b"test.timing.web.aws.ok:500|ms\n"
+        b"other.timing.a.b.c:2|h\n"
+        b"test.foo.aws:3|c\n"
+        b"test.foo.aws:3|g\n"
+        b"anything.else:1|c\n"
+    )
+    got = scrape(store)
+    key = (("job", "web_server"), ("outcome", "ok"), ("provider", "aws"))
+    assert got["my_timer_bucket"][(*key[:1], ("le", "0.1"), *key[1:])] == 1.0
+    assert got["my_timer_bucket"][(*key[:1], ("le", "1.0"), *key[1:])] == 2.0
+    assert got["my_timer_count"][key] == 2.0
+    assert math.isclose(got["my_timer_sum"][key], 0.55)
+    assert got["other_timer"][(("job", "a_server_other"), ("quantile", "0.5"))] == 2.0
+    assert got["test_foo_total"] == {(("provider", "aws"),): 3.0}
+    # The gauge did not match the counter-only rule; the regex drop took it.
+    assert "test_foo" not in got
+    assert src.dropped["mapping"] == 2
+    assert "anything_else_total" not in got
+
+
+def test_line_types_sample_rates_and_sets() -> None:
+    src, store = make()
+    src.ingest(
+        b"c:1|c\nc:1|c|@0.1\n"
+        b"g:10|g\ng:-3|g\ng:+1|g\n"
+        b"t:250|ms\nh:3|h\nd:4|d|@0.5\n"
+        b"u:a|s\nu:b|s\nu:a|s\n"
+        b"multi:1|c:2|c\n"
+    )
+    got = scrape(store)
+    assert got["c_total"][()] == pytest.approx(11.0)
+    assert got["g"][()] == 8.0
+    assert got["t_sum"][()] == 0.25  # ms -> seconds
+    assert got["h_sum"][()] == 3.0
+    assert got["d_count"][()] == 2.0  # sampled at 0.5: counted twice
+    assert got["u"][()] == 2.0
+    assert got["multi_total"][()] == 3.0
+
+
+def test_four_tag_dialects() -> None:
+    src, store = make()
+    src.ingest(
+        b"dog:1|c|#env:prod,region:eu\n"
+        b"influx,env=prod,region=eu:1|c\n"
+        b"librato#env=prod,region=eu:1|c\n"
+        b"signal[env=prod,region=eu]fx:1|c\n"
+    )
+    got = scrape(store)
+    want = {(("env", "prod"), ("region", "eu")): 1.0}
+    for name in ("dog_total", "influx_total", "librato_total", "signalfx_total"):
+        assert got[name] == want, name
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("nocolon", "malformed"),
+        ("x:1", "malformed"),
+        ("x:1|q", "bad_type"),
+        ("x:abc|c", "bad_value"),
+        ("x:1|c|@2", "bad_sample_rate"),
+        ("x:1|c|#novalue", "bad_tag"),
+        ("x,a=b:1|c|#c:d", "mixed_tags"),
+    ],
+)
+def test_malformed_lines(line: str, reason: str) -> None:
+    with pytest.raises(BadLine) as exc:
+        parse_line(line)
+    assert exc.value.reason == reason
+    src, store = make()
+    src.ingest(line.encode() + b"\nok:1|c\n")
+    assert src.errors[reason] == 1
+    assert scrape(store)["ok_total"][()] == 1.0
+
+
+def test_conflicts_drop_offender_keep_the_rest() -> None:
+    src, store = make()
+    src.ingest(b"a:1|c\na:1|g\nb:1|c|#x:1\nb:1|c|#y:1\nb:2|c|#x:1\n")
+    got = scrape(store)
+    assert got["a_total"][()] == 1.0
+    assert "a" not in got
+    assert got["b_total"] == {(("x", "1"),): 3.0}
+    assert store.conflicts["type"] == 1
+    assert store.conflicts["labels"] == 1
+    # Cached conflicts are still counted.
+    src.ingest(b"a:1|g\n")
+    assert store.conflicts["type"] == 2
+
+
+def test_drop_unmapped_and_ttl_expiry() -> None:
+    src, store = make(
+        {"drop_unmapped": True, "mappings": [{"match": "keep.*", "name": "kept", "ttl": "1s"}]}
+    )
+    src.ingest(b"keep.me:1|g\nother:1|g\n")
+    assert src.dropped["unmapped"] == 1
+    assert scrape(store)["kept"][()] == 1.0
+    store.expire(store.now + 2)
+    assert "kept" not in scrape(store)
+    # The cache was dropped with the series: a new sample creates it again.
+    src.ingest(b"keep.me:5|g\n")
+    assert scrape(store)["kept"][()] == 5.0
+
+
+def test_histogram_label_le_is_a_conflict_and_openmetrics_renders() -> None:
+    src, store = make({"defaults": {"observer_type": "histogram"}})
+    src.ingest(b"lat:5|ms|#le:x\nlat2:5|ms\nc:1|c\n")
+    assert store.conflicts["labels"] == 1
+    reg = CollectorRegistry()
+    reg.register(Collector(store, lambda: []))
+    text = om_latest(reg).decode()
+    assert "c_total 1.0" in text and "lat2_bucket" in text and text.endswith("# EOF\n")
+
+
+def test_mapping_file_errors_name_the_place() -> None:
+    with pytest.raises(UsageError, match=r"mappings\[0\]: metric mapping didn't set a metric name"):
+        Mapper({"mappings": [{"match": "a.*"}]}, "f")
+    with pytest.raises(UsageError, match="invalid regex"):
+        Mapper({"mappings": [{"match": "(", "match_type": "regex", "name": "x"}]}, "f")
+    with pytest.raises(UsageError, match="invalid label key"):
+        Mapper({"mappings": [{"match": "a", "name": "x", "labels": {"1bad": "v"}}]}, "f")
+    m = Mapper({"mappings": [{"match": "a", "name": "x", "scale": 2}]}, "f")
+    assert any("scale" in w for w in m.warnings)
