@@ -155,6 +155,20 @@ class Watcher:
             except (KeyError, OSError):  # its emitter already stopped (directory deleted)
                 pass
 
+    def alive(self, directory: str) -> bool:
+        """Is the watch on `directory` still delivering events?
+
+        watchdog ends a watch whose directory was deleted. A directory made
+        anew under the same name may even get the same inode number back, so
+        a caller cannot tell from stat() alone that it must add() it again.
+        """
+        d = os.path.abspath(directory)
+        watch = self._watches.get((d, self._recursive_of.get(d, self.recursive)))
+        if watch is None or self._observer is None:
+            return False
+        emitter = getattr(self._observer, "_emitter_for_watch", {}).get(watch)
+        return emitter is None or bool(emitter.is_alive())
+
     async def stop(self) -> None:
         obs, self._observer = self._observer, None
         self._watches.clear()

@@ -204,6 +204,8 @@ class Reloader(Sidecar):
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="reloader-scan")
         self._plan = Plan()
         self._placed: dict[tuple[str, bool], tuple[int, int]] = {}
+        self._placed_dirs: set[str] = set()
+        self._dead: set[str] = set()
         self._watch_errors: list[str] = []
         self._wake = asyncio.Event()
         self._reason = "start"
@@ -295,6 +297,9 @@ class Reloader(Sidecar):
         self._wake.set()
 
     def _on_change(self, change: Change) -> None:
+        if change.kind in ("deleted", "moved") and change.path in self._placed_dirs:
+            # Its watch is gone with it, even if a new directory gets the same inode.
+            self._dead.add(change.path)
         if not any(self._plan.relevant(p) for p in (change.path, change.dest) if p):
             return
         self.m_events.inc()
@@ -364,8 +369,9 @@ class Reloader(Sidecar):
         want = plan.watches()
         moved = False
         errors: list[str] = []
+        dead, self._dead = self._dead, set()
         for (d, rec), ino in list(self._placed.items()):
-            if want.get(d) != rec or _inode(d) != ino:
+            if d in dead or want.get(d) != rec or _inode(d) != ino or not self.watcher.alive(d):
                 # Gone, replaced (a new inode under the same name) or no longer wanted.
                 self.watcher.remove(d)
                 del self._placed[(d, rec)]
@@ -383,6 +389,7 @@ class Reloader(Sidecar):
                 continue
             self._placed[(d, rec)] = here
             moved = True
+        self._placed_dirs = {d for d, _ in self._placed}
         if errors != self._watch_errors and errors:
             self.log.warning(
                 "cannot watch some directories; relying on --resync-interval",

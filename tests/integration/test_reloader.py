@@ -447,3 +447,34 @@ def test_sigterm_exits_zero_and_usage_error_exits_two(tmp_path: Path) -> None:
         p.wait_ready()
         p.signal(signal.SIGTERM)
         assert p.wait(15) == 0
+
+
+def test_dir_recreated_and_file_renamed_over(tmp_path: Path, receiver: Receiver) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "a.conf").write_text("1")
+    single = tmp_path / "single.conf"
+    single.write_text("s1")
+    with reloader(
+        tmp_path,
+        "--watch", str(conf),
+        "--watch", str(single),
+        "--webhook-url", receiver.url,
+        "--debounce", "100ms",
+    ) as p:  # fmt: skip
+        p.wait_ready()
+        # The watched directory removed and made anew: the watch must follow.
+        shutil.rmtree(conf)
+        conf.mkdir()
+        (conf / "a.conf").write_text("2")
+        wait_until(lambda: len(receiver.calls) == 1, 10, what="reload after the re-creation")
+        (conf / "a.conf").write_text("3")
+        wait_until(lambda: len(receiver.calls) == 2, 10, what="reload of an edit in the new dir")
+        # An editor's save: write a temporary file, rename it over the watched one.
+        (tmp_path / ".single.conf.swp").write_text("s2")
+        os.rename(tmp_path / ".single.conf.swp", single)
+        wait_until(lambda: len(receiver.calls) == 3, 10, what="reload after rename-over")
+        # Unrelated files next to the single watched file are ignored.
+        (tmp_path / "unrelated").write_text("x")
+        assert stays(lambda: len(receiver.calls) == 3, 1.0)
+        assert metric(p, "podkit_reloader_watched_files") == 2
