@@ -187,3 +187,51 @@ def test_defaults_and_implied_hup() -> None:
     q = configure(Reloader, [], env=env)
     assert isinstance(q, Reloader)
     assert q.reload_command == "true" and q.watch == ["/a", "/b"]
+
+
+async def test_watcher_extensions(tmp_path: Path) -> None:
+    """podkit.watch.Watcher: per-directory recursion, remove(), alive(), reads=False."""
+    import asyncio
+    import shutil
+
+    from podkit.watch import Change, Watcher
+
+    seen: list[Change] = []
+    (tmp_path / "tree" / "sub").mkdir(parents=True)
+    (tmp_path / "tree" / "sub" / "f").write_text("x")
+    w = Watcher([], seen.append, reads=False)
+    w.start()
+    try:
+        w.add(str(tmp_path), recursive=False)
+        w.add(str(tmp_path / "tree"), recursive=True)
+        assert w.alive(str(tmp_path / "tree"))
+
+        async def settle() -> list[str]:
+            await asyncio.sleep(0.3)
+            out = [c.path for c in seen]
+            seen.clear()
+            return out
+
+        # Reading does not wake the watcher.
+        (tmp_path / "tree" / "sub" / "f").read_text()
+        assert await settle() == []
+        (tmp_path / "tree" / "sub" / "f").write_text("y")
+        assert str(tmp_path / "tree" / "sub" / "f") in await settle()
+        # The non-recursive watch on tmp_path does not see into other subdirectories.
+        (tmp_path / "other").mkdir()
+        (tmp_path / "other" / "g").write_text("z")
+        assert str(tmp_path / "other" / "g") not in await settle()
+        # A deleted directory's watch ends; remove() + add() brings it back.
+        shutil.rmtree(tmp_path / "tree")
+        (tmp_path / "tree").mkdir()
+        await settle()
+        assert not w.alive(str(tmp_path / "tree"))
+        w.remove(str(tmp_path / "tree"))
+        w.add(str(tmp_path / "tree"), recursive=True)
+        (tmp_path / "tree" / "new").write_text("1")
+        assert str(tmp_path / "tree" / "new") in await settle()
+        with pytest.raises(OSError):
+            w.add(str(tmp_path / "missing"), recursive=True)
+        assert str(tmp_path / "missing") not in w.dirs
+    finally:
+        await w.stop()
