@@ -168,7 +168,9 @@ class LogFormat(Sidecar):
         help="zone of timestamps that carry none: UTC, local, +02:00, Europe/Berlin",
     )
     state_dir: str = option(
-        "/tmp/podkit-logformat", kind="path", help="where file checkpoints are kept (--path)"
+        "/var/lib/podkit/logformat",
+        kind="path",
+        help="directory for checkpoints.json (--path); a volume that outlives the container",
     )
     read_from: str = option(
         "head", choices=("head", "tail"), help="where a file without checkpoint is read from"
@@ -305,7 +307,10 @@ class LogFormat(Sidecar):
     async def _run_files(self) -> None:
         from podkit.tailer import Tailer, TailerConfig
 
-        os.makedirs(self.state_dir, exist_ok=True)
+        try:
+            os.makedirs(self.state_dir, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--state-dir {self.state_dir}: {exc.strerror or exc}") from None
         self.tailer = Tailer(
             TailerConfig(
                 paths=list(self.path),
