@@ -4,7 +4,9 @@ The content hash is SHA-256 over (relative name, content) of every watched
 file, following symlinks. Names starting with `..` below a watched directory
 are skipped: they are the kubelet's internals (`..data`, `..2024_01_01_...`),
 whose timestamped names change on every update even when the content does
-not. The user-visible files (`key -> ..data/key`) carry the content.
+not. The user-visible files (`key -> ..data/key`) carry the content. `.git` is
+skipped too: a git worktree (gitsync's `.worktrees/<sha>`) has a `.git` file
+naming its own revision, which would make identical trees hash differently.
 
 inotify does not follow symlinks: a watch on `/conf` sees `..data` being
 renamed, but a watch placed through a link is a watch on the link's *old*
@@ -224,7 +226,7 @@ def _walk(
             errors.append(f"{d}: {exc.strerror or exc}")
             continue
         for e in children:
-            if e.name.startswith(".."):
+            if e.name.startswith("..") or e.name == ".git":
                 continue
             crel = f"{rel}/{e.name}" if rel else e.name
             try:

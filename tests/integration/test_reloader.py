@@ -333,6 +333,8 @@ def test_gitsync_style_link_swap(tmp_path: Path, receiver: Receiver) -> None:
 
     def publish(rev: str, files: dict[str, str]) -> None:
         (wt / rev).mkdir(parents=True)
+        # As in a git worktree: a .git file naming the revision, not content.
+        (wt / rev / ".git").write_text(f"gitdir: {repo}/.git/worktrees/{rev}\n")
         for k, v in files.items():
             (wt / rev / k).write_text(v)
         old = os.readlink(repo / "current") if (repo / "current").is_symlink() else None
@@ -342,6 +344,7 @@ def test_gitsync_style_link_swap(tmp_path: Path, receiver: Receiver) -> None:
             shutil.rmtree(repo / old)
 
     publish("r1", {"rules.yml": "a"})
+    assert (repo / "current" / ".git").exists()
     with reloader(
         tmp_path,
         "--watch", str(repo / "current"),
