@@ -193,7 +193,7 @@ def test_write_storm_gives_one_reload(tmp_path: Path, receiver: Receiver) -> Non
     conf.mkdir()
     (conf / "a.conf").write_text("start")
     with reloader(
-        tmp_path, "--watch", str(conf), "--webhook-url", receiver.url, "--debounce", "500ms"
+        tmp_path, "--watch", str(conf), "--webhook-url", receiver.url, "--debounce", "1s"
     ) as p:
         p.wait_ready()
         start = time.monotonic()
@@ -202,7 +202,8 @@ def test_write_storm_gives_one_reload(tmp_path: Path, receiver: Receiver) -> Non
             if i % 10 == 9:
                 (conf / f"new{i}.conf").write_text("x")
             time.sleep(max(0.0, start + (i + 1) * 0.002 - time.monotonic()))
-        assert time.monotonic() - start < 0.5
+        # Paced at 2 ms; a loaded machine may stretch it, but never to a 1 s pause.
+        assert time.monotonic() - start < 0.9
         wait_until(lambda: len(receiver.calls) >= 1, 10, what="the reload")
         assert stays(lambda: len(receiver.calls) == 1, 2.0)
         assert metric(p, "podkit_reloader_watch_events_total") >= 100
