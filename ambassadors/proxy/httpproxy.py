@@ -1,0 +1,810 @@
+"""HTTP mode: one coroutine per client connection, bodies pumped outside it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from podkit.retry import Backoff
+from podkit.secrets import scrub
+
+from .http1 import (
+    BODY_CHUNKED,
+    BODY_EOF,
+    BODY_NONE,
+    ChunkedFramer,
+    ClientGone,
+    Conn,
+    DeadlineExceeded,
+    EofFramer,
+    LengthFramer,
+    ProtocolError,
+    Pump,
+    Request,
+    UpstreamGone,
+    local_reply,
+    parse_request,
+    parse_response,
+    request_actions,
+)
+from .listener import BaseListener, Settings, clock
+from .upstream import BUCKETS, ConnectFailure, Overflow, Upstream
+
+log = logging.getLogger("podkit.proxy")
+
+IDLE, HEAD, BUSY, TUNNEL = 0, 1, 2, 3
+IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
+MAX_RESPONSE_HEAD = 64 * 1024
+
+
+class ClientBodyError(Exception):
+    """The client's request body was malformed or too large while it streamed."""
+
+    def __init__(self, err: ProtocolError) -> None:
+        super().__init__(err.reason)
+        self.err = err
+
+
+class OwnedPump(Pump):
+    """A pump that tells the client connection it serves when it ends."""
+
+    __slots__ = ("owner",)
+
+    def __init__(self, src: Conn, dst: Conn, framer: Any, owner: ClientConn) -> None:
+        super().__init__(src, dst, framer, clock.now)
+        self.owner = owner
+
+    def feed(self, data: bytes) -> None:
+        self.last = clock.now
+        Pump.feed(self, data)
+
+    def fail(self, exc: BaseException) -> None:
+        first = not self.done.done()
+        Pump.fail(self, exc)
+        if first:
+            self.owner.pump_failed(self, exc)
+
+    def finish(self) -> None:
+        first = not self.done.done()
+        Pump.finish(self)
+        if first:
+            self.owner.pump_finished(self)
+
+
+class AccessLog:
+    """JSON access-log lines, batched into one write per event-loop turn."""
+
+    def __init__(self, program: str = "proxy") -> None:
+        self.lines: list[str] = []
+        self.scheduled = False
+        self.sec = -1
+        self.prefix = ""
+        self.program = program
+
+    def time(self, now: float) -> str:
+        sec = int(now)
+        if sec != self.sec:
+            self.sec = sec
+            self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return f"{self.prefix}.{int((now - sec) * 1000):03d}Z"
+
+    def write(self, record: dict[str, Any]) -> None:
+        now = time.time()
+        rec = {
+            "time": self.time(now),
+            "level": "info",
+            "program": self.program,
+            "message": "request",
+        }
+        rec.update(record)
+        self.lines.append(json.dumps(rec, separators=(", ", ": ")))
+        if not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        if not self.lines:
+            return
+        text = scrub("\n".join(self.lines) + "\n")
+        self.lines.clear()
+        try:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+
+ACCESS_LOG = AccessLog()
+
+
+class HttpListener(BaseListener):
+    kind = "http"
+
+    def __init__(self, s: Settings) -> None:
+        super().__init__(s)
+        drop = [n.encode().lower() for n, _ in s.set_headers]
+        if s.bearer_token_file:
+            drop.append(b"authorization")
+        self.actions = request_actions(drop, s.hash_header)
+        self.keep_host = s.preserve_host
+        self.active = 0
+        self.retrying = 0
+        self.local_requests = 0
+        self.id_prefix = os.urandom(6).hex()
+        self.id_counter = 0
+        self.authorities: set[bytes] = set()
+        for u in self.upstreams:
+            t = u.target
+            host = f"[{t.host}]" if ":" in t.host else t.host
+            self.authorities.add(f"{host}:{t.port}".lower().encode())
+            if t.port == (443 if t.tls else 80):
+                self.authorities.add(host.lower().encode())
+        self.tunnels = 0
+
+    def protocol_factory(self) -> Any:
+        return lambda: ClientConn(self)
+
+    def refresh_suffixes(self) -> None:
+        extra = b"".join(f"{n}: {v}\r\n".encode() for n, v in self.s.set_headers)
+        if self.token is not None:
+            extra += f"Authorization: Bearer {self.token.file._value}\r\n".encode()
+        for u in self.upstreams:
+            t = u.target
+            h = f"[{t.host}]" if ":" in t.host else t.host
+            default = 443 if t.tls else 80
+            u.host_line = (
+                f"Host: {h}\r\n" if t.port == default else f"Host: {h}:{t.port}\r\n"
+            ).encode()
+            u.suffix = extra if self.s.preserve_host else u.host_line + extra
+
+    def next_id(self) -> bytes:
+        self.id_counter += 1
+        return f"{self.id_prefix}-{self.id_counter:x}".encode()
+
+    def origin_form(self, target: bytes) -> bytes | None:
+        low = target[:8].lower()
+        if low.startswith(b"http://"):
+            rest = target[7:]
+        elif low.startswith(b"https://"):
+            rest = target[8:]
+        else:
+            return None
+        end = len(rest)
+        for sep in (b"/", b"?"):
+            i = rest.find(sep)
+            if 0 <= i < end:
+                end = i
+        authority = rest[:end].lower()
+        if b"@" in authority or authority not in self.authorities:
+            return None
+        path = rest[end:]
+        if not path.startswith(b"/"):
+            path = b"/" + path
+        return path
+
+    def busy(self) -> int:
+        return sum(1 for c in self.conns if c.state != IDLE)
+
+    def stop_accepting(self) -> None:
+        super().stop_accepting()
+        for c in list(self.conns):
+            if c.state == IDLE:
+                c.close()
+
+    def sweep(self, now: float) -> None:
+        s = self.s
+        idle_timeout = s.idle_timeout
+        for c in list(self.conns):
+            st = c.state
+            if st == IDLE:
+                if now - c.mark > idle_timeout or self.draining:
+                    c.close()
+            elif st == HEAD:
+                if now - c.mark > s.header_timeout:
+                    c.cut_slow_client()
+            elif st == TUNNEL:
+                a, b = c.req_pump, c.resp_pump
+                if a is not None and b is not None and now - max(a.last, b.last) > idle_timeout:
+                    a.fail(DeadlineExceeded("idle tunnel"))
+                    b.fail(DeadlineExceeded("idle tunnel"))
+            else:
+                wf = c.wait_fut
+                if (
+                    wf is not None
+                    and c.wait_deadline
+                    and now >= c.wait_deadline
+                    and not wf.done()
+                    and not c.uploading
+                ):
+                    wf.set_exception(DeadlineExceeded("timeout"))
+                for p in (c.req_pump, c.resp_pump):
+                    if p is not None and not p.done.done() and now - p.last > idle_timeout:
+                        p.fail(DeadlineExceeded("idle timeout while streaming"))
+
+    def observe_local(self, code: int, seconds: float) -> None:
+        self.local_requests += 1
+        self.local_codes[code] = self.local_codes.get(code, 0) + 1
+        self.local_sum += seconds
+        i = 0
+        for b in BUCKETS:
+            if seconds <= b:
+                break
+            i += 1
+        self.local_buckets[i] += 1
+
+    async def check(self, u: Upstream) -> tuple[bool, str]:
+        reader, writer = await self._open(u)
+        try:
+            path = self.s.health_path or "/"
+            writer.write(
+                f"GET {path} HTTP/1.1\r\nUser-Agent: podkit-proxy health check\r\n"
+                "Connection: close\r\n".encode()
+                + u.suffix
+                + b"\r\n"
+            )
+            line = await reader.readline()
+        finally:
+            writer.close()
+        parts = line.split()
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+            return False, "malformed health check response"
+        code = int(parts[1])
+        if 200 <= code < 300:
+            return True, ""
+        return False, f"health check answered {code}"
+
+
+class ClientConn(Conn):
+    """A connection from the app; `serve()` handles its requests one after another."""
+
+    def __init__(self, lst: HttpListener) -> None:
+        super().__init__()
+        self.lst = lst
+        self.state = IDLE
+        self.mark = clock.now
+        self.wait_fut: asyncio.Future[Any] | None = None
+        self.wait_deadline = 0.0
+        self.req_pump: OwnedPump | None = None
+        self.resp_pump: OwnedPump | None = None
+        self.uploading = False
+        self.peer = b""
+        self.flood_limit = lst.s.max_header_bytes + 65536
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]).encode() if peer else b"unknown"
+        self.lst.conns.add(self)
+        self.lst.loop.create_task(self.serve())
+
+    def data_received(self, data: bytes) -> None:
+        if self.state == IDLE:
+            self.state = HEAD
+            self.mark = clock.now
+        Conn.data_received(self, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        Conn.connection_lost(self, exc)
+        self.lst.conns.discard(self)
+        wf = self.wait_fut
+        if wf is not None and not wf.done():
+            wf.set_exception(ClientGone())
+
+    def pump_failed(self, pump: OwnedPump, exc: BaseException) -> None:
+        wf = self.wait_fut
+        if pump is self.req_pump:
+            self.uploading = False
+            if wf is not None and not wf.done():
+                if isinstance(exc, ProtocolError):
+                    wf.set_exception(ClientBodyError(exc))
+                elif self.closed:
+                    wf.set_exception(ClientGone())
+
+    def pump_finished(self, pump: OwnedPump) -> None:
+        if pump is self.req_pump and self.uploading:
+            self.uploading = False
+            # The response deadline counts from when the request was fully sent.
+            s = self.lst.s
+            self.wait_deadline = max(self.wait_deadline, clock.now + (s.try_timeout or s.timeout))
+
+    def cut_slow_client(self) -> None:
+        self.lst.warn(
+            "client too slow sending headers; closing",
+            extra={"client": self.peer.decode(), "header_timeout": self.lst.s.header_timeout},
+        )
+        if not self.closed:
+            self.transport.write(
+                local_reply(408, "header-timeout", "request headers not received in time")
+            )
+        self.close()
+
+    def reply(self, data: bytes) -> None:
+        if not self.closed:
+            self.transport.write(data)
+
+    # -- the request loop ------------------------------------------------------------
+
+    async def serve(self) -> None:
+        lst = self.lst
+        limit = lst.s.max_header_bytes
+        try:
+            while not self.closed:
+                if self.buf:
+                    self.state = HEAD
+                else:
+                    if lst.draining:
+                        break
+                    self.state = IDLE
+                self.mark = clock.now
+                try:
+                    head = await self.read_head(limit)
+                except ProtocolError as exc:
+                    self.refuse(exc.status, "bad-request", exc.reason, 0.0)
+                    break
+                except UpstreamGone:
+                    break
+                if head is None:
+                    break
+                self.state = BUSY
+                if not await self.handle(head):
+                    break
+        except Exception:
+            log.exception("request handling failed", extra={"client": self.peer.decode()})
+        finally:
+            self.req_pump = self.resp_pump = None
+            self.close()
+
+    def refuse(
+        self, status: int, why: str, message: str, t0: float, req: Request | None = None
+    ) -> bool:
+        """Answer locally and close the connection (the request stream is not trustworthy)."""
+        self.reply(local_reply(status, why, message))
+        lst = self.lst
+        dt = lst.loop.time() - t0 if t0 else 0.0
+        lst.observe_local(status, dt)
+        if lst.s.access_log:
+            self.access(req, status, None, dt, 0.0, 0, 0, 0, None, why)
+        return False
+
+    def access(
+        self,
+        req: Request | None,
+        status: int,
+        up: Upstream | None,
+        total: float,
+        upstream_time: float,
+        bytes_in: int,
+        bytes_out: int,
+        retries: int,
+        rid: bytes | None,
+        why: str | None = None,
+    ) -> None:
+        rec: dict[str, Any] = {
+            "method": req.method.decode("latin-1") if req else None,
+            "path": req.target.decode("latin-1") if req else None,
+            "status": status,
+            "upstream": up.label if up else None,
+            "duration_seconds": round(total, 6),
+            "upstream_seconds": round(upstream_time, 6),
+            "bytes_in": bytes_in,
+            "bytes_out": bytes_out,
+            "retries": retries,
+            "request_id": rid.decode("latin-1") if rid else None,
+            "client": self.peer.decode(),
+        }
+        if why:
+            rec["proxy_reason"] = why
+        ACCESS_LOG.write(rec)
+
+    async def handle(self, head: bytes) -> bool:
+        """Serve one request; False when the client connection must close."""
+        lst = self.lst
+        s = lst.s
+        loop = lst.loop
+        t0 = loop.time()
+        try:
+            req = parse_request(head, lst.actions, lst.keep_host)
+        except ProtocolError as exc:
+            lst.warn(
+                "malformed request refused",
+                extra={"client": self.peer.decode(), "reason": exc.reason},
+            )
+            return self.refuse(exc.status, "bad-request", exc.reason, t0)
+        method = req.method
+        if method == b"CONNECT":
+            return self.refuse(405, "connect-refused", "CONNECT is not supported", t0, req)
+        if req.target[0] != 47 and not (req.target == b"*" and method == b"OPTIONS"):
+            target = lst.origin_form(req.target)
+            if target is None:
+                return self.refuse(
+                    403,
+                    "foreign-host",
+                    "absolute-form target names no configured upstream",
+                    t0,
+                    req,
+                )
+            req.target = target
+        n = req.body_len
+        body = b""
+        stream = req.chunked
+        if n > 0:
+            if s.max_body_bytes is not None and n > s.max_body_bytes:
+                return self.refuse(
+                    413, "body-too-large", "request body over --max-body-bytes", t0, req
+                )
+            buf = self.buf
+            if len(buf) >= n:
+                if len(buf) == n:
+                    body = bytes(buf)
+                    buf.clear()
+                else:
+                    body = bytes(buf[:n])
+                    del buf[:n]
+            else:
+                stream = True
+        rid = req.request_id
+        extra = req.kept
+        if rid is None:
+            rid = lst.next_id()
+            extra.append(b"X-Request-Id: " + rid)
+        if n > 0:
+            extra.append(b"Content-Length: %d" % n)
+        elif req.chunked:
+            extra.append(b"Transfer-Encoding: chunked")
+        extra.append(b"X-Forwarded-For: " + (req.xff + b", " + self.peer if req.xff else self.peer))
+        extra.append(b"X-Forwarded-Proto: " + (req.xfp + b", http" if req.xfp else b"http"))
+        if req.upgrade is not None:
+            extra.append(b"Connection: upgrade")
+            extra.append(b"Upgrade: " + req.upgrade)
+        head_out = b"%s %s HTTP/1.1\r\n%s\r\n" % (method, req.target, b"\r\n".join(extra))
+
+        lst.active += 1
+        deadline = t0 + s.timeout
+        tried: list[Upstream] = []
+        retries = 0
+        backoff: Backoff | None = None
+        idempotent = method in IDEMPOTENT
+        up: Upstream | None = None
+        try:
+            while True:
+                up = lst.balancer.pick(lst.now, s.max_requests, req.hash_value, tried)
+                if up is None:
+                    why, msg = lst.balancer.why_none(lst.now)
+                    return self.refuse_local(503, why, msg, t0, req, rid, retries, keep=not stream)
+                tried.append(up)
+                may_retry = retries < s.retries and lst.retrying < max(
+                    3.0, s.retry_budget * lst.active
+                )
+                retrying = retries > 0
+                if retrying:
+                    lst.retrying += 1
+                up.active += 1
+                try:
+                    result = await self.attempt(
+                        up,
+                        req,
+                        head_out,
+                        body,
+                        stream,
+                        deadline,
+                        may_retry,
+                        idempotent,
+                        t0,
+                        rid,
+                        retries,
+                    )
+                finally:
+                    up.active -= 1
+                    if retrying:
+                        lst.retrying -= 1
+                if isinstance(result, bool):
+                    return result
+                # a failure that may be retried: nothing has reached the client yet
+                kind, message = result
+                if kind == "client-gone":
+                    return False
+                retryable = (
+                    may_retry and self.retry_allowed(kind, idempotent, stream) and not self.closed
+                )
+                if not retryable:
+                    status = 504 if kind == "timeout" else 502
+                    if kind == "overflow":
+                        status = 503
+                    return self.refuse_local(
+                        status, kind, message, t0, req, rid, retries, up=up, keep=False
+                    )
+                up.retries += 1
+                retries += 1
+                if backoff is None:
+                    backoff = Backoff(0.025, 0.25)
+                delay = backoff.next()
+                if loop.time() + delay >= deadline:
+                    return self.refuse_local(
+                        504,
+                        "timeout",
+                        "no time left to retry",
+                        t0,
+                        req,
+                        rid,
+                        retries,
+                        up=up,
+                        keep=False,
+                    )
+                await asyncio.sleep(delay)
+                if self.closed:
+                    return False
+        finally:
+            lst.active -= 1
+
+    def retry_allowed(self, kind: str, idempotent: bool, stream: bool) -> bool:
+        on = self.lst.s.retry_on
+        if kind == "connect-failure":
+            return "connect-failure" in on  # nothing was sent: safe for every method
+        if not idempotent or stream:
+            return False
+        if kind == "reset":
+            return "reset" in on
+        if kind == "timeout":
+            return "timeout" in on or "504" in on
+        return kind in on
+
+    def refuse_local(
+        self,
+        status: int,
+        why: str,
+        message: str,
+        t0: float,
+        req: Request,
+        rid: bytes,
+        retries: int,
+        up: Upstream | None = None,
+        keep: bool = True,
+    ) -> bool:
+        lst = self.lst
+        keep = keep and req.keep_alive and not lst.draining and not self.closed
+        self.reply(local_reply(status, why, message, close=not keep))
+        dt = lst.loop.time() - t0
+        if up is not None:
+            up.observe(status, dt)
+        else:
+            lst.observe_local(status, dt)
+        if lst.s.access_log:
+            self.access(req, status, up, dt, 0.0, 0, 0, retries, rid, why)
+        return keep
+
+    async def attempt(
+        self,
+        up: Upstream,
+        req: Request,
+        head_out: bytes,
+        body: bytes,
+        stream: bool,
+        deadline: float,
+        may_retry: bool,
+        idempotent: bool,
+        t0: float,
+        rid: bytes,
+        retries: int,
+    ) -> bool | tuple[str, str]:
+        """One try: relays the response and returns keep-alive, or returns a failure."""
+        lst = self.lst
+        s = lst.s
+        loop = lst.loop
+        t1 = loop.time()
+        self.wait_deadline = min(deadline, t1 + s.try_timeout) if s.try_timeout else deadline
+        try:
+            uc = await up.acquire(self, lst.ssl_ctx, lst.now)
+        except Overflow as exc:
+            return "overflow", str(exc)
+        except ConnectFailure as exc:
+            up.failure(lst.now, "connect-failure")
+            lst.warn("cannot connect to upstream", extra={"upstream": up.label, "error": str(exc)})
+            return "connect-failure", f"cannot connect to {up.label}: {exc}"
+        except DeadlineExceeded:
+            return "timeout", f"no connection to {up.label} in time"
+        except ClientGone:
+            return "client-gone", ""
+        if self.closed:
+            up.release(uc, lst.now)
+            return "client-gone", ""
+        uc.flood_limit = MAX_RESPONSE_HEAD + 65536
+        tr = uc.transport
+        suffix = (
+            up.suffix if req.host is not None or not s.preserve_host else up.host_line + up.suffix
+        )
+        if body:
+            tr.writelines((head_out, suffix, b"\r\n", body))
+        else:
+            tr.writelines((head_out, suffix, b"\r\n"))
+        req_pump: OwnedPump | None = None
+        if stream:
+            framer: Any = (
+                ChunkedFramer(s.max_body_bytes) if req.chunked else LengthFramer(req.body_len)
+            )
+            self.uploading = True
+            req_pump = self.req_pump = OwnedPump(self, uc, framer, self)
+            req_pump.start()
+        try:
+            while True:
+                rhead = await uc.read_head(MAX_RESPONSE_HEAD, self)
+                if rhead is None:
+                    raise UpstreamGone("upstream closed before responding")
+                resp = parse_response(rhead, req.method == b"HEAD")
+                if resp.status < 200 and resp.status != 101:
+                    self.reply(resp.head + b"\r\n\r\n")  # 100 Continue and friends
+                    continue
+                break
+        except UpstreamGone as exc:
+            self.stop_upload(req_pump)
+            uc.abort()
+            up.failure(lst.now, "reset")
+            return "reset", f"{up.label} closed the connection: {exc}"
+        except DeadlineExceeded:
+            self.stop_upload(req_pump)
+            uc.abort()
+            up.failure(lst.now, "timeout")
+            return "timeout", f"{up.label} did not answer in time"
+        except ProtocolError as exc:
+            self.stop_upload(req_pump)
+            uc.abort()
+            up.failure(lst.now, "bad-response")
+            self.refuse_local(
+                502, "bad-response", exc.reason, t0, req, rid, retries, up=up, keep=False
+            )
+            return False
+        except ClientBodyError as exc:
+            self.stop_upload(req_pump)
+            uc.abort()
+            self.refuse_local(
+                exc.err.status, "bad-request", exc.err.reason, t0, req, rid, retries, keep=False
+            )
+            return False
+        except ClientGone:
+            self.stop_upload(req_pump)
+            uc.abort()
+            return "client-gone", ""
+        status = resp.status
+        if status >= 500:
+            up.failure(lst.now, str(status))
+            if (
+                may_retry
+                and status in s.retry_statuses
+                and req_pump is None
+                and self.retry_allowed(str(status), idempotent, stream)
+            ):
+                uc.abort()
+                return str(status), f"{up.label} answered {status}"
+        else:
+            up.success()
+        t_head = loop.time()
+        if status == 101:
+            return await self.tunnel(up, uc, req, resp, t0, rid, retries)
+        keep = req.keep_alive and not lst.draining and resp.body != BODY_EOF
+        if req.minor == 0:
+            tail = (
+                b"\r\nConnection: keep-alive\r\n\r\n" if keep else b"\r\nConnection: close\r\n\r\n"
+            )
+        else:
+            tail = b"\r\n\r\n" if keep else b"\r\nConnection: close\r\n\r\n"
+        out_head = resp.head + tail
+        blen = resp.body
+        sent = len(out_head)
+        ok = True
+        if blen == BODY_NONE:
+            self.transport.write(out_head)
+        elif blen >= 0 and len(uc.buf) >= blen:
+            ubuf = uc.buf
+            if len(ubuf) == blen:
+                data = bytes(ubuf)
+                ubuf.clear()
+            else:
+                data = bytes(ubuf[:blen])
+                del ubuf[:blen]
+            self.transport.writelines((out_head, data))
+            sent += blen
+        else:
+            self.transport.write(out_head)
+            if blen == BODY_CHUNKED:
+                framer = ChunkedFramer()
+            elif blen == BODY_EOF:
+                framer = EofFramer()
+            else:
+                framer = LengthFramer(blen)
+            self.state = BUSY
+            p = self.resp_pump = OwnedPump(uc, self, framer, self)
+            p.start()
+            err = await p.done
+            self.resp_pump = None
+            sent += p.nbytes
+            if err is not None:
+                ok = False
+                lst.warn(
+                    "response body interrupted",
+                    extra={"upstream": up.label, "error": str(err) or type(err).__name__},
+                )
+        # the request body must have been forwarded completely to reuse either side
+        if req_pump is not None:
+            if ok and not req_pump.done.done() and not uc.closed:
+                # The upstream answered before reading the whole body (nginx does that
+                # with `return`): keep feeding it, as the client is still sending.
+                await req_pump.done
+            if not req_pump.done.done() or req_pump.done.result() is not None:
+                ok = False
+                self.stop_upload(req_pump)
+            self.req_pump = None
+        if ok and resp.keep_alive and not uc.buf and resp.body != BODY_EOF:
+            up.release(uc, lst.now)
+        else:
+            uc.abort() if not ok else uc.close()
+        if not ok:
+            keep = False
+        t_end = loop.time()
+        dt = t_end - t0
+        up.observe(status, dt)
+        if s.access_log:
+            bytes_in = len(head_out) + (len(body) if body else (req_pump.nbytes if req_pump else 0))
+            self.access(req, status, up, dt, t_head - t1, bytes_in, sent, retries, rid)
+        return keep
+
+    def stop_upload(self, pump: OwnedPump | None) -> None:
+        if pump is not None:
+            self.uploading = False
+            if not pump.done.done():
+                pump._detach()
+                pump.done.set_result(UpstreamGone("upload abandoned"))
+            self.req_pump = None
+
+    async def tunnel(
+        self, up: Upstream, uc: Conn, req: Request, resp: Any, t0: float, rid: bytes, retries: int
+    ) -> bool:
+        """After 101 Switching Protocols both sides speak their own protocol: pipe raw bytes."""
+        lst = self.lst
+        if req.upgrade is None or resp.upgrade is None:
+            uc.abort()
+            self.refuse_local(
+                502,
+                "bad-response",
+                "unrequested 101 from upstream",
+                t0,
+                req,
+                rid,
+                retries,
+                up=up,
+                keep=False,
+            )
+            return False
+        self.transport.write(
+            resp.head + b"\r\nConnection: upgrade\r\nUpgrade: " + resp.upgrade + b"\r\n\r\n"
+        )
+        self.state = TUNNEL
+        lst.tunnels += 1
+        up.observe(101, lst.loop.time() - t0)
+        if lst.s.access_log:
+            self.access(req, 101, up, lst.loop.time() - t0, 0.0, 0, 0, retries, rid)
+        a = self.req_pump = OwnedPump(self, uc, EofFramer(), self)
+        b = self.resp_pump = OwnedPump(uc, self, EofFramer(), self)
+        a.start()
+        b.start()
+        try:
+            pending = {a.done, b.done}
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for f in done:
+                    if f.result() is not None:
+                        pending = set()
+                        break
+                    # one side finished sending: pass the half-close on
+                    dst = uc if f is a.done else self
+                    if not dst.closed and dst.transport.can_write_eof():
+                        dst.transport.write_eof()
+        finally:
+            lst.tunnels -= 1
+            self.req_pump = self.resp_pump = None
+            uc.close()
+        return False

@@ -1,0 +1,155 @@
+"""TCP mode: per-connection balancing and failover, raw bytes both ways with half-close."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from .http1 import Conn, EofFramer, Pump
+from .httpproxy import ACCESS_LOG
+from .listener import BaseListener, Settings, clock
+from .upstream import ConnectFailure, Upstream
+
+log = logging.getLogger("podkit.proxy")
+
+
+class TcpPump(Pump):
+    __slots__ = ("counter", "lst")
+
+    def __init__(self, src: Conn, dst: Conn, lst: TcpListener, counter: str) -> None:
+        super().__init__(src, dst, EofFramer(), clock.now)
+        self.lst = lst
+        self.counter = counter
+
+    def feed(self, data: bytes) -> None:
+        self.last = clock.now
+        Pump.feed(self, data)
+
+    def account(self, n: int) -> None:
+        self.lst.bytes[self.counter] += n
+
+
+class TcpListener(BaseListener):
+    kind = "tcp"
+
+    def __init__(self, s: Settings) -> None:
+        super().__init__(s)
+        self.bytes = {"to_upstream": 0, "to_client": 0}
+        self.refused = 0
+
+    def protocol_factory(self) -> Any:
+        return lambda: TcpClient(self)
+
+    def wants_health_checks(self) -> bool:
+        return True  # every TCP upstream is probed by connecting
+
+    async def check(self, u: Upstream) -> tuple[bool, str]:
+        _reader, writer = await self._open(u)
+        writer.close()
+        return True, ""
+
+    def sweep(self, now: float) -> None:
+        limit = self.s.idle_timeout
+        for c in list(self.conns):
+            a, b = c.pumps
+            if a is not None and b is not None and now - max(a.last, b.last) > limit:
+                c.idle_out()
+
+
+class TcpClient(Conn):
+    def __init__(self, lst: TcpListener) -> None:
+        super().__init__()
+        self.lst = lst
+        self.pumps: tuple[TcpPump | None, TcpPump | None] = (None, None)
+        self.upstream_conn: Conn | None = None
+        self.flood_limit = 256 * 1024
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.lst.conns.add(self)
+        self.lst.loop.create_task(self.run())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        Conn.connection_lost(self, exc)
+        self.lst.conns.discard(self)
+
+    def idle_out(self) -> None:
+        for p in self.pumps:
+            if p is not None:
+                p.fail(TimeoutError("idle timeout"))
+
+    async def run(self) -> None:
+        lst = self.lst
+        s = lst.s
+        loop = lst.loop
+        t0 = loop.time()
+        tried: list[Upstream] = []
+        uc: Conn | None = None
+        up: Upstream | None = None
+        while uc is None and not self.closed:
+            up = lst.balancer.pick(lst.now, s.max_connections, None, tried)
+            if up is None or up in tried:
+                lst.refused += 1
+                lst.warn(
+                    "no upstream for a TCP connection; closing it",
+                    extra={"listen": s.listen, "tried": [u.label for u in tried]},
+                )
+                self.close()
+                return
+            tried.append(up)
+            try:
+                uc = await up.connect(lst.ssl_ctx)
+            except ConnectFailure as exc:
+                up.failure(lst.now, "connect-failure")
+                lst.warn(
+                    "cannot connect to upstream", extra={"upstream": up.label, "error": str(exc)}
+                )
+        assert up is not None
+        if uc is None:
+            return
+        if self.closed:
+            uc.close()
+            return
+        up.success()
+        up.tcp_connections += 1
+        up.active += 1
+        self.upstream_conn = uc
+        a = TcpPump(self, uc, lst, "to_upstream")
+        b = TcpPump(uc, self, lst, "to_client")
+        self.pumps = (a, b)
+        a.start()
+        b.start()
+        reason = "closed"
+        try:
+            pending = {a.done, b.done}
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for f in done:
+                    err = f.result()
+                    if err is not None:
+                        reason = str(err) or type(err).__name__
+                        pending = set()
+                        break
+                    # one side finished sending: pass the half-close on (not possible over TLS)
+                    dst = uc if f is a.done else self
+                    if not dst.closed and dst.transport.can_write_eof():
+                        dst.transport.write_eof()
+        finally:
+            up.active -= 1
+            self.pumps = (None, None)
+            uc.close()
+            self.close()
+        if s.access_log:
+            ACCESS_LOG.write(
+                {
+                    "message": "connection",
+                    "listen": s.listen,
+                    "upstream": up.label,
+                    "client": str((self.transport.get_extra_info("peername") or ["?"])[0]),
+                    "duration_seconds": round(loop.time() - t0, 6),
+                    "bytes_in": a.nbytes,
+                    "bytes_out": b.nbytes,
+                    "end": reason,
+                }
+            )

@@ -1,0 +1,365 @@
+"""Upstreams: address, keep-alive pool, limits, outlier ejection, health, and balancing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import zlib
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from podkit import UsageError
+
+from .http1 import Conn, DeadlineExceeded
+
+if TYPE_CHECKING:
+    from .listener import Settings
+
+log = logging.getLogger("podkit.proxy")
+
+# The histogram's buckets, in seconds (Prometheus' defaults, finer at the low end).
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Overflow(Exception):
+    """A per-upstream limit was reached; `why` goes into the x-podkit-proxy header."""
+
+    def __init__(self, why: str, message: str) -> None:
+        super().__init__(message)
+        self.why = why
+
+
+class ConnectFailure(Exception):
+    pass
+
+
+@dataclass
+class Target:
+    url: str
+    scheme: str  # http https tcp tcps
+    host: str
+    port: int
+    weight: int
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme in ("https", "tcps")
+
+    @property
+    def label(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def parse_target(text: str, where: str, tcp: bool) -> Target:
+    """`http://host:port;weight=3` -> Target; raises UsageError naming `where`."""
+    url, *params = [p.strip() for p in str(text).split(";")]
+    weight = 1
+    for p in params:
+        key, _, value = p.partition("=")
+        if key != "weight" or not value.isdigit() or not 1 <= int(value) <= 1000:
+            raise UsageError(f"{where}: bad parameter {p!r} in {text!r} (weight=1..1000)")
+        weight = int(value)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UsageError(f"{where}: {text!r}: {exc}") from None
+    allowed = ("tcp", "tcps") if tcp else ("http", "https")
+    if parts.scheme not in allowed or not parts.hostname:
+        raise UsageError(
+            f"{where}: {text!r} must be {' or '.join(s + '://HOST:PORT' for s in allowed)}"
+        )
+    if parts.path not in ("", "/") or parts.query or parts.username:
+        raise UsageError(f"{where}: {text!r}: no path, query or credentials in an upstream URL")
+    if port is None:
+        if parts.scheme in ("tcp", "tcps"):
+            raise UsageError(f"{where}: {text!r} needs a port")
+        port = 443 if parts.scheme == "https" else 80
+    return Target(url, parts.scheme, parts.hostname, port, weight)
+
+
+class Upstream:
+    """One upstream server with its connection pool and health state."""
+
+    def __init__(self, target: Target, settings: Settings, listener: Any) -> None:
+        self.target = target
+        self.label = target.label
+        self.host = target.host
+        self.port = target.port
+        self.weight = target.weight
+        self.s = settings
+        self.listener = listener
+        self.idle: list[Conn] = []
+        self.nconns = 0
+        self.active = 0
+        self.pending: deque[asyncio.Future[Conn | None]] = deque()
+        self.healthy = True
+        self.health_error = ""
+        self.consecutive_failures = 0
+        self.ejected_until = 0.0
+        self.ejections = 0
+        self.last_ejection_end = 0.0
+        self.current_weight = 0  # smooth weighted round robin
+        self.hash_key = target.label.encode()
+        # counters read by the metrics collector and the status page
+        self.requests = 0
+        self.failures = 0
+        self.retries = 0
+        self.ejections_total = 0
+        self.codes: dict[int, int] = {}
+        self.buckets = [0] * (len(BUCKETS) + 1)
+        self.duration_sum = 0.0
+        self.tcp_connections = 0
+        self.host_line = b""
+        self.suffix = b""  # request header lines added for this upstream (Host, auth, ...)
+
+    # -- state -------------------------------------------------------------------
+
+    def available(self, now: float) -> bool:
+        return self.healthy and self.ejected_until <= now
+
+    def success(self) -> None:
+        self.consecutive_failures = 0
+
+    def failure(self, now: float, why: str) -> None:
+        self.failures += 1
+        self.consecutive_failures += 1
+        s = self.s
+        if self.consecutive_failures >= s.eject_after and self.ejected_until <= now:
+            if now - self.last_ejection_end > s.max_eject_time:
+                self.ejections = 0  # it behaved for a long while: start over
+            self.ejections += 1
+            self.ejections_total += 1
+            period = min(s.eject_time * self.ejections, s.max_eject_time)
+            self.ejected_until = now + period
+            self.last_ejection_end = self.ejected_until
+            self.consecutive_failures = 0
+            log.warning(
+                "upstream ejected",
+                extra={
+                    "upstream": self.label,
+                    "reason": why,
+                    "eject_seconds": period,
+                    "ejections": self.ejections,
+                },
+            )
+            self.close_idle()
+
+    def uneject(self, why: str) -> None:
+        if self.ejected_until:
+            self.ejected_until = 0.0
+            log.info("upstream back in service", extra={"upstream": self.label, "reason": why})
+
+    def set_health(self, ok: bool, error: str = "") -> None:
+        if ok != self.healthy:
+            if ok:
+                log.info("upstream healthy", extra={"upstream": self.label})
+            else:
+                log.warning("upstream unhealthy", extra={"upstream": self.label, "error": error})
+        self.healthy = ok
+        self.health_error = error
+        if ok:
+            self.uneject("health check passed")
+        else:
+            self.close_idle()
+
+    def observe(self, code: int, seconds: float) -> None:
+        self.requests += 1
+        codes = self.codes
+        codes[code] = codes.get(code, 0) + 1
+        self.duration_sum += seconds
+        i = 0
+        for b in BUCKETS:
+            if seconds <= b:
+                break
+            i += 1
+        self.buckets[i] += 1
+
+    # -- the pool ------------------------------------------------------------------
+
+    async def acquire(self, owner: Conn, ssl_ctx: ssl.SSLContext | None, now: float) -> Conn:
+        """A connection to this upstream: an idle pooled one, or a new one within the limits."""
+        idle = self.idle
+        while idle:
+            c = idle.pop()
+            if not c.closed and not c.eof:
+                return c
+        if self.nconns >= self.s.max_connections:
+            if len(self.pending) >= self.s.max_pending:
+                raise Overflow("overflow", f"{self.label}: --max-pending reached")
+            fut: asyncio.Future[Conn | None] = asyncio.get_running_loop().create_future()
+            self.pending.append(fut)
+            owner.wait_fut = fut
+            try:
+                got = await fut
+            finally:
+                owner.wait_fut = None
+                if not fut.done() or fut.cancelled():
+                    try:
+                        self.pending.remove(fut)
+                    except ValueError:
+                        pass
+            if got is not None:
+                return got
+        return await self.connect(ssl_ctx)
+
+    async def connect(self, ssl_ctx: ssl.SSLContext | None) -> Conn:
+        loop = asyncio.get_running_loop()
+        self.nconns += 1
+        try:
+            kw: dict[str, Any] = {}
+            if self.target.tls:
+                kw["ssl"] = ssl_ctx
+                kw["server_hostname"] = self.s.sni or self.host
+            _, proto = await asyncio.wait_for(
+                loop.create_connection(lambda: UpstreamConn(self), self.host, self.port, **kw),
+                self.s.connect_timeout,
+            )
+        except (OSError, TimeoutError, ssl.SSLError, DeadlineExceeded) as exc:
+            self.nconns -= 1
+            self.wake_pending()
+            if isinstance(exc, TimeoutError):
+                raise ConnectFailure(f"connect timeout after {self.s.connect_timeout}s") from None
+            raise ConnectFailure(str(exc) or type(exc).__name__) from None
+        return proto
+
+    def release(self, c: Conn, now: float) -> None:
+        """Return a connection after a complete exchange; hand it to a waiter if any."""
+        if c.closed or c.eof or c.buf:
+            c.close()
+            return
+        while self.pending:
+            fut = self.pending.popleft()
+            if not fut.done():
+                fut.set_result(c)
+                return
+        c.idle_since = now  # type: ignore[attr-defined]
+        self.idle.append(c)
+
+    def discard(self, c: Conn) -> None:
+        c.abort()
+
+    def lost(self, c: Conn) -> None:
+        self.nconns -= 1
+        try:
+            self.idle.remove(c)
+        except ValueError:
+            pass
+        self.wake_pending()
+
+    def wake_pending(self) -> None:
+        while self.pending:
+            fut = self.pending.popleft()
+            if not fut.done():
+                fut.set_result(None)  # go and connect yourself
+                return
+
+    def close_idle(self, older_than: float | None = None) -> None:
+        keep = []
+        for c in self.idle:
+            if older_than is None or c.idle_since < older_than:  # type: ignore[attr-defined]
+                c.close()
+            else:
+                keep.append(c)
+        self.idle = keep
+
+    def status(self, now: float) -> dict[str, Any]:
+        return {
+            "upstream": self.label,
+            "weight": self.weight,
+            "healthy": self.healthy,
+            "health_error": self.health_error or None,
+            "ejected": self.ejected_until > now,
+            "ejected_for_seconds": round(max(0.0, self.ejected_until - now), 3),
+            "ejections": self.ejections_total,
+            "consecutive_failures": self.consecutive_failures,
+            "active_requests": self.active,
+            "connections": self.nconns,
+            "idle_connections": len(self.idle),
+            "pending": len(self.pending),
+            "requests": self.requests,
+            "failures": self.failures,
+            "retries": self.retries,
+            "tcp_connections": self.tcp_connections,
+        }
+
+
+class UpstreamConn(Conn):
+    def __init__(self, upstream: Upstream) -> None:
+        super().__init__()
+        self.upstream = upstream
+        self.idle_since = 0.0
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.upstream.lost(self)
+
+
+class Balancer:
+    """Chooses an upstream per request (or per TCP connection)."""
+
+    def __init__(self, upstreams: list[Upstream], policy: str) -> None:
+        self.upstreams = upstreams
+        self.policy = policy
+        self.rr = 0
+        self.single = upstreams[0] if len(upstreams) == 1 else None
+
+    def pick(
+        self, now: float, max_requests: int, hash_value: bytes | None, tried: list[Upstream]
+    ) -> Upstream | None:
+        single = self.single
+        if single is not None:
+            if single.available(now) and single.active < max_requests:
+                return single
+            return None
+        cands = [
+            u
+            for u in self.upstreams
+            if u.available(now) and u.active < max_requests and u not in tried
+        ]
+        if not cands:
+            # On a retry with every other upstream out, the one that failed may try again.
+            cands = [u for u in self.upstreams if u.available(now) and u.active < max_requests]
+            if not cands:
+                return None
+        if len(cands) == 1:
+            return cands[0]
+        policy = self.policy
+        if policy == "round-robin":
+            self.rr += 1
+            return cands[self.rr % len(cands)]
+        if policy == "weighted":
+            total = 0
+            best = cands[0]
+            for u in cands:
+                u.current_weight += u.weight
+                total += u.weight
+                if u.current_weight > best.current_weight:
+                    best = u
+            best.current_weight -= total
+            return best
+        if policy == "least-request":
+            self.rr += 1
+            n = len(cands)
+            best = cands[self.rr % n]
+            for i in range(n):
+                u = cands[(self.rr + i) % n]
+                if u.active < best.active:
+                    best = u
+            return best
+        # hash-header: rendezvous hashing, so ejecting one upstream moves only its keys
+        if hash_value is None:
+            self.rr += 1
+            return cands[self.rr % len(cands)]
+        return max(cands, key=lambda u: zlib.crc32(u.hash_key, zlib.crc32(hash_value)))
+
+    def why_none(self, now: float) -> tuple[str, str]:
+        if any(u.available(now) for u in self.upstreams):
+            return "overflow", "every upstream is at --max-requests"
+        if all(not u.healthy for u in self.upstreams):
+            return "no-healthy-upstream", "no healthy upstream (health checks failing)"
+        return "no-healthy-upstream", "no healthy upstream (all ejected or unhealthy)"
