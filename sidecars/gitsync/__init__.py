@@ -227,6 +227,7 @@ class GitSync(Sidecar):
         self._hooks: list[Retrier[str]] = []
         self._session: Any = None
         self._ssh_key_sig: tuple[int, int, int] | None = None
+        self._fetched_once = False
 
     # -- configuration ------------------------------------------------------
 
@@ -737,6 +738,15 @@ class GitSync(Sidecar):
             return SyncResult(published, False, False)  # a commit never moves: nothing to fetch
         with _git.Repo(self.root) as repo:
             g = _git.bounded(repo.git, deadline, env, self._runs)
+            # One round trip (the ref advertisement) instead of a fetch that,
+            # shallow, would send the same commit again every period.
+            if (
+                self._fetched_once
+                and published
+                and _nonempty_dir(self._worktree(published))
+                and self._remote_sha(g) == published
+            ):
+                return SyncResult(published, False, False)
             args = [
                 "origin",
                 self.ref,
@@ -755,6 +765,8 @@ class GitSync(Sidecar):
             except GitError as exc:
                 exc.remote = True
                 raise
+            # The first sync of a process always fetches, so a changed --depth applies.
+            self._fetched_once = True
             sha = g.rev_parse("FETCH_HEAD^{commit}")
             wt = self._worktree(sha)
             if sha == published and _nonempty_dir(wt):
@@ -769,6 +781,23 @@ class GitSync(Sidecar):
         with contextlib.suppress(GitError, OSError):
             self._cleanup(sha, deadline, env)
         return SyncResult(sha, True, True)
+
+    def _remote_sha(self, g: _git.Git) -> str | None:
+        """What --ref names on the remote now, resolved as git fetch would; None: ask fetch."""
+        try:
+            out = str(g.ls_remote("origin", self.ref))
+        except GitError as exc:
+            exc.remote = True
+            raise
+        refs: dict[str, str] = {}
+        for line in out.splitlines():
+            sha, _, name = line.partition("\t")
+            refs[name.strip()] = sha.strip()
+        r = self.ref
+        for name in (r, f"refs/{r}", f"refs/tags/{r}", f"refs/heads/{r}", f"refs/remotes/{r}"):
+            if name in refs:
+                return refs.get(name + "^{}", refs[name])  # an annotated tag peels to its commit
+        return None
 
     def _build_worktree(
         self, g: _git.Git, sha: str, wt: str, deadline: float, env: dict[str, str]
@@ -790,7 +819,7 @@ class GitSync(Sidecar):
             shutil.copyfile(self.sparse_checkout_file, os.path.join(info, "sparse-checkout"))
         w = _git.new_git(wt, deadline, env, self._runs)
         w.reset("--hard", "-q", sha, "--")
-        if self.submodules != "off":
+        if self.submodules != "off" and os.path.exists(os.path.join(wt, ".gitmodules")):
             sub = ["update", "--init"]
             if self.submodules == "recursive":
                 sub.append("--recursive")
@@ -832,7 +861,6 @@ class GitSync(Sidecar):
             return
         g = _git.new_git(self.root, deadline, env, self._runs)
         g.worktree("prune")
-        g.reflog("expire", "--expire-unreachable=all", "--all")
         if self.git_gc != "off":
             gc = {"auto": ["--auto"], "always": [], "aggressive": ["--aggressive"]}[self.git_gc]
             g.gc("--quiet", *gc)

@@ -90,6 +90,42 @@ class Upstream:
     def head(self) -> str:
         return git("rev-parse", "HEAD", cwd=self.work)
 
+    def precreate(self, trees: list[dict[str, str]]) -> list[str]:
+        """Write a chain of commits straight into the bare repo with one `git fast-import`.
+
+        Returns their hashes; `set_main()` then moves the branch to one of them
+        without running git at all, so a test can make 100 changes quickly.
+        """
+        parent = git("rev-parse", "refs/heads/main", cwd=self.bare)
+        out = []
+        for i, files in enumerate(trees, 1):
+            msg = f"pre {i}".encode()
+            out.append(b"commit refs/heads/pre\nmark :%d\n" % i)
+            out.append(b"committer t <t@example.invalid> %d +0000\n" % (1700000000 + i))
+            out.append(b"data %d\n%s\n" % (len(msg), msg))
+            out.append(b"from %s\n" % (parent.encode() if i == 1 else b":%d" % (i - 1)))
+            for name, text in files.items():
+                data = text.encode()
+                out.append(b"M 100644 inline %s\ndata %d\n%s\n" % (name.encode(), len(data), data))
+            out.append(b"\n")
+        marks = self.bare / "pre.marks"
+        subprocess.run(
+            ["git", "fast-import", "--quiet", f"--export-marks={marks}"],
+            input=b"".join(out),
+            cwd=self.bare,
+            env={**os.environ, **GIT_ENV},
+            check=True,
+        )
+        by_mark = dict(line.split() for line in marks.read_text().splitlines())
+        return [by_mark[f":{i}"] for i in range(1, len(trees) + 1)]
+
+    def set_main(self, sha: str) -> None:
+        """Point refs/heads/main at sha by writing the loose ref (atomic rename)."""
+        ref = self.bare / "refs" / "heads" / "main"
+        tmp = ref.with_name("main.tmp-test")
+        tmp.write_text(sha + "\n")
+        os.replace(tmp, ref)
+
 
 @dataclass
 class GitRepos:
