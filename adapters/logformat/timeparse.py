@@ -169,8 +169,10 @@ class Clock:
 
     def any(self, value: Any) -> str | None:
         """The time of a field whose shape is not fixed (json, logfmt, regex groups)."""
-        if self.time_format and isinstance(value, str):
-            return self.custom(value)
+        if self.time_format:
+            # A time that looked like a number (20240102) was converted: the
+            # format still describes its digits.
+            return self.custom(value if isinstance(value, str) else str(value))
         if isinstance(value, int | float):
             return self.epoch(value)
         if not isinstance(value, str):

@@ -122,3 +122,8 @@ def test_line_splitter() -> None:
     assert texts == ["123456789"] and trunc == [0]
     assert s.feed(b"tail") == ([], [])
     assert s.finish() == (["tail"], [])
+
+
+def test_time_format_applies_to_values_that_looked_like_numbers() -> None:
+    assert Clock(time_format="%Y%m%d%H%M%S").any(20240102030405) == "2024-01-02T03:04:05Z"
+    assert Clock(time_format="unix").any(1700000000) == "2023-11-14T22:13:20Z"
