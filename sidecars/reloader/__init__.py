@@ -11,6 +11,7 @@ backoff until it succeeds; a newer change supersedes it. Every
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal as signal_mod
 import time
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from podkit import Backoff, Sidecar, UsageError, option, rfc3339
+from podkit import Backoff, RateLimited, Sidecar, UsageError, option, rfc3339
 from podkit.hooks import HookError, Retrier
 from podkit.http import BearerToken, client_session, parse_headers
 from podkit.watch import Change, Watcher
@@ -208,6 +209,7 @@ class Reloader(Sidecar):
         self._dead: set[str] = set()
         self._watch_errors: list[str] = []
         self._wake = asyncio.Event()
+        self._limited = RateLimited(self.log, 60.0)
         self._reason = "start"
         self._debounce_handle: asyncio.TimerHandle | None = None
         self._burst_start: float | None = None
@@ -284,7 +286,13 @@ class Reloader(Sidecar):
                     self.m_resyncs.inc()
                 if reason == "resync" or loop.time() >= next_resync:
                     next_resync = loop.time() + self.resync_interval
-                await self._check(reason)
+                try:
+                    await self._check(reason)
+                except Exception as exc:  # never let one bad scan end the sidecar
+                    self._limited.log(
+                        "check", logging.ERROR, "scan failed; retrying", error=repr(exc)
+                    )
+                    self._look_again(max(self.debounce, 1.0))
         finally:
             waker.cancel()
 
@@ -317,6 +325,12 @@ class Reloader(Sidecar):
             self._debounce_handle.cancel()
         self._debounce_handle = loop.call_at(fire_at, self._fire)
 
+    def _look_again(self, delay: float) -> None:
+        """Scan again after `delay`, unless a debounce is already running."""
+        if self._debounce_handle is None:
+            loop = asyncio.get_running_loop()
+            self._debounce_handle = loop.call_later(delay, self._fire)
+
     def _fire(self) -> None:
         self._debounce_handle = None
         self._burst_start = None
@@ -337,13 +351,16 @@ class Reloader(Sidecar):
         self.m_files.set(result.files)
         self.m_bytes.set(result.bytes)
         if result.errors:
-            self.log.warning("cannot read some watched files", extra={"errors": result.errors[:10]})
+            self._limited.log(
+                "unreadable",
+                logging.WARNING,
+                "cannot read some watched files",
+                errors=result.errors[:10],
+            )
         if result.unstable:
             # Caught mid-update (a file vanished under us): wait for it to settle.
             self.log.debug("content in flux; looking again after the debounce")
-            if self._debounce_handle is None:
-                loop = asyncio.get_running_loop()
-                self._debounce_handle = loop.call_later(max(self.debounce, 0.1), self._fire)
+            self._look_again(max(self.debounce, 0.1))
             return
         digest = result.digest
         if digest == self._submitted:
