@@ -235,3 +235,26 @@ async def test_watcher_extensions(tmp_path: Path) -> None:
         assert str(tmp_path / "missing") not in w.dirs
     finally:
         await w.stop()
+
+
+async def test_unwatchable_directory_is_reported_not_fatal(tmp_path: Path) -> None:
+    """inotify's max_user_watches reached: the scan still hashes, / says why, resync covers."""
+    import errno
+
+    (tmp_path / "a.conf").write_text("1")
+    p = configure(Reloader, ["--watch", str(tmp_path), "--command", "true"], env={})
+    assert isinstance(p, Reloader)
+    await p.setup()
+
+    def full(directory: str, recursive: bool | None = None) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    p.watcher.add = full  # type: ignore[method-assign]
+    try:
+        await p._check("start")
+        st = p.status()
+        assert st["current_hash"] and st["files"] == 1
+        assert st["watches"] == {}
+        assert any("No space left" in e for e in st["watch_errors"])
+    finally:
+        await p.cleanup()
