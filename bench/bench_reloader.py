@@ -230,12 +230,12 @@ def main() -> None:
         wait_ready(hb_port)
         time.sleep(2)
         who = {"reloader": rl.pid, "peer: watchdog alone": wd.pid, "podkit idle sidecar": hb.pid}
-        c0 = {k: cpu_seconds(p) for k, p in who.items()}
+        c0 = {k: cpu_seconds(pid) for k, pid in who.items()}
         time.sleep(IDLE)
-        c1 = {k: cpu_seconds(p) for k, p in who.items()}
+        c1 = {k: cpu_seconds(pid) for k, pid in who.items()}
         print(f"\nidle over {IDLE:g}s (CPU seconds, utime+stime; clock tick {1 / TICK:g}s):")
-        for k, p in who.items():
-            st = proc_status(p)
+        for k, pid in who.items():
+            st = proc_status(pid)
             print(
                 f"  {k:<22} CPU {c1[k] - c0[k]:6.2f} s ({(c1[k] - c0[k]) / IDLE * 100:5.2f}%)"
                 f"   RSS {st['VmRSS'] / 1024:5.1f} MB (anon {st['RssAnon'] / 1024:5.1f},"

@@ -249,7 +249,7 @@ async def test_unwatchable_directory_is_reported_not_fatal(tmp_path: Path) -> No
     def full(directory: str, recursive: bool | None = None) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    p.watcher.add = full  # type: ignore[method-assign]
+    p.watcher.add = full
     try:
         await p._check("start")
         st = p.status()
