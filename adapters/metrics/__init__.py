@@ -154,9 +154,15 @@ class MetricsAdapter(Sidecar):
                 self.log.exception("stopping source failed", extra={"source": src.name})
 
     async def before_metrics(self) -> None:
-        refreshes = [s.refresh() for s in getattr(self, "_started", [])]
-        if refreshes:
-            await asyncio.gather(*refreshes, return_exceptions=True)
+        started = getattr(self, "_started", [])
+        results = await asyncio.gather(*(s.refresh() for s in started), return_exceptions=True)
+        for src, res in zip(started, results, strict=True):
+            if isinstance(res, Exception):
+                self.log.error(
+                    "source refresh failed",
+                    exc_info=res,
+                    extra={"source": src.name},
+                )
         self.store.now = time.monotonic()
         self.store.expire(self.store.now)
 

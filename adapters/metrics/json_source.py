@@ -61,6 +61,10 @@ class _Missing(Exception):
     pass
 
 
+class _BadDocument(Exception):
+    pass
+
+
 class Template:
     """A label value: static text, a JSONPath, or text with {key} / {$...} / {@...}."""
 
@@ -318,21 +322,28 @@ class JSONSource(Source):
             return
         finally:
             self.last_duration = time.monotonic() - start
+        # Parsing and extraction run in a worker thread: a huge document must
+        # not stall the event loop (StatsD reads, other sources' timeouts).
         try:
-            doc = json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            self._fail("invalid_json", str(exc)[:200] or type(exc).__name__)
-            return
-        try:
-            series = self.extract(doc)
-        except RecursionError:
-            self._fail("invalid_json", "document nested too deeply")
+            series = await asyncio.to_thread(self._parse, bytes(body))
+        except _BadDocument as exc:
+            self._fail("invalid_json", str(exc)[:200])
             return
         if not self.up:
             self.log.info("json source up", extra={"source": self.name})
         self.up = 1.0
         self.last_error = None
         self._apply(series)
+
+    def _parse(self, body: bytes) -> dict[str, tuple[MetricSpec, dict[tuple[str, ...], float]]]:
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise _BadDocument(str(exc) or type(exc).__name__) from None
+        try:
+            return self.extract(doc)
+        except RecursionError:
+            raise _BadDocument("document nested too deeply") from None
 
     def extract(self, doc: Any) -> dict[str, tuple[MetricSpec, dict[tuple[str, ...], float]]]:
         """Series per metric name from one document; errors are counted, never raised."""

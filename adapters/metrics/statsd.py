@@ -602,6 +602,12 @@ class _TCPProtocol(asyncio.Protocol):
             j = head.find(b"\n")
             head = head[j + 1 :] if j >= 0 else b""
             self.skipping = False
+        if len(head) > src.max_line:
+            # Only a big read can hold an over-long line; check those alone.
+            lines = head.split(b"\n")
+            keep = [ln for ln in lines if len(ln) <= src.max_line]
+            src.errors["line_too_long"] += len(lines) - len(keep)
+            head = b"\n".join(keep)
         src.ingest(head)
 
     def finish(self) -> None:

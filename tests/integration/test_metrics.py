@@ -1,0 +1,437 @@
+"""The metrics adapter as a subprocess against real peers: a Prometheus server that
+scrapes it, promtool, an aiohttp JSON server (also serving hostile documents),
+StatsD over real UDP and TCP sockets, and log files followed by the core tailer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import ProgramProcess, free_port, run_program, wait_until
+from tests.peers.prometheus import promtool_check, wait_scraped
+
+STATS = {
+    "version": "2.1",
+    "queues": [{"name": "mail", "depth": 3}, {"name": "sms", "depth": 11}],
+    "components": {"db": "UP", "cache": "DEGRADED", "search": "DOWN"},
+}
+
+# statsd_exporter's README mapping example, as a user would bring it.
+STATSD_MAPPING = """
+mappings:
+- match: "test.dispatcher.*.*.*"
+  name: "dispatcher_events_total"
+  labels:
+    processor: "$1"
+    action: "$2"
+    outcome: "$3"
+    job: "test_dispatcher"
+- match: "*.signup.*.*"
+  name: "signup_events_total"
+  labels:
+    provider: "$2"
+    outcome: "$3"
+    job: "${1}_server"
+- match: "cache.*.ttl"
+  name: "cache_entries"
+  ttl: 1s
+  labels:
+    cache: "$1"
+- match: test.timing.*.*.*
+  observer_type: histogram
+  histogram_options:
+    buckets: [0.05, 0.1, 0.5]
+  name: "my_timer_seconds"
+  labels:
+    provider: "$2"
+    outcome: "$3"
+    job: "${1}_server"
+"""
+
+
+class JSONServer:
+    """A real aiohttp server in a thread, serving fixture documents per path."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.docs: dict[str, Any] = {}
+        self.hits: dict[str, int] = {}
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        self.hits[path] = self.hits.get(path, 0) + 1
+        doc = self.docs.get(path)
+        if doc is None:
+            return web.Response(status=404)
+        if callable(doc):
+            return await doc(request)  # type: ignore[no-any-return]
+        if isinstance(doc, bytes):
+            return web.Response(body=doc, content_type="application/json")
+        return web.json_response(doc)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(runner.setup())
+        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(runner.cleanup())
+
+    def __enter__(self) -> JSONServer:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def json_server() -> Iterator[JSONServer]:
+    with JSONServer() as srv:
+        yield srv
+
+
+def scrape(
+    proc: ProgramProcess, openmetrics: bool = False
+) -> dict[str, dict[tuple[Any, ...], float]]:
+    headers = {"Accept": "application/openmetrics-text; version=1.0.0"} if openmetrics else {}
+    status, hdrs, body = proc.get("/metrics", headers=headers)
+    assert status == 200, body
+    if openmetrics:
+        assert hdrs["Content-Type"].startswith("application/openmetrics-text")
+    else:
+        promtool_check(body)
+    out: dict[str, dict[tuple[Any, ...], float]] = {}
+    if openmetrics:
+        from prometheus_client.openmetrics.parser import (
+            text_string_to_metric_families as om_families,
+        )
+
+        families = om_families(body.decode())
+    else:
+        families = text_string_to_metric_families(body.decode())
+    for fam in families:
+        for s in fam.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def send_udp(port: int, *payloads: bytes) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for p in payloads:
+            s.sendto(p, ("127.0.0.1", port))
+
+
+def send_tcp(port: int, data: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(data)
+
+
+def test_prometheus_scrapes_all_three_sources(
+    tmp_path: Path, json_server: JSONServer, prometheus_factory: Any
+) -> None:
+    json_server.docs["/stats"] = STATS
+    (tmp_path / "statsd-mapping.yaml").write_text(STATSD_MAPPING)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_text(
+        "status=200 dur_ms=12\nstatus=200 dur_ms=40\nstatus=500 dur_ms=700\nnoise\n"
+    )
+    udp, tcp = free_port(kind=socket.SOCK_DGRAM), free_port()
+    cfg = tmp_path / "adapter.yaml"
+    cfg.write_text(
+        f"""
+sources:
+  - type: json
+    name: app
+    url: {json_server.url("/stats")}
+    headers: {{Accept: application/json}}
+    metrics:
+      - name: app_queue_depth
+        path: $.queues[*].depth
+        labels: {{queue: "$.queues[*].name"}}
+        help: Messages waiting per queue.
+      - name: app_component_up
+        path: $.components
+        each: key
+        labels: {{component: "{{key}}", version: "{{$.version}}"}}
+        value_map: {{UP: 1, DEGRADED: 0.5, DOWN: 0}}
+  - type: statsd
+    udp: 127.0.0.1:{udp}
+    tcp: 127.0.0.1:{tcp}
+    mapping_file: statsd-mapping.yaml
+  - type: log
+    path: {logs}/*.log
+    state_dir: {tmp_path / "state"}
+    poll_interval: 200ms
+    rules:
+      - match: 'status=(?P<status>\\d{{3}}) dur_ms=(?P<dur_ms>\\d+)'
+        counter: app_requests_total
+        labels: [status]
+      - match: 'dur_ms=(?P<dur_ms>\\d+)'
+        histogram: app_request_duration_seconds
+        value: dur_ms
+        scale: 0.001
+        buckets: [0.005, 0.01, 0.05, 0.1, 0.5, 1]
+"""
+    )
+    with ProgramProcess("metrics", ["--config", str(cfg)], tmp=tmp_path) as proc:
+        proc.wait_ready()
+        send_udp(
+            udp,
+            b"test.dispatcher.FooProcessor.send.success:1|c\n"
+            b"test.dispatcher.FooProcessor.send.success:2|c|@0.5\n"
+            b"test.timing.web.aws.ok:75|ms\ntest.timing.web.aws.ok:300|ms",
+        )
+        send_tcp(tcp, b"foo_product.signup.facebook.failure:1|c\ntest.web-server.foo.bar:7|g\n")
+        with (logs / "app.log").open("a") as f:
+            f.write("status=404 dur_ms=3\n")
+        prom = prometheus_factory([f"127.0.0.1:{proc.admin_port}"])
+        wait_scraped(prom)
+        # Prometheus keeps its own `job` target label and renames the mapped one.
+        checks = {
+            'app_queue_depth{queue="sms"}': 11.0,
+            'app_component_up{component="cache",version="2.1"}': 0.5,
+            'dispatcher_events_total{processor="FooProcessor",action="send",outcome="success",'
+            'exported_job="test_dispatcher"}': 5.0,
+            'signup_events_total{provider="facebook",exported_job="foo_product_server"}': 1.0,
+            "test_web_server_foo_bar": 7.0,
+            'my_timer_seconds_bucket{le="0.1",exported_job="web_server"}': 1.0,
+            'my_timer_seconds_count{exported_job="web_server"}': 2.0,
+            'app_requests_total{status="200"}': 2.0,
+            'app_requests_total{status="404"}': 1.0,
+            'app_request_duration_seconds_bucket{le="0.05"}': 3.0,
+            "app_request_duration_seconds_count": 4.0,
+            "sum(podkit_metrics_source_up)": 3.0,
+        }
+        for expr, want in checks.items():
+            prom.wait_value(expr, lambda v, w=want: v == w)  # type: ignore[misc]
+        # Prometheus asks for OpenMetrics; plain text must pass promtool too.
+        scrape(proc)
+        om = scrape(proc, openmetrics=True)
+        assert om["app_queue_depth"][(("queue", "mail"),)] == 3.0
+        status = json.loads(proc.get("/")[2])
+        assert {s["type"] for s in status["sources"]} == {"json", "statsd", "log"}
+
+
+def test_json_hostile_documents_never_fail_the_scrape(
+    tmp_path: Path, json_server: JSONServer
+) -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(2)
+        return web.json_response(STATS)
+
+    async def broken(request: web.Request) -> web.Response:
+        return web.Response(status=500, text="oops")
+
+    json_server.docs.update(
+        {
+            "/good": STATS,
+            "/deep": b"[" * 200000 + b"]" * 200000,
+            "/huge": {"items": list(range(120000))},  # ~0.8 MB, under max_body
+            "/notjson": b"<html>definitely not json</html>",
+            "/big": b'{"pad": "' + b"x" * 3_000_000 + b'"}',
+            "/slow": slow,
+            "/broken": broken,
+        }
+    )
+
+    def src(name: str, path: str, metric: str = "$.queues[*].depth", **extra: Any) -> str:
+        return json.dumps(
+            {
+                "type": "json",
+                "name": name,
+                "url": json_server.url(path),
+                "timeout": "500ms",
+                "max_body": "1MiB",
+                "metrics": [{"name": f"doc_{name}", "path": metric, **extra}],
+            }
+        )
+
+    cfg = tmp_path / "adapter.yaml"
+    sources = [
+        src("good", "/good", labels={"queue": "$.queues[*].name"}),
+        src("deep", "/deep", metric="$..x"),
+        src("huge", "/huge", metric="$.items[*]", labels={"i": "{key}"}),
+        src("notjson", "/notjson"),
+        src("big", "/big"),
+        src("slow", "/slow"),
+        src("broken", "/broken"),
+        src("missing", "/good", metric="$.queues[*].nope"),
+    ]
+    cfg.write_text("sources:\n" + "".join(f"  - {s}\n" for s in sources))
+    with ProgramProcess("metrics", ["--config", str(cfg)], tmp=tmp_path) as proc:
+        proc.wait_ready()
+        start = time.monotonic()
+        got = scrape(proc)
+        assert time.monotonic() - start < 1.9, "a slow source held the scrape past its timeout"
+        up = {k[0][1]: v for k, v in got["podkit_metrics_source_up"].items()}
+        assert up == {
+            "good": 1.0,
+            "deep": 0.0,
+            "huge": 1.0,
+            "notjson": 0.0,
+            "big": 0.0,
+            "slow": 0.0,
+            "broken": 0.0,
+            "missing": 1.0,
+        }
+        errors = {
+            (dict(k)["source"], dict(k)["reason"]): v
+            for k, v in got["podkit_metrics_json_errors_total"].items()
+            if v
+        }
+        assert errors == {
+            ("deep", "invalid_json"): 1.0,
+            ("huge", "too_many_series"): 1.0,
+            ("notjson", "invalid_json"): 1.0,
+            ("big", "too_large"): 1.0,
+            ("slow", "timeout"): 1.0,
+            ("broken", "http_status"): 1.0,
+            ("missing", "missing"): 2.0,
+        }
+        assert got["doc_good"] == {(("queue", "mail"),): 3.0, (("queue", "sms"),): 11.0}
+        assert len(got["doc_huge"]) == 10000
+        # The endpoint recovers: the next scrape fetches again and serves it.
+        json_server.docs["/broken"] = STATS
+        got = scrape(proc)
+        assert got["doc_broken"] == {(): 3.0} or len(got["doc_broken"]) == 2
+        assert proc.proc is not None and proc.proc.poll() is None
+
+
+def test_statsd_conflicts_malformed_ttl_and_graceful_stop(tmp_path: Path) -> None:
+    udp, tcp = free_port(kind=socket.SOCK_DGRAM), free_port()
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(STATSD_MAPPING)
+    args = [
+        "--statsd-udp",
+        f"127.0.0.1:{udp}",
+        "--statsd-tcp",
+        f"127.0.0.1:{tcp}",
+        "--statsd-mapping",
+        str(mapping),
+    ]
+    with ProgramProcess("metrics", args, tmp=tmp_path) as proc:
+        proc.wait_ready()
+        send_udp(
+            udp,
+            b"shared:1|c\nshared:5|g\n",  # one name, two types
+            b"tagged:1|c|#a:1\ntagged:1|c|#b:2\n",  # one name, two label sets
+            b"garbage\nx:1|zz\ny:notanumber|c\nok:1|c\n",
+            b"cache.users.ttl:42|g\n",
+            b"users:alice|s\nusers:bob|s\nusers:alice|s\n",
+        )
+        # A TCP line split across two writes, then one too long to keep.
+        with socket.create_connection(("127.0.0.1", tcp)) as s:
+            s.sendall(b"split.me:")
+            time.sleep(0.2)
+            s.sendall(b"2|c\n" + b"z" * 70000 + b"\nafter.long:1|c\n")
+
+        def seen() -> dict[str, dict[tuple[Any, ...], float]] | None:
+            got = scrape(proc)
+            return got if "after_long_total" in got and "cache_entries" in got else None
+
+        got = wait_until(seen, 10, 0.1, what="statsd lines applied")
+        assert got["shared_total"] == {(): 1.0}
+        assert "shared" not in got
+        assert got["tagged_total"] == {(("a", "1"),): 1.0}
+        assert got["ok_total"][()] == 1.0
+        assert got["split_me_total"][()] == 2.0
+        assert got["users"][()] == 2.0
+        conflicts = {dict(k)["reason"]: v for k, v in got["podkit_metrics_conflicts_total"].items()}
+        assert conflicts["type"] == 1 and conflicts["labels"] == 1
+        errs = {dict(k)["reason"]: v for k, v in got["podkit_metrics_statsd_errors_total"].items()}
+        assert errs["malformed"] == 1 and errs["bad_type"] == 1 and errs["bad_value"] == 1
+        assert errs["line_too_long"] == 1
+        # The conflict is logged once, however often it recurs.
+        send_udp(udp, b"shared:5|g\n" * 5)
+        wait_until(
+            lambda: scrape(proc)["podkit_metrics_conflicts_total"][(("reason", "type"),)] == 6,
+            10,
+            what="conflicts counted",
+        )
+        logged = [r for r in proc.records() if r["message"].startswith("metric conflict")]
+        assert len(logged) == 2, logged
+        # ttl: 1s in the mapping; the series goes away, the others stay.
+        wait_until(lambda: "cache_entries" not in scrape(proc), 10, 0.2, what="ttl expiry")
+        assert "ok_total" in scrape(proc)
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        assert proc.records()[-1]["message"] == "stopped"
+
+
+def test_usage_errors_exit_2_with_one_line(tmp_path: Path) -> None:
+    res = run_program("metrics", ["--statsd-udp", "nonsense"])
+    assert res.returncode == 2
+    assert res.stderr.decode().count("\n") == 1 and "--statsd-udp" in res.stderr.decode()
+    bad = tmp_path / "m.yaml"
+    bad.write_text("mappings:\n- match: a.*\n")
+    res = run_program("metrics", ["--statsd-udp", ":0", "--statsd-mapping", str(bad)])
+    assert res.returncode == 2
+    assert "didn't set a metric name" in res.stderr.decode()
+    assert res.stderr.decode().count("\n") == 1
+
+
+def test_port_in_use_exits_1(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        res = run_program("metrics", ["--statsd-tcp", f"127.0.0.1:{port}", "--admin-addr", "off"])
+    assert res.returncode == 1
+    assert "cannot start source" in res.stderr.decode()
+
+
+def test_log_source_follows_rotation(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "app.log"
+    log.write_text("".join(f"status=200 dur_ms={i}\n" for i in range(1000)))
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text(
+        f"""
+sources:
+  - type: log
+    path: {logs}/app.log
+    poll_interval: 100ms
+    rules:
+      - match: 'status=(?P<status>\\d+)'
+        counter: app_requests_total
+        labels: [status]
+"""
+    )
+    with ProgramProcess("metrics", ["--config", str(cfg)], tmp=tmp_path) as proc:
+        proc.wait_ready()
+
+        def count() -> float:
+            return scrape(proc).get("app_requests_total", {}).get((("status", "200"),), 0.0)
+
+        wait_until(lambda: count() == 1000, 15, 0.1, what="1000 lines counted")
+        log.rename(logs / "app.log.1")
+        with (logs / "app.log.1").open("a") as f:
+            f.write("status=200 dur_ms=1\n")  # late write to the rotated file
+        log.write_text("status=200 dur_ms=2\nstatus=503 dur_ms=3\n")
+        wait_until(lambda: count() == 1002, 15, 0.1, what="rotated and new file counted")
+        assert scrape(proc)["app_requests_total"][(("status", "503"),)] == 1.0
