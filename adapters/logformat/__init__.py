@@ -355,7 +355,7 @@ class LogFormat(Sidecar):
     async def _run_stdin(self) -> None:
         """Read fd 0 until EOF (then exit 0) or SIGTERM (flush what was read, exit 0)."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=64)
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=16)
         reader = threading.Thread(
             target=_read_stdin, args=(loop, queue), name="logformat-stdin", daemon=True
         )
@@ -371,34 +371,36 @@ class LogFormat(Sidecar):
         lines = _LineSplitter(self.max_line_bytes)
         self.set_ready()
         stop = asyncio.create_task(self.wait_stopping())
+        get: asyncio.Task[bytes | None] | None = None
         eof = False
         try:
-            while not eof:
+            while True:
+                if get is None:
+                    get = asyncio.create_task(queue.get())
                 timeout = self.multiline_timeout if joiner is not None and joiner.pending else None
-                get = asyncio.create_task(queue.get())
                 done, _ = await asyncio.wait(
-                    {get, stop}, timeout=timeout, return_when="FIRST_COMPLETED"
+                    {get, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
-                if get not in done:
-                    get.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await get
-                    if stop in done:
-                        # Flush what the pipe already handed over, then stop.
-                        while not queue.empty():
-                            data = queue.get_nowait()
-                            if data is None:
-                                break
-                            await self._stdin_block(lines.feed(data), joiner)
+                if get in done:  # data first, even when a stop arrived with it
+                    data, get = get.result(), None
+                    if data is None:
+                        eof = True
                         break
-                    if joiner is not None and joiner.due():
-                        texts, trunc, _ = joiner.flush()
-                        await self._emit(texts, "stdin", time.time_ns(), trunc)
-                    continue
-                data = get.result()
+                    await self._stdin_block(lines.feed(data), joiner)
+                elif stop in done:
+                    break
+                elif joiner is not None and joiner.due():
+                    texts, trunc, _ = joiner.flush()
+                    await self._emit(texts, "stdin", time.time_ns(), trunc)
+            if get is not None:
+                get.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await get
+            # SIGTERM: write what the pipe already handed over, nothing more.
+            while not eof and not queue.empty():
+                data = queue.get_nowait()
                 if data is None:
-                    eof = True
-                    continue
+                    break
                 await self._stdin_block(lines.feed(data), joiner)
             await self._stdin_block(lines.finish(), joiner)
             if joiner is not None:
@@ -505,7 +507,7 @@ def _read_stdin(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | No
             fut.result()
             if not data:
                 return
-    except RuntimeError:  # the loop closed under us at exit
+    except BaseException:  # the loop closed or cancelled the put at exit: nothing to hand on
         return
 
 
