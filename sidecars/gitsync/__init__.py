@@ -36,6 +36,7 @@ from . import _git
 from ._git import GitError, Runs
 
 WORKTREES = ".worktrees"
+TARGET_REF = "refs/gitsync/target"
 _SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 # Remote-helper syntax `<transport>::<address>` (ext::, fd::, ...) is refused outright.
 _HELPER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
@@ -747,9 +748,11 @@ class GitSync(Sidecar):
                 and self._remote_sha(g) == published
             ):
                 return SyncResult(published, False, False)
+            # Into a ref of our own: it keeps the commit from gc and is the "have"
+            # that keeps later full-history fetches small (no `reset --soft` needed).
             args = [
                 "origin",
-                self.ref,
+                f"+{self.ref}:{TARGET_REF}",
                 "--no-tags",
                 "--no-auto-gc",
                 "--no-progress",
@@ -767,11 +770,10 @@ class GitSync(Sidecar):
                 raise
             # The first sync of a process always fetches, so a changed --depth applies.
             self._fetched_once = True
-            sha = g.rev_parse("FETCH_HEAD^{commit}")
+            sha = g.rev_parse(TARGET_REF + "^{commit}")
             wt = self._worktree(sha)
             if sha == published and _nonempty_dir(wt):
                 return SyncResult(sha, False, True)
-            g.reset("--soft", sha)
             self._build_worktree(g, sha, wt, deadline, env)
         self._publish(wt)
         old = self._worktree(published) if published and published != sha else None
@@ -806,19 +808,22 @@ class GitSync(Sidecar):
             # Left by a sync that died before publishing it: never published, safe to drop.
             _rmtree(wt)
             g.worktree("prune")
-        g.worktree("add", "--force", "--detach", "--no-checkout", wt, sha)
+        sparse = self.sparse_checkout_file
+        # Checked out by `worktree add` itself unless the sparse patterns must be in
+        # place first (one git process less per publish).
+        g.worktree("add", "--force", "--detach", *(["--no-checkout"] if sparse else []), wt, sha)
         dotgit = os.path.join(wt, ".git")
         with open(dotgit, encoding="utf-8") as f:
             admin = f.read().strip().removeprefix("gitdir:").strip()
         # Relative, so the volume can be mounted at another path in other containers.
         with open(dotgit, "w", encoding="utf-8") as f:
             f.write(f"gitdir: {os.path.relpath(admin, wt)}\n")
-        if self.sparse_checkout_file:
+        w = _git.new_git(wt, deadline, env, self._runs)
+        if sparse:
             info = os.path.join(admin, "info")
             os.makedirs(info, exist_ok=True)
-            shutil.copyfile(self.sparse_checkout_file, os.path.join(info, "sparse-checkout"))
-        w = _git.new_git(wt, deadline, env, self._runs)
-        w.reset("--hard", "-q", sha, "--")
+            shutil.copyfile(sparse, os.path.join(info, "sparse-checkout"))
+            w.reset("--hard", "-q", sha, "--")
         if self.submodules != "off" and os.path.exists(os.path.join(wt, ".gitmodules")):
             sub = ["update", "--init"]
             if self.submodules == "recursive":
