@@ -275,6 +275,34 @@ def test_redis_auth_and_wrong_password(redis_pw: RedisServer) -> None:
 SLOW_LOAD = ["--loading-process-events-interval-bytes", "1024"]
 
 
+def test_rediss_with_throwaway_ca(tls_files: TLSFiles, tmp_path: Path) -> None:
+    """redis-server's own TLS port, with requirepass, checked against our CA."""
+    binary = need("redis-server")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            binary,
+            *("--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1"),
+            *("--tls-cert-file", str(tls_files.server_cert)),
+            *("--tls-key-file", str(tls_files.server_key)),
+            *("--tls-auth-clients", "no", "--requirepass", "tls-pass-123"),
+            *("--save", "", "--dir", str(tmp_path)),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port)
+        url = f"rediss://:tls-pass-123@localhost:{port}"
+        res = waitfor("--timeout", "30s", "--ca-file", str(tls_files.ca), url)
+        assert res.returncode == 0, res.stderr
+        res = waitfor("--timeout", "1s", url)
+        assert res.returncode == 124
+        assert "certificate" in by_message(records(res.stderr), "not ready")[0]["last_error"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def test_redis_loading_dataset_is_not_ready(tmp_path: Path) -> None:
     """A real redis-server slowed down while loading its RDB answers -LOADING."""
     binary = need("redis-server")
@@ -431,6 +459,9 @@ def test_timeout_reports_each_unready_target(web: Nginx) -> None:
     assert unready["target"] == f"tcp://127.0.0.1:{closed}"
     assert unready["last_error"] == "connection refused" and unready["attempts"] >= 2
     assert unready["level"] == "error"
+    # The same error again is not news: one "waiting" line, not one per attempt.
+    waiting = [r for r in by_message(recs, "waiting") if r["target"] == unready["target"]]
+    assert len(waiting) == 1
     (summary,) = by_message(recs, "timed out")
     assert (summary["ready"], summary["targets"], summary["timeout"]) == (1, 2, "700ms")
 
