@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import git
+
 from podkit import RateLimited, Sidecar, UsageError, option, redact_url, register_secret
 from podkit.hooks import HookError, Retrier, call_webhook
 from podkit.retry import Backoff
@@ -737,7 +739,11 @@ class GitSync(Sidecar):
             and _nonempty_dir(self._worktree(published))
         ):
             return SyncResult(published, False, False)  # a commit never moves: nothing to fetch
-        with _git.Repo(self.root) as repo:
+        try:
+            repo = _git.Repo(self.root)
+        except (git.exc.InvalidGitRepositoryError, git.exc.NoSuchPathError) as exc:
+            raise GitError(f"not a usable git repository: {exc}") from None
+        with repo:
             g = _git.bounded(repo.git, deadline, env, self._runs)
             # One round trip (the ref advertisement) instead of a fetch that,
             # shallow, would send the same commit again every period.

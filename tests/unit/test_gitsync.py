@@ -1,0 +1,184 @@
+"""gitsync's pure parts: flag checks, URL handling, failure counting, askpass, locks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from podkit.sidecars.gitsync import _ASKPASS as ASKPASS
+from podkit.sidecars.gitsync import (
+    GitSync,
+    _remove_locks,
+    default_link,
+    is_ssh,
+    split_password,
+    too_many_failures,
+)
+
+from podkit import UsageError
+from podkit.runner import configure
+
+
+def make(*args: str, env: dict[str, str] | None = None) -> GitSync:
+    prog = configure(GitSync, list(args), env or {})
+    assert isinstance(prog, GitSync)
+    return prog
+
+
+@pytest.mark.parametrize(
+    ("repo", "link"),
+    [
+        ("https://example.com/org/app.git", "app"),
+        ("https://example.com/org/app", "app"),
+        ("https://example.com/org/app/", "app"),
+        ("git@github.com:org/conf.git", "conf"),
+        ("ssh://git@host:2222/srv/x.git", "x"),
+        ("/srv/git/local.git", "local"),
+    ],
+)
+def test_default_link_is_the_repo_leaf(repo: str, link: str) -> None:
+    assert default_link(repo) == link
+
+
+def test_is_ssh() -> None:
+    assert is_ssh("git@github.com:org/x.git")
+    assert is_ssh("ssh://git@h/x")
+    assert not is_ssh("https://h/x")
+    assert not is_ssh("/srv/x.git")
+    assert not is_ssh("git://h/x")
+
+
+def test_password_is_split_out_of_the_url() -> None:
+    assert split_password("https://bob:p%40ss@h/x.git") == ("https://bob@h/x.git", "p@ss")
+    assert split_password("https://h/x.git") == ("https://h/x.git", None)
+    assert split_password("git@h:x.git") == ("git@h:x.git", None)
+
+
+@pytest.mark.parametrize(
+    ("failures", "max_failures", "abort"),
+    [(1, -1, False), (1000, -1, False), (1, 0, True), (1, 1, False), (2, 1, True), (3, 3, False)],
+)
+def test_max_failures_keeps_git_syncs_documented_meaning(
+    failures: int, max_failures: int, abort: bool
+) -> None:
+    assert too_many_failures(failures, max_failures) is abort
+
+
+def test_defaults_and_derived_values(tmp_path: Path) -> None:
+    p = make("--repo", "https://h/org/app.git", "--root", str(tmp_path))
+    assert p.link == "app" and p.ref == "HEAD" and p.depth == 1 and p.max_failures == -1
+    assert p.period == 10 and p.stale_after == 100 and p.sync_timeout == 120
+    assert p.submodules == "recursive" and p.git_gc == "auto" and p.ssh_known_hosts is True
+    assert p.webhook_success_status == 200 and p.webhook_timeout == 1 and p.webhook_backoff == 3
+    assert p.exechook_timeout == 30 and p.exechook_backoff == 3
+    assert p.stale_worktree_timeout == 0
+    assert p.admin_addr == "127.0.0.1:9412"
+    p = make("--repo", "x", "--root", "r", env={"PODKIT_PERIOD": "2s", "PODKIT_ONE_TIME": "true"})
+    assert p.period == 2 and p.one_time is True and p.stale_after == 20
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--repo", "ext::sh -c id"], "--repo"),
+        (["--repo", "fd::3"], "--repo"),
+        (["--repo", "ftp://h/x"], "--repo"),
+        (["--repo", "https://h/x", "--depth", "-1"], "--depth"),
+        (["--repo", "https://h/x", "--period", "1ms"], "--period"),
+        (["--repo", "https://h/x", "--link", "../escape"], "--link"),
+        (["--repo", "https://h/x", "--ref", "--upload-pack=evil"], "--ref"),
+        (["--repo", "https://h/x", "--password-file", "/nonexistent/pw"], "--password-file"),
+        (["--repo", "https://h/x", "--submodules", "maybe"], "--submodules"),
+        (["--repo", "https://h/x", "--exechook-command", "'unterminated"], "--exechook-command"),
+    ],
+)
+def test_bad_flags_are_usage_errors(tmp_path: Path, args: list[str], needle: str) -> None:
+    with pytest.raises(UsageError) as err:
+        make(*args, "--root", str(tmp_path))
+    assert needle in str(err.value)
+
+
+def test_askpass_reads_the_password_file_when_git_asks(tmp_path: Path) -> None:
+    helper = tmp_path / "askpass"
+    helper.write_text(ASKPASS)
+    helper.chmod(0o700)
+    pw = tmp_path / "pw"
+    pw.write_text("tok-123 with spaces\nsecond line ignored\n")
+    env = {
+        "PATH": os.environ["PATH"],
+        "PODKIT_GITSYNC_ASKPASS_USER": "alice",
+        "PODKIT_GITSYNC_ASKPASS_FILE": str(pw),
+    }
+
+    def ask(prompt: str) -> str:
+        return subprocess.run(
+            [str(helper), prompt], env=env, capture_output=True, text=True, check=True
+        ).stdout
+
+    assert ask("Username for 'https://h': ") == "alice\n"
+    assert ask("Password for 'https://alice@h': ") == "tok-123 with spaces\n"
+    pw.write_text("no-newline")
+    assert ask("Password for 'https://alice@h': ") == "no-newline\n"
+
+
+def test_leftover_locks_are_removed_objects_kept(tmp_path: Path) -> None:
+    gitdir = tmp_path / ".git"
+    for rel in (
+        "index.lock",
+        "shallow.lock",
+        "refs/heads/main.lock",
+        "objects/pack/tmp_pack_x",
+        "objects/ab/cdef",
+        "objects/pack/pack-1.pack",
+        "worktrees/a/index.lock",
+        "HEAD",
+    ):
+        (gitdir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (gitdir / rel).write_text("x")
+    removed = sorted(_remove_locks(str(gitdir)))
+    assert removed == sorted(
+        [
+            "index.lock",
+            "shallow.lock",
+            "refs/heads/main.lock",
+            "objects/pack/tmp_pack_x",
+            "worktrees/a/index.lock",
+        ]
+    )
+    assert (gitdir / "objects/ab/cdef").exists() and (gitdir / "objects/pack/pack-1.pack").exists()
+
+
+class _LsRemote:
+    def __init__(self, out: str) -> None:
+        self.out = out
+
+    def ls_remote(self, *args: Any) -> str:
+        return self.out
+
+
+@pytest.mark.parametrize(
+    ("ref", "want"),
+    [
+        ("HEAD", "a" * 40),
+        ("main", "b" * 40),
+        ("v1", "d" * 40),  # annotated: the peeled commit
+        ("light", "e" * 40),
+        ("refs/heads/main", "b" * 40),
+        ("nope", None),
+    ],
+)
+def test_remote_sha_resolves_like_fetch(tmp_path: Path, ref: str, want: str | None) -> None:
+    out = "\n".join(
+        [
+            f"{'a' * 40}\tHEAD",
+            f"{'b' * 40}\trefs/heads/main",
+            f"{'c' * 40}\trefs/tags/v1",
+            f"{'d' * 40}\trefs/tags/v1^{{}}",
+            f"{'e' * 40}\trefs/tags/light",
+        ]
+    )
+    p = make("--repo", "https://h/x", "--root", str(tmp_path), "--ref", ref)
+    assert p._remote_sha(_LsRemote(out)) == want  # type: ignore[arg-type]
