@@ -7,6 +7,7 @@ level words millions of times.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -131,8 +132,7 @@ def snake(name: str) -> str:
     return s
 
 
-_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")
-_FLOAT = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][+-]?[0-9]+)?|[eE][+-]?[0-9]+)")
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]{0,17})(\.[0-9]+)?([eE][+-]?[0-9]{1,3})?")
 
 
 def number(text: str) -> Any:
@@ -144,15 +144,15 @@ def number(text: str) -> Any:
     if not text or len(text) > 24:
         return text
     c = text[0]
-    if not (c.isdigit() or c == "-"):
+    if c > "9" or (c < "0" and c != "-"):  # most values are words: one comparison
         return text
-    if _INT.fullmatch(text):
+    m = _NUMBER.fullmatch(text)
+    if m is None:
+        return text
+    if m.lastindex is None:
         return int(text)
-    if _FLOAT.fullmatch(text):
-        f = float(text)
-        if f == f and f not in (float("inf"), float("-inf")):
-            return f
-    return text
+    f = float(text)
+    return f if math.isfinite(f) else text
 
 
 def error_record(line: str, source: str, time_text: str) -> dict[str, Any]:

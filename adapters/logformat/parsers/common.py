@@ -13,7 +13,12 @@ TIME_KEYS = ("time", "timestamp", "ts", "@timestamp", "t", "datetime", "date", "
 LEVEL_KEYS = ("level", "lvl", "severity", "loglevel", "log_level", "levelname", "severity_text")
 MESSAGE_KEYS = ("message", "msg", "@message", "log", "text", "event")
 
-_PAIR = re.compile(r'\s*([^\s="]+)(?:=(?:"([^"\\]*(?:\\.[^"\\]*)*)"|([^\s"]*)))?\s*')
+# One pair, and a whole line of pairs separated by whitespace. Possessive
+# quantifiers (Python 3.11) keep a failing line linear: no backtracking into
+# keys or bare values.
+_PAIR_TEXT = r'[^\s="]++(?:=(?:"[^"\\]*+(?:\\.[^"\\]*+)*+"|[^\s"]*+))?+'
+_LINE = re.compile(r"\s*+(?:" + _PAIR_TEXT + r"(?:\s++" + _PAIR_TEXT + r")*+)?+\s*+")
+_PAIRS = re.compile(r'([^\s="]++)(?:(=)(?:"([^"\\]*+(?:\\.[^"\\]*+)*+)"|([^\s"]*+)))?+')
 _GO_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|[0-7]{3})")
 
 
@@ -42,23 +47,18 @@ def parse_pairs(text: str, pos: int = 0) -> list[tuple[str, Any]] | None:
     Prose that merely contains an `=` is not logfmt: more bare words than
     pairs, or no pair at all, is a parse failure.
     """
+    if _LINE.fullmatch(text, pos) is None:
+        return None
     out: list[tuple[str, Any]] = []
-    end = len(text)
-    match = _PAIR.match
     flags = 0
-    while pos < end:
-        m = match(text, pos)
-        if m is None or m.end() == pos:
-            return None
-        pos = m.end()
-        key, quoted, bare = m.groups()
-        if quoted is not None:
-            out.append((key, number(unquote(quoted)) if quoted else ""))
-        elif bare is not None:
-            out.append((key, number(bare)))
-        else:
+    for key, eq, quoted, bare in _PAIRS.findall(text, pos):
+        if not eq:
             flags += 1
             out.append((key, True))
+        elif quoted:
+            out.append((key, number(unquote(quoted))))
+        else:
+            out.append((key, number(bare) if bare else ""))
     if flags * 2 > len(out) or len(out) == flags:
         return None
     return out
