@@ -93,6 +93,8 @@ def public_settings(program: Program) -> dict[str, Any]:
             value = [redact_url(v) for v in value] if opt.repeat else redact_url(value)
         elif isinstance(value, str) and "://" in value:
             value = redact_url(value)
+        elif isinstance(value, list):  # e.g. waitfor's positional target URLs
+            value = [redact_url(v) if isinstance(v, str) and "://" in v else v for v in value]
         out[opt.name] = value
     return out
 

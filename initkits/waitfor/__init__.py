@@ -85,7 +85,10 @@ class WaitFor(InitTask):
         help="HTTP response must carry this header (whose value matches REGEX); repeatable",
     )
     http_request_header: list[str] = option(
-        repeat=True, metavar="'NAME: VALUE'", help="header to send with HTTP requests; repeatable"
+        repeat=True,
+        metavar="'NAME: VALUE'",
+        help="header to send with HTTP requests; repeatable",
+        secret=True,  # often `Authorization: Bearer ...`: never in the logs
     )
     http_method: str = option("GET", help="HTTP request method")
     http_follow_redirects: bool = option(False, help="follow HTTP redirects (up to 10)")

@@ -643,3 +643,19 @@ def test_console_script_and_module_entry(web: Nginx) -> None:
         [sys.executable, "-m", "podkit.initkits.waitfor", target],
     ):
         assert subprocess.run(cmd, capture_output=True, timeout=30).returncode == 0
+
+
+def test_secrets_never_reach_the_logs(redis_pw: RedisServer) -> None:
+    # Three characters is below the scrubber's minimum, so only redaction protects it.
+    res = waitfor(
+        "--timeout",
+        "300ms",
+        f"redis://:q9z@127.0.0.1:{redis_pw.port}",
+        f"http://u:q9z@127.0.0.1:{free_port()}/",
+        "--http-request-header",
+        "Authorization: Bearer tok-3f9a7c",
+    )
+    assert res.returncode == 124
+    text = res.stderr.decode()
+    assert "q9z" not in text and "tok-3f9a7c" not in text
+    assert f"redis://:***@127.0.0.1:{redis_pw.port}" in text
