@@ -394,3 +394,69 @@ def test_converter_errors_multiline_truncation() -> None:
     js = Converter(create("json", Clock()), "json")
     rec = js.convert(['{\n  "msg": "pretty",\n  "n": 1\n}'], "stdin", 0).records()[0]
     assert (rec["message"], rec["n"]) == ("pretty", 1)
+
+
+LONG = "v" * 200_000
+
+
+@pytest.mark.parametrize(
+    ("fmt", "line", "field", "ip_key"),
+    [
+        ("syslog", f"<14>1 2024-01-01T00:00:00Z ::1 app - - - {LONG}", "message", "hostname"),
+        ("syslog", f"<14>Jan  1 00:00:00 2001:db8::1 app[1]: {LONG}", "message", "hostname"),
+        (
+            "klog",
+            f'I0101 00:00:00.000000 1 a.go:1] "long" podIP="fd00::7" blob="{LONG}"',
+            "blob",
+            "pod_ip",
+        ),
+        ("json", f'{{"msg":"{LONG}","client":"2001:db8::1"}}', "message", "client"),
+        ("logfmt", f"msg={LONG} client=::1", "message", "client"),
+        ("regex:^(?P<client>\\S+) (?P<message>.*)", f"2001:db8::1 {LONG}", "message", "client"),
+        (
+            "apache-common",
+            f'::1 - - [01/Jan/2024:00:00:00 +0000] "GET /{LONG} HTTP/1.0" 200 -',
+            "path",
+            "remote_addr",
+        ),
+    ],
+)
+def test_very_long_lines_and_ipv6_in_every_format(
+    fmt: str, line: str, field: str, ip_key: str
+) -> None:
+    rec = parse(fmt, line)
+    assert rec is not None
+    assert LONG in rec[field]
+    assert ":" in rec[ip_key]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "line", "expected"),
+    [
+        # `-` means "no value" in syslog's NILVALUE and access logs, a plain value elsewhere
+        ("syslog", "<14>1 - - - - - -", {"time": None, "message": "", "app_name": None}),
+        ("klog", 'I0101 00:00:00.000000 1 a.go:1] "x" user="-"', {"user": "-"}),
+        ("json", '{"msg":"-","user":"-"}', {"message": "-", "user": "-"}),
+        ("regex:^(?P<user>\\S+) (?P<message>.*)", "- hello", {"user": "-", "message": "hello"}),
+        # quotes and escaped quotes inside fields
+        ("json", r'{"msg":"say \"hi\"","q":"\\\""}', {"message": 'say "hi"', "q": '\\"'}),
+        ('regex:^(?P<message>".*")$', '"quoted \\" inside"', {"message": '"quoted \\" inside"'}),
+        # timestamps with and without zones
+        ("json", '{"time":"2024-01-02T03:04:05","msg":"x"}', {"time": "2024-01-02T03:04:05Z"}),
+        (
+            "json",
+            '{"time":"2024-01-02T03:04:05-01:00","msg":"x"}',
+            {"time": "2024-01-02T04:04:05Z"},
+        ),
+        (
+            "regex:^(?P<time>\\S+) (?P<message>.*)",
+            "2024-01-02T03:04:05.5+00:00 x",
+            {"time": "2024-01-02T03:04:05.5Z"},
+        ),
+        # non-UTF-8 input arrives as U+FFFD (the reader's rule) and parses on
+        ("json", '{"msg":"caf\ufffd"}', {"message": "caf\ufffd"}),
+        ("regex:^(?P<message>.*)$", "caf\ufffd", {"message": "caf\ufffd"}),
+    ],
+)
+def test_more_tricky_lines(fmt: str, line: str, expected: dict[str, Any]) -> None:
+    subset(parse(fmt, line), expected)
