@@ -476,6 +476,20 @@ def test_command_runs_after_ready_with_its_own_exit_code(web: Nginx, tmp_path: P
         "--timeout", "300ms", f"tcp://127.0.0.1:{free_port()}", "--", "touch", str(marker)
     )
     assert res.returncode == 124 and not marker.exists()
+    res = waitfor(f"tcp://127.0.0.1:{web.port}", "--", str(tmp_path / "no-such-app"))
+    assert res.returncode == 127
+    assert by_message(records(res.stderr), "command not found")
+
+
+def test_targets_and_settings_from_a_config_file(web: Nginx, tmp_path: Path) -> None:
+    cfg = tmp_path / "waitfor.yaml"
+    cfg.write_text(
+        f"targets:\n  - tcp://127.0.0.1:{web.port}\n  - {web.url}/json\n"
+        "timeout: 20s\nhttp-header: ['X-Build=^v1']\n"
+    )
+    res = waitfor("--config", str(cfg))
+    assert res.returncode == 0, res.stderr
+    assert len(by_message(records(res.stderr), "target ready")) == 2
 
 
 def test_command_exec_keeps_the_pid(web: Nginx, tmp_path: Path) -> None:
