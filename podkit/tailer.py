@@ -165,6 +165,7 @@ class _File:
         self.head: bytes | None = None  # first max_line_bytes of an over-long line
         self.skipping = False  # discarding the rest of an over-long line
         self.flushed_partial = False  # a held line went out before its newline came
+        self.partial_at = -1  # the offset where that happened (kept in the checkpoint)
         self.is_copy = False  # copytruncate's copy: nobody writes to it any more
         self.outstanding: deque[Chunk] = deque()
         self.paths: set[str] = {path}  # glob matches that currently name this file
@@ -218,6 +219,8 @@ class _File:
             "fp": self.fp.hex(),
             "fp_len": self.fp_len,
             "offset": self.ack_pos,
+            # The line before the offset went out without its newline: skip that newline.
+            "partial": self.ack_pos == self.partial_at,
         }
 
 
@@ -269,6 +272,7 @@ class Tailer:
         self._started = False
         self._multiline = re.compile(cfg.multiline_start) if cfg.multiline_start else None
         self._copy_name = ""
+        self._moves: list[tuple[str, str]] = []  # (src, dest) renames seen by the watcher
         #: Counters for metrics: lines/bytes handed on, truncated lines, rotations, errors.
         self.lines_read = 0
         self.bytes_read = 0
@@ -399,6 +403,8 @@ class Tailer:
     def _discover(self, initial: bool = False) -> None:
         self._discover_now = False
         self._last_poll = time.monotonic()
+        if self._moves:
+            self._catch_up_moves()
         matched = self._match()
         now_current: dict[str, _File] = {}
         for path in matched:
@@ -463,6 +469,9 @@ class Tailer:
             offset = st.st_size
         f = _File(path, fd, st, offset)
         f.joiner = self._new_joiner()
+        if saved is not None and offset and offset == saved.get("offset") and saved.get("partial"):
+            f.flushed_partial = True
+            f.partial_at = offset
         self._files.append(f)
         self._by_key[key] = f
         self._dirty_ckpt = True
@@ -539,7 +548,39 @@ class Tailer:
     def _on_change(self, change: Any) -> None:
         if change.kind in ("created", "moved", "deleted"):
             self._discover_now = True
+            if change.kind == "moved" and change.dest and self._matches(change.path):
+                self._moves.append((change.path, change.dest))
         self._wake.set()
+
+    def _matches(self, path: str) -> bool:
+        return any(fnmatch.fnmatchcase(path, p) for p in self.paths) and not self._excluded(path)
+
+    def _catch_up_moves(self) -> None:
+        """Open files renamed away before discovery ever saw them (fast rotation).
+
+        Without this, a file created and rotated between two discoveries would
+        never be read: its new name no longer matches the glob.
+        """
+        moves, self._moves = self._moves, []
+        for src, dest in moves:
+            try:
+                st = os.stat(dest)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in self._by_key or not os.path.isfile(dest):
+                continue
+            f = self._open(dest, initial=False)
+            if f is None:
+                continue
+            f.path = src  # its lines were written under the name the glob matched
+            f.paths = {src}  # stands in as src's current file until discovery runs
+            old = self._current.get(src)
+            if old is not None and old is not f:
+                old.paths.discard(src)
+                f.after = old
+            self._current[src] = f
+            self.rotations += 1
+            log.debug("caught a file rotated before discovery", extra={"path": dest})
 
     # -- reading ---------------------------------------------------------------
 
@@ -851,6 +892,7 @@ class Tailer:
             texts.append(f.carry.decode("utf-8", "replace"))
             f.carry = b""
             f.flushed_partial = True
+            f.partial_at = f.read_pos
         if texts:
             span = f.read_pos - f.emit_pos - held
         if f.joiner is not None:

@@ -1,0 +1,432 @@
+"""logship as a real subprocess against a receiver on loopback that fails on demand.
+
+Every test checks delivery line by line at the receiver (tests/peers/receiver.py).
+Loki and Elasticsearch are fakes there (neither can run on this machine); the
+fakes check the documented request shapes and answer the documented responses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import ProgramProcess, rss_bytes, run_program, wait_until
+from tests.peers.receiver import Receiver
+
+FAST = [
+    "--poll-interval",
+    "200ms",
+    "--checkpoint-interval",
+    "100ms",
+    "--batch-max-wait",
+    "100ms",
+    "--retry-max-backoff",
+    "1s",
+    "--log-level",
+    "debug",
+]
+
+
+def logship(tmp: Path, sink: str, *extra: str, env: dict[str, str] | None = None) -> ProgramProcess:
+    args = [
+        "--path",
+        str(tmp / "logs" / "*.log"),
+        "--sink",
+        sink,
+        "--state-dir",
+        str(tmp / "state"),
+        *FAST,
+        *extra,
+    ]
+    return ProgramProcess("logship", args, tmp=tmp, env=env)
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> Path:
+    d = tmp_path / "logs"
+    d.mkdir()
+    return d
+
+
+def lines(a: int, b: int, prefix: str = "line") -> str:
+    return "".join(f"{prefix} {i:07d} padding-padding-padding-padding\n" for i in range(a, b))
+
+
+def expected(a: int, b: int, prefix: str = "line") -> list[str]:
+    return [f"{prefix} {i:07d} padding-padding-padding-padding" for i in range(a, b)]
+
+
+def wait_count(
+    r: Receiver, n: int, timeout: float = 60.0, proc: ProgramProcess | None = None
+) -> None:
+    def done() -> bool:
+        if proc is not None and proc.proc is not None and proc.proc.poll() is not None:
+            raise AssertionError(f"logship exited {proc.proc.returncode}:\n{proc.stderr()[-3000:]}")
+        return r.count() >= n
+
+    wait_until(done, timeout, 0.05, what=f"{n} records at the receiver (have {r.count()})")
+
+
+def wait_unique(r: Receiver, n: int, timeout: float = 60.0) -> None:
+    """Wait for n distinct messages (redeliveries make the plain count run ahead)."""
+    wait_until(lambda: len(set(r.messages())) >= n, timeout, 0.25, what=f"{n} distinct records")
+
+
+def metric(proc: ProgramProcess, name: str) -> float:
+    _, _, body = proc.get("/metrics")
+    total = 0.0
+    for ln in body.decode().splitlines():
+        if ln.startswith(name + " ") or ln.startswith(name + "{"):
+            total += float(ln.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.mark.parametrize("how", ["rename", "copytruncate"])
+def test_200k_lines_with_rotation_every_20k(
+    tmp_path: Path, logs: Path, receiver: Receiver, how: str
+) -> None:
+    app = logs / "app.log"
+    app.write_text("")
+    with logship(tmp_path, receiver.url, "--path", str(logs / "app.log")) as p:
+        p.wait_ready()
+        fh = open(app, "a")
+        for block in range(200):  # 200 blocks of 1000 lines, rotated every 20 blocks
+            fh.write(lines(block * 1000, (block + 1) * 1000))
+            fh.flush()
+            if block % 20 == 19:
+                if how == "rename":
+                    os.rename(app, logs / f"app.log.{block}")
+                    fh.close()
+                    fh = open(app, "a")
+                else:
+                    shutil.copyfile(app, logs / f"app.{block}.old")
+                    os.truncate(app, 0)
+            if block % 10 == 0:
+                time.sleep(0.01)  # let logship interleave with the writer
+        fh.close()
+        wait_count(receiver, 200_000, proc=p)
+        time.sleep(0.3)
+        got = receiver.messages()
+        assert len(got) == 200_000, Counter(got).most_common(3)
+        assert got == expected(0, 200_000)  # nothing lost, nothing twice, in order
+        assert metric(p, "podkit_logship_lines_total") == 200_000
+        assert p.stop() == 0
+
+
+def test_sigkill_five_times_loses_nothing(tmp_path: Path, logs: Path, receiver: Receiver) -> None:
+    app = logs / "app.log"
+    app.write_text("")
+    total = 200_000
+    done = threading.Event()
+
+    def writer() -> None:
+        with open(app, "a") as fh:
+            for block in range(200):
+                fh.write(lines(block * 1000, (block + 1) * 1000))
+                fh.flush()
+                time.sleep(0.02)
+        done.set()
+
+    extra = ["--batch-max-lines", "2000"]
+    t = threading.Thread(target=writer)
+    p = logship(tmp_path, receiver.url, *extra).start()
+    p.wait_ready()
+    t.start()
+    kills = 0
+    try:
+        while kills < 5:
+            time.sleep(0.5)
+            p.kill()  # SIGKILL: no drain, no final checkpoint
+            kills += 1
+            p = logship(tmp_path, receiver.url, *extra).start()
+            p.wait_ready()
+        t.join()
+        wait_count(receiver, total, proc=p)
+        wait_unique(receiver, total)
+        time.sleep(0.5)
+        got = Counter(receiver.messages())
+        want = expected(0, total)
+        missing = [m for m in want if m not in got]
+        assert not missing, f"{len(missing)} lines lost, first {missing[:3]}"
+        assert set(got) == set(want)
+        dups = sum(n - 1 for n in got.values())
+        # Duplicates come only from what was in flight or not yet checkpointed at
+        # each kill: at most 3 batches (queue of 2 + 1 sending) plus one
+        # checkpoint interval's worth per kill.
+        assert dups <= kills * 10_000, dups
+        assert max(got.values()) <= 1 + kills
+        assert p.stop() == 0
+    finally:
+        p.stop()
+
+
+def test_sink_down_30s_then_503_retry_after_then_recovers(
+    tmp_path: Path, logs: Path, receiver: Receiver
+) -> None:
+    app = logs / "app.log"
+    app.write_text("")
+    receiver.refuse()
+    with logship(tmp_path, receiver.url, "--retry-max-backoff", "2s") as p:
+        p.wait_ready()
+        peak = 0
+        n = 0
+        t0 = time.monotonic()
+        with open(app, "a") as fh:
+            while time.monotonic() - t0 < 30:
+                if n < 400_000:  # 18 MB: more than --buffer-max-bytes (16 MiB)
+                    fh.write(lines(n, n + 20_000))
+                    fh.flush()
+                    n += 20_000
+                peak = max(peak, rss_bytes(p.pid))
+                time.sleep(0.25)
+        assert receiver.count() == 0
+        assert metric(p, "podkit_logship_retries_total") >= 3
+        assert metric(p, "podkit_logship_lag_bytes") > 16 * 1024 * 1024
+        status = json.loads(p.get("/")[2])
+        assert "Connect" in (status["sink"]["last_error"] or "")
+        # Then 503 with Retry-After: one request per Retry-After, then recovery.
+        receiver.fail(503, retry_after="1")
+        receiver.accept()
+        wait_until(lambda: receiver.failed >= 2, 15, what="503s answered")
+        receiver.ok()
+
+        def caught_up() -> bool:
+            nonlocal peak
+            peak = max(peak, rss_bytes(p.pid))
+            return len(set(receiver.messages())) >= n
+
+        wait_until(caught_up, 60, 0.25, what=f"{n} distinct records")
+        assert peak < 100 * 1024 * 1024, f"RSS peaked at {peak / 2**20:.1f} MiB"
+        got = receiver.messages()
+        assert sorted(set(got)) == expected(0, n)
+        assert metric(p, "podkit_logship_batches_total") > 0
+        wait_until(lambda: metric(p, "podkit_logship_lag_bytes") == 0, 10, what="lag 0")
+        assert p.stop() == 0
+
+
+def test_hostile_input(tmp_path: Path, logs: Path, receiver: Receiver) -> None:
+    huge = "H" * (10 * 1024 * 1024)
+    (logs / "big.log").write_text(f"before\n{huge}\nafter\n")
+    (logs / "bin.log").write_bytes(b"\x00\x01\x02\xff\xfe\n\xc3\x28 bad utf8\n\n\nend\n")
+    for i in range(500):
+        (logs / f"many{i:03d}.log").write_text(f"many {i}\n")
+    doomed = logs / "doomed.log"
+    doomed.write_text(lines(0, 50_000, "doomed"))
+    with logship(tmp_path, receiver.url, "--dead-letter", str(tmp_path / "dead.ndjson")) as p:
+        p.wait_ready()
+        os.unlink(doomed)  # deleted while being read: logship holds it open
+        wait_count(receiver, 3 + 5 + 500 + 50_000, proc=p)
+        recs = {}
+        for r in receiver.records:
+            recs.setdefault(os.path.basename(r["file"]), []).append(r)
+        big = [r["message"] for r in recs["big.log"]]
+        assert big[0] == "before" and big[2] == "after"
+        assert big[1] == "H" * 256 * 1024 and recs["big.log"][1]["truncated"] is True
+        assert [r["message"] for r in recs["bin.log"]] == [
+            "\x00\x01\x02\ufffd\ufffd",
+            "\ufffd( bad utf8",
+            "",
+            "",
+            "end",
+        ]
+        assert sum(len(v) for k, v in recs.items() if k.startswith("many")) == 500
+        assert [r["message"] for r in recs["doomed.log"]] == expected(0, 50_000, "doomed")
+        assert metric(p, "podkit_logship_truncated_lines_total") == 1
+        assert metric(p, "podkit_logship_files_watched") >= 502
+        assert p.stop() == 0
+
+
+def test_sigterm_drains_lines_written_just_before(
+    tmp_path: Path, logs: Path, receiver: Receiver
+) -> None:
+    app = logs / "app.log"
+    app.write_text("")
+    p = logship(tmp_path, receiver.url, "--batch-max-wait", "5s", "--poll-interval", "10s")
+    with p:
+        p.wait_ready()
+        with open(app, "a") as fh:
+            fh.write(lines(0, 30_000))
+            fh.write("last line without newline")
+        (logs / "late.log").write_text("a file created at the last moment\n")
+        p.signal(signal.SIGTERM)
+        assert p.wait(30) == 0
+    got = receiver.messages()
+    assert got[:30_000] == expected(0, 30_000) or sorted(got) == sorted(
+        [*expected(0, 30_000), "last line without newline", "a file created at the last moment"]
+    )
+    assert set(got) == {
+        *expected(0, 30_000),
+        "last line without newline",
+        "a file created at the last moment",
+    }
+    assert len(got) == 30_002
+    # A restart resumes after the checkpoint: only new lines are shipped.
+    with open(app, "a") as fh:
+        fh.write("\nnew after restart\n")
+    with logship(tmp_path, receiver.url) as p2:
+        p2.wait_ready()
+        wait_count(receiver, 30_003, proc=p2)
+        time.sleep(0.5)
+        assert receiver.messages()[30_002:] == ["new after restart"]
+        assert p2.stop() == 0
+
+
+def test_http_options_dead_letter_and_metrics(
+    tmp_path: Path, logs: Path, receiver: Receiver, promtool: Any
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    (logs / "a.log").write_text('{"level":"warn","msg":"json line","time":"app"}\nplain\n')
+    dead = tmp_path / "dead.ndjson"
+    args = [
+        "--compress",
+        "gzip",
+        "--header",
+        "X-Team: logs",
+        "--bearer-token-file",
+        str(token),
+        "--parse",
+        "json",
+        "--label",
+        "app=web",
+        "--dead-letter",
+        str(dead),
+    ]
+    env = {"POD_NAME": "web-0", "POD_NAMESPACE": "prod", "NODE_NAME": "n1"}
+    with logship(tmp_path, receiver.url + "/ingest", *args, env=env) as p:
+        p.wait_ready()
+        wait_count(receiver, 2, proc=p)
+        h = receiver.last_headers
+        assert h["Content-Encoding"] == "gzip" and h["X-Team"] == "logs"
+        assert h["Authorization"] == "Bearer s3cret-token"
+        r0, r1 = receiver.records[:2]
+        assert r0["level"] == "warn" and r0["msg"] == "json line" and "message" not in r0
+        assert r0["app_time"] == "app" and r0["time"].endswith("Z") and len(r0["time"]) == 30
+        assert r0["labels"] == {"app": "web", "pod": "web-0", "namespace": "prod", "node": "n1"}
+        assert r1["message"] == "plain" and r1["file"] == str(logs / "a.log")
+        # A 400 sends the batch to the dead-letter file; shipping goes on.
+        receiver.fail(400, times=1)
+        with open(logs / "a.log", "a") as fh:
+            fh.write("refused line\n")
+        wait_until(lambda: dead.exists() and dead.read_text(), 10, what="dead-letter file")
+        entry = json.loads(dead.read_text().splitlines()[0])
+        assert entry["status"] == 400 and entry["record"]["message"] == "refused line"
+        with open(logs / "a.log", "a") as fh:
+            fh.write("accepted again\n")
+        wait_count(receiver, 3, proc=p)
+        assert receiver.messages()[2] == "accepted again"
+        assert metric(p, "podkit_logship_dead_letter_lines_total") == 1
+        _, _, body = p.get("/metrics")
+        promtool(body)
+        for name in (
+            "podkit_logship_lines_total",
+            "podkit_logship_bytes_total",
+            "podkit_logship_batches_total",
+            "podkit_logship_retries_total",
+            "podkit_logship_dead_letter_lines_total",
+            "podkit_logship_truncated_lines_total",
+            "podkit_logship_files_watched",
+            "podkit_logship_lag_bytes",
+            "podkit_logship_last_ack_timestamp_seconds",
+        ):
+            assert name.encode() in body, name
+        assert b"s3cret-token" not in p.get("/")[2] and "s3cret-token" not in p.stderr()
+        assert p.stop() == 0
+
+
+def test_loki_wire_format(tmp_path: Path, logs: Path, receiver: Receiver) -> None:
+    (logs / "a.log").write_text("first\nsecond\n")
+    sink = "loki+" + receiver.url
+    with logship(
+        tmp_path, sink, "--label", "app=web", "--tenant", "team-a", env={"POD_NAMESPACE": "prod"}
+    ) as p:
+        p.wait_ready()
+        wait_until(lambda: len(receiver.loki) >= 2, 15, what="loki entries")
+        assert receiver.bad_requests == []
+        assert receiver.last_headers["X-Scope-OrgID"] == "team-a"
+        e0, e1 = receiver.loki[:2]
+        assert e0["line"] == "first" and e1["line"] == "second"
+        assert e0["labels"] == {
+            "app": "web",
+            "namespace": "prod",
+            "filename": str(logs / "a.log"),
+        }
+        assert abs(e0["ts"] / 1e9 - time.time()) < 60
+        # 429 is retried (Loki's rate limit), then delivered.
+        receiver.fail(429, retry_after="1", times=1)
+        with open(logs / "a.log", "a") as fh:
+            fh.write("third\n")
+        wait_until(lambda: len(receiver.loki) >= 3, 15, what="entry after 429")
+        assert receiver.loki[2]["line"] == "third"
+        assert metric(p, "podkit_logship_retries_total") >= 1
+        assert p.stop() == 0
+
+
+def test_elasticsearch_bulk_mixed_item_statuses(
+    tmp_path: Path, logs: Path, receiver: Receiver
+) -> None:
+    dead = tmp_path / "dead.ndjson"
+    receiver.es_plan = [[201, 409, 400, 429, 503, 201]]  # the first bulk request's items
+    (logs / "a.log").write_text("".join(f"doc{i}\n" for i in range(6)))
+    sink = "elasticsearch+" + receiver.url + "/logs-app"
+    with logship(tmp_path, sink, "--dead-letter", str(dead), "--batch-max-wait", "1s") as p:
+        p.wait_ready()
+        wait_until(lambda: len(receiver.es_docs) >= 5, 15, what="documents stored")
+        time.sleep(0.5)
+        assert receiver.bad_requests == []
+        stored = sorted(d["message"] for d in receiver.es_docs)
+        # 201 and 409 (already there) are delivered; 429 and 503 were sent again.
+        assert stored == ["doc0", "doc1", "doc3", "doc4", "doc5"]
+        entry = json.loads(dead.read_text())
+        assert entry["status"] == 400 and entry["record"]["message"] == "doc2"
+        assert "document_parsing_exception" in entry["error"]
+        assert metric(p, "podkit_logship_dead_letter_lines_total") == 1
+        assert metric(p, "podkit_logship_lines_total") == 5
+        assert p.stop() == 0
+
+
+def test_file_and_stdout_sinks_and_multiline(tmp_path: Path, logs: Path) -> None:
+    (logs / "a.log").write_text("Traceback start\n  frame 1\n  frame 2\nnext record\n")
+    out = tmp_path / "out.ndjson"
+    with logship(
+        tmp_path, f"file://{out}", "--multiline-start", r"^\S", "--multiline-timeout", "300ms"
+    ) as p:
+        p.wait_ready()
+        wait_until(lambda: out.exists() and len(out.read_text().splitlines()) >= 2, 10)
+        msgs = [json.loads(x)["message"] for x in out.read_text().splitlines()]
+        assert msgs == ["Traceback start\n  frame 1\n  frame 2", "next record"]
+        assert p.stop() == 0
+    (tmp_path / "x").mkdir()
+    with logship(tmp_path / "x", "stdout://", "--path", str(logs / "a.log")) as p:
+        p.wait_ready()
+        wait_until(lambda: len(p.stdout().splitlines()) >= 4, 10)
+        assert json.loads(p.stdout().splitlines()[0])["message"] == "Traceback start"
+        assert p.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--sink", "ftp://x"], "--sink"),
+        (["--sink", "file:///tmp/x", "--tenant", "t"], "--tenant"),
+        (["--sink", "stdout://", "--header", "X: y"], "--header"),
+        (["--sink", "stdout://", "--label", "bad label=1"], "--label"),
+        (["--sink", "stdout://", "--multiline-start", "(["], "--multiline-start"),
+        (["--sink", "elasticsearch+http://127.0.0.1:9200"], "--sink"),
+        (["--sink", "stdout://", "--batch-max-bytes", "lots"], "--batch-max-bytes"),
+    ],
+)
+def test_usage_errors_exit_2_naming_the_flag(args: list[str], flag: str) -> None:
+    res = run_program("logship", ["--path", "/nonexistent/*.log", *args])
+    assert res.returncode == 2
+    err = res.stderr.decode().strip()
+    assert len(err.splitlines()) == 1 and flag in err, err

@@ -1,0 +1,238 @@
+"""An HTTP log receiver on loopback that can fail on demand and records every line.
+
+It speaks three wire formats:
+- NDJSON batches (any path but the two below): the plain HTTP sink's receiver;
+- `POST /loki/api/v1/push`: a FAKE Loki (Loki cannot run here: no binary, no
+  network to fetch one). It checks the documented JSON push shape
+  (`{"streams": [{"stream": {label: value}, "values": [["<ns>", "<line>"]]}]}`,
+  Content-Type application/json, optional gzip) and answers 204 as Loki does;
+- `POST /<index>/_bulk`: a FAKE Elasticsearch (same reason). It checks the
+  documented bulk NDJSON (action line, then document line; final newline)
+  and answers the documented response shape
+  (`{"took", "errors", "items": [{"create": {"_index", "_id", "status", "error"?}}]}`)
+  with per-item statuses the test chooses.
+
+The server runs in its own thread and event loop, so tests stay synchronous.
+Failure modes: `refuse()` closes the listening socket (connection refused)
+until `accept()`; `fail(status, retry_after=..., times=...)` answers errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.helpers import free_port
+
+
+class Receiver:
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.lock = threading.Lock()
+        self.records: list[dict[str, Any]] = []  # every NDJSON record accepted
+        self.loki: list[dict[str, Any]] = []  # {"labels", "ts", "line"} per Loki entry
+        self.es_docs: list[dict[str, Any]] = []  # documents the fake ES stored
+        self.requests = 0
+        self.failed = 0
+        self.last_headers: dict[str, str] = {}
+        self.bad_requests: list[str] = []  # protocol violations seen (must stay empty)
+        self._fail: tuple[int, str | None, int | None] | None = None
+        self.es_plan: list[list[int]] = []  # per bulk request: item statuses to answer
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- control (from the test thread) ------------------------------------------
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+    def start(self) -> Receiver:
+        self._thread.start()
+        self._call(self._start())
+        return self
+
+    def stop(self) -> None:
+        self._call(self._stop_all())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def refuse(self) -> None:
+        """Close the listening socket: connections are refused until accept()."""
+        self._call(self._stop_site())
+
+    def accept(self) -> None:
+        self._call(self._start_site())
+
+    def fail(self, status: int, retry_after: str | None = None, times: int | None = None) -> None:
+        """Answer `status` (with Retry-After) to the next `times` requests (None: until ok())."""
+        with self.lock:
+            self._fail = (status, retry_after, times)
+
+    def ok(self) -> None:
+        with self.lock:
+            self._fail = None
+
+    def messages(self) -> list[str]:
+        with self.lock:
+            return [r.get("message", "") for r in self.records]
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.records)
+
+    # -- server (in the receiver's loop) ---------------------------------------------
+
+    async def _start(self) -> None:
+        app = web.Application(client_max_size=1024**3)
+        app.router.add_post("/loki/api/v1/push", self._loki)
+        app.router.add_post("/{index}/_bulk", self._bulk)
+        app.router.add_route("POST", "/{tail:.*}", self._ndjson)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await self._start_site()
+
+    async def _start_site(self) -> None:
+        assert self._runner is not None
+        if self._site is None:
+            self._site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+            await self._site.start()
+
+    async def _stop_site(self) -> None:
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+
+    async def _stop_all(self) -> None:
+        await self._stop_site()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _body(self, request: web.Request) -> bytes:
+        # aiohttp already inflates a gzip Content-Encoding; the header is checked by tests.
+        raw = await request.read()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        return raw
+
+    def _injected(self) -> web.Response | None:
+        with self.lock:
+            self.requests += 1
+            if self._fail is None:
+                return None
+            status, retry_after, times = self._fail
+            if times is not None:
+                times -= 1
+                self._fail = (status, retry_after, times) if times > 0 else None
+            self.failed += 1
+        headers = {"Retry-After": retry_after} if retry_after else {}
+        return web.Response(status=status, text=f"injected {status}\n", headers=headers)
+
+    def _violation(self, what: str) -> web.Response:
+        with self.lock:
+            self.bad_requests.append(what)
+        return web.Response(status=400, text=what)
+
+    async def _ndjson(self, request: web.Request) -> web.Response:
+        injected = self._injected()
+        body = await self._body(request)
+        if injected is not None:
+            return injected
+        self.last_headers = dict(request.headers)
+        if request.content_type != "application/x-ndjson":
+            return self._violation(f"content type {request.content_type}")
+        if body and not body.endswith(b"\n"):
+            return self._violation("NDJSON body without final newline")
+        recs = [json.loads(line) for line in body.split(b"\n") if line]
+        with self.lock:
+            self.records.extend(recs)
+        return web.Response(status=200, text="ok")
+
+    async def _loki(self, request: web.Request) -> web.Response:
+        injected = self._injected()
+        body = await self._body(request)
+        if injected is not None:
+            return injected
+        self.last_headers = dict(request.headers)
+        if request.content_type != "application/json":
+            return self._violation(f"loki content type {request.content_type}")
+        try:
+            payload = json.loads(body)
+            entries = []
+            for stream in payload["streams"]:
+                labels = stream["stream"]
+                assert isinstance(labels, dict) and labels
+                assert all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())
+                for value in stream["values"]:
+                    ts, line = value[0], value[1]
+                    assert isinstance(ts, str) and ts.isdigit() and len(ts) >= 19, ts
+                    assert isinstance(line, str)
+                    entries.append({"labels": labels, "ts": int(ts), "line": line})
+        except (ValueError, KeyError, TypeError, IndexError, AssertionError) as exc:
+            return self._violation(f"loki push shape: {exc!r}")
+        with self.lock:
+            self.loki.extend(entries)
+        return web.Response(status=204)
+
+    async def _bulk(self, request: web.Request) -> web.Response:
+        injected = self._injected()
+        body = await self._body(request)
+        if injected is not None:
+            return injected
+        index = request.match_info["index"]
+        if request.content_type not in ("application/x-ndjson", "application/json"):
+            return self._violation(f"bulk content type {request.content_type}")
+        if not body.endswith(b"\n"):
+            return self._violation("bulk body must end with a newline")
+        lines = body.split(b"\n")[:-1]
+        if len(lines) % 2:
+            return self._violation("bulk body: action without document")
+        with self.lock:
+            plan = self.es_plan.pop(0) if self.es_plan else []
+        items = []
+        errors = False
+        for n in range(len(lines) // 2):
+            action = json.loads(lines[2 * n])
+            doc = json.loads(lines[2 * n + 1])
+            if list(action) != ["create"]:
+                return self._violation(f"bulk action {action}")
+            status = plan[n] if n < len(plan) else 201
+            item: dict[str, Any] = {"_index": index, "_id": f"id{n}", "status": status}
+            if status == 201:
+                item.update(_version=1, result="created", _seq_no=n, _primary_term=1)
+                with self.lock:
+                    self.es_docs.append(doc)
+            else:
+                errors = True
+                kind = {
+                    409: "version_conflict_engine_exception",
+                    429: "es_rejected_execution_exception",
+                    400: "document_parsing_exception",
+                }.get(status, "exception")
+                item["error"] = {"type": kind, "reason": f"injected {status}"}
+                if status == 409:
+                    with self.lock:
+                        self.es_docs.append(doc)  # a conflict means it is already stored
+            items.append({"create": item})
+        return web.json_response({"took": 3, "errors": errors, "items": items})
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver().start()
+    try:
+        yield r
+    finally:
+        r.stop()
