@@ -179,6 +179,12 @@ class LogFormat(Sidecar):
         "256KiB", kind="size", help="longer lines are cut and marked truncated"
     )
 
+    def __init__(self) -> None:
+        super().__init__()
+        # The admin server answers `/` before setup() has run: start from "nothing yet".
+        self.tailer: Any = None
+        self.last_output_ns = 0
+
     # -- configuration -------------------------------------------------------
 
     def validate(self) -> None:
@@ -202,6 +208,7 @@ class LogFormat(Sidecar):
             self.parser = create(self.format, self.clock)
         except ValueError as exc:
             raise UsageError(f"--format: {exc}") from None
+        self.converter = Converter(self.parser, self.format)
         if self.multiline_start:
             try:
                 re.compile(self.multiline_start)
@@ -229,7 +236,6 @@ class LogFormat(Sidecar):
 
     async def setup(self) -> None:
         fmt = self.format.partition(":")[0]
-        self.converter = Converter(self.parser, self.format)
         self.m_records = self.metrics.counter(
             "records_total", "Records written, by input format (parse errors included).", ["format"]
         ).labels(fmt)
@@ -241,8 +247,6 @@ class LogFormat(Sidecar):
             "Bytes written to the followed files but not yet converted and written out.",
         )
         self.m_lag.set_function(self._lag)
-        self.tailer: Any = None
-        self.last_output_ns = 0
         await self.sink.start()
 
     def _lag(self) -> float:
@@ -258,8 +262,8 @@ class LogFormat(Sidecar):
             "format": self.format,
             "input": "stdin" if self.stdin else self.path,
             "output": self.sink_url,
-            "records": getattr(self, "converter", None) and self.converter.records,
-            "parse_errors": getattr(self, "converter", None) and self.converter.parse_errors,
+            "records": self.converter.records,
+            "parse_errors": self.converter.parse_errors,
         }
         if self.tailer is not None:
             data["lag_bytes"] = self.tailer.lag_bytes
