@@ -286,6 +286,8 @@ class Conn(asyncio.Protocol):
         """
         buf = self.buf
         while True:
+            if self.handover is not None:
+                return b""
             i = buf.find(b"\r\n\r\n")
             if i >= 0:
                 if i > limit:
@@ -317,6 +319,8 @@ class Conn(asyncio.Protocol):
                 await fut
 
     wait_fut: asyncio.Future[Any] | None = None
+    owner: Any = None  # upstream side: the client connection of a fast-path request
+    handover: Any = None  # work the fast path hands to the connection's coroutine
 
 
 class Pump:
@@ -407,38 +411,60 @@ class Pump:
 
 
 # -- parsing -------------------------------------------------------------------
+#
+# Three C-speed regex passes per head instead of a Python loop per header line:
+# one validates the whole structure (token names, no bare CR/LF, no NUL, no
+# obs-fold), one finds the few headers the proxy acts on, one drops the lines
+# the proxy removes or replaces.
 
-# What the request parser does with a header, by lower-case name.
-H_CL, H_TE, H_CONN, H_DROP, H_UPGRADE, H_HOST, H_RID, H_XFF, H_XFP, H_HASH = range(10)
+_HEADER_LINES = re.compile(rb"(?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n\x00]*)*")
 
 HOP_BY_HOP = (b"keep-alive", b"proxy-connection", b"te", b"trailer", b"proxy-authorization")
 
 
-def request_actions(drop: list[bytes], hash_name: bytes | None) -> dict[bytes, int]:
-    actions = {
-        b"content-length": H_CL,
-        b"transfer-encoding": H_TE,
-        b"connection": H_CONN,
-        b"upgrade": H_UPGRADE,
-        b"host": H_HOST,
-        b"x-request-id": H_RID,
-        b"x-forwarded-for": H_XFF,
-        b"x-forwarded-proto": H_XFP,
-    }
-    for name in HOP_BY_HOP:
-        actions[name] = H_DROP
-    for name in drop:
-        actions[name.lower()] = H_DROP
-    if hash_name:
-        actions.setdefault(hash_name.lower(), H_HASH)
-    return actions
+def _names_re(names: list[bytes]) -> bytes:
+    return b"|".join(re.escape(n) for n in sorted(set(names), key=len, reverse=True))
+
+
+class RequestRules:
+    """A listener's compiled request rules: what to look at and what to drop."""
+
+    def __init__(self, drop: list[bytes], hash_name: bytes | None, keep_host: bool) -> None:
+        self.hash_name = hash_name.lower() if hash_name else None
+        look = [
+            b"content-length",
+            b"transfer-encoding",
+            b"connection",
+            b"upgrade",
+            b"host",
+            b"x-request-id",
+            b"x-forwarded-for",
+            b"x-forwarded-proto",
+        ]
+        if self.hash_name:
+            look.append(self.hash_name)
+        self.find = re.compile(
+            rb"\r\n(" + _names_re(look) + rb"):[ \t]*([^\r]*?)[ \t]*(?=\r\n|$)", re.I
+        )
+        gone = [
+            b"content-length",
+            b"transfer-encoding",
+            b"connection",
+            b"upgrade",
+            b"x-forwarded-for",
+            b"x-forwarded-proto",
+            *HOP_BY_HOP,
+            *(d.lower() for d in drop),
+        ]
+        if not keep_host:
+            gone.append(b"host")
+        self.drop = re.compile(rb"\r\n(?:" + _names_re(gone) + rb"):[^\r]*", re.I)
 
 
 class Request:
     __slots__ = (
         "body_len",
         "chunked",
-        "conn_tokens",
         "hash_value",
         "host",
         "keep_alive",
@@ -455,7 +481,7 @@ class Request:
     method: bytes
     target: bytes
     minor: int
-    kept: list[bytes]
+    kept: bytes  # the header lines passed on, each starting with CRLF
     body_len: int
     chunked: bool
     keep_alive: bool
@@ -465,63 +491,55 @@ class Request:
     xff: bytes | None
     xfp: bytes | None
     hash_value: bytes | None
-    conn_tokens: list[bytes] | None
 
 
-def parse_request(head: bytes, actions: dict[bytes, int], keep_host: bool) -> Request:
-    if b"\x00" in head or head.count(b"\n") != head.count(b"\r\n"):
-        raise ProtocolError(400, "bare CR/LF or NUL in the request head")
-    lines = head.split(b"\r\n")
-    m = _REQUEST_LINE.fullmatch(lines[0])
+def _tokens(value: bytes) -> list[bytes]:
+    return [t.strip().lower() for t in value.split(b",")]
+
+
+def parse_request(head: bytes, rules: RequestRules) -> Request:
+    i = head.find(b"\r\n")
+    if i < 0:
+        i = len(head)
+    m = _REQUEST_LINE.fullmatch(head, 0, i)
     if m is None:
         raise ProtocolError(400, "malformed request line")
+    if _HEADER_LINES.fullmatch(head, i) is None:
+        raise ProtocolError(400, "malformed header line (or bare CR/LF, NUL, obs-fold)")
     req = Request()
     req.method, req.target, minor = m.groups()
     req.minor = 1 if minor == b"1" else 0
-    kept: list[bytes] = []
     cl: bytes | None = None
     te: list[bytes] = []
     conn: list[bytes] = []
     req.upgrade = req.host = req.request_id = req.xff = req.xfp = req.hash_value = None
-    get = actions.get
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or b" " in name or b"\t" in name:
-            raise ProtocolError(400, "malformed header line")
-        act = get(name.lower())
-        if act is None:
-            kept.append(line)
-            continue
-        value = value.strip(b" \t")
-        if act == H_CL:
+    hash_name = rules.hash_name
+    for name, value in rules.find.findall(head, i):
+        name = name.lower()
+        if name == b"host":
+            if req.host is not None:
+                raise ProtocolError(400, "more than one Host header")
+            req.host = value
+        elif name == b"content-length":
             if not value.isdigit() or len(value) > 18:
                 raise ProtocolError(400, "malformed Content-Length")
             if cl is not None and int(cl) != int(value):
                 raise ProtocolError(400, "conflicting Content-Length headers")
             cl = value
-        elif act == H_TE:
-            te.extend(t.strip().lower() for t in value.split(b","))
-        elif act == H_CONN:
-            conn.extend(t.strip().lower() for t in value.split(b","))
-        elif act == H_UPGRADE:
-            req.upgrade = value
-        elif act == H_HOST:
-            if req.host is not None:
-                raise ProtocolError(400, "more than one Host header")
-            req.host = value
-            if keep_host:
-                kept.append(line)
-        elif act == H_RID:
+        elif name == b"transfer-encoding":
+            te.extend(_tokens(value))
+        elif name == b"connection":
+            conn.extend(_tokens(value))
+        elif name == b"x-request-id":
             req.request_id = value
-            kept.append(line)
-        elif act == H_XFF:
+        elif name == b"upgrade":
+            req.upgrade = value
+        elif name == b"x-forwarded-for":
             req.xff = value if req.xff is None else req.xff + b", " + value
-        elif act == H_XFP:
+        elif name == b"x-forwarded-proto":
             req.xfp = value if req.xfp is None else req.xfp + b", " + value
-        elif act == H_HASH:
+        elif name == hash_name:
             req.hash_value = value
-            kept.append(line)
-        # H_DROP: hop-by-hop or replaced by the proxy
     if te:
         if cl is not None:
             raise ProtocolError(400, "both Content-Length and Transfer-Encoding")
@@ -542,12 +560,11 @@ def parse_request(head: bytes, actions: dict[bytes, int], keep_host: bool) -> Re
         req.keep_alive = b"keep-alive" in conn
     if req.upgrade is not None and b"upgrade" not in conn:
         req.upgrade = None
-    req.conn_tokens = None
+    kept = rules.drop.sub(b"", head[i:])
     if conn:
         extra = [t for t in conn if t not in (b"close", b"keep-alive", b"upgrade", b"")]
-        if extra:
-            req.conn_tokens = extra
-            kept = [ln for ln in kept if ln.partition(b":")[0].strip().lower() not in extra]
+        if extra:  # headers named in Connection are hop-by-hop too
+            kept = re.sub(rb"\r\n(?:" + _names_re(extra) + rb"):[^\r]*", b"", kept, flags=re.I)
     req.kept = kept
     return req
 
@@ -559,88 +576,76 @@ class Response:
     minor: int
     keep_alive: bool
     body: int  # >=0 length, -1 chunked, -2 until close, -3 none
-    head: bytes  # the client-facing head without Connection and framing headers
+    head: bytes  # the client-facing head without Connection headers and final CRLF
     upgrade: bytes | None
 
 
 BODY_CHUNKED, BODY_EOF, BODY_NONE = -1, -2, -3
 
-_RESP_SPECIAL = {
-    b"content-length": H_CL,
-    b"transfer-encoding": H_TE,
-    b"connection": H_CONN,
-    b"keep-alive": H_DROP,
-    b"proxy-connection": H_DROP,
-    b"te": H_DROP,
-    b"trailer": H_DROP,
-    b"upgrade": H_UPGRADE,
-}
+_RESP_FIND = re.compile(
+    rb"\r\n(content-length|transfer-encoding|connection|upgrade):[ \t]*([^\r]*?)[ \t]*(?=\r\n|$)",
+    re.I,
+)
+_RESP_DROP = re.compile(
+    rb"\r\n(?:connection|keep-alive|proxy-connection|te|trailer|upgrade):[^\r]*", re.I
+)
+_RESP_FRAMING = re.compile(rb"\r\n(?:content-length|transfer-encoding):[^\r]*", re.I)
 
 
 def parse_response(head: bytes, method_head: bool) -> Response:
-    lines = head.split(b"\r\n")
-    status_line = lines[0]
-    m = _STATUS_LINE.fullmatch(status_line)
+    i = head.find(b"\r\n")
+    if i < 0:
+        i = len(head)
+    m = _STATUS_LINE.fullmatch(head, 0, i)
     if m is None:
         raise ProtocolError(502, "malformed status line from upstream")
+    if _HEADER_LINES.fullmatch(head, i) is None:
+        raise ProtocolError(502, "malformed header line from upstream")
     resp = Response()
     minor_txt, code = m.groups()
     resp.minor = 1 if minor_txt == b"1" else 0
     resp.status = status = int(code)
-    out = [b"HTTP/1.1" + status_line[8:]]
     cl: bytes | None = None
     te: list[bytes] = []
     conn: list[bytes] = []
     resp.upgrade = None
-    get = _RESP_SPECIAL.get
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or b" " in name or b"\t" in name:
-            raise ProtocolError(502, "malformed header line from upstream")
-        act = get(name.lower())
-        if act is None:
-            out.append(line)
-            continue
-        value = value.strip(b" \t")
-        if act == H_CL:
+    for name, value in _RESP_FIND.findall(head, i):
+        name = name.lower()
+        if name == b"content-length":
             if not value.isdigit() or len(value) > 18 or (cl is not None and int(cl) != int(value)):
                 raise ProtocolError(502, "malformed Content-Length from upstream")
             cl = value
-        elif act == H_TE:
-            te.extend(t.strip().lower() for t in value.split(b","))
-        elif act == H_CONN:
-            conn.extend(t.strip().lower() for t in value.split(b","))
-        elif act == H_UPGRADE:
+        elif name == b"connection":
+            conn.extend(_tokens(value))
+        elif name == b"transfer-encoding":
+            te.extend(_tokens(value))
+        else:
             resp.upgrade = value
     if resp.minor == 1:
         resp.keep_alive = b"close" not in conn
     else:
         resp.keep_alive = b"keep-alive" in conn
+    rest = _RESP_DROP.sub(b"", head[i:])
+    if conn:
+        extra = [t for t in conn if t not in (b"close", b"keep-alive", b"upgrade", b"")]
+        if extra:
+            rest = re.sub(rb"\r\n(?:" + _names_re(extra) + rb"):[^\r]*", b"", rest, flags=re.I)
     if method_head or status < 200 or status in (204, 304):
         resp.body = BODY_NONE
-        if cl is not None and status >= 200:
-            out.append(b"Content-Length: " + cl)
     elif te:
         if te[-1] != b"chunked":
             resp.body = BODY_EOF
             resp.keep_alive = False
-            out.append(b"Transfer-Encoding: " + b", ".join(te))
         else:
             resp.body = BODY_CHUNKED
-            out.append(b"Transfer-Encoding: chunked")
-            if cl is not None:  # RFC 9112 6.3: TE wins, and the connection is suspect
+            if cl is not None:  # RFC 9112 6.3: TE wins, the length goes, the connection is suspect
+                rest = _RESP_FRAMING.sub(b"", rest) + b"\r\nTransfer-Encoding: chunked"
                 resp.keep_alive = False
     elif cl is not None:
         resp.body = int(cl)
-        out.append(b"Content-Length: " + cl)
     else:
         resp.body = BODY_EOF
         resp.keep_alive = False
-    if conn:
-        extra = [t for t in conn if t not in (b"close", b"keep-alive", b"upgrade", b"")]
-        if extra:
-            out = [out[0]] + [
-                ln for ln in out[1:] if ln.partition(b":")[0].strip().lower() not in extra
-            ]
-    resp.head = b"\r\n".join(out)
+    status_line = head[:i] if minor_txt == b"1" else b"HTTP/1.1" + head[8:i]
+    resp.head = status_line + rest
     return resp

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+from bisect import bisect_left
 from typing import Any
 
 from podkit.retry import Backoff
@@ -17,6 +18,7 @@ from .http1 import (
     BODY_CHUNKED,
     BODY_EOF,
     BODY_NONE,
+    FLOOD,
     ChunkedFramer,
     ClientGone,
     Conn,
@@ -26,11 +28,12 @@ from .http1 import (
     ProtocolError,
     Pump,
     Request,
+    RequestRules,
+    Response,
     UpstreamGone,
     local_reply,
     parse_request,
     parse_response,
-    request_actions,
 )
 from .listener import BaseListener, Settings, clock
 from .upstream import BUCKETS, ConnectFailure, Overflow, Upstream
@@ -74,6 +77,25 @@ class OwnedPump(Pump):
         Pump.finish(self)
         if first:
             self.owner.pump_finished(self)
+
+
+RETRY, RELAY = 0, 1
+
+
+class Fast:
+    """A request in flight on the fast path."""
+
+    __slots__ = ("head_out", "req", "rid", "t0", "uc", "up")
+
+    def __init__(
+        self, req: Request, up: Upstream, uc: Any, t0: float, rid: bytes, head_out: bytes
+    ) -> None:
+        self.req = req
+        self.up = up
+        self.uc = uc
+        self.t0 = t0
+        self.rid = rid
+        self.head_out = head_out
 
 
 class AccessLog:
@@ -131,8 +153,7 @@ class HttpListener(BaseListener):
         drop = [n.encode().lower() for n, _ in s.set_headers]
         if s.bearer_token_file:
             drop.append(b"authorization")
-        self.actions = request_actions(drop, s.hash_header)
-        self.keep_host = s.preserve_host
+        self.rules = RequestRules(drop, s.hash_header, s.preserve_host)
         self.active = 0
         self.retrying = 0
         self.local_requests = 0
@@ -214,6 +235,9 @@ class HttpListener(BaseListener):
                     a.fail(DeadlineExceeded("idle tunnel"))
                     b.fail(DeadlineExceeded("idle tunnel"))
             else:
+                if c.fast is not None and now >= c.wait_deadline:
+                    c.fast_fail("timeout", "")
+                    continue
                 wf = c.wait_fut
                 if (
                     wf is not None
@@ -231,12 +255,7 @@ class HttpListener(BaseListener):
         self.local_requests += 1
         self.local_codes[code] = self.local_codes.get(code, 0) + 1
         self.local_sum += seconds
-        i = 0
-        for b in BUCKETS:
-            if seconds <= b:
-                break
-            i += 1
-        self.local_buckets[i] += 1
+        self.local_buckets[bisect_left(BUCKETS, seconds)] += 1
 
     async def check(self, u: Upstream) -> tuple[bool, str]:
         reader, writer = await self._open(u)
@@ -274,12 +293,16 @@ class ClientConn(Conn):
         self.resp_pump: OwnedPump | None = None
         self.uploading = False
         self.peer = b""
+        self.xff_line = b""
+        self.fast: Fast | None = None
+        self.handover: tuple[Any, ...] | None = None
         self.flood_limit = lst.s.max_header_bytes + 65536
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]).encode() if peer else b"unknown"
+        self.xff_line = b"\r\nX-Forwarded-For: " + self.peer
         self.lst.conns.add(self)
         self.lst.loop.create_task(self.serve())
 
@@ -287,9 +310,29 @@ class ClientConn(Conn):
         if self.state == IDLE:
             self.state = HEAD
             self.mark = clock.now
+            if (
+                data[-4:] == b"\r\n\r\n"
+                and not self.buf
+                and self.waiter is not None
+                and self.try_fast(data)
+            ):
+                return
+        elif self.fast is not None:
+            # a pipelined request waits until the fast path is done with this one
+            self.buf += data
+            if len(self.buf) > self.flood_limit:
+                self.pause(FLOOD)
+            return
         Conn.data_received(self, data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        f = self.fast
+        if f is not None:
+            self.fast = None
+            f.uc.owner = None
+            f.uc.abort()
+            f.up.active -= 1
+            self.lst.active -= 1
         Conn.connection_lost(self, exc)
         self.lst.conns.discard(self)
         wf = self.wait_fut
@@ -328,6 +371,176 @@ class ClientConn(Conn):
         if not self.closed:
             self.transport.write(data)
 
+    # -- the fast path ----------------------------------------------------------------
+    #
+    # A request that arrives whole, without a body, for an upstream with an idle
+    # pooled connection, is served from the two data_received callbacks: no task
+    # switch, no future. Anything else (a body, a retry, a streamed response) is
+    # handed to the connection's coroutine, which continues where this left off.
+
+    def try_fast(self, data: bytes) -> bool:
+        lst = self.lst
+        s = lst.s
+        head = data[:-4]
+        if len(head) > s.max_header_bytes or b"\r\n\r\n" in head:
+            return False
+        try:
+            req = parse_request(head, lst.rules)
+        except ProtocolError:
+            return False  # the coroutine parses it again and refuses it with the reason
+        if (
+            req.body_len
+            or req.chunked
+            or req.upgrade is not None
+            or req.target[0] != 47
+            or req.method == b"CONNECT"
+        ):
+            return False
+        up = lst.balancer.pick(lst.now, s.max_requests, req.hash_value, ())
+        if up is None or not up.idle:
+            return False
+        uc = up.idle.pop()
+        if uc.closed or uc.eof:
+            uc.close()
+            return False
+        t0 = lst.loop.time()
+        head_out, rid = self.build_head(req, 0)
+        self.fast = Fast(req, up, uc, t0, rid, head_out)
+        self.state = BUSY
+        lst.active += 1
+        up.active += 1
+        self.wait_deadline = t0 + (min(s.timeout, s.try_timeout) if s.try_timeout else s.timeout)
+        uc.owner = self
+        if req.host is None and s.preserve_host:
+            uc.transport.writelines((head_out, up.host_line, up.suffix, b"\r\n"))
+        else:
+            uc.transport.writelines((head_out, up.suffix, b"\r\n"))
+        return True
+
+    def fast_response(self, uc: Conn) -> None:
+        """The upstream sent bytes for a fast-path request."""
+        buf = uc.buf
+        i = buf.find(b"\r\n\r\n")
+        if i < 0:
+            if len(buf) > MAX_RESPONSE_HEAD:
+                self.fast_fail("bad-response", "response head too large")
+            return
+        f = self.fast
+        assert f is not None
+        req = f.req
+        up = f.up
+        lst = self.lst
+        s = lst.s
+        try:
+            resp = parse_response(bytes(buf[:i]), req.method == b"HEAD")
+        except ProtocolError as exc:
+            self.fast_fail("bad-response", exc.reason)
+            return
+        del buf[: i + 4]
+        status = resp.status
+        if status < 200:
+            if status == 101:
+                self.fast_fail("bad-response", "unrequested 101 from upstream")
+                return
+            self.reply(resp.head + b"\r\n\r\n")
+            if buf:
+                self.fast_response(uc)
+            return
+        if status >= 500:
+            up.failure(lst.now, str(status))
+            if (
+                status in s.retry_statuses
+                and s.retries > 0
+                and req.method in IDEMPOTENT
+                and lst.retrying < max(3.0, s.retry_budget * lst.active)
+            ):
+                self.fast_fail(str(status), f"{up.label} answered {status}", counted=True)
+                return
+        else:
+            up.success()
+        blen = resp.body
+        if blen in (BODY_CHUNKED, BODY_EOF) or (blen > 0 and len(buf) < blen):
+            # a body still to come: the coroutine pumps it
+            self.fast = None
+            uc.owner = None
+            self.handover = (RELAY, f, resp, lst.loop.time())
+            self.wake()
+            return
+        keep = req.keep_alive and not lst.draining
+        if req.minor == 0:
+            tail = (
+                b"\r\nConnection: keep-alive\r\n\r\n" if keep else b"\r\nConnection: close\r\n\r\n"
+            )
+        else:
+            tail = b"\r\n\r\n" if keep else b"\r\nConnection: close\r\n\r\n"
+        out_head = resp.head + tail
+        if blen > 0:
+            if len(buf) == blen:
+                data = bytes(buf)
+                buf.clear()
+            else:
+                data = bytes(buf[:blen])
+                del buf[:blen]
+            self.transport.writelines((out_head, data))
+        else:
+            blen = 0
+            self.transport.write(out_head)
+        self.fast = None
+        uc.owner = None
+        up.active -= 1
+        lst.active -= 1
+        if resp.keep_alive and not buf:
+            up.release(uc, lst.now)
+        else:
+            uc.close()
+        dt = lst.loop.time() - f.t0
+        up.observe(status, dt)
+        if s.access_log:
+            self.access(req, status, up, dt, dt, len(f.head_out), len(out_head) + blen, 0, f.rid)
+        if not keep:
+            self.close()
+            return
+        if self.buf:
+            self.state = HEAD
+            self.mark = clock.now
+            self.wake()  # the coroutine reads the pipelined request
+        else:
+            self.state = IDLE
+            self.mark = clock.now
+            self.resume(FLOOD)
+
+    def fast_fail(self, kind: str, message: str, counted: bool = False) -> None:
+        """The fast path's try failed before anything reached the client: hand it over."""
+        f = self.fast
+        if f is None:
+            return
+        self.fast = None
+        f.uc.owner = None
+        f.uc.abort()
+        f.up.active -= 1
+        if not counted:
+            f.up.failure(self.lst.now, kind)
+        if kind == "reset":
+            message = f"{f.up.label} closed the connection"
+        elif kind == "timeout":
+            message = f"{f.up.label} did not answer in time"
+        self.handover = (RETRY, f, kind, message)
+        self.wake()
+
+    async def take_over(self, h: tuple[Any, ...]) -> bool:
+        f: Fast = h[1]
+        if h[0] == RETRY:
+            return await self.forward(
+                f.req, f.head_out, b"", False, f.t0, f.rid, failed=(f.up, h[2], h[3])
+            )
+        try:
+            return await self.relay(
+                f.up, f.uc, f.req, h[2], f.head_out, b"", None, f.t0, f.t0, h[3], f.rid, 0
+            )
+        finally:
+            f.up.active -= 1
+            self.lst.active -= 1
+
     # -- the request loop ------------------------------------------------------------
 
     async def serve(self) -> None:
@@ -349,6 +562,13 @@ class ClientConn(Conn):
                     break
                 except UpstreamGone:
                     break
+                h = self.handover
+                if h is not None:
+                    self.handover = None
+                    self.state = BUSY
+                    if not await self.take_over(h):
+                        break
+                    continue
                 if head is None:
                     break
                 self.state = BUSY
@@ -409,7 +629,7 @@ class ClientConn(Conn):
         loop = lst.loop
         t0 = loop.time()
         try:
-            req = parse_request(head, lst.actions, lst.keep_host)
+            req = parse_request(head, lst.rules)
         except ProtocolError as exc:
             lst.warn(
                 "malformed request refused",
@@ -448,63 +668,76 @@ class ClientConn(Conn):
                     del buf[:n]
             else:
                 stream = True
-        rid = req.request_id
-        extra = req.kept
-        if rid is None:
-            rid = lst.next_id()
-            extra.append(b"X-Request-Id: " + rid)
-        if n > 0:
-            extra.append(b"Content-Length: %d" % n)
-        elif req.chunked:
-            extra.append(b"Transfer-Encoding: chunked")
-        extra.append(b"X-Forwarded-For: " + (req.xff + b", " + self.peer if req.xff else self.peer))
-        extra.append(b"X-Forwarded-Proto: " + (req.xfp + b", http" if req.xfp else b"http"))
-        if req.upgrade is not None:
-            extra.append(b"Connection: upgrade")
-            extra.append(b"Upgrade: " + req.upgrade)
-        head_out = b"%s %s HTTP/1.1\r\n%s\r\n" % (method, req.target, b"\r\n".join(extra))
+        head_out, rid = self.build_head(req, n)
+        return await self.forward(req, head_out, body, stream, t0, rid)
 
-        lst.active += 1
+    def build_head(self, req: Request, n: int) -> tuple[bytes, bytes]:
+        """The request head for the upstream, minus the per-upstream lines, and the request id."""
+        rid = req.request_id
+        if rid is None:
+            rid = self.lst.next_id()
+            extra = b"\r\nX-Request-Id: " + rid
+        else:
+            extra = b""
+        if n > 0:
+            extra += b"\r\nContent-Length: %d" % n
+        elif req.chunked:
+            extra += b"\r\nTransfer-Encoding: chunked"
+        if req.xff is None:
+            extra += self.xff_line
+        else:
+            extra += b"\r\nX-Forwarded-For: " + req.xff + b", " + self.peer
+        if req.xfp is None:
+            extra += b"\r\nX-Forwarded-Proto: http"
+        else:
+            extra += b"\r\nX-Forwarded-Proto: " + req.xfp + b", http"
+        if req.upgrade is not None:
+            extra += b"\r\nConnection: upgrade\r\nUpgrade: " + req.upgrade
+        return b"%s %s HTTP/1.1%s%s\r\n" % (req.method, req.target, req.kept, extra), rid
+
+    async def forward(
+        self,
+        req: Request,
+        head_out: bytes,
+        body: bytes,
+        stream: bool,
+        t0: float,
+        rid: bytes,
+        failed: tuple[Upstream, str, str] | None = None,
+    ) -> bool:
+        """Try upstreams until one answers or retrying is no longer allowed."""
+        lst = self.lst
+        s = lst.s
+        loop = lst.loop
+        if failed is None:
+            lst.active += 1
         deadline = t0 + s.timeout
         tried: list[Upstream] = []
         retries = 0
         backoff: Backoff | None = None
-        idempotent = method in IDEMPOTENT
+        idempotent = req.method in IDEMPOTENT
         up: Upstream | None = None
+        result: bool | tuple[str, str]
         try:
             while True:
-                up = lst.balancer.pick(lst.now, s.max_requests, req.hash_value, tried)
-                if up is None:
+                if failed is not None:  # the fast path's try failed: continue from there
+                    up, kind, message = failed
+                    failed = None
+                    tried.append(up)
+                    result = (kind, message)
+                else:
+                    result = await self.try_one(
+                        req, head_out, body, stream, deadline, idempotent, t0, rid, retries, tried
+                    )
+                if isinstance(result, bool):
+                    return result
+                if result[0] == "no-upstream":
                     why, msg = lst.balancer.why_none(lst.now)
                     return self.refuse_local(503, why, msg, t0, req, rid, retries, keep=not stream)
-                tried.append(up)
+                up = tried[-1]
                 may_retry = retries < s.retries and lst.retrying < max(
                     3.0, s.retry_budget * lst.active
                 )
-                retrying = retries > 0
-                if retrying:
-                    lst.retrying += 1
-                up.active += 1
-                try:
-                    result = await self.attempt(
-                        up,
-                        req,
-                        head_out,
-                        body,
-                        stream,
-                        deadline,
-                        may_retry,
-                        idempotent,
-                        t0,
-                        rid,
-                        retries,
-                    )
-                finally:
-                    up.active -= 1
-                    if retrying:
-                        lst.retrying -= 1
-                if isinstance(result, bool):
-                    return result
                 # a failure that may be retried: nothing has reached the client yet
                 kind, message = result
                 if kind == "client-gone":
@@ -541,6 +774,39 @@ class ClientConn(Conn):
                     return False
         finally:
             lst.active -= 1
+
+    async def try_one(
+        self,
+        req: Request,
+        head_out: bytes,
+        body: bytes,
+        stream: bool,
+        deadline: float,
+        idempotent: bool,
+        t0: float,
+        rid: bytes,
+        retries: int,
+        tried: list[Upstream],
+    ) -> bool | tuple[str, str]:
+        lst = self.lst
+        s = lst.s
+        up = lst.balancer.pick(lst.now, s.max_requests, req.hash_value, tried)
+        if up is None:
+            return "no-upstream", ""
+        tried.append(up)
+        may_retry = retries < s.retries and lst.retrying < max(3.0, s.retry_budget * lst.active)
+        retrying = retries > 0
+        if retrying:
+            lst.retrying += 1
+        up.active += 1
+        try:
+            return await self.attempt(
+                up, req, head_out, body, stream, deadline, may_retry, idempotent, t0, rid, retries
+            )
+        finally:
+            up.active -= 1
+            if retrying:
+                lst.retrying -= 1
 
     def retry_allowed(self, kind: str, idempotent: bool, stream: bool) -> bool:
         on = self.lst.s.retry_on
@@ -683,6 +949,30 @@ class ClientConn(Conn):
         else:
             up.success()
         t_head = loop.time()
+        return await self.relay(
+            up, uc, req, resp, head_out, body, req_pump, t0, t1, t_head, rid, retries
+        )
+
+    async def relay(
+        self,
+        up: Upstream,
+        uc: Conn,
+        req: Request,
+        resp: Response,
+        head_out: bytes,
+        body: bytes,
+        req_pump: OwnedPump | None,
+        t0: float,
+        t1: float,
+        t_head: float,
+        rid: bytes,
+        retries: int,
+    ) -> bool:
+        """Pass the response (head already parsed) to the client; True to keep the connection."""
+        lst = self.lst
+        s = lst.s
+        loop = lst.loop
+        status = resp.status
         if status == 101:
             return await self.tunnel(up, uc, req, resp, t0, rid, retries)
         keep = req.keep_alive and not lst.draining and resp.body != BODY_EOF
@@ -710,6 +1000,7 @@ class ClientConn(Conn):
             sent += blen
         else:
             self.transport.write(out_head)
+            framer: Any
             if blen == BODY_CHUNKED:
                 framer = ChunkedFramer()
             elif blen == BODY_EOF:

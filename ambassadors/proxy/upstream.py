@@ -6,7 +6,9 @@ import asyncio
 import logging
 import ssl
 import zlib
+from bisect import bisect_left
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -172,12 +174,7 @@ class Upstream:
         codes = self.codes
         codes[code] = codes.get(code, 0) + 1
         self.duration_sum += seconds
-        i = 0
-        for b in BUCKETS:
-            if seconds <= b:
-                break
-            i += 1
-        self.buckets[i] += 1
+        self.buckets[bisect_left(BUCKETS, seconds)] += 1
 
     # -- the pool ------------------------------------------------------------------
 
@@ -293,10 +290,27 @@ class UpstreamConn(Conn):
         super().__init__()
         self.upstream = upstream
         self.idle_since = 0.0
+        self.owner: Any = None  # the client connection whose fast-path request this carries
+
+    def data_received(self, data: bytes) -> None:
+        owner = self.owner
+        if owner is None:
+            Conn.data_received(self, data)
+            return
+        self.buf += data
+        owner.fast_response(self)
+
+    def eof_received(self) -> bool:
+        keep = Conn.eof_received(self)
+        if self.owner is not None:
+            self.owner.fast_fail("reset", "")
+        return keep
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self.upstream.lost(self)
+        if self.owner is not None:
+            self.owner.fast_fail("reset", "")
 
 
 class Balancer:
@@ -309,7 +323,11 @@ class Balancer:
         self.single = upstreams[0] if len(upstreams) == 1 else None
 
     def pick(
-        self, now: float, max_requests: int, hash_value: bytes | None, tried: list[Upstream]
+        self,
+        now: float,
+        max_requests: int,
+        hash_value: bytes | None,
+        tried: Sequence[Upstream],
     ) -> Upstream | None:
         single = self.single
         if single is not None:
