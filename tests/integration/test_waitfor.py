@@ -673,3 +673,23 @@ def test_secrets_never_reach_the_logs(redis_pw: RedisServer) -> None:
     text = res.stderr.decode()
     assert "q9z" not in text and "tok-3f9a7c" not in text
     assert f"redis://:***@127.0.0.1:{redis_pw.port}" in text
+
+
+def test_two_hundred_targets_at_once(tmp_path: Path) -> None:
+    """Torture: many targets, all failing concurrently; each is reported, none lost."""
+    listeners = [Listener() for _ in range(50)]
+    for lst in listeners:
+        lst.appear()
+    try:
+        targets = [f"tcp://127.0.0.1:{lst.port}" for lst in listeners]
+        targets += [f"tcp://127.0.0.1:{free_port()}" for _ in range(75)]
+        targets += [f"file://{tmp_path}/absent-{i}" for i in range(75)]
+        res = waitfor("--timeout", "2s", "--max-interval", "200ms", *targets)
+    finally:
+        for lst in listeners:
+            lst.close()
+    assert res.returncode == 124
+    recs = records(res.stderr)
+    assert len(by_message(recs, "target ready")) == 50
+    assert len(by_message(recs, "not ready")) == 150
+    assert by_message(recs, "timed out")[0]["ready"] == 50

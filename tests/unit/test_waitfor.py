@@ -225,3 +225,91 @@ def test_describe_is_short_and_stable() -> None:
     assert describe(NotReady("x")) == "x"
     assert describe(asyncio.IncompleteReadError(b"", 4)) == "connection closed by the server"
     assert describe(OSError(113, "No route to host")) == "no route to host"
+
+
+# -- torture: hostile peers --------------------------------------------------
+
+
+async def _flood(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    """Answers with an endless line: no CRLF, no length, nothing to stop at."""
+    try:
+        chunk = b"A" * 65536
+        for _ in range(64):  # 4 MiB at most, far past every cap
+            w.write(chunk)
+            await w.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        w.close()
+
+
+async def _silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await asyncio.sleep(30)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:PORT/",
+        "redis://127.0.0.1:PORT",
+        "postgres://u@127.0.0.1:PORT/db?sslmode=disable",
+        "mysql://127.0.0.1:PORT",
+    ],
+)
+async def test_flooding_peer_is_refused_not_buffered(url: str) -> None:
+    err = await check(url, _flood)
+    assert err is not None
+    assert "too long" in err or "not a" in err or "closed" in err or "reset" in err, err
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:PORT/",
+        "https://127.0.0.1:PORT/",
+        "redis://127.0.0.1:PORT",
+        "postgres://u@127.0.0.1:PORT/db",
+        "mysql://127.0.0.1:PORT",
+    ],
+)
+async def test_silent_peer_costs_one_attempt_timeout(url: str) -> None:
+    server, port = await serve(_silent)
+    try:
+        probe = parse(url.replace("PORT", str(port)))
+        t0 = asyncio.get_running_loop().time()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await probe.check()
+        assert asyncio.get_running_loop().time() - t0 < 2
+    finally:
+        server.close()
+
+
+async def test_http_body_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    from podkit.initkits.waitfor import net, probe_http
+
+    monkeypatch.setattr(probe_http, "MAX_MESSAGE", 4096)
+    assert net.MAX_MESSAGE == 1 << 20
+
+    async def endless(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readuntil(b"\r\n\r\n")
+        w.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        try:
+            for _ in range(1000):
+                w.write(b"x" * 1024)
+                await w.drain()
+        except (ConnectionError, OSError):
+            pass
+        w.close()
+
+    settings = Settings()
+    settings.http.body_regex = re.compile("y")
+    server, port = await serve(endless)
+    try:
+        probe = parse_target(f"http://127.0.0.1:{port}/", settings)
+        with pytest.raises(NotReady, match="body does not match"):
+            await asyncio.wait_for(probe.check(), 5)
+    finally:
+        server.close()
