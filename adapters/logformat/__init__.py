@@ -301,10 +301,28 @@ class LogFormat(Sidecar):
         await self._write(records)
 
     async def run(self) -> None:
-        if self.stdin:
-            await self._run_stdin()
-        else:
+        if not self.stdin:
             await self._run_files()
+            return
+        reader = asyncio.create_task(self._run_stdin(), name="logformat-stdin")
+        stop = asyncio.create_task(self.wait_stopping())
+        await asyncio.wait({reader, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not reader.done():
+            # Stopping: _run_stdin writes what it has read and returns, unless
+            # the output is stuck (the sink retries forever); bound that, so
+            # the runner's deadline never has to shoot the process.
+            try:
+                await asyncio.wait_for(asyncio.shield(reader), self.shutdown_timeout * 0.8)
+            except TimeoutError:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+                # Unlike files there is no checkpoint to resume from: say so, exit 1.
+                raise RuntimeError(
+                    "shutdown: output blocked; lines read from stdin were lost"
+                ) from None
+        reader.result()
 
     # -- files -----------------------------------------------------------------
 
