@@ -1,0 +1,323 @@
+"""proxy: requests/s and added latency next to HAProxy, TCP bulk throughput, RSS.
+
+Peers, same run: HAProxy (Debian, `nbthread 1`) in front of the same nginx
+upstream, driven by the same wrk settings; rounds alternate between the
+contenders so a noisy neighbour hurts both alike. Figures are medians over
+--rounds; the ratio is what is robust on a shared machine.
+
+    .venv/bin/python bench/bench_proxy.py [--rounds 3] [--seconds 5] [--conns 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} never opened")
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def version(cmd: list[str]) -> str:
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    return (res.stdout + res.stderr).strip().splitlines()[0]
+
+
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        raise ValueError(text)
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def wrk(url: str, seconds: int, conns: int) -> tuple[float, float, float]:
+    """requests/s, p50 ms, p99 ms."""
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    if "Non-2xx" in out or "Socket errors" in out:
+        print(f"    note: {url}: {out.strip().splitlines()[-3:]}")
+    return rps, p50, p99
+
+
+class Procs:
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, cmd: list[str], port: int, **kw: object) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            **kw,  # type: ignore[call-overload]
+        )
+        self.procs.append(p)
+        wait_port(port)
+        return p  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--conns", type=int, default=32)
+    ap.add_argument("--bulk-mib", type=int, default=1024)
+    args = ap.parse_args()
+    for tool in ("wrk", "nginx", "haproxy", "curl"):
+        if shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin") is None:
+            print(f"SKIP: {tool} not installed")
+            return 0
+    nginx = shutil.which("nginx", path=os.environ.get("PATH", "") + ":/usr/sbin") or "nginx"
+    haproxy = shutil.which("haproxy", path=os.environ.get("PATH", "") + ":/usr/sbin") or "haproxy"
+    tmp = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
+    procs = Procs()
+    try:
+        return run(args, tmp, procs, nginx, haproxy)
+    finally:
+        procs.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, tmp: Path, procs: Procs, nginx: str, haproxy: str) -> int:
+    ng, hp, hpt, px, pxl, pxt, pxw = (free_port() for _ in range(7))
+    (tmp / "html").mkdir()
+    (tmp / "html" / "index.html").write_text("hello\n")
+    with open(tmp / "html" / "bulk.bin", "wb") as f:
+        f.truncate(args.bulk_mib << 20)
+    (tmp / "nginx.conf").write_text(
+        f"""daemon off; master_process off; worker_processes 1; pid {tmp}/nginx.pid;
+error_log {tmp}/nginx.err;
+events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 1000000; default_type text/plain;
+client_body_temp_path {tmp}/b; proxy_temp_path {tmp}/p; fastcgi_temp_path {tmp}/f;
+uwsgi_temp_path {tmp}/u; scgi_temp_path {tmp}/s;
+server {{ listen 127.0.0.1:{ng}; root {tmp}/html;
+location = /status {{ return 200 "ok\\n"; }} }} }}
+"""
+    )
+    (tmp / "haproxy.cfg").write_text(
+        f"""global
+    nbthread 1
+    maxconn 4096
+defaults
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+frontend web
+    mode http
+    bind 127.0.0.1:{hp}
+    default_backend nginx
+backend nginx
+    mode http
+    http-reuse always
+    server s1 127.0.0.1:{ng}
+frontend tcp
+    mode tcp
+    bind 127.0.0.1:{hpt}
+    default_backend nginx_tcp
+backend nginx_tcp
+    mode tcp
+    server s1 127.0.0.1:{ng}
+"""
+    )
+    procs.start(
+        [nginx, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "nginx.err")], ng
+    )
+    procs.start([haproxy, "-f", str(tmp / "haproxy.cfg")], hp)
+    py = [sys.executable, "-m", "podkit", "proxy", "--admin-addr", "off"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p_off = procs.start(
+        [
+            *py,
+            "--listen",
+            f"127.0.0.1:{px}",
+            "--upstream",
+            f"http://127.0.0.1:{ng}",
+            "--access-log",
+            "false",
+        ],
+        px,
+        env=env,
+    )
+    procs.start(
+        [*py, "--listen", f"127.0.0.1:{pxl}", "--upstream", f"http://127.0.0.1:{ng}"],
+        pxl,
+        env=env,
+    )
+    procs.start(
+        [
+            *py,
+            "--listen",
+            f"tcp://127.0.0.1:{pxt}",
+            "--upstream",
+            f"tcp://127.0.0.1:{ng}",
+            "--access-log",
+            "false",
+        ],
+        pxt,
+        env=env,
+    )
+    procs.start(
+        [
+            *py,
+            "--listen",
+            f"127.0.0.1:{pxw}",
+            "--upstream",
+            f"http://127.0.0.1:{ng}",
+            "--access-log",
+            "false",
+            "--workers",
+            "2",
+        ],
+        pxw,
+        env=env,
+    )
+    time.sleep(1.0)  # let the second worker bind too
+    targets = {
+        "nginx direct": f"http://127.0.0.1:{ng}/status",
+        "haproxy": f"http://127.0.0.1:{hp}/status",
+        "podkit (log off)": f"http://127.0.0.1:{px}/status",
+        "podkit (log on)": f"http://127.0.0.1:{pxl}/status",
+        "podkit 2 workers": f"http://127.0.0.1:{pxw}/status",
+    }
+    results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in targets}
+    peak_rss = [0]
+    for url in targets.values():  # warm the keep-alive pools
+        wrk(url, 1, args.conns)
+    for r in range(args.rounds):
+        for name, url in targets.items():
+            stop = threading.Event()
+            if name == "podkit (log off)":
+
+                def sample(stop: threading.Event = stop) -> None:
+                    while not stop.is_set():
+                        peak_rss[0] = max(peak_rss[0], rss_kib(p_off.pid))
+                        time.sleep(0.1)
+
+                t = threading.Thread(target=sample)
+                t.start()
+            results[name].append(wrk(url, args.seconds, args.conns))
+            stop.set()
+            if name == "podkit (log off)":
+                t.join()
+        print(
+            f"  round {r + 1}: " + ", ".join(f"{n} {results[n][-1][0]:.0f}/s" for n in targets),
+            flush=True,
+        )
+
+    def med(name: str, i: int) -> float:
+        return statistics.median(x[i] for x in results[name])
+
+    base50, base99 = med("nginx direct", 1), med("nginx direct", 2)
+    hap = med("haproxy", 0)
+    print()
+    print(
+        f"versions: {version([haproxy, '-v'])}; {version([nginx, '-v'])}; {version(['wrk', '-v'])}"
+    )
+    print(
+        f"wrk -t1 -c{args.conns} -d{args.seconds}s, median of {args.rounds} rounds, "
+        "GET /status via nginx"
+    )
+    print(f"{'':20} {'req/s':>9} {'ratio':>6} {'added p50':>10} {'added p99':>10}")
+    for name in targets:
+        rps = med(name, 0)
+        ratio = f"{rps / hap:.2f}" if name != "nginx direct" else "-"
+        if name == "nginx direct":
+            print(f"{name:20} {rps:9.0f} {ratio:>6} {'-':>10} {'-':>10}")
+            continue
+        a50 = med(name, 1) - base50
+        a99 = med(name, 2) - base99
+        print(f"{name:20} {rps:9.0f} {ratio:>6} {a50:8.2f}ms {a99:8.2f}ms")
+    ratios = [
+        p[0] / h[0] for p, h in zip(results["podkit (log off)"], results["haproxy"], strict=True)
+    ]
+    print(f"per-round ratio podkit(log off)/haproxy: {', '.join(f'{x:.2f}' for x in ratios)}")
+    print(f"podkit RSS under load (1 worker, log off): {peak_rss[0] / 1024:.1f} MiB (bar 50 MiB)")
+
+    # TCP mode: one bulk download through each, alternating
+    bulk: dict[str, list[float]] = {"haproxy tcp": [], "podkit tcp": []}
+    for _ in range(max(2, args.rounds - 1)):
+        for name, port in (("haproxy tcp", hpt), ("podkit tcp", pxt)):
+            t0 = time.monotonic()
+            res = subprocess.run(
+                [
+                    "curl",
+                    "-sS",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{size_download}",
+                    f"http://127.0.0.1:{port}/bulk.bin",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            dt = time.monotonic() - t0
+            assert int(res.stdout) == args.bulk_mib << 20
+            bulk[name].append(args.bulk_mib / dt)
+    hb, pb = statistics.median(bulk["haproxy tcp"]), statistics.median(bulk["podkit tcp"])
+    print(
+        f"TCP bulk ({args.bulk_mib} MiB via curl): haproxy {hb:.0f} MiB/s, "
+        f"podkit {pb:.0f} MiB/s, ratio {pb / hb:.2f} (bar 0.5)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
