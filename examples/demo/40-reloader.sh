@@ -38,7 +38,7 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 
 update "scrape_interval: 15s"
 start_app
-podkit reloader --watch "$conf" --webhook-url "http://127.0.0.1:$hook_port/-/reload" \
+"$PY" -m podkit reloader --watch "$conf" --webhook-url "http://127.0.0.1:$hook_port/-/reload" \
     --debounce 300ms --retry-max-backoff 1s --log-format text 2>"$tmp/reloader.log" &
 pids="$pids $!"
 wait_ready 9413
