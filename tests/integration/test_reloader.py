@@ -486,3 +486,39 @@ def test_dir_recreated_and_file_renamed_over(tmp_path: Path, receiver: Receiver)
         (tmp_path / "unrelated").write_text("x")
         assert stays(lambda: len(receiver.calls) == 3, 1.0)
         assert metric(p, "podkit_reloader_watched_files") == 2
+
+
+def test_two_webhooks_one_down_newer_change_supersedes(tmp_path: Path) -> None:
+    """A webhook that answered is not called again while another is retried,
+    and a newer change replaces the pending retry: one call each per content."""
+    a, b = Receiver().up(), Receiver()
+    try:
+        conf = tmp_path / "conf"
+        conf.mkdir()
+        (conf / "x").write_text("1")
+        with reloader(
+            tmp_path,
+            "--watch", str(conf),
+            "--webhook-url", a.url,
+            "--webhook-url", b.url,
+            "--webhook-status", "200",
+            "--debounce", "100ms",
+            "--retry-max-backoff", "500ms",
+        ) as p:  # fmt: skip
+            p.wait_ready()
+            (conf / "x").write_text("2")
+            wait_until(lambda: len(a.calls) == 1, 10, what="first webhook")
+            wait_until(lambda: labelled(p, "podkit_reloader_reloads_total", "failure") >= 3, 10)
+            assert len(a.calls) == 1  # not repeated by the retries for b
+            (conf / "x").write_text("3")  # supersedes the pending retry
+            wait_until(lambda: len(a.calls) == 2, 10, what="first webhook, newer content")
+            pending = status(p)["retry"]
+            assert pending is not None and pending["pending"] is True
+            b.up()
+            wait_until(lambda: len(b.calls) == 1, 10, what="second webhook after it came up")
+            assert stays(lambda: len(a.calls) == 2 and len(b.calls) == 1, 1.5)
+            st = status(p)
+            assert st["last_success_hash"] == st["current_hash"] and st["retry"] is None
+    finally:
+        a.close()
+        b.close()
