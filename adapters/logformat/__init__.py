@@ -358,8 +358,8 @@ class LogFormat(Sidecar):
         # what it wrote last to the end, write it out, then checkpoint in
         # cleanup(). Bounded, so the runner's deadline never has to shoot us.
         try:
-            await asyncio.wait_for(self.tailer.drain(), max(1.0, self.shutdown_timeout * 0.6))
-            await asyncio.wait_for(consumer, max(1.0, self.shutdown_timeout * 0.2))
+            await asyncio.wait_for(self.tailer.drain(), max(0.5, self.shutdown_timeout * 0.5))
+            await asyncio.wait_for(consumer, max(0.5, self.shutdown_timeout * 0.2))
         except TimeoutError:
             self.log.warning("shutdown: input not fully drained; the checkpoint resumes it")
             consumer.cancel()

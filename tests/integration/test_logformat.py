@@ -468,3 +468,42 @@ def _seq(rec: dict[str, Any]) -> int:
     m = re.search(r"(?:/seq/|garbage line )(\d+)", rec["message"])
     assert m, rec
     return int(m.group(1))
+
+
+def test_output_down_unhealthy_then_resumes_from_checkpoint(tmp_path: Path) -> None:
+    """An output that cannot be written: /healthz 503, nothing acknowledged, SIGTERM
+    still exits 0 in time; the next start with a working output writes every line."""
+    log = tmp_path / "app.log"
+    log.write_text("".join(f"ts={i} level=info msg=line{i}\n" for i in range(100)))
+    blocked = tmp_path / "missing-dir" / "out.ndjson"  # the directory does not exist
+    args = ["--path", str(log), "--format", "logfmt", "--state-dir", str(tmp_path / "s"),
+            "--shutdown-timeout", "3s"]  # fmt: skip
+    with ProgramProcess("logformat", [*args, "--output", f"file://{blocked}"], tmp=tmp_path) as p:
+        p.wait_ready()
+        wait_until(lambda: p.get("/healthz")[0] == 503, 10, what="/healthz 503")
+        assert b"output failing" in p.get("/healthz")[2]
+        assert metric(p, "podkit_logformat_lag_bytes") > 0
+        p.signal(signal.SIGTERM)
+        assert p.wait(20) == 0, p.stderr()  # past --shutdown-timeout the runner would exit 1
+    out = tmp_path / "out.ndjson"
+    with ProgramProcess("logformat", [*args, "--output", f"file://{out}"], tmp=tmp_path) as p:
+        p.wait_ready()
+        recs = wait_records(out, 100)
+        assert [r["message"] for r in recs] == [f"line{i}" for i in range(100)]
+        assert recs[5]["time"] == "1970-01-01T00:00:05Z"  # ts=5: epoch seconds
+        wait_until(lambda: p.get("/healthz")[0] == 200, 10, what="/healthz 200")
+
+    # --stdin has no checkpoint: a stuck output at SIGTERM is a failure (exit 1), in time.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "podkit", "logformat", "--stdin", "--format", "logfmt",
+         "--admin-addr", "off", "--shutdown-timeout", "2s", "--output", f"file://{blocked}"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    proc.stdin.write(b"msg=x\n")
+    proc.stdin.flush()
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 1, err
+    assert b"lines read from stdin were lost" in err
