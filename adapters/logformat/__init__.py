@@ -264,6 +264,7 @@ class LogFormat(Sidecar):
             "output": self.sink_url,
             "records": self.converter.records,
             "parse_errors": self.converter.parse_errors,
+            "last_output": rfc3339_ns(self.last_output_ns) if self.last_output_ns else None,
         }
         if self.tailer is not None:
             data["lag_bytes"] = self.tailer.lag_bytes
