@@ -51,7 +51,15 @@ class TargetState:
 
 
 class WaitFor(InitTask):
-    """Wait until dependencies answer (tcp, http, dns, file, unix, redis, postgres, mysql), then exit 0 or exec the app."""  # noqa: E501
+    """Wait until dependencies answer, then exit 0 or exec the app.
+
+    podkit waitfor [options] TARGET [TARGET ...] [-- COMMAND [ARG ...]]
+
+    Targets (checked concurrently, re-resolved on every attempt): tcp, http(s),
+    dns, file, unix, redis(s), postgres(ql), mysql. Exit 0 when ready (with
+    COMMAND: exec it), 124 on --timeout, 2 for a malformed target or option,
+    143/130 on SIGTERM/SIGINT. See docs/waitfor.md.
+    """
 
     name = "waitfor"
     accepts_command = True
