@@ -247,6 +247,9 @@ SYSLOG = [
     ("2026-11-26T06:40:01.123456+01:00 host kernel: [  1.0] usb 1-1: new device",
      {"time": "2026-11-26T05:40:01.123456Z", "app_name": "kernel"}),
     ("<999>Nov 26 06:40:01 host app: bad pri", {"level": "info", "facility": None}),
+    # as an app hands it to /dev/log: no hostname
+    ("<13>Nov 26 06:40:01 myapp[77]: user: x", {"hostname": None, "app_name": "myapp", "proc_id": 77, "message": "user: x"}),
+    ("<13>Nov 26 06:40:01 cron: job done", {"hostname": None, "app_name": "cron", "message": "job done"}),
     ("Nov 26 06:40:01 host app: caf\ufffd \x01", {"message": "caf\ufffd \x01"}),
 ]  # fmt: skip
 

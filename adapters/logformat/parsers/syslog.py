@@ -132,9 +132,17 @@ class Syslog(Parser):
                 )
             except (ValueError, OverflowError):
                 return None
+        if host[-1] == ":" or "[" in host:
+            # No hostname (a message as an app hands it to /dev/log): the
+            # "host" is really the tag, and what followed is the message.
+            name, _, rest = host.rstrip(":").partition("[")
+            tag, pid = name, (rest.rstrip("]") or None)
+            msg = m.string[m.end(9) :].lstrip(" ")
+            host = ""
         rec: dict[str, Any] = {"time": t, "level": "info", "message": msg, "source": source}
         self._pri(rec, pri)
-        rec["hostname"] = host
+        if host:
+            rec["hostname"] = host
         if tag is not None:
             rec["app_name"] = tag
             if pid is not None:
