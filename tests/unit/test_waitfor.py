@@ -313,3 +313,28 @@ async def test_http_body_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
             await asyncio.wait_for(probe.check(), 5)
     finally:
         server.close()
+
+
+async def test_blocking_call_is_abandoned_on_cancel() -> None:
+    """A hung resolver or stat() must not delay an exit: its thread is a daemon."""
+    import subprocess
+    import sys
+    import time
+
+    from podkit.initkits.waitfor.net import blocking
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(blocking(time.sleep, 30), 0.05)
+    code = (
+        "import asyncio, time\n"
+        "from podkit.initkits.waitfor.net import blocking\n"
+        "async def main():\n"
+        "    try:\n"
+        "        await asyncio.wait_for(blocking(time.sleep, 30), 0.05)\n"
+        "    except TimeoutError:\n"
+        "        pass\n"
+        "asyncio.run(main())\n"
+    )
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=20)
+    assert time.monotonic() - t0 < 10  # not the 30 s the thread still sleeps
