@@ -30,7 +30,7 @@ SSLMODES = ("disable", "prefer", "require", "verify-ca", "verify-full")
 SQLSTATES = {
     "57P03": "the server is starting up or shutting down",
     "28P01": "wrong password",
-    "28000": "not allowed in (pg_hba.conf) or no such role",
+    "28000": "invalid authorization",
     "3D000": "no such database",
     "53300": "too many connections",
     "08P01": "protocol violation",
@@ -163,6 +163,11 @@ def _error_text(data: bytes) -> str:
     code = fields.get("C", "")
     message = fields.get("M", "unknown error")
     plain = SQLSTATES.get(code)
+    if code == "28000":  # one SQLSTATE for two different fixes
+        if "pg_hba.conf" in message:
+            plain = "not allowed in by pg_hba.conf"
+        elif message.startswith("role ") and "does not exist" in message:
+            plain = "no such role"
     return f"{plain}: {message} ({code})" if plain else f"{message} ({code})"
 
 

@@ -200,16 +200,18 @@ def test_postgres_failures_are_named(postgres_server: PostgresServer) -> None:
         pg.url("cleartext_user", password=None),
         pg.url("scram_user", db="nosuchdb"),
         pg.url("trust_user", query="sslmode=require"),
+        pg.url("ghost_role"),
     )
     assert res.returncode == 124
     errors = {r["target"]: r["last_error"] for r in by_message(records(res.stderr), "not ready")}
-    assert len(errors) == 5, errors
+    assert len(errors) == 6, errors
     values = list(errors.values())
     assert values[0].startswith("wrong password") and "28P01" in values[0]
     assert values[1].startswith("wrong password")
     assert "wants a password" in values[2]
     assert values[3].startswith("no such database") and "nosuchdb" in values[3]
     assert "does not offer TLS" in values[4]
+    assert values[5].startswith("no such role") and "ghost_role" in values[5]
     assert "not-the-password" not in res.stderr.decode()
 
 

@@ -12,7 +12,8 @@ Roles, one per authentication method (pg_hba.conf below), all with LOGIN:
     md5_user        md5            password stored as MD5
     scram_user      scram-sha-256  password stored as SCRAM (the default)
 
-Each password is `<role>-secret`. Databases: `postgres` and `appdb`.
+Each password is `<role>-secret`. Databases: `postgres` and `appdb`. Any
+other role name is let in by `trust`, so a missing role is reported as such.
 Start once per session with the `postgres_server` fixture (initdb + start
 take a few seconds); `start_postgres()` starts another, e.g. with TLS.
 """
@@ -184,6 +185,8 @@ def start_postgres(
     for role, method in ROLES.items():
         for net in ("127.0.0.1/32", "::1/128"):
             hba.append(f"host all {role} {net} {method}")
+    # Anyone else is trusted, so a role that does not exist is reported as such.
+    hba += ["host all all 127.0.0.1/32 trust", "host all all ::1/128 trust"]
     (srv.datadir / "pg_hba.conf").write_text("\n".join(hba) + "\n")
     conf = [
         f"port = {port}",
