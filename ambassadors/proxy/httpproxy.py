@@ -325,6 +325,12 @@ class ClientConn(Conn):
             return
         Conn.data_received(self, data)
 
+    def eof_received(self) -> bool:
+        if self.fast is not None:
+            self.eof = True  # answer the request in flight first; then close
+            return True
+        return Conn.eof_received(self)
+
     def connection_lost(self, exc: Exception | None) -> None:
         f = self.fast
         if f is not None:
@@ -466,7 +472,7 @@ class ClientConn(Conn):
             self.handover = (RELAY, f, resp, lst.loop.time())
             self.wake()
             return
-        keep = req.keep_alive and not lst.draining
+        keep = req.keep_alive and not lst.draining and not self.eof
         if req.minor == 0:
             tail = (
                 b"\r\nConnection: keep-alive\r\n\r\n" if keep else b"\r\nConnection: close\r\n\r\n"

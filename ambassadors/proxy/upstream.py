@@ -304,6 +304,8 @@ class UpstreamConn(Conn):
         keep = Conn.eof_received(self)
         if self.owner is not None:
             self.owner.fast_fail("reset", "")
+        elif self.sink is None and self.feeder is None and self.waiter is None:
+            self.close()  # an idle pooled connection the upstream closed
         return keep
 
     def connection_lost(self, exc: Exception | None) -> None:

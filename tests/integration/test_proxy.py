@@ -143,6 +143,10 @@ class ChaosFarm:
         async def stop() -> None:
             for r in self.runners:
                 await r.cleanup()
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in rest:
+                t.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -312,6 +316,10 @@ def test_keepalive_pipelining_post_and_preserve_host(nginx_up: Any, tmp_path: Pa
             b"5\r\nhello\r\n0\r\n\r\n",
         )
         assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"sunk\n")
+        # a client that half-closes after its request still gets the answer
+        for _ in range(2):  # the second one takes the pooled-connection path
+            out = raw(port, b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n", half_close=True)
+            assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"ok\n")
         out = raw(port, b"GET /status HTTP/1.0\r\n\r\n")
         assert out.startswith(b"HTTP/1.1 200") and b"Connection: close" in out
         assert [r for r in p.records() if r["message"] == "request"] == []
