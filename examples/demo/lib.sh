@@ -1,6 +1,9 @@
-# Shared by the demo parts: a podkit command from the venv, and a pretty request.
+# Shared by the demo parts: the venv's commands first on PATH, and a pretty request.
+# (`podkit` is the venv's console script, a real process: `podkit ... &` then
+# `kill $!` stops the program itself, not a shell function's subshell.)
 PY=${PY:-.venv/bin/python}
-podkit() { "$PY" -m podkit "$@"; }
+PATH="$(cd "$(dirname "$PY")" && pwd):$PATH"
+export PATH
 show() { echo "\$ curl $*"; curl -sS --max-time 5 "$@"; echo; }
 wait_ready() {  # wait_ready PORT
     for _ in $(seq 1 100); do
