@@ -494,6 +494,8 @@ class Request:
 
 
 def _tokens(value: bytes) -> list[bytes]:
+    if b"," not in value:
+        return [value.lower()]
     return [t.strip().lower() for t in value.split(b",")]
 
 
@@ -616,9 +618,9 @@ def parse_response(head: bytes, method_head: bool) -> Response:
                 raise ProtocolError(502, "malformed Content-Length from upstream")
             cl = value
         elif name == b"connection":
-            conn.extend(_tokens(value))
+            conn += _tokens(value)
         elif name == b"transfer-encoding":
-            te.extend(_tokens(value))
+            te += _tokens(value)
         else:
             resp.upgrade = value
     if resp.minor == 1:

@@ -436,13 +436,18 @@ class ClientConn(Conn):
             uc.transport.writelines((head_out, up.suffix, b"\r\n"))
         return True
 
-    def fast_response(self, uc: Conn) -> None:
+    def fast_response(self, uc: Conn, data: bytes) -> None:
         """The upstream sent bytes for a fast-path request."""
-        buf = uc.buf
-        i = buf.find(b"\r\n\r\n")
+        if uc.buf:
+            uc.buf += data
+            data = bytes(uc.buf)
+            uc.buf.clear()
+        i = data.find(b"\r\n\r\n")
         if i < 0:
-            if len(buf) > MAX_RESPONSE_HEAD:
+            if len(data) > MAX_RESPONSE_HEAD:
                 self.fast_fail("bad-response", "response head too large")
+            else:
+                uc.buf += data
             return
         f = self.fast
         assert f is not None
@@ -451,19 +456,19 @@ class ClientConn(Conn):
         lst = self.lst
         s = lst.s
         try:
-            resp = parse_response(bytes(buf[:i]), req.method == b"HEAD")
+            resp = parse_response(data[:i], req.method == b"HEAD")
         except ProtocolError as exc:
             self.fast_fail("bad-response", exc.reason)
             return
-        del buf[: i + 4]
+        rest = data[i + 4 :]
         status = resp.status
         if status < 200:
             if status == 101:
                 self.fast_fail("bad-response", "unrequested 101 from upstream")
                 return
             self.reply(resp.head + b"\r\n\r\n")
-            if buf:
-                self.fast_response(uc)
+            if rest:
+                self.fast_response(uc, rest)
             return
         if status >= 500:
             up.failure(lst.now, str(status))
@@ -476,10 +481,11 @@ class ClientConn(Conn):
                 self.fast_fail(str(status), f"{up.label} answered {status}", counted=True)
                 return
         else:
-            up.success()
+            up.consecutive_failures = 0
         blen = resp.body
-        if blen in (BODY_CHUNKED, BODY_EOF) or (blen > 0 and len(buf) < blen):
+        if blen in (BODY_CHUNKED, BODY_EOF) or (blen > 0 and len(rest) < blen):
             # a body still to come: the coroutine pumps it
+            uc.buf += rest
             self.fast = None
             uc.owner = None
             self.handover = (RELAY, f, resp, lst.loop.time())
@@ -494,21 +500,17 @@ class ClientConn(Conn):
             tail = b"\r\n\r\n" if keep else b"\r\nConnection: close\r\n\r\n"
         out_head = resp.head + tail
         if blen > 0:
-            if len(buf) == blen:
-                data = bytes(buf)
-                buf.clear()
-            else:
-                data = bytes(buf[:blen])
-                del buf[:blen]
-            self.transport.writelines((out_head, data))
+            self.transport.writelines((out_head, rest if len(rest) == blen else rest[:blen]))
+            leftover = len(rest) > blen
         else:
             blen = 0
             self.transport.write(out_head)
+            leftover = bool(rest)
         self.fast = None
         uc.owner = None
         up.active -= 1
         lst.active -= 1
-        if resp.keep_alive and not buf:
+        if resp.keep_alive and not leftover:
             up.release(uc, lst.now)
         else:
             uc.close()
@@ -519,14 +521,14 @@ class ClientConn(Conn):
         if not keep:
             self.close()
             return
+        self.mark = clock.now
         if self.buf:
             self.state = HEAD
-            self.mark = clock.now
             self.wake()  # the coroutine reads the pipelined request
         else:
             self.state = IDLE
-            self.mark = clock.now
-            self.resume(FLOOD)
+            if self.paused:
+                self.resume(FLOOD)
 
     def fast_fail(self, kind: str, message: str, counted: bool = False) -> None:
         """The fast path's try failed before anything reached the client: hand it over."""

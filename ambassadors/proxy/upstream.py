@@ -297,8 +297,7 @@ class UpstreamConn(Conn):
         if owner is None:
             Conn.data_received(self, data)
             return
-        self.buf += data
-        owner.fast_response(self)
+        owner.fast_response(self, data)
 
     def eof_received(self) -> bool:
         keep = Conn.eof_received(self)
