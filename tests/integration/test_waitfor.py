@@ -561,11 +561,16 @@ def test_metrics_with_admin_addr(promtool: Any) -> None:
 
 
 def test_no_admin_server_by_default() -> None:
-    port = free_port()
-    with ProgramProcess("waitfor", [f"tcp://127.0.0.1:{port}"], admin=False) as p:
-        p.wait_log("waiting")
-        conns = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True, check=False).stdout
-        assert f"pid={p.pid}," not in conns
+    target = f"tcp://127.0.0.1:{free_port()}"
+    with (
+        ProgramProcess("waitfor", [target], admin=False) as quiet,
+        ProgramProcess("waitfor", [target]) as served,
+    ):
+        quiet.wait_log("waiting")
+        served.wait_log("waiting")
+        conns = subprocess.run([need("ss"), "-ltnp"], capture_output=True, text=True).stdout
+        assert f"pid={served.pid}," in conns  # the check can see a listener when there is one
+        assert f"pid={quiet.pid}," not in conns
 
 
 # -- usage errors: exit 2 before any waiting ---------------------------------
