@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+_serial = itertools.count()
 REQUIRE_ALL = os.environ.get("PODKIT_REQUIRE_ALL") == "1"
 
 
@@ -129,8 +131,11 @@ class ProgramProcess:
         else:
             self.cmd = [*program, *self.args]
         base = tmp or Path(os.environ.get("TMPDIR", "/tmp"))
-        self.log_path = base / f"proc-{os.getpid()}-{id(self)}.log"
-        self.out_path = base / f"proc-{os.getpid()}-{id(self)}.out"
+        # A unique name per instance: id() is reused after garbage collection,
+        # and an appended-to log of an earlier run would leak its records here.
+        stem = f"proc-{os.getpid()}-{next(_serial)}"
+        self.log_path = base / f"{stem}.log"
+        self.out_path = base / f"{stem}.out"
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None

@@ -239,11 +239,14 @@ class WaitFor(InitTask):
         while True:
             st.attempts += 1
             error: str | None = None
+            refused = False
             try:
                 async with asyncio.timeout(self.attempt_timeout):
                     await probe.check()
             except TimeoutError:
                 error = f"no answer within {format_duration(self.attempt_timeout)}"
+            except ConnectionRefusedError as exc:
+                error, refused = describe(exc), True
             except Exception as exc:  # every failure of one attempt is a reason to retry
                 error = describe(exc)
             if self._attempts is not None:
@@ -277,6 +280,11 @@ class WaitFor(InitTask):
                 attempts=st.attempts,
                 elapsed=round(time.monotonic() - self.began, 3),
             )
+            if refused:
+                # Backoff spares a struggling server; a refused connection means
+                # no server is listening yet, and a RST costs the peer nothing.
+                # Polling stays at --interval, so the listener is seen within one.
+                backoff.reset()
             await asyncio.sleep(backoff.next())
 
     async def cleanup(self) -> None:

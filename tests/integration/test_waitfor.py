@@ -141,6 +141,23 @@ def test_late_target_is_detected_within_one_interval() -> None:
     assert ready["attempts"] > 3 and ready["elapsed"] >= 1.5
 
 
+def test_refused_connections_do_not_grow_the_gap() -> None:
+    """Nothing listening: polling stays at --interval however high --max-interval is."""
+    lst = Listener()
+    args = ["--interval", "100ms", "--max-interval", "30s", "--timeout", "30s"]
+    with ProgramProcess("waitfor", [*args, f"tcp://127.0.0.1:{lst.port}"], admin=False) as p:
+        p.wait_log("waiting", target=f"tcp://127.0.0.1:{lst.port}")
+        time.sleep(3)  # a growing backoff would have reached gaps of seconds by now
+        lst.appear()
+        try:
+            assert p.wait(15) == 0, p.stderr()
+        finally:
+            lst.close()
+        ready = p.wait_log("target ready")
+    assert ts(ready) - lst.appeared <= 0.1 + 0.5, (ts(ready), lst.appeared)
+    assert ready["attempts"] > 15
+
+
 def test_mixed_targets_in_one_call(
     web: Nginx, redis_plain: RedisServer, postgres_server: PostgresServer, tmp_path: Path
 ) -> None:
