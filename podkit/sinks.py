@@ -118,6 +118,13 @@ def _subset(batch: Batch, idx: list[int]) -> Batch:
 # -- outcomes ----------------------------------------------------------------
 
 
+class SinkClosed(Exception):
+    """The destination is gone for good (stdout's reader closed the pipe).
+
+    Not an OSError, so `send()` does not retry it: the caller should stop.
+    """
+
+
 class Retry(Exception):
     """The attempt failed in a way that may heal; try again later."""
 
@@ -383,8 +390,19 @@ class StdoutSink(Sink):
 
     async def _attempt(self, batch: Batch) -> Outcome:
         stream = self.stream or sys.stdout.buffer
-        stream.write(batch.ndjson())
-        stream.flush()
+        try:
+            stream.write(batch.ndjson())
+            stream.flush()
+        except BrokenPipeError:
+            # EPIPE: the reader closed its end (`... | head`). No new reader can
+            # ever appear on this pipe, so retrying would spin until SIGTERM.
+            if self.stream is None:
+                # Python's own recipe: point fd 1 at /dev/null, so the flush at
+                # interpreter exit does not fail again (exit status 120).
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+            raise SinkClosed("stdout: the reader closed the pipe") from None
         return Outcome()
 
 
