@@ -586,7 +586,10 @@ class Tailer:
 
     async def _run(self) -> None:
         try:
-            while True:
+            # Not `while True`: on 3.11 a wait_for() whose wait ends in the same
+            # loop pass as close()'s cancel() swallows the CancelledError (gh-86296),
+            # and close() would then await this task forever.
+            while not self._closed:
                 if self._draining:
                     await self._drain_all()
                     return
