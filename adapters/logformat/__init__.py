@@ -16,6 +16,7 @@ multiline joining as in logship); output goes to a core sink (stdout, file).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import json.encoder
@@ -26,7 +27,7 @@ import time
 from typing import Any
 
 from podkit import Sidecar, UsageError, option, rfc3339_ns
-from podkit.sinks import NdjsonBatch
+from podkit.sinks import NdjsonBatch, SinkClosed
 
 from .parsers import Parser, create, names
 from .schema import error_record
@@ -302,9 +303,16 @@ class LogFormat(Sidecar):
         await self._write(records)
 
     async def run(self) -> None:
-        if not self.stdin:
-            await self._run_files()
-            return
+        try:
+            await (self._run_files() if not self.stdin else self._run_stdin_bounded())
+        except SinkClosed as exc:
+            # Permanent (`logformat --stdin ... | head`): stop rather than retry
+            # forever. With --path the unwritten chunk was not acknowledged, so
+            # the checkpoint written at cleanup resumes from it.
+            self.log.error("output closed; stopping", extra={"error": str(exc)})
+            self.exit_code = 1
+
+    async def _run_stdin_bounded(self) -> None:
         reader = asyncio.create_task(self._run_stdin(), name="logformat-stdin")
         stop = asyncio.create_task(self.wait_stopping())
         await asyncio.wait({reader, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -320,9 +328,9 @@ class LogFormat(Sidecar):
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
                 # Unlike files there is no checkpoint to resume from: say so, exit 1.
-                raise RuntimeError(
-                    "shutdown: output blocked; lines read from stdin were lost"
-                ) from None
+                self.log.error("shutdown: output blocked; lines read from stdin were lost")
+                self.exit_code = 1
+                return
         reader.result()
 
     # -- files -----------------------------------------------------------------
@@ -526,12 +534,30 @@ def _read_stdin(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | No
                 continue
             except OSError:
                 data = b""
-            fut = asyncio.run_coroutine_threadsafe(queue.put(data or None), loop)
-            fut.result()
+            _hand_over(loop, queue, data or None).result()
             if not data:
                 return
     except BaseException:  # the loop closed or cancelled the put at exit: nothing to hand on
         return
+
+
+def _hand_over(
+    loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | None], item: bytes | None
+) -> concurrent.futures.Future[None]:
+    """Put `item` on the queue from another thread; the future is done once it is queued.
+
+    The put coroutine is made on the loop, not here: when the loop stops
+    before it gets to it (output closed, shutdown), no coroutine is left
+    un-awaited to warn about at exit.
+    """
+    done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    def put() -> None:
+        task = loop.create_task(queue.put(item))
+        task.add_done_callback(lambda t: done.cancel() if t.cancelled() else done.set_result(None))
+
+    loop.call_soon_threadsafe(put)
+    return done
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -507,3 +508,48 @@ def test_output_down_unhealthy_then_resumes_from_checkpoint(tmp_path: Path) -> N
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 1, err
     assert b"lines read from stdin were lost" in err
+
+
+def test_closed_stdout_stops_with_exit_1(tmp_path: Path) -> None:
+    """`logformat ... | head -1`: EPIPE is permanent. The adapter says so and exits 1
+    instead of retrying until SIGTERM, from stdin and from files alike; with files
+    the checkpoint stops before what could not be written."""
+    lines = b"".join(b"level=info msg=m%d\n" % i for i in range(50_000))
+    log = tmp_path / "app.log"
+    log.write_bytes(lines)
+    state = tmp_path / "state"
+    modes = {
+        "stdin": ["--stdin"],
+        "files": ["--path", str(log), "--state-dir", str(state)],
+    }
+    for mode, args in modes.items():
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "podkit", "logformat", "--format", "logfmt",
+             "--admin-addr", "off", *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            if mode == "stdin":
+                proc.stdin.write(lines[:1000])
+                proc.stdin.flush()
+            assert json.loads(proc.stdout.readline())["message"] == "m0"
+            proc.stdout.close()  # what `head -1` does once it has its line
+            if mode == "stdin":
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.write(lines)  # more input: writing it out must fail
+                    proc.stdin.close()
+            else:
+                with open(log, "ab") as f:
+                    f.write(b"level=info msg=late\n")
+            proc.wait(15)  # not until SIGTERM: by itself, promptly
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            err = proc.stderr.read().decode() if proc.stderr else ""
+        assert proc.returncode == 1, (mode, err)
+        assert "output closed; stopping" in err, err
+        assert "Traceback" not in err and "Exception ignored" not in err, err
+    offset = json.loads((state / "checkpoints.json").read_text())["files"][0]["offset"]
+    assert offset < log.stat().st_size  # the late line was not acknowledged
