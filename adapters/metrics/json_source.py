@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import re
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
-from podkit import UsageError, redact_url
+from podkit import UsageError, redact_url, register_secret
 from podkit.http import BearerToken, client_session, parse_header, ssl_context
 
 from .jsonpath import JSONPath, Match, PathError, absent, node_at
@@ -215,6 +215,10 @@ class JSONSource(Source):
         if not self.url.startswith(("http://", "https://")):
             raise cfg.err("url", f"expected an http(s) URL, got {redact_url(self.url)!r}")
         self.name = self.name or redact_url(self.url)
+        # The config (logged at start as settings) may carry the URL's password.
+        password = urlsplit(self.url).password
+        if password:
+            register_secret(password)
         self.headers: dict[str, str] = {}
         for k, v in cfg.mapping("headers").items():
             name, value = parse_header(f"{k}: {v}", f"{cfg.where}.headers")
@@ -269,7 +273,10 @@ class JSONSource(Source):
 
     async def _poll(self) -> None:
         while True:
-            await self.fetch()
+            try:
+                await self.fetch()
+            except Exception:  # a bug must not end the polling for good
+                self.log.exception("json fetch failed", extra={"source": self.name})
             await asyncio.sleep(self.interval or 1.0)
 
     async def refresh(self) -> None:
@@ -414,7 +421,7 @@ class JSONSource(Source):
             keys = set()
             for lv, v in values.items():
                 s = fam.get(lv, now)
-                s.value = v if not math.isnan(v) else math.nan
+                s.value = v
                 s.updated = now
                 keys.add(lv)
             owned[fam.name] = (fam, keys)

@@ -126,8 +126,12 @@ class SummarySeries:
         width = self.opts.max_age / self.opts.age_buckets
         if now - self.slice_start < width:
             return
-        steps = min(int((now - self.slice_start) / width), self.opts.age_buckets)
-        for _ in range(steps):
+        # The current slice may hold samples from just now (observe() does not
+        # read the clock), so it is kept as the newest complete slice; only the
+        # slices before it age out.
+        steps = int((now - self.slice_start) / width)
+        keep_current = self.opts.age_buckets > 1
+        for _ in range(max(1, min(steps, self.opts.age_buckets - 1)) if keep_current else 1):
             self.slices.append([])
         del self.slices[: max(0, len(self.slices) - self.opts.age_buckets)]
         self.slice_start = now

@@ -7,15 +7,15 @@ import math
 
 import pytest
 import yaml
+from podkit.adapters.metrics.mapper import Mapper
+from podkit.adapters.metrics.sources import build
+from podkit.adapters.metrics.statsd import BadLine, StatsdSource, parse_line
+from podkit.adapters.metrics.store import Collector, Store
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as om_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from podkit import UsageError
-from podkit.adapters.metrics.mapper import Mapper
-from podkit.adapters.metrics.sources import build
-from podkit.adapters.metrics.statsd import BadLine, StatsdSource, parse_line
-from podkit.adapters.metrics.store import Collector, Store
 
 LOG = logging.getLogger("test")
 
@@ -254,3 +254,21 @@ def test_mapping_file_errors_name_the_place() -> None:
         Mapper({"mappings": [{"match": "a", "name": "x", "labels": {"1bad": "v"}}]}, "f")
     m = Mapper({"mappings": [{"match": "a", "name": "x", "scale": 2}]}, "f")
     assert any("scale" in w for w in m.warnings)
+
+
+def test_summary_window_ages_out_old_observations() -> None:
+    from podkit.adapters.metrics.store import SummaryOptions, SummarySeries
+
+    s = SummarySeries(SummaryOptions((0.5,), max_age=10.0, age_buckets=5), now=0.0)
+    for v in range(1, 101):
+        s.observe(float(v))
+    assert s.quantiles(1.0) == [(0.5, 50.0)]
+    # After a long quiet spell the slice that was current survives one more
+    # rotation (its samples may be recent), then ages out.
+    assert s.quantiles(100.0) == [(0.5, 50.0)]
+    s.observe(7.0)
+    for t in (103.0, 105.0, 107.0):
+        s.quantiles(t)
+    assert s.quantiles(109.0) == [(0.5, 7.0)]
+    assert math.isnan(s.quantiles(111.0)[0][1])
+    assert s.count == 101 and s.sum == 5057.0
