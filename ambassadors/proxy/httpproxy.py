@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 import time
 from bisect import bisect_left
@@ -80,6 +81,14 @@ class OwnedPump(Pump):
 
 
 RETRY, RELAY = 0, 1
+_NEEDS_ESCAPE = re.compile(rb'["\\\x00-\x1f\x7f-\xff]')
+
+
+def _json_str(value: bytes) -> str:
+    """A JSON string literal for client-supplied bytes; plain ASCII skips json.dumps."""
+    if _NEEDS_ESCAPE.search(value) is None:
+        return '"' + value.decode("ascii") + '"'
+    return json.dumps(value.decode("latin-1"))
 
 
 class Fast:
@@ -127,18 +136,22 @@ class AccessLog:
         self.lines.append(json.dumps(rec, separators=(", ", ": ")))
         if not self.scheduled:
             self.scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+            asyncio.get_running_loop().call_later(0.02, self.flush)
 
     def add(self, fields: str) -> None:
         """A request line from its JSON fields (without the opening brace)."""
         now = time.time()
-        self.lines.append(
+        lines = self.lines
+        lines.append(
             f'{{"time": "{self.time(now)}", "level": "info", "program": "{self.program}", '
             f'"message": "request", ' + fields
         )
         if not self.scheduled:
+            # One write per 20 ms rather than per request: the lines are small and many.
             self.scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+            asyncio.get_running_loop().call_later(0.02, self.flush)
+        elif len(lines) >= 2000:
+            self.flush()
 
     def flush(self) -> None:
         self.scheduled = False
@@ -628,11 +641,10 @@ class ClientConn(Conn):
     ) -> None:
         # Formatted by hand: json.dumps of a dict per request costs more than the proxying.
         # Only the client-supplied strings need escaping; the rest is numbers and tokens.
-        dumps = json.dumps
         method = req.method.decode("latin-1") if req else ""
-        path = dumps(req.target.decode("latin-1")) if req else "null"
+        path = _json_str(req.target) if req else "null"
         label = f'"{up.label}"' if up else "null"
-        rid_txt = dumps(rid.decode("latin-1")) if rid else "null"
+        rid_txt = _json_str(rid) if rid else "null"
         reason = f', "proxy_reason": "{why}"' if why else ""
         ACCESS_LOG.add(
             f'"method": "{method}", "path": {path}, "status": {status}, "upstream": {label}, '
