@@ -18,6 +18,7 @@ watched too. The plan is recomputed on every scan, and the watches follow it.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import os
@@ -145,7 +146,12 @@ def _hash_file(h: hashlib._Hash, path: str) -> int:
     size = 0
     buf = bytearray(_CHUNK)
     view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
+    # O_NONBLOCK: a FIFO swapped in under the name would block open() forever,
+    # holding the scan thread (and, at exit, the process); only regular files count.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb", buffering=0) as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file or directory", path)
         fh = hashlib.sha256()
         while n := f.readinto(buf):
             fh.update(view[:n])
@@ -175,7 +181,8 @@ def scan(roots: Sequence[str], flt: Filter) -> Scan:
             h.update(b"unreadable")
             continue
         if not stat.S_ISDIR(st.st_mode):
-            # A single watched file: its name is the root's, always wanted.
+            # A single watched file: its name is the root's, always wanted. A
+            # FIFO or device is refused by _hash_file (reading it would never end).
             plan.add_name(real)
             try:
                 total += _file_entry(h, os.path.basename(root), real)

@@ -258,3 +258,14 @@ async def test_unwatchable_directory_is_reported_not_fatal(tmp_path: Path) -> No
         assert any("No space left" in e for e in st["watch_errors"])
     finally:
         await p.cleanup()
+
+
+def test_fifo_and_device_are_not_read(tmp_path: Path) -> None:
+    """A FIFO (or /dev/zero) as a watched file must not hang or never end the scan."""
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    os.mkfifo(tmp_path / "dir" / "fifo")
+    (tmp_path / "dir" / "a").write_text("1")
+    s = scan([str(tmp_path / "fifo"), "/dev/zero", str(tmp_path / "dir")], ALL)
+    assert s.files == 1  # only dir/a
+    assert len(s.errors) == 2 and all("not a regular file" in e for e in s.errors)
