@@ -6,12 +6,12 @@ import logging
 from pathlib import Path
 
 import pytest
-
-from podkit import UsageError
 from podkit.adapters.metrics import MetricsAdapter
 from podkit.adapters.metrics.log_source import LogSource
 from podkit.adapters.metrics.sources import build
 from podkit.adapters.metrics.store import Store
+
+from podkit import UsageError
 from podkit.runner import configure
 
 LOG = logging.getLogger("test")
@@ -80,7 +80,8 @@ sources:
             "needs the named group",
         ),
         (
-            "sources:\n- {type: log, path: /x, rules: [{match: '(?P<a>x)', counter: c, labels: [b]}]}\n",
+            "sources:\n- {type: log, path: /x, rules: "
+            "[{match: '(?P<a>x)', counter: c, labels: [b]}]}\n",
             [],
             "'b' is not a named group",
         ),

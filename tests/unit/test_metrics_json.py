@@ -6,12 +6,12 @@ import logging
 from typing import Any
 
 import pytest
-
-from podkit import UsageError
 from podkit.adapters.metrics.json_source import JSONSource
 from podkit.adapters.metrics.jsonpath import JSONPath, PathError
 from podkit.adapters.metrics.sources import build
 from podkit.adapters.metrics.store import Store
+
+from podkit import UsageError
 
 LOG = logging.getLogger("test")
 
