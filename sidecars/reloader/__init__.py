@@ -132,6 +132,10 @@ class Reloader(Sidecar):
                 self._signal = actions.parse_signal(self.signal)
             except ValueError as exc:
                 raise UsageError(f"--signal: {exc}") from None
+        if self.process is not None and (not self.process.strip() or "/" in self.process):
+            # Neither could ever match /proc/PID/comm or argv[0]'s base name:
+            # every reload would fail and be retried forever.
+            raise UsageError(f"--process: an executable name such as nginx, not {self.process!r}")
         if self.process and self.pid_file:
             raise UsageError("--process and --pid-file: give one of them, not both")
         if self.process or self.pid_file:

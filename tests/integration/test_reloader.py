@@ -33,6 +33,7 @@ class Receiver:
     def __init__(self, status: int = 200) -> None:
         self.port = free_port()
         self.status = status
+        self.delay = 0.0
         self.calls: list[dict[str, Any]] = []
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -47,6 +48,8 @@ class Receiver:
         self.calls.append(
             {"method": request.method, "headers": dict(request.headers), "t": time.monotonic()}
         )
+        if self.delay:
+            await asyncio.sleep(self.delay)
         return web.Response(status=self.status, text="ok")
 
     async def _start(self) -> None:
@@ -522,3 +525,40 @@ def test_two_webhooks_one_down_newer_change_supersedes(tmp_path: Path) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_unexpected_status_and_timeout_are_failures_retried(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """--webhook-status and --webhook-timeout: a wrong status and a hung target are
+    failed reloads, retried until the target answers as expected, then not again."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "a.conf").write_text("1")
+    receiver.status = 503
+    with reloader(
+        tmp_path,
+        "--watch", str(conf),
+        "--webhook-url", receiver.url,
+        "--webhook-status", "204",
+        "--webhook-timeout", "300ms",
+        "--debounce", "100ms",
+        "--retry-max-backoff", "400ms",
+    ) as p:  # fmt: skip
+        p.wait_ready()
+        (conf / "a.conf").write_text("2")
+        wait_until(lambda: labelled(p, "podkit_reloader_reloads_total", "failure") >= 1, 10)
+        assert "status 503, expected 204" in status(p)["last_reload"]["error"]
+        receiver.status, receiver.delay = 204, 3.0  # right status, far too late
+        wait_until(
+            lambda: "timed out after 0.3s" in (status(p)["last_reload"]["error"] or ""),
+            10,
+            what="a timed-out call",
+        )
+        assert status(p)["retry"]["pending"] is True
+        receiver.delay = 0.0
+        wait_until(lambda: labelled(p, "podkit_reloader_reloads_total", "success") == 1, 10)
+        n = len(receiver.calls)
+        assert stays(lambda: len(receiver.calls) == n, 1.5)
+        assert status(p)["retry"] is None
+        assert metric(p, "podkit_reloader_last_reload_successful") == 1

@@ -169,6 +169,8 @@ def test_read_pid_file(tmp_path: Path) -> None:
         (["--watch", "/x", "--process", "a", "--bearer-token-file", "/t"], "need --webhook-url"),
         (["--watch", "/x", "--command", "true", "--resync-interval", "0s"], "--resync-interval"),
         (["--command", "true"], "--watch is required"),
+        (["--watch", "/x", "--process", ""], "--process: an executable name"),
+        (["--watch", "/x", "--process", "/usr/sbin/nginx"], "--process: an executable name"),
     ],
 )
 def test_usage_errors(argv: list[str], fragment: str) -> None:
@@ -269,3 +271,24 @@ def test_fifo_and_device_are_not_read(tmp_path: Path) -> None:
     s = scan([str(tmp_path / "fifo"), "/dev/zero", str(tmp_path / "dir")], ALL)
     assert s.files == 1  # only dir/a
     assert len(s.errors) == 2 and all("not a regular file" in e for e in s.errors)
+
+
+def test_signal_failures_are_hook_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No process, a process gone meanwhile, and a refused signal fail the reload (retried)."""
+    from podkit.sidecars.reloader.actions import send_signal
+
+    from podkit.hooks import HookError
+
+    with pytest.raises(HookError, match="no such process"):
+        send_signal([], signal.SIGHUP, "--process app")
+
+    def kill(pid: int, sig: int) -> None:
+        if pid == 1:
+            raise PermissionError(1, "Operation not permitted")
+        raise ProcessLookupError(3, "No such process")
+
+    monkeypatch.setattr(os, "kill", kill)
+    with pytest.raises(HookError, match="exited before"):
+        send_signal([4242], signal.SIGHUP, "--process app")
+    with pytest.raises(HookError, match="SIGHUP to pid 1 refused"):
+        send_signal([4242, 1], signal.SIGHUP, "--process app")
