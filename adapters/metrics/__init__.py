@@ -18,6 +18,7 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 
 from podkit import Sidecar, UsageError, option
+from podkit.metrics import Metrics
 
 from . import json_source as json_source
 from . import log_source as log_source
@@ -26,6 +27,23 @@ from .sources import SOURCES, Source, build
 from .store import COUNTER, Collector, Store, own_metric
 
 OWN_PREFIX = "podkit_metrics_"
+
+
+class AdapterMetrics(Metrics):
+    """The registry's exposition (process_*, build info, podkit_metrics_*) followed
+    by the adapted families, which the store renders itself for speed."""
+
+    store: Store | None = None
+
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        body, ctype = super().render(accept)
+        if self.store is None:
+            return body, ctype
+        openmetrics = ctype.startswith("application/openmetrics-text")
+        extra = self.store.render(openmetrics).encode()
+        if openmetrics and body.endswith(b"# EOF\n"):
+            return body[:-6] + extra + b"# EOF\n", ctype
+        return body + extra, ctype
 
 
 class MetricsAdapter(Sidecar):
@@ -57,6 +75,10 @@ class MetricsAdapter(Sidecar):
     statsd_mapping: str | None = option(
         None, kind="path", help="statsd_exporter mapping file for the StatsD listener"
     )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics = AdapterMetrics(self.name)
 
     def validate(self) -> None:
         self.store = Store(self.log)
@@ -126,7 +148,9 @@ class MetricsAdapter(Sidecar):
         reserved = {s.name for m in self.metrics.registry.collect() for s in m.samples}
         self.store.reserve(reserved)
         self.store.reserved_prefix = OWN_PREFIX
-        self.metrics.registry.register(Collector(self.store, self._own_metrics))
+        self.metrics.registry.register(Collector(self._own_metrics))
+        if isinstance(self.metrics, AdapterMetrics):
+            self.metrics.store = self.store
         started: list[Source] = []
         try:
             for src in self._sources:

@@ -10,9 +10,8 @@ import yaml
 from podkit.adapters.metrics.mapper import Mapper
 from podkit.adapters.metrics.sources import build
 from podkit.adapters.metrics.statsd import BadLine, StatsdSource, parse_line
-from podkit.adapters.metrics.store import Collector, Store
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.openmetrics.exposition import generate_latest as om_latest
+from podkit.adapters.metrics.store import Store
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
 from prometheus_client.parser import text_string_to_metric_families
 
 from podkit import UsageError
@@ -49,9 +48,7 @@ def make(cfg: dict | None = None, mapping: str | None = None) -> tuple[StatsdSou
 
 
 def scrape(store: Store) -> dict[str, dict[tuple, float]]:
-    reg = CollectorRegistry()
-    reg.register(Collector(store, lambda: []))
-    text = generate_latest(reg).decode()
+    text = store.render()
     out: dict[str, dict[tuple, float]] = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
@@ -239,10 +236,24 @@ def test_histogram_label_le_is_a_conflict_and_openmetrics_renders() -> None:
     src, store = make({"defaults": {"observer_type": "histogram"}})
     src.ingest(b"lat:5|ms|#le:x\nlat2:5|ms\nc:1|c\n")
     assert store.conflicts["labels"] == 1
-    reg = CollectorRegistry()
-    reg.register(Collector(store, lambda: []))
-    text = om_latest(reg).decode()
-    assert "c_total 1.0" in text and "lat2_bucket" in text and text.endswith("# EOF\n")
+    text = store.render(openmetrics=True) + "# EOF\n"
+    fams = {f.name: f for f in om_families(text)}
+    assert fams["c"].type == "counter" and fams["c"].samples[0].name == "c_total"
+    assert [s.labels["le"] for s in fams["lat2"].samples[:2]] == ["0.005", "0.01"]
+
+
+def test_exposition_escapes_and_special_values() -> None:
+    src, store = make()
+    src.ingest(b'esc:1|g|#path:C:\\dir,q:say "hi"\n')
+    fam = store.families["esc"]
+    fam.series[next(iter(fam.series))].value = float("nan")
+    src.ingest(b"inf:1|g\n")
+    store.families["inf"].series[()].value = float("-inf")
+    text = store.render()
+    assert 'esc{path="C:\\\\dir",q="say \\"hi\\""} NaN' in text
+    assert "inf -Inf" in text
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    assert fams["esc"].samples[0].labels == {"path": "C:\\dir", "q": 'say "hi"'}
 
 
 def test_mapping_file_errors_name_the_place() -> None:
