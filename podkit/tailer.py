@@ -809,7 +809,7 @@ class Tailer:
                 return  # still inside the over-long line: discard without buffering
             if f.head is not None:
                 trunc.append(0)
-                texts.append(_decode_cut(f.head))
+                texts.append(decode_cut(f.head))
                 if sizes is not None:
                     sizes.append(0)  # gets the remainder of the span below
                 f.head = None
@@ -835,7 +835,7 @@ class Tailer:
                 else:
                     too_long = max(map(len, block.split(b"\n"))) > limit
                 if too_long:
-                    parts, cut_idx = _cut_long(block, limit)
+                    parts, cut_idx = cut_long(block, limit)
                     trunc.extend(len(texts) + i for i in cut_idx)
             if texts:
                 texts.extend(parts)
@@ -889,7 +889,7 @@ class Tailer:
             pass
         elif f.head is not None:
             trunc.append(0)
-            texts.append(_decode_cut(f.head))
+            texts.append(decode_cut(f.head))
             f.head = None  # the rest of the line, if more comes, is still skipped
         elif f.carry:
             texts.append(f.carry.decode("utf-8", "replace"))
@@ -1002,7 +1002,7 @@ class Tailer:
             log.error("cannot write checkpoint", extra={"path": path, "error": str(exc)})
 
 
-def _decode_cut(raw: bytes) -> str:
+def decode_cut(raw: bytes) -> str:
     """Decode a cut-off line, dropping a multi-byte character split by the cut."""
     end = len(raw)
     back = 0
@@ -1016,14 +1016,18 @@ def _decode_cut(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def _cut_long(block: bytes, limit: int) -> tuple[list[str], list[int]]:
-    """The slow path: split a block that holds over-long lines, cutting each."""
+def cut_long(block: bytes, limit: int) -> tuple[list[str], list[int]]:
+    """The slow path: split a block that holds over-long lines, cutting each.
+
+    Public, with decode_cut(), so that a reader of a stream (logformat's
+    --stdin) cuts lines exactly the way files are cut here.
+    """
     texts: list[str] = []
     cut: list[int] = []
     for i, raw in enumerate(block.split(b"\n")):
         if len(raw) > limit:
             cut.append(i)
-            texts.append(_decode_cut(raw[:limit]))
+            texts.append(decode_cut(raw[:limit]))
         else:
             texts.append(raw.decode("utf-8", "replace"))
     return texts, cut

@@ -28,6 +28,7 @@ from typing import Any
 
 from podkit import Sidecar, UsageError, option, rfc3339_ns
 from podkit.sinks import NdjsonBatch, SinkClosed
+from podkit.tailer import cut_long, decode_cut
 
 from .parsers import Parser, create, names
 from .schema import error_record
@@ -480,16 +481,11 @@ class _LineSplitter:
             self.skipping = False
         rest = data[cut + 1 :]
         if block:
-            raws = block[:-1].split(b"\n")
-            if len(block) > self.limit and any(len(r) > self.limit for r in raws):
-                for raw in raws:
-                    if len(raw) > self.limit:
-                        trunc.append(len(texts))
-                        texts.append(_decode_cut(raw[: self.limit]))
-                    else:
-                        texts.append(raw.decode("utf-8", "replace"))
-            else:
-                texts = block[:-1].decode("utf-8", "replace").split("\n")
+            body = block[:-1]
+            if len(body) > self.limit and max(map(len, body.split(b"\n"))) > self.limit:
+                texts, trunc = cut_long(body, self.limit)
+            else:  # the common case: one decode, one split
+                texts = body.decode("utf-8", "replace").split("\n")
         if rest:
             self._hold(rest, texts, trunc)
         return texts, trunc
@@ -500,7 +496,7 @@ class _LineSplitter:
         self.partial += data
         if len(self.partial) > self.limit:
             trunc.append(len(texts))
-            texts.append(_decode_cut(self.partial[: self.limit]))
+            texts.append(decode_cut(self.partial[: self.limit]))
             self.partial = b""
             self.skipping = True
 
@@ -511,17 +507,6 @@ class _LineSplitter:
             self.partial = b""
             return [text], []
         return [], []
-
-
-def _decode_cut(raw: bytes) -> str:
-    """Decode a cut-off line, dropping a multi-byte character the cut split."""
-    end = len(raw)
-    back = 0
-    while back < 3 and end - back > 0 and (raw[end - back - 1] & 0xC0) == 0x80:
-        back += 1
-    if back < 3 and end - back > 0 and raw[end - back - 1] >= 0xC0:
-        raw = raw[: end - back - 1]
-    return raw.decode("utf-8", "replace")
 
 
 def _read_stdin(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | None]) -> None:

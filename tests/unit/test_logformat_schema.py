@@ -120,6 +120,9 @@ def test_line_splitter() -> None:
     # a cut through a multi-byte character drops the partial character
     texts, trunc = s.feed("123456789é\n".encode())
     assert texts == ["123456789"] and trunc == [0]
+    # ... but a whole one that ends right at the cut is kept (2 and 3 bytes long)
+    texts, trunc = s.feed("12345678éX\n1234567€X\n".encode())
+    assert texts == ["12345678é", "1234567€"] and trunc == [0, 1]
     assert s.feed(b"tail") == ([], [])
     assert s.finish() == (["tail"], [])
 
