@@ -63,8 +63,10 @@ mappings:
 class JSONServer:
     """A real aiohttp server in a thread, serving fixture documents per path."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_ctx: Any = None) -> None:
         self.port = free_port()
+        self.ssl_ctx = ssl_ctx
+        self.auth: list[str | None] = []
         self.docs: dict[str, Any] = {}
         self.hits: dict[str, int] = {}
         self._loop = asyncio.new_event_loop()
@@ -72,11 +74,13 @@ class JSONServer:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        scheme = "https" if self.ssl_ctx else "http"
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         self.hits[path] = self.hits.get(path, 0) + 1
+        self.auth.append(request.headers.get("Authorization"))
         doc = self.docs.get(path)
         if doc is None:
             return web.Response(status=404)
@@ -92,7 +96,9 @@ class JSONServer:
         app.router.add_get("/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        self._loop.run_until_complete(
+            web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=self.ssl_ctx).start()
+        )
         self._ready.set()
         self._loop.run_forever()
         self._loop.run_until_complete(runner.cleanup())
@@ -435,3 +441,64 @@ sources:
         log.write_text("status=200 dur_ms=2\nstatus=503 dur_ms=3\n")
         wait_until(lambda: count() == 1002, 15, 0.1, what="rotated and new file counted")
         assert scrape(proc)["app_requests_total"][(("status", "503"),)] == 1.0
+
+
+def test_json_tls_bearer_token_and_interval(tmp_path: Path, tls_files: Any) -> None:
+    import ssl
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tls_files.server_cert, tls_files.server_key)
+    token = tmp_path / "token"
+    token.write_text("s3cret-token-1\n")
+    with JSONServer(ctx) as srv:
+        srv.docs["/stats"] = STATS
+        base = {
+            "type": "json",
+            "url": srv.url("/stats"),
+            "metrics": [{"name": "depth", "path": "$.queues[0].depth"}],
+        }
+        cfg = tmp_path / "a.yaml"
+        cfg.write_text(
+            json.dumps(
+                {
+                    "sources": [
+                        {
+                            **base,
+                            "name": "verified",
+                            "ca_file": str(tls_files.ca),
+                            "bearer_token_file": str(token),
+                            "interval": "200ms",
+                            "metrics": [{"name": "depth_a", "path": "$.queues[0].depth"}],
+                        },
+                        {
+                            **base,
+                            "name": "untrusted",
+                            "metrics": [{"name": "depth_b", "path": "$.queues[0].depth"}],
+                        },
+                        {
+                            **base,
+                            "name": "insecure",
+                            "insecure": True,
+                            "metrics": [{"name": "depth_c", "path": "$.queues[0].depth"}],
+                        },
+                    ]
+                }
+            )
+        )
+        with ProgramProcess("metrics", ["--config", str(cfg)], tmp=tmp_path) as proc:
+            proc.wait_ready()
+            got = scrape(proc)
+            up = {dict(k)["source"]: v for k, v in got["podkit_metrics_source_up"].items()}
+            assert up == {"verified": 1.0, "untrusted": 0.0, "insecure": 1.0}
+            assert got["depth_a"][()] == 3.0 and got["depth_c"][()] == 3.0
+            errs = got["podkit_metrics_json_errors_total"]
+            assert errs[(("reason", "fetch"), ("source", "untrusted"))] == 1.0
+            # interval: fetched in the background, without scrapes.
+            before = srv.hits["/stats"]
+            time.sleep(1.0)
+            assert srv.hits["/stats"] - before >= 3
+            assert "Bearer s3cret-token-1" in srv.auth
+            # The token file is re-read when it changes (Kubernetes rotates secrets).
+            token.write_text("s3cret-token-2\n")
+            wait_until(lambda: srv.auth[-5:].count("Bearer s3cret-token-2") >= 1, 10)
+            assert "s3cret-token" not in proc.stderr()
