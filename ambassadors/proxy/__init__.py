@@ -254,10 +254,9 @@ class Proxy(Sidecar):
             if name.lower() in ("host", "content-length", "transfer-encoding", "connection"):
                 raise UsageError(f"--set-header: {name} cannot be set")
         for n in ("retries", "max_connections", "max_pending", "max_requests", "eject_after"):
-            if int(v[n]) < (0 if n == "retries" else 1):
-                raise UsageError(
-                    f"--{n.replace('_', '-')}: must be at least {0 if n == 'retries' else 1}"
-                )
+            least = 0 if n in ("retries", "max_pending") else 1
+            if int(v[n]) < least:
+                raise UsageError(f"--{n.replace('_', '-')}: must be at least {least}")
         if bool(v["cert_file"]) != bool(v["key_file"]) and v["cert_file"] is None:
             raise UsageError("--key-file needs --cert-file")
         for n in ("ca_file", "cert_file", "key_file", "bearer_token_file"):

@@ -927,6 +927,13 @@ class ClientConn(Conn):
             self.uploading = True
             req_pump = self.req_pump = OwnedPump(self, uc, framer, self)
             req_pump.start()
+            err = req_pump.done.result() if req_pump.done.done() else None
+            if isinstance(err, ProtocolError):  # the buffered part was already bad
+                self.stop_upload(req_pump)
+                uc.abort()
+                why = "body-too-large" if err.status == 413 else "bad-request"
+                self.refuse_local(err.status, why, err.reason, t0, req, rid, retries, keep=False)
+                return False
         try:
             while True:
                 rhead = await uc.read_head(MAX_RESPONSE_HEAD, self)
@@ -958,8 +965,9 @@ class ClientConn(Conn):
         except ClientBodyError as exc:
             self.stop_upload(req_pump)
             uc.abort()
+            why = "body-too-large" if exc.err.status == 413 else "bad-request"
             self.refuse_local(
-                exc.err.status, "bad-request", exc.err.reason, t0, req, rid, retries, keep=False
+                exc.err.status, why, exc.err.reason, t0, req, rid, retries, keep=False
             )
             return False
         except ClientGone:

@@ -327,7 +327,17 @@ def test_keepalive_pipelining_post_and_preserve_host(nginx_up: Any, tmp_path: Pa
 
 def test_hardening_raw_sockets(nginx_up: Any, tmp_path: Path) -> None:
     with proxy(
-        tmp_path, "--upstream", nginx_up.url, "--header-timeout", "1s", "--max-header-bytes", "2KiB"
+        tmp_path,
+        "--upstream",
+        nginx_up.url,
+        "--header-timeout",
+        "1s",
+        "--idle-timeout",
+        "1s",
+        "--max-header-bytes",
+        "2KiB",
+        "--max-body-bytes",
+        "1KiB",
     ) as p:
         port = p.port  # type: ignore[attr-defined]
 
@@ -367,6 +377,16 @@ def test_hardening_raw_sockets(nginx_up: Any, tmp_path: Path) -> None:
         assert own.startswith(b"HTTP/1.1 200") and own.endswith(b"ok\n")
         connect = raw(port, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
         assert connect.startswith(b"HTTP/1.1 405 ")
+        too_big = raw(port, b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")
+        assert too_big.startswith(b"HTTP/1.1 413 ")
+        # a keep-alive connection idle for --idle-timeout is closed
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = s.recv(65536)
+            assert first.startswith(b"HTTP/1.1 200")
+            t_idle = time.monotonic()
+            assert s.recv(65536) == b""
+            assert 0.5 < time.monotonic() - t_idle < 5
         # slow headers: one byte now and then is cut off after --header-timeout
         t0 = time.monotonic()
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
@@ -402,7 +422,22 @@ def test_hardening_raw_sockets(nginx_up: Any, tmp_path: Path) -> None:
 
 def test_retries_resets_and_idempotency(farm: ChaosFarm, tmp_path: Path) -> None:
     a = farm.start(Chaos("a"))
-    with proxy(tmp_path, "--upstream", a.url, "--eject-after", "100") as p:
+    with proxy(
+        tmp_path, "--upstream", a.url, "--eject-after", "100", "--max-body-bytes", "1KiB"
+    ) as p:
+        # a chunked body that grows past --max-body-bytes is cut off with 413
+        chunk = b"400\r\n" + b"a" * 1024 + b"\r\n"
+        out = raw(
+            p.port,  # type: ignore[attr-defined]
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 2,
+        )
+        assert out.startswith(b"HTTP/1.1 413 ")
+        out = raw(
+            p.port,  # type: ignore[attr-defined]
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n" + chunk + b"0\r\n\r\n",
+        )
+        assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"1024\n")
         a.flaky_left = 2
         code, _, body = http(purl(p, "/flaky"))
         assert code == 200 and body == b"ok from a\n"
@@ -520,6 +555,17 @@ def test_timeouts_and_limits(farm: ChaosFarm, tmp_path: Path) -> None:
         t.join()
         assert results == [200]
         assert code == 503 and headers["x-podkit-proxy"] == "overflow"
+    # one connection per upstream and nobody may wait for it: the second request is refused
+    with proxy(tmp_path, "--upstream", a.url, "--max-connections", "1", "--max-pending", "0") as p:
+        results = []
+        t = threading.Thread(target=lambda: results.append(http(purl(p, "/slow?s=0.5"))[0]))
+        t.start()
+        wait_until(lambda: upstreams(p)[a.url]["active_requests"] == 1, 5)
+        code, headers, body = http(purl(p, "/ok"))
+        t.join()
+        assert results == [200]
+        assert code == 503 and headers["x-podkit-proxy"] == "overflow" and b"max-pending" in body
+        assert http(purl(p, "/ok"))[0] == 200
 
 
 def test_balancing_policies(farm: ChaosFarm, tmp_path: Path) -> None:
@@ -611,6 +657,29 @@ def test_tls_upstream_client_cert_reload_and_sni(
         wait_until(lambda: http(purl(p, "/ok"))[0] == 200, 10, 0.2, what="reloaded client cert")
         assert http(purl(p, "/ok"))[2] == b"ok from tls\n"
         wait_until(lambda: any(r["message"] == "client TLS files reloaded" for r in p.records()), 5)
+    # TCP mode with TLS to the upstream: tcps://, same client certificate
+    tport = free_port()
+    with ProgramProcess(
+        "proxy",
+        [
+            "--listen",
+            f"tcp://127.0.0.1:{tport}",
+            "--upstream",
+            f"tcps://127.0.0.1:{s.port}",
+            "--ca-file",
+            str(tls_files.ca),
+            "--cert-file",
+            str(tls_files.client_cert),
+            "--key-file",
+            str(tls_files.client_key),
+            "--sni",
+            "localhost",
+        ],
+        tmp=tmp_path,
+    ) as p:
+        p.wait_ready()
+        out = raw(tport, b"GET /ok HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"ok from tls\n")
 
 
 # -- WebSocket passthrough ---------------------------------------------------------
