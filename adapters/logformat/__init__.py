@@ -16,6 +16,7 @@ multiline joining as in logship); output goes to a core sink (stdout, file).
 from __future__ import annotations
 
 import asyncio
+import codecs
 import concurrent.futures
 import contextlib
 import json
@@ -36,6 +37,22 @@ from .timeparse import Clock, parse_timezone
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _enc = json.encoder.encode_basestring
+
+
+def _escape_surrogates(exc: UnicodeError) -> tuple[str, int]:
+    """A lone surrogate (from a `\\ud800` escape in the app's JSON) cannot be UTF-8.
+
+    It can only sit inside a JSON string of the output, so it is written
+    back as the escape it came from: the output stays valid UTF-8 and the
+    value survives. (Encoding with surrogatepass would emit invalid UTF-8.)
+    """
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    bad = exc.object[exc.start : exc.end]
+    return "".join(f"\\u{ord(c):04x}" for c in bad), exc.end
+
+
+codecs.register_error("podkit-json-escape", _escape_surrogates)
 
 #: Bytes asked of fd 0 per read: large reads keep the reader thread's GIL
 #: hand-overs rare (one per few thousand lines).
@@ -97,7 +114,7 @@ class Converter:
                 append(_dumps(rec))
         self.records += len(out)
         self.parse_errors += errors
-        body = ("\n".join(out) + "\n").encode("utf-8", "surrogatepass") if out else b""
+        body = ("\n".join(out) + "\n").encode("utf-8", "podkit-json-escape") if out else b""
         return NdjsonBatch(body, len(out))
 
     def _record(self, text: str, source: str, read_time: str) -> tuple[dict[str, Any], int]:

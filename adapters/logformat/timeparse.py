@@ -63,7 +63,11 @@ def _offset_seconds(text: str) -> int:
 
 
 def format_epoch(secs: int, frac: str = "") -> str:
-    out = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    """RFC 3339 UTC; ValueError outside the years 1..9999 (RFC 3339 has four digits)."""
+    t = time.gmtime(secs)
+    if not 1 <= t.tm_year <= 9999:
+        raise ValueError(f"year {t.tm_year} out of range")
+    out = time.strftime("%Y-%m-%dT%H:%M:%S", t)
     return f"{out}.{frac[:9]}Z" if frac else out + "Z"
 
 
@@ -121,9 +125,10 @@ class Clock:
                         zone
                     )
                 datetime(yi, moi, di, hi, mii, min(si, 59))  # rejects month 13, day 32, ...
-            except (ValueError, OverflowError):
+                text = format_epoch(secs)  # rejects 9999-12-31T23:59:59-01:00
+            except (ValueError, OverflowError, OSError):
                 return None
-            base = self._remember(key, format_epoch(secs)[:-1])
+            base = self._remember(key, text[:-1])
         return f"{base}.{frac[:9]}Z" if frac else base + "Z"
 
     def epoch(self, value: float | int | str) -> str | None:
@@ -165,7 +170,10 @@ class Clock:
         else:
             secs = int(dt.replace(microsecond=0).timestamp())
         frac = f"{dt.microsecond:06d}".rstrip("0") if dt.microsecond else ""
-        return self._remember(("c", text), format_epoch(secs, frac))
+        try:
+            return self._remember(("c", text), format_epoch(secs, frac))
+        except (ValueError, OverflowError, OSError):
+            return None
 
     def any(self, value: Any) -> str | None:
         """The time of a field whose shape is not fixed (json, logfmt, regex groups)."""

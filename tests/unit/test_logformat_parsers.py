@@ -463,3 +463,28 @@ def test_very_long_lines_and_ipv6_in_every_format(
 )
 def test_more_tricky_lines(fmt: str, line: str, expected: dict[str, Any]) -> None:
     subset(parse(fmt, line), expected)
+
+
+def test_output_is_strict_json_in_valid_utf8() -> None:
+    """What the app's JSON may hold but strict JSON and UTF-8 may not: NaN, Infinity,
+    1e999 (a float overflowing to inf), lone surrogate escapes, years past 9999."""
+    import json
+
+    conv = Converter(create("json", Clock()), "json")
+    lines = [
+        '{"msg":"a\\ud800b","n":1e999,"x":NaN,"y":[-Infinity]}',
+        '{"msg":"pair \\ud83d\\ude00 ok"}',
+        '{"time":"9999-12-31T23:59:59-01:00","msg":"late"}',
+    ]
+    body = conv.convert(lines, "stdin", 0).ndjson()
+    text = body.decode("utf-8")  # strict: raises on the bytes surrogatepass would write
+
+    def no_constants(name: str) -> None:
+        raise AssertionError(f"{name} in the output")
+
+    recs = [json.loads(line, parse_constant=no_constants) for line in text.splitlines()]
+    assert recs[0]["message"] == "a\ud800b"  # the escape is written back, value intact
+    assert (recs[0]["n"], recs[0]["x"], recs[0]["y"]) == ("1e999", "NaN", ["-Infinity"])
+    assert recs[1]["message"] == "pair \U0001f600 ok"
+    assert recs[2]["time"].startswith("1970-") and recs[2]["field_time"].startswith("9999-")
+    assert conv.parse_errors == 0

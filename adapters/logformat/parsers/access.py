@@ -99,33 +99,19 @@ class AccessLog(Parser):
             return self._last_time
         out: str | None
         try:
-            secs = calendar.timegm(
-                (
-                    int(ts[7:11]),
-                    MONTHS[ts[3:6]],
-                    int(ts[0:2]),
-                    int(ts[12:14]),
-                    int(ts[15:17]),
-                    int(ts[18:20]),
-                    0,
-                    0,
-                    0,
-                )
+            wall = (
+                int(ts[7:11]),
+                MONTHS[ts[3:6]],
+                int(ts[0:2]),
+                int(ts[12:14]),
+                int(ts[15:17]),
+                int(ts[18:20]),
             )
             zone = ts[21:]
             if zone:
-                secs -= _offset_seconds(zone)
-                out = format_epoch(secs)
+                out = format_epoch(calendar.timegm((*wall, 0, 0, 0)) - _offset_seconds(zone))
             else:  # a custom log_format without the zone: --timezone applies
-                t = ts
-                out = self.clock.wall(
-                    int(t[7:11]),
-                    MONTHS[t[3:6]],
-                    int(t[0:2]),
-                    int(t[12:14]),
-                    int(t[15:17]),
-                    int(t[18:20]),
-                )
+                out = self.clock.wall(*wall)
         except (KeyError, ValueError, IndexError):
             out = self.clock.custom(ts) if self.clock.time_format else None
         self._last_ts, self._last_time = ts, out

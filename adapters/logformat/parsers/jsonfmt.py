@@ -12,6 +12,7 @@ object is a parse error.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from . import Parser, register
@@ -25,7 +26,10 @@ class Json(Parser):
 
     def __init__(self, clock: Any, argument: str | None = None) -> None:
         super().__init__(clock, argument)
-        self._loads = json.JSONDecoder().decode
+        # Output must stay strict JSON: Python's decoder takes NaN/Infinity and
+        # turns 1e999 into inf, which would be written back as bare NaN/Infinity.
+        # Such values are kept as the text the app wrote.
+        self._loads = json.JSONDecoder(parse_float=_finite, parse_constant=str).decode
 
     def parse(self, line: str, source: str) -> dict[str, Any] | None:
         if line[:1] != "{":
@@ -40,3 +44,8 @@ class Json(Parser):
             return None
         rec: dict[str, Any] = {"time": None, "level": "info", "message": "", "source": source}
         return fill(rec, obj.items(), self.clock)
+
+
+def _finite(text: str) -> float | str:
+    f = float(text)
+    return f if math.isfinite(f) else text
