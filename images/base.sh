@@ -10,8 +10,27 @@ export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
 name=${1:-${PODKIT_BASE_IMAGE:-localhost/podkit-base:bookworm}}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
+pause=${PODKIT_PAUSE_IMAGE:-localhost/podkit-pause:bookworm}
+
+# The pod infra image that images/containers.conf names (infra_image): podman
+# 4.3 would pull k8s.gcr.io/pause or build one from catatonit, neither of
+# which exists here. A shell loop that exits on SIGTERM is all a pause needs.
+build_pause() {
+    if [ "${FORCE:-0}" = 1 ] || ! podman image exists "$pause"; then
+        local ctx
+        ctx=$(mktemp -d)
+        printf '#!/bin/sh\ntrap "exit 0" TERM INT\nwhile :; do sleep 86400 & wait $!; done\n' >"$ctx/pause"
+        chmod 755 "$ctx/pause"
+        printf 'FROM %s\nCOPY pause /pause\nENTRYPOINT ["/pause"]\n' "$name" >"$ctx/Containerfile"
+        podman build --quiet -t "$pause" "$ctx" >/dev/null
+        rm -rf "$ctx"
+        echo "built pause image $pause"
+    fi
+}
+
 if [ "${FORCE:-0}" != 1 ] && podman image exists "$name"; then
     echo "base image $name exists (FORCE=1 rebuilds)"
+    build_pause
     exit 0
 fi
 [ "$(id -u)" = 0 ] || { echo "debootstrap needs root" >&2; exit 1; }
@@ -34,3 +53,4 @@ tar -C "$dir" -c . | podman import \
     --change 'CMD ["/bin/bash"]' \
     - "$name"
 echo "built base image $name"
+build_pause

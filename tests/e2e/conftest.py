@@ -1,0 +1,96 @@
+"""Session set-up of the e2e tier: the base image, the program images, the network.
+
+Everything is built from this checkout: the base image with debootstrap
+(cached by tag; images/base.sh), the program images with images/build.sh
+under a tag of their own (`e2e`), removed again at the end of the session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import (
+    BASE_IMAGE,
+    CONF,
+    NETWORK,
+    ROOT,
+    TAG,
+    Pod,
+    play,
+    podman,
+    written_programs,
+)
+from tests.helpers import missing, need
+
+
+@dataclass
+class E2E:
+    gateway: str  # the host's address on the e2e bridge: peers bind here
+    subnet: str  # the bridge's subnet: where the pods' connections come from
+    images: dict[str, str]  # program -> image built for this session
+    tmp: Path
+
+    def require(self, *programs: str) -> None:
+        absent = [p for p in programs if p not in self.images]
+        if absent:
+            missing(f"program(s) not written yet, no image: {', '.join(absent)}")
+
+    def play(self, manifest: str, replace: dict[str, str]) -> Pod:
+        return play(ROOT / "examples" / manifest, replace, self.images, self.tmp)
+
+
+def _timed(what: str, cmd: list[str], timeout: float) -> None:
+    start = time.monotonic()
+    env = {**os.environ, "CONTAINERS_CONF": str(CONF)}
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if res.returncode != 0:
+        raise AssertionError(f"{what} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    print(f"\n[e2e] {what}: {time.monotonic() - start:.1f}s")
+
+
+def _network() -> tuple[str, str]:
+    env = {**os.environ, "CONTAINERS_CONF": str(CONF)}
+    if subprocess.run(["podman", "network", "exists", NETWORK], env=env).returncode != 0:
+        podman("network", "create", NETWORK)
+    # The bridge (and the gateway address on it) appears with the first
+    # container; the peers must bind to it before any pod starts.
+    podman("run", "--rm", "--network", NETWORK, "--entrypoint", "true", BASE_IMAGE)
+    info = json.loads(podman("network", "inspect", NETWORK))[0]
+    return str(info["subnets"][0]["gateway"]), str(info["subnets"][0]["subnet"])
+
+
+@pytest.fixture(scope="session")
+def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    need("podman")
+    need("runc")
+    need("debootstrap")
+    need("tini")
+    if os.geteuid() != 0:
+        missing("the e2e tier needs root (debootstrap, rootful podman networking)")
+    os.environ["CONTAINERS_CONF"] = str(CONF)
+    _timed("base image (images/base.sh; cached by tag)", [str(ROOT / "images/base.sh")], 900)
+    programs = written_programs()
+    built: dict[str, str] = {}
+    try:
+        if programs:
+            _timed(
+                f"program images ({' '.join(programs)})",
+                ["env", f"TAG={TAG}", str(ROOT / "images/build.sh"), *programs],
+                900,
+            )
+            built = {p: f"localhost/podkit-{p}:{TAG}" for p in programs}
+        gateway, subnet = _network()
+        yield E2E(gateway, subnet, built, tmp_path_factory.mktemp("e2e"))
+    finally:
+        for image in built.values():
+            podman("rmi", "--force", image, check=False)
+        # Dangling build layers stay as cache for the next run; the base
+        # image stays too (it is cached by tag on purpose).

@@ -1,0 +1,153 @@
+"""Peers the example pods talk to, on the host, bound to the e2e bridge's gateway.
+
+Real servers where this machine has them (PostgreSQL, `git daemon`); a small
+recording HTTP server where it has none: Loki is not installed here, so the
+log receiver implements Loki's documented push API (`POST /loki/api/v1/push`,
+JSON streams with `[ "<ns timestamp>", "<line>" ]` values), and the upstream
+behind the proxy is the same server answering GETs, so the test can see the
+headers the ambassador added.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import free_port, need, wait_port
+from tests.peers.postgres import PostgresServer, start_postgres
+
+
+@dataclass
+class Recorder:
+    """Accepts Loki pushes and NDJSON posts (records their lines); answers GETs."""
+
+    host: str
+    port: int = 0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: ThreadingHTTPServer | None = None
+
+    def start(self) -> Recorder:
+        rec = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _reply(self, status: int, body: bytes = b"") -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                with rec.lock:
+                    rec.requests.append(
+                        {"method": "GET", "path": self.path, "headers": dict(self.headers)}
+                    )
+                self._reply(200, b"hello from upstream")
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                lines: list[str] = []
+                if self.path.startswith("/loki/api/v1/push"):
+                    for stream in json.loads(body)["streams"]:
+                        assert isinstance(stream["stream"], dict)
+                        for ts, line in stream["values"]:
+                            assert isinstance(ts, str) and ts.isdigit()
+                            lines.append(line)
+                else:
+                    for raw in body.splitlines():
+                        if raw.strip():
+                            lines.append(json.loads(raw)["message"])
+                with rec.lock:
+                    rec.requests.append(
+                        {"method": "POST", "path": self.path, "headers": dict(self.headers)}
+                    )
+                    rec.lines.extend(lines)
+                self._reply(204)
+
+        self.server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def prepare_postgres(gateway: str, subnet: str) -> PostgresServer:
+    """A real PostgreSQL with role and database `app`, stopped, configured to
+    listen on the gateway (start it with `start_prepared`)."""
+    srv = start_postgres(listen="127.0.0.1")
+    srv.psql("CREATE ROLE app LOGIN")
+    srv.psql("CREATE DATABASE app OWNER app")
+    _pg_ctl(srv, "stop", "-m", "fast")
+    with open(srv.datadir / "postgresql.conf", "a") as f:
+        f.write(f"\nlisten_addresses = '{gateway}'\n")
+    with open(srv.datadir / "pg_hba.conf", "a") as f:
+        f.write(f"host app app {subnet} trust\n")
+    srv.host = gateway
+    return srv
+
+
+def start_prepared(srv: PostgresServer) -> None:
+    _pg_ctl(srv, "-l", str(srv.base / "server.log"), "-w", "-t", "60", "start")
+    wait_port(srv.port, srv.host)
+
+
+def _pg_ctl(srv: PostgresServer, *args: str) -> None:
+    res = subprocess.run(
+        [*srv.as_user, f"{srv.bindir}/pg_ctl", "-D", str(srv.datadir), *args],
+        capture_output=True,
+        timeout=90,
+    )
+    if res.returncode != 0:
+        raise AssertionError(f"pg_ctl {args}: {res.stderr.decode(errors='replace')}")
+
+
+@dataclass
+class GitDaemon:
+    """`git daemon` serving every bare repository under `base` on host:port."""
+
+    base: Path
+    host: str
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> GitDaemon:
+        self.port = self.port or free_port(self.host)
+        self.proc = subprocess.Popen(
+            [
+                need("git"),
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                f"--base-path={self.base}",
+                f"--listen={self.host}",
+                f"--port={self.port}",
+                str(self.base),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_port(self.port, self.host)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            self.proc.wait(10)
