@@ -416,7 +416,14 @@ class LogFormat(Sidecar):
         if self.multiline_start:
             from podkit.multiline import Joiner
 
-            joiner = Joiner(self.multiline_start, self.multiline_max_lines, self.multiline_timeout)
+            # The same limits as the tailer gives a file's joiner: a joined record
+            # is cut at --max-line-bytes too.
+            joiner = Joiner(
+                self.multiline_start,
+                self.multiline_max_lines,
+                self.multiline_timeout,
+                self.max_line_bytes,
+            )
         lines = _LineSplitter(self.max_line_bytes)
         self.set_ready()
         stop = asyncio.create_task(self.wait_stopping())

@@ -553,3 +553,18 @@ def test_closed_stdout_stops_with_exit_1(tmp_path: Path) -> None:
         assert "Traceback" not in err and "Exception ignored" not in err, err
     offset = json.loads((state / "checkpoints.json").read_text())["files"][0]["offset"]
     assert offset < log.stat().st_size  # the late line was not acknowledged
+
+
+def test_stdin_joined_record_is_cut_at_max_line_bytes() -> None:
+    """A stack trace joined from stdin obeys --max-line-bytes, as one from a file does."""
+    data = b"START a\n" + b"".join(b"  at frame %d padding padding\n" % i for i in range(50))
+    res = run_program(
+        "logformat",
+        ["--stdin", "--format", "regex:^(?P<message>START.*)", "--multiline-start", "^START",
+         "--max-line-bytes", "200", "--admin-addr", "off"],
+        input=data + b"START b\n",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    recs = [json.loads(line) for line in res.stdout.decode().splitlines()]
+    assert [len(r["message"]) for r in recs] == [200, 7]
+    assert recs[0]["truncated"] is True and "truncated" not in recs[1]
