@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-from podkit import Backoff, RateLimited, Sidecar, UsageError, option, rfc3339
+from podkit import Backoff, RateLimited, Sidecar, UsageError, option, redact_url, rfc3339
 from podkit.hooks import HookError, Retrier
 from podkit.http import BearerToken, client_session, parse_headers
 from podkit.watch import Change, Watcher
@@ -150,6 +151,10 @@ class Reloader(Sidecar):
             raise UsageError("--command-gates-reload: needs --command")
         if (self.bearer_token_file or self.webhook_header) and not self.webhook_url:
             raise UsageError("--bearer-token-file/--webhook-header: need --webhook-url")
+        for url in self.webhook_url:
+            if urlsplit(url).scheme.lower() not in ("http", "https"):
+                # aiohttp refuses it at every call: a reload that can never succeed.
+                raise UsageError(f"--webhook-url: not http or https: {redact_url(url)}")
         self.webhook_method = self.webhook_method.strip().upper()
         if not self.webhook_method.isalpha():
             raise UsageError(f"--webhook-method: not an HTTP method: {self.webhook_method!r}")

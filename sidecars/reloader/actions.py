@@ -19,7 +19,10 @@ def parse_signal(text: str) -> signal.Signals:
     """`HUP`, `SIGHUP`, `hup` or `1` -> signal.SIGHUP; ValueError otherwise."""
     s = text.strip().upper()
     if s.isdigit():
-        return signal.Signals(int(s))
+        try:
+            return signal.Signals(int(s))
+        except ValueError:
+            raise ValueError(f"unknown signal {text!r}") from None
     if not s.startswith("SIG"):
         s = "SIG" + s
     try:

@@ -170,6 +170,8 @@ def test_read_pid_file(tmp_path: Path) -> None:
         (["--watch", "/x", "--command", "true", "--resync-interval", "0s"], "--resync-interval"),
         (["--command", "true"], "--watch is required"),
         (["--watch", "/x", "--process", ""], "--process: an executable name"),
+        (["--watch", "/x", "--webhook-url", "ftp://u:pw@h/"], "--webhook-url: not http"),
+        (["--watch", "/x", "--process", "a", "--signal", "0"], "--signal: unknown signal '0'"),
         (["--watch", "/x", "--process", "/usr/sbin/nginx"], "--process: an executable name"),
     ],
 )
