@@ -60,6 +60,14 @@ def wait_http(url: str, timeout: float = 20) -> None:
     raise RuntimeError(f"{url} never answered")
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (to report lines per CPU-second,
+    which stays meaningful when other work on the shared core steals time)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -166,8 +174,10 @@ def bench_statsd(seconds: float = 5.0) -> dict[str, object]:
     for label, rate in (("paced 200k", 200_000.0), ("unpaced", 0.0)):
         port, admin = free_port(socket.SOCK_DGRAM), free_port()
         proc = start_adapter(["--statsd-udp", f"127.0.0.1:{port}"], admin)
+        cpu0 = cpu_seconds(proc.pid)
         sent, packets, took = run_sender(port, seconds, rate)
         time.sleep(1.0)  # let the adapter finish what sits in its buffer
+        cpu = cpu_seconds(proc.pid) - cpu0
         text = get(f"http://127.0.0.1:{admin}/metrics").decode()
         got = metric(text, "podkit_metrics_statsd_lines_total")
         kdrops = metric(text, "podkit_metrics_statsd_udp_kernel_drops_total")
@@ -179,7 +189,9 @@ def bench_statsd(seconds: float = 5.0) -> dict[str, object]:
         )
         assert ceil.stdout is not None
         ceil.stdout.readline()
+        ccpu0 = cpu_seconds(ceil.pid)
         csent, _, ctook = run_sender(cport, seconds, rate)
+        ccpu = cpu_seconds(ceil.pid) - ccpu0
         cgot = int(ceil.stdout.readline())
         ceil.wait()
         results[label] = {
@@ -187,6 +199,9 @@ def bench_statsd(seconds: float = 5.0) -> dict[str, object]:
             "lines_per_packet": sent / packets,
             "adapter_lines_per_s": got / took,
             "adapter_drop_pct": 100 * (1 - got / sent),
+            "adapter_lines_per_cpu_s": got / cpu if cpu else 0.0,
+            "adapter_cpu_pct": 100 * cpu / took,
+            "ceiling_lines_per_cpu_s": cgot / ccpu if ccpu else 0.0,
             "kernel_drops_datagrams": kdrops,
             "ceiling_lines_per_s": cgot / ctook,
             "ceiling_drop_pct": 100 * (1 - cgot / csent),
@@ -379,7 +394,10 @@ def main() -> None:
             f"datagrams) | peer minimal socket loop {r['ceiling_lines_per_s']:,.0f} lines/s "
             f"(drop {r['ceiling_drop_pct']:.2f}%) | ratio "
             f"{r['adapter_lines_per_s'] / r['ceiling_lines_per_s']:.2f} | sent "
-            f"{r['sent_lines_per_s']:,.0f} lines/s, {r['lines_per_packet']:.0f} lines/packet",
+            f"{r['sent_lines_per_s']:,.0f} lines/s, {r['lines_per_packet']:.0f} lines/packet | "
+            f"per CPU-second: adapter {r['adapter_lines_per_cpu_s']:,.0f} lines "
+            f"({r['adapter_cpu_pct']:.0f}% of a core used), "
+            f"peer {r['ceiling_lines_per_cpu_s']:,.0f}",
             flush=True,
         )
     sc = bench_scrape()
