@@ -3,13 +3,16 @@
 A `Retrier` runs an action for the newest submitted value, retrying with
 backoff until it succeeds. A newer value supersedes a pending retry (so a
 burst of changes causes one call, for the newest), and two runs never overlap.
-gitsync's hooks and reloader's reloads are both this.
+gitsync's hooks and reloader's reloads are both this. `call_webhook` and
+`run_command` are the two kinds of action they run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
@@ -161,3 +164,46 @@ async def call_webhook(
         raise HookError(f"{method} {redact_url(url)}: timed out after {timeout:g}s") from None
     except aiohttp.ClientError as exc:
         raise HookError(f"{method} {redact_url(url)}: {exc.__class__.__name__}: {exc}") from None
+
+
+async def run_command(
+    argv: list[str],
+    *,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    tail: int = 2000,
+) -> tuple[int | None, str]:
+    """Run a hook command: (its exit code, or None when it ran past `timeout`; its output's tail).
+
+    stdout and stderr together, stdin from /dev/null, the environment plus
+    `env`. It gets its own session, so a timeout, or a cancel at shutdown,
+    kills its whole process group (a shell's children too), never just the
+    shell. OSError when it cannot be started.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        _kill_group(proc.pid)
+        await proc.wait()
+        return None, ""
+    except asyncio.CancelledError:
+        _kill_group(proc.pid)
+        raise
+    return proc.returncode, out.decode("utf-8", "replace").strip()[-tail:] if out else ""
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from podkit import Backoff, RateLimited, Sidecar, UsageError, option, redact_url, rfc3339
-from podkit.hooks import HookError, Retrier
+from podkit.hooks import HookError, Retrier, run_command
 from podkit.http import BearerToken, client_session, parse_headers
 from podkit.watch import Change, Watcher
 
@@ -435,7 +435,7 @@ class Reloader(Sidecar):
         started = time.monotonic()
         env = {"PODKIT_RELOADER_HASH": digest}
         if self.reload_command and self.command_gates_reload and "command" not in self._done:
-            code, out = await actions.run_command(self.reload_command, self.command_timeout, env)
+            code, out = await self._run_command(env)
             if code != 0:
                 self.rejected_hash = digest
                 self._result(
@@ -481,10 +481,9 @@ class Reloader(Sidecar):
     def _actions(self, env: dict[str, str]) -> list[tuple[str, Any]]:
         out: list[tuple[str, Any]] = []
         if self.reload_command and not self.command_gates_reload:
-            cmd = self.reload_command
 
             async def command() -> None:
-                code, tail = await actions.run_command(cmd, self.command_timeout, env)
+                code, tail = await self._run_command(env)
                 if code is None:
                     raise HookError(f"--command timed out after {self.command_timeout:g}s")
                 if code != 0:
@@ -508,6 +507,14 @@ class Reloader(Sidecar):
 
             out.append((f"webhook{i}", hook))
         return out
+
+    async def _run_command(self, env: dict[str, str]) -> tuple[int | None, str]:
+        assert self.reload_command is not None
+        argv = ["/bin/sh", "-c", self.reload_command]
+        try:
+            return await run_command(argv, timeout=self.command_timeout, env=env)
+        except OSError as exc:
+            raise HookError(f"--command: cannot start /bin/sh: {exc.strerror or exc}") from None
 
     async def _send_signal(self) -> None:
         sig = self._signal

@@ -1,4 +1,4 @@
-"""The reload actions: signal a process, run a command, call a webhook.
+"""The reload actions: signal a process, call a webhook (a command is podkit.hooks.run_command).
 
 Each raises HookError with a message fit for the log (no secrets) when it
 fails; the Retrier around them retries until they succeed.
@@ -6,7 +6,6 @@ fails; the Retrier around them retries until they succeed.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 from typing import Any
@@ -107,37 +106,6 @@ def send_signal(pids: list[int], sig: signal.Signals, what: str) -> list[int]:
     if not sent:
         raise HookError(f"{what}: process exited before it could be signalled")
     return sent
-
-
-async def run_command(command: str, timeout: float, env: dict[str, str]) -> tuple[int | None, str]:
-    """Run `sh -c command`; (exit code or None on timeout, last output lines)."""
-    proc = await asyncio.create_subprocess_exec(
-        "/bin/sh",
-        "-c",
-        command,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, **env},
-        start_new_session=True,  # so a timeout can kill the whole group
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        await proc.wait()
-        return None, ""
-    except asyncio.CancelledError:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        raise
-    tail = out.decode("utf-8", "replace")[-2000:].strip()
-    return proc.returncode, tail
 
 
 async def webhook(

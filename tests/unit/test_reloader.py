@@ -294,3 +294,47 @@ def test_signal_failures_are_hook_errors(monkeypatch: pytest.MonkeyPatch) -> Non
         send_signal([4242], signal.SIGHUP, "--process app")
     with pytest.raises(HookError, match="SIGHUP to pid 1 refused"):
         send_signal([4242, 1], signal.SIGHUP, "--process app")
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie waiting for its reaper counts as exited)."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_bytes()
+    except FileNotFoundError:
+        return True
+    return stat_line[stat_line.rfind(b")") + 2 : stat_line.rfind(b")") + 3] in (b"Z", b"X")
+
+
+async def test_run_command_output_and_group_kill(tmp_path: Path) -> None:
+    """podkit.hooks.run_command (reloader's --command): exit code and output tail; a
+    timeout and a cancel (shutdown) kill the shell's children too, not just the shell."""
+    import asyncio
+    import time
+
+    from podkit.hooks import run_command
+
+    code, out = await run_command(["/bin/sh", "-c", 'echo "$X"; echo err >&2; exit 3'],
+                                  timeout=10, env={"X": "from env"})  # fmt: skip
+    assert (code, out) == (3, "from env\nerr")
+
+    async def child_of(script: str, pidfile: Path, timeout: float) -> int:
+        task = asyncio.create_task(run_command(["/bin/sh", "-c", script], timeout=timeout))
+        deadline = time.monotonic() + 10
+        while not pidfile.exists() or not pidfile.read_text().strip():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        if timeout > 5:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        else:
+            assert await task == (None, "")
+        return int(pidfile.read_text())
+
+    for name, timeout in (("timeout", 0.5), ("cancel", 60.0)):
+        pidfile = tmp_path / name
+        child = await child_of(f"sleep 60 & echo $! > {pidfile}; wait", pidfile, timeout)
+        deadline = time.monotonic() + 5
+        while not _gone(child):
+            assert time.monotonic() < deadline, f"{name}: the shell's child survived"
+            await asyncio.sleep(0.02)
