@@ -69,8 +69,15 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNIT[m.group(2)]
 
 
-def wrk(url: str, seconds: int, conns: int) -> tuple[float, float, float]:
-    """requests/s, p50 ms, p99 ms."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, seconds: int, conns: int, pid: int | None = None) -> tuple[float, ...]:
+    """requests/s, p50 ms, p99 ms, and the CPU microseconds per request of `pid`."""
+    cpu0 = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(
         ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", url],
         capture_output=True,
@@ -82,7 +89,9 @@ def wrk(url: str, seconds: int, conns: int) -> tuple[float, float, float]:
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     if "Non-2xx" in out or "Socket errors" in out:
         print(f"    note: {url}: {out.strip().splitlines()[-3:]}")
-    return rps, p50, p99
+    n = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    cpu_us = (cpu_seconds(pid) - cpu0) / n * 1e6 if pid else 0.0
+    return rps, p50, p99, cpu_us
 
 
 class Procs:
@@ -178,7 +187,7 @@ backend nginx_tcp
     procs.start(
         [nginx, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "nginx.err")], ng
     )
-    procs.start([haproxy, "-f", str(tmp / "haproxy.cfg")], hp)
+    hap_proc = procs.start([haproxy, "-f", str(tmp / "haproxy.cfg")], hp)
     py = [sys.executable, "-m", "podkit", "proxy", "--admin-addr", "off"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     p_off = procs.start(
@@ -194,7 +203,7 @@ backend nginx_tcp
         px,
         env=env,
     )
-    procs.start(
+    p_on = procs.start(
         [*py, "--listen", f"127.0.0.1:{pxl}", "--upstream", f"http://127.0.0.1:{ng}"],
         pxl,
         env=env,
@@ -235,7 +244,8 @@ backend nginx_tcp
         "podkit (log on)": f"http://127.0.0.1:{pxl}/status",
         "podkit 2 workers": f"http://127.0.0.1:{pxw}/status",
     }
-    results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in targets}
+    pids = {"haproxy": hap_proc.pid, "podkit (log off)": p_off.pid, "podkit (log on)": p_on.pid}
+    results: dict[str, list[tuple[float, ...]]] = {k: [] for k in targets}
     peak_rss = [0]
     for url in targets.values():  # warm the keep-alive pools
         wrk(url, 1, args.conns)
@@ -251,7 +261,7 @@ backend nginx_tcp
 
                 t = threading.Thread(target=sample)
                 t.start()
-            results[name].append(wrk(url, args.seconds, args.conns))
+            results[name].append(wrk(url, args.seconds, args.conns, pids.get(name)))
             stop.set()
             if name == "podkit (log off)":
                 t.join()
@@ -273,20 +283,33 @@ backend nginx_tcp
         f"wrk -t1 -c{args.conns} -d{args.seconds}s, median of {args.rounds} rounds, "
         "GET /status via nginx"
     )
-    print(f"{'':20} {'req/s':>9} {'ratio':>6} {'added p50':>10} {'added p99':>10}")
+    print(
+        f"{'':20} {'req/s':>9} {'ratio':>6} {'p50':>8} {'p99':>8} {'added p50':>10} "
+        f"{'added p99':>10} {'CPU/req':>9}"
+    )
     for name in targets:
         rps = med(name, 0)
         ratio = f"{rps / hap:.2f}" if name != "nginx direct" else "-"
         if name == "nginx direct":
-            print(f"{name:20} {rps:9.0f} {ratio:>6} {'-':>10} {'-':>10}")
+            print(f"{name:20} {rps:9.0f} {ratio:>6} {base50:6.2f}ms {base99:6.2f}ms")
             continue
         a50 = med(name, 1) - base50
         a99 = med(name, 2) - base99
-        print(f"{name:20} {rps:9.0f} {ratio:>6} {a50:8.2f}ms {a99:8.2f}ms")
+        cpu = med(name, 3)
+        cpu_txt = f"{cpu:7.1f}us" if cpu else ""
+        print(
+            f"{name:20} {rps:9.0f} {ratio:>6} {med(name, 1):6.2f}ms {med(name, 2):6.2f}ms "
+            f"{a50:8.2f}ms {a99:8.2f}ms {cpu_txt:>9}"
+        )
     ratios = [
         p[0] / h[0] for p, h in zip(results["podkit (log off)"], results["haproxy"], strict=True)
     ]
     print(f"per-round ratio podkit(log off)/haproxy: {', '.join(f'{x:.2f}' for x in ratios)}")
+    eff = med("haproxy", 3) / med("podkit (log off)", 3)
+    print(
+        f"CPU per request, haproxy/podkit(log off): {eff:.2f} "
+        "(the share of HAProxy's efficiency; steadier than req/s on a shared machine)"
+    )
     print(f"podkit RSS under load (1 worker, log off): {peak_rss[0] / 1024:.1f} MiB (bar 50 MiB)")
 
     # TCP mode: one bulk download through each, alternating
