@@ -502,3 +502,40 @@ def test_json_tls_bearer_token_and_interval(tmp_path: Path, tls_files: Any) -> N
             token.write_text("s3cret-token-2\n")
             wait_until(lambda: srv.auth[-5:].count("Bearer s3cret-token-2") >= 1, 10)
             assert "s3cret-token" not in proc.stderr()
+
+
+def test_log_checkpoints_survive_a_restart(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "app.log"
+    log.write_text("status=200\nstatus=200\nstatus=500\n")
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text(
+        f"""
+sources:
+  - type: log
+    path: {logs}/*.log
+    state_dir: {tmp_path / "state"}
+    poll_interval: 100ms
+    rules:
+      - match: 'status=(?P<status>\\d+)'
+        counter: app_requests_total
+        labels: [status]
+"""
+    )
+
+    def total(proc: ProgramProcess) -> float:
+        return sum(scrape(proc).get("app_requests_total", {}).values())
+
+    with ProgramProcess("metrics", ["--config", str(cfg)], tmp=tmp_path) as proc:
+        proc.wait_ready()
+        wait_until(lambda: total(proc) == 3, 15, 0.1, what="3 lines counted")
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    with log.open("a") as f:
+        f.write("status=201\nstatus=201\n")
+    with ProgramProcess("metrics", ["--config", str(cfg)], tmp=tmp_path) as proc:
+        proc.wait_ready()
+        wait_until(lambda: total(proc) == 2, 15, 0.1, what="only the 2 new lines counted")
+        time.sleep(0.5)
+        assert scrape(proc)["app_requests_total"] == {(("status", "201"),): 2.0}
