@@ -436,15 +436,15 @@ class Reloader(Sidecar):
         env = {"PODKIT_RELOADER_HASH": digest}
         if self.reload_command and self.command_gates_reload and "command" not in self._done:
             code, out = await self._run_command(env)
+            if code is None:
+                # No verdict on the content (a loaded node, a stuck check):
+                # blocking it for good would be a failed reload never retried.
+                error = f"--command timed out after {self.command_timeout:g}s"
+                self._result("failure", digest, error)
+                raise HookError(error)
             if code != 0:
                 self.rejected_hash = digest
-                self._result(
-                    "blocked",
-                    digest,
-                    f"command exited {code}"
-                    if code is not None
-                    else f"command timed out after {self.command_timeout:g}s",
-                )
+                self._result("blocked", digest, f"command exited {code}")
                 self.log.warning(
                     "command rejected the new content; not reloading",
                     extra={"hash": digest[:16], "exit_code": code, "output": out},

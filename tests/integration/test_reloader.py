@@ -418,7 +418,8 @@ def test_failing_command_without_gate_is_retried(tmp_path: Path) -> None:
         p.wait_ready()
         wait_until(lambda: labelled(p, "podkit_reloader_reloads_total", "failure") >= 2, 10)
         marker.touch()
-        wait_until(done.exists, 10, what="the retried command")
+        # Not just exists(): `>>` creates the file a moment before it writes to it.
+        wait_until(lambda: done.exists() and done.read_text(), 10, what="the retried command")
         assert stays(lambda: done.read_text().split() == ["run"], 1.0)
 
 
@@ -562,3 +563,31 @@ def test_unexpected_status_and_timeout_are_failures_retried(
         assert stays(lambda: len(receiver.calls) == n, 1.5)
         assert status(p)["retry"] is None
         assert metric(p, "podkit_reloader_last_reload_successful") == 1
+
+
+def test_gate_command_timeout_is_retried_not_blocked(tmp_path: Path, receiver: Receiver) -> None:
+    """A validator that hangs gives no verdict on the content: the reload is a
+    failure retried with backoff (a block would never be retried)."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "a.conf").write_text("1")
+    marker = tmp_path / "fast"
+    with reloader(
+        tmp_path,
+        "--watch", str(conf),
+        "--webhook-url", receiver.url,
+        "--command", f"test -e {marker} || sleep 30",
+        "--command-gates-reload",
+        "--command-timeout", "300ms",
+        "--debounce", "100ms",
+        "--retry-max-backoff", "300ms",
+    ) as p:  # fmt: skip
+        p.wait_ready()
+        (conf / "a.conf").write_text("2")
+        wait_until(lambda: labelled(p, "podkit_reloader_reloads_total", "failure") >= 2, 10)
+        assert labelled(p, "podkit_reloader_reloads_total", "blocked") == 0
+        assert "timed out after 0.3s" in status(p)["last_reload"]["error"]
+        assert status(p)["rejected_hash"] is None and receiver.calls == []
+        marker.touch()
+        wait_until(lambda: len(receiver.calls) == 1, 10, what="the reload once the check answers")
+        assert stays(lambda: len(receiver.calls) == 1, 1.0)
