@@ -17,6 +17,7 @@ ctypes): no per-datagram protocol callback, one clock read per batch.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import socket
 import time
@@ -44,6 +45,8 @@ SOURCE_KEYS = (
     "cache_size",
     "max_set_size",
 )
+
+INF = math.inf
 
 # Cache entry operations.
 OP_COUNT, OP_GAUGE, OP_OBSERVE, OP_SET, OP_DROP, OP_CONFLICT, OP_BAD = range(7)
@@ -246,8 +249,8 @@ class StatsdSource(Source):
             try:
                 if op == OP_COUNT:
                     v = float(line[c + 1 : p])
-                    if v < 0:
-                        self.errors["negative_counter"] += 1
+                    if not 0.0 <= v < INF:  # NaN or inf would poison the counter
+                        self.errors["negative_counter" if v < 0 else "bad_value"] += 1
                         continue
                     s = ent[1]
                     s.value += v * ent[2]
@@ -311,8 +314,8 @@ class StatsdSource(Source):
         op = ent[0]
         if op == OP_COUNT:
             v = float(value)
-            if v < 0:
-                self.errors["negative_counter"] += 1
+            if not 0.0 <= v < INF:
+                self.errors["negative_counter" if v < 0 else "bad_value"] += 1
                 return
             ent[1].value += v * ent[2]
             ent[1].updated = now

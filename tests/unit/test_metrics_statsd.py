@@ -157,6 +157,7 @@ def test_line_types_sample_rates_and_sets() -> None:
         b"t:250|ms\nh:3|h\nd:4|d|@0.5\n"
         b"u:a|s\nu:b|s\nu:a|s\n"
         b"multi:1|c:2|c\n"
+        b"c:nan|c\nc:inf|c\nc:-1|c\n"
     )
     got = scrape(store)
     assert got["c_total"][()] == pytest.approx(11.0)
@@ -166,6 +167,7 @@ def test_line_types_sample_rates_and_sets() -> None:
     assert got["d_count"][()] == 2.0  # sampled at 0.5: counted twice
     assert got["u"][()] == 2.0
     assert got["multi_total"][()] == 3.0
+    assert src.errors["bad_value"] == 2 and src.errors["negative_counter"] == 1
 
 
 def test_four_tag_dialects() -> None:
