@@ -291,15 +291,37 @@ def main() -> int:
             f"= {own + kids:.2f}% of a core | `git fetch` loop every 1 s {peer_cpu:.2f}% "
             f"| ratio {ratio(own + kids, peer_cpu)}"
         )
+        # Reference: the framework's smallest sidecar (examples/custom_sidecar.py:
+        # admin server, metrics, JSON logs, no git), measured the same way.
+        hb = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "examples" / "custom_sidecar.py"),
+                "--admin-addr",
+                f"127.0.0.1:{free_port()}",
+                "--path",
+                str(tmp / "beat"),
+                "--every",
+                "1s",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        procs.append(hb)
+        time.sleep(3)
+        hb_mb = rss_kib(hb.pid) / 1024
+        hb.terminate()
         mb = statistics.median(rss) / 1024
         results["rss_mib"] = {
             "gitsync_median": round(mb, 1),
             "gitsync_max": round(max(rss) / 1024, 1),
             "git_child_max": round(max(child_rss, default=0) / 1024, 1),
+            "reference_idle_sidecar": round(hb_mb, 1),
         }
         print(
             f"RSS: gitsync {mb:.1f} MiB median, {max(rss) / 1024:.1f} MiB max (bar 40 MB) | "
-            f"git children up to {max(child_rss, default=0) / 1024:.1f} MiB each (separate)"
+            f"git children up to {max(child_rss, default=0) / 1024:.1f} MiB each (separate) | "
+            f"podkit's minimal idle sidecar {hb_mb:.1f} MiB | ratio {ratio(mb, hb_mb)}"
         )
 
         # -- 2. 10,000-file repo, depth 1, first sync ------------------------------------
