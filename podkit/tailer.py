@@ -70,6 +70,9 @@ class TailerConfig:
     multiline_timeout: float = 3.0
     #: Unacknowledged bytes at which reading pauses.
     max_buffer_bytes: int = 16 * 1024 * 1024
+    #: Read-ahead: queued chunks the consumer has not taken yet, in bytes. Reading
+    #: further ahead of a slower consumer gains nothing and costs memory.
+    max_queue_bytes: int = 2 * 1024 * 1024
     chunk_bytes: int = 1024 * 1024
     #: How long a renamed/deleted file idle at EOF stays open for late writes.
     rotate_wait: float = 5.0
@@ -258,6 +261,7 @@ class Tailer:
         self._saved: dict[tuple[int, int], dict[str, Any]] = {}  # loaded checkpoints
         self._queue: asyncio.Queue[Chunk | None] = asyncio.Queue()
         self._inflight = 0
+        self._queued = 0
         self._wake = asyncio.Event()
         self._acked = asyncio.Event()
         self._discover_now = True
@@ -301,6 +305,8 @@ class Tailer:
             if chunk is None:
                 self._queue.put_nowait(None)  # later iterations end too
                 return
+            self._queued -= chunk.nbytes
+            self._acked.set()
             yield chunk
 
     def ack(self, chunk: Chunk) -> None:
@@ -601,7 +607,7 @@ class Tailer:
                 self._flush_due(time.monotonic())
                 self._close_idle(time.monotonic())
                 self._write_checkpoint()
-                if self._inflight >= self.cfg.max_buffer_bytes:
+                if self._full():
                     self._acked.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._acked.wait(), self._tick())
@@ -621,6 +627,12 @@ class Tailer:
             if self._draining or self._closed:
                 self._queue.put_nowait(None)
                 self._drained.set()
+
+    def _full(self) -> bool:
+        """Reading pauses: too much unacknowledged, or the consumer is behind."""
+        return (
+            self._inflight >= self.cfg.max_buffer_bytes or self._queued >= self.cfg.max_queue_bytes
+        )
 
     def _tick(self) -> float:
         """How long the loop may sleep: until the next poll, flush or checkpoint."""
@@ -649,9 +661,8 @@ class Tailer:
 
     def _read_round(self, now: float) -> bool:
         progressed = False
-        limit = self.cfg.max_buffer_bytes
         for f in list(self._files):
-            if self._inflight >= limit:
+            if self._full():
                 return True
             if f.closed or not self._ready(f):
                 continue
@@ -675,7 +686,7 @@ class Tailer:
             return True  # its copy (copytruncate) goes first
         got = 0
         n = self.cfg.chunk_bytes
-        while got < budget and self._inflight < self.cfg.max_buffer_bytes:
+        while got < budget and not self._full():
             try:
                 data = os.pread(f.fd, n, f.read_pos)
             except OSError as exc:
@@ -823,26 +834,26 @@ class Tailer:
             f.carry = b""
         cut = data.rfind(b"\n")
         if cut >= 0:
-            block = data[:cut]
+            block = memoryview(data)[:cut]  # no copy of the (1 MiB) block
             rest = data[cut + 1 :]
             end = start + cut + 1
-            text = block.decode("utf-8", "replace")
+            text = str(block, "utf-8", "replace")
             parts = text.split("\n")
             if len(block) > limit:
                 # Equal lengths mean one byte per character, so str lengths are byte lengths.
                 if len(text) == len(block):
                     too_long = max(map(len, parts)) > limit
                 else:
-                    too_long = max(map(len, block.split(b"\n"))) > limit
+                    too_long = max(map(len, data[:cut].split(b"\n"))) > limit
                 if too_long:
-                    parts, cut_idx = cut_long(block, limit)
+                    parts, cut_idx = cut_long(data[:cut], limit)
                     trunc.extend(len(texts) + i for i in cut_idx)
             if texts:
                 texts.extend(parts)
             else:
                 texts = parts
             if sizes is not None:
-                sizes.extend(len(b) + 1 for b in block.split(b"\n"))
+                sizes.extend(len(b) + 1 for b in data[:cut].split(b"\n"))
         else:
             rest = data
         if len(rest) > limit:
@@ -874,6 +885,7 @@ class Tailer:
         chunk = Chunk(f, f.path, texts, frozenset(trunc), time.time_ns(), f.emit_pos, span)
         f.outstanding.append(chunk)
         self._inflight += span
+        self._queued += span
         self.lines_read += len(texts)
         self.bytes_read += span
         self.truncated_lines += len(trunc)
@@ -931,7 +943,7 @@ class Tailer:
         """Read every file to its end, hand on held lines, end the chunk stream."""
         self._discover()
         while True:
-            while self._inflight >= self.cfg.max_buffer_bytes:
+            while self._full():
                 self._acked.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._acked.wait(), 1.0)

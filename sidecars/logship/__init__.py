@@ -46,7 +46,7 @@ class _Batch:
     __slots__ = ("count", "done", "nbytes", "parts", "raw_bytes", "started", "truncated")
 
     def __init__(self) -> None:
-        self.parts: list[str] = []
+        self.parts: list[bytes] = []
         self.count = 0
         self.nbytes = 0  # encoded size (approximate until joined)
         self.raw_bytes = 0  # file bytes of the chunks completed by this batch
@@ -212,7 +212,7 @@ class LogShip(Sidecar):
         self.m_files.set_function(lambda: self.tailer.files_watched if self.tailer else 0)
         self.m_lag.set_function(lambda: self.tailer.lag_bytes if self.tailer else 0)
         self._sink: Sink = open_sink(self.sink, on_event=self._on_sink_event, **self._sink_options)
-        self._batches: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=2)
+        self._batches: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=1)
         self._last_progress = time.monotonic()
         self._acked_lines = 0
         os.makedirs(self.state_dir, exist_ok=True)
@@ -354,9 +354,10 @@ class LogShip(Sidecar):
                         room = min(room, max(1, int((max_bytes - cur.nbytes) / per_line)))
                     end = min(n, pos + max(1, room))
                     parts = self._record_parts(chunk, pos, end)
-                    cur.parts.extend(parts)
+                    # Bytes right away: the str copies go before the next chunk is read.
+                    cur.parts.extend(x.encode("utf-8", "surrogatepass") for x in parts)
                     cur.count += end - pos
-                    cur.nbytes += sum(map(len, parts))
+                    cur.nbytes += sum(map(len, cur.parts[-len(parts) :]))
                     cur.truncated += sum(1 for i in chunk.truncated if pos <= i < end)
                     pos = end
                     if pos == n:
@@ -387,7 +388,7 @@ class LogShip(Sidecar):
             if b is None:
                 return
             if b.count:
-                body = "".join(b.parts).encode("utf-8", "surrogatepass")
+                body = b"".join(b.parts)
                 b.parts = []
                 dead_before = self._sink.dead_lettered
                 await self._sink.send(NdjsonBatch(body, b.count))

@@ -1,0 +1,211 @@
+"""logship: ship a 1,000,000-line, 128 MB file; lines per CPU second next to rsyslog.
+
+  logship   podkit logship --path FILE --sink http://127.0.0.1:PORT/ (NDJSON
+            batches to a local receiver that counts lines; the receiver runs in
+            this process, so its CPU is not logship's)
+  rsyslog   rsyslogd (Debian) imfile -> omfile with a JSON template, reading
+            the same file in the same run (rsyslog has no plain HTTP output in
+            Debian's package, so it gets the cheaper local file output)
+
+Figures: wall seconds from start to the last line delivered, CPU seconds of the
+shipper (utime+stime, all threads; logship's interpreter start-up excluded,
+measured at /readyz), lines per CPU second, and peak RSS (VmHWM). Each is the
+best of TRIALS runs. Bar (issue 4): logship >= 2x rsyslog's lines per CPU
+second, RSS <= 60 MB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+LINES = 1_000_000
+LINE_BYTES = 128
+TRIALS = int(os.environ.get("BENCH_TRIALS", "2"))
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def make_file(path: Path) -> None:
+    with open(path, "w") as f:
+        for i in range(LINES):
+            head = (
+                f"2026-11-26T06:00:{i % 60:02d}.{i % 1000000:06d}Z INFO api[{i % 97}] "
+                f"request id={i:08d} path=/api/v1/items/{i % 5000} status=200 "
+            )
+            f.write(head.ljust(LINE_BYTES - 1, "x") + "\n")
+
+
+def _proc_cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _hwm(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class Receiver:
+    """NDJSON receiver counting lines (no parsing: the shipper is what we measure)."""
+
+    def __init__(self) -> None:
+        self.lines = 0
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        from aiohttp import web
+
+        async def handle(request: web.Request) -> web.Response:
+            body = await request.read()
+            self.lines += body.count(b"\n")
+            return web.Response(text="ok")
+
+        async def start() -> None:
+            app = web.Application(client_max_size=64 * 1024**2)
+            app.router.add_post("/{tail:.*}", handle)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self._ready.set()
+
+        self._loop.run_until_complete(start())
+        self._loop.run_forever()
+
+
+def run_logship(src: Path, tmp: Path, rcv: Receiver) -> tuple[float, float, int]:
+    state = tmp / "state"
+    shutil.rmtree(state, ignore_errors=True)
+    rcv.lines = 0
+    admin = 19411
+    t0 = time.time()
+    proc = subprocess.Popen(
+        [PY, "-m", "podkit", "logship", "--path", str(src), "--sink",
+         f"http://127.0.0.1:{rcv.port}/", "--state-dir", str(state),
+         "--admin-addr", f"127.0.0.1:{admin}", "--log-level", "warning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        start_cpu = None
+        deadline = time.monotonic() + 600
+        while rcv.lines < LINES:
+            if start_cpu is None:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=1):
+                        start_cpu = _proc_cpu(proc.pid)
+                except OSError:
+                    pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"logship did not finish: {proc.stderr.read()[-2000:]!r}")  # type: ignore[union-attr]
+            time.sleep(0.005)
+        done, cpu, rss = time.time(), _proc_cpu(proc.pid), _hwm(proc.pid)
+        assert rcv.lines == LINES, rcv.lines
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return done - t0, cpu - (start_cpu or 0.0), rss
+
+
+def run_rsyslog(src: Path, tmp: Path) -> tuple[float, float, int] | None:
+    rsyslogd = shutil.which("rsyslogd") or shutil.which("rsyslogd", path="/usr/sbin")
+    if rsyslogd is None:
+        return None
+    d = tmp / "rsyslog"
+    shutil.rmtree(d, ignore_errors=True)
+    (d / "work").mkdir(parents=True)
+    out = d / "out.json"
+    (d / "rsyslog.conf").write_text(
+        f"""
+global(workDirectory="{d / "work"}" maxMessageSize="64k")
+module(load="imfile" mode="inotify")
+template(name="json" type="list") {{
+  constant(value="{{\\"time\\":\\"")
+  property(name="timegenerated" dateFormat="rfc3339")
+  constant(value="\\",\\"message\\":\\"")
+  property(name="msg" format="json")
+  constant(value="\\",\\"file\\":\\"")
+  property(name="$!metadata!filename" format="json")
+  constant(value="\\"}}\\n")
+}}
+input(type="imfile" file="{src}" tag="app" ruleset="r" freshStartTail="off" addMetadata="on")
+ruleset(name="r") {{
+  action(type="omfile" file="{out}" template="json")
+}}
+"""
+    )
+    t0 = time.time()
+    proc = subprocess.Popen(
+        [rsyslogd, "-n", "-f", str(d / "rsyslog.conf"), "-i", str(d / "pid")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        count, pos, deadline = 0, 0, time.monotonic() + 600
+        while count < LINES:
+            try:
+                with open(out, "rb") as f:
+                    f.seek(pos)
+                    data = f.read()
+                    pos += len(data)
+                    count += data.count(b"\n")
+            except FileNotFoundError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"rsyslog did not finish: {proc.stderr.read()!r}")  # type: ignore[union-attr]
+            time.sleep(0.01)
+        done, cpu, rss = time.time(), _proc_cpu(proc.pid), _hwm(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return done - t0, cpu, rss
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="bench-logship-") as t:
+        tmp = Path(t)
+        src = tmp / "app.log"
+        make_file(src)
+        assert src.stat().st_size == LINES * LINE_BYTES
+        rcv = Receiver()
+        ours = [run_logship(src, tmp, rcv) for _ in range(TRIALS)]
+        peer = [run_rsyslog(src, tmp) for _ in range(TRIALS)]
+    wall, cpu, rss = min(r[0] for r in ours), min(r[1] for r in ours), max(r[2] for r in ours)
+    rsv = subprocess.run(["/usr/sbin/rsyslogd", "-v"], capture_output=True, text=True)
+    rsv_version = rsv.stdout.splitlines()[0] if rsv.stdout else "rsyslog ?"
+    print(f"python {sys.version.split()[0]}; {rsv_version}")
+    print(f"{LINES} lines, {LINES * LINE_BYTES / 1e6:.0f} MB, best of {TRIALS}")
+    print(f"{'':24}{'wall s':>9}{'CPU s':>9}{'lines/CPU s':>14}{'peak RSS MB':>13}")
+    lps = LINES / cpu
+    print(f"{'logship -> HTTP NDJSON':24}{wall:9.2f}{cpu:9.2f}{lps:14,.0f}{rss / 2**20:13.1f}")
+    if any(p is None for p in peer):
+        print("rsyslog: not installed; no ratio")
+        return 0
+    pw = min(p[0] for p in peer if p)
+    pc = min(p[1] for p in peer if p)
+    pr = max(p[2] for p in peer if p)
+    plps = LINES / pc
+    print(f"{'rsyslog imfile -> omfile':24}{pw:9.2f}{pc:9.2f}{plps:14,.0f}{pr / 2**20:13.1f}")
+    ratio = lps / plps
+    print(f"ratio lines/CPU s: logship/rsyslog = {ratio:.2f}x (bar: >= 2x); RSS bar 60 MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
