@@ -488,3 +488,33 @@ def test_output_is_strict_json_in_valid_utf8() -> None:
     assert recs[1]["message"] == "pair \U0001f600 ok"
     assert recs[2]["time"].startswith("1970-") and recs[2]["field_time"].startswith("9999-")
     assert conv.parse_errors == 0
+
+
+def test_nginx_error_log_context_is_linear_on_hostile_lines() -> None:
+    """The request in nginx's error log is the client's own text. Lines crafted to
+    make a backtracking regex try every split (seconds for 7 KB before) parse at
+    once, lose nothing (an unparseable context stays in the message), and a
+    request that quotes the context's own markers is still split right."""
+    import time
+
+    head = "2024/05/01 10:00:00 [error] 12#12: *3 "
+    hostile = [
+        head + ', client: 1, server: a, request: "x' * 7000,
+        head + 'm, client: 1, server: a, request: "' + '", upstream: "", host: "' * 3000 + "x",
+    ]
+    for line in hostile:
+        t = time.perf_counter()
+        rec = parse("nginx", line)
+        assert time.perf_counter() - t < 1.0  # generous: it takes about a millisecond
+        assert rec is not None and rec["message"] == line[len(head) :]
+    line = (
+        head + "upstream timed out (110: Connection timed out), client: 10.0.0.1, server: "
+        'example.com, request: "GET /a?x=", host: "y HTTP/1.1", upstream: '
+        '"http://127.0.0.1:8080/a", host: "example.com", referrer: "https://r/"'
+    )
+    rec = parse("nginx", line)
+    assert rec is not None
+    assert list(rec)[-6:] == ["client", "server", "request", "upstream", "host", "referrer"]
+    assert rec["request"] == 'GET /a?x=", host: "y HTTP/1.1'  # nginx does not escape it
+    assert rec["message"] == "upstream timed out (110: Connection timed out)"
+    assert (rec["host"], rec["referrer"]) == ("example.com", "https://r/")
