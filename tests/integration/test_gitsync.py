@@ -572,6 +572,23 @@ def test_sync_timeout_kills_git_and_sigkill_mid_fetch_restart(
         time.sleep(0.3)
         assert procs_in(root) == []
 
+        # SIGTERM in the middle of a fetch: the git in flight is killed with its
+        # children, and gitsync exits 0 well inside --shutdown-timeout.
+        proc = gitsync(tmp_path, "--repo", srv.url("big"), "--root", str(root), "--period", "1h")
+        proc.start()
+        wait_until(
+            lambda: any("fetch" in c or "remote-http" in c for c in procs_in(root)),
+            15,
+            what="a fetch in flight",
+        )
+        t0 = time.monotonic()
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        assert time.monotonic() - t0 < 10
+        proc.stop()
+        time.sleep(0.3)
+        assert procs_in(root) == []
+
         # SIGKILL in the middle of a fetch (the whole tree, as a container kill would).
         proc = gitsync(tmp_path, "--repo", srv.url("big"), "--root", str(root), "--period", "1h")
         proc.start()
@@ -740,6 +757,27 @@ echo "$GITSYNC_HASH $(pwd)" >> {hooklog}
             assert web.calls[-1] == ("POST", sha2)
             wait_until(lambda: len(hooklog.read_text().splitlines()) == 4, 10)
             assert hooklog.read_text().splitlines()[-1].startswith(sha2)
+            # Coalesced: while the webhook fails, two more publishes; once it
+            # recovers, its last call is for the newest commit, and no call for
+            # an older commit follows the first call for the newest.
+            web.failures = len(web.calls) + 1_000_000
+            sha3 = up.commit_push({"v": "3"})
+            p.get("/sync", method="POST", data=b"")
+            wait_published(root / "app", sha3)
+            sha4 = up.commit_push({"v": "4"})
+            p.get("/sync", method="POST", data=b"")
+            wait_published(root / "app", sha4)
+            wait_until(lambda: ("POST", sha4) in web.calls, 10)
+            web.failures = len(web.calls)
+            wait_until(
+                lambda: (
+                    metric(p, "podkit_gitsync_hook_runs_total", hook="webhook", result="success")
+                    == 3
+                ),
+                10,
+            )
+            first4 = web.calls.index(("POST", sha4))
+            assert set(web.calls[first4:]) == {("POST", sha4)}
     finally:
         web.server.shutdown()
 
