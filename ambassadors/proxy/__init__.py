@@ -315,7 +315,11 @@ class Proxy(Sidecar):
                 await lst.start()
             except OSError as exc:
                 await lst.close()
+                log.error("cannot listen", extra={"listen": s.listen, "error": str(exc)})
                 raise RuntimeError(f"cannot listen on {s.listen}: {exc.strerror or exc}") from None
+            except UsageError:
+                await lst.close()
+                raise
             self.servers.append(lst)
             log.info(
                 "listening",

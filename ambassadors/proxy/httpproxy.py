@@ -198,7 +198,10 @@ class HttpListener(BaseListener):
     def refresh_suffixes(self) -> None:
         extra = b"".join(f"{n}: {v}\r\n".encode() for n, v in self.s.set_headers)
         if self.token is not None:
-            extra += f"Authorization: Bearer {self.token.file._value}\r\n".encode()
+            token = self.token.file.value()
+            if not token or any(c in token for c in "\r\n\x00"):
+                raise ValueError("the bearer token is empty or spans lines")
+            extra += f"Authorization: Bearer {token}\r\n".encode()
         for u in self.upstreams:
             t = u.target
             h = f"[{t.host}]" if ":" in t.host else t.host
@@ -568,6 +571,9 @@ class ClientConn(Conn):
                 f.req, f.head_out, b"", False, f.t0, f.rid, failed=(f.up, h[2], h[3])
             )
         try:
+            if self.closed:  # the client left between the hand-over and now
+                f.uc.abort()
+                return False
             return await self.relay(
                 f.up, f.uc, f.req, h[2], f.head_out, b"", None, f.t0, f.t0, h[3], f.rid, 0
             )

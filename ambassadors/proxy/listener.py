@@ -9,6 +9,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
+from podkit import UsageError
 from podkit.http import BearerToken, ssl_context
 from podkit.logs import RateLimited
 
@@ -119,9 +120,10 @@ class BaseListener:
         if self.needs_tls or self.s.ca_file or self.s.cert_file:
             self.ssl_ctx = self._make_ssl()
             self._tls_sig = self._tls_files_sig()
-        if self.token is not None:
-            self.token.header()  # fail at start-up when the file cannot be read
-        self.refresh_suffixes()
+        try:
+            self.refresh_suffixes()
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--bearer-token-file {self.s.bearer_token_file}: {exc}") from None
         self.server = await self.loop.create_server(
             self.protocol_factory(),
             self.s.host,
@@ -203,14 +205,13 @@ class BaseListener:
                 u.close_idle(older_than=now - self.s.idle_timeout)
         if self.token is not None and self.token.file.changed():
             try:
-                self.token.header()
+                self.refresh_suffixes()
                 log.info("bearer token reloaded", extra={"file": self.s.bearer_token_file})
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 self.warn(
-                    "cannot read the bearer token file; keeping the old token",
+                    "cannot use the bearer token file; keeping the old token",
                     extra={"file": self.s.bearer_token_file, "error": str(exc)},
                 )
-            self.refresh_suffixes()
         if self.ssl_ctx is not None:
             sig = self._tls_files_sig()
             if sig != self._tls_sig:
