@@ -76,12 +76,20 @@ class MetricsAdapter(Sidecar):
         None, kind="path", help="statsd_exporter mapping file for the StatsD listener"
     )
 
+    max_series: int = option(
+        100000,
+        help="most adapted series kept at once; new ones beyond it are dropped and counted "
+        "(about 1 KB of memory each)",
+    )
+
     def __init__(self) -> None:
         super().__init__()
         self.metrics = AdapterMetrics(self.name)
 
     def validate(self) -> None:
-        self.store = Store(self.log)
+        if self.max_series < 1:
+            raise UsageError("--max-series: must be at least 1")
+        self.store = Store(self.log, max_series=self.max_series)
         self._sources: list[Source] = []
         base_dir = os.path.dirname(os.path.abspath(self.config)) if self.config else None
         raw = self.sources

@@ -421,6 +421,8 @@ class JSONSource(Source):
             keys = set()
             for lv, v in values.items():
                 s = fam.get(lv, now)
+                if s is None:  # the store's series limit (counted there)
+                    continue
                 s.value = v
                 s.updated = now
                 keys.add(lv)

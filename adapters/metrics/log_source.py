@@ -233,7 +233,8 @@ class LogSource(Source):
         # A group that did not take part in the match labels as "".
         key = tuple(v if v is not None else "" for v in lv)
         s = rule.family.get(key, now)
-        rule.cache[lv] = s
+        if s is not None:  # None: the store's series limit (counted there)
+            rule.cache[lv] = s
         return s
 
     async def stop(self) -> None:

@@ -384,13 +384,16 @@ class StatsdSource(Source):
             s = fam.series.get(values)
             if s is None:
                 s = SetSeries(now)
-                fam.series[values] = s
+                if not fam.add(values, s):
+                    return (OP_CONFLICT, name, "limit")
                 self._sets.append(s)
             elif not isinstance(s, SetSeries):
                 self.store.conflict(name, "type", "a StatsD set and a gauge share a name")
                 return (OP_CONFLICT, name, "type")
             return (OP_SET, s)
         s = fam.get(values, now)
+        if s is None:
+            return (OP_CONFLICT, name, "limit")
         if mtype == GAUGE_T:
             if isinstance(s, SetSeries):
                 self.store.conflict(name, "type", "a StatsD gauge and a set share a name")

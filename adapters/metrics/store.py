@@ -178,6 +178,7 @@ class Family:
         "name",
         "series",
         "source",
+        "store",
         "summary",
         "ttl",
     )
@@ -192,7 +193,9 @@ class Family:
         buckets: tuple[float, ...],
         summary: SummaryOptions | None,
         source: str,
+        store: Store | None = None,
     ) -> None:
+        self.store = store
         self.name = name
         self.kind = kind
         self.help = help
@@ -207,6 +210,8 @@ class Family:
         self.source = source
 
     def get(self, labelvalues: tuple[str, ...], now: float) -> Any:
+        """The series for these label values, created on first use; None when the
+        store's series limit is reached (counted as a `limit` conflict)."""
         s = self.series.get(labelvalues)
         if s is None:
             if self.kind == HISTOGRAM:
@@ -216,8 +221,19 @@ class Family:
                 s = SummarySeries(self.summary, now)
             else:
                 s = Series(now)
-            self.series[labelvalues] = s
+            if not self.add(labelvalues, s):
+                return None
         return s
+
+    def add(self, labelvalues: tuple[str, ...], s: Any) -> bool:
+        store = self.store
+        if store is not None:
+            if store.nseries >= store.max_series:
+                store.conflict(self.name, "limit", f"more than {store.max_series} series")
+                return False
+            store.nseries += 1
+        self.series[labelvalues] = s
+        return True
 
 
 def sample_names(name: str, kind: str) -> tuple[str, ...]:
@@ -240,7 +256,9 @@ class Conflict(Exception):
 class Store:
     """Adapted families by name, with conflict detection and TTL expiry."""
 
-    def __init__(self, log: logging.Logger, reserved: Iterable[str] = ()) -> None:
+    def __init__(
+        self, log: logging.Logger, reserved: Iterable[str] = (), max_series: int = 100_000
+    ) -> None:
         self.log = log
         self.families: dict[str, Family] = {}
         self._claims: dict[str, str] = {}
@@ -248,7 +266,11 @@ class Store:
         #: Adapted names may not start with this (the adapter's own metrics do).
         self.reserved_prefix = ""
         self.generation = 0
-        self.conflicts: dict[str, int] = {"type": 0, "labels": 0, "name": 0, "duplicate": 0}
+        self.conflicts: dict[str, int] = {"type": 0, "labels": 0, "name": 0, "limit": 0}
+        #: A bound on adapted series, so a flood of new names (a hostile or buggy
+        #: client) cannot grow memory without end.
+        self.max_series = max_series
+        self.nseries = 0
         self.expired = 0
         self._logged: set[tuple[str, str]] = set()
         #: A clock hot paths read instead of calling time.monotonic() per line.
@@ -260,7 +282,9 @@ class Store:
     def conflict(self, name: str, reason: str, detail: str, count: int = 1) -> None:
         """Count a dropped series; log each (name, reason) once."""
         self.conflicts[reason] = self.conflicts.get(reason, 0) + count
-        key = (name, reason)
+        # Hitting the series limit is one condition however many names a flood
+        # brings: log it once, not once per name.
+        key = ("", reason) if reason == "limit" else (name, reason)
         if key not in self._logged and len(self._logged) < 10000:
             self._logged.add(key)
             self.log.warning(
@@ -325,6 +349,7 @@ class Store:
             tuple(buckets),
             summary or (SummaryOptions() if kind == SUMMARY else None),
             source,
+            self,
         )
         for s in owned:
             self._claims[s] = name
@@ -341,6 +366,7 @@ class Store:
     def remove_series(self, fam: Family, labelvalues: tuple[str, ...]) -> None:
         fam.labelcache.pop(labelvalues, None)
         if fam.series.pop(labelvalues, None) is not None:
+            self.nseries -= 1
             self.generation += 1
         if not fam.series:
             self.drop_family(fam)
@@ -359,6 +385,7 @@ class Store:
                 fam.labelcache.pop(k, None)
             if stale:
                 removed += len(stale)
+                self.nseries -= len(stale)
                 self.generation += 1
             if not fam.series:
                 self.drop_family(fam)
@@ -366,7 +393,7 @@ class Store:
         return removed
 
     def series_count(self) -> int:
-        return sum(len(f.series) for f in self.families.values())
+        return self.nseries
 
     def next_expiry_check(self) -> float:
         ttls = [f.ttl for f in self.families.values() if f.ttl]

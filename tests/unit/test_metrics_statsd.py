@@ -285,3 +285,20 @@ def test_summary_window_ages_out_old_observations() -> None:
     assert s.quantiles(109.0) == [(0.5, 7.0)]
     assert math.isnan(s.quantiles(111.0)[0][1])
     assert s.count == 101 and s.sum == 5057.0
+
+
+def test_series_limit_bounds_a_flood_of_names() -> None:
+    store = Store(LOG, max_series=100)
+    src = build({"type": "statsd", "udp": "127.0.0.1:0"}, "t", store, LOG, None)
+    assert isinstance(src, StatsdSource)
+    src.ingest(b"\n".join(b"flood.%d:1|c" % i for i in range(500)))
+    src.ingest(b"flood.1:1|c\nset:a|s\n")
+    assert store.series_count() == 100
+    assert store.conflicts["limit"] == 401
+    assert scrape(store)["flood_1_total"][()] == 2.0
+    # Room again once series expire.
+    for fam in store.families.values():
+        fam.ttl = 1.0
+    store.expire(store.now + 5)
+    src.ingest(b"set:a|s\n")
+    assert store.series_count() == 1 and scrape(store)["set"][()] == 1.0
