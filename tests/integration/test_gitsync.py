@@ -656,12 +656,11 @@ def test_git_objects_deleted_under_it(
         wait_published(link, sha2, 30)
         assert (link / "v").read_text() == "2" and (link / "w").read_text() == "1"
         # Objects gone and HEAD garbled: git cannot use the repository at all.
-        # The failure is counted, the repository re-cloned, the tree stays served.
-        syncs = metric(p, "podkit_gitsync_syncs_total", result="error")
+        # It is re-cloned (within the failing sync, or the next one) and the
+        # tree stays served throughout.
         _delete_objects(root)
         (root / ".git" / "HEAD").write_text("garbage\n")
         wait_until(lambda: "repository unusable; re-cloning" in p.stderr(), 20)
-        assert metric(p, "podkit_gitsync_syncs_total", result="error") > syncs
         assert published(link) == sha2 and (link / "v").read_text() == "2"
         wait_until(lambda: status(p)["last_error"] is None, 20)
         sha3 = up.commit_push({"v": "3"})
