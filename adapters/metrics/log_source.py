@@ -12,6 +12,7 @@ beyond the last checkpoint interval.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 from typing import Any
@@ -121,6 +122,8 @@ class LogSource(Source):
             self.paths = list(raw)
         else:
             raise cfg.err("path", "required: a glob or a list of globs")
+        if cfg.base_dir:
+            self.paths = [os.path.join(cfg.base_dir, p) for p in self.paths]
         self.exclude = [str(x) for x in cfg.list("exclude")]
         self.state_dir = cfg.path("state_dir")
         self.read_from = cfg.text("read_from", "head")

@@ -540,3 +540,26 @@ sources:
         wait_until(lambda: total(proc) == 2, 15, 0.1, what="only the 2 new lines counted")
         time.sleep(0.5)
         assert scrape(proc)["app_requests_total"] == {(("status", "201"),): 2.0}
+
+
+def test_simple_json_flags(tmp_path: Path, json_server: JSONServer) -> None:
+    json_server.docs["/stats"] = STATS
+    mapping = tmp_path / "json.yaml"
+    mapping.write_text(
+        "- name: app_component_up\n"
+        "  path: $.components\n"
+        "  each: key\n"
+        '  labels: {component: "{key}"}\n'
+        "  value_map: {UP: 1, DEGRADED: 0.5, DOWN: 0}\n"
+    )
+    args = ["--json-url", json_server.url("/stats"), "--json-mapping", str(mapping)]
+    with ProgramProcess("metrics", args, tmp=tmp_path) as proc:
+        proc.wait_ready()
+        assert scrape(proc)["app_component_up"] == {
+            (("component", "db"),): 1.0,
+            (("component", "cache"),): 0.5,
+            (("component", "search"),): 0.0,
+        }
+        # Fetched on each scrape.
+        json_server.docs["/stats"] = {**STATS, "components": {"db": "DOWN"}}
+        assert scrape(proc)["app_component_up"] == {(("component", "db"),): 0.0}
