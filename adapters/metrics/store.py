@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-import random
+from random import random as _random
 import re
 import time
 from bisect import bisect_left
@@ -146,7 +146,8 @@ class SummarySeries:
         if len(cur) < cap:
             cur.append(v)
         else:
-            j = random.randrange(self.seen)
+            # int(random() * n) is uniform enough here and ~4x cheaper than randrange.
+            j = int(_random() * self.seen)
             if j < cap:
                 cur[j] = v
 
