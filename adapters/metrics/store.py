@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import logging
 import math
-from random import random as _random
 import re
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
+from random import random as _random
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
