@@ -171,17 +171,19 @@ def _observer(d: dict[str, Any], where: str, base: Options | None, warnings: lis
         quantiles = _quantiles(d["quantiles"], f"{where}.quantiles")
     elif sopts.get("quantiles") is not None:
         quantiles = _quantiles(sopts["quantiles"], f"{where}.summary_options.quantiles")
-    max_age = (
-        _duration(sopts["max_age"], f"{where}.summary_options.max_age")
-        if sopts.get("max_age")
-        else bs.max_age
-    )
-    summary = SummaryOptions(
-        quantiles or DEFAULT_QUANTILES,
-        max_age or 600.0,
-        int(sopts.get("age_buckets") or bs.age_buckets),
-        int(sopts.get("buf_cap") or bs.buf_cap),
-    )
+    # statsd_exporter has spelled these two ways over its versions; take both.
+    raw_age = sopts.get("max_age") or sopts.get("max_summary_age")
+    max_age = _duration(raw_age, f"{where}.summary_options.max_age") if raw_age else bs.max_age
+    try:
+        age_buckets = int(
+            sopts.get("age_buckets") or sopts.get("summary_age_buckets") or bs.age_buckets
+        )
+        buf_cap = int(sopts.get("buf_cap") or sopts.get("stream_buffer_size") or bs.buf_cap)
+    except (TypeError, ValueError):
+        raise UsageError(
+            f"{where}.summary_options: age buckets and buffer size are numbers"
+        ) from None
+    summary = SummaryOptions(quantiles or DEFAULT_QUANTILES, max_age or 600.0, age_buckets, buf_cap)
     ttl = _duration(d["ttl"], f"{where}.ttl") if d.get("ttl") is not None else None
     if ttl is None or (ttl == 0 and base is not None):
         ttl = base.ttl if base else 0.0

@@ -84,36 +84,35 @@ class BadLine(Exception):
         self.reason = reason
 
 
-def _tags_kv(text: str, sep: str, out: dict[str, str]) -> None:
+def _tags_kv(text: str, sep: str, out: dict[str, str], bad: list[int]) -> None:
+    """Parse `k<sep>v,k2<sep>v2` into `out`. A tag without key or value is
+    dropped and counted in `bad`; the line itself is kept (as statsd_exporter)."""
     for item in text.split(","):
-        if not item:
-            continue
+        if item.startswith("#"):
+            item = item[1:]
         k, s, v = item.partition(sep)
-        if not s or not k:
-            raise BadLine("bad_tag")
+        if not s or not k or not v:
+            bad[0] += 1
+            continue
         out[k] = v
 
 
-def parse_name(raw: str) -> tuple[str, dict[str, str]]:
+def parse_name(raw: str, bad: list[int]) -> tuple[str, dict[str, str]]:
     """Split the four tag dialects off a metric name (the part before ':')."""
     tags: dict[str, str] = {}
-    if "[" in raw:  # SignalFX: tags in brackets anywhere in the name
-        start = raw.find("[")
-        end = raw.find("]", start)
-        if end < 0:
-            raise BadLine("bad_tag")
-        _tags_kv(raw[start + 1 : end], "=", tags)
-        raw = raw[:start] + raw[end + 1 :]
+    start, end = raw.find("["), raw.find("]")
+    if start >= 0 and end > start:  # SignalFX: tags in brackets anywhere in the name
+        _tags_kv(raw[start + 1 : end], "=", tags, bad)
+        return raw[:start] + raw[end + 1 :], tags
+    if (start >= 0) != (end >= 0):
+        bad[0] += 1  # one bracket only: the name stays as it is
+        return raw, tags
     # InfluxDB (name,k=v,k2=v2) and Librato (name#k=v,k2=v2): whichever of
     # "," and "#" comes first starts the tags, as in statsd_exporter.
     cut = min((i for i in (raw.find(","), raw.find("#")) if i >= 0), default=-1)
     if cut >= 0:
-        if tags:
-            raise BadLine("mixed_tags")
-        raw, rest = raw[:cut], raw[cut + 1 :]
-        _tags_kv(rest, "=", tags)
-    if not raw:
-        raise BadLine("malformed")
+        _tags_kv(raw[cut + 1 :], "=", tags, bad)
+        raw = raw[:cut]
     return raw, tags
 
 
@@ -130,18 +129,37 @@ class Parsed:
         self.rate = rate
 
 
-def parse_line(line: str) -> list[Parsed]:
-    """statsd_exporter's line grammar: name[tags]:value|type[|@rate][|#tags], and
-    `name:v1|t1:v2|t2` for several samples without DogStatsD tags."""
+def parse_line(line: str, bad_tags: list[int] | None = None) -> list[Parsed]:
+    """statsd_exporter's line grammar (pkg/line): `name[tags]:value|type[|@rate]
+    [|#tags][|c:container][|T<unix>]`; `name:v1|t1:v2|t2` for several samples
+    without DogStatsD tags; `name:v1:v2:v3|ms` (DogStatsD extended aggregation)
+    for several values of one timer, histogram or distribution."""
+    bad = bad_tags if bad_tags is not None else [0]
     name_part, sep, rest = line.partition(":")
-    if not sep or not rest:
+    if not sep or not name_part:
         raise BadLine("malformed")
-    name, tags = parse_name(name_part)
-    samples = [rest] if "|#" in rest else rest.split(":")
+    name, tags = parse_name(name_part, bad)
+    if not name:
+        raise BadLine("malformed")
+    dog = "|#" in rest
+    if dog and tags:
+        raise BadLine("mixed_tags")
+    head = rest.split("|", 2)
+    if len(head) < 2:
+        raise BadLine("malformed")
+    if ":" in head[0]:
+        if head[1] not in ("ms", "h", "d"):
+            raise BadLine("bad_type")
+        suffix = rest.partition("|")[2]
+        samples = [f"{v}|{suffix}" for v in head[0].split(":")]
+    elif dog:
+        samples = [rest]
+    else:
+        samples = rest.split(":")
     out = []
     for sample in samples:
         comps = sample.split("|")
-        if len(comps) < 2:
+        if not 2 <= len(comps) <= 8 or "" in comps[2:]:
             raise BadLine("malformed")
         value, mtype = comps[0], comps[1]
         if mtype not in _TYPES:
@@ -149,18 +167,22 @@ def parse_line(line: str) -> list[Parsed]:
         rate = 1.0
         sample_tags = dict(tags)
         for comp in comps[2:]:
-            if comp.startswith("@"):
+            c0 = comp[0]
+            if c0 == "@":
                 try:
                     rate = float(comp[1:])
                 except ValueError:
                     raise BadLine("bad_sample_rate") from None
                 if not 0 < rate <= 1:
                     raise BadLine("bad_sample_rate")
-            elif comp.startswith("#"):
-                if tags:
-                    raise BadLine("mixed_tags")
-                _tags_kv(comp[1:], ":", sample_tags)
-            # DogStatsD's container id (c:) and timestamp (T) are ignored.
+            elif c0 == "#":
+                _tags_kv(comp[1:], ":", sample_tags, bad)
+            elif c0 == "c" and comp.startswith("c:") and len(comp) > 2:
+                sample_tags["container_id"] = comp[2:]  # DogStatsD 1.2, as statsd_exporter
+            elif c0 == "T" and comp[1:].isdigit():
+                pass  # DogStatsD 1.3 timestamp: validated, not forwarded
+            else:
+                raise BadLine("malformed")
         if mtype != "s":
             try:
                 float(value)
@@ -295,16 +317,20 @@ class StatsdSource(Source):
         except UnicodeDecodeError:
             self.errors["malformed"] += 1
             return
+        bad_tags = [0]
         try:
-            samples = parse_line(text)
+            samples = parse_line(text, bad_tags)
         except BadLine as exc:
             self.errors[exc.reason] += 1
             return
+        finally:
+            self.errors["bad_tag"] += bad_tags[0]
         if len(self.cache) >= self.cache_size:
             self.cache.clear()
         for sample in samples:
             ent = self._resolve(sample)
-            if key and len(samples) == 1:
+            # Lines with dropped tags are not cached, so every one is counted.
+            if key and len(samples) == 1 and not bad_tags[0]:
                 self.cache[key] = ent
             self._apply(ent, sample.value)
 

@@ -192,7 +192,9 @@ def test_four_tag_dialects() -> None:
         ("x:1|q", "bad_type"),
         ("x:abc|c", "bad_value"),
         ("x:1|c|@2", "bad_sample_rate"),
-        ("x:1|c|#novalue", "bad_tag"),
+        ("x:1:2|c", "bad_type"),
+        ("x:1|c|", "malformed"),
+        ("x:1|c|zz", "malformed"),
         ("x,a=b:1|c|#c:d", "mixed_tags"),
     ],
 )
@@ -204,6 +206,24 @@ def test_malformed_lines(line: str, reason: str) -> None:
     src.ingest(line.encode() + b"\nok:1|c\n")
     assert src.errors[reason] == 1
     assert scrape(store)["ok_total"][()] == 1.0
+
+
+def test_bad_tags_are_dropped_and_counted_the_line_kept() -> None:
+    src, store = make()
+    src.ingest(b"x:1|c|#novalue,ok:1\nx:1|c|#novalue,ok:1\ny[a=1:1|c\n")
+    assert src.errors["bad_tag"] == 3
+    got = scrape(store)
+    assert got["x_total"] == {(("ok", "1"),): 2.0}
+    assert got["y_a_1_total"][()] == 1.0
+
+
+def test_dogstatsd_extended_aggregation_container_id_and_timestamp() -> None:
+    src, store = make({"defaults": {"observer_type": "histogram"}})
+    src.ingest(b"lat:100:200:300|ms|#env:a|c:abc123|T1656581400\n")
+    got = scrape(store)
+    key = (("container_id", "abc123"), ("env", "a"))
+    assert got["lat_count"][key] == 3.0
+    assert got["lat_sum"][key] == pytest.approx(0.6)
 
 
 def test_conflicts_drop_offender_keep_the_rest() -> None:
@@ -302,3 +322,37 @@ def test_series_limit_bounds_a_flood_of_names() -> None:
     store.expire(store.now + 5)
     src.ingest(b"set:a|s\n")
     assert store.series_count() == 1 and scrape(store)["set"][()] == 1.0
+
+
+def test_readme_summary_options_both_spellings() -> None:
+    for opts in (
+        "max_summary_age: 30s\n    summary_age_buckets: 3\n    stream_buffer_size: 1000",
+        "max_age: 30s\n    age_buckets: 3\n    buf_cap: 1000",
+    ):
+        m = Mapper(
+            yaml.safe_load(
+                f"""
+mappings:
+- match: "test.timing.*.*.*"
+  timer_type: summary
+  name: "my_timer"
+  labels: {{provider: "$2", outcome: "$3", job: "${{1}}_server"}}
+  summary_options:
+    quantiles:
+      - {{quantile: 0.99, error: 0.001}}
+      - {{quantile: 0.95, error: 0.01}}
+      - {{quantile: 0.9, error: 0.05}}
+      - {{quantile: 0.5, error: 0.005}}
+    {opts}
+"""
+            ),
+            "t",
+        )
+        s = m.mappings[0].opts.summary
+        assert (s.quantiles, s.max_age, s.age_buckets, s.buf_cap) == (
+            (0.5, 0.9, 0.95, 0.99),
+            30.0,
+            3,
+            1000,
+        )
+        assert not m.warnings
