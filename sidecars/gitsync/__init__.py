@@ -857,6 +857,8 @@ class GitSync(Sidecar):
         base = os.path.join(self.root, WORKTREES)
         now = time.time()
         removed = 0
+        prune = False
+        admins = os.path.join(self.root, ".git", "worktrees")
         for name in os.listdir(base):
             if name == current:
                 continue
@@ -866,15 +868,35 @@ class GitSync(Sidecar):
             except OSError:
                 continue
             if self.stale_worktree_timeout <= 0 or age > self.stale_worktree_timeout:
+                admin = _admin_dir(path)
                 _rmtree(path)
+                # What `git worktree prune` would do for it, without a process.
+                if admin is None or os.path.dirname(admin) != admins:
+                    prune = True
+                elif os.path.isdir(admin):
+                    _rmtree(admin)
                 removed += 1
         if not removed:
             return
         g = _git.new_git(self.root, deadline, env, self._runs)
-        g.worktree("prune")
+        if prune:
+            g.worktree("prune")
         if self.git_gc != "off":
             gc = {"auto": ["--auto"], "always": [], "aggressive": ["--aggressive"]}[self.git_gc]
             g.gc("--quiet", *gc)
+
+
+def _admin_dir(worktree: str) -> str | None:
+    """The `.git/worktrees/<name>` directory a worktree's `.git` file names, if it says."""
+    dotgit = os.path.join(worktree, ".git")
+    try:
+        with open(dotgit, encoding="utf-8") as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    if not text.startswith("gitdir:"):
+        return None
+    return os.path.normpath(os.path.join(worktree, text.removeprefix("gitdir:").strip()))
 
 
 def _has_origin(gitdir: str) -> bool:

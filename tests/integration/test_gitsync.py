@@ -180,8 +180,14 @@ def test_push_force_push_post_sync_sighup_and_endpoints(
         wait_published(link, sha3, 10)
         assert (link / "v").read_text() == "3-forced"
         wait_until(
-            lambda: os.listdir(root / ".worktrees") == [sha3], 10, what="old worktrees removed"
+            lambda: (
+                os.listdir(root / ".worktrees") == [sha3]
+                and len(os.listdir(root / ".git" / "worktrees")) == 1
+            ),  # git's records of them too
+            10,
+            what="old worktrees removed",
         )
+        assert "prunable" not in git("worktree", "list", "--porcelain", cwd=root)
         # Endpoints (status follows the link flip by the cleanup's few ms).
         wait_until(lambda: status(p)["published"] == sha3, 10)
         wait_until(lambda: metric(p, "podkit_gitsync_syncs_total", result="noop") >= 1, 10)
