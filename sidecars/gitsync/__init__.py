@@ -289,7 +289,8 @@ class GitSync(Sidecar):
     async def setup(self) -> None:
         self.root = os.path.abspath(self.root)
         os.makedirs(os.path.join(self.root, WORKTREES), exist_ok=True)
-        self._private = tempfile.mkdtemp(prefix="podkit-gitsync-")
+        _remove_dead_private_dirs()
+        self._private = tempfile.mkdtemp(prefix=f"podkit-gitsync-{os.getpid()}-")
         os.chmod(self._private, 0o700)
         askpass = os.path.join(self._private, "askpass")
         with open(askpass, "w", encoding="utf-8") as f:
@@ -884,6 +885,28 @@ class GitSync(Sidecar):
         if self.git_gc != "off":
             gc = {"auto": ["--auto"], "always": [], "aggressive": ["--aggressive"]}[self.git_gc]
             g.gc("--quiet", *gc)
+
+
+def _remove_dead_private_dirs() -> None:
+    """Private dirs of a gitsync that was SIGKILLed (they can hold a URL's password)."""
+    base = tempfile.gettempdir()
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        parts = name.split("-")
+        if not name.startswith("podkit-gitsync-") or len(parts) < 4 or not parts[2].isdigit():
+            continue
+        path = os.path.join(base, name)
+        try:
+            if os.stat(path).st_uid != os.getuid():
+                continue
+            os.kill(int(parts[2]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _admin_dir(worktree: str) -> str | None:

@@ -182,3 +182,21 @@ def test_remote_sha_resolves_like_fetch(tmp_path: Path, ref: str, want: str | No
     )
     p = make("--repo", "https://h/x", "--root", str(tmp_path), "--ref", ref)
     assert p._remote_sha(_LsRemote(out)) == want  # type: ignore[arg-type]
+
+
+def test_private_dirs_of_dead_processes_are_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    from podkit.sidecars.gitsync import _remove_dead_private_dirs
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = tmp_path / "podkit-gitsync-999999999-abc"
+    alive = tmp_path / f"podkit-gitsync-{os.getpid()}-def"
+    other = tmp_path / "podkit-gitsync-notapid"
+    for d in (dead, alive, other):
+        d.mkdir()
+        (d / "password").write_text("x")
+    _remove_dead_private_dirs()
+    assert not dead.exists() and alive.exists() and other.exists()
