@@ -82,6 +82,9 @@ if [ "${WHEELHOUSE:-1}" != 0 ]; then
     host_py=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
     wh=$ctx/images/wheelhouse
     "$python" -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$wh" .
+    # pip itself, run from its wheel inside the build (see the Dockerfile).
+    "$python" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+        --no-deps -d "$wh" pip
     podkit_wheel=$(ls "$wh"/podkit-*.whl)
     if [ "${base_py% *}" = "$host_py" ]; then
         "$python" -m pip wheel --quiet --disable-pip-version-check -w "$wh" "$podkit_wheel[all]"
@@ -94,13 +97,38 @@ if [ "${WHEELHOUSE:-1}" != 0 ]; then
     fi
 fi
 
-for p in "${programs[@]}"; do
-    echo "== podkit-$p:$tag (base $base, $ENGINE)"
+# Two builds at a time: a build waits on layer commits as much as on the CPU.
+jobs=${JOBS:-2}
+logs=$here/.build/logs
+mkdir -p "$logs"
+build_one() {
+    local p=$1 start
     start=$(date +%s)
-    $ENGINE build --quiet -f "$ctx/images/Dockerfile" --target program \
+    if $ENGINE build -f "$ctx/images/Dockerfile" --target program \
         --build-arg BASE_IMAGE="$base" --build-arg PROGRAM="$p" \
         --build-arg VERSION="$version" --build-arg REVISION="$revision" \
         --build-arg SOURCE="$source_url" \
-        -t "podkit-$p:$tag" "$ctx" >/dev/null
-    echo "   built in $(($(date +%s) - start))s"
+        -t "podkit-$p:$tag" "$ctx" >"$logs/$p.log" 2>&1; then
+        echo "built podkit-$p:$tag in $(($(date +%s) - start))s"
+    else
+        echo "FAILED podkit-$p:$tag (log: $logs/$p.log)" >&2
+        tail -20 "$logs/$p.log" >&2
+        return 1
+    fi
+}
+echo "building ${programs[*]} on $base with $ENGINE, $jobs at a time"
+failed=0
+running=0
+for p in "${programs[@]}"; do
+    if [ "$running" -ge "$jobs" ]; then
+        wait -n || failed=1
+        running=$((running - 1))
+    fi
+    build_one "$p" &
+    running=$((running + 1))
 done
+while [ "$running" -gt 0 ]; do
+    wait -n || failed=1
+    running=$((running - 1))
+done
+exit "$failed"

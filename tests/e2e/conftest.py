@@ -90,7 +90,8 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         gateway, subnet = _network()
         yield E2E(gateway, subnet, built, tmp_path_factory.mktemp("e2e"))
     finally:
-        for image in built.values():
+        # PODKIT_E2E_KEEP_IMAGES=1 keeps them, to look inside after a failure.
+        for image in [] if os.environ.get("PODKIT_E2E_KEEP_IMAGES") == "1" else built.values():
             podman("rmi", "--force", image, check=False)
         # Dangling build layers stay as cache for the next run; the base
         # image stays too (it is cached by tag on purpose).

@@ -126,6 +126,9 @@ def kube_for_podman(text: str, images: dict[str, str]) -> tuple[str, list[str], 
             for c in [*spec.get("initContainers", []), *spec["containers"]]:
                 for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                     c.pop(probe, None)
+                # podman publishes every containerPort on all the host's
+                # interfaces; the tests reach the pod by its IP instead.
+                c.pop("ports", None)
                 # podman 4.3's Downward API knows metadata.name but not the
                 # namespace or node: give those the values a pod would see.
                 for env in c.get("env", []):
@@ -133,6 +136,10 @@ def kube_for_podman(text: str, images: dict[str, str]) -> tuple[str, list[str], 
                     if ref in DOWNWARD_LITERALS:
                         env.pop("valueFrom")
                         env["value"] = DOWNWARD_LITERALS[ref]
+            # Keep finished init containers (podman's default removes them) so
+            # the tests can read their exit codes and logs.
+            annotations = doc["metadata"].setdefault("annotations", {})
+            annotations["io.podman.annotations.init.container.type"] = "always"
             # A Pod that is not a Job's would restart exited containers; the
             # tests want to see an exit, not a restart loop.
             spec["restartPolicy"] = "Never"
@@ -244,7 +251,7 @@ class Pod:
     def played(self, timeout: float = 180) -> None:
         """Wait for kube play to return (all init containers done, the rest started)."""
         assert self.play is not None
-        out, err = self.play.communicate(timeout=timeout)
+        _out, err = self.play.communicate(timeout=timeout)
         assert self.play.returncode == 0, f"kube play {self.yaml_path}: {err.strip()}"
 
     def down(self) -> None:
