@@ -273,6 +273,7 @@ class Tailer:
         self._dirty_ckpt = False
         self._last_ckpt = 0.0
         self._last_poll = 0.0
+        self._last_identity = 0.0
         self._started = False
         self._multiline = re.compile(cfg.multiline_start) if cfg.multiline_start else None
         self._copy_name = ""
@@ -285,6 +286,8 @@ class Tailer:
         self.truncations = 0
         self.read_errors = 0
         self.polling = False
+        #: Set when the reader died; chunks() raises after the last chunk.
+        self.error: BaseException | None = None
 
     # -- public API ----------------------------------------------------------
 
@@ -304,6 +307,8 @@ class Tailer:
             chunk = await self._queue.get()
             if chunk is None:
                 self._queue.put_nowait(None)  # later iterations end too
+                if self.error is not None:
+                    raise RuntimeError(f"tailer failed: {self.error}") from self.error
                 return
             self._queued -= chunk.nbytes
             self._acked.set()
@@ -361,9 +366,13 @@ class Tailer:
     @property
     def lag_bytes(self) -> int:
         """Bytes written to followed files but not acknowledged yet."""
-        return sum(max(0, f.size - f.ack_pos) for f in self._files) + sum(
-            max(0, f.size - f.ack_pos) for f in self._retired
-        )
+        total = 0
+        for f in self._files:
+            # Fresh sizes: while reading is paused, nothing else looks at them.
+            with contextlib.suppress(OSError):
+                f.size = os.fstat(f.fd).st_size
+            total += max(0, f.size - f.ack_pos)
+        return total + sum(max(0, f.size - f.ack_pos) for f in self._retired)
 
     @property
     def files_watched(self) -> int:
@@ -603,6 +612,11 @@ class Tailer:
                 if self._discover_now or now - self._last_poll >= self.cfg.poll_interval:
                     self._discover()
                     self._check_identity()
+                elif now - self._last_identity >= 0.1:
+                    # Often, and also while the consumer is behind and nothing is read:
+                    # a copytruncate seen late is recovered from its copy only while
+                    # the copy still holds what we had not read.
+                    self._check_identity()
                 progressed = self._read_round(now)
                 self._flush_due(time.monotonic())
                 self._close_idle(time.monotonic())
@@ -610,7 +624,7 @@ class Tailer:
                 if self._full():
                     self._acked.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._acked.wait(), self._tick())
+                        await asyncio.wait_for(self._acked.wait(), min(0.1, self._tick()))
                     continue
                 if progressed:
                     await asyncio.sleep(0)
@@ -620,11 +634,13 @@ class Tailer:
                     await asyncio.wait_for(self._wake.wait(), self._tick())
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
+            # A consumer must not wait forever on a reader that died: chunks() raises.
             log.exception("tailer failed")
+            self.error = exc
             raise
         finally:
-            if self._draining or self._closed:
+            if self._draining or self._closed or self.error is not None:
                 self._queue.put_nowait(None)
                 self._drained.set()
 
@@ -647,8 +663,11 @@ class Tailer:
 
     def _check_identity(self) -> None:
         """Detect copytruncate that the file already outgrew: its first bytes changed."""
+        self._last_identity = time.monotonic()
         for f in self._files:
-            if f.fp_len and f.read_pos > 0 and not f.fingerprint_matches():
+            # Even at offset 0: first bytes we fingerprinted are gone, so the
+            # content was copied away and truncated before we read any of it.
+            if f.fp_len and not f.fingerprint_matches():
                 self._truncated(f)
             else:
                 f.update_fingerprint()
@@ -679,7 +698,7 @@ class Tailer:
         f.size = st.st_size
         if st.st_size < f.read_pos:
             self._truncated(f)
-        elif f.at_eof and st.st_size > f.read_pos and f.read_pos and not f.fingerprint_matches():
+        elif f.at_eof and st.st_size > f.read_pos and not f.fingerprint_matches():
             # Growth after idling at EOF: cheap moment to catch truncate-and-regrow.
             self._truncated(f)
         if not self._ready(f):
@@ -755,7 +774,7 @@ class Tailer:
     def _find_copy(self, f: _File) -> _File | None:
         """The copy copytruncate made of `f` (same first bytes, at least as long)."""
         self._copy_name = ""
-        if f.read_pos == 0 or f.fp_len == 0:
+        if f.fp_len == 0:
             return None
         d = os.path.dirname(f.path)
         found: list[tuple[float, str, os.stat_result]] = []

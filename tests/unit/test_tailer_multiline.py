@@ -10,7 +10,16 @@ import pytest
 
 from podkit.multiline import Joiner
 from podkit.options import UsageError
-from podkit.sinks import NdjsonBatch, open_sink, parse_retry_after
+from podkit.sinks import (
+    Batch,
+    NdjsonBatch,
+    Outcome,
+    RecordBatch,
+    Retry,
+    Sink,
+    open_sink,
+    parse_retry_after,
+)
 
 
 def test_joiner_groups_by_start_and_counts_bytes() -> None:
@@ -83,3 +92,77 @@ def test_retry_after_parsing() -> None:
     assert parse_retry_after(None) is None
     assert parse_retry_after("garbage") is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+
+
+class _Scripted(Sink):
+    """A sink whose attempts follow a script, to test the shared delivery policy."""
+
+    schemes = ()
+
+    def __init__(self, script: list[object], **kw: object) -> None:
+        super().__init__("scripted://x", **kw)  # type: ignore[arg-type]
+        self.script = script
+        self.seen: list[list[str]] = []
+
+    async def _attempt(self, batch: Batch) -> Outcome:
+        self.seen.append([r["m"] for r in batch.records()])
+        step = self.script.pop(0)
+        if isinstance(step, BaseException):
+            raise step
+        assert isinstance(step, Outcome)
+        return step
+
+
+async def test_policy_retries_honours_retry_after_and_dead_letters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    delays: list[float] = []
+
+    async def fake_sleep(d: float) -> None:
+        delays.append(d)
+
+    monkeypatch.setattr("podkit.sinks.asyncio.sleep", fake_sleep)
+    events: list[tuple[str, int]] = []
+    dead = tmp_path / "dead.ndjson"
+    sink = _Scripted(
+        [
+            ConnectionRefusedError("refused"),
+            Retry("HTTP 503", retry_after=7.0),
+            Outcome(retry=[2], rejected=[(1, 400, "bad doc")], retry_reason="item 429"),
+            Outcome(),
+        ],
+        dead_letter=str(dead),
+        retry_max_backoff=2.0,
+        on_event=lambda k, n: events.append((k, n)),
+    )
+    await sink.send([{"m": "a"}, {"m": "b"}, {"m": "c"}])
+    # Whole batch twice, then only the item to retry; "b" went to the dead-letter file.
+    assert sink.seen == [["a", "b", "c"], ["a", "b", "c"], ["a", "b", "c"], ["c"]]
+    assert len(delays) == 3 and delays[0] <= 0.1 and delays[1] == 7.0 and delays[2] <= 0.4
+    entry = json.loads(dead.read_text())
+    assert entry["status"] == 400 and entry["record"] == {"m": "b"}
+    assert sink.delivered == 2 and sink.dead_lettered == 1 and sink.retries == 3
+    assert ("dead_letter", 1) in events and events.count(("retry", 1)) == 3
+
+
+def test_elasticsearch_body_interleaves_create_actions() -> None:
+    sink = open_sink("elasticsearch+http://127.0.0.1:9200/logs")
+    body = sink.encode(NdjsonBatch(b'{"a":1}\n{"b":"x\\ny"}\n', 2))  # type: ignore[attr-defined]
+    assert body == b'{"create":{}}\n{"a":1}\n{"create":{}}\n{"b":"x\\ny"}\n'
+    assert sink.target == "http://127.0.0.1:9200/logs/_bulk"  # type: ignore[attr-defined]
+
+
+def test_loki_body_groups_streams_with_ns_strings() -> None:
+    sink = open_sink("loki+http://127.0.0.1:3100", tenant="t")
+    recs = [
+        {"time": "2026-11-26T06:00:00.000000001Z", "message": "m1", "file": "/a", "labels": {}},
+        {"time": "2026-11-26T06:00:00.5Z", "message": "m2", "file": "/b", "labels": {"x": "1"}},
+    ]
+    body = json.loads(sink.encode(RecordBatch(recs)))  # type: ignore[attr-defined]
+    assert body == {
+        "streams": [
+            {"stream": {"filename": "/a"}, "values": [["1795672800000000001", "m1"]]},
+            {"stream": {"filename": "/b", "x": "1"}, "values": [["1795672800500000000", "m2"]]},
+        ]
+    }
+    assert sink.target == "http://127.0.0.1:3100/loki/api/v1/push"  # type: ignore[attr-defined]
