@@ -181,7 +181,7 @@ class HttpListener(BaseListener):
         self.active = 0
         self.retrying = 0
         self.local_requests = 0
-        self.id_prefix = os.urandom(6).hex()
+        self.id_prefix = os.urandom(6).hex().encode() + b"-"
         self.id_counter = 0
         self.authorities: set[bytes] = set()
         for u in self.upstreams:
@@ -213,7 +213,7 @@ class HttpListener(BaseListener):
 
     def next_id(self) -> bytes:
         self.id_counter += 1
-        return f"{self.id_prefix}-{self.id_counter:x}".encode()
+        return self.id_prefix + b"%x" % self.id_counter
 
     def origin_form(self, target: bytes) -> bytes | None:
         low = target[:8].lower()
@@ -438,7 +438,7 @@ class ClientConn(Conn):
         if uc.closed or uc.eof:
             uc.close()
             return False
-        t0 = lst.loop.time()
+        t0 = lst.time()
         head_out, rid = self.build_head(req, 0)
         self.fast = Fast(req, up, uc, t0, rid, head_out)
         self.state = BUSY
@@ -530,7 +530,7 @@ class ClientConn(Conn):
             up.release(uc, lst.now)
         else:
             uc.close()
-        dt = lst.loop.time() - f.t0
+        dt = lst.time() - f.t0
         up.observe(status, dt)
         if s.access_log:
             self.access(req, status, up, dt, dt, len(f.head_out), len(out_head) + blen, 0, f.rid)
@@ -730,7 +730,7 @@ class ClientConn(Conn):
             extra += b"\r\nX-Forwarded-Proto: " + req.xfp + b", http"
         if req.upgrade is not None:
             extra += b"\r\nConnection: upgrade\r\nUpgrade: " + req.upgrade
-        return b"%s %s HTTP/1.1%s%s\r\n" % (req.method, req.target, req.kept, extra), rid
+        return req.method + b" " + req.target + b" HTTP/1.1" + req.kept + extra + b"\r\n", rid
 
     async def forward(
         self,

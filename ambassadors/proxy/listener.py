@@ -86,6 +86,7 @@ class BaseListener:
     def __init__(self, s: Settings) -> None:
         self.s = s
         self.loop = asyncio.get_running_loop()
+        self.time = self.loop.time
         self.upstreams = [Upstream(t, s, self) for t in s.targets]
         self.balancer = Balancer(self.upstreams, s.lb)
         self.server: asyncio.Server | None = None
