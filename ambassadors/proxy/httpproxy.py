@@ -755,6 +755,7 @@ class ClientConn(Conn):
         idempotent = req.method in IDEMPOTENT
         up: Upstream | None = None
         result: bool | tuple[str, str]
+        holding = False  # a retry slot of the budget, from the decision to the try's end
         try:
             while True:
                 if failed is not None:  # the fast path's try failed: continue from there
@@ -763,9 +764,23 @@ class ClientConn(Conn):
                     tried.append(up)
                     result = (kind, message)
                 else:
-                    result = await self.try_one(
-                        req, head_out, body, stream, deadline, idempotent, t0, rid, retries, tried
-                    )
+                    try:
+                        result = await self.try_one(
+                            req,
+                            head_out,
+                            body,
+                            stream,
+                            deadline,
+                            idempotent,
+                            t0,
+                            rid,
+                            retries,
+                            tried,
+                        )
+                    finally:
+                        if holding:
+                            holding = False
+                            lst.retrying -= 1
                 if isinstance(result, bool):
                     return result
                 if result[0] == "no-upstream":
@@ -786,11 +801,15 @@ class ClientConn(Conn):
                     status = 504 if kind == "timeout" else 502
                     if kind == "overflow":
                         status = 503
+                    elif kind.isdigit():  # its response was dropped for a retry that then was not
+                        status, kind = int(kind), "upstream-" + kind
                     return self.refuse_local(
                         status, kind, message, t0, req, rid, retries, up=up, keep=False
                     )
                 up.retries += 1
                 retries += 1
+                lst.retrying += 1
+                holding = True
                 if backoff is None:
                     backoff = Backoff(0.025, 0.25)
                 delay = backoff.next()
@@ -811,6 +830,8 @@ class ClientConn(Conn):
                     return False
         finally:
             lst.active -= 1
+            if holding:
+                lst.retrying -= 1
 
     async def try_one(
         self,
@@ -831,10 +852,10 @@ class ClientConn(Conn):
         if up is None:
             return "no-upstream", ""
         tried.append(up)
-        may_retry = retries < s.retries and lst.retrying < max(3.0, s.retry_budget * lst.active)
-        retrying = retries > 0
-        if retrying:
-            lst.retrying += 1
+        # the budget counts this try when it is a retry (forward() holds its slot)
+        may_retry = retries < s.retries and lst.retrying < max(3.0, s.retry_budget * lst.active) + (
+            1 if retries else 0
+        )
         up.active += 1
         try:
             return await self.attempt(
@@ -842,8 +863,6 @@ class ClientConn(Conn):
             )
         finally:
             up.active -= 1
-            if retrying:
-                lst.retrying -= 1
 
     def retry_allowed(self, kind: str, idempotent: bool, stream: bool) -> bool:
         on = self.lst.s.retry_on

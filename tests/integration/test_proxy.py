@@ -60,6 +60,7 @@ class Chaos:
         app.router.add_get("/reset", self.reset)
         app.router.add_get("/stall", self.stall)
         app.router.add_get("/slow", self.slow)
+        app.router.add_get("/slow503", self.slow503)
         app.router.add_get("/health", self.health)
         app.router.add_get("/ws", self.ws)
         app.router.add_post("/upload", self.upload)
@@ -101,6 +102,11 @@ class Chaos:
         self.hits += 1
         await asyncio.sleep(float(request.query.get("s", "1")))
         return web.Response(text=f"slow from {self.name}\n")
+
+    async def slow503(self, request: web.Request) -> web.Response:
+        self.hits += 1
+        await asyncio.sleep(0.3)
+        return web.Response(status=503, text="busy\n")
 
     async def health(self, request: web.Request) -> web.Response:
         return web.Response(status=self.health_status, text="health\n")
@@ -453,6 +459,31 @@ def test_retries_resets_and_idempotency(farm: ChaosFarm, tmp_path: Path) -> None
         rec = next(r for r in p.records() if r.get("path") == "/reset")
         assert rec["retries"] == 2
         dead = f"http://127.0.0.1:{free_port()}"
+    # the retry budget: 8 requests fail at once, at most 3 retries may be in flight
+    c = farm.start(Chaos("c"))
+    with proxy(
+        tmp_path,
+        "--upstream",
+        c.url,
+        "--eject-after",
+        "100",
+        "--retry-budget",
+        "0%",
+        "--access-log",
+        "false",
+    ) as p:
+        codes: list[int] = []
+        threads = [
+            threading.Thread(target=lambda: codes.append(http(purl(p, "/slow503"), timeout=10)[0]))
+            for _ in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert codes == [503] * 8
+        assert 3 <= upstreams(p)[c.url]["retries"] <= 8  # without a budget: 16
+        assert c.hits == 8 + upstreams(p)[c.url]["retries"]
     b = farm.start(Chaos("b"))
     with proxy(tmp_path, "--upstream", dead, "--upstream", b.url, "--eject-after", "100") as p:
         for _ in range(4):
