@@ -22,7 +22,7 @@ from podkit.http import BearerToken, client_session, parse_header, ssl_context
 
 from .jsonpath import JSONPath, Match, PathError, absent, node_at
 from .sources import Cfg, Emit, Source, register
-from .store import COUNTER, GAUGE, UNTYPED, Conflict, Family, Store
+from .store import COUNTER, GAUGE, UNTYPED, Conflict, Family, Store, valid_label, valid_name
 
 SOURCE_KEYS = (
     "type",
@@ -174,6 +174,8 @@ class MetricSpec:
     def __init__(self, cfg: Cfg) -> None:
         cfg.check_keys(METRIC_KEYS)
         self.name: str = cfg.text("name", required=True)
+        if not valid_name(self.name):
+            raise cfg.err("name", f"{self.name!r} is not a valid metric name")
         try:
             self.path = JSONPath(cfg.text("path", required=True))
             value = cfg.text("value")
@@ -190,6 +192,9 @@ class MetricSpec:
         if self.each not in (None, "key"):
             raise cfg.err("each", "only 'key' is supported")
         labels = cfg.mapping("labels")
+        for k in labels:
+            if not isinstance(k, str) or not valid_label(k):
+                raise cfg.err("labels", f"{k!r} is not a valid label name")
         self.labelnames = tuple(sorted(str(k) for k in labels))
         self.labels = [
             Template(str(labels[k]), f"{cfg.where}.labels.{k}", self.path)

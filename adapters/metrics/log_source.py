@@ -20,7 +20,16 @@ from typing import Any
 from podkit import UsageError
 
 from .sources import Cfg, Emit, Source, register
-from .store import COUNTER, DEFAULT_BUCKETS, GAUGE, HISTOGRAM, Conflict, Store
+from .store import (
+    COUNTER,
+    DEFAULT_BUCKETS,
+    GAUGE,
+    HISTOGRAM,
+    Conflict,
+    Store,
+    valid_label,
+    valid_name,
+)
 
 SOURCE_KEYS = (
     "type",
@@ -76,6 +85,8 @@ class Rule:
             raise UsageError(f"{cfg.where}: give exactly one of counter, gauge, histogram")
         self.kind = kinds[0]
         self.metric = cfg.text(self.kind)
+        if not valid_name(self.metric):
+            raise cfg.err(self.kind, f"{self.metric!r} is not a valid metric name")
         groups = set(self.regex.groupindex)
         raw_labels = cfg.get("labels", [])
         if isinstance(raw_labels, list):
@@ -84,9 +95,11 @@ class Rule:
             pairs = [(str(k), str(v)) for k, v in raw_labels.items()]
         else:
             raise cfg.err("labels", "expected a list of group names or {label: group}")
-        for _label, group in pairs:
+        for label, group in pairs:
             if group not in groups:
                 raise cfg.err("labels", f"{group!r} is not a named group of match")
+            if not valid_label(label) or (self.kind == HISTOGRAM and label == "le"):
+                raise cfg.err("labels", f"{label!r} cannot be a label name here")
         pairs.sort()
         self.labelnames = tuple(p[0] for p in pairs)
         self.groups = tuple(p[1] for p in pairs)

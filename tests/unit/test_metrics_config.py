@@ -91,6 +91,23 @@ sources:
             "expected an http",
         ),
         ("bogus: 1\n", [], "unknown setting 'bogus'"),
+        (
+            "sources:\n- {type: json, url: 'http://x/', metrics: [{name: 'a-b', path: $.a}]}\n",
+            [],
+            r"metrics\[0\]\.name: 'a-b' is not a valid metric name",
+        ),
+        (
+            "sources:\n- {type: json, url: 'http://x/', metrics: "
+            "[{name: a, path: $.a, labels: {__x: y}}]}\n",
+            [],
+            "'__x' is not a valid label name",
+        ),
+        (
+            "sources:\n- {type: log, path: /x, rules: "
+            "[{match: '(?P<le>x)(?P<v>1)', histogram: h, value: v, labels: [le]}]}\n",
+            [],
+            "'le' cannot be a label name here",
+        ),
         ("{}\n", [], "no sources"),
         ("{}\n", ["--json-url", "http://x/"], "--json-url: needs --json-mapping"),
         ("{}\n", ["--statsd-mapping", "m.yaml"], "--statsd-mapping: needs --statsd-udp"),
