@@ -88,7 +88,7 @@ class Git(git.Git):
             raise GitError(f"{shown}: stopped")
         remaining = None if self.deadline is None else self.deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
-            raise GitError(f"{shown}: sync timeout reached", timed_out=True)
+            raise GitError(f"{shown}: timed out before it started (--sync-timeout)", timed_out=True)
         handle = super().execute(
             command,
             as_process=True,

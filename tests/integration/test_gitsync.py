@@ -574,7 +574,7 @@ def test_sync_timeout_kills_git_and_sigkill_mid_fetch_restart(
             ],
         )
         assert p.returncode == 1
-        assert b"timed out" in p.stderr
+        assert b"timed out" in p.stderr, p.stderr.decode()
         time.sleep(0.3)
         assert procs_in(root) == []
 
