@@ -347,6 +347,37 @@ def test_submodule_and_sparse_checkout(
     assert not (tree / "src").exists() and not (tree / "top").exists()
 
 
+def test_submodule_with_ext_transport_is_refused(
+    tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon
+) -> None:
+    """A hostile .gitmodules cannot run commands through ext:: (GIT_ALLOW_PROTOCOL)."""
+    pwned = tmp_path / "pwned"
+    app = git_repos.create("app", {"v": "1"})
+    (app.work / ".gitmodules").write_text(
+        f'[submodule "evil"]\n\tpath = evil\n\turl = ext::sh -c touch% {pwned}\n'
+    )
+    git("update-index", "--add", "--cacheinfo", f"160000,{app.head()},evil", cwd=app.work)
+    git("add", ".gitmodules", cwd=app.work)  # not `add -A`: it would drop the bare gitlink
+    git("commit", "-qm", "evil submodule", cwd=app.work)
+    app.push()
+    p = run_program(
+        "gitsync",
+        [
+            "--repo",
+            git_daemon.url("app"),
+            "--root",
+            str(tmp_path / "r"),
+            "--one-time",
+            "--admin-addr",
+            "off",
+        ],
+    )
+    assert p.returncode == 1
+    assert b"transport 'ext' not allowed" in p.stderr, p.stderr.decode()
+    assert not pwned.exists()
+    assert not (tmp_path / "r" / "app").exists()  # never published
+
+
 # -- credentials ------------------------------------------------------------------
 
 
@@ -507,12 +538,17 @@ def test_remote_goes_away_and_comes_back(
         wait_until(lambda: metric(p, "podkit_gitsync_syncs_total", result="error") >= 3, 20)
         # The last good tree stays published and readable; the pod stays ready.
         assert published(link) == first and (link / "v").read_text() == "1"
-        assert p.get("/readyz")[0] == 200 and p.get("/healthz")[0] == 200
+        assert p.get("/readyz")[0] == 200
         assert status(p)["last_error"]
+        # No good sync for --stale-after (default 10 x period = 2 s): /healthz says so.
+        wait_until(lambda: p.get("/healthz")[0] == 503, 20)
+        assert b"last successful sync" in p.get("/healthz")[2]
+        assert p.get("/readyz")[0] == 200
         git_http.start()
         wait_published(link, sha2, 20)
         wait_until(lambda: status(p)["consecutive_failures"] == 0, 10)
         assert status(p)["last_error"] is None
+        assert p.get("/healthz")[0] == 200
 
 
 def test_max_failures_and_one_time_failure_exit_1(tmp_path: Path) -> None:
