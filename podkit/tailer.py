@@ -73,6 +73,10 @@ class TailerConfig:
     #: Read-ahead: queued chunks the consumer has not taken yet, in bytes. Reading
     #: further ahead of a slower consumer gains nothing and costs memory.
     max_queue_bytes: int = 2 * 1024 * 1024
+    #: Most lines in one chunk (0: no limit). A consumer that acknowledges per
+    #: batch sets its batch size here, so no chunk spans two batches and a
+    #: crash re-sends no more than the batches in flight.
+    max_chunk_lines: int = 0
     chunk_bytes: int = 1024 * 1024
     #: How long a renamed/deleted file idle at EOF stays open for late writes.
     rotate_wait: float = 5.0
@@ -852,19 +856,23 @@ class Tailer:
             data = f.carry + data
             f.carry = b""
         cut = data.rfind(b"\n")
+        exact = False  # str lengths of `parts` are their byte lengths
+        parts: list[str] = []
         if cut >= 0:
             block = memoryview(data)[:cut]  # no copy of the (1 MiB) block
             rest = data[cut + 1 :]
             end = start + cut + 1
             text = str(block, "utf-8", "replace")
             parts = text.split("\n")
+            # Equal lengths mean one byte per character, so str lengths are byte lengths.
+            exact = len(text) == len(block)
             if len(block) > limit:
-                # Equal lengths mean one byte per character, so str lengths are byte lengths.
-                if len(text) == len(block):
+                if exact:
                     too_long = max(map(len, parts)) > limit
                 else:
                     too_long = max(map(len, data[:cut].split(b"\n"))) > limit
                 if too_long:
+                    exact = False
                     parts, cut_idx = cut_long(data[:cut], limit)
                     trunc.extend(len(texts) + i for i in cut_idx)
             if texts:
@@ -883,9 +891,46 @@ class Tailer:
         elif rest:
             f.carry_since = time.monotonic()
         f.carry = rest
-        if texts:
+        if not texts:
+            return
+        mcl = self.cfg.max_chunk_lines
+        if f.joiner is None and mcl and len(texts) > mcl:
+            self._queue_split(f, texts, trunc, end - f.emit_pos, parts, exact, data[:cut], mcl)
+        else:
             held = f.joiner.pending_bytes if f.joiner is not None else 0
             self._emit(f, texts, trunc, end - f.emit_pos - held, sizes)
+
+    def _queue_split(
+        self,
+        f: _File,
+        texts: list[str],
+        trunc: list[int],
+        span: int,
+        parts: list[str],
+        exact: bool,
+        block: bytes,
+        most: int,
+    ) -> None:
+        """Queue `texts` as chunks of at most `most` lines, each with its byte span.
+
+        `parts` are the block's lines (the tail of `texts`); spans are summed in C
+        over their str lengths when those equal byte lengths, else over the
+        block's byte lines. The first chunk takes the remainder (a skipped
+        over-long line before the block belongs to it).
+        """
+        src: list[str] | list[bytes] = parts if exact else block.split(b"\n")
+        off = len(texts) - len(parts)
+        starts = range(0, len(texts), most)
+        spans = [
+            sum(map(len, src[a - off : min(a + most, len(texts)) - off]))
+            + min(a + most, len(texts))
+            - a
+            for a in starts[1:]
+        ]
+        spans.insert(0, span - sum(spans))
+        for a, sp in zip(starts, spans, strict=True):
+            b = min(a + most, len(texts))
+            self._queue_chunk(f, texts[a:b], [i - a for i in trunc if a <= i < b], sp)
 
     def _emit(
         self, f: _File, texts: list[str], trunc: list[int], span: int, sizes: list[int] | None

@@ -229,6 +229,9 @@ class LogShip(Sidecar):
             multiline_max_lines=self.multiline_max_lines,
             multiline_timeout=self.multiline_timeout,
             max_buffer_bytes=self.buffer_max_bytes,
+            max_chunk_lines=self.batch_max_lines,
+            # A chunk's records should fit one batch (encoding adds ~120 bytes a line).
+            chunk_bytes=max(64 * 1024, min(1024 * 1024, self.batch_max_bytes // 2)),
         )
         self.tailer = Tailer(cfg)
         await self._sink.start()
@@ -345,6 +348,12 @@ class LogShip(Sidecar):
                 n = len(chunk.texts)
                 # Average encoded size per line, to cut by bytes without measuring each.
                 per_line = (chunk.nbytes + 120 * n) / n if n else 0
+                if cur.count and (
+                    cur.count + n > max_lines or cur.nbytes + per_line * n > max_bytes
+                ):
+                    # Batches end at chunk boundaries, so a delivered batch acknowledges
+                    # whole chunks and a crash re-sends only the batches in flight.
+                    cur = await self._flush(cur)
                 pos = 0
                 while pos < n:
                     if not cur.count:

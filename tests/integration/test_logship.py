@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import threading
 import time
 from collections import Counter
@@ -21,6 +22,7 @@ import pytest
 
 from tests.helpers import ProgramProcess, rss_bytes, run_program, wait_until
 from tests.peers.receiver import Receiver
+from tests.peers.tls import TLSFiles
 
 FAST = [
     "--poll-interval",
@@ -438,3 +440,30 @@ def test_usage_errors_exit_2_naming_the_flag(args: list[str], flag: str) -> None
     assert res.returncode == 2
     err = res.stderr.decode().strip()
     assert len(err.splitlines()) == 1 and flag in err, err
+
+
+def test_https_sink_verifies_with_ca_file(tmp_path: Path, logs: Path, tls_files: TLSFiles) -> None:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tls_files.server_cert, tls_files.server_key)
+    r = Receiver(ssl_ctx=ctx).start()
+    try:
+        (logs / "a.log").write_text("over tls\n")
+        # Without the CA the certificate is refused: retried, never delivered.
+        with logship(tmp_path, r.url, "--shutdown-timeout", "3s") as p:
+            p.wait_ready()
+            wait_until(lambda: metric(p, "podkit_logship_retries_total") >= 1, 15)
+            assert r.count() == 0
+            assert "CERTIFICATE_VERIFY_FAILED" in json.loads(p.get("/")[2])["sink"]["last_error"]
+            # SIGTERM with the sink refusing: checkpoint, say what is left, exit 1.
+            assert p.stop() == 1
+            rec = p.wait_log(
+                "shutdown deadline: not everything was delivered; it ships after a restart"
+            )
+            assert rec["undelivered_bytes"] == len("over tls\n")
+        with logship(tmp_path, r.url, "--ca-file", str(tls_files.ca)) as p:
+            p.wait_ready()
+            wait_count(r, 1, proc=p)
+            assert r.messages() == ["over tls"]
+            assert p.stop() == 0
+    finally:
+        r.stop()

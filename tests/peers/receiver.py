@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -33,8 +34,9 @@ from tests.helpers import free_port
 
 
 class Receiver:
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, ssl_ctx: ssl.SSLContext | None = None) -> None:
         self.port = port or free_port()
+        self.ssl_ctx = ssl_ctx
         self.lock = threading.Lock()
         self.records: list[dict[str, Any]] = []  # every NDJSON record accepted
         self.loki: list[dict[str, Any]] = []  # {"labels", "ts", "line"} per Loki entry
@@ -52,7 +54,8 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ssl_ctx is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     # -- control (from the test thread) ------------------------------------------
 
@@ -107,7 +110,9 @@ class Receiver:
     async def _start_site(self) -> None:
         assert self._runner is not None
         if self._site is None:
-            self._site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+            self._site = web.TCPSite(
+                self._runner, "127.0.0.1", self.port, reuse_address=True, ssl_context=self.ssl_ctx
+            )
             await self._site.start()
 
     async def _stop_site(self) -> None:

@@ -421,3 +421,25 @@ async def test_corrupt_checkpoint_starts_over(tmp_path: Path, logs: Path) -> Non
     await t.start()
     c = Collector(t)
     assert await c.finish() == ["x"]
+
+
+@pytest.mark.parametrize("text", ["ascii", "é-ü", "bad \udcff"])
+async def test_max_chunk_lines_splits_with_exact_offsets(
+    tmp_path: Path, logs: Path, text: str
+) -> None:
+    raw = "".join(f"{i} {text}\n" for i in range(10)).encode("utf-8", "surrogateescape")
+    write(logs / "a.log", raw)
+    t = Tailer(cfg(tmp_path, max_chunk_lines=3))
+    await t.start()
+    chunks: list[Chunk] = []
+    async for ch in t.chunks():
+        chunks.append(ch)
+        if sum(len(c) for c in chunks) >= 10:
+            break
+    assert [len(c) for c in chunks] == [3, 3, 3, 1]
+    assert sum(c.nbytes for c in chunks) == len(raw)
+    t.ack(chunks[0])
+    t.ack(chunks[1])
+    await t.close()
+    saved = json.loads((tmp_path / "state" / "checkpoints.json").read_text())
+    assert saved["files"][0]["offset"] == len(b"".join(raw.splitlines(keepends=True)[:6]))
