@@ -252,32 +252,33 @@ class StatsdSource(Source):
         cache_get = self.cache.get
         now = store.now
         slow = self._slow
-        n = 0
-        for line in data.split(b"\n"):
+        count, gauge, observe, inf = OP_COUNT, OP_GAUGE, OP_OBSERVE, INF
+        lines = data.split(b"\n")
+        n = len(lines)
+        for line in lines:
             if not line:
+                n -= 1
                 continue
-            n += 1
             c = line.find(b":")
             p = line.find(b"|", c)
             if c <= 0 or p < 0:
                 slow(line, b"")
                 continue
-            key = line[:c] + line[p:]
-            ent = cache_get(key)
+            ent = cache_get(line[:c] + line[p:])
             if ent is None:
-                slow(line, key)
+                slow(line, line[:c] + line[p:])
                 continue
             op = ent[0]
             try:
-                if op == OP_COUNT:
+                if op == count:
                     v = float(line[c + 1 : p])
-                    if not 0.0 <= v < INF:  # NaN or inf would poison the counter
+                    if not 0.0 <= v < inf:  # NaN or inf would poison the counter
                         self.errors["negative_counter" if v < 0 else "bad_value"] += 1
                         continue
                     s = ent[1]
                     s.value += v * ent[2]
                     s.updated = now
-                elif op == OP_GAUGE:
+                elif op == gauge:
                     raw = line[c + 1 : p]
                     s = ent[1]
                     if raw[0] in b"+-":
@@ -285,11 +286,14 @@ class StatsdSource(Source):
                     else:
                         s.value = float(raw)
                     s.updated = now
-                elif op == OP_OBSERVE:
+                elif op == observe:
                     v = float(line[c + 1 : p]) * ent[2]
                     s = ent[1]
-                    for _ in range(ent[3]):
+                    if ent[3] == 1:
                         s.observe(v)
+                    else:
+                        for _ in range(ent[3]):
+                            s.observe(v)
                     s.updated = now
                 elif op == OP_SET:
                     s = ent[1]
