@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 import git
 
 from podkit import RateLimited, Sidecar, UsageError, option, redact_url, register_secret
-from podkit.hooks import HookError, Retrier, call_webhook
+from podkit.hooks import HookError, Retrier, call_webhook, run_command
 from podkit.retry import Backoff
 from podkit.secrets import SecretFile
 
@@ -543,31 +543,17 @@ class GitSync(Sidecar):
         if not os.path.isdir(cwd):
             return  # superseded and already removed: the newer commit's run follows
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                cwd=cwd,
-                env={**os.environ, "GITSYNC_HASH": sha},
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
+            code, out = await run_command(
+                argv, timeout=self.exechook_timeout, env={"GITSYNC_HASH": sha}, cwd=cwd, tail=500
             )
         except OSError as exc:
             raise HookError(f"exechook: cannot run {argv[0]}: {exc.strerror or exc}") from None
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), self.exechook_timeout)
-        except TimeoutError:
-            _git.kill_group(proc.pid)
-            await proc.wait()
-            raise HookError(f"exechook: timed out after {self.exechook_timeout:g}s") from None
-        except asyncio.CancelledError:
-            _git.kill_group(proc.pid)
-            raise
-        text = out.decode("utf-8", "replace").strip()[-500:] if out else ""
-        if proc.returncode != 0:
-            raise HookError(f"exechook: exit {proc.returncode}: {text}")
-        if text:
-            self.log.debug("exechook output", extra={"output": text})
+        if code is None:
+            raise HookError(f"exechook: timed out after {self.exechook_timeout:g}s")
+        if code != 0:
+            raise HookError(f"exechook: exit {code}: {out}")
+        if out:
+            self.log.debug("exechook output", extra={"output": out})
 
     # -- status ---------------------------------------------------------------
 
