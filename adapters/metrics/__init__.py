@@ -2,9 +2,10 @@
 
 The adapter pattern: the app keeps speaking its own dialect and this
 program, next to it in the pod, presents a standard Prometheus endpoint.
-Sources (json, statsd, log) are small components chosen by `type`; they all
-write into one Store, served through a custom collector on the admin
-server's /metrics next to the adapter's own podkit_metrics_* figures.
+Sources (json, statsd, log) are small components chosen by `type`
+(`sources.register` adds more); they all write into one Store, which the
+admin server's /metrics renders after the registry's own output (process_*,
+podkit_build_info, and the adapter's podkit_metrics_* through a collector).
 """
 
 from __future__ import annotations
