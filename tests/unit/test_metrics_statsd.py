@@ -356,3 +356,19 @@ mappings:
             1000,
         )
         assert not m.warnings
+
+
+async def test_sets_reset_every_set_interval() -> None:
+    import asyncio
+
+    src, store = make({"set_interval": "100ms"})
+    await src.start()
+    try:
+        src.ingest(b"u:a|s\nu:b|s\n")
+        assert scrape(store)["u"][()] == 2.0
+        await asyncio.sleep(0.25)
+        assert scrape(store)["u"][()] == 0.0
+        src.ingest(b"u:c|s\n")
+        assert scrape(store)["u"][()] == 1.0
+    finally:
+        await src.stop()
