@@ -77,14 +77,12 @@ class AdminServer:
         return web.Response(text="not ready\n", status=503)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        # A program that fetches on scrape (metrics' json source) refreshes here;
-        # its failure is its own business and must never turn the scrape into a 500.
-        refresh = getattr(self.program, "before_metrics", None)
-        if refresh is not None:
-            try:
-                await refresh()
-            except Exception:
-                log.exception("refreshing metrics before a scrape failed")
+        # A failing refresh is the program's business; it must never turn the
+        # scrape into a 500 (the program's own metrics say what went wrong).
+        try:
+            await self.program.before_metrics()
+        except Exception:
+            log.exception("refreshing metrics before a scrape failed")
         body, ctype = self.program.metrics.render(request.headers.get("Accept"))
         resp = web.Response(body=body)
         resp.headers["Content-Type"] = ctype

@@ -150,6 +150,9 @@ class Program:
         """The program's JSON status for the admin server's `/`. Override to add to it."""
         return {}
 
+    async def before_metrics(self) -> None:
+        """Called before each /metrics render: refresh what is fetched on scrape."""
+
     def add_route(self, method: str, path: str, handler: Handler) -> None:
         """Add an endpoint to the admin server (before it starts, e.g. in __init__)."""
         self._routes.append((method, path, handler))
