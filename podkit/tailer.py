@@ -988,10 +988,20 @@ class Tailer:
     def _flush_due(self, now: float) -> None:
         timeout = self.cfg.partial_flush_timeout
         for f in self._files:
-            line_due = (f.carry or f.head is not None) and now - f.carry_since >= timeout
+            line_due = (
+                (f.carry or f.head is not None)
+                and now - f.carry_since >= timeout
+                and self._at_end(f)  # not merely paused mid-file (sink down, consumer behind)
+            )
             record_due = f.joiner is not None and f.joiner.due(now)
             if line_due or record_due:
                 self._flush_partial(f, line=bool(line_due))
+
+    def _at_end(self, f: _File) -> bool:
+        try:
+            return os.fstat(f.fd).st_size <= f.read_pos
+        except OSError:
+            return True
 
     def _close_idle(self, now: float) -> None:
         wait = self.cfg.rotate_wait
