@@ -75,11 +75,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+UNIQUE_LUA = """
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, nil, {["X-Request-Id"] = "bench-" .. counter})
+end
+"""
+
+
 def wrk(url: str, seconds: int, conns: int, pid: int | None = None) -> tuple[float, ...]:
-    """requests/s, p50 ms, p99 ms, and the CPU microseconds per request of `pid`."""
+    """requests/s, p50 ms, p99 ms, and the CPU microseconds per request of `pid`.
+
+    A URL ending in `#unique` sends a different X-Request-Id on every request, so no
+    two request heads are alike (what defeats podkit's parsed-head cache).
+    """
     cpu0 = cpu_seconds(pid) if pid else 0.0
+    script: list[str] = []
+    if url.endswith("#unique"):
+        url = url.removesuffix("#unique")
+        lua = Path(tempfile.gettempdir()) / f"bench-proxy-unique-{os.getpid()}.lua"
+        lua.write_text(UNIQUE_LUA)
+        script = ["-s", str(lua)]
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", url],
+        ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", *script, url],
         capture_output=True,
         text=True,
         check=True,
@@ -243,8 +262,16 @@ backend nginx_tcp
         "podkit (log off)": f"http://127.0.0.1:{px}/status",
         "podkit (log on)": f"http://127.0.0.1:{pxl}/status",
         "podkit 2 workers": f"http://127.0.0.1:{pxw}/status",
+        "haproxy, unique ids": f"http://127.0.0.1:{hp}/status#unique",
+        "podkit, unique ids": f"http://127.0.0.1:{px}/status#unique",
     }
-    pids = {"haproxy": hap_proc.pid, "podkit (log off)": p_off.pid, "podkit (log on)": p_on.pid}
+    pids = {
+        "haproxy": hap_proc.pid,
+        "podkit (log off)": p_off.pid,
+        "podkit (log on)": p_on.pid,
+        "haproxy, unique ids": hap_proc.pid,
+        "podkit, unique ids": p_off.pid,
+    }
     results: dict[str, list[tuple[float, ...]]] = {k: [] for k in targets}
     peak_rss = [0]
     for url in targets.values():  # warm the keep-alive pools
@@ -289,7 +316,8 @@ backend nginx_tcp
     )
     for name in targets:
         rps = med(name, 0)
-        ratio = f"{rps / hap:.2f}" if name != "nginx direct" else "-"
+        peer = med("haproxy, unique ids", 0) if "unique" in name else hap
+        ratio = f"{rps / peer:.2f}" if name != "nginx direct" else "-"
         if name == "nginx direct":
             print(f"{name:20} {rps:9.0f} {ratio:>6} {base50:6.2f}ms {base99:6.2f}ms")
             continue
@@ -305,9 +333,15 @@ backend nginx_tcp
         p[0] / h[0] for p, h in zip(results["podkit (log off)"], results["haproxy"], strict=True)
     ]
     print(f"per-round ratio podkit(log off)/haproxy: {', '.join(f'{x:.2f}' for x in ratios)}")
+    uniq = [
+        p[0] / h[0]
+        for p, h in zip(results["podkit, unique ids"], results["haproxy, unique ids"], strict=True)
+    ]
+    print(f"per-round ratio with unique request ids: {', '.join(f'{x:.2f}' for x in uniq)}")
     eff = med("haproxy", 3) / med("podkit (log off)", 3)
+    eff_u = med("haproxy, unique ids", 3) / med("podkit, unique ids", 3)
     print(
-        f"CPU per request, haproxy/podkit(log off): {eff:.2f} "
+        f"CPU per request, haproxy/podkit(log off): {eff:.2f}, with unique ids {eff_u:.2f} "
         "(the share of HAProxy's efficiency; steadier than req/s on a shared machine)"
     )
     print(f"podkit RSS under load (1 worker, log off): {peak_rss[0] / 1024:.1f} MiB (bar 50 MiB)")

@@ -116,6 +116,7 @@ class Upstream:
         self.buckets = [0] * (len(BUCKETS) + 1)
         self.duration_sum = 0.0
         self.tcp_connections = 0
+        self.head_cache: dict[bytes, Any] = {}  # parsed response heads (fast path)
         self.host_line = b""
         self.suffix = b""  # request header lines added for this upstream (Host, auth, ...)
 
