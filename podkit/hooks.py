@@ -181,15 +181,24 @@ async def run_command(
     kills its whole process group (a shell's children too), never just the
     shell. OSError when it cannot be started.
     """
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
+    starting = asyncio.ensure_future(
+        asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
     )
+    try:
+        # Shielded: the process runs (and may fork) before this await returns;
+        # asyncio's own clean-up of a cancelled start kills the leader only.
+        proc = await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        starting.add_done_callback(_kill_started)
+        raise
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
@@ -200,6 +209,11 @@ async def run_command(
         _kill_group(proc.pid)
         raise
     return proc.returncode, out.decode("utf-8", "replace").strip()[-tail:] if out else ""
+
+
+def _kill_started(fut: asyncio.Future[asyncio.subprocess.Process]) -> None:
+    if not fut.cancelled() and fut.exception() is None:
+        _kill_group(fut.result().pid)
 
 
 def _kill_group(pid: int) -> None:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from podkit.sidecars.reloader import Reloader
@@ -296,18 +297,27 @@ def test_signal_failures_are_hook_errors(monkeypatch: pytest.MonkeyPatch) -> Non
         send_signal([4242, 1], signal.SIGHUP, "--process app")
 
 
-def _gone(pid: int) -> bool:
-    """Exited (a zombie waiting for its reaper counts as exited)."""
-    try:
-        stat_line = Path(f"/proc/{pid}/stat").read_bytes()
-    except FileNotFoundError:
-        return True
-    return stat_line[stat_line.rfind(b")") + 2 : stat_line.rfind(b")") + 3] in (b"Z", b"X")
+def _sleeping(token: str) -> bool:
+    """Is a live (not zombie) `sleep TOKEN` running?"""
+    want = f"sleep\0{token}\0".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if Path(f"/proc/{entry}/cmdline").read_bytes() != want:
+                continue
+            stat_line = Path(f"/proc/{entry}/stat").read_bytes()
+        except OSError:
+            continue
+        if stat_line[stat_line.rfind(b")") + 2 : stat_line.rfind(b")") + 3] not in (b"Z", b"X"):
+            return True
+    return False
 
 
-async def test_run_command_output_and_group_kill(tmp_path: Path) -> None:
+async def test_run_command_output_and_group_kill() -> None:
     """podkit.hooks.run_command (reloader's --command): exit code and output tail; a
-    timeout and a cancel (shutdown) kill the shell's children too, not just the shell."""
+    timeout and a cancel (shutdown), even one that lands while the process is being
+    started, kill the shell's children too, not just the shell."""
     import asyncio
     import time
 
@@ -317,24 +327,28 @@ async def test_run_command_output_and_group_kill(tmp_path: Path) -> None:
                                   timeout=10, env={"X": "from env"})  # fmt: skip
     assert (code, out) == (3, "from env\nerr")
 
-    async def child_of(script: str, pidfile: Path, timeout: float) -> int:
-        task = asyncio.create_task(run_command(["/bin/sh", "-c", script], timeout=timeout))
+    async def until(pred: Any, what: str) -> None:
         deadline = time.monotonic() + 10
-        while not pidfile.exists() or not pidfile.read_text().strip():
-            assert time.monotonic() < deadline
+        while not pred():
+            assert time.monotonic() < deadline, what
             await asyncio.sleep(0.02)
-        if timeout > 5:
+
+    for case in ("timeout", "cancel", "cancel-while-starting"):
+        token = f"{60 + os.getpid() % 1000}.{len(case)}{os.getpid()}"  # unique argv
+        timeout = 1.0 if case == "timeout" else 60.0
+        task = asyncio.create_task(
+            run_command(["/bin/sh", "-c", f"sleep {token} & wait"], timeout=timeout)
+        )
+        if case == "cancel-while-starting":
+            for _ in range(3):  # into create_subprocess_exec: the shell is forked, not awaited
+                await asyncio.sleep(0)
+        else:
+            await until(lambda t=token: _sleeping(t), f"{case}: the child to start")
+        if case == "timeout":
+            assert await task == (None, "")
+        else:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-        else:
-            assert await task == (None, "")
-        return int(pidfile.read_text())
-
-    for name, timeout in (("timeout", 0.5), ("cancel", 60.0)):
-        pidfile = tmp_path / name
-        child = await child_of(f"sleep 60 & echo $! > {pidfile}; wait", pidfile, timeout)
-        deadline = time.monotonic() + 5
-        while not _gone(child):
-            assert time.monotonic() < deadline, f"{name}: the shell's child survived"
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.5)  # a start that was under way completes meanwhile
+        await until(lambda t=token: not _sleeping(t), f"{case}: the shell's child survived")
