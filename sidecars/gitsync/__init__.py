@@ -387,9 +387,10 @@ class GitSync(Sidecar):
     # -- the loop -------------------------------------------------------------
 
     async def run(self) -> None:
+        asked = False
         while not self.stopping:
             self._trigger.clear()
-            ok = await self._sync()
+            ok = await self._sync(asked)
             if self.stopping:
                 break
             if self.one_time:
@@ -408,12 +409,13 @@ class GitSync(Sidecar):
                 )
                 self.exit_code = 1
                 return
-            await self._wait_trigger(self.period)
+            asked = await self._wait_trigger(self.period)
         # Give hooks for the last publish a moment to land before the runner stops us.
         for h in self._hooks:
             await h.idle(min(5.0, self.shutdown_timeout / 2))
 
-    async def _wait_trigger(self, seconds: float) -> None:
+    async def _wait_trigger(self, seconds: float) -> bool:
+        """Wait for the period, a stop, or a trigger; True when a trigger ended it."""
         stop = asyncio.ensure_future(self.wait_stopping())
         trig = asyncio.ensure_future(self._trigger.wait())
         try:
@@ -421,11 +423,12 @@ class GitSync(Sidecar):
         finally:
             stop.cancel()
             trig.cancel()
+        return self._trigger.is_set()
 
-    async def _sync(self) -> bool:
+    async def _sync(self, asked: bool = False) -> bool:
         start = time.monotonic()
         self._runs.reset()
-        work = asyncio.ensure_future(asyncio.to_thread(self._sync_blocking))
+        work = asyncio.ensure_future(asyncio.to_thread(self._sync_blocking, asked))
         stop = asyncio.ensure_future(self.wait_stopping())
         try:
             await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -649,14 +652,14 @@ class GitSync(Sidecar):
             self._ssh_key_sig = sig
         return copy
 
-    def _sync_blocking(self) -> SyncResult:
+    def _sync_blocking(self, asked: bool = False) -> SyncResult:
         deadline = time.monotonic() + self.sync_timeout
         env = self._git_env()
         if self._needs_check:
             self._check_repo(deadline, env)
             self._needs_check = False
         try:
-            return self._sync_repo(deadline, env)
+            return self._sync_repo(deadline, env, asked)
         except GitError as exc:
             if exc.timed_out or self._runs.aborted or exc.remote:
                 raise
@@ -717,7 +720,7 @@ class GitSync(Sidecar):
             if name != keep:
                 _rmtree(os.path.join(base, name))
 
-    def _sync_repo(self, deadline: float, env: dict[str, str]) -> SyncResult:
+    def _sync_repo(self, deadline: float, env: dict[str, str], asked: bool = False) -> SyncResult:
         published = _published_sha(self.link_path)
         if (
             published is not None
@@ -733,9 +736,12 @@ class GitSync(Sidecar):
         with repo:
             g = _git.bounded(repo.git, deadline, env, self._runs)
             # One round trip (the ref advertisement) instead of a fetch that,
-            # shallow, would send the same commit again every period.
+            # shallow, would send the same commit again every period. Skipped
+            # when a push webhook or SIGHUP asked for this sync: the ref has
+            # most likely moved, and going straight to the fetch saves a trip.
             if (
-                self._fetched_once
+                not asked
+                and self._fetched_once
                 and published
                 and _nonempty_dir(self._worktree(published))
                 and self._remote_sha(g) == published
