@@ -22,6 +22,12 @@ echo 'I1025 00:15:15.525108       1 controller_utils.go:116] "Pod status updated
 echo 'time=2024-01-02T03:04:05.5+01:00 level=warn msg="slow query" durationMs=1250 userID=7' \
   | podkit logformat --stdin --format logfmt --admin-addr off --log-level warning
 
+echo; echo "--- an endless stream into '| head -2': the closed pipe stops the adapter (exit 1), no retry loop"
+yes 'level=info msg="tick"' \
+  | podkit logformat --stdin --format logfmt --admin-addr off --log-format text 2>"$tmp/err" \
+  | head -2 || true
+echo "adapter exit code: ${PIPESTATUS[1]}; its log: $(grep -o 'output closed.*' "$tmp/err")"
+
 echo; echo "--- as a sidecar: follow a Python app's log file, tracebacks joined into one record"
 cat > "$tmp/app.py" <<'PY'
 import logging, sys
