@@ -211,7 +211,7 @@ def test_sink_down_30s_then_503_retry_after_then_recovers(
         def caught_up() -> bool:
             nonlocal peak
             peak = max(peak, rss_bytes(p.pid))
-            return len(set(receiver.messages())) >= n
+            return receiver.count() >= n and len(set(receiver.messages())) >= n
 
         wait_until(caught_up, 60, 0.25, what=f"{n} distinct records")
         assert peak < 100 * 1024 * 1024, f"RSS peaked at {peak / 2**20:.1f} MiB"
