@@ -13,6 +13,8 @@
 #   TAG         image tag (default: the version in pyproject.toml)
 #   PYTHON      the host python whose pip makes the wheelhouse (default: .venv/bin/python)
 #   WHEELHOUSE  0 to skip the wheelhouse and let pip inside the build use the index
+#   JOBS        builds at a time (default 2)
+#   SOURCE      the org.opencontainers.image.source label (default: the origin remote)
 #
 # The Python packages go in from a wheelhouse made here with `pip wheel`, so the
 # builds themselves fetch nothing from a package index; only gitsync's image (git,
@@ -40,7 +42,7 @@ revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 if ! git diff --quiet HEAD -- podkit initkits sidecars adapters ambassadors images 2>/dev/null; then
     revision="$revision-dirty"
 fi
-source_url=$(git config --get remote.origin.url 2>/dev/null || echo https://github.com/podkit/podkit)
+source_url=${SOURCE:-$(git config --get remote.origin.url 2>/dev/null || echo https://github.com/podkit/podkit)}
 python=${PYTHON:-$root/.venv/bin/python}
 [ -x "$python" ] || python=python3
 

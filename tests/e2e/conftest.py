@@ -78,7 +78,14 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     os.environ["CONTAINERS_CONF"] = str(CONF)
     _timed("base image (images/base.sh; cached by tag)", [str(ROOT / "images/base.sh")], 900)
     programs = written_programs()
-    built: dict[str, str] = {}
+    built: dict[str, str] = {p: f"localhost/podkit-{p}:{TAG}" for p in programs}
+    if os.environ.get("PODKIT_E2E_REUSE_IMAGES") == "1":  # for iterating on the tests
+        env = {**os.environ, "CONTAINERS_CONF": str(CONF)}
+        programs = [
+            p
+            for p in programs
+            if subprocess.run(["podman", "image", "exists", built[p]], env=env).returncode != 0
+        ]
     try:
         if programs:
             _timed(
@@ -86,7 +93,6 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
                 ["env", f"TAG={TAG}", str(ROOT / "images/build.sh"), *programs],
                 900,
             )
-            built = {p: f"localhost/podkit-{p}:{TAG}" for p in programs}
         gateway, subnet = _network()
         yield E2E(gateway, subnet, built, tmp_path_factory.mktemp("e2e"))
     finally:

@@ -55,6 +55,10 @@ DOWNWARD_LITERALS = {"metadata.namespace": "default", "spec.nodeName": "podman"}
 _IMAGE = re.compile(r"REGISTRY/podkit-([a-z]+):[\w.\-]+")
 
 
+class PodFailed(Exception):
+    """Something in the pod died: no point in waiting any longer."""
+
+
 def podman(*args: str, timeout: float = 120, check: bool = True) -> str:
     env = {**os.environ, "CONTAINERS_CONF": str(CONF)}
     res = subprocess.run(
@@ -205,19 +209,32 @@ class Pod:
         infra = json.loads(podman("pod", "inspect", self.name))
         if isinstance(infra, list):
             infra = infra[0]
-        nets = json.loads(podman("inspect", infra["InfraContainerID"]))[0]["NetworkSettings"]
+        infra_id = infra.get("InfraContainerID") or infra.get("InfraContainerId")
+        if not infra_id:
+            raise AssertionError(f"pod {self.name} has no infra container yet")
+        nets = json.loads(podman("inspect", infra_id))[0]["NetworkSettings"]
         return str(nets["Networks"][NETWORK]["IPAddress"])
 
     def url(self, port: int, path: str) -> str:
         return f"http://{self.ip}:{port}{path}"
 
     def wait_ready(self, port: int, timeout: float = 60) -> None:
-        """What a startupProbe on /readyz does, from outside the pod."""
-        wait_for(
-            lambda: http_get(self.url(port, "/readyz"))[0] == 200,
-            timeout,
-            f"{self.name}: /readyz on port {port}",
-        )
+        """What a startupProbe on /readyz does, from outside the pod. A sidecar
+        that exited meanwhile fails the test at once, with its logs."""
+
+        def ready() -> bool:
+            for side in self.sidecars:
+                try:
+                    st = self.state(side)
+                except AssertionError:
+                    continue  # not created yet
+                if st["Status"] in ("exited", "stopped"):
+                    raise PodFailed(
+                        f"{self.ctr(side)} exited {st['ExitCode']}:\n{self.logs(side)[-3000:]}"
+                    )
+            return http_get(self.url(port, "/readyz"))[0] == 200
+
+        wait_for(ready, timeout, f"{self.name}: /readyz on port {port}")
 
     def wait_exited(self, container: str, timeout: float = 60) -> int:
         def state() -> dict[str, Any] | None:

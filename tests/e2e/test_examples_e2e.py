@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,9 @@ LOKI = "loki+http://loki.monitoring.svc.cluster.local:3100"
 
 
 @pytest.fixture
-def recorder(e2e: E2E) -> Recorder:
+def recorder(e2e: E2E) -> Iterator[Recorder]:
     rec = Recorder(e2e.gateway).start()
-    yield rec  # type: ignore[misc]
+    yield rec
     rec.stop()
 
 
