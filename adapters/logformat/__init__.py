@@ -16,11 +16,7 @@ multiline joining as in logship); output goes to a core sink (stdout, file).
 from __future__ import annotations
 
 import asyncio
-import codecs
-import concurrent.futures
 import contextlib
-import json
-import json.encoder
 import os
 import re
 import threading
@@ -29,118 +25,11 @@ from typing import Any
 
 from podkit import Sidecar, UsageError, option, rfc3339_ns
 from podkit.sinks import NdjsonBatch, SinkClosed
-from podkit.tailer import cut_long, decode_cut
 
-from .parsers import Parser, create, names
-from .schema import error_record
+from .convert import Converter
+from .parsers import create, names
+from .stdin import LineSplitter, read_stdin
 from .timeparse import Clock, parse_timezone
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_enc = json.encoder.encode_basestring
-
-
-def _escape_surrogates(exc: UnicodeError) -> tuple[str, int]:
-    """A lone surrogate (from a `\\ud800` escape in the app's JSON) cannot be UTF-8.
-
-    It can only sit inside a JSON string of the output, so it is written
-    back as the escape it came from: the output stays valid UTF-8 and the
-    value survives. (Encoding with surrogatepass would emit invalid UTF-8.)
-    """
-    if not isinstance(exc, UnicodeEncodeError):
-        raise exc
-    bad = exc.object[exc.start : exc.end]
-    return "".join(f"\\u{ord(c):04x}" for c in bad), exc.end
-
-
-codecs.register_error("podkit-json-escape", _escape_surrogates)
-
-#: Bytes asked of fd 0 per read: large reads keep the reader thread's GIL
-#: hand-overs rare (one per few thousand lines).
-STDIN_READ = 256 * 1024
-
-
-class Converter:
-    """Text records in, one NDJSON batch out: the per-record hot loop.
-
-    Kept apart from the program so the benchmark and the unit tests drive
-    exactly the code the adapter runs. A parser with `encode_line()` (nginx,
-    Apache) writes its JSON text straight from the regex match; every other
-    record goes through `parse()`'s dict and one shared JSON encoder.
-    """
-
-    def __init__(self, parser: Parser, fmt: str) -> None:
-        self.parser = parser
-        self.format = fmt
-        self.records = 0
-        self.parse_errors = 0
-        self._encode_line = getattr(parser, "encode_line", None)
-        self._source = ("", '""')
-
-    def convert(
-        self,
-        texts: list[str],
-        source: str,
-        read_time_ns: int,
-        truncated: frozenset[int] | set[int] | list[int] = frozenset(),
-    ) -> NdjsonBatch:
-        if self._source[0] != source:
-            self._source = (source, _enc(source))
-        source_json = self._source[1]
-        fast = self._encode_line
-        slow = self._record
-        read_time = rfc3339_ns(read_time_ns)
-        out: list[str] = []
-        append = out.append
-        errors = 0
-        if fast is not None and not truncated:
-            for text in texts:
-                line = None
-                if "\n" not in text and text[-1:] != "\r":
-                    try:
-                        line = fast(text, source_json)
-                    except Exception:
-                        line = None
-                if line is None:
-                    rec, bad = slow(text, source, read_time)
-                    errors += bad
-                    line = _dumps(rec)
-                append(line)
-        else:
-            for i, text in enumerate(texts):
-                rec, bad = slow(text, source, read_time)
-                errors += bad
-                if truncated and i in truncated:
-                    rec["truncated"] = True
-                append(_dumps(rec))
-        self.records += len(out)
-        self.parse_errors += errors
-        body = ("\n".join(out) + "\n").encode("utf-8", "podkit-json-escape") if out else b""
-        return NdjsonBatch(body, len(out))
-
-    def _record(self, text: str, source: str, read_time: str) -> tuple[dict[str, Any], int]:
-        """One record as a dict, and 1 when it did not parse."""
-        if text[-1:] == "\r":  # CRLF line endings
-            text = text[:-1]
-        rest = None
-        whole = self.parser.whole_record
-        if "\n" in text and not whole:
-            # A joined multiline record: its first line carries the format,
-            # the continuation lines (a stack trace) extend the message.
-            text, rest = text.split("\n", 1)
-        try:
-            rec = self.parser.parse(text, source)
-            if rec is None and whole and "\n" in text:
-                text, rest = text.split("\n", 1)
-                rec = self.parser.parse(text, source)
-        except Exception:  # a parser bug must cost one line, never the stream
-            rec = None
-        if rec is None:
-            return error_record(text if rest is None else f"{text}\n{rest}", source, read_time), 1
-        if rec["time"] is None:
-            rec["time"] = read_time
-        if rest is not None:
-            rec["message"] = f"{rec['message']}\n{rest}"
-        return rec, 0
 
 
 class LogFormat(Sidecar):
@@ -406,7 +295,7 @@ class LogFormat(Sidecar):
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=16)
         reader = threading.Thread(
-            target=_read_stdin, args=(loop, queue), name="logformat-stdin", daemon=True
+            target=read_stdin, args=(loop, queue), name="logformat-stdin", daemon=True
         )
         # A thread, not add_reader: fd 0 may be a regular file, which epoll
         # refuses. Daemon, because a read blocked on a silent pipe cannot be
@@ -424,7 +313,7 @@ class LogFormat(Sidecar):
                 self.multiline_timeout,
                 self.max_line_bytes,
             )
-        lines = _LineSplitter(self.max_line_bytes)
+        lines = LineSplitter(self.max_line_bytes)
         self.set_ready()
         stop = asyncio.create_task(self.wait_stopping())
         get: asyncio.Task[bytes | None] | None = None
@@ -476,97 +365,6 @@ class LogFormat(Sidecar):
             texts, out_trunc, _ = joiner.feed(texts, [len(t) + 1 for t in texts], set(trunc))
             trunc = out_trunc
         await self._emit(texts, "stdin", now, trunc)
-
-
-class _LineSplitter:
-    """Bytes from a pipe in, complete decoded lines out (the tailer's rules for files).
-
-    Invalid UTF-8 becomes U+FFFD; a line longer than `limit` bytes is cut to
-    it and marked truncated, the rest skipped without buffering it.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.partial = b""
-        self.skipping = False
-
-    def feed(self, data: bytes) -> tuple[list[str], list[int]]:
-        texts: list[str] = []
-        trunc: list[int] = []
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            self._hold(data, texts, trunc)
-            return texts, trunc
-        block = self.partial + data[: cut + 1]
-        self.partial = b""
-        if self.skipping:  # the tail of an over-long line: drop it up to its newline
-            nl = block.find(b"\n")
-            block = block[nl + 1 :]
-            self.skipping = False
-        rest = data[cut + 1 :]
-        if block:
-            body = block[:-1]
-            if len(body) > self.limit and max(map(len, body.split(b"\n"))) > self.limit:
-                texts, trunc = cut_long(body, self.limit)
-            else:  # the common case: one decode, one split
-                texts = body.decode("utf-8", "replace").split("\n")
-        if rest:
-            self._hold(rest, texts, trunc)
-        return texts, trunc
-
-    def _hold(self, data: bytes, texts: list[str], trunc: list[int]) -> None:
-        if self.skipping:
-            return
-        self.partial += data
-        if len(self.partial) > self.limit:
-            trunc.append(len(texts))
-            texts.append(decode_cut(self.partial[: self.limit]))
-            self.partial = b""
-            self.skipping = True
-
-    def finish(self) -> tuple[list[str], list[int]]:
-        """End of input: a last line without newline is still a line."""
-        if self.partial:
-            text = self.partial.decode("utf-8", "replace")
-            self.partial = b""
-            return [text], []
-        return [], []
-
-
-def _read_stdin(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | None]) -> None:
-    """The reader thread: blocks in read(0); the bounded queue is the back-pressure."""
-    try:
-        while True:
-            try:
-                data = os.read(0, STDIN_READ)
-            except InterruptedError:
-                continue
-            except OSError:
-                data = b""
-            _hand_over(loop, queue, data or None).result()
-            if not data:
-                return
-    except BaseException:  # the loop closed or cancelled the put at exit: nothing to hand on
-        return
-
-
-def _hand_over(
-    loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | None], item: bytes | None
-) -> concurrent.futures.Future[None]:
-    """Put `item` on the queue from another thread; the future is done once it is queued.
-
-    The put coroutine is made on the loop, not here: when the loop stops
-    before it gets to it (output closed, shutdown), no coroutine is left
-    un-awaited to warn about at exit.
-    """
-    done: concurrent.futures.Future[None] = concurrent.futures.Future()
-
-    def put() -> None:
-        task = loop.create_task(queue.put(item))
-        task.add_done_callback(lambda t: done.cancel() if t.cancelled() else done.set_result(None))
-
-    loop.call_soon_threadsafe(put)
-    return done
 
 
 def main() -> None:

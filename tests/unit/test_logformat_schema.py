@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from podkit.adapters.logformat import _LineSplitter
 from podkit.adapters.logformat.schema import norm_level, number, snake
+from podkit.adapters.logformat.stdin import LineSplitter
 from podkit.adapters.logformat.timeparse import Clock, parse_timezone
 
 
@@ -107,7 +107,7 @@ def test_number(text: str, expected: object) -> None:
 
 
 def test_line_splitter() -> None:
-    s = _LineSplitter(limit=10)
+    s = LineSplitter(limit=10)
     assert s.feed(b"ab\ncd") == (["ab"], [])
     assert s.feed(b"e\n\xff\xfe\n") == (["cde", "\ufffd\ufffd"], [])
     # over-long line: cut, marked, the rest skipped up to its newline
