@@ -128,6 +128,7 @@ ruleset(name="test") {{
         wait_until(up, 15.0, 0.2, what="rsyslogd to write its output files")
     except AssertionError:
         proc.kill()
+        proc.wait()
         raise
     # Start every test from empty files: the probes are not test data.
     srv = Rsyslog(port, root, files, proc)
