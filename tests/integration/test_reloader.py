@@ -490,6 +490,10 @@ def test_dir_recreated_and_file_renamed_over(tmp_path: Path, receiver: Receiver)
         (tmp_path / "unrelated").write_text("x")
         assert stays(lambda: len(receiver.calls) == 3, 1.0)
         assert metric(p, "podkit_reloader_watched_files") == 2
+        # A plain delete is a change too.
+        (conf / "a.conf").unlink()
+        wait_until(lambda: len(receiver.calls) == 4, 10, what="reload after a delete")
+        assert metric(p, "podkit_reloader_watched_files") == 1
 
 
 def test_two_webhooks_one_down_newer_change_supersedes(tmp_path: Path) -> None:
