@@ -99,13 +99,16 @@ def rss_kib(pid: int) -> int:
 
 
 def children(pid: int) -> list[int]:
+    """git processes below pid (a child caught between fork and exec is still Python)."""
     out = []
     for e in os.listdir("/proc"):
         if e.isdigit():
             try:
                 with open(f"/proc/{e}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        out.append(int(e))
+                    stat = f.read()
+                comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid and comm.startswith("git"):
+                    out.append(int(e))
             except (OSError, ValueError, IndexError):
                 pass
     return out
