@@ -213,6 +213,11 @@ async def _main(program: Program) -> int:
         try:
             await program.setup()
             run_task = asyncio.create_task(program.run())  # type: ignore[attr-defined]
+            if stop_signal and isinstance(program, InitTask):
+                # The signal came while the admin server or setup() was starting,
+                # when there was no task to cancel yet; an init task's run() does
+                # not watch `stopping`, so it would run on until the deadline.
+                run_task.cancel()
             result = await run_task
             if isinstance(program, InitTask):
                 code = int(result)

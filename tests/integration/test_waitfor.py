@@ -539,6 +539,21 @@ def test_signal_while_waiting_exits_fast(sig: int, code: int) -> None:
     assert took < 0.5, f"exit took {took:.3f}s after {signal.Signals(sig).name}"
 
 
+def test_sigterm_while_the_admin_server_starts_still_exits_143() -> None:
+    """A signal before run() began (here: while aiohttp loads for --admin-addr)
+    must still stop the init task; it once ran on until the shutdown deadline."""
+    args = ["--shutdown-timeout", "8s", "--admin-addr", "127.0.0.1:0"]
+    with ProgramProcess("waitfor", [*args, f"tcp://127.0.0.1:{free_port()}"], admin=False) as p:
+        p.wait_log("starting")  # logged before the admin server starts
+        t0 = time.monotonic()
+        p.signal(signal.SIGTERM)
+        rc = p.wait(15)
+        took = time.monotonic() - t0
+    assert rc == 143, p.stderr()
+    assert took < 5, f"exit took {took:.3f}s"
+    assert not by_message(p.records(), "shutdown deadline exceeded; exiting")
+
+
 def test_any_and_invert(web: Nginx, tmp_path: Path) -> None:
     res = waitfor(
         "--any", "--timeout", "10s", f"tcp://127.0.0.1:{free_port()}", web.url + "/status"
