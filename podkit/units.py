@@ -41,21 +41,25 @@ def parse_duration(text: str | float | int) -> float:
     Go's forms (the ones kubernetes/git-sync and friends accept) are what users
     already type, so they are accepted as they are.
     """
-    if isinstance(text, bool):
-        raise ValueError(f"not a duration: {text!r}")
-    if isinstance(text, int | float):
-        if text < 0:
-            raise ValueError(f"negative duration: {text!r}")
-        return float(text)
-    s = text.strip()
-    try:
-        value = float(s)
-    except ValueError:
-        pass
+    if isinstance(text, bool) or not isinstance(text, int | float | str):
+        # A config file can hold a list or mapping where a duration belongs.
+        raise ValueError(f"not a duration: {text!r} (use e.g. 250ms, 10s, 5m, 1h)")
+    if isinstance(text, str):
+        try:
+            value = float(text.strip())
+        except ValueError:
+            return _go_duration(text)
     else:
-        if value < 0:
-            raise ValueError(f"negative duration: {text!r}")
-        return value
+        value = float(text)
+    if value != value:  # NaN passes every `< 0` check, then poisons every comparison
+        raise ValueError(f"not a duration: {text!r}")
+    if value < 0:
+        raise ValueError(f"negative duration: {text!r}")
+    return value
+
+
+def _go_duration(text: str) -> float:
+    s = text.strip()
     pos, total = 0, 0.0
     for m in _DURATION_PART.finditer(s):
         if m.start() != pos:
@@ -75,6 +79,8 @@ def parse_size(text: str | int) -> int:
         if text < 0:
             raise ValueError(f"negative size: {text!r}")
         return text
+    if not isinstance(text, str):
+        raise ValueError(f"not a size: {text!r} (use e.g. 512KiB, 1MiB, 10MB)")
     m = _SIZE.fullmatch(text.strip().lower())
     if not m or m.group(2) not in _SIZE_UNITS:
         raise ValueError(f"not a size: {text!r} (use e.g. 512KiB, 1MiB, 10MB)")

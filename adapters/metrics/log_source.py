@@ -27,6 +27,7 @@ from .store import (
     HISTOGRAM,
     Conflict,
     Store,
+    parse_buckets,
     valid_label,
     valid_name,
 )
@@ -109,11 +110,12 @@ class Rule:
         if self.kind != COUNTER and self.value_group is None:
             raise cfg.err("value", f"a {self.kind} needs the named group holding its value")
         self.scale = cfg.number("scale", 1.0)
-        self.buckets = (
-            tuple(sorted(float(b) for b in cfg.list("buckets")))
-            if cfg.has("buckets")
-            else DEFAULT_BUCKETS
-        )
+        self.buckets = DEFAULT_BUCKETS
+        if cfg.has("buckets"):
+            try:
+                self.buckets = parse_buckets(cfg.get("buckets"))
+            except ValueError as exc:
+                raise cfg.err("buckets", str(exc)) from None
         self.help = cfg.text("help", "")
         self.ttl = cfg.duration("ttl", 0.0)
         self.cache: dict[tuple[str | None, ...], Any] = {}

@@ -23,7 +23,7 @@ from typing import Any
 from podkit import UsageError
 from podkit.units import parse_duration
 
-from .store import DEFAULT_BUCKETS, DEFAULT_QUANTILES, SummaryOptions, escape_name
+from .store import DEFAULT_BUCKETS, DEFAULT_QUANTILES, SummaryOptions, escape_name, parse_buckets
 
 MAPPING_KEYS = {
     "match",
@@ -101,13 +101,10 @@ def _duration(value: Any, where: str) -> float:
 
 
 def _floats(value: Any, where: str) -> tuple[float, ...]:
-    if not isinstance(value, list) or not value:
-        raise UsageError(f"{where}: expected a non-empty list of numbers")
     try:
-        out = tuple(sorted(float(v) for v in value))
-    except (TypeError, ValueError):
-        raise UsageError(f"{where}: expected a list of numbers") from None
-    return out
+        return parse_buckets(value)
+    except ValueError as exc:
+        raise UsageError(f"{where}: {exc}") from None
 
 
 def _quantiles(value: Any, where: str) -> tuple[float, ...]:

@@ -40,6 +40,28 @@ _LABEL_OK = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _BAD_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 
 
+def parse_buckets(value: Any) -> tuple[float, ...]:
+    """Histogram bucket bounds from config, sorted; ValueError saying what is wrong.
+
+    NaN would render as `le="nan"`, which no Prometheus parser accepts, and
+    YAML's `true` is not a bound anyone meant.
+    """
+    if not isinstance(value, list) or not value:
+        raise ValueError("expected a non-empty list of numbers")
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int | float | str):
+            raise ValueError(f"expected a list of numbers, got {v!r}")
+        try:
+            f = float(v)
+        except ValueError:
+            raise ValueError(f"expected a list of numbers, got {v!r}") from None
+        if math.isnan(f):
+            raise ValueError("NaN is not a bucket bound")
+        out.append(f)
+    return tuple(sorted(out))
+
+
 def escape_name(name: str) -> str:
     """A valid metric or label name: statsd_exporter's escaping (anything else -> `_`)."""
     out = _BAD_CHARS.sub("_", name)

@@ -108,6 +108,40 @@ sources:
             [],
             "'le' cannot be a label name here",
         ),
+        # Wrong YAML types where a duration or buckets belong: once tracebacks.
+        (
+            "sources:\n- {type: log, path: /x, rules: "
+            "[{match: '(?P<v>1)', histogram: h, value: v, buckets: [a, 1]}]}\n",
+            [],
+            r"rules\[0\]\.buckets: expected a list of numbers, got 'a'",
+        ),
+        (
+            "sources:\n- {type: log, path: /x, rules: "
+            "[{match: '(?P<v>1)', histogram: h, value: v, buckets: [.nan]}]}\n",
+            [],
+            "NaN is not a bucket bound",
+        ),
+        (
+            "sources:\n- {type: log, path: /x, rules: [{match: 'a', counter: c, ttl: [1]}]}\n",
+            [],
+            r"ttl: not a duration: \[1\]",
+        ),
+        (
+            "sources:\n- {type: statsd, udp: ':1', mappings: [{match: a.*, name: x, ttl: {}}]}\n",
+            [],
+            r"mappings\[0\]\.ttl: not a duration",
+        ),
+        (
+            "sources:\n- {type: statsd, udp: ':1', defaults: {ttl: [5s]}, mappings: []}\n",
+            [],
+            r"defaults\.ttl: not a duration",
+        ),
+        (
+            "sources:\n- {type: statsd, udp: ':1', mappings: [{match: a.*, name: x, "
+            "observer_type: histogram, buckets: [1, .nan]}]}\n",
+            [],
+            "NaN is not a bucket bound",
+        ),
         ("{}\n", [], "no sources"),
         ("{}\n", ["--json-url", "http://x/"], "--json-url: needs --json-mapping"),
         ("{}\n", ["--statsd-mapping", "m.yaml"], "--statsd-mapping: needs --statsd-udp"),
