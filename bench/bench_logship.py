@@ -191,9 +191,10 @@ def main() -> int:
     rsv_version = rsv.stdout.splitlines()[0] if rsv.stdout else "rsyslog ?"
     print(f"python {sys.version.split()[0]}; {rsv_version}")
     print(f"{LINES} lines, {LINES * LINE_BYTES / 1e6:.0f} MB, best of {TRIALS}")
-    print(f"{'':24}{'wall s':>9}{'CPU s':>9}{'lines/CPU s':>14}{'peak RSS MB':>13}")
+    print(f"{'':24}{'wall s':>9}{'lines/s':>10}{'CPU s':>9}{'lines/CPU s':>14}{'peak RSS MiB':>14}")
     lps = LINES / cpu
-    print(f"{'logship -> HTTP NDJSON':24}{wall:9.2f}{cpu:9.2f}{lps:14,.0f}{rss / 2**20:13.1f}")
+    row = f"{wall:9.2f}{LINES / wall:10,.0f}{cpu:9.2f}{lps:14,.0f}{rss / 2**20:14.1f}"
+    print(f"{'logship -> HTTP NDJSON':24}{row}")
     if any(p is None for p in peer):
         print("rsyslog: not installed; no ratio")
         return 0
@@ -201,7 +202,8 @@ def main() -> int:
     pc = min(p[1] for p in peer if p)
     pr = max(p[2] for p in peer if p)
     plps = LINES / pc
-    print(f"{'rsyslog imfile -> omfile':24}{pw:9.2f}{pc:9.2f}{plps:14,.0f}{pr / 2**20:13.1f}")
+    row = f"{pw:9.2f}{LINES / pw:10,.0f}{pc:9.2f}{plps:14,.0f}{pr / 2**20:14.1f}"
+    print(f"{'rsyslog imfile -> omfile':24}{row}")
     ratio = lps / plps
     print(f"ratio lines/CPU s: logship/rsyslog = {ratio:.2f}x (bar: >= 2x); RSS bar 60 MB")
     return 0
