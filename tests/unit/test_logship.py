@@ -1,0 +1,81 @@
+"""logship's record encoding: the fast path must be exactly what json would write."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from podkit.sidecars.logship import LogShip
+
+from podkit.runner import configure
+from podkit.tailer import Chunk
+
+TRICKY = [
+    "plain",
+    "",
+    'quote " and \\ backslash \\", "',
+    "tab\tnul\x00 bell\x07 del\x7f",
+    "unicode é ü ☃ \U0001f600 \u2028 \u2029",
+    "replacement \ufffd",
+    '{"not": "parsed without --parse json"}',
+]
+
+
+def program(*args: str) -> LogShip:
+    p = configure(LogShip, ["--path", "/x/*.log", "--sink", "stdout://", *args], env={})
+    assert isinstance(p, LogShip)
+    return p
+
+
+def chunk(texts: list[str], truncated: frozenset[int] = frozenset()) -> Chunk:
+    return Chunk(None, '/logs/a "b".log', list(texts), truncated, 1_795_672_800_123_456_789, 0, 0)
+
+
+def decode(parts: list[str]) -> list[dict[str, object]]:
+    text = "".join(parts)
+    assert text.endswith("\n")
+    return [json.loads(line) for line in text.split("\n")[:-1]]
+
+
+def test_fast_path_records_are_valid_json_line_by_line() -> None:
+    p = program("--label", "app=web")
+    recs = decode(p._record_parts(chunk(TRICKY, frozenset({2})), 0, len(TRICKY)))
+    assert [r["message"] for r in recs] == TRICKY
+    assert recs[0] == {
+        "time": "2026-11-26T06:00:00.123456789Z",
+        "message": "plain",
+        "file": '/logs/a "b".log',
+        "labels": {"app": "web"},
+    }
+    assert [r.get("truncated", False) for r in recs] == [i == 2 for i in range(len(TRICKY))]
+
+
+def test_slices_of_a_chunk_keep_their_truncated_marks() -> None:
+    p = program()
+    c = chunk(["a", "b", "c", "d"], frozenset({0, 3}))
+    first = decode(p._record_parts(c, 0, 2))
+    second = decode(p._record_parts(c, 2, 4))
+    assert [(r["message"], r.get("truncated")) for r in first + second] == [
+        ("a", True),
+        ("b", None),
+        ("c", None),
+        ("d", True),
+    ]
+
+
+def test_parse_json_merges_objects_and_keeps_podkit_fields() -> None:
+    p = program("--parse", "json")
+    lines = ['{"level":"info","time":"app-time","n":1}', "not json", "[1,2]", '{"broken"']
+    recs = decode(p._record_parts(chunk(lines, frozenset({1})), 0, 4))
+    assert recs[0]["level"] == "info" and recs[0]["n"] == 1 and "message" not in recs[0]
+    assert recs[0]["app_time"] == "app-time" and recs[0]["time"].startswith("2026-")
+    assert recs[1] == {**recs[1], "message": "not json", "truncated": True}
+    assert recs[2]["message"] == "[1,2]" and recs[3]["message"] == '{"broken"'
+
+
+@pytest.mark.parametrize("env", [{"POD_NAME": "p", "POD_NAMESPACE": "ns", "NODE_NAME": "n"}])
+def test_downward_api_labels(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    p = program("--label", "pod=overridden")
+    assert p.labels == {"pod": "overridden", "namespace": "ns", "node": "n"}
