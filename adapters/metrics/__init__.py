@@ -153,8 +153,14 @@ class MetricsAdapter(Sidecar):
             for w in getattr(getattr(src, "mapper", None), "warnings", []):
                 self.log.warning("mapping file: %s", w)
         # Names the registry already serves (process_*, podkit_build_info) and
-        # our own prefix are off limits for adapted metrics.
-        reserved = {s.name for m in self.metrics.registry.collect() for s in m.samples}
+        # our own prefix are off limits for adapted metrics: sample names, and
+        # family names too, which is what OpenMetrics compares (a gauge
+        # `process_cpu_seconds` next to the counter family of that name makes
+        # the whole exposition unparseable).
+        reserved = set()
+        for m in self.metrics.registry.collect():
+            reserved.add(m.name)
+            reserved.update(s.name for s in m.samples)
         self.store.reserve(reserved)
         self.store.reserved_prefix = OWN_PREFIX
         self.metrics.registry.register(Collector(self._own_metrics))

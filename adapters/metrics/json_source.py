@@ -22,7 +22,17 @@ from podkit.http import BearerToken, client_session, parse_header, ssl_context
 
 from .jsonpath import JSONPath, Match, PathError, absent, node_at
 from .sources import Cfg, Emit, Source, register
-from .store import COUNTER, GAUGE, UNTYPED, Conflict, Family, Store, valid_label, valid_name
+from .store import (
+    COUNTER,
+    GAUGE,
+    UNTYPED,
+    Conflict,
+    Family,
+    Store,
+    label_allowed,
+    valid_label,
+    valid_name,
+)
 
 SOURCE_KEYS = (
     "type",
@@ -195,6 +205,8 @@ class MetricSpec:
         for k in labels:
             if not isinstance(k, str) or not valid_label(k):
                 raise cfg.err("labels", f"{k!r} is not a valid label name")
+            if not label_allowed(k, self.kind):
+                raise cfg.err("labels", f"{k!r} is reserved for histograms and summaries")
         self.labelnames = tuple(sorted(str(k) for k in labels))
         self.labels = [
             Template(str(labels[k]), f"{cfg.where}.labels.{k}", self.path)

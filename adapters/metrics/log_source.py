@@ -27,8 +27,8 @@ from .store import (
     HISTOGRAM,
     Conflict,
     Store,
+    label_allowed,
     parse_buckets,
-    valid_label,
     valid_name,
 )
 
@@ -99,7 +99,7 @@ class Rule:
         for label, group in pairs:
             if group not in groups:
                 raise cfg.err("labels", f"{group!r} is not a named group of match")
-            if not valid_label(label) or (self.kind == HISTOGRAM and label == "le"):
+            if not label_allowed(label, self.kind):
                 raise cfg.err("labels", f"{label!r} cannot be a label name here")
         pairs.sort()
         self.labelnames = tuple(p[0] for p in pairs)

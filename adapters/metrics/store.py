@@ -78,6 +78,13 @@ def valid_label(name: str) -> bool:
     return bool(_LABEL_OK.match(name)) and not name.startswith("__")
 
 
+def label_allowed(name: str, kind: str) -> bool:
+    """A valid label name that this kind of metric may carry. `le` and `quantile`
+    belong to histogram buckets and summary quantiles: on those they would
+    duplicate a label, on any other typed metric promtool rejects them."""
+    return valid_label(name) and (kind == UNTYPED or name not in ("le", "quantile"))
+
+
 class Series:
     """A counter, gauge or untyped value."""
 
@@ -260,11 +267,13 @@ class Family:
 
 
 def sample_names(name: str, kind: str) -> tuple[str, ...]:
-    """The sample names a family puts on the wire (what two families must not share)."""
+    """The names a family occupies: its own and the sample names it puts on the
+    wire. Two families must not share one: OpenMetrics parsers reject a family
+    named like another's sample (a counter `x_bucket` next to a histogram `x`)."""
     if kind == COUNTER:
-        return (name + "_total", name + "_created")
+        return (name, name + "_total", name + "_created")
     if kind == HISTOGRAM:
-        return (name + "_bucket", name + "_sum", name + "_count", name + "_created")
+        return (name, name + "_bucket", name + "_sum", name + "_count", name + "_created")
     if kind == SUMMARY:
         return (name, name + "_sum", name + "_count", name + "_created")
     return (name,)
@@ -352,9 +361,8 @@ class Store:
         if self.reserved_prefix and name.startswith(self.reserved_prefix):
             self.conflict(name, "name", f"{self.reserved_prefix}* is the adapter's own")
             raise Conflict("name")
-        reserved_label = {HISTOGRAM: "le", SUMMARY: "quantile"}.get(kind)
         for ln in labelnames:
-            if not valid_label(ln) or ln == reserved_label:
+            if not label_allowed(ln, kind):
                 self.conflict(name, "labels", f"label name {ln!r} is not allowed here")
                 raise Conflict("labels")
         owned = sample_names(name, kind)

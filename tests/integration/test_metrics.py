@@ -396,6 +396,36 @@ def test_statsd_conflicts_malformed_ttl_and_graceful_stop(tmp_path: Path) -> Non
         assert proc.records()[-1]["message"] == "stopped"
 
 
+def test_colliding_names_and_reserved_labels_keep_both_formats_valid(tmp_path: Path) -> None:
+    """Names that only collide in OpenMetrics (a family named like another's
+    sample, or like one of the adapter's own families) and `le`/`quantile`
+    labels are conflicts; both expositions stay parseable and lint-clean."""
+    udp = free_port(kind=socket.SOCK_DGRAM)
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("defaults:\n  observer_type: histogram\nmappings: []\n")
+    args = ["--statsd-udp", f"127.0.0.1:{udp}", "--statsd-mapping", str(mapping)]
+    with ProgramProcess("metrics", args, tmp=tmp_path) as proc:
+        proc.wait_ready()
+        send_udp(
+            udp,
+            b"process_cpu_seconds:1|g\n",  # the registry's counter family
+            b"process_open_fds:1|ms\n",  # the registry's gauge, as a histogram
+            b"lat:1|h\nlat_bucket:2|c\n",  # a counter family named like a sample
+            b"cnt_bucket:2|c\ncnt:1|h\n",  # the same, the other way round
+            b"g.le:1|g|#le:3\nc.q:1|c|#quantile:0.5\n",
+            b"fine:1|c|#k:v\n",
+        )
+        got = wait_until(lambda: (g := scrape(proc)) and "fine_total" in g and g, 10, 0.1)
+        om = scrape(proc, openmetrics=True)  # the strict OpenMetrics parser
+        assert got["process_cpu_seconds_total"] and "process_cpu_seconds" not in got
+        assert "process_open_fds_count" not in got
+        assert got["lat_count"][()] == 1 and "lat_bucket_total" not in got
+        assert got["cnt_bucket_total"][()] == 2 and "cnt_count" not in got
+        assert "g_le" not in got and "c_q_total" not in got
+        conflicts = {dict(k)["reason"]: v for k, v in om["podkit_metrics_conflicts_total"].items()}
+        assert conflicts["name"] == 4 and conflicts["labels"] == 2, conflicts
+
+
 def test_usage_errors_exit_2_with_one_line(tmp_path: Path) -> None:
     res = run_program("metrics", ["--statsd-udp", "nonsense"])
     assert res.returncode == 2

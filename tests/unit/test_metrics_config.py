@@ -108,6 +108,18 @@ sources:
             [],
             "'le' cannot be a label name here",
         ),
+        (
+            "sources:\n- {type: json, url: 'http://x/', metrics: "
+            "[{name: a, path: $.a, labels: {le: '1'}}]}\n",
+            [],
+            "'le' is reserved for histograms and summaries",
+        ),
+        (
+            "sources:\n- {type: log, path: /x, rules: "
+            "[{match: '(?P<quantile>x)', counter: c, labels: [quantile]}]}\n",
+            [],
+            "'quantile' cannot be a label name here",
+        ),
         # Wrong YAML types where a duration or buckets belong: once tracebacks.
         (
             "sources:\n- {type: log, path: /x, rules: "
