@@ -667,7 +667,7 @@ class GitSync(Sidecar):
             self.log.warning(
                 "local git failure; checking the repository", extra={"error": str(exc)}
             )
-            self._check_repo(deadline, env, force_reclone=False)
+            self._check_repo(deadline, env)
             return self._sync_repo(deadline, env)
 
     def _init_repo(self, deadline: float, env: dict[str, str]) -> None:
@@ -675,9 +675,7 @@ class GitSync(Sidecar):
         g.init("-q")
         g.remote("add", "origin", self._git_url)
 
-    def _check_repo(
-        self, deadline: float, env: dict[str, str], force_reclone: bool = False
-    ) -> None:
+    def _check_repo(self, deadline: float, env: dict[str, str]) -> None:
         """Remove leftover lock files; re-clone a repository git cannot use."""
         gitdir = os.path.join(self.root, ".git")
         if not os.path.isdir(gitdir):
@@ -688,26 +686,22 @@ class GitSync(Sidecar):
         removed = _remove_locks(gitdir)
         if removed:
             self.log.warning("removed leftover lock files", extra={"files": removed})
-        healthy = not force_reclone
-        if healthy:
-            try:
-                g = _git.new_git(self.root, deadline, env, self._runs)
-                top = g.rev_parse("--show-toplevel")
-                if os.path.realpath(top) != os.path.realpath(self.root):
-                    raise GitError(f"repository toplevel is {top}, not --root")
-                g.fsck("--connectivity-only", "--no-progress", "--no-dangling")
-                url = g.config("--get", "remote.origin.url") if _has_origin(gitdir) else ""
-                if url != self._git_url:
-                    if url:
-                        g.remote("set-url", "origin", self._git_url)
-                    else:
-                        g.remote("add", "origin", self._git_url)
-            except GitError as exc:
-                if exc.timed_out or self._runs.aborted:
-                    raise
-                self.log.warning("repository unusable; re-cloning", extra={"error": str(exc)})
-                healthy = False
-        if not healthy:
+        try:
+            g = _git.new_git(self.root, deadline, env, self._runs)
+            top = g.rev_parse("--show-toplevel")
+            if os.path.realpath(top) != os.path.realpath(self.root):
+                raise GitError(f"repository toplevel is {top}, not --root")
+            g.fsck("--connectivity-only", "--no-progress", "--no-dangling")
+            url = g.config("--get", "remote.origin.url") if _has_origin(gitdir) else ""
+            if url != self._git_url:
+                if url:
+                    g.remote("set-url", "origin", self._git_url)
+                else:
+                    g.remote("add", "origin", self._git_url)
+        except GitError as exc:
+            if exc.timed_out or self._runs.aborted:
+                raise  # not evidence against the repository
+            self.log.warning("repository unusable; re-cloning", extra={"error": str(exc)})
             self._wipe(gitdir)
             self._init_repo(deadline, env)
 
