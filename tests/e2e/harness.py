@@ -97,13 +97,24 @@ def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float
     )
 
 
-def kube_for_podman(text: str, images: dict[str, str]) -> tuple[str, list[str], list[str]]:
-    """The podman-ready YAML, the pod's sidecar names, and its app container names."""
+def _probe_port(c: dict[str, Any]) -> int | None:
+    port = c.get("startupProbe", {}).get("httpGet", {}).get("port")
+    named = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+    port = named.get(port, port)
+    return port if isinstance(port, int) else None
+
+
+def kube_for_podman(
+    text: str, images: dict[str, str]
+) -> tuple[str, list[str], list[str], dict[str, int]]:
+    """The podman-ready YAML, the pod's sidecar names, its app container names,
+    and each sidecar's startupProbe port."""
     text = _IMAGE.sub(lambda m: images[m[1]], text)
     text = text.replace("python:3.12-slim", BASE_IMAGE)
     out: list[dict[str, Any]] = []
     sidecars: list[str] = []
     apps: list[str] = []
+    probes: dict[str, int] = {}
     for doc in yaml.safe_load_all(text):
         if not doc:
             continue
@@ -126,6 +137,8 @@ def kube_for_podman(text: str, images: dict[str, str]) -> tuple[str, list[str], 
             sidecars += [c["name"] for c in native]
             for c in native:
                 del c["restartPolicy"]
+                if (port := _probe_port(c)) is not None:
+                    probes[c["name"]] = port
             spec["containers"] = [*native, *spec["containers"]]
             for c in [*spec.get("initContainers", []), *spec["containers"]]:
                 for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -148,7 +161,7 @@ def kube_for_podman(text: str, images: dict[str, str]) -> tuple[str, list[str], 
             # tests want to see an exit, not a restart loop.
             spec["restartPolicy"] = "Never"
         out.append(doc)
-    return yaml.safe_dump_all(out, sort_keys=False), sidecars, apps
+    return yaml.safe_dump_all(out, sort_keys=False), sidecars, apps, probes
 
 
 @dataclass
@@ -160,6 +173,7 @@ class Pod:
     # kube play runs the init containers before it returns: it runs in the
     # background so the test can watch an init container that is waiting.
     play: subprocess.Popen[str] | None = None
+    probes: dict[str, int] = field(default_factory=dict)  # sidecar -> startupProbe port
     exit_codes: dict[str, int] = field(default_factory=dict)
     # Logs captured when a container exited: podman removes finished init
     # containers soon after.
@@ -258,6 +272,12 @@ class Pod:
         """The kubelet's end of a pod with native sidecars: after every app
         container has exited, SIGTERM each sidecar in reverse order, waiting for
         it (within the grace period) before the next. Returns every exit code."""
+        # A kubelet starts the app only once each sidecar's startupProbe passed;
+        # podman starts them together, so a quick app may be done before a
+        # sidecar is up. Signalling a sidecar still starting would test nothing.
+        for side in self.sidecars:
+            if side in self.probes:
+                self.wait_ready(self.probes[side], timeout)
         for app in self.apps:
             self.exit_codes[app] = self.wait_exited(app, timeout)
         for side in reversed(self.sidecars):
@@ -284,7 +304,7 @@ def play(manifest: Path, replace: dict[str, str], images: dict[str, str], tmp: P
     for old, new in replace.items():
         assert old in text, f"{manifest}: {old!r} not found (did the example change?)"
         text = text.replace(old, new)
-    kube, sidecars, apps = kube_for_podman(text, images)
+    kube, sidecars, apps, probes = kube_for_podman(text, images)
     path = tmp / f"{manifest.parent.name}.podman.yaml"
     path.write_text(kube)
     names = [d["metadata"]["name"] for d in yaml.safe_load_all(kube) if d and d["kind"] == "Pod"]
@@ -298,7 +318,7 @@ def play(manifest: Path, replace: dict[str, str], images: dict[str, str], tmp: P
         stderr=subprocess.PIPE,
         text=True,
     )
-    pod = Pod(names[0], sidecars, apps, path, proc)
+    pod = Pod(names[0], sidecars, apps, path, proc, probes)
 
     def exists() -> bool:
         if proc.poll() not in (None, 0):

@@ -32,6 +32,7 @@ class Recorder:
     port: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
+    streams: list[dict[str, str]] = field(default_factory=list)  # Loki stream labels
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
 
@@ -60,9 +61,11 @@ class Recorder:
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 lines: list[str] = []
+                streams: list[dict[str, str]] = []
                 if self.path.startswith("/loki/api/v1/push"):
                     for stream in json.loads(body)["streams"]:
                         assert isinstance(stream["stream"], dict)
+                        streams.append(stream["stream"])
                         for ts, line in stream["values"]:
                             assert isinstance(ts, str) and ts.isdigit()
                             lines.append(line)
@@ -75,6 +78,7 @@ class Recorder:
                         {"method": "POST", "path": self.path, "headers": dict(self.headers)}
                     )
                     rec.lines.extend(lines)
+                    rec.streams.extend(streams)
                 self._reply(204)
 
         self.server = ThreadingHTTPServer((self.host, self.port), Handler)

@@ -132,7 +132,12 @@ def test_logship_ships_the_apps_log_files(e2e: E2E, recorder: Recorder) -> None:
         with recorder.lock:
             assert set(recorder.lines) == expected
             pushes = [r for r in recorder.requests if r["path"] == "/loki/api/v1/push"]
+            labels = recorder.streams[0]
         assert pushes
+        # --label, the file, and the pod's name from the Downward API.
+        assert labels.get("app") == "logship-demo", labels
+        assert any(v == "/var/log/app/app.log" for v in labels.values()), labels
+        assert "logship-demo" in {v for k, v in labels.items() if k != "app"}, labels
         podman("stop", "--time", "10", pod.ctr("app"))
         assert pod.finish()["logship"] == 0, pod.logs("logship")
     finally:
