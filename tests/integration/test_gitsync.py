@@ -823,6 +823,28 @@ echo "$GITSYNC_HASH $(pwd)" >> {hooklog}
         web.server.shutdown()
 
 
+def test_one_time_runs_hooks_once_and_fails_with_them(
+    tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon
+) -> None:
+    up = git_repos.create("app", {"v": "1"})
+    out = tmp_path / "hook.out"
+    ok = tmp_path / "ok.sh"
+    ok.write_text(f'#!/bin/sh\necho "$GITSYNC_HASH" >> {out}\n')
+    ok.chmod(0o755)
+    base = ["--repo", git_daemon.url("app"), "--one-time", "--admin-addr", "off"]
+    p = run_program(
+        "gitsync", [*base, "--root", str(tmp_path / "a"), "--exechook-command", str(ok)]
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    assert out.read_text().split() == [up.head()]
+    # A failing hook (as an init container) fails the pod's start: exit 1.
+    p = run_program(
+        "gitsync", [*base, "--root", str(tmp_path / "b"), "--exechook-command", "false"]
+    )
+    assert p.returncode == 1
+    assert published(tmp_path / "b" / "app") == up.head()  # the tree itself was published
+
+
 # -- torture ----------------------------------------------------------------------
 
 
