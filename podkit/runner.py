@@ -99,11 +99,26 @@ def public_settings(program: Program) -> dict[str, Any]:
     return out
 
 
+def _fill_std_fds() -> None:
+    """Open /dev/null on a closed fd 0, 1 or 2 (started with `<&-` by a supervisor).
+
+    Otherwise the next file the program opens (the event loop's epoll fd, a
+    socket) becomes fd 0: logformat --stdin would read from it, and uvloop
+    aborts the process when it later closes an fd <= 2.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free fd: this one
+
+
 def run(
     cls: type[Program], argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 ) -> int:
     """Run a program to the end and return its exit code."""
     argv = sys.argv[1:] if argv is None else argv
+    _fill_std_fds()
     try:
         program = configure(cls, argv, env)
     except UsageError as exc:

@@ -596,3 +596,17 @@ def test_glob_exclude_and_read_from_tail(tmp_path: Path) -> None:
         p.signal(signal.SIGTERM)
         assert p.wait(20) == 0
     assert {r["source"] for r in recs} <= {str(logs / "app.log"), str(logs / "later.log")}
+
+
+def test_closed_stdin_is_end_of_input() -> None:
+    """Started with fd 0 closed (`<&-`): the runner puts /dev/null there, so --stdin
+    sees end of input (exit 0) instead of reading the event loop's own fd, and
+    uvloop does not abort (it asserts when closing an fd <= 2)."""
+    res = subprocess.run(
+        [sys.executable, "-m", "podkit", "logformat", "--stdin", "--format", "syslog",
+         "--admin-addr", "off"],
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+        preexec_fn=lambda: os.close(0),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert b"Assertion" not in res.stderr and res.stdout == b""
