@@ -34,6 +34,8 @@ class Joiner:
         self._truncated = False
         self._bytes = 0
         self._last = 0.0
+        #: Bytes spanned by each record the last feed()/flush() returned.
+        self.last_sizes: list[int] = []
 
     @property
     def pending_bytes(self) -> int:
@@ -64,6 +66,7 @@ class Joiner:
         out: list[str] = []
         out_trunc: list[int] = []
         consumed = 0
+        self.last_sizes = []
         search = self.start.search
         for i, text in enumerate(texts):
             if self._count and (search(text) is not None or self._count >= self.max_lines):
@@ -78,6 +81,7 @@ class Joiner:
         """Hand on the held record now (timeout, end of file, shutdown)."""
         out: list[str] = []
         out_trunc: list[int] = []
+        self.last_sizes = []
         consumed = self._emit(out, out_trunc) if self._count else 0
         return out, out_trunc, consumed
 
@@ -108,5 +112,6 @@ class Joiner:
             out_trunc.append(len(out))
         out.append("\n".join(self._lines))
         consumed = self._bytes
+        self.last_sizes.append(consumed)
         self.reset()
         return consumed

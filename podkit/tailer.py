@@ -942,6 +942,14 @@ class Tailer:
             texts, trunc, span = f.joiner.feed(texts, sizes, set(trunc))
             if not texts:
                 return
+            most = self.cfg.max_chunk_lines
+            if most and len(texts) > most:
+                rs = f.joiner.last_sizes
+                for a in range(0, len(texts), most):
+                    b = min(a + most, len(texts))
+                    tr = [i - a for i in trunc if a <= i < b]
+                    self._queue_chunk(f, texts[a:b], tr, sum(rs[a:b]))
+                return
         self._queue_chunk(f, texts, trunc, span)
 
     def _queue_chunk(self, f: _File, texts: list[str], trunc: list[int], span: int) -> None:

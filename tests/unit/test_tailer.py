@@ -445,3 +445,19 @@ async def test_max_chunk_lines_splits_with_exact_offsets(
     await t.close()
     saved = json.loads((tmp_path / "state" / "checkpoints.json").read_text())
     assert saved["files"][0]["offset"] == len(b"".join(raw.splitlines(keepends=True)[:6]))
+
+
+async def test_max_chunk_lines_with_multiline(tmp_path: Path, logs: Path) -> None:
+    raw = "".join(f"S{i}\n c{i}\n" for i in range(10))
+    write(logs / "a.log", raw)
+    t = Tailer(cfg(tmp_path, max_chunk_lines=4, multiline_start="^S", multiline_timeout=60))
+    await t.start()
+    chunks: list[Chunk] = []
+    async for ch in t.chunks():
+        chunks.append(ch)
+        if sum(len(c) for c in chunks) >= 9:  # S9 is held: it may go on
+            break
+    assert [len(c) for c in chunks] == [4, 4, 1]
+    assert [c.nbytes for c in chunks] == [4 * 7, 4 * 7, 7]
+    assert chunks[1].texts[0] == "S4\n c4"
+    await t.close()
