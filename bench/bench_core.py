@@ -78,19 +78,24 @@ def main() -> None:
     )
     rows = [
         ("podkit idle sidecar (uvloop)", hb, env),
-        ("podkit idle sidecar (asyncio, no uvloop)", hb,
-         {**env, "PODKIT_EVENT_LOOP": "asyncio"}),
+        ("podkit idle sidecar (asyncio, no uvloop)", hb, {**env, "PODKIT_EVENT_LOOP": "asyncio"}),
     ]
     for label, cmd, e in rows:
-        ready, rss = measure(label, lambda p, c=cmd: [*c, "--admin-addr", f"127.0.0.1:{p}"],
-                             "/readyz", e)
-        print(f"{'':<44} ratio to peer: ready {ready / peer_ready:.2f}x, RSS {rss / peer_rss:.2f}x"
-              f"   bars: ready <= 500 ms {'ok' if ready <= 0.5 else 'MISSED'},"
-              f" RSS <= 40 MB {'ok' if rss <= 40 else 'MISSED'}")
+        ready, rss = measure(
+            label, lambda p, c=cmd: [*c, "--admin-addr", f"127.0.0.1:{p}"], "/readyz", e
+        )
+        print(
+            f"{'':<44} ratio to peer: ready {ready / peer_ready:.2f}x, RSS {rss / peer_rss:.2f}x"
+            f"   bars: ready <= 500 ms {'ok' if ready <= 0.5 else 'MISSED'},"
+            f" RSS <= 40 MB {'ok' if rss <= 40 else 'MISSED'}"
+        )
     print("\nlargest cumulative imports at start-up (python -X importtime):")
     res = subprocess.run(
         [py, "-X", "importtime", "-c", "import podkit.runner, podkit.admin, uvloop"],
-        capture_output=True, text=True, env=env, check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     )
     err = res.stderr
     rows_it = []
