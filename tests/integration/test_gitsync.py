@@ -202,6 +202,14 @@ def test_push_force_push_post_sync_sighup_and_endpoints(
         assert metric(p, "podkit_gitsync_last_success_timestamp_seconds") > time.time() - 60
         assert b"podkit_gitsync_sync_duration_seconds_bucket" in body
         promtool_check(body)
+        # The branch deleted: syncs fail, the tree stays; recreated: published.
+        errors = metric(p, "podkit_gitsync_syncs_total", result="error")
+        git("update-ref", "-d", "refs/heads/main", cwd=up.bare)
+        wait_until(lambda: metric(p, "podkit_gitsync_syncs_total", result="error") > errors, 10)
+        assert published(link) == sha3 and (link / "v").read_text() == "3-forced"
+        sha4 = up.commit({"v": "4-recreated"})
+        up.push()
+        wait_published(link, sha4, 10)
         p.signal(signal.SIGTERM)
         assert p.wait(20) == 0
 
@@ -218,13 +226,13 @@ def test_push_force_push_post_sync_sighup_and_endpoints(
         "1h",
     ) as p:
         p.wait_ready()
-        assert published(link) == sha3
-        sha4 = up.commit_push({"v": "4"})
+        assert published(link) == sha4
+        sha4b = up.commit_push({"v": "4b"})
         time.sleep(0.5)
-        assert published(link) == sha3
+        assert published(link) == sha4
         code, _, body = p.get("/sync", method="POST", data=b"")
         assert code == 202
-        wait_published(link, sha4, 10)
+        wait_published(link, sha4b, 10)
         sha5 = up.commit_push({"v": "5"})
         p.signal(signal.SIGHUP)
         wait_published(link, sha5, 10)
