@@ -56,6 +56,12 @@ def _parse_addr(text: Any) -> str:
     return s
 
 
+def split_addr(addr: str) -> tuple[str, int]:
+    """`HOST:PORT` / `[::1]:PORT` / `:PORT` -> (host, port); an empty host means all."""
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
 CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "str": str,
     "int": lambda v: int(str(v).strip()) if not isinstance(v, int) else v,

@@ -11,17 +11,13 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .options import Option, collect_options, option
 
 if TYPE_CHECKING:
-    from aiohttp import web
-
+    from .admin import Handler
     from .metrics import Metrics
-
-Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
 
 
 class Program:
@@ -154,7 +150,10 @@ class Program:
         """Called before each /metrics render: refresh what is fetched on scrape."""
 
     def add_route(self, method: str, path: str, handler: Handler) -> None:
-        """Add an endpoint to the admin server (before it starts, e.g. in __init__)."""
+        """Add an endpoint to the admin server (before it starts, e.g. in __init__).
+
+        `handler(request: podkit.admin.Request) -> podkit.admin.Response` is async.
+        """
         self._routes.append((method, path, handler))
 
     # -- the lifecycle -------------------------------------------------------

@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from podkit import UsageError
-from podkit.admin import split_addr
+from podkit.options import split_addr
 
 from .mapper import COUNTER_T, GAUGE_T, OBSERVER_T, SET_T, Mapper, load_mapping_file
 from .sources import Cfg, Emit, Source, register

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 import git
 
 from podkit import RateLimited, Sidecar, UsageError, option, redact_url, register_secret
+from podkit.admin import Request, Response
 from podkit.hooks import HookError, Retrier, call_webhook, run_command
 from podkit.retry import Backoff
 from podkit.secrets import SecretFile
@@ -377,12 +378,10 @@ class GitSync(Sidecar):
         self.log.info("sync requested", extra={"by": "SIGHUP"})
         self._trigger.set()
 
-    async def _http_sync(self, request: Any) -> Any:
-        from aiohttp import web
-
+    async def _http_sync(self, request: Request) -> Response:
         self.log.info("sync requested", extra={"by": "POST /sync"})
         self._trigger.set()
-        return web.json_response({"queued": True, "published": self.published}, status=202)
+        return Response.json({"queued": True, "published": self.published}, status=202)
 
     # -- the loop -------------------------------------------------------------
 
