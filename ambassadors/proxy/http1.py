@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
+import struct
 from typing import Any
 
 # RFC 9110 token characters for methods and header names.
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([\x21-\x7e\x80-\xff]+) HTTP/1\.([01])")
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: [^\x00-\x08\x0a-\x1f\x7f]*)?")
-_HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
+# chunk-size [ BWS ; chunk-ext ]: 15 hex digits at most (no overflow), and no control
+# characters in the extension, since the line is passed on unchanged (a bare CR there
+# is read as a line end by some servers: a smuggling vector).
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,15})(?:[ \t]*;[\t\x20-\x7e\x80-\xff]*)?")
+_TRAILER_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*")
 
 
 class ProtocolError(Exception):
@@ -107,7 +113,7 @@ class EofFramer:
 class ChunkedFramer:
     """Finds the end of a chunked body while passing its bytes through unchanged."""
 
-    __slots__ = ("done", "limit", "line", "remaining", "state", "total")
+    __slots__ = ("done", "limit", "line", "out", "remaining", "state", "total")
 
     SIZE, DATA, CRLF, TRAILER = 0, 1, 2, 3
 
@@ -118,6 +124,7 @@ class ChunkedFramer:
         self.done = False
         self.total = 0
         self.limit = limit
+        self.out: list[bytes] | None = None  # set: collect the chunk data (to de-chunk)
 
     def feed(self, data: bytes) -> int:
         pos = 0
@@ -126,6 +133,8 @@ class ChunkedFramer:
             st = self.state
             if st == self.DATA:
                 take = min(self.remaining, n - pos)
+                if self.out is not None:
+                    self.out.append(data[pos : pos + take])
                 pos += take
                 self.remaining -= take
                 if self.remaining == 0:
@@ -154,10 +163,10 @@ class ChunkedFramer:
                     raise ProtocolError(400, "bare LF in chunked body")
                 line = line[:-1]
                 if st == self.SIZE:
-                    size_txt = line.split(b";", 1)[0].rstrip(b" \t")
-                    if not _HEX.fullmatch(size_txt):
+                    m = _CHUNK_LINE.fullmatch(line)
+                    if m is None:
                         raise ProtocolError(400, "malformed chunk size")
-                    size = int(size_txt, 16)
+                    size = int(m.group(1), 16)
                     if size == 0:
                         self.state = self.TRAILER
                     else:
@@ -168,6 +177,8 @@ class ChunkedFramer:
                         self.remaining = size
                 elif not line:
                     self.done = True
+                elif _TRAILER_LINE.fullmatch(line) is None:
+                    raise ProtocolError(400, "malformed trailer line")
         return pos
 
 
@@ -278,6 +289,18 @@ class Conn(asyncio.Protocol):
             self.closed = True
             self.transport.abort()
 
+    def reset(self) -> None:
+        """Abort with a TCP RST: a plain abort() still ends with a FIN, which a client
+        reading a body until the connection's end takes for a complete response."""
+        if self.transport is not None and not self.closed:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
+                except OSError:
+                    pass
+        self.abort()
+
     async def read_head(self, limit: int, owner: Conn | None = None) -> bytes | None:
         """The next message head (without its blank line), or None at a clean EOF.
 
@@ -319,6 +342,7 @@ class Conn(asyncio.Protocol):
                 await fut
 
     wait_fut: asyncio.Future[Any] | None = None
+    reused = False  # upstream side: has been back in the pool (may have gone stale there)
     owner: Any = None  # upstream side: the client connection of a fast-path request
     handover: Any = None  # work the fast path hands to the connection's coroutine
 
@@ -410,6 +434,31 @@ class Pump:
             self.done.set_result(exc)
 
 
+async def splice(a: Pump, b: Pump) -> BaseException | None:
+    """Run two started pumps (a: x->y, b: y->x) until both ends are done; a clean end
+    on one side is passed on as a half-close. The first error ends both, and is returned."""
+    pending = {a.done, b.done}
+    while pending:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for f in done:
+            err = f.result()
+            if err is not None:
+                return err
+            # one side finished sending: pass the half-close on (not possible over TLS)
+            dst = a.dst if f is a.done else b.dst
+            if not dst.closed and dst.transport.can_write_eof():
+                dst.transport.write_eof()
+    return None
+
+
+def _drop_listed(lines: bytes, conn: list[bytes]) -> bytes:
+    """Remove the header lines a Connection header names: they are hop-by-hop too."""
+    extra = [t for t in conn if t not in (b"close", b"keep-alive", b"upgrade", b"")]
+    if not extra:
+        return lines
+    return re.sub(rb"\r\n(?:" + _names_re(extra) + rb"):[^\r]*", b"", lines, flags=re.I)
+
+
 # -- parsing -------------------------------------------------------------------
 #
 # Three C-speed regex passes per head instead of a Python loop per header line:
@@ -417,6 +466,7 @@ class Pump:
 # obs-fold), one finds the few headers the proxy acts on, one drops the lines
 # the proxy removes or replaces.
 
+_LINGER_0 = struct.pack("ii", 1, 0)
 _HEADER_LINES = re.compile(rb"(?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n\x00]*)*")
 
 HOP_BY_HOP = (b"keep-alive", b"proxy-connection", b"te", b"trailer", b"proxy-authorization")
@@ -563,11 +613,7 @@ def parse_request(head: bytes, rules: RequestRules) -> Request:
     if req.upgrade is not None and b"upgrade" not in conn:
         req.upgrade = None
     kept = rules.drop.sub(b"", head[i:])
-    if conn:
-        extra = [t for t in conn if t not in (b"close", b"keep-alive", b"upgrade", b"")]
-        if extra:  # headers named in Connection are hop-by-hop too
-            kept = re.sub(rb"\r\n(?:" + _names_re(extra) + rb"):[^\r]*", b"", kept, flags=re.I)
-    req.kept = kept
+    req.kept = _drop_listed(kept, conn) if conn else kept
     return req
 
 
@@ -629,9 +675,9 @@ def parse_response(head: bytes, method_head: bool) -> Response:
         resp.keep_alive = b"keep-alive" in conn
     rest = _RESP_DROP.sub(b"", head[i:])
     if conn:
-        extra = [t for t in conn if t not in (b"close", b"keep-alive", b"upgrade", b"")]
-        if extra:
-            rest = re.sub(rb"\r\n(?:" + _names_re(extra) + rb"):[^\r]*", b"", rest, flags=re.I)
+        rest = _drop_listed(rest, conn)
+    if te and resp.minor == 0:  # RFC 9112 6.1: framing of this message is faulty
+        resp.keep_alive = False
     if method_head or status < 200 or status in (204, 304):
         resp.body = BODY_NONE
     elif te:

@@ -35,6 +35,7 @@ from .http1 import (
     local_reply,
     parse_request,
     parse_response,
+    splice,
 )
 from .listener import BaseListener, Settings, clock
 from .upstream import BUCKETS, ConnectFailure, Overflow, Upstream
@@ -86,7 +87,51 @@ class OwnedPump(Pump):
             self.owner.pump_finished(self)
 
 
+class DechunkPump(OwnedPump):
+    """A chunked response for an HTTP/1.0 client, which cannot parse chunked: pass on
+    only the chunk data; the end of the connection marks the end of the body."""
+
+    __slots__ = ()
+
+    def feed(self, data: bytes) -> None:
+        self.last = clock.now
+        if self.done.done():
+            self.src.buf += data
+            return
+        framer = self.framer
+        assert isinstance(framer, ChunkedFramer)
+        out: list[bytes] = []
+        framer.out = out
+        try:
+            n = framer.feed(data)
+        except ProtocolError as exc:
+            self.fail(exc)
+            return
+        finally:
+            framer.out = None
+        dst = self.dst
+        if out:
+            if dst.closed:
+                self.fail(UpstreamGone("destination closed"))
+                return
+            payload = b"".join(out)
+            dst.transport.write(payload)
+            self.nbytes += len(payload)
+        if framer.done:
+            self.finish()
+            if n < len(data):
+                self.src.buf += data[n:]
+                self.src.wake()
+
+
 RETRY, RELAY = 0, 1
+# The end of a response head for the client, by [HTTP minor version][keep-alive]: an
+# HTTP/1.0 client keeps the connection only when told, an HTTP/1.1 one unless told.
+_TAILS = (
+    (b"\r\nConnection: close\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n"),
+    (b"\r\nConnection: close\r\n\r\n", b"\r\n\r\n"),
+)
+_FRAMING = re.compile(rb"\r\n(?:content-length|transfer-encoding):[^\r]*", re.I)
 _NEEDS_ESCAPE = re.compile(rb'["\\\x00-\x1f\x7f-\xff]')
 
 
@@ -388,7 +433,9 @@ class ClientConn(Conn):
             if wf is not None and not wf.done():
                 if isinstance(exc, ProtocolError):
                     wf.set_exception(ClientBodyError(exc))
-                elif self.closed:
+                elif self.closed or self.eof:
+                    # The client ended its side in the middle of the body: the upstream
+                    # would wait for the rest until the timeout, and count it a failure.
                     wf.set_exception(ClientGone())
 
     def pump_finished(self, pump: OwnedPump) -> None:
@@ -503,7 +550,8 @@ class ClientConn(Conn):
             if status == 101:
                 self.fast_fail("bad-response", "unrequested 101 from upstream")
                 return
-            self.reply(resp.head + b"\r\n\r\n")
+            if req.minor:  # RFC 9110 15.2: never forward a 1xx to an HTTP/1.0 client
+                self.reply(resp.head + b"\r\n\r\n")
             if rest:
                 self.fast_response(uc, rest)
             return
@@ -529,12 +577,7 @@ class ClientConn(Conn):
             self.wake()
             return
         keep = req.keep_alive and not lst.draining and not self.eof
-        if req.minor == 0:
-            tail = (
-                b"\r\nConnection: keep-alive\r\n\r\n" if keep else b"\r\nConnection: close\r\n\r\n"
-            )
-        else:
-            tail = b"\r\n\r\n" if keep else b"\r\nConnection: close\r\n\r\n"
+        tail = _TAILS[req.minor][keep]
         out_head = resp.head + tail
         if blen > 0:
             self.transport.writelines((out_head, rest if len(rest) == blen else rest[:blen]))
@@ -574,11 +617,13 @@ class ClientConn(Conn):
             return
         self.fast = None
         f.uc.owner = None
+        if kind == "reset" and f.uc.reused and not f.uc.buf:
+            kind = "stale"  # a pooled connection the upstream closed as we wrote to it
         f.uc.abort()
         f.up.active -= 1
-        if not counted:
+        if not counted and kind != "stale":
             f.up.failure(self.lst.now, kind)
-        if kind == "reset":
+        if kind in ("reset", "stale"):
             message = f"{f.up.label} closed the connection"
         elif kind == "timeout":
             message = f"{f.up.label} did not answer in time"
@@ -777,6 +822,7 @@ class ClientConn(Conn):
         up: Upstream | None = None
         result: bool | tuple[str, str]
         holding = False  # a retry slot of the budget, from the decision to the try's end
+        stale_retried = False
         try:
             while True:
                 if failed is not None:  # the fast path's try failed: continue from there
@@ -815,6 +861,16 @@ class ClientConn(Conn):
                 kind, message = result
                 if kind == "client-gone":
                     return False
+                if kind == "stale":
+                    # A keep-alive connection the upstream closed while idle, before any
+                    # response byte: the upstream is fine and never saw the request, so
+                    # (like Go's net/http) replay it once, free of --retries and the budget,
+                    # when that is safe: an idempotent method whose body we still hold.
+                    if not stale_retried and idempotent and not stream and not self.closed:
+                        stale_retried = True
+                        tried.pop()
+                        continue
+                    kind = "reset"
                 retryable = (
                     may_retry and self.retry_allowed(kind, idempotent, stream) and not self.closed
                 )
@@ -980,6 +1036,7 @@ class ClientConn(Conn):
                 why = "body-too-large" if err.status == 413 else "bad-request"
                 self.refuse_local(err.status, why, err.reason, t0, req, rid, retries, keep=False)
                 return False
+        got_1xx = False
         try:
             while True:
                 rhead = await uc.read_head(MAX_RESPONSE_HEAD, self)
@@ -987,12 +1044,16 @@ class ClientConn(Conn):
                     raise UpstreamGone("upstream closed before responding")
                 resp = parse_response(rhead, req.method == b"HEAD")
                 if resp.status < 200 and resp.status != 101:
-                    self.reply(resp.head + b"\r\n\r\n")  # 100 Continue and friends
+                    got_1xx = True
+                    if req.minor:  # 100 Continue and friends; HTTP/1.0 knows none
+                        self.reply(resp.head + b"\r\n\r\n")
                     continue
                 break
         except UpstreamGone as exc:
             self.stop_upload(req_pump)
             uc.abort()
+            if uc.reused and not uc.buf and not got_1xx:
+                return "stale", f"{up.label} closed the connection: {exc}"
             up.failure(lst.now, "reset")
             return "reset", f"{up.label} closed the connection: {exc}"
         except DeadlineExceeded:
@@ -1060,15 +1121,11 @@ class ClientConn(Conn):
         status = resp.status
         if status == 101:
             return await self.tunnel(up, uc, req, resp, t0, rid, retries)
-        keep = req.keep_alive and not lst.draining and resp.body != BODY_EOF
-        if req.minor == 0:
-            tail = (
-                b"\r\nConnection: keep-alive\r\n\r\n" if keep else b"\r\nConnection: close\r\n\r\n"
-            )
-        else:
-            tail = b"\r\n\r\n" if keep else b"\r\nConnection: close\r\n\r\n"
-        out_head = resp.head + tail
         blen = resp.body
+        dechunk = blen == BODY_CHUNKED and req.minor == 0
+        keep = req.keep_alive and not lst.draining and blen != BODY_EOF and not dechunk
+        tail = _TAILS[req.minor][keep]
+        out_head = (_FRAMING.sub(b"", resp.head) if dechunk else resp.head) + tail
         sent = len(out_head)
         ok = True
         if blen == BODY_NONE:
@@ -1093,13 +1150,16 @@ class ClientConn(Conn):
             else:
                 framer = LengthFramer(blen)
             self.state = BUSY
-            p = self.resp_pump = OwnedPump(uc, self, framer, self)
+            p = self.resp_pump = (DechunkPump if dechunk else OwnedPump)(uc, self, framer, self)
             p.start()
             err = await p.done
             self.resp_pump = None
             sent += p.nbytes
             if err is not None:
                 ok = False
+                # Reset, not close: a response read until close would otherwise look
+                # complete, and a reset is what tells any client the body was cut short.
+                self.reset()
                 lst.warn(
                     "response body interrupted",
                     extra={"upstream": up.label, "error": str(err) or type(err).__name__},
@@ -1168,17 +1228,7 @@ class ClientConn(Conn):
         a.start()
         b.start()
         try:
-            pending = {a.done, b.done}
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for f in done:
-                    if f.result() is not None:
-                        pending = set()
-                        break
-                    # one side finished sending: pass the half-close on
-                    dst = uc if f is a.done else self
-                    if not dst.closed and dst.transport.can_write_eof():
-                        dst.transport.write_eof()
+            await splice(a, b)
         finally:
             lst.tunnels -= 1
             self.req_pump = self.resp_pump = None

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
-from .http1 import Conn, EofFramer, Pump
+from .http1 import Conn, EofFramer, Pump, splice
 from .httpproxy import ACCESS_LOG
 from .listener import BaseListener, Settings, clock
 from .upstream import ConnectFailure, Upstream
@@ -122,19 +121,9 @@ class TcpClient(Conn):
         b.start()
         reason = "closed"
         try:
-            pending = {a.done, b.done}
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for f in done:
-                    err = f.result()
-                    if err is not None:
-                        reason = str(err) or type(err).__name__
-                        pending = set()
-                        break
-                    # one side finished sending: pass the half-close on (not possible over TLS)
-                    dst = uc if f is a.done else self
-                    if not dst.closed and dst.transport.can_write_eof():
-                        dst.transport.write_eof()
+            err = await splice(a, b)
+            if err is not None:
+                reason = str(err) or type(err).__name__
         finally:
             up.active -= 1
             self.pumps = (None, None)

@@ -230,6 +230,7 @@ class Upstream:
         if c.closed or c.eof or c.buf:
             c.close()
             return
+        c.reused = True
         while self.pending:
             fut = self.pending.popleft()
             if not fut.done():

@@ -58,6 +58,15 @@ def test_request_head_is_rewritten() -> None:
         (b"GET / HTTP/1.1", 400),
         (b"GET  / HTTP/1.1\r\nHost: a", 400),
         (b"GET / HTTP/2.0\r\nHost: a", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity", 501),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+            b"Transfer-Encoding: chunked",
+            501,
+        ),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:", 501),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:", 400),
     ],
 )
 def test_hostile_requests_are_refused(head: bytes, status: int) -> None:
@@ -80,6 +89,16 @@ def test_response_framing() -> None:
     assert parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9", True).body == BODY_NONE
     with pytest.raises(ProtocolError):
         parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nContent-Length: 8", False)
+    # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message: the connection cannot be reused
+    r = parse_response(
+        b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive", False
+    )
+    assert (r.body, r.keep_alive) == (BODY_CHUNKED, False)
+    r = parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip", False)
+    assert (r.body, r.keep_alive) == (BODY_EOF, False)
+    for code in (b"100 Continue", b"204 No Content"):
+        r = parse_response(b"HTTP/1.1 " + code + b"\r\nContent-Length: 3", False)
+        assert r.body == BODY_NONE and r.keep_alive
 
 
 def test_chunked_framer_finds_the_end_across_any_split() -> None:
@@ -103,6 +122,30 @@ def test_chunked_framer_finds_the_end_across_any_split() -> None:
     with pytest.raises(ProtocolError) as exc:
         ChunkedFramer(limit=4).feed(b"5\r\nhello\r\n")
     assert exc.value.status == 413
+    # the size line and the trailers pass on unchanged, so what a server could read
+    # differently is refused: control characters, overflow, signs, prefixes, padding
+    for bad in (
+        b"5;a\rb\r\n",
+        b"5;a\x00\r\n",
+        b"1000000000000000\r\n",
+        b"-5\r\n",
+        b"0x5\r\n",
+        b" 5\r\n",
+        b"5 \r\n",
+        b"0\r\nX\rY: z\r\n",
+        b"0\r\n folded\r\n",
+        b"0\r\nno-colon\r\n",
+    ):
+        with pytest.raises(ProtocolError):
+            ChunkedFramer().feed(bad)
+    f = ChunkedFramer()
+    good = b'5 ; name="v"\r\nhello\r\n0\r\nX-T: 1\r\n\r\n'
+    assert f.feed(good + b"GET") == len(good) and f.done
+    out: list[bytes] = []
+    f2 = ChunkedFramer()
+    f2.out = out
+    f2.feed(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    assert b"".join(out) == b"hello world"  # de-chunking for HTTP/1.0 clients
 
 
 def test_length_framer() -> None:
@@ -161,6 +204,11 @@ def test_options_are_checked() -> None:
         (["--upstream", "http://a:1", "--retry-on", "418"], "--retry-on"),
         (["--upstream", "http://a:1", "--retry-budget", "150%"], "--retry-budget"),
         (["--upstream", "http://a:1", "--set-header", "nocolon"], "--set-header"),
+        (["--upstream", "http://a:1", "--set-header", "X(y): 1"], "--set-header"),
+        (["--upstream", "http://a:1", "--set-header", "X-A: b\x00c"], "--set-header"),
+        (["--upstream", "http://a:1", "--set-header", "X-A: b\x0bc"], "--set-header"),
+        (["--upstream", "http://a:1", "--set-header", "Upgrade: h2c"], "--set-header"),
+        (["--upstream", "http://a:1", "--set-header", "X-Forwarded-For: 1.2.3.4"], "--set-header"),
         (["--upstream", "http://a:1", "--health-path", "health"], "--health-path"),
         (["--listen", "tcp://127.0.0.1:1", "--upstream", "http://a:1"], "tcp://"),
         ([], "--upstream"),
