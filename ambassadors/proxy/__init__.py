@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Iterator
@@ -32,6 +33,23 @@ from .tcp import TcpListener
 from .upstream import BUCKETS, Target, parse_target
 
 log = logging.getLogger("podkit.proxy")
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# framing and hop-by-hop headers belong to each connection; the proxy writes these itself
+_NOT_SETTABLE = (
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+)
 
 RETRY_WORDS = ("connect-failure", "reset", "timeout", "5xx")
 LB_POLICIES = ("round-robin", "least-request", "weighted")
@@ -140,6 +158,7 @@ class Proxy(Sidecar):
         self.listener_settings: list[Settings] = []
         self.servers: list[BaseListener] = []
         self.children: list[asyncio.subprocess.Process] = []
+        self._reported: set[int] = set()  # workers whose exit was logged
         self.worker = os.environ.get(WORKER_ENV) == "1"
 
     # -- configuration -------------------------------------------------------------
@@ -250,8 +269,12 @@ class Proxy(Sidecar):
         if not 0 <= budget <= 1:
             raise UsageError("--retry-budget: must be between 0% and 100%")
         headers = [parse_header(h, "--set-header") for h in v["set_header"]]
-        for name, _ in headers:
-            if name.lower() in ("host", "content-length", "transfer-encoding", "connection"):
+        for name, value in headers:
+            # parse_header only refuses CR/LF: the name must be a token and the value free
+            # of control characters, or the head sent upstream is malformed (or worse).
+            if not _TOKEN.fullmatch(name) or _CTL.search(value):
+                raise UsageError(f"--set-header: {name!r} is not a valid header line")
+            if name.lower() in _NOT_SETTABLE:
                 raise UsageError(f"--set-header: {name} cannot be set")
         for n in ("retries", "max_connections", "max_pending", "max_requests", "eject_after"):
             least = 0 if n in ("retries", "max_pending") else 1
@@ -339,7 +362,18 @@ class Proxy(Sidecar):
         if argv and argv[0] == self.name:
             argv = argv[1:]
         env = {**os.environ, WORKER_ENV: "1", "PODKIT_ADMIN_ADDR": "off"}
-        argv = [a for a in argv if not a.startswith("--admin-addr")]
+        # Drop `--admin-addr=X` and `--admin-addr X` (both tokens: a stray value would make
+        # the worker exit with a usage error); the workers get `--admin-addr off` below.
+        kept: list[str] = []
+        skip = False
+        for a in argv:
+            if skip:
+                skip = False
+            elif a == "--admin-addr":
+                skip = True
+            elif not a.startswith("--admin-addr="):
+                kept.append(a)
+        argv = kept
         for _ in range(self.workers - 1):
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -366,6 +400,13 @@ class Proxy(Sidecar):
             if self.worker and os.getppid() != parent:
                 log.warning("parent process gone; worker stopping")
                 break
+            for child in self.children:
+                if child.returncode is not None and child.pid not in self._reported:
+                    self._reported.add(child.pid)
+                    log.error(
+                        "worker exited; its share of connections now goes to the others",
+                        extra={"pid": child.pid, "exit_code": child.returncode},
+                    )
         await self._drain()
 
     async def _drain(self) -> None:
@@ -407,6 +448,8 @@ class Proxy(Sidecar):
         return {
             "active_requests": active,
             "workers": self.workers,
+            # every figure below is this process's own: the workers share nothing
+            "scope": f"process {os.getpid()} only" if self.workers > 1 else "the whole proxy",
             "listeners": [lst.status() for lst in self.servers],
         }
 

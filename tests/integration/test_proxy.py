@@ -899,9 +899,15 @@ def test_workers_share_the_port(nginx_up: Any, tmp_path: Path) -> None:
         tmp_path, "--upstream", nginx_up.url, "--workers", "2", "--access-log", "false"
     ) as p:
         wait_until(lambda: any(r["message"] == "workers started" for r in p.records()), 5)
+        # the worker really listens (it once died of a usage error, unnoticed, when
+        # --admin-addr came as two tokens, as ProgramProcess passes it)
+        wait_until(lambda: sum(r["message"] == "listening" for r in p.records()) == 2, 10)
         for _ in range(20):
             assert http(purl(p, "/status"))[0] == 200
         pids = next(r for r in p.records() if r["message"] == "workers started")["pids"]
+        assert all(open(f"/proc/{pid}/stat").read().split()[2] != "Z" for pid in pids)
+        assert not [r for r in p.records() if r["level"] == "error"]
+        assert status(p)["scope"].startswith("process ")
     assert p.proc is not None and p.proc.returncode == 0
     for pid in pids:
         assert (
