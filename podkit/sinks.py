@@ -49,7 +49,14 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class Batch:
-    """Records delivered together. Each sink asks for the form it needs."""
+    """Records delivered together. Each sink asks for the form it needs.
+
+    `ids`, when set, holds one deterministic id per record (the same when the
+    record is read and sent again after a restart); sinks that can refuse a
+    duplicate by id (Elasticsearch's `create`) use it, the others ignore it.
+    """
+
+    ids: list[str] | None = None
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -91,9 +98,12 @@ class RecordBatch(Batch):
 class NdjsonBatch(Batch):
     """A batch already encoded as NDJSON (the fast path: no dict per record)."""
 
-    def __init__(self, body: bytes, count: int) -> None:
+    def __init__(self, body: bytes, count: int, ids: list[str] | None = None) -> None:
+        if ids is not None and len(ids) != count:
+            raise ValueError("one id per record")
         self.body = body
         self.count = count
+        self.ids = ids
 
     def __len__(self) -> int:
         return self.count
@@ -112,7 +122,8 @@ def as_batch(records: Batch | list[dict[str, Any]]) -> Batch:
 def _subset(batch: Batch, idx: list[int]) -> Batch:
     lines = batch.lines()
     picked = [lines[i] for i in idx]
-    return NdjsonBatch(b"\n".join(picked) + b"\n" if picked else b"", len(picked))
+    ids = [batch.ids[i] for i in idx] if batch.ids is not None else None
+    return NdjsonBatch(b"\n".join(picked) + b"\n" if picked else b"", len(picked), ids)
 
 
 # -- outcomes ----------------------------------------------------------------
@@ -178,6 +189,8 @@ class Sink:
     """
 
     schemes: ClassVar[tuple[str, ...]] = ()
+    #: The sink uses `Batch.ids` (a producer need not compute them otherwise).
+    wants_ids: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -635,9 +648,16 @@ class ElasticsearchSink(_HTTPSink):
 
     2xx and 409 (already there: a redelivered duplicate) are delivered;
     429 and 5xx items are sent again; other 4xx items are dead-lettered.
+
+    A 409 means "a duplicate" only because each action names the document's
+    `_id` (`Batch.ids`: derived from the file's identity, the line's offset and
+    its text), so a batch sent again after a crash collides with what the first
+    attempt stored instead of being stored twice. Without ids (a producer that
+    has none) Elasticsearch picks random ids and a redelivery is stored twice.
     """
 
     schemes = ("elasticsearch+http", "elasticsearch+https")
+    wants_ids = True
     action = b'{"create":{}}'
 
     def _configure_target(self, options: dict[str, Any]) -> None:
@@ -654,6 +674,13 @@ class ElasticsearchSink(_HTTPSink):
         nd = batch.ndjson()
         if not nd:
             return b""
+        if batch.ids is not None:
+            docs = nd[:-1].split(b"\n")
+            out: list[bytes] = []
+            for i, doc in zip(batch.ids, docs, strict=True):
+                out.append(b'{"create":{"_id":' + _dumps(i).encode() + b"}}")
+                out.append(doc)
+            return b"\n".join(out) + b"\n"
         sep = b"\n" + self.action + b"\n"
         # JSON documents never hold a raw newline, so this interleaves the actions safely.
         return self.action + b"\n" + nd[:-1].replace(b"\n", sep) + b"\n"

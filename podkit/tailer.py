@@ -84,6 +84,9 @@ class TailerConfig:
     force_polling: bool = False
     #: Bytes read from one file per round before the others get a turn.
     fair_share_bytes: int = 4 * 1024 * 1024
+    #: Give each chunk its file's identity (`file_key`, `file_head`), so a consumer
+    #: can derive ids that are the same when a line is read again after a restart.
+    identify: bool = False
 
 
 class Line:
@@ -114,9 +117,12 @@ class Chunk:
         "_end",
         "_file",
         "_lines",
+        "file_head",
+        "file_key",
         "nbytes",
         "path",
         "read_time_ns",
+        "starts",
         "texts",
         "truncated",
     )
@@ -140,6 +146,24 @@ class Chunk:
         self.nbytes = nbytes
         self._acked = False
         self._lines: list[Line] | None = None
+        #: With `TailerConfig.identify`: (device, inode) and the file's first
+        #: FINGERPRINT_BYTES bytes when the chunk was read (fewer while shorter).
+        self.file_key: tuple[int, int] | None = None
+        self.file_head = b""
+        #: With `identify`: the file offset where each text (line or record) starts;
+        #: None when it could not be told exactly (the file changed under us).
+        self.starts: list[int] | None = None
+
+    @property
+    def start(self) -> int:
+        """File offset where the chunk's span begins (its first line, or bytes skipped
+        before it: the rest of an over-long line, the newline of a line flushed early)."""
+        return self._end - self.nbytes
+
+    @property
+    def end(self) -> int:
+        """File offset just after the chunk's last line."""
+        return self._end
 
     @property
     def lines(self) -> list[Line]:
@@ -948,13 +972,28 @@ class Tailer:
                 for a in range(0, len(texts), most):
                     b = min(a + most, len(texts))
                     tr = [i - a for i in trunc if a <= i < b]
-                    self._queue_chunk(f, texts[a:b], tr, sum(rs[a:b]))
+                    self._queue_chunk(f, texts[a:b], tr, sum(rs[a:b]), rs[a:b])
                 return
+            self._queue_chunk(f, texts, trunc, span, list(f.joiner.last_sizes))
+            return
         self._queue_chunk(f, texts, trunc, span)
 
-    def _queue_chunk(self, f: _File, texts: list[str], trunc: list[int], span: int) -> None:
+    def _queue_chunk(
+        self,
+        f: _File,
+        texts: list[str],
+        trunc: list[int],
+        span: int,
+        sizes: list[int] | None = None,
+    ) -> None:
+        begin = f.emit_pos
         f.emit_pos += span
         chunk = Chunk(f, f.path, texts, frozenset(trunc), time.time_ns(), f.emit_pos, span)
+        if self.cfg.identify:
+            # Read now, while the fd is surely this file's (a retired file's fd is closed).
+            chunk.file_key = f.key
+            chunk.file_head = f.read_fingerprint(FINGERPRINT_BYTES)
+            chunk.starts = self._starts(f, texts, begin, span, sizes)
         f.outstanding.append(chunk)
         self._inflight += span
         self._queued += span
@@ -962,6 +1001,45 @@ class Tailer:
         self.bytes_read += span
         self.truncated_lines += len(trunc)
         self._queue.put_nowait(chunk)
+
+    def _starts(
+        self, f: _File, texts: list[str], begin: int, span: int, sizes: list[int] | None
+    ) -> list[int] | None:
+        """Exact start offsets of `texts` (only with `identify`: it reads the span again).
+
+        Texts decoded with replacements or cut at max_line_bytes no longer tell
+        their byte length, so the span's raw bytes are split once more (from the
+        page cache); joined records bring their sizes from the joiner.
+        """
+        if sizes is not None and len(sizes) == len(texts) and sum(sizes) == span:
+            out, pos = [], begin
+            for n in sizes:
+                out.append(pos)
+                pos += n
+            return out
+        if f.joiner is not None:
+            return None
+        try:
+            raw = os.pread(f.fd, span, begin)
+        except OSError:
+            return None
+        if len(raw) != span:
+            return None
+        pos = begin
+        if raw.startswith(b"\n") and raw.count(b"\n") == len(texts) + (raw[-1:] == b"\n"):
+            # The newline of a line handed on before it came: not a line of its own.
+            raw = raw[1:]
+            pos += 1
+        lines = raw.split(b"\n")
+        if raw.endswith(b"\n"):
+            lines.pop()
+        if len(lines) != len(texts):
+            return None
+        out = []
+        for line in lines:
+            out.append(pos)
+            pos += len(line) + 1
+        return out
 
     def _flush_partial(self, f: _File, force: bool = False, line: bool = True) -> None:
         """Hand on a held last line (`line`) and the joiner's record (when due or `force`)."""

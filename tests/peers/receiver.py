@@ -41,6 +41,8 @@ class Receiver:
         self.records: list[dict[str, Any]] = []  # every NDJSON record accepted
         self.loki: list[dict[str, Any]] = []  # {"labels", "ts", "line"} per Loki entry
         self.es_docs: list[dict[str, Any]] = []  # documents the fake ES stored
+        self.es_ids: set[str] = set()  # `_id`s given in create actions and stored
+        self.es_conflicts = 0  # creates refused 409 because the `_id` was stored already
         self.requests = 0
         self.failed = 0
         self.last_headers: dict[str, str] = {}
@@ -214,11 +216,20 @@ class Receiver:
             if list(action) != ["create"]:
                 return self._violation(f"bulk action {action}")
             status = plan[n] if n < len(plan) else 201
-            item: dict[str, Any] = {"_index": index, "_id": f"id{n}", "status": status}
+            doc_id = action["create"].get("_id")
+            conflict = False
+            with self.lock:
+                if status == 201 and doc_id is not None and doc_id in self.es_ids:
+                    # What Elasticsearch does with a create for an _id it holds.
+                    status, conflict = 409, True
+                    self.es_conflicts += 1
+            item: dict[str, Any] = {"_index": index, "_id": doc_id or f"id{n}", "status": status}
             if status == 201:
                 item.update(_version=1, result="created", _seq_no=n, _primary_term=1)
                 with self.lock:
                     self.es_docs.append(doc)
+                    if doc_id is not None:
+                        self.es_ids.add(doc_id)
             else:
                 errors = True
                 kind = {
@@ -227,7 +238,7 @@ class Receiver:
                     400: "document_parsing_exception",
                 }.get(status, "exception")
                 item["error"] = {"type": kind, "reason": f"injected {status}"}
-                if status == 409:
+                if status == 409 and not conflict:
                     with self.lock:
                         self.es_docs.append(doc)  # a conflict means it is already stored
             items.append({"create": item})
