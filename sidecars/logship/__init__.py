@@ -14,6 +14,7 @@ batch -> checkpoint. Nothing is checkpointed before the sink acknowledged it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -22,8 +23,8 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from podkit import Sidecar, UsageError, option, rfc3339_ns
-from podkit.sinks import NdjsonBatch, Sink, open_sink
-from podkit.tailer import Chunk, Tailer, TailerConfig
+from podkit.sinks import NdjsonBatch, Sink, SinkClosed, open_sink
+from podkit.tailer import FINGERPRINT_BYTES, Chunk, Tailer, TailerConfig
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -43,16 +44,87 @@ _RESERVED = ("time", "file", "labels")
 class _Batch:
     """A batch being built: encoded records plus the chunks it completes."""
 
-    __slots__ = ("count", "done", "nbytes", "parts", "raw_bytes", "started", "truncated")
+    __slots__ = ("count", "done", "ids", "nbytes", "parts", "raw_bytes", "started", "truncated")
 
     def __init__(self) -> None:
         self.parts: list[bytes] = []
+        self.ids: list[str] = []  # one per record, when the sink wants ids
         self.count = 0
         self.nbytes = 0  # encoded size (approximate until joined)
         self.raw_bytes = 0  # file bytes of the chunks completed by this batch
         self.done: list[Chunk] = []  # chunks whose last line is in this batch
         self.started = 0.0
         self.truncated = 0
+
+
+def line_offsets(chunk: Chunk) -> list[int]:
+    """The file offset where each of the chunk's lines (records) starts.
+
+    The tailer tells them (`Chunk.starts`, with `identify`). Failing that (the
+    file changed under it), they are derived from the lines: a clean line (not
+    cut, no U+FFFD) spans its UTF-8 length plus its newline, counted back from
+    the chunk's end and forward from its start; a line with unclean lines on
+    both sides gets an estimate. Chunk boundaries differ between runs, so
+    only the exact offsets give the same id to a line read again.
+    """
+    if chunk.starts is not None and len(chunk.starts) == len(chunk.texts):
+        return chunk.starts
+    texts = chunk.texts
+    n = len(texts)
+    start, end = chunk.start, chunk.end
+    sizes = [len(t.encode("utf-8", "surrogatepass")) + 1 for t in texts]
+    clean = [i not in chunk.truncated and "\ufffd" not in t for i, t in enumerate(texts)]
+    total = sum(sizes)
+    if all(clean) and total - chunk.nbytes in (0, 1):
+        # Exact (1: a last line handed on before its newline came).
+        out = [start] * n
+        for i in range(1, n):
+            out[i] = out[i - 1] + sizes[i - 1]
+        return out
+    out = [0] * n
+    known = [False] * n
+    pos = end
+    for i in range(n - 1, -1, -1):
+        if not clean[i]:
+            break
+        pos -= sizes[i]
+        out[i], known[i] = pos, True
+    pos = start
+    for i in range(n):
+        if known[i]:
+            break
+        out[i], known[i] = pos, True
+        if not clean[i]:
+            # The next line's start is unknown; estimate the rest from here on.
+            est = pos + sizes[i]
+            for j in range(i + 1, n):
+                if known[j]:
+                    break
+                out[j] = est
+                est += sizes[j]
+            break
+        pos += sizes[i]
+    return out
+
+
+def record_ids(chunk: Chunk) -> list[str]:
+    """A deterministic id per record: the same when the line is read again.
+
+    From the file's device and inode, its first bytes up to the line (so a
+    reused inode or a truncated and rewritten file gives new ids), the line's
+    offset and its text (so a rewritten file never collides with an old line
+    it merely shares an offset with, which would lose the new line as a 409).
+    """
+    dev, ino = chunk.file_key or (0, 0)
+    head = chunk.file_head
+    out = []
+    for off, text in zip(line_offsets(chunk), chunk.texts, strict=True):
+        h = hashlib.sha1(b"%d:%d:%d:" % (dev, ino, off))
+        h.update(head[: min(FINGERPRINT_BYTES, off)])
+        h.update(b"\0")
+        h.update(text.encode("utf-8", "surrogatepass"))
+        out.append(h.hexdigest())
+    return out
 
 
 class LogShip(Sidecar):
@@ -232,6 +304,7 @@ class LogShip(Sidecar):
             max_chunk_lines=self.batch_max_lines,
             # A chunk's records should fit one batch (encoding adds ~120 bytes a line).
             chunk_bytes=max(64 * 1024, min(1024 * 1024, self.batch_max_bytes // 2)),
+            identify=self._sink.wants_ids,
         )
         self.tailer = Tailer(cfg)
         await self._sink.start()
@@ -248,11 +321,31 @@ class LogShip(Sidecar):
         batcher = asyncio.create_task(self._batcher(), name="batcher")
         sender = asyncio.create_task(self._sender(), name="sender")
         stop = asyncio.create_task(self.wait_stopping())
+        try:
+            await self._run(batcher, sender, stop)
+        finally:
+            # Whatever ended run() (deadline, a failed task, cancellation), nothing may
+            # keep sending while cleanup() closes the sink and the files under it.
+            for t in (batcher, sender, stop):
+                t.cancel()
+            await asyncio.gather(batcher, sender, stop, return_exceptions=True)
+
+    async def _run(
+        self, batcher: asyncio.Task[None], sender: asyncio.Task[None], stop: asyncio.Task[None]
+    ) -> None:
+        assert self.tailer is not None
+        tailer = self.tailer
         done, _ = await asyncio.wait({batcher, sender, stop}, return_when=asyncio.FIRST_COMPLETED)
         for t in (batcher, sender):
-            if t in done and t.exception() is not None:
-                stop.cancel()
-                raise t.exception()  # type: ignore[misc]
+            exc = t.exception() if t in done else None
+            if isinstance(exc, SinkClosed):
+                # Not a bug in logship: the destination went away for good. One line, exit 1.
+                tailer.checkpoint(force=True)
+                self.log.error("sink closed; stopping", extra={"error": str(exc)})
+                self.exit_code = 1
+                return
+            if exc is not None:
+                raise exc
         # Drain: read every file to its end and deliver it, within the shutdown deadline
         # (less a margin to write the final checkpoint and say what was left).
         budget = max(0.5, self.shutdown_timeout - 1.5)
@@ -262,11 +355,20 @@ class LogShip(Sidecar):
         except TimeoutError:
             left = tailer.lag_bytes
             tailer.checkpoint(force=True)
+            # An expected outcome (the sink is down), not a crash: one clear line and
+            # exit 1 through the runner, no traceback. The checkpoint keeps what was
+            # not acknowledged, so it ships after a restart.
             self.log.error(
                 "shutdown deadline: not everything was delivered; it ships after a restart",
                 extra={"undelivered_bytes": left, "sink_error": self._sink.last_error},
             )
-            raise RuntimeError("undelivered lines at shutdown") from None
+            self.exit_code = 1
+            return
+        except SinkClosed as exc:
+            tailer.checkpoint(force=True)
+            self.log.error("sink closed while draining", extra={"error": str(exc)})
+            self.exit_code = 1
+            return
         self.log.info(
             "drained",
             extra={"bytes": lag_before, "lines_delivered": self._acked_lines},
@@ -346,6 +448,7 @@ class LogShip(Sidecar):
                     if nxt.done():
                         nxt = None
                 n = len(chunk.texts)
+                ids = record_ids(chunk) if self._sink.wants_ids else None
                 # Average encoded size per line, to cut by bytes without measuring each.
                 per_line = (chunk.nbytes + 120 * n) / n if n else 0
                 if cur.count and (
@@ -365,6 +468,8 @@ class LogShip(Sidecar):
                     parts = self._record_parts(chunk, pos, end)
                     # Bytes right away: the str copies go before the next chunk is read.
                     cur.parts.extend(x.encode("utf-8", "surrogatepass") for x in parts)
+                    if ids is not None:
+                        cur.ids.extend(ids[pos:end])
                     cur.count += end - pos
                     cur.nbytes += sum(map(len, cur.parts[-len(parts) :]))
                     cur.truncated += sum(1 for i in chunk.truncated if pos <= i < end)
@@ -400,7 +505,7 @@ class LogShip(Sidecar):
                 body = b"".join(b.parts)
                 b.parts = []
                 dead_before = self._sink.dead_lettered
-                await self._sink.send(NdjsonBatch(body, b.count))
+                await self._sink.send(NdjsonBatch(body, b.count, b.ids or None))
                 delivered = b.count - (self._sink.dead_lettered - dead_before)
                 self.m_lines.inc(delivered)
                 self.m_truncated.inc(b.truncated)

@@ -404,6 +404,46 @@ def test_elasticsearch_bulk_mixed_item_statuses(
         assert p.stop() == 0
 
 
+def test_elasticsearch_redelivery_after_crash_is_409_not_stored_twice(
+    tmp_path: Path, logs: Path, receiver: Receiver
+) -> None:
+    """Each create names a deterministic `_id`, so what a crash makes logship send
+    again is refused 409 (counted as delivered), not stored a second time."""
+    dead = tmp_path / "dead.ndjson"
+    sink = "elasticsearch+" + receiver.url + "/logs-app"
+    app = logs / "app.log"
+    # Unclean lines too (invalid UTF-8, a cut line): their ids must be stable as well.
+    first = (
+        b"".join(b"first %d\n" % i for i in range(300)) + b"bad \xff\xfe\n" + b"x" * 3000 + b"\n"
+    )
+    second = b"".join(b"second %d\n" % i for i in range(300))
+    app.write_bytes(first)
+    # Checkpoint written once at start-up and never again before the kill: the
+    # restart reads everything again, in chunks cut differently than before.
+    args = ("--dead-letter", str(dead), "--max-line-bytes", "1KiB")
+    p = logship(tmp_path, sink, *args, "--checkpoint-interval", "1h").start()
+    try:
+        p.wait_ready()
+        wait_until(lambda: len(receiver.es_docs) >= 302, 20, what="first part stored")
+        with open(app, "ab") as fh:
+            fh.write(second)
+        wait_until(lambda: len(receiver.es_docs) >= 602, 20, what="second part stored")
+        p.kill()
+    finally:
+        p.stop()
+    assert receiver.es_conflicts == 0
+    with logship(tmp_path, sink, *args) as p:
+        p.wait_ready()
+        wait_until(lambda: receiver.es_conflicts >= 602, 20, what="redelivery answered 409")
+        wait_until(lambda: metric(p, "podkit_logship_lines_total") >= 602, 10)
+        assert len(receiver.es_docs) == 602  # nothing stored twice
+        assert len({d["message"] for d in receiver.es_docs}) == 602
+        assert metric(p, "podkit_logship_dead_letter_lines_total") == 0
+        assert not dead.exists()
+        assert receiver.bad_requests == []
+        assert p.stop() == 0
+
+
 def test_file_and_stdout_sinks_and_multiline(tmp_path: Path, logs: Path) -> None:
     (logs / "a.log").write_text("Traceback start\n  frame 1\n  frame 2\nnext record\n")
     out = tmp_path / "out.ndjson"
@@ -460,6 +500,10 @@ def test_https_sink_verifies_with_ca_file(tmp_path: Path, logs: Path, tls_files:
                 "shutdown deadline: not everything was delivered; it ships after a restart"
             )
             assert rec["undelivered_bytes"] == len("over tls\n")
+            # An expected outcome, reported in that one line: no traceback.
+            errors = [r["message"] for r in p.records() if r.get("level") == "error"]
+            assert errors == [rec["message"]], errors
+            assert "Traceback" not in p.stderr()
         with logship(tmp_path, r.url, "--ca-file", str(tls_files.ca)) as p:
             p.wait_ready()
             wait_count(r, 1, proc=p)
