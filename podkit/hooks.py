@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
@@ -137,7 +138,6 @@ class Retrier(Generic[T]):
 
 
 async def call_webhook(
-    session: Any,
     url: str,
     *,
     method: str = "POST",
@@ -145,25 +145,29 @@ async def call_webhook(
     timeout: float = 5.0,
     headers: dict[str, str] | None = None,
     body: bytes | None = None,
+    ssl_ctx: ssl.SSLContext | None = None,
 ) -> None:
     """One webhook call; raises HookError unless the status is as expected (0: any)."""
-    import aiohttp
-
+    from .httpclient import HTTPClientError, fetch
     from .secrets import redact_url
 
+    where = f"{method} {redact_url(url)}"
     try:
-        async with session.request(
-            method, url, headers=headers, data=body, timeout=aiohttp.ClientTimeout(total=timeout)
-        ) as resp:
-            await resp.read()
-            if expected_status and resp.status != expected_status:
-                raise HookError(
-                    f"{method} {redact_url(url)}: status {resp.status}, expected {expected_status}"
-                )
+        result = await fetch(
+            method,
+            url,
+            headers=headers,
+            body=body,
+            timeout=timeout,
+            ssl_ctx=ssl_ctx,
+            max_body=64 * 1024,
+        )
     except TimeoutError:
-        raise HookError(f"{method} {redact_url(url)}: timed out after {timeout:g}s") from None
-    except aiohttp.ClientError as exc:
-        raise HookError(f"{method} {redact_url(url)}: {exc.__class__.__name__}: {exc}") from None
+        raise HookError(f"{where}: timed out after {timeout:g}s") from None
+    except (OSError, HTTPClientError, asyncio.IncompleteReadError) as exc:
+        raise HookError(f"{where}: {exc.__class__.__name__}: {exc}") from None
+    if expected_status and result.status != expected_status:
+        raise HookError(f"{where}: status {result.status}, expected {expected_status}")
 
 
 async def run_command(

@@ -229,7 +229,6 @@ class GitSync(Sidecar):
         self.last_error: str | None = None
         self.consecutive_failures = 0
         self._hooks: list[Retrier[str]] = []
-        self._session: Any = None
         self._ssh_key_sig: tuple[int, int, int] | None = None
         self._fetched_once = False
 
@@ -327,9 +326,6 @@ class GitSync(Sidecar):
         self._errors = RateLimited(self.log, 30.0)
 
         if self.webhook_url:
-            from podkit.http import client_session
-
-            self._session = client_session()
             self._hooks.append(
                 Retrier(
                     "webhook",
@@ -369,8 +365,6 @@ class GitSync(Sidecar):
         self._runs.abort()
         for h in self._hooks:
             await h.stop()
-        if self._session is not None:
-            await self._session.close()
         if self._private:
             shutil.rmtree(self._private, ignore_errors=True)
 
@@ -526,7 +520,6 @@ class GitSync(Sidecar):
         assert self.webhook_url is not None
         try:
             await call_webhook(
-                self._session,
                 self.webhook_url,
                 method=self.webhook_method,
                 expected_status=self.webhook_success_status,

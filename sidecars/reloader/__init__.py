@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from podkit import Backoff, RateLimited, Sidecar, UsageError, option, redact_url, rfc3339
 from podkit.hooks import HookError, Retrier, run_command
-from podkit.http import BearerToken, client_session, parse_headers
+from podkit.http import BearerToken, parse_headers
 from podkit.watch import Change, Watcher
 
 from . import actions
@@ -202,7 +202,6 @@ class Reloader(Sidecar):
 
         self.filter = Filter(self.include, self.exclude)
         self.token = BearerToken(self.bearer_token_file) if self.bearer_token_file else None
-        self.session = client_session() if self.webhook_url else None
         self.retrier: Retrier[str] = Retrier(
             "reload",
             self._reload,
@@ -238,9 +237,6 @@ class Reloader(Sidecar):
             await self.retrier.stop()
         if hasattr(self, "watcher"):
             await self.watcher.stop()
-        if getattr(self, "session", None) is not None:
-            assert self.session is not None
-            await self.session.close()
         if hasattr(self, "_pool"):
             self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -496,7 +492,6 @@ class Reloader(Sidecar):
 
             async def hook(url: str = url) -> None:
                 await actions.webhook(
-                    self.session,
                     url,
                     method=self.webhook_method,
                     status=self.webhook_status,

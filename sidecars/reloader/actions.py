@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any
 
 from podkit.hooks import HookError, call_webhook
 from podkit.http import BearerToken
@@ -109,7 +108,6 @@ def send_signal(pids: list[int], sig: signal.Signals, what: str) -> list[int]:
 
 
 async def webhook(
-    session: Any,
     url: str,
     *,
     method: str,
@@ -124,6 +122,4 @@ async def webhook(
             hdrs.update(token.header())
         except OSError as exc:
             raise HookError(f"--bearer-token-file: {exc.strerror or exc}") from None
-    await call_webhook(
-        session, url, method=method, expected_status=status, timeout=timeout, headers=hdrs
-    )
+    await call_webhook(url, method=method, expected_status=status, timeout=timeout, headers=hdrs)
