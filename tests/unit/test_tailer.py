@@ -461,3 +461,30 @@ async def test_max_chunk_lines_with_multiline(tmp_path: Path, logs: Path) -> Non
     assert [c.nbytes for c in chunks] == [4 * 7, 4 * 7, 7]
     assert chunks[1].texts[0] == "S4\n c4"
     await t.close()
+
+
+async def test_500_files_deleted_release_every_descriptor(tmp_path: Path, logs: Path) -> None:
+    """A glob matching 500 files, then all deleted: every fd is closed again and
+    nothing of them stays in the tailer's tables (no leak per rotated-away file)."""
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = fds()
+    for i in range(500):
+        write(logs / f"m{i:03d}.log", f"line {i}\n")
+    t = Tailer(cfg(tmp_path, rotate_wait=0.2))
+    await t.start()
+    c = Collector(t)
+    await c.until(500)
+    assert t.files_watched == 500 and fds() >= before + 500
+    for i in range(500):
+        os.unlink(logs / f"m{i:03d}.log")
+    deadline = asyncio.get_running_loop().time() + 10
+    while t.files_watched and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    assert t.files_watched == 0
+    assert not t._by_key and not t._current and not t._retired
+    assert fds() <= before + 5  # the watcher's own descriptors at most
+    assert sorted(await c.finish()) == sorted(f"line {i}" for i in range(500))
+    assert fds() <= before + 1
