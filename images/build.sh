@@ -83,7 +83,14 @@ if [ "${WHEELHOUSE:-1}" != 0 ]; then
         'import sys, platform; print(f"{sys.version_info[0]}.{sys.version_info[1]} {platform.machine()}")')
     host_py=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
     wh=$ctx/images/wheelhouse
-    "$python" -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$wh" .
+    # podkit's wheel from a fresh copy of the sources: an in-tree build would
+    # reuse ./build/lib, where files deleted from the tree live on.
+    src=$here/.build/src
+    rm -rf "$src"
+    mkdir -p "$src"
+    cp -r "$ctx"/pyproject.toml "$ctx"/README.md "$ctx"/podkit "$ctx"/initkits "$ctx"/sidecars \
+        "$ctx"/adapters "$ctx"/ambassadors "$src/"
+    "$python" -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$wh" "$src"
     # pip itself, run from its wheel inside the build (see the Dockerfile).
     "$python" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
         --no-deps -d "$wh" pip

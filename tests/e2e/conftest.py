@@ -47,13 +47,18 @@ class E2E:
         return play(ROOT / "examples" / manifest, replace, self.images, self.tmp)
 
 
-def _timed(what: str, cmd: list[str], timeout: float) -> None:
+def _timed(config: pytest.Config, what: str, cmd: list[str], timeout: float) -> None:
     start = time.monotonic()
     env = {**os.environ, "CONTAINERS_CONF": str(CONF)}
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if res.returncode != 0:
         raise AssertionError(f"{what} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-    print(f"\n[e2e] {what}: {time.monotonic() - start:.1f}s")
+    # Through the terminal reporter: shown even when pytest captures output.
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capman is not None:
+        with capman.global_and_fixture_disabled():
+            reporter.write_line(f"\n[e2e] {what}: {time.monotonic() - start:.1f}s")
 
 
 def _network() -> tuple[str, str]:
@@ -68,7 +73,7 @@ def _network() -> tuple[str, str]:
 
 
 @pytest.fixture(scope="session")
-def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+def e2e(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[E2E]:
     need("podman")
     need("runc")
     need("debootstrap")
@@ -76,7 +81,12 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     if os.geteuid() != 0:
         missing("the e2e tier needs root (debootstrap, rootful podman networking)")
     os.environ["CONTAINERS_CONF"] = str(CONF)
-    _timed("base image (images/base.sh; cached by tag)", [str(ROOT / "images/base.sh")], 900)
+    _timed(
+        pytestconfig,
+        "base image (images/base.sh; cached by tag)",
+        [str(ROOT / "images/base.sh")],
+        900,
+    )
     programs = written_programs()
     built: dict[str, str] = {p: f"localhost/podkit-{p}:{TAG}" for p in programs}
     if os.environ.get("PODKIT_E2E_REUSE_IMAGES") == "1":  # for iterating on the tests
@@ -89,6 +99,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     try:
         if programs:
             _timed(
+                pytestconfig,
                 f"program images ({' '.join(programs)})",
                 ["env", f"TAG={TAG}", str(ROOT / "images/build.sh"), *programs],
                 900,
