@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -274,7 +275,9 @@ def hups(path: Path) -> int:
 
 @pytest.fixture
 def counter_script(tmp_path: Path) -> Path:
-    script = tmp_path / "hupcount"
+    # A name unique to this run: a concurrent run of this suite on the machine
+    # (the same PID namespace) must not be found, and signalled, by --process.
+    script = tmp_path / f"hup{uuid.uuid4().hex[:10]}"
     script.write_text(COUNTER.format(python=sys.executable))
     script.chmod(0o755)
     return script
@@ -289,7 +292,7 @@ def test_signal_by_process_name(tmp_path: Path, counter_script: Path) -> None:
     child = subprocess.Popen([str(counter_script), str(count)])
     try:
         with reloader(
-            tmp_path, "--watch", str(conf), "--process", "hupcount", "--debounce", "100ms"
+            tmp_path, "--watch", str(conf), "--process", counter_script.name, "--debounce", "100ms"
         ) as p:
             p.wait_ready()
             (conf / "a.conf").write_text("2")
