@@ -20,11 +20,14 @@ import struct
 from urllib.parse import SplitResult
 
 from .base import NotReady, Probe, Settings, register
-from .net import MAX_MESSAGE, close, open_stream
+from .net import MAX_MESSAGE, blocking, close, open_stream
 
 PROTOCOL_3 = 196608
 SSL_REQUEST = 80877103
 SSLMODES = ("disable", "prefer", "require", "verify-ca", "verify-full")
+#: PostgreSQL's default is 4096. The server chooses the count, so a hostile one
+#: could ask for 2**31 iterations: minutes of CPU per attempt.
+MAX_SCRAM_ITERATIONS = 1_000_000
 
 # SQLSTATEs worth a plain-words explanation next to the server's message.
 SQLSTATES = {
@@ -128,7 +131,7 @@ class PostgresProbe(Probe):
                 first = scram.client_first()
                 _send(writer, b"p", b"SCRAM-SHA-256\0" + struct.pack("!i", len(first)) + first)
             elif code == 11 and scram is not None:
-                _send(writer, b"p", scram.client_final(data[4:]))
+                _send(writer, b"p", await scram.client_final(data[4:]))
             elif code == 12 and scram is not None:
                 scram.verify_server(data[4:])
             else:
@@ -184,14 +187,21 @@ class _Scram:
     def client_first(self) -> bytes:
         return f"n,,{self.first_bare}".encode()
 
-    def client_final(self, server_first: bytes) -> bytes:
+    async def client_final(self, server_first: bytes) -> bytes:
         text = server_first.decode()
         attrs = dict(item.split("=", 1) for item in text.split(",") if "=" in item)
         nonce, salt, iterations = attrs.get("r", ""), attrs.get("s", ""), attrs.get("i", "")
         if not nonce.startswith(self.nonce) or not salt or not iterations.isdigit():
             raise NotReady("malformed SCRAM challenge from the server")
-        salted = hashlib.pbkdf2_hmac(
-            "sha256", self.password, base64.b64decode(salt), int(iterations)
+        if not 1 <= int(iterations) <= MAX_SCRAM_ITERATIONS:
+            raise NotReady(
+                f"SCRAM iteration count {iterations} from the server is not in "
+                f"1-{MAX_SCRAM_ITERATIONS}; refusing to compute it"
+            )
+        # Off the event loop: thousands of iterations take milliseconds each
+        # attempt, and a blocked loop would hold up the other targets and SIGTERM.
+        salted = await blocking(
+            hashlib.pbkdf2_hmac, "sha256", self.password, base64.b64decode(salt), int(iterations)
         )
         client_key = hmac.digest(salted, b"Client Key", "sha256")
         stored_key = hashlib.sha256(client_key).digest()

@@ -97,7 +97,7 @@ def test_targets_from_env() -> None:
     assert [p.display for p in prog.probes] == ["tcp://a:1", "tcp://b:2"]
 
 
-def test_scram_rfc7677_vector() -> None:
+async def test_scram_rfc7677_vector() -> None:
     """The SCRAM-SHA-256 example exchange of RFC 7677, section 3."""
     s = _Scram("pencil")
     s.nonce = "rOprNGfwEbeRWgbNEkqO"
@@ -105,7 +105,7 @@ def test_scram_rfc7677_vector() -> None:
     server_first = (
         b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
     )
-    final = s.client_final(server_first)
+    final = await s.client_final(server_first)
     assert final == (
         b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
         b"p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
@@ -114,7 +114,32 @@ def test_scram_rfc7677_vector() -> None:
     with pytest.raises(NotReady, match="signature"):
         s.verify_server(b"v=AAAATRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
     with pytest.raises(NotReady, match="malformed"):
-        s.client_final(b"r=someone-elses-nonce,s=W22Z,i=4096")
+        await s.client_final(b"r=someone-elses-nonce,s=W22Z,i=4096")
+
+
+async def test_scram_iteration_bomb_is_refused_and_never_blocks_the_loop() -> None:
+    """The server picks the PBKDF2 iteration count; 2**31 once froze waitfor
+    (SIGTERM and --timeout included) for minutes in one attempt."""
+    import time
+
+    s = _Scram("pw")
+    t0 = time.monotonic()
+    with pytest.raises(NotReady, match="iteration count 2147483647"):
+        await s.client_final(f"r={s.nonce}x,s=c2FsdA==,i=2147483647".encode())
+    assert time.monotonic() - t0 < 1
+    # An allowed but costly count runs in a thread: the loop keeps ticking.
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    ticker = asyncio.create_task(tick())
+    await s.client_final(f"r={s.nonce}x,s=c2FsdA==,i=1000000".encode())
+    ticker.cancel()
+    assert ticks > 5, ticks
 
 
 # -- protocol parsers against hand-written servers ---------------------------
@@ -313,6 +338,75 @@ async def test_http_body_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
             await asyncio.wait_for(probe.check(), 5)
     finally:
         server.close()
+
+
+async def test_credentials_do_not_follow_a_redirect_elsewhere() -> None:
+    """A fake pair of servers: nginx cannot show us what headers arrived."""
+    heads: list[bytes] = []
+
+    async def other(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        heads.append(await r.readuntil(b"\r\n\r\n"))
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await w.drain()
+        w.close()
+
+    other_srv, other_port = await serve(other)
+
+    async def first(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        head = await r.readuntil(b"\r\n\r\n")
+        heads.append(head)
+        to = "/ok" if b"GET /start" in head else f"http://127.0.0.1:{other_port}/x"
+        w.write(f"HTTP/1.1 302 Found\r\nLocation: {to}\r\n\r\n".encode())
+        await w.drain()
+        w.close()
+
+    settings = Settings()
+    settings.http.follow_redirects = True
+    settings.http.request_headers = [("Authorization", "Bearer tok"), ("X-Trace", "1")]
+    first_srv, port = await serve(first)
+    try:
+        probe = parse_target(f"http://u:pw@127.0.0.1:{port}/start", settings)
+        await asyncio.wait_for(probe.check(), 5)
+    finally:
+        first_srv.close()
+        other_srv.close()
+    start, same, elsewhere = heads
+    assert b"Bearer tok" in start and b"Bearer tok" in same  # same origin keeps it
+    assert b"Authorization" not in elsewhere and b"X-Trace: 1" in elsewhere
+
+
+async def test_hostile_chunk_size_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk announced as a terabyte is read only up to the body cap."""
+    import re
+
+    from podkit.initkits.waitfor import probe_http
+
+    monkeypatch.setattr(probe_http, "MAX_MESSAGE", 4096)
+    sent = 0
+
+    async def huge_chunk(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        await r.readuntil(b"\r\n\r\n")
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFF\r\n")
+        try:
+            for _ in range(200):
+                w.write(b"x" * 65536)
+                await w.drain()
+                sent += 65536
+        except (ConnectionError, OSError):
+            pass
+        w.close()
+
+    settings = Settings()
+    settings.http.body_regex = re.compile("y")
+    server, port = await serve(huge_chunk)
+    try:
+        probe = parse_target(f"http://127.0.0.1:{port}/", settings)
+        with pytest.raises(NotReady, match="body does not match"):
+            await asyncio.wait_for(probe.check(), 5)
+    finally:
+        server.close()
+    assert sent < 200 * 65536  # we hung up early instead of buffering it all
 
 
 async def test_blocking_call_is_abandoned_on_cancel() -> None:
