@@ -18,6 +18,9 @@ from .net import MAX_MESSAGE, close, open_stream
 
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 10
+#: Not sent on after a redirect to another scheme, host or port (as curl since
+#: CVE-2018-1000007): a redirect must not hand the token to whoever it points at.
+CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 
 @register
@@ -80,10 +83,15 @@ class HTTPProbe(Probe):
                 "Accept: */*",
                 "Connection: close",
             ]
+            same_origin = (scheme, host, port) == (self.scheme, self.host, self.port)
             given = {name.lower() for name, _ in opts.request_headers}
-            if self.auth and "authorization" not in given and host == self.host:
+            if self.auth and "authorization" not in given and same_origin:
                 lines.append(f"Authorization: {self.auth}")
-            lines += [f"{name}: {value}" for name, value in opts.request_headers]
+            lines += [
+                f"{name}: {value}"
+                for name, value in opts.request_headers
+                if same_origin or name.lower() not in CREDENTIAL_HEADERS
+            ]
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
             await writer.drain()
             while True:
@@ -144,6 +152,11 @@ async def _read_body(
             except ValueError:
                 raise NotReady("malformed chunked body") from None
             if size == 0:
+                break
+            if size > MAX_MESSAGE - len(body):
+                # readexactly() buffers all it waits for: a hostile chunk size
+                # must not decide how much memory one attempt takes.
+                body += await reader.readexactly(MAX_MESSAGE - len(body))
                 break
             body += await reader.readexactly(size)
             await reader.readexactly(2)
