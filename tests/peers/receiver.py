@@ -24,6 +24,7 @@ import gzip
 import json
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,6 +46,7 @@ class Receiver:
         self.es_conflicts = 0  # creates refused 409 because the `_id` was stored already
         self.requests = 0
         self.failed = 0
+        self.fail_times: list[float] = []  # time.monotonic() of each injected failure
         self.last_headers: dict[str, str] = {}
         self.bad_requests: list[str] = []  # protocol violations seen (must stay empty)
         self._fail: tuple[int, str | None, int | None] | None = None
@@ -144,6 +146,7 @@ class Receiver:
                 times -= 1
                 self._fail = (status, retry_after, times) if times > 0 else None
             self.failed += 1
+            self.fail_times.append(time.monotonic())
         headers = {"Retry-After": retry_after} if retry_after else {}
         return web.Response(status=status, text=f"injected {status}\n", headers=headers)
 
