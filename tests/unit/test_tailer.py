@@ -488,3 +488,45 @@ async def test_500_files_deleted_release_every_descriptor(tmp_path: Path, logs: 
     assert fds() <= before + 5  # the watcher's own descriptors at most
     assert sorted(await c.finish()) == sorted(f"line {i}" for i in range(500))
     assert fds() <= before + 1
+
+
+async def test_checkpoint_is_atomic_and_rate_limited(
+    tmp_path: Path, logs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Temp file written and fsynced, then renamed over checkpoints.json, then the
+    directory fsynced; at most once per checkpoint_interval, and once more at close."""
+    import podkit.tailer as tailer_mod
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync-dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "fsync-file")
+        real_fsync(fd)
+
+    def replace(src: str, dst: str) -> None:
+        assert src.endswith(".tmp") and dst.endswith("checkpoints.json")
+        events.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(tailer_mod.os, "fsync", fsync)
+    monkeypatch.setattr(tailer_mod.os, "replace", replace)
+    t = Tailer(cfg(tmp_path, checkpoint_interval=0.5))
+    await t.start()
+    c = Collector(t)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    n = 0
+    while loop.time() - t0 < 1.6:  # acks all the time: the interval is the only limit
+        write(logs / "a.log", f"{n}\n")
+        n += 1
+        await asyncio.sleep(0.01)
+    await c.until(n)
+    writes = events.count("rename")
+    assert 2 <= writes <= 5, events  # 1.6 s / 0.5 s, plus the one at start-up
+    assert events[:3] == ["fsync-file", "rename", "fsync-dir"]
+    await c.finish()
+    assert events.count("rename") >= writes + 1  # the final one at close()
+    assert events[-3:] == ["fsync-file", "rename", "fsync-dir"]
+    saved = json.loads((tmp_path / "state" / "checkpoints.json").read_text())
+    assert saved["files"][0]["offset"] == (logs / "a.log").stat().st_size
