@@ -322,6 +322,10 @@ class Conn(asyncio.Protocol):
                 return head
             if len(buf) > limit:
                 raise ProtocolError(431, "request headers over --max-header-bytes")
+            if b"\n\n" in buf or b"\n\r\n" in buf:
+                # a head ended with a bare LF would never be complete: say so now,
+                # instead of after --header-timeout
+                raise ProtocolError(400, "bare LF in a message head")
             if self.eof:
                 if buf and buf.strip():
                     raise UpstreamGone("connection closed inside a message head")

@@ -265,6 +265,8 @@ def test_malformed_chunked_requests_are_refused(px: ProgramProcess, body: bytes)
         b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
         b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: a\r\nX: y\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET /x HTTP/1.1\nHost: a\n\n",  # bare LF only: refused at once, not after a timeout
+        b"GET /x HTTP/1.1\r\nHost: a\n\r\n",
     ],
 )
 def test_smuggling_heads_are_refused(px: ProgramProcess, head: bytes) -> None:
