@@ -315,19 +315,25 @@ def bind_bool_values(argv: Sequence[str], options: list[Option]) -> list[str]:
     return out
 
 
-def load_config_file(path: str) -> dict[str, Any]:
+def load_yaml(path: str, flag: str) -> Any:
+    """The data of a YAML file a flag or config key names; a one-line UsageError
+    (flag, file, line, problem) when it cannot be read or parsed."""
     import yaml
 
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            return yaml.safe_load(f)
     except OSError as exc:
-        raise UsageError(f"--config {path}: cannot read: {exc.strerror or exc}") from None
+        raise UsageError(f"{flag} {path}: cannot read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "malformed YAML"
-        raise UsageError(f"--config {path}:{where}: {problem}") from None
+        raise UsageError(f"{flag} {path}:{where}: {problem}") from None
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    data = load_yaml(path, "--config")
     if data is None:
         return {}
     if not isinstance(data, dict):

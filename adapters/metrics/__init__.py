@@ -20,6 +20,7 @@ from prometheus_client.metrics_core import Metric
 
 from podkit import Sidecar, UsageError, option
 from podkit.metrics import Metrics
+from podkit.options import load_yaml
 
 from . import json_source as json_source
 from . import log_source as log_source
@@ -112,7 +113,7 @@ class MetricsAdapter(Sidecar):
         if self.json_url:
             if not self.json_mapping:
                 raise UsageError("--json-url: needs --json-mapping FILE (which values to export)")
-            cfg = _load_yaml(self.json_mapping, "--json-mapping")
+            cfg = load_yaml(self.json_mapping, "--json-mapping")
             if isinstance(cfg, list):
                 cfg = {"metrics": cfg}
             elif not isinstance(cfg, dict):
@@ -255,18 +256,6 @@ class MetricsAdapter(Sidecar):
             if reason:
                 return reason
         return None
-
-
-def _load_yaml(path: str, flag: str) -> Any:
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
-    except OSError as exc:
-        raise UsageError(f"{flag} {path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError:
-        raise UsageError(f"{flag} {path}: malformed YAML") from None
 
 
 def main() -> None:

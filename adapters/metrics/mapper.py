@@ -21,6 +21,7 @@ import re
 from typing import Any
 
 from podkit import UsageError
+from podkit.options import load_yaml
 from podkit.units import parse_duration
 
 from .store import DEFAULT_BUCKETS, DEFAULT_QUANTILES, SummaryOptions, escape_name, parse_buckets
@@ -339,15 +340,4 @@ class Mapper:
 
 
 def load_mapping_file(path: str, where: str) -> Mapper:
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except OSError as exc:
-        raise UsageError(f"{where} {path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise UsageError(f"{where} {path}:{line}: malformed YAML") from None
-    return Mapper(data, f"{where} {path}")
+    return Mapper(load_yaml(path, where), f"{where} {path}")
