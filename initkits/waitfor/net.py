@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from podkit.httpclient import HTTPClientError
+
 from .base import NotReady
 
 T = TypeVar("T")
@@ -113,7 +115,7 @@ async def close(writer: asyncio.StreamWriter) -> None:
 
 def describe(exc: BaseException) -> str:
     """A short, stable reason for a failed attempt (it is compared to spot changes)."""
-    if isinstance(exc, NotReady):
+    if isinstance(exc, NotReady | HTTPClientError):
         return str(exc)
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS certificate not trusted: {exc.verify_message or exc.reason}"

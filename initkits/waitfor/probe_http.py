@@ -1,17 +1,18 @@
 """http:// and https://: ready when the response matches the --http-* conditions.
 
-A small HTTP/1.1 client of its own rather than aiohttp: one request per
-attempt needs none of a pooled client's machinery, and importing aiohttp would
-cost waitfor about 10 MB and 150 ms of start-up.
+One request per attempt over our own connection (resolved in a daemon thread,
+every address tried), read with podkit.httpclient's head and body readers
+rather than aiohttp: a pooled client's machinery is not needed, and importing
+aiohttp would cost waitfor about 10 MB and 150 ms of start-up.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 from podkit import __version__
+from podkit.httpclient import host_header, read_body_of, read_head
 
 from .base import NotReady, Probe, Settings, register
 from .net import MAX_MESSAGE, close, open_stream
@@ -45,7 +46,7 @@ class HTTPProbe(Probe):
             status, headers, body = await self._request(scheme, host, port, target)
             location = _first(headers, "location")
             if opts.follow_redirects and status in REDIRECTS and location:
-                base = f"{scheme}://{_hostport(host, port, scheme)}{target}"
+                base = f"{scheme}://{host_header(host, port, scheme)}{target}"
                 nxt = urlsplit(urljoin(base, location))
                 if nxt.scheme not in ("http", "https") or not nxt.hostname:
                     raise NotReady(f"HTTP {status} redirect to unsupported {location!r}")
@@ -78,7 +79,7 @@ class HTTPProbe(Probe):
         try:
             lines = [
                 f"{opts.method} {target} HTTP/1.1",
-                f"Host: {_hostport(host, port, scheme)}",
+                f"Host: {host_header(host, port, scheme)}",
                 f"User-Agent: podkit-waitfor/{__version__}",
                 "Accept: */*",
                 "Connection: close",
@@ -95,13 +96,13 @@ class HTTPProbe(Probe):
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
             await writer.drain()
             while True:
-                status, headers = await _read_head(reader)
+                status, headers = await read_head(reader)
                 # Interim answers (100 Continue, 103 Early Hints) precede the real one.
                 if not 100 <= status < 200 or status == 101:
                     break
             body = b""
             if opts.body_regex is not None and opts.method != "HEAD":
-                body = await _read_body(reader, status, headers)
+                body = await read_body_of(reader, status, headers, MAX_MESSAGE)
             return status, headers, body
         finally:
             await close(writer)
@@ -114,60 +115,6 @@ def _request_target(parts: SplitResult) -> str:
     return target
 
 
-def _hostport(host: str, port: int, scheme: str) -> str:
-    h = f"[{host}]" if ":" in host else host
-    return h if port == {"http": 80, "https": 443}[scheme] else f"{h}:{port}"
-
-
 def _first(headers: dict[str, list[str]], name: str) -> str | None:
     values = headers.get(name)
     return values[0] if values else None
-
-
-async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, list[str]]]:
-    raw = await reader.readuntil(b"\r\n\r\n")
-    lines = raw.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-        raise NotReady(f"not an HTTP response: {lines[0][:60]!r}")
-    headers: dict[str, list[str]] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers.setdefault(name.strip().lower(), []).append(value.strip())
-    return int(parts[1]), headers
-
-
-async def _read_body(
-    reader: asyncio.StreamReader, status: int, headers: dict[str, list[str]]
-) -> bytes:
-    if status in (204, 304):
-        return b""
-    if "chunked" in (_first(headers, "transfer-encoding") or "").lower():
-        body = bytearray()
-        while len(body) < MAX_MESSAGE:
-            size_line = await reader.readuntil(b"\r\n")
-            try:
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise NotReady("malformed chunked body") from None
-            if size == 0:
-                break
-            if size > MAX_MESSAGE - len(body):
-                # readexactly() buffers all it waits for: a hostile chunk size
-                # must not decide how much memory one attempt takes.
-                body += await reader.readexactly(MAX_MESSAGE - len(body))
-                break
-            body += await reader.readexactly(size)
-            await reader.readexactly(2)
-        return bytes(body[:MAX_MESSAGE])
-    length = _first(headers, "content-length")
-    if length is not None and length.isdigit():
-        return await reader.readexactly(min(int(length), MAX_MESSAGE))
-    body = bytearray()
-    while len(body) < MAX_MESSAGE:
-        chunk = await reader.read(MAX_MESSAGE - len(body))
-        if not chunk:
-            break
-        body += chunk
-    return bytes(body)
