@@ -375,6 +375,7 @@ class ClientConn(Conn):
         self.xff_line = b""
         self.peer_txt = ""
         self.fast: Fast | None = None
+        self.picked: Upstream | None = None  # the fast path's choice, for the slow path
         self.handover: tuple[Any, ...] | None = None
         self.flood_limit = lst.s.max_header_bytes + 65536
 
@@ -492,11 +493,18 @@ class ClientConn(Conn):
                 cache.clear()
             cache[head] = req
         up = lst.balancer.pick(lst.now, s.max_requests, req.hash_value, ())
-        if up is None or not up.idle:
+        if up is None:
+            return False
+        if not up.idle:
+            # The slow path serves this request on the upstream picked here: picking
+            # again would advance round-robin twice, and an upstream without idle
+            # connections (new, or back from ejection) would never be chosen.
+            self.picked = up
             return False
         uc = up.idle.pop()
         if uc.closed or uc.eof:
             uc.close()
+            self.picked = up
             return False
         t0 = lst.time()
         head_out, rid = self.build_head(req, 0)
@@ -731,6 +739,7 @@ class ClientConn(Conn):
         s = lst.s
         loop = lst.loop
         t0 = loop.time()
+        picked, self.picked = self.picked, None  # only for the request it was made for
         try:
             req = parse_request(head, lst.rules)
         except ProtocolError as exc:
@@ -772,6 +781,7 @@ class ClientConn(Conn):
             else:
                 stream = True
         head_out, rid = self.build_head(req, n)
+        self.picked = picked
         return await self.forward(req, head_out, body, stream, t0, rid)
 
     def build_head(self, req: Request, n: int) -> tuple[bytes, bytes]:
@@ -925,7 +935,13 @@ class ClientConn(Conn):
     ) -> bool | tuple[str, str]:
         lst = self.lst
         s = lst.s
-        up = lst.balancer.pick(lst.now, s.max_requests, req.hash_value, tried)
+        up = self.picked
+        if up is not None:
+            self.picked = None
+            if tried or not up.available(lst.now) or up.active >= s.max_requests:
+                up = None
+        if up is None:
+            up = lst.balancer.pick(lst.now, s.max_requests, req.hash_value, tried)
         if up is None:
             return "no-upstream", ""
         tried.append(up)

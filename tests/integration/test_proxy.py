@@ -615,6 +615,12 @@ def test_balancing_policies(farm: ChaosFarm, tmp_path: Path) -> None:
     ) as p:
         got = [http(purl(p, "/ok"))[2] for _ in range(40)]
         assert got.count(b"ok from a\n") == 30 and got.count(b"ok from b\n") == 10
+    with proxy(tmp_path, "--upstream", a.url, "--upstream", b.url, "--access-log", "false") as p:
+        # strict alternation: the fast path once picked an upstream, found no idle
+        # connection to it and let the slow path pick again, so round-robin advanced
+        # twice per request and the upstream without a pooled connection never got one
+        got = [http(purl(p, "/ok"))[2] for _ in range(20)]
+        assert got.count(b"ok from a\n") == 10 and got.count(b"ok from b\n") == 10, got
     with proxy(
         tmp_path,
         "--upstream",
