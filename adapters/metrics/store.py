@@ -371,6 +371,12 @@ class Store:
             if other is not None or s in self._reserved:
                 self.conflict(name, "name", f"{s} is already used by {other or 'the adapter'}")
                 raise Conflict("name")
+        if self.nseries >= self.max_series:
+            # A family holds no sample until its first series, which the limit
+            # would refuse anyway; created regardless, a flood of new names
+            # left one empty family each (~1 KB), unbounded by --max-series.
+            self.conflict(name, "limit", f"more than {self.max_series} series")
+            raise Conflict("limit")
         fam = Family(
             name,
             kind,

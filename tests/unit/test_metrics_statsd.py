@@ -315,6 +315,7 @@ def test_series_limit_bounds_a_flood_of_names() -> None:
     src.ingest(b"flood.1:1|c\nset:a|s\n")
     assert store.series_count() == 100
     assert store.conflicts["limit"] == 401
+    assert len(store.families) == 100  # no empty family per refused name
     assert scrape(store)["flood_1_total"][()] == 2.0
     # Room again once series expire.
     for fam in store.families.values():
