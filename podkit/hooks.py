@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
+from .logs import RateLimited
 from .retry import Backoff
 
 T = TypeVar("T")
@@ -49,6 +50,7 @@ class Retrier(Generic[T]):
         self.last_success: float | None = None
         self.attempts = 0
         self.retry_at: float | None = None
+        self._log = RateLimited(log, 30.0)
 
     def submit(self, value: T) -> None:
         """Run the action for `value` as soon as possible; supersedes any pending value."""
@@ -110,13 +112,16 @@ class Retrier(Generic[T]):
                 if self.on_result:
                     self.on_result(value, self.last_error)  # type: ignore[arg-type]
                 delay = self.backoff.next()
-                log.warning(
+                # A peer down for an hour must not fill the log: the same
+                # error is said once per 30 s (a new error at once).
+                self._log.log(
+                    f"{self.name}:{self.last_error}",
+                    logging.WARNING,
                     "action failed; will retry",
-                    extra={
-                        "action": self.name,
-                        "error": self.last_error,
-                        "retry_in": round(delay, 3),
-                    },
+                    action=self.name,
+                    error=self.last_error,
+                    retry_in=round(delay, 3),
+                    attempts=self.attempts,
                 )
                 self.retry_at = time.monotonic() + delay
                 try:
