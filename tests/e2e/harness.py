@@ -295,8 +295,17 @@ class Pod:
         if self.play is not None and self.play.poll() is None:
             self.play.kill()
             self.play.communicate()
+        # Only this pod's volumes (its emptyDirs), not every unused one.
+        volumes: set[str] = set()
+        ids = podman("ps", "-a", "-q", "--filter", f"pod={self.name}", check=False).split()
+        if ids:
+            for info in json.loads(podman("inspect", *ids, check=False) or "[]"):
+                for m in info.get("Mounts", []):
+                    if m.get("Type") == "volume" and m.get("Name"):
+                        volumes.add(m["Name"])
         podman("pod", "rm", "--force", "--time", "5", self.name, check=False, timeout=60)
-        podman("volume", "prune", "--force", check=False)
+        for v in volumes:
+            podman("volume", "rm", "--force", v, check=False)
 
 
 def play(manifest: Path, replace: dict[str, str], images: dict[str, str], tmp: Path) -> Pod:
