@@ -251,8 +251,10 @@ class HttpListener(BaseListener):
         extra = b"".join(f"{n}: {v}\r\n".encode() for n, v in self.s.set_headers)
         if self.token is not None:
             token = self.token.file.value()
-            if not token or any(c in token for c in "\r\n\x00"):
-                raise ValueError("the bearer token is empty or spans lines")
+            # RFC 6750 tokens are visible ASCII; a space or control character in a
+            # header value is refused (or misread) by servers, so refuse it here.
+            if not token or not token.isascii() or not token.isprintable() or " " in token:
+                raise ValueError("the bearer token is empty or holds spaces or control characters")
             extra += f"Authorization: Bearer {token}\r\n".encode()
         for u in self.upstreams:
             t = u.target

@@ -274,6 +274,17 @@ def test_nginx_get_headers_and_access_log(nginx_up: Any, tmp_path: Path) -> None
         wait_until(
             lambda: b"auth=Bearer s3cret-token-2 " in http(purl(p, "/echo"))[2], 5, what="new token"
         )
+        # a token with a control character would make every request malformed: kept old
+        token.write_text("s3cret-token-3\x0bX-Evil: 1\n")
+        wait_until(
+            lambda: any(
+                r["message"] == "cannot use the bearer token file; keeping the old token"
+                for r in p.records()
+            ),
+            5,
+        )
+        assert b"auth=Bearer s3cret-token-2 " in http(purl(p, "/echo"))[2]
+        token.write_text("s3cret-token-2\n")
         code, _, _ = http(purl(p, "/missing"))
         assert code == 404
         r = wait_until(
