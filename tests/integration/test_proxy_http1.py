@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import ProgramProcess, free_port, wait_until
+from tests.helpers import ProgramProcess, free_port, http, wait_until
 
 
 class RawUpstream:
@@ -122,6 +125,9 @@ class RawUpstream:
         if path == b"/304":
             c.sendall(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n")
             return True
+        if path == b"/stall":
+            time.sleep(30)  # never answers within the test
+            return False
         if path == b"/stale" and count > 1:
             return False  # the keep-alive race: the server closes as the request arrives
         if method == b"HEAD":
@@ -329,3 +335,32 @@ def test_pipelined_requests_are_answered_in_order(px: ProgramProcess) -> None:
     assert out.count(b"HTTP/1.1 200") == 4
     bodies = [r.split(b"\r\n\r\n", 1)[1] for r in out.split(b"HTTP/1.1 200 OK")[1:]]
     assert bodies == [b"ok", b"", b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"ok"], out
+
+
+def test_sigterm_drains_then_cuts_off_at_the_shutdown_timeout(
+    up: RawUpstream, tmp_path: Path
+) -> None:
+    port = free_port()
+    p = ProgramProcess(
+        "proxy",
+        ["--listen", f"127.0.0.1:{port}", "--upstream", up.url, "--shutdown-timeout", "2s"],
+        tmp=tmp_path,
+    )
+    p.port = port  # type: ignore[attr-defined]
+    with p:
+        p.wait_ready()
+        with client(p) as s:
+            s.sendall(b"GET /stall HTTP/1.1\r\nHost: a\r\n\r\n")
+            wait_until(lambda: any(path == b"/stall" for _, _, path in up.seen), what="stalled")
+            t0 = time.monotonic()
+            p.signal(signal.SIGTERM)
+            assert p.proc is not None
+            p.proc.wait(10)
+            took = time.monotonic() - t0
+            out, end = read_all(s)
+        # in flight past --shutdown-timeout minus its one second of margin: cut off
+        assert p.proc.returncode == 0 and 0.5 <= took < 4, (p.proc.returncode, took)
+        assert end in ("eof", "reset") and not out.startswith(b"HTTP/1.1 200")
+        assert any("shutdown deadline" in r["message"] for r in p.records())
+        with pytest.raises(OSError):
+            http(f"http://127.0.0.1:{port}/x")
