@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from urllib.parse import SplitResult
@@ -19,11 +20,19 @@ class FileProbe(Probe):
     def __init__(self, url: str, parts: SplitResult, settings: Settings) -> None:
         super().__init__(url, parts, settings)
         self.nonempty = flag(self.query.get("nonempty", "0"))
+        self._stat: asyncio.Future[os.stat_result] | None = None
 
     async def check(self) -> None:
         # stat() in a thread: a hung network mount must not freeze the other checks.
+        # A stat() still hanging from an earlier attempt is awaited again rather
+        # than joined by a new thread each attempt (with --timeout 0, forever).
+        if self._stat is None or self._stat.done():
+            self._stat = asyncio.ensure_future(blocking(os.stat, self.path))
+            # Mark its outcome seen: after a timeout nobody may await it again,
+            # and asyncio would log "exception was never retrieved" at exit.
+            self._stat.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
-            st = await blocking(os.stat, self.path)
+            st = await asyncio.shield(self._stat)
         except FileNotFoundError:
             raise NotReady("no such file or directory") from None
         if self.nonempty:

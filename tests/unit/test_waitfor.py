@@ -409,6 +409,36 @@ async def test_hostile_chunk_size_is_capped(monkeypatch: pytest.MonkeyPatch) -> 
     assert sent < 200 * 65536  # we hung up early instead of buffering it all
 
 
+async def test_hung_stat_is_not_retried_in_a_new_thread_each_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hung NFS mount: attempts time out, but only one stat() thread hangs."""
+    import os
+    import threading
+
+    release = threading.Event()
+    calls = 0
+
+    def hung_stat(path: str) -> os.stat_result:
+        nonlocal calls
+        calls += 1
+        release.wait(10)
+        raise FileNotFoundError(path)
+
+    probe = parse("file:///nfs/ready")
+    monkeypatch.setattr(os, "stat", hung_stat)
+    for _ in range(5):
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(probe.check(), 0.05)
+    assert calls == 1
+    release.set()
+    with pytest.raises(NotReady, match="no such file"):
+        await asyncio.wait_for(probe.check(), 5)
+    monkeypatch.undo()
+    with pytest.raises(NotReady, match="no such file"):  # a fresh stat() after that one ended
+        await asyncio.wait_for(probe.check(), 5)
+
+
 async def test_blocking_call_is_abandoned_on_cancel() -> None:
     """A hung resolver or stat() must not delay an exit: its thread is a daemon."""
     import subprocess
