@@ -12,6 +12,7 @@ import time
 from bisect import bisect_left
 from typing import Any
 
+from podkit.httpclient import HTTPClientError, host_header, read_head
 from podkit.retry import Backoff
 from podkit.secrets import scrub
 
@@ -258,11 +259,8 @@ class HttpListener(BaseListener):
             extra += f"Authorization: Bearer {token}\r\n".encode()
         for u in self.upstreams:
             t = u.target
-            h = f"[{t.host}]" if ":" in t.host else t.host
-            default = 443 if t.tls else 80
-            u.host_line = (
-                f"Host: {h}\r\n" if t.port == default else f"Host: {h}:{t.port}\r\n"
-            ).encode()
+            scheme = "https" if t.tls else "http"
+            u.host_line = f"Host: {host_header(t.host, t.port, scheme)}\r\n".encode()
             u.suffix = extra if self.s.preserve_host else u.host_line + extra
 
     def next_id(self) -> bytes:
@@ -348,13 +346,11 @@ class HttpListener(BaseListener):
                 + u.suffix
                 + b"\r\n"
             )
-            line = await reader.readline()
+            code, _ = await read_head(reader)
+        except HTTPClientError as exc:
+            return False, f"health check: {exc}"
         finally:
             writer.close()
-        parts = line.split()
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
-            return False, "malformed health check response"
-        code = int(parts[1])
         if 200 <= code < 300:
             return True, ""
         return False, f"health check answered {code}"
