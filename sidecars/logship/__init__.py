@@ -287,7 +287,15 @@ class LogShip(Sidecar):
         self._batches: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=1)
         self._last_progress = time.monotonic()
         self._acked_lines = 0
-        os.makedirs(self.state_dir, exist_ok=True)
+        try:
+            os.makedirs(self.state_dir, exist_ok=True)
+            if not os.access(self.state_dir, os.W_OK | os.X_OK):
+                raise PermissionError(13, "not writable")
+        except OSError as exc:
+            # Checkpoints are the delivery guarantee: without them every restart
+            # resends everything. A configuration error (read-only root, wrong
+            # volume), so one line and exit 2 rather than a traceback.
+            raise UsageError(f"--state-dir {self.state_dir}: {exc.strerror or exc}") from None
         cfg = TailerConfig(
             paths=list(self.path),
             exclude=list(self.exclude),

@@ -501,6 +501,19 @@ def test_usage_errors_exit_2_naming_the_flag(args: list[str], flag: str) -> None
     assert len(err.splitlines()) == 1 and flag in err, err
 
 
+def test_unusable_state_dir_is_a_configuration_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")  # a file where the state directory should be
+    state = tmp_path / "file" / "state"
+    res = run_program(
+        "logship",
+        ["--path", "/nonexistent/*.log", "--sink", "stdout://", "--state-dir", str(state)],
+    )
+    assert res.returncode == 2
+    err = res.stderr.decode()
+    assert f"podkit logship: error: --state-dir {state}: Not a directory" in err, err
+    assert "Traceback" not in err
+
+
 def test_https_sink_verifies_with_ca_file(tmp_path: Path, logs: Path, tls_files: TLSFiles) -> None:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(tls_files.server_cert, tls_files.server_key)
