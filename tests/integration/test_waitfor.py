@@ -540,7 +540,7 @@ def test_signal_while_waiting_exits_fast(sig: int, code: int) -> None:
 
 
 def test_sigterm_while_the_admin_server_starts_still_exits_143() -> None:
-    """A signal before run() began (here: while aiohttp loads for --admin-addr)
+    """A signal before run() began (here: while the admin server starts)
     must still stop the init task; it once ran on until the shutdown deadline."""
     args = ["--shutdown-timeout", "8s", "--admin-addr", "127.0.0.1:0"]
     with ProgramProcess("waitfor", [*args, f"tcp://127.0.0.1:{free_port()}"], admin=False) as p:
