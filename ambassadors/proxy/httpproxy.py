@@ -132,6 +132,7 @@ _TAILS = (
     (b"\r\nConnection: close\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n"),
     (b"\r\nConnection: close\r\n\r\n", b"\r\n\r\n"),
 )
+_HOST_LINE = re.compile(rb"\r\nhost:[^\r]*", re.I)
 _FRAMING = re.compile(rb"\r\n(?:content-length|transfer-encoding):[^\r]*", re.I)
 _NEEDS_ESCAPE = re.compile(rb'["\\\x00-\x1f\x7f-\xff]')
 
@@ -267,7 +268,8 @@ class HttpListener(BaseListener):
         self.id_counter += 1
         return self.id_prefix + b"%x" % self.id_counter
 
-    def origin_form(self, target: bytes) -> bytes | None:
+    def origin_form(self, target: bytes) -> tuple[bytes, bytes] | None:
+        """(path, authority) of an absolute-form target naming a configured upstream."""
         low = target[:8].lower()
         if low.startswith(b"http://"):
             rest = target[7:]
@@ -286,7 +288,7 @@ class HttpListener(BaseListener):
         path = rest[end:]
         if not path.startswith(b"/"):
             path = b"/" + path
-        return path
+        return path, authority
 
     def busy(self) -> int:
         return sum(1 for c in self.conns if c.state != IDLE)
@@ -750,8 +752,8 @@ class ClientConn(Conn):
         if method == b"CONNECT":
             return self.refuse(405, "connect-refused", "CONNECT is not supported", t0, req)
         if req.target[0] != 47 and not (req.target == b"*" and method == b"OPTIONS"):
-            target = lst.origin_form(req.target)
-            if target is None:
+            origin = lst.origin_form(req.target)
+            if origin is None:
                 return self.refuse(
                     403,
                     "foreign-host",
@@ -759,7 +761,11 @@ class ClientConn(Conn):
                     t0,
                     req,
                 )
-            req.target = target
+            req.target, authority = origin  # req is this request's own parse: not cached
+            if lst.s.preserve_host:
+                # RFC 9112 3.2.2: the target's authority replaces any Host header field
+                req.kept = _HOST_LINE.sub(b"", req.kept) + b"\r\nHost: " + authority
+                req.host = authority
         n = req.body_len
         body = b""
         stream = req.chunked

@@ -78,7 +78,7 @@ class RawUpstream:
                         return
                     buf += data
                 buf = buf[cl:]
-                if not self.answer(c, method, path, count):
+                if not self.answer(c, method, path, count, head):
                     return
         except OSError:
             pass
@@ -92,7 +92,9 @@ class RawUpstream:
         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         c.close()
 
-    def answer(self, c: socket.socket, method: bytes, path: bytes, count: int) -> bool:
+    def answer(
+        self, c: socket.socket, method: bytes, path: bytes, count: int, head: bytes = b""
+    ) -> bool:
         """Send the response; False to end the connection."""
         if path == b"/eof-reset":
             c.sendall(b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 1000)
@@ -124,6 +126,11 @@ class RawUpstream:
             return True
         if path == b"/304":
             c.sendall(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n")
+            return True
+        if path.endswith(b"/echo-host"):
+            host = [h for h in head.split(b"\r\n") if h.lower().startswith(b"host:")]
+            body = b"|".join(host)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
             return True
         if path == b"/stall":
             time.sleep(30)  # never answers within the test
@@ -364,3 +371,26 @@ def test_sigterm_drains_then_cuts_off_at_the_shutdown_timeout(
         assert any("shutdown deadline" in r["message"] for r in p.records())
         with pytest.raises(OSError):
             http(f"http://127.0.0.1:{port}/x")
+
+
+def test_absolute_form_host_comes_from_the_target(up: RawUpstream, tmp_path: Path) -> None:
+    port = free_port()
+    p = ProgramProcess(
+        "proxy",
+        ["--listen", f"127.0.0.1:{port}", "--upstream", up.url, "--preserve-host"],
+        tmp=tmp_path,
+    )
+    p.port = port  # type: ignore[attr-defined]
+    with p:
+        p.wait_ready()
+        out, _ = exchange(
+            p,
+            f"GET http://127.0.0.1:{up.port}/echo-host HTTP/1.1\r\n".encode()
+            + b"Host: other.example\r\nConnection: close\r\n\r\n",
+        )
+        # RFC 9112 3.2.2: a Host that disagrees with the absolute-form target is replaced
+        assert out.endswith(f"\r\n\r\nHost: 127.0.0.1:{up.port}".encode()), out
+        out, _ = exchange(
+            p, b"GET /echo-host HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n\r\n"
+        )
+        assert out.endswith(b"\r\n\r\nHost: app.example"), out  # --preserve-host
