@@ -90,6 +90,8 @@ class Option:
     flag: str | None = None
     short: str | None = None
     env: str | None = None
+    #: Further env names read when `env_name` is unset (another tool's, so people can switch).
+    also_env: tuple[str, ...] = ()
     metavar: str | None = None
     config_only: bool = False
     secret: bool = False
@@ -187,6 +189,7 @@ def option(
     flag: str | None = None,
     short: str | None = None,
     env: str | None = None,
+    also_env: str | Sequence[str] = (),
     metavar: str | None = None,
     config_only: bool = False,
     secret: bool = False,
@@ -197,6 +200,7 @@ def option(
     `kind` refines it: duration, size, url, addr, path, any. `repeat=True` makes a
     repeatable flag collecting a list; `config_only=True` is for structured
     settings (mappings, lists of routes) that only the config file can carry.
+    `also_env` names env variables read, in order, when the primary one is unset.
     """
     return Option(
         default=default,
@@ -209,6 +213,7 @@ def option(
         flag=flag,
         short=short,
         env=env,
+        also_env=(also_env,) if isinstance(also_env, str) else tuple(also_env),
         metavar=metavar,
         config_only=config_only,
         secret=secret,
@@ -255,7 +260,7 @@ def build_parser(prog: str, description: str, options: list[Option]) -> argparse
         help_txt = opt.help
         if default_txt != "" and kind != "bool":
             help_txt += f" (default: {default_txt})"
-        help_txt += f" [env {opt.env_name}]"
+        help_txt += f" [env {' or '.join((opt.env_name, *opt.also_env))}]"
         help_txt = help_txt.replace("%", "%%")
         group = common if getattr(opt, "_common", False) else parser
         if opt.positional:
@@ -364,8 +369,11 @@ def resolve(
                 raw = _MISSING
         else:
             raw, source = _MISSING, ""
-        if raw is _MISSING and not opt.config_only and opt.env_name in env:
-            raw, source = env[opt.env_name], opt.env_name
+        if raw is _MISSING and not opt.config_only:
+            for name in (opt.env_name, *opt.also_env):
+                if name in env:
+                    raw, source = env[name], name
+                    break
         if raw is _MISSING:
             for key in (opt.config_key, opt.name):
                 if key in config:

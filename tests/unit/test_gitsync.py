@@ -80,6 +80,31 @@ def test_defaults_and_derived_values(tmp_path: Path) -> None:
     assert p.period == 2 and p.one_time is True and p.stale_after == 20
 
 
+def test_git_sync_env_names_are_read_after_podkit_ones(tmp_path: Path) -> None:
+    # A git-sync v4 pod spec's env switches over unchanged.
+    env = {
+        "GITSYNC_REPO": "https://h/org/conf.git",
+        "GITSYNC_ROOT": str(tmp_path),
+        "GITSYNC_PERIOD": "1m30s",
+        "GITSYNC_MAX_FAILURES": "3",
+        "GITSYNC_ONE_TIME": "true",
+        "GITSYNC_GIT_GC": "off",
+        "GITSYNC_WEBHOOK_SUCCESS_STATUS": "0",
+    }
+    p = make(env=env)
+    assert p.repo == "https://h/org/conf.git" and p.root == str(tmp_path) and p.link == "conf"
+    assert p.period == 90 and p.max_failures == 3 and p.one_time is True
+    assert p.git_gc == "off" and p.webhook_success_status == 0
+    # PODKIT_* wins over GITSYNC_*, and a flag over both.
+    p = make("--max-failures", "5", env={**env, "PODKIT_PERIOD": "2s", "PODKIT_MAX_FAILURES": "4"})
+    assert p.period == 2 and p.max_failures == 5
+    # The source named in an error is the variable that was read.
+    with pytest.raises(UsageError, match="GITSYNC_GIT_GC"):
+        make(env={**env, "GITSYNC_GIT_GC": "sometimes"})
+    # Only the flags git-sync has: --stale-after is ours.
+    assert make(env={**env, "GITSYNC_STALE_AFTER": "1s"}).stale_after == 900
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
