@@ -293,7 +293,8 @@ class GitSync(Sidecar):
         self._password: SecretFile | None = None
         self._url_password_file: str | None = None
         self._git_url = ""
-        self._needs_check = True
+        # "quick" at start and after remote failures; "full" (fsck) after a local one.
+        self._needs_check: str | None = "quick"
         self._syncs = 0
         self.published: str | None = None
         self.last_sync: float | None = None
@@ -517,7 +518,9 @@ class GitSync(Sidecar):
             self.consecutive_failures += 1
             self.last_error = str(err) or type(err).__name__
             self.m_syncs.labels("error").inc()
-            self._needs_check = True
+            remote = isinstance(err, GitError) and (err.remote or err.timed_out)
+            if self._needs_check != "full":
+                self._needs_check = "quick" if remote else "full"
             self._errors.log(
                 "sync",
                 40,
@@ -720,8 +723,8 @@ class GitSync(Sidecar):
         deadline = time.monotonic() + self.sync_timeout
         env = self._git_env()
         if self._needs_check:
-            self._check_repo(deadline, env)
-            self._needs_check = False
+            self._check_repo(deadline, env, thorough=self._needs_check == "full")
+            self._needs_check = None
         try:
             return self._sync_repo(deadline, env, asked)
         except GitError as exc:
@@ -731,7 +734,7 @@ class GitSync(Sidecar):
             self.log.warning(
                 "local git failure; checking the repository", extra={"error": str(exc)}
             )
-            self._check_repo(deadline, env)
+            self._check_repo(deadline, env, thorough=True)
             return self._sync_repo(deadline, env)
 
     def _init_repo(self, deadline: float, env: dict[str, str]) -> None:
@@ -739,8 +742,13 @@ class GitSync(Sidecar):
         g.init("-q")
         g.remote("add", "origin", self._git_url)
 
-    def _check_repo(self, deadline: float, env: dict[str, str]) -> None:
-        """Remove leftover lock files; re-clone a repository git cannot use."""
+    def _check_repo(self, deadline: float, env: dict[str, str], *, thorough: bool) -> None:
+        """Remove leftover lock files; re-clone a repository git cannot use.
+
+        `git fsck` reads every object (minutes on a big repository), so it runs
+        only after a local failure or when lock files show a git was killed;
+        otherwise the published commit must merely be readable.
+        """
         gitdir = os.path.join(self.root, ".git")
         if not os.path.isdir(gitdir):
             if os.path.lexists(gitdir):
@@ -750,12 +758,24 @@ class GitSync(Sidecar):
         removed = _remove_locks(gitdir)
         if removed:
             self.log.warning("removed leftover lock files", extra={"files": removed})
+            thorough = True
         try:
             g = _git.new_git(self.root, deadline, env, self._runs)
             top = g.rev_parse("--show-toplevel")
             if os.path.realpath(top) != os.path.realpath(self.root):
                 raise GitError(f"repository toplevel is {top}, not --root")
-            g.fsck("--connectivity-only", "--no-progress", "--no-dangling")
+            published = _published_sha(self.link_path)
+            if not thorough and published is not None:
+                try:
+                    g.rev_parse("--verify", "-q", published + "^{commit}")
+                except GitError as exc:
+                    # Missing after a re-clone the remote then failed to refill is
+                    # fine; only fsck can tell that from damage.
+                    if exc.timed_out or self._runs.aborted:
+                        raise
+                    thorough = True
+            if thorough:
+                g.fsck("--connectivity-only", "--no-progress", "--no-dangling")
             url = g.config("--get", "remote.origin.url") if _has_origin(gitdir) else ""
             if url != self._git_url:
                 if url:
