@@ -804,7 +804,7 @@ class GitSync(Sidecar):
             published is not None
             and _SHA_RE.match(self.ref)
             and published == self.ref
-            and _nonempty_dir(self._worktree(published))
+            and _attached(self._worktree(published))
         ):
             return SyncResult(published, False, False)  # a commit never moves: nothing to fetch
         try:
@@ -821,7 +821,7 @@ class GitSync(Sidecar):
                 not asked
                 and self._fetched_once
                 and published
-                and _nonempty_dir(self._worktree(published))
+                and _attached(self._worktree(published))
                 and self._remote_sha(g) == published
             ):
                 return SyncResult(published, False, False)
@@ -850,6 +850,8 @@ class GitSync(Sidecar):
             sha = g.rev_parse(TARGET_REF + "^{commit}")
             wt = self._worktree(sha)
             if sha == published and _nonempty_dir(wt):
+                if not _attached(wt):
+                    self._reattach(g, sha, wt, deadline, env)
                 return SyncResult(sha, False, True)
             self._build_worktree(g, sha, wt, deadline, env)
         self._publish(wt)
@@ -889,12 +891,10 @@ class GitSync(Sidecar):
         # Checked out by `worktree add` itself unless the sparse patterns must be in
         # place first (one git process less per publish).
         g.worktree("add", "--force", "--detach", *(["--no-checkout"] if sparse else []), wt, sha)
-        dotgit = os.path.join(wt, ".git")
-        with open(dotgit, encoding="utf-8") as f:
-            admin = f.read().strip().removeprefix("gitdir:").strip()
-        # Relative, so the volume can be mounted at another path in other containers.
-        with open(dotgit, "w", encoding="utf-8") as f:
-            f.write(f"gitdir: {os.path.relpath(admin, wt)}\n")
+        admin = _admin_dir(wt)
+        if admin is None:
+            raise GitError(f"worktree add {wt}: no .git file")
+        _write_gitfile(wt, admin)
         w = _git.new_git(wt, deadline, env, self._runs)
         if sparse:
             info = os.path.join(admin, "info")
@@ -908,6 +908,36 @@ class GitSync(Sidecar):
             if self.depth > 0:
                 sub += ["--depth", str(self.depth)]
             w.submodule(*sub)
+
+    def _reattach(
+        self, g: _git.Git, sha: str, wt: str, deadline: float, env: dict[str, str]
+    ) -> None:
+        """Give the published worktree a fresh admin dir after a re-clone, files untouched.
+
+        Its `.git` file named an admin dir the re-clone removed, so git commands
+        (and consumers' `git rev-parse HEAD`) in the tree failed. It cannot be
+        rebuilt in place while it is served, so borrow the admin dir of a
+        no-checkout worktree, point it at the published tree, and load its index.
+        """
+        tmp = os.path.join(self.root, WORKTREES, f".reattach-{sha}")
+        if os.path.lexists(tmp):
+            _rmtree(tmp)
+        g.worktree("add", "--force", "--detach", "--no-checkout", tmp, sha)
+        admin = _admin_dir(tmp)
+        _rmtree(tmp)
+        if admin is None:
+            raise GitError(f"worktree add {tmp}: no .git file")
+        with open(os.path.join(admin, "gitdir"), "w", encoding="utf-8") as f:
+            f.write(os.path.join(wt, ".git") + "\n")
+        _write_gitfile(wt, admin)
+        if self.sparse_checkout_file:
+            os.makedirs(os.path.join(admin, "info"), exist_ok=True)
+            shutil.copyfile(
+                self.sparse_checkout_file, os.path.join(admin, "info", "sparse-checkout")
+            )
+        # Mixed reset: the index from the commit; the served files are not written.
+        _git.new_git(wt, deadline, env, self._runs).reset("-q", sha, "--")
+        self.log.info("re-attached the published worktree", extra={"commit": sha})
 
     def _publish(self, wt: str) -> None:
         link = self.link_path
@@ -990,6 +1020,21 @@ def _admin_dir(worktree: str) -> str | None:
     if not text.startswith("gitdir:"):
         return None
     return os.path.normpath(os.path.join(worktree, text.removeprefix("gitdir:").strip()))
+
+
+def _attached(worktree: str) -> bool:
+    """The worktree has files and its `.git` file names an admin dir that exists."""
+    admin = _admin_dir(worktree)
+    return admin is not None and os.path.isdir(admin) and _nonempty_dir(worktree)
+
+
+def _write_gitfile(worktree: str, admin: str) -> None:
+    # Relative, so the volume can be mounted at another path in other containers;
+    # renamed into place, so a reader of a served tree never sees half a file.
+    tmp = os.path.join(worktree, ".git.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(f"gitdir: {os.path.relpath(admin, worktree)}\n")
+    os.replace(tmp, os.path.join(worktree, ".git"))
 
 
 def _has_origin(gitdir: str) -> bool:

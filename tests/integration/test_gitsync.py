@@ -713,6 +713,11 @@ def test_git_objects_deleted_under_it(
         wait_until(lambda: "repository unusable; re-cloning" in p.stderr(), 20)
         assert published(link) == sha2 and (link / "v").read_text() == "2"
         wait_until(lambda: status(p)["last_error"] is None, 20)
+        # Re-cloned at the commit it serves: the served tree is re-attached to
+        # the new repository (its old .git file named a removed admin dir).
+        wait_until(lambda: "re-attached the published worktree" in p.stderr(), 20)
+        assert git("rev-parse", "HEAD", cwd=link) == sha2
+        assert git("status", "--porcelain", cwd=link) == ""
         sha3 = up.commit_push({"v": "3"})
         wait_published(link, sha3, 30)
         assert (link / "w").read_text() == "1"
