@@ -43,6 +43,11 @@ class Runs:
     def add(self, proc: subprocess.Popen[bytes]) -> None:
         with self._lock:
             self._procs.add(proc)
+            aborted = self.aborted
+        if aborted:
+            # abort() ran between execute()'s check and the start of this git:
+            # its snapshot missed it, and it would run to --sync-timeout.
+            kill_group(proc.pid)
 
     def discard(self, proc: subprocess.Popen[bytes]) -> None:
         with self._lock:
