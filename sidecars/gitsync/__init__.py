@@ -726,7 +726,7 @@ class GitSync(Sidecar):
             self._check_repo(deadline, env, thorough=self._needs_check == "full")
             self._needs_check = None
         try:
-            return self._sync_repo(deadline, env, asked)
+            result = self._sync_repo(deadline, env, asked)
         except GitError as exc:
             if exc.timed_out or self._runs.aborted or exc.remote:
                 raise
@@ -735,7 +735,13 @@ class GitSync(Sidecar):
                 "local git failure; checking the repository", extra={"error": str(exc)}
             )
             self._check_repo(deadline, env, thorough=True)
-            return self._sync_repo(deadline, env)
+            result = self._sync_repo(deadline, env)
+        if not result.changed and self.stale_worktree_timeout > 0:
+            # Replaced worktrees expire while nothing new arrives too; a publish
+            # already ran this cleanup. A listdir when there is nothing to do.
+            with contextlib.suppress(GitError, OSError):
+                self._cleanup(result.sha, deadline, env)
+        return result
 
     def _init_repo(self, deadline: float, env: dict[str, str]) -> None:
         g = _git.new_git(self.root, deadline, env, self._runs)

@@ -931,6 +931,12 @@ def test_atomicity_and_leaks_over_200_syncs(
             sync_once()
         st = status(p)
         assert st["last_error"] is None and st["published"] == shas[-1]
+        # Replaced worktrees go once --stale-worktree-timeout has passed, even
+        # when the sync that notices it publishes nothing new.
+        time.sleep(2.2)
+        sync_once()
+        assert os.listdir(root / ".worktrees") == [shas[-1]]
+        assert len(os.listdir(root / ".git" / "worktrees")) == 1
         time.sleep(0.2)
         assert descendants(p.pid) == [], "git processes left behind"
         assert procs_in(root) == []
