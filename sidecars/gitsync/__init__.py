@@ -43,7 +43,10 @@ TARGET_REF = "refs/gitsync/target"
 _SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 # Remote-helper syntax `<transport>::<address>` (ext::, fd::, ...) is refused outright.
 _HELPER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
-_ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
+# file is added only for a local --repo: git >= 2.38.1 refuses it for submodules
+# by default (CVE-2022-39253), and GIT_ALLOW_PROTOCOL would re-allow it, letting
+# a hostile .gitmodules copy local repositories (other volumes) into the tree.
+_ALLOWED_PROTOCOLS = "git:http:https:ssh"
 
 # git asks "Username for '<url>': " or "Password for '<url>': ". The password is
 # read from a file at the moment git asks, so it is in no argv and no environment.
@@ -74,6 +77,13 @@ def is_ssh(repo: str) -> bool:
     # scp-like user@host:path (a local path never has a colon before the first slash)
     head = repo.split("/", 1)[0]
     return ":" in head
+
+
+def is_local(repo: str) -> bool:
+    """A file:// URL or a path: git's file transport."""
+    if "://" in repo:
+        return urlsplit(repo).scheme.lower() == "file"
+    return not is_ssh(repo)
 
 
 def split_password(repo: str) -> tuple[str, str | None]:
@@ -672,7 +682,7 @@ class GitSync(Sidecar):
             "GIT_TERMINAL_PROMPT": "0",
             "GIT_ASKPASS": os.path.join(self._private, "askpass"),
             "SSH_ASKPASS": os.path.join(self._private, "askpass"),
-            "GIT_ALLOW_PROTOCOL": _ALLOWED_PROTOCOLS,
+            "GIT_ALLOW_PROTOCOL": _ALLOWED_PROTOCOLS + (":file" if is_local(self.repo) else ""),
             "GIT_CEILING_DIRECTORIES": os.path.dirname(self.root),
             "GIT_CONFIG_COUNT": str(len(config)),
             "PODKIT_GITSYNC_ASKPASS_USER": self.username or "",

@@ -12,6 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers import ProgramProcess, free_port, run_program, wait_until
 from tests.peers.git import GitDaemon, GitHttp, GitRepos, Sshd, git
 from tests.peers.prometheus import promtool_check
@@ -355,16 +357,21 @@ def test_submodule_and_sparse_checkout(
     assert not (tree / "src").exists() and not (tree / "top").exists()
 
 
-def test_submodule_with_ext_transport_is_refused(
-    tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon
+@pytest.mark.parametrize("transport", ["ext", "file"])
+def test_submodule_with_ext_or_file_transport_is_refused(
+    tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon, transport: str
 ) -> None:
-    """A hostile .gitmodules cannot run commands through ext:: (GIT_ALLOW_PROTOCOL)."""
+    """A hostile .gitmodules cannot run commands through ext::, nor copy a local
+    repository (another volume's) into the tree through file:// (GIT_ALLOW_PROTOCOL)."""
     pwned = tmp_path / "pwned"
     app = git_repos.create("app", {"v": "1"})
-    (app.work / ".gitmodules").write_text(
-        f'[submodule "evil"]\n\tpath = evil\n\turl = ext::sh -c touch% {pwned}\n'
-    )
-    git("update-index", "--add", "--cacheinfo", f"160000,{app.head()},evil", cwd=app.work)
+    if transport == "ext":
+        url, sub = f"ext::sh -c touch% {pwned}", app.head()
+    else:
+        private = git_repos.create("private", {"secret": "s"})
+        url, sub = private.bare.as_uri(), private.head()
+    (app.work / ".gitmodules").write_text(f'[submodule "evil"]\n\tpath = evil\n\turl = {url}\n')
+    git("update-index", "--add", "--cacheinfo", f"160000,{sub},evil", cwd=app.work)
     git("add", ".gitmodules", cwd=app.work)  # not `add -A`: it would drop the bare gitlink
     git("commit", "-qm", "evil submodule", cwd=app.work)
     app.push()
@@ -381,7 +388,7 @@ def test_submodule_with_ext_transport_is_refused(
         ],
     )
     assert p.returncode == 1
-    assert b"transport 'ext' not allowed" in p.stderr, p.stderr.decode()
+    assert f"transport '{transport}' not allowed".encode() in p.stderr, p.stderr.decode()
     assert not pwned.exists()
     assert not (tmp_path / "r" / "app").exists()  # never published
 
