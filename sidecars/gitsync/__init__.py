@@ -467,14 +467,17 @@ class GitSync(Sidecar):
         while not self.stopping:
             self._trigger.clear()
             ok = await self._sync(asked)
-            if self.stopping:
-                break
             if self.one_time:
                 if not ok:
-                    self.exit_code = 1
+                    # An init container stopped before it published must not
+                    # exit 0: the app would start without its tree. 143 is
+                    # what the runner gives an interrupted InitTask (SIGTERM).
+                    self.exit_code = 143 if self.stopping else 1
                     return
                 self.exit_code = await self._one_time_hooks()
                 return
+            if self.stopping:
+                break
             if not ok and too_many_failures(self.consecutive_failures, self.max_failures):
                 self.log.error(
                     "too many consecutive failures; exiting",

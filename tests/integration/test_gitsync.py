@@ -70,6 +70,17 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def mid_fetch(proc: ProgramProcess, root: Path) -> ProgramProcess:
+    """Start gitsync and return once its git fetch is in flight."""
+    proc.start()
+    wait_until(
+        lambda: any("fetch" in c or "remote-http" in c for c in procs_in(root)),
+        15,
+        what="a fetch in flight",
+    )
+    return proc
+
+
 def procs_in(root: Path) -> list[str]:
     """Processes whose working directory is under root (leftover git)."""
     found = []
@@ -629,15 +640,10 @@ def test_sync_timeout_kills_git_and_sigkill_mid_fetch_restart(
         time.sleep(0.3)
         assert procs_in(root) == []
 
+        args = ("--repo", srv.url("big"), "--root", str(root))
         # SIGTERM in the middle of a fetch: the git in flight is killed with its
         # children, and gitsync exits 0 well inside --shutdown-timeout.
-        proc = gitsync(tmp_path, "--repo", srv.url("big"), "--root", str(root), "--period", "1h")
-        proc.start()
-        wait_until(
-            lambda: any("fetch" in c or "remote-http" in c for c in procs_in(root)),
-            15,
-            what="a fetch in flight",
-        )
+        proc = mid_fetch(gitsync(tmp_path, *args, "--period", "1h"), root)
         t0 = time.monotonic()
         proc.signal(signal.SIGTERM)
         assert proc.wait(15) == 0
@@ -646,14 +652,16 @@ def test_sync_timeout_kills_git_and_sigkill_mid_fetch_restart(
         time.sleep(0.3)
         assert procs_in(root) == []
 
+        # --one-time (an init container) stopped before it published exits 143,
+        # never 0: the app must not start without its tree.
+        proc = mid_fetch(gitsync(tmp_path, *args, "--one-time"), root)
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(15) == 143
+        proc.stop()
+        assert published(root / "big") is None
+
         # SIGKILL in the middle of a fetch (the whole tree, as a container kill would).
-        proc = gitsync(tmp_path, "--repo", srv.url("big"), "--root", str(root), "--period", "1h")
-        proc.start()
-        wait_until(
-            lambda: any("fetch" in c or "remote-http" in c for c in procs_in(root)),
-            15,
-            what="a fetch in flight",
-        )
+        proc = mid_fetch(gitsync(tmp_path, *args, "--period", "1h"), root)
         time.sleep(0.5)
         kids = descendants(proc.pid)
         proc.kill()
