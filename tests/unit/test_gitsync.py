@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,12 @@ from podkit.sidecars.gitsync import (
     GitSync,
     _remove_locks,
     default_link,
+    is_local,
     is_ssh,
     split_password,
     too_many_failures,
 )
+from podkit.sidecars.gitsync._git import Runs
 
 from podkit import UsageError
 from podkit.runner import configure
@@ -124,6 +127,45 @@ def test_bad_flags_are_usage_errors(tmp_path: Path, args: list[str], needle: str
     with pytest.raises(UsageError) as err:
         make(*args, "--root", str(tmp_path))
     assert needle in str(err.value)
+
+
+def _live_in_group(pgid: int) -> list[int]:
+    """Processes of the group that are not zombies (an orphan waits for init to reap it)."""
+    live = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                live.append(int(entry))
+    return live
+
+
+def test_a_git_started_after_an_abort_is_killed_with_its_group() -> None:
+    # The race: execute() checked `aborted`, then abort() snapshotted the
+    # processes, then this one started; it must not run on to --sync-timeout.
+    runs = Runs()
+    runs.abort()
+    proc = subprocess.Popen(["sh", "-c", "sleep 30 & wait"], start_new_session=True)
+    try:
+        runs.add(proc)
+        assert proc.wait(5) == -9
+        deadline = time.monotonic() + 5
+        while _live_in_group(proc.pid):  # the sleep too, not only the shell
+            assert time.monotonic() < deadline, "a child of the killed git survived"
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_is_local() -> None:
+    assert is_local("/srv/app.git") and is_local("file:///srv/app.git") and is_local("rel/app")
+    assert not is_local("https://h/app.git") and not is_local("git@h:org/app.git")
+    assert not is_local("ssh://h/app.git") and not is_local("git://h/app.git")
 
 
 def test_askpass_reads_the_password_file_when_git_asks(tmp_path: Path) -> None:
