@@ -389,6 +389,11 @@ class GitSync(Sidecar):
         if self.password_file:
             self._password = SecretFile(self.password_file)
         self.published = _published_sha(self.link_path)
+        if os.environ.get("GITSYNC_PASSWORD"):
+            # A git-sync pod spec switched over: say why auth will fail, not just that it does.
+            self.log.warning(
+                "GITSYNC_PASSWORD is not read: secrets come from files (--password-file)"
+            )
 
         m = self.metrics
         self.m_syncs = m.counter("syncs_total", "Sync attempts by result.", ["result"])

@@ -579,11 +579,19 @@ def test_remote_goes_away_and_comes_back(
 
 def test_max_failures_and_one_time_failure_exit_1(tmp_path: Path) -> None:
     dead = f"git://127.0.0.1:{free_port()}/nothing.git"
+    # Configured the git-sync way (GITSYNC_* env), password included.
     p = run_program(
         "gitsync",
-        ["--repo", dead, "--root", str(tmp_path / "a"), "--one-time", "--admin-addr", "off"],
+        ["--admin-addr", "off"],
+        env={
+            "GITSYNC_REPO": dead,
+            "GITSYNC_ROOT": str(tmp_path / "a"),
+            "GITSYNC_ONE_TIME": "true",
+            "GITSYNC_PASSWORD": "pw-in-env",
+        },
     )
     assert p.returncode == 1
+    assert b"GITSYNC_PASSWORD is not read" in p.stderr and b"pw-in-env" not in p.stderr
     # git-sync's meaning: 2 consecutive failures tolerated, the third exits 1.
     p = run_program(
         "gitsync",
