@@ -42,7 +42,7 @@ e2e: install
 	$(PY) -m pytest tests/e2e
 
 demo: install
-	@for part in examples/demo/*.sh; do echo; echo "=== $$part"; bash "$$part" || exit 1; done
+	@for part in examples/demo/[0-9]*.sh; do echo; echo "=== $$part"; bash "$$part" || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -5,7 +5,7 @@ tmp=$(mktemp -d)
 "$PY" examples/custom_sidecar.py --admin-addr 127.0.0.1:9400 --log-format text \
     --path "$tmp/beat" --every 1s &
 pid=$!
-trap 'kill $pid 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
 wait_ready 9400
 show http://127.0.0.1:9400/healthz
 show http://127.0.0.1:9400/readyz
