@@ -158,6 +158,21 @@ def test_one_time_publishes_relative_link_depth_1_and_full(
     assert git("rev-list", "--count", head, cwd=root) == "3"
     assert published(root / "full") == head
 
+    # A restart checks the repository cheaply; git fsck (every object read) runs
+    # only when a lock file shows that a git was killed.
+    def restart() -> str:
+        trace = tmp_path / "trace"
+        trace.unlink(missing_ok=True)
+        args = ["--repo", git_daemon.url("app"), "--root", str(root), "--one-time"]
+        p = run_program("gitsync", [*args, "--admin-addr", "off"], env={"GIT_TRACE": str(trace)})
+        assert p.returncode == 0, p.stderr.decode()
+        return trace.read_text()
+
+    trace = restart()
+    assert f"rev-parse --verify -q '{head}^{{commit}}'" in trace and " fsck " not in trace
+    (root / ".git" / "index.lock").write_text("")
+    assert " fsck " in restart()
+
 
 def test_push_force_push_post_sync_sighup_and_endpoints(
     tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon
