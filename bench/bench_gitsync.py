@@ -118,6 +118,15 @@ def gitsync_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "podkit", "gitsync", "--log-format", "json", *args]
 
 
+def start_gitsync(url: str, root: Path, admin: int, period: str) -> subprocess.Popen[bytes]:
+    args = ["--repo", url, "--root", str(root), "--period", period]
+    return subprocess.Popen(
+        gitsync_cmd(*args, "--admin-addr", f"127.0.0.1:{admin}"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def make_big_repo(bare: Path, files: int) -> str:
     git("init", "-q", "--bare", "--initial-branch=main", str(bare))
     parts = [b"commit refs/heads/main\ncommitter b <b@example.invalid> 1700000000 +0000\n"]
@@ -183,20 +192,7 @@ def main() -> int:
 
         admin = free_port()
         root = tmp / "root"
-        gs = subprocess.Popen(
-            gitsync_cmd(
-                "--repo",
-                url,
-                "--root",
-                str(root),
-                "--period",
-                "1h",
-                "--admin-addr",
-                f"127.0.0.1:{admin}",
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        gs = start_gitsync(url, root, admin, "1h")
         procs.append(gs)
         link = root / "small"
         deadline = time.monotonic() + 30
@@ -237,20 +233,7 @@ def main() -> int:
         # -- 3 + 4. idle CPU and memory with --period 1s ------------------------------
         gs.terminate()
         gs.wait(20)
-        gs = subprocess.Popen(
-            gitsync_cmd(
-                "--repo",
-                url,
-                "--root",
-                str(root),
-                "--period",
-                "1s",
-                "--admin-addr",
-                f"127.0.0.1:{admin}",
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        gs = start_gitsync(url, root, admin, "1s")
         procs.append(gs)
         loop = subprocess.Popen(
             [
@@ -377,13 +360,13 @@ def main() -> int:
         print("JSON " + json.dumps(results))
         return 0
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
                 try:
-                    p.wait(10)
+                    proc.wait(10)
                 except subprocess.TimeoutExpired:
-                    p.kill()
+                    proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
