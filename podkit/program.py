@@ -56,6 +56,8 @@ class Program:
         #: A Sidecar may set this before run() returns to choose its exit code
         #: (e.g. gitsync --one-time failing, or too many failures); None means 0.
         self.exit_code: int | None = None
+        #: The signal that asked for the stop (SIGTERM, SIGINT), once one did.
+        self.stop_signal: int | None = None
 
     @property
     def metrics(self) -> Metrics:

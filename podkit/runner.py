@@ -182,6 +182,7 @@ async def _main(program: Program) -> int:
 
     def begin_stop(signum: int) -> None:
         log.info("stopping", extra={"signal": signal.Signals(signum).name})
+        program.stop_signal = signum
         program.request_stop()
         if isinstance(program, InitTask) and run_task is not None:
             run_task.cancel()

@@ -20,6 +20,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import stat
 import tempfile
 import time
@@ -475,9 +476,12 @@ class GitSync(Sidecar):
             if self.one_time:
                 if not ok:
                     # An init container stopped before it published must not
-                    # exit 0: the app would start without its tree. 143 is
-                    # what the runner gives an interrupted InitTask (SIGTERM).
-                    self.exit_code = 143 if self.stopping else 1
+                    # exit 0: the app would start without its tree; 143/130
+                    # is what the runner gives an interrupted InitTask.
+                    if self.stopping:
+                        self.exit_code = 128 + (self.stop_signal or signal.SIGTERM)
+                    else:
+                        self.exit_code = 1
                     return
                 self.exit_code = await self._one_time_hooks()
                 return

@@ -682,6 +682,11 @@ def test_sync_timeout_kills_git_and_sigkill_mid_fetch_restart(
         assert proc.wait(15) == 143
         proc.stop()
         assert published(root / "big") is None
+        proc = mid_fetch(gitsync(tmp_path, *args, "--one-time"), root)
+        proc.signal(signal.SIGINT)  # Ctrl-C when run by hand: 130, as an init task
+        assert proc.wait(15) == 130
+        proc.stop()
+        assert published(root / "big") is None
 
         # SIGKILL in the middle of a fetch (the whole tree, as a container kill would).
         proc = mid_fetch(gitsync(tmp_path, *args, "--period", "1h"), root)
