@@ -92,6 +92,8 @@ class Option:
     env: str | None = None
     #: Further env names read when `env_name` is unset (another tool's, so people can switch).
     also_env: tuple[str, ...] = ()
+    #: Whether the program's `env_prefixes` add to `also_env` (off for podkit-only flags).
+    env_alias: bool = True
     metavar: str | None = None
     config_only: bool = False
     secret: bool = False
@@ -190,6 +192,7 @@ def option(
     short: str | None = None,
     env: str | None = None,
     also_env: str | Sequence[str] = (),
+    env_alias: bool = True,
     metavar: str | None = None,
     config_only: bool = False,
     secret: bool = False,
@@ -200,7 +203,8 @@ def option(
     `kind` refines it: duration, size, url, addr, path, any. `repeat=True` makes a
     repeatable flag collecting a list; `config_only=True` is for structured
     settings (mappings, lists of routes) that only the config file can carry.
-    `also_env` names env variables read, in order, when the primary one is unset.
+    `also_env` names env variables read, in order, when the primary one is unset;
+    a program's `env_prefixes` add `<PREFIX><NAME>` to it unless `env_alias=False`.
     """
     return Option(
         default=default,
@@ -214,6 +218,7 @@ def option(
         short=short,
         env=env,
         also_env=(also_env,) if isinstance(also_env, str) else tuple(also_env),
+        env_alias=env_alias,
         metavar=metavar,
         config_only=config_only,
         secret=secret,

@@ -30,6 +30,9 @@ class Program:
     default_admin_addr: ClassVar[str] = "127.0.0.1:9400"
     #: When True, argv after `--` is kept as `self.command` (for exec-style programs).
     accepts_command: ClassVar[bool] = False
+    #: Another tool's env prefixes (e.g. "GITSYNC_") read as fallbacks for this
+    #: class's own options, so its users can switch without renaming variables.
+    env_prefixes: ClassVar[tuple[str, ...]] = ()
 
     config: str | None = option(None, help="YAML file with settings", kind="path")
     admin_addr: str = option(
@@ -77,6 +80,14 @@ class Program:
         self._metrics = value
 
     # -- declaration helpers -------------------------------------------------
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        prefixes = cls.__dict__.get("env_prefixes", ())
+        for value in cls.__dict__.values():
+            if isinstance(value, Option) and value.env_alias:
+                extra = tuple(p + value.name.upper() for p in prefixes)
+                value.also_env += tuple(e for e in extra if e not in value.also_env)
 
     @classmethod
     def options(cls) -> list[Option]:

@@ -151,148 +151,117 @@ class GitSync(Sidecar):
 
     name = "gitsync"
     default_admin_addr = "127.0.0.1:9412"
+    env_prefixes = ("GITSYNC_",)  # git-sync's own variables work too, so people can switch
 
     repo: str = option(
         help="the git repository to sync (https, http, ssh, git, file)",
         required=True,
-        also_env="GITSYNC_REPO",
     )
     root: str = option(
         help="working directory; holds .git, .worktrees/<sha> and the --link",
         kind="path",
         required=True,
-        also_env="GITSYNC_ROOT",
     )
     ref: str = option(
         "HEAD",
         help="branch, tag or commit to sync (HEAD: the remote's default branch)",
-        also_env="GITSYNC_REF",
     )
     link: str | None = option(
         None,
         help="symlink under --root to the published worktree (default: the repo's name)",
-        also_env="GITSYNC_LINK",
     )
-    period: float = option(
-        "10s", kind="duration", help="how long to wait between syncs", also_env="GITSYNC_PERIOD"
-    )
-    depth: int = option(
-        1, help="commits of history to fetch; 0 = the full history", also_env="GITSYNC_DEPTH"
-    )
+    period: float = option("10s", kind="duration", help="how long to wait between syncs")
+    depth: int = option(1, help="commits of history to fetch; 0 = the full history")
     submodules: str = option(
         "recursive",
         choices=("recursive", "shallow", "off"),
         help="submodule behaviour",
-        also_env="GITSYNC_SUBMODULES",
     )
     sparse_checkout_file: str | None = option(
         None,
         kind="path",
         help="a git sparse-checkout file (non-cone patterns) to apply",
-        also_env="GITSYNC_SPARSE_CHECKOUT_FILE",
     )
     sync_timeout: float = option(
         "120s",
         kind="duration",
         help="the total time one sync may take",
-        also_env="GITSYNC_SYNC_TIMEOUT",
     )
     one_time: bool = option(
         False,
         help="exit 0 once the tree is published, 1 on the first failure",
-        also_env="GITSYNC_ONE_TIME",
     )
     max_failures: int = option(
         -1,
         help="consecutive failed syncs tolerated before exiting 1 (0: exit on the first; "
         "-1: never, keep serving the last good tree)",
-        also_env="GITSYNC_MAX_FAILURES",
     )
     stale_worktree_timeout: float = option(
         "0s",
         kind="duration",
         help="keep replaced worktrees this long (0: remove at once)",
-        also_env="GITSYNC_STALE_WORKTREE_TIMEOUT",
     )
     git_gc: str = option(
         "auto",
         choices=("auto", "always", "aggressive", "off"),
         help="git gc after a sync that removed worktrees",
-        also_env="GITSYNC_GIT_GC",
     )
     touch_file: str | None = option(
         None,
         kind="path",
         help="file touched after each publish (relative paths are under --root)",
-        also_env="GITSYNC_TOUCH_FILE",
     )
     stale_after: float | None = option(
         None,
         kind="duration",
         help="/healthz fails when the last good sync is older (default 10 x --period)",
+        env_alias=False,  # podkit's own flag: git-sync has no GITSYNC_STALE_AFTER
     )
-    username: str | None = option(
-        None, help="username for HTTP(S) authentication", also_env="GITSYNC_USERNAME"
-    )
+    username: str | None = option(None, help="username for HTTP(S) authentication")
     password_file: str | None = option(
         None,
         kind="path",
         help="file holding the password or token (re-read before each sync)",
-        also_env="GITSYNC_PASSWORD_FILE",
     )
-    ssh_key_file: str | None = option(
-        None, kind="path", help="SSH private key for ssh:// repos", also_env="GITSYNC_SSH_KEY_FILE"
-    )
+    ssh_key_file: str | None = option(None, kind="path", help="SSH private key for ssh:// repos")
     ssh_known_hosts: bool = option(
         True,
         help="check SSH host keys against --ssh-known-hosts-file",
-        also_env="GITSYNC_SSH_KNOWN_HOSTS",
     )
     ssh_known_hosts_file: str | None = option(
         None,
         kind="path",
         help="known_hosts file (default: ssh's own, ~/.ssh/known_hosts)",
-        also_env="GITSYNC_SSH_KNOWN_HOSTS_FILE",
     )
-    webhook_url: str | None = option(
-        None, kind="url", help="URL called after each publish", also_env="GITSYNC_WEBHOOK_URL"
-    )
-    webhook_method: str = option(
-        "POST", help="HTTP method of the webhook", also_env="GITSYNC_WEBHOOK_METHOD"
-    )
+    webhook_url: str | None = option(None, kind="url", help="URL called after each publish")
+    webhook_method: str = option("POST", help="HTTP method of the webhook")
     webhook_success_status: int = option(
         200,
         help="status that counts as success (0: do not check, fire and forget)",
-        also_env="GITSYNC_WEBHOOK_SUCCESS_STATUS",
     )
     webhook_timeout: float = option(
         "1s",
         kind="duration",
         help="timeout of one webhook call",
-        also_env="GITSYNC_WEBHOOK_TIMEOUT",
     )
     webhook_backoff: float = option(
         "3s",
         kind="duration",
         help="wait before retrying a failed webhook",
-        also_env="GITSYNC_WEBHOOK_BACKOFF",
     )
     exechook_command: str | None = option(
         None,
         help="command run in the new worktree after each publish, with $GITSYNC_HASH",
-        also_env="GITSYNC_EXECHOOK_COMMAND",
     )
     exechook_timeout: float = option(
         "30s",
         kind="duration",
         help="timeout of one exechook run",
-        also_env="GITSYNC_EXECHOOK_TIMEOUT",
     )
     exechook_backoff: float = option(
         "3s",
         kind="duration",
         help="wait before retrying a failed exechook",
-        also_env="GITSYNC_EXECHOOK_BACKOFF",
     )
 
     def __init__(self) -> None:
