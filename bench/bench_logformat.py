@@ -38,6 +38,8 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
+from common import proc_cpu, wait_for_lines  # bench/ is on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 LINES = int(os.environ.get("BENCH_LINES", "200000"))
@@ -125,13 +127,6 @@ def run_stdin(src: Path, tmp: Path) -> tuple[float, float]:
     return wall, max(cpu - startup_cpu, 1e-6)
 
 
-def _proc_cpu(pid: int) -> float:
-    """utime + stime of a process, all its threads (rsyslog is multi-threaded)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _metric(port: int, name: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         for line in r.read().decode().splitlines():
@@ -160,7 +155,7 @@ def run_path(src: Path, tmp: Path) -> tuple[float, float]:
             if ready_cpu is None:
                 try:
                     with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5):
-                        ready_cpu = _proc_cpu(proc.pid)
+                        ready_cpu = proc_cpu(proc.pid)
                 except OSError:
                     time.sleep(0.01)
                     continue
@@ -172,7 +167,7 @@ def run_path(src: Path, tmp: Path) -> tuple[float, float]:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("adapter --path did not finish")
             time.sleep(0.05)
-        done, cpu = time.time(), _proc_cpu(proc.pid) - ready_cpu
+        done, cpu = time.time(), proc_cpu(proc.pid) - ready_cpu
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
@@ -244,20 +239,8 @@ ruleset(name="r") {{
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        count, pos, deadline = 0, 0, time.monotonic() + 600
-        while count < LINES:
-            try:
-                with open(out, "rb") as f:
-                    f.seek(pos)
-                    data = f.read()
-                    pos += len(data)
-                    count += data.count(b"\n")
-            except FileNotFoundError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("rsyslog did not finish")
-            time.sleep(0.01)
-        done, cpu = time.time(), _proc_cpu(proc.pid)
+        wait_for_lines(out, LINES, proc)
+        done, cpu = time.time(), proc_cpu(proc.pid)
         with open(out, "rb") as f:
             first = json.loads(f.readline())
         assert first.get("status") and first.get("remote_addr"), first

@@ -27,6 +27,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from common import proc_cpu, wait_for_lines  # bench/ is on sys.path when run as a script
+
 LINES = 1_000_000
 LINE_BYTES = 128
 TRIALS = int(os.environ.get("BENCH_TRIALS", "2"))
@@ -42,12 +44,6 @@ def make_file(path: Path) -> None:
                 f"request id={i:08d} path=/api/v1/items/{i % 5000} status=200 "
             )
             f.write(head.ljust(LINE_BYTES - 1, "x") + "\n")
-
-
-def _proc_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _hwm(pid: int) -> int:
@@ -110,13 +106,13 @@ def run_logship(src: Path, tmp: Path, rcv: Receiver) -> tuple[float, float, int]
             if start_cpu is None:
                 try:
                     with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=1):
-                        start_cpu = _proc_cpu(proc.pid)
+                        start_cpu = proc_cpu(proc.pid)
                 except OSError:
                     pass
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError(f"logship did not finish: {proc.stderr.read()[-2000:]!r}")  # type: ignore[union-attr]
             time.sleep(0.005)
-        done, cpu, rss = time.time(), _proc_cpu(proc.pid), _hwm(proc.pid)
+        done, cpu, rss = time.time(), proc_cpu(proc.pid), _hwm(proc.pid)
         assert rcv.lines == LINES, rcv.lines
     finally:
         proc.terminate()
@@ -157,20 +153,8 @@ ruleset(name="r") {{
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        count, pos, deadline = 0, 0, time.monotonic() + 600
-        while count < LINES:
-            try:
-                with open(out, "rb") as f:
-                    f.seek(pos)
-                    data = f.read()
-                    pos += len(data)
-                    count += data.count(b"\n")
-            except FileNotFoundError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"rsyslog did not finish: {proc.stderr.read()!r}")  # type: ignore[union-attr]
-            time.sleep(0.01)
-        done, cpu, rss = time.time(), _proc_cpu(proc.pid), _hwm(proc.pid)
+        wait_for_lines(out, LINES, proc)
+        done, cpu, rss = time.time(), proc_cpu(proc.pid), _hwm(proc.pid)
     finally:
         proc.terminate()
         proc.wait(30)
