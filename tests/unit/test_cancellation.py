@@ -12,7 +12,6 @@ import asyncio
 from typing import Any
 
 import pytest
-
 from podkit.initkits.waitfor.net import close
 
 
