@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test unit integration lint format bench images e2e demo clean
+.PHONY: install test unit integration lint format bench images e2e e2e-clean demo clean
 
 install: $(STAMP)
 
@@ -40,6 +40,10 @@ images: install
 
 e2e: install
 	$(PY) -m pytest tests/e2e
+
+# Remove what an e2e run left (its pods, the network and its holder); images stay cached.
+e2e-clean: install
+	$(PY) -m tests.e2e.harness clean
 
 demo: install
 	@for part in examples/demo/[0-9]*.sh; do echo; echo "=== $$part"; bash "$$part" || exit 1; done

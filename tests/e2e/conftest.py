@@ -7,8 +7,8 @@ under a tag of their own (`e2e`), removed again at the end of the session.
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,17 +18,17 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import (
-    BASE_IMAGE,
     CONF,
-    NETWORK,
     ROOT,
     TAG,
     Pod,
+    clean_state,
+    network_up,
     play,
     podman,
     written_programs,
 )
-from tests.helpers import missing, need
+from tests.helpers import missing
 
 
 @dataclass
@@ -61,23 +61,17 @@ def _timed(config: pytest.Config, what: str, cmd: list[str], timeout: float) -> 
             reporter.write_line(f"\n[e2e] {what}: {time.monotonic() - start:.1f}s")
 
 
-def _network() -> tuple[str, str]:
-    env = {**os.environ, "CONTAINERS_CONF": str(CONF)}
-    if subprocess.run(["podman", "network", "exists", NETWORK], env=env).returncode != 0:
-        podman("network", "create", NETWORK)
-    # The bridge (and the gateway address on it) appears with the first
-    # container; the peers must bind to it before any pod starts.
-    podman("run", "--rm", "--network", NETWORK, "--entrypoint", "true", BASE_IMAGE)
-    info = json.loads(podman("network", "inspect", NETWORK))[0]
-    return str(info["subnets"][0]["gateway"]), str(info["subnets"][0]["subnet"])
-
-
 @pytest.fixture(scope="session")
 def e2e(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[E2E]:
-    need("podman")
-    need("runc")
-    need("debootstrap")
-    need("tini")
+    # What the host needs, and nothing more: tini, python and git are inside
+    # the images. Each missing tool is named with its Debian package.
+    for tool, package in (
+        ("podman", "podman"),
+        ("runc", "runc"),
+        ("debootstrap", "debootstrap"),
+    ):
+        if shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None:
+            missing(f"{tool} not installed (Debian package {package})")
     if os.geteuid() != 0:
         missing("the e2e tier needs root (debootstrap, rootful podman networking)")
     os.environ["CONTAINERS_CONF"] = str(CONF)
@@ -104,9 +98,12 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -
                 ["env", f"TAG={TAG}", str(ROOT / "images/build.sh"), *programs],
                 900,
             )
-        gateway, subnet = _network()
+        # Nothing from an earlier run is relied on, or left behind.
+        clean_state()
+        gateway, subnet = network_up()
         yield E2E(gateway, subnet, built, tmp_path_factory.mktemp("e2e"))
     finally:
+        clean_state()
         # PODKIT_E2E_KEEP_IMAGES=1 keeps them, to look inside after a failure.
         for image in [] if os.environ.get("PODKIT_E2E_KEEP_IMAGES") == "1" else built.values():
             podman("rmi", "--force", image, check=False)

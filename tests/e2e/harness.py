@@ -2,10 +2,18 @@
 
 What the harness changes in a manifest, and why (podman 4.3 is not a kubelet):
 
-- Native sidecars (initContainers with `restartPolicy: Always`) become classic
-  containers: podman 4.3 treats them as init containers that never finish.
-  The kubelet's shutdown order for them is emulated by `Pod.finish()`: once
-  the app containers have exited, the sidecars get SIGTERM in reverse order.
+- Every container becomes a classic container of a pod created with
+  `kube play --start=false`, and the harness starts them itself in the
+  kubelet's order (`Pod._start_in_order`): podman 4.3 treats a native sidecar
+  (`restartPolicy: Always`) as an init container that never finishes, and
+  starts classic containers all at once. So: each plain init container runs
+  to completion (exit 0) before the next entry of `initContainers` starts;
+  each native sidecar is started and, if it has an httpGet startupProbe,
+  probed on `/readyz` until it answers 200 before the next entry starts; the
+  app containers start together after that. The kubelet's shutdown order is
+  emulated by `Pod.finish()`: once the app containers have exited, the
+  sidecars get SIGTERM in reverse order. docs/images.md lists what is not
+  emulated.
 - Probes are removed: podman turns httpGet probes into `curl` health checks
   run inside the container (the images have no curl, by design). The tests
   poll `/readyz` from outside instead, which is what a startupProbe does.
@@ -17,6 +25,13 @@ What the harness changes in a manifest, and why (podman 4.3 is not a kubelet):
   gateway address of the e2e bridge network, which the pod reaches under
   that name. The pod has its own network namespace like a real pod; nothing
   is published on the host's other interfaces.
+
+The harness owns the network's lifetime (`clean_state`, `network_up`): it
+removes whatever an earlier run left (the tier's pods, the holder container,
+the network), creates the network, and keeps its bridge up for the whole
+session with a holder container, so the gateway address the peers bind to
+exists before any pod starts. `python -m tests.e2e.harness clean` (`make
+e2e-clean`) does the removal alone.
 """
 
 from __future__ import annotations
@@ -24,7 +39,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -39,6 +57,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "images" / "containers.conf"
 BASE_IMAGE = "localhost/podkit-base:bookworm"
 NETWORK = "podkit-e2e"
+# Keeps the bridge (and the gateway address on it) up while no pod runs.
+HOLDER = "podkit-e2e-net"
+PAUSE_IMAGE = "localhost/podkit-pause:bookworm"
 TAG = "e2e"
 PROGRAMS = ("waitfor", "logship", "gitsync", "reloader", "metrics", "logformat", "proxy")
 PACKAGE_DIRS = {
@@ -104,17 +125,23 @@ def _probe_port(c: dict[str, Any]) -> int | None:
     return port if isinstance(port, int) else None
 
 
-def kube_for_podman(
-    text: str, images: dict[str, str]
-) -> tuple[str, list[str], list[str], dict[str, int]]:
-    """The podman-ready YAML, the pod's sidecar names, its app container names,
-    and each sidecar's startupProbe port."""
+@dataclass(frozen=True)
+class Step:
+    """One entry of the pod's start order: a plain init container (run to
+    completion), a native sidecar (started, then probed if it has a
+    startupProbe on an httpGet port) or the app containers (started together)."""
+
+    kind: str  # "init" | "sidecar" | "apps"
+    names: tuple[str, ...]
+    probe_port: int | None = None
+
+
+def kube_for_podman(text: str, images: dict[str, str]) -> tuple[str, list[Step]]:
+    """The podman-ready YAML and the kubelet's start order for its one pod."""
     text = _IMAGE.sub(lambda m: images[m[1]], text)
     text = text.replace("python:3.12-slim", BASE_IMAGE)
     out: list[dict[str, Any]] = []
-    sidecars: list[str] = []
-    apps: list[str] = []
-    probes: dict[str, int] = {}
+    steps: list[Step] = []
     for doc in yaml.safe_load_all(text):
         if not doc:
             continue
@@ -128,19 +155,16 @@ def kube_for_podman(
             }
         if doc["kind"] == "Pod":
             spec = doc["spec"]
-            inits = spec.get("initContainers", [])
-            native = [c for c in inits if c.get("restartPolicy") == "Always"]
-            spec["initContainers"] = [c for c in inits if c not in native]
-            if not spec["initContainers"]:
-                del spec["initContainers"]
-            apps += [c["name"] for c in spec["containers"]]
-            sidecars += [c["name"] for c in native]
-            for c in native:
-                del c["restartPolicy"]
-                if (port := _probe_port(c)) is not None:
-                    probes[c["name"]] = port
-            spec["containers"] = [*native, *spec["containers"]]
-            for c in [*spec.get("initContainers", []), *spec["containers"]]:
+            inits = spec.pop("initContainers", [])
+            for c in inits:
+                if c.pop("restartPolicy", None) == "Always":
+                    steps.append(Step("sidecar", (c["name"],), _probe_port(c)))
+                else:
+                    steps.append(Step("init", (c["name"],)))
+            steps.append(Step("apps", tuple(c["name"] for c in spec["containers"])))
+            # All classic: the harness starts them in order (Pod._start_in_order).
+            spec["containers"] = [*inits, *spec["containers"]]
+            for c in spec["containers"]:
                 for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                     c.pop(probe, None)
                 # podman publishes every containerPort on all the host's
@@ -153,31 +177,71 @@ def kube_for_podman(
                     if ref in DOWNWARD_LITERALS:
                         env.pop("valueFrom")
                         env["value"] = DOWNWARD_LITERALS[ref]
-            # Keep finished init containers (podman's default removes them) so
-            # the tests can read their exit codes and logs.
-            annotations = doc["metadata"].setdefault("annotations", {})
-            annotations["io.podman.annotations.init.container.type"] = "always"
             # A Pod that is not a Job's would restart exited containers; the
             # tests want to see an exit, not a restart loop.
             spec["restartPolicy"] = "Never"
         out.append(doc)
-    return yaml.safe_dump_all(out, sort_keys=False), sidecars, apps, probes
+    return yaml.safe_dump_all(out, sort_keys=False), steps
 
 
 @dataclass
 class Pod:
     name: str
-    sidecars: list[str]
-    apps: list[str]
+    steps: list[Step]
     yaml_path: Path
-    # kube play runs the init containers before it returns: it runs in the
-    # background so the test can watch an init container that is waiting.
-    play: subprocess.Popen[str] | None = None
-    probes: dict[str, int] = field(default_factory=dict)  # sidecar -> startupProbe port
     exit_codes: dict[str, int] = field(default_factory=dict)
-    # Logs captured when a container exited: podman removes finished init
-    # containers soon after.
+    # Logs captured when a container exited.
     final_logs: dict[str, str] = field(default_factory=dict)
+    # The kubelet's start order runs in the background, so a test can watch an
+    # init container that is waiting; played() waits for it and re-raises.
+    _starter: threading.Thread | None = None
+    _start_error: BaseException | None = None
+
+    @property
+    def sidecars(self) -> list[str]:
+        return [s.names[0] for s in self.steps if s.kind == "sidecar"]
+
+    @property
+    def apps(self) -> list[str]:
+        return [n for s in self.steps if s.kind == "apps" for n in s.names]
+
+    @property
+    def probes(self) -> dict[str, int]:  # sidecar -> startupProbe port
+        return {
+            s.names[0]: s.probe_port
+            for s in self.steps
+            if s.kind == "sidecar" and s.probe_port is not None
+        }
+
+    def start(self, timeout: float = 180) -> None:
+        def run() -> None:
+            try:
+                self._start_in_order(timeout)
+            except BaseException as e:  # handed to played()
+                self._start_error = e
+
+        self._starter = threading.Thread(target=run, name=f"start-{self.name}", daemon=True)
+        self._starter.start()
+
+    def _start_in_order(self, timeout: float) -> None:
+        """What the kubelet does with initContainers (plain and native) before
+        it starts the app containers."""
+        for step in self.steps:
+            if step.kind == "init":
+                (name,) = step.names
+                podman("start", self.ctr(name), timeout=60)
+                code = self.wait_exited(name, timeout)
+                if code != 0:
+                    raise PodFailed(
+                        f"init container {self.ctr(name)} exited {code}:\n"
+                        f"{self.final_logs.get(name, '')[-3000:]}"
+                    )
+            elif step.kind == "sidecar":
+                podman("start", self.ctr(step.names[0]), timeout=60)
+                if step.probe_port is not None:
+                    self.wait_ready(step.probe_port, timeout)
+            else:
+                podman("start", *(self.ctr(n) for n in step.names), timeout=60)
 
     def ctr(self, container: str) -> str:
         return f"{self.name}-{container}"
@@ -272,12 +336,8 @@ class Pod:
         """The kubelet's end of a pod with native sidecars: after every app
         container has exited, SIGTERM each sidecar in reverse order, waiting for
         it (within the grace period) before the next. Returns every exit code."""
-        # A kubelet starts the app only once each sidecar's startupProbe passed;
-        # podman starts them together, so a quick app may be done before a
-        # sidecar is up. Signalling a sidecar still starting would test nothing.
-        for side in self.sidecars:
-            if side in self.probes:
-                self.wait_ready(self.probes[side], timeout)
+        # Every container was started in the kubelet's order (sidecars probed first).
+        self.played(timeout)
         for app in self.apps:
             self.exit_codes[app] = self.wait_exited(app, timeout)
         for side in reversed(self.sidecars):
@@ -286,15 +346,15 @@ class Pod:
         return self.exit_codes
 
     def played(self, timeout: float = 180) -> None:
-        """Wait for kube play to return (all init containers done, the rest started)."""
-        assert self.play is not None
-        _out, err = self.play.communicate(timeout=timeout)
-        assert self.play.returncode == 0, f"kube play {self.yaml_path}: {err.strip()}"
+        """Wait until every container has been started in order (init
+        containers done, sidecars probed, apps started); re-raise what failed."""
+        assert self._starter is not None
+        self._starter.join(timeout)
+        assert not self._starter.is_alive(), f"{self.name}: not started within {timeout}s"
+        if self._start_error is not None:
+            raise self._start_error
 
     def down(self) -> None:
-        if self.play is not None and self.play.poll() is None:
-            self.play.kill()
-            self.play.communicate()
         # Only this pod's volumes (its emptyDirs), not every unused one.
         volumes: set[str] = set()
         ids = podman("ps", "-a", "-q", "--filter", f"pod={self.name}", check=False).split()
@@ -313,32 +373,60 @@ def play(manifest: Path, replace: dict[str, str], images: dict[str, str], tmp: P
     for old, new in replace.items():
         assert old in text, f"{manifest}: {old!r} not found (did the example change?)"
         text = text.replace(old, new)
-    kube, sidecars, apps, probes = kube_for_podman(text, images)
+    kube, steps = kube_for_podman(text, images)
     path = tmp / f"{manifest.parent.name}.podman.yaml"
     path.write_text(kube)
     names = [d["metadata"]["name"] for d in yaml.safe_load_all(kube) if d and d["kind"] == "Pod"]
     assert len(names) == 1
     # A pod left over from an interrupted run would make kube play fail.
     podman("pod", "rm", "--force", "--time", "0", names[0], check=False)
-    proc = subprocess.Popen(
-        ["podman", "kube", "play", "--network", NETWORK, str(path)],
-        env={**os.environ, "CONTAINERS_CONF": str(CONF)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    pod = Pod(names[0], sidecars, apps, path, proc, probes)
-
-    def exists() -> bool:
-        if proc.poll() not in (None, 0):
-            pod.played()  # raises with kube play's error
-        return (
-            subprocess.run(
-                ["podman", "pod", "exists", pod.name],
-                env={**os.environ, "CONTAINERS_CONF": str(CONF)},
-            ).returncode
-            == 0
-        )
-
-    wait_for(exists, 60, f"pod {pod.name} to be created")
+    # Created, not started: the harness starts the containers in the kubelet's order.
+    podman("kube", "play", "--start=false", "--network", NETWORK, str(path), timeout=180)
+    pod = Pod(names[0], steps, path)
+    pod.start()
     return pod
+
+
+def example_pod_names() -> set[str]:
+    """The pod names the tier plays: every Pod and Job in examples/."""
+    names = set()
+    for path in (ROOT / "examples").rglob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") in ("Pod", "Job"):
+                names.add(str(doc["metadata"]["name"]))
+    return names
+
+
+def clean_state() -> None:
+    """Remove whatever the tier (or an interrupted run of it) left: its pods,
+    the holder container and the network. Leaves the images (cached on purpose)."""
+    on_network = podman("pod", "ps", "-q", "--filter", f"network={NETWORK}", check=False).split()
+    for pod in sorted(example_pod_names()) + on_network:
+        podman("pod", "rm", "--force", "--time", "0", pod, check=False, timeout=60)
+    podman("rm", "--force", "--time", "0", HOLDER, check=False, timeout=60)
+    for ctr in podman("ps", "-a", "-q", "--filter", f"network={NETWORK}", check=False).split():
+        podman("rm", "--force", "--time", "0", ctr, check=False, timeout=60)
+    podman("network", "rm", "--force", NETWORK, check=False, timeout=60)
+
+
+def network_up() -> tuple[str, str]:
+    """Create the network and keep its bridge up with a holder container, so
+    peers can bind to the gateway before any pod runs. (gateway, subnet)."""
+    podman("network", "create", NETWORK)
+    podman("run", "--detach", "--name", HOLDER, "--network", NETWORK, PAUSE_IMAGE)
+    info = json.loads(podman("network", "inspect", NETWORK))[0]
+    gateway, subnet = str(info["subnets"][0]["gateway"]), str(info["subnets"][0]["subnet"])
+
+    def bindable() -> bool:
+        with socket.socket(socket.AF_INET6 if ":" in gateway else socket.AF_INET) as s:
+            s.bind((gateway, 0))
+        return True
+
+    wait_for(bindable, 30, f"the gateway address {gateway} on the {NETWORK} bridge")
+    return gateway, subnet
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["clean"]:
+        sys.exit("usage: python -m tests.e2e.harness clean")
+    clean_state()

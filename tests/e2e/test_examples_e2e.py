@@ -218,6 +218,12 @@ def test_proxy_carries_the_apps_calls_to_its_upstream(e2e: E2E, recorder: Record
     )
     try:
         pod.wait_ready(9416)
+        pod.played()
+        first = wait_for(lambda: next(iter(pod.records("app")), None), 60, "the app's first call")
+        # The native-sidecar start order (emulated by the harness): the app
+        # starts only once the proxy's startupProbe passed, so even its very
+        # first call goes through instead of meeting a closed port.
+        assert first.get("status") == 200, first
         wait_for(
             lambda: any(
                 r.get("status") == 200 and r.get("body") == "hello from upstream"
