@@ -106,6 +106,17 @@ if [ "${WHEELHOUSE:-1}" != 0 ]; then
     fi
 fi
 
+# The admin address an image defaults to: the program's own port (declared
+# once, as the class's default_admin_addr) on every interface, or "off".
+image_admin_addr() {
+    "$python" - "$1" <<'PY'
+import sys
+from podkit.cli import programs
+addr = programs()[sys.argv[1]].load().default_admin_addr
+print(addr if addr == "off" else "0.0.0.0:" + addr.rsplit(":", 1)[1])
+PY
+}
+
 # Two builds at a time: a build waits on layer commits as much as on the CPU.
 jobs=${JOBS:-2}
 logs=$here/.build/logs
@@ -116,7 +127,7 @@ build_one() {
     if $ENGINE build -f "$ctx/images/Dockerfile" --target program \
         --build-arg BASE_IMAGE="$base" --build-arg PROGRAM="$p" \
         --build-arg VERSION="$version" --build-arg REVISION="$revision" \
-        --build-arg SOURCE="$source_url" \
+        --build-arg SOURCE="$source_url" --build-arg ADMIN_ADDR="$(image_admin_addr "$p")" \
         -t "podkit-$p:$tag" "$ctx" >"$logs/$p.log" 2>&1; then
         echo "built podkit-$p:$tag in $(($(date +%s) - start))s"
     else
