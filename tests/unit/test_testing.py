@@ -1,0 +1,55 @@
+"""podkit.testing, the public harness, on the custom-sidecar example of docs/custom-sidecar.md."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from podkit.testing import ProgramProcess, parse_metrics, run_program
+
+EXAMPLES = str(Path(__file__).resolve().parents[2] / "examples")
+
+
+def test_heartbeat_beats_and_stops_cleanly(tmp_path: Path) -> None:
+    beat = tmp_path / "beat"
+    with ProgramProcess(
+        "custom_sidecar:Heartbeat",
+        ["--path", str(beat), "--every", "100ms"],
+        env={"PYTHONPATH": EXAMPLES},
+        tmp=tmp_path,
+    ) as p:
+        p.wait_ready()
+        assert beat.exists()
+        assert p.metric("podkit_heartbeat_beats_total") >= 1
+        assert p.status()["path"] == str(beat)
+        p.signal(signal.SIGTERM)
+        assert p.wait() == 0
+        assert p.wait_log("stopping")["signal"] == "SIGTERM"
+
+
+def test_metric_fails_on_an_absent_series_unless_told(tmp_path: Path) -> None:
+    with ProgramProcess(
+        "custom_sidecar:Heartbeat",
+        ["--path", str(tmp_path / "beat")],
+        env={"PYTHONPATH": EXAMPLES},
+        tmp=tmp_path,
+    ) as p:
+        p.wait_ready()
+        with pytest.raises(AssertionError, match="no sample podkit_heartbeat_nope_total"):
+            p.metric("podkit_heartbeat_nope_total")
+        assert p.metric("podkit_heartbeat_nope_total", missing=0.0) == 0.0
+
+
+def test_parse_metrics_and_label_subset() -> None:
+    text = 'a_total{x="1",y="2"} 3\na_total{x="1",y="3"} 4\nb 1\n'
+    samples = parse_metrics(text)
+    assert ("b", {}, 1.0) in samples
+    assert sum(v for n, lab, v in samples if n == "a_total" and lab["x"] == "1") == 7
+
+
+def test_run_program_reports_a_usage_error() -> None:
+    res = run_program("custom_sidecar:Heartbeat", ["--every", "soon"], env={"PYTHONPATH": EXAMPLES})
+    assert res.returncode == 2
+    assert b"--every" in res.stderr
