@@ -10,7 +10,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .logs import RateLimited, rfc3339, rfc3339_ns
-from .options import UsageError, option
+from .options import OptionGroup, UsageError, option
 from .program import InitTask, Program, Sidecar
 from .retry import Backoff
 from .secrets import SecretFile, redact_url, register_secret, scrub
@@ -19,6 +19,7 @@ from .units import format_duration, parse_duration, parse_size
 __all__ = [
     "Backoff",
     "InitTask",
+    "OptionGroup",
     "Program",
     "RateLimited",
     "SecretFile",

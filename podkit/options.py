@@ -8,6 +8,7 @@ way whether it came from `--every`, `PODKIT_EVERY` or the config file.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import types
 import typing
@@ -97,9 +98,17 @@ class Option:
     metavar: str | None = None
     config_only: bool = False
     secret: bool = False
+    #: Range checks and a custom check, applied to every source alike (flag,
+    #: env, config file, default) right after conversion.
+    min: Any = None
+    max: Any = None
+    validator: Callable[[Any], Any] | None = None
     name: str = ""
     attr: str = ""
     annotation: Any = None
+    #: (attribute of the group on the program, attribute in the group) for an
+    #: option that an OptionGroup contributed.
+    group: tuple[str, str] | None = None
     _extra: dict[str, Any] = field(default_factory=dict)
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -162,9 +171,18 @@ class Option:
             out = conv(value)
             if self.choices is not None:
                 self._check_choice(out)
+            self._check(out)
             return out
         except (ValueError, TypeError) as exc:
             raise UsageError(f"{source}: {exc}") from None
+
+    def _check(self, v: Any) -> None:
+        if self.min is not None and v < self.min:
+            raise ValueError(f"{v!r} is below the minimum {self.min!r}")
+        if self.max is not None and v > self.max:
+            raise ValueError(f"{v!r} is above the maximum {self.max!r}")
+        if self.validator is not None:
+            self.validator(v)  # raises ValueError with its reason
 
     def _check_choice(self, v: Any) -> None:
         if self.choices is not None and v not in self.choices:
@@ -196,8 +214,11 @@ def option(
     metavar: str | None = None,
     config_only: bool = False,
     secret: bool = False,
+    min: Any = None,
+    max: Any = None,
+    validator: Callable[[Any], Any] | None = None,
 ) -> Any:
-    """Declare an option on a Program class.
+    """Declare an option on a Program class (or an OptionGroup).
 
     The attribute's annotation gives the type (str, int, float, bool, list[...]);
     `kind` refines it: duration, size, url, addr, path, any. `repeat=True` makes a
@@ -205,6 +226,9 @@ def option(
     settings (mappings, lists of routes) that only the config file can carry.
     `also_env` names env variables read, in order, when the primary one is unset;
     a program's `env_prefixes` add `<PREFIX><NAME>` to it unless `env_alias=False`.
+    `min`/`max` bound the converted value (in its unit: seconds, bytes) and
+    `validator(value)` may raise ValueError; both report the source (flag, env
+    variable or config key) in the one-line usage error, whatever it was.
     """
     return Option(
         default=default,
@@ -222,11 +246,105 @@ def option(
         metavar=metavar,
         config_only=config_only,
         secret=secret,
+        min=min,
+        max=max,
+        validator=validator,
     )
 
 
+class OptionGroup:
+    """A set of options declared once and used by every program that needs it,
+    whose values arrive as one typed object (kopf's grouped settings)::
+
+        class TLSClient(OptionGroup):
+            ca_file: str | None = option(kind="path", help="CA bundle to trust")
+            insecure: bool = option(False, help="skip certificate checks")
+
+        class MyProgram(Sidecar):
+            upstream_tls: TLSClient = TLSClient.include(prefix="upstream-")
+
+        # --upstream-ca-file, PODKIT_UPSTREAM_CA_FILE, config key upstream-ca-file
+        self.upstream_tls.ca_file
+
+    `check()` may raise UsageError for rules that span the group's options
+    (a client certificate without its key); it runs when the program is
+    configured, with the flags already named by their prefixed spelling.
+    """
+
+    _prefix: str = ""
+
+    def __init__(self, **values: Any) -> None:
+        for key, value in values.items():
+            self.__dict__[key] = value
+
+    @classmethod
+    def include(cls, prefix: str = "") -> Any:
+        """This group's options on a program, under flag names starting `prefix`."""
+        return GroupField(cls, prefix)
+
+    @classmethod
+    def options(cls) -> list[Option]:
+        return collect_options(cls)
+
+    def flag(self, attr: str) -> str:
+        """The flag that set `attr`, for error messages: `--upstream-ca-file`."""
+        return "--" + (self._prefix + attr).replace("_", "-")
+
+    def check(self) -> None:
+        """Cross-option rules of the group; raise UsageError naming the flags."""
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items() if k != "_prefix")
+        return f"{type(self).__name__}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.__dict__ == self.__dict__
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass
+class GroupField:
+    """An OptionGroup placed on a program class (see OptionGroup.include)."""
+
+    group: type[OptionGroup]
+    prefix: str = ""
+    attr: str = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attr = name
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        try:
+            return obj.__dict__[self.attr]
+        except KeyError:
+            raise AttributeError(self.attr) from None
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.attr] = value
+
+    def expand(self) -> list[Option]:
+        """The group's options as the program's own, named with the prefix."""
+        under = self.prefix.replace("-", "_")
+        return [
+            dataclasses.replace(
+                opt,
+                name=under + opt.name,
+                attr=under + opt.name,
+                flag=None,
+                env=None,
+                group=(self.attr, opt.attr),
+                _extra=dict(opt._extra),
+            )
+            for opt in self.group.options()
+        ]
+
+
 def collect_options(cls: type) -> list[Option]:
-    """All options of a class and its bases, base options first."""
+    """All options of a class and its bases, base options first; an
+    OptionGroup placed on the class contributes its options where it stands."""
     seen: dict[str, Option] = {}
     for klass in reversed(cls.__mro__):
         hints = getattr(klass, "__annotations__", {})
@@ -238,7 +356,29 @@ def collect_options(cls: type) -> list[Option]:
                     value.annotation = hints.get(name, str)
                 seen.pop(name, None)
                 seen[name] = value
+            elif isinstance(value, GroupField):
+                value.attr = value.attr or name
+                for opt in value.expand():
+                    seen.pop(opt.name, None)
+                    seen[opt.name] = opt
     return list(seen.values())
+
+
+def assign(target: Any, options: list[Option], values: Mapping[str, Any]) -> None:
+    """Set each option's value on the program; a group's values as one object,
+    whose check() runs once it is complete."""
+    groups: dict[str, dict[str, Any]] = {}
+    for opt in options:
+        if opt.group is None:
+            setattr(target, opt.attr, values[opt.name])
+        else:
+            groups.setdefault(opt.group[0], {})[opt.group[1]] = values[opt.name]
+    for attr, group_values in groups.items():
+        field_ = getattr(type(target), attr)
+        obj = field_.group(**group_values)
+        obj._prefix = field_.prefix.replace("-", "_")
+        obj.check()
+        setattr(target, attr, obj)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -25,7 +25,14 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .options import UsageError, bind_bool_values, build_parser, load_config_file, resolve
+from .options import (
+    UsageError,
+    assign,
+    bind_bool_values,
+    build_parser,
+    load_config_file,
+    resolve,
+)
 from .program import InitTask, Program
 from .secrets import redact_url
 
@@ -67,8 +74,7 @@ def configure(
     config: dict[str, Any] = load_config_file(config_path) if config_path else {}
     values = resolve(options, flags, env, config, config_path)
     program = cls()
-    for opt in options:
-        setattr(program, opt.attr, values[opt.name])
+    assign(program, options, values)
     if program.admin_addr is None:
         program.admin_addr = cls.default_admin_addr
     program.settings = values
