@@ -106,14 +106,14 @@ if [ "${WHEELHOUSE:-1}" != 0 ]; then
     fi
 fi
 
-# The admin address an image defaults to: the program's own port (declared
-# once, as the class's default_admin_addr) on every interface, or "off".
-image_admin_addr() {
-    "$python" - "$1" <<'PY'
+# The environment an image sets (admin address, state directory), declared
+# once in podkit.validate.image_env, which `podkit validate` reads too.
+image_env() {  # PROGRAM VARIABLE
+    "$python" - "$1" "$2" <<'PY'
 import sys
 from podkit.cli import programs
-addr = programs()[sys.argv[1]].load().default_admin_addr
-print(addr if addr == "off" else "0.0.0.0:" + addr.rsplit(":", 1)[1])
+from podkit.validate import image_env
+print(image_env(programs()[sys.argv[1]].load())[sys.argv[2]])
 PY
 }
 
@@ -127,7 +127,9 @@ build_one() {
     if $ENGINE build -f "$ctx/images/Dockerfile" --target program \
         --build-arg BASE_IMAGE="$base" --build-arg PROGRAM="$p" \
         --build-arg VERSION="$version" --build-arg REVISION="$revision" \
-        --build-arg SOURCE="$source_url" --build-arg ADMIN_ADDR="$(image_admin_addr "$p")" \
+        --build-arg SOURCE="$source_url" \
+        --build-arg ADMIN_ADDR="$(image_env "$p" PODKIT_ADMIN_ADDR)" \
+        --build-arg STATE_DIR="$(image_env "$p" PODKIT_STATE_DIR)" \
         -t "podkit-$p:$tag" "$ctx" >"$logs/$p.log" 2>&1; then
         echo "built podkit-$p:$tag in $(($(date +%s) - start))s"
     else

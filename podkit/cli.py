@@ -17,7 +17,10 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     found = programs()
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print("usage: podkit <program> [options]   (podkit <program> --help for details)\n")
+        print(
+            "usage: podkit <program> [options]   (podkit help <program> for details)\n"
+            "       podkit validate FILE|DIR|-    (check the podkit containers of manifests)\n"
+        )
         width = max((len(n) for n in found), default=0)
         for name in sorted(found):
             try:
@@ -26,6 +29,12 @@ def main(argv: list[str] | None = None) -> None:
                 summary = f"(cannot load: {exc})"
             print(f"  {name:<{width}}  {summary}")
         sys.exit(0)
+    if argv[0] == "validate":
+        from .validate import main as validate
+
+        sys.exit(validate(argv[1:]))
+    if argv[0] == "help" and len(argv) > 1:  # podkit help PROGRAM
+        argv = [argv[1], "--help"]
     if argv[0] in ("-V", "--version"):
         from . import __version__
 

@@ -53,6 +53,8 @@ def _parse_addr(text: Any) -> str:
         return "off"
     _host, sep, port = s.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        if s.isdigit():  # the commonest slip: a bare port
+            raise ValueError(f"not HOST:PORT: {text!r} (did you mean 0.0.0.0:{s}?)")
         raise ValueError(f"not HOST:PORT: {text!r}")
     return s
 

@@ -58,9 +58,17 @@ def _hard_exit(code: int) -> None:
 
 
 def configure(
-    cls: type[Program], argv: Sequence[str], env: Mapping[str, str] | None = None
+    cls: type[Program],
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    validate: bool = True,
 ) -> Program:
-    """Build a program instance from argv/env/config. Raises UsageError."""
+    """Build a program instance from argv/env/config. Raises UsageError.
+
+    validate=False stops after parsing and converting every value: what
+    `podkit validate` checks of a manifest, where the files that the
+    program's validate() would open are not on this machine."""
     env = os.environ if env is None else env
     argv = list(argv)
     command: list[str] = []
@@ -71,7 +79,10 @@ def configure(
     parser = build_parser(f"podkit {cls.name}", _help_text(cls), options)
     flags = vars(parser.parse_args(bind_bool_values(argv, options)))
     config_path = flags.get("config") or env.get("PODKIT_CONFIG")
-    config: dict[str, Any] = load_config_file(config_path) if config_path else {}
+    config: dict[str, Any] = {}
+    # Without validate (a manifest checked elsewhere), the file lives in the pod.
+    if config_path and (validate or os.path.exists(config_path)):
+        config = load_config_file(config_path)
     values = resolve(options, flags, env, config, config_path)
     program = cls()
     assign(program, options, values)
@@ -79,7 +90,8 @@ def configure(
         program.admin_addr = cls.default_admin_addr
     program.settings = values
     program.command = command
-    program.validate()
+    if validate:
+        program.validate()
     return program
 
 

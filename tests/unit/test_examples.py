@@ -22,14 +22,6 @@ EXAMPLES = ROOT / "examples"
 MANIFESTS = sorted(p for p in EXAMPLES.glob("*/*.yaml") if p.parent.name != "demo")
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 PROGRAMS = {"waitfor", "logship", "gitsync", "reloader", "metrics", "logformat", "proxy"}
-ADMIN_PORTS = {
-    "logship": 9411,
-    "gitsync": 9412,
-    "reloader": 9413,
-    "metrics": 9414,
-    "logformat": 9415,
-    "proxy": 9416,
-}
 IMAGE = re.compile(r"^REGISTRY/podkit-(?P<program>[a-z]+):(?P<tag>.+)$")
 SCHEMA_VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]
 
@@ -123,7 +115,10 @@ def test_pod_is_locked_down(name: str, spec: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("name,spec", all_specs(), ids=lambda v: v if isinstance(v, str) else "")
 def test_podkit_containers(name: str, spec: dict[str, Any]) -> None:
-    """Images, args-only pod specs, native sidecars with probes the kubelet can reach."""
+    """What the examples promise beyond `podkit validate` (args parse, probes on
+    the admin port and not loopback, native sidecars, --one-time, volumes), which
+    tests/unit/test_validate.py runs over examples/: this release's tag, and a
+    liveness probe patient enough for a loaded node."""
     for c in containers(spec):
         program = program_of(c)
         if program is None:
@@ -131,26 +126,8 @@ def test_podkit_containers(name: str, spec: dict[str, Any]) -> None:
         where = f"{name}/{c['name']}"
         assert program in PROGRAMS, where
         assert IMAGE.match(c["image"])["tag"] == VERSION, f"{where}: tag is not {VERSION}"  # type: ignore[index]
-        assert "command" not in c, f"{where}: the image's entrypoint is the program; pass args"
-        sidecar = c.get("restartPolicy") == "Always"
-        if not sidecar:
-            # Run-to-completion init containers need no admin server and no probes.
-            assert c in spec.get("initContainers", []), f"{where}: podkit as a classic container"
-            assert program in ("waitfor", "gitsync"), where
-            if program == "gitsync":
-                assert "--one-time" in c["args"], f"{where}: gitsync init without --one-time"
-            continue
-        assert c in spec.get("initContainers", []), where
-        port = ADMIN_PORTS[program]
-        # The kubelet probes the pod IP, so the admin server must not be loopback-only.
-        assert f"--admin-addr=0.0.0.0:{port}" in c["args"], where
-        named = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
-        probe = c.get("startupProbe", {}).get("httpGet", {})
-        assert probe.get("path") == "/readyz", f"{where}: startupProbe is not /readyz"
-        assert named.get(probe.get("port"), probe.get("port")) == port, where
-        live = c.get("livenessProbe", {}).get("httpGet", {})
-        assert live.get("path") == "/healthz", f"{where}: livenessProbe is not /healthz"
-        assert c["livenessProbe"].get("timeoutSeconds", 1) >= 2, where
+        if c.get("restartPolicy") == "Always":
+            assert c["livenessProbe"].get("timeoutSeconds", 1) >= 2, where
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.parent.name)
