@@ -5,7 +5,13 @@ from __future__ import annotations
 import platform
 from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.process_collector import ProcessCollector
 
 from . import __version__
@@ -15,6 +21,10 @@ class Metrics:
     """The program's metrics registry, with constructors that apply the naming rule."""
 
     def __init__(self, program: str) -> None:
+        # No `_created` series: a sidecar's counters start with the process,
+        # which process_start_time_seconds already says, and each would double
+        # the series of every counter and histogram (process-wide setting).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.program = program
         self.prefix = f"podkit_{program.replace('-', '_')}_"
         self.registry = CollectorRegistry(auto_describe=True)

@@ -499,44 +499,66 @@ def resolve(
     env: Mapping[str, str],
     config: Mapping[str, Any],
     config_path: str | None,
+    errors: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Merge the four sources into one value per option, converting each."""
+    """Merge the four sources into one value per option, converting each.
+
+    With `errors`, every problem is appended there and resolving goes on
+    (`--check-config` lists them all); without, the first one raises."""
     by_key = {}
     for opt in options:
         by_key[opt.config_key] = opt
         by_key[opt.name] = opt
     for key in config:
         if key not in by_key:
-            raise UsageError(f"--config {config_path}: unknown setting {key!r}")
+            problem = UsageError(f"--config {config_path}: unknown setting {key!r}")
+            if errors is None:
+                raise problem
+            errors.append(str(problem))
     values: dict[str, Any] = {}
     for opt in options:
-        if opt.name in flags:
-            raw, source = flags[opt.name], opt.flag_name if not opt.positional else opt.name
-            if opt.positional and opt.repeat and raw == []:
-                raw = _MISSING
-        else:
-            raw, source = _MISSING, ""
-        if raw is _MISSING and not opt.config_only:
-            for name in (opt.env_name, *opt.also_env):
-                if name in env:
-                    raw, source = env[name], name
-                    break
-        if raw is _MISSING:
-            for key in (opt.config_key, opt.name):
-                if key in config:
-                    raw, source = config[key], f"--config {config_path}: {key}"
-                    break
-        if raw is _MISSING:
-            if opt.required:
-                what = opt.flag_name if not opt.positional else opt.name.upper()
-                raise UsageError(f"{what} is required [env {opt.env_name}]")
-            default = opt.default
-            if default is _MISSING:
-                default = [] if opt.repeat else None
-            if isinstance(default, str | int | float) and not isinstance(default, bool):
-                values[opt.name] = opt.convert(default, f"default of {opt.flag_name}")
-            else:
-                values[opt.name] = default
-            continue
-        values[opt.name] = opt.convert(raw, source)
+        try:
+            values[opt.name] = _resolve_one(opt, flags, env, config, config_path)
+        except UsageError as exc:
+            if errors is None:
+                raise
+            errors.append(str(exc))
+            values[opt.name] = None
     return values
+
+
+def _resolve_one(
+    opt: Option,
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    config: Mapping[str, Any],
+    config_path: str | None,
+) -> Any:
+    """One option's value: flag > env > config file > default."""
+    if opt.name in flags:
+        raw, source = flags[opt.name], opt.flag_name if not opt.positional else opt.name
+        if opt.positional and opt.repeat and raw == []:
+            raw = _MISSING
+    else:
+        raw, source = _MISSING, ""
+    if raw is _MISSING and not opt.config_only:
+        for name in (opt.env_name, *opt.also_env):
+            if name in env:
+                raw, source = env[name], name
+                break
+    if raw is _MISSING:
+        for key in (opt.config_key, opt.name):
+            if key in config:
+                raw, source = config[key], f"--config {config_path}: {key}"
+                break
+    if raw is _MISSING:
+        if opt.required:
+            what = opt.flag_name if not opt.positional else opt.name.upper()
+            raise UsageError(f"{what} is required [env {opt.env_name}]")
+        default = opt.default
+        if default is _MISSING:
+            default = [] if opt.repeat else None
+        if isinstance(default, str | int | float) and not isinstance(default, bool):
+            return opt.convert(default, f"default of {opt.flag_name}")
+        return default
+    return opt.convert(raw, source)

@@ -43,6 +43,11 @@ class Program:
     shutdown_timeout: float = option(
         "20s", help="how long a graceful stop may take", kind="duration"
     )
+    check_config: bool = option(
+        False,
+        help="check flags, env, the config file and the files they name; list every "
+        "problem and exit 0 or 2 without starting",
+    )
 
     def __init__(self) -> None:
         self.log = logging.getLogger(f"podkit.{self.name}")
@@ -83,6 +88,13 @@ class Program:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        # A program (a class with its own run()) needs a name: its flags' help,
+        # metrics prefix and log field come from it. Caught here, not at start.
+        if not cls.name and "run" in cls.__dict__ and cls.__module__ != __name__:
+            raise TypeError(
+                f"{cls.__qualname__}: a podkit program needs a name "
+                "(name = 'my-sidecar' in the class body)"
+            )
         prefixes = cls.__dict__.get("env_prefixes", ())
         for value in cls.__dict__.values():
             if isinstance(value, Option) and value.env_alias:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -25,7 +26,9 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from . import __version__
 from .options import (
+    Option,
     UsageError,
     assign,
     bind_bool_values,
@@ -63,12 +66,15 @@ def configure(
     env: Mapping[str, str] | None = None,
     *,
     validate: bool = True,
+    errors: list[str] | None = None,
 ) -> Program:
     """Build a program instance from argv/env/config. Raises UsageError.
 
     validate=False stops after parsing and converting every value: what
     `podkit validate` checks of a manifest, where the files that the
-    program's validate() would open are not on this machine."""
+    program's validate() would open are not on this machine. With `errors`
+    (`--check-config`), every problem past the flags' syntax is appended
+    there instead of raised, and the files that options name are checked."""
     env = os.environ if env is None else env
     argv = list(argv)
     command: list[str] = []
@@ -82,17 +88,72 @@ def configure(
     config: dict[str, Any] = {}
     # Without validate (a manifest checked elsewhere), the file lives in the pod.
     if config_path and (validate or os.path.exists(config_path)):
-        config = load_config_file(config_path)
-    values = resolve(options, flags, env, config, config_path)
+        try:
+            config = load_config_file(config_path)
+        except UsageError as exc:
+            if errors is None:
+                raise
+            errors.append(str(exc))
+    values = resolve(options, flags, env, config, config_path, errors)
     program = cls()
     assign(program, options, values)
     if program.admin_addr is None:
         program.admin_addr = cls.default_admin_addr
     program.settings = values
     program.command = command
-    if validate:
+    if errors is not None:
+        if not errors:
+            try:
+                program.validate()
+            except UsageError as exc:
+                errors.append(str(exc))
+        errors += _unreadable_files(options, values)
+    elif validate:
         program.validate()
     return program
+
+
+def _unreadable_files(options: list[Option], values: Mapping[str, Any]) -> list[str]:
+    """Files the options name for reading (`--*-file`, `--config`) that cannot be read."""
+    out = []
+    for opt in options:
+        if opt.resolve_kind() != "path" or not (opt.name.endswith("_file") or opt.name == "config"):
+            continue
+        value = values.get(opt.name)
+        for path in value if isinstance(value, list) else [value]:
+            if isinstance(path, str) and not os.access(path, os.R_OK):
+                why = "no such file" if not os.path.exists(path) else "not readable"
+                out.append(f"{opt.flag_name} {path}: {why}")
+    return out
+
+
+def check_config(
+    cls: type[Program], argv: Sequence[str], env: Mapping[str, str] | None = None
+) -> int:
+    """`--check-config`: every problem of flags, env, config file and the files
+    they name, one line each on stderr; exit 0 (and a line on stdout) or 2."""
+    errors: list[str] = []
+    try:
+        configure(cls, [a for a in argv if not a.startswith("--check-config")], env, errors=errors)
+    except UsageError as exc:  # the flags themselves do not parse
+        errors.append(str(exc))
+    for problem in errors:
+        print(f"podkit {cls.name}: error: {problem}", file=sys.stderr)
+    if not errors:
+        print(f"podkit {cls.name}: configuration OK")
+    return EXIT_USAGE if errors else EXIT_OK
+
+
+def _asks(argv: Sequence[str], env: Mapping[str, str], flag: str) -> bool:
+    """Whether a bare boolean flag (or its env variable) is on, before any `--`."""
+    head = list(argv)[: list(argv).index("--")] if "--" in argv else argv
+    for arg in head:
+        if arg == flag:
+            return True
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1].strip().lower() in ("1", "true", "yes", "on", "y")
+    var = "PODKIT_" + flag.lstrip("-").replace("-", "_").upper()
+    return env.get(var, "").strip().lower() in ("1", "true", "yes", "on", "y")
 
 
 def _help_text(cls: type[Program]) -> str:
@@ -137,6 +198,12 @@ def run(
     """Run a program to the end and return its exit code."""
     argv = sys.argv[1:] if argv is None else argv
     _fill_std_fds()
+    head = argv[: list(argv).index("--")] if "--" in argv else argv
+    if "--version" in head:
+        print(f"podkit {cls.name} {__version__}")
+        return EXIT_OK
+    if _asks(argv, os.environ if env is None else env, "--check-config"):
+        return check_config(cls, argv, env)
     try:
         program = configure(cls, argv, env)
     except UsageError as exc:
@@ -226,7 +293,7 @@ async def _main(program: Program) -> int:
         loop.add_signal_handler(signal.SIGHUP, program.on_sighup)
 
     program._stop_event()
-    log.info("starting", extra={"settings": public_settings(program)})
+    log.info("starting", extra={"version": __version__, "settings": public_settings(program)})
     admin = None
     code = EXIT_OK
     try:
@@ -237,13 +304,20 @@ async def _main(program: Program) -> int:
             try:
                 await admin.start()
             except OSError as exc:
-                log.error(
-                    "cannot start admin server",
-                    extra={"addr": program.admin_addr, "error": str(exc)},
-                )
+                extra = {"addr": program.admin_addr, "error": str(exc)}
+                if exc.errno == errno.EADDRINUSE:
+                    # Two programs in one pod share its network namespace; two
+                    # custom sidecars both default to 127.0.0.1:9400.
+                    extra["hint"] = (
+                        f"another process listens on {program.admin_addr}: give this one "
+                        "--admin-addr HOST:PORT (or its class a default_admin_addr of its own)"
+                    )
+                log.error("cannot start admin server", extra=extra)
                 admin = None
                 return EXIT_FAILURE
             program.admin_port = admin.port
+            host = program.admin_addr.rpartition(":")[0] or "0.0.0.0"
+            log.info("admin server listening", extra={"addr": f"{host}:{admin.port}"})
         try:
             await program.setup()
             run_task = asyncio.create_task(program.run())  # type: ignore[attr-defined]
@@ -257,6 +331,13 @@ async def _main(program: Program) -> int:
                 code = int(result)
             elif program.exit_code is not None:
                 code = program.exit_code
+            elif not program.stopping:
+                # A native sidecar that exits is restarted by the kubelet: a
+                # run() that ends on its own says why with exit_code.
+                log.warning(
+                    "run() returned while no stop was asked; a native sidecar "
+                    "would be restarted (set exit_code when finishing on purpose)"
+                )
         except asyncio.CancelledError:
             if not stop_signal:
                 raise
