@@ -52,7 +52,8 @@ package_dir() {  # the source directory of a program's package
         logship | gitsync | reloader) echo "sidecars/$1" ;;
         metrics | logformat) echo "adapters/$1" ;;
         proxy) echo ambassadors/proxy ;;
-        *) echo "unknown program: $1 (one of: ${all_programs[*]})" >&2; return 2 ;;
+        base) echo podkit ;;  # the core alone: what custom sidecars build FROM
+        *) echo "unknown program: $1 (one of: ${all_programs[*]} base)" >&2; return 2 ;;
     esac
 }
 for p in "${programs[@]}"; do
@@ -124,12 +125,16 @@ mkdir -p "$logs"
 build_one() {
     local p=$1 start
     start=$(date +%s)
-    if $ENGINE build -f "$ctx/images/Dockerfile" --target program \
+    local target=(--target image)  # base: a custom sidecar's class chooses its admin address
+    if [ "$p" != base ]; then
+        target=(--target program
+            --build-arg ADMIN_ADDR="$(image_env "$p" PODKIT_ADMIN_ADDR)"
+            --build-arg STATE_DIR="$(image_env "$p" PODKIT_STATE_DIR)")
+    fi
+    if $ENGINE build -f "$ctx/images/Dockerfile" "${target[@]}" \
         --build-arg BASE_IMAGE="$base" --build-arg PROGRAM="$p" \
         --build-arg VERSION="$version" --build-arg REVISION="$revision" \
         --build-arg SOURCE="$source_url" \
-        --build-arg ADMIN_ADDR="$(image_env "$p" PODKIT_ADMIN_ADDR)" \
-        --build-arg STATE_DIR="$(image_env "$p" PODKIT_STATE_DIR)" \
         -t "podkit-$p:$tag" "$ctx" >"$logs/$p.log" 2>&1; then
         echo "built podkit-$p:$tag in $(($(date +%s) - start))s"
     else

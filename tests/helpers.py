@@ -10,13 +10,11 @@ from pathlib import Path
 import pytest
 
 # The harness is public (podkit.testing): podkit's tests use what users use.
-from podkit.testing import (  # noqa: F401  (re-exported for the tests)
-    ProgramProcess,
-    free_port,
-    http,
-    run_program,
-    wait_until,
-)
+from podkit.testing import ProgramProcess as ProgramProcess
+from podkit.testing import free_port as free_port
+from podkit.testing import http as http
+from podkit.testing import run_program as run_program
+from podkit.testing import wait_until as wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_ALL = os.environ.get("PODKIT_REQUIRE_ALL") == "1"

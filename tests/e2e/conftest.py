@@ -81,7 +81,8 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -
         [str(ROOT / "images/base.sh")],
         900,
     )
-    programs = written_programs()
+    # base: podkit-base, what a custom sidecar's image is built FROM.
+    programs = [*written_programs(), "base"]
     built: dict[str, str] = {p: f"localhost/podkit-{p}:{TAG}" for p in programs}
     if os.environ.get("PODKIT_E2E_REUSE_IMAGES") == "1":  # for iterating on the tests
         env = {**os.environ, "CONTAINERS_CONF": str(CONF)}
