@@ -28,7 +28,9 @@ build_pause() {
     fi
 }
 
-if [ "${FORCE:-0}" != 1 ] && podman image exists "$name"; then
+# A base made before images/slim.sh strips with binutils is made again.
+if [ "${FORCE:-0}" != 1 ] && podman image exists "$name" &&
+    podman run --rm --network none --entrypoint /bin/sh "$name" -c 'command -v strip' >/dev/null; then
     echo "base image $name exists (FORCE=1 rebuilds)"
     build_pause
     exit 0
@@ -39,8 +41,10 @@ dir=$(mktemp -d /var/tmp/podkit-base.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 # python3-venv: the program images build their virtualenv with the base's python.
 # tini: PID 1 of every program image (python:3.12-slim gets it from apt instead).
-# ca-certificates: for https peers. Everything else comes with minbase.
-debootstrap --variant=minbase --include=python3,python3-venv,tini,ca-certificates \
+# ca-certificates: for https peers. binutils: images/slim.sh strips the
+# shared objects it copies into a program's image (it never lands there).
+# Everything else comes with minbase.
+debootstrap --variant=minbase --include=python3,python3-venv,tini,ca-certificates,binutils \
     bookworm "$dir" "$mirror"
 # Leave only what an image needs: no apt lists or caches, no docs, no man pages.
 rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/* \
