@@ -26,7 +26,14 @@ from . import json_source as json_source
 from . import log_source as log_source
 from . import statsd as statsd
 from .sources import SOURCES, Source, build
-from .store import COUNTER, Collector, Store, own_metric
+from .store import (
+    COUNTER,
+    DEFAULT_MAX_LABEL_VALUE_LENGTH,
+    DEFAULT_MAX_NAME_LENGTH,
+    Collector,
+    Store,
+    own_metric,
+)
 
 OWN_PREFIX = "podkit_metrics_"
 
@@ -84,6 +91,23 @@ class MetricsAdapter(Sidecar):
         "(about 1 KB of memory each)",
     )
 
+    max_series_bytes: int = option(
+        "64MiB",
+        kind="size",
+        help="memory budget for everything the input chooses (names, label values, set "
+        "members, summary samples); new series beyond it are dropped and counted",
+    )
+    max_name_length: int = option(
+        DEFAULT_MAX_NAME_LENGTH,
+        help="longest metric or label name; longer ones are dropped and counted "
+        "(like Prometheus' label_name_length_limit)",
+    )
+    max_label_value_length: int = option(
+        DEFAULT_MAX_LABEL_VALUE_LENGTH,
+        help="longest label value (and StatsD set member); longer ones are dropped and "
+        "counted (like Prometheus' label_value_length_limit)",
+    )
+
     def __init__(self) -> None:
         super().__init__()
         self.metrics = AdapterMetrics(self.name)
@@ -91,7 +115,20 @@ class MetricsAdapter(Sidecar):
     def validate(self) -> None:
         if self.max_series < 1:
             raise UsageError("--max-series: must be at least 1")
-        self.store = Store(self.log, max_series=self.max_series)
+        for flag, v in (
+            ("--max-name-length", self.max_name_length),
+            ("--max-label-value-length", self.max_label_value_length),
+            ("--max-series-bytes", self.max_series_bytes),
+        ):
+            if v < 1:
+                raise UsageError(f"{flag}: must be at least 1")
+        self.store = Store(
+            self.log,
+            max_series=self.max_series,
+            max_bytes=self.max_series_bytes,
+            max_name_length=self.max_name_length,
+            max_label_value_length=self.max_label_value_length,
+        )
         self._sources: list[Source] = []
         base_dir = os.path.dirname(os.path.abspath(self.config)) if self.config else None
         raw = self.sources
@@ -236,6 +273,23 @@ class MetricsAdapter(Sidecar):
                 n,
             )
         emit("expired_series", COUNTER, "Series removed by their ttl.", (), (), store.expired)
+        budget = store.budget
+        emit(
+            "budget_bytes",
+            "gauge",
+            "Bytes of input-chosen data held (--max-series-bytes is the limit).",
+            (),
+            (),
+            budget.used,
+        )
+        emit(
+            "budget_refused_samples",
+            COUNTER,
+            "Summary samples not kept in a quantile window because the budget was spent.",
+            (),
+            (),
+            budget.starved,
+        )
         for name, (kind, help, labelnames, values) in fams.items():
             yield own_metric(OWN_PREFIX + name, kind, help, labelnames, values)
 
@@ -248,6 +302,8 @@ class MetricsAdapter(Sidecar):
             "families": len(store.families),
             "series": store.series_count(),
             "conflicts": dict(store.conflicts),
+            "budget_bytes": store.budget.used,
+            "budget_limit": store.budget.limit,
         }
 
     def health(self) -> str | None:

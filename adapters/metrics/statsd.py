@@ -28,7 +28,17 @@ from podkit.options import split_addr
 
 from .mapper import COUNTER_T, GAUGE_T, OBSERVER_T, SET_T, Mapper, load_mapping_file
 from .sources import Cfg, Emit, Source, register
-from .store import COUNTER, GAUGE, HISTOGRAM, SUMMARY, Conflict, Series, Store, escape_name
+from .store import (
+    COUNTER,
+    GAUGE,
+    HISTOGRAM,
+    MEMBER_BYTES,
+    SUMMARY,
+    Conflict,
+    Series,
+    Store,
+    escape_name,
+)
 
 SOURCE_KEYS = (
     "type",
@@ -43,10 +53,14 @@ SOURCE_KEYS = (
     "max_line",
     "udp_buffer",
     "cache_size",
+    "cache_bytes",
     "max_set_size",
+    "max_connections",
 )
 
 INF = math.inf
+#: A parse-cache entry besides its key: dict slot, key object header, entry tuple.
+CACHE_ENTRY_BYTES = 200
 
 # Cache entry operations.
 OP_COUNT, OP_GAUGE, OP_OBSERVE, OP_SET, OP_DROP, OP_CONFLICT, OP_BAD = range(7)
@@ -71,11 +85,31 @@ _TYPES = {
 
 
 class SetSeries(Series):
-    __slots__ = ("members",)
+    """A StatsD set: its members are charged to the store's byte budget
+    (`nbytes`, given back when the set resets or expires)."""
+
+    __slots__ = ("members", "nbytes")
 
     def __init__(self, now: float) -> None:
         super().__init__(now)
         self.members: set[bytes] = set()
+        self.nbytes = 0
+
+    def add_member(self, member: bytes, source: StatsdSource) -> None:
+        members = self.members
+        if member in members:
+            return
+        cost = MEMBER_BYTES + len(member)
+        if (
+            len(members) >= source.max_set_size
+            or len(member) > source.store.max_label_value_length
+            or not source.store.budget.take(cost)
+        ):
+            source.dropped["set_member"] += 1
+            return
+        members.add(member)
+        self.nbytes += cost
+        self.value = float(len(members))
 
 
 class BadLine(Exception):
@@ -226,13 +260,18 @@ class StatsdSource(Source):
         self.max_line = cfg.size("max_line", "64KiB")
         self.udp_buffer = cfg.size("udp_buffer", "8MiB")
         self.cache_size = int(cfg.number("cache_size", 100000))
+        self.cache_bytes = cfg.size("cache_bytes", "16MiB")
         self.max_set_size = int(cfg.number("max_set_size", 100000))
+        self.max_connections = int(cfg.number("max_connections", 256))
         self.cache: dict[bytes, tuple[Any, ...]] = {}
+        #: Bytes the parse cache holds (keys are input: a line's name, type and
+        #: tags); at `cache_bytes` or `cache_size` entries it starts over.
+        self._cache_used = 0
         self._gen = -1
         self.lines = 0
         self.packets = {"udp": 0, "tcp": 0}
         self.errors = dict.fromkeys(ERROR_REASONS, 0)
-        self.dropped = {"mapping": 0, "unmapped": 0}
+        self.dropped = {"mapping": 0, "unmapped": 0, "set_member": 0, "connection_limit": 0}
         self._sock: socket.socket | None = None
         self._tcp_server: asyncio.base_events.Server | None = None
         self._tcp_conns: set[_TCPProtocol] = set()
@@ -248,6 +287,7 @@ class StatsdSource(Source):
         store = self.store
         if self._gen != store.generation:
             self.cache.clear()
+            self._cache_used = 0
             self._gen = store.generation
         cache_get = self.cache.get
         now = store.now
@@ -297,9 +337,7 @@ class StatsdSource(Source):
                     s.updated = now
                 elif op == OP_SET:
                     s = ent[1]
-                    if len(s.members) < self.max_set_size:
-                        s.members.add(line[c + 1 : p])
-                        s.value = float(len(s.members))
+                    s.add_member(line[c + 1 : p], self)
                     s.updated = now
                 elif op == OP_DROP:
                     self.dropped[ent[1]] += 1
@@ -329,13 +367,21 @@ class StatsdSource(Source):
             return
         finally:
             self.errors["bad_tag"] += bad_tags[0]
-        if len(self.cache) >= self.cache_size:
+        cost = len(key) + CACHE_ENTRY_BYTES
+        if len(self.cache) >= self.cache_size or self._cache_used + cost > self.cache_bytes:
             self.cache.clear()
+            self._cache_used = 0
         for sample in samples:
+            if sample.type == "c" and not 0.0 <= float(sample.value) < INF:
+                # Rejected before it is resolved: a negative (or NaN) counter
+                # increment creates no series, as in statsd_exporter.
+                self.errors["negative_counter" if sample.value[0] == "-" else "bad_value"] += 1
+                continue
             ent = self._resolve(sample)
             # Lines with dropped tags are not cached, so every one is counted.
             if key and len(samples) == 1 and not bad_tags[0]:
                 self.cache[key] = ent
+                self._cache_used += cost
             self._apply(ent, sample.value)
 
     def _apply(self, ent: tuple[Any, ...], value: str) -> None:
@@ -361,11 +407,8 @@ class StatsdSource(Source):
                 ent[1].observe(v)
             ent[1].updated = now
         elif op == OP_SET:
-            s = ent[1]
-            if len(s.members) < self.max_set_size:
-                s.members.add(value.encode())
-                s.value = float(len(s.members))
-            s.updated = now
+            ent[1].add_member(value.encode(), self)
+            ent[1].updated = now
         elif op == OP_DROP:
             self.dropped[ent[1]] += 1
         elif op == OP_CONFLICT:
@@ -415,6 +458,7 @@ class StatsdSource(Source):
             if s is None:
                 s = SetSeries(now)
                 if not fam.add(values, s):
+                    self._forget_empty(fam)
                     return (OP_CONFLICT, name, "limit")
                 self._sets.append(s)
             elif not isinstance(s, SetSeries):
@@ -423,6 +467,7 @@ class StatsdSource(Source):
             return (OP_SET, s)
         s = fam.get(values, now)
         if s is None:
+            self._forget_empty(fam)
             return (OP_CONFLICT, name, "limit")
         if mtype == GAUGE_T:
             if isinstance(s, SetSeries):
@@ -434,6 +479,12 @@ class StatsdSource(Source):
         scale = 0.001 if p.type == "ms" else 1.0
         # statsd_exporter counts a sampled timing 1/rate times.
         return (OP_OBSERVE, s, scale, max(1, round(1.0 / p.rate)))
+
+    def _forget_empty(self, fam: Any) -> None:
+        """A family whose first series was refused holds nothing: drop it, so a
+        flood of refused names leaves no empty families behind."""
+        if not fam.series:
+            self.store.drop_family(fam)
 
     # -- listeners -------------------------------------------------------------
 
@@ -488,9 +539,12 @@ class StatsdSource(Source):
         while True:
             await asyncio.sleep(self.set_interval)
             alive = []
+            budget = self.store.budget
             for s in self._sets:
                 s.members.clear()
                 s.value = 0.0
+                budget.free += s.nbytes
+                s.nbytes = 0
             # Drop sets whose series expired; keep the rest.
             for fam in self.store.families.values():
                 for s in fam.series.values():
@@ -615,7 +669,15 @@ class _TCPProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses; only close() is used.
         self.transport = transport
-        self.source._tcp_conns.add(self)
+        src = self.source
+        if len(src._tcp_conns) >= src.max_connections:
+            # Each connection may buffer up to max_line: a cap on them is a cap
+            # on that memory (and on file descriptors).
+            src.dropped["connection_limit"] += 1
+            self.skipping = True
+            transport.close()
+            return
+        src._tcp_conns.add(self)
 
     def data_received(self, data: bytes) -> None:
         src = self.source
