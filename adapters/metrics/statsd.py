@@ -163,12 +163,16 @@ class Parsed:
         self.rate = rate
 
 
-def parse_line(line: str, bad_tags: list[int] | None = None) -> list[Parsed]:
+def parse_line(line: str, counts: list[int] | None = None) -> list[Parsed]:
     """statsd_exporter's line grammar (pkg/line): `name[tags]:value|type[|@rate]
     [|#tags][|c:container][|T<unix>]`; `name:v1|t1:v2|t2` for several samples
     without DogStatsD tags; `name:v1:v2:v3|ms` (DogStatsD extended aggregation)
-    for several values of one timer, histogram or distribution."""
-    bad = bad_tags if bad_tags is not None else [0]
+    for several values of one timer, histogram or distribution.
+
+    Tolerant where statsd_exporter is: a tag without key or value is dropped
+    (counts[0]), an invalid, zero or out-of-range sample rate counts as 1
+    (counts[1]), and any `|T…` section is ignored."""
+    bad = counts if counts is not None else [0, 0]
     name_part, sep, rest = line.partition(":")
     if not sep or not name_part:
         raise BadLine("malformed")
@@ -193,7 +197,7 @@ def parse_line(line: str, bad_tags: list[int] | None = None) -> list[Parsed]:
     out = []
     for sample in samples:
         comps = sample.split("|")
-        if not 2 <= len(comps) <= 8 or "" in comps[2:]:
+        if not 2 <= len(comps) <= 6 or "" in comps[2:]:
             raise BadLine("malformed")
         value, mtype = comps[0], comps[1]
         if mtype not in _TYPES:
@@ -206,15 +210,17 @@ def parse_line(line: str, bad_tags: list[int] | None = None) -> list[Parsed]:
                 try:
                     rate = float(comp[1:])
                 except ValueError:
-                    raise BadLine("bad_sample_rate") from None
+                    rate = 0.0
                 if not 0 < rate <= 1:
-                    raise BadLine("bad_sample_rate")
+                    # statsd_exporter: an unparsable or zero rate is 1.
+                    bad[1] += 1
+                    rate = 1.0
             elif c0 == "#":
                 _tags_kv(comp[1:], ":", sample_tags, bad)
             elif c0 == "c" and comp.startswith("c:") and len(comp) > 2:
                 sample_tags["container_id"] = comp[2:]  # DogStatsD 1.2, as statsd_exporter
-            elif c0 == "T" and comp[1:].isdigit():
-                pass  # DogStatsD 1.3 timestamp: validated, not forwarded
+            elif c0 == "T":
+                pass  # DogStatsD 1.3 timestamp: ignored unparsed, as statsd_exporter
             else:
                 raise BadLine("malformed")
         if mtype != "s":
@@ -271,7 +277,13 @@ class StatsdSource(Source):
         self.lines = 0
         self.packets = {"udp": 0, "tcp": 0}
         self.errors = dict.fromkeys(ERROR_REASONS, 0)
-        self.dropped = {"mapping": 0, "unmapped": 0, "set_member": 0, "connection_limit": 0}
+        self.dropped = {
+            "mapping": 0,
+            "unmapped": 0,
+            "empty_name": 0,
+            "set_member": 0,
+            "connection_limit": 0,
+        }
         self._sock: socket.socket | None = None
         self._tcp_server: asyncio.base_events.Server | None = None
         self._tcp_conns: set[_TCPProtocol] = set()
@@ -311,20 +323,21 @@ class StatsdSource(Source):
             op = ent[0]
             try:
                 if op == count:
-                    v = float(line[c + 1 : p])
+                    # ent[2]: the mapping's scale over the sample rate.
+                    v = float(line[c + 1 : p]) * ent[2]
                     if not 0.0 <= v < inf:  # NaN or inf would poison the counter
                         self.errors["negative_counter" if v < 0 else "bad_value"] += 1
                         continue
                     s = ent[1]
-                    s.value += v * ent[2]
+                    s.value += v
                     s.updated = now
                 elif op == gauge:
                     raw = line[c + 1 : p]
                     s = ent[1]
                     if raw[0] in b"+-":
-                        s.value += float(raw)
+                        s.value += float(raw) * ent[2]
                     else:
-                        s.value = float(raw)
+                        s.value = float(raw) * ent[2]
                     s.updated = now
                 elif op == observe:
                     v = float(line[c + 1 : p]) * ent[2]
@@ -359,7 +372,7 @@ class StatsdSource(Source):
         except UnicodeDecodeError:
             self.errors["malformed"] += 1
             return
-        bad_tags = [0]
+        bad_tags = [0, 0]
         try:
             samples = parse_line(text, bad_tags)
         except BadLine as exc:
@@ -367,6 +380,7 @@ class StatsdSource(Source):
             return
         finally:
             self.errors["bad_tag"] += bad_tags[0]
+            self.errors["bad_sample_rate"] += bad_tags[1]
         cost = len(key) + CACHE_ENTRY_BYTES
         if len(self.cache) >= self.cache_size or self._cache_used + cost > self.cache_bytes:
             self.cache.clear()
@@ -378,8 +392,9 @@ class StatsdSource(Source):
                 self.errors["negative_counter" if sample.value[0] == "-" else "bad_value"] += 1
                 continue
             ent = self._resolve(sample)
-            # Lines with dropped tags are not cached, so every one is counted.
-            if key and len(samples) == 1 and not bad_tags[0]:
+            # Lines with dropped tags or a bad rate are not cached, so every
+            # one is counted.
+            if key and len(samples) == 1 and not bad_tags[0] and not bad_tags[1]:
                 self.cache[key] = ent
                 self._cache_used += cost
             self._apply(ent, sample.value)
@@ -389,17 +404,17 @@ class StatsdSource(Source):
         now = self.store.now
         op = ent[0]
         if op == OP_COUNT:
-            v = float(value)
+            v = float(value) * ent[2]
             if not 0.0 <= v < INF:
                 self.errors["negative_counter" if v < 0 else "bad_value"] += 1
                 return
-            ent[1].value += v * ent[2]
+            ent[1].value += v
             ent[1].updated = now
         elif op == OP_GAUGE:
             if value[0] in "+-":
-                ent[1].value += float(value)
+                ent[1].value += float(value) * ent[2]
             else:
-                ent[1].value = float(value)
+                ent[1].value = float(value) * ent[2]
             ent[1].updated = now
         elif op == OP_OBSERVE:
             v = float(value) * ent[2]
@@ -423,14 +438,24 @@ class StatsdSource(Source):
             return (OP_DROP, "mapping")
         if mapping is None and self.drop_unmapped:
             return (OP_DROP, "unmapped")
+        if not name:
+            # A template that expands to nothing (`$1_foo`): statsd_exporter
+            # drops the event and counts it (empty_metric_name).
+            return (OP_DROP, "empty_name")
         opts = mapping.opts if mapping is not None else self.mapper.defaults
+        scale = mapping.scale if mapping is not None and mapping.scale is not None else 1.0
         labels: dict[str, str] = {}
         for k, v in p.tags.items():
             ek = escape_name(k)
             if not ek or ek.startswith("__"):
                 return (OP_BAD, "bad_tag")
             labels[ek] = v
-        labels.update(mlabels)
+        if mapping is not None and mapping.honor_labels:
+            # The mapping's labels are defaults; the client's tags win.
+            for k, v in mlabels.items():
+                labels.setdefault(k, v)
+        else:
+            labels.update(mlabels)
         names = tuple(sorted(labels))
         values = tuple(labels[k] for k in names)
         if mtype == OBSERVER_T:
@@ -473,12 +498,13 @@ class StatsdSource(Source):
             if isinstance(s, SetSeries):
                 self.store.conflict(name, "type", "a StatsD gauge and a set share a name")
                 return (OP_CONFLICT, name, "type")
-            return (OP_GAUGE, s)
+            return (OP_GAUGE, s, scale)
         if mtype == COUNTER_T:
-            return (OP_COUNT, s, 1.0 / p.rate)
-        scale = 0.001 if p.type == "ms" else 1.0
-        # statsd_exporter counts a sampled timing 1/rate times.
-        return (OP_OBSERVE, s, scale, max(1, round(1.0 / p.rate)))
+            return (OP_COUNT, s, scale / p.rate)
+        if p.type == "ms":
+            scale *= 0.001
+        # statsd_exporter counts a sampled timing int(1/rate) times.
+        return (OP_OBSERVE, s, scale, max(1, int(1.0 / p.rate)))
 
     def _forget_empty(self, fam: Any) -> None:
         """A family whose first series was refused holds nothing: drop it, so a

@@ -59,6 +59,7 @@ SAMPLE_BYTES = 8
 _NAME_OK = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL_OK = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _BAD_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+_OK_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
 def parse_buckets(value: Any) -> tuple[float, ...]:
@@ -84,11 +85,20 @@ def parse_buckets(value: Any) -> tuple[float, ...]:
 
 
 def escape_name(name: str) -> str:
-    """A valid metric or label name: statsd_exporter's escaping (anything else -> `_`)."""
-    out = _BAD_CHARS.sub("_", name)
-    if out and out[0].isdigit():
-        out = "_" + out
-    return out
+    """statsd_exporter's EscapeMetricName, character for character: every
+    character (code point) other than `[a-zA-Z0-9_]` becomes `_`, except a `-`
+    right after a `-` (a run of dashes is one `_`); a leading digit gets `_`."""
+    if not _BAD_CHARS.search(name):
+        return "_" + name if name and name[0] in "0123456789" else name
+    out = ["_"] if name[0] in "0123456789" else []
+    prev = ""
+    for c in name:
+        if c in _OK_CHARS:
+            out.append(c)
+        elif not (c == "-" and prev == "-"):
+            out.append("_")
+        prev = c
+    return "".join(out)
 
 
 def valid_name(name: str) -> bool:
