@@ -19,6 +19,7 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 
 from podkit import Sidecar, UsageError, option
+from podkit.admin import Request, Response
 from podkit.metrics import Metrics
 from podkit.options import load_yaml
 
@@ -36,6 +37,8 @@ from .store import (
 )
 
 OWN_PREFIX = "podkit_metrics_"
+#: statsd_exporter's own metric names, offered alongside podkit's.
+EXPORTER_PREFIX = "statsd_exporter_"
 
 
 class AdapterMetrics(Metrics):
@@ -83,6 +86,18 @@ class MetricsAdapter(Sidecar):
     statsd_tcp: str | None = option(None, kind="addr", help="listen for StatsD on TCP HOST:PORT")
     statsd_mapping: str | None = option(
         None, kind="path", help="statsd_exporter mapping file for the StatsD listener"
+    )
+    statsd_listen_unixgram: str | None = option(
+        None,
+        kind="path",
+        help="also listen for StatsD/DogStatsD datagrams on this unix socket path "
+        "(statsd_exporter's --statsd.listen-unixgram)",
+    )
+    statsd_unixsocket_mode: str = option(
+        "755", help="permission mode of that unix socket, octal (--statsd.unixsocket-mode)"
+    )
+    check_config: bool = option(
+        False, help="validate the configuration and mapping files, then exit 0 (or 2)"
     )
 
     max_series: int = option(
@@ -165,14 +180,19 @@ class MetricsAdapter(Sidecar):
                     os.path.dirname(os.path.abspath(self.json_mapping)),
                 )
             )
-        if self.statsd_mapping and not (self.statsd_udp or self.statsd_tcp):
-            raise UsageError("--statsd-mapping: needs --statsd-udp or --statsd-tcp")
-        if self.statsd_udp or self.statsd_tcp:
-            cfg = {"type": "statsd"}
+        listeners = self.statsd_udp or self.statsd_tcp or self.statsd_listen_unixgram
+        if self.statsd_mapping and not listeners:
+            raise UsageError(
+                "--statsd-mapping: needs --statsd-udp, --statsd-tcp or --statsd-listen-unixgram"
+            )
+        if listeners:
+            cfg = {"type": "statsd", "unixgram_mode": self.statsd_unixsocket_mode}
             if self.statsd_udp:
                 cfg["udp"] = self.statsd_udp
             if self.statsd_tcp:
                 cfg["tcp"] = self.statsd_tcp
+            if self.statsd_listen_unixgram:
+                cfg["unixgram"] = os.path.abspath(self.statsd_listen_unixgram)
             if self.statsd_mapping:
                 cfg["mapping_file"] = os.path.abspath(self.statsd_mapping)
             self._sources.append(build(cfg, "--statsd-*", self.store, self.log, None))
@@ -185,8 +205,17 @@ class MetricsAdapter(Sidecar):
         for n in names:
             if names.count(n) > 1:
                 raise UsageError(f"two sources are named {n!r}; give one of them a name:")
+        if self.check_config:
+            # Everything above loaded and checked every file: nothing to serve.
+            self.admin_addr = "off"
+        self.add_route("POST", "/-/reload", self._http_reload)
+        self.add_route("PUT", "/-/reload", self._http_reload)
 
     async def setup(self) -> None:
+        if self.check_config:
+            self.log.info("configuration is valid", extra={"sources": len(self._sources)})
+            self._started = []
+            return
         for src in self._sources:
             for w in getattr(getattr(src, "mapper", None), "warnings", []):
                 self.log.warning("mapping file: %s", w)
@@ -200,7 +229,7 @@ class MetricsAdapter(Sidecar):
             reserved.add(m.name)
             reserved.update(s.name for s in m.samples)
         self.store.reserve(reserved)
-        self.store.reserved_prefix = OWN_PREFIX
+        self.store.reserved_prefix = (OWN_PREFIX, EXPORTER_PREFIX)
         self.metrics.registry.register(Collector(self._own_metrics))
         if isinstance(self.metrics, AdapterMetrics):
             self.metrics.store = self.store
@@ -216,6 +245,8 @@ class MetricsAdapter(Sidecar):
         self._started = started
 
     async def run(self) -> None:
+        if self.check_config:
+            return
         self.set_ready()
         store = self.store
         while not self.stopping:
@@ -292,6 +323,35 @@ class MetricsAdapter(Sidecar):
         )
         for name, (kind, help, labelnames, values) in fams.items():
             yield own_metric(OWN_PREFIX + name, kind, help, labelnames, values)
+        yield from self._exporter_metrics()
+
+    def _exporter_metrics(self) -> Iterable[Metric]:
+        """statsd_exporter's own figures, summed over the statsd sources."""
+        sums: dict[str, tuple[str, str, tuple[str, ...], dict[tuple[str, ...], float]]] = {}
+        for src in getattr(self, "_started", []):
+            if isinstance(src, statsd.StatsdSource):
+                for name, kind, help, lnames, lvalues, v in src.exporter_metrics():
+                    fam = sums.setdefault(name, (kind, help, lnames, {}))
+                    fam[3][lvalues] = fam[3].get(lvalues, 0.0) + v
+        for name, (kind, help, lnames, values) in sums.items():
+            base = name[: -len("_total")] if kind == COUNTER else name
+            yield own_metric(base, kind, help, lnames, list(values.items()))
+
+    def reload(self) -> bool:
+        """Reload every statsd source's mapping file (SIGHUP, POST /-/reload)."""
+        ok = True
+        for src in getattr(self, "_started", []):
+            if isinstance(src, statsd.StatsdSource):
+                ok = src.reload() and ok
+        return ok
+
+    def on_sighup(self) -> None:
+        self.reload()
+
+    async def _http_reload(self, request: Request) -> Response:
+        if self.reload():
+            return Response.text("mapping files reloaded\n")
+        return Response.text("reload failed; previous mappings kept (see the log)\n", 500)
 
     def status(self) -> dict[str, Any]:
         store = getattr(self, "store", None)

@@ -101,9 +101,7 @@ def check_keys(d: dict[Any, Any], allowed: set[str], where: str, compat_prefix: 
 
 # statsd_exporter's own patterns (pkg/mapper/mapper.go): what a glob `match`
 # may look like (`*` only as a whole dot-separated part).
-_GLOB_MATCH = re.compile(
-    r"(\*|[a-zA-Z_][a-zA-Z0-9_\-]*)(\.\*|\.[a-zA-Z0-9_][a-zA-Z0-9_\-]*)*\Z"
-)
+_GLOB_MATCH = re.compile(r"(\*|[a-zA-Z_][a-zA-Z0-9_\-]*)(\.\*|\.[a-zA-Z0-9_][a-zA-Z0-9_\-]*)*\Z")
 _METRIC_NAME = re.compile(r"([a-zA-Z_]|\$\{?\w+\}?)([a-zA-Z0-9_]|\$\{?\w+\}?)*\Z")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 # The glob formatter's reference pattern (pkg/mapper/fsm/formatter.go): `$1_foo`

@@ -17,9 +17,11 @@ ctypes): no per-datagram protocol callback, one clock read per batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import socket
+import stat
 import time
 from typing import Any
 
@@ -45,6 +47,8 @@ SOURCE_KEYS = (
     "name",
     "udp",
     "tcp",
+    "unixgram",
+    "unixgram_mode",
     "mapping_file",
     "mappings",
     "defaults",
@@ -74,6 +78,14 @@ ERROR_REASONS = (
     "negative_counter",
     "line_too_long",
 )
+#: podkit's line error reasons under statsd_exporter's sample_errors_total reasons.
+SAMPLE_ERROR_NAMES = {
+    "malformed": "malformed_line",
+    "bad_type": "malformed_component",
+    "bad_value": "malformed_value",
+    "bad_sample_rate": "invalid_sample_factor",
+    "mixed_tags": "mixed_tagging_styles",
+}
 _TYPES = {
     "c": COUNTER_T,
     "g": GAUGE_T,
@@ -248,10 +260,23 @@ class StatsdSource(Source):
                 _host, _, port = addr.rpartition(":")
                 if not port.isdigit() or not 0 <= int(port) <= 65535:
                     raise cfg.err(key, f"expected HOST:PORT, got {addr!r}")
-        if not self.udp_addr and not self.tcp_addr:
-            raise UsageError(f"{cfg.where}: give udp, tcp or both")
-        self.name = self.name or f"statsd {self.udp_addr or self.tcp_addr}"
+        self.unixgram: str | None = cfg.path("unixgram")
+        mode = cfg.text("unixgram_mode", "755")
+        try:
+            # An octal permission string, as statsd_exporter's --statsd.unixsocket-mode.
+            self.unixgram_mode = int(mode, 8)
+        except ValueError:
+            raise cfg.err(
+                "unixgram_mode", f"expected an octal mode like 755, got {mode!r}"
+            ) from None
+        if not 0 <= self.unixgram_mode <= 0o777:
+            raise cfg.err("unixgram_mode", f"expected an octal mode like 755, got {mode!r}")
+        if not self.udp_addr and not self.tcp_addr and not self.unixgram:
+            raise UsageError(f"{cfg.where}: give udp, tcp or unixgram")
+        self.name = self.name or f"statsd {self.udp_addr or self.tcp_addr or self.unixgram}"
         mapping_file = cfg.path("mapping_file")
+        self.mapping_file: str | None = mapping_file
+        self.reloads = {"success": 0, "failure": 0}
         if mapping_file and (cfg.has("mappings") or cfg.has("defaults")):
             raise UsageError(f"{cfg.where}: use mapping_file or inline mappings, not both")
         if mapping_file:
@@ -275,7 +300,12 @@ class StatsdSource(Source):
         self._cache_used = 0
         self._gen = -1
         self.lines = 0
-        self.packets = {"udp": 0, "tcp": 0}
+        self.packets = {"udp": 0, "tcp": 0, "unixgram": 0}
+        #: StatsD events by type (counter, gauge, observer, set) that reached a
+        #: series: statsd_exporter_events_total{type}.
+        self.events = [0] * 7
+        self.tcp_accepted = 0
+        self.conflicts_by_type = dict.fromkeys((COUNTER_T, GAUGE_T, OBSERVER_T, SET_T), 0)
         self.errors = dict.fromkeys(ERROR_REASONS, 0)
         self.dropped = {
             "mapping": 0,
@@ -285,6 +315,7 @@ class StatsdSource(Source):
             "connection_limit": 0,
         }
         self._sock: socket.socket | None = None
+        self._usock: socket.socket | None = None
         self._tcp_server: asyncio.base_events.Server | None = None
         self._tcp_conns: set[_TCPProtocol] = set()
         self._set_task: asyncio.Task[None] | None = None
@@ -305,6 +336,7 @@ class StatsdSource(Source):
         now = store.now
         slow = self._slow
         count, gauge, observe, inf = OP_COUNT, OP_GAUGE, OP_OBSERVE, INF
+        events = self.events
         lines = data.split(b"\n")
         n = len(lines)
         for line in lines:
@@ -321,12 +353,16 @@ class StatsdSource(Source):
                 slow(line, line[:c] + line[p:])
                 continue
             op = ent[0]
+            # Counted before it is applied; a value that then fails is taken
+            # back below (slow path) or counted as an error.
+            events[op] += 1
             try:
                 if op == count:
                     # ent[2]: the mapping's scale over the sample rate.
                     v = float(line[c + 1 : p]) * ent[2]
                     if not 0.0 <= v < inf:  # NaN or inf would poison the counter
                         self.errors["negative_counter" if v < 0 else "bad_value"] += 1
+                        events[op] -= 1
                         continue
                     s = ent[1]
                     s.value += v
@@ -356,11 +392,13 @@ class StatsdSource(Source):
                     self.dropped[ent[1]] += 1
                 elif op == OP_CONFLICT:
                     store.conflict(ent[1], ent[2], "cached", 1)
+                    self.conflicts_by_type[ent[3]] += 1
                 else:
                     self.errors[ent[1]] += 1
             except (ValueError, IndexError):
                 # Several values on one line, or a bad value: the slow path
                 # handles and counts it.
+                events[op] -= 1
                 slow(line, b"")
         self.lines += n
 
@@ -403,10 +441,12 @@ class StatsdSource(Source):
         # The same operations as the fast path, from a parsed value.
         now = self.store.now
         op = ent[0]
+        self.events[op] += 1
         if op == OP_COUNT:
             v = float(value) * ent[2]
             if not 0.0 <= v < INF:
                 self.errors["negative_counter" if v < 0 else "bad_value"] += 1
+                self.events[op] -= 1
                 return
             ent[1].value += v
             ent[1].updated = now
@@ -428,6 +468,7 @@ class StatsdSource(Source):
             self.dropped[ent[1]] += 1
         elif op == OP_CONFLICT:
             self.store.conflict(ent[1], ent[2], "cached", 0)
+            self.conflicts_by_type[ent[3]] += 1
         else:
             self.errors[ent[1]] += 1
 
@@ -476,7 +517,7 @@ class StatsdSource(Source):
                 source=self.name,
             )
         except Conflict as exc:
-            return (OP_CONFLICT, name, exc.reason)
+            return (OP_CONFLICT, name, exc.reason, mtype)
         now = self.store.now
         if mtype == SET_T:
             s = fam.series.get(values)
@@ -484,20 +525,20 @@ class StatsdSource(Source):
                 s = SetSeries(now)
                 if not fam.add(values, s):
                     self._forget_empty(fam)
-                    return (OP_CONFLICT, name, "limit")
+                    return (OP_CONFLICT, name, "limit", mtype)
                 self._sets.append(s)
             elif not isinstance(s, SetSeries):
                 self.store.conflict(name, "type", "a StatsD set and a gauge share a name")
-                return (OP_CONFLICT, name, "type")
+                return (OP_CONFLICT, name, "type", mtype)
             return (OP_SET, s)
         s = fam.get(values, now)
         if s is None:
             self._forget_empty(fam)
-            return (OP_CONFLICT, name, "limit")
+            return (OP_CONFLICT, name, "limit", mtype)
         if mtype == GAUGE_T:
             if isinstance(s, SetSeries):
                 self.store.conflict(name, "type", "a StatsD gauge and a set share a name")
-                return (OP_CONFLICT, name, "type")
+                return (OP_CONFLICT, name, "type", mtype)
             return (OP_GAUGE, s, scale)
         if mtype == COUNTER_T:
             return (OP_COUNT, s, scale / p.rate)
@@ -535,14 +576,22 @@ class StatsdSource(Source):
                 lambda: _TCPProtocol(self), host, port, reuse_address=True
             )
             self.tcp_port = self._tcp_server.sockets[0].getsockname()[1]
+        if self.unixgram:
+            self._usock = _bind_unixgram(self.unixgram, self.unixgram_mode, self.udp_buffer)
+            loop.add_reader(self._usock.fileno(), self._readable, "unixgram")
         self._set_task = asyncio.create_task(self._reset_sets())
         self.log.info(
             "statsd listening",
-            extra={"source": self.name, "udp_port": self.udp_port, "tcp_port": self.tcp_port},
+            extra={
+                "source": self.name,
+                "udp_port": self.udp_port,
+                "tcp_port": self.tcp_port,
+                "unixgram": self.unixgram,
+            },
         )
 
-    def _readable(self) -> None:
-        sock = self._sock
+    def _readable(self, transport: str = "udp") -> None:
+        sock = self._sock if transport == "udp" else self._usock
         if sock is None:
             return
         self.store.now = time.monotonic()
@@ -559,7 +608,7 @@ class StatsdSource(Source):
                 break
             n += 1
             ingest(data)
-        self.packets["udp"] += n
+        self.packets[transport] += n
 
     async def _reset_sets(self) -> None:
         while True:
@@ -588,11 +637,47 @@ class StatsdSource(Source):
             asyncio.get_running_loop().remove_reader(self._sock.fileno())
             self._sock.close()
             self._sock = None
+        if self._usock is not None:
+            self._readable("unixgram")
+            asyncio.get_running_loop().remove_reader(self._usock.fileno())
+            self._usock.close()
+            self._usock = None
+            assert self.unixgram is not None
+            with contextlib.suppress(OSError):
+                os.unlink(self.unixgram)
         if self._tcp_server is not None:
             self._tcp_server.close()
             for conn in list(self._tcp_conns):
                 conn.finish()
             await self._tcp_server.wait_closed()
+
+    def reload(self) -> bool:
+        """Load the mapping file again. Series stay as they are (new lines map
+        with the new rules); a bad file keeps the old rules, is logged and
+        counted. Returns whether the new file is in use."""
+        if not self.mapping_file:
+            return True
+        try:
+            mapper = load_mapping_file(self.mapping_file, f"{self.cfg.where}.mapping_file")
+        except UsageError as exc:
+            self.reloads["failure"] += 1
+            self.log.error(
+                "mapping file reload failed; keeping the previous mappings",
+                extra={"source": self.name, "error": str(exc)},
+            )
+            return False
+        for w in mapper.warnings:
+            self.log.warning("mapping file: %s", w)
+        self.mapper = mapper
+        self.drop_unmapped = self.cfg.flag("drop_unmapped", mapper.drop_unmapped)
+        self.cache.clear()
+        self._cache_used = 0
+        self.reloads["success"] += 1
+        self.log.info(
+            "mapping file reloaded",
+            extra={"source": self.name, "mappings": len(mapper.mappings)},
+        )
+        return True
 
     # -- reporting ---------------------------------------------------------------
 
@@ -671,6 +756,109 @@ class StatsdSource(Source):
             len(self.mapper.mappings),
         )
 
+    def exporter_metrics(
+        self,
+    ) -> list[tuple[str, str, str, tuple[str, ...], tuple[str, ...], float]]:
+        """The same figures under statsd_exporter's own metric names, so its
+        dashboards and alerts keep working: (name, kind, help, labelnames,
+        labelvalues, value), summed over statsd sources by the caller."""
+        e = self.events
+        out: list[tuple[str, str, str, tuple[str, ...], tuple[str, ...], float]] = []
+
+        def add(name: str, kind: str, help: str, value: float, **labels: str) -> None:
+            out.append((name, kind, help, tuple(labels), tuple(labels.values()), value))
+
+        ev = "The total number of StatsD events seen."
+        for t, op in (("counter", OP_COUNT), ("gauge", OP_GAUGE), ("observer", OP_OBSERVE)):
+            add("statsd_exporter_events_total", COUNTER, ev, e[op], type=t)
+        cf = "The total number of StatsD events with conflicting names."
+        for t in (COUNTER_T, GAUGE_T, OBSERVER_T):
+            add(
+                "statsd_exporter_events_conflict_total",
+                COUNTER,
+                cf,
+                self.conflicts_by_type[t],
+                type=t,
+            )
+        add(
+            "statsd_exporter_events_actions_total",
+            COUNTER,
+            "The total number of StatsD events by action.",
+            self.dropped["mapping"],
+            action="drop",
+        )
+        er = "The total number of StatsD events discarded due to errors."
+        add(
+            "statsd_exporter_events_error_total",
+            COUNTER,
+            er,
+            self.errors["negative_counter"],
+            reason="illegal_negative_counter",
+        )
+        add(
+            "statsd_exporter_events_error_total",
+            COUNTER,
+            er,
+            self.dropped["empty_name"],
+            reason="empty_metric_name",
+        )
+        add(
+            "statsd_exporter_lines_total",
+            COUNTER,
+            "The total number of StatsD lines received.",
+            self.lines,
+        )
+        add(
+            "statsd_exporter_udp_packets_total",
+            COUNTER,
+            "The total number of StatsD packets received over UDP.",
+            self.packets["udp"],
+        )
+        add(
+            "statsd_exporter_unixgram_packets_total",
+            COUNTER,
+            "The total number of StatsD packets received over Unixgram.",
+            self.packets["unixgram"],
+        )
+        add(
+            "statsd_exporter_tcp_connections_total",
+            COUNTER,
+            "The total number of TCP connections handled.",
+            self.tcp_accepted,
+        )
+        add(
+            "statsd_exporter_tcp_too_long_lines_total",
+            COUNTER,
+            "The number of lines discarded due to being too long.",
+            self.errors["line_too_long"],
+        )
+        se = "The total number of errors parsing StatsD samples."
+        for ours, theirs in SAMPLE_ERROR_NAMES.items():
+            add(
+                "statsd_exporter_sample_errors_total", COUNTER, se, self.errors[ours], reason=theirs
+            )
+        add(
+            "statsd_exporter_tag_errors_total",
+            COUNTER,
+            "The number of errors parsing DogStatsD tags.",
+            self.errors["bad_tag"],
+        )
+        for outcome, n in self.reloads.items():
+            add(
+                "statsd_exporter_config_reloads_total",
+                COUNTER,
+                "The number of configuration reloads.",
+                n,
+                outcome=outcome,
+            )
+        add(
+            "statsd_exporter_loaded_mappings",
+            GAUGE,
+            "The current number of configured metric mappings.",
+            len(self.mapper.mappings),
+        )
+        return out
+
     def status(self) -> dict[str, Any]:
         return {
             "type": "statsd",
@@ -681,6 +869,30 @@ class StatsdSource(Source):
             "mappings": len(self.mapper.mappings),
             "cache_entries": len(self.cache),
         }
+
+
+def _bind_unixgram(path: str, mode: int, rcvbuf: int) -> socket.socket:
+    """A unix datagram socket at `path` with permission `mode` (DogStatsD's
+    `unix://` transport). A stale socket file from an earlier run is replaced;
+    anything else at that path is an error, not something to delete."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    except OSError:
+        pass
+    try:
+        sock.bind(path)
+        os.chmod(path, mode)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 class _TCPProtocol(asyncio.Protocol):
@@ -696,6 +908,7 @@ class _TCPProtocol(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses; only close() is used.
         self.transport = transport
         src = self.source
+        src.tcp_accepted += 1
         if len(src._tcp_conns) >= src.max_connections:
             # Each connection may buffer up to max_line: a cap on them is a cap
             # on that memory (and on file descriptors).

@@ -407,7 +407,7 @@ class Store:
         self._claims: dict[str, str] = {}
         self._reserved = set(reserved)
         #: Adapted names may not start with this (the adapter's own metrics do).
-        self.reserved_prefix = ""
+        self.reserved_prefix: str | tuple[str, ...] = ""
         self.generation = 0
         self.conflicts: dict[str, int] = dict.fromkeys(CONFLICT_REASONS, 0)
         #: A bound on adapted series, so a flood of new names (a hostile or buggy
@@ -483,7 +483,7 @@ class Store:
             self.conflict(name, "name", "not a valid metric name")
             raise Conflict("name")
         if self.reserved_prefix and name.startswith(self.reserved_prefix):
-            self.conflict(name, "name", f"{self.reserved_prefix}* is the adapter's own")
+            self.conflict(name, "name", "the adapter's own metrics use this prefix")
             raise Conflict("name")
         for ln in labelnames:
             if not label_allowed(ln, kind):

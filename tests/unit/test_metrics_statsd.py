@@ -289,9 +289,7 @@ def test_mapping_file_errors_name_the_place() -> None:
     with pytest.raises(UsageError, match=r"mappings\[0\]\.scal: unknown key"):
         Mapper({"mappings": [{"match": "a", "name": "x", "scal": 2}]}, "f")
     with pytest.raises(UsageError, match="native_histogram_max_buckets: native histograms"):
-        Mapper(
-            {"defaults": {"histogram_options": {"native_histogram_max_buckets": 256}}}, "f"
-        )
+        Mapper({"defaults": {"histogram_options": {"native_histogram_max_buckets": 256}}}, "f")
     m = Mapper({"mappings": [{"match": "a", "name": "x", "scale": 2}]}, "f")
     assert m.mappings[0].scale == 2.0 and not m.warnings
 
