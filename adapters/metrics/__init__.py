@@ -23,6 +23,7 @@ from podkit.admin import Request, Response
 from podkit.metrics import Metrics
 from podkit.options import load_yaml
 
+from . import json_exporter as json_exporter
 from . import json_source as json_source
 from . import log_source as log_source
 from . import statsd as statsd
@@ -96,6 +97,12 @@ class MetricsAdapter(Sidecar):
     statsd_unixsocket_mode: str = option(
         "755", help="permission mode of that unix socket, octal (--statsd.unixsocket-mode)"
     )
+    json_exporter_config: str | None = option(
+        None,
+        kind="path",
+        help="json_exporter's config file (modules:); serves GET /probe?module=NAME&target=URL",
+    )
+    probe_timeout: float = option("10s", kind="duration", help="whole-request timeout of a probe")
     check_config: bool = option(
         False, help="validate the configuration and mapping files, then exit 0 (or 2)"
     )
@@ -196,10 +203,17 @@ class MetricsAdapter(Sidecar):
             if self.statsd_mapping:
                 cfg["mapping_file"] = os.path.abspath(self.statsd_mapping)
             self._sources.append(build(cfg, "--statsd-*", self.store, self.log, None))
-        if not self._sources:
+        self._prober: json_exporter.Prober | None = None
+        if self.json_exporter_config:
+            modules = json_exporter.load_modules(
+                self.json_exporter_config, "--json-exporter-config"
+            )
+            self._prober = json_exporter.Prober(modules, self.probe_timeout, 16 * 1024 * 1024)
+            self.add_route("GET", "/probe", self._http_probe)
+        if not self._sources and self._prober is None:
             raise UsageError(
                 "no sources: give --config FILE with sources:, --json-url with --json-mapping, "
-                "or --statsd-udp/--statsd-tcp"
+                "--statsd-udp/--statsd-tcp, or --json-exporter-config"
             )
         names = [s.name for s in self._sources]
         for n in names:
@@ -304,6 +318,18 @@ class MetricsAdapter(Sidecar):
                 n,
             )
         emit("expired_series", COUNTER, "Series removed by their ttl.", (), (), store.expired)
+        prober = getattr(self, "_prober", None)
+        if prober is not None:
+            for what, n in (("probes", prober.probes), ("probe_failures", prober.failures)):
+                emit(what, COUNTER, f"json_exporter-style {what.replace('_', ' ')}.", (), (), n)
+            emit(
+                "probe_skipped_series",
+                COUNTER,
+                "Series a probe skipped: missing path or value, or a conflicting label set.",
+                (),
+                (),
+                prober.skipped,
+            )
         budget = store.budget
         emit(
             "budget_bytes",
@@ -347,6 +373,12 @@ class MetricsAdapter(Sidecar):
 
     def on_sighup(self) -> None:
         self.reload()
+
+    async def _http_probe(self, request: Request) -> Response:
+        assert self._prober is not None
+        status, text = await self._prober.probe(request.query)
+        ctype = "text/plain; version=0.0.4; charset=utf-8" if status == 200 else "text/plain"
+        return Response(status, text.encode(), ctype)
 
     async def _http_reload(self, request: Request) -> Response:
         if self.reload():
