@@ -29,8 +29,8 @@ from .store import (
     Conflict,
     Family,
     Store,
-    label_allowed,
     escape_name,
+    label_allowed,
     valid_label,
     valid_name,
 )
