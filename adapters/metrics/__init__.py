@@ -38,6 +38,8 @@ from .store import (
 )
 
 OWN_PREFIX = "podkit_metrics_"
+#: Least time between two reloads through POST /-/reload.
+RELOAD_INTERVAL = 1.0
 #: statsd_exporter's own metric names, offered alongside podkit's.
 EXPORTER_PREFIX = "statsd_exporter_"
 
@@ -381,6 +383,12 @@ class MetricsAdapter(Sidecar):
         return Response(status, text.encode(), ctype)
 
     async def _http_reload(self, request: Request) -> Response:
+        # A state-changing endpoint on the admin port: at most one reload per
+        # second, so a flood of requests cannot keep the program re-reading.
+        now = time.monotonic()
+        if now - getattr(self, "_last_reload", -RELOAD_INTERVAL) < RELOAD_INTERVAL:
+            return Response.text("reloaded less than a second ago; try again\n", 429)
+        self._last_reload = now
         if self.reload():
             return Response.text("mapping files reloaded\n")
         return Response.text("reload failed; previous mappings kept (see the log)\n", 500)
