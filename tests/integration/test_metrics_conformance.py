@@ -180,6 +180,8 @@ def test_mapping_keys_clients_and_tolerance_match_statsd_exporter(adapter: Any) 
         )
         == 1
     )
+    text = proc.get("/metrics")[2].decode()
+    assert "# HELP app_requests_total Requests by code.\n" in text  # help
     # OpenMetrics' strict parser takes the same output.
     om = scrape(proc, openmetrics=True)
     assert om["app_requests_total"] == got["app_requests_total"]
