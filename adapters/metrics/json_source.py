@@ -29,6 +29,7 @@ from .store import (
     Conflict,
     Family,
     Store,
+    escape_name,
     label_allowed,
     valid_label,
     valid_name,
@@ -69,6 +70,17 @@ _TEMPLATE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 
 class _Missing(Exception):
     pass
+
+
+def kube_to_jsonpath(text: str) -> str:
+    """json_exporter's kubectl-style `{.items[*].name}` -> `$.items[*].name`;
+    anything else is returned as it is."""
+    t = text.strip()
+    if t.startswith("{") and t.endswith("}") and t.count("{") == 1:
+        inner = t[1:-1].strip()
+        if inner.startswith((".", "[")):
+            return "$" + inner
+    return text
 
 
 class _BadDocument(Exception):
@@ -184,16 +196,22 @@ class MetricSpec:
     def __init__(self, cfg: Cfg) -> None:
         cfg.check_keys(METRIC_KEYS)
         self.name: str = cfg.text("name", required=True)
-        if not valid_name(self.name):
-            raise cfg.err("name", f"{self.name!r} is not a valid metric name")
         try:
-            self.path = JSONPath(cfg.text("path", required=True))
+            self.path = JSONPath(kube_to_jsonpath(cfg.text("path", required=True)))
             value = cfg.text("value")
             self.value = JSONPath(value) if value else None
         except PathError as exc:
             raise cfg.err("path", str(exc)) from None
         if self.value is not None and not self.value.relative:
             raise cfg.err("value", "must be relative to each item (start with @)")
+        #: A name drawn from the data (json_exporter #290): `{key}`, `{@.kind}`
+        #: or `{$.app}` in the name, rendered per series, then escaped like an
+        #: unmapped StatsD name; the store's conflict rules apply to each.
+        self.name_template: Template | None = None
+        if "{" in self.name:
+            self.name_template = Template(self.name, f"{cfg.where}.name", self.path)
+        elif not valid_name(self.name):
+            raise cfg.err("name", f"{self.name!r} is not a valid metric name")
         self.kind = cfg.text("type", GAUGE)
         if self.kind not in (GAUGE, COUNTER, UNTYPED):
             raise cfg.err("type", f"{self.kind!r} is not one of gauge, counter, untyped")
@@ -383,6 +401,8 @@ class JSONSource(Source):
                 self.errors["conflict"] += 1
                 continue
             values = entry[1]
+            named = spec.name_template is not None
+            taken = 0  # series of this metric, whatever names they got
             full = False
             for m in matches:
                 if full:
@@ -395,7 +415,7 @@ class JSONSource(Source):
                 else:
                     items = [(m, m.key, m.value if spec.value else m.parent)]
                 for node, key, item in items:
-                    if len(values) >= self.max_series:
+                    if taken >= self.max_series:
                         # Counted once per metric and fetch: the rest is cut off.
                         self.errors["too_many_series"] += 1
                         full = True
@@ -415,10 +435,26 @@ class JSONSource(Source):
                     except _Missing:
                         self.errors["missing_label"] += 1
                         continue
+                    if named:
+                        assert spec.name_template is not None
+                        try:
+                            name = escape_name(spec.name_template.render(doc, node, key, item))
+                        except _Missing:
+                            self.errors["missing_label"] += 1
+                            continue
+                        if not valid_name(name):
+                            self.errors["conflict"] += 1
+                            continue
+                        e = out.setdefault(name, (spec, {}))
+                        if e[0].labelnames != spec.labelnames:
+                            self.errors["conflict"] += 1
+                            continue
+                        values = e[1]
                     if lv in values:
                         self.errors["duplicate"] += 1
                         continue
                     values[lv] = num
+                    taken += 1
         return out
 
     def _apply(self, series: dict[str, tuple[MetricSpec, dict[tuple[str, ...], float]]]) -> None:

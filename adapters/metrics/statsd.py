@@ -17,9 +17,11 @@ ctypes): no per-datagram protocol callback, one clock read per batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import socket
+import stat
 import time
 from typing import Any
 
@@ -28,13 +30,25 @@ from podkit.options import split_addr
 
 from .mapper import COUNTER_T, GAUGE_T, OBSERVER_T, SET_T, Mapper, load_mapping_file
 from .sources import Cfg, Emit, Source, register
-from .store import COUNTER, GAUGE, HISTOGRAM, SUMMARY, Conflict, Series, Store, escape_name
+from .store import (
+    COUNTER,
+    GAUGE,
+    HISTOGRAM,
+    MEMBER_BYTES,
+    SUMMARY,
+    Conflict,
+    Series,
+    Store,
+    escape_name,
+)
 
 SOURCE_KEYS = (
     "type",
     "name",
     "udp",
     "tcp",
+    "unixgram",
+    "unixgram_mode",
     "mapping_file",
     "mappings",
     "defaults",
@@ -43,10 +57,14 @@ SOURCE_KEYS = (
     "max_line",
     "udp_buffer",
     "cache_size",
+    "cache_bytes",
     "max_set_size",
+    "max_connections",
 )
 
 INF = math.inf
+#: A parse-cache entry besides its key: dict slot, key object header, entry tuple.
+CACHE_ENTRY_BYTES = 200
 
 # Cache entry operations.
 OP_COUNT, OP_GAUGE, OP_OBSERVE, OP_SET, OP_DROP, OP_CONFLICT, OP_BAD = range(7)
@@ -60,6 +78,14 @@ ERROR_REASONS = (
     "negative_counter",
     "line_too_long",
 )
+#: podkit's line error reasons under statsd_exporter's sample_errors_total reasons.
+SAMPLE_ERROR_NAMES = {
+    "malformed": "malformed_line",
+    "bad_type": "malformed_component",
+    "bad_value": "malformed_value",
+    "bad_sample_rate": "invalid_sample_factor",
+    "mixed_tags": "mixed_tagging_styles",
+}
 _TYPES = {
     "c": COUNTER_T,
     "g": GAUGE_T,
@@ -71,11 +97,31 @@ _TYPES = {
 
 
 class SetSeries(Series):
-    __slots__ = ("members",)
+    """A StatsD set: its members are charged to the store's byte budget
+    (`nbytes`, given back when the set resets or expires)."""
+
+    __slots__ = ("members", "nbytes")
 
     def __init__(self, now: float) -> None:
         super().__init__(now)
         self.members: set[bytes] = set()
+        self.nbytes = 0
+
+    def add_member(self, member: bytes, source: StatsdSource) -> None:
+        members = self.members
+        if member in members:
+            return
+        cost = MEMBER_BYTES + len(member)
+        if (
+            len(members) >= source.max_set_size
+            or len(member) > source.store.max_label_value_length
+            or not source.store.budget.take(cost)
+        ):
+            source.dropped["set_member"] += 1
+            return
+        members.add(member)
+        self.nbytes += cost
+        self.value = float(len(members))
 
 
 class BadLine(Exception):
@@ -129,12 +175,16 @@ class Parsed:
         self.rate = rate
 
 
-def parse_line(line: str, bad_tags: list[int] | None = None) -> list[Parsed]:
+def parse_line(line: str, counts: list[int] | None = None) -> list[Parsed]:
     """statsd_exporter's line grammar (pkg/line): `name[tags]:value|type[|@rate]
     [|#tags][|c:container][|T<unix>]`; `name:v1|t1:v2|t2` for several samples
     without DogStatsD tags; `name:v1:v2:v3|ms` (DogStatsD extended aggregation)
-    for several values of one timer, histogram or distribution."""
-    bad = bad_tags if bad_tags is not None else [0]
+    for several values of one timer, histogram or distribution.
+
+    Tolerant where statsd_exporter is: a tag without key or value is dropped
+    (counts[0]), an invalid, zero or out-of-range sample rate counts as 1
+    (counts[1]), and any `|T…` section is ignored."""
+    bad = counts if counts is not None else [0, 0]
     name_part, sep, rest = line.partition(":")
     if not sep or not name_part:
         raise BadLine("malformed")
@@ -159,7 +209,7 @@ def parse_line(line: str, bad_tags: list[int] | None = None) -> list[Parsed]:
     out = []
     for sample in samples:
         comps = sample.split("|")
-        if not 2 <= len(comps) <= 8 or "" in comps[2:]:
+        if not 2 <= len(comps) <= 6 or "" in comps[2:]:
             raise BadLine("malformed")
         value, mtype = comps[0], comps[1]
         if mtype not in _TYPES:
@@ -172,15 +222,17 @@ def parse_line(line: str, bad_tags: list[int] | None = None) -> list[Parsed]:
                 try:
                     rate = float(comp[1:])
                 except ValueError:
-                    raise BadLine("bad_sample_rate") from None
+                    rate = 0.0
                 if not 0 < rate <= 1:
-                    raise BadLine("bad_sample_rate")
+                    # statsd_exporter: an unparsable or zero rate is 1.
+                    bad[1] += 1
+                    rate = 1.0
             elif c0 == "#":
                 _tags_kv(comp[1:], ":", sample_tags, bad)
             elif c0 == "c" and comp.startswith("c:") and len(comp) > 2:
                 sample_tags["container_id"] = comp[2:]  # DogStatsD 1.2, as statsd_exporter
-            elif c0 == "T" and comp[1:].isdigit():
-                pass  # DogStatsD 1.3 timestamp: validated, not forwarded
+            elif c0 == "T":
+                pass  # DogStatsD 1.3 timestamp: ignored unparsed, as statsd_exporter
             else:
                 raise BadLine("malformed")
         if mtype != "s":
@@ -208,10 +260,23 @@ class StatsdSource(Source):
                 _host, _, port = addr.rpartition(":")
                 if not port.isdigit() or not 0 <= int(port) <= 65535:
                     raise cfg.err(key, f"expected HOST:PORT, got {addr!r}")
-        if not self.udp_addr and not self.tcp_addr:
-            raise UsageError(f"{cfg.where}: give udp, tcp or both")
-        self.name = self.name or f"statsd {self.udp_addr or self.tcp_addr}"
+        self.unixgram: str | None = cfg.path("unixgram")
+        mode = cfg.text("unixgram_mode", "755")
+        try:
+            # An octal permission string, as statsd_exporter's --statsd.unixsocket-mode.
+            self.unixgram_mode = int(mode, 8)
+        except ValueError:
+            raise cfg.err(
+                "unixgram_mode", f"expected an octal mode like 755, got {mode!r}"
+            ) from None
+        if not 0 <= self.unixgram_mode <= 0o777:
+            raise cfg.err("unixgram_mode", f"expected an octal mode like 755, got {mode!r}")
+        if not self.udp_addr and not self.tcp_addr and not self.unixgram:
+            raise UsageError(f"{cfg.where}: give udp, tcp or unixgram")
+        self.name = self.name or f"statsd {self.udp_addr or self.tcp_addr or self.unixgram}"
         mapping_file = cfg.path("mapping_file")
+        self.mapping_file: str | None = mapping_file
+        self.reloads = {"success": 0, "failure": 0}
         if mapping_file and (cfg.has("mappings") or cfg.has("defaults")):
             raise UsageError(f"{cfg.where}: use mapping_file or inline mappings, not both")
         if mapping_file:
@@ -226,14 +291,31 @@ class StatsdSource(Source):
         self.max_line = cfg.size("max_line", "64KiB")
         self.udp_buffer = cfg.size("udp_buffer", "8MiB")
         self.cache_size = int(cfg.number("cache_size", 100000))
+        self.cache_bytes = cfg.size("cache_bytes", "16MiB")
         self.max_set_size = int(cfg.number("max_set_size", 100000))
+        self.max_connections = int(cfg.number("max_connections", 256))
         self.cache: dict[bytes, tuple[Any, ...]] = {}
+        #: Bytes the parse cache holds (keys are input: a line's name, type and
+        #: tags); at `cache_bytes` or `cache_size` entries it starts over.
+        self._cache_used = 0
         self._gen = -1
         self.lines = 0
-        self.packets = {"udp": 0, "tcp": 0}
+        self.packets = {"udp": 0, "tcp": 0, "unixgram": 0}
+        #: StatsD events by type (counter, gauge, observer, set) that reached a
+        #: series: statsd_exporter_events_total{type}.
+        self.events = [0] * 7
+        self.tcp_accepted = 0
+        self.conflicts_by_type = dict.fromkeys((COUNTER_T, GAUGE_T, OBSERVER_T, SET_T), 0)
         self.errors = dict.fromkeys(ERROR_REASONS, 0)
-        self.dropped = {"mapping": 0, "unmapped": 0}
+        self.dropped = {
+            "mapping": 0,
+            "unmapped": 0,
+            "empty_name": 0,
+            "set_member": 0,
+            "connection_limit": 0,
+        }
         self._sock: socket.socket | None = None
+        self._usock: socket.socket | None = None
         self._tcp_server: asyncio.base_events.Server | None = None
         self._tcp_conns: set[_TCPProtocol] = set()
         self._set_task: asyncio.Task[None] | None = None
@@ -248,11 +330,13 @@ class StatsdSource(Source):
         store = self.store
         if self._gen != store.generation:
             self.cache.clear()
+            self._cache_used = 0
             self._gen = store.generation
         cache_get = self.cache.get
         now = store.now
         slow = self._slow
         count, gauge, observe, inf = OP_COUNT, OP_GAUGE, OP_OBSERVE, INF
+        events = self.events
         lines = data.split(b"\n")
         n = len(lines)
         for line in lines:
@@ -269,22 +353,27 @@ class StatsdSource(Source):
                 slow(line, line[:c] + line[p:])
                 continue
             op = ent[0]
+            # Counted before it is applied; a value that then fails is taken
+            # back below (slow path) or counted as an error.
+            events[op] += 1
             try:
                 if op == count:
-                    v = float(line[c + 1 : p])
+                    # ent[2]: the mapping's scale over the sample rate.
+                    v = float(line[c + 1 : p]) * ent[2]
                     if not 0.0 <= v < inf:  # NaN or inf would poison the counter
                         self.errors["negative_counter" if v < 0 else "bad_value"] += 1
+                        events[op] -= 1
                         continue
                     s = ent[1]
-                    s.value += v * ent[2]
+                    s.value += v
                     s.updated = now
                 elif op == gauge:
                     raw = line[c + 1 : p]
                     s = ent[1]
                     if raw[0] in b"+-":
-                        s.value += float(raw)
+                        s.value += float(raw) * ent[2]
                     else:
-                        s.value = float(raw)
+                        s.value = float(raw) * ent[2]
                     s.updated = now
                 elif op == observe:
                     v = float(line[c + 1 : p]) * ent[2]
@@ -297,19 +386,19 @@ class StatsdSource(Source):
                     s.updated = now
                 elif op == OP_SET:
                     s = ent[1]
-                    if len(s.members) < self.max_set_size:
-                        s.members.add(line[c + 1 : p])
-                        s.value = float(len(s.members))
+                    s.add_member(line[c + 1 : p], self)
                     s.updated = now
                 elif op == OP_DROP:
                     self.dropped[ent[1]] += 1
                 elif op == OP_CONFLICT:
                     store.conflict(ent[1], ent[2], "cached", 1)
+                    self.conflicts_by_type[ent[3]] += 1
                 else:
                     self.errors[ent[1]] += 1
             except (ValueError, IndexError):
                 # Several values on one line, or a bad value: the slow path
                 # handles and counts it.
+                events[op] -= 1
                 slow(line, b"")
         self.lines += n
 
@@ -321,7 +410,7 @@ class StatsdSource(Source):
         except UnicodeDecodeError:
             self.errors["malformed"] += 1
             return
-        bad_tags = [0]
+        bad_tags = [0, 0]
         try:
             samples = parse_line(text, bad_tags)
         except BadLine as exc:
@@ -329,31 +418,43 @@ class StatsdSource(Source):
             return
         finally:
             self.errors["bad_tag"] += bad_tags[0]
-        if len(self.cache) >= self.cache_size:
+            self.errors["bad_sample_rate"] += bad_tags[1]
+        cost = len(key) + CACHE_ENTRY_BYTES
+        if len(self.cache) >= self.cache_size or self._cache_used + cost > self.cache_bytes:
             self.cache.clear()
+            self._cache_used = 0
         for sample in samples:
+            if sample.type == "c" and not 0.0 <= float(sample.value) < INF:
+                # Rejected before it is resolved: a negative (or NaN) counter
+                # increment creates no series, as in statsd_exporter.
+                self.errors["negative_counter" if sample.value[0] == "-" else "bad_value"] += 1
+                continue
             ent = self._resolve(sample)
-            # Lines with dropped tags are not cached, so every one is counted.
-            if key and len(samples) == 1 and not bad_tags[0]:
+            # Lines with dropped tags or a bad rate are not cached, so every
+            # one is counted.
+            if key and len(samples) == 1 and not bad_tags[0] and not bad_tags[1]:
                 self.cache[key] = ent
+                self._cache_used += cost
             self._apply(ent, sample.value)
 
     def _apply(self, ent: tuple[Any, ...], value: str) -> None:
         # The same operations as the fast path, from a parsed value.
         now = self.store.now
         op = ent[0]
+        self.events[op] += 1
         if op == OP_COUNT:
-            v = float(value)
+            v = float(value) * ent[2]
             if not 0.0 <= v < INF:
                 self.errors["negative_counter" if v < 0 else "bad_value"] += 1
+                self.events[op] -= 1
                 return
-            ent[1].value += v * ent[2]
+            ent[1].value += v
             ent[1].updated = now
         elif op == OP_GAUGE:
             if value[0] in "+-":
-                ent[1].value += float(value)
+                ent[1].value += float(value) * ent[2]
             else:
-                ent[1].value = float(value)
+                ent[1].value = float(value) * ent[2]
             ent[1].updated = now
         elif op == OP_OBSERVE:
             v = float(value) * ent[2]
@@ -361,15 +462,13 @@ class StatsdSource(Source):
                 ent[1].observe(v)
             ent[1].updated = now
         elif op == OP_SET:
-            s = ent[1]
-            if len(s.members) < self.max_set_size:
-                s.members.add(value.encode())
-                s.value = float(len(s.members))
-            s.updated = now
+            ent[1].add_member(value.encode(), self)
+            ent[1].updated = now
         elif op == OP_DROP:
             self.dropped[ent[1]] += 1
         elif op == OP_CONFLICT:
             self.store.conflict(ent[1], ent[2], "cached", 0)
+            self.conflicts_by_type[ent[3]] += 1
         else:
             self.errors[ent[1]] += 1
 
@@ -380,14 +479,24 @@ class StatsdSource(Source):
             return (OP_DROP, "mapping")
         if mapping is None and self.drop_unmapped:
             return (OP_DROP, "unmapped")
+        if not name:
+            # A template that expands to nothing (`$1_foo`): statsd_exporter
+            # drops the event and counts it (empty_metric_name).
+            return (OP_DROP, "empty_name")
         opts = mapping.opts if mapping is not None else self.mapper.defaults
+        scale = mapping.scale if mapping is not None and mapping.scale is not None else 1.0
         labels: dict[str, str] = {}
         for k, v in p.tags.items():
             ek = escape_name(k)
             if not ek or ek.startswith("__"):
                 return (OP_BAD, "bad_tag")
             labels[ek] = v
-        labels.update(mlabels)
+        if mapping is not None and mapping.honor_labels:
+            # The mapping's labels are defaults; the client's tags win.
+            for k, v in mlabels.items():
+                labels.setdefault(k, v)
+        else:
+            labels.update(mlabels)
         names = tuple(sorted(labels))
         values = tuple(labels[k] for k in names)
         if mtype == OBSERVER_T:
@@ -408,32 +517,41 @@ class StatsdSource(Source):
                 source=self.name,
             )
         except Conflict as exc:
-            return (OP_CONFLICT, name, exc.reason)
+            return (OP_CONFLICT, name, exc.reason, mtype)
         now = self.store.now
         if mtype == SET_T:
             s = fam.series.get(values)
             if s is None:
                 s = SetSeries(now)
                 if not fam.add(values, s):
-                    return (OP_CONFLICT, name, "limit")
+                    self._forget_empty(fam)
+                    return (OP_CONFLICT, name, "limit", mtype)
                 self._sets.append(s)
             elif not isinstance(s, SetSeries):
                 self.store.conflict(name, "type", "a StatsD set and a gauge share a name")
-                return (OP_CONFLICT, name, "type")
+                return (OP_CONFLICT, name, "type", mtype)
             return (OP_SET, s)
         s = fam.get(values, now)
         if s is None:
-            return (OP_CONFLICT, name, "limit")
+            self._forget_empty(fam)
+            return (OP_CONFLICT, name, "limit", mtype)
         if mtype == GAUGE_T:
             if isinstance(s, SetSeries):
                 self.store.conflict(name, "type", "a StatsD gauge and a set share a name")
-                return (OP_CONFLICT, name, "type")
-            return (OP_GAUGE, s)
+                return (OP_CONFLICT, name, "type", mtype)
+            return (OP_GAUGE, s, scale)
         if mtype == COUNTER_T:
-            return (OP_COUNT, s, 1.0 / p.rate)
-        scale = 0.001 if p.type == "ms" else 1.0
-        # statsd_exporter counts a sampled timing 1/rate times.
-        return (OP_OBSERVE, s, scale, max(1, round(1.0 / p.rate)))
+            return (OP_COUNT, s, scale / p.rate)
+        if p.type == "ms":
+            scale *= 0.001
+        # statsd_exporter counts a sampled timing int(1/rate) times.
+        return (OP_OBSERVE, s, scale, max(1, int(1.0 / p.rate)))
+
+    def _forget_empty(self, fam: Any) -> None:
+        """A family whose first series was refused holds nothing: drop it, so a
+        flood of refused names leaves no empty families behind."""
+        if not fam.series:
+            self.store.drop_family(fam)
 
     # -- listeners -------------------------------------------------------------
 
@@ -458,14 +576,22 @@ class StatsdSource(Source):
                 lambda: _TCPProtocol(self), host, port, reuse_address=True
             )
             self.tcp_port = self._tcp_server.sockets[0].getsockname()[1]
+        if self.unixgram:
+            self._usock = _bind_unixgram(self.unixgram, self.unixgram_mode, self.udp_buffer)
+            loop.add_reader(self._usock.fileno(), self._readable, "unixgram")
         self._set_task = asyncio.create_task(self._reset_sets())
         self.log.info(
             "statsd listening",
-            extra={"source": self.name, "udp_port": self.udp_port, "tcp_port": self.tcp_port},
+            extra={
+                "source": self.name,
+                "udp_port": self.udp_port,
+                "tcp_port": self.tcp_port,
+                "unixgram": self.unixgram,
+            },
         )
 
-    def _readable(self) -> None:
-        sock = self._sock
+    def _readable(self, transport: str = "udp") -> None:
+        sock = self._sock if transport == "udp" else self._usock
         if sock is None:
             return
         self.store.now = time.monotonic()
@@ -482,15 +608,18 @@ class StatsdSource(Source):
                 break
             n += 1
             ingest(data)
-        self.packets["udp"] += n
+        self.packets[transport] += n
 
     async def _reset_sets(self) -> None:
         while True:
             await asyncio.sleep(self.set_interval)
             alive = []
+            budget = self.store.budget
             for s in self._sets:
                 s.members.clear()
                 s.value = 0.0
+                budget.free += s.nbytes
+                s.nbytes = 0
             # Drop sets whose series expired; keep the rest.
             for fam in self.store.families.values():
                 for s in fam.series.values():
@@ -508,11 +637,47 @@ class StatsdSource(Source):
             asyncio.get_running_loop().remove_reader(self._sock.fileno())
             self._sock.close()
             self._sock = None
+        if self._usock is not None:
+            self._readable("unixgram")
+            asyncio.get_running_loop().remove_reader(self._usock.fileno())
+            self._usock.close()
+            self._usock = None
+            assert self.unixgram is not None
+            with contextlib.suppress(OSError):
+                os.unlink(self.unixgram)
         if self._tcp_server is not None:
             self._tcp_server.close()
             for conn in list(self._tcp_conns):
                 conn.finish()
             await self._tcp_server.wait_closed()
+
+    def reload(self) -> bool:
+        """Load the mapping file again. Series stay as they are (new lines map
+        with the new rules); a bad file keeps the old rules, is logged and
+        counted. Returns whether the new file is in use."""
+        if not self.mapping_file:
+            return True
+        try:
+            mapper = load_mapping_file(self.mapping_file, f"{self.cfg.where}.mapping_file")
+        except UsageError as exc:
+            self.reloads["failure"] += 1
+            self.log.error(
+                "mapping file reload failed; keeping the previous mappings",
+                extra={"source": self.name, "error": str(exc)},
+            )
+            return False
+        for w in mapper.warnings:
+            self.log.warning("mapping file: %s", w)
+        self.mapper = mapper
+        self.drop_unmapped = self.cfg.flag("drop_unmapped", mapper.drop_unmapped)
+        self.cache.clear()
+        self._cache_used = 0
+        self.reloads["success"] += 1
+        self.log.info(
+            "mapping file reloaded",
+            extra={"source": self.name, "mappings": len(mapper.mappings)},
+        )
+        return True
 
     # -- reporting ---------------------------------------------------------------
 
@@ -591,6 +756,109 @@ class StatsdSource(Source):
             len(self.mapper.mappings),
         )
 
+    def exporter_metrics(
+        self,
+    ) -> list[tuple[str, str, str, tuple[str, ...], tuple[str, ...], float]]:
+        """The same figures under statsd_exporter's own metric names, so its
+        dashboards and alerts keep working: (name, kind, help, labelnames,
+        labelvalues, value), summed over statsd sources by the caller."""
+        e = self.events
+        out: list[tuple[str, str, str, tuple[str, ...], tuple[str, ...], float]] = []
+
+        def add(name: str, kind: str, help: str, value: float, **labels: str) -> None:
+            out.append((name, kind, help, tuple(labels), tuple(labels.values()), value))
+
+        ev = "The total number of StatsD events seen."
+        for t, op in (("counter", OP_COUNT), ("gauge", OP_GAUGE), ("observer", OP_OBSERVE)):
+            add("statsd_exporter_events_total", COUNTER, ev, e[op], type=t)
+        cf = "The total number of StatsD events with conflicting names."
+        for t in (COUNTER_T, GAUGE_T, OBSERVER_T):
+            add(
+                "statsd_exporter_events_conflict_total",
+                COUNTER,
+                cf,
+                self.conflicts_by_type[t],
+                type=t,
+            )
+        add(
+            "statsd_exporter_events_actions_total",
+            COUNTER,
+            "The total number of StatsD events by action.",
+            self.dropped["mapping"],
+            action="drop",
+        )
+        er = "The total number of StatsD events discarded due to errors."
+        add(
+            "statsd_exporter_events_error_total",
+            COUNTER,
+            er,
+            self.errors["negative_counter"],
+            reason="illegal_negative_counter",
+        )
+        add(
+            "statsd_exporter_events_error_total",
+            COUNTER,
+            er,
+            self.dropped["empty_name"],
+            reason="empty_metric_name",
+        )
+        add(
+            "statsd_exporter_lines_total",
+            COUNTER,
+            "The total number of StatsD lines received.",
+            self.lines,
+        )
+        add(
+            "statsd_exporter_udp_packets_total",
+            COUNTER,
+            "The total number of StatsD packets received over UDP.",
+            self.packets["udp"],
+        )
+        add(
+            "statsd_exporter_unixgram_packets_total",
+            COUNTER,
+            "The total number of StatsD packets received over Unixgram.",
+            self.packets["unixgram"],
+        )
+        add(
+            "statsd_exporter_tcp_connections_total",
+            COUNTER,
+            "The total number of TCP connections handled.",
+            self.tcp_accepted,
+        )
+        add(
+            "statsd_exporter_tcp_too_long_lines_total",
+            COUNTER,
+            "The number of lines discarded due to being too long.",
+            self.errors["line_too_long"],
+        )
+        se = "The total number of errors parsing StatsD samples."
+        for ours, theirs in SAMPLE_ERROR_NAMES.items():
+            add(
+                "statsd_exporter_sample_errors_total", COUNTER, se, self.errors[ours], reason=theirs
+            )
+        add(
+            "statsd_exporter_tag_errors_total",
+            COUNTER,
+            "The number of errors parsing DogStatsD tags.",
+            self.errors["bad_tag"],
+        )
+        for outcome, n in self.reloads.items():
+            add(
+                "statsd_exporter_config_reloads_total",
+                COUNTER,
+                "The number of configuration reloads.",
+                n,
+                outcome=outcome,
+            )
+        add(
+            "statsd_exporter_loaded_mappings",
+            GAUGE,
+            "The current number of configured metric mappings.",
+            len(self.mapper.mappings),
+        )
+        return out
+
     def status(self) -> dict[str, Any]:
         return {
             "type": "statsd",
@@ -601,6 +869,30 @@ class StatsdSource(Source):
             "mappings": len(self.mapper.mappings),
             "cache_entries": len(self.cache),
         }
+
+
+def _bind_unixgram(path: str, mode: int, rcvbuf: int) -> socket.socket:
+    """A unix datagram socket at `path` with permission `mode` (DogStatsD's
+    `unix://` transport). A stale socket file from an earlier run is replaced;
+    anything else at that path is an error, not something to delete."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    except OSError:
+        pass
+    try:
+        sock.bind(path)
+        os.chmod(path, mode)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 class _TCPProtocol(asyncio.Protocol):
@@ -615,7 +907,16 @@ class _TCPProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses; only close() is used.
         self.transport = transport
-        self.source._tcp_conns.add(self)
+        src = self.source
+        src.tcp_accepted += 1
+        if len(src._tcp_conns) >= src.max_connections:
+            # Each connection may buffer up to max_line: a cap on them is a cap
+            # on that memory (and on file descriptors).
+            src.dropped["connection_limit"] += 1
+            self.skipping = True
+            transport.close()
+            return
+        src._tcp_conns.add(self)
 
     def data_received(self, data: bytes) -> None:
         src = self.source

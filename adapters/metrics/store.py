@@ -17,6 +17,7 @@ import logging
 import math
 import re
 import time
+from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from random import random as _random
@@ -35,9 +36,30 @@ KINDS = (COUNTER, GAUGE, UNTYPED, HISTOGRAM, SUMMARY)
 DEFAULT_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 DEFAULT_QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.99)
 
+# The memory budget (issue 13, class 4). Every string an input can choose
+# (metric names, label values, StatsD set members, summary samples) is charged
+# in bytes against one budget, so a flood of unique names grows memory to a
+# documented ceiling and no further, however long or numerous the names are.
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_NAME_LENGTH = 256
+DEFAULT_MAX_LABEL_VALUE_LENGTH = 1024
+#: What one series costs besides its label values, measured with tracemalloc
+#: over 100,000 statsd series (object, dict and cache slots, label tuple, the
+#: rendered label string, the statsd parse-cache entry that points at it).
+SERIES_BYTES = 480
+#: Per label: the value's str object header, tuple slot and rendered `k="v",`.
+LABEL_BYTES = 96
+#: A family: its object, claims on up to five sample names, HELP text.
+FAMILY_BYTES = 1600
+#: One StatsD set member: its bytes object header plus its set slot.
+MEMBER_BYTES = 90
+#: One summary sample, kept in an array('d').
+SAMPLE_BYTES = 8
+
 _NAME_OK = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL_OK = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _BAD_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+_OK_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
 def parse_buckets(value: Any) -> tuple[float, ...]:
@@ -63,11 +85,20 @@ def parse_buckets(value: Any) -> tuple[float, ...]:
 
 
 def escape_name(name: str) -> str:
-    """A valid metric or label name: statsd_exporter's escaping (anything else -> `_`)."""
-    out = _BAD_CHARS.sub("_", name)
-    if out and out[0].isdigit():
-        out = "_" + out
-    return out
+    """statsd_exporter's EscapeMetricName, character for character: every
+    character (code point) other than `[a-zA-Z0-9_]` becomes `_`, except a `-`
+    right after a `-` (a run of dashes is one `_`); a leading digit gets `_`."""
+    if not _BAD_CHARS.search(name):
+        return "_" + name if name and name[0] in "0123456789" else name
+    out = ["_"] if name[0] in "0123456789" else []
+    prev = ""
+    for c in name:
+        if c in _OK_CHARS:
+            out.append(c)
+        elif not (c == "-" and prev == "-"):
+            out.append("_")
+        prev = c
+    return "".join(out)
 
 
 def valid_name(name: str) -> bool:
@@ -83,6 +114,28 @@ def label_allowed(name: str, kind: str) -> bool:
     belong to histogram buckets and summary quantiles: on those they would
     duplicate a label, on any other typed metric promtool rejects them."""
     return valid_label(name) and (kind == UNTYPED or name not in ("le", "quantile"))
+
+
+class Budget:
+    """Bytes left for input-chosen data; `take` is the only way to spend them."""
+
+    __slots__ = ("free", "limit", "starved")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.free = limit
+        #: Summary samples not kept because the budget was spent.
+        self.starved = 0
+
+    def take(self, n: int) -> bool:
+        if self.free < n:
+            return False
+        self.free -= n
+        return True
+
+    @property
+    def used(self) -> int:
+        return self.limit - self.free
 
 
 class Series:
@@ -137,14 +190,28 @@ class SummarySeries:
 
     Each slice holds at most `buf_cap` * 4 samples, reservoir-sampled beyond
     that, so memory per series is bounded; quantiles are exact while the
-    window holds fewer samples and a uniform-sample estimate beyond.
+    window holds fewer samples and a uniform-sample estimate beyond. Samples
+    are charged to the store's byte budget as they are kept (`nbytes`); with
+    the budget spent, a slice stops growing and samples within what it holds.
     """
 
-    __slots__ = ("count", "opts", "seen", "slice_start", "slices", "sum", "updated")
+    __slots__ = (
+        "budget",
+        "count",
+        "nbytes",
+        "opts",
+        "seen",
+        "slice_start",
+        "slices",
+        "sum",
+        "updated",
+    )
 
-    def __init__(self, opts: SummaryOptions, now: float) -> None:
+    def __init__(self, opts: SummaryOptions, now: float, budget: Budget | None = None) -> None:
         self.opts = opts
-        self.slices: list[list[float]] = [[]]
+        self.slices: list[array[float]] = [array("d")]
+        self.budget = budget
+        self.nbytes = 0
         self.seen = 0
         self.slice_start = now
         self.sum = 0.0
@@ -161,8 +228,13 @@ class SummarySeries:
         steps = int((now - self.slice_start) / width)
         keep_current = self.opts.age_buckets > 1
         for _ in range(max(1, min(steps, self.opts.age_buckets - 1)) if keep_current else 1):
-            self.slices.append([])
-        del self.slices[: max(0, len(self.slices) - self.opts.age_buckets)]
+            self.slices.append(array("d"))
+        cut = max(0, len(self.slices) - self.opts.age_buckets)
+        freed = SAMPLE_BYTES * sum(len(s) for s in self.slices[:cut])
+        del self.slices[:cut]
+        if freed and self.budget is not None:
+            self.nbytes -= freed
+            self.budget.free += freed
         self.slice_start = now
         self.seen = 0
 
@@ -172,13 +244,19 @@ class SummarySeries:
         cur = self.slices[-1]
         self.seen += 1
         cap = self.opts.buf_cap * 4
-        if len(cur) < cap:
+        n = len(cur)
+        if n < cap and (self.budget is None or self.budget.take(SAMPLE_BYTES)):
             cur.append(v)
-        else:
-            # int(random() * n) is uniform enough here and ~4x cheaper than randrange.
+            self.nbytes += SAMPLE_BYTES
+        elif n:
+            # Reservoir sampling within what the slice holds. int(random() * n)
+            # is uniform enough here and ~4x cheaper than randrange.
             j = int(_random() * self.seen)
-            if j < cap:
+            if j < n:
                 cur[j] = v
+        else:
+            assert self.budget is not None
+            self.budget.starved += 1
 
     def quantiles(self, now: float) -> list[tuple[float, float]]:
         self._rotate(now)
@@ -248,18 +326,39 @@ class Family:
                 s = HistogramSeries(self.buckets, now)
             elif self.kind == SUMMARY:
                 assert self.summary is not None
-                s = SummarySeries(self.summary, now)
+                s = SummarySeries(self.summary, now, self.store.budget if self.store else None)
             else:
                 s = Series(now)
             if not self.add(labelvalues, s):
                 return None
         return s
 
+    def cost(self, labelvalues: tuple[str, ...]) -> int:
+        """Bytes charged for one series of this family (released with it)."""
+        # A label value is held three times: in the series key, in the rendered
+        # label string, and in the parse-cache key of the line that made it.
+        n = SERIES_BYTES + LABEL_BYTES * len(labelvalues) + 3 * sum(map(len, labelvalues))
+        if self.kind == HISTOGRAM:
+            n += 40 * len(self.les)
+        elif self.kind == SUMMARY:
+            n += 400  # its slices; the samples are charged as they come
+        return n
+
     def add(self, labelvalues: tuple[str, ...], s: Any) -> bool:
         store = self.store
         if store is not None:
             if store.nseries >= store.max_series:
                 store.conflict(self.name, "limit", f"more than {store.max_series} series")
+                return False
+            limit = store.max_label_value_length
+            for v in labelvalues:
+                if len(v) > limit:
+                    store.conflict(
+                        self.name, "too_long", f"a label value is longer than {limit} characters"
+                    )
+                    return False
+            if not store.budget.take(self.cost(labelvalues)):
+                store.conflict(self.name, "bytes", f"memory budget of {store.budget.limit} spent")
                 return False
             store.nseries += 1
         self.series[labelvalues] = s
@@ -285,23 +384,40 @@ class Conflict(Exception):
         self.reason = reason
 
 
+#: Why a sample was dropped: another family holds the name with another type
+#: or label set, the name is not allowed, --max-series or --max-series-bytes
+#: is reached, or a name or label value is longer than its limit.
+CONFLICT_REASONS = ("type", "labels", "name", "limit", "bytes", "too_long")
+
+
 class Store:
     """Adapted families by name, with conflict detection and TTL expiry."""
 
     def __init__(
-        self, log: logging.Logger, reserved: Iterable[str] = (), max_series: int = 100_000
+        self,
+        log: logging.Logger,
+        reserved: Iterable[str] = (),
+        max_series: int = 100_000,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_name_length: int = DEFAULT_MAX_NAME_LENGTH,
+        max_label_value_length: int = DEFAULT_MAX_LABEL_VALUE_LENGTH,
     ) -> None:
         self.log = log
         self.families: dict[str, Family] = {}
         self._claims: dict[str, str] = {}
         self._reserved = set(reserved)
         #: Adapted names may not start with this (the adapter's own metrics do).
-        self.reserved_prefix = ""
+        self.reserved_prefix: str | tuple[str, ...] = ""
         self.generation = 0
-        self.conflicts: dict[str, int] = {"type": 0, "labels": 0, "name": 0, "limit": 0}
+        self.conflicts: dict[str, int] = dict.fromkeys(CONFLICT_REASONS, 0)
         #: A bound on adapted series, so a flood of new names (a hostile or buggy
         #: client) cannot grow memory without end.
         self.max_series = max_series
+        #: Bytes of input-chosen data held (names, label values, set members,
+        #: summary samples); a new series beyond it is dropped (`bytes`).
+        self.budget = Budget(max_bytes)
+        self.max_name_length = max_name_length
+        self.max_label_value_length = max_label_value_length
         self.nseries = 0
         self.expired = 0
         self._logged: set[tuple[str, str]] = set()
@@ -355,11 +471,19 @@ class Store:
                 self.conflict(name, "type", "histogram with different buckets")
                 raise Conflict("type")
             return fam
+        if len(name) > self.max_name_length or any(
+            len(ln) > self.max_name_length for ln in labelnames
+        ):
+            # Checked first: the conflict log keys on the name, so it must be
+            # short before anything remembers it.
+            name = name[: self.max_name_length]
+            self.conflict(name, "too_long", f"longer than {self.max_name_length} characters")
+            raise Conflict("too_long")
         if not valid_name(name):
             self.conflict(name, "name", "not a valid metric name")
             raise Conflict("name")
         if self.reserved_prefix and name.startswith(self.reserved_prefix):
-            self.conflict(name, "name", f"{self.reserved_prefix}* is the adapter's own")
+            self.conflict(name, "name", "the adapter's own metrics use this prefix")
             raise Conflict("name")
         for ln in labelnames:
             if not label_allowed(ln, kind):
@@ -377,10 +501,14 @@ class Store:
             # left one empty family each (~1 KB), unbounded by --max-series.
             self.conflict(name, "limit", f"more than {self.max_series} series")
             raise Conflict("limit")
+        help = help or "Adapted by podkit metrics."
+        if not self.budget.take(self._family_cost(name, labelnames, help)):
+            self.conflict(name, "bytes", f"memory budget of {self.budget.limit} spent")
+            raise Conflict("bytes")
         fam = Family(
             name,
             kind,
-            help or "Adapted by podkit metrics.",
+            help,
             labelnames,
             ttl,
             tuple(buckets),
@@ -393,16 +521,35 @@ class Store:
         self.families[name] = fam
         return fam
 
+    @staticmethod
+    def _family_cost(name: str, labelnames: tuple[str, ...], help: str) -> int:
+        return FAMILY_BYTES + 6 * len(name) + sum(map(len, labelnames)) + len(help)
+
+    def _release(self, fam: Family, labelvalues: tuple[str, ...], s: Any) -> None:
+        self.budget.free += fam.cost(labelvalues)
+        if hasattr(s, "nbytes"):  # a summary's samples, a set's members
+            self.budget.free += s.nbytes
+            s.nbytes = 0
+
     def drop_family(self, fam: Family) -> None:
         if self.families.get(fam.name) is fam:
+            if fam.series:
+                # Hot paths may hold these series: the generation tells them.
+                for lv, s in fam.series.items():
+                    self._release(fam, lv, s)
+                self.nseries -= len(fam.series)
+                fam.series.clear()
+                self.generation += 1
+            self.budget.free += self._family_cost(fam.name, fam.labelnames, fam.help)
             del self.families[fam.name]
             for s in sample_names(fam.name, fam.kind):
                 self._claims.pop(s, None)
-            self.generation += 1
 
     def remove_series(self, fam: Family, labelvalues: tuple[str, ...]) -> None:
         fam.labelcache.pop(labelvalues, None)
-        if fam.series.pop(labelvalues, None) is not None:
+        s = fam.series.pop(labelvalues, None)
+        if s is not None:
+            self._release(fam, labelvalues, s)
             self.nseries -= 1
             self.generation += 1
         if not fam.series:
@@ -418,7 +565,7 @@ class Store:
             cutoff = now - fam.ttl
             stale = [k for k, s in fam.series.items() if s.updated < cutoff]
             for k in stale:
-                del fam.series[k]
+                self._release(fam, k, fam.series.pop(k))
                 fam.labelcache.pop(k, None)
             if stale:
                 removed += len(stale)

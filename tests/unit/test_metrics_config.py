@@ -71,7 +71,7 @@ sources:
     [
         ("sources: {}\n", [], "sources: expected a list"),
         ("sources:\n- type: nope\n", [], r"sources\[0\]\.type: unknown source type 'nope'"),
-        ("sources:\n- type: statsd\n", [], "give udp, tcp or both"),
+        ("sources:\n- type: statsd\n", [], "give udp, tcp or unixgram"),
         ("sources:\n- type: statsd\n  udp: x\n", [], r"\.udp: expected HOST:PORT"),
         ("sources:\n- {type: statsd, udp: ':1', mapping_file: /nonexistent}\n", [], "cannot read"),
         (

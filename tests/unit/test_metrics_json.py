@@ -154,3 +154,37 @@ def test_config_errors_name_the_key() -> None:
         source([{"name": "x", "pth": "$.a"}])
     with pytest.raises(UsageError, match=r"labels\.q: unknown template field"):
         source([{"name": "x", "path": "$.a", "labels": {"q": "{nope}"}}])
+
+
+def test_metric_names_from_the_data() -> None:
+    # json_exporter #290: a name drawn from a key, escaped, one family each;
+    # names that cannot be made valid, or clash in labels, are counted.
+    doc = {
+        "counters": {"http.requests": 7, "db-queries": 3, "9lives": 9},
+        "gauges": [{"kind": "queue depth", "v": 4}, {"kind": "temp", "v": 21.5}],
+    }
+    src = source(
+        [
+            {"name": "app_{key}_total", "path": "$.counters", "each": "key", "type": "counter"},
+            {"name": "app_{@.kind}", "path": "$.gauges[*].v", "labels": {"unit": "x"}},
+            {"name": "{key}", "path": "$.counters", "each": "key"},
+        ]
+    )
+    out = src.extract(doc)
+    got = {k: v[1] for k, v in out.items() if v[1]}
+    assert got["app_http_requests_total"] == {(): 7.0}
+    assert got["app_db_queries_total"] == {(): 3.0}
+    assert got["app_queue_depth"] == {("x",): 4.0}
+    assert got["app_temp"] == {("x",): 21.5}
+    # "9lives" escapes to "_9lives": valid; "http.requests" -> "http_requests".
+    assert got["_9lives"] == {(): 9.0} and got["http_requests"] == {(): 7.0}
+    src._apply(out)
+    assert "app_http_requests" in src.store.families  # counter, served with _total
+
+
+def test_kubectl_style_paths_are_accepted() -> None:
+    src = source(
+        [{"name": "depth", "path": "{.queues[*].depth}", "labels": {"q": "$.queues[*].name"}}]
+    )
+    out = src.extract({"queues": [{"name": "a", "depth": 1}, {"name": "b", "depth": 2}]})
+    assert out["depth"][1] == {("a",): 1.0, ("b",): 2.0}

@@ -191,7 +191,6 @@ def test_four_tag_dialects() -> None:
         ("x:1", "malformed"),
         ("x:1|q", "bad_type"),
         ("x:abc|c", "bad_value"),
-        ("x:1|c|@2", "bad_sample_rate"),
         ("x:1:2|c", "bad_type"),
         ("x:1|c|", "malformed"),
         ("x:1|c|zz", "malformed"),
@@ -285,8 +284,14 @@ def test_mapping_file_errors_name_the_place() -> None:
         Mapper({"mappings": [{"match": "(", "match_type": "regex", "name": "x"}]}, "f")
     with pytest.raises(UsageError, match="invalid label key"):
         Mapper({"mappings": [{"match": "a", "name": "x", "labels": {"1bad": "v"}}]}, "f")
+    # Nothing is accepted and ignored: an unknown key or one podkit does not
+    # implement is refused, naming it; scale is implemented.
+    with pytest.raises(UsageError, match=r"mappings\[0\]\.scal: unknown key"):
+        Mapper({"mappings": [{"match": "a", "name": "x", "scal": 2}]}, "f")
+    with pytest.raises(UsageError, match="native_histogram_max_buckets: native histograms"):
+        Mapper({"defaults": {"histogram_options": {"native_histogram_max_buckets": 256}}}, "f")
     m = Mapper({"mappings": [{"match": "a", "name": "x", "scale": 2}]}, "f")
-    assert any("scale" in w for w in m.warnings)
+    assert m.mappings[0].scale == 2.0 and not m.warnings
 
 
 def test_summary_window_ages_out_old_observations() -> None:
