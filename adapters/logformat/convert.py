@@ -64,6 +64,8 @@ class Converter:
         if self._source[0] != source:
             self._source = (source, _enc(source))
         source_json = self._source[1]
+        # Year-less timestamps are placed next to when their lines were read.
+        self.parser.clock.read_ns = read_time_ns
         fast = self._encode_line
         slow = self._record
         read_time = rfc3339_ns(read_time_ns)

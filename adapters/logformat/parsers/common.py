@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -13,13 +14,18 @@ TIME_KEYS = ("time", "timestamp", "ts", "@timestamp", "t", "datetime", "date", "
 LEVEL_KEYS = ("level", "lvl", "severity", "loglevel", "log_level", "levelname", "severity_text")
 MESSAGE_KEYS = ("message", "msg", "@message", "log", "text", "event")
 
-# One pair, and a whole line of pairs separated by whitespace. Possessive
-# quantifiers (Python 3.11) keep a failing line linear: no backtracking into
-# keys or bare values.
-_PAIR_TEXT = r'[^\s="]++(?:=(?:"[^"\\]*+(?:\\.[^"\\]*+)*+"|[^\s"]*+))?+'
-_LINE = re.compile(r"\s*+(?:" + _PAIR_TEXT + r"(?:\s++" + _PAIR_TEXT + r")*+)?+\s*+")
-_PAIRS = re.compile(r'([^\s="]++)(?:(=)(?:"([^"\\]*+(?:\\.[^"\\]*+)*+)"|([^\s"]*+)))?+')
+# A key, then an optional `=`; a quoted value (Go strconv.Quote); a bare value.
+# Possessive quantifiers (Python 3.11) keep a failing line linear.
+_KEY = re.compile(r'\s*+([^\s="]++)(=?+)')
+_QUOTED_VALUE = re.compile(r'"([^"\\]*+(?:\\.[^"\\]*+)*+)"')
+_BARE = re.compile(r'[^\s"]*+')
+_SPACE = re.compile(r"\s*+")
 _GO_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|[0-7]{3})")
+# Strict JSON out: NaN/Infinity/1e999 stay the text the app wrote.
+_json_value = json.JSONDecoder(
+    parse_constant=str, parse_float=lambda t: f if math.isfinite(f := float(t)) else t
+).raw_decode
+_BOOLS = {"true": True, "false": False}
 
 
 def unquote(text: str) -> str:
@@ -39,26 +45,63 @@ def _json_escape(m: re.Match[str]) -> str:
     return f"\\u{code:04x}"
 
 
-def parse_pairs(text: str, pos: int = 0) -> list[tuple[str, Any]] | None:
-    """logfmt `k=v k="quoted v" flag` -> [(key, value)]; None unless it all parses.
+def parse_pairs(text: str, pos: int = 0, bare_bools: bool = False) -> list[tuple[str, Any]] | None:
+    """logfmt `k=v k="quoted v" j=["a","b"] flag` -> [(key, value)]; None unless it all parses.
 
-    Values are numbers when they look like one (quoted values too: logfmt
-    writers quote by content, not by type); a bare key is a flag (True).
+    Types follow what the writer wrote (klog quotes by type, and so do slog
+    and logfmt writers for anything with a space or a quote): a quoted value
+    stays a string (`span="1112131415161718"`), an unquoted number is a
+    number, an unquoted JSON array or object (klog's `KObjSlice`, `pods=["a"]`)
+    is that JSON, a bare key is a flag (True). With `bare_bools` (klog, which
+    quotes every string), unquoted `true`/`false` are booleans.
     Prose that merely contains an `=` is not logfmt: more bare words than
     pairs, or no pair at all, is a parse failure.
     """
-    if _LINE.fullmatch(text, pos) is None:
-        return None
     out: list[tuple[str, Any]] = []
     flags = 0
-    for key, eq, quoted, bare in _PAIRS.findall(text, pos):
-        if not eq:
+    end = len(text)
+    while True:
+        pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
+        if pos >= end:
+            break
+        m = _KEY.match(text, pos)
+        if m is None:
+            return None
+        key = m.group(1)
+        pos = m.end()
+        value: Any
+        if not m.group(2):
             flags += 1
-            out.append((key, True))
-        elif quoted:
-            out.append((key, number(unquote(quoted))))
+            value = True
         else:
-            out.append((key, number(bare) if bare else ""))
+            c = text[pos : pos + 1]
+            value = None
+            if c == '"':
+                q = _QUOTED_VALUE.match(text, pos)
+                if q is None:
+                    return None
+                value, pos = unquote(q.group(1)), q.end()
+            elif c == "[" or c == "{":
+                try:
+                    value, j = _json_value(text, pos)
+                except ValueError:
+                    value = None
+                else:
+                    if j < end and not text[j].isspace():
+                        value = None
+                    else:
+                        pos = j
+            if value is None:
+                b = _BARE.match(text, pos)
+                assert b is not None  # matches the empty string
+                word = b.group()
+                pos = b.end()
+                value = number(word) if word else ""
+                if bare_bools and word in _BOOLS:
+                    value = _BOOLS[word]
+        if pos < end and not text[pos].isspace():
+            return None
+        out.append((key, value))
     if flags * 2 > len(out) or len(out) == flags:
         return None
     return out
