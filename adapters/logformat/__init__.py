@@ -24,10 +24,11 @@ import time
 from typing import Any
 
 from podkit import Sidecar, UsageError, option, rfc3339_ns
+from podkit.grok import GrokError, load_patterns
 from podkit.sinks import NdjsonBatch, SinkClosed
 
 from .convert import Converter
-from .parsers import create, names
+from .parsers import Settings, create, names
 from .stdin import LineSplitter, read_stdin
 from .timeparse import Clock, parse_timezone
 
@@ -54,7 +55,15 @@ class LogFormat(Sidecar):
     format: str = option(
         required=True,
         metavar="FORMAT",
-        help="nginx, apache-combined, apache-common, logfmt, syslog, klog, json, regex:PATTERN",
+        help="nginx, apache-combined, apache-common, apache-error, logfmt, syslog, klog, json, "
+        "grok:EXPRESSION, regex:PATTERN, ... (see docs/logformat.md); a comma-separated chain "
+        "such as nginx,json,logfmt tries each in order per line",
+    )
+    grok_patterns_file: list[str] = option(
+        repeat=True,
+        kind="path",
+        metavar="FILE",
+        help="extra grok patterns (`NAME regex` per line, Logstash's syntax); repeatable",
     )
     output: str = option("stdout", metavar="URL", help="stdout, or file:///path to append to")
     multiline_start: str | None = option(
@@ -112,8 +121,14 @@ class LogFormat(Sidecar):
             "unix", "unix_ms", "unix_us", "unix_ns",
         ):  # fmt: skip
             raise UsageError("--time-format: unix, unix_ms, unix_us or unix_ns")
+        settings = Settings()
+        for path in self.grok_patterns_file:
+            try:
+                settings.grok_patterns.update(load_patterns(path))
+            except GrokError as exc:
+                raise UsageError(f"--grok-patterns-file: {exc}") from None
         try:
-            self.parser = create(self.format, self.clock)
+            self.parser = create(self.format, self.clock, settings)
         except ValueError as exc:
             raise UsageError(f"--format: {exc}") from None
         self.converter = Converter(self.parser, self.format)

@@ -37,6 +37,10 @@ _FRACTION = re.compile(r"(:\d\d)[.,](\d{1,9})(?!\d)")
 _AHEAD_DAYS = 31
 #: How close to a reading at the end of December a January timestamp must be to be next year's.
 _WRAP_DAYS = 2
+_BSD = re.compile(r"([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?")
+_CTIME = re.compile(
+    r"[A-Z][a-z]{2} ([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))? (\d{4})"
+)
 _OFFSET = re.compile(r"([+-])(\d\d):?(\d\d)?")
 
 
@@ -150,6 +154,54 @@ class Clock:
         if ahead + 365 <= _WRAP_DAYS:
             return year + 1
         return year
+
+    def httpdate(self, ts: str) -> str | None:
+        """nginx/Apache `%t`: `10/Oct/2000:13:55:36 -0700` -> `2000-10-10T20:55:36Z`."""
+        try:
+            wall = (
+                int(ts[7:11]),
+                MONTHS[ts[3:6]],
+                int(ts[0:2]),
+                int(ts[12:14]),
+                int(ts[15:17]),
+                int(ts[18:20]),
+            )
+            zone = ts[21:]
+            if zone:
+                return format_epoch(calendar.timegm((*wall, 0, 0, 0)) - _offset_seconds(zone))
+            return self.wall(*wall)  # a custom log_format without the zone: --timezone
+        except (KeyError, ValueError, IndexError, OverflowError):
+            return self.custom(ts) if self.time_format else None
+
+    def bsd(self, text: str) -> str | None:
+        """A BSD syslog time `Oct 11 22:14:15[.frac]`: no year (guessed), no zone (--timezone)."""
+        m = _BSD.fullmatch(text)
+        if m is None:
+            return None
+        mon, d, h, mi, s, frac = m.groups()
+        month = MONTHS.get(mon)
+        if month is None:
+            return None
+        try:
+            day = int(d)
+            year = self.guess_year(month, day)
+            return self.wall(year, month, day, int(h), int(mi), int(s), frac or "")
+        except (ValueError, OverflowError):
+            return None
+
+    def ctime(self, text: str) -> str | None:
+        """C's ctime layout, Apache's error log: `Wed Oct 11 14:32:52[.frac] 2000` (--timezone)."""
+        m = _CTIME.fullmatch(text)
+        if m is None:
+            return None
+        mon, d, h, mi, s, frac, y = m.groups()
+        month = MONTHS.get(mon)
+        if month is None:
+            return None
+        try:
+            return self.wall(int(y), month, int(d), int(h), int(mi), int(s), frac or "")
+        except (ValueError, OverflowError):
+            return None
 
     def iso(self, text: str) -> str | None:
         """RFC 3339 / ISO 8601, with or without zone and fraction."""

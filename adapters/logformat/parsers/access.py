@@ -18,12 +18,10 @@ can follow both files.
 
 from __future__ import annotations
 
-import calendar
 import re
 from json.encoder import encode_basestring as _enc
 from typing import Any
 
-from ..timeparse import MONTHS, _offset_seconds, format_epoch
 from . import Parser, register
 
 _Q = r'"([^"\\]*(?:\\.[^"\\]*)*)"'  # a quoted field, escapes allowed (unrolled loop: fast)
@@ -90,8 +88,8 @@ class AccessLog(Parser):
 
     names = ("nginx", "apache-combined", "apache-common")
 
-    def __init__(self, clock: Any, argument: str | None = None) -> None:
-        super().__init__(clock, argument)
+    def __init__(self, clock: Any, argument: str | None = None, settings: Any = None) -> None:
+        super().__init__(clock, argument, settings)
         self._last_ts = ""
         self._last_time: str | None = None
         self._plain = _ACCESS_PLAIN.fullmatch
@@ -100,23 +98,7 @@ class AccessLog(Parser):
         """`10/Oct/2000:13:55:36 -0700` -> `2000-10-10T20:55:36Z` (one slice per field)."""
         if ts == self._last_ts:
             return self._last_time
-        out: str | None
-        try:
-            wall = (
-                int(ts[7:11]),
-                MONTHS[ts[3:6]],
-                int(ts[0:2]),
-                int(ts[12:14]),
-                int(ts[15:17]),
-                int(ts[18:20]),
-            )
-            zone = ts[21:]
-            if zone:
-                out = format_epoch(calendar.timegm((*wall, 0, 0, 0)) - _offset_seconds(zone))
-            else:  # a custom log_format without the zone: --timezone applies
-                out = self.clock.wall(*wall)
-        except (KeyError, ValueError, IndexError):
-            out = self.clock.custom(ts) if self.clock.time_format else None
+        out = self.clock.httpdate(ts)
         self._last_ts, self._last_time = ts, out
         return out
 
