@@ -17,6 +17,7 @@ import pytest
 from podkit.adapters.logformat import Converter
 from podkit.adapters.logformat.parsers import Settings, create, split_chain
 from podkit.adapters.logformat.timeparse import Clock
+
 from podkit.grok import GrokError, base_patterns, compile_grok, load_patterns, parse_patterns
 
 YEAR = time.gmtime().tm_year
