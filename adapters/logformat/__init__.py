@@ -65,6 +65,11 @@ class LogFormat(Sidecar):
         metavar="FILE",
         help="extra grok patterns (`NAME regex` per line, Logstash's syntax); repeatable",
     )
+    kv_field_delimiter: str = option(
+        " ", metavar="TEXT", help="key_value: between pairs (a space means any whitespace)"
+    )
+    kv_value_delimiter: str = option("=", metavar="TEXT", help="key_value: between key and value")
+    csv_delimiter: str = option(",", metavar="CHAR", help="csv: between columns")
     output: str = option("stdout", metavar="URL", help="stdout, or file:///path to append to")
     multiline_start: str | None = option(
         None, metavar="REGEX", help="a line matching REGEX starts a record; others continue it"
@@ -121,7 +126,11 @@ class LogFormat(Sidecar):
             "unix", "unix_ms", "unix_us", "unix_ns",
         ):  # fmt: skip
             raise UsageError("--time-format: unix, unix_ms, unix_us or unix_ns")
-        settings = Settings()
+        settings = Settings(
+            kv_field_delimiter=self.kv_field_delimiter,
+            kv_value_delimiter=self.kv_value_delimiter,
+            csv_delimiter=self.csv_delimiter,
+        )
         for path in self.grok_patterns_file:
             try:
                 settings.grok_patterns.update(load_patterns(path))

@@ -125,15 +125,17 @@ def create(spec: str, clock: Clock, settings: Settings | None = None) -> Parser:
 
 
 # Importing the modules registers the built-in formats.
-from . import access, grok, jsonfmt, klog, logfmt, regex, syslog  # noqa: E402
+from . import access, apps, fields, grok, jsonfmt, klog, logfmt, regex, syslog  # noqa: E402
 
 __all__ = [
     "REGISTRY",
     "Parser",
     "Settings",
     "access",
+    "apps",
     "create",
     "create_one",
+    "fields",
     "grok",
     "jsonfmt",
     "klog",
