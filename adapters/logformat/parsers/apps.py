@@ -76,7 +76,8 @@ _SSHD = [
 ]
 #: sudo: `alice : [reason ; ]TTY=pts/0 ; PWD=/home/alice ; USER=root ; [GROUP=g ; ]COMMAND=...`
 _SUDO = re.compile(
-    r"\s*(?P<user>\S+) : (?:(?P<reason>(?!TTY=|PWD=)[^;]*?) ; )?(?:TTY=(?P<tty>\S+) ; )?PWD=(?P<pwd>.*?) ; "
+    r"\s*(?P<user>\S+) : (?:(?P<reason>(?!TTY=|PWD=)[^;]*?) ; )?"
+    r"(?:TTY=(?P<tty>\S+) ; )?PWD=(?P<pwd>.*?) ; "
     r"USER=(?P<run_as>\S+) ;(?: GROUP=(?P<group>\S+) ;)?(?: ENV=.*? ;)? COMMAND=(?P<command>.*)"
 )
 
