@@ -26,6 +26,7 @@ from typing import Any
 from podkit import Sidecar, UsageError, option, rfc3339_ns
 from podkit.grok import GrokError, load_patterns
 from podkit.sinks import NdjsonBatch, SinkClosed
+from podkit.stacktrace import MODES, start_pattern
 
 from .convert import Converter
 from .parsers import Settings, create, names
@@ -71,6 +72,12 @@ class LogFormat(Sidecar):
     kv_value_delimiter: str = option("=", metavar="TEXT", help="key_value: between key and value")
     csv_delimiter: str = option(",", metavar="CHAR", help="csv: between columns")
     output: str = option("stdout", metavar="URL", help="stdout, or file:///path to append to")
+    multiline: str | None = option(
+        None,
+        choices=MODES,
+        help="stack traces: join java, python, go, ruby, node or dotnet traces (or auto) to "
+        "the record before them and parse them into an `error` object",
+    )
     multiline_start: str | None = option(
         None, metavar="REGEX", help="a line matching REGEX starts a record; others continue it"
     )
@@ -140,12 +147,16 @@ class LogFormat(Sidecar):
             self.parser = create(self.format, self.clock, settings)
         except ValueError as exc:
             raise UsageError(f"--format: {exc}") from None
-        self.converter = Converter(self.parser, self.format)
+        self.converter = Converter(self.parser, self.format, self.multiline)
         if self.multiline_start:
             try:
                 re.compile(self.multiline_start)
             except re.error as exc:
                 raise UsageError(f"--multiline-start: {exc}") from None
+        # --multiline-start, when given, decides the joining; else the mode's own rule.
+        self.start_regex = self.multiline_start or (
+            start_pattern(self.multiline) if self.multiline else None
+        )
         if self.multiline_max_lines < 1:
             raise UsageError("--multiline-max-lines: must be at least 1")
         if self.max_line_bytes < 64:
@@ -280,7 +291,7 @@ class LogFormat(Sidecar):
                 state_dir=self.state_dir,
                 read_from=self.read_from,
                 max_line_bytes=self.max_line_bytes,
-                multiline_start=self.multiline_start or None,
+                multiline_start=self.start_regex,
                 multiline_max_lines=self.multiline_max_lines,
                 multiline_timeout=self.multiline_timeout,
             )
@@ -326,13 +337,13 @@ class LogFormat(Sidecar):
         # interrupted, and it must not hold the process at exit.
         reader.start()
         joiner = None
-        if self.multiline_start:
+        if self.start_regex:
             from podkit.multiline import Joiner
 
             # The same limits as the tailer gives a file's joiner: a joined record
             # is cut at --max-line-bytes too.
             joiner = Joiner(
-                self.multiline_start,
+                self.start_regex,
                 self.multiline_max_lines,
                 self.multiline_timeout,
                 self.max_line_bytes,
