@@ -4,7 +4,6 @@ Samples are the runtimes' own documented layouts (named per row); the real
 Python, JVM and Node traces are in tests/integration/test_logformat_traces.py.
 """
 
-
 from __future__ import annotations
 
 import json
