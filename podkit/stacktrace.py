@@ -27,8 +27,20 @@ __all__ = ["MODES", "parse_trace", "start_pattern"]
 
 MODES = ("java", "python", "go", "ruby", "node", "dotnet", "auto")
 
+
 # Lines that continue a trace, per language (matched at the start of a line).
-_EXC_CLASS = r"(?:[A-Za-z_$][\w$]*\.)*[A-Z][\w$]*(?:Exception|Error|Throwable|Failure|Fault)\w*"
+def _ends_with(*words: str) -> str:
+    """`(?:(?<=Error)|...)`: the identifier just read ends with one of `words`.
+
+    Read possessively, then checked from behind: one pass over a hostile
+    200 KB line, where a suffix after a backtracking `\\w*` is quadratic.
+    """
+    return "(?:" + "|".join(f"(?<={w})" for w in words) + ")"
+
+
+_EXC_CLASS = r"(?:[A-Za-z_$][\w$]*+\.)*+[A-Z][\w$]*+" + _ends_with(
+    "Exception", "Error", "Throwable", "Failure", "Fault"
+)
 _CONTINUATIONS: dict[str, tuple[str, ...]] = {
     "java": (
         r"\s+at\s",
@@ -43,7 +55,9 @@ _CONTINUATIONS: dict[str, tuple[str, ...]] = {
         r"$",
         r"During handling of the above exception, another exception occurred:",
         r"The above exception was the direct cause of the following exception:",
-        r"[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit|Warning|Iteration|Group)(?::.*)?$",
+        r"[A-Za-z_][\w.]*+"
+        + _ends_with("Error", "Exception", "Interrupt", "Exit", "Warning", "Iteration", "Group")
+        + r"(?::.*)?$",
     ),
     "go": (
         r"$",
@@ -51,7 +65,7 @@ _CONTINUATIONS: dict[str, tuple[str, ...]] = {
         r"goroutine \d+ \[",
         r"created by ",
         r"\[recovered\]",
-        r"[\w.*/()\[\]{}-]+\(.*\)$",
+        r"(?=.{1,1024}$)[\w.*/()\[\]{}-]+\(.*\)$",  # a function line; bounded: linear
         r"exit status \d+$",
     ),
     "ruby": (r"\s+from ", r"\S+:\d+:in [`'].*"),
@@ -59,7 +73,7 @@ _CONTINUATIONS: dict[str, tuple[str, ...]] = {
         r"\s",  # frames, and the source line and caret of an uncaught exception
         r"$",
         r"Node\.js v\d",
-        r"(?:Uncaught )?[A-Z]\w*(?:Error|Exception)(?: \[[\w-]+\])?: ",
+        r"(?:Uncaught )?[A-Z]\w*+" + _ends_with("Error", "Exception") + r"(?: \[[\w-]+\])?: ",
     ),
     "dotnet": (
         r"\s+at\s",

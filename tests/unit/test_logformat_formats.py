@@ -156,3 +156,24 @@ def test_csv_columns() -> None:
         for x in conv.convert(['{"msg":"j"}', "1,2"], "s", 1).body.decode().splitlines()
     ]
     assert [r["format"] for r in recs] == ["json", "csv"] and recs[1]["b"] == 2
+
+
+@pytest.mark.parametrize(
+    "spec",
+    # grok is searched at every offset as Logstash does, so it is left out:
+    # its cost is the expression's (docs/logformat.md, known limits)
+    ["apache-error", "nginx-ingress", "cef", "key_value", "csv:a,b", "auth", "slog", "python"],
+)  # fmt: skip
+def test_hostile_lines_cost_linear_time(spec: str) -> None:
+    import time
+
+    lines = [
+        "a" * 200_000 + '"', 'k="' + '"' * 100_000, '"' + '""' * 100_000 + "x,y",
+        "CEF:0|a|b|c|d|e|5|" + "x=" * 50_000, "Failed password for" + " from x port 1" * 10_000 + " y",
+        '1.1.1.1 - - [x] "' + '" 1 1 [a] [b] ' * 10_000, "[" * 100_000,
+    ]  # fmt: skip
+    parser = create(spec, Clock())
+    t0 = time.process_time()
+    for line in lines:
+        parser.parse(line, "s")
+    assert time.process_time() - t0 < 2.0

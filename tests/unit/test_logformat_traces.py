@@ -132,3 +132,19 @@ def test_converter_error_object_and_fallbacks() -> None:
     # a trace on its own (no log line before it) is an error record, not a parse error
     assert recs[2]["level"] == "error" and recs[2]["error"]["language"] == "go"
     assert "parse_error" not in recs[2] and conv.parse_errors == 0
+
+
+HOSTILE = ["(" * 200_000 + " x", "Error" * 40_000 + " x", "a." * 100_000 + "Error x",
+           "Error" * 40_000 + ":", "\t" + "at " * 60_000]  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_start_patterns_are_linear_on_hostile_lines(mode: str) -> None:
+    import time
+
+    regex = re.compile(start_pattern(mode))
+    t0 = time.process_time()
+    for line in HOSTILE:
+        regex.search(line)
+    # a quadratic pattern took 18 s on the second line
+    assert time.process_time() - t0 < 1.0

@@ -113,8 +113,9 @@ class KeyValue(Parser):
         self.whitespace = fd.strip() == ""
         sep = r"\s+" if self.whitespace else r"\s*" + re.escape(fd) + r"\s*"
         stop = r"\s" if self.whitespace else re.escape(fd)
-        key = rf"[^\s\"'{re.escape(vd)}{'' if self.whitespace else re.escape(fd)}]+"
-        value = rf"\"((?:[^\"\\]|\\.)*)\"|'([^']*)'|((?:(?!{stop}).)*)"
+        # Possessive: a hostile line costs linear time, never a backtracking storm.
+        key = rf"[^\s\"'{re.escape(vd)}{'' if self.whitespace else re.escape(fd)}]++"
+        value = rf"\"((?:[^\"\\]|\\.)*+)\"|'([^']*+)'|((?:(?!{stop}).)*+)"
         self.pair = re.compile(rf"({key})(?:\s*{re.escape(vd)}\s*(?:{value}))?(?=\s*(?:{sep}|$))")
         self.sep = re.compile(sep)
 
@@ -159,7 +160,7 @@ class Csv(Parser):
         if not all(self.columns):
             raise ValueError(f"csv:{argument}: name every column (csv:time,level,message)")
         d = re.escape(self.settings.csv_delimiter or ",")
-        self.field = re.compile(rf'"((?:[^"]|"")*)"(?={d}|$)|([^"{d}]*)(?={d}|$)')
+        self.field = re.compile(rf'"((?:[^"]|"")*+)"(?={d}|$)|([^"{d}]*+)(?={d}|$)')
         self.delim = self.settings.csv_delimiter or ","
 
     def parse(self, line: str, source: str) -> dict[str, Any] | None:
