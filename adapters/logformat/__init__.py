@@ -75,6 +75,7 @@ class LogFormat(Sidecar):
     multiline: str | None = option(
         None,
         choices=MODES,
+        metavar="MODE",
         help="stack traces: join java, python, go, ruby, node or dotnet traces (or auto) to "
         "the record before them and parse them into an `error` object",
     )

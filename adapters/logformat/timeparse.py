@@ -115,6 +115,9 @@ class Clock:
         key = (y, mo, d, h, mi, s)
         base = self._cache.get(key)
         if base is None:
+            # A date that does not exist (Feb 30, hour 25) is refused, never
+            # rolled over into another one; 60 is a leap second.
+            datetime(y, mo, d, h, mi, min(s, 59))
             base = self._remember(key, format_epoch(self.local_epoch(y, mo, d, h, mi, s))[:-1])
         return f"{base}.{frac[:9]}Z" if frac else base + "Z"
 
@@ -168,6 +171,7 @@ class Clock:
             )
             zone = ts[21:]
             if zone:
+                datetime(*wall[:5], min(wall[5], 59))  # refuses 31/Feb rather than rolling over
                 return format_epoch(calendar.timegm((*wall, 0, 0, 0)) - _offset_seconds(zone))
             return self.wall(*wall)  # a custom log_format without the zone: --timezone
         except (KeyError, ValueError, IndexError, OverflowError):

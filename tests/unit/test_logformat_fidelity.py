@@ -234,3 +234,27 @@ def test_klog_year_guess_uses_the_reading_time() -> None:
     assert convert("klog", [line], ns(2027, 1, 1, 0, 0, 1))[0]["time"] == "2026-12-31T23:59:59.5Z"
     line = "I0101 00:00:00.25 1 a.go:1] x"
     assert convert("klog", [line], ns(2026, 12, 31, 23, 59))[0]["time"] == "2027-01-01T00:00:00.25Z"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "line"),
+    [
+        # dates that do not exist are refused, never rolled over (VRL parse_klog
+        # test `log_line_invalid_timestamp`: month 00)
+        ("klog", "I0000 17:59:40.692994   28133 klog.go:70] hello from klog"),
+        ("klog", "I0505 25:59:40.692994   28133 klog.go:70] hour 25"),
+        ("syslog", "Feb 30 10:00:00 h app: no such day"),
+        ("syslog", "Oct 32 10:00:00 h app: no such day"),
+        ("nginx", '::1 - - [31/Feb/2026:06:40:01 +0000] "GET / HTTP/1.1" 200 1 "-" "-"'),
+        ("nginx", "2026/02/30 06:40:01 [error] 1#1: no such day"),
+    ],
+)
+def test_impossible_dates_are_not_rolled_over(fmt: str, line: str) -> None:
+    rec = convert(fmt, [line])[0]
+    assert rec.get("parse_error") or rec["time"].startswith("2023-11-14T22:13:20."), rec
+
+
+def test_klog_indented_line() -> None:
+    # VRL parse_klog test `log_line_valid_strip_whitespace`
+    subset(parse("klog", "     I0505 17:59:40.692994   28133 klog.go:70] hello from klog"),
+           {"message": "hello from klog", "thread_id": 28133, "line": 70})  # fmt: skip

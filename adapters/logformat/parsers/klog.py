@@ -32,7 +32,11 @@ class Klog(Parser):
     def parse(self, line: str, source: str) -> dict[str, Any] | None:
         m = _HEADER.fullmatch(line)
         if m is None:
-            return None
+            if not line[:1].isspace():
+                return None
+            m = _HEADER.fullmatch(line.lstrip())  # indented (Vector's parse_klog takes it)
+            if m is None:
+                return None
         lvl, mo, d, h, mi, s, frac, thread, file, lineno, msg = m.groups()
         month, day = int(mo), int(d)
         try:
