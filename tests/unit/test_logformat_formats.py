@@ -137,6 +137,14 @@ def test_key_value_separators() -> None:
     s = Settings(kv_field_delimiter=",", kv_value_delimiter=":")
     subset(parse("key_value", 'a: 1, b: two words, c: "q,x", level: warn', s),
            {"a": 1, "b": "two words", "c": "q,x", "level": "warning"})  # fmt: skip
+    # Vector's parse_key_value tests: quoted keys, `key#hash`, an empty value,
+    # standalone keys with custom delimiters and spaces around them
+    subset(parse("key_value", 'ook=pook @timestamp=2020-12-31T12:43:22.2322232Z key#hash=value "key=with=special=characters"=value key="with special=characters"'),
+           {"time": "2020-12-31T12:43:22.2322232Z", "ook": "pook", "key_hash": "value",
+            "key_with_special_characters": "value", "key": "with special=characters"})  # fmt: skip
+    subset(parse("key_value", "ook= onk=ponk"), {"ook": "", "onk": "ponk"})
+    s = Settings(kv_field_delimiter=",", kv_value_delimiter=":")
+    subset(parse("key_value", "foo:bar ,   foobar   ", s), {"foo": "bar", "foobar": True})
     s = Settings(kv_field_delimiter="&", kv_value_delimiter="=")
     subset(parse("key_value", "a=1&b=x y&c=", s), {"a": 1, "b": "x y", "c": ""})
 

@@ -100,6 +100,13 @@ class Cef(Parser):
         return fill(rec, pairs, self.clock, take_schema=False)
 
 
+def _unquote(text: str) -> str:
+    """The escapes a key_value writer adds inside double quotes: `\\"`, `\\\\`, `\\n`."""
+    if "\\" not in text:
+        return text
+    return re.sub(r'\\(["\\n])', lambda m: "\n" if m.group(1) == "n" else m.group(1), text)
+
+
 @register
 class KeyValue(Parser):
     names = ("key_value", "kv")
@@ -116,7 +123,14 @@ class KeyValue(Parser):
         # Possessive: a hostile line costs linear time, never a backtracking storm.
         key = rf"[^\s\"'{re.escape(vd)}{'' if self.whitespace else re.escape(fd)}]++"
         value = rf"\"((?:[^\"\\]|\\.)*+)\"|'([^']*+)'|((?:(?!{stop}).)*+)"
-        self.pair = re.compile(rf"({key})(?:\s*{re.escape(vd)}\s*(?:{value}))?(?=\s*(?:{sep}|$))")
+        # A key may be quoted too (`"key=with=special"=value`, Vector's parse_key_value).
+        key = rf"\"((?:[^\"\\]|\\.)*+)\"|'([^']*+)'|({key})"
+        # Spaces around the value delimiter are allowed unless spaces delimit
+        # the pairs (`ook= onk=ponk` is ook="" and onk="ponk").
+        around = "" if self.whitespace else r"\s*"
+        self.pair = re.compile(
+            rf"(?:{key})(?:{around}{re.escape(vd)}{around}(?:{value}))?(?=\s*(?:{sep}|$))"
+        )
         self.sep = re.compile(sep)
 
     def parse(self, line: str, source: str) -> dict[str, Any] | None:
@@ -128,12 +142,13 @@ class KeyValue(Parser):
             m = self.pair.match(text, pos)
             if m is None:
                 return None
-            key, dq, sq, bare = m.groups()
+            kdq, ksq, kbare, dq, sq, bare = m.groups()
+            key = kbare if kbare is not None else ksq if ksq is not None else _unquote(kdq)
             if dq is None and sq is None and bare is None:
                 flags += 1
                 pairs.append((key, True))
             elif dq is not None:
-                pairs.append((key, dq.replace('\\"', '"').replace("\\\\", "\\")))
+                pairs.append((key, _unquote(dq)))
             elif sq is not None:
                 pairs.append((key, sq))
             else:
