@@ -47,7 +47,9 @@ _CONTINUATIONS: dict[str, tuple[str, ...]] = {
         r"\s*\.\.\. \d+ (?:more|common frames omitted)",
         r"\s*Caused by: ",
         r"\s*Suppressed: ",
-        rf"(?:Exception in thread \".*\" )?{_EXC_CLASS}(?::.*)?$",
+        # an exception logged after its message; the JVM's own `Exception in
+        # thread "main" ...` (uncaught) starts a record, as in Fluent Bit
+        rf"{_EXC_CLASS}(?::.*)?$",
     ),
     "python": (
         r"Traceback \(most recent call last\):",
@@ -68,7 +70,8 @@ _CONTINUATIONS: dict[str, tuple[str, ...]] = {
         r"(?=.{1,1024}$)[\w.*/()\[\]{}-]+\(.*\)$",  # a function line; bounded: linear
         r"exit status \d+$",
     ),
-    "ruby": (r"\s+from ", r"\S+:\d+:in [`'].*"),
+    # the `file:line:in 'm': msg (Class)` head starts a record (Fluent Bit's ruby rule)
+    "ruby": (r"\s+from ",),
     "node": (
         r"\s",  # frames, and the source line and caret of an uncaught exception
         r"$",
@@ -105,7 +108,7 @@ _PY_FRAME = re.compile(r'\s+File "(?P<file>[^"]*)", line (?P<line>\d+)(?:, in (?
 _PY_EXC = re.compile(r"(?P<type>[A-Za-z_][\w.]*)(?:: (?P<message>.*))?")
 _GO_HEAD = re.compile(r"(?P<type>panic|fatal error): (?P<message>.*?)(?: \[recovered\])?")
 _GO_GOROUTINE = re.compile(r"goroutine (\d+) \[([^\]]*)\]:")
-_GO_LOC = re.compile(r"\s+(?P<file>\S+?):(?P<line>\d+)(?: \+0x[0-9a-f]+)?")
+_GO_LOC = re.compile(r"\s+(?P<file>\S+?):(?P<line>\d+)(?: \+0x[0-9a-f]+)?(?: fp=.*)?")
 _RUBY_HEAD = re.compile(
     r"(?P<file>\S+?):(?P<line>\d+):in [`'](?P<function>[^']*)': "
     r"(?P<message>.*) \((?P<type>[\w:]+)\)"

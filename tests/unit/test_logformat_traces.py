@@ -3,6 +3,7 @@
 Samples are the runtimes' own documented layouts (named per row); the real
 Python, JVM and Node traces are in tests/integration/test_logformat_traces.py.
 """
+# ruff: noqa: E501  (real traces read best unwrapped)
 
 from __future__ import annotations
 
@@ -101,8 +102,8 @@ def join(mode: str, lines: list[str]) -> list[str]:
     ("mode", "text", "records"),
     [
         ("go", "level=info msg=a\n" + GO + "\nlevel=info msg=b", 3),
-        # a Ruby backtrace joins the log line before it (Rails logs the error, then the trace)
-        ("ruby", "E, [x] ERROR -- : a\n" + RUBY + "\nI, [x] INFO -- : b", 2),
+        # a Ruby exception's head line starts its record (Fluent Bit's ruby rule)
+        ("ruby", "E, [x] ERROR -- : a\n" + RUBY + "\nI, [x] INFO -- : b", 3),
         ("dotnet", "info: a\n" + DOTNET + "\ninfo: b", 2),
         ("java", "12:00 ERROR failed\n" + JAVA + "\n12:01 INFO next", 2),
         ("auto", "12:00 ERROR failed\n" + JAVA + "\n12:01 INFO next", 2),
@@ -148,3 +149,94 @@ def test_start_patterns_are_linear_on_hostile_lines(mode: str) -> None:
         regex.search(line)
     # a quadratic pattern took 18 s on the second line
     assert time.process_time() - t0 < 1.0
+
+
+# Fluent Bit's built-in multiline parser tests (tests/internal/multiline.c),
+# re-expressed: the lines, and how many records they make.
+FB_JAVA = [
+    'Exception in thread "main" java.lang.IllegalStateException: ..null property',
+    "     at com.example.myproject.Author.getBookIds(xx.java:38)",
+    "     at com.example.myproject.Bootstrap.main(Bootstrap.java:14)",
+    "Caused by: java.lang.NullPointerException",
+    "     at com.example.myproject.Book.getId(Book.java:22)",
+    "     at com.example.myproject.Author.getBookIds(Author.java:35)",
+    "     ... 1 more",
+    "single line",
+]
+FB_RUBY = [
+    "/app/config/routes.rb:6:in `/': divided by 0 (ZeroDivisionError)",
+    "\tfrom /app/config/routes.rb:6:in `block in <main>'",
+    "\tfrom /var/lib/gems/3.0.0/gems/actionpack-7.0.4/lib/action_dispatch/routing/route_set.rb:428:in `instance_exec'",
+    "\tfrom /app/config/routes.rb:1:in `<main>'",
+    "hello world, not multiline",
+]
+FB_PYTHON = [
+    "Traceback (most recent call last):",
+    '  File "/base/data/home/runtimes/python27/python27_lib/versions/third_party/webapp2-2.5.2/webapp2.py", line 1535, in __call__',
+    "    rv = self.handle_exception(request, response, e)",
+    '  File "/base/data/home/apps/s~nearfieldspy/1.378705245900539993/nearfieldspy.py", line 5, in get',
+    "    raise Exception('spam', 'eggs')",
+    "Exception: ('spam', 'eggs')",
+    "hello world, not multiline",
+]
+FB_GO = [
+    "panic: my panic",
+    "",
+    "goroutine 4 [running]:",
+    "panic(0x45cb40, 0x47ad70)",
+    "\t/usr/local/go/src/runtime/panic.go:542 +0x46c fp=0xc42003f7b8 sp=0xc42003f710 pc=0x422f7c",
+    "main.main.func1(0xc420024120)",
+    "\tfoo.go:6 +0x39 fp=0xc42003f7d8 sp=0xc42003f7b8 pc=0x451339",
+    "created by main.main",
+    "\tfoo.go:5 +0x58",
+    "",
+    "goroutine 2 [force gc (idle)]:",
+    "runtime.gopark(0x4739b8, 0x4ad720, 0x47001e, 0xf, 0x14, 0x1)",
+    "\t/usr/local/go/src/runtime/proc.go:280 +0x12c fp=0xc42003e768 sp=0xc42003e738 pc=0x42503c",
+    "one more line, no multiline",
+]
+FB_ELASTIC = [
+    "[some weird test] IndexNotFoundException[no such index]",
+    "    at org.elasticsearch.cluster.metadata.IndexNameExpressionResolver....",
+    "    at org.elasticsearch.action.admin.indices.delete.java:75)",
+    "another separate log line",
+]
+
+
+@pytest.mark.parametrize(
+    ("mode", "lines", "first"),
+    [("java", FB_JAVA, 7), ("ruby", FB_RUBY, 4), ("python", FB_PYTHON, 6), ("go", FB_GO, 13),
+     ("java", FB_ELASTIC, 3)],
+)  # fmt: skip
+def test_fluent_bit_multiline_cases(mode: str, lines: list[str], first: int) -> None:
+    for m in (mode, "auto"):
+        out = join(m, lines)
+        assert out == ["\n".join(lines[:first]), *lines[first:]], (m, out)
+
+
+def test_fluent_bit_traces_parsed() -> None:
+    err = parse_trace("\n".join(FB_JAVA[:7]), "java")
+    assert err is not None and err["type"] == "java.lang.IllegalStateException"
+    assert err["thread"] == "main" and err["message"] == "..null property"
+    assert (
+        err["cause"]["type"] == "java.lang.NullPointerException"
+        and err["cause"]["frames_omitted"] == 1
+    )
+    err = parse_trace("\n".join(FB_RUBY[:4]), "ruby")
+    assert err is not None and err["type"] == "ZeroDivisionError" and len(err["stack"]) == 4
+    err = parse_trace("\n".join(FB_PYTHON[:6]), "python")
+    assert err is not None and err["type"] == "Exception" and err["message"] == "('spam', 'eggs')"
+    assert err["stack"][1] == {"file": "/base/data/home/apps/s~nearfieldspy/1.378705245900539993/nearfieldspy.py",
+                               "line": 5, "function": "get", "code": "raise Exception('spam', 'eggs')"}  # fmt: skip
+    err = parse_trace("\n".join(FB_GO[:13]), "go")
+    assert err is not None and err["message"] == "my panic" and err["goroutine"] == 4
+    assert err["stack"] == [
+        {
+            "function": "panic(0x45cb40, 0x47ad70)",
+            "file": "/usr/local/go/src/runtime/panic.go",
+            "line": 542,
+        },
+        {"function": "main.main.func1(0xc420024120)", "file": "foo.go", "line": 6},
+        {"function": "main.main", "file": "foo.go", "line": 5},
+    ]
+    assert err["goroutines"] == 2
