@@ -35,7 +35,7 @@ from .timeparse import Clock, parse_timezone
 
 
 class LogFormat(Sidecar):
-    """Normalise an app's own log format (nginx, syslog, klog, logfmt, json, regex) into JSON lines.
+    """Normalise an app's own log format (nginx, Apache, syslog, klog, grok, ...) into JSON lines.
 
     Reads files (--path, with checkpoints and rotation) or standard input
     (--stdin), parses each record with --format, and writes one JSON object

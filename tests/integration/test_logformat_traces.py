@@ -174,3 +174,32 @@ def test_node_traces_caught_and_uncaught() -> None:
     assert last["error"]["message"].startswith("Cannot read properties of null")
     assert last["error"]["stack"][0]["function"] == "Timeout.later [as _onTimeout]"
     assert last["error"]["stack"][0]["line"] == 7
+
+
+def test_multiline_mode_with_path_and_env(tmp_path: Path) -> None:
+    """--path goes through the core tailer's joiner; PODKIT_MULTILINE sets the mode."""
+    import signal
+
+    from tests.helpers import ProgramProcess, wait_until
+
+    app = subprocess.run(
+        [sys.executable, "-c", PY_APP], capture_output=True, timeout=30, check=True
+    )
+    log = tmp_path / "app.log"
+    log.write_bytes(app.stderr)
+    out = tmp_path / "out.ndjson"
+    args = ["--path", str(log), "--format", "python", "--output", f"file://{out}",
+            "--state-dir", str(tmp_path / "s"), "--multiline-timeout", "300ms"]  # fmt: skip
+
+    def records() -> list[dict[str, Any]]:
+        if not out.exists():
+            return []
+        return [json.loads(x) for x in out.read_text().splitlines() if x.endswith("}")]
+
+    with ProgramProcess("logformat", args, tmp=tmp_path, env={"PODKIT_MULTILINE": "python"}) as p:
+        p.wait_ready()
+        recs = wait_until(lambda: len(records()) >= 3 and records(), 20, 0.05, what="3 records")
+        p.signal(signal.SIGTERM)
+        assert p.wait(20) == 0
+    assert [r["level"] for r in recs] == ["info", "error", "warning"]
+    assert recs[1]["error"]["type"] == "RuntimeError" and recs[1]["source"] == str(log)
