@@ -258,3 +258,18 @@ def test_klog_indented_line() -> None:
     # VRL parse_klog test `log_line_valid_strip_whitespace`
     subset(parse("klog", "     I0505 17:59:40.692994   28133 klog.go:70] hello from klog"),
            {"message": "hello from klog", "thread_id": 28133, "line": 70})  # fmt: skip
+
+
+def test_logfmt_fast_path_equals_the_scanner() -> None:
+    """Lines without JSON values take two regex calls; the result is the scanner's."""
+    import random
+
+    from podkit.adapters.logformat.parsers import common
+
+    rnd = random.Random(7)
+    pieces = ["a", "=", '"', " ", "\\", "1", ".", "-", "x=1", 'k="v w"', "n=2.5", "ok=true",
+              'q=""', "e=", "\t", "é", '\\"', "007"]  # fmt: skip
+    for _ in range(5000):
+        line = "".join(rnd.choice(pieces) for _ in range(rnd.randrange(0, 14)))
+        for bools in (False, True):
+            assert common._plain_pairs(line, 0, bools) == common._scan_pairs(line, 0, bools), line

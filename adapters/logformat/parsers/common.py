@@ -20,6 +20,11 @@ _KEY = re.compile(r'\s*+([^\s="]++)(=?+)')
 _QUOTED_VALUE = re.compile(r'"([^"\\]*+(?:\\.[^"\\]*+)*+)"')
 _BARE = re.compile(r'[^\s"]*+')
 _SPACE = re.compile(r"\s*+")
+# The common case, a line without JSON values, in two regex calls: the whole
+# line checked once, then every pair found.
+_PAIR_TEXT = r'[^\s="]++(?:=(?:"[^"\\]*+(?:\\.[^"\\]*+)*+"|[^\s"]*+))?+'
+_LINE = re.compile(r"\s*+(?:" + _PAIR_TEXT + r"(?:\s++" + _PAIR_TEXT + r")*+)?+\s*+")
+_PAIRS = re.compile(r'([^\s="]++)(?:(=)(?:"([^"\\]*+(?:\\.[^"\\]*+)*+)"|([^\s"]*+)))?+')
 _GO_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|[0-7]{3})")
 # Strict JSON out: NaN/Infinity/1e999 stay the text the app wrote.
 _json_value = json.JSONDecoder(
@@ -57,6 +62,13 @@ def parse_pairs(text: str, pos: int = 0, bare_bools: bool = False) -> list[tuple
     Prose that merely contains an `=` is not logfmt: more bare words than
     pairs, or no pair at all, is a parse failure.
     """
+    if "=[" not in text and "={" not in text:
+        return _plain_pairs(text, pos, bare_bools)
+    return _scan_pairs(text, pos, bare_bools)
+
+
+def _scan_pairs(text: str, pos: int, bare_bools: bool) -> list[tuple[str, Any]] | None:
+    """parse_pairs() one pair at a time, for lines that may hold JSON values."""
     out: list[tuple[str, Any]] = []
     flags = 0
     end = len(text)
@@ -102,6 +114,27 @@ def parse_pairs(text: str, pos: int = 0, bare_bools: bool = False) -> list[tuple
         if pos < end and not text[pos].isspace():
             return None
         out.append((key, value))
+    if flags * 2 > len(out) or len(out) == flags:
+        return None
+    return out
+
+
+def _plain_pairs(text: str, pos: int, bare_bools: bool) -> list[tuple[str, Any]] | None:
+    """parse_pairs() for a line with no JSON value: the same result, several times faster."""
+    if _LINE.fullmatch(text, pos) is None:
+        return None
+    out: list[tuple[str, Any]] = []
+    flags = 0
+    for key, eq, quoted, bare in _PAIRS.findall(text, pos):
+        if not eq:
+            flags += 1
+            out.append((key, True))
+        elif quoted:  # (`k=""` and `k=` are both the empty string)
+            out.append((key, unquote(quoted)))
+        elif bare:
+            out.append((key, _BOOLS[bare] if bare_bools and bare in _BOOLS else number(bare)))
+        else:
+            out.append((key, ""))
     if flags * 2 > len(out) or len(out) == flags:
         return None
     return out
