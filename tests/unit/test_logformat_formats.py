@@ -185,3 +185,19 @@ def test_hostile_lines_cost_linear_time(spec: str) -> None:
     for line in lines:
         parser.parse(line, "s")
     assert time.process_time() - t0 < 2.0
+
+
+def test_docs_examples_are_what_the_adapter_writes() -> None:
+    """Every `### format` example in docs/logformat.md: the line and its output, verbatim."""
+    import re
+
+    from tests.helpers import ROOT
+
+    doc = (ROOT / "docs" / "logformat.md").read_text()
+    blocks = re.findall(r"### `(.+?)`(.*?)\n```\n(.*?)\n```\n```json\n(.*?)\n```", doc, re.S)
+    assert len(blocks) >= 20
+    for spec, note, line, out in blocks:
+        settings = Settings(kv_field_delimiter=",", kv_value_delimiter=":") if ":" in note else None
+        conv = Converter(create(spec, Clock(), settings), spec)
+        got = conv.convert([line], "/logs/app.log", 1_796_418_000 * 10**9).body.decode().strip()
+        assert got == out, spec
