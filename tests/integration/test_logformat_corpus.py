@@ -302,6 +302,21 @@ CustomLog {root}/fields.log fields
         assert epoch(rec["time"]) == int(secs), where
     assert recs[1]["http_user_agent"] == "ua \u00e9 \\ z" and recs[1]["path"] == '/denied?a="b"'
 
+    # the same file through grok's %{COMBINEDAPACHELOG} (Logstash's field names,
+    # captures as text) and a user pattern file
+    patterns = tmp_path / "patterns"
+    patterns.write_text("# mine\nAPACHEVERB GET|HEAD|POST\n")
+    grok = logformat("grok:%{COMBINEDAPACHELOG}", (root / "access.log").read_bytes())
+    assert len(grok) == len(oracle) and not [g for g in grok if g.get("parse_error")], grok
+    for g, o in zip(grok, oracle, strict=True):
+        assert g["clientip"] == o[0] and g["response"] == o[5] and epoch(g["time"]) == int(o[3])
+        assert g.get("bytes", "-") == o[6]
+    custom = logformat(
+        "grok:^%{IPORHOST:client} \\S+ \\S+ \\[%{HTTPDATE:timestamp}\\] \"%{APACHEVERB:verb} ",
+        (root / "access.log").read_bytes(), "--grok-patterns-file", str(patterns),
+    )  # fmt: skip
+    assert [c.get("verb") for c in custom] == ["GET", "GET", "GET", "HEAD", "GET"]
+
     # its 2.4 error log for the same requests
     # (its dates carry no zone: Apache writes the process's local time)
     errors = logformat("apache-error", (root / "error.log").read_bytes(), "--timezone", "local")
