@@ -144,7 +144,8 @@ def test_grok_patterns_setting() -> None:
      COMBINED.replace("Mozilla", 'Moz \\"q\\" é'), "not a log line"],
 )  # fmt: skip
 def test_grok_fast_path_equals_dict_path(line: str) -> None:
-    for spec in ("grok:%{COMBINEDAPACHELOG}", "grok:%{COMMONAPACHELOG} %{QS:referrer} %{QS:agent}"):
+    for spec in ("grok:%{COMBINEDAPACHELOG}", "grok:%{COMMONAPACHELOG} %{QS:referrer} %{QS:agent}",
+                 "grok:^%{IPORHOST:client} %{NOTSPACE:ident} %{NOTSPACE:user} \\[%{DATA:ts_text}\\]"):  # fmt: skip
         conv = Converter(create(spec, Clock()), spec)
         fast = conv.convert([line], "s", 1).body.decode()
         slow = json.dumps(conv._record(line, "s", "1970-01-01T00:00:00.000000001Z")[0],

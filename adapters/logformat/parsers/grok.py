@@ -17,6 +17,7 @@ from collections.abc import Callable
 from json.encoder import encode_basestring as _enc
 from typing import Any
 
+from podkit import rfc3339_ns
 from podkit.grok import GrokError, compile_grok
 
 from ..schema import norm_level, snake
@@ -89,6 +90,8 @@ class Grok(Parser):
             self._plan.append((name, caps, snake(name), role, readers))
         self._fields = self.grok.fields
         self._fast_plan = self._compile_fast_plan()
+        self._has_time = any(role == "time" for _, _, _, role, _ in self._plan)
+        self._read: tuple[int | None, str | None] = (None, None)
 
     def _compile_fast_plan(self) -> list[tuple[int, str, str, str | None, Any]] | None:
         """(group index, JSON key text, role, type, reader) per field, for encode_line().
@@ -149,7 +152,15 @@ class Grok(Parser):
             else:
                 message = value
         if t is None:
-            return None  # the read time is filled in by the slow path
+            if self._has_time:
+                return None  # a time capture that did not match: the slow path decides
+            # No time in the expression: the read time, which the converter set.
+            read_ns = self.clock.read_ns
+            if read_ns != self._read[0]:
+                self._read = (read_ns, rfc3339_ns(read_ns) if read_ns is not None else None)
+            t = self._read[1]
+            if t is None:
+                return None
         msg = _enc(line if message is None else message)
         return (
             f'{{"time":"{t}","level":"{level}","message":{msg},'
