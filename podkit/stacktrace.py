@@ -102,7 +102,7 @@ _JAVA_HEAD = re.compile(
     r"\s*(?:Caused by: |Suppressed: )?(?:Exception in thread \"(?P<thread>.*?)\" )?"
     r"(?P<type>[A-Za-z_$][\w$.]*)(?:: (?P<message>.*))?"
 )
-_JAVA_FRAME = re.compile(r"\s+at (?P<function>[^\s(]+)\((?P<loc>[^)]*)\)")
+_JAVA_FRAME = re.compile(r"\s+at (?P<function>[^\s(]+)(?:\((?P<loc>[^)]*)\))?")
 _JAVA_MORE = re.compile(r"\s*\.\.\. (\d+) (?:more|common frames omitted)")
 _PY_FRAME = re.compile(r'\s+File "(?P<file>[^"]*)", line (?P<line>\d+)(?:, in (?P<function>.*))?')
 _PY_EXC = re.compile(r"(?P<type>[A-Za-z_][\w.]*)(?:: (?P<message>.*))?")
@@ -138,9 +138,16 @@ def _java(lines: list[str]) -> dict[str, Any] | None:
     current: dict[str, Any] | None = None
     for line in lines:
         f = _JAVA_FRAME.fullmatch(line)
+        if f is not None and current is None:
+            # Frames right after the log line (Elasticsearch logs the exception
+            # in its message): a stack without a type of its own.
+            current = {"stack": []}
+            chain.append(current)
         if f is not None and current is not None:
             frame: dict[str, Any] = {"function": f["function"]}
-            frame.update(_loc(f["loc"]) if ":" in f["loc"] else {"file": f["loc"]})
+            loc = f["loc"]
+            if loc is not None:
+                frame.update(_loc(loc) if ":" in loc else {"file": loc})
             current["stack"].append(frame)
             continue
         more = _JAVA_MORE.fullmatch(line)

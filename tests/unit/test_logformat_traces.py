@@ -240,3 +240,10 @@ def test_fluent_bit_traces_parsed() -> None:
         {"function": "main.main", "file": "foo.go", "line": 5},
     ]
     assert err["goroutines"] == 2
+    # frames with no exception line of their own (the exception is in the log line)
+    err = parse_trace("\n".join(FB_ELASTIC[1:3]), "java")
+    assert err is not None and "type" not in err
+    assert err["stack"] == [
+        {"function": "org.elasticsearch.cluster.metadata.IndexNameExpressionResolver...."},
+        {"function": "org.elasticsearch.action.admin.indices.delete.java:75)"},
+    ]
