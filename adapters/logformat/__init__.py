@@ -24,16 +24,18 @@ import time
 from typing import Any
 
 from podkit import Sidecar, UsageError, option, rfc3339_ns
+from podkit.grok import GrokError, load_patterns
 from podkit.sinks import NdjsonBatch, SinkClosed
+from podkit.stacktrace import MODES, start_pattern
 
 from .convert import Converter
-from .parsers import create, names
+from .parsers import Settings, create, names
 from .stdin import LineSplitter, read_stdin
 from .timeparse import Clock, parse_timezone
 
 
 class LogFormat(Sidecar):
-    """Normalise an app's own log format (nginx, syslog, klog, logfmt, json, regex) into JSON lines.
+    """Normalise an app's own log format (nginx, Apache, syslog, klog, grok, ...) into JSON lines.
 
     Reads files (--path, with checkpoints and rotation) or standard input
     (--stdin), parses each record with --format, and writes one JSON object
@@ -54,9 +56,29 @@ class LogFormat(Sidecar):
     format: str = option(
         required=True,
         metavar="FORMAT",
-        help="nginx, apache-combined, apache-common, logfmt, syslog, klog, json, regex:PATTERN",
+        help="nginx, apache-combined, apache-common, apache-error, logfmt, syslog, klog, json, "
+        "grok:EXPRESSION, regex:PATTERN, ... (see docs/logformat.md); a comma-separated chain "
+        "such as nginx,json,logfmt tries each in order per line",
     )
+    grok_patterns_file: list[str] = option(
+        repeat=True,
+        kind="path",
+        metavar="FILE",
+        help="extra grok patterns (`NAME regex` per line, Logstash's syntax); repeatable",
+    )
+    kv_field_delimiter: str = option(
+        " ", metavar="TEXT", help="key_value: between pairs (a space means any whitespace)"
+    )
+    kv_value_delimiter: str = option("=", metavar="TEXT", help="key_value: between key and value")
+    csv_delimiter: str = option(",", metavar="CHAR", help="csv: between columns")
     output: str = option("stdout", metavar="URL", help="stdout, or file:///path to append to")
+    multiline: str | None = option(
+        None,
+        choices=MODES,
+        metavar="MODE",
+        help="stack traces: join java, python, go, ruby, node or dotnet traces (or auto) to "
+        "the record before them and parse them into an `error` object",
+    )
     multiline_start: str | None = option(
         None, metavar="REGEX", help="a line matching REGEX starts a record; others continue it"
     )
@@ -112,16 +134,30 @@ class LogFormat(Sidecar):
             "unix", "unix_ms", "unix_us", "unix_ns",
         ):  # fmt: skip
             raise UsageError("--time-format: unix, unix_ms, unix_us or unix_ns")
+        settings = Settings(
+            kv_field_delimiter=self.kv_field_delimiter,
+            kv_value_delimiter=self.kv_value_delimiter,
+            csv_delimiter=self.csv_delimiter,
+        )
+        for path in self.grok_patterns_file:
+            try:
+                settings.grok_patterns.update(load_patterns(path))
+            except GrokError as exc:
+                raise UsageError(f"--grok-patterns-file: {exc}") from None
         try:
-            self.parser = create(self.format, self.clock)
+            self.parser = create(self.format, self.clock, settings)
         except ValueError as exc:
             raise UsageError(f"--format: {exc}") from None
-        self.converter = Converter(self.parser, self.format)
+        self.converter = Converter(self.parser, self.format, self.multiline)
         if self.multiline_start:
             try:
                 re.compile(self.multiline_start)
             except re.error as exc:
                 raise UsageError(f"--multiline-start: {exc}") from None
+        # --multiline-start, when given, decides the joining; else the mode's own rule.
+        self.start_regex = self.multiline_start or (
+            start_pattern(self.multiline) if self.multiline else None
+        )
         if self.multiline_max_lines < 1:
             raise UsageError("--multiline-max-lines: must be at least 1")
         if self.max_line_bytes < 64:
@@ -256,7 +292,7 @@ class LogFormat(Sidecar):
                 state_dir=self.state_dir,
                 read_from=self.read_from,
                 max_line_bytes=self.max_line_bytes,
-                multiline_start=self.multiline_start or None,
+                multiline_start=self.start_regex,
                 multiline_max_lines=self.multiline_max_lines,
                 multiline_timeout=self.multiline_timeout,
             )
@@ -302,13 +338,13 @@ class LogFormat(Sidecar):
         # interrupted, and it must not hold the process at exit.
         reader.start()
         joiner = None
-        if self.multiline_start:
+        if self.start_regex:
             from podkit.multiline import Joiner
 
             # The same limits as the tailer gives a file's joiner: a joined record
             # is cut at --max-line-bytes too.
             joiner = Joiner(
-                self.multiline_start,
+                self.start_regex,
                 self.multiline_max_lines,
                 self.multiline_timeout,
                 self.max_line_bytes,

@@ -13,6 +13,7 @@ from typing import Any
 
 from podkit import rfc3339_ns
 from podkit.sinks import NdjsonBatch
+from podkit.stacktrace import parse_trace
 
 from .parsers import Parser
 from .schema import error_record
@@ -46,9 +47,11 @@ class Converter:
     record goes through `parse()`'s dict and one shared JSON encoder.
     """
 
-    def __init__(self, parser: Parser, fmt: str) -> None:
+    def __init__(self, parser: Parser, fmt: str, trace_mode: str | None = None) -> None:
         self.parser = parser
         self.format = fmt
+        #: --multiline MODE: a joined record's continuation lines become `error`.
+        self.trace_mode = trace_mode
         self.records = 0
         self.parse_errors = 0
         self._encode_line = getattr(parser, "encode_line", None)
@@ -64,6 +67,8 @@ class Converter:
         if self._source[0] != source:
             self._source = (source, _enc(source))
         source_json = self._source[1]
+        # Year-less timestamps are placed next to when their lines were read.
+        self.parser.clock.read_ns = read_time_ns
         fast = self._encode_line
         slow = self._record
         read_time = rfc3339_ns(read_time_ns)
@@ -113,9 +118,29 @@ class Converter:
         except Exception:  # a parser bug must cost one line, never the stream
             rec = None
         if rec is None:
-            return error_record(text if rest is None else f"{text}\n{rest}", source, read_time), 1
+            whole_text = text if rest is None else f"{text}\n{rest}"
+            if self.trace_mode is not None and rest is not None:
+                # A trace on its own (a Go panic, an uncaught exception on stderr).
+                error = parse_trace(whole_text, self.trace_mode)
+                if error is not None:
+                    return {
+                        "time": read_time,
+                        "level": "error",
+                        "message": text,
+                        "source": source,
+                        "error": error,
+                    }, 0
+            return error_record(whole_text, source, read_time), 1
         if rec["time"] is None:
             rec["time"] = read_time
         if rest is not None:
-            rec["message"] = f"{rec['message']}\n{rest}"
+            error = parse_trace(rest, self.trace_mode) if self.trace_mode is not None else None
+            if error is None:
+                rec["message"] = f"{rec['message']}\n{rest}"
+            else:
+                # The trace as a structure; its text is kept whole beside it.
+                error["trace"] = rest
+                if "error" in rec:  # the app's own field keeps its value under another name
+                    rec["field_error"] = rec.pop("error")
+                rec["error"] = error
         return rec, 0

@@ -14,9 +14,11 @@ runs about once per second of log, not once per line.
 from __future__ import annotations
 
 import calendar
+import math
 import re
 import time
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
+from decimal import Decimal
 from typing import Any
 
 MONTHS = {
@@ -28,6 +30,16 @@ MONTHS = {
 
 _ISO = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:[.,](\d+))?\s*(Z|z|UTC|[+-]\d\d(?::?\d\d)?)?"
+)
+#: A fraction of a second inside a --time-format text: after `.` or `,`, after seconds.
+_FRACTION = re.compile(r"(:\d\d)[.,](\d{1,9})(?!\d)")
+#: How far ahead of its reading a year-less timestamp may be before it is taken for last year's.
+_AHEAD_DAYS = 31
+#: How close to a reading at the end of December a January timestamp must be to be next year's.
+_WRAP_DAYS = 2
+_BSD = re.compile(r"([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?")
+_CTIME = re.compile(
+    r"[A-Z][a-z]{2} ([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))? (\d{4})"
 )
 _OFFSET = re.compile(r"([+-])(\d\d):?(\d\d)?")
 
@@ -81,6 +93,10 @@ class Clock:
         fixed = tz.utcoffset(None) if not hasattr(tz, "key") else None
         self._fixed: int | None = int(fixed.total_seconds()) if fixed is not None else None
         self._cache: dict[Any, str] = {}
+        #: When the records being converted were read (ns since the epoch); the
+        #: converter sets it per batch. Year-less timestamps are placed next to it.
+        self.read_ns: int | None = None
+        self._read_date: tuple[int, date] = (-1, date(1970, 1, 1))
 
     def _remember(self, key: Any, value: str) -> str:
         if len(self._cache) > 4096:
@@ -99,13 +115,97 @@ class Clock:
         key = (y, mo, d, h, mi, s)
         base = self._cache.get(key)
         if base is None:
+            # A date that does not exist (Feb 30, hour 25) is refused, never
+            # rolled over into another one; 60 is a leap second.
+            datetime(y, mo, d, h, mi, min(s, 59))
             base = self._remember(key, format_epoch(self.local_epoch(y, mo, d, h, mi, s))[:-1])
         return f"{base}.{frac[:9]}Z" if frac else base + "Z"
 
-    def guess_year(self, month: int) -> int:
-        """Syslog and klog omit the year: this year, unless that lands months ahead."""
-        now = time.gmtime()
-        return now.tm_year - 1 if month - now.tm_mon > 1 else now.tm_year
+    def read_date(self) -> date:
+        """The reading time's date on the wall clock of --timezone."""
+        now = self.read_ns / 1e9 if self.read_ns is not None else time.time()
+        key = int(now // 900)  # zones change date on the quarter hour at most
+        cached = self._read_date
+        if cached[0] == key:
+            return cached[1]
+        if self._fixed is not None:
+            t = time.gmtime(now + self._fixed)
+            today = date(t.tm_year, t.tm_mon, t.tm_mday)
+        else:
+            today = datetime.fromtimestamp(now, self.tz).date()
+        self._read_date = (key, today)
+        return today
+
+    def guess_year(self, month: int, day: int = 1) -> int:
+        """Syslog and klog omit the year: the one that puts the line next to its reading.
+
+        As rsyslog and Vector do, the line is compared with when it was read
+        (its date on the wall clock of --timezone), not with the year alone:
+        the reading year, unless the line would then be more than a month
+        ahead of its reading (a December line read in January: last year), or
+        the next year puts it at most two days ahead (a January line read on
+        New Year's Eve, written by a clock or in a zone already there).
+        """
+        today = self.read_date()
+        year = today.year
+        try:
+            ahead = (date(year, month, min(day, 28 if month == 2 else day)) - today).days
+        except ValueError:
+            return year
+        if ahead > _AHEAD_DAYS:
+            return year - 1
+        if ahead + 365 <= _WRAP_DAYS:
+            return year + 1
+        return year
+
+    def httpdate(self, ts: str) -> str | None:
+        """nginx/Apache `%t`: `10/Oct/2000:13:55:36 -0700` -> `2000-10-10T20:55:36Z`."""
+        try:
+            wall = (
+                int(ts[7:11]),
+                MONTHS[ts[3:6]],
+                int(ts[0:2]),
+                int(ts[12:14]),
+                int(ts[15:17]),
+                int(ts[18:20]),
+            )
+            zone = ts[21:]
+            if zone:
+                datetime(*wall[:5], min(wall[5], 59))  # refuses 31/Feb rather than rolling over
+                return format_epoch(calendar.timegm((*wall, 0, 0, 0)) - _offset_seconds(zone))
+            return self.wall(*wall)  # a custom log_format without the zone: --timezone
+        except (KeyError, ValueError, IndexError, OverflowError):
+            return self.custom(ts) if self.time_format else None
+
+    def bsd(self, text: str) -> str | None:
+        """A BSD syslog time `Oct 11 22:14:15[.frac]`: no year (guessed), no zone (--timezone)."""
+        m = _BSD.fullmatch(text)
+        if m is None:
+            return None
+        mon, d, h, mi, s, frac = m.groups()
+        month = MONTHS.get(mon)
+        if month is None:
+            return None
+        try:
+            day = int(d)
+            year = self.guess_year(month, day)
+            return self.wall(year, month, day, int(h), int(mi), int(s), frac or "")
+        except (ValueError, OverflowError):
+            return None
+
+    def ctime(self, text: str) -> str | None:
+        """C's ctime layout, Apache's error log: `Wed Oct 11 14:32:52[.frac] 2000` (--timezone)."""
+        m = _CTIME.fullmatch(text)
+        if m is None:
+            return None
+        mon, d, h, mi, s, frac, y = m.groups()
+        month = MONTHS.get(mon)
+        if month is None:
+            return None
+        try:
+            return self.wall(int(y), month, int(d), int(h), int(mi), int(s), frac or "")
+        except (ValueError, OverflowError):
+            return None
 
     def iso(self, text: str) -> str | None:
         """RFC 3339 / ISO 8601, with or without zone and fraction."""
@@ -135,7 +235,16 @@ class Clock:
         """Unix time in seconds, milliseconds, microseconds or nanoseconds (by magnitude)."""
         if isinstance(value, bool):
             return None
-        text = f"{value:.9f}" if isinstance(value, float) else str(value).strip()
+        if isinstance(value, float):
+            # The shortest text that reads back as this float is what the app
+            # wrote (JSON `1580306777.04728`); `%.9f` would add binary noise.
+            if not math.isfinite(value):
+                return None
+            text = repr(value)
+            if "e" in text or "E" in text:
+                text = format(Decimal(text), "f")
+        else:
+            text = str(value).strip()
         whole, _, fdigits = text.partition(".")
         if not whole.lstrip("-").isdigit() or (fdigits and not fdigits.isdigit()):
             return None
@@ -144,7 +253,10 @@ class Clock:
         # Below 1e11 seconds reaches the year 5138; larger numbers are finer units.
         digits = 0 if mag < 10**11 else 3 if mag < 10**14 else 6 if mag < 10**17 else 9
         secs, sub = divmod(n, 10**digits) if digits else (n, 0)
-        frac = ((f"{sub:0{digits}d}" if digits else "") + fdigits)[:9].rstrip("0")
+        # Digits the unit implies (milliseconds...) are trimmed of zeros; digits
+        # the app wrote after a point are kept as written.
+        frac = (f"{sub:0{digits}d}" if digits else "") + fdigits
+        frac = frac[:9] if fdigits else frac.rstrip("0")
         try:
             return format_epoch(secs, frac)
         except (ValueError, OverflowError, OSError):
@@ -159,17 +271,28 @@ class Clock:
         base = self._cache.get(("c", text))
         if base is not None:
             return base
+        frac = ""
+        parse_text = text.strip()
+        if "%f" in fmt:
+            # strptime turns `,390` into 390000 microseconds and stops at six
+            # digits: take the digits as written, cut to six only for strptime.
+            m = _FRACTION.search(parse_text)
+            if m is not None:
+                frac = m.group(2)
+                if len(frac) > 6:
+                    parse_text = parse_text[: m.start(2) + 6] + parse_text[m.end(2) :]
         try:
-            dt = datetime.strptime(text.strip(), fmt)
+            dt = datetime.strptime(parse_text, fmt)
         except ValueError:
             return None
         if "%Y" not in fmt and "%y" not in fmt and "%G" not in fmt:
-            dt = dt.replace(year=self.guess_year(dt.month))
+            dt = dt.replace(year=self.guess_year(dt.month, dt.day))
         if dt.tzinfo is None:
             secs = self.local_epoch(dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second)
         else:
             secs = int(dt.replace(microsecond=0).timestamp())
-        frac = f"{dt.microsecond:06d}".rstrip("0") if dt.microsecond else ""
+        if not frac or int(frac[:6].ljust(6, "0")) != dt.microsecond:
+            frac = f"{dt.microsecond:06d}".rstrip("0") if dt.microsecond else ""
         try:
             return self._remember(("c", text), format_epoch(secs, frac))
         except (ValueError, OverflowError, OSError):

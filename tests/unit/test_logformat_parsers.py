@@ -235,8 +235,11 @@ SYSLOG = [
      {"time": f"{YEAR if time.gmtime().tm_mon >= 9 else YEAR - 1}-10-11T22:14:15Z",
       "level": "critical", "facility": "auth", "hostname": "mymachine", "app_name": "su",
       "message": "'su root' failed for lonvick on /dev/pts/8"}),
+    # RFC 3164 calls this one tagless, but rsyslog's pmrfc3164 (a tag ends at
+    # `:` or a space) and Fluentd (support_colonless_ident, the default) read
+    # the first word as the tag: so does logformat, to agree with the daemon.
     ("<13>Feb  5 17:32:18 10.0.0.99 Use the BFG!",
-     {"hostname": "10.0.0.99", "app_name": None, "message": "Use the BFG!", "level": "info"}),
+     {"hostname": "10.0.0.99", "app_name": "Use", "message": "the BFG!", "level": "info"}),
     # rsyslog TraditionalFileFormat (no PRI), ForwardFormat (PRI + RFC 3339), FileFormat
     ("Nov 26 06:40:01 host myapp[1234]: hello [x] world: y",
      {"hostname": "host", "app_name": "myapp", "proc_id": 1234, "message": "hello [x] world: y",

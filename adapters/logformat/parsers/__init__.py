@@ -18,9 +18,24 @@ per-line allocation that a cache can avoid (the nginx bar is 100,000 lines/s).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..timeparse import Clock
+
+
+@dataclass
+class Settings:
+    """Options some formats take besides their argument (flags of the adapter)."""
+
+    #: --grok-patterns-file: extra `NAME regex` patterns, winning over the core library.
+    grok_patterns: dict[str, str] = field(default_factory=dict)
+    #: --kv-field-delimiter: between pairs of key_value; " " means any run of whitespace.
+    kv_field_delimiter: str = " "
+    #: --kv-value-delimiter: between a key and its value in key_value.
+    kv_value_delimiter: str = "="
+    #: --csv-delimiter: between the columns of csv.
+    csv_delimiter: str = ","
 
 
 class Parser:
@@ -30,13 +45,18 @@ class Parser:
     names: ClassVar[tuple[str, ...]] = ()
     #: True when the format takes an argument: `regex:PATTERN`.
     takes_argument: ClassVar[bool] = False
+    #: How --help and errors name the argument.
+    argument_name: ClassVar[str] = "PATTERN"
     #: True when a multiline record should be parsed whole (pretty-printed JSON);
     #: otherwise only its first line is parsed and the rest joins the message.
     whole_record: ClassVar[bool] = False
 
-    def __init__(self, clock: Clock, argument: str | None = None) -> None:
+    def __init__(
+        self, clock: Clock, argument: str | None = None, settings: Settings | None = None
+    ) -> None:
         self.clock = clock
         self.argument = argument
+        self.settings = settings or Settings()
 
     def parse(self, line: str, source: str) -> dict[str, Any] | None:
         raise NotImplementedError
@@ -54,35 +74,75 @@ def register(cls: type[Parser]) -> type[Parser]:
 
 
 def names() -> list[str]:
-    return sorted(n + (":PATTERN" if REGISTRY[n].takes_argument else "") for n in REGISTRY)
+    return sorted(
+        n + (f":{REGISTRY[n].argument_name}" if REGISTRY[n].takes_argument else "")
+        for n in REGISTRY
+    )
 
 
-def create(spec: str, clock: Clock) -> Parser:
-    """The parser for a --format value. Raises ValueError with a one-line reason."""
+def split_chain(spec: str) -> list[str]:
+    """`nginx,json,logfmt` -> its formats. A format with an argument (`grok:`,
+    `regex:`, `csv:`) takes the rest of the text, commas included, so it comes last."""
+    out: list[str] = []
+    rest = spec
+    while rest:
+        name, sep, tail = rest.partition(",")
+        head = name.partition(":")[0].strip()
+        cls = REGISTRY.get(head)
+        if ":" in name or (cls is not None and cls.takes_argument):
+            out.append(rest.strip())
+            break
+        out.append(name.strip())
+        rest = tail
+        if sep and not rest.strip():
+            out.append("")  # a trailing comma: an empty format, refused below
+    return out
+
+
+def create_one(spec: str, clock: Clock, settings: Settings | None = None) -> Parser:
     name, sep, argument = spec.partition(":")
     cls = REGISTRY.get(name)
     if cls is None:
         raise ValueError(f"unknown format {spec!r}; known: {', '.join(names())}")
     if cls.takes_argument and not sep:
-        raise ValueError(f"format {name!r} needs an argument: {name}:PATTERN")
+        raise ValueError(f"format {name!r} needs an argument: {name}:{cls.argument_name}")
     if not cls.takes_argument and sep:
         raise ValueError(f"format {name!r} takes no argument")
-    return cls(clock, argument if sep else None)
+    return cls(clock, argument if sep else None, settings)
+
+
+def create(spec: str, clock: Clock, settings: Settings | None = None) -> Parser:
+    """The parser for a --format value (one format, or a chain `a,b,c` tried in order).
+
+    Raises ValueError with a one-line reason.
+    """
+    parts = split_chain(spec)
+    if len(parts) == 1:
+        return create_one(parts[0], clock, settings)
+    from .chain import Chain
+
+    return Chain(clock, [(p.partition(":")[0], create_one(p, clock, settings)) for p in parts])
 
 
 # Importing the modules registers the built-in formats.
-from . import access, jsonfmt, klog, logfmt, regex, syslog  # noqa: E402
+from . import access, apps, fields, grok, jsonfmt, klog, logfmt, regex, syslog  # noqa: E402
 
 __all__ = [
     "REGISTRY",
     "Parser",
+    "Settings",
     "access",
+    "apps",
     "create",
+    "create_one",
+    "fields",
+    "grok",
     "jsonfmt",
     "klog",
     "logfmt",
     "names",
     "regex",
     "register",
+    "split_chain",
     "syslog",
 ]

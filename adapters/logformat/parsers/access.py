@@ -18,12 +18,11 @@ can follow both files.
 
 from __future__ import annotations
 
-import calendar
 import re
 from json.encoder import encode_basestring as _enc
 from typing import Any
 
-from ..timeparse import MONTHS, _offset_seconds, format_epoch
+from ..schema import number
 from . import Parser, register
 
 _Q = r'"([^"\\]*(?:\\.[^"\\]*)*)"'  # a quoted field, escapes allowed (unrolled loop: fast)
@@ -90,8 +89,8 @@ class AccessLog(Parser):
 
     names = ("nginx", "apache-combined", "apache-common")
 
-    def __init__(self, clock: Any, argument: str | None = None) -> None:
-        super().__init__(clock, argument)
+    def __init__(self, clock: Any, argument: str | None = None, settings: Any = None) -> None:
+        super().__init__(clock, argument, settings)
         self._last_ts = ""
         self._last_time: str | None = None
         self._plain = _ACCESS_PLAIN.fullmatch
@@ -100,23 +99,7 @@ class AccessLog(Parser):
         """`10/Oct/2000:13:55:36 -0700` -> `2000-10-10T20:55:36Z` (one slice per field)."""
         if ts == self._last_ts:
             return self._last_time
-        out: str | None
-        try:
-            wall = (
-                int(ts[7:11]),
-                MONTHS[ts[3:6]],
-                int(ts[0:2]),
-                int(ts[12:14]),
-                int(ts[15:17]),
-                int(ts[18:20]),
-            )
-            zone = ts[21:]
-            if zone:
-                out = format_epoch(calendar.timegm((*wall, 0, 0, 0)) - _offset_seconds(zone))
-            else:  # a custom log_format without the zone: --timezone applies
-                out = self.clock.wall(*wall)
-        except (KeyError, ValueError, IndexError):
-            out = self.clock.custom(ts) if self.clock.time_format else None
+        out = self.clock.httpdate(ts)
         self._last_ts, self._last_time = ts, out
         return out
 
@@ -264,3 +247,135 @@ def _context(rest: str) -> dict[str, str] | None:
         rest = rest[:best]
         keys = keys[: keys.index(best_key)]
     return {k: out[k] for k in _CONTEXT_KEYS if k in out}
+
+
+# -- Apache error log ------------------------------------------------------------
+
+#: 2.2: `[Wed Oct 11 14:32:52 2000] [error] [client 127.0.0.1] message`;
+#: 2.4: `[Wed Oct 11 14:32:52.123456 2000] [core:error] [pid 35708:tid 4328636416]
+#: [client 72.15.99.187:50000] AH00037: message, referer: http://...` (the default
+#: ErrorLogFormat; https://httpd.apache.org/docs/2.4/mod/core.html#errorlogformat).
+_APACHE_ERROR = re.compile(
+    r"\[([A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)? \d{4})\] "
+    r"\[(?:([\w.-]*):)?(\w+)\] "
+    r"(?:\[pid (\d+)(?::tid (\d+))?\] )?"
+    r"(?:(\S+\.c\(\d+\)): )?"  # %F: source file and line (LogLevel debug)
+    r"(?:\((-?\d+)\)([^:]*): )?"  # %E: APR status code and its text
+    r"(?:\[(?:client|remote) (\[[^\]]*\](?::\d+)?|[^\]]+)\] )?"
+    r"(?:(AH\d{5}): )?"
+    r"(.*)",
+    re.S,
+)
+_APACHE_LEVELS = {**_ERROR_LEVELS, **{f"trace{i}": "debug" for i in range(1, 9)}}
+
+
+def _host_port(text: str) -> tuple[str, int | None]:
+    """`72.15.99.187:50000`, `[::1]:50000`, `::1` (2.2 has no port) -> (host, port)."""
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]:")
+        return host.rstrip("]"), int(port) if port.isdigit() else None
+    host, sep, port = text.rpartition(":")
+    if sep and port.isdigit() and (host.count(":") == 0 or host.endswith("]")):
+        return host, int(port)
+    return text, None
+
+
+@register
+class ApacheError(Parser):
+    """Apache httpd's error log, 2.2 and 2.4 layouts (the default ErrorLogFormat)."""
+
+    names = ("apache-error",)
+
+    def parse(self, line: str, source: str) -> dict[str, Any] | None:
+        m = _APACHE_ERROR.fullmatch(line)
+        if m is None:
+            return None
+        ts, module, level, pid, tid, srcfile, status, status_text, client, code, msg = m.groups()
+        t = self.clock.ctime(ts)
+        if t is None:
+            return None
+        lvl = _APACHE_LEVELS.get(level)
+        if lvl is None:
+            return None
+        referer = None
+        at = msg.rfind(", referer: ")
+        if at >= 0 and " " not in msg[at + 11 :]:
+            msg, referer = msg[:at], msg[at + 11 :]
+        rec: dict[str, Any] = {"time": t, "level": lvl, "message": msg, "source": source}
+        if module:
+            rec["module"] = module
+        rec["log_level"] = level
+        if pid is not None:
+            rec["pid"] = int(pid)
+        if tid is not None:
+            rec["tid"] = int(tid)
+        if srcfile is not None:
+            rec["src_file"] = srcfile
+        if status is not None:
+            rec["status_code"] = int(status)
+            rec["status_text"] = status_text.strip()
+        if client is not None:
+            host, port = _host_port(client)
+            rec["client"] = host
+            if port is not None:
+                rec["client_port"] = port
+        if code is not None:
+            rec["error_code"] = code
+        if referer is not None:
+            rec["referer"] = referer
+        return rec
+
+
+# -- ingress-nginx `upstreaminfo` --------------------------------------------------
+
+#: ingress-nginx's default log-format-upstream: combined, then `$request_length
+#: $request_time [$proxy_upstream_name] [$proxy_alternative_upstream_name]
+#: $upstream_addr $upstream_response_length $upstream_response_time
+#: $upstream_status $req_id`. The upstream variables are lists when nginx
+#: tried several upstreams (`10.0.0.1:80, 10.0.0.2:80`; ` : ` after an
+#: internal redirect): kept as written then, numbers when there was one.
+_ITEM = r"[^\s,]+"
+_LIST = rf"{_ITEM}(?:(?:, | : ){_ITEM})*"
+_INGRESS_TAIL = re.compile(
+    rf" (\d+) (\S+) \[([^\]]*)\] \[([^\]]*)\] ({_LIST}) ({_LIST}) ({_LIST}) ({_LIST}) (\S+)"
+)
+_INGRESS_SPLIT = re.compile(
+    rf'(.*") (?=\d+ \S+ \[[^\]]*\] \[[^\]]*\] {_LIST} {_LIST} {_LIST} {_LIST} \S+$)'
+)
+
+
+@register
+class Ingress(Parser):
+    """ingress-nginx's access log (`upstreaminfo`, the controller's default)."""
+
+    names = ("nginx-ingress",)
+
+    def __init__(self, clock: Any, argument: str | None = None, settings: Any = None) -> None:
+        super().__init__(clock, argument, settings)
+        self._combined = AccessLog(clock)
+
+    def parse(self, line: str, source: str) -> dict[str, Any] | None:
+        m = _INGRESS_SPLIT.match(line)
+        if m is None:
+            return None
+        rec = self._combined.parse(m.group(1), source)
+        t = _INGRESS_TAIL.fullmatch(line, m.end(1))
+        if rec is None or t is None or "tid" in rec:
+            return None
+        req_len, req_time, upstream, alt, addr, resp_len, resp_time, up_status, req_id = t.groups()
+        rec["request_length"] = int(req_len)
+        rec["request_time"] = number(req_time)
+        if upstream:
+            rec["proxy_upstream_name"] = upstream
+        if alt:
+            rec["proxy_alternative_upstream_name"] = alt
+        for key, value in (
+            ("upstream_addr", addr),
+            ("upstream_response_length", resp_len),
+            ("upstream_response_time", resp_time),
+            ("upstream_status", up_status),
+        ):
+            if value != "-":
+                rec[key] = value if key == "upstream_addr" else number(value)
+        rec["req_id"] = req_id
+        return rec

@@ -24,8 +24,8 @@ class Json(Parser):
     names = ("json",)
     whole_record = True  # pretty-printed JSON spans lines: parse a joined record whole
 
-    def __init__(self, clock: Any, argument: str | None = None) -> None:
-        super().__init__(clock, argument)
+    def __init__(self, clock: Any, argument: str | None = None, settings: Any = None) -> None:
+        super().__init__(clock, argument, settings)
         # Output must stay strict JSON: Python's decoder takes NaN/Infinity and
         # turns 1e999 into inf, which would be written back as bare NaN/Infinity.
         # Such values are kept as the text the app wrote.

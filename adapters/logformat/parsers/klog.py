@@ -32,20 +32,23 @@ class Klog(Parser):
     def parse(self, line: str, source: str) -> dict[str, Any] | None:
         m = _HEADER.fullmatch(line)
         if m is None:
-            return None
+            if not line[:1].isspace():
+                return None
+            m = _HEADER.fullmatch(line.lstrip())  # indented (Vector's parse_klog takes it)
+            if m is None:
+                return None
         lvl, mo, d, h, mi, s, frac, thread, file, lineno, msg = m.groups()
-        month = int(mo)
+        month, day = int(mo), int(d)
         try:
-            t = self.clock.wall(
-                self.clock.guess_year(month), month, int(d), int(h), int(mi), int(s), frac or ""
-            )
+            year = self.clock.guess_year(month, day)
+            t = self.clock.wall(year, month, day, int(h), int(mi), int(s), frac or "")
         except (ValueError, OverflowError):
             return None
         pairs = None
         if msg[:1] == '"':
             q = _QUOTED.match(msg)
             if q is not None:
-                pairs = parse_pairs(msg, q.end()) if q.end() < len(msg) else []
+                pairs = parse_pairs(msg, q.end(), bare_bools=True) if q.end() < len(msg) else []
                 if pairs is not None:
                     msg = unquote(q.group(1))
         rec: dict[str, Any] = {

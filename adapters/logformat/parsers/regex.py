@@ -24,8 +24,8 @@ class Regex(Parser):
     names = ("regex",)
     takes_argument = True
 
-    def __init__(self, clock: Any, argument: str | None = None) -> None:
-        super().__init__(clock, argument)
+    def __init__(self, clock: Any, argument: str | None = None, settings: Any = None) -> None:
+        super().__init__(clock, argument, settings)
         pattern = _PCRE_GROUP.sub("(?P<", argument or "")
         try:
             self.regex = re.compile(pattern)

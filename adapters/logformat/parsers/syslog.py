@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 from ..schema import SYSLOG_SEVERITY, number
+from ..timeparse import MONTHS
 from . import Parser, register
 
 FACILITIES = (
@@ -34,25 +35,68 @@ _RFC5424 = re.compile(
 _RFC3164 = re.compile(
     r"(?:<(\d{1,3})>)?"
     r"(?:([A-Z][a-z]{2}) {1,2}(\d{1,2}) (\d\d):(\d\d):(\d\d)(?:\.(\d+))?|(\d{4}-\d\d-\d\dT\S+))"
-    r" (\S+) (?:([^\s:\[]+)(?:\[([^\]]*)\])?: ?)?(.*)",
+    r" (.*)",
     re.S,
 )
-_SD_ELEMENT = re.compile(r"\[([^\s\]=]+)((?:\s+[^\s=\]]+=" + _SDQ + r")*)\s*\]")
-_SD_PARAM = re.compile(r'([^\s=\]]+)="([^"\\]*(?:\\.[^"\\]*)*)"')
+#: One SD-ELEMENT (RFC 5424 section 6.3): `[SD-ID *(SP PARAM-NAME="PARAM-VALUE")]`.
+#: Vector's tolerant reading of a space after `=` is kept (its parse_syslog test
+#: `eventSource= "Application"`); anything else malformed is not structured data.
+_SD_ELEMENT = re.compile(r'\[([^\s\]="]+)((?:\s+[^\s=\]"]+= ?' + _SDQ + r")*)\s*\]")
+_SD_PARAM = re.compile(r'([^\s=\]"]+)= ?"([^"\\]*(?:\\.[^"\\]*)*)"')
 _SD_ESCAPE = re.compile(r'\\(["\\\]])')
+#: A BSD HOSTNAME as rsyslog's pmrfc3164 accepts it (letters, digits, `.`, `_`, `-`;
+#: `:` for IPv6 literals), followed by the space that ends it.
+_HOST = re.compile(r"[0-9A-Za-z._:%-]+(?= )")
 
 
-def structured_data(text: str) -> dict[str, dict[str, Any]]:
-    """`[id k="v"][id2 a="b"]` -> {"id": {"k": "v"}, "id2": {"a": "b"}} (names as written)."""
+def structured_data(text: str) -> dict[str, dict[str, Any]] | None:
+    """`[id k="v"][id2 a="b"]` -> {"id": {"k": "v"}, "id2": {"a": "b"}} (names as written).
+
+    None when the text is not a run of well-formed elements: a malformed
+    element must fail the line (parse_error), never vanish as `{}`.
+    """
     out: dict[str, dict[str, Any]] = {}
-    for m in _SD_ELEMENT.finditer(text):
+    pos = 0
+    while pos < len(text):
+        m = _SD_ELEMENT.match(text, pos)
+        if m is None:
+            return None
         params: dict[str, Any] = out.setdefault(m.group(1), {})
         for p in _SD_PARAM.finditer(m.group(2)):
             value = p.group(2)
             if "\\" in value:
                 value = _SD_ESCAPE.sub(r"\1", value)
             params[p.group(1)] = number(value)
+        pos = m.end()
     return out
+
+
+def split_tag(text: str) -> tuple[str | None, str | None, str]:
+    """`TAG[PID]: MSG` -> (app name, pid, message), the way rsyslog's pmrfc3164 reads it.
+
+    The TAG runs to the first `:` (part of the tag) or space (part of the
+    message), so `launchd[1] (com.apple.xpc...): text` is app `launchd`, pid
+    1, and a tag without colon (`apache_error [Tue Jun ...] ...`) is a tag.
+    The one space that separates tag and message is not part of the message.
+    """
+    end = len(text)
+    colon = text.find(":")
+    space = text.find(" ")
+    if 0 <= colon < end and (space < 0 or colon < space):
+        tag, msg = text[:colon], text[colon + 1 :]
+    elif space >= 0:
+        tag, msg = text[:space], text[space:]
+    else:
+        return None, None, text
+    if msg[:1] == " ":
+        msg = msg[1:]
+    name, bracket, rest = tag.partition("[")
+    pid = rest[:-1] if bracket and rest.endswith("]") else None
+    if bracket and pid is None:
+        name = tag  # `a[b` is a name, not a name with a pid
+    if not name or name == "-":
+        return None, pid, msg
+    return name, pid, msg
 
 
 @register
@@ -87,12 +131,12 @@ class Syslog(Parser):
             t = self.clock.iso(ts)
             if t is None:
                 return None
-        if msg:
-            # rsyslog keeps the space a BSD message had after its tag; RFC 5424
-            # puts a BOM before UTF-8 text. Neither is part of the message.
-            msg = msg.lstrip(" ")
-            if msg[:1] == "\ufeff":
-                msg = msg[1:]
+        if msg and msg[0] == "\ufeff":
+            # RFC 5424 section 6.4: a BOM announces UTF-8 text; it is not text.
+            # Everything else after the header's one separating space is the
+            # message, leading spaces included (rsyslog keeps the space a BSD
+            # message had after its tag, and so does its %jsonmesg%).
+            msg = msg[1:]
         rec: dict[str, Any] = {"time": t, "level": "info", "message": msg or "", "source": source}
         self._pri(rec, pri)
         rec["syslog_version"] = int(version)
@@ -105,24 +149,25 @@ class Syslog(Parser):
         if msgid != "-":
             rec["msg_id"] = msgid
         if sd != "-":
-            rec["structured_data"] = structured_data(sd)
+            data = structured_data(sd)
+            if data is None:
+                return None
+            rec["structured_data"] = data
         return rec
 
     def _rfc3164(self, m: re.Match[str], source: str) -> dict[str, Any] | None:
-        pri, mon, day, h, mi, s, frac, iso, host, tag, pid, msg = m.groups()
+        pri, mon, day, h, mi, s, frac, iso, rest = m.groups()
         if iso is not None:
             t = self.clock.iso(iso)
             if t is None:
                 return None
         else:
-            from ..timeparse import MONTHS
-
             month = MONTHS.get(mon)
             if month is None:
                 return None
             try:
                 t = self.clock.wall(
-                    self.clock.guess_year(month),
+                    self.clock.guess_year(month, int(day)),
                     month,
                     int(day),
                     int(h),
@@ -132,19 +177,20 @@ class Syslog(Parser):
                 )
             except (ValueError, OverflowError):
                 return None
-        if host[-1] == ":" or "[" in host:
-            # No hostname (a message as an app hands it to /dev/log): the
-            # "host" is really the tag, and what followed is the message.
-            name, _, rest = host.rstrip(":").partition("[")
-            tag, pid = name, (rest.rstrip("]") or None)
-            msg = m.string[m.end(9) :].lstrip(" ")
-            host = ""
+        # A HOSTNAME ends at a space; a first word ending in `:` or holding a
+        # `[` is a TAG (a message as an app hands it to /dev/log has no host).
+        host = _HOST.match(rest)
+        if host is not None and host.group()[-1] != ":":
+            rest = rest[host.end() + 1 :]
+        else:
+            host = None
+        app, pid, msg = split_tag(rest)
         rec: dict[str, Any] = {"time": t, "level": "info", "message": msg, "source": source}
         self._pri(rec, pri)
-        if host:
-            rec["hostname"] = host
-        if tag is not None:
-            rec["app_name"] = tag
-            if pid is not None:
-                rec["proc_id"] = number(pid)
+        if host is not None:
+            rec["hostname"] = host.group()
+        if app is not None:
+            rec["app_name"] = app
+        if pid is not None:
+            rec["proc_id"] = number(pid)
         return rec
