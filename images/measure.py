@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Print docs/images.md's table: each image's size (and its growth over the base
-image) and each program's resident memory, idle, inside its own container.
+"""Print docs/images.md's tables: each image's size (as `podman image inspect`
+gives it, and compressed as a registry would carry it), each program's resident
+memory, idle, inside its own container, and each image's ten largest paths.
 
-    images/measure.py [--tag TAG] [--base IMAGE]
+    images/measure.py [--tag TAG]
 
 Run after images/build.sh, as root on Linux (it reads the program's RSS from
 the host's /proc: the container's PID 1 is tini, the program is its child).
@@ -74,12 +75,40 @@ def idle_rss(image: str, program: str, repo: str) -> tuple[float, float]:
         podman("rm", "--force", "--time", "2", name)
 
 
+def compressed(image: str) -> int:
+    """Bytes of `podman save IMAGE | gzip -c`: about what a pull transfers."""
+    env = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", CONF)}
+    save = subprocess.Popen(["podman", "save", image], stdout=subprocess.PIPE, env=env)
+    gz = subprocess.run(["gzip", "-c"], stdin=save.stdout, capture_output=True, check=True)
+    save.wait()
+    return len(gz.stdout)
+
+
+def largest(image: str, n: int = 10) -> list[tuple[int, str]]:
+    """The image's n largest files, in bytes (a hard link counted once)."""
+    ctr = podman("create", image).strip()
+    try:
+        root = podman("mount", ctr).strip()
+        seen: set[int] = set()
+        files: list[tuple[int, str]] = []
+        for dirpath, _dirs, names in os.walk(root):
+            for f in names:
+                st = os.lstat(os.path.join(dirpath, f))
+                if st.st_ino in seen or not os.path.isfile(os.path.join(dirpath, f)):
+                    continue
+                seen.add(st.st_ino)
+                files.append((st.st_size, "/" + os.path.relpath(os.path.join(dirpath, f), root)))
+        return sorted(files, reverse=True)[:n]
+    finally:
+        podman("umount", ctr)
+        podman("rm", "--force", ctr)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tag", default="0.1.0")
-    ap.add_argument("--base", default="localhost/podkit-base:bookworm")
+    ap.add_argument("--largest", action="store_true", help="also list each image's largest paths")
     opts = ap.parse_args()
-    base = size(opts.base)
     with tempfile.TemporaryDirectory() as tmp:
         repo = os.path.join(tmp, "repo.git")
         work = os.path.join(tmp, "work")
@@ -96,8 +125,7 @@ def main() -> None:
         for cmd in (["add", "."], ["commit", "-qm", "c"], ["push", "-q", "origin", "HEAD:main"]):
             subprocess.run(["git", *cmd], cwd=work, check=True, env=env)
         os.chmod(tmp, 0o755)
-        print(f"base image {opts.base}: {base / 1e6:.0f} MB\n")
-        print("| image | size | over the base | idle RSS of the program | tini |")
+        print("| image | size | compressed | idle RSS of the program | tini |")
         print("|---|---|---|---|---|")
         for program in IDLE_ARGS:
             image = f"localhost/podkit-{program}:{opts.tag}"
@@ -107,7 +135,14 @@ def main() -> None:
                 mem = f"{prog:.1f} MiB | {tini:.1f} MiB"
             except (RuntimeError, subprocess.CalledProcessError) as e:
                 mem = f"not measured: {e} | -"
-            print(f"| `podkit-{program}` | {s / 1e6:.0f} MB | +{(s - base) / 1e6:.0f} MB | {mem} |")
+            z = compressed(image)
+            print(f"| `podkit-{program}` | {s / 1e6:.1f} MB | {z / 1e6:.1f} MB | {mem} |")
+        if opts.largest:
+            for program in IDLE_ARGS:
+                image = f"localhost/podkit-{program}:{opts.tag}"
+                print(f"\n`podkit-{program}`, ten largest paths:\n")
+                for b, path in largest(image):
+                    print(f"- {b / 1e6:.1f} MB `{path}`")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,18 @@ if command -v git >/dev/null; then
     copy "$(command -v git)" "$(command -v ssh)" /usr/lib/git-core /usr/share/git-core
 fi
 ln -sf dash "$out/usr/bin/sh"
+if [ -d "$out/usr/lib/git-core" ]; then
+    # gitsync fetches (git://, http(s), ssh), checks out and gc's: git's mail,
+    # push-over-http, server and scalar programs are never run.
+    rm -f "$out"/usr/lib/git-core/git-imap-send "$out"/usr/lib/git-core/git-http-push \
+        "$out"/usr/lib/git-core/git-http-backend "$out"/usr/lib/git-core/git-daemon \
+        "$out"/usr/lib/git-core/git-shell "$out"/usr/lib/git-core/scalar \
+        "$out"/usr/lib/git-core/git-http-fetch
+    # One git binary, not two copies of it.
+    if cmp -s "$out/usr/bin/git" "$out/usr/lib/git-core/git"; then
+        ln -sf ../lib/git-core/git "$out/usr/bin/git"
+    fi
+fi
 
 # What podkit never imports: tests, IDLE and Tk, 2to3, pip's bootstrap,
 # distutils, sqlite3, curses, dbm, nis, readline, crypt, the build
