@@ -80,7 +80,17 @@ CHECKPOINT_FILE = "checkpoints.json"
 MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024
 _GLOB_CHARS = re.compile(r"[*?\[]")
 #: Why a matched path was not followed (the `reason` label of files_skipped_total).
-SKIP_REASONS = ("symlink_outside", "symlink_loop", "not_regular", "special_file", "open_failed")
+SKIP_REASONS = (
+    "symlink_outside",
+    "symlink_loop",
+    "not_regular",
+    "special_file",
+    "open_failed",
+    "too_deep",
+)
+#: Directories below a glob's base directory that `**` descends at most: a tree
+#: made deeper than this (to exhaust the stack) is cut there and reported.
+MAX_DEPTH = 64
 #: Pseudo-filesystems a followed link may not lead into, even with follow_symlinks:
 #: /proc/self/environ holds the program's environment, /dev and /sys devices.
 _SPECIAL_DIRS = ("/proc", "/sys", "/dev")
@@ -655,7 +665,7 @@ class Tailer:
         i: int,
     ) -> tuple[int, int] | None:
         """The directory `p` to walk next (its key), or None: not a directory,
-        a link that may not be followed, a loop, or walked already."""
+        a link that may not be followed, a loop, too deep, or walked already."""
         try:
             st = os.lstat(p)
             if stat.S_ISLNK(st.st_mode):
@@ -678,6 +688,9 @@ class Tailer:
             if exc.errno == errno.ELOOP:
                 self._skip(p, "symlink_loop")
             return None
+        if len(chain) > MAX_DEPTH:
+            self._skip(p, "too_deep")
+            return None
         key = (st.st_dev, st.st_ino)
         if (*key, i) in visited:
             return None
@@ -688,6 +701,8 @@ class Tailer:
         """Refuse `path`: one warning and one count per path (discovery repeats)."""
         if self._skips.get(path) != reason and self._skips_next.get(path) != reason:
             self.skipped[reason] = self.skipped.get(reason, 0) + 1
+            if reason == "open_failed":
+                self.read_errors += 1
             log.warning(
                 "not following file: %s",
                 reason.replace("_", " "),
@@ -789,7 +804,6 @@ class Tailer:
             if exc.errno == errno.ELOOP:
                 self._skip(path, "symlink_loop")
             elif exc.errno not in (errno.ENOENT, errno.ENOTDIR):  # not gone in a race
-                self.read_errors += 1
                 self._skip(path, "open_failed", str(exc))
             return None
         key = (st.st_dev, st.st_ino)
@@ -1503,7 +1517,7 @@ def register_metrics(metrics: Metrics, get: Callable[[], Tailer | None]) -> None
             skipped = CounterMetricFamily(
                 prefix + "files_skipped",
                 "Matched files not followed, by reason (links out of the glob's base "
-                "directory, link loops, FIFOs and devices, /proc, unreadable).",
+                "directory, link loops, FIFOs and devices, /proc, unreadable, too deep).",
                 labels=["reason"],
             )
             for reason in SKIP_REASONS:

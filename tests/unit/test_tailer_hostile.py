@@ -161,6 +161,24 @@ def test_links_to_dot_do_not_explode_discovery(tmp_path: Path) -> None:
     assert out.stdout.strip() == repr([str(logs / "app.log")])
 
 
+async def test_a_tree_deeper_than_the_stack_is_cut_and_reported(tmp_path: Path, logs: Path) -> None:
+    """glob recursed once per level: 1,100 nested directories raised RecursionError
+    in discovery, which stopped the tailer."""
+    write(logs / "app.log", "top\n")
+    fd = os.open(logs, os.O_RDONLY)
+    for _ in range(1100):  # relative steps: the absolute path would exceed PATH_MAX
+        os.mkdir("d", dir_fd=fd)
+        nfd = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    os.close(fd)
+    t = Tailer(cfg(tmp_path, paths=[str(logs / "**" / "*.log")]))
+    await t.start()
+    c = Collector(t)
+    assert await c.finish() == ["top"]
+    assert t.skipped["too_deep"] == 1
+
+
 async def test_a_link_swapped_in_under_a_directory_is_not_followed(
     tmp_path: Path, logs: Path, outside: Path
 ) -> None:
