@@ -334,4 +334,5 @@ class LogSource(Source):
             "paths": self.paths,
             "lines": self.lines,
             "files": self._tailer.files_watched if self._tailer else 0,
+            "skipped": self._tailer.skipped_files()[:100] if self._tailer else [],
         }

@@ -99,4 +99,7 @@ sources:
         skipped = 'podkit_metrics_log_files_skipped_total{reason="symlink_outside",source="app"}'
         wait_until(lambda: metric(p, "app_ok_total ") == 1 + follow, 15, what="lines counted")
         assert metric(p, skipped) == (0 if follow else 1)
+        status = json.loads(p.get("/")[2])
+        (src,) = [x for x in status["sources"] if x["type"] == "log"]
+        assert [x["reason"] for x in src["skipped"]] == ([] if follow else ["symlink_outside"])
         assert p.stop() == 0
