@@ -15,6 +15,24 @@ The on-disk contract, stated once:
   `rotate_wait` and no glob matches it any more. After a restart, a
   checkpointed file that was renamed away is looked up by inode in its old
   directory and read to its end first.
+* Files are opened without following symbolic links out of the glob: every
+  path component below the glob's base directory (the part of the pattern
+  before its first wildcard) is opened with `O_NOFOLLOW` relative to the one
+  before it, and a link is resolved and followed only when its target lies
+  inside that base directory. `follow_symlinks` lifts that limit (a writer of
+  the volume can then make the program read any file it can read). Either
+  way, FIFOs, devices and sockets, and with `follow_symlinks` anything under
+  /proc, /sys or /dev, are never opened; a link loop is reported, never
+  followed, and never stops discovery. Each refused path is logged once and
+  counted by reason (`skipped`).
+* A checkpoint entry that is not what this module writes (wrong types,
+  negative or impossible values, an offset beyond the end of the file, a
+  fingerprint longer than the file) is discarded with one warning, and its
+  file is read as a file seen for the first time (from 0 when the offset is
+  beyond its end: the file was truncated while we were away); an unreadable
+  checkpoint file likewise for all files. A checkpoint that cannot be written
+  (full disk) leaves the previous one in place, is logged once, and is
+  retried at the next interval.
 * A last line without newline is held until the newline arrives or
   `partial_flush_timeout` passes (and at drain). A line longer than
   `max_line_bytes` is cut to that length and marked truncated; the rest of it
@@ -31,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fnmatch
 import glob
 import hashlib
@@ -38,19 +57,56 @@ import json
 import logging
 import os
 import re
+import stat
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .fsutil import atomic_write
 from .multiline import Joiner
+from .options import option
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 log = logging.getLogger("podkit.tailer")
 
 FINGERPRINT_BYTES = 256
 CHECKPOINT_FILE = "checkpoints.json"
+#: A checkpoint file larger than this is not a checkpoint this module wrote
+#: (about 200 bytes a file): refused rather than parsed.
+MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024
 _GLOB_CHARS = re.compile(r"[*?\[]")
+#: Why a matched path was not followed (the `reason` label of files_skipped_total).
+SKIP_REASONS = (
+    "symlink_outside",
+    "symlink_loop",
+    "not_regular",
+    "special_file",
+    "open_failed",
+    "too_deep",
+)
+#: Directories below a glob's base directory that `**` descends at most: a tree
+#: made deeper than this (to exhaust the stack) is cut there and reported.
+MAX_DEPTH = 64
+#: Pseudo-filesystems a followed link may not lead into, even with follow_symlinks:
+#: /proc/self/environ holds the program's environment, /dev and /sys devices.
+_SPECIAL_DIRS = ("/proc", "/sys", "/dev")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+
+FOLLOW_SYMLINKS_HELP = (
+    "follow symbolic links to files outside the glob's base directory; anyone who can "
+    "write the volume can then make the program read any file it can read (FIFOs, "
+    "devices, /proc, /sys and /dev stay refused)"
+)
+
+
+def follow_symlinks_option() -> Any:
+    """The `--follow-symlinks` option, declared once for every program that tails files."""
+    return option(False, help=FOLLOW_SYMLINKS_HELP, env_alias=False)
 
 
 @dataclass
@@ -87,6 +143,8 @@ class TailerConfig:
     #: Give each chunk its file's identity (`file_key`, `file_head`), so a consumer
     #: can derive ids that are the same when a line is read again after a restart.
     identify: bool = False
+    #: Follow links to targets outside the glob's base directory (see the module doc).
+    follow_symlinks: bool = False
 
 
 class Line:
@@ -204,6 +262,7 @@ class _File:
         self.at_eof = False
         self.eof_since = 0.0
         self.closed = False
+        self.read_failing = False
         self.joiner: Joiner | None = None
         self.fp = b""
         self.fp_len = 0
@@ -262,15 +321,89 @@ def _fp_of(fd: int, n: int) -> bytes:
         return b""
 
 
-def _base_dir(pattern: str) -> str:
-    """The longest directory prefix of a glob without glob characters."""
+def _split_glob(pattern: str) -> tuple[str, list[str]]:
+    """(base, components): the longest directory prefix of a glob without glob
+    characters, and the components of the pattern below it."""
     parts = pattern.split(os.sep)
     out: list[str] = []
     for p in parts[:-1]:
         if _GLOB_CHARS.search(p):
             break
         out.append(p)
-    return os.sep.join(out) or (os.sep if pattern.startswith(os.sep) else ".")
+    base = os.sep.join(out) or (os.sep if pattern.startswith(os.sep) else ".")
+    return base, [p for p in parts[len(out) :] if p]
+
+
+def _base_dir(pattern: str) -> str:
+    return _split_glob(pattern)[0]
+
+
+def _within(path: str, base: str) -> bool:
+    """`path` (resolved) is `base` or below it."""
+    return path == base or path.startswith(base.rstrip(os.sep) + os.sep)
+
+
+def _special(path: str) -> bool:
+    return any(_within(path, d) for d in _SPECIAL_DIRS)
+
+
+class _Skip(Exception):
+    """A matched path that must not be opened, and why (one of SKIP_REASONS)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class _Link(Exception):
+    """A component below the base directory is a symbolic link."""
+
+
+def _open_regular_at(name: str, dir_fd: int | None) -> tuple[int, os.stat_result]:
+    """Open a regular file without following a link at its last component.
+
+    Checked before opening (opening a device can have effects: a tape rewinds,
+    a watchdog arms) and after (it may have been swapped in between).
+    """
+    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if stat.S_ISLNK(st.st_mode):
+        raise _Link(name)
+    if not stat.S_ISREG(st.st_mode):
+        raise _Skip("not_regular", stat.filemode(st.st_mode))
+    try:
+        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _Link(name) from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise _Skip("not_regular", stat.filemode(st.st_mode))
+    return fd, st
+
+
+def _open_beneath(base_real: str, rel: str) -> tuple[int, os.stat_result]:
+    """Open `base_real/rel`, every component with O_NOFOLLOW relative to the one
+    before it, so that nothing, not even a link swapped in meanwhile, leads out."""
+    parts = [p for p in rel.split(os.sep) if p and p != "."]
+    if not parts or ".." in parts:
+        raise _Skip("symlink_outside", rel)
+    dfd = os.open(base_real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            try:
+                nfd = os.open(part, _DIR_FLAGS, dir_fd=dfd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise _Link(part) from None
+                raise
+            os.close(dfd)
+            dfd = nfd
+        return _open_regular_at(parts[-1], dfd)
+    finally:
+        os.close(dfd)
 
 
 class Tailer:
@@ -313,6 +446,13 @@ class Tailer:
         self.rotations = 0
         self.truncations = 0
         self.read_errors = 0
+        #: Matched paths refused (links out of the glob, FIFOs, loops, ...), by reason.
+        self.skipped: dict[str, int] = dict.fromkeys(SKIP_REASONS, 0)
+        self._skips: dict[str, str] = {}  # path -> reason, as of the last discovery
+        self._skips_next: dict[str, str] = {}  # ... and of the one running now
+        #: Checkpoint writes that failed (the previous checkpoint was kept).
+        self.checkpoint_errors = 0
+        self._ckpt_failing = False
         self.polling = False
         #: Set when the reader died; chunks() raises after the last chunk.
         self.error: BaseException | None = None
@@ -410,6 +550,10 @@ class Tailer:
     def inflight_bytes(self) -> int:
         return self._inflight
 
+    def skipped_files(self) -> list[dict[str, str]]:
+        """Matched paths currently refused, and why, for status pages."""
+        return [{"path": p, "reason": r} for p, r in self._skips.items()]
+
     def files(self) -> list[dict[str, Any]]:
         """Per-file state, for status pages."""
         return [
@@ -435,13 +579,150 @@ class Tailer:
                 return True
         return False
 
-    def _match(self) -> list[str]:
-        seen: dict[str, None] = {}
+    def _match(self) -> dict[str, tuple[str, str]]:
+        """Matched paths, each with its glob's base directory (as given, and resolved)."""
+        seen: dict[str, tuple[str, str]] = {}
         for pat in self.paths:
-            for p in sorted(glob.glob(pat, recursive=True)):
+            base, parts = _split_glob(pat)
+            try:
+                base_real = os.path.realpath(base, strict=True)
+                st = os.stat(base_real)
+            except OSError:
+                continue
+            found: list[str] = []
+            key = (st.st_dev, st.st_ino)
+            self._walk(base, base_real, parts, 0, found, {key}, set())
+            for p in sorted(found):
                 if p not in seen and not self._excluded(p):
-                    seen[p] = None
-        return list(seen)
+                    seen[p] = (base, base_real)
+        return seen
+
+    def _walk(
+        self,
+        d: str,
+        base_real: str,
+        parts: list[str],
+        i: int,
+        out: list[str],
+        chain: set[tuple[int, int]],
+        visited: set[tuple[int, int, int]],
+    ) -> None:
+        """glob.glob(recursive=True), but safe in a tree someone else writes.
+
+        glob follows every link to a directory, so `a -> .` and `b -> .` make it
+        walk 2^40 paths; here each directory is walked once per pattern
+        component, a link back to a directory being walked is reported as a
+        loop, and links leading out of the base directory are not entered
+        unless `follow_symlinks`. Hidden names match only a pattern that starts
+        with a dot, as in glob.
+        """
+        part = parts[i]
+        last = i == len(parts) - 1
+        if part == "**":
+            if not last:
+                self._walk(d, base_real, parts, i + 1, out, chain, visited)
+            names = [n for n in self._listdir(d) if not n.startswith(".")]
+            for n in names:
+                p = os.path.join(d, n)
+                if last:
+                    out.append(p)
+                key = self._enter(p, base_real, chain, visited, i)
+                if key is not None:
+                    self._walk(p, base_real, parts, i, out, chain | {key}, visited)
+            return
+        if glob.has_magic(part):
+            hidden = part.startswith(".")
+            names = [
+                n
+                for n in self._listdir(d)
+                if fnmatch.fnmatchcase(n, part) and (hidden or not n.startswith("."))
+            ]
+        else:
+            names = [part] if os.path.lexists(os.path.join(d, part)) else []
+        for n in names:
+            p = os.path.join(d, n)
+            if last:
+                out.append(p)
+                continue
+            key = self._enter(p, base_real, chain, visited, i + 1)
+            if key is not None:
+                self._walk(p, base_real, parts, i + 1, out, chain | {key}, visited)
+
+    @staticmethod
+    def _listdir(d: str) -> list[str]:
+        try:
+            with os.scandir(d) as it:
+                return [e.name for e in it]
+        except OSError:
+            return []
+
+    def _enter(
+        self,
+        p: str,
+        base_real: str,
+        chain: set[tuple[int, int]],
+        visited: set[tuple[int, int, int]],
+        i: int,
+    ) -> tuple[int, int] | None:
+        """The directory `p` to walk next (its key), or None: not a directory,
+        a link that may not be followed, a loop, too deep, or walked already."""
+        try:
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                real = os.path.realpath(p, strict=True)
+                st = os.stat(real)
+                if not stat.S_ISDIR(st.st_mode):
+                    return None
+                if not self.cfg.follow_symlinks and not _within(real, base_real):
+                    self._skip(p, "symlink_outside", real)
+                    return None
+                if _special(real) and not _within(base_real, real):
+                    self._skip(p, "special_file", real)
+                    return None
+                if (st.st_dev, st.st_ino) in chain:
+                    self._skip(p, "symlink_loop", real)
+                    return None
+            elif not stat.S_ISDIR(st.st_mode):
+                return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                self._skip(p, "symlink_loop")
+            return None
+        if len(chain) > MAX_DEPTH:
+            self._skip(p, "too_deep")
+            return None
+        key = (st.st_dev, st.st_ino)
+        if (*key, i) in visited:
+            return None
+        visited.add((*key, i))
+        return key
+
+    def _skip(self, path: str, reason: str, detail: str = "") -> None:
+        """Refuse `path`: one warning and one count per path (discovery repeats)."""
+        if self._skips.get(path) != reason and self._skips_next.get(path) != reason:
+            self.skipped[reason] = self.skipped.get(reason, 0) + 1
+            if reason == "open_failed":
+                self.read_errors += 1
+            log.warning(
+                "not following file: %s",
+                reason.replace("_", " "),
+                extra={"path": path, "reason": reason, "detail": detail or None},
+            )
+        self._skips_next[path] = reason
+
+    def _base_for(self, path: str) -> tuple[str, str]:
+        """The base directory (given, resolved) of the glob whose tree holds `path`."""
+        best: tuple[str, str] | None = None
+        for pat in self.paths:
+            base, _ = _split_glob(pat)
+            if _within(path, base) and (best is None or len(base) > len(best[0])):
+                best = (base, base)
+        if best is None:
+            best = (os.path.dirname(path), os.path.dirname(path))
+        try:
+            return best[0], os.path.realpath(best[0], strict=True)
+        except OSError:
+            return best
 
     def _discover(self, initial: bool = False) -> None:
         self._discover_now = False
@@ -450,12 +731,16 @@ class Tailer:
             self._catch_up_moves()
         matched = self._match()
         now_current: dict[str, _File] = {}
-        for path in matched:
+        for path, base in matched.items():
             try:
                 st = os.stat(path)
-            except OSError:
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    self._skip(path, "symlink_loop")
                 continue
-            if not os.path.isfile(path):
+            if not stat.S_ISREG(st.st_mode):
+                if not stat.S_ISDIR(st.st_mode):
+                    self._skip(path, "not_regular", stat.filemode(st.st_mode))
                 continue
             key = (st.st_dev, st.st_ino)
             old = self._current.get(path)
@@ -467,7 +752,7 @@ class Tailer:
                 if old is not None and old is not f:
                     old.paths.discard(path)
                 continue
-            f = self._open(path, initial)
+            f = self._open(path, initial, base)
             if f is None:
                 continue
             if old is not None and old is not f:
@@ -481,29 +766,60 @@ class Tailer:
             if path not in now_current:
                 f.paths.discard(path)
         self._current = now_current
+        # Paths refused in this round stay known (warned once); the others may be
+        # warned about again if they come back.
+        self._skips, self._skips_next = self._skips_next, {}
         if self._watcher is not None:
             for f in self._files:
                 self._watcher.add(os.path.dirname(f.path))
 
-    def _open(self, path: str, initial: bool) -> _File | None:
+    def _open_checked(self, path: str, base: tuple[str, str]) -> tuple[int, os.stat_result]:
+        """Open the regular file `path` matched under `base`; _Skip when it may not be read."""
+        if self.cfg.follow_symlinks:
+            real = os.path.realpath(path, strict=True)
+            if _special(real) and not _within(base[1], real):
+                raise _Skip("special_file", real)
+            return _open_regular_at(real, None)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError as exc:
-            self.read_errors += 1
-            log.warning("cannot open file", extra={"path": path, "error": str(exc)})
+            return _open_beneath(base[1], os.path.relpath(path, base[0]))
+        except _Link:
+            pass
+        # A link below the base directory: follow it only if it stays inside.
+        real = os.path.realpath(path, strict=True)
+        if not _within(real, base[1]):
+            raise _Skip("symlink_outside", real) from None
+        try:
+            return _open_beneath(base[1], os.path.relpath(real, base[1]))
+        except _Link:
+            # Resolved, then a link again: it is being swapped under us.
+            raise _Skip("symlink_outside", real) from None
+
+    def _open(self, path: str, initial: bool, base: tuple[str, str]) -> _File | None:
+        try:
+            fd, st = self._open_checked(path, base)
+        except _Skip as skip:
+            self._skip(path, skip.reason, skip.detail)
             return None
-        st = os.fstat(fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                self._skip(path, "symlink_loop")
+            elif exc.errno not in (errno.ENOENT, errno.ENOTDIR):  # not gone in a race
+                self._skip(path, "open_failed", str(exc))
+            return None
         key = (st.st_dev, st.st_ino)
         offset = 0
         saved = self._saved.pop(key, None)
         if saved is not None:
-            fp_len = int(saved.get("fp_len", 0))
-            if _fp_of(fd, fp_len).hex() == saved.get("fp") and (
-                fp_len == 0 or st.st_size >= fp_len
-            ):
-                offset = int(saved.get("offset", 0))
-                if offset > st.st_size:
-                    offset = 0  # truncated while we were away
+            fp_len = saved["fp_len"]
+            if fp_len > st.st_size or saved["offset"] > st.st_size:
+                # Shorter than what we had read: truncated while we were away, or the
+                # entry is wrong. Every line is in what is there now: read it all.
+                log.warning(
+                    "checkpoint beyond the end of the file; reading it from the start",
+                    extra={"path": path, "offset": saved["offset"], "size": st.st_size},
+                )
+            elif _fp_of(fd, fp_len).hex() == saved["fp"]:
+                offset = saved["offset"]
             else:
                 log.info(
                     "inode reused by a new file; reading it from the start", extra={"path": path}
@@ -532,14 +848,14 @@ class Tailer:
                 continue
             for e in entries:
                 try:
-                    st = e.stat()
+                    st = e.stat(follow_symlinks=False)
                 except OSError:
                     continue
-                if (st.st_dev, st.st_ino) != key or not e.is_file():
+                if (st.st_dev, st.st_ino) != key or not stat.S_ISREG(st.st_mode):
                     continue
                 path = str(saved["path"])
-                f = self._open(e.path, initial=False)
-                if f is None or (f.read_pos == 0 and int(saved.get("offset", 0)) != 0):
+                f = self._open(e.path, initial=False, base=self._base_for(path))
+                if f is None or (f.read_pos == 0 and saved["offset"] != 0):
                     # Fingerprint mismatch: not our file after all.
                     if f is not None:
                         self._forget(f)
@@ -607,12 +923,12 @@ class Tailer:
         moves, self._moves = self._moves, []
         for src, dest in moves:
             try:
-                st = os.stat(dest)
+                st = os.lstat(dest)
             except OSError:
                 continue
-            if (st.st_dev, st.st_ino) in self._by_key or not os.path.isfile(dest):
+            if (st.st_dev, st.st_ino) in self._by_key or not stat.S_ISREG(st.st_mode):
                 continue
-            f = self._open(dest, initial=False)
+            f = self._open(dest, initial=False, base=self._base_for(src))
             if f is None:
                 continue
             f.path = src  # its lines were written under the name the glob matched
@@ -737,9 +1053,12 @@ class Tailer:
             try:
                 data = os.pread(f.fd, n, f.read_pos)
             except OSError as exc:
-                self.read_errors += 1
-                log.warning("read failed", extra={"path": f.path, "error": str(exc)})
+                if not f.read_failing:  # once until a read works again, not every round
+                    f.read_failing = True
+                    self.read_errors += 1
+                    log.warning("read failed", extra={"path": f.path, "error": str(exc)})
                 return got > 0
+            f.read_failing = False
             if not data:
                 break
             got += len(data)
@@ -819,7 +1138,7 @@ class Tailer:
             if key == f.key or key in self._by_key or st.st_size < f.read_pos:
                 continue
             try:
-                fd = os.open(epath, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+                fd = os.open(epath, _FILE_FLAGS)  # a link swapped in since the scan: refused
             except OSError:
                 continue
             if _fp_of(fd, f.fp_len) == f.fp:
@@ -1128,18 +1447,27 @@ class Tailer:
             return
         os.makedirs(os.path.dirname(path), exist_ok=True)
         try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-            for e in data.get("files", []):
-                self._saved[(int(e["dev"]), int(e["ino"]))] = e
+            data = json.loads(_read_state_file(path, MAX_CHECKPOINT_BYTES))
+            if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+                raise ValueError("not a checkpoint object with a files list")
         except FileNotFoundError:
             return
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             # A corrupt checkpoint must not stop shipping: start over (at least once).
             log.error(
                 "cannot read checkpoints; starting over", extra={"path": path, "error": str(exc)}
             )
-            self._saved.clear()
+            return
+        for e in data["files"]:
+            why = checkpoint_entry_error(e)
+            if why is not None:
+                # One bad entry costs its own file's position, not everyone's.
+                log.warning(
+                    "checkpoint entry discarded; its file is read as a new one",
+                    extra={"path": path, "entry": str(e)[:200], "error": why},
+                )
+                continue
+            self._saved[(e["dev"], e["ino"])] = e
 
     def _write_checkpoint(self, force: bool = False) -> None:
         path = self._ckpt_path()
@@ -1155,23 +1483,94 @@ class Tailer:
             f.update_fingerprint() if not f.closed else None
             entries.append(f.checkpoint())
         data = json.dumps({"version": 1, "files": entries}, separators=(",", ":"))
-        tmp = f"{path}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-            try:
-                os.write(fd, data.encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            dfd = os.open(os.path.dirname(path), os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            atomic_write(path, data.encode())
         except OSError as exc:
+            # The previous checkpoint is intact: a restart resends a little more.
+            # Retried at the next interval; said once, not every second of a full disk.
             self._dirty_ckpt = True
-            log.error("cannot write checkpoint", extra={"path": path, "error": str(exc)})
+            self.checkpoint_errors += 1
+            if not self._ckpt_failing:
+                self._ckpt_failing = True
+                log.error(
+                    "cannot write checkpoint; keeping the previous one and retrying",
+                    extra={"path": path, "error": str(exc)},
+                )
+            return
+        if self._ckpt_failing:
+            self._ckpt_failing = False
+            log.info("checkpoint written again", extra={"path": path})
+
+
+def register_metrics(metrics: Metrics, get: Callable[[], Tailer | None]) -> None:
+    """Serve the tailer's refusals and failed checkpoint writes as the program's
+    `files_skipped_total{reason}` and `checkpoint_errors_total` (read at scrape
+    time from the tailer `get()` returns, which may not exist yet)."""
+    from prometheus_client.core import CounterMetricFamily
+    from prometheus_client.registry import Collector
+
+    prefix = metrics.prefix
+
+    class _TailerCollector(Collector):
+        def collect(self) -> Any:
+            t = get()
+            skipped = CounterMetricFamily(
+                prefix + "files_skipped",
+                "Matched files not followed, by reason (links out of the glob's base "
+                "directory, link loops, FIFOs and devices, /proc, unreadable, too deep).",
+                labels=["reason"],
+            )
+            for reason in SKIP_REASONS:
+                skipped.add_metric([reason], t.skipped.get(reason, 0) if t else 0)
+            yield skipped
+            yield CounterMetricFamily(
+                prefix + "checkpoint_errors",
+                "Checkpoint writes that failed (full disk, ...); the previous one was kept.",
+                value=t.checkpoint_errors if t else 0,
+            )
+
+    metrics.registry.register(_TailerCollector())
+
+
+def _read_state_file(path: str, limit: int) -> bytes:
+    """The bytes of a state file: a regular file (a FIFO there would block the
+    start-up forever), not a link, at most `limit` bytes (else ValueError)."""
+    fd = os.open(path, _FILE_FLAGS)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        chunks = []
+        total = 0
+        while chunk := os.read(fd, 1 << 20):
+            total += len(chunk)
+            if total > limit:
+                raise ValueError(f"larger than {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def checkpoint_entry_error(e: Any) -> str | None:
+    """Why a checkpoint entry is not one this module writes, or None when it is."""
+    if not isinstance(e, dict):
+        return "not an object"
+    for k in ("dev", "ino", "offset", "fp_len"):
+        v = e.get(k)
+        if type(v) is not int:  # bool is an int, and "12" or 1.5 are no offsets
+            return f"{k} is not an integer"
+        if v < 0:
+            return f"{k} is negative"
+    if e["fp_len"] > FINGERPRINT_BYTES:
+        return f"fp_len is larger than {FINGERPRINT_BYTES}"
+    fp = e.get("fp")
+    if not isinstance(fp, str) or len(fp) != 40 or fp.strip("0123456789abcdef"):
+        return "fp is not a SHA-1 in hex"
+    if not isinstance(e.get("path"), str) or not e["path"]:
+        return "path is not a string"
+    if not isinstance(e.get("partial", False), bool):
+        return "partial is not a boolean"
+    return None
 
 
 def decode_cut(raw: bytes) -> str:

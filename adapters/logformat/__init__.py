@@ -27,6 +27,7 @@ from podkit import Sidecar, UsageError, option, rfc3339_ns
 from podkit.grok import GrokError, load_patterns
 from podkit.sinks import NdjsonBatch, SinkClosed
 from podkit.stacktrace import MODES, start_pattern
+from podkit.tailer import follow_symlinks_option
 
 from .convert import Converter
 from .parsers import Settings, create, names
@@ -52,6 +53,7 @@ class LogFormat(Sidecar):
     exclude: list[str] = option(
         repeat=True, kind="path", metavar="GLOB", help="files to leave out of --path"
     )
+    follow_symlinks: bool = follow_symlinks_option()
     stdin: bool = option(False, help="read records from standard input instead of files")
     format: str = option(
         required=True,
@@ -213,6 +215,7 @@ class LogFormat(Sidecar):
         if self.tailer is not None:
             data["lag_bytes"] = self.tailer.lag_bytes
             data["files"] = self.tailer.files()
+            data["skipped"] = self.tailer.skipped_files()
         return data
 
     async def _write(self, records: NdjsonBatch) -> None:
@@ -279,7 +282,7 @@ class LogFormat(Sidecar):
     # -- files -----------------------------------------------------------------
 
     async def _run_files(self) -> None:
-        from podkit.tailer import Tailer, TailerConfig
+        from podkit.tailer import Tailer, TailerConfig, register_metrics
 
         try:
             os.makedirs(self.state_dir, exist_ok=True)
@@ -295,8 +298,10 @@ class LogFormat(Sidecar):
                 multiline_start=self.start_regex,
                 multiline_max_lines=self.multiline_max_lines,
                 multiline_timeout=self.multiline_timeout,
+                follow_symlinks=self.follow_symlinks,
             )
         )
+        register_metrics(self.metrics, lambda: self.tailer)
         await self.tailer.start()
         self.set_ready()
         consumer = asyncio.create_task(self._consume(), name="logformat-consume")

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from podkit import UsageError
+from podkit.tailer import TailerConfig
 
 from .sources import Cfg, Emit, Source, register
 from .store import (
@@ -41,6 +42,7 @@ SOURCE_KEYS = (
     "read_from",
     "rules",
     "poll_interval",
+    "follow_symlinks",
 )
 RULE_KEYS = (
     "match",
@@ -145,6 +147,8 @@ class LogSource(Source):
         if self.read_from not in ("head", "tail"):
             raise cfg.err("read_from", "expected head or tail")
         self.poll_interval = cfg.duration("poll_interval", "1s")
+        # Off unless asked: the default and its risk are declared once, in podkit.tailer.
+        self.follow_symlinks = cfg.flag("follow_symlinks", TailerConfig.follow_symlinks)
         rules = cfg.list("rules", required=True)
         if not rules:
             raise cfg.err("rules", "at least one rule is needed")
@@ -158,7 +162,7 @@ class LogSource(Source):
         self._failed: str | None = None
 
     async def start(self) -> None:
-        from podkit.tailer import Tailer, TailerConfig
+        from podkit.tailer import Tailer
 
         self._tailer = Tailer(
             TailerConfig(
@@ -167,6 +171,7 @@ class LogSource(Source):
                 state_dir=self.state_dir,
                 read_from=self.read_from,
                 poll_interval=self.poll_interval,
+                follow_symlinks=self.follow_symlinks,
             )
         )
         await self._tailer.start()
@@ -312,6 +317,15 @@ class LogSource(Source):
                 t.lag_bytes,
             )
             emit("log_files", "gauge", "Files followed.", ("source",), src, t.files_watched)
+            for reason, n in t.skipped.items():
+                emit(
+                    "log_files_skipped",
+                    "counter",
+                    "Matched files not followed, by reason (see podkit.tailer.SKIP_REASONS).",
+                    ("source", "reason"),
+                    (self.name, reason),
+                    n,
+                )
 
     def status(self) -> dict[str, Any]:
         return {
@@ -320,4 +334,5 @@ class LogSource(Source):
             "paths": self.paths,
             "lines": self.lines,
             "files": self._tailer.files_watched if self._tailer else 0,
+            "skipped": self._tailer.skipped_files()[:100] if self._tailer else [],
         }

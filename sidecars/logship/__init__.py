@@ -24,7 +24,14 @@ from typing import Any
 
 from podkit import Sidecar, UsageError, option, rfc3339_ns
 from podkit.sinks import NdjsonBatch, Sink, SinkClosed, open_sink
-from podkit.tailer import FINGERPRINT_BYTES, Chunk, Tailer, TailerConfig
+from podkit.tailer import (
+    FINGERPRINT_BYTES,
+    Chunk,
+    Tailer,
+    TailerConfig,
+    follow_symlinks_option,
+    register_metrics,
+)
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -143,6 +150,7 @@ class LogShip(Sidecar):
     )
     sink: str = option(required=True, kind="url", metavar="URL", help="where to ship records")
     exclude: list[str] = option(repeat=True, metavar="GLOB", help="files to leave out (repeatable)")
+    follow_symlinks: bool = follow_symlinks_option()
     state_dir: str = option(
         "/var/lib/podkit/logship", kind="path", help="directory for checkpoints.json"
     )
@@ -281,6 +289,7 @@ class LogShip(Sidecar):
             "last_ack_timestamp_seconds", "When the sink last acknowledged a batch (Unix time)."
         )
         self.tailer: Tailer | None = None
+        register_metrics(m, lambda: self.tailer)
         self.m_files.set_function(lambda: self.tailer.files_watched if self.tailer else 0)
         self.m_lag.set_function(lambda: self.tailer.lag_bytes if self.tailer else 0)
         self._sink: Sink = open_sink(self.sink, on_event=self._on_sink_event, **self._sink_options)
@@ -313,6 +322,7 @@ class LogShip(Sidecar):
             # A chunk's records should fit one batch (encoding adds ~120 bytes a line).
             chunk_bytes=max(64 * 1024, min(1024 * 1024, self.batch_max_bytes // 2)),
             identify=self._sink.wants_ids,
+            follow_symlinks=self.follow_symlinks,
         )
         self.tailer = Tailer(cfg)
         await self._sink.start()
@@ -563,6 +573,7 @@ class LogShip(Sidecar):
                 polling=t.polling,
                 lines_delivered=self._acked_lines,
                 files=t.files()[:100],
+                skipped=t.skipped_files()[:100],
             )
         return out
 

@@ -54,7 +54,7 @@ class Collector:
         return self.texts
 
     async def finish(self) -> list[str]:
-        await self.tailer.drain()
+        await asyncio.wait_for(self.tailer.drain(), 10)  # a drain that never ends fails
         await asyncio.wait_for(self.task, 5)
         await self.tailer.close()
         return self.texts
