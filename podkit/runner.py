@@ -74,6 +74,10 @@ def configure(
     program.settings = values
     program.command = command
     program.validate()
+    if program.admin_addr != "off":
+        from .admin import check_admin_settings
+
+        check_admin_settings(program)
     return program
 
 
