@@ -26,7 +26,9 @@ MAX_INTERIM = 5
 MAX_JSON_DEPTH = 64
 
 _TOKEN = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
-_FIELD_VCHAR = r"[^\x00\s]"  # VCHAR and obs-text; h11 also keeps other CTLs except NUL
+# VCHAR and obs-text; h11 also keeps other CTLs except NUL. ASCII whitespace
+# spelled out: on str, `\s` would also take NEL (\x85) and NBSP (\xa0).
+_FIELD_VCHAR = r"[^\x00\t\n\x0b\x0c\r ]"
 _FIELD_CONTENT = rf"{_FIELD_VCHAR}+(?:[ \t]+{_FIELD_VCHAR}+)*"
 REQUEST_LINE = re.compile(rf"({_TOKEN}) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
 STATUS_LINE = re.compile(rf"HTTP/([0-9])\.([0-9]) ([0-9]{{3}})(?: (?:[ \t]|{_FIELD_VCHAR})*)?")
