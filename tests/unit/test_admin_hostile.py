@@ -262,7 +262,11 @@ def request_heads(draw: st.DrawFn) -> bytes:
         lead = draw(st.sampled_from(["", "", "", " "]))
         lines.append(f"{lead}{name}{colon}{value}")
     head = "\r\n".join(lines).encode("utf-8")
-    return head.replace(b"\r\n\r\n", b"\r\nX: y\r\n")  # one head, one blank line
+    # One head as the server's readuntil(CRLF CRLF) cuts it: no blank line inside or at its end.
+    head = head.replace(b"\r\n\r\n", b"\r\nX: y\r\n")
+    while head.endswith(b"\r\n"):
+        head = head[:-2]
+    return head
 
 
 def h11_parse(head: bytes) -> h11.Request | None:
@@ -275,7 +279,9 @@ def h11_parse(head: bytes) -> h11.Request | None:
     return event if isinstance(event, h11.Request) else None
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(request_heads())
 def test_request_heads_agree_with_h11(head: bytes) -> None:
     """What podkit accepts, h11 accepts and reads the same; what it refuses past
