@@ -219,10 +219,10 @@ async def _main(program: Program) -> int:
         if program.admin_addr and program.admin_addr != "off":
             from .admin import AdminServer
 
-            admin = AdminServer(program, program.admin_addr)
             try:
+                admin = AdminServer(program, program.admin_addr)
                 await admin.start()
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
                 log.error(
                     "cannot start admin server",
                     extra={"addr": program.admin_addr, "error": str(exc)},
