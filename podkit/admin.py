@@ -6,25 +6,13 @@ server costs an idle sidecar about 14 MB of RSS and 200 ms of start-up, which
 every pod would pay. It keeps connections alive, bounds what a client may send
 and how slowly, and never lets a handler's failure kill it.
 
-Whoever can reach the port must not be able to starve the program, so:
-
-- it accepts connections itself, one at a time, and holds at most
-  `--admin-max-connections` plus `PROBE_HEADROOM` of them (also while a TLS
-  handshake runs), never more than half the file descriptors that were free at
-  start, so a flood cannot take the descriptors the program needs for its own
-  files;
-- past that, a new connection closes the one that has waited longest on its
-  client (idle keep-alive, slow head, slow handshake), as nginx reuses idle
-  keep-alive connections when it runs out; connections past the cap serve only
-  /healthz and /readyz, so the kubelet's probes answer during a flood;
-- a body is read only up to what the route takes (none for the built-in
-  routes), Content-Length is ASCII digits only, and heads are held to
-  `podkit._http1`'s grammar and limits.
-
-TLS (`--admin-tls-cert-file`/`--admin-tls-key-file`, re-read when the files
-change, as cert-manager rotates them) and basic/bearer auth
-(`--admin-auth-file`, re-read on change) are optional; the probes may be left
-open for the kubelet (`--admin-auth-exempt-probes`).
+Whoever can reach the port must not starve the program: `_admin_listener`
+caps connections within the free descriptors and keeps headroom for the
+probes (a connection past the cap gets /healthz and /readyz only); here a body
+is read only up to what the route takes (none for the built-in routes), and
+heads are held to `podkit._http1`'s grammar and limits. TLS and basic/bearer
+auth from files, re-read on change, live in `_admin_auth`, imported only when
+configured; the probes may be left open for the kubelet.
 
 Setup and teardown are explicit steps (start, stop), as in aiohttp's
 web_runner, so the runner controls exactly when the port opens and closes.
@@ -33,14 +21,8 @@ web_runner, so the runner controls exactly when the port opens and closes.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hashlib
-import hmac
 import json
 import logging
-import os
-import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -49,11 +31,14 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from ._admin_listener import PROBE_HEADROOM as PROBE_HEADROOM
+from ._admin_listener import Listener, _Conn
 from ._http1 import ParseError, loads_json, parse_content_length, parse_request_head
-from .options import UsageError, split_addr
+from .options import UsageError
 from .secrets import scrub
 
 if TYPE_CHECKING:
+    from ._admin_auth import AuthFile, TLSFiles
     from .program import Program
 
 log = logging.getLogger("podkit.admin")
@@ -69,12 +54,8 @@ HEAD_TIMEOUT = 30.0
 BODY_TIMEOUT = 30.0
 #: A client that does not read its answer is dropped after this long.
 WRITE_TIMEOUT = 30.0
-#: Connections kept beyond --admin-max-connections for the kubelet's probes.
-PROBE_HEADROOM = 8
 #: What a connection past the cap may ask for; it gets one answer, then is closed.
 PROBES = frozenset({"/healthz", "/readyz"})
-#: The kernel's queue of connections not yet accepted (they hold no descriptor of ours).
-BACKLOG = 128
 
 
 @dataclass
@@ -166,157 +147,23 @@ def setting(program: Program, name: str) -> Any:
         return getattr(type(program), name).default
 
 
-def _file_sig(*paths: str) -> tuple[tuple[int, int, int, int], ...]:
-    out = []
-    for p in paths:
-        st = os.stat(p)
-        out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(out)
-
-
-class Reloading:
-    """Something built from files and rebuilt when they change (one stat per file per use).
-
-    A rebuild that fails keeps what was built before and logs once per change:
-    a certificate half-written by a rotation must not take the server down.
-    """
-
-    what = "file"
-
-    def __init__(self, *paths: str) -> None:
-        self.paths = paths
-        self._sig = _file_sig(*paths)
-        self._failed: object = None
-        self.load()
-
-    def load(self) -> None:
-        raise NotImplementedError
-
-    def refresh(self) -> None:
-        try:
-            sig = _file_sig(*self.paths)
-        except OSError:
-            sig = None  # mid-rotation: keep what we have
-        if sig is None or sig == self._sig or sig == self._failed:
-            return
-        try:
-            self.load()
-        except (OSError, ValueError, ssl.SSLError) as exc:
-            self._failed = sig
-            log.warning(
-                f"cannot reload admin {self.what}; keeping the previous one",
-                extra={"files": list(self.paths), "error": str(exc)},
-            )
-            return
-        self._sig = sig
-        log.info(f"admin {self.what} reloaded", extra={"files": list(self.paths)})
-
-
-class TLSFiles(Reloading):
-    """The server certificate and key; a new context is built on change, then used."""
-
-    what = "TLS certificate"
-
-    def load(self) -> None:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.set_alpn_protocols(["http/1.1"])
-        ctx.load_cert_chain(self.paths[0], self.paths[1])
-        self.context = ctx
-
-
-class AuthFile(Reloading):
-    """Credentials from --admin-auth-file (YAML), stored as SHA-256 hashes only.
-
-    ```yaml
-    basic_auth_users:              # as exporter-toolkit's web config, but sha256:
-      prometheus: sha256:<hex of sha256(password)>
-    bearer_tokens:
-      - sha256:<hex of sha256(token)>
-    ```
-
-    bcrypt (exporter-toolkit's choice) is refused on purpose: at its usual cost
-    one check takes ~50 ms of CPU on the event loop, so anyone who can reach the
-    port could stall the program with wrong passwords, and it would add a
-    compiled dependency to every image. Machine credentials are random, where a
-    slow hash adds nothing: use 32 random bytes (`openssl rand -hex 32`).
-    """
-
-    what = "auth file"
-
-    def load(self) -> None:
-        import yaml
-
-        path = self.paths[0]
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = yaml.safe_load(f) or {}
-            except yaml.YAMLError as exc:
-                raise ValueError(f"{path}: not YAML: {exc}") from None
-        if not isinstance(data, dict) or set(data) - {"basic_auth_users", "bearer_tokens"}:
-            raise ValueError(f"{path}: expected a mapping with basic_auth_users and bearer_tokens")
-        users = data.get("basic_auth_users") or {}
-        tokens = data.get("bearer_tokens") or []
-        if not isinstance(users, dict) or not isinstance(tokens, list):
-            raise ValueError(f"{path}: basic_auth_users is a mapping, bearer_tokens a list")
-        self.users = {
-            str(u): _hash_of(h, f"{path}: basic_auth_users.{u}") for u, h in users.items()
-        }
-        self.tokens = [_hash_of(h, f"{path}: bearer_tokens[{i}]") for i, h in enumerate(tokens)]
-        if not self.users and not self.tokens:
-            raise ValueError(f"{path}: no basic_auth_users and no bearer_tokens")
-
-    def challenge(self) -> str:
-        schemes = (["Basic"] if self.users else []) + (["Bearer"] if self.tokens else [])
-        return ", ".join(f'{s} realm="podkit"' for s in schemes)
-
-    def allows(self, authorization: str | None) -> bool:
-        scheme, _, cred = (authorization or "").strip().partition(" ")
-        cred = cred.strip()
-        scheme = scheme.lower()
-        if scheme == "bearer" and self.tokens:
-            digest = hashlib.sha256(cred.encode("utf-8", "replace")).digest()
-            ok = False
-            for t in self.tokens:  # no early exit: the time taken says nothing
-                ok |= hmac.compare_digest(digest, t)
-            return ok
-        if scheme == "basic" and self.users:
-            try:
-                user, sep, password = base64.b64decode(cred, validate=True).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                return False
-            digest = hashlib.sha256(password.encode()).digest()
-            expected = self.users.get(user, b"\0" * 32)
-            return hmac.compare_digest(digest, expected) and bool(sep) and user in self.users
-        return False
-
-
-def _hash_of(value: Any, where: str) -> bytes:
-    text = str(value).strip()
-    algo, _, hexdigest = text.partition(":")
-    if text.startswith("$2"):
-        raise ValueError(f"{where}: bcrypt hashes are not supported; use sha256:<hex>")
-    if algo != "sha256" or len(hexdigest) != 64:
-        raise ValueError(f"{where}: expected sha256:<64 hex digits>")
-    try:
-        return bytes.fromhex(hexdigest)
-    except ValueError:
-        raise ValueError(f"{where}: expected sha256:<64 hex digits>") from None
-
-
 def check_admin_settings(program: Program) -> None:
     """Refuse bad admin options at start (exit 2), naming the flag."""
     cert, key = setting(program, "admin_tls_cert_file"), setting(program, "admin_tls_key_file")
+    auth = setting(program, "admin_auth_file")
     if bool(cert) != bool(key):
         raise UsageError("--admin-tls-cert-file and --admin-tls-key-file go together")
     if setting(program, "admin_max_connections") < 1:
         raise UsageError("--admin-max-connections: must be at least 1")
+    if not cert and not auth:
+        return  # _admin_auth imports hashlib: ~0.6 MB an idle sidecar need not pay
+    from ._admin_auth import AuthFile, TLSFiles
+
     try:
         if cert:
             TLSFiles(cert, key)
     except (OSError, ssl.SSLError) as exc:
         raise UsageError(f"--admin-tls-cert-file {cert}: {exc}") from None
-    auth = setting(program, "admin_auth_file")
     try:
         if auth:
             AuthFile(auth)
@@ -324,61 +171,23 @@ def check_admin_settings(program: Program) -> None:
         raise UsageError(f"--admin-auth-file: {exc}") from None
 
 
-def fd_budget(wanted: int) -> int:
-    """How many admin connections fit in half the descriptors free now.
+class AdminServer(Listener):
+    stream_limit = MAX_HEAD
 
-    The other half stays for the program's own files, sockets and checkpoints.
-    """
-    try:
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        if soft == resource.RLIM_INFINITY:
-            return wanted
-        in_use = len(os.listdir("/proc/self/fd"))
-    except (ImportError, OSError):
-        return wanted
-    return max(1, min(wanted, (soft - in_use) // 2 - PROBE_HEADROOM))
-
-
-class _Conn:
-    """One accepted connection: its task, and since when it waits on its client."""
-
-    __slots__ = ("probe_only", "task", "transport", "waiting_since")
-
-    def __init__(self, probe_only: bool) -> None:
-        self.task: asyncio.Task[None] | None = None
-        self.transport: asyncio.BaseTransport | None = None
-        self.waiting_since: float | None = time.monotonic()
-        self.probe_only = probe_only
-
-    def abort(self) -> None:
-        if isinstance(self.transport, asyncio.Transport):
-            self.transport.abort()  # frees the descriptor now, unlike close()
-        if self.task is not None:
-            self.task.cancel()
-
-
-class AdminServer:
     def __init__(self, program: Program, addr: str) -> None:
+        super().__init__(addr, setting(program, "admin_max_connections"))
         self.program = program
-        self.addr = addr
-        self.port: int | None = None
-        self.max_connections: int = setting(program, "admin_max_connections")
         cert = setting(program, "admin_tls_cert_file")
         key = setting(program, "admin_tls_key_file")
         auth = setting(program, "admin_auth_file")
-        self.tls = TLSFiles(cert, key) if cert and key else None
-        self.auth = AuthFile(auth) if auth else None
+        self.tls: TLSFiles | None = None
+        self.auth: AuthFile | None = None
+        if cert or auth:  # hashlib and yaml cost an idle sidecar RSS: only when used
+            from ._admin_auth import AuthFile, TLSFiles
+
+            self.tls = TLSFiles(cert, key) if cert and key else None
+            self.auth = AuthFile(auth) if auth else None
         self.exempt_probes: bool = setting(program, "admin_auth_exempt_probes")
-        #: Connections closed to make room, and refused outright (nothing could be closed).
-        self.evicted = 0
-        self.refused = 0
-        self._socks: list[socket.socket] = []
-        self._accepting: list[asyncio.Task[None]] = []
-        self._conns: dict[_Conn, None] = {}
-        self._open = False
-        self._last_refusal_log = 0.0
         self._routes: dict[tuple[str, str], Route] = {
             ("GET", "/healthz"): Route(self.healthz),
             ("GET", "/readyz"): Route(self.readyz),
@@ -389,138 +198,8 @@ class AdminServer:
             limit = MAX_BODY if max_body is None else max_body
             self._routes[(method.upper(), path)] = Route(handler, limit, auth_on)
 
-    async def start(self) -> None:
-        host, port = split_addr(self.addr)
-        loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        try:
-            for family, kind, proto, _, sockaddr in dict.fromkeys(infos):
-                sock = socket.socket(family, kind, proto)
-                self._socks.append(sock)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                if port == 0 and self.port:  # one port for every address of a name
-                    sockaddr = (sockaddr[0], self.port, *sockaddr[2:])
-                sock.bind(sockaddr)
-                sock.listen(BACKLOG)
-                sock.setblocking(False)
-                self.port = self.port or sock.getsockname()[1]
-        except OSError:
-            self._close_sockets()
-            raise
-        budget = fd_budget(self.max_connections)
-        if budget < self.max_connections:
-            log.warning(
-                "admin connections capped to keep file descriptors for the program",
-                extra={"admin_max_connections": self.max_connections, "cap": budget},
-            )
-            self.max_connections = budget
-        self._open = True
-        self._accepting = [asyncio.create_task(self._accept(s)) for s in self._socks]
-        log.debug("admin server listening", extra={"addr": f"{host}:{self.port}"})
-
-    def _close_sockets(self) -> None:
-        for s in self._socks:
-            s.close()
-        self._socks = []
-
-    async def stop(self) -> None:
-        if not self._open:
-            return
-        self._open = False
-        for t in self._accepting:
-            t.cancel()
-        await asyncio.gather(*self._accepting, return_exceptions=True)
-        self._close_sockets()
-        conns = list(self._conns)
-        for c in conns:
-            c.abort()
-        await asyncio.gather(*(c.task for c in conns if c.task), return_exceptions=True)
-
-    @property
-    def connections(self) -> int:
-        return len(self._conns)
-
-    # -- admission -------------------------------------------------------------------
-
-    async def _accept(self, lsock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                sock, _ = await loop.sock_accept(lsock)
-                sock.setblocking(False)
-            except OSError as exc:  # EMFILE and friends: the program's own trouble, wait
-                self._log_refusal("admin server cannot accept", exc)
-                await asyncio.sleep(0.1)
-                continue
-            if len(self._conns) >= self.max_connections + PROBE_HEADROOM and not self._evict():
-                self.refused += 1
-                self._log_refusal("admin connection refused: all busy", None)
-                sock.close()
-                continue
-            conn = _Conn(probe_only=len(self._conns) >= self.max_connections)
-            self._conns[conn] = None
-            conn.task = asyncio.create_task(self._serve(conn, sock))
-
-    def _evict(self) -> bool:
-        """Close the connection that has waited longest on its client; False if none waits."""
-        waiting = [c for c in self._conns if c.waiting_since is not None]
-        if not waiting:
-            return False
-        victim = min(waiting, key=lambda c: c.waiting_since or 0.0)
-        self._conns.pop(victim, None)
-        victim.abort()
-        self.evicted += 1
-        self._log_refusal("admin connections at their cap; closing the longest idle", None)
-        return True
-
-    def _log_refusal(self, message: str, exc: OSError | None) -> None:
-        now = time.monotonic()
-        if now - self._last_refusal_log >= 60:  # a flood is one line a minute
-            self._last_refusal_log = now
-            extra: dict[str, Any] = {
-                "max_connections": self.max_connections,
-                "evicted": self.evicted,
-                "refused": self.refused,
-            }
-            if exc is not None:
-                extra["error"] = str(exc)
-            log.warning(message, extra=extra)
-
-    # -- one connection --------------------------------------------------------------
-
-    async def _serve(self, conn: _Conn, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        writer: asyncio.StreamWriter | None = None
-        try:
-            reader = asyncio.StreamReader(limit=MAX_HEAD, loop=loop)
-            protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-            tls = None
-            if self.tls is not None:
-                self.tls.refresh()
-                tls = self.tls.context
-            try:
-                transport, _ = await loop.connect_accepted_socket(
-                    lambda: protocol,
-                    sock,
-                    ssl=tls,
-                    ssl_handshake_timeout=HEAD_TIMEOUT if tls else None,
-                )
-            except (OSError, ssl.SSLError, TimeoutError):
-                sock.close()
-                return
-            conn.transport = transport
-            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-            await self._requests(conn, reader, writer)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            self._conns.pop(conn, None)
-            if writer is not None:
-                writer.transport.abort()
-            elif conn.transport is None:
-                sock.close()
+    def handshake_timeout(self) -> float:
+        return HEAD_TIMEOUT
 
     async def _requests(
         self, conn: _Conn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
