@@ -89,7 +89,7 @@ class Listener:
         self._accepting: list[asyncio.Task[None]] = []
         self._conns: dict[_Conn, None] = {}
         self._open = False
-        self._last_refusal_log = 0.0
+        self._last_refusal_log = -60.0
 
     def handshake_timeout(self) -> float:
         return 30.0

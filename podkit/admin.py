@@ -188,6 +188,8 @@ class AdminServer(Listener):
             self.tls = TLSFiles(cert, key) if cert and key else None
             self.auth = AuthFile(auth) if auth else None
         self.exempt_probes: bool = setting(program, "admin_auth_exempt_probes")
+        self.auth_failures = 0
+        self._last_auth_log = -60.0
         self._routes: dict[tuple[str, str], Route] = {
             ("GET", "/healthz"): Route(self.healthz),
             ("GET", "/readyz"): Route(self.readyz),
@@ -220,7 +222,7 @@ class AdminServer(Listener):
                 return
             conn.waiting_since = None
             keep = keep and not conn.probe_only
-            response = self._refuse(conn, request, writer)
+            response = self._refuse(conn, request)
             body_ok = response is None
             if response is None:
                 try:
@@ -251,9 +253,7 @@ class AdminServer(Listener):
             )
         return None, Response.text("not found\n", 404)
 
-    def _refuse(
-        self, conn: _Conn, request: Request, writer: asyncio.StreamWriter
-    ) -> Response | None:
+    def _refuse(self, conn: _Conn, request: Request) -> Response | None:
         """The answer that ends a request before its body is read, if it ends there."""
         probe = request.path in PROBES
         if conn.probe_only and not probe:
@@ -264,6 +264,14 @@ class AdminServer(Listener):
         if self.auth is not None and route.auth and not (probe and self.exempt_probes):
             self.auth.refresh()
             if not self.auth.allows(request.headers.get("authorization")):
+                self.auth_failures += 1
+                now = time.monotonic()
+                if now - self._last_auth_log >= 60:  # never the credentials, at most once a minute
+                    self._last_auth_log = now
+                    log.warning(
+                        "admin request refused: no valid credentials",
+                        extra={"path": request.path, "refused_total": self.auth_failures},
+                    )
                 return Response(
                     401,
                     b"unauthorized\n",
