@@ -391,3 +391,43 @@ def test_connection_flood_cannot_take_the_programs_descriptors(tmp_path: Path, l
         data = json.loads(p.get("/")[2])
         assert data["failures"] == 0 and data["healthy"] is True
         assert "admin connections capped to keep file descriptors" in p.stderr()
+
+
+def test_admin_tls_and_auth_from_files_through_flags_and_env(tmp_path: Path) -> None:
+    """The runner wires --admin-tls-*-file and PODKIT_ADMIN_AUTH_FILE into the server."""
+    import hashlib
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from tests.unit.test_admin_hostile import make_cert
+
+    cert, key, _ = make_cert(tmp_path, "admin")
+    auth = tmp_path / "auth.yaml"
+    auth.write_text(f"bearer_tokens: [sha256:{hashlib.sha256(b'scrape-token').hexdigest()}]\n")
+    ctx = ssl.create_default_context(cafile=cert)
+    args = ["--admin-tls-cert-file", cert, "--admin-tls-key-file", key]
+    with sample("basic", args, tmp_path, env={"PODKIT_ADMIN_AUTH_FILE": str(auth)}) as p:
+
+        def get(path: str, token: str | None = None) -> int:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            req = urllib.request.Request(f"https://127.0.0.1:{p.admin_port}{path}", headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=3, context=ctx) as r:
+                    return int(r.status)
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        def ready() -> bool:
+            try:
+                return get("/readyz") == 200
+            except OSError:
+                return False
+
+        wait_until(ready, 15, what="HTTPS /readyz without credentials")
+        assert get("/healthz") == 200
+        assert get("/metrics") == 401 and get("/metrics", "wrong") == 401
+        assert get("/metrics", "scrape-token") == 200
+        p.signal(signal.SIGTERM)
+        assert p.wait(10) == 0
+    assert "scrape-token" not in p.stderr()
