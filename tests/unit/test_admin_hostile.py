@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
+import inspect
 import os
 import shutil
 import ssl
@@ -53,9 +55,9 @@ class Prog(Sidecar):
 Start = Callable[..., Awaitable[tuple[AdminServer, Prog]]]
 
 
-@pytest.fixture
-async def start() -> AsyncIterator[Start]:
-    servers: list[tuple[AdminServer, Prog]] = []
+@contextlib.asynccontextmanager
+async def servers() -> AsyncIterator[Start]:
+    started: list[tuple[AdminServer, Prog]] = []
 
     async def make(**opts: Any) -> tuple[AdminServer, Prog]:
         prog = Prog()
@@ -63,13 +65,21 @@ async def start() -> AsyncIterator[Start]:
             setattr(prog, k, v)
         srv = AdminServer(prog, "127.0.0.1:0")
         await srv.start()
-        servers.append((srv, prog))
+        started.append((srv, prog))
         return srv, prog
 
-    yield make
-    for srv, prog in servers:
-        prog.release.set()
-        await srv.stop()
+    try:
+        yield make
+    finally:
+        for srv, prog in started:
+            prog.release.set()
+            await srv.stop()
+
+
+@pytest.fixture
+async def start() -> AsyncIterator[Start]:
+    async with servers() as make:
+        yield make
 
 
 async def exchange(
@@ -432,3 +442,30 @@ def test_bad_admin_settings_are_usage_errors(
     with pytest.raises(UsageError, match=needle.replace("$", r"\$")):
         configure(Prog, ["--admin-addr", "127.0.0.1:0", *args], env={})
     configure(Prog, ["--admin-addr", "off", *args], env={})  # no admin server, nothing to check
+
+
+# -- the same on uvloop, which the runner picks when installed -------------------------
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        test_connection_flood_is_capped_and_healthz_still_answers,
+        test_probes_answer_when_every_slot_runs_a_handler,
+        test_tls_handshakes_in_progress_count_against_the_cap,
+        test_body_on_a_route_that_takes_none_is_refused_unread,
+        test_tls_serves_and_picks_up_a_rotated_certificate,
+    ],
+    ids=lambda f: f.__name__.removeprefix("test_"),
+)
+def test_on_uvloop(case: Callable[..., Awaitable[None]], tmp_path: Path) -> None:
+    """uvloop accepts, hands over sockets, runs TLS and aborts in its own code."""
+    import uvloop
+
+    async def main() -> None:
+        async with servers() as make:
+            wanted = inspect.signature(case).parameters
+            await case(start=make, **({"tmp_path": tmp_path} if "tmp_path" in wanted else {}))
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
