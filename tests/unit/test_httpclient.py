@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import h11
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from podkit import _http1
 from podkit.hooks import HookError, call_webhook
 from podkit.httpclient import HTTPClientError, fetch
 from tests.helpers import free_port
@@ -153,3 +157,37 @@ async def test_hostile_replies_are_errors_not_crashes(answer: bytes, needle: str
     async with srv:
         with pytest.raises(HTTPClientError, match=needle):
             await fetch("GET", url(srv), timeout=5)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/1", "http/1.1", "HTTP/1.1 "]),
+    st.one_of(
+        st.sampled_from(["200", "204", "100", "999", "20", "2000", "٢٠٠", "+20"]),
+        st.text(max_size=4),
+    ),
+    st.one_of(
+        st.sampled_from(["", " OK", " Not Found", " ", "  x", " \x00", " \x7f", " é"]),
+        st.text(max_size=6),
+    ),
+)
+def test_status_lines_agree_with_h11(version: str, code: str, reason: str) -> None:
+    """The client's status line grammar is h11's: same verdict, same code."""
+    line = f"{version} {code}{reason}"
+    raw = line.encode("utf-8")
+    if b"\r" in raw or b"\n" in raw:
+        return  # a line end inside the line is another line, not this grammar
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+    conn.receive_data(raw + b"\r\n\r\n")
+    try:
+        event = conn.next_event()
+        theirs = (
+            event.status_code
+            if isinstance(event, h11.Response | h11.InformationalResponse)
+            else None
+        )
+    except h11.RemoteProtocolError:
+        theirs = None
+    m = _http1.STATUS_LINE.fullmatch(raw.decode("latin-1"))
+    assert (int(m.group(3)) if m else None) == theirs, line
