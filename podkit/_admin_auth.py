@@ -65,15 +65,27 @@ class Reloading:
 
 
 class TLSFiles(Reloading):
-    """The server certificate and key; a new context is built on change, then used."""
+    """The server certificate and key (and client CA); a new context is built on change.
+
+    With a client CA, a client certificate is verified when one is sent
+    (CERT_OPTIONAL) and required by the server for every route but the exempt
+    probes: the kubelet sends none, so the handshake cannot demand one.
+    """
 
     what = "TLS certificate"
+
+    def __init__(self, cert: str, key: str, client_ca: str | None = None) -> None:
+        self.client_ca = client_ca
+        super().__init__(cert, key, *([client_ca] if client_ca else []))
 
     def load(self) -> None:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.set_alpn_protocols(["http/1.1"])
         ctx.load_cert_chain(self.paths[0], self.paths[1])
+        if self.client_ca:
+            ctx.load_verify_locations(self.client_ca)
+            ctx.verify_mode = ssl.CERT_OPTIONAL
         self.context = ctx
 
 

@@ -150,9 +150,11 @@ def setting(program: Program, name: str) -> Any:
 def check_admin_settings(program: Program) -> None:
     """Refuse bad admin options at start (exit 2), naming the flag."""
     cert, key = setting(program, "admin_tls_cert_file"), setting(program, "admin_tls_key_file")
-    auth = setting(program, "admin_auth_file")
+    auth, ca = setting(program, "admin_auth_file"), setting(program, "admin_tls_client_ca_file")
     if bool(cert) != bool(key):
         raise UsageError("--admin-tls-cert-file and --admin-tls-key-file go together")
+    if ca and not cert:
+        raise UsageError("--admin-tls-client-ca-file needs --admin-tls-cert-file")
     if setting(program, "admin_max_connections") < 1:
         raise UsageError("--admin-max-connections: must be at least 1")
     if not cert and not auth:
@@ -161,7 +163,7 @@ def check_admin_settings(program: Program) -> None:
 
     try:
         if cert:
-            TLSFiles(cert, key)
+            TLSFiles(cert, key, ca)
     except (OSError, ssl.SSLError) as exc:
         raise UsageError(f"--admin-tls-cert-file {cert}: {exc}") from None
     try:
@@ -185,7 +187,8 @@ class AdminServer(Listener):
         if cert or auth:  # hashlib and yaml cost an idle sidecar RSS: only when used
             from ._admin_auth import AuthFile, TLSFiles
 
-            self.tls = TLSFiles(cert, key) if cert and key else None
+            ca = setting(program, "admin_tls_client_ca_file")
+            self.tls = TLSFiles(cert, key, ca) if cert and key else None
             self.auth = AuthFile(auth) if auth else None
         self.exempt_probes: bool = setting(program, "admin_auth_exempt_probes")
         self.auth_failures = 0
@@ -261,7 +264,11 @@ class AdminServer(Listener):
         route, answer = self._route(request)
         if route is None:
             return answer
-        if self.auth is not None and route.auth and not (probe and self.exempt_probes):
+        if not route.auth or (probe and self.exempt_probes):
+            return None
+        if self.tls is not None and self.tls.client_ca and not _peer_cert(conn):
+            return Response.text("client certificate required\n", 403)
+        if self.auth is not None:
             self.auth.refresh()
             if not self.auth.allows(request.headers.get("authorization")):
                 self.auth_failures += 1
@@ -361,3 +368,8 @@ class AdminServer(Listener):
 def _declares_body(request: Request) -> bool:
     cl = request.headers.get("content-length", "0")
     return "transfer-encoding" in request.headers or cl not in ("", "0")
+
+
+def _peer_cert(conn: _Conn) -> bool:
+    """Whether the client sent a certificate (TLS verified it against the client CA)."""
+    return conn.transport is not None and bool(conn.transport.get_extra_info("peercert"))

@@ -55,6 +55,13 @@ class Program:
     admin_tls_key_file: str | None = option(
         None, help="the TLS certificate's private key (PEM)", kind="path", env_alias=False
     )
+    admin_tls_client_ca_file: str | None = option(
+        None,
+        help="require admin clients to present a certificate signed by this CA (PEM); "
+        "see --admin-auth-exempt-probes",
+        kind="path",
+        env_alias=False,
+    )
     admin_auth_file: str | None = option(
         None,
         help="YAML with basic_auth_users and bearer_tokens (sha256:HEX) the admin server requires",
