@@ -199,7 +199,7 @@ class AdminServer(Listener):
             ("GET", "/metrics"): Route(self.metrics),
             ("GET", "/"): Route(self.index),
         }
-        for method, path, handler, max_body, auth_on in program._routes:
+        for method, path, handler, max_body, auth_on in program.routes:
             limit = MAX_BODY if max_body is None else max_body
             self._routes[(method.upper(), path)] = Route(handler, limit, auth_on)
 

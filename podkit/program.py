@@ -215,6 +215,11 @@ class Program:
         """
         self._routes.append((method, path, handler, max_body, auth))
 
+    @property
+    def routes(self) -> tuple[tuple[str, str, Handler, int | None, bool], ...]:
+        """What add_route() declared: (method, path, handler, max_body, auth)."""
+        return tuple(self._routes)
+
     # -- the lifecycle -------------------------------------------------------
 
     def validate(self) -> None:
