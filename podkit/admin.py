@@ -179,17 +179,8 @@ class AdminServer(Listener):
     def __init__(self, program: Program, addr: str) -> None:
         super().__init__(addr, setting(program, "admin_max_connections"))
         self.program = program
-        cert = setting(program, "admin_tls_cert_file")
-        key = setting(program, "admin_tls_key_file")
-        auth = setting(program, "admin_auth_file")
         self.tls: TLSFiles | None = None
         self.auth: AuthFile | None = None
-        if cert or auth:  # hashlib and yaml cost an idle sidecar RSS: only when used
-            from ._admin_auth import AuthFile, TLSFiles
-
-            ca = setting(program, "admin_tls_client_ca_file")
-            self.tls = TLSFiles(cert, key, ca) if cert and key else None
-            self.auth = AuthFile(auth) if auth else None
         self.exempt_probes: bool = setting(program, "admin_auth_exempt_probes")
         self.auth_failures = 0
         self._last_auth_log = -60.0
@@ -202,6 +193,22 @@ class AdminServer(Listener):
         for method, path, handler, max_body, auth_on in program.routes:
             limit = MAX_BODY if max_body is None else max_body
             self._routes[(method.upper(), path)] = Route(handler, limit, auth_on)
+
+    async def start(self) -> None:
+        """Read the TLS and credential files, then open the port (OSError if either fails)."""
+        p = self.program
+        cert, key = setting(p, "admin_tls_cert_file"), setting(p, "admin_tls_key_file")
+        auth = setting(p, "admin_auth_file")
+        if cert or auth:  # hashlib and yaml cost an idle sidecar RSS: only when used
+            from ._admin_auth import AuthFile, TLSFiles
+
+            try:
+                ca = setting(p, "admin_tls_client_ca_file")
+                self.tls = TLSFiles(cert, key, ca) if cert and key else None
+                self.auth = AuthFile(auth) if auth else None
+            except ValueError as exc:  # a file changed since check_admin_settings read it
+                raise OSError(str(exc)) from None
+        await super().start()
 
     def handshake_timeout(self) -> float:
         return HEAD_TIMEOUT

@@ -74,10 +74,6 @@ def configure(
     program.settings = values
     program.command = command
     program.validate()
-    if program.admin_addr != "off":
-        from .admin import check_admin_settings
-
-        check_admin_settings(program)
     return program
 
 
@@ -103,6 +99,14 @@ def public_settings(program: Program) -> dict[str, Any]:
     return out
 
 
+def _check_admin(program: Program) -> None:
+    """The admin server's options and files (TLS, credentials): a usage error at start."""
+    if program.admin_addr != "off":
+        from .admin import check_admin_settings
+
+        check_admin_settings(program)
+
+
 def _fill_std_fds() -> None:
     """Open /dev/null on a closed fd 0, 1 or 2 (started with `<&-` by a supervisor).
 
@@ -125,6 +129,7 @@ def run(
     _fill_std_fds()
     try:
         program = configure(cls, argv, env)
+        _check_admin(program)
     except UsageError as exc:
         print(f"podkit {cls.name}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -219,10 +224,10 @@ async def _main(program: Program) -> int:
         if program.admin_addr and program.admin_addr != "off":
             from .admin import AdminServer
 
+            admin = AdminServer(program, program.admin_addr)
             try:
-                admin = AdminServer(program, program.admin_addr)
                 await admin.start()
-            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            except OSError as exc:
                 log.error(
                     "cannot start admin server",
                     extra={"addr": program.admin_addr, "error": str(exc)},

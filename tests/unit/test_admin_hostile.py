@@ -28,9 +28,9 @@ from hypothesis import strategies as st
 
 from podkit import Sidecar, _http1
 from podkit import admin as admin_mod
-from podkit.admin import AdminServer, Request, Response, parse_head
+from podkit.admin import AdminServer, Request, Response, check_admin_settings, parse_head
 from podkit.options import UsageError
-from podkit.runner import configure
+from podkit.runner import configure, run
 
 
 class Prog(Sidecar):
@@ -484,8 +484,8 @@ def test_bad_admin_settings_are_usage_errors(
         (tmp_path / "auth.yaml").write_text(content)
         args = [*args, "--admin-auth-file", str(tmp_path / "auth.yaml")]
     with pytest.raises(UsageError, match=needle.replace("$", r"\$")):
-        configure(Prog, ["--admin-addr", "127.0.0.1:0", *args], env={})
-    configure(Prog, ["--admin-addr", "off", *args], env={})  # no admin server, nothing to check
+        check_admin_settings(configure(Prog, ["--admin-addr", "127.0.0.1:0", *args], env={}))
+    assert run(Prog, ["--admin-addr", "127.0.0.1:0", *args], env={}) == 2
 
 
 # -- the same on uvloop, which the runner picks when installed -------------------------
