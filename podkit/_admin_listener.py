@@ -180,10 +180,15 @@ class Listener:
                 self.refused += 1
                 self._log_refusal("admin connection refused: all busy", None)
                 sock.close()
+                await asyncio.sleep(0)
                 continue
             conn = _Conn(probe_only=len(self._conns) >= self.max_connections)
             self._conns[conn] = None
             conn.task = asyncio.create_task(self._serve(conn, sock))
+            # sock_accept returns without yielding while the backlog has more:
+            # yield, so an evicted connection's descriptor is closed before the
+            # next is taken, and the program runs between accepts of a flood.
+            await asyncio.sleep(0)
 
     def _evict(self) -> bool:
         """Close the connection that has waited longest on its client; False if none waits."""
