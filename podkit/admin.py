@@ -1,10 +1,18 @@
 """The admin server every program gets: /healthz, /readyz, /metrics, /.
 
-A small HTTP/1.1 server on asyncio streams rather than aiohttp's: its clients
-are the kubelet's probes, Prometheus and the odd webhook, and importing
-aiohttp's server costs an idle sidecar about 14 MB of RSS and 200 ms of
-start-up, which every pod would pay. It keeps connections alive, bounds what a
-client may send and how slowly, and never lets a handler's failure kill it.
+A small HTTP/1.1 server on asyncio rather than aiohttp's: its clients are the
+kubelet's probes, Prometheus and the odd webhook, and importing aiohttp's
+server costs an idle sidecar about 14 MB of RSS and 200 ms of start-up, which
+every pod would pay. It keeps connections alive, bounds what a client may send
+and how slowly, and never lets a handler's failure kill it.
+
+Whoever can reach the port must not starve the program: `_admin_listener`
+caps connections within the free descriptors and keeps headroom for the
+probes (a connection past the cap gets /healthz and /readyz only); here a body
+is read only up to what the route takes (none for the built-in routes), and
+heads are held to `podkit._http1`'s grammar and limits. TLS and basic/bearer
+auth from files, re-read on change, live in `_admin_auth`, imported only when
+configured; the probes may be left open for the kubelet.
 
 Setup and teardown are explicit steps (start, stop), as in aiohttp's
 web_runner, so the runner controls exactly when the port opens and closes.
@@ -15,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,19 +31,31 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from .options import split_addr
+from ._admin_listener import PROBE_HEADROOM as PROBE_HEADROOM
+from ._admin_listener import Listener, _Conn
+from ._http1 import ParseError, loads_json, parse_content_length, parse_request_head
+from .options import UsageError
 from .secrets import scrub
 
 if TYPE_CHECKING:
+    from ._admin_auth import AuthFile, TLSFiles
     from .program import Program
 
 log = logging.getLogger("podkit.admin")
 
 MAX_HEAD = 16 * 1024
+#: What a program route takes unless it says otherwise (`add_route(max_body=...)`).
 MAX_BODY = 1 << 20
+#: A body sent to a route that takes none is read and dropped up to this size
+#: (so the connection stays usable); a larger one is answered 413 unread.
+DRAIN_MAX = 1024
 #: A client gets this long to send a whole request head (also the keep-alive idle limit).
 HEAD_TIMEOUT = 30.0
 BODY_TIMEOUT = 30.0
+#: A client that does not read its answer is dropped after this long.
+WRITE_TIMEOUT = 30.0
+#: What a connection past the cap may ask for; it gets one answer, then is closed.
+PROBES = frozenset({"/healthz", "/readyz"})
 
 
 @dataclass
@@ -53,7 +74,8 @@ class Request:
         return parse_qs(urlsplit(self.target).query)
 
     def json(self) -> Any:
-        return json.loads(self.body or b"null")
+        """The body as JSON; nesting deeper than `_http1.MAX_JSON_DEPTH` raises ValueError."""
+        return loads_json(self.body or b"null")
 
 
 @dataclass
@@ -91,140 +113,227 @@ class Response:
 
 Handler = Callable[[Request], Awaitable[Response]]
 
+#: A refused request: `status` is the answer, the message its text.
+BadRequest = ParseError
 
-class BadRequest(Exception):
-    def __init__(self, status: int, why: str) -> None:
-        super().__init__(why)
-        self.status = status
+
+@dataclass
+class Route:
+    handler: Handler
+    #: The largest body the route reads (0: none).
+    max_body: int = 0
+    #: Whether --admin-auth-file applies (False for a route that checks its own credentials).
+    auth: bool = True
 
 
 def parse_head(head: bytes) -> tuple[Request, bool]:
     """The request and whether the connection may be kept alive after it."""
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes everything
-        raise BadRequest(400, "undecodable head") from None
-    lines = text.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise BadRequest(400, "malformed request line")
-    method, target, version = parts
+    method, target, version, fields = parse_request_head(head)
     headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip() or line[0] in " \t":
-            raise BadRequest(400, "malformed header line")
-        key = name.lower()
+    for key, value in fields:
         if key in headers and key in ("content-length", "host", "transfer-encoding"):
-            raise BadRequest(400, f"duplicate {name}")
-        headers[key] = value.strip()
+            raise BadRequest(400, f"duplicate {key}")
+        headers[key] = value
     conn = headers.get("connection", "").lower()
-    keep = "close" not in conn if version == "HTTP/1.1" else "keep-alive" in conn
+    keep = "close" not in conn if version == "1.1" else "keep-alive" in conn
     return Request(method, target, headers), keep
 
 
-class AdminServer:
+def setting(program: Program, name: str) -> Any:
+    """An admin option's value, or its declared default when the runner did not set it."""
+    try:
+        return getattr(program, name)
+    except AttributeError:
+        return getattr(type(program), name).default
+
+
+def check_admin_settings(program: Program) -> None:
+    """Refuse bad admin options at start (exit 2), naming the flag."""
+    cert, key = setting(program, "admin_tls_cert_file"), setting(program, "admin_tls_key_file")
+    auth, ca = setting(program, "admin_auth_file"), setting(program, "admin_tls_client_ca_file")
+    if bool(cert) != bool(key):
+        raise UsageError("--admin-tls-cert-file and --admin-tls-key-file go together")
+    if ca and not cert:
+        raise UsageError("--admin-tls-client-ca-file needs --admin-tls-cert-file")
+    if setting(program, "admin_max_connections") < 1:
+        raise UsageError("--admin-max-connections: must be at least 1")
+    if not cert and not auth:
+        return  # _admin_auth imports hashlib: ~0.6 MB an idle sidecar need not pay
+    from ._admin_auth import AuthFile, TLSFiles
+
+    try:
+        if cert:
+            TLSFiles(cert, key, ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"--admin-tls-cert-file {cert}: {exc}") from None
+    try:
+        if auth:
+            AuthFile(auth)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--admin-auth-file: {exc}") from None
+
+
+class AdminServer(Listener):
+    stream_limit = MAX_HEAD
+
     def __init__(self, program: Program, addr: str) -> None:
+        super().__init__(addr, setting(program, "admin_max_connections"))
         self.program = program
-        self.addr = addr
-        self.port: int | None = None
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._routes: dict[tuple[str, str], Handler] = {
-            ("GET", "/healthz"): self.healthz,
-            ("GET", "/readyz"): self.readyz,
-            ("GET", "/metrics"): self.metrics,
-            ("GET", "/"): self.index,
+        self.tls: TLSFiles | None = None
+        self.auth: AuthFile | None = None
+        self.exempt_probes: bool = setting(program, "admin_auth_exempt_probes")
+        self.auth_failures = 0
+        self._last_auth_log = -60.0
+        self._routes: dict[tuple[str, str], Route] = {
+            ("GET", "/healthz"): Route(self.healthz),
+            ("GET", "/readyz"): Route(self.readyz),
+            ("GET", "/metrics"): Route(self.metrics),
+            ("GET", "/"): Route(self.index),
         }
-        for method, path, handler in program._routes:
-            self._routes[(method.upper(), path)] = handler
+        for method, path, handler, max_body, auth_on in program.routes:
+            limit = MAX_BODY if max_body is None else max_body
+            self._routes[(method.upper(), path)] = Route(handler, limit, auth_on)
 
     async def start(self) -> None:
-        host, port = split_addr(self.addr)
-        self._server = await asyncio.start_server(
-            self._connection,
-            host,
-            port,
-            limit=MAX_HEAD,
-            reuse_address=True,
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        log.debug("admin server listening", extra={"addr": f"{host}:{self.port}"})
+        """Read the TLS and credential files, then open the port (OSError if either fails)."""
+        p = self.program
+        cert, key = setting(p, "admin_tls_cert_file"), setting(p, "admin_tls_key_file")
+        auth = setting(p, "admin_auth_file")
+        if cert or auth:  # hashlib and yaml cost an idle sidecar RSS: only when used
+            from ._admin_auth import AuthFile, TLSFiles
 
-    async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.close()
-        for writer in list(self._writers):
-            writer.close()
-        await server.wait_closed()
+            try:
+                ca = setting(p, "admin_tls_client_ca_file")
+                self.tls = TLSFiles(cert, key, ca) if cert and key else None
+                self.auth = AuthFile(auth) if auth else None
+            except ValueError as exc:  # a file changed since check_admin_settings read it
+                raise OSError(str(exc)) from None
+        await super().start()
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        try:
-            while self._server is not None:
+    def handshake_timeout(self) -> float:
+        return HEAD_TIMEOUT
+
+    async def _requests(
+        self, conn: _Conn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while self._open:
+            conn.waiting_since = time.monotonic()
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
+            except asyncio.LimitOverrunError:
+                await self._reply(conn, writer, Response.text("header too large\n", 431), True)
+                return
+            except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, ssl.SSLError):
+                return
+            try:
+                request, keep = parse_head(head[:-4])
+            except BadRequest as exc:
+                await self._reply(conn, writer, Response.text(f"{exc}\n", exc.status), True)
+                return
+            conn.waiting_since = None
+            keep = keep and not conn.probe_only
+            response = self._refuse(conn, request)
+            body_ok = response is None
+            if response is None:
                 try:
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
-                except asyncio.LimitOverrunError:
-                    await self._reply(writer, Response.text("header too large\n", 431), True)
-                    return
-                except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
-                    return
-                try:
-                    request, keep = parse_head(head[:-4])
-                    request.body = await self._body(reader, request)
+                    request.body = await self._body(conn, reader, request)
                 except BadRequest as exc:
-                    await self._reply(writer, Response.text(f"{exc}\n", exc.status), True)
+                    response, body_ok = Response.text(f"{exc}\n", exc.status), False
+                except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, ssl.SSLError):
                     return
-                except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
-                    return
+            if response is None:
+                conn.waiting_since = None
                 response = await self._dispatch(request)
-                keep = keep and self._server is not None
-                await self._reply(writer, response, not keep, request.method == "HEAD")
-                if not keep:
-                    return
-        finally:
-            self._writers.discard(writer)
-            writer.close()
+            # An unread body would be taken for the next request: close after the answer.
+            keep = keep and self._open and (body_ok or not _declares_body(request))
+            await self._reply(conn, writer, response, not keep, request.method == "HEAD")
+            if not keep:
+                return
 
-    async def _body(self, reader: asyncio.StreamReader, request: Request) -> bytes:
-        if "transfer-encoding" in request.headers:
-            raise BadRequest(411, "send a Content-Length")
-        length = request.headers.get("content-length", "0")
-        if not length.isdigit():
-            raise BadRequest(400, "malformed Content-Length")
-        if int(length) > MAX_BODY:
-            raise BadRequest(413, "body too large")
-        if not int(length):
-            return b""
-        return await asyncio.wait_for(reader.readexactly(int(length)), BODY_TIMEOUT)
-
-    async def _dispatch(self, request: Request) -> Response:
+    def _route(self, request: Request) -> tuple[Route | None, Response | None]:
         method = "GET" if request.method == "HEAD" else request.method
         path = request.path
-        handler = self._routes.get((method, path))
-        if handler is None:
-            allowed = sorted(m for (m, p) in self._routes if p == path)
-            if allowed:
-                return Response(405, b"method not allowed\n", headers={"Allow": ", ".join(allowed)})
-            return Response.text("not found\n", 404)
+        route = self._routes.get((method, path))
+        if route is not None:
+            return route, None
+        allowed = sorted(m for (m, p) in self._routes if p == path)
+        if allowed:
+            return None, Response(
+                405, b"method not allowed\n", headers={"Allow": ", ".join(allowed)}
+            )
+        return None, Response.text("not found\n", 404)
+
+    def _refuse(self, conn: _Conn, request: Request) -> Response | None:
+        """The answer that ends a request before its body is read, if it ends there."""
+        probe = request.path in PROBES
+        if conn.probe_only and not probe:
+            return Response.text("admin server busy\n", 503)
+        route, answer = self._route(request)
+        if route is None:
+            return answer
+        if not route.auth or (probe and self.exempt_probes):
+            return None
+        if self.tls is not None and self.tls.client_ca and not _peer_cert(conn):
+            return Response.text("client certificate required\n", 403)
+        if self.auth is not None:
+            self.auth.refresh()
+            if not self.auth.allows(request.headers.get("authorization")):
+                self.auth_failures += 1
+                now = time.monotonic()
+                if now - self._last_auth_log >= 60:  # never the credentials, at most once a minute
+                    self._last_auth_log = now
+                    log.warning(
+                        "admin request refused: no valid credentials",
+                        extra={"path": request.path, "refused_total": self.auth_failures},
+                    )
+                return Response(
+                    401,
+                    b"unauthorized\n",
+                    headers={"WWW-Authenticate": self.auth.challenge()},
+                )
+        return None
+
+    async def _body(self, conn: _Conn, reader: asyncio.StreamReader, request: Request) -> bytes:
+        if "transfer-encoding" in request.headers:
+            raise BadRequest(411, "send a Content-Length")
         try:
-            return await handler(request)
+            length = parse_content_length(request.headers.get("content-length", "0"))
+        except ValueError:
+            raise BadRequest(400, "malformed Content-Length") from None
+        if not length:
+            return b""
+        route, _ = self._route(request)
+        limit = route.max_body if route is not None else 0
+        if length > limit and not (limit == 0 and length <= DRAIN_MAX):
+            raise BadRequest(413, "body too large")
+        conn.waiting_since = time.monotonic()
+        body = await asyncio.wait_for(reader.readexactly(length), BODY_TIMEOUT)
+        return body if limit else b""  # drained: the route takes no body
+
+    async def _dispatch(self, request: Request) -> Response:
+        route, answer = self._route(request)
+        if route is None:
+            assert answer is not None
+            return answer
+        try:
+            return await route.handler(request)
         except Exception:
-            log.exception("admin handler failed", extra={"path": path})
+            log.exception("admin handler failed", extra={"path": request.path})
             return Response.text("internal error\n", 500)
 
     @staticmethod
     async def _reply(
-        writer: asyncio.StreamWriter, response: Response, close: bool, head_only: bool = False
+        conn: _Conn,
+        writer: asyncio.StreamWriter,
+        response: Response,
+        close: bool,
+        head_only: bool = False,
     ) -> None:
+        conn.waiting_since = time.monotonic()  # a client that does not read may be evicted
         try:
             writer.write(response.encode(head_only=head_only, close=close))
-            await writer.drain()
-        except ConnectionError:
+            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+        except (ConnectionError, TimeoutError, ssl.SSLError):
             pass
 
     # -- the built-in endpoints ------------------------------------------------
@@ -261,3 +370,13 @@ class AdminServer:
         }
         data.update(p.status())
         return Response.json(data)
+
+
+def _declares_body(request: Request) -> bool:
+    cl = request.headers.get("content-length", "0")
+    return "transfer-encoding" in request.headers or cl not in ("", "0")
+
+
+def _peer_cert(conn: _Conn) -> bool:
+    """Whether the client sent a certificate (TLS verified it against the client CA)."""
+    return conn.transport is not None and bool(conn.transport.get_extra_info("peercert"))

@@ -1,6 +1,8 @@
 """A one-shot HTTP/1.1 client on asyncio streams, for webhooks and probes.
 
-One request per connection (`Connection: close`), bounded in time and size.
+One request per connection (`Connection: close`), bounded in time and size,
+and in count: at most MAX_INTERIM 1xx answers, MAX_HEADERS header fields and
+MAX_CHUNKS chunks, numbers in ASCII digits only (`podkit._http1`).
 Programs that call out now and then (a reload webhook, a sync hook) use this
 rather than an aiohttp session: importing aiohttp's client costs a sidecar
 about 14 MB of RSS for machinery (pools, cookies, redirects) a webhook does
@@ -15,8 +17,12 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from . import __version__
+from ._http1 import MAX_HEADERS, MAX_INTERIM, STATUS_LINE, parse_chunk_size, parse_content_length
 
 MAX_HEAD = 64 * 1024
+#: Chunks read from one chunked body: each costs a few awaits, so a body of
+#: one-byte chunks is cut off long before it could hold the loop for long.
+MAX_CHUNKS = 16 * 1024
 
 
 class HTTPClientError(Exception):
@@ -77,17 +83,23 @@ async def fetch(
             lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b""))
             await writer.drain()
-            while True:
-                status, resp_headers = await read_head(reader)
-                # Interim answers (100 Continue, 103 Early Hints) precede the real one.
-                if not 100 <= status < 200 or status == 101:
-                    break
+            status, resp_headers = await read_final_head(reader)
             data = b""
             if read_body and method != "HEAD":
                 data = await read_body_of(reader, status, resp_headers, max_body)
             return Result(status, resp_headers, data)
         finally:
             writer.close()
+
+
+async def read_final_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, list[str]]]:
+    """The final response's head, after at most MAX_INTERIM interim (1xx) ones."""
+    for _ in range(MAX_INTERIM + 1):
+        status, headers = await read_head(reader)
+        # Interim answers (100 Continue, 103 Early Hints) precede the real one.
+        if not 100 <= status < 200 or status == 101:
+            return status, headers
+    raise HTTPClientError(f"more than {MAX_INTERIM} interim (1xx) responses")
 
 
 async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, list[str]]]:
@@ -99,16 +111,20 @@ async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, list[s
         raise HTTPClientError(
             "connection closed before a response" if not exc.partial else "truncated response"
         ) from None
-    lines = raw.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+    lines = raw[:-4].decode("latin-1").split("\r\n")
+    m = STATUS_LINE.fullmatch(lines[0])
+    if m is None:
         raise HTTPClientError(f"not an HTTP response: {lines[0][:60]!r}")
+    if len(lines) - 1 > MAX_HEADERS:
+        raise HTTPClientError(f"more than {MAX_HEADERS} header fields")
     headers: dict[str, list[str]] = {}
     for line in lines[1:]:
+        # Lenient on purpose (probes and webhooks meet odd servers): a line
+        # without a colon is skipped; framing values are checked where used.
         name, sep, value = line.partition(":")
         if sep:
             headers.setdefault(name.strip().lower(), []).append(value.strip())
-    return int(parts[1]), headers
+    return int(m.group(3)), headers
 
 
 async def read_body_of(
@@ -120,10 +136,13 @@ async def read_body_of(
     te = ",".join(headers.get("transfer-encoding", [])).lower()
     if "chunked" in te:
         body = bytearray()
-        while len(body) < limit:
-            size_line = await reader.readuntil(b"\r\n")
+        for _ in range(MAX_CHUNKS):
+            if len(body) >= limit:
+                break
             try:
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
+                size = parse_chunk_size(await reader.readuntil(b"\r\n"))
+            except asyncio.LimitOverrunError:
+                raise HTTPClientError("chunk-size line too long") from None
             except ValueError:
                 raise HTTPClientError("malformed chunked body") from None
             if size == 0:
@@ -131,12 +150,16 @@ async def read_body_of(
             body += await reader.readexactly(min(size, limit - len(body) + 1))
             if len(body) <= limit:
                 await reader.readexactly(2)
+        else:
+            raise HTTPClientError(f"more than {MAX_CHUNKS} chunks")
         return bytes(body[:limit])
     length = headers.get("content-length", [None])[0]
     if length is not None:
-        if not length.isdigit():
-            raise HTTPClientError(f"malformed Content-Length {length[:20]!r}")
-        return await reader.readexactly(min(int(length), limit))
+        try:
+            size = parse_content_length(length)
+        except ValueError as exc:
+            raise HTTPClientError(str(exc)) from None
+        return await reader.readexactly(min(size, limit))
     body = bytearray()
     while len(body) < limit:
         chunk = await reader.read(limit - len(body))

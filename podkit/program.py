@@ -38,6 +38,41 @@ class Program:
     admin_addr: str = option(
         None, help="admin server HOST:PORT (/healthz, /readyz, /metrics, /) or 'off'", kind="addr"
     )
+    # The admin server's limits, TLS and auth, declared once for every program
+    # (podkit.admin says why each exists; docs/custom-sidecar.md lists them).
+    admin_max_connections: int = option(
+        64,
+        help="admin connections held at once (more close the longest idle; "
+        "a few more are kept for /healthz and /readyz)",
+        env_alias=False,
+    )
+    admin_tls_cert_file: str | None = option(
+        None,
+        help="serve the admin server over TLS with this certificate (PEM, re-read on change)",
+        kind="path",
+        env_alias=False,
+    )
+    admin_tls_key_file: str | None = option(
+        None, help="the TLS certificate's private key (PEM)", kind="path", env_alias=False
+    )
+    admin_tls_client_ca_file: str | None = option(
+        None,
+        help="require admin clients to present a certificate signed by this CA (PEM); "
+        "see --admin-auth-exempt-probes",
+        kind="path",
+        env_alias=False,
+    )
+    admin_auth_file: str | None = option(
+        None,
+        help="YAML with basic_auth_users and bearer_tokens (sha256:HEX) the admin server requires",
+        kind="path",
+        env_alias=False,
+    )
+    admin_auth_exempt_probes: bool = option(
+        True,
+        help="leave /healthz and /readyz open without credentials (for the kubelet)",
+        env_alias=False,
+    )
     log_format: str = option("json", help="log format", choices=("json", "text"))
     log_level: str = option("info", help="log level", choices=("debug", "info", "warning", "error"))
     shutdown_timeout: float = option(
@@ -58,7 +93,7 @@ class Program:
         self._ready = False
         self._unhealthy: str | None = None
         self._stopping: asyncio.Event | None = None
-        self._routes: list[tuple[str, str, Handler]] = []
+        self._routes: list[tuple[str, str, Handler, int | None, bool]] = []
         #: The admin server's bound port once it is up (useful with port 0).
         self.admin_port: int | None = None
         #: A Sidecar may set this before run() returns to choose its exit code
@@ -174,12 +209,28 @@ class Program:
     async def before_metrics(self) -> None:
         """Called before each /metrics render: refresh what is fetched on scrape."""
 
-    def add_route(self, method: str, path: str, handler: Handler) -> None:
+    def add_route(
+        self,
+        method: str,
+        path: str,
+        handler: Handler,
+        *,
+        max_body: int | None = None,
+        auth: bool = True,
+    ) -> None:
         """Add an endpoint to the admin server (before it starts, e.g. in __init__).
 
         `handler(request: podkit.admin.Request) -> podkit.admin.Response` is async.
+        `max_body` is the largest body it reads (None: `podkit.admin.MAX_BODY`;
+        0 for none); `auth=False` exempts it from --admin-auth-file, for a route
+        that checks its own credentials (a webhook signature).
         """
-        self._routes.append((method, path, handler))
+        self._routes.append((method, path, handler, max_body, auth))
+
+    @property
+    def routes(self) -> tuple[tuple[str, str, Handler, int | None, bool], ...]:
+        """What add_route() declared: (method, path, handler, max_body, auth)."""
+        return tuple(self._routes)
 
     # -- the lifecycle -------------------------------------------------------
 

@@ -178,6 +178,14 @@ def public_settings(program: Program) -> dict[str, Any]:
     return out
 
 
+def _check_admin(program: Program) -> None:
+    """The admin server's options and files (TLS, credentials): a usage error at start."""
+    if program.admin_addr != "off":
+        from .admin import check_admin_settings
+
+        check_admin_settings(program)
+
+
 def _fill_std_fds() -> None:
     """Open /dev/null on a closed fd 0, 1 or 2 (started with `<&-` by a supervisor).
 
@@ -206,6 +214,7 @@ def run(
         return check_config(cls, argv, env)
     try:
         program = configure(cls, argv, env)
+        _check_admin(program)
     except UsageError as exc:
         print(f"podkit {cls.name}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

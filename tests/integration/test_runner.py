@@ -308,3 +308,126 @@ def test_custom_sidecar_defaults_without_arguments(tmp_path: Path) -> None:
         p.signal(signal.SIGTERM)
         assert p.wait(10) == 0
     _ = http  # (helpers imported for symmetry with other tests)
+
+
+# -- the admin server cannot starve the program (issue 13, class 8) ------------------
+
+FD_WRITER = '''
+import sys
+from podkit import Sidecar, option
+
+
+class FdWriter(Sidecar):
+    """Rewrite a file every 10 ms, as a checkpointing sidecar does; count failures."""
+
+    name = "fdwriter"
+    path: str = option(required=True, help="file to rewrite")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.failures = 0
+
+    async def run(self) -> None:
+        self.set_ready()
+        while not self.stopping:
+            try:
+                with open(self.path, "w") as f:
+                    f.write(str(self.writes))
+                self.writes += 1
+            except OSError as exc:
+                self.failures += 1
+                self.set_unhealthy(f"cannot write: {exc.strerror}")
+            await self.sleep(0.01)
+
+    def status(self) -> dict[str, int]:
+        return {"writes": self.writes, "failures": self.failures}
+
+
+if __name__ == "__main__":
+    FdWriter.main()
+'''
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_connection_flood_cannot_take_the_programs_descriptors(tmp_path: Path, loop: str) -> None:
+    """RLIMIT_NOFILE lowered to 64 in the child; 300 connections to its admin port."""
+    import resource
+    import socket
+
+    script = tmp_path / "fdwriter.py"
+    script.write_text(FD_WRITER)
+    ckpt = tmp_path / "ckpt"
+    limited = [
+        sys.executable,
+        "-c",
+        "import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64));"
+        "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')",
+        str(script),
+    ]
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] > 400  # room for this test's own side
+    p = ProgramProcess(
+        limited, ["--path", str(ckpt)], tmp=tmp_path, env={"PODKIT_EVENT_LOOP": loop}
+    )
+    flood: list[socket.socket] = []
+    with p:
+        p.wait_ready()
+        assert p.admin_port
+        try:
+            for _ in range(300):
+                flood.append(socket.create_connection(("127.0.0.1", p.admin_port), timeout=2))
+            # The kubelet's probe still answers, and says the program is healthy.
+            status, _, body = p.get("/healthz", timeout=3)
+            assert (status, body) == (200, b"ok\n")
+            # The program goes on writing its file while the flood holds.
+            start = int(ckpt.read_text() or 0)
+            wait_until(lambda: int(ckpt.read_text() or 0) > start + 20, 10, what="writes")
+            assert p.get("/healthz", timeout=3)[0] == 200
+        finally:
+            for s in flood:
+                s.close()
+        # Once the flood's connections are gone, the other routes answer again.
+        wait_until(lambda: p.get("/")[0] == 200, 10, what="/ after the flood")
+        data = json.loads(p.get("/")[2])
+        assert data["failures"] == 0 and data["healthy"] is True
+        assert "admin connections capped to keep file descriptors" in p.stderr()
+
+
+def test_admin_tls_and_auth_from_files_through_flags_and_env(tmp_path: Path) -> None:
+    """The runner wires --admin-tls-*-file and PODKIT_ADMIN_AUTH_FILE into the server."""
+    import hashlib
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from tests.unit.test_admin_hostile import make_cert
+
+    cert, key, _ = make_cert(tmp_path, "admin")
+    auth = tmp_path / "auth.yaml"
+    auth.write_text(f"bearer_tokens: [sha256:{hashlib.sha256(b'scrape-token').hexdigest()}]\n")
+    ctx = ssl.create_default_context(cafile=cert)
+    args = ["--admin-tls-cert-file", cert, "--admin-tls-key-file", key]
+    with sample("basic", args, tmp_path, env={"PODKIT_ADMIN_AUTH_FILE": str(auth)}) as p:
+
+        def get(path: str, token: str | None = None) -> int:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            req = urllib.request.Request(f"https://127.0.0.1:{p.admin_port}{path}", headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=3, context=ctx) as r:
+                    return int(r.status)
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        def ready() -> bool:
+            try:
+                return get("/readyz") == 200
+            except OSError:
+                return False
+
+        wait_until(ready, 15, what="HTTPS /readyz without credentials")
+        assert get("/healthz") == 200
+        assert get("/metrics") == 401 and get("/metrics", "wrong") == 401
+        assert get("/metrics", "scrape-token") == 200
+        p.signal(signal.SIGTERM)
+        assert p.wait(10) == 0
+    assert "scrape-token" not in p.stderr()

@@ -100,6 +100,15 @@ async def test_handler_failure_is_a_500_not_a_crash(server: tuple[AdminServer, P
         (b"POST /sync HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", b"413"),
         (b"GARBAGE\r\n\r\n", b"400"),
         (b"GET / HTTP/1.1\r\n folded: header\r\n\r\n", b"400"),
+        # The grammar and limits of podkit._http1 (issue 13, class 9).
+        (b"GET / HTTP/1.1\r\n" + b"a: b\r\n" * 101 + b"\r\n", b"431"),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", b"414"),
+        (b"GET / HTTP/2.0\r\n\r\n", b"505"),
+        (b"GET / HTTP/1.1\r\nbad name: x\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n", b"400"),
+        (b"G\x01T / HTTP/1.1\r\n\r\n", b"400"),
+        (b"GET /\x7f HTTP/1.1\r\n\r\n", b"400"),
+        (b"GET  / HTTP/1.1\r\n\r\n", b"400"),
     ],
 )
 async def test_hostile_requests_get_an_error_and_close(
