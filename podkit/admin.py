@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 from ._admin_listener import PROBE_HEADROOM as PROBE_HEADROOM
 from ._admin_listener import Listener, _Conn
 from ._http1 import ParseError, loads_json, parse_content_length, parse_request_head
+from .aio import wait_for
 from .options import UsageError
 from .secrets import scrub
 
@@ -219,7 +220,7 @@ class AdminServer(Listener):
         while self._open:
             conn.waiting_since = time.monotonic()
             try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
+                head = await wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
             except asyncio.LimitOverrunError:
                 await self._reply(conn, writer, Response.text("header too large\n", 431), True)
                 return
@@ -307,7 +308,7 @@ class AdminServer(Listener):
         if length > limit and not (limit == 0 and length <= DRAIN_MAX):
             raise BadRequest(413, "body too large")
         conn.waiting_since = time.monotonic()
-        body = await asyncio.wait_for(reader.readexactly(length), BODY_TIMEOUT)
+        body = await wait_for(reader.readexactly(length), BODY_TIMEOUT)
         return body if limit else b""  # drained: the route takes no body
 
     async def _dispatch(self, request: Request) -> Response:
@@ -332,7 +333,7 @@ class AdminServer(Listener):
         conn.waiting_since = time.monotonic()  # a client that does not read may be evicted
         try:
             writer.write(response.encode(head_only=head_only, close=close))
-            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+            await wait_for(writer.drain(), WRITE_TIMEOUT)
         except (ConnectionError, TimeoutError, ssl.SSLError):
             pass
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
+from .aio import wait_for
 from .logs import RateLimited
 from .retry import Backoff
 
@@ -126,7 +127,7 @@ class Retrier(Generic[T]):
                 self.retry_at = time.monotonic() + delay
                 try:
                     # A new submit() wakes us early and resets the backoff.
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    await wait_for(self._wake.wait(), delay)
                 except TimeoutError:
                     self._wake.set()
                 self.retry_at = None
@@ -209,7 +210,7 @@ async def run_command(
         starting.add_done_callback(_kill_started)
         raise
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        out, _ = await wait_for(proc.communicate(), timeout)
     except TimeoutError:
         _kill_group(proc.pid)
         await proc.wait()

@@ -13,6 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .aio import wait_or_timeout
 from .options import Option, collect_options, option
 
 if TYPE_CHECKING:
@@ -174,14 +175,7 @@ class Program:
 
     async def sleep(self, seconds: float) -> bool:
         """Sleep, returning early (True) when a stop is requested."""
-        ev = self._stop_event()
-        if ev.is_set():
-            return True
-        try:
-            await asyncio.wait_for(ev.wait(), timeout=max(0.0, seconds))
-        except TimeoutError:
-            return False
-        return True
+        return await wait_or_timeout(self._stop_event(), max(0.0, seconds))
 
     def set_ready(self, ready: bool = True) -> None:
         if ready and not self._ready:

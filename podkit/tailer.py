@@ -64,6 +64,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .aio import wait_for
 from .fsutil import atomic_write
 from .multiline import Joiner
 from .options import option
@@ -945,9 +946,8 @@ class Tailer:
 
     async def _run(self) -> None:
         try:
-            # Not `while True`: on 3.11 a wait_for() whose wait ends in the same
-            # loop pass as close()'s cancel() swallows the CancelledError (gh-86296),
-            # and close() would then await this task forever.
+            # Not `while True`: a belt to podkit.aio.wait_for's braces, should a
+            # cancel ever be swallowed (gh-86296), close() still ends this task.
             while not self._closed:
                 if self._draining:
                     await self._drain_all()
@@ -968,14 +968,14 @@ class Tailer:
                 if self._full():
                     self._acked.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._acked.wait(), min(0.1, self._tick()))
+                        await wait_for(self._acked.wait(), min(0.1, self._tick()))
                     continue
                 if progressed:
                     await asyncio.sleep(0)
                     continue
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._tick())
+                    await wait_for(self._wake.wait(), self._tick())
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -1425,7 +1425,7 @@ class Tailer:
             while self._full():
                 self._acked.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._acked.wait(), 1.0)
+                    await wait_for(self._acked.wait(), 1.0)
                 self._write_checkpoint()
             progressed = self._read_round(time.monotonic())
             if not progressed:

@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from podkit import Sidecar, UsageError, option, rfc3339_ns
+from podkit.aio import wait_for
 from podkit.grok import GrokError, load_patterns
 from podkit.sinks import NdjsonBatch, SinkClosed
 from podkit.stacktrace import MODES, start_pattern
@@ -268,7 +269,7 @@ class LogFormat(Sidecar):
             # the output is stuck (the sink retries forever); bound that, so
             # the runner's deadline never has to shoot the process.
             try:
-                await asyncio.wait_for(asyncio.shield(reader), self.shutdown_timeout * 0.8)
+                await wait_for(asyncio.shield(reader), self.shutdown_timeout * 0.8)
             except TimeoutError:
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -315,8 +316,8 @@ class LogFormat(Sidecar):
         # what it wrote last to the end, write it out, then checkpoint in
         # cleanup(). Bounded, so the runner's deadline never has to shoot us.
         try:
-            await asyncio.wait_for(self.tailer.drain(), max(0.5, self.shutdown_timeout * 0.5))
-            await asyncio.wait_for(consumer, max(0.5, self.shutdown_timeout * 0.2))
+            await wait_for(self.tailer.drain(), max(0.5, self.shutdown_timeout * 0.5))
+            await wait_for(consumer, max(0.5, self.shutdown_timeout * 0.2))
         except TimeoutError:
             self.log.warning("shutdown: input not fully drained; the checkpoint resumes it")
             consumer.cancel()

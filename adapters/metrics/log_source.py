@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from podkit import UsageError
+from podkit.aio import wait_for
 from podkit.tailer import TailerConfig
 
 from .sources import Cfg, Emit, Source, register
@@ -264,12 +265,12 @@ class LogSource(Source):
         if self._tailer is None:
             return
         try:
-            await asyncio.wait_for(self._tailer.drain(), timeout=5.0)
+            await wait_for(self._tailer.drain(), timeout=5.0)
         except TimeoutError:
             pass
         if self._task is not None:
             try:
-                await asyncio.wait_for(self._task, timeout=5.0)
+                await wait_for(self._task, timeout=5.0)
             except TimeoutError:
                 self._task.cancel()
         await self._tailer.close()

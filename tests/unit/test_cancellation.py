@@ -50,3 +50,32 @@ async def test_waitfor_close_keeps_a_cancel_that_meets_the_close() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
     assert not carried_on.is_set()
+
+
+async def test_podkit_wait_for_keeps_a_cancel_that_meets_the_end() -> None:
+    from podkit.aio import wait_for
+
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    carried_on = asyncio.Event()
+
+    async def waiter() -> None:
+        await wait_for(fut, 5)
+        carried_on.set()
+        await asyncio.sleep(30)
+
+    task = asyncio.create_task(waiter())
+    await _cancel_as_it_finishes(fut, task)
+    async with asyncio.timeout(5):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert not carried_on.is_set()
+
+
+async def test_podkit_wait_for_times_out_and_cancels_what_it_waited_on() -> None:
+    from podkit.aio import wait_for
+
+    inner = asyncio.ensure_future(asyncio.sleep(30))
+    with pytest.raises(TimeoutError):
+        await wait_for(inner, 0.01)
+    await asyncio.sleep(0)
+    assert inner.cancelled()
