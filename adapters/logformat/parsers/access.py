@@ -23,7 +23,7 @@ from json.encoder import encode_basestring as _enc
 from typing import Any
 
 from ..schema import number
-from . import Parser, register
+from .base import Parser, register
 
 _Q = r'"([^"\\]*(?:\\.[^"\\]*)*)"'  # a quoted field, escapes allowed (unrolled loop: fast)
 _ACCESS = re.compile(

@@ -20,7 +20,7 @@ import re
 from typing import Any
 
 from ..schema import norm_level, number
-from . import Parser, register
+from .base import Parser, register
 from .common import fill, parse_pairs
 from .syslog import Syslog
 

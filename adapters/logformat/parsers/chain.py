@@ -11,7 +11,7 @@ from json.encoder import encode_basestring as _enc
 from typing import Any
 
 from ..timeparse import Clock
-from . import Parser
+from .base import Parser
 
 
 class Chain(Parser):

@@ -23,7 +23,7 @@ import re
 from typing import Any
 
 from ..schema import number
-from . import Parser, register
+from .base import Parser, register
 from .common import fill
 
 _CEF_HEAD = re.compile(r"CEF:(\d+)\|((?:[^|\\]|\\.)*\|){6}")

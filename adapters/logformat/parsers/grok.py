@@ -22,7 +22,7 @@ from podkit.grok import GrokError, compile_grok
 
 from ..schema import norm_level, snake
 from ..timeparse import Clock
-from . import Parser, register
+from .base import Parser, register
 from .common import LEVEL_KEYS, MESSAGE_KEYS, TIME_KEYS
 
 

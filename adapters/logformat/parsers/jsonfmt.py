@@ -15,7 +15,7 @@ import json
 import math
 from typing import Any
 
-from . import Parser, register
+from .base import Parser, register
 from .common import fill
 
 

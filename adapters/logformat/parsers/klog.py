@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import Parser, register
+from .base import Parser, register
 from .common import fill, parse_pairs, unquote
 
 _HEADER = re.compile(

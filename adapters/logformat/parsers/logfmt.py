@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import Parser, register
+from .base import Parser, register
 from .common import fill, parse_pairs
 
 

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from ..schema import number
-from . import Parser, register
+from .base import Parser, register
 from .common import LEVEL_KEYS, MESSAGE_KEYS, TIME_KEYS, fill
 
 _PCRE_GROUP = re.compile(r"(?<!\\)\(\?<(?![=!])")

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..schema import SYSLOG_SEVERITY, number
 from ..timeparse import MONTHS
-from . import Parser, register
+from .base import Parser, register
 
 FACILITIES = (
     "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
