@@ -35,6 +35,7 @@ from ._admin_listener import PROBE_HEADROOM as PROBE_HEADROOM
 from ._admin_listener import Listener, _Conn
 from ._http1 import ParseError, loads_json, parse_content_length, parse_request_head
 from .aio import wait_for
+from .logs import rfc3339
 from .options import UsageError
 from .secrets import scrub
 
@@ -341,12 +342,19 @@ class AdminServer(Listener):
 
     async def healthz(self, request: Request) -> Response:
         reason = self.program.health()
+        if _verbose(request):
+            checks = {"program": reason, **self.program.checks()["health"]}
+            return _verbose_answer("healthz", checks)
         if reason:
             return Response.text(f"unhealthy: {reason}\n", 503)
         return Response.text("ok\n")
 
     async def readyz(self, request: Request) -> Response:
-        if self.program.ready and not self.program.stopping:
+        p = self.program
+        if _verbose(request):
+            checks = {**p.checks()["ready"], "not-stopping": "stopping" if p.stopping else None}
+            return _verbose_answer("readyz", checks)
+        if p.ready and not p.stopping:
             return Response.text("ready\n")
         return Response.text("not ready\n", 503)
 
@@ -368,9 +376,24 @@ class AdminServer(Listener):
             "healthy": p.health() is None,
             "stopping": p.stopping,
             "uptime_seconds": round(time.time() - p.started_at, 3),
+            "started_at": rfc3339(p.started_at),
+            "checks": p.checks(),
         }
         data.update(p.status())
         return Response.json(data)
+
+
+def _verbose(request: Request) -> bool:
+    return "verbose" in urlsplit(request.target).query.split("&")
+
+
+def _verbose_answer(what: str, checks: dict[str, str | None]) -> Response:
+    """Kubernetes' `?verbose` layout: one `[+]name ok` / `[-]name failed: why`
+    line per check, then the verdict; 503 when any check fails."""
+    lines = [f"[+]{n} ok" if r is None else f"[-]{n} failed: {r}" for n, r in checks.items()]
+    failed = any(r is not None for r in checks.values())
+    lines.append(f"{what} check failed" if failed else f"{what} check passed")
+    return Response.text("\n".join(lines) + "\n", 503 if failed else 200)
 
 
 def _declares_body(request: Request) -> bool:

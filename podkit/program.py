@@ -11,6 +11,7 @@ import asyncio
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .aio import wait_or_timeout
@@ -93,6 +94,8 @@ class Program:
         self.started_at = time.time()
         self._ready = False
         self._unhealthy: str | None = None
+        self._readiness: dict[str, ReadinessCheck] = {}
+        self._health_checks: dict[str, Callable[[], str | None]] = {}
         self._stopping: asyncio.Event | None = None
         self._routes: list[tuple[str, str, Handler, int | None, bool]] = []
         #: The admin server's bound port once it is up (useful with port 0).
@@ -178,13 +181,42 @@ class Program:
         return await wait_or_timeout(self._stop_event(), max(0.0, seconds))
 
     def set_ready(self, ready: bool = True) -> None:
-        if ready and not self._ready:
-            self.log.info("ready")
+        was = self.ready
         self._ready = ready
+        if self.ready and not was:
+            self.log.info("ready")
 
     @property
     def ready(self) -> bool:
-        return self._ready
+        """set_ready() was called and every named readiness check has passed."""
+        return self._ready and all(c.ok for c in self._readiness.values())
+
+    def readiness(self, name: str) -> ReadinessCheck:
+        """A named condition of readiness (`first-sync`, `watching`), failing until
+        its `.passed()`; listed on `/` and by `/readyz?verbose`, as Kubernetes'
+        own `/readyz?verbose` lists its checks."""
+        check = self._readiness.get(name)
+        if check is None:
+            check = self._readiness[name] = ReadinessCheck(name, self)
+        return check
+
+    def health_check(self, name: str, fn: Callable[[], str | None]) -> None:
+        """A named liveness check: `fn()` returns None when healthy, else the
+        reason. Run on each `/healthz`; listed by `/healthz?verbose` and on `/`."""
+        self._health_checks[name] = fn
+
+    def checks(self) -> dict[str, dict[str, str | None]]:
+        """Every check's state, None when it passes: {"ready": {"started": …,
+        name: …}, "health": {name: …}} ("started": set_ready() was called)."""
+        health: dict[str, str | None] = {}
+        for name, fn in self._health_checks.items():
+            try:
+                health[name] = fn()
+            except Exception as exc:  # a check that fails to run is a failing check
+                health[name] = f"check raised {type(exc).__name__}: {exc}"
+        ready: dict[str, str | None] = {"started": None if self._ready else "not yet"}
+        ready.update({n: (None if c.ok else c.reason) for n, c in self._readiness.items()})
+        return {"ready": ready, "health": health}
 
     def set_unhealthy(self, reason: str) -> None:
         self._unhealthy = reason
@@ -193,8 +225,14 @@ class Program:
         self._unhealthy = None
 
     def health(self) -> str | None:
-        """None when healthy, else the reason. Override to compute it on demand."""
-        return self._unhealthy
+        """None when healthy, else the reason: set_unhealthy()'s, or the first
+        failing named health check's. Override to compute it on demand."""
+        if self._unhealthy:
+            return self._unhealthy
+        for name, reason in self.checks()["health"].items():
+            if reason:
+                return f"{name}: {reason}"
+        return None
 
     def status(self) -> dict[str, Any]:
         """The program's JSON status for the admin server's `/`. Override to add to it."""
@@ -239,6 +277,25 @@ class Program:
 
     async def cleanup(self) -> None:
         """Release resources. Runs after run(), also after a failure."""
+
+
+class ReadinessCheck:
+    """One named condition of a program's readiness (Program.readiness)."""
+
+    def __init__(self, name: str, program: Program) -> None:
+        self.name = name
+        self.ok = False
+        self.reason: str | None = "not yet"
+        self._program = program
+
+    def passed(self) -> None:
+        was = self._program.ready
+        self.ok, self.reason = True, None
+        if self._program.ready and not was:
+            self._program.log.info("ready", extra={"check": self.name})
+
+    def failed(self, reason: str) -> None:
+        self.ok, self.reason = False, reason
 
 
 class Sidecar(Program):

@@ -53,3 +53,44 @@ def test_run_program_reports_a_usage_error() -> None:
     res = run_program("custom_sidecar:Heartbeat", ["--every", "soon"], env={"PYTHONPATH": EXAMPLES})
     assert res.returncode == 2
     assert b"--every" in res.stderr
+
+
+def test_named_checks_on_readyz_verbose_healthz_verbose_and_status(tmp_path: Path) -> None:
+    mod = tmp_path / "gated.py"
+    go = tmp_path / "go"
+    mod.write_text(
+        "import os\n"
+        "from podkit import Sidecar\n"
+        "class Gated(Sidecar):\n"
+        "    name = 'gated'\n"
+        "    async def run(self):\n"
+        "        sync = self.readiness('first-sync')\n"
+        "        self.sink_down = 'connection refused'\n"
+        "        self.health_check('sink', lambda: self.sink_down)\n"
+        "        self.set_ready()\n"
+        "        while not self.stopping:\n"
+        f"            if os.path.exists({str(go)!r}):\n"
+        "                sync.passed()\n"
+        "                self.sink_down = None\n"
+        "            await self.sleep(0.05)\n"
+    )
+    with ProgramProcess("gated:Gated", [], env={"PYTHONPATH": str(tmp_path)}, tmp=tmp_path) as p:
+        p.wait_log("starting")
+        # set_ready() was called, but a named check still fails: not ready.
+        code, _, body = p.get("/readyz?verbose")
+        text = body.decode()
+        assert code == 503, text
+        assert "[+]started ok" in text and "[-]first-sync failed: not yet" in text
+        assert text.rstrip().endswith("readyz check failed")
+        code, _, body = p.get("/healthz?verbose")
+        assert code == 503 and "[-]sink failed: connection refused" in body.decode()
+        assert p.get("/healthz")[0] == 503
+        st = p.status()
+        assert st["checks"]["ready"]["first-sync"] == "not yet"
+        assert st["checks"]["health"]["sink"] == "connection refused"
+        assert st["started_at"].endswith("Z") and "T" in st["started_at"]
+        go.touch()
+        p.wait_ready()
+        code, _, body = p.get("/readyz?verbose")
+        assert code == 200 and "[+]first-sync ok" in body.decode()
+        assert p.get("/healthz?verbose")[0] == 200
