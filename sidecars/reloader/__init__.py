@@ -2,7 +2,7 @@
 
 Events only wake the reloader up; the decision is by content. After a quiet
 `--debounce`, it hashes every watched file (SHA-256 over relative name and
-content, following links, in a thread) and reloads only when the hash differs
+content, following the links that stay inside, in a thread) and reloads only when the hash differs
 from the one of the last successful reload. A failed reload is retried with
 backoff until it succeeds; a newer change supersedes it. Every
 `--resync-interval` it hashes anyway, since inotify can drop events silently.
@@ -26,7 +26,7 @@ from podkit.http import BearerToken, parse_headers
 from podkit.watch import Change, Watcher
 
 from . import actions
-from .tree import Filter, Plan, Scan, scan
+from .tree import LOOP, OUTSIDE, SPECIAL, Filter, Plan, Scan, scan
 
 T = TypeVar("T")
 
@@ -42,8 +42,8 @@ class Reloader(Sidecar):
     """Reload the app (webhook, signal, command) when its mounted config really changes.
 
     Watches --watch paths (ConfigMap/Secret volumes, a gitsync link, plain
-    files) with inotify, following symlinks, decides by a content hash, and
-    retries a failed reload until it succeeds.
+    files) with inotify, following the symlinks that stay inside them,
+    decides by a content hash, and retries a failed reload until it succeeds.
     """
 
     name = "reloader"
@@ -124,6 +124,10 @@ class Reloader(Sidecar):
     exclude: list[str] = option(
         metavar="GLOB", repeat=True, help="files matching this glob do not count (repeatable)"
     )
+    follow_symlinks: bool = option(
+        False,
+        help="follow links in a watched directory that lead outside it (a risk: see the docs)",
+    )
 
     def validate(self) -> None:
         self.watch = [os.path.abspath(w) for w in self.watch]
@@ -199,6 +203,15 @@ class Reloader(Sidecar):
         )
         self.m_files = m.gauge("watched_files", "Files in the content hash.")
         self.m_bytes = m.gauge("watched_bytes", "Bytes in the content hash.")
+        self.m_skipped = m.counter(
+            "skipped_paths_total",
+            "Paths in a watched tree left out of the hash, counted once each when first seen"
+            " (outside: a link leaving the watched directory; special: FIFO, device, socket;"
+            " loop: a symbolic-link loop).",
+            ["reason"],
+        )
+        for reason in (OUTSIDE, SPECIAL, LOOP):
+            self.m_skipped.labels(reason)
 
         self.filter = Filter(self.include, self.exclude)
         self.token = BearerToken(self.bearer_token_file) if self.bearer_token_file else None
@@ -216,6 +229,7 @@ class Reloader(Sidecar):
         self._placed_dirs: set[str] = set()
         self._dead: set[str] = set()
         self._watch_errors: list[str] = []
+        self._skipped: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._limited = RateLimited(self.log, 60.0)
         self._reason = "start"
@@ -345,7 +359,7 @@ class Reloader(Sidecar):
         """Hash the content, move the watches to where it lives now, and reload if it changed."""
         result: Scan | None = None
         for _ in range(MAX_PASSES):
-            result = await self._in_thread(scan, self.watch, self.filter)
+            result = await self._in_thread(scan, self.watch, self.filter, self.follow_symlinks)
             self._plan = result.plan
             moved = await self._in_thread(self._reconcile, result.plan)
             if not moved:
@@ -362,6 +376,7 @@ class Reloader(Sidecar):
                 "cannot read some watched files",
                 errors=result.errors[:10],
             )
+        self._report_skipped(result.skipped)
         if result.unstable:
             # Caught mid-update (a file vanished under us): wait for it to settle.
             self.log.debug("content in flux; looking again after the debounce")
@@ -381,6 +396,15 @@ class Reloader(Sidecar):
                 extra={"hash": digest[:16], "files": result.files, "reason": reason},
             )
         self._submit(digest)
+
+    def _report_skipped(self, skipped: dict[str, str]) -> None:
+        """One warning and one count per path newly left out; loops also make /healthz fail."""
+        new = {p: r for p, r in skipped.items() if self._skipped.get(p) != r}
+        for reason in sorted(set(new.values())):
+            paths = sorted(p for p, r in new.items() if r == reason)
+            self.m_skipped.labels(reason).inc(len(paths))
+            self.log.warning(_SKIP_MESSAGE[reason], extra={"paths": paths[:10], "reason": reason})
+        self._skipped = dict(skipped)
 
     def _submit(self, digest: str) -> None:
         self._submitted = digest
@@ -538,6 +562,12 @@ class Reloader(Sidecar):
 
     # -- status --------------------------------------------------------------
 
+    def health(self) -> str | None:
+        loops = sorted(p for p, r in getattr(self, "_skipped", {}).items() if r == LOOP)
+        if loops:
+            return f"symbolic-link loop in the watched tree: {', '.join(loops[:3])}"
+        return None
+
     def status(self) -> dict[str, Any]:
         if not hasattr(self, "retrier"):
             return {"watch": self.watch}
@@ -556,8 +586,16 @@ class Reloader(Sidecar):
             "retry": self.retrier.status() if self.retrier.pending else None,
             "watches": {d: ("recursive" if r else "entries") for d, r in sorted(self._placed)},
             "watch_errors": self._watch_errors,
+            "skipped": dict(sorted(self._skipped.items())),
             "polling": self.watcher.polling,
         }
+
+
+_SKIP_MESSAGE = {
+    OUTSIDE: "links leading outside the watched directory are not followed (--follow-symlinks)",
+    SPECIAL: "not a regular file or directory; not read",
+    LOOP: "symbolic-link loop in the watched tree; left out until it is fixed",
+}
 
 
 def _inode(path: str) -> tuple[int, int] | None:

@@ -598,3 +598,64 @@ def test_gate_command_timeout_is_retried_not_blocked(tmp_path: Path, receiver: R
         marker.touch()
         wait_until(lambda: len(receiver.calls) == 1, 10, what="the reload once the check answers")
         assert stays(lambda: len(receiver.calls) == 1, 1.0)
+
+
+def skipped_count(proc: ProgramProcess, reason: str) -> float:
+    _, _, body = proc.get("/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(f'podkit_reloader_skipped_paths_total{{reason="{reason}"}} '):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_link_loop_is_reported_and_the_next_change_still_reloads(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    conf = tmp_path / "conf"
+    (conf / "sub").mkdir(parents=True)
+    (conf / "app.yml").write_text("v0")
+    (conf / "sub" / "a").symlink_to("b")
+    (conf / "sub" / "b").symlink_to("a")
+    with reloader(
+        tmp_path, "--watch", str(conf), "--webhook-url", receiver.url, "--debounce", "100ms"
+    ) as p:
+        p.wait_ready()
+        code, _, body = p.get("/healthz")
+        assert code == 503 and b"symbolic-link loop" in body and b"/conf/sub/a" in body
+        st = status(p)
+        assert st["skipped"] == {str(conf / "sub/a"): "loop", str(conf / "sub/b"): "loop"}
+        assert st["healthy"] is False
+        assert skipped_count(p, "loop") == 2
+        (conf / "app.yml").write_text("v1")
+        wait_until(calls_reach(receiver, 1), 10, what="the reload after a real change")
+        (conf / "sub" / "b").unlink()
+        (conf / "sub" / "b").write_text("fixed")
+        wait_until(lambda: p.get("/healthz")[0] == 200, 10, what="healthy once the loop is gone")
+        wait_until(calls_reach(receiver, 2), 10, what="the reload for the new file b")
+        assert sum("symbolic-link loop" in r["message"] for r in p.records()) == 1
+
+
+def test_links_out_of_the_volume_are_not_followed(tmp_path: Path, receiver: Receiver) -> None:
+    """Whoever writes the volume cannot make the reloader read a secret, a FIFO or a device."""
+    secret = tmp_path / "secret"
+    secret.write_text("s1")
+    conf = tmp_path / "conf"
+    atomic_write(conf, {"app.yml": b"v0"})
+    (conf / "token").symlink_to(secret)
+    (conf / "environ").symlink_to("/proc/self/environ")
+    os.mkfifo(tmp_path / "fifo")
+    (conf / "pipe").symlink_to(tmp_path / "fifo")
+    with reloader(
+        tmp_path, "--watch", str(conf), "--webhook-url", receiver.url, "--debounce", "100ms"
+    ) as p:
+        p.wait_ready()
+        assert status(p)["files"] == 1
+        assert skipped_count(p, "outside") == 3
+        secret.write_text("s2")  # not content: no reload
+        (conf / "new.yml").write_text("n")
+        wait_until(calls_reach(receiver, 1), 10, what="the reload of app.yml")
+        assert stays(lambda: len(receiver.calls) == 1, 0.5)
+        warnings = [r for r in p.records() if "not followed" in r["message"]]
+        assert len(warnings) == 1 and len(warnings[0]["paths"]) == 3
+        assert skipped_count(p, "outside") == 3  # once each, not once per scan
+        assert p.get("/healthz")[0] == 200

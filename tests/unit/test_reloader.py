@@ -88,7 +88,7 @@ def test_link_root_watches_target_and_link(tmp_path: Path) -> None:
     assert not s.plan.relevant(str(tmp_path / "other"))
 
 
-def test_linked_dir_outside_the_tree_is_followed(tmp_path: Path) -> None:
+def test_linked_dir_outside_the_tree_is_followed_only_with_follow(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "x.conf").write_text("1")
@@ -96,9 +96,66 @@ def test_linked_dir_outside_the_tree_is_followed(tmp_path: Path) -> None:
     tree.mkdir()
     (tree / "conf.d").symlink_to(outside)
     (tree / "loop").symlink_to(tree)  # must not recurse forever
-    s = scan([str(tree)], ALL)
+    s = scan([str(tree)], ALL, follow=True)
     assert s.files == 1
     assert s.plan.watches() == {str(outside): True, str(tree): True, str(tmp_path): False}
+    s = scan([str(tree)], ALL)
+    assert s.files == 0
+    assert s.skipped == {str(tree / "conf.d"): "outside"}
+
+
+def test_links_leaving_the_tree_are_not_followed_by_default(tmp_path: Path) -> None:
+    """A shared volume is not a way out: links to a secret, /proc/self/environ, a FIFO, a device."""
+    secret = tmp_path / "secret"
+    secret.write_text("hunter2")
+    tree = tmp_path / "conf"
+    tree.mkdir()
+    kubelet_write(tree, {"app.yml": b"a: 1\n"}, "2024_01_01")  # the normal case keeps working
+    (tree / "token").symlink_to(secret)
+    (tree / "environ").symlink_to("/proc/self/environ")
+    (tree / "zero").symlink_to("/dev/zero")
+    os.mkfifo(tree / "..fifo_target")  # inside the tree, but a FIFO
+    (tree / "pipe").symlink_to("..fifo_target")
+    (tree / "sub").mkdir()
+    (tree / "sub" / "up").symlink_to("../app.yml")  # inside: counts
+    s = scan([str(tree)], ALL)
+    assert s.files == 2 and not s.unstable and not s.errors
+    assert s.skipped == {
+        str(tree / "token"): "outside",
+        str(tree / "environ"): "outside",
+        str(tree / "zero"): "outside",
+        str(tree / "pipe"): "special",
+    }
+    secret.write_text("changed")  # the secret is not in the hash
+    assert scan([str(tree)], ALL).digest == s.digest
+    # A watched file that is a link must stay in its own directory, too.
+    assert scan([str(tree / "token")], ALL).skipped == {str(tree / "token"): "outside"}
+    assert scan([str(tree / "app.yml")], ALL).files == 1
+    assert scan([str(tree / "token")], ALL, follow=True).files == 1
+
+
+def test_link_loop_is_reported_and_the_rest_still_counts(tmp_path: Path) -> None:
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    (tmp_path / "c").write_text("1")
+    s = scan([str(tmp_path)], ALL)
+    assert not s.unstable  # a loop is no reason to postpone the decision forever
+    assert s.files == 1
+    assert s.skipped == {str(tmp_path / "a"): "loop", str(tmp_path / "b"): "loop"}
+    assert s.plan.relevant(str(tmp_path / "a"))  # fixing the loop is seen
+    (tmp_path / "c").write_text("2")
+    assert scan([str(tmp_path)], ALL).digest != s.digest
+
+
+def test_o_nofollow_refuses_a_link_swapped_in_after_the_check(tmp_path: Path) -> None:
+    from podkit.sidecars.reloader.tree import _hash_file
+
+    (tmp_path / "secret").write_text("x")
+    (tmp_path / "f").symlink_to(tmp_path / "secret")
+    import hashlib
+
+    with pytest.raises(OSError):
+        _hash_file(hashlib.sha256(), str(tmp_path / "f"), nofollow=True)
 
 
 def test_filter_globs(tmp_path: Path) -> None:
