@@ -32,6 +32,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 _MAX_LINKS = 40  # the kernel's own limit on symlinks followed in one lookup
@@ -48,6 +49,11 @@ class Plan:
     recursive: set[str] = field(default_factory=set)
     #: directory -> names in it whose change matters (a link, a watched file)
     names: dict[str, set[str]] = field(default_factory=dict)
+
+    def merge(self, other: Plan) -> None:
+        self.recursive |= other.recursive
+        for d, names in other.names.items():
+            self.names.setdefault(d, set()).update(names)
 
     def add_name(self, path: str) -> None:
         d, n = os.path.split(path)
@@ -184,12 +190,15 @@ def _hash_file(h: hashlib._Hash, path: str, nofollow: bool = False) -> int:
     return size
 
 
-def scan(roots: Sequence[str], flt: Filter, follow: bool = False) -> Scan:
+def scan(
+    roots: Sequence[str], flt: Filter, follow: bool = False, skip: AbstractSet[str] = frozenset()
+) -> Scan:
     """Hash every watched file and plan the watches. Runs in a thread.
 
     The links on a `--watch` path up to its last directory are the
     operator's and always followed. A watched *file* that is a link must stay
-    in its real parent directory unless `follow` is set.
+    in its real parent directory unless `follow` is set. Files whose real
+    path is in `skip` (the --render templates) are not content.
     """
     h = hashlib.sha256()
     plan = Plan()
@@ -229,7 +238,7 @@ def scan(roots: Sequence[str], flt: Filter, follow: bool = False) -> Scan:
             except OSError as exc:
                 errors.append(f"{root}: {exc.strerror or exc}")
             continue
-        n, b, u = _walk(h, real, flt, plan, errors, skipped, follow)
+        n, b, u = _walk(h, real, flt, plan, errors, skipped, follow, skip)
         files, total, unstable = files + n, total + b, unstable or u
     return Scan(h.hexdigest(), files, total, plan, unstable, errors, skipped)
 
@@ -247,6 +256,7 @@ def _walk(
     errors: list[str],
     skipped: dict[str, str],
     follow: bool,
+    skip: AbstractSet[str] = frozenset(),
 ) -> tuple[int, int, bool]:
     """Walk one watched directory tree in sorted order, following the links it may follow."""
     files = total = 0
@@ -325,6 +335,8 @@ def _walk(
                 skipped[e.path] = SPECIAL
     entries.sort()
     for rel, path in entries:
+        if path in skip:
+            continue
         try:
             total += _file_entry(h, rel, path, not follow)
             files += 1

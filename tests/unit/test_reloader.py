@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -409,3 +410,86 @@ async def test_run_command_output_and_group_kill() -> None:
                 await task
             await asyncio.sleep(0.5)  # a start that was under way completes meanwhile
         await until(lambda t=token: not _sleeping(t), f"{case}: the shell's child survived")
+
+
+def test_render_substitution_escapes_and_files(tmp_path: Path) -> None:
+    import gzip
+
+    from podkit.sidecars.reloader.render import MAX_BYTES, RenderError, Spec, render, write
+
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "pw").write_text("s3cr3t\n")
+    src = tmp_path / "t.yml"
+    src.write_text(
+        "a: $(A) b: ${B_1} keep: $1 ${1} $$(A) $${B_1} $(lower) pw: $(file:%s)\n" % (secrets / "pw")
+    )
+    spec = Spec.parse(f"{src}:{tmp_path / 'out.yml'}")
+    env = {"A": "x", "B_1": "y", "lower": "z"}
+    r = render(spec, env, [str(secrets)])
+    assert r.data == b"a: x b: y keep: $1 ${1} $(A) ${B_1} z pw: s3cr3t\n"
+    assert r.files == [str(secrets / "pw")]
+    assert write(r) and not write(r)  # the second time it is already there
+    assert (tmp_path / "out.yml").read_bytes() == r.data
+    with pytest.raises(RenderError, match="B_1 is not set"):
+        render(spec, {"A": "x", "lower": "z"}, [str(secrets)])
+    with pytest.raises(RenderError, match="outside every --render-files-from"):
+        render(spec, env, [])
+    (secrets / "link").symlink_to("/etc/hostname")  # a link out of the allowed directory
+    src.write_text("$(file:%s)" % (secrets / "link"))
+    with pytest.raises(RenderError, match="outside"):
+        render(spec, env, [str(secrets)])
+    gz = tmp_path / "t.yml.gz"
+    gz.write_bytes(gzip.compress(b"v: $(A)\n"))
+    assert render(Spec(str(gz), str(tmp_path / "o")), env, []).data == b"v: x\n"
+    gz.write_bytes(gzip.compress(b"\0" * (MAX_BYTES + 10)))  # a gzip bomb
+    with pytest.raises(RenderError, match="expands to more than"):
+        render(Spec(str(gz), str(tmp_path / "o")), env, [])
+    with pytest.raises(ValueError):
+        Spec.parse("only-one-path")
+
+
+def test_write_atomic_keeps_the_old_file_on_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from podkit.files import write_atomic
+
+    target = tmp_path / "f"
+    target.write_bytes(b"old")
+
+    def full(fd: int, data: Any) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OSError):
+        write_atomic(str(target), b"new")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--one-time", "--watch", "/x"], "--one-time: needs --render"),
+        (["--render", "nocolon", "--command", "true"], "--render: not SRC:DEST"),
+        (["--watch", "/x", "--command", "true", "--verify-json", "$.a"], "need --verify-url"),
+        (["--watch", "/x", "--command", "true", "--verify-url", "http://h/"], "give --verify-json"),
+        (
+            [
+                "--watch",
+                "/x",
+                "--command",
+                "true",
+                "--verify-url",
+                "http://h/",
+                "--verify-json",
+                "a",
+            ],
+            "starts with $",
+        ),
+    ],
+)
+def test_render_and_verify_usage_errors(argv: list[str], fragment: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(fragment)):
+        configure(Reloader, argv)
