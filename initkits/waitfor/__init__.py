@@ -71,8 +71,9 @@ class WaitFor(InitTask):
         required=True,
         metavar="TARGET",
         help="URL to wait for: tcp://host:port, http(s)://..., dns://name[?type=AAAA], "
-        "file:///path[?nonempty=1], unix:///path.sock, redis(s)://[user:pw@]host:port[/db], "
-        "postgres://user[:pw]@host:port/db, mysql://host:port",
+        "file:///path[?nonempty=1], unix:///path.sock, "
+        "redis(s)://[user:pw@]host:port[/db][?key=K[&value=V]], "
+        "postgres://user[:pw]@host:port/db[?query=SQL], mysql://[user[:pw]@]host:port[/db][?query=SQL]",
     )
     timeout: float = option("120s", kind="duration", help="give up after this long (0: never)")
     interval: float = option(

@@ -361,8 +361,8 @@ def test_mysql_handshake(mariadb_server: MariaDBServer) -> None:
     res = waitfor(
         "--timeout",
         "30s",
-        mariadb_server.url,
-        f"mysql://app:pw@127.0.0.1:{mariadb_server.port}/app",
+        mariadb_server.url,  # root with no password: a real login
+        f"mariadb://127.0.0.1:{mariadb_server.port}/app",  # no user: the greeting is enough
     )
     assert res.returncode == 0, res.stderr
     res = waitfor("--timeout", "500ms", f"mysql://127.0.0.1:{free_port()}")
