@@ -14,11 +14,13 @@ import asyncio
 import gc
 import logging
 import re
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from podkit import InitTask, RateLimited, UsageError, format_duration, option, redact_url
+from podkit.checks import ConditionError, JSONCondition
 from podkit.retry import Backoff
 
 # Importing the probe modules registers their schemes in REGISTRY.
@@ -89,6 +91,11 @@ class WaitFor(InitTask):
     http_body_regex: str | None = option(
         None, help="HTTP response body must match this regex (searched)"
     )
+    http_json: list[str] = option(
+        repeat=True,
+        metavar="'$.PATH OP VALUE'",
+        help="JSON condition on the HTTP body, e.g. '$.status == \"UP\"'; repeatable",
+    )
     http_header: list[str] = option(
         repeat=True,
         metavar="NAME[=REGEX]",
@@ -105,6 +112,12 @@ class WaitFor(InitTask):
     insecure: bool = option(False, help="do not verify TLS certificates (https, rediss)")
     ca_file: str | None = option(
         None, kind="path", help="CA bundle (PEM) for TLS instead of the system's"
+    )
+    cert_file: str | None = option(
+        None, kind="path", help="client certificate (PEM) for TLS peers that ask for one"
+    )
+    key_file: str | None = option(
+        None, kind="path", help="private key of --cert-file (if not in the same file)"
     )
 
     def __init__(self) -> None:
@@ -124,14 +137,30 @@ class WaitFor(InitTask):
         if self.max_interval < self.interval:
             raise UsageError("--max-interval: must not be shorter than --interval")
         settings = Settings(
-            http=self._http_settings(), ca_file=self.ca_file, insecure=self.insecure
+            http=self._http_settings(),
+            ca_file=self.ca_file,
+            insecure=self.insecure,
+            cert_file=self.cert_file,
+            key_file=self.key_file,
         )
-        if self.ca_file is not None:
+        if self.key_file and not self.cert_file:
+            raise UsageError("--key-file: needs --cert-file")
+        for flag, path in (
+            ("--ca-file", self.ca_file),
+            ("--cert-file", self.cert_file),
+            ("--key-file", self.key_file),
+        ):
+            if path is not None:
+                try:
+                    with open(path, "rb"):
+                        pass
+                except OSError as exc:
+                    raise UsageError(f"{flag} {path}: {exc.strerror or exc}") from None
+        if self.cert_file:
             try:
-                with open(self.ca_file, "rb"):
-                    pass
-            except OSError as exc:
-                raise UsageError(f"--ca-file {self.ca_file}: {exc.strerror or exc}") from None
+                settings.ssl_context()
+            except (ssl.SSLError, OSError) as exc:
+                raise UsageError(f"--cert-file/--key-file: {exc}") from None
         errors = []
         for text in self.targets:
             try:
@@ -152,6 +181,11 @@ class WaitFor(InitTask):
             raise UsageError(f"--http-method: must be one of {', '.join(HTTP_METHODS)}")
         if self.http_body_regex is not None:
             out.body_regex = _regex(self.http_body_regex, "--http-body-regex")
+        for item in self.http_json:
+            try:
+                out.json.append(JSONCondition.parse(item))
+            except ConditionError as exc:
+                raise UsageError(f"--http-json: {exc}") from None
         for item in self.http_header:
             name, sep, pattern = item.partition("=")
             name = name.strip()

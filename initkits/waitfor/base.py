@@ -15,6 +15,7 @@ from typing import ClassVar, TypeVar
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from podkit import SecretFile, redact_url, register_secret
+from podkit.checks import JSONCondition
 
 
 class NotReady(Exception):
@@ -31,6 +32,11 @@ class HTTPSettings:
     request_headers: list[tuple[str, str]] = field(default_factory=list)
     method: str = "GET"
     follow_redirects: bool = False
+    json: list[JSONCondition] = field(default_factory=list)
+
+    @property
+    def needs_body(self) -> bool:
+        return self.body_regex is not None or bool(self.json)
 
     def status_ok(self, status: int) -> bool:
         return any(lo <= status <= hi for lo, hi in self.statuses)
@@ -46,6 +52,9 @@ class Settings:
     http: HTTPSettings = field(default_factory=HTTPSettings)
     ca_file: str | None = None
     insecure: bool = False
+    #: a client certificate (PEM) and its key, presented to every TLS peer that asks
+    cert_file: str | None = None
+    key_file: str | None = None
     _ssl: dict[bool, ssl.SSLContext] = field(default_factory=dict)
 
     def ssl_context(self, verify: bool = True) -> ssl.SSLContext:
@@ -53,7 +62,9 @@ class Settings:
         if verify not in self._ssl:
             from podkit.http import ssl_context
 
-            self._ssl[verify] = ssl_context(self.ca_file, self.insecure or not verify)
+            self._ssl[verify] = ssl_context(
+                self.ca_file, self.insecure or not verify, self.cert_file, self.key_file
+            )
         return self._ssl[verify]
 
 
