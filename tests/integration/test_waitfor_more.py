@@ -1,4 +1,4 @@
-"""waitfor's further conditions against real peers: HTTP JSON bodies, client certificates.
+"""waitfor's further conditions against real peers: HTTP JSON, client certificates, DNS.
 
 nginx serves a health document whose status a test flips, and requires a
 client certificate signed by the test CA on its TLS port.
@@ -6,12 +6,16 @@ client certificate signed by the test CA on its TLS port.
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ProgramProcess, free_port, run_program
+from tests.helpers import ProgramProcess, free_port, need, run_program, wait_until
 from tests.peers.nginx import Nginx, start_nginx
 from tests.peers.tls import TLSFiles
 
@@ -90,3 +94,89 @@ def test_client_certificate_and_expected_header(mtls_web: Nginx, tls_files: TLSF
     assert res.returncode == 124 and b"without header X-Missing" in res.stderr
     res = run_program("waitfor", ["--key-file", str(tls_files.client_key), url])
     assert res.returncode == 2 and b"--key-file: needs --cert-file" in res.stderr
+
+
+class Dnsmasq:
+    """A real dnsmasq on a free loopback port, its names from a hosts file it re-reads on SIGHUP."""
+
+    def __init__(self, tmp: Path, *extra: str) -> None:
+        self.port = free_port(kind=socket.SOCK_DGRAM)
+        self.hosts = tmp / "hosts"
+        self.hosts.write_text("")
+        self.proc = subprocess.Popen(
+            [need("dnsmasq"), "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
+             "--no-hosts", f"--addn-hosts={self.hosts}", f"--port={self.port}",
+             "--listen-address=127.0.0.1", "--bind-interfaces", "--user=root", "--local=/test/",
+             f"--pid-file={tmp / 'dnsmasq.pid'}", *extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        self.server = f"127.0.0.1:{self.port}"
+        wait_until(self._answers, 10, what="dnsmasq answering")
+
+    def _answers(self) -> bool:
+        assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else ""
+        from podkit.initkits.waitfor.probe_dns import query
+
+        try:
+            asyncio.run(asyncio.wait_for(query(("127.0.0.1", self.port), "probe.test", 1), 0.5))
+        except OSError:
+            return False
+        except Exception:
+            return True  # an answer, even NXDOMAIN
+        return True
+
+    def set_hosts(self, text: str) -> None:
+        self.hosts.write_text(text)
+        self.proc.send_signal(signal.SIGHUP)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def test_dns_expected_addresses_types_and_nameserver(tmp_path: Path) -> None:
+    dns = Dnsmasq(
+        tmp_path,
+        "--cname=www.app.test,web.app.test",
+        "--srv-host=_postgresql._tcp.app.test,db.app.test,5432",
+        "--txt-record=app.test,v=ready",
+    )
+    try:
+        ns = f"nameserver={dns.server}"
+        url = f"dns://db.app.test?{ns}&expect=10.1.0.5,fd00::5"
+        with waiting_for([url]) as p:
+            p.wait_log("waiting", error="no such name (NXDOMAIN)")
+            dns.set_hosts("10.1.0.4 db.app.test\n")
+            p.wait_log(
+                "waiting", error="db.app.test resolves to 10.1.0.4, not yet to 10.1.0.5, fd00::5"
+            )
+            dns.set_hosts("10.1.0.4 db.app.test\n10.1.0.5 db.app.test\nfd00::5 db.app.test\n")
+            wait_until(lambda: errors(p, "db.app.test resolves to 10.1.0.4, 10.1.0.5"), 10)
+            assert p.proc is not None and p.proc.poll() is None
+        # A is asked for by default: the AAAA expectation needs type=AAAA.
+        res = run_program(
+            "waitfor",
+            ["--timeout", "20s",
+             f"dns://db.app.test?{ns}&expect=10.1.0.5",
+             f"dns://db.app.test?{ns}&type=AAAA&expect=fd00::5",
+             f"dns://www.app.test?{ns}&type=CNAME&expect=web.app.test.",
+             f"dns://_postgresql._tcp.app.test?{ns}&type=SRV&expect=db.app.test:5432",
+             f"dns://_postgresql._tcp.app.test?{ns}&type=SRV&expect=db.app.test",
+             f"dns://app.test?{ns}&type=TXT&expect=v=ready"],
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        res = run_program(
+            "waitfor", ["--timeout", "1s", f"dns://app.test?{ns}&type=TXT&expect=v=other"]
+        )
+        assert res.returncode == 124 and b"resolves to v=ready, not yet to v=other" in res.stderr
+        res = run_program("waitfor", ["dns://x.test?type=MX", "dns://x.test?expect=notanip"])
+        assert res.returncode == 2 and b"type must be one of" in res.stderr
+    finally:
+        dns.stop()
+
+
+def errors(p: ProgramProcess, prefix: str) -> bool:
+    return any(
+        r["message"] == "waiting" and str(r.get("error", "")).startswith(prefix)
+        for r in p.records()
+    )
