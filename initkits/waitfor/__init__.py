@@ -26,6 +26,7 @@ from podkit.retry import Backoff
 # Importing the probe modules registers their schemes in REGISTRY.
 from . import (  # noqa: F401
     probe_dns,
+    probe_exec,
     probe_file,
     probe_http,
     probe_mysql,

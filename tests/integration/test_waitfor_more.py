@@ -180,3 +180,25 @@ def errors(p: ProgramProcess, prefix: str) -> bool:
         r["message"] == "waiting" and str(r.get("error", "")).startswith(prefix)
         for r in p.records()
     )
+
+
+def test_exec_target_waits_for_exit_zero(tmp_path: Path) -> None:
+    flag = tmp_path / "flag"
+    script = tmp_path / "check.sh"
+    script.write_text('#!/bin/sh\n[ -f "$1" ] && exit 0\necho "no flag at $1"\nexit 3\n')
+    script.chmod(0o755)
+    url = f"exec://{script}?args={flag}"
+    with waiting_for([url]) as p:
+        p.wait_log("waiting", error=f"exited 3: no flag at {flag}")
+        flag.write_text("")
+        assert p.wait(30) == 0, p.stderr()
+    # A hanging command is killed at --attempt-timeout, its whole group with it.
+    hang = tmp_path / "hang.sh"
+    hang.write_text("#!/bin/sh\nsleep 30 &\nsleep 30\n")
+    hang.chmod(0o755)
+    res = run_program(
+        "waitfor", ["--timeout", "1s", "--attempt-timeout", "300ms", f"exec://{hang}"]
+    )
+    assert res.returncode == 124 and b"no answer within 300ms" in res.stderr
+    res = run_program("waitfor", ["--timeout", "500ms", f"exec://{tmp_path}/missing"])
+    assert res.returncode == 124 and b"no such command" in res.stderr
