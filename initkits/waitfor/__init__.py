@@ -25,6 +25,7 @@ from podkit.retry import Backoff
 
 # Importing the probe modules registers their schemes in REGISTRY.
 from . import (  # noqa: F401
+    probe_amqp,
     probe_dns,
     probe_exec,
     probe_file,

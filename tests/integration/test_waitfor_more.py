@@ -1,4 +1,5 @@
-"""waitfor's further conditions against real peers: HTTP JSON, client certificates, DNS.
+"""waitfor's further conditions against real peers: HTTP JSON, client certificates, DNS,
+exec, AMQP (RabbitMQ).
 
 nginx serves a health document whose status a test flips, and requires a
 client certificate signed by the test CA on its TLS port.
@@ -7,16 +8,19 @@ client certificate signed by the test CA on its TLS port.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.helpers import ProgramProcess, free_port, need, run_program, wait_until
 from tests.peers.nginx import Nginx, start_nginx
+from tests.peers.rabbitmq import RabbitMQServer
 from tests.peers.tls import TLSFiles
 
 
@@ -202,3 +206,22 @@ def test_exec_target_waits_for_exit_zero(tmp_path: Path) -> None:
     assert res.returncode == 124 and b"no answer within 300ms" in res.stderr
     res = run_program("waitfor", ["--timeout", "500ms", f"exec://{tmp_path}/missing"])
     assert res.returncode == 124 and b"no such command" in res.stderr
+
+
+def test_amqp_connection_open_against_rabbitmq(rabbitmq_server: RabbitMQServer) -> None:
+    rmq = rabbitmq_server
+    res = run_program("waitfor", ["--timeout", "30s", rmq.url(), rmq.url(vhost="%2F")])
+    assert res.returncode == 0, res.stderr
+    res = run_program(
+        "waitfor",
+        ["--timeout", "1500ms", rmq.url(password="not-it-9"), rmq.url(vhost="nosuch")],
+    )
+    assert res.returncode == 124
+    errs = sorted(r["last_error"] for r in records(res.stderr) if r["message"] == "not ready")
+    assert errs[0].startswith("login refused: wrong user or password (ACCESS_REFUSED)"), errs
+    assert errs[1].startswith("not allowed (NOT_ALLOWED)") and "nosuch" in errs[1], errs
+    assert b"not-it-9" not in res.stderr and b"app-secret" not in res.stderr
+
+
+def records(stderr: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith(b"{")]
