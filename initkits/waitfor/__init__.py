@@ -29,6 +29,7 @@ from . import (  # noqa: F401
     probe_dns,
     probe_exec,
     probe_file,
+    probe_grpc,
     probe_http,
     probe_mysql,
     probe_postgres,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ProgramProcess, free_port, need, run_program, wait_until
+from tests.helpers import ProgramProcess, free_port, missing, need, run_program, wait_until
 from tests.peers.nginx import Nginx, start_nginx
 from tests.peers.rabbitmq import RabbitMQServer
 from tests.peers.tls import TLSFiles
@@ -225,3 +225,56 @@ def test_amqp_connection_open_against_rabbitmq(rabbitmq_server: RabbitMQServer) 
 
 def records(stderr: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stderr.splitlines() if line.startswith(b"{")]
+
+
+class HealthServer:
+    """A real gRPC server (grpcio) serving grpc.health.v1 from grpcio-health-checking."""
+
+    def __init__(self) -> None:
+        try:
+            import grpc
+            from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        except ImportError:
+            missing("grpcio-health-checking not installed (pip install -e '.[dev]')")
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pb = health_pb2
+        self.health = health.HealthServicer()
+        self.server = grpc.server(ThreadPoolExecutor(2))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def set(self, service: str, status: str) -> None:
+        self.health.set(service, getattr(self.pb.HealthCheckResponse, status))
+
+    def stop(self) -> None:
+        self.server.stop(0)
+
+
+def test_grpc_health_against_grpcio() -> None:
+    srv = HealthServer()
+    try:
+        srv.set("", "SERVING")
+        srv.set("app.Api", "NOT_SERVING")
+        url = f"grpc://127.0.0.1:{srv.port}?service=app.Api"
+        with waiting_for([url, f"grpc://127.0.0.1:{srv.port}"]) as p:
+            p.wait_log("waiting", error="health status NOT_SERVING for 'app.Api'")
+            srv.set("app.Api", "SERVING")
+            assert p.wait(30) == 0, p.stderr()
+        res = run_program(
+            "waitfor", ["--timeout", "1s", f"grpc://127.0.0.1:{srv.port}?service=nope"]
+        )
+        assert res.returncode == 124
+        assert b"health status UNKNOWN for 'nope' (or a service the server" in res.stderr
+    finally:
+        srv.stop()
+
+
+def test_grpc_probe_against_http1(tmp_path: Path) -> None:
+    web = start_nginx(tmp_path)
+    try:
+        res = run_program("waitfor", ["--timeout", "1s", f"grpc://127.0.0.1:{web.port}"])
+        assert res.returncode == 124 and b"it answered HTTP/1" in res.stderr, res.stderr
+    finally:
+        web.stop()
