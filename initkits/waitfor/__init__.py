@@ -31,6 +31,8 @@ from . import (  # noqa: F401
     probe_file,
     probe_grpc,
     probe_http,
+    probe_kafka,
+    probe_mongodb,
     probe_mysql,
     probe_postgres,
     probe_redis,

@@ -12,14 +12,14 @@ import os
 import ssl
 import struct
 import subprocess
-import threading
 import uuid
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from tests.helpers import ProgramProcess, free_port, need, run_program, wait_until
+from tests.helpers import ProgramProcess, need, run_program, wait_until
+from tests.peers.fakes import ThreadedServer
 from tests.peers.mariadb import MariaDBServer
 from tests.peers.postgres import PostgresServer
 from tests.peers.redis import RedisServer
@@ -137,18 +137,11 @@ class FakeMySQL8:
             subprocess.run([self.openssl, "rsa", "-in", str(self.key), "-pubout", "-out",
                             str(self.pub)], check=True, capture_output=True)  # fmt: skip
         self.logins: list[str] = []
-        self.port = free_port()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self.handle, "127.0.0.1", self.port), self.loop
-        ).result(10)
+        self.server = ThreadedServer(self.handle)
+        self.port = self.server.port
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        self.server.close()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         seq = 0
@@ -214,10 +207,8 @@ class FakeMySQL8:
                 send(b"\xff\x15\x04#28000Access denied for user")
             await writer.drain()
             await reader.read(100)
-        except (OSError, asyncio.IncompleteReadError, subprocess.CalledProcessError):
+        except subprocess.CalledProcessError:
             pass
-        finally:
-            writer.close()
 
 
 @pytest.mark.parametrize("mode", ["fast", "rsa", "tls"])
