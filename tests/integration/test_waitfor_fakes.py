@@ -14,6 +14,7 @@ import struct
 from typing import Any
 
 from podkit.initkits.waitfor.probe_mongodb import bson_decode, bson_encode
+
 from tests.helpers import ProgramProcess, run_program
 from tests.peers.fakes import ThreadedServer
 
