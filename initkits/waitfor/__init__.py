@@ -31,6 +31,7 @@ from . import (  # noqa: F401
     probe_file,
     probe_grpc,
     probe_http,
+    probe_k8s,
     probe_kafka,
     probe_mongodb,
     probe_mysql,
@@ -124,6 +125,16 @@ class WaitFor(InitTask):
     key_file: str | None = option(
         None, kind="path", help="private key of --cert-file (if not in the same file)"
     )
+    k8s_api: str | None = option(
+        None,
+        kind="url",
+        help="Kubernetes API server for k8s:// targets (default: in-cluster, from the environment)",
+    )
+    k8s_token_file: str | None = option(
+        None,
+        kind="path",
+        help="bearer token for --k8s-api (default: the pod's service-account token)",
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -147,6 +158,8 @@ class WaitFor(InitTask):
             insecure=self.insecure,
             cert_file=self.cert_file,
             key_file=self.key_file,
+            k8s_api=self.k8s_api,
+            k8s_token_file=self.k8s_token_file,
         )
         if self.key_file and not self.cert_file:
             raise UsageError("--key-file: needs --cert-file")

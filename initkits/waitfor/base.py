@@ -55,6 +55,9 @@ class Settings:
     #: a client certificate (PEM) and its key, presented to every TLS peer that asks
     cert_file: str | None = None
     key_file: str | None = None
+    #: the Kubernetes API for k8s:// targets (default: the in-cluster one)
+    k8s_api: str | None = None
+    k8s_token_file: str | None = None
     _ssl: dict[bool, ssl.SSLContext] = field(default_factory=dict)
 
     def ssl_context(self, verify: bool = True) -> ssl.SSLContext:
