@@ -4,7 +4,8 @@
 
 Targets are URLs, checked concurrently and re-resolved on every attempt:
 tcp://host:port, http(s)://..., dns://name, file:///path, unix:///path.sock,
-redis(s)://, postgres(ql)://, mysql://. Exit 0 when ready (or exec COMMAND),
+exec:///cmd, redis(s)://, postgres(ql)://, mysql://, amqp(s)://, grpc(s)://,
+kafka://, mongodb://, k8s://kind/name. Exit 0 when ready (or exec COMMAND),
 124 on --timeout, 2 for a malformed target, 143/130 on SIGTERM/SIGINT.
 """
 
@@ -65,7 +66,8 @@ class WaitFor(InitTask):
     podkit waitfor [options] TARGET [TARGET ...] [-- COMMAND [ARG ...]]
 
     Targets (checked concurrently, re-resolved on every attempt): tcp, http(s),
-    dns, file, unix, redis(s), postgres(ql), mysql. Exit 0 when ready (with
+    dns, file, unix, exec, redis(s), postgres(ql), mysql, amqp(s), grpc(s),
+    kafka, mongodb, k8s. Exit 0 when ready (with
     COMMAND: exec it), 124 on --timeout, 2 for a malformed target or option,
     143/130 on SIGTERM/SIGINT. See docs/waitfor.md.
     """
