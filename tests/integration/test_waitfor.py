@@ -623,7 +623,7 @@ BAD_TARGETS = [
     ("file://relative/x", "three slashes"),
     ("unix://sock", "three slashes"),
     ("file:///x?nonempty=maybe", "not a boolean"),
-    ("dns://db?type=MX", "type must be A or AAAA"),
+    ("dns://db?type=MX", "type must be one of A, AAAA, CNAME, SRV, TXT"),
     ("dns://db:53", "takes no port"),
     ("redis://h:6379/zero", "database must be a number"),
     ("postgres://h:5432/db", "missing user"),

@@ -6,12 +6,14 @@ sets (`?key=`, `&value=`), MariaDB with a real login and `?query=`.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
+import socket
+import socketserver
 import ssl
 import struct
 import subprocess
+import threading
 import uuid
 from pathlib import Path
 from urllib.parse import quote
@@ -19,7 +21,6 @@ from urllib.parse import quote
 import pytest
 
 from tests.helpers import ProgramProcess, need, run_program, wait_until
-from tests.peers.fakes import ThreadedServer
 from tests.peers.mariadb import MariaDBServer
 from tests.peers.postgres import PostgresServer
 from tests.peers.redis import RedisServer
@@ -137,78 +138,96 @@ class FakeMySQL8:
             subprocess.run([self.openssl, "rsa", "-in", str(self.key), "-pubout", "-out",
                             str(self.pub)], check=True, capture_output=True)  # fmt: skip
         self.logins: list[str] = []
-        self.server = ThreadedServer(self.handle)
-        self.port = self.server.port
+        # Blocking sockets, one thread per connection: after the 32-byte
+        # SSLRequest the client sends its TLS hello at once, and an asyncio
+        # stream would already have buffered it where start_tls cannot see it.
+        fake = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                try:
+                    fake.handle(self.request)
+                except (OSError, subprocess.CalledProcessError):
+                    pass
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
-        self.server.close()
+        self.server.shutdown()
+        self.server.server_close()
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def handle(self, sock: socket.socket) -> None:
         seq = 0
 
         def send(payload: bytes) -> None:
             nonlocal seq
-            writer.write(len(payload).to_bytes(3, "little") + bytes([seq]) + payload)
+            sock.sendall(len(payload).to_bytes(3, "little") + bytes([seq]) + payload)
             seq += 1
 
-        async def read() -> bytes:
-            nonlocal seq
-            head = await reader.readexactly(4)
-            seq = head[3] + 1
-            return await reader.readexactly(int.from_bytes(head[:3], "little"))
+        def exactly(n: int) -> bytes:
+            out = b""
+            while len(out) < n:
+                chunk = sock.recv(n - len(out))
+                if not chunk:
+                    raise OSError("closed")
+                out += chunk
+            return out
 
-        try:
-            scramble = os.urandom(20).replace(b"\0", b"x")
-            caps = 0x200 | 0x8000 | 0x80000 | 0x8 | (0x800 if self.tls else 0)
-            send(
-                b"\x0a8.0.36-fake\0" + b"\1\0\0\0" + scramble[:8] + b"\0"
-                + struct.pack("<H", caps & 0xFFFF) + b"\x2d" + b"\2\0"
-                + struct.pack("<H", caps >> 16) + bytes([21]) + b"\0" * 10
-                + scramble[8:] + b"\0" + b"caching_sha2_password\0"
-            )  # fmt: skip
-            resp = await read()
-            tls = False
-            if len(resp) == 32 and self.tls:
-                ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-                ctx.load_cert_chain(self.tls.server_cert, self.tls.server_key)
-                await writer.start_tls(ctx)
-                tls = True
-                resp = await read()
-            user, _, rest = resp[32:].partition(b"\0")
-            auth = rest[1 : 1 + rest[0]]
-            pw = self.password.encode()
-            h1 = hashlib.sha256(pw).digest()
-            h2 = hashlib.sha256(hashlib.sha256(h1).digest() + scramble).digest()
-            ok = False
-            if self.mode == "fast":
-                ok = auth == bytes(a ^ b for a, b in zip(h1, h2, strict=True))
-                send(b"\x01\x03")
-            else:
-                send(b"\x01\x04")
-                await writer.drain()
-                got = await read()
-                if tls:
-                    ok = got == pw + b"\0"
-                elif got == b"\x02":
-                    send(b"\x01" + self.pub.read_bytes())
-                    await writer.drain()
-                    cipher = await read()
-                    plain = subprocess.run(
-                        [self.openssl, "pkeyutl", "-decrypt", "-inkey", str(self.key),
-                         "-pkeyopt", "rsa_padding_mode:oaep"],
-                        input=cipher, capture_output=True, check=True,
-                    ).stdout  # fmt: skip
-                    mask = (scramble * 4)[: len(plain)]
-                    ok = bytes(a ^ b for a, b in zip(plain, mask, strict=True)) == pw + b"\0"
-            if ok:
-                self.logins.append(f"{self.mode}:{'tls' if tls else 'plain'}:{user.decode()}")
-                send(b"\x00\x00\x00\x02\x00\x00\x00")
-            else:
-                send(b"\xff\x15\x04#28000Access denied for user")
-            await writer.drain()
-            await reader.read(100)
-        except subprocess.CalledProcessError:
-            pass
+        def read() -> bytes:
+            nonlocal seq
+            head = exactly(4)
+            seq = head[3] + 1
+            return exactly(int.from_bytes(head[:3], "little"))
+
+        scramble = os.urandom(20).replace(b"\0", b"x")
+        caps = 0x200 | 0x8000 | 0x80000 | 0x8 | (0x800 if self.tls else 0)
+        send(
+            b"\x0a8.0.36-fake\0" + b"\1\0\0\0" + scramble[:8] + b"\0"
+            + struct.pack("<H", caps & 0xFFFF) + b"\x2d" + b"\2\0"
+            + struct.pack("<H", caps >> 16) + bytes([21]) + b"\0" * 10
+            + scramble[8:] + b"\0" + b"caching_sha2_password\0"
+        )  # fmt: skip
+        resp = read()
+        tls = False
+        if len(resp) == 32 and self.tls:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(self.tls.server_cert, self.tls.server_key)
+            sock = ctx.wrap_socket(sock, server_side=True)
+            tls = True
+            resp = read()
+        user, _, rest = resp[32:].partition(b"\0")
+        auth = rest[1 : 1 + rest[0]]
+        pw = self.password.encode()
+        h1 = hashlib.sha256(pw).digest()
+        h2 = hashlib.sha256(hashlib.sha256(h1).digest() + scramble).digest()
+        ok = False
+        if self.mode == "fast":
+            ok = auth == bytes(a ^ b for a, b in zip(h1, h2, strict=True))
+            send(b"\x01\x03")
+        else:
+            send(b"\x01\x04")
+            got = read()
+            if tls:
+                ok = got == pw + b"\0"
+            elif got == b"\x02":
+                send(b"\x01" + self.pub.read_bytes())
+                cipher = read()
+                plain = subprocess.run(
+                    [self.openssl, "pkeyutl", "-decrypt", "-inkey", str(self.key),
+                     "-pkeyopt", "rsa_padding_mode:oaep"],
+                    input=cipher, capture_output=True, check=True,
+                ).stdout  # fmt: skip
+                mask = (scramble * 4)[: len(plain)]
+                ok = bytes(a ^ b for a, b in zip(plain, mask, strict=True)) == pw + b"\0"
+        if ok:
+            self.logins.append(f"{self.mode}:{'tls' if tls else 'plain'}:{user.decode()}")
+            send(b"\x00\x00\x00\x02\x00\x00\x00")
+        else:
+            send(b"\xff\x15\x04#28000Access denied for user")
+        sock.recv(100)
 
 
 @pytest.mark.parametrize("mode", ["fast", "rsa", "tls"])
