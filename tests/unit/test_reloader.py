@@ -146,6 +146,9 @@ def test_link_loop_is_reported_and_the_rest_still_counts(tmp_path: Path) -> None
     assert s.plan.relevant(str(tmp_path / "a"))  # fixing the loop is seen
     (tmp_path / "c").write_text("2")
     assert scan([str(tmp_path)], ALL).digest != s.digest
+    # A --watch path that is itself a loop is reported the same way.
+    root = scan([str(tmp_path / "a")], ALL)
+    assert root.skipped == {str(tmp_path / "a"): "loop"} and not root.errors
 
 
 def test_o_nofollow_refuses_a_link_swapped_in_after_the_check(tmp_path: Path) -> None:
@@ -447,6 +450,13 @@ def test_render_substitution_escapes_and_files(tmp_path: Path) -> None:
         render(Spec(str(gz), str(tmp_path / "o")), env, [])
     with pytest.raises(ValueError):
         Spec.parse("only-one-path")
+    # A template that is a link out of its directory is refused unless --follow-symlinks.
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "t.yml").symlink_to(secrets / "pw")
+    linked = Spec(str(tmp_path / "conf" / "t.yml"), str(tmp_path / "o"))
+    with pytest.raises(RenderError, match="a link out of its directory"):
+        render(linked, env, [])
+    assert render(linked, env, [], follow=True).data == b"s3cr3t\n"
 
 
 def test_write_atomic_keeps_the_old_file_on_error(
