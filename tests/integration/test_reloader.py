@@ -733,7 +733,24 @@ def test_one_time_renders_gzip_and_exits(tmp_path: Path) -> None:
     assert b"outside every --render-files-from" in res.stderr
 
 
-def test_verify_against_real_prometheus_good_then_broken_config(tmp_path: Path) -> None:
+VERIFY = {
+    "metrics": [
+        "--verify-url=/metrics",
+        "--verify-metric=prometheus_config_last_reload_successful == 1",
+        "--verify-timestamp=prometheus_config_last_reload_success_timestamp_seconds",
+    ],
+    # As the Thanos reloader asks: an RFC 3339 lastConfigTime that must advance.
+    "runtimeinfo": [
+        "--verify-url=/api/v1/status/runtimeinfo",
+        '--verify-json=$.status == "success"',
+        "--verify-json=$.data.reloadConfigSuccess == true",
+        "--verify-timestamp=$.data.lastConfigTime",
+    ],
+}
+
+
+@pytest.mark.parametrize("how", sorted(VERIFY))
+def test_verify_against_real_prometheus_good_then_broken_config(tmp_path: Path, how: str) -> None:
     """SIGHUP gives no answer; only Prometheus' own metrics say whether the config took."""
     src = tmp_path / "prometheus.yml.tmpl"
     good = (
@@ -757,9 +774,7 @@ def test_verify_against_real_prometheus_good_then_broken_config(tmp_path: Path) 
             [
                 "--render", f"{src}:{dest}",
                 "--pid-file", str(prom.pid_file),
-                "--verify-url", prom.url + "/metrics",
-                "--verify-metric", "prometheus_config_last_reload_successful == 1",
-                "--verify-timestamp", "prometheus_config_last_reload_success_timestamp_seconds",
+                *(a.replace("--verify-url=", "--verify-url=" + prom.url) for a in VERIFY[how]),
                 "--verify-timeout", "3s",
                 "--unhealthy-after", "1s",
                 "--retry-max-backoff", "1s",
