@@ -216,6 +216,11 @@ def test_read_pid_file(tmp_path: Path) -> None:
         read_pid_file(str(tmp_path / "p"))
     with pytest.raises(HookError):
         read_pid_file(str(tmp_path / "missing"))
+    # A FIFO (or /dev/zero) swapped in for the pid file: refused at once, no hang.
+    os.mkfifo(tmp_path / "fifo.pid")
+    for bad in (tmp_path / "fifo.pid", Path("/dev/zero")):
+        with pytest.raises(HookError, match="not a regular file"):
+            read_pid_file(str(bad))
 
 
 @pytest.mark.parametrize(
