@@ -525,7 +525,8 @@ class Reloader(Sidecar):
         return result
 
     def _sources(self) -> set[str]:
-        return {os.path.realpath(s.src) for s in self._specs}
+        """Templates and rendered files are not --watch content: the rendered output counts once."""
+        return {os.path.realpath(p) for s in self._specs for p in (s.src, s.dest)}
 
     async def _write_rendered(self) -> bool:
         """Write every DEST (unchanged ones are left alone); False if the reload must wait."""

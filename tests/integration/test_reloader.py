@@ -113,7 +113,7 @@ def atomic_write(target: Path, payload: dict[str, bytes]) -> None:
 
 
 def reloader(tmp_path: Path, *args: str) -> ProgramProcess:
-    return ProgramProcess("reloader", ["--log-level", "debug", *args], tmp=tmp_path)
+    return ProgramProcess("reloader", ["--log-level", "debug", *args], tmp=tmp_path, env={"V": "x"})
 
 
 def metric(proc: ProgramProcess, name: str) -> float:
@@ -817,3 +817,25 @@ def test_verify_against_real_prometheus_good_then_broken_config(tmp_path: Path, 
             assert prom.self_metric("prometheus_config_last_reload_successful") == 1
     finally:
         prom.stop()
+
+
+def test_render_into_a_watched_directory_reloads_once(tmp_path: Path, receiver: Receiver) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "rules.yml").write_text("r1")
+    template = conf / "app.tmpl"
+    template.write_text("v: ${V}-1\n")
+    with reloader(
+        tmp_path,
+        "--watch", str(conf),
+        "--render", f"{template}:{conf / 'app.yml'}",
+        "--webhook-url", receiver.url,
+        "--debounce", "100ms",
+    ) as p:  # fmt: skip
+        p.wait_ready()
+        template.write_text("v: ${V}-2\n")
+        wait_until(calls_reach(receiver, 1), 10, what="the reload of the new render")
+        assert stays(lambda: len(receiver.calls) == 1, 1.0)  # its own write is no change
+        (conf / "rules.yml").write_text("r2")
+        wait_until(calls_reach(receiver, 2), 10, what="the reload of a watched file")
+        assert (conf / "app.yml").read_text() == "v: x-2\n"
