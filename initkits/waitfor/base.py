@@ -58,17 +58,25 @@ class Settings:
     #: the Kubernetes API for k8s:// targets (default: the in-cluster one)
     k8s_api: str | None = None
     k8s_token_file: str | None = None
-    _ssl: dict[bool, ssl.SSLContext] = field(default_factory=dict)
+    _ssl: dict[tuple[bool, bool], ssl.SSLContext] = field(default_factory=dict)
 
-    def ssl_context(self, verify: bool = True) -> ssl.SSLContext:
-        """A client TLS context, built once (loading CAs costs a few ms)."""
-        if verify not in self._ssl:
+    def ssl_context(self, verify: bool = True, check_hostname: bool = True) -> ssl.SSLContext:
+        """A client TLS context, built once (loading CAs costs a few ms).
+
+        `check_hostname=False` verifies the chain but not the name (libpq's
+        verify-ca, MySQL's verify_ca); the client certificate is in every one.
+        """
+        key = (verify, check_hostname)
+        if key not in self._ssl:
             from podkit.http import ssl_context
 
-            self._ssl[verify] = ssl_context(
+            ctx = ssl_context(
                 self.ca_file, self.insecure or not verify, self.cert_file, self.key_file
             )
-        return self._ssl[verify]
+            if not check_hostname and ctx.check_hostname:
+                ctx.check_hostname = False
+            self._ssl[key] = ctx
+        return self._ssl[key]
 
 
 class Probe:

@@ -175,11 +175,7 @@ class MySQLProbe(Probe):
 
     def _tls_context(self) -> ssl.SSLContext:
         verify = self.ssl_mode.startswith("verify")
-        ctx = self.settings.ssl_context(verify=verify)
-        if self.ssl_mode == "verify_ca" and ctx.check_hostname:
-            ctx = ssl.create_default_context(cafile=self.settings.ca_file)
-            ctx.check_hostname = False
-        return ctx
+        return self.settings.ssl_context(verify, check_hostname=self.ssl_mode != "verify_ca")
 
     # -- query -----------------------------------------------------------------
 

@@ -20,7 +20,6 @@ import base64
 import hashlib
 import hmac
 import os
-import ssl
 import struct
 from urllib.parse import SplitResult
 
@@ -90,10 +89,7 @@ class PostgresProbe(Probe):
         if answer != b"S":
             raise NotReady(f"not a PostgreSQL server (answered {answer!r} to SSLRequest)")
         verify = self.sslmode.startswith("verify")
-        ctx = self.settings.ssl_context(verify=verify)
-        if self.sslmode == "verify-ca" and ctx.check_hostname:
-            ctx = ssl.create_default_context(cafile=self.settings.ca_file)
-            ctx.check_hostname = False
+        ctx = self.settings.ssl_context(verify, check_hostname=self.sslmode != "verify-ca")
         await writer.start_tls(ctx, server_hostname=self.host)
         return reader, writer
 
