@@ -21,7 +21,7 @@ import stat
 import zlib
 from dataclasses import dataclass, field
 
-from podkit.files import write_atomic
+from podkit.fsutil import atomic_write
 
 from .tree import inside
 
@@ -134,5 +134,5 @@ def write(rendered: Rendered) -> bool:
             return False
     except (OSError, RenderError):
         pass  # missing, different size, or not a regular file: replace it
-    write_atomic(dest, rendered.data)
+    atomic_write(dest, rendered.data)
     return True

@@ -464,10 +464,10 @@ def test_render_substitution_escapes_and_files(tmp_path: Path) -> None:
     assert render(linked, env, [], follow=True).data == b"s3cr3t\n"
 
 
-def test_write_atomic_keeps_the_old_file_on_error(
+def test_rendered_dest_keeps_its_old_content_on_a_full_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from podkit.files import write_atomic
+    from podkit.sidecars.reloader.render import Rendered, Spec, write
 
     target = tmp_path / "f"
     target.write_bytes(b"old")
@@ -477,7 +477,7 @@ def test_write_atomic_keeps_the_old_file_on_error(
 
     monkeypatch.setattr(os, "write", full)
     with pytest.raises(OSError):
-        write_atomic(str(target), b"new")
+        write(Rendered(Spec(str(tmp_path / "t"), str(target)), b"new"))
     monkeypatch.undo()
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
