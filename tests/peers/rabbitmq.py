@@ -53,6 +53,11 @@ class RabbitMQServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        # The broker started Erlang's port mapper as a daemon of its own; it
+        # refuses to exit while another node is registered, so this is safe.
+        epmd = shutil.which("epmd")
+        if epmd:
+            subprocess.run([epmd, "-kill"], capture_output=True, timeout=10, check=False)
         shutil.rmtree(self.base, ignore_errors=True)
 
 
