@@ -4,7 +4,8 @@
 
 Targets are URLs, checked concurrently and re-resolved on every attempt:
 tcp://host:port, http(s)://..., dns://name, file:///path, unix:///path.sock,
-redis(s)://, postgres(ql)://, mysql://. Exit 0 when ready (or exec COMMAND),
+exec:///cmd, redis(s)://, postgres(ql)://, mysql://, amqp(s)://, grpc(s)://,
+kafka://, mongodb://, k8s://kind/name. Exit 0 when ready (or exec COMMAND),
 124 on --timeout, 2 for a malformed target, 143/130 on SIGTERM/SIGINT.
 """
 
@@ -14,18 +15,26 @@ import asyncio
 import gc
 import logging
 import re
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from podkit import InitTask, RateLimited, UsageError, format_duration, option, redact_url
+from podkit.checks import ConditionError, JSONCondition
 from podkit.retry import Backoff
 
 # Importing the probe modules registers their schemes in REGISTRY.
 from . import (  # noqa: F401
+    probe_amqp,
     probe_dns,
+    probe_exec,
     probe_file,
+    probe_grpc,
     probe_http,
+    probe_k8s,
+    probe_kafka,
+    probe_mongodb,
     probe_mysql,
     probe_postgres,
     probe_redis,
@@ -57,7 +66,8 @@ class WaitFor(InitTask):
     podkit waitfor [options] TARGET [TARGET ...] [-- COMMAND [ARG ...]]
 
     Targets (checked concurrently, re-resolved on every attempt): tcp, http(s),
-    dns, file, unix, redis(s), postgres(ql), mysql. Exit 0 when ready (with
+    dns, file, unix, exec, redis(s), postgres(ql), mysql, amqp(s), grpc(s),
+    kafka, mongodb, k8s. Exit 0 when ready (with
     COMMAND: exec it), 124 on --timeout, 2 for a malformed target or option,
     143/130 on SIGTERM/SIGINT. See docs/waitfor.md.
     """
@@ -71,8 +81,9 @@ class WaitFor(InitTask):
         required=True,
         metavar="TARGET",
         help="URL to wait for: tcp://host:port, http(s)://..., dns://name[?type=AAAA], "
-        "file:///path[?nonempty=1], unix:///path.sock, redis(s)://[user:pw@]host:port[/db], "
-        "postgres://user[:pw]@host:port/db, mysql://host:port",
+        "file:///path[?nonempty=1], unix:///path.sock, "
+        "redis(s)://[user:pw@]host:port[/db][?key=K[&value=V]], "
+        "postgres://user[:pw]@host:port/db[?query=SQL], mysql://[user[:pw]@]host:port[/db][?query=SQL]",
     )
     timeout: float = option("120s", kind="duration", help="give up after this long (0: never)")
     interval: float = option(
@@ -87,6 +98,11 @@ class WaitFor(InitTask):
     )
     http_body_regex: str | None = option(
         None, help="HTTP response body must match this regex (searched)"
+    )
+    http_json: list[str] = option(
+        repeat=True,
+        metavar="'$.PATH OP VALUE'",
+        help="JSON condition on the HTTP body, e.g. '$.status == \"UP\"'; repeatable",
     )
     http_header: list[str] = option(
         repeat=True,
@@ -104,6 +120,22 @@ class WaitFor(InitTask):
     insecure: bool = option(False, help="do not verify TLS certificates (https, rediss)")
     ca_file: str | None = option(
         None, kind="path", help="CA bundle (PEM) for TLS instead of the system's"
+    )
+    cert_file: str | None = option(
+        None, kind="path", help="client certificate (PEM) for TLS peers that ask for one"
+    )
+    key_file: str | None = option(
+        None, kind="path", help="private key of --cert-file (if not in the same file)"
+    )
+    k8s_api: str | None = option(
+        None,
+        kind="url",
+        help="Kubernetes API server for k8s:// targets (default: in-cluster, from the environment)",
+    )
+    k8s_token_file: str | None = option(
+        None,
+        kind="path",
+        help="bearer token for --k8s-api (default: the pod's service-account token)",
     )
 
     def __init__(self) -> None:
@@ -123,14 +155,32 @@ class WaitFor(InitTask):
         if self.max_interval < self.interval:
             raise UsageError("--max-interval: must not be shorter than --interval")
         settings = Settings(
-            http=self._http_settings(), ca_file=self.ca_file, insecure=self.insecure
+            http=self._http_settings(),
+            ca_file=self.ca_file,
+            insecure=self.insecure,
+            cert_file=self.cert_file,
+            key_file=self.key_file,
+            k8s_api=self.k8s_api,
+            k8s_token_file=self.k8s_token_file,
         )
-        if self.ca_file is not None:
+        if self.key_file and not self.cert_file:
+            raise UsageError("--key-file: needs --cert-file")
+        for flag, path in (
+            ("--ca-file", self.ca_file),
+            ("--cert-file", self.cert_file),
+            ("--key-file", self.key_file),
+        ):
+            if path is not None:
+                try:
+                    with open(path, "rb"):
+                        pass
+                except OSError as exc:
+                    raise UsageError(f"{flag} {path}: {exc.strerror or exc}") from None
+        if self.cert_file:
             try:
-                with open(self.ca_file, "rb"):
-                    pass
-            except OSError as exc:
-                raise UsageError(f"--ca-file {self.ca_file}: {exc.strerror or exc}") from None
+                settings.ssl_context()
+            except (ssl.SSLError, OSError) as exc:
+                raise UsageError(f"--cert-file/--key-file: {exc}") from None
         errors = []
         for text in self.targets:
             try:
@@ -151,6 +201,11 @@ class WaitFor(InitTask):
             raise UsageError(f"--http-method: must be one of {', '.join(HTTP_METHODS)}")
         if self.http_body_regex is not None:
             out.body_regex = _regex(self.http_body_regex, "--http-body-regex")
+        for item in self.http_json:
+            try:
+                out.json.append(JSONCondition.parse(item))
+            except ConditionError as exc:
+                raise UsageError(f"--http-json: {exc}") from None
         for item in self.http_header:
             name, sep, pattern = item.partition("=")
             name = name.strip()

@@ -15,6 +15,7 @@ from typing import ClassVar, TypeVar
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from podkit import SecretFile, redact_url, register_secret
+from podkit.checks import JSONCondition
 
 
 class NotReady(Exception):
@@ -31,6 +32,11 @@ class HTTPSettings:
     request_headers: list[tuple[str, str]] = field(default_factory=list)
     method: str = "GET"
     follow_redirects: bool = False
+    json: list[JSONCondition] = field(default_factory=list)
+
+    @property
+    def needs_body(self) -> bool:
+        return self.body_regex is not None or bool(self.json)
 
     def status_ok(self, status: int) -> bool:
         return any(lo <= status <= hi for lo, hi in self.statuses)
@@ -46,15 +52,31 @@ class Settings:
     http: HTTPSettings = field(default_factory=HTTPSettings)
     ca_file: str | None = None
     insecure: bool = False
-    _ssl: dict[bool, ssl.SSLContext] = field(default_factory=dict)
+    #: a client certificate (PEM) and its key, presented to every TLS peer that asks
+    cert_file: str | None = None
+    key_file: str | None = None
+    #: the Kubernetes API for k8s:// targets (default: the in-cluster one)
+    k8s_api: str | None = None
+    k8s_token_file: str | None = None
+    _ssl: dict[tuple[bool, bool], ssl.SSLContext] = field(default_factory=dict)
 
-    def ssl_context(self, verify: bool = True) -> ssl.SSLContext:
-        """A client TLS context, built once (loading CAs costs a few ms)."""
-        if verify not in self._ssl:
+    def ssl_context(self, verify: bool = True, check_hostname: bool = True) -> ssl.SSLContext:
+        """A client TLS context, built once (loading CAs costs a few ms).
+
+        `check_hostname=False` verifies the chain but not the name (libpq's
+        verify-ca, MySQL's verify_ca); the client certificate is in every one.
+        """
+        key = (verify, check_hostname)
+        if key not in self._ssl:
             from podkit.http import ssl_context
 
-            self._ssl[verify] = ssl_context(self.ca_file, self.insecure or not verify)
-        return self._ssl[verify]
+            ctx = ssl_context(
+                self.ca_file, self.insecure or not verify, self.cert_file, self.key_file
+            )
+            if not check_hostname and ctx.check_hostname:
+                ctx.check_hostname = False
+            self._ssl[key] = ctx
+        return self._ssl[key]
 
 
 class Probe:

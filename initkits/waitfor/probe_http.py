@@ -9,9 +9,11 @@ aiohttp would cost waitfor about 10 MB and 150 ms of start-up.
 from __future__ import annotations
 
 import base64
+import json
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 from podkit import __version__
+from podkit.checks import load_json
 from podkit.httpclient import host_header, read_body_of, read_head
 
 from .base import NotReady, Probe, Settings, register
@@ -69,6 +71,16 @@ class HTTPProbe(Probe):
             body.decode("utf-8", "replace")
         ):
             raise NotReady(f"HTTP {status}: body does not match {opts.body_regex.pattern!r}")
+        if opts.json:
+            try:
+                doc = load_json(body)
+            except ValueError as exc:
+                raise NotReady(f"HTTP {status}: body is not JSON ({exc})") from None
+            for cond in opts.json:
+                holds, actual = cond.test(doc)
+                if not holds:
+                    found = json.dumps(actual)[:80] if actual is not None else "nothing"
+                    raise NotReady(f"HTTP {status}: {cond.text} does not hold (found {found})")
 
     async def _request(
         self, scheme: str, host: str, port: int, target: str
@@ -101,7 +113,7 @@ class HTTPProbe(Probe):
                 if not 100 <= status < 200 or status == 101:
                     break
             body = b""
-            if opts.body_regex is not None and opts.method != "HEAD":
+            if opts.needs_body and opts.method != "HEAD":
                 body = await read_body_of(reader, status, headers, MAX_MESSAGE)
             return status, headers, body
         finally:

@@ -6,6 +6,11 @@ starting up (57P03), a missing database (3D000) or role, and a wrong password
 (28P01) are each reported as such. `?sslmode=` follows libpq: disable, prefer
 (the default: TLS when the server offers it), require (TLS, unverified),
 verify-ca and verify-full (TLS checked against --ca-file or the system CAs).
+
+`?query=SQL` waits for data, not just a login: the query runs (simple query
+protocol) and the target is ready only when it returns at least one row, e.g.
+`?query=SELECT 1 FROM schema_migrations WHERE version='42'`. A missing table
+(42P01) is "not yet", like no row; any other error is reported as such.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ import base64
 import hashlib
 import hmac
 import os
-import ssl
 import struct
 from urllib.parse import SplitResult
 
@@ -37,6 +41,9 @@ SQLSTATES = {
     "3D000": "no such database",
     "53300": "too many connections",
     "08P01": "protocol violation",
+    "42P01": "no such table (yet)",
+    "42703": "no such column",
+    "42601": "syntax error",
 }
 
 
@@ -45,7 +52,7 @@ class PostgresProbe(Probe):
     schemes = ("postgres", "postgresql")
     default_ports = {"postgres": 5432, "postgresql": 5432}
     allows_path = True
-    query_keys = frozenset({"sslmode", "password_file", "application_name"})
+    query_keys = frozenset({"sslmode", "password_file", "application_name", "query"})
 
     def __init__(self, url: str, parts: SplitResult, settings: Settings) -> None:
         super().__init__(url, parts, settings)
@@ -56,6 +63,9 @@ class PostgresProbe(Probe):
         if self.sslmode not in SSLMODES:
             raise ValueError(f"sslmode must be one of {', '.join(SSLMODES)}")
         self.app_name = self.query.get("application_name", "podkit-waitfor")
+        self.sql = self.query.get("query")
+        if self.sql is not None and (not self.sql.strip() or "\0" in self.sql):
+            raise ValueError("query= needs an SQL statement")
 
     async def check(self) -> None:
         reader, writer = await open_stream(self.host, self.port)
@@ -79,10 +89,7 @@ class PostgresProbe(Probe):
         if answer != b"S":
             raise NotReady(f"not a PostgreSQL server (answered {answer!r} to SSLRequest)")
         verify = self.sslmode.startswith("verify")
-        ctx = self.settings.ssl_context(verify=verify)
-        if self.sslmode == "verify-ca" and ctx.check_hostname:
-            ctx = ssl.create_default_context(cafile=self.settings.ca_file)
-            ctx.check_hostname = False
+        ctx = self.settings.ssl_context(verify, check_hostname=self.sslmode != "verify-ca")
         await writer.start_tls(ctx, server_hostname=self.host)
         return reader, writer
 
@@ -104,10 +111,12 @@ class PostgresProbe(Probe):
             if kind == b"E":
                 raise NotReady(_error_text(data))
             if kind == b"Z":
-                if authenticated:
-                    writer.write(b"X\0\0\0\4")  # Terminate, so the server logs no EOF
-                    return
-                raise NotReady("ReadyForQuery before authentication")
+                if not authenticated:
+                    raise NotReady("ReadyForQuery before authentication")
+                if self.sql is not None:
+                    await self._query(reader, writer, self.sql)
+                writer.write(b"X\0\0\0\4")  # Terminate, so the server logs no EOF
+                return
             if kind != b"R":
                 continue  # ParameterStatus, BackendKeyData, NoticeResponse
             if len(data) < 4:
@@ -137,6 +146,27 @@ class PostgresProbe(Probe):
             else:
                 raise NotReady(f"unsupported authentication method (code {code})")
             await writer.drain()
+
+    async def _query(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sql: str
+    ) -> None:
+        """Run `sql`; return if it gave a row, raise NotReady otherwise."""
+        _send(writer, b"Q", sql.encode() + b"\0")
+        await writer.drain()
+        rows = 0
+        error: str | None = None
+        while True:
+            kind, data = await _read_message(reader)
+            if kind == b"D":
+                rows += 1
+            elif kind == b"E":
+                error = _error_text(data)  # ReadyForQuery still follows
+            elif kind == b"Z":
+                break
+        if error is not None:
+            raise NotReady(f"query failed: {error}")
+        if not rows:
+            raise NotReady("query returned no row")
 
     def _need_password(self) -> str:
         password = self.password

@@ -2,7 +2,7 @@
 
 Events only wake the reloader up; the decision is by content. After a quiet
 `--debounce`, it hashes every watched file (SHA-256 over relative name and
-content, following links, in a thread) and reloads only when the hash differs
+content, following the links that stay inside, in a thread) and reloads only when the hash differs
 from the one of the last successful reload. A failed reload is retried with
 backoff until it succeeds; a newer change supersedes it. Every
 `--resync-interval` it hashes anyway, since inotify can drop events silently.
@@ -11,6 +11,7 @@ backoff until it succeeds; a newer change supersedes it. Every
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import signal as signal_mod
@@ -21,14 +22,18 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from podkit import Backoff, RateLimited, Sidecar, UsageError, option, redact_url, rfc3339
+from podkit.checks import ConditionError, JSONCondition, MetricCondition
 from podkit.hooks import HookError, Retrier, run_command
 from podkit.http import BearerToken, parse_headers
 from podkit.watch import Change, Watcher
 
 from . import actions
-from .tree import Filter, Plan, Scan, scan
+from .render import Rendered, RenderError, Spec, render, write
+from .tree import LOOP, OUTSIDE, SPECIAL, Filter, Plan, Scan, scan
+from .verify import Verifier
 
 T = TypeVar("T")
+ALL = Filter([], [])
 
 #: A trailing debounce starves under a never-ending stream of writes; after
 #: this many debounce periods (at least MIN_MAX_WAIT) of constant change, check anyway.
@@ -42,8 +47,8 @@ class Reloader(Sidecar):
     """Reload the app (webhook, signal, command) when its mounted config really changes.
 
     Watches --watch paths (ConfigMap/Secret volumes, a gitsync link, plain
-    files) with inotify, following symlinks, decides by a content hash, and
-    retries a failed reload until it succeeds.
+    files) with inotify, following the symlinks that stay inside them,
+    decides by a content hash, and retries a failed reload until it succeeds.
     """
 
     name = "reloader"
@@ -52,9 +57,47 @@ class Reloader(Sidecar):
     watch: list[str] = option(
         metavar="PATH",
         repeat=True,
-        required=True,
         kind="path",
-        help="file or directory to watch (repeatable)",
+        help="file or directory to watch (repeatable; required unless --render)",
+    )
+    render: list[str] = option(
+        metavar="SRC:DEST",
+        repeat=True,
+        help="render SRC ($(ENV), ${ENV}, $(file:/path); *.gz gunzipped) to DEST before reloading",
+    )
+    render_files_from: list[str] = option(
+        metavar="DIR",
+        repeat=True,
+        kind="path",
+        help="directory whose files $(file:/path) may read (repeatable; none by default)",
+    )
+    one_time: bool = option(False, help="render every --render once and exit (an init container)")
+    verify_url: str | None = option(
+        None, metavar="URL", kind="url", help="after a reload, GET this URL to check it took"
+    )
+    verify_json: list[str] = option(
+        metavar="'$.PATH OP VALUE'",
+        repeat=True,
+        help="condition on the --verify-url JSON body, e.g. '$.status == \"success\"'",
+    )
+    verify_metric: list[str] = option(
+        metavar="'NAME OP NUMBER'",
+        repeat=True,
+        help="condition on a --verify-url metric, e.g. 'up{job=\"app\"} == 1'",
+    )
+    verify_timestamp: str | None = option(
+        None,
+        metavar="$.PATH|METRIC",
+        help="a timestamp at --verify-url that must advance past its value before the reload",
+    )
+    verify_timeout: float = option(
+        "10s", metavar="DURATION", kind="duration", help="how long the app may take to apply it"
+    )
+    unhealthy_after: float = option(
+        "5m",
+        metavar="DURATION",
+        kind="duration",
+        help="/healthz fails when a reload has not taken for this long",
     )
     webhook_url: list[str] = option(
         metavar="URL", repeat=True, kind="url", help="URL to call on change (repeatable)"
@@ -124,9 +167,46 @@ class Reloader(Sidecar):
     exclude: list[str] = option(
         metavar="GLOB", repeat=True, help="files matching this glob do not count (repeatable)"
     )
+    follow_symlinks: bool = option(
+        False,
+        help="follow links in a watched directory that lead outside it (a risk: see the docs)",
+    )
 
     def validate(self) -> None:
         self.watch = [os.path.abspath(w) for w in self.watch]
+        self._specs: list[Spec] = []
+        for text in self.render:
+            try:
+                self._specs.append(Spec.parse(text))
+            except ValueError as exc:
+                raise UsageError(f"--render: {exc}") from None
+        if not self.watch and not self._specs:
+            raise UsageError("--watch is required (or --render SRC:DEST)")
+        if self.one_time:
+            if not self._specs:
+                raise UsageError("--one-time: needs --render SRC:DEST")
+            return  # renders and exits: no action, no watching
+        self._verifier: Verifier | None = None
+        if (
+            self.verify_json or self.verify_metric or self.verify_timestamp
+        ) and not self.verify_url:
+            raise UsageError("--verify-json/--verify-metric/--verify-timestamp: need --verify-url")
+        if self.verify_url:
+            if not (self.verify_json or self.verify_metric or self.verify_timestamp):
+                raise UsageError(
+                    "--verify-url: give --verify-json, --verify-metric or --verify-timestamp"
+                )
+            try:
+                self._verifier = Verifier(
+                    self.verify_url,
+                    [JSONCondition.parse(t) for t in self.verify_json],
+                    [MetricCondition.parse(t) for t in self.verify_metric],
+                    self.verify_timestamp,
+                    self.verify_timeout,
+                    {},
+                )
+            except ConditionError as exc:
+                raise UsageError(f"--verify-*: {exc}") from None
         self._signal: signal_mod.Signals | None = None
         if self.signal is not None:
             try:
@@ -165,12 +245,14 @@ class Reloader(Sidecar):
             ("--debounce", self.debounce),
             ("--webhook-timeout", self.webhook_timeout),
             ("--command-timeout", self.command_timeout),
+            ("--unhealthy-after", self.unhealthy_after),
         ):
             if value < 0:
                 raise UsageError(f"{flag}: must not be negative")
         for flag, value in (
             ("--resync-interval", self.resync_interval),
             ("--retry-max-backoff", self.retry_max_backoff),
+            ("--verify-timeout", self.verify_timeout),
         ):
             if value <= 0:
                 raise UsageError(f"{flag}: must be positive")
@@ -197,8 +279,22 @@ class Reloader(Sidecar):
         self.m_resyncs = m.counter(
             "resyncs_total", "Periodic re-hashes (--resync-interval) done without an event."
         )
+        self.m_renders = m.counter(
+            "renders_total", "--render passes by result (success, failure).", ["result"]
+        )
+        for result in ("success", "failure"):
+            self.m_renders.labels(result)
         self.m_files = m.gauge("watched_files", "Files in the content hash.")
         self.m_bytes = m.gauge("watched_bytes", "Bytes in the content hash.")
+        self.m_skipped = m.counter(
+            "skipped_paths_total",
+            "Paths in a watched tree left out of the hash, counted once each when first seen"
+            " (outside: a link leaving the watched directory; special: FIFO, device, socket;"
+            " loop: a symbolic-link loop).",
+            ["reason"],
+        )
+        for reason in (OUTSIDE, SPECIAL, LOOP):
+            self.m_skipped.labels(reason)
 
         self.filter = Filter(self.include, self.exclude)
         self.token = BearerToken(self.bearer_token_file) if self.bearer_token_file else None
@@ -216,6 +312,11 @@ class Reloader(Sidecar):
         self._placed_dirs: set[str] = set()
         self._dead: set[str] = set()
         self._watch_errors: list[str] = []
+        self._skipped: dict[str, str] = {}
+        self._rendered: list[Rendered] = []
+        self._render_files: set[str] = set()
+        self.render_error: str | None = None
+        self._failing_since: float | None = None
         self._wake = asyncio.Event()
         self._limited = RateLimited(self.log, 60.0)
         self._reason = "start"
@@ -246,6 +347,11 @@ class Reloader(Sidecar):
     # -- the main loop -------------------------------------------------------
 
     async def run(self) -> None:
+        if self.one_time:
+            await self._in_thread(self._scan)
+            ok = await self._write_rendered()
+            self.exit_code = 0 if ok else 1
+            return
         loop = asyncio.get_running_loop()
         self.watcher.start()
         if self.watcher.polling:
@@ -345,7 +451,7 @@ class Reloader(Sidecar):
         """Hash the content, move the watches to where it lives now, and reload if it changed."""
         result: Scan | None = None
         for _ in range(MAX_PASSES):
-            result = await self._in_thread(scan, self.watch, self.filter)
+            result = await self._in_thread(self._scan)
             self._plan = result.plan
             moved = await self._in_thread(self._reconcile, result.plan)
             if not moved:
@@ -362,6 +468,7 @@ class Reloader(Sidecar):
                 "cannot read some watched files",
                 errors=result.errors[:10],
             )
+        self._report_skipped(result.skipped)
         if result.unstable:
             # Caught mid-update (a file vanished under us): wait for it to settle.
             self.log.debug("content in flux; looking again after the debounce")
@@ -369,6 +476,8 @@ class Reloader(Sidecar):
             return
         digest = result.digest
         if digest == self._submitted:
+            return
+        if self._specs and not await self._write_rendered():
             return
         if digest == self.last_success_hash and not self.retrier.pending:
             # Back to what the app has loaded (e.g. a rejected change reverted).
@@ -381,6 +490,81 @@ class Reloader(Sidecar):
                 extra={"hash": digest[:16], "files": result.files, "reason": reason},
             )
         self._submit(digest)
+
+    def _scan(self) -> Scan:
+        """Hash the --watch trees and the --render outputs; plan watches for both. In the thread.
+
+        The digest covers what the app reads: the rendered output, not its
+        template, so a template change that renders the same reloads nothing.
+        """
+        result = scan(self.watch, self.filter, self.follow_symlinks, skip=self._sources())
+        if not self._specs:
+            return result
+        h = hashlib.sha256(result.digest.encode())
+        rendered: list[Rendered] = []
+        error: str | None = None
+        files: set[str] = set()
+        for spec in self._specs:
+            try:
+                r = render(spec, dict(os.environ), self.render_files_from, self.follow_symlinks)
+            except (RenderError, OSError) as exc:
+                error = str(exc) if isinstance(exc, RenderError) else f"{spec.src}: {exc.strerror}"
+                h.update(b"\x00error\x00" + error.encode())
+                continue
+            rendered.append(r)
+            files.update(r.files)
+            h.update(b"\x00render\x00" + os.fsencode(spec.dest) + b"\x00")
+            h.update(hashlib.sha256(r.data).digest())
+        # The templates and the files they read are watched (not hashed as such).
+        sources = scan([s.src for s in self._specs] + sorted(files), ALL, self.follow_symlinks)
+        result.plan.merge(sources.plan)
+        result.skipped.update(sources.skipped)
+        result.unstable = result.unstable or sources.unstable
+        result.digest = h.hexdigest()
+        self._rendered, self._render_files, self.render_error = rendered, files, error
+        return result
+
+    def _sources(self) -> set[str]:
+        """Templates and rendered files are not --watch content: the rendered output counts once."""
+        return {os.path.realpath(p) for s in self._specs for p in (s.src, s.dest)}
+
+    async def _write_rendered(self) -> bool:
+        """Write every DEST (unchanged ones are left alone); False if the reload must wait."""
+        if self.render_error is not None:
+            self.m_renders.labels("failure").inc()
+            self.m_last_ok.set(0)
+            self._limited.log(
+                "render:" + self.render_error,
+                logging.ERROR,
+                "cannot render; keeping the old files, not reloading",
+                error=self.render_error,
+            )
+            return False
+        try:
+            written = [r.spec.dest for r in self._rendered if await self._in_thread(write, r)]
+        except OSError as exc:
+            self.m_renders.labels("failure").inc()
+            self._limited.log(
+                "render-write",
+                logging.ERROR,
+                "cannot write a rendered file; trying again",
+                error=f"{exc.filename}: {exc.strerror or exc}",
+            )
+            self._look_again(max(self.debounce, 1.0))
+            return False
+        self.m_renders.labels("success").inc()
+        if written:
+            self.log.info("rendered", extra={"files": written})
+        return True
+
+    def _report_skipped(self, skipped: dict[str, str]) -> None:
+        """One warning and one count per path newly left out; loops also make /healthz fail."""
+        new = {p: r for p, r in skipped.items() if self._skipped.get(p) != r}
+        for reason in sorted(set(new.values())):
+            paths = sorted(p for p, r in new.items() if r == reason)
+            self.m_skipped.labels(reason).inc(len(paths))
+            self.log.warning(_SKIP_MESSAGE[reason], extra={"paths": paths[:10], "reason": reason})
+        self._skipped = dict(skipped)
 
     def _submit(self, digest: str) -> None:
         self._submitted = digest
@@ -425,6 +609,7 @@ class Reloader(Sidecar):
     async def _reload(self, digest: str) -> None:
         if digest == self.last_success_hash:
             self.rejected_hash = None
+            self._failing_since = None
             return  # the content went back to what the app has: nothing to do
         if digest != self._done_for:
             self._done_for, self._done = digest, set()
@@ -435,10 +620,9 @@ class Reloader(Sidecar):
             if code is None:
                 # No verdict on the content (a loaded node, a stuck check):
                 # blocking it for good would be a failed reload never retried.
-                error = f"--command timed out after {self.command_timeout:g}s"
-                self._result("failure", digest, error)
-                raise HookError(error)
+                self._fail(digest, f"--command timed out after {self.command_timeout:g}s")
             if code != 0:
+                self._failing_since = None  # a verdict on the content, not a reload that failed
                 self.rejected_hash = digest
                 self._result("blocked", digest, f"command exited {code}")
                 self.log.warning(
@@ -447,6 +631,8 @@ class Reloader(Sidecar):
                 )
                 return
             self._done.add("command")
+        if self._verifier is not None and "verify" not in self._done:
+            await self._verifier.before()
         errors: list[str] = []
         for key, action in self._actions(env):
             if key in self._done:
@@ -458,8 +644,15 @@ class Reloader(Sidecar):
                 continue
             self._done.add(key)
         if errors:
-            self._result("failure", digest, "; ".join(errors))
-            raise HookError("; ".join(errors))
+            self._fail(digest, "; ".join(errors))
+        if self._verifier is not None:
+            try:
+                await self._verifier.after()
+            except HookError as exc:
+                # It did not take: the retry repeats the whole reload, not just the check.
+                self._done = set()
+                self._fail(digest, str(exc))
+        self._failing_since = None
         self.last_success_hash = digest
         self.last_success_time = time.time()
         self.rejected_hash = None
@@ -473,6 +666,12 @@ class Reloader(Sidecar):
                 "duration_seconds": round(time.monotonic() - started, 3),
             },
         )
+
+    def _fail(self, digest: str, error: str) -> None:
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+        self._result("failure", digest, error)
+        raise HookError(error)
 
     def _actions(self, env: dict[str, str]) -> list[tuple[str, Any]]:
         out: list[tuple[str, Any]] = []
@@ -538,6 +737,20 @@ class Reloader(Sidecar):
 
     # -- status --------------------------------------------------------------
 
+    def health(self) -> str | None:
+        loops = sorted(p for p, r in getattr(self, "_skipped", {}).items() if r == LOOP)
+        if loops:
+            return f"symbolic-link loop in the watched tree: {', '.join(loops[:3])}"
+        since = getattr(self, "_failing_since", None)
+        if since is not None and self.retrier.pending:
+            failing = time.monotonic() - since
+            if failing >= self.unhealthy_after:
+                return (
+                    f"the reload has not taken for {failing:.0f}s"
+                    f" (--unhealthy-after {self.unhealthy_after:g}s): {self.retrier.last_error}"
+                )
+        return None
+
     def status(self) -> dict[str, Any]:
         if not hasattr(self, "retrier"):
             return {"watch": self.watch}
@@ -556,8 +769,18 @@ class Reloader(Sidecar):
             "retry": self.retrier.status() if self.retrier.pending else None,
             "watches": {d: ("recursive" if r else "entries") for d, r in sorted(self._placed)},
             "watch_errors": self._watch_errors,
+            "skipped": dict(sorted(self._skipped.items())),
+            "render": [{"src": r.src, "dest": r.dest} for r in self._specs],
+            "render_error": self.render_error,
             "polling": self.watcher.polling,
         }
+
+
+_SKIP_MESSAGE = {
+    OUTSIDE: "links leading outside the watched directory are not followed (--follow-symlinks)",
+    SPECIAL: "not a regular file or directory; not read",
+    LOOP: "symbolic-link loop in the watched tree; left out until it is fixed",
+}
 
 
 def _inode(path: str) -> tuple[int, int] | None:

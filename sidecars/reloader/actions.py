@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 
 from podkit.hooks import HookError, call_webhook
 from podkit.http import BearerToken
@@ -74,8 +75,18 @@ def find_processes(name: str, proc: str = "/proc", exclude: set[int] | None = No
 
 
 def read_pid_file(path: str) -> int:
+    """The PID in a pid file, which may sit on a volume the app writes.
+
+    Opened without blocking and read only if it is a regular file (at most
+    64 bytes): a FIFO or device put in its place must not hang the reloader
+    (this runs on the event loop) or feed it without end.
+    """
     try:
-        text = _read(path).decode("ascii", "replace").strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb", buffering=0) as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise HookError(f"pid file {path}: not a regular file")
+            text = f.read(64).decode("ascii", "replace").strip()
     except OSError as exc:
         raise HookError(f"pid file {path}: {exc.strerror or exc}") from None
     try:

@@ -14,6 +14,14 @@ target. So every scan also returns a plan: which directories to watch
 recursively (the real directories the content lives in) and which links
 (directory + name) can redirect a path, so that the link's own directory is
 watched too. The plan is recomputed on every scan, and the watches follow it.
+
+A shared volume is not a way out: whoever can write the watched tree can
+plant links in it. Unless `follow` is set, a link inside a watched directory
+counts only when its target stays inside that directory's real path (the
+kubelet's `key -> ..data/key -> ..2024_.../key` does); a link elsewhere (a
+Secret, `/proc/self/environ`) is skipped, as is anything that is not a
+regular file or a directory (a FIFO, a device, a socket). A link loop is
+reported, not retried: it never makes the scan "unstable".
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 _MAX_LINKS = 40  # the kernel's own limit on symlinks followed in one lookup
@@ -40,6 +49,11 @@ class Plan:
     recursive: set[str] = field(default_factory=set)
     #: directory -> names in it whose change matters (a link, a watched file)
     names: dict[str, set[str]] = field(default_factory=dict)
+
+    def merge(self, other: Plan) -> None:
+        self.recursive |= other.recursive
+        for d, names in other.names.items():
+            self.names.setdefault(d, set()).update(names)
 
     def add_name(self, path: str) -> None:
         d, n = os.path.split(path)
@@ -131,6 +145,12 @@ class Filter:
         return not any(self._match(rel, p) for p in self.exclude)
 
 
+#: Why a path in the watched tree was left out of the hash.
+OUTSIDE = "outside"  # a link whose target leaves the watched directory
+SPECIAL = "special"  # a FIFO, device or socket: reading it could block or never end
+LOOP = "loop"  # a symbolic-link loop (ELOOP)
+
+
 @dataclass
 class Scan:
     digest: str
@@ -140,15 +160,24 @@ class Scan:
     #: something vanished or failed mid-scan: the content is in flux, look again
     unstable: bool = False
     errors: list[str] = field(default_factory=list)
+    #: path -> OUTSIDE, SPECIAL or LOOP: left out of the hash on purpose
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
-def _hash_file(h: hashlib._Hash, path: str) -> int:
+def inside(path: str, base: str) -> bool:
+    return path == base or path.startswith(base.rstrip("/") + "/")
+
+
+def _hash_file(h: hashlib._Hash, path: str, nofollow: bool = False) -> int:
     size = 0
     buf = bytearray(_CHUNK)
     view = memoryview(buf)
     # O_NONBLOCK: a FIFO swapped in under the name would block open() forever,
     # holding the scan thread (and, at exit, the process); only regular files count.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    # O_NOFOLLOW: `path` is already resolved, so a link found there now was
+    # swapped in after the check (ELOOP), not a link we decided to follow.
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_NOFOLLOW if nofollow else 0)
+    fd = os.open(path, flags)
     with open(fd, "rb", buffering=0) as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file or directory", path)
@@ -161,13 +190,22 @@ def _hash_file(h: hashlib._Hash, path: str) -> int:
     return size
 
 
-def scan(roots: Sequence[str], flt: Filter) -> Scan:
-    """Hash every watched file and plan the watches. Runs in a thread."""
+def scan(
+    roots: Sequence[str], flt: Filter, follow: bool = False, skip: AbstractSet[str] = frozenset()
+) -> Scan:
+    """Hash every watched file and plan the watches. Runs in a thread.
+
+    The links on a `--watch` path up to its last directory are the
+    operator's and always followed. A watched *file* that is a link must stay
+    in its real parent directory unless `follow` is set. Files whose real
+    path is in `skip` (the --render templates) are not content.
+    """
     h = hashlib.sha256()
     plan = Plan()
     files = total = 0
     unstable = False
     errors: list[str] = []
+    skipped: dict[str, str] = {}
     for index, root in enumerate(roots):
         h.update(b"\x00root\x00%d\x00" % index)
         real = resolve(root, plan)
@@ -177,35 +215,50 @@ def scan(roots: Sequence[str], flt: Filter) -> Scan:
             h.update(b"missing")
             continue
         except OSError as exc:
-            errors.append(f"{root}: {exc.strerror or exc}")
+            if exc.errno == errno.ELOOP:
+                skipped[root] = LOOP
+            else:
+                errors.append(f"{root}: {exc.strerror or exc}")
             h.update(b"unreadable")
             continue
         if not stat.S_ISDIR(st.st_mode):
             # A single watched file: its name is the root's, always wanted. A
             # FIFO or device is refused by _hash_file (reading it would never end).
             plan.add_name(real)
+            base = os.path.realpath(os.path.dirname(os.path.abspath(root)))
+            if not follow and not inside(real, base):
+                skipped[root] = OUTSIDE
+                h.update(b"outside")
+                continue
             try:
-                total += _file_entry(h, os.path.basename(root), real)
+                total += _file_entry(h, os.path.basename(root), real, not follow)
                 files += 1
             except FileNotFoundError:
                 unstable = True
             except OSError as exc:
                 errors.append(f"{root}: {exc.strerror or exc}")
             continue
-        n, b, u = _walk(h, real, flt, plan, errors)
+        n, b, u = _walk(h, real, flt, plan, errors, skipped, follow, skip)
         files, total, unstable = files + n, total + b, unstable or u
-    return Scan(h.hexdigest(), files, total, plan, unstable, errors)
+    return Scan(h.hexdigest(), files, total, plan, unstable, errors, skipped)
 
 
-def _file_entry(h: hashlib._Hash, rel: str, path: str) -> int:
+def _file_entry(h: hashlib._Hash, rel: str, path: str, nofollow: bool = False) -> int:
     h.update(b"\x00file\x00" + os.fsencode(rel) + b"\x00")
-    return _hash_file(h, path)
+    return _hash_file(h, path, nofollow)
 
 
 def _walk(
-    h: hashlib._Hash, top: str, flt: Filter, plan: Plan, errors: list[str]
+    h: hashlib._Hash,
+    top: str,
+    flt: Filter,
+    plan: Plan,
+    errors: list[str],
+    skipped: dict[str, str],
+    follow: bool,
+    skip: AbstractSet[str] = frozenset(),
 ) -> tuple[int, int, bool]:
-    """Walk one watched directory tree following links, in sorted order."""
+    """Walk one watched directory tree in sorted order, following the links it may follow."""
     files = total = 0
     unstable = False
     plan.recursive.add(top)
@@ -238,32 +291,54 @@ def _walk(
             crel = f"{rel}/{e.name}" if rel else e.name
             try:
                 is_link = e.is_symlink()
-                is_dir = e.is_dir(follow_symlinks=True)
-                is_file = e.is_file(follow_symlinks=True)
-            except OSError:
-                unstable = True
+                # DirEntry caches this; for a link it is the target's mode.
+                mode = e.stat(follow_symlinks=True).st_mode
+            except FileNotFoundError:
+                if not is_link:
+                    unstable = True  # vanished since the listing
+                # a dangling link is not content; resolve() below plans its target
+                mode = 0
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    unstable = True
+                    continue
+                # A loop stays a loop until someone changes a link, which
+                # the plan below watches for: report it, never "in flux".
+                skipped[e.path] = LOOP
+                resolve(e.path, plan)
                 continue
             if is_link:
                 target = resolve(e.path, plan)
-                if is_dir:
+                if not mode:
+                    continue
+                if not follow and not inside(target, top):
+                    skipped[e.path] = OUTSIDE
+                    continue
+                if stat.S_ISDIR(mode):
                     if not plan.covered(target):
                         plan.recursive.add(target)
                     stack.append((target, crel))
-                elif is_file:
+                elif stat.S_ISREG(mode):
                     if not plan.covered(os.path.dirname(target)):
                         plan.add_name(target)
                     if flt.wants(crel):
                         entries.append((crel, target))
-                # a dangling link is not content, but its target's appearance is seen
+                else:
+                    skipped[e.path] = SPECIAL
                 continue
-            if is_dir:
+            if stat.S_ISDIR(mode):
                 stack.append((e.path, crel))
-            elif is_file and flt.wants(crel):
-                entries.append((crel, e.path))
+            elif stat.S_ISREG(mode):
+                if flt.wants(crel):
+                    entries.append((crel, e.path))
+            elif mode:
+                skipped[e.path] = SPECIAL
     entries.sort()
     for rel, path in entries:
+        if path in skip:
+            continue
         try:
-            total += _file_entry(h, rel, path)
+            total += _file_entry(h, rel, path, not follow)
             files += 1
         except FileNotFoundError:
             unstable = True

@@ -25,7 +25,7 @@ import pytest
 from aiohttp import web
 
 from tests.helpers import ProgramProcess, free_port, wait_until
-from tests.peers.prometheus import promtool_check
+from tests.peers.prometheus import ConfiguredPrometheus, promtool_check
 
 
 class Receiver:
@@ -113,7 +113,7 @@ def atomic_write(target: Path, payload: dict[str, bytes]) -> None:
 
 
 def reloader(tmp_path: Path, *args: str) -> ProgramProcess:
-    return ProgramProcess("reloader", ["--log-level", "debug", *args], tmp=tmp_path)
+    return ProgramProcess("reloader", ["--log-level", "debug", *args], tmp=tmp_path, env={"V": "x"})
 
 
 def metric(proc: ProgramProcess, name: str) -> float:
@@ -598,3 +598,244 @@ def test_gate_command_timeout_is_retried_not_blocked(tmp_path: Path, receiver: R
         marker.touch()
         wait_until(lambda: len(receiver.calls) == 1, 10, what="the reload once the check answers")
         assert stays(lambda: len(receiver.calls) == 1, 1.0)
+
+
+def skipped_count(proc: ProgramProcess, reason: str) -> float:
+    _, _, body = proc.get("/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(f'podkit_reloader_skipped_paths_total{{reason="{reason}"}} '):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_link_loop_is_reported_and_the_next_change_still_reloads(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    conf = tmp_path / "conf"
+    (conf / "sub").mkdir(parents=True)
+    (conf / "app.yml").write_text("v0")
+    (conf / "sub" / "a").symlink_to("b")
+    (conf / "sub" / "b").symlink_to("a")
+    with reloader(
+        tmp_path, "--watch", str(conf), "--webhook-url", receiver.url, "--debounce", "100ms"
+    ) as p:
+        p.wait_ready()
+        code, _, body = p.get("/healthz")
+        assert code == 503 and b"symbolic-link loop" in body and b"/conf/sub/a" in body
+        st = status(p)
+        assert st["skipped"] == {str(conf / "sub/a"): "loop", str(conf / "sub/b"): "loop"}
+        assert st["healthy"] is False
+        assert skipped_count(p, "loop") == 2
+        (conf / "app.yml").write_text("v1")
+        wait_until(calls_reach(receiver, 1), 10, what="the reload after a real change")
+        (conf / "sub" / "b").unlink()
+        (conf / "sub" / "b").write_text("fixed")
+        wait_until(lambda: p.get("/healthz")[0] == 200, 10, what="healthy once the loop is gone")
+        wait_until(calls_reach(receiver, 2), 10, what="the reload for the new file b")
+        assert sum("symbolic-link loop" in r["message"] for r in p.records()) == 1
+
+
+def test_links_out_of_the_volume_are_not_followed(tmp_path: Path, receiver: Receiver) -> None:
+    """Whoever writes the volume cannot make the reloader read a secret, a FIFO or a device."""
+    secret = tmp_path / "secret"
+    secret.write_text("s1")
+    conf = tmp_path / "conf"
+    atomic_write(conf, {"app.yml": b"v0"})
+    (conf / "token").symlink_to(secret)
+    (conf / "environ").symlink_to("/proc/self/environ")
+    os.mkfifo(tmp_path / "fifo")
+    (conf / "pipe").symlink_to(tmp_path / "fifo")
+    with reloader(
+        tmp_path, "--watch", str(conf), "--webhook-url", receiver.url, "--debounce", "100ms"
+    ) as p:
+        p.wait_ready()
+        assert status(p)["files"] == 1
+        assert skipped_count(p, "outside") == 3
+        secret.write_text("s2")  # not content: no reload
+        (conf / "new.yml").write_text("n")
+        wait_until(calls_reach(receiver, 1), 10, what="the reload of app.yml")
+        assert stays(lambda: len(receiver.calls) == 1, 0.5)
+        warnings = [r for r in p.records() if "not followed" in r["message"]]
+        assert len(warnings) == 1 and len(warnings[0]["paths"]) == 3
+        assert skipped_count(p, "outside") == 3  # once each, not once per scan
+        assert p.get("/healthz")[0] == 200
+
+
+def test_render_env_and_file_reloads_only_when_the_output_changes(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    src_dir = tmp_path / "src"
+    secrets = tmp_path / "secrets"
+    out = tmp_path / "out"
+    for d in (src_dir, secrets, out):
+        d.mkdir()
+    (secrets / "password").write_text("pw1\n")
+    template = src_dir / "app.yml"
+    template.write_text(
+        "url: $(URL)\nuser: ${USER_NAME}\npassword: $(file:%s)\n" % (secrets / "password")
+    )
+    dest = out / "app.yml"
+    env = {"URL": "http://db:5432", "USER_NAME": "app"}
+    with ProgramProcess(
+        "reloader",
+        [
+            "--render", f"{template}:{dest}",
+            "--render-files-from", str(secrets),
+            "--webhook-url", receiver.url,
+            "--debounce", "100ms",
+        ],
+        tmp=tmp_path,
+        env=env,
+    ) as p:  # fmt: skip
+        p.wait_ready()
+        assert dest.read_text() == "url: http://db:5432\nuser: app\npassword: pw1\n"
+        # A template change that renders the same: no reload.
+        template.write_text(
+            "url: ${URL}\nuser: $(USER_NAME)\npassword: $(file:%s)\n" % (secrets / "password")
+        )
+        wait_until(lambda: metric(p, "podkit_reloader_watch_events_total") >= 1, 10, what="event")
+        assert stays(lambda: receiver.calls == [], 0.8)
+        # The secret rotates: re-rendered, reloaded.
+        (secrets / "password").write_text("pw2\n")
+        wait_until(calls_reach(receiver, 1), 10, what="the reload after the secret rotated")
+        assert dest.read_text().endswith("password: pw2\n")
+        # An unset variable: the old file stays, no reload, an error in the log.
+        template.write_text("url: $(NOT_SET)\n")
+        p.wait_log("cannot render; keeping the old files, not reloading")
+        assert dest.read_text().endswith("password: pw2\n")
+        assert stays(lambda: len(receiver.calls) == 1, 0.5)
+        assert "pw2" not in p.stderr()
+
+
+def test_one_time_renders_gzip_and_exits(tmp_path: Path) -> None:
+    import gzip
+
+    src = tmp_path / "prometheus.yml.gz"
+    src.write_bytes(gzip.compress(b"external_labels: {cluster: $(CLUSTER)}\nrelabel: ${1}\n"))
+    dest = tmp_path / "prometheus.yml"
+    res = subprocess.run(
+        [sys.executable, "-m", "podkit.sidecars.reloader", "--one-time", "--admin-addr", "off",
+         "--render", f"{src}:{dest}"],
+        env={**os.environ, "CLUSTER": "eu-1"}, capture_output=True, timeout=30,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert dest.read_text() == "external_labels: {cluster: eu-1}\nrelabel: ${1}\n"
+    # A $(file:...) outside --render-files-from is refused: nothing written, exit 1.
+    src2 = tmp_path / "evil.yml"
+    src2.write_text("x: $(file:/etc/hostname)\n")
+    res = subprocess.run(
+        [sys.executable, "-m", "podkit.sidecars.reloader", "--one-time", "--admin-addr", "off",
+         "--render", f"{src2}:{tmp_path / 'evil.out'}"],
+        capture_output=True, timeout=30,
+    )  # fmt: skip
+    assert res.returncode == 1
+    assert not (tmp_path / "evil.out").exists()
+    assert b"outside every --render-files-from" in res.stderr
+
+
+VERIFY = {
+    "metrics": [
+        "--verify-url=/metrics",
+        "--verify-metric=prometheus_config_last_reload_successful == 1",
+        "--verify-timestamp=prometheus_config_last_reload_success_timestamp_seconds",
+    ],
+    # As the Thanos reloader asks: an RFC 3339 lastConfigTime that must advance.
+    "runtimeinfo": [
+        "--verify-url=/api/v1/status/runtimeinfo",
+        '--verify-json=$.status == "success"',
+        "--verify-json=$.data.reloadConfigSuccess == true",
+        "--verify-timestamp=$.data.lastConfigTime",
+    ],
+}
+
+
+@pytest.mark.parametrize("how", sorted(VERIFY))
+def test_verify_against_real_prometheus_good_then_broken_config(tmp_path: Path, how: str) -> None:
+    """SIGHUP gives no answer; only Prometheus' own metrics say whether the config took."""
+    src = tmp_path / "prometheus.yml.tmpl"
+    good = (
+        "global: {scrape_interval: $(INTERVAL)}\n"
+        "scrape_configs: [{job_name: %s, static_configs: [{targets: ['127.0.0.1:1']}]}]\n"
+    )
+    src.write_text(good % "a")
+    dest = tmp_path / "prometheus.yml"
+    env = {"INTERVAL": "7s"}
+    init = subprocess.run(
+        [sys.executable, "-m", "podkit.sidecars.reloader", "--one-time", "--admin-addr", "off",
+         "--render", f"{src}:{dest}"],
+        env={**os.environ, **env}, capture_output=True, timeout=30,
+    )  # fmt: skip
+    assert init.returncode == 0, init.stderr
+    prom = ConfiguredPrometheus(tmp_path / "prom", dest)
+    try:
+        prom.wait_ready()
+        with ProgramProcess(
+            "reloader",
+            [
+                "--render", f"{src}:{dest}",
+                "--pid-file", str(prom.pid_file),
+                *(a.replace("--verify-url=", "--verify-url=" + prom.url) for a in VERIFY[how]),
+                "--verify-timeout", "3s",
+                "--unhealthy-after", "1s",
+                "--retry-max-backoff", "1s",
+                "--debounce", "100ms",
+            ],
+            tmp=tmp_path,
+            env=env,
+        ) as p:  # fmt: skip
+            p.wait_ready()
+            before = prom.self_metric("prometheus_config_last_reload_success_timestamp_seconds")
+            # The timestamp has one-second resolution: let it be able to move.
+            wait_until(lambda: time.time() >= before + 1, 5, what="the next second")
+            src.write_text(good % "b")
+            wait_until(
+                lambda: labelled(p, "podkit_reloader_reloads_total", "success") == 1,
+                20, what="a verified reload",
+            )  # fmt: skip
+            assert (
+                prom.self_metric("prometheus_config_last_reload_success_timestamp_seconds") > before
+            )
+            assert "job_name: b" in dest.read_text()
+            # Broken: the signal is delivered, Prometheus rejects the file.
+            src.write_text("scrape_configs: [{job_name: }}\n")
+            wait_until(
+                lambda: labelled(p, "podkit_reloader_reloads_total", "failure") >= 2,
+                20, what="the failed verification, retried",
+            )  # fmt: skip
+            assert prom.self_metric("prometheus_config_last_reload_successful") == 0
+            assert metric(p, "podkit_reloader_last_reload_successful") == 0
+            st = status(p)
+            assert st["retry"]["pending"] and "did not take" in st["last_reload"]["error"]
+            # The first attempt failed at once: good before, bad after (as Thanos decides).
+            assert any("rejected the new config" in str(r.get("error")) for r in p.records())
+            wait_until(lambda: p.get("/healthz")[0] == 503, 10, what="/healthz after the bound")
+            assert b"has not taken" in p.get("/healthz")[2]
+            # Fixed: the retry, or the change, takes.
+            src.write_text(good % "c")
+            wait_until(lambda: p.get("/healthz")[0] == 200, 20, what="healthy after a good config")
+            assert labelled(p, "podkit_reloader_reloads_total", "success") == 2
+            assert prom.self_metric("prometheus_config_last_reload_successful") == 1
+    finally:
+        prom.stop()
+
+
+def test_render_into_a_watched_directory_reloads_once(tmp_path: Path, receiver: Receiver) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "rules.yml").write_text("r1")
+    template = conf / "app.tmpl"
+    template.write_text("v: ${V}-1\n")
+    with reloader(
+        tmp_path,
+        "--watch", str(conf),
+        "--render", f"{template}:{conf / 'app.yml'}",
+        "--webhook-url", receiver.url,
+        "--debounce", "100ms",
+    ) as p:  # fmt: skip
+        p.wait_ready()
+        template.write_text("v: ${V}-2\n")
+        wait_until(calls_reach(receiver, 1), 10, what="the reload of the new render")
+        assert stays(lambda: len(receiver.calls) == 1, 1.0)  # its own write is no change
+        (conf / "rules.yml").write_text("r2")
+        wait_until(calls_reach(receiver, 2), 10, what="the reload of a watched file")
+        assert (conf / "app.yml").read_text() == "v: x-2\n"

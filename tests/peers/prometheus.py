@@ -111,6 +111,45 @@ class PrometheusServer:
         self.log.close()
 
 
+class ConfiguredPrometheus(PrometheusServer):
+    """A prometheus reading a config file the test (or a reloader) writes, its PID in a file.
+
+    Started with --web.enable-lifecycle, so both SIGHUP (to `pid_file`) and
+    `POST /-/reload` reload it.
+    """
+
+    def __init__(self, tmp: Path, config: Path) -> None:
+        self.binary = need("prometheus")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.dir = tmp
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.dir / "prometheus.log", "wb")
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-lifecycle",
+                "--log.level=info",
+            ],
+            stdout=self.log,
+            stderr=self.log,
+            stdin=subprocess.DEVNULL,
+        )
+        self.pid_file = self.dir / "prometheus.pid"
+        self.pid_file.write_text(f"{self.proc.pid}\n")
+
+    def self_metric(self, name: str) -> float:
+        """A sample of Prometheus' own /metrics (e.g. prometheus_config_last_reload_successful)."""
+        body = http(self.url + "/metrics", timeout=5)[2].decode()
+        for line in body.splitlines():
+            if line.split(" ")[0] == name:
+                return float(line.split()[1])
+        raise AssertionError(f"{name} not in prometheus' /metrics")
+
+
 @pytest.fixture
 def prometheus_factory(tmp_path: Path) -> Iterator[Callable[..., PrometheusServer]]:
     """start(targets) -> a ready PrometheusServer scraping them every second."""

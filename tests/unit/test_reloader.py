@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -88,7 +89,7 @@ def test_link_root_watches_target_and_link(tmp_path: Path) -> None:
     assert not s.plan.relevant(str(tmp_path / "other"))
 
 
-def test_linked_dir_outside_the_tree_is_followed(tmp_path: Path) -> None:
+def test_linked_dir_outside_the_tree_is_followed_only_with_follow(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "x.conf").write_text("1")
@@ -96,9 +97,69 @@ def test_linked_dir_outside_the_tree_is_followed(tmp_path: Path) -> None:
     tree.mkdir()
     (tree / "conf.d").symlink_to(outside)
     (tree / "loop").symlink_to(tree)  # must not recurse forever
-    s = scan([str(tree)], ALL)
+    s = scan([str(tree)], ALL, follow=True)
     assert s.files == 1
     assert s.plan.watches() == {str(outside): True, str(tree): True, str(tmp_path): False}
+    s = scan([str(tree)], ALL)
+    assert s.files == 0
+    assert s.skipped == {str(tree / "conf.d"): "outside"}
+
+
+def test_links_leaving_the_tree_are_not_followed_by_default(tmp_path: Path) -> None:
+    """A shared volume is not a way out: links to a secret, /proc/self/environ, a FIFO, a device."""
+    secret = tmp_path / "secret"
+    secret.write_text("hunter2")
+    tree = tmp_path / "conf"
+    tree.mkdir()
+    kubelet_write(tree, {"app.yml": b"a: 1\n"}, "2024_01_01")  # the normal case keeps working
+    (tree / "token").symlink_to(secret)
+    (tree / "environ").symlink_to("/proc/self/environ")
+    (tree / "zero").symlink_to("/dev/zero")
+    os.mkfifo(tree / "..fifo_target")  # inside the tree, but a FIFO
+    (tree / "pipe").symlink_to("..fifo_target")
+    (tree / "sub").mkdir()
+    (tree / "sub" / "up").symlink_to("../app.yml")  # inside: counts
+    s = scan([str(tree)], ALL)
+    assert s.files == 2 and not s.unstable and not s.errors
+    assert s.skipped == {
+        str(tree / "token"): "outside",
+        str(tree / "environ"): "outside",
+        str(tree / "zero"): "outside",
+        str(tree / "pipe"): "special",
+    }
+    secret.write_text("changed")  # the secret is not in the hash
+    assert scan([str(tree)], ALL).digest == s.digest
+    # A watched file that is a link must stay in its own directory, too.
+    assert scan([str(tree / "token")], ALL).skipped == {str(tree / "token"): "outside"}
+    assert scan([str(tree / "app.yml")], ALL).files == 1
+    assert scan([str(tree / "token")], ALL, follow=True).files == 1
+
+
+def test_link_loop_is_reported_and_the_rest_still_counts(tmp_path: Path) -> None:
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    (tmp_path / "c").write_text("1")
+    s = scan([str(tmp_path)], ALL)
+    assert not s.unstable  # a loop is no reason to postpone the decision forever
+    assert s.files == 1
+    assert s.skipped == {str(tmp_path / "a"): "loop", str(tmp_path / "b"): "loop"}
+    assert s.plan.relevant(str(tmp_path / "a"))  # fixing the loop is seen
+    (tmp_path / "c").write_text("2")
+    assert scan([str(tmp_path)], ALL).digest != s.digest
+    # A --watch path that is itself a loop is reported the same way.
+    root = scan([str(tmp_path / "a")], ALL)
+    assert root.skipped == {str(tmp_path / "a"): "loop"} and not root.errors
+
+
+def test_o_nofollow_refuses_a_link_swapped_in_after_the_check(tmp_path: Path) -> None:
+    from podkit.sidecars.reloader.tree import _hash_file
+
+    (tmp_path / "secret").write_text("x")
+    (tmp_path / "f").symlink_to(tmp_path / "secret")
+    import hashlib
+
+    with pytest.raises(OSError):
+        _hash_file(hashlib.sha256(), str(tmp_path / "f"), nofollow=True)
 
 
 def test_filter_globs(tmp_path: Path) -> None:
@@ -155,6 +216,11 @@ def test_read_pid_file(tmp_path: Path) -> None:
         read_pid_file(str(tmp_path / "p"))
     with pytest.raises(HookError):
         read_pid_file(str(tmp_path / "missing"))
+    # A FIFO (or /dev/zero) swapped in for the pid file: refused at once, no hang.
+    os.mkfifo(tmp_path / "fifo.pid")
+    for bad in (tmp_path / "fifo.pid", Path("/dev/zero")):
+        with pytest.raises(HookError, match="not a regular file"):
+            read_pid_file(str(bad))
 
 
 @pytest.mark.parametrize(
@@ -352,3 +418,93 @@ async def test_run_command_output_and_group_kill() -> None:
                 await task
             await asyncio.sleep(0.5)  # a start that was under way completes meanwhile
         await until(lambda t=token: not _sleeping(t), f"{case}: the shell's child survived")
+
+
+def test_render_substitution_escapes_and_files(tmp_path: Path) -> None:
+    import gzip
+
+    from podkit.sidecars.reloader.render import MAX_BYTES, RenderError, Spec, render, write
+
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "pw").write_text("s3cr3t\n")
+    src = tmp_path / "t.yml"
+    src.write_text(
+        "a: $(A) b: ${B_1} keep: $1 ${1} $$(A) $${B_1} $(lower) pw: $(file:%s)\n" % (secrets / "pw")
+    )
+    spec = Spec.parse(f"{src}:{tmp_path / 'out.yml'}")
+    env = {"A": "x", "B_1": "y", "lower": "z"}
+    r = render(spec, env, [str(secrets)])
+    assert r.data == b"a: x b: y keep: $1 ${1} $(A) ${B_1} z pw: s3cr3t\n"
+    assert r.files == [str(secrets / "pw")]
+    assert write(r) and not write(r)  # the second time it is already there
+    assert (tmp_path / "out.yml").read_bytes() == r.data
+    with pytest.raises(RenderError, match="B_1 is not set"):
+        render(spec, {"A": "x", "lower": "z"}, [str(secrets)])
+    with pytest.raises(RenderError, match="outside every --render-files-from"):
+        render(spec, env, [])
+    (secrets / "link").symlink_to("/etc/hostname")  # a link out of the allowed directory
+    src.write_text("$(file:%s)" % (secrets / "link"))
+    with pytest.raises(RenderError, match="outside"):
+        render(spec, env, [str(secrets)])
+    gz = tmp_path / "t.yml.gz"
+    gz.write_bytes(gzip.compress(b"v: $(A)\n"))
+    assert render(Spec(str(gz), str(tmp_path / "o")), env, []).data == b"v: x\n"
+    gz.write_bytes(gzip.compress(b"\0" * (MAX_BYTES + 10)))  # a gzip bomb
+    with pytest.raises(RenderError, match="expands to more than"):
+        render(Spec(str(gz), str(tmp_path / "o")), env, [])
+    with pytest.raises(ValueError):
+        Spec.parse("only-one-path")
+    # A template that is a link out of its directory is refused unless --follow-symlinks.
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "t.yml").symlink_to(secrets / "pw")
+    linked = Spec(str(tmp_path / "conf" / "t.yml"), str(tmp_path / "o"))
+    with pytest.raises(RenderError, match="a link out of its directory"):
+        render(linked, env, [])
+    assert render(linked, env, [], follow=True).data == b"s3cr3t\n"
+
+
+def test_rendered_dest_keeps_its_old_content_on_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from podkit.sidecars.reloader.render import Rendered, Spec, write
+
+    target = tmp_path / "f"
+    target.write_bytes(b"old")
+
+    def full(fd: int, data: Any) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OSError):
+        write(Rendered(Spec(str(tmp_path / "t"), str(target)), b"new"))
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--one-time", "--watch", "/x"], "--one-time: needs --render"),
+        (["--render", "nocolon", "--command", "true"], "--render: not SRC:DEST"),
+        (["--watch", "/x", "--command", "true", "--verify-json", "$.a"], "need --verify-url"),
+        (["--watch", "/x", "--command", "true", "--verify-url", "http://h/"], "give --verify-json"),
+        (
+            [
+                "--watch",
+                "/x",
+                "--command",
+                "true",
+                "--verify-url",
+                "http://h/",
+                "--verify-json",
+                "a",
+            ],
+            "starts with $",
+        ),
+    ],
+)
+def test_render_and_verify_usage_errors(argv: list[str], fragment: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(fragment)):
+        configure(Reloader, argv)
