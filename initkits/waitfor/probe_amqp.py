@@ -16,6 +16,8 @@ import asyncio
 import struct
 from urllib.parse import SplitResult, unquote
 
+from podkit.aio import wait_for
+
 from .base import NotReady, Probe, Settings, register
 from .net import MAX_MESSAGE, close, open_stream
 
@@ -109,7 +111,7 @@ class AMQPProbe(Probe):
             _send_method(writer, CLOSE, struct.pack("!H", 200) + _shortstr("ready") + b"\0" * 4)
             await writer.drain()
             try:
-                await asyncio.wait_for(_read_method(reader), 0.5)  # close-ok
+                await wait_for(_read_method(reader), 0.5)  # close-ok
             except (TimeoutError, OSError, asyncio.IncompleteReadError, NotReady):
                 pass
         except asyncio.IncompleteReadError:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from podkit import Backoff, RateLimited, Sidecar, UsageError, option, redact_url, rfc3339
+from podkit.aio import wait_for
 from podkit.checks import ConditionError, JSONCondition, MetricCondition
 from podkit.hooks import HookError, Retrier, run_command
 from podkit.http import BearerToken, parse_headers
@@ -384,7 +385,7 @@ class Reloader(Sidecar):
             next_resync = loop.time() + self.resync_interval
             while not self.stopping:
                 try:
-                    await asyncio.wait_for(self._wake.wait(), max(0.0, next_resync - loop.time()))
+                    await wait_for(self._wake.wait(), max(0.0, next_resync - loop.time()))
                 except TimeoutError:
                     pass
                 if self.stopping:
