@@ -46,7 +46,7 @@ from .upstream import BUCKETS, ConnectFailure, Overflow, Upstream
 log = logging.getLogger("podkit.proxy")
 
 IDLE, HEAD, BUSY, TUNNEL = 0, 1, 2, 3
-IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
+IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"))  # TRACE: refused
 MAX_RESPONSE_HEAD = 64 * 1024
 # Methods whose response may echo the request, credentials included (RFC 9110 9.3.8;
 # TRACK is IIS's TRACE). Refused whatever their case, as some servers ignore it: 405,

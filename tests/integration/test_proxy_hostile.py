@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,13 @@ import pytest
 from podkit.ambassadors.proxy.http1 import HEAD_CACHE_BYTES, MAX_INTERIM
 
 from tests.helpers import ProgramProcess, free_port, rss_bytes, wait_until
+from tests.integration.proxy_sockets import (
+    SocketUpstream,
+    client,
+    exchange,
+    read_all,
+    recv_head,
+)
 
 TOKEN = "s3cret-token-13"
 API_KEY = "k3y-13"
@@ -51,56 +57,22 @@ def _read_body(c: socket.socket, head: bytes, buf: bytes) -> tuple[bytes, bytes]
     return b"", buf
 
 
-class Hostile:
+class Hostile(SocketUpstream):
     """An upstream that misbehaves by request path; records what reached it."""
 
     def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.lock = threading.Lock()
+        super().__init__()
         self.seen: list[tuple[int, bytes, bytes]] = []  # (connection, head, body)
-        self.conns: dict[int, socket.socket] = {}
-        self.closed: set[int] = set()
-        self.nconn = 0
         self.unique = 0
-        threading.Thread(target=self.accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def accept(self) -> None:
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.nconn += 1
-                n = self.nconn
-                self.conns[n] = c
-            threading.Thread(target=self.serve, args=(c, n), daemon=True).start()
 
     def serve(self, c: socket.socket, n: int) -> None:
         buf = b""
-        try:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    data = c.recv(65536)
-                    if not data:
-                        return
-                    buf += data
-                head, buf = buf.split(b"\r\n\r\n", 1)
-                body, buf = _read_body(c, head, buf)
-                with self.lock:
-                    self.seen.append((n, head, body))
-                c.sendall(self.answer(head))
-        except OSError:
-            pass
-        finally:
+        while got := recv_head(c, buf):
+            head, buf = got
+            body, buf = _read_body(c, head, buf)
             with self.lock:
-                self.closed.add(n)
-            c.close()
+                self.seen.append((n, head, body))
+            c.sendall(self.answer(head))
 
     def answer(self, head: bytes) -> bytes:
         path = head.split(b" ")[1]
@@ -138,9 +110,6 @@ class Hostile:
         with self.lock:
             c = self.conns[n]
         c.sendall(data)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def ok(body: bytes) -> bytes:
@@ -201,12 +170,6 @@ def px(up: Hostile, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Progra
         yield p
 
 
-@contextlib.contextmanager
-def client(p: ProgramProcess) -> Iterator[socket.socket]:
-    with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:  # type: ignore[attr-defined]
-        yield s
-
-
 def read_response(s: socket.socket, buf: bytes = b"") -> tuple[bytes, bytes, bytes]:
     """(head, body, rest) of one response framed by Content-Length or chunked."""
     while b"\r\n\r\n" not in buf:
@@ -228,26 +191,6 @@ def read_response(s: socket.socket, buf: bytes = b"") -> tuple[bytes, bytes, byt
         assert data, rest
         rest += data
     return head, rest[:n], rest[n:]
-
-
-def read_all(s: socket.socket) -> tuple[bytes, str]:
-    out = b""
-    try:
-        while True:
-            data = s.recv(65536)
-            if not data:
-                return out, "eof"
-            out += data
-    except ConnectionResetError:
-        return out, "reset"
-    except TimeoutError:
-        return out, "timeout"
-
-
-def exchange(p: ProgramProcess, data: bytes) -> tuple[bytes, str]:
-    with client(p) as s:
-        s.sendall(data)
-        return read_all(s)
 
 
 def metric(p: ProgramProcess, name: str) -> float:
@@ -295,7 +238,7 @@ def test_bytes_on_an_idle_pooled_connection_never_reach_the_next_request(
     n = up.conn_of(b"/prime")
     up.send(n, stray)
     # the proxy must close it rather than keep it for the next request
-    wait_until(lambda: n in up.closed, 5, what="poisoned pooled connection closed")
+    wait_until(lambda: n in up.closed_conns, 5, what="poisoned pooled connection closed")
     request = (
         GET % b"/next"
         if path == "fast"
