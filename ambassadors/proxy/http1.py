@@ -390,10 +390,11 @@ class Conn(asyncio.Protocol):
         owner's sweeper can fail it on a deadline.
         """
         buf = self.buf
+        start = 0  # bytes before this were scanned already: a head dripping in is O(n)
         while True:
             if self.handover is not None:
                 return b""
-            i = buf.find(b"\r\n\r\n")
+            i = buf.find(b"\r\n\r\n", start)
             if i >= 0:
                 if i > limit:
                     raise ProtocolError(431, "request headers over --max-header-bytes")
@@ -404,7 +405,7 @@ class Conn(asyncio.Protocol):
                 return head
             if len(buf) > limit:
                 raise ProtocolError(431, "request headers over --max-header-bytes")
-            if b"\n\n" in buf or b"\n\r\n" in buf:
+            if buf.find(b"\n\n", start) >= 0 or buf.find(b"\n\r\n", start) >= 0:
                 # a head ended with a bare LF would never be complete: say so now,
                 # instead of after --header-timeout
                 raise ProtocolError(400, "bare LF in a message head")
@@ -416,6 +417,7 @@ class Conn(asyncio.Protocol):
                 return None
             if self.paused & FLOOD:
                 self.resume(FLOOD)
+            start = max(0, len(buf) - 3)
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self.waiter = fut
             if owner is not None:
