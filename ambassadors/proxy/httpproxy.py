@@ -521,10 +521,18 @@ class ClientConn(Conn):
 
     def fast_response(self, uc: Conn, data: bytes) -> None:
         """The upstream sent bytes for a fast-path request."""
-        if uc.buf:
-            uc.buf += data
-            data = bytes(uc.buf)
-            uc.buf.clear()
+        ubuf = uc.buf
+        if ubuf:
+            # the rest of a head: look only at the new bytes for its end (a head
+            # dripping in a byte at a time must not cost O(n^2))
+            start = max(0, len(ubuf) - 3)
+            ubuf += data
+            if ubuf.find(b"\r\n\r\n", start) < 0:
+                if len(ubuf) > MAX_RESPONSE_HEAD:
+                    self.fast_fail("bad-response", "response head too large")
+                return
+            data = bytes(ubuf)
+            ubuf.clear()
         f = self.fast
         assert f is not None
         req = f.req

@@ -72,7 +72,14 @@ class Hostile(SocketUpstream):
             body, buf = _read_body(c, head, buf)
             with self.lock:
                 self.seen.append((n, head, body))
-            c.sendall(self.answer(head))
+            answer = self.answer(head)
+            if b" /drip " in head.split(b"\r\n", 1)[0]:
+                # a byte per packet: the head's end must be found across every split
+                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for i in range(len(answer)):
+                    c.send(answer[i : i + 1])
+            else:
+                c.sendall(answer)
 
     def answer(self, head: bytes) -> bytes:
         path = head.split(b" ")[1]
@@ -360,6 +367,19 @@ def test_a_flood_of_1xx_responses_is_cut_off(px_loop: ProgramProcess, path: str)
     assert out.count(b"100 Continue") <= MAX_INTERIM, out.count(b"100 Continue")
     assert b"HTTP/1.1 502 " in out and b"x-podkit-proxy: bad-response" in out, out[-300:]
     assert b"final" not in out
+
+
+@pytest.mark.parametrize("path", ["fast", "slow"])
+def test_a_head_dripping_in_a_byte_at_a_time_is_read_whole(px: ProgramProcess, path: str) -> None:
+    if path == "fast":
+        _warm(px)
+        request = GET % b"/drip"
+    else:
+        request = b"POST /drip HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi"
+    with client(px) as s:
+        s.sendall(request)
+        head, body, rest = read_response(s)
+    assert head.startswith(b"HTTP/1.1 200 ") and body == b"/drip" and rest == b""
 
 
 def test_header_line_counts_are_capped(px: ProgramProcess) -> None:
