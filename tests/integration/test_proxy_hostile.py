@@ -85,6 +85,8 @@ class Hostile(SocketUpstream):
         path = head.split(b" ")[1]
         if path == b"/echo":  # what a server with TRACE enabled (or a debug page) sends
             return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(head) + head
+        if path == b"/overlong":  # more body than its Content-Length, in the same packet
+            return ok(b"ok") + ok(b"POISON")
         if path == b"/conn-cl":
             return (
                 b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: content-length\r\n\r\nhello"
@@ -256,6 +258,26 @@ def test_bytes_on_an_idle_pooled_connection_never_reach_the_next_request(
         _, body, _ = read_response(s)
     assert body == b"/next"
     assert metric(p, "podkit_proxy_upstream_unsolicited_closed_total") == before + 1
+
+
+@pytest.mark.parametrize("path", ["fast", "slow"])
+def test_a_body_longer_than_its_length_never_reaches_the_next_request(
+    px_loop: ProgramProcess, up: Hostile, path: str
+) -> None:
+    if path == "fast":
+        _warm(px_loop)
+        request = GET % b"/overlong"
+    else:
+        request = b"POST /overlong HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi"
+    with client(px_loop) as s:
+        s.sendall(request)
+        _, body, _ = read_response(s)
+        assert body == b"ok"
+        n = up.conn_of(b"/overlong")
+        wait_until(lambda: n in up.closed_conns, 5, what="overlong connection closed")
+        s.sendall(GET % b"/after")
+        _, body, _ = read_response(s)
+        assert body == b"/after"
 
 
 # -- class 2: credentials never reach anyone but the upstream -----------------------
