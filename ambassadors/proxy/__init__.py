@@ -27,6 +27,7 @@ from podkit import Sidecar, UsageError, option
 from podkit.http import parse_header
 from podkit.options import Option
 
+from .http1 import MAX_HEADERS
 from .httpproxy import ACCESS_LOG, HttpListener
 from .listener import BaseListener, Settings
 from .tcp import TcpListener
@@ -135,7 +136,7 @@ class Proxy(Sidecar):
     )
     max_header_bytes: int = option("8KiB", kind="size", help="largest request head (431 beyond)")
     max_headers: int = option(
-        100, help="most header lines in a request (431 beyond) or a response (502 beyond)"
+        MAX_HEADERS, help="most header lines in a request (431 beyond) or a response (502 beyond)"
     )
     max_body_bytes: int | None = option(
         None, kind="size", help="largest request body (413 beyond; default: unlimited)"

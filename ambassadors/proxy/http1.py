@@ -25,8 +25,8 @@ _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: [^\x00-\x08\x0a
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,15})(?:[ \t]*;[\t\x20-\x7e\x80-\xff]*)?")
 _TRAILER_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*")
 
-# Limits on what a peer can make the parser do (issue 13, class 9). Defaults of the
-# flags live in listener.Settings; these are fixed.
+# Limits on what a peer can make the parser do (issue 13, class 9).
+MAX_HEADERS = 100  # header lines in a head: the default of --max-headers (HAProxy: 101)
 MAX_INTERIM = 5  # 1xx responses before the final one: Go's net/http allows 5
 MAX_LINE = 4096  # one chunk-size or trailer line
 MAX_TRAILERS = 64  # trailer lines after the last chunk
@@ -593,7 +593,7 @@ class RequestRules:
         drop: list[bytes],
         hash_name: bytes | None,
         keep_host: bool,
-        max_headers: int = 100,
+        max_headers: int = MAX_HEADERS,
     ) -> None:
         self.hash_name = hash_name.lower() if hash_name else None
         self.max_headers = max_headers
@@ -761,7 +761,7 @@ _RESP_DROP = re.compile(
 _RESP_FRAMING = re.compile(rb"\r\n(?:content-length|transfer-encoding):[^\r]*", re.I)
 
 
-def parse_response(head: bytes, method_head: bool, max_headers: int = 100) -> Response:
+def parse_response(head: bytes, method_head: bool, max_headers: int = MAX_HEADERS) -> Response:
     i = head.find(b"\r\n")
     if i < 0:
         i = len(head)

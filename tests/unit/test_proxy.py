@@ -200,7 +200,7 @@ def test_options_are_checked() -> None:
     s = p.listener_settings[0]
     assert [t.weight for t in s.targets] == [1, 2]
     assert s.retry_statuses == {502, 503, 504} and "connect-failure" in s.retry_on
-    assert s.retry_budget == 0.2 and s.max_header_bytes == 8192
+    assert s.retry_budget == 0.2 and s.max_header_bytes == 8192 and s.max_headers == 100
     for argv, flag in (
         (["--upstream", "ftp://a"], "--upstream"),
         (["--upstream", "http://a:1;weight=0"], "--upstream"),
@@ -214,6 +214,7 @@ def test_options_are_checked() -> None:
         (["--upstream", "http://a:1", "--set-header", "Upgrade: h2c"], "--set-header"),
         (["--upstream", "http://a:1", "--set-header", "X-Forwarded-For: 1.2.3.4"], "--set-header"),
         (["--upstream", "http://a:1", "--health-path", "health"], "--health-path"),
+        (["--upstream", "http://a:1", "--max-headers", "0"], "--max-headers"),
         (["--listen", "tcp://127.0.0.1:1", "--upstream", "http://a:1"], "tcp://"),
         ([], "--upstream"),
     ):
