@@ -759,6 +759,7 @@ _RESP_DROP = re.compile(
     rb"\r\n(?:connection|keep-alive|proxy-connection|te|trailer|upgrade):[^\r]*", re.I
 )
 _RESP_FRAMING = re.compile(rb"\r\n(?:content-length|transfer-encoding):[^\r]*", re.I)
+_RESP_CL = re.compile(rb"\r\ncontent-length:[^\r]*", re.I)
 
 
 def parse_response(head: bytes, method_head: bool, max_headers: int = MAX_HEADERS) -> Response:
@@ -777,6 +778,7 @@ def parse_response(head: bytes, method_head: bool, max_headers: int = MAX_HEADER
     resp.minor = 1 if minor_txt == b"1" else 0
     resp.status = status = int(code)
     cl: bytes | None = None
+    ncl = 0
     te: list[bytes] = []
     conn: list[bytes] = []
     resp.upgrade = None
@@ -786,6 +788,7 @@ def parse_response(head: bytes, method_head: bool, max_headers: int = MAX_HEADER
             if not value.isdigit() or len(value) > 18 or cl not in (None, value):
                 raise ProtocolError(502, "malformed Content-Length from upstream")
             cl = value
+            ncl += 1
         elif name == b"connection":
             conn += _tokens(value)
         elif name == b"transfer-encoding":
@@ -805,6 +808,10 @@ def parse_response(head: bytes, method_head: bool, max_headers: int = MAX_HEADER
             # find the end of the body without it), but neither connection is trusted after.
             resp.keep_alive = False
             resp.close_client = True
+    if ncl > 1:  # RFC 9110 8.6: identical lengths become one (clients differ on several)
+        spans = [m.span() for m in _RESP_CL.finditer(rest)]
+        for a, b in reversed(spans[1:]):
+            rest = rest[:a] + rest[b:]
     if te and resp.minor == 0:  # RFC 9112 6.1: framing of this message is faulty
         resp.keep_alive = False
     if method_head or status < 200 or status in (204, 304):

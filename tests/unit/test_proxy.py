@@ -329,3 +329,9 @@ def test_a_connection_list_never_drops_framing_and_closes_the_client() -> None:
         RequestRules([], None, keep_host=True),
     )
     assert req.kept == b"\r\nHost: app"
+
+
+def test_identical_content_lengths_from_upstream_become_one() -> None:
+    # found by the differential test: h11 merges them; some clients refuse several
+    r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: 1\r\ncontent-length: 5", False)
+    assert r.head == b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: 1" and r.body == 5
