@@ -280,6 +280,9 @@ class Proxy(Sidecar):
                 raise UsageError(f"--set-header: {name!r} is not a valid header line")
             if name.lower() in _NOT_SETTABLE:
                 raise UsageError(f"--set-header: {name} cannot be set")
+            if name.lower() == "authorization" and v["bearer_token_file"]:
+                # two Authorization lines would reach the upstream, which picks one
+                raise UsageError("--set-header: Authorization conflicts with --bearer-token-file")
         for n in (
             "retries",
             "max_connections",

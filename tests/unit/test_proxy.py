@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from podkit.ambassadors.proxy import Proxy
@@ -192,6 +193,15 @@ def test_ejection_time_grows_and_is_capped() -> None:
     u.failure(30.0, "x")
     u.failure(30.0, "x")
     assert u.ejected_until == 55.0  # capped at 25s
+
+
+def test_set_header_cannot_add_a_second_authorization(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t\n")
+    argv = ["--upstream", "http://a:1", "--bearer-token-file", str(token)]
+    with pytest.raises(UsageError, match="conflicts with --bearer-token-file"):
+        configure(Proxy, [*argv, "--set-header", "authorization: Basic eDp5"], {})
+    assert isinstance(configure(Proxy, [*argv, "--set-header", "X-Api-Key: k"], {}), Proxy)
 
 
 def test_options_are_checked() -> None:
