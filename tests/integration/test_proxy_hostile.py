@@ -214,6 +214,18 @@ def metric(p: ProgramProcess, name: str) -> float:
 GET = b"GET %s HTTP/1.1\r\nHost: app\r\n\r\n"
 
 
+def request_by(path: str, p: ProgramProcess, target: bytes, close: bool = False) -> bytes:
+    """A request for `target` that the proxy serves on the callback fast path (a bodiless
+    GET with an idle pooled connection waiting) or on the coroutine (a POST with a body)."""
+    extra = b"Connection: close\r\n" if close else b""
+    if path == "fast":
+        _warm(p)
+        return b"GET " + target + b" HTTP/1.1\r\nHost: app\r\n" + extra + b"\r\n"
+    return (
+        b"POST " + target + b" HTTP/1.1\r\nHost: app\r\nContent-Length: 2\r\n" + extra + b"\r\nhi"
+    )
+
+
 def _warm(p: ProgramProcess) -> None:
     """Leave an idle pooled connection, so the next bodiless GET takes the fast path."""
     with client(p) as s:
@@ -264,13 +276,8 @@ def test_bytes_on_an_idle_pooled_connection_never_reach_the_next_request(
 def test_a_body_longer_than_its_length_never_reaches_the_next_request(
     px_loop: ProgramProcess, up: Hostile, path: str
 ) -> None:
-    if path == "fast":
-        _warm(px_loop)
-        request = GET % b"/overlong"
-    else:
-        request = b"POST /overlong HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi"
     with client(px_loop) as s:
-        s.sendall(request)
+        s.sendall(request_by(path, px_loop, b"/overlong"))
         _, body, _ = read_response(s)
         assert body == b"ok"
         n = up.conn_of(b"/overlong")
@@ -349,13 +356,8 @@ def test_request_trailers_cannot_bring_back_what_the_proxy_sets(
 def test_a_response_connection_header_never_removes_framing(
     px: ProgramProcess, path: str, target: bytes
 ) -> None:
-    if path == "fast":
-        _warm(px)
-        request = GET % target
-    else:
-        request = b"POST " + target + b" HTTP/1.1\r\nHost: app\r\nContent-Length: 2\r\n\r\nhi"
     with client(px) as s:
-        s.sendall(request)
+        s.sendall(request_by(path, px, target))
         out, end = read_all(s)
     head, body = out.split(b"\r\n\r\n", 1)
     if target == b"/conn-cl":
@@ -373,13 +375,7 @@ def test_a_response_connection_header_never_removes_framing(
 @pytest.mark.parametrize("path", ["fast", "slow"])
 def test_a_flood_of_1xx_responses_is_cut_off(px_loop: ProgramProcess, path: str) -> None:
     def request(target: bytes) -> bytes:
-        if path == "fast":
-            _warm(px_loop)
-            return GET.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n") % target
-        return (
-            b"POST " + target + b" HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n"
-            b"Connection: close\r\n\r\nhi"
-        )
+        return request_by(path, px_loop, target, close=True)
 
     # at the cap: passed on, then the final response
     out, _ = exchange(px_loop, request(b"/1xx/%d" % MAX_INTERIM))
@@ -393,13 +389,8 @@ def test_a_flood_of_1xx_responses_is_cut_off(px_loop: ProgramProcess, path: str)
 
 @pytest.mark.parametrize("path", ["fast", "slow"])
 def test_a_head_dripping_in_a_byte_at_a_time_is_read_whole(px: ProgramProcess, path: str) -> None:
-    if path == "fast":
-        _warm(px)
-        request = GET % b"/drip"
-    else:
-        request = b"POST /drip HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi"
     with client(px) as s:
-        s.sendall(request)
+        s.sendall(request_by(path, px, b"/drip"))
         head, body, rest = read_response(s)
     assert head.startswith(b"HTTP/1.1 200 ") and body == b"/drip" and rest == b""
 
