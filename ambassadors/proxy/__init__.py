@@ -27,6 +27,7 @@ from podkit import Sidecar, UsageError, option
 from podkit.http import parse_header
 from podkit.options import Option
 
+from .http1 import MAX_HEADERS
 from .httpproxy import ACCESS_LOG, HttpListener
 from .listener import BaseListener, Settings
 from .tcp import TcpListener
@@ -134,6 +135,9 @@ class Proxy(Sidecar):
         False, help="pass the client's Host header instead of the upstream's"
     )
     max_header_bytes: int = option("8KiB", kind="size", help="largest request head (431 beyond)")
+    max_headers: int = option(
+        MAX_HEADERS, help="most header lines in a request (431 beyond) or a response (502 beyond)"
+    )
     max_body_bytes: int | None = option(
         None, kind="size", help="largest request body (413 beyond; default: unlimited)"
     )
@@ -276,7 +280,17 @@ class Proxy(Sidecar):
                 raise UsageError(f"--set-header: {name!r} is not a valid header line")
             if name.lower() in _NOT_SETTABLE:
                 raise UsageError(f"--set-header: {name} cannot be set")
-        for n in ("retries", "max_connections", "max_pending", "max_requests", "eject_after"):
+            if name.lower() == "authorization" and v["bearer_token_file"]:
+                # two Authorization lines would reach the upstream, which picks one
+                raise UsageError("--set-header: Authorization conflicts with --bearer-token-file")
+        for n in (
+            "retries",
+            "max_connections",
+            "max_pending",
+            "max_requests",
+            "eject_after",
+            "max_headers",
+        ):
             least = 0 if n in ("retries", "max_pending") else 1
             if int(v[n]) < least:
                 raise UsageError(f"--{n.replace('_', '-')}: must be at least {least}")
@@ -323,6 +337,7 @@ class Proxy(Sidecar):
             set_headers=headers,
             preserve_host=bool(v["preserve_host"]),
             max_header_bytes=int(v["max_header_bytes"]),
+            max_headers=int(v["max_headers"]),
             max_body_bytes=int(v["max_body_bytes"]) if v["max_body_bytes"] is not None else None,
             idle_timeout=float(v["idle_timeout"]),
             header_timeout=float(v["header_timeout"]),
@@ -496,6 +511,23 @@ class _Collector:
         tcp_bytes = CounterMetricFamily(
             p + "tcp_bytes", "TCP-mode bytes passed.", labels=["direction"]
         )
+        unsolicited = CounterMetricFamily(
+            p + "upstream_unsolicited_closed",
+            "Idle pooled connections closed because bytes arrived that no request asked for.",
+            labels=["upstream"],
+        )
+        cache_dropped = CounterMetricFamily(
+            p + "head_cache_dropped",
+            "Parsed heads dropped from (or never put in) the byte-bounded head caches.",
+            labels=["cache"],
+        )
+        cache_bytes = GaugeMetricFamily(
+            p + "head_cache_bytes",
+            "Estimated bytes held by the parsed-head caches (bounded per cache).",
+            labels=["cache"],
+        )
+        dropped = {"request": 0, "response": 0}
+        held = {"request": 0, "response": 0}
         codes: dict[tuple[str, str], int] = {}
         hist: dict[str, tuple[list[int], float]] = {}
         health: dict[str, float] = {}
@@ -510,6 +542,11 @@ class _Collector:
             if isinstance(lst, HttpListener):
                 n_active += lst.active
                 groups.append(("none", lst.local_codes, lst.local_buckets, lst.local_sum))
+                dropped["request"] += lst.head_cache.dropped
+                held["request"] += lst.head_cache.used
+                for u in lst.upstreams:
+                    dropped["response"] += u.head_cache.dropped
+                    held["response"] += u.head_cache.used
             if isinstance(lst, TcpListener):
                 for k, v in lst.bytes.items():
                     bytes_dir[k] += v
@@ -521,11 +558,12 @@ class _Collector:
             for u in lst.upstreams:
                 ok = 1.0 if u.available(now) else 0.0
                 health[u.label] = min(health.get(u.label, 1.0), ok)
-                acc = per_up.setdefault(u.label, [0, 0, 0, 0])
+                acc = per_up.setdefault(u.label, [0, 0, 0, 0, 0])
                 acc[0] += u.retries
                 acc[1] += u.ejections_total
                 acc[2] += u.nconns
                 acc[3] += u.tcp_connections
+                acc[4] += u.unsolicited
         for (label, code_txt), total in sorted(codes.items()):
             requests.add_metric([label, code_txt], total)
         for label, (b, sm) in sorted(hist.items()):
@@ -542,9 +580,13 @@ class _Collector:
             ejections.add_metric([label], acc[1])
             conns.add_metric([label], acc[2])
             tcp_conns.add_metric([label], acc[3])
+            unsolicited.add_metric([label], acc[4])
         active.add_metric([], n_active)
         for d, n in bytes_dir.items():
             tcp_bytes.add_metric([d], n)
+        for kind in ("request", "response"):
+            cache_dropped.add_metric([kind], dropped[kind])
+            cache_bytes.add_metric([kind], held[kind])
         yield from (
             requests,
             duration,
@@ -555,6 +597,9 @@ class _Collector:
             conns,
             tcp_conns,
             tcp_bytes,
+            unsolicited,
+            cache_dropped,
+            cache_bytes,
         )
 
 

@@ -25,6 +25,17 @@ _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: [^\x00-\x08\x0a
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,15})(?:[ \t]*;[\t\x20-\x7e\x80-\xff]*)?")
 _TRAILER_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*")
 
+# Limits on what a peer can make the parser do (issue 13, class 9).
+MAX_HEADERS = 100  # header lines in a head: the default of --max-headers (HAProxy: 101)
+MAX_INTERIM = 5  # 1xx responses before the final one: Go's net/http allows 5
+MAX_LINE = 4096  # one chunk-size or trailer line
+MAX_TRAILERS = 64  # trailer lines after the last chunk
+# Non-data bytes of a chunked body (sizes, extensions) beyond what its data pays for:
+# Go's net/http rule (CVE-2023-39326). Each chunk may carry 16 bytes of overhead plus
+# twice its size for free; anything beyond adds up, and 16 KiB of it is refused. A
+# byte-at-a-time stream passes; a stream of tiny chunks with long extensions does not.
+MAX_CHUNK_EXCESS = 16 * 1024
+
 
 class ProtocolError(Exception):
     """A malformed or hostile message: answer `status` (when there is a client) and close."""
@@ -113,17 +124,35 @@ class EofFramer:
 class ChunkedFramer:
     """Finds the end of a chunked body while passing its bytes through unchanged."""
 
-    __slots__ = ("done", "limit", "line", "out", "remaining", "state", "total")
+    __slots__ = (
+        "done",
+        "excess",
+        "forbidden",
+        "limit",
+        "line",
+        "out",
+        "remaining",
+        "state",
+        "total",
+        "trailers",
+    )
 
     SIZE, DATA, CRLF, TRAILER = 0, 1, 2, 3
 
-    def __init__(self, limit: int | None = None) -> None:
+    def __init__(
+        self, limit: int | None = None, forbidden: re.Pattern[bytes] | None = None
+    ) -> None:
         self.state = self.SIZE
         self.remaining = 0
         self.line = b""
         self.done = False
         self.total = 0
         self.limit = limit
+        self.excess = 0
+        self.trailers = 0
+        # trailer names refused (a request's: what the proxy strips from or sets in the
+        # head must not come back in through the trailers)
+        self.forbidden = forbidden
         self.out: list[bytes] | None = None  # set: collect the chunk data (to de-chunk)
 
     def feed(self, data: bytes) -> int:
@@ -153,12 +182,14 @@ class ChunkedFramer:
                 j = data.find(b"\n", pos)
                 if j < 0:
                     self.line += data[pos:]
-                    if len(self.line) > 4096:
+                    if len(self.line) > MAX_LINE:
                         raise ProtocolError(400, "chunk header line too long")
                     return n
                 line = self.line + data[pos:j]
                 self.line = b""
                 pos = j + 1
+                if len(line) > MAX_LINE:
+                    raise ProtocolError(400, "chunk header line too long")
                 if not line.endswith(b"\r"):
                     raise ProtocolError(400, "bare LF in chunked body")
                 line = line[:-1]
@@ -167,6 +198,10 @@ class ChunkedFramer:
                     if m is None:
                         raise ProtocolError(400, "malformed chunk size")
                     size = int(m.group(1), 16)
+                    excess = self.excess + len(line) + 4 - 16 - 2 * size
+                    self.excess = excess if excess > 0 else 0
+                    if excess > MAX_CHUNK_EXCESS:
+                        raise ProtocolError(400, "chunked body with too much non-data")
                     if size == 0:
                         self.state = self.TRAILER
                     else:
@@ -177,12 +212,61 @@ class ChunkedFramer:
                         self.remaining = size
                 elif not line:
                     self.done = True
-                elif _TRAILER_LINE.fullmatch(line) is None:
-                    raise ProtocolError(400, "malformed trailer line")
+                else:
+                    if _TRAILER_LINE.fullmatch(line) is None:
+                        raise ProtocolError(400, "malformed trailer line")
+                    self.trailers += 1
+                    if self.trailers > MAX_TRAILERS:
+                        raise ProtocolError(400, f"more than {MAX_TRAILERS} trailer lines")
+                    if self.forbidden is not None and self.forbidden.match(line):
+                        raise ProtocolError(400, "a trailer names a field the proxy sets")
         return pos
 
 
 Framer = LengthFramer | EofFramer | ChunkedFramer
+
+
+# -- parsed-head caches ----------------------------------------------------------------
+
+HEAD_CACHE_BYTES = 512 * 1024
+
+
+class HeadCache(dict[bytes, Any]):
+    """Parsed heads by their exact bytes, within a byte budget.
+
+    Parsing is a pure function of the bytes (and a listener's rules), and was ~40 % of
+    the CPU of a small request; apps repeat identical requests and an upstream's heads
+    repeat within a second. The keys come from the peers, so the cache is bounded in
+    bytes, not entries: an entry costs about twice its key (the key, and the parsed
+    copy of its lines) plus the objects around it. A full cache is emptied (cheaper
+    than tracking age, and the heads that matter come back at once); a head too large
+    for an eighth of the budget is never cached. Both are counted in `dropped`.
+    Entries are never mutated after parsing.
+    """
+
+    __slots__ = ("budget", "dropped", "used")
+
+    # bytes per entry besides twice the head (tracemalloc: 190 for a response, 320 for
+    # a request, whatever the size): a margin for the dict slot and allocator rounding
+    ENTRY = 640
+
+    def __init__(self, budget: int = HEAD_CACHE_BYTES) -> None:
+        super().__init__()
+        self.budget = budget
+        self.used = 0
+        self.dropped = 0
+
+    def put(self, key: bytes, value: Any) -> None:
+        cost = 2 * len(key) + self.ENTRY
+        if cost > self.budget >> 3:
+            self.dropped += 1
+            return
+        if self.used + cost > self.budget:
+            self.dropped += len(self)
+            self.clear()
+            self.used = 0
+        self[key] = value
+        self.used += cost
 
 
 # -- connections -----------------------------------------------------------------
@@ -308,10 +392,11 @@ class Conn(asyncio.Protocol):
         owner's sweeper can fail it on a deadline.
         """
         buf = self.buf
+        start = 0  # bytes before this were scanned already: a head dripping in is O(n)
         while True:
             if self.handover is not None:
                 return b""
-            i = buf.find(b"\r\n\r\n")
+            i = buf.find(b"\r\n\r\n", start)
             if i >= 0:
                 if i > limit:
                     raise ProtocolError(431, "request headers over --max-header-bytes")
@@ -322,7 +407,7 @@ class Conn(asyncio.Protocol):
                 return head
             if len(buf) > limit:
                 raise ProtocolError(431, "request headers over --max-header-bytes")
-            if b"\n\n" in buf or b"\n\r\n" in buf:
+            if buf.find(b"\n\n", start) >= 0 or buf.find(b"\n\r\n", start) >= 0:
                 # a head ended with a bare LF would never be complete: say so now,
                 # instead of after --header-timeout
                 raise ProtocolError(400, "bare LF in a message head")
@@ -334,6 +419,7 @@ class Conn(asyncio.Protocol):
                 return None
             if self.paused & FLOOD:
                 self.resume(FLOOD)
+            start = max(0, len(buf) - 3)
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self.waiter = fut
             if owner is not None:
@@ -345,8 +431,18 @@ class Conn(asyncio.Protocol):
             else:
                 await fut
 
+    def reusable(self) -> bool:
+        """Fit to carry another request: open, and nothing arrived that nobody asked for.
+
+        A byte buffered (or held back by paused reading) on an idle connection would be
+        read as the next request's response: RFC 9112 9.3.2, Go's "Unsolicited response
+        received on idle HTTP channel".
+        """
+        return not (self.closed or self.eof or self.buf or self.paused)
+
     wait_fut: asyncio.Future[Any] | None = None
     reused = False  # upstream side: has been back in the pool (may have gone stale there)
+    pooled = False  # upstream side: idle in its upstream's pool right now
     owner: Any = None  # upstream side: the client connection of a fast-path request
     handover: Any = None  # work the fast path hands to the connection's coroutine
 
@@ -455,9 +551,16 @@ async def splice(a: Pump, b: Pump) -> BaseException | None:
     return None
 
 
+# Never removed because a Connection header names them: the message's framing (a peer
+# naming it would desynchronise the next hop) and the Host the upstream needs. What the
+# proxy adds itself (credentials, --set-header) is added after this, so it cannot be.
+_NOT_DROPPABLE = (b"close", b"keep-alive", b"upgrade", b"", b"content-length", b"transfer-encoding")
+_FRAMING_NAMES = (b"content-length", b"transfer-encoding")
+
+
 def _drop_listed(lines: bytes, conn: list[bytes]) -> bytes:
     """Remove the header lines a Connection header names: they are hop-by-hop too."""
-    extra = [t for t in conn if t not in (b"close", b"keep-alive", b"upgrade", b"")]
+    extra = [t for t in conn if t not in _NOT_DROPPABLE and t != b"host"]
     if not extra:
         return lines
     return re.sub(rb"\r\n(?:" + _names_re(extra) + rb"):[^\r]*", b"", lines, flags=re.I)
@@ -471,7 +574,9 @@ def _drop_listed(lines: bytes, conn: list[bytes]) -> bytes:
 # the proxy removes or replaces.
 
 _LINGER_0 = struct.pack("ii", 1, 0)
-_HEADER_LINES = re.compile(rb"(?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n\x00]*)*")
+# Field values: visible ASCII, obs-text, SP and HTAB (RFC 9110 5.5); other control
+# characters (VT, FF, ESC...) are refused, as h11 and llhttp do: servers disagree on them.
+_HEADER_LINES = re.compile(rb"(?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*)*")
 
 HOP_BY_HOP = (b"keep-alive", b"proxy-connection", b"te", b"trailer", b"proxy-authorization")
 
@@ -483,8 +588,15 @@ def _names_re(names: list[bytes]) -> bytes:
 class RequestRules:
     """A listener's compiled request rules: what to look at and what to drop."""
 
-    def __init__(self, drop: list[bytes], hash_name: bytes | None, keep_host: bool) -> None:
+    def __init__(
+        self,
+        drop: list[bytes],
+        hash_name: bytes | None,
+        keep_host: bool,
+        max_headers: int = MAX_HEADERS,
+    ) -> None:
         self.hash_name = hash_name.lower() if hash_name else None
+        self.max_headers = max_headers
         look = [
             b"content-length",
             b"transfer-encoding",
@@ -513,6 +625,8 @@ class RequestRules:
         if not keep_host:
             gone.append(b"host")
         self.drop = re.compile(rb"\r\n(?:" + _names_re(gone) + rb"):[^\r]*", re.I)
+        # a request's trailers may not bring back what the head may not carry
+        self.no_trailer = re.compile(rb"(?:" + _names_re([*gone, b"host"]) + rb"):", re.I)
 
 
 class Request:
@@ -562,6 +676,8 @@ def parse_request(head: bytes, rules: RequestRules) -> Request:
         raise ProtocolError(400, "malformed request line")
     if _HEADER_LINES.fullmatch(head, i) is None:
         raise ProtocolError(400, "malformed header line (or bare CR/LF, NUL, obs-fold)")
+    if head.count(b"\r\n") > rules.max_headers:
+        raise ProtocolError(431, f"more than {rules.max_headers} header lines (--max-headers)")
     req = Request()
     req.method, req.target, minor = m.groups()
     req.minor = 1 if minor == b"1" else 0
@@ -577,9 +693,9 @@ def parse_request(head: bytes, rules: RequestRules) -> Request:
                 raise ProtocolError(400, "more than one Host header")
             req.host = value
         elif name == b"content-length":
-            if not value.isdigit() or len(value) > 18:
+            if not value.isdigit() or len(value) > 18:  # bytes: ASCII digits only
                 raise ProtocolError(400, "malformed Content-Length")
-            if cl is not None and int(cl) != int(value):
+            if cl is not None and cl != value:
                 raise ProtocolError(400, "conflicting Content-Length headers")
             cl = value
         elif name == b"transfer-encoding":
@@ -622,11 +738,12 @@ def parse_request(head: bytes, rules: RequestRules) -> Request:
 
 
 class Response:
-    __slots__ = ("body", "head", "keep_alive", "minor", "status", "upgrade")
+    __slots__ = ("body", "close_client", "head", "keep_alive", "minor", "status", "upgrade")
 
     status: int
     minor: int
     keep_alive: bool
+    close_client: bool  # its Connection named a framing field: close the client's too
     body: int  # >=0 length, -1 chunked, -2 until close, -3 none
     head: bytes  # the client-facing head without Connection headers and final CRLF
     upgrade: bytes | None
@@ -642,9 +759,10 @@ _RESP_DROP = re.compile(
     rb"\r\n(?:connection|keep-alive|proxy-connection|te|trailer|upgrade):[^\r]*", re.I
 )
 _RESP_FRAMING = re.compile(rb"\r\n(?:content-length|transfer-encoding):[^\r]*", re.I)
+_RESP_CL = re.compile(rb"\r\ncontent-length:[^\r]*", re.I)
 
 
-def parse_response(head: bytes, method_head: bool) -> Response:
+def parse_response(head: bytes, method_head: bool, max_headers: int = MAX_HEADERS) -> Response:
     i = head.find(b"\r\n")
     if i < 0:
         i = len(head)
@@ -653,20 +771,24 @@ def parse_response(head: bytes, method_head: bool) -> Response:
         raise ProtocolError(502, "malformed status line from upstream")
     if _HEADER_LINES.fullmatch(head, i) is None:
         raise ProtocolError(502, "malformed header line from upstream")
+    if head.count(b"\r\n") > max_headers:
+        raise ProtocolError(502, f"more than {max_headers} header lines from upstream")
     resp = Response()
     minor_txt, code = m.groups()
     resp.minor = 1 if minor_txt == b"1" else 0
     resp.status = status = int(code)
     cl: bytes | None = None
+    ncl = 0
     te: list[bytes] = []
     conn: list[bytes] = []
     resp.upgrade = None
     for name, value in _RESP_FIND.findall(head, i):
         name = name.lower()
         if name == b"content-length":
-            if not value.isdigit() or len(value) > 18 or (cl is not None and int(cl) != int(value)):
+            if not value.isdigit() or len(value) > 18 or cl not in (None, value):
                 raise ProtocolError(502, "malformed Content-Length from upstream")
             cl = value
+            ncl += 1
         elif name == b"connection":
             conn += _tokens(value)
         elif name == b"transfer-encoding":
@@ -677,9 +799,19 @@ def parse_response(head: bytes, method_head: bool) -> Response:
         resp.keep_alive = b"close" not in conn
     else:
         resp.keep_alive = b"keep-alive" in conn
+    resp.close_client = False
     rest = _RESP_DROP.sub(b"", head[i:])
     if conn:
         rest = _drop_listed(rest, conn)
+        if any(t in _FRAMING_NAMES for t in conn):
+            # The upstream asked for its framing to be dropped: kept (the client could not
+            # find the end of the body without it), but neither connection is trusted after.
+            resp.keep_alive = False
+            resp.close_client = True
+    if ncl > 1:  # RFC 9110 8.6: identical lengths become one (clients differ on several)
+        spans = [m.span() for m in _RESP_CL.finditer(rest)]
+        for a, b in reversed(spans[1:]):
+            rest = rest[:a] + rest[b:]
     if te and resp.minor == 0:  # RFC 9112 6.1: framing of this message is faulty
         resp.keep_alive = False
     if method_head or status < 200 or status in (204, 304):

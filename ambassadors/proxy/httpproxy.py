@@ -21,11 +21,13 @@ from .http1 import (
     BODY_EOF,
     BODY_NONE,
     FLOOD,
+    MAX_INTERIM,
     ChunkedFramer,
     ClientGone,
     Conn,
     DeadlineExceeded,
     EofFramer,
+    HeadCache,
     LengthFramer,
     ProtocolError,
     Pump,
@@ -44,14 +46,12 @@ from .upstream import BUCKETS, ConnectFailure, Overflow, Upstream
 log = logging.getLogger("podkit.proxy")
 
 IDLE, HEAD, BUSY, TUNNEL = 0, 1, 2, 3
-IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
+IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"))  # TRACE: refused
 MAX_RESPONSE_HEAD = 64 * 1024
-# Parsed heads by their exact bytes, per listener (requests) and upstream (responses):
-# parsing is a pure function of the bytes and the listener's rules, and was ~40% of
-# the CPU of a small request. Apps repeat identical requests (polling, health
-# checks), and an upstream's response heads repeat within a second (Date).
-# Request and Response objects are never mutated after parsing.
-HEAD_CACHE = 256
+# Methods whose response may echo the request, credentials included (RFC 9110 9.3.8;
+# TRACK is IIS's TRACE). Refused whatever their case, as some servers ignore it: 405,
+# as nginx answers TRACE.
+ECHO_METHODS = frozenset((b"TRACE", b"TRACK"))
 
 
 class ClientBodyError(Exception):
@@ -147,11 +147,12 @@ def _json_str(value: bytes) -> str:
 class Fast:
     """A request in flight on the fast path."""
 
-    __slots__ = ("head_out", "req", "rid", "t0", "uc", "up")
+    __slots__ = ("head_out", "interim", "req", "rid", "t0", "uc", "up")
 
     def __init__(
         self, req: Request, up: Upstream, uc: Any, t0: float, rid: bytes, head_out: bytes
     ) -> None:
+        self.interim = 0  # 1xx responses passed on so far
         self.req = req
         self.up = up
         self.uc = uc
@@ -165,6 +166,7 @@ class AccessLog:
 
     def __init__(self, program: str = "proxy") -> None:
         self.lines: list[str] = []
+        self.size = 0  # characters in `lines`: paths are the client's, up to 8 KiB each
         self.scheduled = False
         self.sec = -1
         self.prefix = ""
@@ -199,11 +201,12 @@ class AccessLog:
             f'{{"time": "{self.time(now)}", "level": "info", "program": "{self.program}", '
             f'"message": "request", ' + fields
         )
+        self.size += len(fields)
         if not self.scheduled:
             # One write per 20 ms rather than per request: the lines are small and many.
             self.scheduled = True
             asyncio.get_running_loop().call_later(0.02, self.flush)
-        elif len(lines) >= 2000:
+        elif len(lines) >= 2000 or self.size >= 1 << 20:
             self.flush()
 
     def flush(self) -> None:
@@ -212,6 +215,7 @@ class AccessLog:
             return
         text = scrub("\n".join(self.lines) + "\n")
         self.lines.clear()
+        self.size = 0
         try:
             sys.stderr.write(text)
             sys.stderr.flush()
@@ -230,7 +234,7 @@ class HttpListener(BaseListener):
         drop = [n.encode().lower() for n, _ in s.set_headers]
         if s.bearer_token_file:
             drop.append(b"authorization")
-        self.rules = RequestRules(drop, s.hash_header, s.preserve_host)
+        self.rules = RequestRules(drop, s.hash_header, s.preserve_host, s.max_headers)
         self.active = 0
         self.retrying = 0
         self.local_requests = 0
@@ -244,7 +248,7 @@ class HttpListener(BaseListener):
             if t.port == (443 if t.tls else 80):
                 self.authorities.add(host.lower().encode())
         self.tunnels = 0
-        self.head_cache: dict[bytes, Request] = {}
+        self.head_cache = HeadCache()  # parsed request heads (fast path)
 
     def protocol_factory(self) -> Any:
         return lambda: ClientConn(self)
@@ -487,23 +491,18 @@ class ClientConn(Conn):
                 or req.upgrade is not None
                 or req.target[0] != 47
                 or req.method == b"CONNECT"
+                or req.method.upper() in ECHO_METHODS
             ):
                 return False
-            if len(cache) >= HEAD_CACHE:
-                cache.clear()
-            cache[head] = req
+            cache.put(head, req)
         up = lst.balancer.pick(lst.now, s.max_requests, req.hash_value, ())
         if up is None:
             return False
-        if not up.idle:
+        uc = up.take_idle() if up.idle else None
+        if uc is None:
             # The slow path serves this request on the upstream picked here: picking
             # again would advance round-robin twice, and an upstream without idle
             # connections (new, or back from ejection) would never be chosen.
-            self.picked = up
-            return False
-        uc = up.idle.pop()
-        if uc.closed or uc.eof:
-            uc.close()
             self.picked = up
             return False
         t0 = lst.time()
@@ -522,47 +521,59 @@ class ClientConn(Conn):
 
     def fast_response(self, uc: Conn, data: bytes) -> None:
         """The upstream sent bytes for a fast-path request."""
-        if uc.buf:
-            uc.buf += data
-            data = bytes(uc.buf)
-            uc.buf.clear()
-        i = data.find(b"\r\n\r\n")
-        if i < 0:
-            if len(data) > MAX_RESPONSE_HEAD:
-                self.fast_fail("bad-response", "response head too large")
-            else:
-                uc.buf += data
-            return
+        ubuf = uc.buf
+        if ubuf:
+            # the rest of a head: look only at the new bytes for its end (a head
+            # dripping in a byte at a time must not cost O(n^2))
+            start = max(0, len(ubuf) - 3)
+            ubuf += data
+            if ubuf.find(b"\r\n\r\n", start) < 0:
+                if len(ubuf) > MAX_RESPONSE_HEAD:
+                    self.fast_fail("bad-response", "response head too large")
+                return
+            data = bytes(ubuf)
+            ubuf.clear()
         f = self.fast
         assert f is not None
         req = f.req
         up = f.up
         lst = self.lst
         s = lst.s
-        key = data[:i]
         cache = up.head_cache if req.method != b"HEAD" else None
-        resp = cache.get(key) if cache is not None else None
-        if resp is None:
-            try:
-                resp = parse_response(key, req.method == b"HEAD")
-            except ProtocolError as exc:
-                self.fast_fail("bad-response", exc.reason)
+        while True:  # one pass per head: 1xx heads (at most MAX_INTERIM), then the final one
+            i = data.find(b"\r\n\r\n")
+            if i < 0:
+                if len(data) > MAX_RESPONSE_HEAD:
+                    self.fast_fail("bad-response", "response head too large")
+                else:
+                    uc.buf += data
                 return
-            if cache is not None:
-                if len(cache) >= HEAD_CACHE:
-                    cache.clear()
-                cache[key] = resp
-        rest = data[i + 4 :]
-        status = resp.status
-        if status < 200:
-            if status == 101:
+            key = data[:i]
+            resp = cache.get(key) if cache is not None else None
+            if resp is None:
+                try:
+                    resp = parse_response(key, req.method == b"HEAD", s.max_headers)
+                except ProtocolError as exc:
+                    self.fast_fail("bad-response", exc.reason)
+                    return
+                if cache is not None:
+                    cache.put(key, resp)
+            rest = data[i + 4 :]
+            if resp.status >= 200:
+                break
+            if resp.status == 101:
                 self.fast_fail("bad-response", "unrequested 101 from upstream")
+                return
+            f.interim += 1
+            if f.interim > MAX_INTERIM:
+                self.fast_fail("bad-response", f"more than {MAX_INTERIM} 1xx responses")
                 return
             if req.minor:  # RFC 9110 15.2: never forward a 1xx to an HTTP/1.0 client
                 self.reply(resp.head + b"\r\n\r\n")
-            if rest:
-                self.fast_response(uc, rest)
-            return
+            if not rest:
+                return
+            data = rest
+        status = resp.status
         if status >= 500:
             up.failure(lst.now, str(status))
             if (
@@ -584,7 +595,7 @@ class ClientConn(Conn):
             self.handover = (RELAY, f, resp, lst.loop.time())
             self.wake()
             return
-        keep = req.keep_alive and not lst.draining and not self.eof
+        keep = req.keep_alive and not lst.draining and not self.eof and not resp.close_client
         tail = _TAILS[req.minor][keep]
         out_head = resp.head + tail
         if blen > 0:
@@ -751,6 +762,9 @@ class ClientConn(Conn):
         method = req.method
         if method == b"CONNECT":
             return self.refuse(405, "connect-refused", "CONNECT is not supported", t0, req)
+        if method.upper() in ECHO_METHODS:
+            # the response would echo the request, with the credentials the proxy adds
+            return self.refuse(405, "trace-refused", f"{method.decode()} is not supported", t0, req)
         if req.target[0] != 47 and not (req.target == b"*" and method == b"OPTIONS"):
             origin = lst.origin_form(req.target)
             if origin is None:
@@ -1044,7 +1058,9 @@ class ClientConn(Conn):
         req_pump: OwnedPump | None = None
         if stream:
             framer: Any = (
-                ChunkedFramer(s.max_body_bytes) if req.chunked else LengthFramer(req.body_len)
+                ChunkedFramer(s.max_body_bytes, lst.rules.no_trailer)
+                if req.chunked
+                else LengthFramer(req.body_len)
             )
             self.uploading = True
             req_pump = self.req_pump = OwnedPump(self, uc, framer, self)
@@ -1056,15 +1072,17 @@ class ClientConn(Conn):
                 why = "body-too-large" if err.status == 413 else "bad-request"
                 self.refuse_local(err.status, why, err.reason, t0, req, rid, retries, keep=False)
                 return False
-        got_1xx = False
+        got_1xx = 0
         try:
             while True:
                 rhead = await uc.read_head(MAX_RESPONSE_HEAD, self)
                 if rhead is None:
                     raise UpstreamGone("upstream closed before responding")
-                resp = parse_response(rhead, req.method == b"HEAD")
+                resp = parse_response(rhead, req.method == b"HEAD", s.max_headers)
                 if resp.status < 200 and resp.status != 101:
-                    got_1xx = True
+                    got_1xx += 1
+                    if got_1xx > MAX_INTERIM:
+                        raise ProtocolError(502, f"more than {MAX_INTERIM} 1xx responses")
                     if req.minor:  # 100 Continue and friends; HTTP/1.0 knows none
                         self.reply(resp.head + b"\r\n\r\n")
                     continue
@@ -1143,7 +1161,13 @@ class ClientConn(Conn):
             return await self.tunnel(up, uc, req, resp, t0, rid, retries)
         blen = resp.body
         dechunk = blen == BODY_CHUNKED and req.minor == 0
-        keep = req.keep_alive and not lst.draining and blen != BODY_EOF and not dechunk
+        keep = (
+            req.keep_alive
+            and not lst.draining
+            and blen != BODY_EOF
+            and not dechunk
+            and not resp.close_client
+        )
         tail = _TAILS[req.minor][keep]
         out_head = (_FRAMING.sub(b"", resp.head) if dechunk else resp.head) + tail
         sent = len(out_head)

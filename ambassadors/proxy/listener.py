@@ -54,6 +54,7 @@ class Settings:
     set_headers: list[tuple[str, str]] = field(default_factory=list)
     preserve_host: bool = False
     max_header_bytes: int = 8192
+    max_headers: int = http1.MAX_HEADERS
     max_body_bytes: int | None = None
     idle_timeout: float = 60.0
     header_timeout: float = 10.0

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from podkit import UsageError
 
-from .http1 import Conn, DeadlineExceeded
+from .http1 import Conn, DeadlineExceeded, HeadCache
 
 if TYPE_CHECKING:
     from .listener import Settings
@@ -116,7 +116,8 @@ class Upstream:
         self.buckets = [0] * (len(BUCKETS) + 1)
         self.duration_sum = 0.0
         self.tcp_connections = 0
-        self.head_cache: dict[bytes, Any] = {}  # parsed response heads (fast path)
+        self.unsolicited = 0  # idle pooled connections closed because bytes arrived
+        self.head_cache = HeadCache()  # parsed response heads (fast path)
         self.host_line = b""
         self.suffix = b""  # request header lines added for this upstream (Host, auth, ...)
 
@@ -179,14 +180,25 @@ class Upstream:
 
     # -- the pool ------------------------------------------------------------------
 
-    async def acquire(self, owner: Conn, ssl_ctx: ssl.SSLContext | None, now: float) -> Conn:
-        """A connection to this upstream: an idle pooled one, or a new one within the limits."""
+    def take_idle(self) -> Conn | None:
+        """The most recently pooled connection that is still fit for a request."""
         idle = self.idle
         while idle:
             c = idle.pop()
-            if not c.closed and not c.eof:
+            c.pooled = False
+            if c.reusable():
                 return c
-        if self.nconns >= self.s.max_connections:
+            c.close()
+        return None
+
+    async def acquire(self, owner: Conn, ssl_ctx: ssl.SSLContext | None, now: float) -> Conn:
+        """A connection to this upstream: an idle pooled one, or a new one within the limits."""
+        while True:
+            c = self.take_idle()
+            if c is not None:
+                return c
+            if self.nconns < self.s.max_connections:
+                return await self.connect(ssl_ctx)
             if len(self.pending) >= self.s.max_pending:
                 raise Overflow("overflow", f"{self.label}: --max-pending reached")
             fut: asyncio.Future[Conn | None] = asyncio.get_running_loop().create_future()
@@ -201,9 +213,13 @@ class Upstream:
                         self.pending.remove(fut)
                     except ValueError:
                         pass
-            if got is not None:
+            if got is None:
+                return await self.connect(ssl_ctx)
+            if got.reusable():
                 return got
-        return await self.connect(ssl_ctx)
+            # bytes (or the end) arrived while it was on its way to us: it is closed, and
+            # its slot comes back through lost() -> wake_pending()
+            got.close()
 
     async def connect(self, ssl_ctx: ssl.SSLContext | None) -> Conn:
         loop = asyncio.get_running_loop()
@@ -227,7 +243,7 @@ class Upstream:
 
     def release(self, c: Conn, now: float) -> None:
         """Return a connection after a complete exchange; hand it to a waiter if any."""
-        if c.closed or c.eof or c.buf:
+        if not c.reusable():
             c.close()
             return
         c.reused = True
@@ -237,7 +253,24 @@ class Upstream:
                 fut.set_result(c)
                 return
         c.idle_since = now  # type: ignore[attr-defined]
+        c.pooled = True
         self.idle.append(c)
+
+    def unsolicited_bytes(self, c: Conn, n: int) -> None:
+        """Bytes arrived on an idle pooled connection: no request is waiting for them (an
+        unsolicited response, or the tail of a body longer than its Content-Length), and
+        the next request on it would read them as its response. Close it."""
+        self.unsolicited += 1
+        c.pooled = False
+        try:
+            self.idle.remove(c)
+        except ValueError:
+            pass
+        c.abort()
+        self.listener.warn(
+            "bytes arrived on an idle upstream connection; closed it",
+            extra={"upstream": self.label, "bytes": n},
+        )
 
     def discard(self, c: Conn) -> None:
         c.abort()
@@ -261,6 +294,7 @@ class Upstream:
         keep = []
         for c in self.idle:
             if older_than is None or c.idle_since < older_than:  # type: ignore[attr-defined]
+                c.pooled = False
                 c.close()
             else:
                 keep.append(c)
@@ -284,6 +318,7 @@ class Upstream:
             "failures": self.failures,
             "retries": self.retries,
             "tcp_connections": self.tcp_connections,
+            "unsolicited_closed": self.unsolicited,
         }
 
 
@@ -296,10 +331,12 @@ class UpstreamConn(Conn):
 
     def data_received(self, data: bytes) -> None:
         owner = self.owner
-        if owner is None:
+        if owner is not None:
+            owner.fast_response(self, data)
+        elif self.pooled:
+            self.upstream.unsolicited_bytes(self, len(data))
+        else:
             Conn.data_received(self, data)
-            return
-        owner.fast_response(self, data)
 
     def eof_received(self) -> bool:
         keep = Conn.eof_received(self)

@@ -9,12 +9,10 @@ none of these on demand.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import socket
 import struct
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,69 +21,44 @@ from typing import Any
 import pytest
 
 from tests.helpers import ProgramProcess, free_port, http, wait_until
+from tests.integration.proxy_sockets import (
+    SocketUpstream,
+    client,
+    exchange,
+    read_all,
+    recv_head,
+)
 
 
-class RawUpstream:
+class RawUpstream(SocketUpstream):
     """Answers each request according to its path; records what it saw."""
 
     def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
+        super().__init__()
         self.seen: list[tuple[int, bytes, bytes]] = []  # (connection number, method, path)
-        self.closed_conns: set[int] = set()
-        self.nconn = 0
-        self.lock = threading.Lock()
-        threading.Thread(target=self.accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def accept(self) -> None:
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.nconn += 1
-                n = self.nconn
-            threading.Thread(target=self.serve, args=(c, n), daemon=True).start()
 
     def serve(self, c: socket.socket, n: int) -> None:
         buf = b""
         count = 0
-        try:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    data = c.recv(65536)
-                    if not data:
-                        return
-                    buf += data
-                head, buf = buf.split(b"\r\n\r\n", 1)
-                method, path = head.split(b" ")[:2]
-                count += 1
-                with self.lock:
-                    self.seen.append((n, method, path))
-                cl = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        cl = int(value)
-                while len(buf) < cl:
-                    data = c.recv(65536)
-                    if not data:
-                        return
-                    buf += data
-                buf = buf[cl:]
-                if not self.answer(c, method, path, count, head):
-                    return
-        except OSError:
-            pass
-        finally:
+        while got := recv_head(c, buf):
+            head, buf = got
+            method, path = head.split(b" ")[:2]
+            count += 1
             with self.lock:
-                self.closed_conns.add(n)
-            c.close()
+                self.seen.append((n, method, path))
+            cl = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    cl = int(value)
+            while len(buf) < cl:
+                data = c.recv(65536)
+                if not data:
+                    return
+                buf += data
+            buf = buf[cl:]
+            if not self.answer(c, method, path, count, head):
+                return
 
     @staticmethod
     def reset(c: socket.socket) -> None:
@@ -143,9 +116,6 @@ class RawUpstream:
         c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         return True
 
-    def close(self) -> None:
-        self.sock.close()
-
 
 @pytest.fixture(scope="module")
 def up() -> Iterator[RawUpstream]:
@@ -166,33 +136,6 @@ def px(up: RawUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pr
     with p:
         p.wait_ready()
         yield p
-
-
-@contextlib.contextmanager
-def client(p: ProgramProcess) -> Iterator[socket.socket]:
-    with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:  # type: ignore[attr-defined]
-        yield s
-
-
-def read_all(s: socket.socket) -> tuple[bytes, str]:
-    """Everything until the end; and how it ended: 'eof', 'reset' or 'timeout'."""
-    out = b""
-    try:
-        while True:
-            data = s.recv(65536)
-            if not data:
-                return out, "eof"
-            out += data
-    except ConnectionResetError:
-        return out, "reset"
-    except TimeoutError:
-        return out, "timeout"
-
-
-def exchange(p: ProgramProcess, data: bytes) -> tuple[bytes, str]:
-    with client(p) as s:
-        s.sendall(data)
-        return read_all(s)
 
 
 def read_response(s: socket.socket, buf: bytes = b"", head: bool = False) -> tuple[bytes, bytes]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from podkit.ambassadors.proxy import Proxy
@@ -11,6 +14,8 @@ from podkit.ambassadors.proxy.http1 import (
     BODY_EOF,
     BODY_NONE,
     ChunkedFramer,
+    Conn,
+    HeadCache,
     LengthFramer,
     ProtocolError,
     RequestRules,
@@ -18,7 +23,7 @@ from podkit.ambassadors.proxy.http1 import (
     parse_response,
 )
 from podkit.ambassadors.proxy.listener import Settings
-from podkit.ambassadors.proxy.upstream import Balancer, Upstream, parse_target
+from podkit.ambassadors.proxy.upstream import Balancer, Upstream, UpstreamConn, parse_target
 
 from podkit import UsageError
 from podkit.runner import configure
@@ -190,13 +195,22 @@ def test_ejection_time_grows_and_is_capped() -> None:
     assert u.ejected_until == 55.0  # capped at 25s
 
 
+def test_set_header_cannot_add_a_second_authorization(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t\n")
+    argv = ["--upstream", "http://a:1", "--bearer-token-file", str(token)]
+    with pytest.raises(UsageError, match="conflicts with --bearer-token-file"):
+        configure(Proxy, [*argv, "--set-header", "authorization: Basic eDp5"], {})
+    assert isinstance(configure(Proxy, [*argv, "--set-header", "X-Api-Key: k"], {}), Proxy)
+
+
 def test_options_are_checked() -> None:
     p = configure(Proxy, ["--upstream", "http://a:1", "--upstream", "http://b:2;weight=2"], {})
     assert isinstance(p, Proxy)
     s = p.listener_settings[0]
     assert [t.weight for t in s.targets] == [1, 2]
     assert s.retry_statuses == {502, 503, 504} and "connect-failure" in s.retry_on
-    assert s.retry_budget == 0.2 and s.max_header_bytes == 8192
+    assert s.retry_budget == 0.2 and s.max_header_bytes == 8192 and s.max_headers == 100
     for argv, flag in (
         (["--upstream", "ftp://a"], "--upstream"),
         (["--upstream", "http://a:1;weight=0"], "--upstream"),
@@ -210,8 +224,124 @@ def test_options_are_checked() -> None:
         (["--upstream", "http://a:1", "--set-header", "Upgrade: h2c"], "--set-header"),
         (["--upstream", "http://a:1", "--set-header", "X-Forwarded-For: 1.2.3.4"], "--set-header"),
         (["--upstream", "http://a:1", "--health-path", "health"], "--health-path"),
+        (["--upstream", "http://a:1", "--max-headers", "0"], "--max-headers"),
         (["--listen", "tcp://127.0.0.1:1", "--upstream", "http://a:1"], "tcp://"),
         ([], "--upstream"),
     ):
         with pytest.raises(UsageError, match=flag.replace("+", r"\+")):
             configure(Proxy, argv, {})
+
+
+# -- the pool: a connection that received bytes while idle is never reused ----------
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    abort = close
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+
+class _Listener:
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def warn(self, msg: str, extra: dict[str, object]) -> None:
+        self.warnings.append(msg)
+
+
+def _pool(max_connections: int = 10) -> tuple[Upstream, list[UpstreamConn]]:
+    s = Settings(listen="x", mode="http", host="127.0.0.1", port=0, targets=[])
+    s.max_connections = max_connections
+    u = Upstream(parse_target("http://a:1", "--upstream", False), s, _Listener())
+    made: list[UpstreamConn] = []
+
+    async def connect(ssl_ctx: object) -> UpstreamConn:
+        u.nconns += 1
+        c = UpstreamConn(u)
+        c.connection_made(_Transport())  # type: ignore[arg-type]
+        made.append(c)
+        return c
+
+    u.connect = connect  # type: ignore[method-assign]
+    return u, made
+
+
+def test_pooled_connection_with_buffered_bytes_is_closed_not_reused() -> None:
+    async def go() -> None:
+        u, made = _pool()
+        owner = Conn()
+        c = await u.acquire(owner, None, 0.0)
+        u.release(c, 0.0)
+        assert u.idle == [c] and c.pooled
+        # bytes while idle: an unsolicited response, or the tail of a longer body
+        c.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nPOISON")
+        assert c.closed and u.idle == [] and u.unsolicited == 1
+        assert u.listener.warnings  # type: ignore[attr-defined]
+        # and a pooled connection whose buffer is not empty (however it got there)
+        d = await u.acquire(owner, None, 0.0)
+        u.release(d, 0.0)
+        d.buf += b"x"
+        e = await u.acquire(owner, None, 0.0)
+        assert e is not d and d.closed and not e.buf and len(made) == 3
+
+    asyncio.run(go())
+
+
+def test_connection_handed_to_a_waiter_is_checked_when_it_arrives() -> None:
+    async def go() -> None:
+        u, made = _pool(max_connections=1)
+        owner = Conn()
+        c = await u.acquire(owner, None, 0.0)
+        waiter = asyncio.ensure_future(u.acquire(Conn(), None, 0.0))
+        await asyncio.sleep(0)
+        assert len(u.pending) == 1
+        u.release(c, 0.0)  # handed straight to the waiter...
+        c.buf += b"HTTP/1.1 200 OK\r\n"  # ...and bytes arrive before it runs
+        await asyncio.sleep(0)
+        assert c.closed and not waiter.done()  # not taken: it waits for the slot
+        u.lost(c)  # the closed connection's slot comes back
+        got = await asyncio.wait_for(waiter, 1)
+        assert got is not c and not got.buf and len(made) == 2
+
+    asyncio.run(go())
+
+
+def test_head_cache_is_bounded_in_bytes() -> None:
+    cache = HeadCache(budget=64 * 1024)
+    for i in range(1000):
+        cache.put(b"GET /%d HTTP/1.1\r\nHost: a\r\nX: " % i + b"v" * 500, i)
+        assert cache.used <= cache.budget
+    assert 0 < len(cache) < 1000 and cache.dropped > 900
+    cache.put(b"x" * 5000, "too big for an eighth of the budget")  # never cached
+    assert b"x" * 5000 not in cache
+    # the estimate is not below what an entry really holds (key + parsed copy + objects)
+    head = b"GET /a HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 2000
+    req = parse_request(head, RULES)
+    held = sys.getsizeof(head) + sys.getsizeof(req.kept) + sys.getsizeof(req.target) + 200
+    assert 2 * len(head) + HeadCache.ENTRY >= held
+
+
+def test_a_connection_list_never_drops_framing_and_closes_the_client() -> None:
+    r = parse_response(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: content-length, x-a\r\nX-A: 1", False
+    )
+    assert r.head == b"HTTP/1.1 200 OK\r\nContent-Length: 5" and r.body == 5
+    assert r.close_client and not r.keep_alive
+    req = parse_request(
+        b"GET / HTTP/1.1\r\nHost: app\r\nConnection: host, x-a\r\nX-A: 1",
+        RequestRules([], None, keep_host=True),
+    )
+    assert req.kept == b"\r\nHost: app"
+
+
+def test_identical_content_lengths_from_upstream_become_one() -> None:
+    # found by the differential test: h11 merges them; some clients refuse several
+    r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: 1\r\ncontent-length: 5", False)
+    assert r.head == b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: 1" and r.body == 5
