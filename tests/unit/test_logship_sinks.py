@@ -69,8 +69,8 @@ async def test_transient_statuses_are_retried_until_accepted(
     assert not (tmp_path / "dead").exists()
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 413, 422])
-async def test_other_4xx_are_dead_lettered_and_not_retried(
+@pytest.mark.parametrize("status", [401, 403, 404, 405])
+async def test_4xx_that_no_record_causes_dead_letters_the_batch_once(
     server: tuple[Server, str], sleeps: list[float], tmp_path: Path, status: int
 ) -> None:
     srv, url = server
@@ -81,10 +81,24 @@ async def test_other_4xx_are_dead_lettered_and_not_retried(
     await sink.close()
     assert len(srv.bodies) == 1 and sleeps == []
     entries = [json.loads(x) for x in (tmp_path / "dead").read_text().splitlines()]
-    assert [(e["status"], e["record"]["message"]) for e in entries] == [
-        (status, "a"),
-        (status, "b"),
+    assert [(e["status"], e["reason"], e["record"]["message"]) for e in entries] == [
+        (status, "refused", "a"),
+        (status, "refused", "b"),
     ]
+
+
+@pytest.mark.parametrize("status", [400, 413, 422])
+async def test_content_refusal_splits_the_batch_and_retries_the_halves(
+    server: tuple[Server, str], sleeps: list[float], tmp_path: Path, status: int
+) -> None:
+    srv, url = server
+    srv.script = [(status, {})]  # then 200
+    sink = open_sink(url, dead_letter=str(tmp_path / "dead"))
+    await sink.start()
+    await sink.send(BATCH)
+    await sink.close()
+    assert srv.bodies == [BATCH.ndjson(), b'{"message":"a"}\n', b'{"message":"b"}\n']
+    assert sleeps == [] and sink.delivered == 2 and not (tmp_path / "dead").exists()
 
 
 async def test_retry_after_is_honoured_over_the_backoff(
@@ -92,11 +106,11 @@ async def test_retry_after_is_honoured_over_the_backoff(
 ) -> None:
     srv, url = server
     srv.script = [(503, {"Retry-After": "7"}), (429, {"Retry-After": "3"}), (200, {})]
-    sink = open_sink(url, retry_max_backoff=0.5)
+    sink = open_sink(url, retry_max_backoff=10.0)
     await sink.start()
     await sink.send(BATCH)
     await sink.close()
-    # The backoff alone would wait at most 0.5 s: the server's wish wins.
+    # The backoff alone would wait at most 0.1 s, then 0.2 s: the server's wish wins.
     assert sleeps == [7.0, 3.0]
 
 
