@@ -4,7 +4,7 @@ which statuses are retried, which are dead-lettered, and Retry-After."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -13,15 +13,30 @@ from aiohttp import web
 from podkit.sinks import NdjsonBatch, open_sink
 
 
+Judge = Callable[[web.Request, bytes], tuple[int, dict[str, str], str]]
+
+
 class Server:
+    """Answers from `script` (status, headers) in order, else from `judge`, else 200."""
+
     def __init__(self) -> None:
         self.script: list[tuple[int, dict[str, str]]] = []
         self.bodies: list[bytes] = []
+        self.headers: list[dict[str, str]] = []
+        self.judge: Judge | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
-        self.bodies.append(await request.read())
-        status, headers = self.script.pop(0) if self.script else (200, {})
-        return web.Response(status=status, headers=headers, text="{}")
+        body = await request.read()
+        self.bodies.append(body)
+        self.headers.append(dict(request.headers))
+        if self.script:
+            status, headers = self.script.pop(0)
+            text = "{}"
+        elif self.judge is not None:
+            status, headers, text = self.judge(request, body)
+        else:
+            status, headers, text = 200, {}, "{}"
+        return web.Response(status=status, headers=headers, text=text)
 
 
 @pytest.fixture
@@ -118,7 +133,7 @@ async def test_elasticsearch_actions_name_the_ids(server: tuple[Server, str]) ->
     srv, url = server
     sink = open_sink("elasticsearch+" + url + "/logs")
     await sink.start()
-    srv.script = [(200, {})]
+    srv.judge = lambda req, body: (200, {}, '{"took":1,"errors":false,"items":[]}')
     await sink.send(NdjsonBatch(b'{"m":1}\n{"m":2}\n', 2, ["id-1", 'id"2']))
     await sink.close()
     lines = srv.bodies[0].split(b"\n")
