@@ -14,8 +14,8 @@ The delivery policy is the same for every sink: `send()` returns only when
 each record was delivered or dead-lettered. Failures that may heal (refused
 connection, timeout, 408, 429, 5xx, a full disk) are retried forever with
 exponential backoff and full jitter up to `retry_max_backoff`, honouring
-`Retry-After` up to that same cap (a hostile `Retry-After: 86400` must not
-stall delivery for a day).
+`Retry-After` up to `retry_after_max` (5 minutes: a hostile or mistaken
+`Retry-After: 86400` must not stall delivery for a day).
 
 A refusal loses only what was refused. A request refused for its content
 (400, 413, 422) is split in halves and each half sent again, down to single
@@ -266,7 +266,7 @@ class Sink:
         max_body_bytes: int | None = None,
         retry_initial_backoff: float = 0.1,
         retry_max_backoff: float = 30.0,
-        retry_after_max: float | None = None,
+        retry_after_max: float = 300.0,
         on_event: EventHook | None = None,
         sleep: Sleep | None = None,
         rng: random.Random | None = None,
@@ -278,9 +278,9 @@ class Sink:
         self._dead_file = _AppendFile(dead_letter) if dead_letter else None
         self.max_body_bytes = max_body_bytes
         self.retry_max_backoff = retry_max_backoff
-        # A server may ask for a longer pause than the backoff, never for longer
-        # than the longest wait the operator allowed.
-        self.retry_after_max = retry_max_backoff if retry_after_max is None else retry_after_max
+        # A server may ask for a longer pause than the backoff (it knows its
+        # load), never for longer than retry_after_max.
+        self.retry_after_max = max(retry_after_max, retry_max_backoff)
         self.backoff = Backoff(
             min(retry_initial_backoff, retry_max_backoff), retry_max_backoff, rng=rng
         )

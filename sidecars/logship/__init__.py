@@ -210,6 +210,9 @@ class LogShip(Sidecar):
     retry_max_backoff: float = option(
         "30s", kind="duration", help="longest wait between delivery attempts"
     )
+    retry_after_max: float = option(
+        "5m", kind="duration", help="longest Retry-After honoured (a longer one is cut to this)"
+    )
     buffer_max_bytes: int = option(
         "16MiB", kind="size", help="read but unacknowledged bytes at which reading pauses"
     )
@@ -285,6 +288,7 @@ class LogShip(Sidecar):
         self._sink_options: dict[str, Any] = {
             "dead_letter": self.dead_letter or os.path.join(self.state_dir, DEAD_LETTER_FILE),
             "retry_max_backoff": self.retry_max_backoff,
+            "retry_after_max": self.retry_after_max,
             "max_body_bytes": self.batch_max_bytes,
         }
         if http:
