@@ -57,7 +57,7 @@ class _Batch:
     __slots__ = ("count", "done", "ids", "nbytes", "parts", "raw_bytes", "started", "truncated")
 
     def __init__(self) -> None:
-        self.parts: list[bytes] = []
+        self.parts: list[memoryview] = []
         self.ids: list[str] = []  # one per record, when the sink wants ids
         self.count = 0
         self.nbytes = 0  # encoded size of the sink's body (exact for NDJSON)
@@ -527,13 +527,10 @@ class LogShip(Sidecar):
                     x.encode("utf-8", "surrogatepass") for x in self._record_parts(chunk, 0, n)
                 )
                 chunk.texts = []  # encoded now; let the strings go
-                if cur.count and (
-                    cur.count + n > max_lines or cur.nbytes + len(data) + over * n > max_bytes
-                ):
-                    # Batches end at chunk boundaries when they can, so a delivered
-                    # batch acknowledges whole chunks and a crash re-sends only the
-                    # batches in flight.
-                    cur = await self._flush(cur)
+                view = memoryview(data)
+                # Batches are filled to the cap, a chunk continuing in the next
+                # batch if need be (a chunk is acknowledged with its last line's
+                # batch, so a crash still re-sends only what was in flight).
                 pos = i = 0  # byte and record position in data
                 while pos < len(data):
                     if not cur.count:
@@ -545,7 +542,7 @@ class LogShip(Sidecar):
                             continue
                         # A record larger than the cap on its own: it is sent alone.
                         end, k = data.index(b"\n", pos) + 1, 1
-                    cur.parts.append(data[pos:end] if pos or end < len(data) else data)
+                    cur.parts.append(view[pos:end])  # no copy until the batch is joined
                     if ids is not None:
                         cur.ids.extend(ids[i : i + k])
                     cur.count += k

@@ -541,3 +541,28 @@ async def test_stdout_is_written_off_the_event_loop() -> None:
     await sink.send([{"m": 1}])
     assert stream.getvalue() == b'{"m":1}\n'
     assert threads and threads[0] != threading.main_thread().name
+
+
+# -- logship's batcher cuts by the measured size -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("lines", "room", "over", "want"),
+    [
+        (10, 100, 0, (12, 3)),  # all of it fits
+        (2, 100, 0, (8, 2)),  # the line limit binds
+        (10, 9, 0, (8, 2)),  # cut at the last newline that fits
+        (10, 3, 0, (0, 0)),  # not one record fits
+        (10, 12, 1, (8, 2)),  # the per-record overhead counts: 3 records would be 15
+        (10, 15, 1, (12, 3)),
+        (0, 100, 0, (0, 0)),
+    ],
+)
+def test_batches_are_cut_at_record_boundaries_by_measured_size(
+    lines: int, room: int, over: int, want: tuple[int, int]
+) -> None:
+    from podkit.sidecars.logship import _cut
+
+    data = b"aaa\nbbb\nccc\n"
+    assert _cut(data, 0, lines, room, over) == want
+    assert _cut(data, 4, 10, 4, 0) == (8, 1)  # from a position inside
