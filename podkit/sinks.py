@@ -658,6 +658,7 @@ class StdoutSink(Sink):
 
     def _configure(self, **options: Any) -> None:
         self.stream = options.pop("stream", None)
+        self._order = asyncio.Lock()  # see FileSink
         super()._configure(**options)
 
     def _write(self, data: bytes) -> None:
@@ -677,7 +678,8 @@ class StdoutSink(Sink):
             raise SinkClosed("stdout: the reader closed the pipe") from None
 
     async def _attempt(self, batch: Batch) -> Outcome:
-        await asyncio.to_thread(self._write, self._body(batch))
+        async with self._order:
+            await asyncio.to_thread(self._write, self._body(batch))
         return Outcome()
 
 
@@ -696,6 +698,9 @@ class FileSink(Sink):
             raise UsageError(f"--sink {self.safe_url}: a file path is required")
         self.fsync = bool(options.pop("fsync", False))
         self._file = _AppendFile(self.path, self.fsync)
+        # Concurrent send()s write in the order they were called, as when the
+        # write was synchronous (asyncio.Lock is FIFO; the worker threads are not).
+        self._order = asyncio.Lock()
         super()._configure(**options)
 
     async def start(self) -> None:
@@ -705,7 +710,8 @@ class FileSink(Sink):
             log.warning("cannot open sink file yet", extra={"path": self.path, "error": str(exc)})
 
     async def _attempt(self, batch: Batch) -> Outcome:
-        await asyncio.to_thread(self._file.append, self._body(batch))
+        async with self._order:
+            await asyncio.to_thread(self._file.append, self._body(batch))
         return Outcome()
 
     async def close(self) -> None:

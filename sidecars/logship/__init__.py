@@ -550,12 +550,15 @@ class LogShip(Sidecar):
                     if chunk.truncated:
                         cur.truncated += sum(1 for t in chunk.truncated if i <= t < i + k)
                     pos, i = end, i + k
+                    if pos == len(data):
+                        # Acknowledged with the batch that holds its last line.
+                        cur.done.append(chunk)
+                        cur.raw_bytes += chunk.nbytes
                     if pos < len(data) or cur.count >= max_lines or cur.nbytes >= max_bytes:
                         cur = await self._flush(cur)
-                cur.done.append(chunk)
-                cur.raw_bytes += chunk.nbytes
-                if cur.count >= max_lines or cur.nbytes >= max_bytes:
-                    cur = await self._flush(cur)
+                if not data:  # nothing to send, but its offset is acknowledged in order
+                    cur.done.append(chunk)
+                    cur.raw_bytes += chunk.nbytes
             if cur.count or cur.done:
                 await self._flush(cur)
         finally:
