@@ -651,19 +651,24 @@ def test_file_sink_under_rlimit_fsize_never_tears_a_record(tmp_path: Path, logs:
 
 
 class _Refusing(Receiver):
-    """Answers 400 to a body holding the poison record and 413 to one over `limit`
-    bytes; records every body it received and what it accepted."""
+    """Answers 400 to a body holding the poison record, 413 to one over `limit`
+    bytes and 503 to the first two holding the flaky record; records every body
+    it received and what it accepted."""
 
     limit = 3000
 
     def __init__(self) -> None:
         super().__init__()
         self.sizes: list[int] = []
+        self.flaky = 2
 
     async def _ndjson(self, request: web.Request) -> web.Response:
         body = await request.read()
         with self.lock:
             self.sizes.append(len(body))
+            if b'"message":"flaky"' in body and self.flaky:
+                self.flaky -= 1
+                return web.Response(status=503, text="try again")
         if b'"message":"poison"' in body:
             return web.Response(status=400, text="invalid record")
         if len(body) > self.limit:
@@ -691,6 +696,7 @@ def test_poison_record_and_413_lose_only_the_poison(
     body exceeds --batch-max-bytes."""
     text = expected(0, 100)
     text[37] = "poison"
+    text[80] = "flaky"
     (logs / "a.log").write_text("".join(t + "\n" for t in text))
     cap = 4096
     with logship(tmp_path, refusing.url, "--batch-max-bytes", str(cap)) as p:
@@ -712,6 +718,8 @@ def test_poison_record_and_413_lose_only_the_poison(
         assert _metric_labelled(p, "podkit_logship_batch_splits_total", reason="too_large") >= 1
         assert _metric_labelled(p, "podkit_logship_batch_splits_total", reason="bad_request") >= 1
         assert metric(p, "podkit_logship_lines_total") == 99
+        assert refusing.flaky == 0  # the 503s were retried, not dead-lettered
+        assert _metric_labelled(p, "podkit_logship_retries_total", reason="http_5xx") == 2
         assert p.stop() == 0
 
 
