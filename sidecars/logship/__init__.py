@@ -559,6 +559,8 @@ class LogShip(Sidecar):
                 if not data:  # nothing to send, but its offset is acknowledged in order
                     cur.done.append(chunk)
                     cur.raw_bytes += chunk.nbytes
+                    if not cur.count:  # no batch timer runs for an empty batch
+                        cur = await self._flush(cur)
             if cur.count or cur.done:
                 await self._flush(cur)
         finally:
