@@ -14,9 +14,25 @@ The delivery policy is the same for every sink: `send()` returns only when
 each record was delivered or dead-lettered. Failures that may heal (refused
 connection, timeout, 408, 429, 5xx, a full disk) are retried forever with
 exponential backoff and full jitter up to `retry_max_backoff`, honouring
-`Retry-After`; a batch refused with another 4xx (or an Elasticsearch item
-refused that way) goes to the dead-letter file, one JSON object per record
-(`{"time", "sink", "status", "error", "record"}`), and delivery goes on.
+`Retry-After` up to `retry_after_max` (5 minutes: a hostile or mistaken
+`Retry-After: 86400` must not stall delivery for a day).
+
+A refusal loses only what was refused. A request refused for its content
+(400, 413, 422) is split in halves and each half sent again, down to single
+records, so one poison record costs its neighbours a few extra requests, not
+their delivery; a single record refused, or any request refused with another
+4xx (401, 403, 404: nothing to isolate), or an Elasticsearch item refused with
+a 4xx, goes to the dead-letter file, one JSON object per record
+(`{"time", "sink", "status", "reason", "error", "record"}`), and delivery goes
+on. `max_body_bytes` is a hard cap on the encoded body (before compression):
+a batch whose body exceeds it is split before it is sent (a single record
+larger than the cap is sent alone). A dead-letter file that cannot be written
+is retried like a failed delivery: `send()` does not return, so nothing is
+acknowledged and nothing is lost.
+
+Files (the `file://` sink and the dead-letter file) hold whole records only:
+a write that fails part-way (ENOSPC, EFBIG from RLIMIT_FSIZE) is cut back to
+the last complete record before it is retried.
 """
 
 from __future__ import annotations
@@ -28,9 +44,12 @@ import gzip
 import json
 import logging
 import os
+import random
+import stat
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
@@ -126,6 +145,11 @@ def _subset(batch: Batch, idx: list[int]) -> Batch:
     return NdjsonBatch(b"\n".join(picked) + b"\n" if picked else b"", len(picked), ids)
 
 
+def _halves(batch: Batch) -> list[Batch]:
+    mid = len(batch) // 2
+    return [_subset(batch, list(range(mid))), _subset(batch, list(range(mid, len(batch))))]
+
+
 # -- outcomes ----------------------------------------------------------------
 
 
@@ -139,10 +163,13 @@ class SinkClosed(Exception):
 class Retry(Exception):
     """The attempt failed in a way that may heal; try again later."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, reason: str, retry_after: float | None = None, kind: str = "response"
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.kind = kind  # the metrics' `reason` label (RETRY_REASONS)
 
 
 @dataclass
@@ -153,14 +180,44 @@ class Outcome:
     rejected: list[tuple[int, int, str]] = field(default_factory=list)  # (index, status, error)
     retry_reason: str = ""
     retry_after: float | None = None
+    retry_kind: str = "item"
+    #: The whole request was refused for its content (status, error): split it.
+    refused: tuple[int, str] | None = None
+
+
+#: Values of the `reason` of `retry` events (Sink.reason) and their metrics.
+RETRY_REASONS = (
+    "connect",  # refused, reset, DNS, TLS: the peer cannot be reached
+    "timeout",
+    "http_408",
+    "http_429",
+    "http_5xx",
+    "item",  # an Elasticsearch item answered 429/5xx
+    "response",  # a response that cannot be read (malformed bulk response)
+    "token",  # the bearer token file cannot be read
+    "disk",  # the file sink's write failed (ENOSPC, EFBIG, EIO)
+    "dead_letter_write",  # the dead-letter file cannot be written
+)
+#: Values of the `reason` of `dead_letter` and `split` events.
+REFUSAL_REASONS = ("too_large", "bad_request", "refused")
+#: `split` only: a body over max_body_bytes, split before it was sent.
+SPLIT_REASONS = ("size", "too_large", "bad_request")
+#: Statuses that refuse a request for its content: another split may pass.
+_SPLIT_STATUSES = (400, 413, 422)
+
+
+def refusal_reason(status: int) -> str:
+    if status == 413:
+        return "too_large"
+    return "bad_request" if status in (400, 422) else "refused"
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), uncapped."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         dt = email.utils.parsedate_to_datetime(value)
@@ -178,46 +235,68 @@ def _retryable_status(status: int) -> bool:
 # -- the sink base -----------------------------------------------------------
 
 EventHook = Callable[[str, int], None]
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class Sink:
     """Base of every sink: `_attempt()` delivers once; `send()` applies the policy.
 
     Events reported to `on_event(kind, n)`: `batch_ok`, `batch_retry`,
-    `batch_dead_letter` (n=1 each), `retry` (one retried attempt),
-    `dead_letter` (records dead-lettered), `delivered` (records delivered).
+    `batch_dead_letter` (n=1 each), `retry` (one retried attempt), `split` (a
+    batch split in halves), `dead_letter` (records dead-lettered), `delivered`
+    (records delivered). During a `retry`, `split` or `dead_letter` event,
+    `self.reason` names why (RETRY_REASONS, SPLIT_REASONS, REFUSAL_REASONS),
+    for a hook that counts by reason.
+
+    `sleep` and `rng` are for tests: the delays asked for, and the jitter.
     """
 
     schemes: ClassVar[tuple[str, ...]] = ()
     #: The sink uses `Batch.ids` (a producer need not compute them otherwise).
     wants_ids: ClassVar[bool] = False
+    #: Bytes the body adds per record beyond its NDJSON line (a producer cutting
+    #: batches by size counts them; the cap itself is enforced by `send()`).
+    record_overhead: ClassVar[int] = 0
 
     def __init__(
         self,
         url: str,
         *,
         dead_letter: str | None = None,
+        max_body_bytes: int | None = None,
         retry_initial_backoff: float = 0.1,
         retry_max_backoff: float = 30.0,
         retry_after_max: float = 300.0,
         on_event: EventHook | None = None,
+        sleep: Sleep | None = None,
+        rng: random.Random | None = None,
         **options: Any,
     ) -> None:
         self.url = url
         self.safe_url = redact_url(url)
         self.dead_letter_path = dead_letter
+        self._dead_file = _AppendFile(dead_letter) if dead_letter else None
+        self.max_body_bytes = max_body_bytes
         self.retry_max_backoff = retry_max_backoff
+        # A server may ask for a longer pause than the backoff (it knows its
+        # load), never for longer than retry_after_max.
         self.retry_after_max = max(retry_after_max, retry_max_backoff)
-        self.backoff = Backoff(min(retry_initial_backoff, retry_max_backoff), retry_max_backoff)
+        self.backoff = Backoff(
+            min(retry_initial_backoff, retry_max_backoff), retry_max_backoff, rng=rng
+        )
         self.on_event = on_event or (lambda kind, n: None)
+        self.reason = ""
+        self._sleep = sleep
         self.options = options
         self.last_error: str | None = None
         self.failing_since: float | None = None
         self.delivered = 0
         self.dead_lettered = 0
         self.retries = 0
+        self.splits = 0
         self._ratelimit = RateLimited(log, 30.0)
         self._closing = asyncio.Event()
+        self._encoded: tuple[Batch, bytes] | None = None
         self._configure(**options)
 
     def _configure(self, **options: Any) -> None:
@@ -231,50 +310,93 @@ class Sink:
     async def close(self) -> None:
         self._closing.set()
 
+    def encode(self, batch: Batch) -> bytes:
+        """The request body for `batch`, before compression (NDJSON unless overridden)."""
+        return batch.ndjson()
+
+    def _body(self, batch: Batch) -> bytes:
+        """`encode(batch)`, encoded once although both the size check and the send need it."""
+        if self._encoded is None or self._encoded[0] is not batch:
+            self._encoded = (batch, self.encode(batch))
+        return self._encoded[1]
+
     async def _attempt(self, batch: Batch) -> Outcome:
         raise NotImplementedError
 
+    def _event(self, kind: str, n: int, reason: str = "") -> None:
+        self.reason = reason
+        self.on_event(kind, n)
+
     async def send(self, records: Batch | list[dict[str, Any]]) -> None:
         """Deliver every record (or dead-letter it). Retries for as long as it takes."""
-        batch = as_batch(records)
+        todo = [as_batch(records)]
+        try:
+            while todo:
+                halves = await self._deliver(todo.pop())
+                todo.extend(reversed(halves))  # the first half goes next: order is kept
+        finally:
+            self._encoded = None  # do not hold the last body between sends
+
+    async def _deliver(self, batch: Batch) -> list[Batch]:
+        """Deliver or dead-letter `batch`, or return its halves to deliver instead."""
         while len(batch):
+            cap = self.max_body_bytes
+            if cap and len(batch) > 1 and len(self._body(batch)) > cap:
+                self.splits += 1
+                self._event("split", 1, "size")
+                return _halves(batch)
             try:
                 out = await self._attempt(batch)
             except Retry as exc:
-                out = Outcome(list(range(len(batch))), [], exc.reason, exc.retry_after)
+                out = Outcome(list(range(len(batch))), [], exc.reason, exc.retry_after, exc.kind)
             except (OSError, TimeoutError) as exc:
-                out = Outcome(list(range(len(batch))), [], _describe(exc))
+                out = Outcome(list(range(len(batch))), [], _describe(exc), None, _os_kind(exc))
             except Exception as exc:  # aiohttp errors and friends: treat as transient
                 if not _is_transient(exc):
                     raise
-                out = Outcome(list(range(len(batch))), [], _describe(exc))
-            done = len(batch) - len(out.retry) - len(out.rejected)
+                out = Outcome(list(range(len(batch))), [], _describe(exc), None, _os_kind(exc))
+            if out.refused is not None:
+                status, error = out.refused
+                if len(batch) > 1:
+                    # The peer answered, and only some records may be at fault:
+                    # bisect so that only the poison record is dead-lettered.
+                    self.splits += 1
+                    self._event("split", 1, refusal_reason(status))
+                    return _halves(batch)
+                out.rejected = [(0, status, error)]
             if out.rejected:
-                self._dead_letter(batch, out.rejected)
+                await self._dead_letter(batch, out.rejected)
+            done = len(batch) - len(out.retry) - len(out.rejected)
             if done > 0:
                 self.delivered += done
                 self.on_event("delivered", done)
             if not out.retry:
                 self.on_event("batch_dead_letter" if out.rejected and done == 0 else "batch_ok", 1)
-                if self.failing_since is not None:
-                    log.info(
-                        "sink recovered",
-                        extra={
-                            "sink": self.safe_url,
-                            "down_seconds": round(time.monotonic() - self.failing_since, 3),
-                        },
-                    )
-                self.failing_since = None
-                self.last_error = None
-                self.backoff.reset()
-                return
+                self._recovered()
+                return []
             batch = batch if len(out.retry) == len(batch) else _subset(batch, out.retry)
             self.on_event("batch_retry", 1)
-            await self._wait_retry(out.retry_reason, out.retry_after)
+            await self._wait_retry(out.retry_reason, out.retry_after, out.retry_kind)
+        return []
 
-    async def _wait_retry(self, reason: str, retry_after: float | None) -> None:
+    def _recovered(self) -> None:
+        if self.failing_since is not None:
+            log.info(
+                "sink recovered",
+                extra={
+                    "sink": self.safe_url,
+                    "down_seconds": round(time.monotonic() - self.failing_since, 3),
+                },
+            )
+        self.failing_since = None
+        self.last_error = None
+        # The next failure starts from the initial backoff again, not from
+        # where the last outage left it.
+        self.backoff.reset()
+
+    async def _wait_retry(self, reason: str, retry_after: float | None, kind: str) -> None:
         self.retries += 1
-        self.on_event("retry", 1)
+        self._event("retry", 1, kind)
         self.last_error = reason
         if self.failing_since is None:
             self.failing_since = time.monotonic()
@@ -289,17 +411,39 @@ class Sink:
             error=reason,
             retry_in_seconds=round(delay, 3),
         )
-        await asyncio.sleep(delay)
+        await (self._sleep or asyncio.sleep)(delay)
 
-    def _dead_letter(self, batch: Batch, rejected: list[tuple[int, int, str]]) -> None:
+    async def _dead_letter(self, batch: Batch, rejected: list[tuple[int, int, str]]) -> None:
+        """Write the refused records to the dead-letter file; retry until written.
+
+        Until they are written, `send()` does not return, so the batch is not
+        acknowledged and the checkpoint does not move past it: a dead-letter
+        file that cannot be written stalls delivery (visible in /healthz and
+        the `dead_letter_write` retries), it never loses the records.
+        """
         n = len(rejected)
-        self.dead_lettered += n
-        self.on_event("dead_letter", n)
         first = rejected[0]
+        if self._dead_file is not None:
+            data = self._dead_letter_entries(batch, rejected)
+            while True:
+                try:
+                    self._dead_file.append(data)
+                    break
+                except OSError as exc:
+                    await self._wait_retry(
+                        f"cannot write dead-letter file {self.dead_letter_path}: {_describe(exc)}",
+                        None,
+                        "dead_letter_write",
+                    )
+        self.dead_lettered += n
+        by_reason: dict[str, int] = {}
+        for _, status, _ in rejected:
+            reason = refusal_reason(status)
+            by_reason[reason] = by_reason.get(reason, 0) + 1
+        for reason, count in by_reason.items():
+            self._event("dead_letter", count, reason)
         log.error(
-            "records refused; dead-lettered"
-            if self.dead_letter_path
-            else "records refused; dropped",
+            "records refused; dead-lettered" if self._dead_file else "records refused; dropped",
             extra={
                 "sink": self.safe_url,
                 "records": n,
@@ -308,8 +452,8 @@ class Sink:
                 "dead_letter": self.dead_letter_path,
             },
         )
-        if not self.dead_letter_path:
-            return
+
+    def _dead_letter_entries(self, batch: Batch, rejected: list[tuple[int, int, str]]) -> bytes:
         lines = batch.lines()
         now = rfc3339_ns()
         out: list[str] = []
@@ -324,29 +468,22 @@ class Sink:
                         "time": now,
                         "sink": self.safe_url,
                         "status": status,
+                        "reason": refusal_reason(status),
                         "error": error[:2000],
                         "record": rec,
                     }
                 )
             )
-        try:
-            with open(self.dead_letter_path, "a", encoding="utf-8") as fh:
-                fh.write("\n".join(out) + "\n")
-        except OSError as exc:
-            self._ratelimit.log(
-                "dead-letter",
-                logging.ERROR,
-                "cannot write dead-letter file",
-                path=self.dead_letter_path,
-                error=str(exc),
-            )
+        return ("\n".join(out) + "\n").encode("utf-8", "surrogatepass")
 
     def status(self) -> dict[str, Any]:
         return {
             "url": self.safe_url,
             "delivered": self.delivered,
             "dead_lettered": self.dead_lettered,
+            "dead_letter_file": self.dead_letter_path,
             "retries": self.retries,
+            "splits": self.splits,
             "last_error": self.last_error,
             "failing_for_seconds": (
                 round(time.monotonic() - self.failing_since, 3) if self.failing_since else 0
@@ -359,12 +496,130 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text
 
 
+def _os_kind(exc: BaseException) -> str:
+    """The retry reason of an exception raised by an attempt."""
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "timeout"
+    if isinstance(exc, _DiskError):
+        return "disk"
+    return "connect"
+
+
 def _is_transient(exc: BaseException) -> bool:
     try:
         import aiohttp
     except ImportError:  # pragma: no cover
         return False
     return isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError)
+
+
+# -- append-only files -----------------------------------------------------------
+
+
+class _DiskError(OSError):
+    """A write to a sink's file failed (after it was cut back to whole records)."""
+
+
+class _AppendFile:
+    """An NDJSON file appended to in whole records: a failed write leaves nothing.
+
+    A write can fail part-way: ENOSPC on a full filesystem, EFBIG past
+    RLIMIT_FSIZE (after a short write up to the limit), EIO. The bytes written
+    so far would be a torn record, glued to the next one when the write is
+    retried; so the file is truncated back to its size before the write. If
+    even that fails, the cut is made before the next write. A file found with
+    a torn last record when opened (a kill during a write) is cut back too:
+    the record was not acknowledged, so it is written again. Only regular
+    files are cut (a FIFO or /dev/stdout cannot be). Reopened when someone
+    rotates or removes it. Thread-safe, so writes can run off the event loop.
+    """
+
+    def __init__(self, path: str, fsync: bool = False) -> None:
+        self.path = path
+        self.fsync = fsync
+        self._fd: int | None = None
+        self._ino: tuple[int, int] | None = None
+        self._cut: int | None = None  # truncate to this size before the next write
+        self._lock = threading.Lock()
+
+    def _open(self) -> int:
+        if self._fd is not None:
+            try:
+                st = os.stat(self.path)
+                if (st.st_dev, st.st_ino) == self._ino:
+                    return self._fd
+            except FileNotFoundError:
+                pass
+            os.close(self._fd)
+            self._fd = None
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        st = os.fstat(fd)
+        self._fd, self._ino, self._cut = fd, (st.st_dev, st.st_ino), None
+        if stat.S_ISREG(st.st_mode) and st.st_size:
+            self._cut = _last_newline_end(self.path, st.st_size)
+            if self._cut != st.st_size:
+                log.warning(
+                    "file ended in a torn record; cutting it off",
+                    extra={"path": self.path, "bytes": st.st_size - self._cut},
+                )
+            else:
+                self._cut = None
+        return fd
+
+    def open(self) -> None:
+        with self._lock:
+            self._open()
+
+    def append(self, data: bytes) -> None:
+        with self._lock:
+            try:
+                self._append(data)
+            except OSError as exc:
+                raise _DiskError(exc.errno, f"{self.path}: {exc.strerror or exc}") from None
+
+    def _append(self, data: bytes) -> None:
+        fd = self._open()
+        st = os.fstat(fd)
+        regular = stat.S_ISREG(st.st_mode)
+        size = st.st_size
+        if regular and self._cut is not None:
+            os.ftruncate(fd, self._cut)
+            size, self._cut = self._cut, None
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)  # short writes happen (RLIMIT_FSIZE, a full disk)
+                view = view[n:]
+            if self.fsync:
+                os.fsync(fd)
+        except OSError:
+            if regular:
+                try:
+                    os.ftruncate(fd, size)
+                except OSError:
+                    self._cut = size
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
+def _last_newline_end(path: str, size: int) -> int:
+    """The size of `path` up to and including its last newline (0 if none)."""
+    with open(path, "rb") as f:
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            f.seek(start)
+            block = f.read(end - start)
+            i = block.rfind(b"\n")
+            if i >= 0:
+                return start + i + 1
+            end = start
+    return 0
 
 
 # -- registry ----------------------------------------------------------------
@@ -393,18 +648,23 @@ def open_sink(url: str, **options: Any) -> Sink:
 
 @register_sink
 class StdoutSink(Sink):
-    """NDJSON on standard output (the container log, read by the node's collector)."""
+    """NDJSON on standard output (the container log, read by the node's collector).
+
+    Written from a worker thread: a slow reader of the pipe blocks that
+    thread, not the event loop (the admin server and the tailer keep going).
+    """
 
     schemes = ("stdout",)
 
     def _configure(self, **options: Any) -> None:
         self.stream = options.pop("stream", None)
+        self._order = asyncio.Lock()  # see FileSink
         super()._configure(**options)
 
-    async def _attempt(self, batch: Batch) -> Outcome:
+    def _write(self, data: bytes) -> None:
         stream = self.stream or sys.stdout.buffer
         try:
-            stream.write(batch.ndjson())
+            stream.write(data)
             stream.flush()
         except BrokenPipeError:
             # EPIPE: the reader closed its end (`... | head`). No new reader can
@@ -416,12 +676,16 @@ class StdoutSink(Sink):
                 os.dup2(devnull, sys.stdout.fileno())
                 os.close(devnull)
             raise SinkClosed("stdout: the reader closed the pipe") from None
+
+    async def _attempt(self, batch: Batch) -> Outcome:
+        async with self._order:
+            await asyncio.to_thread(self._write, self._body(batch))
         return Outcome()
 
 
 @register_sink
 class FileSink(Sink):
-    """NDJSON appended to a file; reopened when someone rotates or removes it."""
+    """NDJSON appended to a file, whole records only (`_AppendFile`), off the event loop."""
 
     schemes = ("file",)
 
@@ -433,46 +697,26 @@ class FileSink(Sink):
         if not self.path or self.path.endswith("/"):
             raise UsageError(f"--sink {self.safe_url}: a file path is required")
         self.fsync = bool(options.pop("fsync", False))
-        self._fd: int | None = None
-        self._ino: tuple[int, int] | None = None
+        self._file = _AppendFile(self.path, self.fsync)
+        # Concurrent send()s write in the order they were called, as when the
+        # write was synchronous (asyncio.Lock is FIFO; the worker threads are not).
+        self._order = asyncio.Lock()
         super()._configure(**options)
-
-    def _open(self) -> int:
-        if self._fd is not None:
-            try:
-                st = os.stat(self.path)
-                if (st.st_dev, st.st_ino) == self._ino:
-                    return self._fd
-            except FileNotFoundError:
-                pass
-            os.close(self._fd)
-            self._fd = None
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        st = os.fstat(fd)
-        self._fd, self._ino = fd, (st.st_dev, st.st_ino)
-        return fd
 
     async def start(self) -> None:
         try:
-            self._open()
+            self._file.open()
         except OSError as exc:
             log.warning("cannot open sink file yet", extra={"path": self.path, "error": str(exc)})
 
     async def _attempt(self, batch: Batch) -> Outcome:
-        fd = self._open()
-        view = memoryview(batch.ndjson())
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        if self.fsync:
-            os.fsync(fd)
+        async with self._order:
+            await asyncio.to_thread(self._file.append, self._body(batch))
         return Outcome()
 
     async def close(self) -> None:
         await super().close()
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._file.close()
 
 
 # -- HTTP family -----------------------------------------------------------------
@@ -540,7 +784,9 @@ class _HTTPSink(Sink):
             try:
                 headers.update(self._token.header())
             except OSError as exc:
-                raise Retry(f"cannot read bearer token file: {exc.strerror or exc}") from None
+                raise Retry(
+                    f"cannot read bearer token file: {exc.strerror or exc}", kind="token"
+                ) from None
         if self.compress == "gzip":
             body = gzip.compress(body, compresslevel=1)
             headers["Content-Encoding"] = "gzip"
@@ -555,7 +801,11 @@ class _HTTPSink(Sink):
         text = body[:300].decode("utf-8", "replace").strip()
         reason = f"HTTP {status}" + (f": {text}" if text else "")
         if _retryable_status(status):
-            raise Retry(reason, parse_retry_after(headers.get("Retry-After")))
+            kind = f"http_{status}" if status < 500 else "http_5xx"
+            raise Retry(reason, parse_retry_after(headers.get("Retry-After")), kind)
+        if status in _SPLIT_STATUSES:
+            return Outcome(refused=(status, reason))
+        # 401, 403, 404...: every record would be refused alike; nothing to isolate.
         return Outcome([], [(i, status, reason) for i in range(len(batch))])
 
 
@@ -566,7 +816,7 @@ class HTTPSink(_HTTPSink):
     schemes = ("http", "https")
 
     async def _attempt(self, batch: Batch) -> Outcome:
-        status, headers, body = await self._post(self.target, batch.ndjson(), self.content_type)
+        status, headers, body = await self._post(self.target, self._body(batch), self.content_type)
         return self._whole(batch, status, headers, body)
 
 
@@ -637,7 +887,7 @@ class LokiSink(_HTTPSink):
     async def _attempt(self, batch: Batch) -> Outcome:
         extra = {"X-Scope-OrgID": self.tenant} if self.tenant else None
         status, headers, body = await self._post(
-            self.target, self.encode(batch), self.content_type, extra
+            self.target, self._body(batch), self.content_type, extra
         )
         return self._whole(batch, status, headers, body)
 
@@ -659,6 +909,8 @@ class ElasticsearchSink(_HTTPSink):
     schemes = ("elasticsearch+http", "elasticsearch+https")
     wants_ids = True
     action = b'{"create":{}}'
+    # The action line naming a 40-hex `_id` (logship's ids), and its newline.
+    record_overhead = len(b'{"create":{"_id":""}}\n') + 40
 
     def _configure_target(self, options: dict[str, Any]) -> None:
         parts = urlsplit(self.target)
@@ -686,16 +938,19 @@ class ElasticsearchSink(_HTTPSink):
         return self.action + b"\n" + nd[:-1].replace(b"\n", sep) + b"\n"
 
     async def _attempt(self, batch: Batch) -> Outcome:
-        status, headers, body = await self._post(self.target, self.encode(batch), self.content_type)
+        status, headers, body = await self._post(self.target, self._body(batch), self.content_type)
         if not 200 <= status < 300:
             return self._whole(batch, status, headers, body)
+        # A malformed response (a proxy's page, a truncated body) cannot say
+        # which documents were stored: send the batch again. With ids, what was
+        # stored answers 409 and counts as delivered, so nothing is stored twice.
         try:
             resp = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise Retry(f"HTTP {status} with a body that is not JSON") from None
-        if not isinstance(resp, dict):
-            raise Retry("bulk response is not a JSON object")
-        if not resp.get("errors"):
+        if not isinstance(resp, dict) or not isinstance(resp.get("errors"), bool):
+            raise Retry("bulk response is not a JSON object with an `errors` flag")
+        if not resp["errors"]:
             return Outcome()
         items = resp.get("items")
         if not isinstance(items, list) or len(items) != len(batch):
@@ -703,12 +958,15 @@ class ElasticsearchSink(_HTTPSink):
         out = Outcome()
         for i, item in enumerate(items):
             res: Any = next(iter(item.values()), {}) if isinstance(item, dict) and item else {}
-            st = int(res.get("status", 0)) if isinstance(res, dict) else 0
+            st = res.get("status") if isinstance(res, dict) else 0
+            if not isinstance(st, int) or isinstance(st, bool):
+                st = 0  # not a status: a malformed response, never a crash
             if 200 <= st < 300 or st == 409:
                 continue
             err = res.get("error") if isinstance(res, dict) else None
             text = _dumps(err) if err is not None else f"status {st}"
             if st == 0 or _retryable_status(st):
+                # 0: an item without a status (a malformed response): send it again.
                 out.retry.append(i)
                 out.retry_reason = f"bulk item status {st}: {text[:200]}"
             else:

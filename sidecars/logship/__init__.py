@@ -23,7 +23,15 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from podkit import Sidecar, UsageError, option, rfc3339_ns
-from podkit.sinks import NdjsonBatch, Sink, SinkClosed, open_sink
+from podkit.sinks import (
+    REFUSAL_REASONS,
+    RETRY_REASONS,
+    SPLIT_REASONS,
+    NdjsonBatch,
+    Sink,
+    SinkClosed,
+    open_sink,
+)
 from podkit.tailer import (
     FINGERPRINT_BYTES,
     Chunk,
@@ -46,6 +54,8 @@ _HTTP_SCHEMES = (
 # Downward API variables and the label each becomes.
 _POD_ENV = (("POD_NAMESPACE", "namespace"), ("POD_NAME", "pod"), ("NODE_NAME", "node"))
 _RESERVED = ("time", "file", "labels")
+#: Where refused records go without --dead-letter: never dropped silently.
+DEAD_LETTER_FILE = "dead-letter.ndjson"
 
 
 class _Batch:
@@ -54,14 +64,40 @@ class _Batch:
     __slots__ = ("count", "done", "ids", "nbytes", "parts", "raw_bytes", "started", "truncated")
 
     def __init__(self) -> None:
-        self.parts: list[bytes] = []
+        self.parts: list[memoryview] = []
         self.ids: list[str] = []  # one per record, when the sink wants ids
         self.count = 0
-        self.nbytes = 0  # encoded size (approximate until joined)
+        self.nbytes = 0  # encoded size of the sink's body (exact for NDJSON)
         self.raw_bytes = 0  # file bytes of the chunks completed by this batch
         self.done: list[Chunk] = []  # chunks whose last line is in this batch
         self.started = 0.0
         self.truncated = 0
+
+
+def _cut(data: bytes, pos: int, lines: int, room: int, over: int) -> tuple[int, int]:
+    """Where to cut `data` (NDJSON, from `pos`) to fit `lines` records in `room` bytes.
+
+    Returns (end, records): records end at a newline, each costing its line
+    plus `over` bytes. (pos, 0) when not even one fits. C-level searches
+    only (rfind, count), whatever the number of lines.
+    """
+    limit = min(len(data), pos + room)
+    while lines > 0 and limit > pos:
+        end = data.rfind(b"\n", pos, limit) + 1
+        if end <= pos:
+            break
+        k = data.count(b"\n", pos, end)
+        if k > lines:  # rare: a chunk with more lines than the batch has room for
+            end = pos
+            for _ in range(lines):
+                end = data.index(b"\n", end) + 1
+            k = lines
+        if end - pos + over * k <= room:
+            return end, k
+        # The overhead did not fit: cut before it (fits on the next round, since
+        # fewer records carry less overhead).
+        limit = pos + room - over * k
+    return pos, 0
 
 
 def line_offsets(chunk: Chunk) -> list[int]:
@@ -158,7 +194,11 @@ class LogShip(Sidecar):
         "head", choices=("head", "tail"), help="where to start files seen for the first time"
     )
     batch_max_lines: int = option(5000, help="most records in one batch")
-    batch_max_bytes: int = option("1MiB", kind="size", help="largest encoded batch")
+    batch_max_bytes: int = option(
+        "1MiB",
+        kind="size",
+        help="largest request body (hard cap; a larger single record is sent alone)",
+    )
     batch_max_wait: float = option(
         "1s", kind="duration", help="longest a record waits for its batch"
     )
@@ -178,11 +218,16 @@ class LogShip(Sidecar):
     retry_max_backoff: float = option(
         "30s", kind="duration", help="longest wait between delivery attempts"
     )
+    retry_after_max: float = option(
+        "5m", kind="duration", help="longest Retry-After honoured (a longer one is cut to this)"
+    )
     buffer_max_bytes: int = option(
         "16MiB", kind="size", help="read but unacknowledged bytes at which reading pauses"
     )
     dead_letter: str | None = option(
-        None, kind="path", help="NDJSON file for records the sink refused (4xx); else dropped"
+        None,
+        kind="path",
+        help=f"NDJSON file for records the sink refused (default: STATE_DIR/{DEAD_LETTER_FILE})",
     )
     poll_interval: float = option(
         "1s", kind="duration", help="how often to look for new, rotated and grown files"
@@ -249,8 +294,10 @@ class LogShip(Sidecar):
         if self.tenant and not scheme.startswith("loki+"):
             raise UsageError("--tenant: only for loki+http(s) sinks")
         self._sink_options: dict[str, Any] = {
-            "dead_letter": self.dead_letter,
+            "dead_letter": self.dead_letter or os.path.join(self.state_dir, DEAD_LETTER_FILE),
             "retry_max_backoff": self.retry_max_backoff,
+            "retry_after_max": self.retry_after_max,
+            "max_body_bytes": self.batch_max_bytes,
         }
         if http:
             self._sink_options.update(
@@ -276,10 +323,26 @@ class LogShip(Sidecar):
         )
         for r in ("ok", "retry", "dead_letter"):
             self.m_batches.labels(r)
-        self.m_retries = m.counter("retries_total", "Delivery attempts that will be retried.")
-        self.m_dead = m.counter(
-            "dead_letter_lines_total", "Lines the sink refused (written to --dead-letter)."
+        self.m_retries = m.counter(
+            "retries_total", "Delivery attempts that will be retried, by reason.", ["reason"]
         )
+        self.m_dead = m.counter(
+            "dead_letter_lines_total",
+            "Lines the sink refused, written to the dead-letter file, by reason.",
+            ["reason"],
+        )
+        self.m_splits = m.counter(
+            "batch_splits_total",
+            "Batches split in halves: over --batch-max-bytes, or refused 400/413/422.",
+            ["reason"],
+        )
+        for metric, reasons in (
+            (self.m_retries, RETRY_REASONS),
+            (self.m_dead, REFUSAL_REASONS),
+            (self.m_splits, SPLIT_REASONS),
+        ):
+            for reason in reasons:
+                metric.labels(reason)
         self.m_truncated = m.counter("truncated_lines_total", "Lines cut at --max-line-bytes.")
         self.m_files = m.gauge("files_watched", "Files currently followed.")
         self.m_lag = m.gauge(
@@ -447,6 +510,7 @@ class LogShip(Sidecar):
         cur = _Batch()
         nxt: asyncio.Future[Chunk] | None = None
         max_lines, max_bytes = self.batch_max_lines, self.batch_max_bytes
+        over = self._sink.record_overhead  # what the sink's body adds per record
         try:
             while True:
                 if nxt is None:
@@ -467,37 +531,46 @@ class LogShip(Sidecar):
                         nxt = None
                 n = len(chunk.texts)
                 ids = record_ids(chunk) if self._sink.wants_ids else None
-                # Average encoded size per line, to cut by bytes without measuring each.
-                per_line = (chunk.nbytes + 120 * n) / n if n else 0
-                if cur.count and (
-                    cur.count + n > max_lines or cur.nbytes + per_line * n > max_bytes
-                ):
-                    # Batches end at chunk boundaries, so a delivered batch acknowledges
-                    # whole chunks and a crash re-sends only the batches in flight.
-                    cur = await self._flush(cur)
-                pos = 0
-                while pos < n:
+                # Encoded once, to bytes right away (the str copies go before the
+                # next chunk is read); its size is measured, never estimated.
+                data = b"".join(
+                    x.encode("utf-8", "surrogatepass") for x in self._record_parts(chunk, 0, n)
+                )
+                chunk.texts = []  # encoded now; let the strings go
+                view = memoryview(data)
+                # Batches are filled to the cap, a chunk continuing in the next
+                # batch if need be (a chunk is acknowledged with its last line's
+                # batch, so a crash still re-sends only what was in flight).
+                pos = i = 0  # byte and record position in data
+                while pos < len(data):
                     if not cur.count:
                         cur.started = time.monotonic()
-                    room = max_lines - cur.count
-                    if per_line:
-                        room = min(room, max(1, int((max_bytes - cur.nbytes) / per_line)))
-                    end = min(n, pos + max(1, room))
-                    parts = self._record_parts(chunk, pos, end)
-                    # Bytes right away: the str copies go before the next chunk is read.
-                    cur.parts.extend(x.encode("utf-8", "surrogatepass") for x in parts)
+                    end, k = _cut(data, pos, max_lines - cur.count, max_bytes - cur.nbytes, over)
+                    if not k:
+                        if cur.count:
+                            cur = await self._flush(cur)
+                            continue
+                        # A record larger than the cap on its own: it is sent alone.
+                        end, k = data.index(b"\n", pos) + 1, 1
+                    cur.parts.append(view[pos:end])  # no copy until the batch is joined
                     if ids is not None:
-                        cur.ids.extend(ids[pos:end])
-                    cur.count += end - pos
-                    cur.nbytes += sum(map(len, cur.parts[-len(parts) :]))
-                    cur.truncated += sum(1 for i in chunk.truncated if pos <= i < end)
-                    pos = end
-                    if pos == n:
+                        cur.ids.extend(ids[i : i + k])
+                    cur.count += k
+                    cur.nbytes += end - pos + over * k
+                    if chunk.truncated:
+                        cur.truncated += sum(1 for t in chunk.truncated if i <= t < i + k)
+                    pos, i = end, i + k
+                    if pos == len(data):
+                        # Acknowledged with the batch that holds its last line.
                         cur.done.append(chunk)
                         cur.raw_bytes += chunk.nbytes
-                    if cur.count >= max_lines or cur.nbytes >= max_bytes:
+                    if pos < len(data) or cur.count >= max_lines or cur.nbytes >= max_bytes:
                         cur = await self._flush(cur)
-                chunk.texts = []  # encoded now; let the strings go
+                if not data:  # nothing to send, but its offset is acknowledged in order
+                    cur.done.append(chunk)
+                    cur.raw_bytes += chunk.nbytes
+                    if not cur.count:  # no batch timer runs for an empty batch
+                        cur = await self._flush(cur)
             if cur.count or cur.done:
                 await self._flush(cur)
         finally:
@@ -543,9 +616,11 @@ class LogShip(Sidecar):
         elif kind == "batch_dead_letter":
             self.m_batches.labels("dead_letter").inc(n)
         elif kind == "retry":
-            self.m_retries.inc(n)
+            self.m_retries.labels(self._sink.reason).inc(n)
         elif kind == "dead_letter":
-            self.m_dead.inc(n)
+            self.m_dead.labels(self._sink.reason).inc(n)
+        elif kind == "split":
+            self.m_splits.labels(self._sink.reason).inc(n)
 
     # -- admin ----------------------------------------------------------------------
 

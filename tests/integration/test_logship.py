@@ -7,21 +7,27 @@ fakes check the documented request shapes and answer the documented responses.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
+import resource
 import shutil
 import signal
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
-from tests.helpers import ProgramProcess, rss_bytes, run_program, wait_until
+from tests.helpers import ProgramProcess, missing, rss_bytes, run_program, wait_until
 from tests.peers.receiver import Receiver
 from tests.peers.tls import TLSFiles
 
@@ -543,3 +549,236 @@ def test_https_sink_verifies_with_ca_file(tmp_path: Path, logs: Path, tls_files:
             assert p.stop() == 0
     finally:
         r.stop()
+
+
+# -- issue 13: a full disk never tears a record; a refusal loses only what was refused --
+
+
+def _metric_labelled(proc: ProgramProcess, name: str, **labels: str) -> float:
+    """One labelled series' value; fails when the series is absent."""
+    want = name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+    _, _, body = proc.get("/metrics")
+    for ln in body.decode().splitlines():
+        if ln.startswith(want + " "):
+            return float(ln.rsplit(" ", 1)[1])
+    raise AssertionError(f"no series {want}")
+
+
+def _whole_records(path: Path) -> list[str]:
+    """The messages of an NDJSON file; fails on a torn or partial record."""
+    data = path.read_bytes()
+    assert not data or data.endswith(b"\n"), data[-200:]
+    return [json.loads(x)["message"] for x in data.splitlines()]
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs mounted for the test (CI runs as root)."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode != 0:
+        missing(f"mounting a tmpfs (needs root): {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def _fill(path: Path) -> None:
+    """Write until the filesystem has not one byte left."""
+    with open(path, "wb", buffering=0) as f:
+        for size in (65536, 4096, 1):
+            while True:
+                try:
+                    f.write(b"\0" * size)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC, exc
+                    break
+
+
+def test_file_sink_on_a_full_tmpfs_never_tears_a_record(
+    tmp_path: Path, logs: Path, tmpfs: Path
+) -> None:
+    out = tmpfs / "out.ndjson"
+    app = logs / "app.log"
+    app.write_text(lines(0, 100))
+    with logship(tmp_path, f"file://{out}") as p:
+        p.wait_ready()
+        wait_until(lambda: out.exists() and len(_whole_records(out)) >= 100, 20, what="100")
+        _fill(tmpfs / "filler")  # to the last byte: the output's last page still has slack
+        with open(app, "a") as fh:
+            fh.write(lines(100, 250))
+        wait_until(
+            lambda: _metric_labelled(p, "podkit_logship_retries_total", reason="disk") >= 2,
+            20,
+            what="writes failing with ENOSPC",
+        )
+        assert _whole_records(out) == expected(0, 100)  # no partial line while stuck
+        (tmpfs / "filler").unlink()  # space freed
+        wait_until(lambda: len(_whole_records(out)) >= 250, 30, what="250 records")
+        assert _whole_records(out) == expected(0, 250)  # each exactly once, in order
+        assert p.stop() == 0
+
+
+def test_file_sink_under_rlimit_fsize_never_tears_a_record(tmp_path: Path, logs: Path) -> None:
+    out = tmp_path / "out.ndjson"
+    app = logs / "app.log"
+    app.write_text(lines(0, 100))
+    with logship(tmp_path, f"file://{out}", "--log-level", "info") as p:
+        p.wait_ready()
+        wait_until(lambda: out.exists() and len(_whole_records(out)) >= 100, 20, what="100")
+        # Not on a record boundary, so the write that crosses it is short, then EFBIG.
+        limit = out.stat().st_size + 5001
+        resource.prlimit(p.pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+        with open(app, "a") as fh:
+            fh.write(lines(100, 300))
+        wait_until(
+            lambda: _metric_labelled(p, "podkit_logship_retries_total", reason="disk") >= 2,
+            20,
+            what="writes failing with EFBIG",
+        )
+        got = _whole_records(out)
+        assert got == expected(0, len(got)) and out.stat().st_size <= limit
+        resource.prlimit(p.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+        wait_until(lambda: len(_whole_records(out)) >= 300, 30, what="300 records")
+        assert _whole_records(out) == expected(0, 300)
+        assert p.stop() == 0
+
+
+class _Refusing(Receiver):
+    """Answers 400 to a body holding the poison record, 413 to one over `limit`
+    bytes and 503 to the first two holding the flaky record; records every body
+    it received and what it accepted."""
+
+    limit = 3000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+        self.flaky = 2
+
+    async def _ndjson(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        with self.lock:
+            self.sizes.append(len(body))
+            if b'"message":"flaky"' in body and self.flaky:
+                self.flaky -= 1
+                return web.Response(status=503, text="try again")
+        if b'"message":"poison"' in body:
+            return web.Response(status=400, text="invalid record")
+        if len(body) > self.limit:
+            return web.Response(status=413, text="too large")
+        recs = [json.loads(line) for line in body.split(b"\n") if line]
+        with self.lock:
+            self.records.extend(recs)
+        return web.Response(status=200, text="ok")
+
+
+@pytest.fixture
+def refusing() -> Iterator[_Refusing]:
+    r = _Refusing().start()
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+def test_poison_record_and_413_lose_only_the_poison(
+    tmp_path: Path, logs: Path, refusing: _Refusing
+) -> None:
+    """Default configuration (no --dead-letter): the poison record lands in
+    STATE_DIR/dead-letter.ndjson, its 99 neighbours are delivered once, and no
+    body exceeds --batch-max-bytes."""
+    text = expected(0, 100)
+    text[37] = "poison"
+    text[80] = "flaky"
+    (logs / "a.log").write_text("".join(t + "\n" for t in text))
+    cap = 4096
+    with logship(tmp_path, refusing.url, "--batch-max-bytes", str(cap)) as p:
+        p.wait_ready()
+        dead = tmp_path / "state" / "dead-letter.ndjson"
+        wait_count(refusing, 99, proc=p)
+        wait_until(dead.exists, 10, what="the dead-letter file")
+        assert refusing.messages() == [t for t in text if t != "poison"]  # once, in order
+        [entry] = [json.loads(x) for x in dead.read_text().splitlines()]
+        assert entry["record"]["message"] == "poison" and entry["status"] == 400
+        assert max(refusing.sizes) <= cap, refusing.sizes
+        assert any(refusing.limit < s for s in refusing.sizes)  # some 413s were split
+        assert (
+            _metric_labelled(p, "podkit_logship_dead_letter_lines_total", reason="bad_request") == 1
+        )
+        assert (
+            _metric_labelled(p, "podkit_logship_dead_letter_lines_total", reason="too_large") == 0
+        )
+        assert _metric_labelled(p, "podkit_logship_batch_splits_total", reason="too_large") >= 1
+        assert _metric_labelled(p, "podkit_logship_batch_splits_total", reason="bad_request") >= 1
+        assert metric(p, "podkit_logship_lines_total") == 99
+        assert refusing.flaky == 0  # the 503s were retried, not dead-lettered
+        assert _metric_labelled(p, "podkit_logship_retries_total", reason="http_5xx") == 2
+        assert p.stop() == 0
+
+
+def test_unwritable_dead_letter_file_holds_the_checkpoint(
+    tmp_path: Path, logs: Path, refusing: _Refusing
+) -> None:
+    """The refused record cannot be dead-lettered: nothing is acknowledged past it
+    (the checkpoint stays, /healthz reports the stall), and after a restart with a
+    writable file it is dead-lettered and nothing was lost."""
+    (logs / "a.log").write_text("before\npoison\nafter\n")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")  # blocker/dead.ndjson: ENOTDIR, even for root
+    dead = blocker / "dead.ndjson"
+    args = ["--dead-letter", str(dead), "--stall-timeout", "1s", "--shutdown-timeout", "3s"]
+    with logship(tmp_path, refusing.url, *args) as p:
+        p.wait_ready()
+        wait_until(
+            lambda: (
+                _metric_labelled(p, "podkit_logship_retries_total", reason="dead_letter_write") >= 2
+            ),
+            20,
+            what="dead-letter writes failing",
+        )
+        wait_until(lambda: p.get("/healthz")[0] == 503, 10, what="/healthz reporting the stall")
+        assert "dead-letter" in json.loads(p.get("/")[2])["sink"]["last_error"]
+        assert metric(p, "podkit_logship_lines_total") == 0  # nothing acknowledged
+        assert p.stop() == 1  # the shutdown deadline: not everything was delivered
+    blocker.unlink()
+    blocker.mkdir()
+    with logship(tmp_path, refusing.url, *args) as p2:
+        p2.wait_ready()
+        wait_until(dead.exists, 20, what="the dead-letter file")
+        wait_until(lambda: set(refusing.messages()) >= {"before", "after"}, 10, what="both")
+        [entry] = [json.loads(x) for x in dead.read_text().splitlines()]
+        assert entry["record"]["message"] == "poison"
+        assert p2.stop() == 0
+
+
+def test_stdout_sink_closed_by_its_reader_exits_1_and_loses_nothing(
+    tmp_path: Path, logs: Path
+) -> None:
+    app = logs / "app.log"
+    app.write_text("first\n")
+    state = tmp_path / "state"
+    cmd = [sys.executable, "-m", "podkit", "logship", "--admin-addr", "127.0.0.1:0"]
+    cmd += ["--path", str(logs / "*.log"), "--sink", "stdout://", "--state-dir", str(state)]
+    cmd += FAST
+    with open(tmp_path / "err.log", "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline())["message"] == "first"
+        proc.stdout.close()  # the reader goes away (`logship ... | head -1`)
+        with open(app, "a") as fh:
+            fh.write("second\nthird\n")
+        assert proc.wait(30) == 1
+    assert "sink closed" in (tmp_path / "err.log").read_text()
+    out = tmp_path / "out.ndjson"
+    with logship(tmp_path, f"file://{out}") as p:
+        p.wait_ready()
+        wait_until(lambda: out.exists() and "third" in out.read_text(), 20, what="the rest")
+        assert _whole_records(out)[-2:] == ["second", "third"]  # at least once
+        assert p.stop() == 0
