@@ -1,6 +1,6 @@
 """asyncio helpers that keep cancellation intact on Python 3.11.
 
-The images run Debian's Python 3.11, whose asyncio.wait_for() swallows a
+The images run Debian's Python 3.11, whose asyncio wait_for() swallows a
 cancellation that arrives in the same loop iteration as the awaited thing
 finishing (CPython gh-86296, fixed in 3.12): the task carries on as if nobody
 had asked it to stop, and a shutdown or a --timeout is lost. Use these

@@ -24,6 +24,7 @@ from prometheus_client.core import (
 )
 
 from podkit import Sidecar, UsageError, option
+from podkit.aio import wait_for
 from podkit.http import parse_header
 from podkit.options import Option
 
@@ -442,7 +443,7 @@ class Proxy(Sidecar):
             log.warning("shutdown deadline: closed connections still in flight", extra={"cut": cut})
         for child in self.children:
             try:
-                await asyncio.wait_for(child.wait(), max(0.1, deadline - loop.time()))
+                await wait_for(child.wait(), max(0.1, deadline - loop.time()))
             except TimeoutError:
                 child.kill()
         ACCESS_LOG.flush()

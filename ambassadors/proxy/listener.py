@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from podkit import UsageError
+from podkit.aio import wait_for
 from podkit.http import BearerToken, ssl_context
 from podkit.logs import RateLimited
 
@@ -248,7 +249,7 @@ class BaseListener:
     async def _health_loop(self, u: Upstream) -> None:
         while True:
             try:
-                ok, err = await asyncio.wait_for(self.check(u), self.s.health_timeout)
+                ok, err = await wait_for(self.check(u), self.s.health_timeout)
             except TimeoutError:
                 ok, err = False, f"health check timed out after {self.s.health_timeout}s"
             except (OSError, ssl.SSLError, http1.ProtocolError) as exc:

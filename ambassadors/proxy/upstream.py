@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from podkit import UsageError
+from podkit.aio import wait_for
 
 from .http1 import Conn, DeadlineExceeded, HeadCache
 
@@ -229,7 +230,7 @@ class Upstream:
             if self.target.tls:
                 kw["ssl"] = ssl_ctx
                 kw["server_hostname"] = self.s.sni or self.host
-            _, proto = await asyncio.wait_for(
+            _, proto = await wait_for(
                 loop.create_connection(lambda: UpstreamConn(self), self.host, self.port, **kw),
                 self.s.connect_timeout,
             )

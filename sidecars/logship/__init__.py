@@ -23,6 +23,7 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from podkit import Sidecar, UsageError, option, rfc3339_ns
+from podkit.aio import wait_for
 from podkit.sinks import (
     REFUSAL_REASONS,
     RETRY_REASONS,
@@ -432,7 +433,7 @@ class LogShip(Sidecar):
         budget = max(0.5, self.shutdown_timeout - 1.5)
         lag_before = tailer.lag_bytes
         try:
-            await asyncio.wait_for(self._drain(batcher, sender), budget)
+            await wait_for(self._drain(batcher, sender), budget)
         except TimeoutError:
             left = tailer.lag_bytes
             tailer.checkpoint(force=True)

@@ -79,3 +79,19 @@ async def test_podkit_wait_for_times_out_and_cancels_what_it_waited_on() -> None
         await wait_for(inner, 0.01)
     await asyncio.sleep(0)
     assert inner.cancelled()
+
+
+def test_no_asyncio_wait_for_in_the_code() -> None:
+    """The class of bug, not one instance: every wait with a timeout goes
+    through podkit.aio (asyncio.timeout underneath)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    found = []
+    for folder in ("podkit", "sidecars", "adapters", "ambassadors", "initkits"):
+        for path in (root / folder).rglob("*.py"):
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if re.search(r"asyncio\.wait_for\(", line.split("#")[0]):
+                    found.append(f"{path.relative_to(root)}:{n}")
+    assert not found, "use podkit.aio.wait_for: " + ", ".join(found)
