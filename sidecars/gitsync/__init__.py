@@ -38,6 +38,7 @@ from podkit.secrets import SecretFile
 
 from . import _git
 from ._git import GitError, Runs
+from .triggers import TokenBucket, refusal, retry_after
 
 WORKTREES = ".worktrees"
 TARGET_REF = "refs/gitsync/target"
@@ -263,6 +264,13 @@ class GitSync(Sidecar):
         kind="duration",
         help="wait before retrying a failed exechook",
     )
+    sync_token_file: str | None = option(
+        None,
+        kind="path",
+        help="file holding the secret POST /sync must carry (Bearer token, X-Gitlab-Token, "
+        "or the key of GitHub's X-Hub-Signature-256); re-read when it changes",
+        env_alias=False,  # podkit's own flag: git-sync has no authenticated trigger
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -282,6 +290,8 @@ class GitSync(Sidecar):
         self.last_error: str | None = None
         self.consecutive_failures = 0
         self._hooks: list[Retrier[str]] = []
+        self._sync_token: SecretFile | None = None
+        self._sync_bucket = TokenBucket()
         self._ssh_key_sig: tuple[int, int, int] | None = None
         self._fetched_once = False
 
@@ -316,6 +326,7 @@ class GitSync(Sidecar):
             ("--ssh-key-file", self.ssh_key_file),
             ("--ssh-known-hosts-file", self.ssh_known_hosts_file),
             ("--sparse-checkout-file", self.sparse_checkout_file),
+            ("--sync-token-file", self.sync_token_file),
         ):
             if path and not os.path.isfile(path):
                 raise UsageError(f"{flag}: no such file: {path}")
@@ -382,6 +393,15 @@ class GitSync(Sidecar):
             "hook_runs_total", "Hook runs by hook and result.", ["hook", "result"]
         )
         self._errors = RateLimited(self.log, 30.0)
+        self.m_requests = m.counter(
+            "sync_requests_total",
+            "POST /sync requests by outcome.",
+            ["result"],
+        )
+        for r in ("accepted", "coalesced", "unauthorized", "limited"):
+            self.m_requests.labels(r)
+        if self.sync_token_file:
+            self._sync_token = SecretFile(self.sync_token_file)
 
         if self.webhook_url:
             self._hooks.append(
@@ -431,9 +451,30 @@ class GitSync(Sidecar):
         self._trigger.set()
 
     async def _http_sync(self, request: Request) -> Response:
-        self.log.info("sync requested", extra={"by": "POST /sync"})
+        # Every outcome is logged at most once per interval: a flood of requests
+        # must not become a flood of log lines.
+        why = refusal(request, self._sync_token)
+        if why is not None:
+            self.m_requests.labels("unauthorized").inc()
+            self._errors.log("sync-refused", 30, "POST /sync refused", reason=why)
+            return Response(
+                401, b"unauthorized\n", headers={"WWW-Authenticate": 'Bearer realm="gitsync"'}
+            )
+        wait = self._sync_bucket.take()
+        if wait:
+            self.m_requests.labels("limited").inc()
+            self._errors.log("sync-limited", 30, "POST /sync rate-limited")
+            return Response(
+                429, b"too many sync requests\n", headers={"Retry-After": retry_after(wait)}
+            )
+        # One event: however many requests arrive, at most one sync waits.
+        coalesced = self._trigger.is_set()
+        self.m_requests.labels("coalesced" if coalesced else "accepted").inc()
+        self._errors.log("sync-requested", 20, "sync requested", by="POST /sync")
         self._trigger.set()
-        return Response.json({"queued": True, "published": self.published}, status=202)
+        return Response.json(
+            {"queued": True, "coalesced": coalesced, "published": self.published}, status=202
+        )
 
     # -- the loop -------------------------------------------------------------
 
