@@ -949,6 +949,9 @@ def test_atomicity_and_leaks_over_200_syncs(
         "off",
         "--stale-worktree-timeout",
         "2s",
+        # 200 syncs as fast as POST /sync can drive them: past the default rate limit.
+        "--sync-burst",
+        "1000",
     ) as p:
         p.wait_ready()
 

@@ -1,0 +1,178 @@
+"""How git authenticates without a secret ever reaching argv, the environment or a log.
+
+git gets passwords through `GIT_ASKPASS`: a small helper in a private `0700`
+directory that reads the password file at the moment git asks. ssh gets a key
+file path (a private `0600` copy when the mounted one is readable by others,
+which ssh refuses). Everything here owns files in the private directory;
+`env()` runs in the worker thread before each sync, so a rotated secret takes
+effect on the next sync.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import stat
+import tempfile
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from podkit import register_secret
+from podkit.secrets import SecretFile
+
+from ._git import GitError
+
+# git asks "Username for '<url>': " or "Password for '<url>': ". The password is
+# read from a file at the moment git asks, so it is in no argv and no environment.
+ASKPASS = """#!/bin/sh
+case "$1" in
+Username*) printf '%s\\n' "$PODKIT_GITSYNC_ASKPASS_USER" ;;
+*) p=
+   if [ -n "$PODKIT_GITSYNC_ASKPASS_FILE" ]; then
+       IFS= read -r p < "$PODKIT_GITSYNC_ASKPASS_FILE" || true
+   fi
+   printf '%s\\n' "$p" ;;
+esac
+"""
+
+
+def is_ssh(repo: str) -> bool:
+    if "://" in repo:
+        return urlsplit(repo).scheme in ("ssh", "git+ssh", "ssh+git")
+    # scp-like user@host:path (a local path never has a colon before the first slash)
+    head = repo.split("/", 1)[0]
+    return ":" in head
+
+
+def is_local(repo: str) -> bool:
+    """A file:// URL or a path: git's file transport."""
+    if "://" in repo:
+        return urlsplit(repo).scheme.lower() == "file"
+    return not is_ssh(repo)
+
+
+def split_password(repo: str) -> tuple[str, str | None]:
+    """(URL without its password, the password) — git must never see it in argv."""
+    if "://" not in repo:
+        return repo, None
+    parts = urlsplit(repo)
+    if parts.password is None:
+        return repo, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    netloc = f"{user}@{hostport}" if user else hostport
+    clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return clean, unquote(parts.password)
+
+
+@dataclass
+class Auth:
+    """The credentials of one repository, as files git and ssh are pointed at."""
+
+    repo: str
+    username: str | None = None
+    password_file: str | None = None
+    ssh_key_file: str | None = None
+    ssh_known_hosts: bool = True
+    ssh_known_hosts_file: str | None = None
+    #: The URL git is given: `repo` without its password.
+    git_url: str = ""
+    _private: str = ""
+    _password: SecretFile | None = None
+    _url_password_file: str | None = None
+    _ssh_key_sig: tuple[int, int, int] | None = field(default=None, repr=False)
+
+    def setup(self) -> None:
+        remove_dead_private_dirs()
+        self._private = tempfile.mkdtemp(prefix=f"podkit-gitsync-{os.getpid()}-")
+        os.chmod(self._private, 0o700)
+        self._write_private("askpass", ASKPASS, 0o700)
+        self.git_url, url_password = split_password(self.repo)
+        if url_password is not None:
+            register_secret(url_password)
+            self._url_password_file = self._write_private("password", url_password + "\n")
+        if self.password_file:
+            self._password = SecretFile(self.password_file)
+
+    def cleanup(self) -> None:
+        if self._private:
+            shutil.rmtree(self._private, ignore_errors=True)
+
+    def _write_private(self, name: str, text: str, mode: int = 0o600) -> str:
+        path = os.path.join(self._private, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(path, mode)
+        return path
+
+    def env(self) -> dict[str, str]:
+        """git's environment for authentication (runs in the worker thread)."""
+        askpass = os.path.join(self._private, "askpass")
+        env = {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_ASKPASS": askpass,
+            "SSH_ASKPASS": askpass,
+            "PODKIT_GITSYNC_ASKPASS_USER": self.username or "",
+            "PODKIT_GITSYNC_ASKPASS_FILE": self._url_password_file or "",
+        }
+        if self._password is not None:
+            # Re-read (one stat) before each sync: rotation takes effect now, and the
+            # new value is registered for scrubbing before git can echo it anywhere.
+            try:
+                self._password.value()
+            except OSError as exc:
+                raise GitError(f"--password-file: {exc.strerror or exc}") from None
+            env["PODKIT_GITSYNC_ASKPASS_FILE"] = os.path.abspath(self._password.path)
+        ssh = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+        if self.ssh_key_file:
+            ssh += ["-i", self._ssh_key(), "-o", "IdentitiesOnly=yes"]
+        if self.ssh_known_hosts:
+            ssh += ["-o", "StrictHostKeyChecking=yes"]
+            if self.ssh_known_hosts_file:
+                ssh += ["-o", f"UserKnownHostsFile={os.path.abspath(self.ssh_known_hosts_file)}"]
+        else:
+            ssh += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+        env["GIT_SSH_COMMAND"] = shlex.join(ssh)
+        env["GIT_SSH_VARIANT"] = "ssh"
+        return env
+
+    def _ssh_key(self) -> str:
+        """ssh refuses a key readable by others (a Secret mounted 0644): use a 0600 copy."""
+        assert self.ssh_key_file is not None
+        st = os.stat(self.ssh_key_file)
+        if not st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            return os.path.abspath(self.ssh_key_file)
+        copy = os.path.join(self._private, "ssh-key")
+        sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if sig != self._ssh_key_sig:
+            with open(self.ssh_key_file, "rb") as src:
+                data = src.read()
+            fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            self._ssh_key_sig = sig
+        return copy
+
+
+def remove_dead_private_dirs() -> None:
+    """Private dirs of a gitsync that was SIGKILLed (they can hold a URL's password)."""
+    base = tempfile.gettempdir()
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        parts = name.split("-")
+        if not name.startswith("podkit-gitsync-") or len(parts) < 4 or not parts[2].isdigit():
+            continue
+        path = os.path.join(base, name)
+        try:
+            if os.stat(path).st_uid != os.getuid():
+                continue
+            os.kill(int(parts[2]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue

@@ -1,0 +1,610 @@
+"""gitsync the program: its options, what triggers a sync, and what it reports.
+
+The git work runs in a worker thread (`checkout.py`) and hands back a result;
+credentials are `auth.py`'s, the atomic link flip `publish.py`'s, and who may
+ask for a sync `triggers.py`'s. This module is the only one that touches the
+event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import signal
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from podkit import RateLimited, Sidecar, UsageError, option, redact_url
+from podkit.admin import Request, Response
+from podkit.hooks import HookError, Retrier, call_webhook, run_command
+from podkit.retry import Backoff
+from podkit.secrets import SecretFile
+
+from . import _git
+from .auth import Auth
+from .checkout import Checkout, remote_sha
+from .publish import WORKTREES, published_sha
+from .triggers import SYNC_BURST, SYNC_REFILL, TokenBucket, refusal, retry_after
+
+# Remote-helper syntax `<transport>::<address>` (ext::, fd::, ...) is refused outright.
+_HELPER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
+
+
+def default_link(repo: str) -> str:
+    """The repo's leaf name without `.git`, as git-sync derives --link."""
+    path = urlsplit(repo).path if "://" in repo else repo.rpartition(":")[2]
+    leaf = path.rstrip("/").rsplit("/", 1)[-1]
+    if leaf.endswith(".git"):
+        leaf = leaf[:-4]
+    return leaf or "repo"
+
+
+def too_many_failures(consecutive: int, max_failures: int) -> bool:
+    """git-sync's documented meaning: N failures in a row are tolerated, N+1 abort.
+
+    Negative: never abort. 0: the first failure aborts.
+    """
+    return max_failures >= 0 and consecutive > max_failures
+
+
+class GitSync(Sidecar):
+    """Keep a git checkout in a volume in sync, published atomically (--one-time: init)."""
+
+    name = "gitsync"
+    default_admin_addr = "127.0.0.1:9412"
+    env_prefixes = ("GITSYNC_",)  # git-sync's own variables work too, so people can switch
+
+    repo: str = option(
+        help="the git repository to sync (https, http, ssh, git, file)",
+        required=True,
+    )
+    root: str = option(
+        help="working directory; holds .git, .worktrees/<sha> and the --link",
+        kind="path",
+        required=True,
+    )
+    ref: str = option(
+        "HEAD",
+        help="branch, tag or commit to sync (HEAD: the remote's default branch)",
+    )
+    link: str | None = option(
+        None,
+        help="symlink under --root to the published worktree (default: the repo's name)",
+    )
+    period: float = option("10s", kind="duration", help="how long to wait between syncs")
+    depth: int = option(1, help="commits of history to fetch; 0 = the full history")
+    submodules: str = option(
+        "recursive",
+        choices=("recursive", "shallow", "off"),
+        help="submodule behaviour",
+    )
+    sparse_checkout_file: str | None = option(
+        None,
+        kind="path",
+        help="a git sparse-checkout file (non-cone patterns) to apply",
+    )
+    sync_timeout: float = option(
+        "120s",
+        kind="duration",
+        help="the total time one sync may take",
+    )
+    one_time: bool = option(
+        False,
+        help="exit 0 once the tree is published, 1 on the first failure",
+    )
+    max_failures: int = option(
+        -1,
+        help="consecutive failed syncs tolerated before exiting 1 (0: exit on the first; "
+        "-1: never, keep serving the last good tree)",
+    )
+    stale_worktree_timeout: float = option(
+        "0s",
+        kind="duration",
+        help="keep replaced worktrees this long (0: remove at once)",
+    )
+    git_gc: str = option(
+        "auto",
+        choices=("auto", "always", "aggressive", "off"),
+        help="git gc after a sync that removed worktrees",
+    )
+    touch_file: str | None = option(
+        None,
+        kind="path",
+        help="file touched after each publish (relative paths are under --root)",
+    )
+    stale_after: float | None = option(
+        None,
+        kind="duration",
+        help="/healthz fails when the last good sync is older (default 10 x --period)",
+        env_alias=False,  # podkit's own flag: git-sync has no GITSYNC_STALE_AFTER
+    )
+    username: str | None = option(None, help="username for HTTP(S) authentication")
+    password_file: str | None = option(
+        None,
+        kind="path",
+        help="file holding the password or token (re-read before each sync)",
+    )
+    ssh_key_file: str | None = option(None, kind="path", help="SSH private key for ssh:// repos")
+    ssh_known_hosts: bool = option(
+        True,
+        help="check SSH host keys against --ssh-known-hosts-file",
+    )
+    ssh_known_hosts_file: str | None = option(
+        None,
+        kind="path",
+        help="known_hosts file (default: ssh's own, ~/.ssh/known_hosts)",
+    )
+    webhook_url: str | None = option(None, kind="url", help="URL called after each publish")
+    webhook_method: str = option("POST", help="HTTP method of the webhook")
+    webhook_success_status: int = option(
+        200,
+        help="status that counts as success (0: do not check, fire and forget)",
+    )
+    webhook_timeout: float = option(
+        "1s",
+        kind="duration",
+        help="timeout of one webhook call",
+    )
+    webhook_backoff: float = option(
+        "3s",
+        kind="duration",
+        help="wait before retrying a failed webhook",
+    )
+    exechook_command: str | None = option(
+        None,
+        help="command run in the new worktree after each publish, with $GITSYNC_HASH",
+    )
+    exechook_timeout: float = option(
+        "30s",
+        kind="duration",
+        help="timeout of one exechook run",
+    )
+    exechook_backoff: float = option(
+        "3s",
+        kind="duration",
+        help="wait before retrying a failed exechook",
+    )
+    sync_token_file: str | None = option(
+        None,
+        kind="path",
+        help="file holding the secret POST /sync must carry (Bearer token, X-Gitlab-Token, "
+        "or the key of GitHub's X-Hub-Signature-256); re-read when it changes",
+        env_alias=False,  # podkit's own flag: git-sync has no authenticated trigger
+    )
+    sync_burst: int = option(
+        SYNC_BURST,
+        help="POST /sync requests accepted at once before 429",
+        env_alias=False,
+    )
+    sync_interval: float = option(
+        f"{SYNC_REFILL:g}s",
+        kind="duration",
+        help="after a burst, one more POST /sync is accepted per interval",
+        env_alias=False,
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_route("POST", "/sync", self._http_sync)
+        self._trigger = asyncio.Event()
+        self._checkout: Checkout | None = None
+        self._auth: Auth | None = None
+        self._syncs = 0
+        self.published: str | None = None
+        self.last_sync: float | None = None
+        self.last_success: float | None = None
+        self.last_error: str | None = None
+        self.consecutive_failures = 0
+        self._hooks: list[Retrier[str]] = []
+        self._sync_token: SecretFile | None = None
+
+    # -- configuration ------------------------------------------------------
+
+    def validate(self) -> None:
+        repo = self.repo.strip()
+        if _HELPER_RE.match(repo):
+            raise UsageError(
+                f"--repo: remote-helper transports ({repo.split('::')[0]}::) are refused"
+            )
+        if "://" in repo:
+            scheme = urlsplit(repo).scheme.lower()
+            if scheme not in ("http", "https", "ssh", "git", "file", "git+ssh", "ssh+git"):
+                raise UsageError(f"--repo: unsupported scheme {scheme!r}")
+        self.repo = repo
+        if self.depth < 0:
+            raise UsageError("--depth: must be 0 (full history) or more")
+        if self.period < 0.01:
+            raise UsageError("--period: must be at least 10ms")
+        if self.sync_timeout < 0.01:
+            raise UsageError("--sync-timeout: must be at least 10ms")
+        if not self.ref.strip() or self.ref.startswith("-"):
+            raise UsageError("--ref: must name a branch, tag or commit")
+        self.link = self.link or default_link(repo)
+        if os.path.isabs(self.link):
+            self.link = os.path.relpath(self.link, os.path.abspath(self.root))
+        if self.link.startswith("..") or self.link in (".", ".git", WORKTREES):
+            raise UsageError(f"--link: must name a path inside --root, got {self.link!r}")
+        for flag, path in (
+            ("--password-file", self.password_file),
+            ("--ssh-key-file", self.ssh_key_file),
+            ("--ssh-known-hosts-file", self.ssh_known_hosts_file),
+            ("--sparse-checkout-file", self.sparse_checkout_file),
+            ("--sync-token-file", self.sync_token_file),
+        ):
+            if path and not os.path.isfile(path):
+                raise UsageError(f"{flag}: no such file: {path}")
+        if self.exechook_command is not None:
+            try:
+                argv = shlex.split(self.exechook_command)
+            except ValueError as exc:
+                raise UsageError(f"--exechook-command: {exc}") from None
+            if not argv:
+                raise UsageError("--exechook-command: empty")
+        if self.sync_burst < 1:
+            raise UsageError("--sync-burst: must be at least 1")
+        if self.sync_interval < 0.001:
+            raise UsageError("--sync-interval: must be at least 1ms")
+        if self.stale_after is None:
+            self.stale_after = 10 * self.period
+
+    @property
+    def link_path(self) -> str:
+        assert self.link is not None
+        return os.path.join(self.root, self.link)
+
+    def _worktree(self, sha: str) -> str:
+        return os.path.join(self.root, WORKTREES, sha)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def setup(self) -> None:
+        self.root = os.path.abspath(self.root)
+        os.makedirs(os.path.join(self.root, WORKTREES), exist_ok=True)
+        self.published = published_sha(self.link_path)
+        if os.environ.get("GITSYNC_PASSWORD"):
+            # A git-sync pod spec switched over: say why auth will fail, not just that it does.
+            self.log.warning(
+                "GITSYNC_PASSWORD is not read: secrets come from files (--password-file)"
+            )
+
+        m = self.metrics
+        self.m_syncs = m.counter("syncs_total", "Sync attempts by result.", ["result"])
+        for r in ("success", "error", "noop"):
+            self.m_syncs.labels(r)
+        self.m_duration = m.histogram(
+            "sync_duration_seconds",
+            "Time one sync took.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+        self.m_last_success = m.gauge(
+            "last_success_timestamp_seconds", "Unix time of the last successful sync."
+        )
+        self.m_fetches = m.counter("fetches_total", "git fetch runs.")
+        self.m_hooks = m.counter(
+            "hook_runs_total", "Hook runs by hook and result.", ["hook", "result"]
+        )
+        self._auth = Auth(
+            self.repo,
+            username=self.username,
+            password_file=self.password_file,
+            ssh_key_file=self.ssh_key_file,
+            ssh_known_hosts=self.ssh_known_hosts,
+            ssh_known_hosts_file=self.ssh_known_hosts_file,
+        )
+        self._auth.setup()
+        self._checkout = Checkout(
+            self.repo,
+            self.root,
+            self.link_path,
+            self.ref,
+            self._auth,
+            self.log,
+            depth=self.depth,
+            submodules=self.submodules,
+            sparse_checkout_file=self.sparse_checkout_file,
+            sync_timeout=self.sync_timeout,
+            stale_worktree_timeout=self.stale_worktree_timeout,
+            git_gc=self.git_gc,
+            on_fetch=self.m_fetches.inc,
+        )
+        self._errors = RateLimited(self.log, 30.0)
+        self.m_requests = m.counter(
+            "sync_requests_total",
+            "POST /sync requests by outcome.",
+            ["result"],
+        )
+        for r in ("accepted", "coalesced", "unauthorized", "limited"):
+            self.m_requests.labels(r)
+        self._sync_bucket = TokenBucket(self.sync_burst, self.sync_interval)
+        if self.sync_token_file:
+            self._sync_token = SecretFile(self.sync_token_file)
+
+        if self.webhook_url:
+            self._hooks.append(
+                Retrier(
+                    "webhook",
+                    self._webhook,
+                    self._backoff(self.webhook_backoff),
+                    self._hook_result("webhook"),
+                )
+            )
+        if self.exechook_command:
+            self._hooks.append(
+                Retrier(
+                    "exechook",
+                    self._exechook,
+                    self._backoff(self.exechook_backoff),
+                    self._hook_result("exechook"),
+                )
+            )
+        if not self.one_time:
+            for h in self._hooks:
+                h.start()
+
+    @staticmethod
+    def _backoff(seconds: float) -> Backoff:
+        # git-sync's hook backoff is a fixed wait, not exponential.
+        s = max(seconds, 0.001)
+        return Backoff(s, s, 1.0, jitter=False)
+
+    def _hook_result(self, hook: str) -> Any:
+        def on_result(sha: str, error: str | None) -> None:
+            self.m_hooks.labels(hook, "error" if error else "success").inc()
+            if error is None:
+                self.log.info("hook succeeded", extra={"hook": hook, "commit": sha})
+
+        return on_result
+
+    async def cleanup(self) -> None:
+        if self._checkout is not None:
+            self._checkout.runs.abort()
+        for h in self._hooks:
+            await h.stop()
+        if self._auth is not None:
+            self._auth.cleanup()
+
+    def on_sighup(self) -> None:
+        self.log.info("sync requested", extra={"by": "SIGHUP"})
+        self._trigger.set()
+
+    async def _http_sync(self, request: Request) -> Response:
+        # Every outcome is logged at most once per interval: a flood of requests
+        # must not become a flood of log lines.
+        why = refusal(request, self._sync_token)
+        if why is not None:
+            self.m_requests.labels("unauthorized").inc()
+            self._errors.log("sync-refused", 30, "POST /sync refused", reason=why)
+            return Response(
+                401, b"unauthorized\n", headers={"WWW-Authenticate": 'Bearer realm="gitsync"'}
+            )
+        wait = self._sync_bucket.take()
+        if wait:
+            self.m_requests.labels("limited").inc()
+            self._errors.log("sync-limited", 30, "POST /sync rate-limited")
+            return Response(
+                429, b"too many sync requests\n", headers={"Retry-After": retry_after(wait)}
+            )
+        # One event: however many requests arrive, at most one sync waits.
+        coalesced = self._trigger.is_set()
+        self.m_requests.labels("coalesced" if coalesced else "accepted").inc()
+        self._errors.log("sync-requested", 20, "sync requested", by="POST /sync")
+        self._trigger.set()
+        return Response.json(
+            {"queued": True, "coalesced": coalesced, "published": self.published}, status=202
+        )
+
+    # -- the loop -------------------------------------------------------------
+
+    async def run(self) -> None:
+        asked = False
+        while not self.stopping:
+            self._trigger.clear()
+            ok = await self._sync(asked)
+            if self.one_time:
+                if not ok:
+                    # An init container stopped before it published must not
+                    # exit 0: the app would start without its tree; 143/130
+                    # is what the runner gives an interrupted InitTask.
+                    if self.stopping:
+                        self.exit_code = 128 + (self.stop_signal or signal.SIGTERM)
+                    else:
+                        self.exit_code = 1
+                    return
+                self.exit_code = await self._one_time_hooks()
+                return
+            if self.stopping:
+                break
+            if not ok and too_many_failures(self.consecutive_failures, self.max_failures):
+                self.log.error(
+                    "too many consecutive failures; exiting",
+                    extra={
+                        "failures": self.consecutive_failures,
+                        "max_failures": self.max_failures,
+                    },
+                )
+                self.exit_code = 1
+                return
+            asked = await self._wait_trigger(self.period)
+        # Give hooks for the last publish a moment to land before the runner stops us.
+        for h in self._hooks:
+            await h.idle(min(5.0, self.shutdown_timeout / 2))
+
+    async def _wait_trigger(self, seconds: float) -> bool:
+        """Wait for the period, a stop, or a trigger; True when a trigger ended it."""
+        stop = asyncio.ensure_future(self.wait_stopping())
+        trig = asyncio.ensure_future(self._trigger.wait())
+        try:
+            await asyncio.wait({stop, trig}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            trig.cancel()
+        return self._trigger.is_set()
+
+    async def _sync(self, asked: bool = False) -> bool:
+        start = time.monotonic()
+        checkout = self._checkout
+        assert checkout is not None
+        checkout.runs.reset()
+        work = asyncio.ensure_future(asyncio.to_thread(checkout.sync, asked))
+        stop = asyncio.ensure_future(self.wait_stopping())
+        try:
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                checkout.runs.abort()  # kill the git in flight; the thread returns at once
+            try:
+                result = await work
+            except Exception as exc:
+                err: BaseException | None = exc
+            else:
+                err = None
+        finally:
+            stop.cancel()
+        elapsed = time.monotonic() - start
+        self.m_duration.observe(elapsed)
+        self.last_sync = time.time()
+        self._syncs += 1
+        if err is not None:
+            if self.stopping:
+                return False
+            self.consecutive_failures += 1
+            self.last_error = str(err) or type(err).__name__
+            self.m_syncs.labels("error").inc()
+            self._errors.log(
+                "sync",
+                40,
+                "sync failed; the last good tree stays published",
+                error=self.last_error,
+                failures=self.consecutive_failures,
+                published=self.published,
+                repo=redact_url(self.repo),
+            )
+            return False
+        self._errors.clear("sync")
+        if self.consecutive_failures:
+            self.log.info("sync recovered", extra={"failures": self.consecutive_failures})
+        self.consecutive_failures = 0
+        self.last_error = None
+        self.last_success = time.time()
+        self.m_last_success.set(self.last_success)
+        first = not self.ready
+        self.published = result.sha
+        if result.changed:
+            self.m_syncs.labels("success").inc()
+            self.log.info(
+                "published",
+                extra={"commit": result.sha, "ref": self.ref, "seconds": round(elapsed, 3)},
+            )
+        else:
+            self.m_syncs.labels("noop").inc()
+        if result.changed or first:
+            # Like git-sync, hooks also run for the tree found at start-up.
+            self._touch()
+            if not self.one_time:
+                for h in self._hooks:
+                    h.submit(result.sha)
+        self.set_ready()
+        return True
+
+    def _touch(self) -> None:
+        if not self.touch_file:
+            return
+        path = (
+            self.touch_file
+            if os.path.isabs(self.touch_file)
+            else os.path.join(self.root, self.touch_file)
+        )
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "a"):
+                os.utime(path)
+        except OSError as exc:
+            self.log.warning("cannot touch --touch-file", extra={"path": path, "error": str(exc)})
+
+    async def _one_time_hooks(self) -> int:
+        """--one-time runs each hook once (as git-sync does) and fails if one fails."""
+        code = 0
+        assert self.published is not None
+        for h in self._hooks:
+            try:
+                await h.action(self.published)
+            except Exception as exc:
+                self.m_hooks.labels(h.name, "error").inc()
+                self.log.error("hook failed", extra={"hook": h.name, "error": str(exc)})
+                code = 1
+            else:
+                self.m_hooks.labels(h.name, "success").inc()
+        if code == 0:
+            self.log.info("one-time sync done", extra={"commit": self.published})
+        return code
+
+    # -- hooks ----------------------------------------------------------------
+
+    async def _webhook(self, sha: str) -> None:
+        assert self.webhook_url is not None
+        try:
+            await call_webhook(
+                self.webhook_url,
+                method=self.webhook_method,
+                expected_status=self.webhook_success_status,
+                timeout=self.webhook_timeout,
+                headers={"Gitsync-Hash": sha},
+            )
+        except HookError:
+            if self.webhook_success_status == 0:
+                return  # fire and forget
+            raise
+
+    async def _exechook(self, sha: str) -> None:
+        assert self.exechook_command is not None
+        argv = shlex.split(self.exechook_command)
+        cwd = self._worktree(sha)
+        if not os.path.isdir(cwd):
+            return  # superseded and already removed: the newer commit's run follows
+        try:
+            code, out = await run_command(
+                argv, timeout=self.exechook_timeout, env={"GITSYNC_HASH": sha}, cwd=cwd, tail=500
+            )
+        except OSError as exc:
+            raise HookError(f"exechook: cannot run {argv[0]}: {exc.strerror or exc}") from None
+        if code is None:
+            raise HookError(f"exechook: timed out after {self.exechook_timeout:g}s")
+        if code != 0:
+            raise HookError(f"exechook: exit {code}: {out}")
+        if out:
+            self.log.debug("exechook output", extra={"output": out})
+
+    # -- status ---------------------------------------------------------------
+
+    def health(self) -> str | None:
+        assert self.stale_after is not None
+        since = self.last_success or self.started_at
+        age = time.time() - since
+        if age > self.stale_after:
+            what = "last successful sync" if self.last_success else "no successful sync since start"
+            return f"{what} {age:.0f}s ago (--stale-after {self.stale_after:g}s)"
+        return None
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "repo": redact_url(self.repo),
+            "ref": self.ref,
+            "root": self.root,
+            "link": self.link_path,
+            "published": self.published,
+            "last_sync": self.last_sync,
+            "last_success": self.last_success,
+            "last_error": self.last_error,
+            "consecutive_failures": self.consecutive_failures,
+            "syncs": self._syncs,
+            "hooks": {h.name: h.status() for h in self._hooks},
+        }
+
+    def _remote_sha(self, g: _git.Git) -> str | None:
+        return remote_sha(g, self.ref)
+
+
+def main() -> None:
+    GitSync.main()

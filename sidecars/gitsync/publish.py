@@ -1,0 +1,41 @@
+"""The on-disk contract: `<root>/<link>` -> `.worktrees/<sha>`, flipped atomically.
+
+A worktree is complete before the link points at it; the link is replaced by
+`rename(2)` of a temporary symlink over it, so a reader sees the old target or
+the new one, never neither; `basename(readlink(link))` is the published commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+
+WORKTREES = ".worktrees"
+SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+
+
+def published_sha(link: str) -> str | None:
+    """The commit `link` points at, or None (no link, or not a worktree of ours)."""
+    try:
+        target = os.readlink(link)
+    except OSError:
+        return None
+    sha = os.path.basename(target.rstrip("/"))
+    return sha if SHA_RE.match(sha) else None
+
+
+def publish(link: str, worktree: str) -> None:
+    """Point `link` at `worktree` (a relative target, so the volume can move)."""
+    linkdir = os.path.dirname(link)
+    os.makedirs(linkdir, exist_ok=True)
+    tmp = os.path.join(linkdir, f".{os.path.basename(link)}.tmp-{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(os.path.relpath(worktree, linkdir), tmp)
+    os.replace(tmp, link)  # rename(2): readers see the old or the new link, never neither
+    fd = os.open(linkdir, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
