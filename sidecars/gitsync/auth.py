@@ -18,10 +18,14 @@ import tempfile
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from podkit import register_secret
+from podkit import UsageError, register_secret
 from podkit.secrets import SecretFile
 
 from ._git import GitError
+
+#: git-sync's secret layout: a Secret mounted at /etc/git-secret works unchanged.
+DEFAULT_SSH_KEY = "/etc/git-secret/ssh"
+DEFAULT_KNOWN_HOSTS = "/etc/git-secret/known_hosts"
 
 # git asks "Username for '<url>': " or "Password for '<url>': ". The password is
 # read from a file at the moment git asks, so it is in no argv and no environment.
@@ -72,8 +76,10 @@ class Auth:
 
     repo: str
     username: str | None = None
+    #: A password given as a value (--password, $GITSYNC_PASSWORD): kept in a private file.
+    password: str | None = None
     password_file: str | None = None
-    ssh_key_file: str | None = None
+    ssh_key_files: list[str] = field(default_factory=list)
     ssh_known_hosts: bool = True
     ssh_known_hosts_file: str | None = None
     #: The URL git is given: `repo` without its password.
@@ -81,7 +87,7 @@ class Auth:
     _private: str = ""
     _password: SecretFile | None = None
     _url_password_file: str | None = None
-    _ssh_key_sig: tuple[int, int, int] | None = field(default=None, repr=False)
+    _ssh_key_sigs: dict[str, tuple[int, int, int]] = field(default_factory=dict, repr=False)
 
     def setup(self) -> None:
         remove_dead_private_dirs()
@@ -89,6 +95,8 @@ class Auth:
         os.chmod(self._private, 0o700)
         self._write_private("askpass", ASKPASS, 0o700)
         self.git_url, url_password = split_password(self.repo)
+        if self.password is not None:
+            url_password = self.password  # git-sync: the flag/env wins over the URL's
         if url_password is not None:
             register_secret(url_password)
             self._url_password_file = self._write_private("password", url_password + "\n")
@@ -126,8 +134,12 @@ class Auth:
                 raise GitError(f"--password-file: {exc.strerror or exc}") from None
             env["PODKIT_GITSYNC_ASKPASS_FILE"] = os.path.abspath(self._password.path)
         ssh = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
-        if self.ssh_key_file:
-            ssh += ["-i", self._ssh_key(), "-o", "IdentitiesOnly=yes"]
+        if self.ssh_key_files:
+            # Every key is offered, in order (git-sync passes them all: private
+            # submodules with their own deploy keys depend on it).
+            for i, key in enumerate(self.ssh_key_files):
+                ssh += ["-i", self._ssh_key(key, i)]
+            ssh += ["-o", "IdentitiesOnly=yes"]
         if self.ssh_known_hosts:
             ssh += ["-o", "StrictHostKeyChecking=yes"]
             if self.ssh_known_hosts_file:
@@ -138,21 +150,20 @@ class Auth:
         env["GIT_SSH_VARIANT"] = "ssh"
         return env
 
-    def _ssh_key(self) -> str:
+    def _ssh_key(self, path: str, i: int) -> str:
         """ssh refuses a key readable by others (a Secret mounted 0644): use a 0600 copy."""
-        assert self.ssh_key_file is not None
-        st = os.stat(self.ssh_key_file)
+        st = os.stat(path)
         if not st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            return os.path.abspath(self.ssh_key_file)
-        copy = os.path.join(self._private, "ssh-key")
+            return os.path.abspath(path)
+        copy = os.path.join(self._private, f"ssh-key-{i}")
         sig = (st.st_ino, st.st_size, st.st_mtime_ns)
-        if sig != self._ssh_key_sig:
-            with open(self.ssh_key_file, "rb") as src:
+        if sig != self._ssh_key_sigs.get(path):
+            with open(path, "rb") as src:
                 data = src.read()
             fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            self._ssh_key_sig = sig
+            self._ssh_key_sigs[path] = sig
         return copy
 
 
@@ -176,3 +187,45 @@ def remove_dead_private_dirs() -> None:
             shutil.rmtree(path, ignore_errors=True)
         except OSError:
             continue
+
+
+def parse_git_config(text: str, flag: str) -> list[tuple[str, str]]:
+    """git-sync's --git-config syntax: `key:value` items separated by commas.
+
+    A key or value may be double-quoted (then `,`, `:` and `\\"` may appear in
+    it); unquoted ones end at the first `:` (key) or `,` (value).
+    """
+    out: list[tuple[str, str]] = []
+    i, n = 0, len(text)
+
+    def token(stops: str) -> str:
+        nonlocal i
+        if i < n and text[i] == '"':
+            i += 1
+            buf = []
+            while i < n and text[i] != '"':
+                if text[i] == "\\" and i + 1 < n:
+                    i += 1
+                buf.append(text[i])
+                i += 1
+            if i >= n:
+                raise UsageError(f"{flag}: unterminated quote in {text!r}")
+            i += 1
+            return "".join(buf)
+        start = i
+        while i < n and text[i] not in stops:
+            i += 1
+        return text[start:i]
+
+    while i < n:
+        key = token(":,").strip()
+        if i >= n or text[i] != ":" or not key:
+            raise UsageError(f"{flag}: expected 'key:value' items, got {text!r}")
+        i += 1
+        value = token(",")
+        out.append((key, value))
+        if i < n:
+            if text[i] != ",":
+                raise UsageError(f"{flag}: expected ',' after a value in {text!r}")
+            i += 1
+    return out

@@ -58,6 +58,9 @@ class Checkout:
     sync_timeout: float = 120.0
     stale_worktree_timeout: float = 0.0
     git_gc: str = "auto"
+    #: --git-config / --git-config-add, in order.
+    git_config: list[tuple[str, str]] = field(default_factory=list)
+    group_write: bool = False
     #: Called before each `git fetch` (a counter, thread-safe).
     on_fetch: Callable[[], None] = lambda: None
     runs: Runs = field(default_factory=Runs)
@@ -91,6 +94,10 @@ class Checkout:
         ]
         if self.sparse_checkout_file:
             config += [("core.sparseCheckout", "true"), ("core.sparseCheckoutCone", "false")]
+        if self.group_write:
+            config.append(("core.sharedRepository", "group"))
+        # The user's (--git-config) come last, so they win over the defaults above.
+        config += self.git_config
         env = {
             **self.auth.env(),
             "GIT_ALLOW_PROTOCOL": _ALLOWED_PROTOCOLS + (":file" if is_local(self.repo) else ""),

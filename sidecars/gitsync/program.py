@@ -9,6 +9,8 @@ event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import re
 import shlex
@@ -18,15 +20,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from podkit import RateLimited, Sidecar, UsageError, option, redact_url
-from podkit.admin import Request, Response
+from podkit.admin import AdminServer, Request, Response
 from podkit.hooks import HookError, Retrier, call_webhook, run_command
+from podkit.options import split_addr
 from podkit.retry import Backoff
 from podkit.secrets import SecretFile
 
-from . import _git
-from .auth import Auth
+from . import _git, auth, compat
+from .auth import Auth, is_ssh
 from .checkout import Checkout, remote_sha
-from .publish import WORKTREES, published_sha
+from .compat import GitSyncFlags
+from .publish import WORKTREES, published_sha, write_atomic
 from .triggers import SYNC_BURST, SYNC_REFILL, TokenBucket, refusal, retry_after
 
 # Remote-helper syntax `<transport>::<address>` (ext::, fd::, ...) is refused outright.
@@ -43,19 +47,20 @@ def default_link(repo: str) -> str:
 
 
 def too_many_failures(consecutive: int, max_failures: int) -> bool:
-    """git-sync's documented meaning: N failures in a row are tolerated, N+1 abort.
+    """Counted exactly as git-sync v4 counts: failure number N exits (`failCount >= N`).
 
-    Negative: never abort. 0: the first failure aborts.
+    So 0 and 1 both exit on the first failure, 3 on the third; negative never.
     """
-    return max_failures >= 0 and consecutive > max_failures
+    return max_failures >= 0 and consecutive >= max(max_failures, 1)
 
 
-class GitSync(Sidecar):
+class GitSync(GitSyncFlags, Sidecar):
     """Keep a git checkout in a volume in sync, published atomically (--one-time: init)."""
 
     name = "gitsync"
     default_admin_addr = "127.0.0.1:9412"
-    env_prefixes = ("GITSYNC_",)  # git-sync's own variables work too, so people can switch
+    # git-sync's own variables work too, v4's and (deprecated) v3's, so people can switch.
+    env_prefixes = ("GITSYNC_", "GIT_SYNC_")
 
     repo: str = option(
         help="the git repository to sync (https, http, ssh, git, file)",
@@ -72,7 +77,13 @@ class GitSync(Sidecar):
     )
     link: str | None = option(
         None,
-        help="symlink under --root to the published worktree (default: the repo's name)",
+        help="symlink to the published worktree: relative to --root, or absolute anywhere "
+        "(default: the repo's name)",
+    )
+    init_period: float | None = option(
+        None,
+        kind="duration",
+        help="wait between attempts until the first success (default: --period)",
     )
     period: float = option("10s", kind="duration", help="how long to wait between syncs")
     depth: int = option(1, help="commits of history to fetch; 0 = the full history")
@@ -97,8 +108,12 @@ class GitSync(Sidecar):
     )
     max_failures: int = option(
         -1,
-        help="consecutive failed syncs tolerated before exiting 1 (0: exit on the first; "
-        "-1: never, keep serving the last good tree)",
+        help="exit 1 at this many consecutive failed syncs, counted as git-sync counts "
+        "(0 and 1: the first failure; -1: never, keep serving the last good tree)",
+    )
+    init_max_failures: int | None = option(
+        None,
+        help="--max-failures until the first success (default: --max-failures)",
     )
     stale_worktree_timeout: float = option(
         "0s",
@@ -122,12 +137,23 @@ class GitSync(Sidecar):
         env_alias=False,  # podkit's own flag: git-sync has no GITSYNC_STALE_AFTER
     )
     username: str | None = option(None, help="username for HTTP(S) authentication")
+    password: str | None = option(
+        None,
+        help="password or token (prefer --password-file: a flag or env var is seen by more)",
+        secret=True,
+    )
     password_file: str | None = option(
         None,
         kind="path",
         help="file holding the password or token (re-read before each sync)",
     )
-    ssh_key_file: str | None = option(None, kind="path", help="SSH private key for ssh:// repos")
+    ssh_key_file: list[str] = option(
+        kind="path",
+        repeat=True,
+        help=f"SSH private key for ssh repos, repeatable: every key is offered "
+        f"(default: {auth.DEFAULT_SSH_KEY} when it exists)",
+        also_env="GIT_SSH_KEY_FILE",
+    )
     ssh_known_hosts: bool = option(
         True,
         help="check SSH host keys against --ssh-known-hosts-file",
@@ -135,7 +161,36 @@ class GitSync(Sidecar):
     ssh_known_hosts_file: str | None = option(
         None,
         kind="path",
-        help="known_hosts file (default: ssh's own, ~/.ssh/known_hosts)",
+        help=f"known_hosts file (default: {auth.DEFAULT_KNOWN_HOSTS} when it exists, "
+        "else ssh's own)",
+        also_env="GIT_SSH_KNOWN_HOSTS_FILE",
+    )
+    http_bind: str | None = option(
+        None,
+        help="HOST:PORT serving git-sync's endpoint: / is 503 until the first successful "
+        "sync (and while syncs are failing past --stale-after), then 200",
+    )
+    http_metrics: bool = option(False, help="also serve /metrics on --http-bind")
+    verbose: int = option(0, short="-v", help="git-sync's log verbosity: 1 or more logs debug")
+    sync_on_signal: str | None = option(
+        None, help="git-sync's signal that triggers a sync: HUP/SIGHUP/1 (always on)"
+    )
+    add_user: bool = option(
+        False, help="add the current uid to /etc/passwd if missing (ssh needs a user)"
+    )
+    group_write: bool = option(False, help="make the repository and worktrees group-writable")
+    git_config: str | None = option(
+        None,
+        help='extra git config: \'section.key:value,"section.sub.key":"value"\'',
+    )
+    git_config_add: list[str] = option(
+        repeat=True, help="one extra git config 'section.key:value' (repeatable)"
+    )
+    error_file: str | None = option(
+        None,
+        kind="path",
+        help="file holding the last sync error, written atomically, removed on success "
+        "(relative paths are under --root)",
     )
     webhook_url: str | None = option(None, kind="url", help="URL called after each publish")
     webhook_method: str = option("POST", help="HTTP method of the webhook")
@@ -200,10 +255,16 @@ class GitSync(Sidecar):
         self.consecutive_failures = 0
         self._hooks: list[Retrier[str]] = []
         self._sync_token: SecretFile | None = None
+        self._http: GitSyncHTTP | None = None
+        self._warnings: list[str] = []
+        self._git_config: list[tuple[str, str]] = []
 
     # -- configuration ------------------------------------------------------
 
     def validate(self) -> None:
+        self._warnings = compat.apply(self)
+        if self.verbose > 0 and self.log_level == "info":
+            self.log_level = "debug"
         repo = self.repo.strip()
         if _HELPER_RE.match(repo):
             raise UsageError(
@@ -222,14 +283,46 @@ class GitSync(Sidecar):
             raise UsageError("--sync-timeout: must be at least 10ms")
         if not self.ref.strip() or self.ref.startswith("-"):
             raise UsageError("--ref: must name a branch, tag or commit")
+        if self.init_period is not None and self.init_period < 0.01:
+            raise UsageError("--init-period: must be at least 10ms")
         self.link = self.link or default_link(repo)
-        if os.path.isabs(self.link):
-            self.link = os.path.relpath(self.link, os.path.abspath(self.root))
-        if self.link.startswith("..") or self.link in (".", ".git", WORKTREES):
-            raise UsageError(f"--link: must name a path inside --root, got {self.link!r}")
+        self._check_link()
+        if is_ssh(repo):
+            # git-sync's secret layout: a Secret mounted at /etc/git-secret just works.
+            if not self.ssh_key_file and os.path.isfile(auth.DEFAULT_SSH_KEY):
+                self.ssh_key_file = [auth.DEFAULT_SSH_KEY]
+            if (
+                self.ssh_known_hosts
+                and not self.ssh_known_hosts_file
+                and os.path.isfile(auth.DEFAULT_KNOWN_HOSTS)
+            ):
+                self.ssh_known_hosts_file = auth.DEFAULT_KNOWN_HOSTS
+        for key in self.ssh_key_file:
+            if not os.path.isfile(key):
+                raise UsageError(f"--ssh-key-file: no such file: {key}")
+        if self.password is not None and self.password_file:
+            raise UsageError("--password and --password-file: set one or the other")
+        if self.sync_on_signal is not None and self.sync_on_signal.upper().removeprefix(
+            "SIG"
+        ) not in ("HUP", "1"):
+            raise UsageError(
+                f"--sync-on-signal: only SIGHUP is supported (and always on), "
+                f"got {self.sync_on_signal!r}"
+            )
+        self._git_config = auth.parse_git_config(self.git_config or "", "--git-config")
+        for item in self.git_config_add:
+            self._git_config += auth.parse_git_config(item, "--git-config-add")
+        if self.http_bind is not None:
+            try:
+                split_addr(self.http_bind)
+            except ValueError:
+                raise UsageError(
+                    f"--http-bind: expected HOST:PORT, got {self.http_bind!r}"
+                ) from None
+        elif self.http_metrics:
+            raise UsageError("--http-metrics: needs --http-bind")
         for flag, path in (
             ("--password-file", self.password_file),
-            ("--ssh-key-file", self.ssh_key_file),
             ("--ssh-known-hosts-file", self.ssh_known_hosts_file),
             ("--sparse-checkout-file", self.sparse_checkout_file),
             ("--sync-token-file", self.sync_token_file),
@@ -250,6 +343,22 @@ class GitSync(Sidecar):
         if self.stale_after is None:
             self.stale_after = 10 * self.period
 
+    def _check_link(self) -> None:
+        """Anywhere (git-sync's rule), but never over the repository or its worktrees."""
+        assert self.link is not None
+        if not os.path.isabs(self.link) and os.path.normpath(self.link).startswith(".."):
+            raise UsageError(
+                f"--link: a relative link must stay inside --root (write it absolute), "
+                f"got {self.link!r}"
+            )
+        root = os.path.abspath(self.root)
+        link = os.path.normpath(os.path.join(root, self.link))
+        for inner in (root, os.path.join(root, ".git"), os.path.join(root, WORKTREES)):
+            if link == inner or (link.startswith(inner + os.sep) and inner != root):
+                raise UsageError(f"--link: must not be --root, .git or {WORKTREES}: {self.link!r}")
+        if root.startswith(link + os.sep):
+            raise UsageError(f"--link: must not contain --root: {self.link!r}")
+
     @property
     def link_path(self) -> str:
         assert self.link is not None
@@ -264,11 +373,11 @@ class GitSync(Sidecar):
         self.root = os.path.abspath(self.root)
         os.makedirs(os.path.join(self.root, WORKTREES), exist_ok=True)
         self.published = published_sha(self.link_path)
-        if os.environ.get("GITSYNC_PASSWORD"):
-            # A git-sync pod spec switched over: say why auth will fail, not just that it does.
-            self.log.warning(
-                "GITSYNC_PASSWORD is not read: secrets come from files (--password-file)"
-            )
+        self._compat_warnings()
+        if self.group_write:
+            os.umask(0o002)  # as git-sync: everything it writes is group-writable
+        if self.add_user:
+            add_user()
 
         m = self.metrics
         self.m_syncs = m.counter("syncs_total", "Sync attempts by result.", ["result"])
@@ -289,8 +398,9 @@ class GitSync(Sidecar):
         self._auth = Auth(
             self.repo,
             username=self.username,
+            password=self.password,
             password_file=self.password_file,
-            ssh_key_file=self.ssh_key_file,
+            ssh_key_files=self.ssh_key_file,
             ssh_known_hosts=self.ssh_known_hosts,
             ssh_known_hosts_file=self.ssh_known_hosts_file,
         )
@@ -308,6 +418,8 @@ class GitSync(Sidecar):
             sync_timeout=self.sync_timeout,
             stale_worktree_timeout=self.stale_worktree_timeout,
             git_gc=self.git_gc,
+            git_config=self._git_config,
+            group_write=self.group_write,
             on_fetch=self.m_fetches.inc,
         )
         self._errors = RateLimited(self.log, 30.0)
@@ -343,6 +455,32 @@ class GitSync(Sidecar):
         if not self.one_time:
             for h in self._hooks:
                 h.start()
+        if self.http_bind:
+            self._http = GitSyncHTTP(self, self.http_bind, metrics=self.http_metrics)
+            await self._http.start()
+            self.log.info(
+                "serving git-sync's HTTP endpoint",
+                extra={"addr": self.http_bind, "metrics": self.http_metrics},
+            )
+
+    def _compat_warnings(self) -> None:
+        """One warning per deprecated spelling or unread variable, at start."""
+        for text in self._warnings:
+            self.log.warning(text)
+        if self.password is not None:
+            self.log.warning(
+                "a password from a flag or variable is visible to more than a file "
+                "(kubectl describe, /proc/<pid>/environ): prefer --password-file"
+            )
+        # Read already: keep it out of every child's environment (git, hooks).
+        for name in ("PODKIT_PASSWORD", "GITSYNC_PASSWORD", "GIT_SYNC_PASSWORD"):
+            os.environ.pop(name, None)
+        env_names = {n for o in self.options() for n in (o.env_name, *o.also_env)}
+        for name in compat.unknown_env(os.environ, env_names):
+            self.log.warning(f"{name} is not a setting podkit gitsync reads; ignored")
+        for name in compat.git_sync_v3_env(os.environ):
+            if name in env_names:
+                self.log.warning(f"{name} is git-sync v3's name (deprecated); use GITSYNC_*")
 
     @staticmethod
     def _backoff(seconds: float) -> Backoff:
@@ -359,6 +497,8 @@ class GitSync(Sidecar):
         return on_result
 
     async def cleanup(self) -> None:
+        if self._http is not None:
+            await self._http.stop()
         if self._checkout is not None:
             self._checkout.runs.abort()
         for h in self._hooks:
@@ -417,17 +557,22 @@ class GitSync(Sidecar):
                 return
             if self.stopping:
                 break
-            if not ok and too_many_failures(self.consecutive_failures, self.max_failures):
+            # Until the first success, git-sync's --init-* settings apply.
+            initial = self.last_success is None
+            limit = self.max_failures
+            if initial and self.init_max_failures is not None:
+                limit = self.init_max_failures
+            if not ok and too_many_failures(self.consecutive_failures, limit):
                 self.log.error(
                     "too many consecutive failures; exiting",
-                    extra={
-                        "failures": self.consecutive_failures,
-                        "max_failures": self.max_failures,
-                    },
+                    extra={"failures": self.consecutive_failures, "max_failures": limit},
                 )
                 self.exit_code = 1
                 return
-            asked = await self._wait_trigger(self.period)
+            wait = self.period
+            if initial and self.init_period is not None:
+                wait = self.init_period
+            asked = await self._wait_trigger(wait)
         # Give hooks for the last publish a moment to land before the runner stops us.
         for h in self._hooks:
             await h.idle(min(5.0, self.shutdown_timeout / 2))
@@ -472,6 +617,7 @@ class GitSync(Sidecar):
             self.consecutive_failures += 1
             self.last_error = str(err) or type(err).__name__
             self.m_syncs.labels("error").inc()
+            self._write_error_file(self.last_error)
             self._errors.log(
                 "sync",
                 40,
@@ -483,6 +629,8 @@ class GitSync(Sidecar):
             )
             return False
         self._errors.clear("sync")
+        if self.consecutive_failures or self.last_success is None:
+            self._write_error_file(None)
         if self.consecutive_failures:
             self.log.info("sync recovered", extra={"failures": self.consecutive_failures})
         self.consecutive_failures = 0
@@ -507,6 +655,29 @@ class GitSync(Sidecar):
                     h.submit(result.sha)
         self.set_ready()
         return True
+
+    def _write_error_file(self, error: str | None) -> None:
+        """git-sync's --error-file: the last error, written whole or not at all; gone on success."""
+        if not self.error_file:
+            return
+        path = os.path.join(self.root, self.error_file)
+        try:
+            if error is None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                return
+            record = {
+                "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "msg": "error syncing repo",
+                "error": error,
+                "failCount": self.consecutive_failures,
+            }
+            write_atomic(path, (json.dumps(record) + "\n").encode())
+        except OSError as exc:
+            # A full disk must not stop syncing: the old file (if any) stays whole.
+            self._errors.log(
+                "error-file", 30, "cannot write --error-file", path=path, error=str(exc)
+            )
 
     def _touch(self) -> None:
         if not self.touch_file:
@@ -604,6 +775,52 @@ class GitSync(Sidecar):
 
     def _remote_sha(self, g: _git.Git) -> str | None:
         return remote_sha(g, self.ref)
+
+
+class GitSyncHTTP(AdminServer):
+    """git-sync's --http-bind endpoint: `/` is its health check, `/metrics` optional.
+
+    The same small server as the admin port (its limits, its parser), with
+    git-sync's routes instead of podkit's: charts point startup and liveness
+    probes at `/` on this port.
+    """
+
+    def __init__(self, program: GitSync, addr: str, *, metrics: bool) -> None:
+        super().__init__(program, addr)
+        self.gitsync = program
+        self._routes = {("GET", "/"): self.health_check}
+        if metrics:
+            self._routes[("GET", "/metrics")] = self.metrics
+
+    async def health_check(self, request: Request) -> Response:
+        p = self.gitsync
+        if not p.ready:
+            return Response.text("repo is not ready\n", 503)
+        reason = p.health()
+        if reason:
+            return Response.text(f"{reason}\n", 503)
+        return Response(200)
+
+
+def add_user(passwd: str = "/etc/passwd") -> bool:
+    """git-sync's --add-user: an /etc/passwd entry for a uid that has none.
+
+    ssh refuses to run for a uid without one ("No user exists for uid"), which
+    is what an arbitrary `runAsUser` gives. True when a line was added.
+    """
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        with open(passwd, encoding="utf-8") as f:
+            for line in f:
+                fields = line.split(":")
+                if len(fields) > 2 and fields[2] == str(uid):
+                    return False
+    except FileNotFoundError:
+        pass
+    home = os.environ.get("HOME") or os.getcwd()
+    with open(passwd, "a", encoding="utf-8") as f:
+        f.write(f"git-sync:x:{uid}:{gid}::{home}:/sbin/nologin\n")
+    return True
 
 
 def main() -> None:

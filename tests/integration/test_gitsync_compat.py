@@ -1,0 +1,307 @@
+"""git-sync v4.7 pod specs run unchanged: each test is spelled the way git-sync users write it.
+
+The first one is the Apache Airflow chart's git-sync container (env from a
+Secret through secretKeyRef, a probe on --http-bind); the others take one
+flag family each, against the real servers of tests/peers/git.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tests.helpers import ProgramProcess, free_port, run_program, wait_until
+from tests.integration.test_gitsync import _ps, gitsync, metric, published, wait_published
+from tests.peers.git import GitDaemon, GitHttp, GitRepos, Sshd
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+    except OSError:
+        return 0
+
+
+def test_airflow_chart_env_spec(tmp_path: Path, git_repos: GitRepos, git_http: GitHttp) -> None:
+    """The Airflow chart's git-sync sidecar: GITSYNC_* env, password from a Secret
+    in GITSYNC_PASSWORD, probes on GITSYNC_HTTP_BIND."""
+    up = git_repos.create("dags", {"dag.py": "1\n"})
+    assert git_http.password
+    secret = git_http.password
+    bind = free_port()
+    envdump = tmp_path / "hook-env"
+    root = str(tmp_path / "git")
+    # As the chart renders it: v3 and v4 names side by side, credentials from a Secret.
+    env = {
+        "GIT_SYNC_REV": "HEAD",
+        "GITSYNC_REF": "main",
+        "GIT_SYNC_BRANCH": "main",
+        "GIT_SYNC_REPO": git_http.url("dags"),
+        "GITSYNC_REPO": git_http.url("dags"),
+        "GIT_SYNC_DEPTH": "1",
+        "GITSYNC_DEPTH": "1",
+        "GIT_SYNC_ROOT": root,
+        "GITSYNC_ROOT": root,
+        "GIT_SYNC_DEST": "repo",
+        "GITSYNC_LINK": "repo",
+        "GIT_SYNC_ADD_USER": "true",
+        "GITSYNC_ADD_USER": "true",
+        "GITSYNC_PERIOD": "1s",
+        "GIT_SYNC_MAX_SYNC_FAILURES": "0",
+        "GITSYNC_MAX_FAILURES": "0",
+        "GIT_SYNC_USERNAME": "alice",
+        "GITSYNC_USERNAME": "alice",
+        "GIT_SYNC_PASSWORD": secret,
+        "GITSYNC_PASSWORD": secret,
+        # Not the chart's, but how its users add a probe and a hook:
+        "GITSYNC_HTTP_BIND": f"127.0.0.1:{bind}",
+        "GITSYNC_EXECHOOK_COMMAND": f"sh -c 'env > {envdump}'",
+        "GITSYNC_NOT_A_FLAG": "x",
+    }
+    p = ProgramProcess("gitsync", [], tmp=tmp_path, env=env).start()
+    try:
+        samples = []
+        link = tmp_path / "git" / "repo"
+        deadline = time.monotonic() + 20
+        while published(link) != up.head():
+            samples.append(_ps())
+            assert time.monotonic() < deadline, p.stderr()
+            time.sleep(0.01)
+        wait_until(lambda: http_status(f"http://127.0.0.1:{bind}/") == 200, 10)
+        sha2 = up.commit_push({"dag.py": "2\n"})
+        wait_published(link, sha2, 10)
+        wait_until(envdump.exists, 10)
+        logs = p.stderr()
+    finally:
+        p.stop()
+    # The secret: in no child's argv, no child's environment, no log line.
+    for s in samples:
+        assert secret not in s
+    assert secret not in envdump.read_text()
+    assert secret not in logs
+    assert "prefer --password-file" in logs
+    # Unknown git-sync-looking variables: one warning each, never silence.
+    assert "GITSYNC_NOT_A_FLAG is not a setting" in logs
+    assert "GIT_SYNC_REPO is git-sync v3's name" in logs
+    assert "--branch is deprecated (git-sync v3); use --ref" in logs
+
+
+def test_http_bind_is_503_until_the_first_success(
+    tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon
+) -> None:
+    bind = free_port()
+    root = tmp_path / "root"
+    with gitsync(
+        tmp_path,
+        "--repo",
+        git_daemon.url("later"),
+        "--root",
+        str(root),
+        "--period",
+        "100ms",
+        "--http-bind",
+        f"127.0.0.1:{bind}",
+        "--http-metrics",
+        "--http-pprof",
+    ) as p:
+        wait_until(lambda: metric(p, "podkit_gitsync_syncs_total", result="error") >= 1, 10)
+        assert http_status(f"http://127.0.0.1:{bind}/") == 503
+        up = git_repos.create("later", {"v": "1"})
+        wait_published(root / "later", up.head(), 10)
+        wait_until(lambda: http_status(f"http://127.0.0.1:{bind}/") == 200, 10)
+        with urllib.request.urlopen(f"http://127.0.0.1:{bind}/metrics", timeout=5) as r:
+            assert b"podkit_gitsync_syncs_total" in r.read()
+        assert "no pprof endpoints" in p.stderr()
+
+
+def test_v3_flags_link_elsewhere_error_file_group_write(
+    tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon
+) -> None:
+    """git-sync v3 spellings (--branch, --dest, --wait, --max-sync-failures) with
+    v4's --error-file, --group-write, --git-config and a --link in another directory."""
+    up = git_repos.create("app", {"v": "1"})
+    other = up.commit({"v": "release"})
+    subprocess.run(["git", "push", "-q", "origin", "HEAD:refs/heads/release"], cwd=up.work)
+    root = tmp_path / "root"
+    link = tmp_path / "elsewhere" / "current"
+    errfile = root / "errors" / "last.json"
+    real = git_daemon.url("app")
+    fake = "git://fake.invalid/app.git"
+    p = gitsync(
+        tmp_path,
+        "--repo",
+        fake,
+        "--git-config",
+        f'"url.{real}.insteadOf":"{fake}",http.sslVerify:false',
+        "--root",
+        str(root),
+        "--branch",
+        "release",
+        "--dest",
+        str(link),
+        "--wait",
+        "0.1",
+        "--max-sync-failures",
+        "-1",
+        "--error-file",
+        "errors/last.json",
+        "--group-write",
+    ).start()
+    try:
+        wait_published(link, other, 20)
+        assert (link / "v").read_text() == "release"
+        # A relative symlink from another directory.
+        assert not os.path.isabs(os.readlink(link))
+        mode = os.stat(link / "v").st_mode
+        assert mode & stat.S_IWGRP, oct(mode)
+        logs = p.stderr()
+        for old, new in (("branch", "ref"), ("dest", "link"), ("wait", "period")):
+            assert f"--{old} is deprecated (git-sync v3); use --{new}" in logs
+        assert not errfile.exists()
+        # The branch goes away: the error file holds the error; back: removed.
+        subprocess.run(["git", "update-ref", "-d", "refs/heads/release"], cwd=up.bare, check=True)
+        wait_until(errfile.exists, 10)
+        record = json.loads(errfile.read_text())
+        assert "release" in record["error"] and record["failCount"] >= 1
+        assert [n for n in os.listdir(errfile.parent) if n != "last.json"] == []
+        subprocess.run(["git", "update-ref", "refs/heads/release", other], cwd=up.bare, check=True)
+        wait_until(lambda: not errfile.exists(), 10)
+    finally:
+        p.stop()
+
+
+def test_error_file_on_a_full_disk_stays_whole(tmp_path: Path) -> None:
+    """A tmpfs filled to the last byte: the old error file stays complete, no temp file."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)])
+    if r.returncode != 0:
+        from tests.helpers import missing
+
+        missing("cannot mount a tmpfs (needs root)")
+    try:
+        dead = f"git://127.0.0.1:{free_port()}/nothing.git"
+        root = tmp_path / "root"
+        with gitsync(
+            tmp_path,
+            "--repo",
+            dead,
+            "--root",
+            str(root),
+            "--period",
+            "50ms",
+            "--error-file",
+            str(mnt / "error.json"),
+        ) as p:
+            wait_until((mnt / "error.json").exists, 10)
+            before = json.loads((mnt / "error.json").read_text())
+            # Fill the disk to the last byte.
+            fd = os.open(mnt / "fill", os.O_WRONLY | os.O_CREAT)
+            try:
+                for size in (4096, 1):
+                    try:
+                        while True:
+                            os.write(fd, b"x" * size)
+                    except OSError:
+                        pass
+            finally:
+                os.close(fd)
+            n = metric(p, "podkit_gitsync_syncs_total", result="error")
+            wait_until(lambda: metric(p, "podkit_gitsync_syncs_total", result="error") > n + 3, 10)
+            after = json.loads((mnt / "error.json").read_text())  # whole, parseable
+            assert after["error"] == before["error"]
+            assert sorted(os.listdir(mnt)) == ["error.json", "fill"]
+            assert "cannot write --error-file" in p.stderr()
+            # Space again: the file is rewritten.
+            (mnt / "fill").unlink()
+            wait_until(
+                lambda: (
+                    json.loads((mnt / "error.json").read_text())["failCount"] > after["failCount"]
+                ),
+                10,
+            )
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_repeated_ssh_key_files_are_all_offered(
+    tmp_path: Path, git_repos: GitRepos, sshd: Sshd
+) -> None:
+    up = git_repos.create("app", {"v": "ssh"})
+    wrong = sshd.key.parent / "other"  # a key sshd does not accept, offered first
+    p = run_program(
+        "gitsync",
+        [
+            "--repo",
+            sshd.url(up.bare),
+            "--ssh",
+            "--ssh-key-file",
+            str(sshd.key),
+            "--ssh-key-file",
+            str(wrong),
+            "--ssh-known-hosts-file",
+            str(sshd.known_hosts),
+            "--root",
+            str(tmp_path / "r"),
+            "--one-time",
+            "--admin-addr",
+            "off",
+        ],
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    assert (tmp_path / "r" / "app" / "v").read_text() == "ssh"
+    assert b"--ssh is deprecated" in p.stderr
+
+
+def test_init_period_and_init_max_failures(tmp_path: Path) -> None:
+    dead = f"git://127.0.0.1:{free_port()}/nothing.git"
+    # Fast retries until the first success, and their own failure budget.
+    p = run_program(
+        "gitsync",
+        [
+            "--repo",
+            dead,
+            "--root",
+            str(tmp_path / "a"),
+            "--period",
+            "1h",
+            "--init-period",
+            "20ms",
+            "--init-max-failures",
+            "3",
+            "--admin-addr",
+            "off",
+        ],
+        timeout=60,
+    )
+    assert p.returncode == 1
+    recs = [json.loads(x) for x in p.stderr.decode().splitlines() if x.startswith("{")]
+    done = next(r for r in recs if r["message"] == "too many consecutive failures; exiting")
+    assert done["failures"] == 3 and done["max_failures"] == 3
+
+
+def test_left_out_flags_are_one_line_usage_errors(tmp_path: Path) -> None:
+    for args, env in (
+        (["--github-app-private-key-file", "/k"], {}),
+        (["--filter", "blob:none"], {}),
+        ([], {"GITSYNC_ASKPASS_URL": "http://127.0.0.1:1/askpass"}),
+        (["--sync-on-signal", "SIGUSR1"], {}),
+        (["--change-permissions", "0775"], {}),
+    ):
+        p = run_program(
+            "gitsync",
+            ["--repo", "https://h/x", "--root", str(tmp_path), *args, "--admin-addr", "off"],
+            env=env,
+        )
+        assert p.returncode == 2, (args, env)
+        lines = p.stderr.decode().strip().splitlines()
+        assert (len(lines) == 1 and "not supported" in lines[0]) or "SIGHUP" in lines[0], lines
