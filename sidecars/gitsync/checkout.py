@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ import git
 from . import _git
 from ._git import GitError, Runs
 from .auth import Auth, is_local
-from .publish import SHA_RE, WORKTREES, publish, published_sha
+from .publish import SHA_RE, WORKTREES, exchange, publish, published_sha
 
 TARGET_REF = "refs/gitsync/target"
 # file is added only for a local --repo: git >= 2.38.1 refuses it for submodules
@@ -136,9 +137,10 @@ class Checkout:
             )
             self._check_repo(deadline, env, thorough=True)
             result = self._sync_repo(deadline, env)
-        if not result.changed and self.stale_worktree_timeout > 0:
-            # Replaced worktrees expire while nothing new arrives too; a publish
-            # already ran this cleanup. A listdir when there is nothing to do.
+        if not result.changed:
+            # Replaced worktrees expire, and strays go, while nothing new arrives
+            # too; a publish already ran this cleanup. A listdir when there is
+            # nothing to do.
             with contextlib.suppress(GitError, OSError):
                 self._cleanup(result.sha, deadline, env)
         return result
@@ -206,12 +208,14 @@ class Checkout:
 
     def _sync_repo(self, deadline: float, env: dict[str, str], asked: bool = False) -> SyncResult:
         published = published_sha(self.link_path)
-        if (
+        # The served tree must still be what its name says: checked on every
+        # sync (a file read and one `git status`), repaired below when not.
+        intact = (
             published is not None
-            and SHA_RE.match(self.ref)
-            and published == self.ref
             and _attached(self._worktree(published))
-        ):
+            and self._intact(published, deadline, env)
+        )
+        if intact and published is not None and is_hash_of(self.ref, published):
             return SyncResult(published, False, False)  # a commit never moves: nothing to fetch
         try:
             repo = _git.Repo(self.root)
@@ -223,19 +227,22 @@ class Checkout:
             # shallow, would send the same commit again every period. Skipped
             # when a push webhook or SIGHUP asked for this sync: the ref has
             # most likely moved, and going straight to the fetch saves a trip.
+            want = self.ref
+            if is_abbreviated_hash(want):
+                # The protocol fetches full hashes only: find the advertised one.
+                want = self._remote_sha(g) or want
             if (
                 not asked
                 and self._fetched_once
-                and published
-                and _attached(self._worktree(published))
-                and self._remote_sha(g) == published
+                and intact
+                and (want == published or self._remote_sha(g) == published)
             ):
-                return SyncResult(published, False, False)
+                return SyncResult(published or "", False, False)
             # Into a ref of our own: it keeps the commit from gc and is the "have"
             # that keeps later full-history fetches small (no `reset --soft` needed).
             args = [
                 "origin",
-                f"+{self.ref}:{TARGET_REF}",
+                f"+{want}:{TARGET_REF}",
                 "--no-tags",
                 "--no-auto-gc",
                 "--no-progress",
@@ -258,6 +265,8 @@ class Checkout:
             if sha == published and _nonempty_dir(wt):
                 if not _attached(wt):
                     self._reattach(g, sha, wt, deadline, env)
+                elif not intact:
+                    self._rebuild(g, sha, wt, deadline, env)
                 return SyncResult(sha, False, True)
             self._build_worktree(g, sha, wt, deadline, env)
         publish(self.link_path, wt)
@@ -271,6 +280,62 @@ class Checkout:
 
     def _remote_sha(self, g: _git.Git) -> str | None:
         return remote_sha(g, self.ref)
+
+    def _intact(self, sha: str, deadline: float, env: dict[str, str]) -> bool:
+        """The published worktree's HEAD is its name and no tracked file was changed."""
+        wt = self._worktree(sha)
+        admin = _admin_dir(wt)
+        try:
+            with open(os.path.join(admin or "", "HEAD"), encoding="utf-8") as f:
+                head = f.read().strip()
+        except OSError:
+            return True  # not attached: the re-attach path handles it
+        why = ""
+        if head != sha:
+            why = f"its HEAD is {head[:40]!r}"
+        else:
+            # Untracked files are the consumer's (caches such as __pycache__), not damage.
+            out = _git.new_git(wt, deadline, env, self._runs).status(
+                "--porcelain", "--untracked-files=no", "--ignore-submodules=all"
+            )
+            if out.strip():
+                names = [line[3:] for line in out.splitlines()[:5]]
+                why = f"files changed in place: {', '.join(names)}"
+        if why:
+            self.log.warning(
+                "published worktree no longer matches its commit; rebuilding",
+                extra={"commit": sha, "reason": why},
+            )
+            return False
+        return True
+
+    def _rebuild(
+        self, g: _git.Git, sha: str, wt: str, deadline: float, env: dict[str, str]
+    ) -> None:
+        """Replace a damaged published worktree by a fresh one of the same commit.
+
+        Built beside it, then swapped with renameat2(RENAME_EXCHANGE): readers
+        see the damaged tree or the repaired one under the same path, never
+        neither. Where the kernel or filesystem cannot exchange, it is removed
+        and rebuilt in place, as git-sync does (readers see a gap).
+        """
+        tmp = os.path.join(self.root, WORKTREES, f".rebuild-{sha}")
+        self._build_worktree(g, sha, tmp, deadline, env)
+        if exchange(tmp, wt):
+            old_admin = _admin_dir(tmp)  # the damaged tree, now at tmp
+            new_admin = _admin_dir(wt)
+            if new_admin is not None:
+                with open(os.path.join(new_admin, "gitdir"), "w", encoding="utf-8") as f:
+                    f.write(os.path.join(wt, ".git") + "\n")
+            _rmtree(tmp)
+            if old_admin is not None and os.path.isdir(old_admin):
+                _rmtree(old_admin)
+        else:
+            _rmtree(tmp)
+            _rmtree(wt)
+            g.worktree("prune")
+            self._build_worktree(g, sha, wt, deadline, env)
+        self.log.info("rebuilt the published worktree", extra={"commit": sha})
 
     def _build_worktree(
         self, g: _git.Git, sha: str, wt: str, deadline: float, env: dict[str, str]
@@ -342,10 +407,18 @@ class Checkout:
                 continue
             path = os.path.join(base, name)
             try:
-                age = now - os.lstat(path).st_mtime
+                st = os.lstat(path)
             except OSError:
                 continue
-            if self.stale_worktree_timeout <= 0 or age > self.stale_worktree_timeout:
+            if not stat.S_ISDIR(st.st_mode):
+                # A stray file or link: never one of ours (git-sync removes them too).
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                continue
+            # A directory not named by a commit is no worktree of ours to keep.
+            stray = not SHA_RE.match(name)
+            age = now - st.st_mtime
+            if stray or self.stale_worktree_timeout <= 0 or age > self.stale_worktree_timeout:
                 admin = _admin_dir(path)
                 _rmtree(path)
                 # What `git worktree prune` would do for it, without a process.
@@ -364,10 +437,28 @@ class Checkout:
             g.gc("--quiet", *gc)
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_abbreviated_hash(ref: str) -> bool:
+    return 4 <= len(ref) < 40 and set(ref) <= _HEX
+
+
+def is_hash_of(ref: str, sha: str) -> bool:
+    """`ref` names commit `sha`: the full hash, or an abbreviation of it."""
+    return (bool(SHA_RE.match(ref)) and ref == sha) or (
+        is_abbreviated_hash(ref) and sha.startswith(ref)
+    )
+
+
 def remote_sha(g: _git.Git, ref: str) -> str | None:
     """What --ref names on the remote now, resolved as git fetch would; None: ask fetch."""
     try:
-        out = str(g.ls_remote("origin", ref))
+        # A pattern matches a ref name's tail, and "v1" does not match the peeled
+        # "refs/tags/v1^{}": ask for it by name. An abbreviated hash names no
+        # ref: it needs the whole advertisement.
+        patterns = [] if is_abbreviated_hash(ref) else [ref, ref + "^{}"]
+        out = str(g.ls_remote("origin", *patterns))
     except GitError as exc:
         exc.remote = True
         raise
@@ -379,6 +470,14 @@ def remote_sha(g: _git.Git, ref: str) -> str | None:
     for name in (r, f"refs/{r}", f"refs/tags/{r}", f"refs/heads/{r}", f"refs/remotes/{r}"):
         if name in refs:
             return refs.get(name + "^{}", refs[name])  # an annotated tag peels to its commit
+    if is_abbreviated_hash(r):
+        # An abbreviated hash: the one advertised commit it abbreviates (peeled
+        # values first, so an annotated tag's commit is found, not the tag).
+        found = {sha for name, sha in refs.items() if sha.startswith(r)}
+        peeled = {refs[n] for n in refs if n.endswith("^{}") and refs[n] in found}
+        found = peeled or found
+        if len(found) == 1:
+            return found.pop()
     return None
 
 
