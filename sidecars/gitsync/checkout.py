@@ -208,14 +208,20 @@ class Checkout:
 
     def _sync_repo(self, deadline: float, env: dict[str, str], asked: bool = False) -> SyncResult:
         published = published_sha(self.link_path)
-        # The served tree must still be what its name says: checked on every
-        # sync (a file read and one `git status`), repaired below when not.
-        intact = (
-            published is not None
-            and _attached(self._worktree(published))
-            and self._intact(published, deadline, env)
-        )
-        if intact and published is not None and is_hash_of(self.ref, published):
+        attached = published is not None and _attached(self._worktree(published))
+
+        checked: list[bool] = []
+
+        def intact() -> bool:
+            # The served tree must still be what its name says: checked (once)
+            # whenever a sync finds the same commit (a file read and one `git
+            # status`), and repaired below when not. A new commit replaces it anyway.
+            if not checked:
+                assert published is not None
+                checked.append(attached and self._intact(published, deadline, env))
+            return checked[0]
+
+        if attached and published is not None and is_hash_of(self.ref, published) and intact():
             return SyncResult(published, False, False)  # a commit never moves: nothing to fetch
         try:
             repo = _git.Repo(self.root)
@@ -234,8 +240,9 @@ class Checkout:
             if (
                 not asked
                 and self._fetched_once
-                and intact
+                and attached
                 and (want == published or self._remote_sha(g) == published)
+                and intact()
             ):
                 return SyncResult(published or "", False, False)
             # Into a ref of our own: it keeps the commit from gc and is the "have"
@@ -265,7 +272,7 @@ class Checkout:
             if sha == published and _nonempty_dir(wt):
                 if not _attached(wt):
                     self._reattach(g, sha, wt, deadline, env)
-                elif not intact:
+                elif not intact():
                     self._rebuild(g, sha, wt, deadline, env)
                 return SyncResult(sha, False, True)
             self._build_worktree(g, sha, wt, deadline, env)

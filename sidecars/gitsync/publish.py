@@ -8,7 +8,6 @@ the new one, never neither; `basename(readlink(link))` is the published commit.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import re
 
@@ -79,6 +78,8 @@ _AT_FDCWD = -100
 
 def exchange(a: str, b: str) -> bool:
     """Swap two paths atomically (renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes  # only for a repair: ~1 MiB an idle sidecar need not carry
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         renameat2 = libc.renameat2
