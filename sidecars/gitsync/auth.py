@@ -26,6 +26,9 @@ from ._git import GitError
 #: git-sync's secret layout: a Secret mounted at /etc/git-secret works unchanged.
 DEFAULT_SSH_KEY = "/etc/git-secret/ssh"
 DEFAULT_KNOWN_HOSTS = "/etc/git-secret/known_hosts"
+DEFAULT_COOKIE_FILE = "/etc/git-secret/cookie_file"
+#: How long --askpass-url may take to answer.
+ASKPASS_URL_TIMEOUT = 5.0
 
 # git asks "Username for '<url>': " or "Password for '<url>': ". The password is
 # read from a file at the moment git asks, so it is in no argv and no environment.
@@ -79,6 +82,8 @@ class Auth:
     #: A password given as a value (--password, $GITSYNC_PASSWORD): kept in a private file.
     password: str | None = None
     password_file: str | None = None
+    #: git-sync's --askpass-url: asked before each sync for username= / password=.
+    askpass_url: str | None = None
     ssh_key_files: list[str] = field(default_factory=list)
     ssh_known_hosts: bool = True
     ssh_known_hosts_file: str | None = None
@@ -125,6 +130,10 @@ class Auth:
             "PODKIT_GITSYNC_ASKPASS_USER": self.username or "",
             "PODKIT_GITSYNC_ASKPASS_FILE": self._url_password_file or "",
         }
+        if self.askpass_url:
+            user, path = self._ask_url()
+            env["PODKIT_GITSYNC_ASKPASS_USER"] = user or self.username or ""
+            env["PODKIT_GITSYNC_ASKPASS_FILE"] = path
         if self._password is not None:
             # Re-read (one stat) before each sync: rotation takes effect now, and the
             # new value is registered for scrubbing before git can echo it anywhere.
@@ -149,6 +158,32 @@ class Auth:
         env["GIT_SSH_COMMAND"] = shlex.join(ssh)
         env["GIT_SSH_VARIANT"] = "ssh"
         return env
+
+    def _ask_url(self) -> tuple[str | None, str]:
+        """(username, password file) from --askpass-url's answer, as git-sync reads it."""
+        import urllib.request
+
+        assert self.askpass_url is not None
+        try:
+            with urllib.request.urlopen(self.askpass_url, timeout=ASKPASS_URL_TIMEOUT) as r:
+                body = r.read(64 * 1024).decode("utf-8", "replace")
+        except (OSError, ValueError) as exc:
+            err = GitError(f"--askpass-url: {exc}")
+            err.remote = True  # nothing local to repair
+            raise err from None
+        user = password = None
+        for line in body.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "username":
+                user = value.strip()
+            elif key.strip() == "password":
+                password = value.strip()
+        if password is None:
+            err = GitError("--askpass-url: the answer has no password= line")
+            err.remote = True
+            raise err
+        register_secret(password)
+        return user, self._write_private("askpass-url-password", password + "\n")
 
     def _ssh_key(self, path: str, i: int) -> str:
         """ssh refuses a key readable by others (a Secret mounted 0644): use a 0600 copy."""

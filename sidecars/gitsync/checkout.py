@@ -62,6 +62,8 @@ class Checkout:
     #: --git-config / --git-config-add, in order.
     git_config: list[tuple[str, str]] = field(default_factory=list)
     group_write: bool = False
+    #: --filter: a partial clone (blobs or trees fetched when a checkout needs them).
+    filter_spec: str | None = None
     #: Called before each `git fetch` (a counter, thread-safe).
     on_fetch: Callable[[], None] = lambda: None
     runs: Runs = field(default_factory=Runs)
@@ -97,6 +99,12 @@ class Checkout:
             config += [("core.sparseCheckout", "true"), ("core.sparseCheckoutCone", "false")]
         if self.group_write:
             config.append(("core.sharedRepository", "group"))
+        if self.filter_spec:
+            # origin becomes a promisor: checkouts fetch what the filter left out.
+            config += [
+                ("remote.origin.promisor", "true"),
+                ("remote.origin.partialCloneFilter", self.filter_spec),
+            ]
         # The user's (--git-config) come last, so they win over the defaults above.
         config += self.git_config
         env = {
@@ -255,6 +263,8 @@ class Checkout:
                 "--no-progress",
                 "--no-recurse-submodules",
             ]
+            if self.filter_spec:
+                args.append(f"--filter={self.filter_spec}")
             if self.depth > 0:
                 args += ["--depth", str(self.depth)]
             elif os.path.exists(os.path.join(self.root, ".git", "shallow")):

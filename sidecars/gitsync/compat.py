@@ -23,9 +23,6 @@ LEFT_OUT = {
     "github_app_installation_id": "GitHub App auth is not implemented yet",
     "github_base_url": "GitHub App auth is not implemented yet",
     "credential": "per-URL credentials are not implemented yet; use --username/--password-file",
-    "askpass_url": "an askpass URL is not implemented yet; use --password-file",
-    "cookie_file": "git cookie files are not implemented yet",
-    "filter_spec": "partial clone (--filter) is not implemented yet",
     "pre_publish_exechook_command": "pre-publish hooks are not implemented yet",
     "git": "podkit runs the git on PATH",
     "change_permissions": "removed in git-sync v4 too; use --group-write",
@@ -108,21 +105,6 @@ class GitSyncFlags:
     credential: list[str] = option(
         help="not supported (see docs)", repeat=True, env=_env("credential")
     )
-    askpass_url: str | None = option(
-        None,
-        help="not supported (see docs)",
-        env=_env("askpass_url"),
-        also_env=("GIT_SYNC_ASKPASS_URL", "GIT_ASKPASS_URL"),
-    )
-    cookie_file: bool = option(
-        False,
-        help="not supported (see docs)",
-        env=_env("cookie_file"),
-        also_env=("GIT_SYNC_COOKIE_FILE", "GIT_COOKIE_FILE"),
-    )
-    filter_spec: str | None = option(
-        None, flag="--filter", help="not supported (see docs)", env=_env("filter")
-    )
     pre_publish_exechook_command: str | None = option(
         None, help="not supported (see docs)", env=_env("pre_publish_exechook_command")
     )
@@ -142,7 +124,7 @@ def apply(prog: Any) -> list[str]:
     for name, why in LEFT_OUT.items():
         value = getattr(prog, name)
         if value not in (None, False, []) and not (name == "change_permissions" and value == 0):
-            flag = "--filter" if name == "filter_spec" else "--" + name.replace("_", "-")
+            flag = "--" + name.replace("_", "-")
             raise UsageError(f"{flag}: not supported by podkit gitsync: {why}")
     warnings: list[str] = []
 

@@ -92,6 +92,14 @@ class GitSync(GitSyncFlags, Sidecar):
         choices=("recursive", "shallow", "off"),
         help="submodule behaviour",
     )
+    filter_spec: str | None = option(
+        None,
+        flag="--filter",
+        env="PODKIT_FILTER",
+        also_env=("GITSYNC_FILTER",),
+        env_alias=False,  # the attribute's name is not the flag's
+        help="partial clone filter, e.g. blob:none or tree:0 (the server must allow it)",
+    )
     sparse_checkout_file: str | None = option(
         None,
         kind="path",
@@ -153,6 +161,17 @@ class GitSync(GitSyncFlags, Sidecar):
         help=f"SSH private key for ssh repos, repeatable: every key is offered "
         f"(default: {auth.DEFAULT_SSH_KEY} when it exists)",
         also_env="GIT_SSH_KEY_FILE",
+    )
+    askpass_url: str | None = option(
+        None,
+        kind="url",
+        help="URL asked before each sync for 'username=' and 'password=' lines",
+        also_env="GIT_ASKPASS_URL",
+    )
+    cookie_file: bool = option(
+        False,
+        help=f"use the git cookie file {auth.DEFAULT_COOKIE_FILE} (http.cookieFile)",
+        also_env="GIT_COOKIE_FILE",
     )
     ssh_known_hosts: bool = option(
         True,
@@ -300,6 +319,12 @@ class GitSync(GitSyncFlags, Sidecar):
         for key in self.ssh_key_file:
             if not os.path.isfile(key):
                 raise UsageError(f"--ssh-key-file: no such file: {key}")
+        if self.cookie_file and not os.path.isfile(auth.DEFAULT_COOKIE_FILE):
+            raise UsageError(f"--cookie-file: no such file: {auth.DEFAULT_COOKIE_FILE}")
+        if self.filter_spec is not None and (
+            not self.filter_spec.strip() or self.filter_spec.startswith("-")
+        ):
+            raise UsageError(f"--filter: not a filter: {self.filter_spec!r}")
         if self.password is not None and self.password_file:
             raise UsageError("--password and --password-file: set one or the other")
         if self.sync_on_signal is not None and self.sync_on_signal.upper().removeprefix(
@@ -309,7 +334,10 @@ class GitSync(GitSyncFlags, Sidecar):
                 f"--sync-on-signal: only SIGHUP is supported (and always on), "
                 f"got {self.sync_on_signal!r}"
             )
-        self._git_config = auth.parse_git_config(self.git_config or "", "--git-config")
+        self._git_config = (
+            [("http.cookieFile", auth.DEFAULT_COOKIE_FILE)] if self.cookie_file else []
+        )
+        self._git_config += auth.parse_git_config(self.git_config or "", "--git-config")
         for item in self.git_config_add:
             self._git_config += auth.parse_git_config(item, "--git-config-add")
         if self.http_bind is not None:
@@ -400,6 +428,7 @@ class GitSync(GitSyncFlags, Sidecar):
             username=self.username,
             password=self.password,
             password_file=self.password_file,
+            askpass_url=self.askpass_url,
             ssh_key_files=self.ssh_key_file,
             ssh_known_hosts=self.ssh_known_hosts,
             ssh_known_hosts_file=self.ssh_known_hosts_file,
@@ -419,6 +448,7 @@ class GitSync(GitSyncFlags, Sidecar):
             stale_worktree_timeout=self.stale_worktree_timeout,
             git_gc=self.git_gc,
             git_config=self._git_config,
+            filter_spec=self.filter_spec,
             group_write=self.group_write,
             on_fetch=self.m_fetches.inc,
         )

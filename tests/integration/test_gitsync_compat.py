@@ -11,9 +11,11 @@ import json
 import os
 import stat
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from tests.helpers import ProgramProcess, free_port, run_program, wait_until
@@ -292,8 +294,8 @@ def test_init_period_and_init_max_failures(tmp_path: Path) -> None:
 def test_left_out_flags_are_one_line_usage_errors(tmp_path: Path) -> None:
     for args, env in (
         (["--github-app-private-key-file", "/k"], {}),
-        (["--filter", "blob:none"], {}),
-        ([], {"GITSYNC_ASKPASS_URL": "http://127.0.0.1:1/askpass"}),
+        (["--pre-publish-exechook-command", "true"], {}),
+        ([], {"GITSYNC_CREDENTIAL": '{"url": "https://h", "username": "u"}'}),
         (["--sync-on-signal", "SIGUSR1"], {}),
         (["--change-permissions", "0775"], {}),
     ):
@@ -305,3 +307,93 @@ def test_left_out_flags_are_one_line_usage_errors(tmp_path: Path) -> None:
         assert p.returncode == 2, (args, env)
         lines = p.stderr.decode().strip().splitlines()
         assert (len(lines) == 1 and "not supported" in lines[0]) or "SIGHUP" in lines[0], lines
+
+
+def test_askpass_url(tmp_path: Path, git_repos: GitRepos, git_http: GitHttp) -> None:
+    """git-sync's --askpass-url: asked before each sync, its answer used once."""
+    up = git_repos.create("app", {"v": "1"})
+    assert git_http.password
+    answer = {"body": b"username=alice\npassword=wrong-one\n", "asked": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            answer["asked"] += 1
+            body = answer["body"]
+            assert isinstance(body, bytes)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        root = tmp_path / "root"
+        url = f"http://127.0.0.1:{server.server_address[1]}/creds"
+        with gitsync(
+            tmp_path,
+            "--repo",
+            git_http.url("app"),
+            "--root",
+            str(root),
+            "--period",
+            "100ms",
+            env={"GITSYNC_ASKPASS_URL": url},
+        ) as p:
+            wait_until(lambda: metric(p, "podkit_gitsync_syncs_total", result="error") >= 2, 15)
+            answer["body"] = f"username=alice\npassword={git_http.password}\n".encode()
+            wait_published(root / "app", up.head(), 15)
+            assert int(answer["asked"]) >= 3  # before every sync
+            logs = p.stderr()
+        assert git_http.password not in logs and "wrong-one" not in logs
+    finally:
+        server.shutdown()
+
+
+def test_filter_partial_clone_with_sparse_checkout_across_updates(
+    tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon
+) -> None:
+    up = git_repos.create("app", {"docs/a.md": "a1\n", "big/blob.bin": "x" * 5000})
+    subprocess.run(["git", "config", "uploadpack.allowFilter", "true"], cwd=up.bare, check=True)
+    sparse = tmp_path / "sparse"
+    sparse.write_text("/docs/\n")
+    root = tmp_path / "root"
+    with gitsync(
+        tmp_path,
+        "--repo",
+        git_daemon.url("app"),
+        "--root",
+        str(root),
+        "--period",
+        "100ms",
+        "--filter",
+        "blob:none",
+        "--sparse-checkout-file",
+        str(sparse),
+    ) as p:
+        p.wait_ready()
+        wait_published(root / "app", up.head())
+        sha2 = up.commit_push({"docs/a.md": "a2\n", "big/blob.bin": "y" * 5000})
+        wait_published(root / "app", sha2, 15)
+        assert (root / "app" / "docs" / "a.md").read_text() == "a2\n"
+        assert not (root / "app" / "big").exists()
+        # The big blob of either commit never came: only the checked-out ones did.
+        missing = subprocess.run(
+            ["git", "rev-list", "--objects", "--missing=print", sha2],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        blob = subprocess.run(
+            ["git", "rev-parse", f"{sha2}:big/blob.bin"],
+            cwd=up.bare,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert f"?{blob}" in missing
+        assert metric(p, "podkit_gitsync_syncs_total", result="error") == 0

@@ -207,3 +207,15 @@ except OSError as exc:
     write_atomic(str(target), b"new\n")
     assert target.read_text() == "new\n" and os.listdir(tmp_path) == ["error.json"]
     assert resource.getrlimit(resource.RLIMIT_FSIZE)  # the limit stayed in the child
+
+
+def test_cookie_file_is_git_syncs_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cookie = tmp_path / "cookie_file"
+    monkeypatch.setattr(auth, "DEFAULT_COOKIE_FILE", str(cookie))
+    args = ["--repo", "https://h/x", "--root", "r", "--cookie-file"]
+    with pytest.raises(UsageError, match="--cookie-file"):
+        make(*args)
+    cookie.write_text("# Netscape HTTP Cookie File\n")
+    p = make(*args, "--git-config", "http.cookieFile:/mine")
+    # The user's --git-config comes after, so it wins.
+    assert p._git_config == [("http.cookieFile", str(cookie)), ("http.cookieFile", "/mine")]
