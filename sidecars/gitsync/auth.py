@@ -32,12 +32,28 @@ ASKPASS_URL_TIMEOUT = 5.0
 
 # git asks "Username for '<url>': " or "Password for '<url>': ". The password is
 # read from a file at the moment git asks, so it is in no argv and no environment.
+# With --credential, a table (url TAB username TAB password-file per line) picks
+# the longest URL prefix of the one git asks about (its user@ taken out).
 ASKPASS = """#!/bin/sh
+user=$PODKIT_GITSYNC_ASKPASS_USER
+file=$PODKIT_GITSYNC_ASKPASS_FILE
+if [ -n "$PODKIT_GITSYNC_CREDENTIALS" ]; then
+    url=${1#*\\'}; url=${url%\\'*}
+    rest=${url#*://}
+    case "${rest%%/*}" in *@*) url="${url%%://*}://${rest#*@}" ;; esac
+    best=
+    tab=$(printf '\\t')
+    while IFS="$tab" read -r u n f; do
+        case "$url" in
+        "$u"*) if [ ${#u} -gt ${#best} ]; then best=$u; user=$n; file=$f; fi ;;
+        esac
+    done < "$PODKIT_GITSYNC_CREDENTIALS"
+fi
 case "$1" in
-Username*) printf '%s\\n' "$PODKIT_GITSYNC_ASKPASS_USER" ;;
+Username*) printf '%s\\n' "$user" ;;
 *) p=
-   if [ -n "$PODKIT_GITSYNC_ASKPASS_FILE" ]; then
-       IFS= read -r p < "$PODKIT_GITSYNC_ASKPASS_FILE" || true
+   if [ -n "$file" ]; then
+       IFS= read -r p < "$file" || true
    fi
    printf '%s\\n' "$p" ;;
 esac
@@ -73,6 +89,54 @@ def split_password(repo: str) -> tuple[str, str | None]:
     return clean, unquote(parts.password)
 
 
+@dataclass(frozen=True)
+class Credential:
+    """One entry of git-sync's --credential: a URL (prefix) and who to be there."""
+
+    url: str
+    username: str
+    password: str | None = None
+    password_file: str | None = None
+
+
+def strip_user(url: str) -> str:
+    if "://" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme}://{host.rpartition('@')[2]}{slash}{path}"
+
+
+def parse_credentials(values: list[str]) -> list[Credential]:
+    """git-sync's --credential values: JSON objects, or JSON lists of them (the env form)."""
+    import json
+
+    out = []
+    for raw in values:
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise UsageError(f"--credential: not JSON: {exc}") from None
+        for item in data if isinstance(data, list) else [data]:
+            if not isinstance(item, dict):
+                raise UsageError("--credential: expected a JSON object")
+            extra = set(item) - {"url", "username", "password", "password-file"}
+            if extra:
+                raise UsageError(f"--credential: unknown field {sorted(extra)[0]!r}")
+            url, user = item.get("url"), item.get("username")
+            pw, pw_file = item.get("password"), item.get("password-file")
+            if not isinstance(url, str) or not url:
+                raise UsageError("--credential: url must be specified")
+            if not isinstance(user, str) or not user:
+                raise UsageError("--credential: username must be specified")
+            if (pw is None) == (pw_file is None):
+                raise UsageError("--credential: one of password and password-file is required")
+            if pw_file is not None and not os.path.isfile(str(pw_file)):
+                raise UsageError(f"--credential: no such file: {pw_file}")
+            out.append(Credential(url, user, pw, pw_file))
+    return out
+
+
 @dataclass
 class Auth:
     """The credentials of one repository, as files git and ssh are pointed at."""
@@ -84,6 +148,8 @@ class Auth:
     password_file: str | None = None
     #: git-sync's --askpass-url: asked before each sync for username= / password=.
     askpass_url: str | None = None
+    #: git-sync's --credential: per-URL (url, username, password, password-file).
+    credentials: list[Credential] = field(default_factory=list)
     ssh_key_files: list[str] = field(default_factory=list)
     ssh_known_hosts: bool = True
     ssh_known_hosts_file: str | None = None
@@ -92,6 +158,7 @@ class Auth:
     _private: str = ""
     _password: SecretFile | None = None
     _url_password_file: str | None = None
+    _credentials: str = ""
     _ssh_key_sigs: dict[str, tuple[int, int, int]] = field(default_factory=dict, repr=False)
 
     def setup(self) -> None:
@@ -107,6 +174,18 @@ class Auth:
             self._url_password_file = self._write_private("password", url_password + "\n")
         if self.password_file:
             self._password = SecretFile(self.password_file)
+        if self.credentials:
+            lines = []
+            for i, c in enumerate(self.credentials):
+                path = c.password_file
+                if c.password is not None:
+                    register_secret(c.password)
+                    path = self._write_private(f"credential-{i}", c.password + "\n")
+                assert path is not None
+                url, _ = split_password(c.url)
+                url = strip_user(url)
+                lines.append(f"{url}\t{c.username}\t{os.path.abspath(path)}\n")
+            self._credentials = self._write_private("credentials", "".join(lines))
 
     def cleanup(self) -> None:
         if self._private:
@@ -129,7 +208,14 @@ class Auth:
             "SSH_ASKPASS": askpass,
             "PODKIT_GITSYNC_ASKPASS_USER": self.username or "",
             "PODKIT_GITSYNC_ASKPASS_FILE": self._url_password_file or "",
+            "PODKIT_GITSYNC_CREDENTIALS": self._credentials,
         }
+        for c in self.credentials:
+            if c.password_file:
+                try:  # registered for scrubbing before git can echo it
+                    SecretFile(c.password_file).value()
+                except OSError as exc:
+                    raise GitError(f"--credential {c.url}: {exc.strerror or exc}") from None
         if self.askpass_url:
             user, path = self._ask_url()
             env["PODKIT_GITSYNC_ASKPASS_USER"] = user or self.username or ""

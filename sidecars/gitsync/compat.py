@@ -22,7 +22,6 @@ LEFT_OUT = {
     "github_app_application_id": "GitHub App auth is not implemented yet",
     "github_app_installation_id": "GitHub App auth is not implemented yet",
     "github_base_url": "GitHub App auth is not implemented yet",
-    "credential": "per-URL credentials are not implemented yet; use --username/--password-file",
     "pre_publish_exechook_command": "pre-publish hooks are not implemented yet",
     "git": "podkit runs the git on PATH",
     "change_permissions": "removed in git-sync v4 too; use --group-write",
@@ -101,9 +100,6 @@ class GitSyncFlags:
     )
     github_base_url: str | None = option(
         None, help="not supported (see docs)", env=_env("github_base_url")
-    )
-    credential: list[str] = option(
-        help="not supported (see docs)", repeat=True, env=_env("credential")
     )
     pre_publish_exechook_command: str | None = option(
         None, help="not supported (see docs)", env=_env("pre_publish_exechook_command")

@@ -162,6 +162,18 @@ class GitSync(GitSyncFlags, Sidecar):
         f"(default: {auth.DEFAULT_SSH_KEY} when it exists)",
         also_env="GIT_SSH_KEY_FILE",
     )
+    credential: list[str] = option(
+        repeat=True,
+        env_alias=False,  # a JSON value: the list form below is what the env carries
+        help='per-URL credentials as git-sync takes them: {"url": ..., "username": ..., '
+        '"password-file": ...} (or "password"); repeatable',
+    )
+    credentials: str | None = option(
+        None,
+        also_env="GITSYNC_CREDENTIAL",
+        env_alias=False,
+        help="a JSON list of --credential objects (git-sync's $GITSYNC_CREDENTIAL)",
+    )
     askpass_url: str | None = option(
         None,
         kind="url",
@@ -277,6 +289,7 @@ class GitSync(GitSyncFlags, Sidecar):
         self._http: GitSyncHTTP | None = None
         self._warnings: list[str] = []
         self._git_config: list[tuple[str, str]] = []
+        self._credentials: list[auth.Credential] = []
 
     # -- configuration ------------------------------------------------------
 
@@ -325,6 +338,9 @@ class GitSync(GitSyncFlags, Sidecar):
             not self.filter_spec.strip() or self.filter_spec.startswith("-")
         ):
             raise UsageError(f"--filter: not a filter: {self.filter_spec!r}")
+        self._credentials = auth.parse_credentials(
+            self.credential + ([self.credentials] if self.credentials else [])
+        )
         if self.password is not None and self.password_file:
             raise UsageError("--password and --password-file: set one or the other")
         if self.sync_on_signal is not None and self.sync_on_signal.upper().removeprefix(
@@ -337,6 +353,10 @@ class GitSync(GitSyncFlags, Sidecar):
         self._git_config = (
             [("http.cookieFile", auth.DEFAULT_COOKIE_FILE)] if self.cookie_file else []
         )
+        if self._credentials:
+            # The path is part of the URL git asks about, so a submodule on the
+            # same host can have its own credential (git-sync's per-URL rule).
+            self._git_config.append(("credential.useHttpPath", "true"))
         self._git_config += auth.parse_git_config(self.git_config or "", "--git-config")
         for item in self.git_config_add:
             self._git_config += auth.parse_git_config(item, "--git-config-add")
@@ -429,6 +449,7 @@ class GitSync(GitSyncFlags, Sidecar):
             password=self.password,
             password_file=self.password_file,
             askpass_url=self.askpass_url,
+            credentials=self._credentials,
             ssh_key_files=self.ssh_key_file,
             ssh_known_hosts=self.ssh_known_hosts,
             ssh_known_hosts_file=self.ssh_known_hosts_file,

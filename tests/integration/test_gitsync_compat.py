@@ -295,7 +295,7 @@ def test_left_out_flags_are_one_line_usage_errors(tmp_path: Path) -> None:
     for args, env in (
         (["--github-app-private-key-file", "/k"], {}),
         (["--pre-publish-exechook-command", "true"], {}),
-        ([], {"GITSYNC_CREDENTIAL": '{"url": "https://h", "username": "u"}'}),
+        ([], {"GITSYNC_GITHUB_APP_CLIENT_ID": "Iv1.abc"}),
         (["--sync-on-signal", "SIGUSR1"], {}),
         (["--change-permissions", "0775"], {}),
     ):
@@ -397,3 +397,54 @@ def test_filter_partial_clone_with_sparse_checkout_across_updates(
         ).stdout.strip()
         assert f"?{blob}" in missing
         assert metric(p, "podkit_gitsync_syncs_total", result="error") == 0
+
+
+def test_credential_per_url_for_a_submodule_with_its_own_password(
+    tmp_path: Path, git_repos: GitRepos, git_http: GitHttp
+) -> None:
+    """git-sync's submodule_sync_over_http_different_passwords: two servers, two users."""
+    other = GitHttp(git_repos.base, free_port(), "bob", "0ther-Passw0rd-b0b").start()
+    try:
+        lib = git_repos.create("lib", {"lib.txt": "library\n"})
+        app = git_repos.create("app", {"top": "t"})
+        git_cmd = ["git", "-c", "protocol.file.allow=always"]
+        subprocess.run(
+            [*git_cmd, "submodule", "add", "-q", str(lib.bare), "vendor/lib"],
+            cwd=app.work,
+            check=True,
+        )
+        subprocess.run(
+            ["git", "config", "-f", ".gitmodules", "submodule.vendor/lib.url", other.url("lib")],
+            cwd=app.work,
+            check=True,
+        )
+        head = app.commit_push({})
+        pw_a, pw_b = tmp_path / "pw-a", tmp_path / "pw-b"
+        assert git_http.password and other.password
+        pw_a.write_text(git_http.password + "\n")
+        pw_b.write_text(other.password + "\n")
+        root = tmp_path / "root"
+        cred = json.dumps({"url": other.url("lib"), "username": "bob", "password-file": str(pw_b)})
+        p = run_program(
+            "gitsync",
+            [
+                "--repo",
+                git_http.url("app"),
+                "--root",
+                str(root),
+                "--username",
+                "alice",
+                "--password-file",
+                str(pw_a),
+                "--one-time",
+                "--admin-addr",
+                "off",
+            ],
+            env={"GITSYNC_CREDENTIAL": f"[{cred}]"},
+        )
+        assert p.returncode == 0, p.stderr.decode()
+        assert published(root / "app") == head
+        assert (root / "app" / "vendor" / "lib" / "lib.txt").read_text() == "library\n"
+        assert other.password.encode() not in p.stderr
+    finally:
+        other.stop()

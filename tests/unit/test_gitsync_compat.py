@@ -219,3 +219,57 @@ def test_cookie_file_is_git_syncs_path(tmp_path: Path, monkeypatch: pytest.Monke
     p = make(*args, "--git-config", "http.cookieFile:/mine")
     # The user's --git-config comes after, so it wins.
     assert p._git_config == [("http.cookieFile", str(cookie)), ("http.cookieFile", "/mine")]
+
+
+def test_credentials_as_git_sync_takes_them(tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("x")
+    one = '{"url": "https://h/a.git", "username": "u", "password": "p"}'
+    many = f'[{one}, {{"url": "https://h/b", "username": "v", "password-file": "{pw}"}}]'
+    creds = auth.parse_credentials([one, many])
+    assert [(c.url, c.username, c.password, c.password_file) for c in creds] == [
+        ("https://h/a.git", "u", "p", None),
+        ("https://h/a.git", "u", "p", None),
+        ("https://h/b", "v", None, str(pw)),
+    ]
+    for bad in (
+        "nope",
+        '{"url": "https://h", "username": "u"}',
+        '{"url": "https://h", "username": "u", "password": "p", "password-file": "/x"}',
+        '{"username": "u", "password": "p"}',
+        '{"url": "https://h", "username": "u", "password": "p", "extra": 1}',
+    ):
+        with pytest.raises(UsageError, match="--credential"):
+            auth.parse_credentials([bad])
+    # $GITSYNC_CREDENTIAL is a JSON list, read whole (commas and all).
+    p = make("--repo", "https://h/x", "--root", "r", env={"GITSYNC_CREDENTIAL": many})
+    assert len(p._credentials) == 2 and ("credential.useHttpPath", "true") in p._git_config
+    assert auth.strip_user("https://bob@h:1/x.git") == "https://h:1/x.git"
+
+
+def test_askpass_picks_the_longest_matching_credential(tmp_path: Path) -> None:
+    helper = tmp_path / "askpass"
+    helper.write_text(auth.ASKPASS)
+    helper.chmod(0o700)
+    (tmp_path / "a").write_text("pw-a\n")
+    (tmp_path / "b").write_text("pw-b\n")
+    table = tmp_path / "table"
+    table.write_text(
+        f"http://h:1/\tcarol\t{tmp_path / 'a'}\nhttp://h:1/lib.git\tbob\t{tmp_path / 'b'}\n"
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "PODKIT_GITSYNC_ASKPASS_USER": "alice",
+        "PODKIT_GITSYNC_ASKPASS_FILE": str(tmp_path / "a"),
+        "PODKIT_GITSYNC_CREDENTIALS": str(table),
+    }
+
+    def ask(prompt: str) -> str:
+        return subprocess.run(
+            [str(helper), prompt], env=env, capture_output=True, text=True, check=True
+        ).stdout
+
+    assert ask("Username for 'http://h:1/lib.git': ") == "bob\n"
+    assert ask("Password for 'http://bob@h:1/lib.git': ") == "pw-b\n"
+    assert ask("Username for 'http://h:1/app.git': ") == "carol\n"
+    assert ask("Username for 'http://other/app.git': ") == "alice\n"
