@@ -165,6 +165,7 @@ class GitSync(GitSyncFlags, Sidecar):
     credential: list[str] = option(
         repeat=True,
         env_alias=False,  # a JSON value: the list form below is what the env carries
+        secret=True,  # may hold "password": never in the settings logged at start
         help='per-URL credentials as git-sync takes them: {"url": ..., "username": ..., '
         '"password-file": ...} (or "password"); repeatable',
     )
@@ -172,6 +173,7 @@ class GitSync(GitSyncFlags, Sidecar):
         None,
         also_env="GITSYNC_CREDENTIAL",
         env_alias=False,
+        secret=True,
         help="a JSON list of --credential objects (git-sync's $GITSYNC_CREDENTIAL)",
     )
     askpass_url: str | None = option(

@@ -273,3 +273,15 @@ def test_askpass_picks_the_longest_matching_credential(tmp_path: Path) -> None:
     assert ask("Password for 'http://bob@h:1/lib.git': ") == "pw-b\n"
     assert ask("Username for 'http://h:1/app.git': ") == "carol\n"
     assert ask("Username for 'http://other/app.git': ") == "alice\n"
+
+
+def test_credential_passwords_are_not_in_the_settings_logged_at_start() -> None:
+    from podkit.runner import public_settings
+
+    cred = '{"url": "https://h/x", "username": "u", "password": "t0p-s3cret"}'
+    p = make(
+        "--repo", "https://h/x", "--root", "r", "--credential", cred, "--password", "pw-flag",
+        env={"GITSYNC_CREDENTIAL": f"[{cred}]"},
+    )  # fmt: skip
+    shown = repr(public_settings(p))
+    assert "t0p-s3cret" not in shown and "pw-flag" not in shown
