@@ -525,9 +525,11 @@ class GitSync(GitSyncFlags, Sidecar):
                 "a password from a flag or variable is visible to more than a file "
                 "(kubectl describe, /proc/<pid>/environ): prefer --password-file"
             )
-        # Read already: keep it out of every child's environment (git, hooks).
-        for name in ("PODKIT_PASSWORD", "GITSYNC_PASSWORD", "GIT_SYNC_PASSWORD"):
-            os.environ.pop(name, None)
+        # Read already: keep secrets out of every child's environment (git, hooks).
+        for o in self.options():
+            if o.secret:
+                for name in (o.env_name, *o.also_env):
+                    os.environ.pop(name, None)
         env_names = {n for o in self.options() for n in (o.env_name, *o.also_env)}
         for name in compat.unknown_env(os.environ, env_names):
             self.log.warning(f"{name} is not a setting podkit gitsync reads; ignored")
