@@ -58,7 +58,7 @@ class Checkout:
     sparse_checkout_file: str | None = None
     sync_timeout: float = 120.0
     stale_worktree_timeout: float = 0.0
-    git_gc: str = "always"
+    git_gc: str = "auto"
     #: --git-config / --git-config-add, in order.
     git_config: list[tuple[str, str]] = field(default_factory=list)
     group_write: bool = False

@@ -129,7 +129,7 @@ class GitSync(GitSyncFlags, Sidecar):
         help="keep replaced worktrees this long (0: remove at once)",
     )
     git_gc: str = option(
-        "always",  # git-sync's: without it loose objects pile up (docs/gitsync.md)
+        "auto",  # not git-sync's always: push-to-published latency (docs/gitsync.md)
         choices=("auto", "always", "aggressive", "off"),
         help="git gc after a sync that removed worktrees",
     )

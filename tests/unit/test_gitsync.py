@@ -84,7 +84,7 @@ def test_defaults_and_derived_values(tmp_path: Path) -> None:
     p = make("--repo", "https://h/org/app.git", "--root", str(tmp_path))
     assert p.link == "app" and p.ref == "HEAD" and p.depth == 1 and p.max_failures == -1
     assert p.period == 10 and p.stale_after == 100 and p.sync_timeout == 120
-    assert p.submodules == "recursive" and p.git_gc == "always" and p.ssh_known_hosts is True
+    assert p.submodules == "recursive" and p.git_gc == "auto" and p.ssh_known_hosts is True
     assert p.webhook_success_status == 200 and p.webhook_timeout == 1 and p.webhook_backoff == 3
     assert p.exechook_timeout == 30 and p.exechook_backoff == 3
     assert p.stale_worktree_timeout == 0
