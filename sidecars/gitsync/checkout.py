@@ -70,6 +70,10 @@ class Checkout:
     # "quick" at start and after remote failures; "full" (fsck) after a local one.
     _needs_check: str | None = "quick"
     _fetched_once: bool = False
+    #: Commits whose fresh checkout already differs from the commit (line-ending
+    #: filters, case-insensitive names): only their HEAD is verified, or every
+    #: sync would rebuild them.
+    _dirty_on_checkout: set[str] = field(default_factory=set)
 
     @property
     def _git_url(self) -> str:
@@ -298,7 +302,9 @@ class Checkout:
     def _remote_sha(self, g: _git.Git) -> str | None:
         return remote_sha(g, self.ref)
 
-    def _intact(self, sha: str, deadline: float, env: dict[str, str]) -> bool:
+    def _intact(
+        self, sha: str, deadline: float, env: dict[str, str], *, quiet: bool = False
+    ) -> bool:
         """The published worktree's HEAD is its name and no tracked file was changed."""
         wt = self._worktree(sha)
         admin = _admin_dir(wt)
@@ -310,7 +316,7 @@ class Checkout:
         why = ""
         if head != sha:
             why = f"its HEAD is {head[:40]!r}"
-        else:
+        elif sha not in self._dirty_on_checkout:
             # Untracked files are the consumer's (caches such as __pycache__), not damage.
             out = _git.new_git(wt, deadline, env, self._runs).status(
                 "--porcelain", "--untracked-files=no", "--ignore-submodules=all"
@@ -318,13 +324,12 @@ class Checkout:
             if out.strip():
                 names = [line[3:] for line in out.splitlines()[:5]]
                 why = f"files changed in place: {', '.join(names)}"
-        if why:
+        if why and not quiet:
             self.log.warning(
                 "published worktree no longer matches its commit; rebuilding",
                 extra={"commit": sha, "reason": why},
             )
-            return False
-        return True
+        return not why
 
     def _rebuild(
         self, g: _git.Git, sha: str, wt: str, deadline: float, env: dict[str, str]
@@ -353,6 +358,13 @@ class Checkout:
             g.worktree("prune")
             self._build_worktree(g, sha, wt, deadline, env)
         self.log.info("rebuilt the published worktree", extra={"commit": sha})
+        if not self._intact(sha, deadline, env, quiet=True):
+            self._dirty_on_checkout.add(sha)
+            self.log.warning(
+                "a fresh checkout of this commit already differs from it (line-ending "
+                "or other filters?); only its HEAD is verified from now on",
+                extra={"commit": sha},
+            )
 
     def _build_worktree(
         self, g: _git.Git, sha: str, wt: str, deadline: float, env: dict[str, str]
