@@ -21,7 +21,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from podkit import UsageError, register_secret
 from podkit.secrets import SecretFile
 
+from . import github_app
 from ._git import GitError
+from .github_app import GitHubApp
 
 #: git-sync's secret layout: a Secret mounted at /etc/git-secret works unchanged.
 DEFAULT_SSH_KEY = "/etc/git-secret/ssh"
@@ -148,6 +150,8 @@ class Auth:
     password_file: str | None = None
     #: git-sync's --askpass-url: asked before each sync for username= / password=.
     askpass_url: str | None = None
+    #: GitHub App auth: an installation token minted (and refreshed) before syncs.
+    github_app: GitHubApp | None = None
     #: git-sync's --credential: per-URL (url, username, password, password-file).
     credentials: list[Credential] = field(default_factory=list)
     ssh_key_files: list[str] = field(default_factory=list)
@@ -159,6 +163,7 @@ class Auth:
     _password: SecretFile | None = None
     _url_password_file: str | None = None
     _credentials: str = ""
+    _github_token: str = ""
     _ssh_key_sigs: dict[str, tuple[int, int, int]] = field(default_factory=dict, repr=False)
 
     def setup(self) -> None:
@@ -220,6 +225,13 @@ class Auth:
             user, path = self._ask_url()
             env["PODKIT_GITSYNC_ASKPASS_USER"] = user or self.username or ""
             env["PODKIT_GITSYNC_ASKPASS_FILE"] = path
+        if self.github_app is not None:
+            token, new = self.github_app.token()
+            if new:
+                register_secret(token)
+                self._github_token = self._write_private("github-token", token + "\n")
+            env["PODKIT_GITSYNC_ASKPASS_USER"] = github_app.USERNAME
+            env["PODKIT_GITSYNC_ASKPASS_FILE"] = self._github_token
         if self._password is not None:
             # Re-read (one stat) before each sync: rotation takes effect now, and the
             # new value is registered for scrubbing before git can echo it anywhere.

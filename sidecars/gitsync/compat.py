@@ -16,18 +16,14 @@ from podkit import UsageError, option
 
 #: Flags git-sync v4.7 has and podkit gitsync does not, with the reason (docs/gitsync.md).
 LEFT_OUT = {
-    "github_app_private_key_file": "GitHub App auth is not implemented yet; use a token "
-    "in --password-file",
-    "github_app_client_id": "GitHub App auth is not implemented yet",
-    "github_app_application_id": "GitHub App auth is not implemented yet",
-    "github_app_installation_id": "GitHub App auth is not implemented yet",
-    "github_base_url": "GitHub App auth is not implemented yet",
+    "github_app_private_key": "key material in a variable: mount it and use "
+    "--github-app-private-key-file",
     "pre_publish_exechook_command": "pre-publish hooks are not implemented yet",
     "git": "podkit runs the git on PATH",
     "change_permissions": "removed in git-sync v4 too; use --group-write",
 }
 #: Environment variables git-sync reads that are no option's env name here.
-_OTHER_KNOWN_ENV = frozenset(("GITSYNC_GITHUB_APP_PRIVATE_KEY",))
+_OTHER_KNOWN_ENV: frozenset[str] = frozenset()
 
 
 def _env(name: str) -> str:
@@ -86,20 +82,8 @@ class GitSyncFlags:
     )
 
     # -- left out: accepted by the parser, refused with the reason -----------
-    github_app_private_key_file: str | None = option(
-        None, help="not supported (see docs)", env=_env("github_app_private_key_file")
-    )
-    github_app_client_id: str | None = option(
-        None, help="not supported (see docs)", env=_env("github_app_client_id")
-    )
-    github_app_application_id: str | None = option(
-        None, help="not supported (see docs)", env=_env("github_app_application_id")
-    )
-    github_app_installation_id: str | None = option(
-        None, help="not supported (see docs)", env=_env("github_app_installation_id")
-    )
-    github_base_url: str | None = option(
-        None, help="not supported (see docs)", env=_env("github_base_url")
+    github_app_private_key: str | None = option(
+        None, help="not supported (see docs)", env=_env("github_app_private_key"), secret=True
     )
     pre_publish_exechook_command: str | None = option(
         None, help="not supported (see docs)", env=_env("pre_publish_exechook_command")

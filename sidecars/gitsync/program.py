@@ -30,6 +30,7 @@ from . import _git, auth, compat
 from .auth import Auth, is_ssh
 from .checkout import Checkout, remote_sha
 from .compat import GitSyncFlags
+from .github_app import GitHubApp
 from .publish import WORKTREES, published_sha, write_atomic
 from .triggers import SYNC_BURST, SYNC_REFILL, TokenBucket, refusal, retry_after
 
@@ -175,6 +176,21 @@ class GitSync(GitSyncFlags, Sidecar):
         env_alias=False,
         secret=True,
         help="a JSON list of --credential objects (git-sync's $GITSYNC_CREDENTIAL)",
+    )
+    github_app_private_key_file: str | None = option(
+        None, kind="path", help="GitHub App auth: the app's private key (PEM)"
+    )
+    github_app_application_id: str | None = option(
+        None, help="GitHub App auth: the application id (or --github-app-client-id)"
+    )
+    github_app_client_id: str | None = option(
+        None, help="GitHub App auth: the client id (or --github-app-application-id)"
+    )
+    github_app_installation_id: str | None = option(
+        None, help="GitHub App auth: the installation id"
+    )
+    github_base_url: str = option(
+        "https://api.github.com/", kind="url", help="GitHub's API for GitHub App auth"
     )
     askpass_url: str | None = option(
         None,
@@ -343,6 +359,7 @@ class GitSync(GitSyncFlags, Sidecar):
         self._credentials = auth.parse_credentials(
             self.credential + ([self.credentials] if self.credentials else [])
         )
+        self._check_github_app()
         if self.password is not None and self.password_file:
             raise UsageError("--password and --password-file: set one or the other")
         if self.sync_on_signal is not None and self.sync_on_signal.upper().removeprefix(
@@ -392,6 +409,28 @@ class GitSync(GitSyncFlags, Sidecar):
             raise UsageError("--sync-interval: must be at least 1ms")
         if self.stale_after is None:
             self.stale_after = 10 * self.period
+
+    def _check_github_app(self) -> None:
+        """git-sync's rules for its GitHub App flags, with its messages' meaning."""
+        app_id = self.github_app_application_id
+        if app_id in ("0", ""):
+            app_id = self.github_app_application_id = None
+        if not (app_id or self.github_app_client_id):
+            for flag, value in (
+                ("--github-app-installation-id", self.github_app_installation_id),
+                ("--github-app-private-key-file", self.github_app_private_key_file),
+            ):
+                if value:
+                    raise UsageError(f"{flag}: needs --github-app-application-id or -client-id")
+            return
+        if app_id and self.github_app_client_id:
+            raise UsageError("--github-app-application-id and --github-app-client-id: one only")
+        if not self.github_app_installation_id:
+            raise UsageError("--github-app-installation-id: required for GitHub App auth")
+        if not self.github_app_private_key_file:
+            raise UsageError("--github-app-private-key-file: required for GitHub App auth")
+        if self.username or self.password is not None or self.password_file:
+            raise UsageError("--username/--password: not with GitHub App auth")
 
     def _check_link(self) -> None:
         """Anywhere (git-sync's rule), but never over the repository or its worktrees."""
@@ -451,6 +490,7 @@ class GitSync(GitSyncFlags, Sidecar):
             password=self.password,
             password_file=self.password_file,
             askpass_url=self.askpass_url,
+            github_app=self._github_app(),
             credentials=self._credentials,
             ssh_key_files=self.ssh_key_file,
             ssh_known_hosts=self.ssh_known_hosts,
@@ -515,6 +555,18 @@ class GitSync(GitSyncFlags, Sidecar):
                 "serving git-sync's HTTP endpoint",
                 extra={"addr": self.http_bind, "metrics": self.http_metrics},
             )
+
+    def _github_app(self) -> GitHubApp | None:
+        issuer = self.github_app_application_id or self.github_app_client_id
+        if not issuer:
+            return None
+        assert self.github_app_private_key_file and self.github_app_installation_id
+        return GitHubApp(
+            self.github_app_private_key_file,
+            issuer,
+            self.github_app_installation_id,
+            self.github_base_url,
+        )
 
     def _compat_warnings(self) -> None:
         """One warning per deprecated spelling or unread variable, at start."""

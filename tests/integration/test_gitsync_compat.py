@@ -293,9 +293,9 @@ def test_init_period_and_init_max_failures(tmp_path: Path) -> None:
 
 def test_left_out_flags_are_one_line_usage_errors(tmp_path: Path) -> None:
     for args, env in (
-        (["--github-app-private-key-file", "/k"], {}),
+        ([], {"GITSYNC_GITHUB_APP_PRIVATE_KEY": "-----BEGIN RSA PRIVATE KEY-----"}),
         (["--pre-publish-exechook-command", "true"], {}),
-        ([], {"GITSYNC_GITHUB_APP_CLIENT_ID": "Iv1.abc"}),
+        (["--git", "/usr/local/bin/git"], {}),
         (["--sync-on-signal", "SIGUSR1"], {}),
         (["--change-permissions", "0775"], {}),
     ):
@@ -448,3 +448,92 @@ def test_credential_per_url_for_a_submodule_with_its_own_password(
         assert other.password.encode() not in p.stderr
     finally:
         other.stop()
+
+
+def test_github_app_auth_mints_and_refreshes_an_installation_token(
+    tmp_path: Path, git_repos: GitRepos
+) -> None:
+    """A local fake of GitHub's installation-token endpoint that checks the JWT
+    with the app's public key (openssl, independent of gitsync's signer)."""
+    from tests.helpers import need
+
+    openssl = need("openssl")
+    key, pub = tmp_path / "app.pem", tmp_path / "pub.pem"
+    subprocess.run([openssl, "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+    subprocess.run(
+        [openssl, "rsa", "-in", str(key), "-pubout", "-out", str(pub)],
+        check=True,
+        capture_output=True,
+    )
+    token = "ghs_installationTOKEN1234567890"
+    minted: list[dict[str, object]] = []
+    lifetime = {"seconds": 301}  # within the 5-minute refresh margin in a second
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            import base64
+
+            auth = self.headers.get("Authorization", "")
+            ok = self.path == "/app/installations/42/access_tokens" and auth.startswith("Bearer ")
+            if ok:
+                head, payload, sig = auth[7:].split(".")
+                d = tmp_path / f"jwt{len(minted)}"
+                d.mkdir()
+                (d / "in").write_text(f"{head}.{payload}")
+                (d / "sig").write_bytes(base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4)))
+                r = subprocess.run(
+                    [openssl, "dgst", "-sha256", "-verify", str(pub), "-signature",
+                     str(d / "sig"), str(d / "in")],
+                    capture_output=True,
+                )  # fmt: skip
+                claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+                ok = r.returncode == 0 and claims["iss"] == "12345" and claims["exp"] > time.time()
+                minted.append(claims)
+            if not ok:
+                self.send_response(401)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            expires = time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + lifetime["seconds"])
+            )
+            body = json.dumps({"token": token, "expires_at": expires}).encode()
+            self.send_response(201)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    api = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    srv = GitHttp(git_repos.base, free_port(), "x-access-token", token).start()
+    try:
+        up = git_repos.create("app", {"v": "1"})
+        root = tmp_path / "root"
+        env = {
+            "GITSYNC_GITHUB_APP_APPLICATION_ID": "12345",
+            "GITSYNC_GITHUB_APP_INSTALLATION_ID": "42",
+            "GITSYNC_GITHUB_APP_PRIVATE_KEY_FILE": str(key),
+            "GITSYNC_GITHUB_BASE_URL": f"http://127.0.0.1:{api.server_address[1]}/",
+        }
+        with gitsync(tmp_path, "--repo", srv.url("app"), "--root", str(root),
+                     "--period", "100ms", env=env) as p:  # fmt: skip
+            p.wait_ready()
+            wait_published(root / "app", up.head())
+            # About to expire: refreshed before a later sync.
+            wait_until(lambda: len(minted) >= 3, 15, what="token refreshed")
+            # Valid for an hour: kept across syncs.
+            lifetime["seconds"] = 3600
+            wait_until(lambda: len(minted) >= 4, 15)
+            count = len(minted)
+            n = metric(p, "podkit_gitsync_syncs_total", result="noop")
+            wait_until(lambda: metric(p, "podkit_gitsync_syncs_total", result="noop") > n + 3, 10)
+            assert len(minted) in (count, count + 1)  # at most the one racing the change
+            assert metric(p, "podkit_gitsync_syncs_total", result="error") == 0
+            logs = p.stderr()
+        assert token not in logs
+    finally:
+        srv.stop()
+        api.shutdown()

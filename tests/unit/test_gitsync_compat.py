@@ -285,3 +285,24 @@ def test_credential_passwords_are_not_in_the_settings_logged_at_start() -> None:
     )  # fmt: skip
     shown = repr(public_settings(p))
     assert "t0p-s3cret" not in shown and "pw-flag" not in shown
+
+
+def test_github_app_flags_follow_git_syncs_rules(tmp_path: Path) -> None:
+    key = tmp_path / "k.pem"
+    key.write_text("x")
+    base = ["--repo", "https://github.com/o/r", "--root", "r"]
+    app = ["--github-app-private-key-file", str(key), "--github-app-installation-id", "42"]
+    p = make(*base, *app, "--github-app-application-id", "7")
+    gh = p._github_app()
+    assert gh is not None and (gh.issuer, gh.installation_id) == ("7", "42")
+    assert make(*base, *app, "--github-app-client-id", "Iv1.x")._github_app() is not None
+    assert make(*base)._github_app() is None
+    for extra, needle in (
+        (["--github-app-application-id", "7", "--github-app-client-id", "c"], "one only"),
+        (["--github-app-application-id", "7", "--username", "u"], "--username"),
+        ([], "needs --github-app-application-id"),
+    ):
+        with pytest.raises(UsageError, match=needle):
+            make(*base, *app, *extra)
+    with pytest.raises(UsageError, match="--github-app-installation-id"):
+        make(*base, "--github-app-private-key-file", str(key), "--github-app-client-id", "c")
