@@ -64,6 +64,9 @@ class Checkout:
     group_write: bool = False
     #: --filter: a partial clone (blobs or trees fetched when a checkout needs them).
     filter_spec: str | None = None
+    #: Called with (commit, worktree) before the link flips to it; raises to keep
+    #: the old tree published (--pre-publish-exechook-command).
+    pre_publish: Callable[[str, str], None] | None = None
     #: Called before each `git fetch` (a counter, thread-safe).
     on_fetch: Callable[[], None] = lambda: None
     runs: Runs = field(default_factory=Runs)
@@ -290,6 +293,8 @@ class Checkout:
                     self._rebuild(g, sha, wt, deadline, env)
                 return SyncResult(sha, False, True)
             self._build_worktree(g, sha, wt, deadline, env)
+        if self.pre_publish is not None:
+            self.pre_publish(sha, wt)
         publish(self.link_path, wt)
         old = self._worktree(published) if published and published != sha else None
         if old and os.path.isdir(old):

@@ -18,8 +18,8 @@ from podkit import UsageError, option
 LEFT_OUT = {
     "github_app_private_key": "key material in a variable: mount it and use "
     "--github-app-private-key-file",
-    "pre_publish_exechook_command": "pre-publish hooks are not implemented yet",
     "git": "podkit runs the git on PATH",
+    "man": "the manual is docs/gitsync.md (and podkit gitsync --help)",
     "change_permissions": "removed in git-sync v4 too; use --group-write",
 }
 #: Environment variables git-sync reads that are no option's env name here.
@@ -85,12 +85,10 @@ class GitSyncFlags:
     github_app_private_key: str | None = option(
         None, help="not supported (see docs)", env=_env("github_app_private_key"), secret=True
     )
-    pre_publish_exechook_command: str | None = option(
-        None, help="not supported (see docs)", env=_env("pre_publish_exechook_command")
-    )
     git: str | None = option(
         None, help="not supported (see docs)", env=_env("git"), also_env="GIT_SYNC_GIT"
     )
+    man: bool = option(False, help="not supported (see docs)", env_alias=False)
     change_permissions: int | None = option(
         None, help="not supported (see docs)", env="GIT_SYNC_PERMISSIONS"
     )

@@ -9,6 +9,7 @@ event loop.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -27,6 +28,7 @@ from podkit.retry import Backoff
 from podkit.secrets import SecretFile
 
 from . import _git, auth, compat
+from ._git import GitError
 from .auth import Auth, is_ssh
 from .checkout import Checkout, remote_sha
 from .compat import GitSyncFlags
@@ -271,6 +273,20 @@ class GitSync(GitSyncFlags, Sidecar):
         kind="duration",
         help="wait before retrying a failed exechook",
     )
+    pre_publish_exechook_command: str | None = option(
+        None,
+        help="command run in the new worktree before the link flips to it, with "
+        "$GITSYNC_HASH; a failure keeps the old tree published and fails the sync",
+    )
+    pre_publish_exechook_timeout: float = option(
+        "30s", kind="duration", help="timeout of one pre-publish exechook run"
+    )
+    pre_publish_exechook_backoff: float = option(
+        "3s",
+        kind="duration",
+        help="accepted for git-sync specs: a failed pre-publish hook is retried with the "
+        "next sync (--period / --init-period)",
+    )
     sync_token_file: str | None = option(
         None,
         kind="path",
@@ -305,6 +321,7 @@ class GitSync(GitSyncFlags, Sidecar):
         self._hooks: list[Retrier[str]] = []
         self._sync_token: SecretFile | None = None
         self._http: GitSyncHTTP | None = None
+        self._pre_publish_fut: concurrent.futures.Future[None] | None = None
         self._warnings: list[str] = []
         self._git_config: list[tuple[str, str]] = []
         self._credentials: list[auth.Credential] = []
@@ -396,13 +413,18 @@ class GitSync(GitSyncFlags, Sidecar):
         ):
             if path and not os.path.isfile(path):
                 raise UsageError(f"{flag}: no such file: {path}")
-        if self.exechook_command is not None:
+        for flag, command in (
+            ("--exechook-command", self.exechook_command),
+            ("--pre-publish-exechook-command", self.pre_publish_exechook_command),
+        ):
+            if command is None:
+                continue
             try:
-                argv = shlex.split(self.exechook_command)
+                argv = shlex.split(command)
             except ValueError as exc:
-                raise UsageError(f"--exechook-command: {exc}") from None
+                raise UsageError(f"{flag}: {exc}") from None
             if not argv:
-                raise UsageError("--exechook-command: empty")
+                raise UsageError(f"{flag}: empty")
         if self.sync_burst < 1:
             raise UsageError("--sync-burst: must be at least 1")
         if self.sync_interval < 0.001:
@@ -514,7 +536,9 @@ class GitSync(GitSyncFlags, Sidecar):
             filter_spec=self.filter_spec,
             group_write=self.group_write,
             on_fetch=self.m_fetches.inc,
+            pre_publish=self._pre_publish if self.pre_publish_exechook_command else None,
         )
+        self._loop = asyncio.get_running_loop()
         self._errors = RateLimited(self.log, 30.0)
         self.m_requests = m.counter(
             "sync_requests_total",
@@ -706,6 +730,8 @@ class GitSync(GitSyncFlags, Sidecar):
             await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not work.done():
                 checkout.runs.abort()  # kill the git in flight; the thread returns at once
+                if self._pre_publish_fut is not None:
+                    self._pre_publish_fut.cancel()  # run_command kills its group
             try:
                 result = await work
             except Exception as exc:
@@ -819,6 +845,37 @@ class GitSync(GitSyncFlags, Sidecar):
         return code
 
     # -- hooks ----------------------------------------------------------------
+
+    def _pre_publish(self, sha: str, worktree: str) -> None:
+        """--pre-publish-exechook-command, from the worker thread, on the loop's runner."""
+        fut = asyncio.run_coroutine_threadsafe(self._pre_publish_run(sha, worktree), self._loop)
+        self._pre_publish_fut = fut
+        try:
+            fut.result()
+        except concurrent.futures.CancelledError:
+            raise GitError("pre-publish exechook: stopped") from None
+        finally:
+            self._pre_publish_fut = None
+
+    async def _pre_publish_run(self, sha: str, worktree: str) -> None:
+        assert self.pre_publish_exechook_command is not None
+        argv = shlex.split(self.pre_publish_exechook_command)
+        try:
+            code, out = await run_command(
+                argv,
+                timeout=self.pre_publish_exechook_timeout,
+                env={"GITSYNC_HASH": sha},
+                cwd=worktree,
+                tail=500,
+            )
+        except OSError as exc:
+            code, out = -1, f"cannot run {argv[0]}: {exc.strerror or exc}"
+        self.m_hooks.labels("pre_publish_exechook", "success" if code == 0 else "error").inc()
+        if code != 0:
+            what = "timed out" if code is None else f"exit {code}"
+            err = GitError(f"pre-publish exechook: {what}: {out}; the old tree stays published")
+            err.remote = True  # not damage: no repository check follows
+            raise err
 
     async def _webhook(self, sha: str) -> None:
         assert self.webhook_url is not None

@@ -294,7 +294,7 @@ def test_init_period_and_init_max_failures(tmp_path: Path) -> None:
 def test_left_out_flags_are_one_line_usage_errors(tmp_path: Path) -> None:
     for args, env in (
         ([], {"GITSYNC_GITHUB_APP_PRIVATE_KEY": "-----BEGIN RSA PRIVATE KEY-----"}),
-        (["--pre-publish-exechook-command", "true"], {}),
+        (["--man"], {}),
         (["--git", "/usr/local/bin/git"], {}),
         (["--sync-on-signal", "SIGUSR1"], {}),
         (["--change-permissions", "0775"], {}),
@@ -537,3 +537,36 @@ def test_github_app_auth_mints_and_refreshes_an_installation_token(
     finally:
         srv.stop()
         api.shutdown()
+
+
+def test_pre_publish_exechook_keeps_the_old_tree_when_it_fails(
+    tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon
+) -> None:
+    up = git_repos.create("app", {"v": "good-1"})
+    root = tmp_path / "root"
+    seen = tmp_path / "seen"
+    hook = f"sh -c 'echo $GITSYNC_HASH >> {seen}; ! grep -q bad v'"
+    with gitsync(
+        tmp_path,
+        "--repo",
+        git_daemon.url("app"),
+        "--root",
+        str(root),
+        "--period",
+        "100ms",
+        "--pre-publish-exechook-command",
+        hook,
+    ) as p:
+        p.wait_ready()
+        good = up.head()
+        wait_published(root / "app", good)
+        bad = up.commit_push({"v": "bad"})
+        wait_until(lambda: bad in seen.read_text(), 10, what="hook ran on the bad commit")
+        wait_until(lambda: metric(p, "podkit_gitsync_syncs_total", result="error") >= 2, 10)
+        assert published(root / "app") == good and (root / "app" / "v").read_text() == "good-1"
+        assert "pre-publish exechook: exit 1" in (p.get("/")[2]).decode()
+        fixed = up.commit_push({"v": "good-2"})
+        wait_published(root / "app", fixed, 10)
+        assert metric(p, "podkit_gitsync_hook_runs_total", hook="pre_publish_exechook",
+                      result="error") >= 2  # fmt: skip
+        assert good in seen.read_text().split()
