@@ -212,21 +212,22 @@ async def run_command(
     try:
         out, _ = await wait_for(proc.communicate(), timeout)
     except TimeoutError:
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
         await proc.wait()
         return None, ""
     except asyncio.CancelledError:
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
         raise
     return proc.returncode, out.decode("utf-8", "replace").strip()[-tail:] if out else ""
 
 
 def _kill_started(fut: asyncio.Future[asyncio.subprocess.Process]) -> None:
     if not fut.cancelled() and fut.exception() is None:
-        _kill_group(fut.result().pid)
+        kill_group(fut.result().pid)
 
 
-def _kill_group(pid: int) -> None:
+def kill_group(pid: int) -> None:
+    """SIGKILL the process group `pid` leads: a child and everything it started."""
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

@@ -9,8 +9,6 @@ in its own session, and a timeout or a shutdown kills the process group.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import threading
 import time
@@ -18,6 +16,7 @@ from typing import Any
 
 import git
 
+from podkit.hooks import kill_group
 from podkit.secrets import scrub
 
 
@@ -64,13 +63,6 @@ class Runs:
 
     def reset(self) -> None:
         self.aborted = False
-
-
-def kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _short(text: str, limit: int = 600) -> str:

@@ -606,8 +606,9 @@ def test_max_failures_and_one_time_failure_exit_1(tmp_path: Path) -> None:
         },
     )
     assert p.returncode == 1
-    assert b"GITSYNC_PASSWORD is not read" in p.stderr and b"pw-in-env" not in p.stderr
-    # git-sync's meaning: 2 consecutive failures tolerated, the third exits 1.
+    # Read now (issue 14), with a warning that a file is better; never logged.
+    assert b"prefer --password-file" in p.stderr and b"pw-in-env" not in p.stderr
+    # git-sync's counting (failCount >= max): the second consecutive failure exits 1.
     p = run_program(
         "gitsync",
         [
@@ -629,7 +630,7 @@ def test_max_failures_and_one_time_failure_exit_1(tmp_path: Path) -> None:
         next(r for r in recs if r["message"] == "too many consecutive failures; exiting")[
             "failures"
         ]
-        == 3
+        == 2
     )
 
 
@@ -949,6 +950,9 @@ def test_atomicity_and_leaks_over_200_syncs(
         "off",
         "--stale-worktree-timeout",
         "2s",
+        # 200 syncs as fast as POST /sync can drive them: past the default rate limit.
+        "--sync-burst",
+        "1000",
     ) as p:
         p.wait_ready()
 

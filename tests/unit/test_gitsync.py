@@ -62,9 +62,19 @@ def test_password_is_split_out_of_the_url() -> None:
 
 @pytest.mark.parametrize(
     ("failures", "max_failures", "abort"),
-    [(1, -1, False), (1000, -1, False), (1, 0, True), (1, 1, False), (2, 1, True), (3, 3, False)],
+    # git-sync v4 counts `failCount >= max`: 0 and 1 both exit on the first failure
+    # (issue 14 changed this from "N tolerated, N+1 exits").
+    [
+        (1, -1, False),
+        (1000, -1, False),
+        (1, 0, True),
+        (1, 1, True),
+        (2, 1, True),
+        (2, 3, False),
+        (3, 3, True),
+    ],
 )
-def test_max_failures_keeps_git_syncs_documented_meaning(
+def test_max_failures_counts_as_git_sync_counts(
     failures: int, max_failures: int, abort: bool
 ) -> None:
     assert too_many_failures(failures, max_failures) is abort
