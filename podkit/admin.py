@@ -26,6 +26,8 @@ from .options import split_addr
 from .secrets import scrub
 
 if TYPE_CHECKING:
+    from ssl import SSLContext
+
     from .program import Program
 
 log = logging.getLogger("podkit.admin")
@@ -126,9 +128,20 @@ def parse_head(head: bytes) -> tuple[Request, bool]:
 
 
 class AdminServer:
-    def __init__(self, program: Program, addr: str) -> None:
+    """The admin server; with `routes` and `ssl`, the same HTTP/1.1 server for a
+    program's own endpoint (the injector's webhook) instead of the admin routes."""
+
+    def __init__(
+        self,
+        program: Program,
+        addr: str,
+        *,
+        routes: dict[tuple[str, str], Handler] | None = None,
+        ssl: SSLContext | None = None,
+    ) -> None:
         self.program = program
         self.addr = addr
+        self.ssl = ssl
         self.port: int | None = None
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -140,6 +153,8 @@ class AdminServer:
         }
         for method, path, handler in program._routes:
             self._routes[(method.upper(), path)] = handler
+        if routes is not None:
+            self._routes = dict(routes)
 
     async def start(self) -> None:
         host, port = split_addr(self.addr)
@@ -149,6 +164,7 @@ class AdminServer:
             port,
             limit=MAX_HEAD,
             reuse_address=True,
+            ssl=self.ssl,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         log.debug("admin server listening", extra={"addr": f"{host}:{self.port}"})

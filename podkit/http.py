@@ -1,4 +1,5 @@
-"""HTTP client setup shared by every program that calls out: TLS, headers, tokens."""
+"""HTTP setup shared by every program: client TLS, headers, tokens; a server's
+TLS context that follows its certificate files."""
 
 from __future__ import annotations
 
@@ -73,3 +74,56 @@ def client_session(
         cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,
     )
+
+
+class ServerTLS:
+    """A server's TLS context whose certificate and key are re-read when their
+    files change (cert-manager renews a Secret in place; the kubelet swaps the
+    volume's files by symlink).
+
+    Checked on every handshake, before the certificate is chosen (two stat()
+    calls, through SNI's callback, which OpenSSL calls with or without a
+    server name): the next connection after a renewal already gets the new
+    certificate, with no restart and no polling. A pair that does not load
+    (a key not yet written next to its new certificate) keeps the old one until
+    the files change again.
+    """
+
+    def __init__(self, cert_file: str, key_file: str) -> None:
+        import logging
+
+        self.log = logging.getLogger("podkit.tls")
+        self.files = (SecretFile(cert_file, strip=False), SecretFile(key_file, strip=False))
+        self.reloads = 0
+        self.errors = 0
+        self.current = self._load()  # OSError, ssl.SSLError: the caller's start-up fails
+        self.context = self._load()
+        self.context.sni_callback = self._choose
+
+    def _load(self) -> ssl.SSLContext:
+        for f in self.files:
+            f.value()  # remember the files' state (and keep the key out of logs)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.files[0].path, self.files[1].path)
+        return ctx
+
+    def refresh(self) -> None:
+        """Load the files again when either changed; keep the old pair on failure."""
+        if not any(f.changed() for f in self.files):
+            return
+        try:
+            self.current = self._load()
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            self.errors += 1
+            self.log.warning(
+                "cannot load the TLS certificate and key; keeping the old ones",
+                extra={"cert_file": self.files[0].path, "error": str(exc)},
+            )
+            return
+        self.reloads += 1
+        self.log.info("TLS certificate reloaded", extra={"cert_file": self.files[0].path})
+
+    def _choose(self, conn: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
+        self.refresh()
+        conn.context = self.current
