@@ -36,7 +36,7 @@ from typing import Any
 from . import __version__
 from .options import UsageError, split_addr
 from .program import InitTask, Program
-from .validate import _files, _paths, _programs, image_env
+from .validate import LOOPBACK, _files, _paths, _programs, image_env
 
 PREFIX = "podkit.dev/"
 #: The annotation that lists the injected programs (and marks the pod as done).
@@ -132,6 +132,10 @@ def parse(
         args = shlex.split(value)
     except ValueError as exc:
         raise InjectError(f"{key}: cannot split the args: {exc}") from None
+    # They print and exit, which a webhook must not do (and they start nothing).
+    asks = [a for a in args if a in ("-h", "--help", "--version")]
+    if asks:
+        raise InjectError(f"{key}: {asks[0]} is not an arg for a container")
     try:
         instance = configure(cls, args, image_env(cls), validate=False)
     except UsageError as exc:
@@ -140,6 +144,11 @@ def parse(
         raise InjectError(
             f"{key}: args {value!r} do not parse (see podkit help {program})"
         ) from None
+    addr = instance.admin_addr or "off"
+    if addr != "off" and split_addr(addr)[0].startswith(LOOPBACK):
+        raise InjectError(
+            f"{key}: --admin-addr {addr} is loopback only: the kubelet probes the pod IP"
+        )
     return cls, args, instance
 
 

@@ -281,6 +281,8 @@ def test_nothing_annotated_is_left_alone() -> None:
         ("podkit.dev/logship", "--no-such-flag", "podkit.dev/logship"),
         ("podkit.dev/waitfor", "tcp://db:5432 --timeout soon", "--timeout"),
         ("podkit.dev/proxy", "--listen 'unbalanced", "cannot split"),
+        ("podkit.dev/reloader", "--watch /x --admin-addr 127.0.0.1:9413", "loopback"),
+        ("podkit.dev/logship", "--help", "--help"),
     ],
 )
 def test_errors_name_workload_and_key(key: str, value: str, why: str) -> None:
@@ -346,3 +348,40 @@ def test_example_is_up_to_date() -> None:
         "regenerate: podkit inject examples/inject/app.yaml > examples/inject/app.injected.yaml"
     )
     check_valid(list(yaml.safe_load_all(out)))
+
+
+def test_a_third_party_program_is_injected_too() -> None:
+    """Any class in the podkit.programs entry-point group can be annotated; with
+    nothing measured for it, it gets the generous default memory."""
+    from podkit.inject import OTHER_MEMORY_MIB
+    from tests.sample_programs import Basic
+
+    programs = {**PROGRAMS, "basic": Basic}
+    doc = workload("Deployment", app_pod({"podkit.dev/basic": "--count 5"}))
+    [out] = inject_docs([doc], programs, Settings())
+    c = by_name(only_template(out)["spec"])["podkit-basic"]
+    assert c["restartPolicy"] == "Always"
+    assert c["resources"]["limits"]["memory"] == f"{OTHER_MEMORY_MIB[1]}Mi"
+    assert c["livenessProbe"]["httpGet"]["port"] == int(Basic.default_admin_addr.split(":")[1])
+    assert not validate_text(dump([out]), "injected", programs)
+    with pytest.raises(InjectError, match="podkit.dev/basic"):
+        inject_docs(
+            [workload("Pod", app_pod({"podkit.dev/basic": "--count many"}))], programs, Settings()
+        )
+
+
+def test_gitsync_and_reloader_share_the_checkout() -> None:
+    """gitsync writes a volume no app container had; the reloader reads the same one."""
+    annotations = {
+        "podkit.dev/gitsync": "--repo https://git.example/c.git --root /config --link current",
+        "podkit.dev/reloader": "--watch /config/current --webhook-url http://127.0.0.1:8080/r",
+    }
+    [out] = inject([workload("Deployment", app_pod(annotations))])
+    spec = only_template(out)["spec"]
+    inits = by_name(spec)
+    git = next(m for m in inits["podkit-gitsync"]["volumeMounts"] if m["mountPath"] == "/config")
+    assert "readOnly" not in git
+    rel = next(m for m in inits["podkit-reloader"]["volumeMounts"] if m["mountPath"] == "/config")
+    assert rel == {**git, "readOnly": True}
+    assert {"name": git["name"], "mountPath": "/config"} in spec["containers"][0]["volumeMounts"]
+    check_valid([out])
