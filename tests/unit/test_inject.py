@@ -364,7 +364,7 @@ def test_a_third_party_program_is_injected_too() -> None:
     assert c["resources"]["limits"]["memory"] == f"{OTHER_MEMORY_MIB[1]}Mi"
     assert c["livenessProbe"]["httpGet"]["port"] == int(Basic.default_admin_addr.split(":")[1])
     assert not validate_text(dump([out]), "injected", programs)
-    with pytest.raises(InjectError, match="podkit.dev/basic"):
+    with pytest.raises(InjectError, match=r"podkit\.dev/basic"):
         inject_docs(
             [workload("Pod", app_pod({"podkit.dev/basic": "--count many"}))], programs, Settings()
         )
