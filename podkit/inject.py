@@ -27,6 +27,7 @@ The same code serves `podkit injector`, the mutating admission webhook
 from __future__ import annotations
 
 import argparse
+import copy
 import shlex
 import sys
 from collections.abc import Iterator
@@ -36,7 +37,7 @@ from typing import Any
 from . import __version__
 from .options import UsageError, split_addr
 from .program import InitTask, Program
-from .validate import LOOPBACK, _files, _paths, _programs, image_env
+from .validate import IMAGE, LOOPBACK, _files, _paths, _programs, image_env
 
 PREFIX = "podkit.dev/"
 #: The annotation that lists the injected programs (and marks the pod as done).
@@ -107,7 +108,7 @@ def pod_templates(doc: Any) -> Iterator[tuple[str, dict[str, Any]]]:
             yield name, template
 
 
-def requested(where: str, template: dict[str, Any]) -> list[tuple[str, str]]:
+def requested(template: dict[str, Any]) -> list[tuple[str, str]]:
     """(program, args) of every podkit.dev/<program> annotation, in key order."""
     annotations = (template.get("metadata") or {}).get("annotations") or {}
     return [
@@ -161,16 +162,24 @@ def inject_template(
     """Add the annotated programs to one pod template, in place. Returns their
     names (empty when there was nothing to do). All annotations are checked
     before anything changes, so an error leaves the template as it was."""
-    wanted = [(p, *parse(where, p, v, programs)) for p, v in requested(where, template)]
-    spec = template["spec"]
+    wanted = [(p, *parse(where, p, v, programs)) for p, v in requested(template)]
     present = {
         c.get("name")
-        for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+        for key in ("initContainers", "containers")
+        for c in template["spec"].get(key) or []
+        if isinstance(c, dict)
     }
     todo = [w for w in wanted if container_name(w[0]) not in present]
     if not todo:
         return []
-    apps = [c for c in spec.get("containers") or [] if isinstance(c, dict)]
+    # On a copy: a path that cannot be shared must not leave half an injection.
+    new = copy.deepcopy(template)
+    spec = new["spec"]
+    apps = [
+        c
+        for c in spec.get("containers") or []
+        if isinstance(c, dict) and not IMAGE.search(str(c.get("image", "")))
+    ]
     volumes: list[dict[str, Any]] = spec.setdefault("volumes", [])
     natives, plain, classic = [], [], []
     for program, cls, args, instance in todo:
@@ -189,10 +198,11 @@ def inject_template(
         spec["initContainers"] = [*natives, *plain, *(spec.get("initContainers") or [])]
     if classic:
         spec["containers"] = [*(spec.get("containers") or []), *classic]
-    meta = template.setdefault("metadata", {})
-    annotations = meta.setdefault("annotations", {})
+    annotations = new.setdefault("metadata", {}).setdefault("annotations", {})
     done = set(filter(None, str(annotations.get(INJECTED, "")).split(",")))
     annotations[INJECTED] = ",".join(sorted(done | {p for p, *_ in todo}))
+    template.clear()
+    template.update(new)
     return [p for p, *_ in todo]
 
 
@@ -362,8 +372,6 @@ def pod_patch(
     pod: dict[str, Any], programs: dict[str, type[Program]], settings: Settings
 ) -> list[dict[str, Any]]:
     """The RFC 6902 JSONPatch that injects into a Pod object (empty: nothing to do)."""
-    import copy
-
     after = copy.deepcopy(pod)
     meta = pod.get("metadata") or {}
     where = f"Pod/{meta.get('name') or meta.get('generateName', '?')}"

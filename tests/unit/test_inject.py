@@ -283,6 +283,7 @@ def test_nothing_annotated_is_left_alone() -> None:
         ("podkit.dev/proxy", "--listen 'unbalanced", "cannot split"),
         ("podkit.dev/reloader", "--watch /x --admin-addr 127.0.0.1:9413", "loopback"),
         ("podkit.dev/logship", "--help", "--help"),
+        ("podkit.dev/logship", "--path /app.log --sink loki+http://l:3100", "root directory"),
     ],
 )
 def test_errors_name_workload_and_key(key: str, value: str, why: str) -> None:
