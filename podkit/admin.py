@@ -26,8 +26,7 @@ from .options import split_addr
 from .secrets import scrub
 
 if TYPE_CHECKING:
-    from ssl import SSLContext
-
+    from .http import ServerTLS
     from .program import Program
 
 log = logging.getLogger("podkit.admin")
@@ -128,8 +127,8 @@ def parse_head(head: bytes) -> tuple[Request, bool]:
 
 
 class AdminServer:
-    """The admin server; with `routes` and `ssl`, the same HTTP/1.1 server for a
-    program's own endpoint (the injector's webhook) instead of the admin routes."""
+    """The admin server; with `routes` (instead of the admin routes) and `tls`,
+    the same HTTP/1.1 server for a program's own endpoint (the injector's webhook)."""
 
     def __init__(
         self,
@@ -137,11 +136,11 @@ class AdminServer:
         addr: str,
         *,
         routes: dict[tuple[str, str], Handler] | None = None,
-        ssl: SSLContext | None = None,
+        tls: ServerTLS | None = None,
     ) -> None:
         self.program = program
         self.addr = addr
-        self.ssl = ssl
+        self.tls = tls
         self.port: int | None = None
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -164,7 +163,7 @@ class AdminServer:
             port,
             limit=MAX_HEAD,
             reuse_address=True,
-            ssl=self.ssl,
+            ssl=self.tls.context if self.tls is not None else None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         log.debug("admin server listening", extra={"addr": f"{host}:{self.port}"})

@@ -94,8 +94,6 @@ class ServerTLS:
 
         self.log = logging.getLogger("podkit.tls")
         self.files = (SecretFile(cert_file, strip=False), SecretFile(key_file, strip=False))
-        self.reloads = 0
-        self.errors = 0
         self.current = self._load()  # OSError, ssl.SSLError: the caller's start-up fails
         self.context = self._load()
         self.context.sni_callback = self._choose
@@ -115,13 +113,11 @@ class ServerTLS:
         try:
             self.current = self._load()
         except (OSError, ssl.SSLError, ValueError) as exc:
-            self.errors += 1
             self.log.warning(
                 "cannot load the TLS certificate and key; keeping the old ones",
                 extra={"cert_file": self.files[0].path, "error": str(exc)},
             )
             return
-        self.reloads += 1
         self.log.info("TLS certificate reloaded", extra={"cert_file": self.files[0].path})
 
     def _choose(self, conn: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:

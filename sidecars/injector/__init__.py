@@ -83,7 +83,7 @@ class Injector(Sidecar):
         for result in ("patched", "unchanged", "warned", "malformed"):
             self.m_reviews.labels(result)
         self.server = AdminServer(
-            self, self.listen, routes={("POST", "/mutate"): self.mutate}, ssl=self.tls.context
+            self, self.listen, routes={("POST", "/mutate"): self.mutate}, tls=self.tls
         )
         await self.server.start()
         self.log.info("webhook listening", extra={"addr": self.listen, "port": self.server.port})
@@ -98,13 +98,7 @@ class Injector(Sidecar):
             await server.stop()
 
     def status(self) -> dict[str, Any]:
-        tls = getattr(self, "tls", None)
-        return {
-            "listen": self.listen,
-            "port": getattr(getattr(self, "server", None), "port", None),
-            "tls_reloads": tls.reloads if tls else 0,
-            "tls_errors": tls.errors if tls else 0,
-        }
+        return {"listen": self.listen, "port": getattr(getattr(self, "server", None), "port", None)}
 
     # -- the webhook -----------------------------------------------------------
 

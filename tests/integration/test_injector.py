@@ -265,8 +265,6 @@ def test_certificate_is_reread_when_it_changes(
     wait_until(new_cert_served, timeout=10, what="the renewed certificate")
     with pytest.raises(ssl.SSLError):
         webhook.post(b"{}", ca=tls.ca)
-    status = webhook.proc.status()
-    assert status["tls_reloads"] >= 1 and status["tls_errors"] >= 1
     # put the original pair back for the other tests
     shutil.copy(tls.server_cert, cert)
     shutil.copy(tls.server_key, key)
