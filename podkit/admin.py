@@ -178,10 +178,19 @@ def check_admin_settings(program: Program) -> None:
 class AdminServer(Listener):
     stream_limit = MAX_HEAD
 
-    def __init__(self, program: Program, addr: str) -> None:
+    def __init__(
+        self,
+        program: Program,
+        addr: str,
+        *,
+        routes: dict[tuple[str, str], Handler] | None = None,
+        tls: TLSFiles | None = None,
+    ) -> None:
+        """With `routes` (instead of the admin routes) and `tls`, the same
+        HTTP/1.1 server serves a program's own endpoint (the injector's webhook)."""
         super().__init__(addr, setting(program, "admin_max_connections"))
         self.program = program
-        self.tls: TLSFiles | None = None
+        self.tls: TLSFiles | None = tls
         self.auth: AuthFile | None = None
         self.exempt_probes: bool = setting(program, "admin_auth_exempt_probes")
         self.auth_failures = 0
@@ -195,6 +204,10 @@ class AdminServer(Listener):
         for method, path, handler, max_body, auth_on in program.routes:
             limit = MAX_BODY if max_body is None else max_body
             self._routes[(method.upper(), path)] = Route(handler, limit, auth_on)
+        if routes is not None:
+            self._routes = {
+                (m.upper(), path): Route(h, MAX_BODY) for (m, path), h in routes.items()
+            }
 
     async def start(self) -> None:
         """Read the TLS and credential files, then open the port (OSError if either fails)."""

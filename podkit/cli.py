@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> None:
         print(
             "usage: podkit <program> [options]   (podkit help <program> for details)\n"
             "       podkit validate FILE|DIR|-    (check the podkit containers of manifests)\n"
+            "       podkit inject FILE|DIR|-      (add programs to workloads by annotation)\n"
         )
         width = max((len(n) for n in found), default=0)
         for name in sorted(found):
@@ -33,6 +34,10 @@ def main(argv: list[str] | None = None) -> None:
         from .validate import main as validate
 
         sys.exit(validate(argv[1:]))
+    if argv[0] == "inject":
+        from .inject import main as inject
+
+        sys.exit(inject(argv[1:]))
     if argv[0] == "help" and len(argv) > 1:  # podkit help PROGRAM
         argv = [argv[1], "--help"]
     if argv[0] in ("-V", "--version"):

@@ -1,4 +1,5 @@
-"""HTTP client setup shared by every program that calls out: TLS, headers, tokens."""
+"""HTTP setup shared by every program: client TLS, headers, tokens; a server's
+TLS context that follows its certificate files."""
 
 from __future__ import annotations
 

@@ -1,0 +1,3 @@
+from podkit.sidecars.injector import main
+
+main()
