@@ -172,11 +172,32 @@ async def test_a_tree_deeper_than_the_stack_is_cut_and_reported(tmp_path: Path, 
         os.close(fd)
         fd = nfd
     os.close(fd)
-    t = Tailer(cfg(tmp_path, paths=[str(logs / "**" / "*.log")]))
-    await t.start()
-    c = Collector(t)
-    assert await c.finish() == ["top"]
-    assert t.skipped["too_deep"] == 1
+    try:
+        t = Tailer(cfg(tmp_path, paths=[str(logs / "**" / "*.log")]))
+        await t.start()
+        c = Collector(t)
+        assert await c.finish() == ["top"]
+        assert t.skipped["too_deep"] == 1
+    finally:
+        _remove_chain(logs, "d")
+
+
+def _remove_chain(top: Path, name: str) -> None:
+    """Remove a chain top/name/name/... deeper than the stack, bottom up.
+
+    Left in place, it makes pytest's clean-up of old base temp directories
+    (shutil.rmtree, recursive) raise RecursionError in a later session."""
+    fds = [os.open(top, os.O_RDONLY)]
+    while True:
+        try:
+            fds.append(os.open(name, os.O_RDONLY, dir_fd=fds[-1]))
+        except FileNotFoundError:
+            break
+    os.close(fds.pop())  # the deepest directory: it has no child to remove
+    while fds:
+        fd = fds.pop()
+        os.rmdir(name, dir_fd=fd)
+        os.close(fd)
 
 
 async def test_a_link_swapped_in_under_a_directory_is_not_followed(
