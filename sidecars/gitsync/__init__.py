@@ -16,12 +16,27 @@ re-exports.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .auth import ASKPASS as _ASKPASS
 from .auth import is_local, is_ssh, split_password
 from .auth import remove_dead_private_dirs as _remove_dead_private_dirs
-from .checkout import SyncResult
-from .checkout import _remove_locks as _remove_locks
 from .program import GitSync, default_link, main, too_many_failures
+
+if TYPE_CHECKING:
+    from .checkout import SyncResult
+    from .checkout import _remove_locks as _remove_locks
+
+
+def __getattr__(name: str) -> Any:
+    # checkout imports GitPython (~70 ms, ~6 MB): loaded when the program runs
+    # or a caller asks for it, not for `podkit --help` or `podkit validate`.
+    if name in ("SyncResult", "_remove_locks"):
+        from . import checkout
+
+        return getattr(checkout, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "_ASKPASS",

@@ -19,16 +19,7 @@ import git
 from podkit.hooks import kill_group
 from podkit.secrets import scrub
 
-
-class GitError(Exception):
-    """A git command failed; the message holds the (redacted) command and its stderr."""
-
-    def __init__(self, message: str, *, stderr: str = "", timed_out: bool = False) -> None:
-        super().__init__(message)
-        self.stderr = stderr
-        self.timed_out = timed_out
-        #: Failed talking to the remote (unreachable, auth, missing ref): no local repair helps.
-        self.remote = False
+from .errors import GitError as GitError
 
 
 class Runs:

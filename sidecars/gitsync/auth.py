@@ -22,7 +22,7 @@ from podkit import UsageError, register_secret
 from podkit.secrets import SecretFile
 
 from . import github_app
-from ._git import GitError
+from .errors import GitError
 from .github_app import GitHubApp
 
 #: git-sync's secret layout: a Secret mounted at /etc/git-secret works unchanged.

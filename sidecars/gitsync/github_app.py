@@ -18,7 +18,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from ._git import GitError
+from .errors import GitError
 
 #: Refresh the installation token this long before GitHub says it expires.
 REFRESH_BEFORE = 300.0

@@ -17,24 +17,27 @@ import re
 import shlex
 import signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from podkit import RateLimited, Sidecar, UsageError, option, redact_url
-from podkit.admin import AdminServer, Request, Response
+from podkit.admin import AdminServer, Handler, Request, Response
 from podkit.hooks import HookError, Retrier, call_webhook, run_command
 from podkit.options import split_addr
 from podkit.retry import Backoff
 from podkit.secrets import SecretFile
 
-from . import _git, auth, compat
-from ._git import GitError
+from . import auth, compat
 from .auth import Auth, is_ssh
-from .checkout import Checkout, remote_sha
 from .compat import GitSyncFlags
+from .errors import GitError
 from .github_app import GitHubApp
 from .publish import WORKTREES, published_sha, write_atomic
 from .triggers import SYNC_BURST, SYNC_REFILL, TokenBucket, refusal, retry_after
+
+if TYPE_CHECKING:  # GitPython is imported when the program runs, not for --help
+    from . import _git
+    from .checkout import Checkout
 
 # Remote-helper syntax `<transport>::<address>` (ext::, fd::, ...) is refused outright.
 _HELPER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
@@ -519,6 +522,8 @@ class GitSync(GitSyncFlags, Sidecar):
             ssh_known_hosts_file=self.ssh_known_hosts_file,
         )
         self._auth.setup()
+        from .checkout import Checkout  # GitPython: only when the program runs
+
         self._checkout = Checkout(
             self.repo,
             self.root,
@@ -938,6 +943,8 @@ class GitSync(GitSyncFlags, Sidecar):
         }
 
     def _remote_sha(self, g: _git.Git) -> str | None:
+        from .checkout import remote_sha
+
         return remote_sha(g, self.ref)
 
 
@@ -950,11 +957,11 @@ class GitSyncHTTP(AdminServer):
     """
 
     def __init__(self, program: GitSync, addr: str, *, metrics: bool) -> None:
-        super().__init__(program, addr)
-        self.gitsync = program
-        self._routes = {("GET", "/"): self.health_check}
+        routes: dict[tuple[str, str], Handler] = {("GET", "/"): self.health_check}
         if metrics:
-            self._routes[("GET", "/metrics")] = self.metrics
+            routes[("GET", "/metrics")] = self.metrics
+        super().__init__(program, addr, routes=routes)
+        self.gitsync = program
 
     async def health_check(self, request: Request) -> Response:
         p = self.gitsync
