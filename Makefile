@@ -26,7 +26,7 @@ integration: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy --strict podkit
+	$(VENV)/bin/mypy --strict podkit sidecars adapters ambassadors initkits
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -170,7 +170,7 @@ class K8sProbe(Probe):
 
 def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
-        c.get("type"): c
+        str(c.get("type")): c
         for c in (obj.get("status") or {}).get("conditions") or []
         if isinstance(c, dict)
     }

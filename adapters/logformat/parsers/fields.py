@@ -91,9 +91,9 @@ class Cef(Parser):
             return None  # text before the first key: not an extension
         # `rt` (receipt time, epoch ms) or `end` carry the event's time.
         for key in ("rt", "end", "start"):
-            value = next((v for k, v in pairs if k == key), None)
-            if value is not None:
-                t = self.clock.any(value)
+            found = next((v for k, v in pairs if k == key), None)
+            if found is not None:
+                t = self.clock.any(found)
                 if t is not None:
                     rec["time"] = t
                     break
