@@ -14,7 +14,7 @@ from urllib.parse import SplitResult, urljoin, urlsplit
 
 from podkit import __version__
 from podkit.checks import load_json
-from podkit.httpclient import host_header, read_body_of, read_head
+from podkit.httpclient import host_header, read_body_of, read_final_head
 
 from .base import NotReady, Probe, Settings, register
 from .net import MAX_MESSAGE, close, open_stream
@@ -107,11 +107,9 @@ class HTTPProbe(Probe):
             ]
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
             await writer.drain()
-            while True:
-                status, headers = await read_head(reader)
-                # Interim answers (100 Continue, 103 Early Hints) precede the real one.
-                if not 100 <= status < 200 or status == 101:
-                    break
+            # Interim answers (100 Continue, 103 Early Hints) precede the real
+            # one, at most a few: a server sending them forever is an error.
+            status, headers = await read_final_head(reader)
             body = b""
             if opts.needs_body and opts.method != "HEAD":
                 body = await read_body_of(reader, status, headers, MAX_MESSAGE)
