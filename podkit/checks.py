@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ._http1 import loads_json
+
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq,
     "!=": operator.ne,
@@ -33,7 +35,6 @@ _SAMPLE_NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 _LABEL = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
 
 #: A sample value is at most this deep in a JSON document we look at.
-MAX_DEPTH = 64
 _MISSING = object()
 
 
@@ -140,26 +141,7 @@ class JSONCondition:
 
 def load_json(body: bytes) -> Any:
     """json.loads with a depth cap: a hostile peer cannot make the parser recurse deep."""
-    depth = best = 0
-    quote = escape = False
-    for ch in body:
-        if quote:
-            if escape:
-                escape = False
-            elif ch == 0x5C:
-                escape = True
-            elif ch == 0x22:
-                quote = False
-        elif ch == 0x22:
-            quote = True
-        elif ch in (0x5B, 0x7B):
-            depth += 1
-            best = max(best, depth)
-            if best > MAX_DEPTH:
-                raise ValueError(f"JSON nested deeper than {MAX_DEPTH}")
-        elif ch in (0x5D, 0x7D):
-            depth -= 1
-    return json.loads(body)
+    return loads_json(body)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ import re
 from typing import Any
 
 from podkit import UsageError, register_secret
+from podkit._http1 import loads_json
 from podkit.options import load_yaml
 
 from .jsonpath import JSONPath, PathError, absent
@@ -460,7 +461,7 @@ class Prober:
                 data = await resp.content.read(self.max_body + 1)
                 if len(data) > self.max_body:
                     raise ValueError(f"body over {self.max_body} bytes")
-            doc = json.loads(data)
+            doc = loads_json(data)
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError, RecursionError) as exc:
             self.failures += 1
             return 503, (

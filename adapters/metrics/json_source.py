@@ -11,13 +11,13 @@ series disappear (stale values would look like live ones).
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
 from podkit import UsageError, redact_url, register_secret
+from podkit._http1 import loads_json
 from podkit.http import BearerToken, client_session, parse_header, ssl_context
 
 from .jsonpath import JSONPath, Match, PathError, absent, node_at
@@ -379,7 +379,7 @@ class JSONSource(Source):
 
     def _parse(self, body: bytes) -> dict[str, tuple[MetricSpec, dict[tuple[str, ...], float]]]:
         try:
-            doc = json.loads(body)
+            doc = loads_json(body)
         except (ValueError, RecursionError) as exc:
             raise _BadDocument(str(exc) or type(exc).__name__) from None
         try:
