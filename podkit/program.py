@@ -191,13 +191,14 @@ class Program:
         """set_ready() was called and every named readiness check has passed."""
         return self._ready and all(c.ok for c in self._readiness.values())
 
-    def readiness(self, name: str) -> ReadinessCheck:
+    def readiness(self, name: str, fn: Callable[[], str | None] | None = None) -> ReadinessCheck:
         """A named condition of readiness (`first-sync`, `watching`), failing until
-        its `.passed()`; listed on `/` and by `/readyz?verbose`, as Kubernetes'
-        own `/readyz?verbose` lists its checks."""
+        its `.passed()`, or, with `fn`, whenever `fn()` returns a reason (asked on
+        each probe: a volume that is not mounted yet); listed on `/` and by
+        `/readyz?verbose`, as Kubernetes' own `/readyz?verbose` lists its checks."""
         check = self._readiness.get(name)
         if check is None:
-            check = self._readiness[name] = ReadinessCheck(name, self)
+            check = self._readiness[name] = ReadinessCheck(name, self, fn)
         return check
 
     def health_check(self, name: str, fn: Callable[[], str | None]) -> None:
@@ -215,7 +216,7 @@ class Program:
             except Exception as exc:  # a check that fails to run is a failing check
                 health[name] = f"check raised {type(exc).__name__}: {exc}"
         ready: dict[str, str | None] = {"started": None if self._ready else "not yet"}
-        ready.update({n: (None if c.ok else c.reason) for n, c in self._readiness.items()})
+        ready.update({n: c.why() for n, c in self._readiness.items()})
         return {"ready": ready, "health": health}
 
     def set_unhealthy(self, reason: str) -> None:
@@ -282,20 +283,36 @@ class Program:
 class ReadinessCheck:
     """One named condition of a program's readiness (Program.readiness)."""
 
-    def __init__(self, name: str, program: Program) -> None:
+    def __init__(
+        self, name: str, program: Program, fn: Callable[[], str | None] | None = None
+    ) -> None:
         self.name = name
-        self.ok = False
-        self.reason: str | None = "not yet"
+        self.fn = fn
+        self._ok = fn is not None
+        self.reason: str | None = None if fn is not None else "not yet"
         self._program = program
+
+    def why(self) -> str | None:
+        """None when the condition holds, else the reason."""
+        if self.fn is not None:
+            try:
+                return self.fn()
+            except Exception as exc:  # a check that fails to run is a failing check
+                return f"check raised {type(exc).__name__}: {exc}"
+        return None if self._ok else self.reason
+
+    @property
+    def ok(self) -> bool:
+        return self.why() is None
 
     def passed(self) -> None:
         was = self._program.ready
-        self.ok, self.reason = True, None
+        self._ok, self.reason = True, None
         if self._program.ready and not was:
             self._program.log.info("ready", extra={"check": self.name})
 
     def failed(self, reason: str) -> None:
-        self.ok, self.reason = False, reason
+        self._ok, self.reason = False, reason
 
 
 class Sidecar(Program):

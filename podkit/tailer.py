@@ -71,6 +71,7 @@ from .options import option
 
 if TYPE_CHECKING:
     from .metrics import Metrics
+    from .program import Program
 
 log = logging.getLogger("podkit.tailer")
 
@@ -337,6 +338,32 @@ def _split_glob(pattern: str) -> tuple[str, list[str]]:
 
 def _base_dir(pattern: str) -> str:
     return _split_glob(pattern)[0]
+
+
+def watch_log_volume(program: Program, patterns: list[str], files: int) -> None:
+    """What "ready" means for a program that tails (logship, logformat --path):
+    every glob's base directory exists. Named `log-volume` on `/readyz?verbose`
+    and `/`; a missing one and no matching file are also said once at start."""
+    patterns = list(patterns)
+    program.readiness("log-volume", lambda: missing_bases(patterns))
+    why = missing_bases(patterns)
+    if why:
+        program.log.warning("not ready until the log volume exists", extra={"reason": why})
+    elif not files:
+        program.log.warning("no file matches yet", extra={"path": patterns})
+
+
+def missing_bases(patterns: list[str]) -> str | None:
+    """None when every glob's base directory (the part before its first
+    wildcard) exists, else a reason naming the first that does not: the log
+    volume is not mounted. A readiness check of the programs that tail: files
+    that do not exist yet are normal (the app writes them), a directory that
+    does not exist is a pod spec that forgot the volume."""
+    for pattern in patterns:
+        base = _base_dir(os.path.abspath(pattern))
+        if not os.path.isdir(base):
+            return f"{base} does not exist (is the volume that holds {pattern} mounted?)"
+    return None
 
 
 def _within(path: str, base: str) -> bool:

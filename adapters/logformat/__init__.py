@@ -28,7 +28,7 @@ from podkit.aio import wait_for
 from podkit.grok import GrokError, load_patterns
 from podkit.sinks import NdjsonBatch, SinkClosed
 from podkit.stacktrace import MODES, start_pattern
-from podkit.tailer import follow_symlinks_option
+from podkit.tailer import follow_symlinks_option, watch_log_volume
 
 from .convert import Converter
 from .parsers import Settings, create, names
@@ -304,6 +304,7 @@ class LogFormat(Sidecar):
         )
         register_metrics(self.metrics, lambda: self.tailer)
         await self.tailer.start()
+        watch_log_volume(self, self.path, self.tailer.files_watched)
         self.set_ready()
         consumer = asyncio.create_task(self._consume(), name="logformat-consume")
         stop = asyncio.create_task(self.wait_stopping())

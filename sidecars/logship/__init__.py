@@ -40,6 +40,7 @@ from podkit.tailer import (
     TailerConfig,
     follow_symlinks_option,
     register_metrics,
+    watch_log_volume,
 )
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -399,6 +400,7 @@ class LogShip(Sidecar):
             "following files",
             extra={"files": tailer.files_watched, "polling": tailer.polling},
         )
+        watch_log_volume(self, self.path, tailer.files_watched)
         self.set_ready()
         batcher = asyncio.create_task(self._batcher(), name="batcher")
         sender = asyncio.create_task(self._sender(), name="sender")

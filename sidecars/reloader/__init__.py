@@ -365,6 +365,11 @@ class Reloader(Sidecar):
         else:
             # The app started with this content: it is what it has loaded.
             self.last_success_hash = self._submitted = self.current.digest
+        # Ready means every watched path exists: a missing one is a volume the
+        # pod spec forgot (a ConfigMap is mounted before any container starts).
+        self.readiness("watch-paths", self._missing_watch)
+        if why := self._missing_watch():
+            self.log.warning("not ready until the watched path exists", extra={"reason": why})
         self.set_ready()
         self.log.info(
             "watching",
@@ -750,6 +755,12 @@ class Reloader(Sidecar):
                     f"the reload has not taken for {failing:.0f}s"
                     f" (--unhealthy-after {self.unhealthy_after:g}s): {self.retrier.last_error}"
                 )
+        return None
+
+    def _missing_watch(self) -> str | None:
+        for path in self.watch:
+            if not os.path.lexists(path):
+                return f"{path} does not exist (is its volume mounted?)"
         return None
 
     def status(self) -> dict[str, Any]:

@@ -6,13 +6,14 @@ own sidecar gets is what is tested.
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
 import pytest
 
 from podkit import Sidecar, __version__
-from podkit.testing import ProgramProcess, run_program
+from podkit.testing import ProgramProcess, run_program, wait_until
 
 EXAMPLES = str(Path(__file__).resolve().parents[2] / "examples")
 HEARTBEAT = "custom_sidecar:Heartbeat"
@@ -133,3 +134,34 @@ def test_a_sidecar_whose_run_returns_on_its_own_is_warned_about(tmp_path: Path) 
     res = run_program("quitter:Quitter", ["--admin-addr", "off"], env={"PYTHONPATH": str(tmp_path)})
     assert res.returncode == 0
     assert b"run() returned while no stop was asked" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("program", "args", "made"),
+    [
+        ("logship", ["--path", "{d}/*.log", "--sink", "stdout://", "--state-dir", "{t}/s"], "d"),
+        ("logformat", ["--path", "{d}/*.log", "--format", "json", "--state-dir", "{t}/s"], "d"),
+        ("reloader", ["--watch", "{d}", "--command", "true"], "d"),
+    ],
+)
+def test_nothing_to_do_is_not_ready(
+    tmp_path: Path, program: str, args: list[str], made: str
+) -> None:
+    """A log or config volume that is not mounted keeps the program not ready,
+    saying which path, until it appears (a native sidecar's startupProbe then
+    holds the app back instead of starting it with nothing shipped or watched)."""
+    volume = tmp_path / "volume"
+    argv = [a.format(d=volume, t=tmp_path) for a in args]
+    with ProgramProcess(program, argv, tmp=tmp_path) as p:
+        p.wait_log("admin server listening")
+
+        def not_ready_because() -> str | None:
+            code, _, body = p.get("/readyz?verbose")
+            text = body.decode()
+            return text if code == 503 and f"{volume} does not exist" in text else None
+
+        wait_until(not_ready_because, 15, what="/readyz?verbose naming the missing path")
+        assert str(volume) in json.dumps(p.status()["checks"]["ready"])
+        assert p.get("/readyz")[0] == 503
+        volume.mkdir()
+        p.wait_ready()

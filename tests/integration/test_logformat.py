@@ -40,11 +40,10 @@ def wait_records(path: Path, n: int, timeout: float = 20.0) -> list[dict[str, An
 
 
 def metric(proc: ProgramProcess, name: str) -> float:
-    body = proc.get("/metrics")[2].decode()
-    for line in body.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} not in /metrics")
+    """`name` or `name{label="value",...}`, through podkit.testing: absent fails."""
+    base, _, labels = name.partition("{")
+    pairs = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+    return proc.metric(base, **pairs)
 
 
 def raw_request(port: int, data: bytes, host: str = "127.0.0.1") -> None:
