@@ -26,9 +26,15 @@ def published(link: Path) -> str | None:
         return None
 
 
-def metric(proc: ProgramProcess, name: str, **labels: str) -> float:
-    # podkit.testing's: an absent series fails the test instead of reading 0.
-    return proc.metric(name, **labels)
+def metric(proc: ProgramProcess, name: str, missing: float | None = None, **labels: str) -> float:
+    # podkit.testing's: an absent series fails the test instead of reading 0,
+    # unless the caller says absence is expected (a poll, before the first event).
+    return proc.metric(name, missing=missing, **labels)
+
+
+def polled(proc: ProgramProcess, name: str, **labels: str) -> float:
+    """For wait_until: a series not created yet counts as 0 (not yet)."""
+    return metric(proc, name, missing=0.0, **labels)
 
 
 def status(proc: ProgramProcess) -> dict[str, Any]:
@@ -204,7 +210,7 @@ def test_push_force_push_post_sync_sighup_and_endpoints(
         assert "prunable" not in git("worktree", "list", "--porcelain", cwd=root)
         # Endpoints (status follows the link flip by the cleanup's few ms).
         wait_until(lambda: status(p)["published"] == sha3, 10)
-        wait_until(lambda: metric(p, "podkit_gitsync_syncs_total", result="noop") >= 1, 10)
+        wait_until(lambda: polled(p, "podkit_gitsync_syncs_total", result="noop") >= 1, 10)
         st = status(p)
         assert st["published"] == sha3 and st["ref"] == "HEAD" and st["last_error"] is None
         assert p.get("/healthz")[0] == 200
@@ -219,7 +225,7 @@ def test_push_force_push_post_sync_sighup_and_endpoints(
         # The branch deleted: syncs fail, the tree stays; recreated: published.
         errors = metric(p, "podkit_gitsync_syncs_total", result="error")
         git("update-ref", "-d", "refs/heads/main", cwd=up.bare)
-        wait_until(lambda: metric(p, "podkit_gitsync_syncs_total", result="error") > errors, 10)
+        wait_until(lambda: polled(p, "podkit_gitsync_syncs_total", result="error") > errors, 10)
         assert published(link) == sha3 and (link / "v").read_text() == "3-forced"
         sha4 = up.commit({"v": "4-recreated"})
         up.push()
@@ -295,7 +301,7 @@ def test_tag_and_commit_as_ref(tmp_path: Path, git_repos: GitRepos, git_daemon: 
         "100ms",
     ) as p:
         p.wait_ready()
-        wait_until(lambda: metric(p, "podkit_gitsync_syncs_total", result="noop") >= 3, 10)
+        wait_until(lambda: polled(p, "podkit_gitsync_syncs_total", result="noop") >= 3, 10)
         assert metric(p, "podkit_gitsync_fetches_total") == 0
         assert published(root / "x") == c1
 
@@ -436,7 +442,8 @@ def test_http_basic_auth_wrong_password_never_leaks(
         "200ms",
     ) as p:
         deadline = time.monotonic() + 20
-        while metric(p, "podkit_gitsync_syncs_total", result="error") < 3:
+        p.wait_log("admin server listening")
+        while polled(p, "podkit_gitsync_syncs_total", result="error") < 3:
             samples.append(_ps())
             assert time.monotonic() < deadline, p.stderr()
         assert p.get("/readyz")[0] == 503
@@ -562,7 +569,7 @@ def test_remote_goes_away_and_comes_back(
         wait_published(link, first)
         git_http.stop()
         sha2 = up.commit_push({"v": "2"})  # pushed straight into the bare repo
-        wait_until(lambda: metric(p, "podkit_gitsync_syncs_total", result="error") >= 3, 20)
+        wait_until(lambda: polled(p, "podkit_gitsync_syncs_total", result="error") >= 3, 20)
         # The last good tree stays published and readable; the pod stays ready.
         assert published(link) == first and (link / "v").read_text() == "1"
         assert p.get("/readyz")[0] == 200
@@ -817,14 +824,14 @@ echo "$GITSYNC_HASH $(pwd)" >> {hooklog}
             sha = up.head()
             wait_until(
                 lambda: (
-                    metric(p, "podkit_gitsync_hook_runs_total", hook="exechook", result="success")
+                    polled(p, "podkit_gitsync_hook_runs_total", hook="exechook", result="success")
                     == 1
                 ),
                 15,
             )
             wait_until(
                 lambda: (
-                    metric(p, "podkit_gitsync_hook_runs_total", hook="webhook", result="success")
+                    polled(p, "podkit_gitsync_hook_runs_total", hook="webhook", result="success")
                     == 1
                 ),
                 15,
@@ -855,7 +862,7 @@ echo "$GITSYNC_HASH $(pwd)" >> {hooklog}
             web.failures = len(web.calls)
             wait_until(
                 lambda: (
-                    metric(p, "podkit_gitsync_hook_runs_total", hook="webhook", result="success")
+                    polled(p, "podkit_gitsync_hook_runs_total", hook="webhook", result="success")
                     == 3
                 ),
                 10,

@@ -476,7 +476,9 @@ def test_file_and_stdout_sinks_and_multiline(tmp_path: Path, logs: Path) -> None
         msgs = [json.loads(x)["message"] for x in out.read_text().splitlines()]
         assert msgs == ["Traceback start\n  frame 1\n  frame 2", "next record"]
         assert p.stop() == 0
-    (tmp_path / "x").mkdir()
+    # The helper's own --path glob is there too: its directory must exist,
+    # or logship is (rightly) not ready, waiting for the volume.
+    (tmp_path / "x" / "logs").mkdir(parents=True)
     with logship(tmp_path / "x", "stdout://", "--path", str(logs / "a.log")) as p:
         p.wait_ready()
         wait_until(lambda: len(p.stdout().splitlines()) >= 4, 10)
