@@ -1,0 +1,332 @@
+"""A minimal Kubernetes API client: list and watch ConfigMaps and Secrets.
+
+No kubernetes Python client (60 MB of generated models for two GETs): the
+credentials come from the pod's service account or a kubeconfig, the requests
+are aiohttp's, and a watch is read as JSON lines with an idle timeout so a
+stream that stalls without closing is noticed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import ssl
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
+
+from podkit import SecretFile, UsageError
+from podkit.http import client_session, ssl_context
+
+if TYPE_CHECKING:
+    import aiohttp
+
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+#: A watch line holds one whole object; a Secret or ConfigMap is at most
+#: 1 MiB, JSON escaping may double it.
+MAX_LINE = 4 << 20
+
+PLURAL = {"configmap": "configmaps", "secret": "secrets"}
+
+
+class APIError(Exception):
+    """The API answered an error, or could not be reached; `status` 0 for the latter."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Gone(APIError):
+    """410: the resourceVersion is too old; list again."""
+
+    def __init__(self, message: str = "resourceVersion expired (410 Gone)") -> None:
+        super().__init__(410, message)
+
+
+@dataclass
+class Credentials:
+    server: str
+    namespace: str | None = None
+    token_file: str | None = None
+    token: str | None = None
+    ca_file: str | None = None
+    ca_data: bytes | None = None
+    cert_data: tuple[bytes, bytes] | None = None
+    cert_file: tuple[str, str] | None = None
+    insecure: bool = False
+
+    def ssl(self) -> ssl.SSLContext | None:
+        if not self.server.startswith("https:"):
+            return None
+        ctx = ssl_context(self.ca_file, self.insecure)
+        if self.ca_data:
+            ctx.load_verify_locations(cadata=self.ca_data.decode("ascii", "replace"))
+        if self.cert_file:
+            ctx.load_cert_chain(*self.cert_file)
+        elif self.cert_data:
+            # ssl wants files: a private 0600 temporary, removed once loaded.
+            with tempfile.TemporaryDirectory(prefix="kubefiles-") as d:
+                cert, key = os.path.join(d, "cert"), os.path.join(d, "key")
+                for path, data in ((cert, self.cert_data[0]), (key, self.cert_data[1])):
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(data)
+                ctx.load_cert_chain(cert, key)
+        return ctx
+
+
+def in_cluster(sa_dir: str = SA_DIR, server: str | None = None) -> Credentials:
+    """The pod's own credentials: the service account's token, CA and namespace."""
+    if server is None:
+        host = os.environ.get("KUBERNETES_SERVICE_HOST")
+        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        if not host:
+            raise UsageError(
+                "not in a pod (KUBERNETES_SERVICE_HOST unset): give --kubeconfig or --server"
+            )
+        server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+    token = os.path.join(sa_dir, "token")
+    if not os.path.exists(token):
+        raise UsageError(f"--service-account-dir: no token at {token}")
+    ca = os.path.join(sa_dir, "ca.crt")
+    ns = None
+    with contextlib.suppress(OSError), open(os.path.join(sa_dir, "namespace")) as f:
+        ns = f.read().strip() or None
+    return Credentials(
+        server=server.rstrip("/"),
+        namespace=ns,
+        token_file=token,
+        ca_file=ca if os.path.exists(ca) else None,
+    )
+
+
+def from_kubeconfig(path: str, context: str | None = None) -> Credentials:
+    """server, CA, token or client certificate of a kubeconfig's (current) context.
+
+    Exec and auth-provider plugins are not run: a laptop user with one of
+    those can `kubectl proxy` and give --server http://127.0.0.1:8001.
+    """
+    from podkit.options import load_yaml
+
+    doc = load_yaml(path, "--kubeconfig")
+    if not isinstance(doc, dict):
+        raise UsageError(f"--kubeconfig {path}: not a kubeconfig")
+    base = os.path.dirname(os.path.abspath(path))
+
+    def named(section: str, name: str) -> dict[str, Any]:
+        for item in doc.get(section) or []:
+            if isinstance(item, dict) and item.get("name") == name:
+                return dict(item.get(section[:-1]) or {})
+        raise UsageError(f"--kubeconfig {path}: no {section[:-1]} named {name!r}")
+
+    ctx_name = context or doc.get("current-context")
+    if not ctx_name:
+        raise UsageError(f"--kubeconfig {path}: no current-context")
+    ctx = named("contexts", str(ctx_name))
+    cluster = named("clusters", str(ctx.get("cluster")))
+    user = named("users", str(ctx.get("user"))) if ctx.get("user") else {}
+    if "exec" in user or "auth-provider" in user:
+        raise UsageError(
+            f"--kubeconfig {path}: exec/auth-provider users are not supported; "
+            "use `kubectl proxy` and --server http://127.0.0.1:8001"
+        )
+
+    def rel(p: Any) -> str:
+        return os.path.join(base, str(p))
+
+    def b64(v: Any) -> bytes:
+        return base64.b64decode(str(v))
+
+    server = cluster.get("server")
+    if not server:
+        raise UsageError(f"--kubeconfig {path}: cluster has no server")
+    creds = Credentials(server=str(server).rstrip("/"), namespace=ctx.get("namespace"))
+    creds.insecure = bool(cluster.get("insecure-skip-tls-verify"))
+    if cluster.get("certificate-authority-data"):
+        creds.ca_data = b64(cluster["certificate-authority-data"])
+    elif cluster.get("certificate-authority"):
+        creds.ca_file = rel(cluster["certificate-authority"])
+    if user.get("tokenFile"):
+        creds.token_file = rel(user["tokenFile"])
+    elif user.get("token"):
+        creds.token = str(user["token"])
+    if user.get("client-certificate-data") and user.get("client-key-data"):
+        creds.cert_data = (b64(user["client-certificate-data"]), b64(user["client-key-data"]))
+    elif user.get("client-certificate") and user.get("client-key"):
+        creds.cert_file = (rel(user["client-certificate"]), rel(user["client-key"]))
+    return creds
+
+
+def collection_path(resource: str, namespace: str | None) -> str:
+    plural = PLURAL[resource]
+    if namespace is None:
+        return f"/api/v1/{plural}"
+    return f"/api/v1/namespaces/{quote(namespace, safe='')}/{plural}"
+
+
+class KubeAPI:
+    def __init__(self, creds: Credentials, request_timeout: float = 30.0) -> None:
+        self.creds = creds
+        self.request_timeout = request_timeout
+        # The token is re-read (one stat) before every request: projected
+        # service-account tokens are rotated by the kubelet and expire.
+        self._token = SecretFile(creds.token_file) if creds.token_file else None
+        self._ssl = creds.ssl()
+        self._session: aiohttp.ClientSession | None = None
+
+    def _headers(self) -> dict[str, str]:
+        h = {"Accept": "application/json"}
+        token = self.creds.token
+        if self._token is not None:
+            try:
+                token = self._token.value()
+            except OSError as exc:
+                raise APIError(0, f"token file {self._token.path}: {exc.strerror or exc}") from None
+        if token:
+            h["Authorization"] = f"Bearer {token}"
+        return h
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = client_session(connect_timeout=10.0, ssl_ctx=self._ssl, limit=0)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _error(self, resp: aiohttp.ClientResponse, verb: str, what: str) -> APIError:
+        try:
+            body = json.loads(await resp.content.read(64 * 1024))
+            message = str(body.get("message", "")) if isinstance(body, dict) else ""
+        except (TimeoutError, ValueError, OSError):
+            message = ""
+        if resp.status == 410:
+            return Gone(f"{verb} {what}: 410 Gone ({message or 'resourceVersion expired'})")
+        if resp.status == 403:
+            return APIError(
+                403,
+                f"forbidden: the service account needs RBAC verb {verb!r} on {what}"
+                + (f" ({message})" if message else ""),
+            )
+        if resp.status == 401:
+            return APIError(401, f"unauthorized: the token was refused ({message or 'no reason'})")
+        return APIError(resp.status, f"{verb} {what}: HTTP {resp.status} {message}".rstrip())
+
+    async def list(
+        self, resource: str, namespace: str | None, selector: str, page: int = 500
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Every matching object, and the list's resourceVersion to watch from."""
+        import aiohttp
+
+        what = _what(resource, namespace)
+        url = self.creds.server + collection_path(resource, namespace)
+        items: list[dict[str, Any]] = []
+        cont = ""
+        while True:
+            q = {"labelSelector": selector, "limit": str(page)}
+            if cont:
+                q["continue"] = cont
+            try:
+                async with self.session.get(
+                    f"{url}?{urlencode(q)}",
+                    headers=self._headers(),
+                    timeout=aiohttp.ClientTimeout(total=self.request_timeout),
+                ) as resp:
+                    if resp.status != 200:
+                        raise await self._error(resp, "list", what)
+                    body = await resp.json(content_type=None)
+            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+                raise APIError(0, f"list {what}: {type(exc).__name__}: {exc}") from None
+            items.extend(x for x in body.get("items") or [] if isinstance(x, dict))
+            meta = body.get("metadata") or {}
+            cont = meta.get("continue") or ""
+            if not cont:
+                return items, str(meta.get("resourceVersion") or "")
+
+    async def watch(
+        self,
+        resource: str,
+        namespace: str | None,
+        selector: str,
+        resource_version: str,
+        timeout_seconds: int,
+        idle_timeout: float,
+        on_open: Any = None,
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """(type, object) of each event until the server closes the stream.
+
+        Raises Gone on 410 (at open or as an ERROR event), TimeoutError when
+        nothing at all (not even a bookmark) arrived for `idle_timeout`.
+        """
+        import aiohttp
+
+        what = _what(resource, namespace)
+        q = {
+            "watch": "1",
+            "labelSelector": selector,
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        url = f"{self.creds.server}{collection_path(resource, namespace)}?{urlencode(q)}"
+        try:
+            resp = await asyncio.wait_for(
+                self.session.get(
+                    url,
+                    headers=self._headers(),
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0),
+                ),
+                idle_timeout,
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            raise APIError(0, f"watch {what}: {type(exc).__name__}: {exc}") from None
+        async with resp:
+            if resp.status != 200:
+                raise await self._error(resp, "watch", what)
+            if on_open is not None:
+                on_open()
+            buf = b""
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(resp.content.readany(), idle_timeout)
+                except (aiohttp.ClientError, OSError) as exc:
+                    raise APIError(0, f"watch {what}: {type(exc).__name__}: {exc}") from None
+                if not chunk:
+                    return
+                buf += chunk
+                while b"\n" in buf:
+                    line, _, buf = buf.partition(b"\n")
+                    if line.strip():
+                        yield _event(line, what)
+                if len(buf) > MAX_LINE:
+                    raise APIError(0, f"watch {what}: an event line over {MAX_LINE} bytes")
+
+
+def _event(line: bytes, what: str) -> tuple[str, dict[str, Any]]:
+    try:
+        ev = json.loads(line)
+        kind, obj = str(ev["type"]), ev["object"]
+        if not isinstance(obj, dict):
+            raise TypeError("object is not a mapping")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise APIError(0, f"watch {what}: malformed event: {exc}") from None
+    if kind == "ERROR":
+        code = obj.get("code")
+        if code == 410 or obj.get("reason") in ("Expired", "Gone"):
+            raise Gone(f"watch {what}: {obj.get('message') or '410 Gone'}")
+        raise APIError(int(code or 0), f"watch {what}: {obj.get('message') or obj}")
+    return kind, obj
+
+
+def _what(resource: str, namespace: str | None) -> str:
+    plural = PLURAL[resource]
+    return f"{plural} in namespace {namespace}" if namespace else f"{plural} (all namespaces)"
