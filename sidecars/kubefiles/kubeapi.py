@@ -260,7 +260,6 @@ class KubeAPI:
         resource_version: str,
         timeout_seconds: int,
         idle_timeout: float,
-        on_open: Any = None,
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """(type, object) of each event until the server closes the stream.
 
@@ -287,17 +286,19 @@ class KubeAPI:
                 ),
                 idle_timeout,
             )
+        except TimeoutError:
+            raise
         except (aiohttp.ClientError, OSError) as exc:
             raise APIError(0, f"watch {what}: {type(exc).__name__}: {exc}") from None
         async with resp:
             if resp.status != 200:
                 raise await self._error(resp, "watch", what)
-            if on_open is not None:
-                on_open()
             buf = b""
             while True:
                 try:
                     chunk = await asyncio.wait_for(resp.content.readany(), idle_timeout)
+                except TimeoutError:
+                    raise  # idle (TimeoutError is an OSError too: keep it apart)
                 except (aiohttp.ClientError, OSError) as exc:
                     raise APIError(0, f"watch {what}: {type(exc).__name__}: {exc}") from None
                 if not chunk:

@@ -2,11 +2,11 @@
 
 For each resource and namespace it lists, then watches from the list's
 resourceVersion (with bookmarks). A 410 relists; the watch is reopened before
---max-watch-age and when nothing, not even a bookmark, arrived for
---watch-idle-timeout (a stream that stalled without closing); every --resync
-it relists and compares the folder with the API by content, so a missed event
-is repaired within one resync. /healthz fails when no list, watch open, event
-or bookmark succeeded for --stale-after: a dead watch cannot look healthy.
+--max-watch-age; when nothing, not even a bookmark, arrived for
+--watch-idle-timeout (a stream that stalled without closing) it relists; every
+--resync it relists and compares the folder with the API by content, so a
+missed event is repaired within one resync. /healthz fails when no list, event
+or bookmark arrived for --stale-after: a dead watch cannot look healthy.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class Scope:
     state: str = "starting"
     resource_version: str = ""
     last_list: float | None = None
-    last_fresh: float | None = None  # list, watch open, event or bookmark
+    last_fresh: float | None = None  # list, event or bookmark
     last_error: str | None = None
     lists: int = 0
     watch_restarts: int = 0
@@ -138,13 +138,13 @@ class KubeFiles(Sidecar):
         "90s",
         kind="duration",
         min=0.05,
-        help="reopen a watch when nothing, not even a bookmark, arrived this long",
+        help="relist when a watch brought nothing, not even a bookmark, this long",
     )
     stale_after: float = option(
         "3m",
         kind="duration",
         min=0.05,
-        help="/healthz fails when no list, watch open, event or bookmark succeeded this long",
+        help="/healthz fails when no list, event or bookmark arrived this long",
     )
     method: str = option(
         "WATCH",
@@ -253,7 +253,7 @@ class KubeFiles(Sidecar):
         self.m_files = m.gauge("files", "Files kubefiles owns in the folder.")
         self.m_fresh = m.gauge(
             "last_fresh_timestamp_seconds",
-            "Unix time of the stalest namespace's last list, watch open, event or bookmark.",
+            "Unix time of the stalest scope's last list, event or bookmark.",
         )
         for t in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK"):
             self.m_events.labels(t)
@@ -387,8 +387,11 @@ class KubeFiles(Sidecar):
                 # a fresh list also catches a deletion while it was down.
                 need_list = True
             except TimeoutError:
+                # Not even a bookmark: the stream may be dead in a way TCP
+                # does not show. Only a list proves what the API holds now.
                 reason = "idle"
-                self.log.info("watch idle; reopening", extra={"scope": scope.key})
+                need_list = True
+                self.log.info("watch idle; relisting", extra={"scope": scope.key})
             if reason != "resync":
                 scope.watch_restarts += 1
                 self.m_restarts.labels(reason).inc()
@@ -416,9 +419,6 @@ class KubeFiles(Sidecar):
         age = min(left, self.max_watch_age * random.uniform(0.9, 1.0))
         scope.state = "watching"
 
-        def opened() -> None:
-            scope.last_fresh = time.time()
-
         deadline = time.monotonic() + age
         events = self.api.watch(
             scope.resource,
@@ -427,7 +427,6 @@ class KubeFiles(Sidecar):
             scope.resource_version,
             max(1, int(age)),
             self.watch_idle_timeout,
-            opened,
         )
         try:
             async with asyncio.timeout(age):
