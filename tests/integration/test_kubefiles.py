@@ -428,7 +428,7 @@ def test_webhook_after_change(seeded: FakeKubeAPI, sa: Path, tmp_path: Path) -> 
     rx = Receiver()
     rx.start()
     try:
-        proc, folder = start(
+        proc, _ = start(
             seeded, sa, tmp_path, "--webhook-url", rx.url + "/reload", "--webhook-method", "POST"
         )
         with proc as p:

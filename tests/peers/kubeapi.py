@@ -28,7 +28,7 @@ import copy
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -39,16 +39,16 @@ from tests.helpers import free_port
 PLURALS = {"configmaps": "ConfigMap", "secrets": "Secret"}
 
 
-def parse_selector(text: str) -> list[Callable[[dict[str, str]], bool]]:
-    """A label selector as a list of predicates that must all hold."""
-    preds: list[Callable[[dict[str, str]], bool]] = []
+Requirement = tuple[str, str, frozenset[str]]  # (op, key, values)
+
+
+def parse_selector(text: str) -> list[Requirement]:
+    """A label selector as requirements that must all hold (see `matches`)."""
+    reqs: list[Requirement] = []
     parts: list[str] = []
     depth, cur = 0, ""
     for ch in text:
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
+        depth += {"(": 1, ")": -1}.get(ch, 0)
         if ch == "," and depth == 0:
             parts.append(cur)
             cur = ""
@@ -59,26 +59,34 @@ def parse_selector(text: str) -> list[Callable[[dict[str, str]], bool]]:
         p = raw.strip()
         if not p:
             continue
-        if " notin " in p or " in " in p:
-            neg = " notin " in p
-            key, _, rest = p.partition(" notin " if neg else " in ")
-            vals = {v.strip() for v in rest.strip().strip("()").split(",")}
-            k = key.strip()
-            if neg:
-                preds.append(lambda lab, k=k, vals=vals: lab.get(k) not in vals)
-            else:
-                preds.append(lambda lab, k=k, vals=vals: lab.get(k) in vals)
-        elif "!=" in p:
-            k, _, v = p.partition("!=")
-            preds.append(lambda lab, k=k.strip(), v=v.strip(): lab.get(k) != v)
-        elif "=" in p:
-            k, _, v = p.replace("==", "=").partition("=")
-            preds.append(lambda lab, k=k.strip(), v=v.strip(): lab.get(k) == v)
-        elif p.startswith("!"):
-            preds.append(lambda lab, k=p[1:].strip(): k not in lab)
+        for op in (" notin ", " in ", "!=", "==", "="):
+            if op in p:
+                key, _, rest = p.partition(op)
+                vals = frozenset(v.strip() for v in rest.strip().strip("()").split(","))
+                reqs.append((op.strip().replace("==", "="), key.strip(), vals))
+                break
         else:
-            preds.append(lambda lab, k=p: k in lab)
-    return preds
+            if p.startswith("!"):
+                reqs.append(("!", p[1:].strip(), frozenset()))
+            else:
+                reqs.append(("exists", p, frozenset()))
+    return reqs
+
+
+def matches(reqs: list[Requirement], labels: dict[str, str]) -> bool:
+    for op, key, vals in reqs:
+        have = labels.get(key)
+        ok = {
+            "in": have in vals,
+            "=": have in vals,
+            "notin": have not in vals,
+            "!=": have not in vals,
+            "!": key not in labels,
+            "exists": key in labels,
+        }[op]
+        if not ok:
+            return False
+    return True
 
 
 class _Watch:
@@ -93,7 +101,7 @@ class _Watch:
         if plural != self.plural or (self.ns is not None and meta["namespace"] != self.ns):
             return False
         labels = meta.get("labels") or {}
-        return all(p(labels) for p in self.preds)
+        return matches(self.preds, labels)
 
 
 class FakeKubeAPI:
@@ -307,7 +315,7 @@ class FakeKubeAPI:
         out = []
         for (p, ons, _name), obj in sorted(self.objects.items()):
             labels = obj["metadata"].get("labels") or {}
-            if p == plural and (ns is None or ons == ns) and all(f(labels) for f in preds):
+            if p == plural and (ns is None or ons == ns) and matches(preds, labels):
                 out.append(copy.deepcopy(obj))
         return out
 
