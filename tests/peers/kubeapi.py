@@ -159,6 +159,11 @@ class FakeKubeAPI:
         app = web.Application()
         app.router.add_get("/api/v1/{plural}", self._handle)
         app.router.add_get("/api/v1/namespaces/{ns}/{plural}", self._handle)
+        # Writes, as the real API takes them (create, replace, delete): what
+        # `kubectl` would do; the demo uses them through curl.
+        app.router.add_post("/api/v1/namespaces/{ns}/{plural}", self._write)
+        app.router.add_put("/api/v1/namespaces/{ns}/{plural}/{name}", self._write)
+        app.router.add_delete("/api/v1/namespaces/{ns}/{plural}/{name}", self._write)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
@@ -311,6 +316,29 @@ class FakeKubeAPI:
             return await self._watch(request, plural, ns, preds)
         return await self._list(plural, ns, preds, q)
 
+    async def _write(self, request: web.Request) -> web.StreamResponse:
+        plural, ns = request.match_info["plural"], request.match_info["ns"]
+        if plural not in PLURALS:
+            return web.json_response(_status(404, "NotFound", "no such resource"), status=404)
+        kind = plural[:-1]
+        if request.method == "DELETE":
+            name = request.match_info["name"]
+            if (plural, ns, name) not in self.objects:
+                return web.json_response(_status(404, "NotFound", f"{name} not found"), 404)
+            await self._delete(kind, ns, name)
+            return web.json_response(_status(200, "", "deleted") | {"status": "Success"})
+        obj = await request.json()
+        meta = obj.get("metadata") or {}
+        name = request.match_info.get("name") or meta["name"]
+        data = obj.get("data") or {}
+        if plural == "secrets":  # given base64 on the wire, as the real API takes them
+            data = {k: base64.b64decode(v).decode() for k, v in data.items()}
+        binary = {k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()}
+        await self._apply(
+            kind, ns, name, data, meta.get("labels"), meta.get("annotations"), binary or None
+        )
+        return web.json_response(self.objects[(plural, ns, name)], status=201)
+
     def _select(self, plural: str, ns: str | None, preds: list[Any]) -> list[dict[str, Any]]:
         out = []
         for (p, ons, _name), obj in sorted(self.objects.items()):
@@ -432,3 +460,17 @@ def kubeapi() -> Iterator[FakeKubeAPI]:
         yield api
     finally:
         api.stop()
+
+
+if __name__ == "__main__":  # `python -m tests.peers.kubeapi PORT TOKEN`: the demo's API server
+    import sys
+
+    api = FakeKubeAPI(sys.argv[2] if len(sys.argv) > 2 else "token-1")
+    api.port = int(sys.argv[1])
+    api.bookmark_interval = 5.0
+    api.start()
+    print(f"fake Kubernetes API on {api.url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
