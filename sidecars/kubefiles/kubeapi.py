@@ -1,9 +1,10 @@
 """A minimal Kubernetes API client: list and watch ConfigMaps and Secrets.
 
 No kubernetes Python client (60 MB of generated models for two GETs): the
-credentials come from the pod's service account or a kubeconfig, the requests
-are aiohttp's, and a watch is read as JSON lines with an idle timeout so a
-stream that stalls without closing is noticed.
+credentials come from the pod's service account or a kubeconfig, a list is
+one request through podkit.httpclient, and a watch is read as JSON lines (of
+a chunked body) with an idle timeout, so a stream that stalls without closing
+is noticed.
 """
 
 from __future__ import annotations
@@ -17,19 +18,19 @@ import ssl
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlencode
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
 
 from podkit import SecretFile, UsageError
-from podkit.http import client_session, ssl_context
-
-if TYPE_CHECKING:
-    import aiohttp
+from podkit.http import ssl_context
+from podkit.httpclient import HTTPClientError, fetch, host_header, read_body_of, read_head
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 #: A watch line holds one whole object; a Secret or ConfigMap is at most
 #: 1 MiB, JSON escaping may double it.
 MAX_LINE = 4 << 20
+#: A list page of 500 objects; a bigger one is refused rather than truncated.
+MAX_PAGE = 256 << 20
 
 PLURAL = {"configmap": "configmaps", "secret": "secrets"}
 
@@ -171,6 +172,13 @@ def collection_path(resource: str, namespace: str | None) -> str:
 
 
 class KubeAPI:
+    """Lists and watches over plain asyncio streams, one connection per request.
+
+    Not aiohttp's client: importing it costs ~10 MB of RSS, a quarter of the
+    sidecar's budget, for pooling that a list every few minutes and a few
+    long-lived watches do not need.
+    """
+
     def __init__(self, creds: Credentials, request_timeout: float = 30.0) -> None:
         self.creds = creds
         self.request_timeout = request_timeout
@@ -178,7 +186,6 @@ class KubeAPI:
         # service-account tokens are rotated by the kubelet and expire.
         self._token = SecretFile(creds.token_file) if creds.token_file else None
         self._ssl = creds.ssl()
-        self._session: aiohttp.ClientSession | None = None
 
     def _headers(self) -> dict[str, str]:
         h = {"Accept": "application/json"}
@@ -192,41 +199,32 @@ class KubeAPI:
             h["Authorization"] = f"Bearer {token}"
         return h
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = client_session(connect_timeout=10.0, ssl_ctx=self._ssl, limit=0)
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Nothing is pooled; kept so callers need not know."""
 
-    async def _error(self, resp: aiohttp.ClientResponse, verb: str, what: str) -> APIError:
+    @staticmethod
+    def _error(status: int, body: bytes, verb: str, what: str) -> APIError:
         try:
-            body = json.loads(await resp.content.read(64 * 1024))
-            message = str(body.get("message", "")) if isinstance(body, dict) else ""
-        except (TimeoutError, ValueError, OSError):
+            doc = json.loads(body)
+            message = str(doc.get("message", "")) if isinstance(doc, dict) else ""
+        except ValueError:
             message = ""
-        if resp.status == 410:
+        if status == 410:
             return Gone(f"{verb} {what}: 410 Gone ({message or 'resourceVersion expired'})")
-        if resp.status == 403:
+        if status == 403:
             return APIError(
                 403,
                 f"forbidden: the service account needs RBAC verb {verb!r} on {what}"
                 + (f" ({message})" if message else ""),
             )
-        if resp.status == 401:
+        if status == 401:
             return APIError(401, f"unauthorized: the token was refused ({message or 'no reason'})")
-        return APIError(resp.status, f"{verb} {what}: HTTP {resp.status} {message}".rstrip())
+        return APIError(status, f"{verb} {what}: HTTP {status} {message}".rstrip())
 
     async def list(
         self, resource: str, namespace: str | None, selector: str, page: int = 500
     ) -> tuple[list[dict[str, Any]], str]:
         """Every matching object, and the list's resourceVersion to watch from."""
-        import aiohttp
-
         what = _what(resource, namespace)
         url = self.creds.server + collection_path(resource, namespace)
         items: list[dict[str, Any]] = []
@@ -236,16 +234,24 @@ class KubeAPI:
             if cont:
                 q["continue"] = cont
             try:
-                async with self.session.get(
+                res = await fetch(
+                    "GET",
                     f"{url}?{urlencode(q)}",
                     headers=self._headers(),
-                    timeout=aiohttp.ClientTimeout(total=self.request_timeout),
-                ) as resp:
-                    if resp.status != 200:
-                        raise await self._error(resp, "list", what)
-                    body = await resp.json(content_type=None)
-            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+                    timeout=self.request_timeout,
+                    ssl_ctx=self._ssl,
+                    max_body=MAX_PAGE + 1,
+                )
+            except (OSError, HTTPClientError, asyncio.IncompleteReadError) as exc:
                 raise APIError(0, f"list {what}: {type(exc).__name__}: {exc}") from None
+            if res.status != 200:
+                raise self._error(res.status, res.body, "list", what)
+            if len(res.body) > MAX_PAGE:
+                raise APIError(0, f"list {what}: a page over {MAX_PAGE} bytes")
+            try:
+                body = json.loads(res.body)
+            except ValueError as exc:
+                raise APIError(0, f"list {what}: malformed JSON: {exc}") from None
             items.extend(x for x in body.get("items") or [] if isinstance(x, dict))
             meta = body.get("metadata") or {}
             cont = meta.get("continue") or ""
@@ -266,8 +272,6 @@ class KubeAPI:
         Raises Gone on 410 (at open or as an ERROR event), TimeoutError when
         nothing at all (not even a bookmark) arrived for `idle_timeout`.
         """
-        import aiohttp
-
         what = _what(resource, namespace)
         q = {
             "watch": "1",
@@ -276,31 +280,39 @@ class KubeAPI:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout_seconds),
         }
-        url = f"{self.creds.server}{collection_path(resource, namespace)}?{urlencode(q)}"
+        parts = urlsplit(self.creds.server)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        host = parts.hostname or ""
+        target = f"{parts.path}{collection_path(resource, namespace)}?{urlencode(q)}"
+        head = [
+            f"GET {target} HTTP/1.1",
+            f"Host: {host_header(host, port, parts.scheme)}",
+            "Connection: close",
+            *(f"{k}: {v}" for k, v in self._headers().items()),
+        ]
         try:
-            resp = await asyncio.wait_for(
-                self.session.get(
-                    url,
-                    headers=self._headers(),
-                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0),
-                ),
-                idle_timeout,
-            )
+            async with asyncio.timeout(idle_timeout):
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=self._ssl, limit=MAX_LINE
+                )
         except TimeoutError:
             raise
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:
             raise APIError(0, f"watch {what}: {type(exc).__name__}: {exc}") from None
-        async with resp:
-            if resp.status != 200:
-                raise await self._error(resp, "watch", what)
+        try:
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+            async with asyncio.timeout(idle_timeout):
+                await writer.drain()
+                status, headers = await read_head(reader)
+            if status != 200:
+                async with asyncio.timeout(self.request_timeout):
+                    body = await read_body_of(reader, status, headers, 64 * 1024)
+                raise self._error(status, body, "watch", what)
+            chunked = "chunked" in ",".join(headers.get("transfer-encoding", [])).lower()
             buf = b""
             while True:
-                try:
-                    chunk = await asyncio.wait_for(resp.content.readany(), idle_timeout)
-                except TimeoutError:
-                    raise  # idle (TimeoutError is an OSError too: keep it apart)
-                except (aiohttp.ClientError, OSError) as exc:
-                    raise APIError(0, f"watch {what}: {type(exc).__name__}: {exc}") from None
+                async with asyncio.timeout(idle_timeout):
+                    chunk = await (_next_chunk(reader) if chunked else reader.read(1 << 16))
                 if not chunk:
                     return
                 buf += chunk
@@ -310,6 +322,26 @@ class KubeAPI:
                         yield _event(line, what)
                 if len(buf) > MAX_LINE:
                     raise APIError(0, f"watch {what}: an event line over {MAX_LINE} bytes")
+        except TimeoutError:
+            raise  # idle (TimeoutError is an OSError too: keep it apart)
+        except (OSError, HTTPClientError, asyncio.IncompleteReadError, ValueError) as exc:
+            raise APIError(0, f"watch {what}: {type(exc).__name__}: {exc}") from None
+        finally:
+            writer.close()
+
+
+async def _next_chunk(reader: asyncio.StreamReader) -> bytes:
+    """One chunk of a chunked body; b"" at its end."""
+    size_line = await reader.readuntil(b"\r\n")
+    try:
+        size = int(size_line.split(b";", 1)[0].strip(), 16)
+    except ValueError:
+        raise HTTPClientError("malformed chunked body") from None
+    if size == 0:
+        return b""
+    data = await reader.readexactly(size)
+    await reader.readexactly(2)
+    return data
 
 
 def _event(line: bytes, what: str) -> tuple[str, dict[str, Any]]:
