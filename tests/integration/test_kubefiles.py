@@ -439,3 +439,61 @@ def test_webhook_after_change(seeded: FakeKubeAPI, sa: Path, tmp_path: Path) -> 
             wait_until(lambda: rx.requests > n, 5, what="webhook after a change")
     finally:
         rx.stop()
+
+
+def test_kubeconfig_https_client_certificate(tmp_path: Path) -> None:
+    """A laptop's kubeconfig: https with the cluster CA and a client certificate, inline."""
+    import base64
+    import ssl
+
+    import yaml
+
+    from tests.peers.tls import make_ca
+
+    tls = make_ca(tmp_path / "tls")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(tls.ca))
+    ctx.load_cert_chain(tls.server_cert, tls.server_key)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    api = FakeKubeAPI(token="unused", ssl_ctx=ctx).start()
+    try:
+        api.apply("configmap", "team", "a", {"a.json": "tls"}, {"grafana_dashboard": "1"})
+
+        def b64(p: Path) -> str:
+            return base64.b64encode(p.read_bytes()).decode()
+
+        kc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "laptop",
+            "contexts": [
+                {"name": "laptop", "context": {"cluster": "c", "user": "me", "namespace": "team"}}
+            ],
+            "clusters": [
+                {
+                    "name": "c",
+                    "cluster": {"server": api.url, "certificate-authority-data": b64(tls.ca)},
+                }
+            ],
+            "users": [
+                {
+                    "name": "me",
+                    "user": {
+                        "client-certificate-data": b64(tls.client_cert),
+                        "client-key-data": b64(tls.client_key),
+                    },
+                }
+            ],
+        }
+        (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kc))
+        folder = tmp_path / "out"
+        args = ["--kubeconfig", str(tmp_path / "kubeconfig"), "--label", "grafana_dashboard=1"]
+        with ProgramProcess(
+            "kubefiles", [*args, "--folder", str(folder), *FAST], tmp=tmp_path
+        ) as p:
+            p.wait_ready()
+            assert on_disk(folder) == {"a.json": b"tls"}
+            api.apply("configmap", "team", "a", {"a.json": "tls 2"}, {"grafana_dashboard": "1"})
+            wait_until(lambda: on_disk(folder) == {"a.json": b"tls 2"}, 5, what="watch over TLS")
+            assert p.status()["namespaces"]["configmap/team"]["state"] == "watching"
+    finally:
+        api.stop()

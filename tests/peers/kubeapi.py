@@ -26,6 +26,7 @@ import asyncio
 import base64
 import copy
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -105,8 +106,9 @@ class _Watch:
 
 
 class FakeKubeAPI:
-    def __init__(self, token: str = "token-1") -> None:
+    def __init__(self, token: str = "token-1", ssl_ctx: ssl.SSLContext | None = None) -> None:
         self.port = free_port()
+        self.ssl_ctx = ssl_ctx  # with a client CA: a verified client certificate authenticates
         self.tokens = {token}
         self.forbidden: set[tuple[str, str]] = set()  # (verb, plural) answered 403
         self.bookmark_interval = 0.2
@@ -128,7 +130,7 @@ class FakeKubeAPI:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl_ctx else 'http'}://127.0.0.1:{self.port}"
 
     # -- running ------------------------------------------------------------
 
@@ -166,7 +168,7 @@ class FakeKubeAPI:
         app.router.add_delete("/api/v1/namespaces/{ns}/{plural}/{name}", self._write)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.ssl_ctx).start()
 
     # -- the store (called from the test's thread) ----------------------------
 
@@ -300,7 +302,8 @@ class FakeKubeAPI:
             return web.json_response(_status(404, "NotFound", "no such resource"), status=404)
         auth = request.headers.get("Authorization", "")
         self.auth_seen.append(auth)
-        if auth.removeprefix("Bearer ") not in self.tokens:
+        peer_cert = request.transport.get_extra_info("peercert") if request.transport else None
+        if not peer_cert and auth.removeprefix("Bearer ") not in self.tokens:
             return web.json_response(_status(401, "Unauthorized", "Unauthorized"), status=401)
         if time.monotonic() < self._fail_until:
             st = self._fail_status
