@@ -330,6 +330,8 @@ class KubeFiles(Sidecar):
                         return 1
                     if await self.sleep(self._api_failed(scope, exc, backoff)):
                         return 128 + (self.stop_signal or signal.SIGTERM)
+        if self.stopping:  # asked to stop mid-way: the app must not start half-provisioned
+            return 128 + (self.stop_signal or signal.SIGTERM)
         res = await self._apply(verify=True)
         if res.errors:
             return 1
