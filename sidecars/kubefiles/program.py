@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 import random
 import signal
 import time
@@ -28,8 +29,12 @@ from .kubeapi import SA_DIR, APIError, Gone, KubeAPI, from_kubeconfig, in_cluste
 from .writer import Folder, Result, safe_name, safe_subdir
 
 K8S_SIDECAR_ANNOTATION = "k8s-sidecar-target-directory"
-#: How many refused keys /status keeps (newest last).
+#: How many refused keys /status keeps (newest last), and how many distinct
+#: refusals are remembered so each is logged once.
 MAX_REFUSED = 50
+MAX_REFUSED_SEEN = 10_000
+#: A watch that ended sooner than this did not hold: the next one waits a backoff.
+MIN_WATCH = 1.0
 
 
 def _file_mode(text: str) -> int:
@@ -351,7 +356,7 @@ class KubeFiles(Sidecar):
         delay = backoff.next()
         self._limited.log(
             f"{scope.key}:{exc.status}:{exc}",
-            40 if exc.status in (401, 403) else 30,
+            logging.ERROR if exc.status in (401, 403) else logging.WARNING,
             "API call failed; will retry",
             scope=scope.key,
             error=str(exc),
@@ -365,16 +370,15 @@ class KubeFiles(Sidecar):
         need_list = True
         next_resync = 0.0
         while not self.stopping:
+            watch_start: float | None = None
             try:
-                now = time.monotonic()
-                if need_list or now >= next_resync:
+                if need_list or time.monotonic() >= next_resync:
                     await self._list(scope)
                     need_list = False
                     next_resync = time.monotonic() + self.resync
                     self._mark_dirty(verify=True)
-                    backoff.reset()
+                watch_start = time.monotonic()
                 reason = await self._watch(scope, next_resync)
-                backoff.reset()
             except Gone as exc:
                 self.m_gone.inc()
                 scope.last_error = str(exc)
@@ -397,6 +401,13 @@ class KubeFiles(Sidecar):
             if reason != "resync":
                 scope.watch_restarts += 1
                 self.m_restarts.labels(reason).inc()
+            # The backoff only resets after a watch that held: a server that
+            # ends every watch at once (or 410s it) must not be hammered.
+            held = watch_start is not None and time.monotonic() - watch_start >= MIN_WATCH
+            if held or reason in ("max_age", "resync"):
+                backoff.reset()
+            elif reason in ("closed", "gone") and await self.sleep(backoff.next()):
+                return
 
     async def _list(self, scope: Scope) -> None:
         scope.state = "listing"
@@ -499,6 +510,8 @@ class KubeFiles(Sidecar):
         sig = f"{where}:{key}:{why}"
         if sig in self._refused_seen:
             return
+        if len(self._refused_seen) >= MAX_REFUSED_SEEN:
+            self._refused_seen.clear()  # bounded: at worst a refusal is logged again
         self._refused_seen.add(sig)
         self.m_refused.inc()
         self.log.warning("refused", extra={"object": where, "key": key, "reason": why})
@@ -530,11 +543,28 @@ class KubeFiles(Sidecar):
         # state would remove the files of the namespaces not listed yet.
         for scope in self.scopes:
             await scope.listed.wait()
+        backoff = self._backoff()
         while True:
             await self._dirty.wait()
             self._dirty.clear()
             verify, self._verify = self._verify, False
-            await self._apply(verify)
+            try:
+                await self._apply(verify)
+            except OSError as exc:
+                # The folder or its manifest cannot be written (disk full, a
+                # read-only volume): keep the watch, try again, verify then.
+                delay = backoff.next()
+                self._limited.log(
+                    f"folder:{exc}",
+                    logging.ERROR,
+                    "cannot write the folder; will retry",
+                    error=str(exc),
+                    retry_in=round(delay, 3),
+                )
+                await asyncio.sleep(delay)
+                self._mark_dirty(verify=True)
+                continue
+            backoff.reset()
             self.set_ready()
 
     async def _apply(self, verify: bool) -> Result:
@@ -548,7 +578,7 @@ class KubeFiles(Sidecar):
         for rel in res.conflicts:
             self._refuse("folder", rel, "a file kubefiles did not write is there")
         for err in res.errors:
-            self._limited.log(err, 40, "write failed", error=err)
+            self._limited.log(err, logging.ERROR, "write failed", error=err)
         if res.changed:
             self.last_write = time.time()
             self.last_result = {

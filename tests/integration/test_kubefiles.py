@@ -15,6 +15,7 @@ import json
 import os
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,7 @@ class HealthLog:
 
     def __init__(self, proc: ProgramProcess) -> None:
         self.proc = proc
-        self.seen: list[tuple[float, int]] = []
+        self.seen: list[tuple[float, float, int]] = []  # (monotonic, wall clock, status)
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
@@ -75,13 +76,14 @@ class HealthLog:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.seen.append((time.monotonic(), self.proc.get("/healthz", timeout=1)[0]))
+                t, w = time.monotonic(), time.time()
+                self.seen.append((t, w, self.proc.get("/healthz", timeout=1)[0]))
             except OSError:
                 pass
             self._stop.wait(0.05)
 
     def codes(self, since: float = 0.0) -> set[int]:
-        return {c for t, c in self.seen if t >= since}
+        return {c for t, _w, c in self.seen if t >= since}
 
     def stop(self) -> None:
         self._stop.set()
@@ -286,6 +288,7 @@ def test_500_burst_health_and_recovery(seeded: FakeKubeAPI, sa: Path, tmp_path: 
         health = HealthLog(p)
         try:
             t0 = time.monotonic()
+            fresh = p.status()["namespaces"]["configmap/default"]["last_fresh"]
             api.fail(500, 2.5)
             # An object deleted and one changed while nothing can be read.
             api.delete("configmap", "default", "b")
@@ -296,9 +299,11 @@ def test_500_burst_health_and_recovery(seeded: FakeKubeAPI, sa: Path, tmp_path: 
             assert p.metric("podkit_kubefiles_api_errors_total", code="500") >= 1
         finally:
             health.stop()
-        # 503 only while it could not know: not before --stale-after had passed.
-        first_bad = min(t for t, c in health.seen if c == 503)
-        assert first_bad - t0 >= 1.0
+        # 503 only while it could not know: not before --stale-after (1.2 s)
+        # had passed since the last news it had.
+        first_bad = min(w for _t, w, c in health.seen if c == 503)
+        last_news = datetime.fromisoformat(fresh.replace("Z", "+00:00")).timestamp()
+        assert first_bad - last_news >= 1.2 - 0.01
 
 
 def test_deleted_while_watch_down(seeded: FakeKubeAPI, sa: Path, tmp_path: Path) -> None:
@@ -338,8 +343,8 @@ def test_events_during_relist(seeded: FakeKubeAPI, sa: Path, tmp_path: Path) -> 
         t.start()
         try:
             p.wait_ready()
-            api.reset()  # force a relist while the churn goes on
-            time.sleep(1.0)
+            api.reset()  # force a relist (which takes 0.5 s) while the churn goes on
+            wait_until(lambda: p.metric("podkit_kubefiles_lists_total") >= 2, 5, what="a relist")
         finally:
             done.set()
             t.join()
@@ -497,3 +502,64 @@ def test_kubeconfig_https_client_certificate(tmp_path: Path) -> None:
             assert p.status()["namespaces"]["configmap/team"]["state"] == "watching"
     finally:
         api.stop()
+
+
+def test_all_namespaces_set_selector_and_max_watch_age(
+    kubeapi: FakeKubeAPI,  # noqa: F811
+    sa: Path,
+    tmp_path: Path,
+) -> None:
+    api = kubeapi
+    api.apply("configmap", "ns1", "a", {"a.json": "1"}, {"grafana_dashboard": "yes"})
+    api.apply("configmap", "ns2", "b", {"b.json": "2"}, {"grafana_dashboard": "1"})
+    api.apply("configmap", "ns2", "c", {"c.json": "3"}, {"grafana_dashboard": "no"})
+    folder = tmp_path / "out"
+    args = [
+        "--server",
+        api.url,
+        "--service-account-dir",
+        str(sa),
+        "--label",
+        "grafana_dashboard in (1,yes)",
+        "--folder",
+        str(folder),
+        "--namespace",
+        "ALL",
+        *FAST,
+        "--max-watch-age",
+        "1s",
+    ]
+    with ProgramProcess("kubefiles", args, tmp=tmp_path) as p:
+        p.wait_ready()
+        assert on_disk(folder) == {"a.json": b"1", "b.json": b"2"}
+        assert ("list", "/api/v1/configmaps") in api.requests  # one cluster-wide list
+        wait_until(
+            lambda: p.metric("podkit_kubefiles_watch_restarts_total", reason="max_age") >= 2,
+            5,
+            what="watches reopened before --max-watch-age",
+        )
+        api.apply("configmap", "ns3", "d", {"d.json": "4"}, {"grafana_dashboard": "1"})
+        wait_until(lambda: "d.json" in on_disk(folder), 5, what="an event in a new namespace")
+        assert p.get("/healthz")[0] == 200
+        assert p.metric("podkit_kubefiles_lists_total") == 1  # reopened from the version
+
+
+def test_watches_ended_at_once_are_backed_off(
+    seeded: FakeKubeAPI, sa: Path, tmp_path: Path
+) -> None:
+    api = seeded
+    with start(api, sa, tmp_path)[0] as p:
+        p.wait_ready()
+        api.close_watches_at_once = True
+        api.reset()
+        n0 = sum(1 for verb, _ in api.requests if verb == "watch")
+        t0 = time.monotonic()
+        wait_until(
+            lambda: p.metric("podkit_kubefiles_watch_restarts_total", reason="closed") >= 3,
+            5,
+            what="closed watches",
+        )
+        time.sleep(1.5)  # a measuring window, not a synchronisation
+        n = sum(1 for verb, _ in api.requests if verb == "watch") - n0
+        # Backed off (at most 0.3 s here, full jitter): tens, not thousands.
+        assert n < 15 * (time.monotonic() - t0) + 10, n

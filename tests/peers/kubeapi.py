@@ -124,6 +124,7 @@ class FakeKubeAPI:
         self._fail_status = 500
         self._gone_next = 0
         self.sticky_stall = False
+        self.close_watches_at_once = False  # a broken proxy: every watch ends at once
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
@@ -388,6 +389,8 @@ class FakeKubeAPI:
             self._gone_next = max(0, self._gone_next - 1)
             ev = {"type": "ERROR", "object": _status(410, "Expired", "too old resource version")}
             await resp.write(json.dumps(ev).encode() + b"\n")
+            return resp
+        if self.close_watches_at_once:
             return resp
         w = _Watch(plural, ns, preds)
         w.stalled = self.sticky_stall
