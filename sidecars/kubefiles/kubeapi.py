@@ -83,7 +83,12 @@ class Credentials:
 
 
 def in_cluster(sa_dir: str = SA_DIR, server: str | None = None) -> Credentials:
-    """The pod's own credentials: the service account's token, CA and namespace."""
+    """The pod's own credentials: the service account's token, CA and namespace.
+
+    With an explicit `server` and no token file, no token is sent (a local
+    `kubectl proxy` adds the user's own credentials).
+    """
+    explicit = server is not None
     if server is None:
         host = os.environ.get("KUBERNETES_SERVICE_HOST")
         port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
@@ -92,9 +97,12 @@ def in_cluster(sa_dir: str = SA_DIR, server: str | None = None) -> Credentials:
                 "not in a pod (KUBERNETES_SERVICE_HOST unset): give --kubeconfig or --server"
             )
         server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
-    token = os.path.join(sa_dir, "token")
-    if not os.path.exists(token):
-        raise UsageError(f"--service-account-dir: no token at {token}")
+    token_path = os.path.join(sa_dir, "token")
+    token: str | None = token_path
+    if not os.path.exists(token_path):
+        if not explicit:
+            raise UsageError(f"--service-account-dir: no token at {token_path}")
+        token = None  # --server without a token: `kubectl proxy` authenticates for us
     ca = os.path.join(sa_dir, "ca.crt")
     ns = None
     with contextlib.suppress(OSError), open(os.path.join(sa_dir, "namespace")) as f:
@@ -142,7 +150,10 @@ def from_kubeconfig(path: str, context: str | None = None) -> Credentials:
         return os.path.join(base, str(p))
 
     def b64(v: Any) -> bytes:
-        return base64.b64decode(str(v))
+        try:
+            return base64.b64decode(str(v), validate=True)
+        except ValueError:
+            raise UsageError(f"--kubeconfig {path}: a *-data field is not base64") from None
 
     server = cluster.get("server")
     if not server:

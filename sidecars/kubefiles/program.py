@@ -17,6 +17,7 @@ import binascii
 import logging
 import random
 import signal
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -222,6 +223,10 @@ class KubeFiles(Sidecar):
             self.creds = in_cluster(self.service_account_dir, self.server)
         if self.insecure_skip_tls_verify:
             self.creds.insecure = True
+        try:
+            self.creds.ssl()  # a bad CA or client certificate is a usage error, said now
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise UsageError(f"TLS settings for {self.creds.server}: {exc}") from None
         names: list[str] = []
         for ns in self.namespace or []:
             names += [n.strip() for n in ns.split(",") if n.strip()]

@@ -149,6 +149,12 @@ def test_in_cluster_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
     with pytest.raises(UsageError, match="kubeconfig"):
         in_cluster(str(tmp_path))
+    # kubectl proxy on a laptop: --server and no service account at all.
+    c = in_cluster(str(tmp_path / "none"), "http://127.0.0.1:8001")
+    assert c.token_file is None and c.namespace is None
+    with pytest.raises(UsageError, match="no token"):
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+        in_cluster(str(tmp_path / "none"))
 
 
 def _sa(tmp_path: Path) -> list[str]:
