@@ -22,6 +22,7 @@ import pytest
 
 from tests.helpers import ProgramProcess, wait_until
 from tests.peers.kubeapi import FakeKubeAPI, kubeapi  # noqa: F401
+from tests.peers.prometheus import promtool_check
 
 MANIFEST = ".kubefiles-manifest.json"
 #: Test timings: bookmarks every 0.2 s, a watch with nothing for 0.8 s is
@@ -175,8 +176,13 @@ def test_list_watch_create_modify_delete(seeded: FakeKubeAPI, sa: Path, tmp_path
         api.delete("secret", "default", "s")
         api.delete("configmap", "default", "bin")
         wait_until(lambda: on_disk(folder) == {"mine.txt": b"not kubefiles'"}, 5, what="only mine")
-        manifest = json.loads((folder / MANIFEST).read_text())
-        assert manifest["files"] == {}
+        # The manifest is saved after the removals (a crash in between only
+        # leaves it naming files that are gone, which the next pass drops).
+        wait_until(
+            lambda: json.loads((folder / MANIFEST).read_text())["files"] == {},
+            5,
+            what="an empty manifest",
+        )
         st = p.status()
         assert st["namespaces"]["configmap/default"]["state"] == "watching"
         assert st["namespaces"]["secret/default"]["lists"] >= 1
@@ -192,6 +198,7 @@ def test_list_watch_create_modify_delete(seeded: FakeKubeAPI, sa: Path, tmp_path
         assert ("list", "/api/v1/namespaces/default/configmaps") in api.requests
         assert all("hunter22" not in line for line in p.stderr().splitlines())
         assert p.get("/healthz")[0] == 200
+        promtool_check(p.get("/metrics")[2])
 
 
 def test_unsafe_keys_refused_and_reported(kubeapi: FakeKubeAPI, sa: Path, tmp_path: Path) -> None:  # noqa: F811
@@ -433,8 +440,17 @@ def test_webhook_after_change(seeded: FakeKubeAPI, sa: Path, tmp_path: Path) -> 
     rx = Receiver()
     rx.start()
     try:
+        ran = tmp_path / "ran"
         proc, _ = start(
-            seeded, sa, tmp_path, "--webhook-url", rx.url + "/reload", "--webhook-method", "POST"
+            seeded,
+            sa,
+            tmp_path,
+            "--webhook-url",
+            rx.url + "/reload",
+            "--webhook-method",
+            "POST",
+            "--script",
+            f"ls a.json >> {ran}",  # run in --folder, after the files are there
         )
         with proc as p:
             p.wait_ready()
@@ -442,6 +458,9 @@ def test_webhook_after_change(seeded: FakeKubeAPI, sa: Path, tmp_path: Path) -> 
             n = rx.requests
             seeded.apply("configmap", "default", "a", {"a.json": "2"}, {"grafana_dashboard": "1"})
             wait_until(lambda: rx.requests > n, 5, what="webhook after a change")
+            wait_until(
+                lambda: ran.exists() and ran.read_text().count("a.json") >= 2, 5, what="script"
+            )
     finally:
         rx.stop()
 
