@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,6 +121,24 @@ class Folder:
             return None
         return path
 
+    def _linked_parent(self, path: str) -> str | None:
+        """The first directory between root and `path` that is a symlink (or not a
+        directory), if any. Whoever else writes to the folder (the app) could
+        otherwise point a subfolder elsewhere and have kubefiles write or
+        delete there."""
+        d = os.path.dirname(path)
+        parts = os.path.relpath(d, self.root).split(os.sep) if d != self.root else []
+        cur = self.root
+        for part in parts:
+            cur = os.path.join(cur, part)
+            try:
+                st = os.lstat(cur)
+            except FileNotFoundError:
+                return None  # made by makedirs below, as a real directory
+            if not stat.S_ISDIR(st.st_mode):
+                return cur
+        return None
+
     def _save(self, owned: dict[str, str]) -> None:
         tmp = self.manifest_path + TMP_SUFFIX
         with open(tmp, "w", encoding="utf-8") as f:
@@ -143,6 +162,10 @@ class Folder:
             path = self._inside(rel)
             if path is None:
                 res.errors.append(f"{rel}: outside the folder")
+                continue
+            linked = self._linked_parent(path)
+            if linked is not None:
+                res.errors.append(f"{rel}: {linked} is a symlink or not a directory; not followed")
                 continue
             want = digest(data)
             if rel in self.owned:
@@ -176,6 +199,11 @@ class Folder:
         for rel in gone:
             path = self._inside(rel)
             assert path is not None
+            if self._linked_parent(path) is not None:
+                # Its directory was swapped for a link: what is there is not ours.
+                del self.owned[rel]
+                res.errors.append(f"{rel}: its directory is now a symlink; not followed")
+                continue
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -193,11 +221,16 @@ class Folder:
 
 
 def _file_digest(path: str) -> str | None:
+    """The SHA-256 of a regular file; None for anything else (never follows a
+    link, never blocks on a FIFO someone put there)."""
     try:
-        with open(path, "rb") as f:
-            return digest(f.read())
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        return digest(f.read())
 
 
 def _write_atomic(path: str, data: bytes, mode: int) -> None:

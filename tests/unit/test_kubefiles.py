@@ -207,3 +207,32 @@ def test_defaults_and_usage_errors(tmp_path: Path) -> None:
     ):
         with pytest.raises(UsageError, match=msg):
             configure(KubeFiles, [*base, *extra], {})
+
+
+def test_writer_never_follows_links_in_the_folder(tmp_path: Path) -> None:
+    """The app shares the folder: a link it puts there must not carry writes or deletes out."""
+    root, outside = tmp_path / "out", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "d.json").write_text("not yours")
+    f = Folder(str(root), 0o644)
+    f.apply({"team/d.json": b"1", "x.json": b"1"})
+    # The subfolder swapped for a link to elsewhere: no write, no delete there.
+    (root / "team" / "d.json").unlink()
+    (root / "team").rmdir()
+    (root / "team").symlink_to(outside)
+    res = f.apply({"team/d.json": b"2", "x.json": b"1"}, verify=True)
+    assert res.errors and (outside / "d.json").read_text() == "not yours"
+    res = f.apply({"x.json": b"1"})
+    assert (outside / "d.json").read_text() == "not yours"
+    # An owned file replaced by a FIFO or a link to a secret: replaced, never read or followed.
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret")
+    (root / "x.json").unlink()
+    (root / "x.json").symlink_to(secret)
+    f.apply({"x.json": b"1"}, verify=True)
+    assert (root / "x.json").read_bytes() == b"1" and not (root / "x.json").is_symlink()
+    assert secret.read_text() == "s3cret"
+    (root / "x.json").unlink()
+    os.mkfifo(root / "x.json")
+    f.apply({"x.json": b"1"}, verify=True)  # would block forever reading the FIFO
+    assert (root / "x.json").read_bytes() == b"1"
