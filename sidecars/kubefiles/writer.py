@@ -99,8 +99,11 @@ class Folder:
     def load(self) -> None:
         os.makedirs(self.root, exist_ok=True)
         try:
-            with open(self.manifest_path, encoding="utf-8") as f:
-                data: Any = json.load(f)
+            fd = os.open(self.manifest_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise ValueError("not a regular file")
+                data: Any = json.loads(f.read())
             files = data.get("files", {}) if isinstance(data, dict) else {}
             self.owned = {
                 str(k): str(v)
@@ -140,12 +143,8 @@ class Folder:
         return None
 
     def _save(self, owned: dict[str, str]) -> None:
-        tmp = self.manifest_path + TMP_SUFFIX
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"version": 1, "files": dict(sorted(owned.items()))}, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.manifest_path)
+        doc = {"version": 1, "files": dict(sorted(owned.items()))}
+        _write_atomic(self.manifest_path, json.dumps(doc, indent=1).encode(), 0o644)
 
     def apply(self, desired: dict[str, bytes], verify: bool = False) -> Result:
         """Write what differs, remove what kubefiles wrote and is no longer wanted.
@@ -237,7 +236,11 @@ def _write_atomic(path: str, data: bytes, mode: int) -> None:
     d, name = os.path.split(path)
     os.makedirs(d, exist_ok=True)
     tmp = os.path.join(d, f".{name}{TMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    # Whatever is at the temporary name (a link the app put there, a leftover
+    # of a crash) goes first; O_EXCL then never follows or reuses anything.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -236,3 +236,12 @@ def test_writer_never_follows_links_in_the_folder(tmp_path: Path) -> None:
     os.mkfifo(root / "x.json")
     f.apply({"x.json": b"1"}, verify=True)  # would block forever reading the FIFO
     assert (root / "x.json").read_bytes() == b"1"
+    # Links at the temporary names or at the manifest: unlinked, never written through.
+    (root / ".x.json.kubefiles-tmp").symlink_to(secret)
+    (root / ".kubefiles-manifest.json.kubefiles-tmp").symlink_to(secret)
+    f.apply({"x.json": b"2"})
+    assert secret.read_text() == "s3cret" and (root / "x.json").read_bytes() == b"2"
+    (root / MANIFEST).unlink()
+    (root / MANIFEST).symlink_to(secret)
+    assert Folder(str(root), 0o644).apply({}).removed == []  # owns nothing; nothing read
+    assert secret.read_text() == "s3cret"
