@@ -67,7 +67,6 @@ class Scope:
     watch_restarts: int = 0
     objects: dict[str, tuple[str, dict[str, bytes]]] = field(default_factory=dict)
     listed: asyncio.Event = field(default_factory=asyncio.Event)
-    resync_now: bool = False
 
     @property
     def key(self) -> str:
