@@ -210,9 +210,6 @@ class KubeAPI:
             h["Authorization"] = f"Bearer {token}"
         return h
 
-    async def close(self) -> None:
-        """Nothing is pooled; kept so callers need not know."""
-
     @staticmethod
     def _error(status: int, body: bytes, verb: str, what: str) -> APIError:
         try:

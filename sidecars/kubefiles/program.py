@@ -296,8 +296,6 @@ class KubeFiles(Sidecar):
     async def cleanup(self) -> None:
         for h in getattr(self, "_hooks", []):
             await h.stop()
-        if hasattr(self, "api"):
-            await self.api.close()
         if hasattr(self, "_pool"):
             self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -311,18 +309,17 @@ class KubeFiles(Sidecar):
             return
         tasks = [asyncio.create_task(self._follow(s), name=f"scope:{s.key}") for s in self.scopes]
         writer = asyncio.create_task(self._writer(), name="writer")
+        stop = asyncio.ensure_future(self.wait_stopping())
         try:
-            await asyncio.wait(
-                [*tasks, writer, asyncio.ensure_future(self.wait_stopping())],
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            # The loops never end by themselves: one that does has failed.
+            await asyncio.wait([*tasks, writer, stop], return_when=asyncio.FIRST_COMPLETED)
             for t in [*tasks, writer]:
                 if t.done() and not t.cancelled() and t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]
         finally:
-            for t in [*tasks, writer]:
+            for t in [*tasks, writer, stop]:
                 t.cancel()
-            await asyncio.gather(*tasks, writer, return_exceptions=True)
+            await asyncio.gather(*tasks, writer, stop, return_exceptions=True)
         for h in self._hooks:
             await h.idle(min(5.0, self.shutdown_timeout / 2))
 
