@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ProgramProcess, wait_until
+from tests.helpers import ProgramProcess, run_program, wait_until
 from tests.peers.kubeapi import FakeKubeAPI, kubeapi  # noqa: F401
 from tests.peers.prometheus import promtool_check
 
@@ -391,6 +391,26 @@ def test_forbidden_names_verb_and_resource(kubeapi: FakeKubeAPI, sa: Path, tmp_p
         st = p.status()["namespaces"]["secret/default"]
         assert "list" in st["last_error"] and "secrets" in st["last_error"]
         assert p.get("/readyz")[0] == 503
+    # As an init container: exit 1 at once (retrying cannot grant a permission).
+    res = run_program(
+        "kubefiles",
+        [
+            "--server",
+            kubeapi.url,
+            "--service-account-dir",
+            str(sa),
+            "--label",
+            "a=1",
+            "--folder",
+            str(tmp_path / "init"),
+            "--resource",
+            "secret",
+            "--one-time",
+        ],
+        timeout=30,
+    )
+    assert res.returncode == 1
+    assert b"RBAC verb 'list' on secrets in namespace default" in res.stderr
 
 
 def test_resync_repairs_tampered_files(seeded: FakeKubeAPI, sa: Path, tmp_path: Path) -> None:
@@ -561,6 +581,7 @@ def test_all_namespaces_set_selector_and_max_watch_age(
         wait_until(lambda: "d.json" in on_disk(folder), 5, what="an event in a new namespace")
         assert p.get("/healthz")[0] == 200
         assert p.metric("podkit_kubefiles_lists_total") == 1  # reopened from the version
+        assert p.stop() == 0  # SIGTERM: a graceful stop
 
 
 def test_watches_ended_at_once_are_backed_off(
