@@ -410,7 +410,8 @@ class FakeKubeAPI:
                     continue
                 wait = min(deadline, next_bookmark) - time.monotonic()
                 try:
-                    kind, obj = await asyncio.wait_for(w.queue.get(), max(0.0, wait))
+                    async with asyncio.timeout(max(0.0, wait)):
+                        kind, obj = await w.queue.get()
                 except TimeoutError:
                     if bookmarks and time.monotonic() >= next_bookmark and not w.stalled:
                         ev = {
