@@ -187,8 +187,12 @@ class KubeFiles(Sidecar):
     server: str | None = option(
         None, kind="url", help="API server URL (default: from the kubeconfig or the pod's env)"
     )
+    # Not kind="path": the kubelet mounts it, so `podkit validate` and `podkit
+    # inject` must not ask for (or add) a volume there, which would hide the token.
     service_account_dir: str = option(
-        SA_DIR, kind="path", help="where the service account's token, ca.crt and namespace are"
+        SA_DIR,
+        metavar="SA_DIR",
+        help="where the kubelet put the service account's token, ca.crt and namespace",
     )
     insecure_skip_tls_verify: bool = option(
         False, help="do not check the API server's certificate", also_env="SKIP_TLS_VERIFY"
