@@ -24,7 +24,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 cd "$root"
 
-all_programs=(waitfor logship gitsync reloader metrics logformat proxy)
+all_programs=(waitfor logship gitsync reloader metrics logformat proxy kubefiles injector)
 programs=("$@")
 [ ${#programs[@]} -gt 0 ] || programs=("${all_programs[@]}")
 
@@ -49,7 +49,7 @@ python=${PYTHON:-$root/.venv/bin/python}
 package_dir() {  # the source directory of a program's package
     case "$1" in
         waitfor) echo initkits/waitfor ;;
-        logship | gitsync | reloader) echo "sidecars/$1" ;;
+        logship | gitsync | reloader | kubefiles | injector) echo "sidecars/$1" ;;
         metrics | logformat) echo "adapters/$1" ;;
         proxy) echo ambassadors/proxy ;;
         base) echo podkit ;;  # the core alone: what custom sidecars build FROM

@@ -61,7 +61,17 @@ NETWORK = "podkit-e2e"
 HOLDER = "podkit-e2e-net"
 PAUSE_IMAGE = "localhost/podkit-pause:bookworm"
 TAG = "e2e"
-PROGRAMS = ("waitfor", "logship", "gitsync", "reloader", "metrics", "logformat", "proxy")
+PROGRAMS = (
+    "waitfor",
+    "logship",
+    "gitsync",
+    "reloader",
+    "metrics",
+    "logformat",
+    "proxy",
+    "kubefiles",
+    "injector",
+)
 PACKAGE_DIRS = {
     "waitfor": "initkits/waitfor",
     "logship": "sidecars/logship",
@@ -70,6 +80,8 @@ PACKAGE_DIRS = {
     "metrics": "adapters/metrics",
     "logformat": "adapters/logformat",
     "proxy": "ambassadors/proxy",
+    "kubefiles": "sidecars/kubefiles",
+    "injector": "sidecars/injector",
 }
 PEER_HOST = "host.containers.internal"
 DOWNWARD_LITERALS = {"metadata.namespace": "default", "spec.nodeName": "podman"}

@@ -32,8 +32,9 @@ from tests.e2e.harness import NETWORK, ROOT, PodFailed, http_get, podman, wait_f
 from tests.peers.tls import make_ca
 
 _IMAGE = re.compile(r"REGISTRY/podkit-([a-z]+):[\w.\-]+")
-# Programs that cannot be ready without their peer: they must keep waiting.
-NEED_A_PEER = {"waitfor", "gitsync"}
+# Programs that cannot be ready without their peer (a database, a git server,
+# the Kubernetes API, a webhook certificate): they must keep waiting.
+NEED_A_PEER = {"waitfor", "gitsync", "kubefiles", "injector"}
 # Stand-ins for what a snippet's reader mounts from a Secret or ConfigMap.
 TLS = "tls"  # replaced by a throwaway CA's files
 FILES: dict[str, str] = {

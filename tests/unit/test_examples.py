@@ -21,7 +21,16 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 MANIFESTS = sorted(p for p in EXAMPLES.glob("*/*.yaml") if p.parent.name != "demo")
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-PROGRAMS = {"waitfor", "logship", "gitsync", "reloader", "metrics", "logformat", "proxy"}
+PROGRAMS = {
+    "waitfor",
+    "logship",
+    "gitsync",
+    "reloader",
+    "metrics",
+    "logformat",
+    "proxy",
+    "kubefiles",
+}
 IMAGE = re.compile(r"^REGISTRY/podkit-(?P<program>[a-z]+):(?P<tag>.+)$")
 SCHEMA_VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]
 

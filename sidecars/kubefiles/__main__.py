@@ -1,0 +1,3 @@
+from podkit.sidecars.kubefiles import main
+
+main()
