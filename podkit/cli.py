@@ -16,6 +16,8 @@ def programs() -> dict[str, EntryPoint]:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     found = programs()
+    if len(argv) > 1 and argv[0] == "help":  # podkit help PROGRAM
+        argv = [argv[1], "--help"]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(
             "usage: podkit <program> [options]   (podkit help <program> for details)\n"
@@ -38,8 +40,6 @@ def main(argv: list[str] | None = None) -> None:
         from .inject import main as inject
 
         sys.exit(inject(argv[1:]))
-    if argv[0] == "help" and len(argv) > 1:  # podkit help PROGRAM
-        argv = [argv[1], "--help"]
     if argv[0] in ("-V", "--version"):
         from . import __version__
 

@@ -390,10 +390,25 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def build_parser(prog: str, description: str, options: list[Option]) -> argparse.ArgumentParser:
+def build_parser(
+    prog: str,
+    description: str,
+    options: list[Option],
+    examples: str = "",
+    defaults: Mapping[str, str] | None = None,
+) -> argparse.ArgumentParser:
+    """The argparse parser; `examples` becomes an EXAMPLES section, `defaults`
+    shows a default that lives elsewhere than the option (the class's
+    default_admin_addr)."""
+    epilog = (
+        "examples:\n" + "\n".join("  " + line for line in examples.strip("\n").splitlines())
+        if examples.strip()
+        else None
+    )
     parser = _Parser(
         prog=prog,
         description=description,
+        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
         allow_abbrev=False,
@@ -404,7 +419,12 @@ def build_parser(prog: str, description: str, options: list[Option]) -> argparse
             continue
         kind = opt.resolve_kind()
         default_txt = "" if opt.default is _MISSING or opt.default is None else opt.default
+        default_txt = (defaults or {}).get(opt.name, default_txt)
         help_txt = opt.help
+        if opt.required:
+            help_txt += " (required)"
+        if opt.choices is not None and kind != "bool":
+            help_txt += f" (one of: {', '.join(map(str, opt.choices))})"
         if default_txt != "" and kind != "bool":
             help_txt += f" (default: {default_txt})"
         help_txt += f" [env {' or '.join((opt.env_name, *opt.also_env))}]"

@@ -30,6 +30,8 @@ class Program:
     summary: ClassVar[str] = ""
     #: The admin server's default address; "off" for none.
     default_admin_addr: ClassVar[str] = "127.0.0.1:9400"
+    #: Command lines shown under EXAMPLES in --help, one per line ("# comment" lines allowed).
+    examples: ClassVar[str] = ""
     #: When True, argv after `--` is kept as `self.command` (for exec-style programs).
     accepts_command: ClassVar[bool] = False
     #: Another tool's env prefixes (e.g. "GITSYNC_") read as fallbacks for this

@@ -82,7 +82,13 @@ def configure(
         i = argv.index("--")
         argv, command = argv[:i], argv[i + 1 :]
     options = cls.options()
-    parser = build_parser(f"podkit {cls.name}", _help_text(cls), options)
+    parser = build_parser(
+        f"podkit {cls.name}",
+        _help_text(cls),
+        options,
+        cls.examples,
+        {"admin_addr": cls.default_admin_addr},
+    )
     flags = vars(parser.parse_args(bind_bool_values(argv, options)))
     config_path = flags.get("config") or env.get("PODKIT_CONFIG")
     config: dict[str, Any] = {}

@@ -46,6 +46,11 @@ class LogFormat(Sidecar):
     """
 
     name = "logformat"
+    examples = """\
+podkit logformat --path '/var/log/nginx/*.log' --format nginx --state-dir /tmp/logformat
+podkit logformat --stdin --format nginx,json,logfmt < app.log
+podkit logformat --path '/logs/app*.log' --format python --multiline python
+"""
     default_admin_addr = "127.0.0.1:9415"
 
     path: list[str] = option(

@@ -71,6 +71,11 @@ class MetricsAdapter(Sidecar):
     """
 
     name = "metrics"
+    examples = """\
+podkit metrics --config /etc/metrics/adapter.yaml
+podkit metrics --statsd-udp 127.0.0.1:9125 --statsd-mapping /etc/metrics/mapping.yml
+podkit metrics --json-exporter-config /etc/json_exporter/config.yml   # then GET /probe?target=
+"""
     default_admin_addr = "127.0.0.1:9414"
 
     sources: Any = option(

@@ -72,6 +72,11 @@ class Proxy(Sidecar):
     """Localhost HTTP/TCP proxy: load balancing, retries, timeouts, ejection, TLS, credentials."""
 
     name = "proxy"
+    examples = """\
+podkit proxy --listen 127.0.0.1:8080 --upstream https://api:443 --bearer-token-file /secrets/token
+podkit proxy --listen 127.0.0.1:8080 --upstream http://a:80 --upstream http://b:80 --retries 2
+podkit proxy --listen 127.0.0.1:6379 --upstream tcp://redis-0:6379 --upstream tcp://redis-1:6379
+"""
     default_admin_addr = "127.0.0.1:9416"
 
     listen: str = option(

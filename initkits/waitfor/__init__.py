@@ -73,6 +73,12 @@ class WaitFor(InitTask):
     """
 
     name = "waitfor"
+    examples = """\
+podkit waitfor postgres://app@db:5432/app?password_file=/secrets/db/password --timeout 2m
+podkit waitfor redis://cache:6379 http://config:8080/healthz -- /app/server --port 8080
+podkit waitfor 'postgres://app@db/app?query=SELECT 1 FROM schema_migrations WHERE version=42'
+podkit waitfor k8s://job/migrate?condition=Complete --timeout 10m
+"""
     accepts_command = True
 
     targets: list[str] = option(

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from podkit import RateLimited, Sidecar, UsageError, option, redact_url
 from podkit.admin import AdminServer, Handler, Request, Response
 from podkit.hooks import HookError, Retrier, call_webhook, run_command
+from podkit.logs import rfc3339
 from podkit.options import split_addr
 from podkit.retry import Backoff
 from podkit.secrets import SecretFile
@@ -64,6 +65,11 @@ class GitSync(GitSyncFlags, Sidecar):
     """Keep a git checkout in a volume in sync, published atomically (--one-time: init)."""
 
     name = "gitsync"
+    examples = """\
+podkit gitsync --repo https://github.com/org/config.git --root /git --ref main --one-time
+podkit gitsync --repo git@github.com:org/config.git --root /git --period 30s --ssh
+podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http://localhost:8080/-/reload
+"""
     default_admin_addr = "127.0.0.1:9412"
     # git-sync's own variables work too, v4's and (deprecated) v3's, so people can switch.
     env_prefixes = ("GITSYNC_", "GIT_SYNC_")
@@ -934,8 +940,9 @@ class GitSync(GitSyncFlags, Sidecar):
             "root": self.root,
             "link": self.link_path,
             "published": self.published,
-            "last_sync": self.last_sync,
-            "last_success": self.last_success,
+            # One status format across programs (issue 23): RFC 3339, UTC.
+            "last_sync": rfc3339(self.last_sync) if self.last_sync else None,
+            "last_success": rfc3339(self.last_success) if self.last_success else None,
             "last_error": self.last_error,
             "consecutive_failures": self.consecutive_failures,
             "syncs": self._syncs,

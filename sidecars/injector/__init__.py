@@ -34,6 +34,10 @@ class Injector(Sidecar):
     """
 
     name = "injector"
+    examples = """\
+podkit injector --cert-file /tls/tls.crt --key-file /tls/tls.key --registry ghcr.io/podkit
+podkit inject deploy.yaml | kubectl apply -f -   # the same without a webhook
+"""
     default_admin_addr = "127.0.0.1:9418"
 
     listen: str = option(

@@ -81,6 +81,11 @@ class KubeFiles(Sidecar):
     """
 
     name = "kubefiles"
+    examples = """\
+podkit kubefiles --label grafana_dashboard=1 --folder /dashboards --resource both
+podkit kubefiles --label app=web --namespace ALL --folder /config --webhook-url http://localhost:3000/api/admin/provisioning/dashboards/reload
+podkit kubefiles --label app=web --folder /config --one-time   # an init container
+"""
     default_admin_addr = "127.0.0.1:9417"
 
     label: str = option(

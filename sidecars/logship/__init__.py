@@ -181,6 +181,11 @@ class LogShip(Sidecar):
     """
 
     name = "logship"
+    examples = """\
+podkit logship --path '/logs/*.log' --sink loki+http://loki:3100 --label app=web
+podkit logship --path '/logs/**/*.log' --sink elasticsearch+https://es:9200/logs --compress gzip
+podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship   # on a laptop
+"""
     default_admin_addr = "127.0.0.1:9411"
 
     path: list[str] = option(

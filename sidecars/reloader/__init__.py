@@ -53,6 +53,11 @@ class Reloader(Sidecar):
     """
 
     name = "reloader"
+    examples = """\
+podkit reloader --watch /etc/prometheus --webhook-url http://127.0.0.1:9090/-/reload
+podkit reloader --watch /etc/nginx/conf.d --pid-file /run/nginx/nginx.pid --signal HUP
+podkit reloader --render /etc/tpl/app.yml:/etc/app/app.yml --one-time
+"""
     default_admin_addr = "127.0.0.1:9413"
 
     watch: list[str] = option(
