@@ -204,11 +204,11 @@ podkit proxy --listen 127.0.0.1:6379 --upstream tcp://redis-0:6379 --upstream tc
                     raise UsageError(f"{w}: listen is required")
                 specs.append((values, w))
             if self.upstream:
-                specs.append((base, "--upstream"))
+                specs.append((base, ""))  # the flags: each error names its own flag
         else:
             if not self.upstream:
                 raise UsageError("--upstream is required (or listeners in --config)")
-            specs.append((base, "--upstream"))
+            specs.append((base, ""))
         if self.workers < 1 or self.workers > 64:
             raise UsageError("--workers: must be 1..64")
         seen: set[str] = set()
@@ -216,7 +216,8 @@ podkit proxy --listen 127.0.0.1:6379 --upstream tcp://redis-0:6379 --upstream tc
             s = self._settings(values, where)
             key = f"{s.host}:{s.port}"
             if key in seen and s.port != 0:
-                raise UsageError(f"{where}: listen address {s.listen} used twice")
+                pre = f"{where}: " if where else ""
+                raise UsageError(f"{pre}listen address {s.listen} used twice")
             seen.add(key)
             s.reuse_port = self.workers > 1 or self.worker
             self.listener_settings.append(s)
@@ -229,20 +230,23 @@ podkit proxy --listen 127.0.0.1:6379 --upstream tcp://redis-0:6379 --upstream tc
             mode, addr = "tcp", listen[6:]
         elif listen.startswith("http://"):
             addr = listen[7:]
+        # A listener from --config says where it is; the flags name themselves.
+        pre = f"{where}: " if where else ""
         host, sep, port = addr.rstrip("/").rpartition(":")
         if not sep or not port.isdigit() or int(port) > 65535:
-            raise UsageError(f"{where}: --listen {listen!r}: expected [tcp://]HOST:PORT")
+            hint = f" (did you mean 127.0.0.1:{addr}?)" if addr.isdigit() else ""
+            raise UsageError(f"{pre}--listen {listen!r}: expected [tcp://]HOST:PORT{hint}")
         host = host.strip("[]") or "127.0.0.1"
         ups = v["upstream"]
         if not ups:
-            raise UsageError(f"{where}: at least one upstream is needed for {listen}")
-        targets: list[Target] = [parse_target(u, where, mode == "tcp") for u in ups]
+            raise UsageError(f"{pre}at least one upstream is needed for {listen}")
+        targets: list[Target] = [parse_target(u, where or "--upstream", mode == "tcp") for u in ups]
         lb = str(v["lb"])
         hash_header = None
         if lb.startswith("hash-header:"):
             name = lb.split(":", 1)[1].strip()
             if not name or any(c in name for c in " \t:"):
-                raise UsageError(f"{where}: --lb hash-header:NAME needs a header name")
+                raise UsageError(f"{pre}--lb hash-header:NAME needs a header name")
             hash_header = name.encode().lower()
         elif lb not in LB_POLICIES:
             raise UsageError(

@@ -491,7 +491,13 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
 
     async def setup(self) -> None:
         self.root = os.path.abspath(self.root)
-        os.makedirs(os.path.join(self.root, WORKTREES), exist_ok=True)
+        try:
+            os.makedirs(os.path.join(self.root, WORKTREES), exist_ok=True)
+        except OSError as exc:  # an environment problem: one line, not a traceback
+            raise UsageError(
+                f"--root {self.root}: {exc.strerror or exc} (mount a writable volume there, "
+                "e.g. an emptyDir shared with the app)"
+            ) from None
         self.published = published_sha(self.link_path)
         self._compat_warnings()
         if self.group_write:
@@ -765,7 +771,9 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
             self._errors.log(
                 "sync",
                 40,
-                "sync failed; the last good tree stays published",
+                "sync failed; the last good tree stays published"
+                if self.published
+                else "sync failed; nothing is published yet",
                 error=self.last_error,
                 failures=self.consecutive_failures,
                 published=self.published,

@@ -165,3 +165,39 @@ def test_nothing_to_do_is_not_ready(
         assert p.get("/readyz")[0] == 503
         volume.mkdir()
         p.wait_ready()
+
+
+def test_errors_name_the_right_flag_and_say_what_to_do(tmp_path: Path) -> None:
+    res = run_program("proxy", ["--listen", "8080", "--upstream", "http://127.0.0.1:1"])
+    err = res.stderr.decode()
+    assert res.returncode == 2
+    assert err.startswith("podkit proxy: error: --listen '8080'"), err
+    assert "did you mean 127.0.0.1:8080?" in err
+    res = run_program(
+        "logship", ["--path", "/x/*.log", "--sink", "stdout://", "--admin-addr", "9411"]
+    )
+    assert res.returncode == 2
+    assert "did you mean 0.0.0.0:9411?" in res.stderr.decode()
+
+
+def test_an_unwritable_root_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    # /sys refuses even root: what a read-only root filesystem does to an image.
+    res = run_program(
+        "gitsync",
+        ["--repo", "https://git.invalid/x.git", "--root", "/sys/podkit-git", "--one-time"],
+    )
+    err = res.stderr.decode()
+    assert res.returncode == 2, err
+    assert "Traceback" not in err
+    assert "podkit gitsync: error: --root /sys/podkit-git:" in err and "mount a writable" in err
+
+
+def test_one_time_failure_does_not_talk_of_a_published_tree(tmp_path: Path) -> None:
+    res = run_program(
+        "gitsync",
+        ["--repo", "https://git.invalid/x.git", "--root", str(tmp_path / "g"), "--one-time"],
+    )
+    assert res.returncode == 1
+    err = res.stderr.decode()
+    assert "nothing is published yet" in err
+    assert "stays published" not in err
