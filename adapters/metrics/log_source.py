@@ -44,6 +44,7 @@ SOURCE_KEYS = (
     "rules",
     "poll_interval",
     "follow_symlinks",
+    "grok_patterns_file",
 )
 RULE_KEYS = (
     "match",
@@ -77,10 +78,13 @@ class Rule:
         "value_group",
     )
 
-    def __init__(self, cfg: Cfg) -> None:
+    def __init__(self, cfg: Cfg, grok_patterns: dict[str, str] | None = None) -> None:
         cfg.check_keys(RULE_KEYS)
+        match = cfg.text("match", required=True)
         try:
-            self.regex = re.compile(cfg.text("match", required=True))
+            self.regex = re.compile(
+                _grok_regex(cfg, match, grok_patterns) if "%{" in match else match
+            )
         except re.error as exc:
             raise cfg.err("match", f"invalid regex: {exc}") from None
         self.search = self.regex.search
@@ -126,6 +130,27 @@ class Rule:
         self.matches = 0
 
 
+def _grok_regex(cfg: Cfg, expression: str, patterns: dict[str, str] | None) -> str:
+    """A grok `match` (`%{COMBINEDAPACHELOG}`, the same library and compiler as
+    logformat's `grok:` format) as a regex whose named groups are its fields,
+    so `labels` and `value` name grok fields as they name regex groups."""
+    from podkit.grok import GrokError, compile_grok
+
+    try:
+        grok = compile_grok(expression, patterns)
+    except GrokError as exc:
+        raise cfg.err("match", str(exc)) from None
+    source = grok.source
+    seen: set[str] = set()
+    for capture in grok.captures:
+        name = re.sub(r"\W", "_", capture.name)
+        if name in seen:
+            raise cfg.err("match", f"grok field {capture.name!r} is captured twice")
+        seen.add(name)
+        source = source.replace(f"(?P<{capture.group}>", f"(?P<{name}>", 1)
+    return source
+
+
 @register
 class LogSource(Source):
     type = "log"
@@ -153,7 +178,16 @@ class LogSource(Source):
         rules = cfg.list("rules", required=True)
         if not rules:
             raise cfg.err("rules", "at least one rule is needed")
-        self.rules = [Rule(cfg.sub(f"rules[{i}]", r)) for i, r in enumerate(rules)]
+        patterns_file = cfg.path("grok_patterns_file")
+        patterns: dict[str, str] | None = None
+        if patterns_file:
+            from podkit.grok import GrokError, load_patterns
+
+            try:
+                patterns = load_patterns(patterns_file)
+            except (OSError, GrokError) as exc:
+                raise cfg.err("grok_patterns_file", str(exc)) from None
+        self.rules = [Rule(cfg.sub(f"rules[{i}]", r), patterns) for i, r in enumerate(rules)]
         self.name = self.name or f"log {','.join(self.paths)}"
         self.lines = 0
         self.errors = {"bad_value": 0, "conflict": 0}

@@ -1,0 +1,72 @@
+"""The metrics log source takes grok expressions in `match` (issue 15), from
+the same library and compiler as logformat's `grok:` format (issue 16)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from podkit.testing import ProgramProcess, wait_until
+
+APACHE = (
+    '127.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif HTTP/1.0" {status} '
+    '{size} "http://www.example.com/start.html" "Mozilla/4.08 [en] (Win98; I ;Nav)"\n'
+)
+
+
+def test_grok_rules_count_and_observe_apache_lines(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    patterns = tmp_path / "patterns"
+    patterns.write_text("SLOWPATH /slow/\\S+\n")
+    (logs / "access.log").write_text(
+        APACHE.format(status=200, size=2326)
+        + APACHE.format(status=200, size=100)
+        + APACHE.format(status=404, size=7)
+        + "GET /slow/report took 1500ms\n"
+    )
+    cfg = tmp_path / "adapter.yaml"
+    cfg.write_text(
+        f"""
+sources:
+  - type: log
+    path: {logs}/*.log
+    poll_interval: 100ms
+    grok_patterns_file: {patterns}
+    rules:
+      - match: '%{{COMBINEDAPACHELOG}}'
+        counter: apache_requests_total
+        labels: [response]
+      - match: '%{{COMBINEDAPACHELOG}}'
+        counter: apache_response_bytes_total
+        value: bytes
+      - match: 'GET %{{SLOWPATH:path}} took %{{NUMBER:ms}}ms'
+        histogram: slow_request_seconds
+        value: ms
+        scale: 0.001
+        buckets: [1, 2]
+"""
+    )
+    with ProgramProcess("metrics", ["--config", str(cfg)], tmp=tmp_path) as p:
+        p.wait_ready()
+        wait_until(
+            lambda: p.metric("apache_requests_total", missing=0.0) == 3, 15, what="three lines"
+        )
+        assert p.metric("apache_requests_total", response="200") == 2
+        assert p.metric("apache_requests_total", response="404") == 1
+        assert p.metric("apache_response_bytes_total") == 2326 + 100 + 7
+        wait_until(lambda: p.metric("slow_request_seconds_count", missing=0.0) == 1, 10)
+        assert p.metric("slow_request_seconds_sum") == 1.5
+
+
+def test_a_bad_grok_pattern_is_a_usage_error_naming_the_rule(tmp_path: Path) -> None:
+    from podkit.testing import run_program
+
+    cfg = tmp_path / "adapter.yaml"
+    cfg.write_text(
+        f"sources:\n  - type: log\n    path: {tmp_path}/*.log\n"
+        "    rules:\n      - match: '%{NOSUCHPATTERN:x}'\n        counter: x_total\n"
+    )
+    res = run_program("metrics", ["--config", str(cfg)])
+    assert res.returncode == 2
+    err = res.stderr.decode()
+    assert "rules[0]" in err and "NOSUCHPATTERN" in err, err
