@@ -48,6 +48,7 @@ SOURCE_KEYS = (
 )
 RULE_KEYS = (
     "match",
+    "when",
     "counter",
     "gauge",
     "histogram",
@@ -76,6 +77,7 @@ class Rule:
         "search",
         "ttl",
         "value_group",
+        "when",
     )
 
     def __init__(self, cfg: Cfg, grok_patterns: dict[str, str] | None = None) -> None:
@@ -123,11 +125,86 @@ class Rule:
                 self.buckets = parse_buckets(cfg.get("buckets"))
             except ValueError as exc:
                 raise cfg.err("buckets", str(exc)) from None
+        self.when = _conditions(cfg, groups)
         self.help = cfg.text("help", "")
         self.ttl = cfg.duration("ttl", 0.0)
         self.cache: dict[tuple[str | None, ...], Any] = {}
         self.family: Any = None
         self.matches = 0
+
+
+_WHEN = re.compile(r"\s*(\w+)\s*(==|!=|<=|>=|<|>|=~|!~)\s*(.+?)\s*$")
+_OPS: dict[str, Any] = {
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+
+
+def _conditions(cfg: Cfg, groups: set[str]) -> Any:
+    """`when:` (one condition or a list, all must hold) on a rule's captures:
+    `GROUP OP VALUE` with ==, !=, <, <=, >, >= (numbers compare as numbers,
+    anything else as text) or =~, !~ (a regex). A match whose captures fail
+    it is not counted. None when the rule has no condition."""
+    raw = cfg.get("when")
+    if raw is None:
+        return None
+    items = raw if isinstance(raw, list) else [raw]
+    tests = []
+    for item in items:
+        m = _WHEN.fullmatch(str(item))
+        if m is None:
+            raise cfg.err(
+                "when", f"{item!r}: expected GROUP OP VALUE (==, !=, <, <=, >, >=, =~, !~)"
+            )
+        group, op, want = m.groups()
+        if group not in groups:
+            raise cfg.err("when", f"{group!r} is not a named group of match")
+        if len(want) >= 2 and want[0] == want[-1] and want[0] in "'\"":
+            want = want[1:-1]
+        if op in ("=~", "!~"):
+            try:
+                rx = re.compile(want)
+            except re.error as exc:
+                raise cfg.err("when", f"{want!r}: {exc}") from None
+            tests.append(_regex_test(group, rx, op == "=~"))
+            continue
+        try:
+            number: float | None = float(want)
+        except ValueError:
+            number = None
+        tests.append(_compare_test(group, _OPS[op], want, number))
+
+    def holds(m: re.Match[str]) -> bool:
+        return all(t(m) for t in tests)
+
+    return holds
+
+
+def _regex_test(group: str, rx: re.Pattern[str], positive: bool) -> Any:
+    def test(m: re.Match[str]) -> bool:
+        value = m.group(group)
+        return value is not None and (rx.search(value) is not None) == positive
+
+    return test
+
+
+def _compare_test(group: str, op: Any, want: str, number: float | None) -> Any:
+    def test(m: re.Match[str]) -> bool:
+        value = m.group(group)
+        if value is None:
+            return False
+        if number is not None:
+            try:
+                return bool(op(float(value), number))
+            except ValueError:
+                return False
+        return bool(op(value, want))
+
+    return test
 
 
 def _grok_regex(cfg: Cfg, expression: str, patterns: dict[str, str] | None) -> str:
@@ -238,10 +315,11 @@ class LogSource(Source):
             vgroup = rule.value_group
             kind = rule.kind
             scale = rule.scale
+            when = rule.when
             hits = 0
             for text in texts:
                 m = search(text)
-                if m is None:
+                if m is None or (when is not None and not when(m)):
                     continue
                 hits += 1
                 lv = (

@@ -70,3 +70,32 @@ def test_a_bad_grok_pattern_is_a_usage_error_naming_the_rule(tmp_path: Path) -> 
     assert res.returncode == 2
     err = res.stderr.decode()
     assert "rules[0]" in err and "NOSUCHPATTERN" in err, err
+
+
+def test_when_conditions_on_captures(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "access.log").write_text(
+        "".join(APACHE.format(status=st, size=sz) for st, sz in ((200, 10), (503, 20), (500, 5)))
+        + APACHE.replace("GET", "POST").format(status=502, size=1)
+    )
+    cfg = tmp_path / "adapter.yaml"
+    cfg.write_text(
+        f"""
+sources:
+  - type: log
+    path: {logs}/*.log
+    poll_interval: 100ms
+    rules:
+      - match: '%{{COMBINEDAPACHELOG}}'
+        when: 'response >= 500'
+        counter: server_errors_total
+      - match: '%{{COMBINEDAPACHELOG}}'
+        when: ['response >= 500', 'verb =~ ^GET$', 'bytes != "5"']
+        counter: get_errors_total
+"""
+    )
+    with ProgramProcess("metrics", ["--config", str(cfg)], tmp=tmp_path) as p:
+        p.wait_ready()
+        wait_until(lambda: p.metric("server_errors_total", missing=0.0) == 3, 15)
+        assert p.metric("get_errors_total") == 1  # the 503; not the 500 (5 bytes), not the POST
