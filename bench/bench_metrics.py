@@ -337,6 +337,7 @@ def bench_log(n: int = 500_000) -> dict[str, object]:
     admin = free_port()
     proc = start_adapter(["--config", str(cfg)], admin)
     url = f"http://127.0.0.1:{admin}/metrics"
+    cpu0 = cpu_seconds(proc.pid)
     t0 = time.perf_counter()
     with log.open("a") as f:
         f.write("".join(lines))
@@ -346,8 +347,10 @@ def bench_log(n: int = 500_000) -> dict[str, object]:
             break
         time.sleep(0.05)
     took = time.perf_counter() - t0
+    adapter_cpu = cpu_seconds(proc.pid) - cpu0
     counted = metric(get(url).decode(), "app_requests_total")
     stop(proc)
+    mtail_cpu, mtail_counted = run_mtail(tmp, log)
     # Peer: the same two regexes in a bare loop over the same lines, same core.
     peer = subprocess.run(
         [
@@ -387,7 +390,67 @@ def bench_log(n: int = 500_000) -> dict[str, object]:
         "counted": counted,
         "adapter_lines_per_s": n / took,
         "peer_lines_per_s": n / peer_took,
+        "adapter_lines_per_cpu_s": n / adapter_cpu,
+        "mtail_lines_per_cpu_s": n / mtail_cpu if mtail_cpu else 0.0,
+        "mtail_counted": mtail_counted,
     }
+
+
+# The same two rules as mtail writes them (a counter by status, a histogram
+# of the duration in seconds), for the peer mtail is: the log-to-metrics tool
+# people compare podkit's log source with.
+MTAIL_PROG = r"""
+counter app_requests_total by status
+histogram app_request_duration_seconds buckets 0.005, 0.01, 0.05, 0.1, 0.5, 1
+
+/status=(?P<status>\d{3}) dur_ms=(?P<dur_ms>\d+)/ {
+  app_requests_total[$status]++
+}
+/dur_ms=(?P<dur_ms>\d+)/ {
+  app_request_duration_seconds = $dur_ms * 0.001
+}
+"""
+
+
+def run_mtail(tmp: Path, log: Path) -> tuple[float, float]:
+    """(CPU seconds mtail spent on the log beyond its start-up, requests it counted).
+
+    `mtail --one_shot` reads the files from the start and exits; its start-up
+    and program compile are measured on an empty log and taken off."""
+    import resource
+    import shutil
+
+    binary = shutil.which("mtail")
+    if binary is None:
+        print("mtail not installed (Debian package mtail): no mtail figure", flush=True)
+        return 0.0, 0.0
+    progs = tmp / "progs"
+    progs.mkdir(exist_ok=True)
+    (progs / "rules.mtail").write_text(MTAIL_PROG)
+    empty = tmp / "empty.log"
+    empty.write_text("")
+
+    def one_shot(path: Path) -> tuple[float, str]:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cmd = [binary, "--one_shot", "--one_shot_format", "prometheus", "--progs", str(progs)]
+        cmd += ["--logs", str(path), "--logtostderr"]
+        if PIN:
+            cmd = ["taskset", "-c", str(ADAPTER_CPU), *cmd]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return cpu, out.stdout
+
+    base, _ = one_shot(empty)
+    cpu, text = one_shot(log)
+    counted = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("app_requests_total{")
+    )
+    shutil.rmtree(progs)
+    empty.unlink()
+    return max(cpu - base, 1e-9), counted
 
 
 def versions() -> str:
@@ -441,6 +504,12 @@ def main() -> None:
         f"lines/s (counted {lg['counted']:.0f}) | peer bare regex loop "
         f"{lg['peer_lines_per_s']:,.0f} lines/s | ratio "
         f"{lg['adapter_lines_per_s'] / lg['peer_lines_per_s']:.2f}",  # type: ignore[operator]
+        flush=True,
+    )
+    print(
+        f"log rules per CPU second: adapter {lg['adapter_lines_per_cpu_s']:,.0f} | peer mtail "
+        f"{lg['mtail_lines_per_cpu_s']:,.0f} (counted {lg['mtail_counted']:.0f}) | ratio "
+        f"{lg['adapter_lines_per_cpu_s'] / max(lg['mtail_lines_per_cpu_s'], 1):.2f}",  # type: ignore[operator, call-overload]
         flush=True,
     )
     print(json.dumps({"statsd": st, "scrape": sc, "log": lg}, default=float))
