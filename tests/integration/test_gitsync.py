@@ -33,8 +33,12 @@ def metric(proc: ProgramProcess, name: str, missing: float | None = None, **labe
 
 
 def polled(proc: ProgramProcess, name: str, **labels: str) -> float:
-    """For wait_until: a series not created yet counts as 0 (not yet)."""
-    return metric(proc, name, missing=0.0, **labels)
+    """For wait_until: an admin server not listening yet, or a series not
+    created yet, counts as 0 (not yet)."""
+    try:
+        return metric(proc, name, missing=0.0, **labels)
+    except OSError:
+        return 0.0
 
 
 def status(proc: ProgramProcess) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from tests.helpers import ProgramProcess, free_port, run_program, wait_until
-from tests.integration.test_gitsync import _ps, gitsync, metric, published, wait_published
+from tests.integration.test_gitsync import _ps, gitsync, metric, polled, published, wait_published
 from tests.peers.git import GitDaemon, GitHttp, GitRepos, Sshd
 
 
@@ -115,7 +115,7 @@ def test_http_bind_is_503_until_the_first_success(
         "--http-metrics",
         "--http-pprof",
     ) as p:
-        wait_until(lambda: metric(p, "podkit_gitsync_syncs_total", result="error") >= 1, 10)
+        wait_until(lambda: polled(p, "podkit_gitsync_syncs_total", result="error") >= 1, 10)
         assert http_status(f"http://127.0.0.1:{bind}/") == 503
         up = git_repos.create("later", {"v": "1"})
         wait_published(root / "later", up.head(), 10)
@@ -218,7 +218,7 @@ def test_error_file_on_a_full_disk_stays_whole(tmp_path: Path) -> None:
             finally:
                 os.close(fd)
             n = metric(p, "podkit_gitsync_syncs_total", result="error")
-            wait_until(lambda: metric(p, "podkit_gitsync_syncs_total", result="error") > n + 3, 10)
+            wait_until(lambda: polled(p, "podkit_gitsync_syncs_total", result="error") > n + 3, 10)
             after = json.loads((mnt / "error.json").read_text())  # whole, parseable
             assert after["error"] == before["error"]
             assert sorted(os.listdir(mnt)) == ["error.json", "fill"]
@@ -343,7 +343,7 @@ def test_askpass_url(tmp_path: Path, git_repos: GitRepos, git_http: GitHttp) -> 
             "100ms",
             env={"GITSYNC_ASKPASS_URL": url},
         ) as p:
-            wait_until(lambda: metric(p, "podkit_gitsync_syncs_total", result="error") >= 2, 15)
+            wait_until(lambda: polled(p, "podkit_gitsync_syncs_total", result="error") >= 2, 15)
             answer["body"] = f"username=alice\npassword={git_http.password}\n".encode()
             wait_published(root / "app", up.head(), 15)
             assert int(answer["asked"]) >= 3  # before every sync
@@ -529,7 +529,7 @@ def test_github_app_auth_mints_and_refreshes_an_installation_token(
             wait_until(lambda: len(minted) >= 4, 15)
             count = len(minted)
             n = metric(p, "podkit_gitsync_syncs_total", result="noop")
-            wait_until(lambda: metric(p, "podkit_gitsync_syncs_total", result="noop") > n + 3, 10)
+            wait_until(lambda: polled(p, "podkit_gitsync_syncs_total", result="noop") > n + 3, 10)
             assert len(minted) in (count, count + 1)  # at most the one racing the change
             assert metric(p, "podkit_gitsync_syncs_total", result="error") == 0
             logs = p.stderr()
@@ -562,7 +562,7 @@ def test_pre_publish_exechook_keeps_the_old_tree_when_it_fails(
         wait_published(root / "app", good)
         bad = up.commit_push({"v": "bad"})
         wait_until(lambda: bad in seen.read_text(), 10, what="hook ran on the bad commit")
-        wait_until(lambda: metric(p, "podkit_gitsync_syncs_total", result="error") >= 2, 10)
+        wait_until(lambda: polled(p, "podkit_gitsync_syncs_total", result="error") >= 2, 10)
         assert published(root / "app") == good and (root / "app" / "v").read_text() == "good-1"
         assert "pre-publish exechook: exit 1" in (p.get("/")[2]).decode()
         fixed = up.commit_push({"v": "good-2"})

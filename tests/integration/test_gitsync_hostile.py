@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from tests.helpers import wait_until
-from tests.integration.test_gitsync import gitsync, metric, published, wait_published
+from tests.integration.test_gitsync import gitsync, metric, polled, published, wait_published
 from tests.peers.git import GitDaemon, GitRepos
 
 
@@ -148,7 +148,7 @@ def test_post_sync_flood_is_rate_limited_and_coalesced(
         assert codes.count(429) == 200 - accepted
         wait_published(root / "app", up.head(), 10)
         # Accepted requests coalesce: one sync running, at most one queued behind it.
-        wait_until(lambda: metric(p, "podkit_gitsync_syncs_total", result="success") >= 2, 10)
+        wait_until(lambda: polled(p, "podkit_gitsync_syncs_total", result="success") >= 2, 10)
         time.sleep(0.5)
         coalesced = metric(p, "podkit_gitsync_sync_requests_total", result="coalesced")
         assert metric(p, "podkit_gitsync_fetches_total") - fetches <= accepted - coalesced

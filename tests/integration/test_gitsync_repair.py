@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import wait_until
-from tests.integration.test_gitsync import gitsync, metric, published, wait_published
+from tests.integration.test_gitsync import gitsync, metric, polled, published, wait_published
 from tests.peers.git import GitDaemon, GitRepos, git
 
 
@@ -32,7 +32,7 @@ def test_damaged_worktree_is_rebuilt_and_strays_removed(
         (link / "__pycache__").mkdir()
         (link / "__pycache__" / "x.pyc").write_text("cache")
         n = metric(p, "podkit_gitsync_syncs_total", result="noop")
-        wait_until(lambda: metric(p, "podkit_gitsync_syncs_total", result="noop") > n + 2, 10)
+        wait_until(lambda: polled(p, "podkit_gitsync_syncs_total", result="noop") > n + 2, 10)
         assert (link / "__pycache__" / "x.pyc").exists()
         assert metric(p, "podkit_gitsync_fetches_total") == fetches
 
@@ -96,7 +96,7 @@ def test_a_period_with_nothing_new_does_no_fetch(
     ) as p:
         p.wait_ready()
         wait_published(root / "app", want)
-        wait_until(lambda: metric(p, "podkit_gitsync_syncs_total", result="noop") >= 5, 15)
+        wait_until(lambda: polled(p, "podkit_gitsync_syncs_total", result="noop") >= 5, 15)
         # One fetch at start (the first sync of a process always fetches), then
         # ls-remote at most.
         assert metric(p, "podkit_gitsync_fetches_total") <= 1
