@@ -45,6 +45,7 @@ SOURCE_KEYS = (
     "poll_interval",
     "follow_symlinks",
     "grok_patterns_file",
+    "multiline",
 )
 RULE_KEYS = (
     "match",
@@ -252,6 +253,17 @@ class LogSource(Source):
         self.poll_interval = cfg.duration("poll_interval", "1s")
         # Off unless asked: the default and its risk are declared once, in podkit.tailer.
         self.follow_symlinks = cfg.flag("follow_symlinks", TailerConfig.follow_symlinks)
+        # A stack trace is one record (podkit.stacktrace, logformat's modes):
+        # rules then see the whole trace, not its frames one by one.
+        self.multiline = cfg.text("multiline")
+        self.multiline_start: str | None = None
+        if self.multiline is not None:
+            from podkit.stacktrace import start_pattern
+
+            try:
+                self.multiline_start = start_pattern(self.multiline)
+            except ValueError as exc:
+                raise cfg.err("multiline", str(exc)) from None
         rules = cfg.list("rules", required=True)
         if not rules:
             raise cfg.err("rules", "at least one rule is needed")
@@ -284,6 +296,7 @@ class LogSource(Source):
                 read_from=self.read_from,
                 poll_interval=self.poll_interval,
                 follow_symlinks=self.follow_symlinks,
+                multiline_start=self.multiline_start,
             )
         )
         await self._tailer.start()

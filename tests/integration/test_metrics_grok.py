@@ -99,3 +99,36 @@ sources:
         p.wait_ready()
         wait_until(lambda: p.metric("server_errors_total", missing=0.0) == 3, 15)
         assert p.metric("get_errors_total") == 1  # the 503; not the 500 (5 bytes), not the POST
+
+
+def test_multiline_python_traces_are_one_record_for_the_rules(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_text(
+        "2026-12-04 10:00:00,000 ERROR app: request failed\n"
+        "Traceback (most recent call last):\n"
+        '  File "app.py", line 3, in <module>\n'
+        "    main()\n"
+        "ZeroDivisionError: division by zero\n"
+        "2026-12-04 10:00:01,000 INFO app: next request\n"
+    )
+    cfg = tmp_path / "adapter.yaml"
+    cfg.write_text(
+        f"""
+sources:
+  - type: log
+    path: {logs}/*.log
+    poll_interval: 100ms
+    multiline: python
+    rules:
+      - match: '(?s)ERROR.*\\n(?P<type>\\w+Error): '
+        counter: app_exceptions_total
+        labels: [type]
+      - match: '^\\d{{4}}-'
+        counter: app_records_total
+"""
+    )
+    with ProgramProcess("metrics", ["--config", str(cfg)], tmp=tmp_path) as p:
+        p.wait_ready()
+        wait_until(lambda: p.metric("app_records_total", missing=0.0) == 2, 15, what="2 records")
+        assert p.metric("app_exceptions_total", type="ZeroDivisionError") == 1
