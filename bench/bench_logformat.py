@@ -285,8 +285,9 @@ FORMAT_SAMPLES = {
 def format_rates(n: int = 50_000) -> dict[str, float]:
     """In-process conversion (parse + JSON encode) per CPU-second, one format at a time."""
     from podkit.adapters.logformat import Converter
-    from podkit.adapters.logformat.parsers import create
-    from podkit.adapters.logformat.timeparse import Clock
+
+    from podkit.logparse.parsers import create
+    from podkit.logparse.timeparse import Clock
 
     out = {}
     for fmt, line in FORMAT_SAMPLES.items():

@@ -26,14 +26,14 @@ from typing import Any
 from podkit import Sidecar, UsageError, option, rfc3339_ns
 from podkit.aio import wait_for
 from podkit.grok import GrokError, load_patterns
+from podkit.logparse.parsers import Settings, create, names
+from podkit.logparse.timeparse import Clock, parse_timezone
 from podkit.sinks import NdjsonBatch, SinkClosed
 from podkit.stacktrace import MODES, start_pattern
 from podkit.tailer import follow_symlinks_option, watch_log_volume
 
 from .convert import Converter
-from .parsers import Settings, create, names
 from .stdin import LineSplitter, read_stdin
-from .timeparse import Clock, parse_timezone
 
 
 class LogFormat(Sidecar):

@@ -12,11 +12,10 @@ import json.encoder
 from typing import Any
 
 from podkit import rfc3339_ns
+from podkit.logparse.parsers import Parser
+from podkit.logparse.schema import error_record
 from podkit.sinks import NdjsonBatch
 from podkit.stacktrace import parse_trace
-
-from .parsers import Parser
-from .schema import error_record
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _enc = json.encoder.encode_basestring

@@ -46,6 +46,7 @@ SOURCE_KEYS = (
     "follow_symlinks",
     "grok_patterns_file",
     "multiline",
+    "format",
 )
 RULE_KEYS = (
     "match",
@@ -81,12 +82,21 @@ class Rule:
         "when",
     )
 
-    def __init__(self, cfg: Cfg, grok_patterns: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, cfg: Cfg, grok_patterns: dict[str, str] | None = None, fields: bool = False
+    ) -> None:
+        """`fields`: the source parses each line with a `format`, so labels,
+        value and when may name the parsed record's fields, and match is
+        optional (without it every parsed line is a match)."""
         cfg.check_keys(RULE_KEYS)
-        match = cfg.text("match", required=True)
+        match = cfg.text("match", required=not fields)
         try:
             self.regex = re.compile(
-                _grok_regex(cfg, match, grok_patterns) if "%{" in match else match
+                ""
+                if match is None
+                else _grok_regex(cfg, match, grok_patterns)
+                if "%{" in match
+                else match
             )
         except re.error as exc:
             raise cfg.err("match", f"invalid regex: {exc}") from None
@@ -98,7 +108,7 @@ class Rule:
         self.metric = cfg.text(self.kind)
         if not valid_name(self.metric):
             raise cfg.err(self.kind, f"{self.metric!r} is not a valid metric name")
-        groups = set(self.regex.groupindex)
+        groups: Any = set(self.regex.groupindex) if not fields else _Anything()
         raw_labels = cfg.get("labels", [])
         if isinstance(raw_labels, list):
             pairs = [(str(g), str(g)) for g in raw_labels]
@@ -132,6 +142,38 @@ class Rule:
         self.cache: dict[tuple[str | None, ...], Any] = {}
         self.family: Any = None
         self.matches = 0
+
+
+class _Anything:
+    """Every name is a field of a parsed record (known only at run time)."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+
+class _Fields:
+    """A rule's match over a parsed record: a named group of `match` if it
+    took part, else the record's field of that name (as text)."""
+
+    __slots__ = ("m", "rec")
+
+    def __init__(self, rec: dict[str, Any], m: re.Match[str]) -> None:
+        self.rec = rec
+        self.m = m
+
+    def _one(self, name: str) -> str | None:
+        v = self.m.groupdict().get(name)
+        if v is not None:
+            return v
+        v = self.rec.get(name)
+        if v is None or isinstance(v, dict | list):
+            return None
+        return str(v)
+
+    def group(self, *names: str) -> Any:
+        if len(names) == 1:
+            return self._one(names[0])
+        return tuple(self._one(n) for n in names)
 
 
 _WHEN = re.compile(r"\s*(\w+)\s*(==|!=|<=|>=|<|>|=~|!~)\s*(.+?)\s*$")
@@ -276,10 +318,25 @@ class LogSource(Source):
                 patterns = load_patterns(patterns_file)
             except (OSError, GrokError) as exc:
                 raise cfg.err("grok_patterns_file", str(exc)) from None
-        self.rules = [Rule(cfg.sub(f"rules[{i}]", r), patterns) for i, r in enumerate(rules)]
+        # format: the lines are parsed as logformat parses them (podkit.logparse),
+        # and the rules can use the record's fields.
+        self.format = cfg.text("format")
+        self.parser: Any = None
+        if self.format is not None:
+            from podkit.logparse.parsers import Settings, create
+            from podkit.logparse.timeparse import Clock
+
+            try:
+                self.parser = create(self.format, Clock(), Settings(grok_patterns=patterns or {}))
+            except ValueError as exc:
+                raise cfg.err("format", str(exc)) from None
+        self.rules = [
+            Rule(cfg.sub(f"rules[{i}]", r), patterns, fields=self.parser is not None)
+            for i, r in enumerate(rules)
+        ]
         self.name = self.name or f"log {','.join(self.paths)}"
         self.lines = 0
-        self.errors = {"bad_value": 0, "conflict": 0}
+        self.errors = {"bad_value": 0, "conflict": 0, "parse_error": 0}
         self._gen = -1
         self._tailer: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -321,6 +378,11 @@ class LogSource(Source):
                 rule.family = None
             self._gen = store.generation
         now = store.now = time.monotonic()
+        records: list[dict[str, Any] | None] | None = None
+        if self.parser is not None:
+            parse, source = self.parser.parse, self.name
+            records = [parse(text, source) for text in texts]
+            self.errors["parse_error"] += records.count(None)
         for rule in self.rules:
             search = rule.search
             cache = rule.cache
@@ -330,8 +392,11 @@ class LogSource(Source):
             scale = rule.scale
             when = rule.when
             hits = 0
-            for text in texts:
-                m = search(text)
+            for i, text in enumerate(texts):
+                m: Any = search(text)
+                if m is not None and records is not None:
+                    rec = records[i]
+                    m = None if rec is None else _Fields(rec, m)
                 if m is None or (when is not None and not when(m)):
                     continue
                 hits += 1

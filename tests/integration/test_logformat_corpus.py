@@ -20,8 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from podkit.adapters.logformat.parsers.access import unescape
-
+from podkit.logparse.parsers.access import unescape
 from tests.helpers import free_port, need, wait_port, wait_until
 from tests.peers.nginx import start_nginx
 

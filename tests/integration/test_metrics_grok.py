@@ -1,5 +1,6 @@
-"""The metrics log source takes grok expressions in `match` (issue 15), from
-the same library and compiler as logformat's `grok:` format (issue 16)."""
+"""The metrics log source shares logformat's parsing (issues 15 and 16): grok
+expressions in `match`, `format:` for any of logformat's formats (their fields
+then label, value and condition the rules), and the multiline modes."""
 
 from __future__ import annotations
 
@@ -132,3 +133,49 @@ sources:
         p.wait_ready()
         wait_until(lambda: p.metric("app_records_total", missing=0.0) == 2, 15, what="2 records")
         assert p.metric("app_exceptions_total", type="ZeroDivisionError") == 1
+
+
+NGINX = (
+    '192.0.2.{i} - - [04/Dec/2026:10:00:0{i} +0000] "{verb} /api/{i} HTTP/1.1" {st} {size} '
+    '"-" "curl/8"\n'
+)
+
+
+def test_format_fields_feed_labels_values_and_conditions(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    rows = [("GET", 200, 100), ("GET", 404, 10), ("POST", 500, 5), ("GET", 200, 50)]
+    (logs / "access.log").write_text(
+        "".join(NGINX.format(i=i, verb=v, st=st, size=sz) for i, (v, st, sz) in enumerate(rows))
+        + "not an nginx line\n"
+    )
+    cfg = tmp_path / "adapter.yaml"
+    cfg.write_text(
+        f"""
+sources:
+  - type: log
+    path: {logs}/*.log
+    poll_interval: 100ms
+    format: nginx
+    rules:
+      - counter: http_requests_total
+        labels: [status, method]
+      - counter: http_response_bytes_total
+        value: body_bytes_sent
+      - counter: http_errors_total
+        when: 'status >= 400'
+      - match: '/api/(?P<id>\\d+)'
+        counter: api_calls_total
+        labels: [id]
+        when: 'method == GET'
+"""
+    )
+    with ProgramProcess("metrics", ["--config", str(cfg)], tmp=tmp_path) as p:
+        p.wait_ready()
+        wait_until(lambda: p.metric("http_requests_total", missing=0.0) == 4, 15, what="4 lines")
+        assert p.metric("http_requests_total", status="200", method="GET") == 2
+        assert p.metric("http_requests_total", status="500", method="POST") == 1
+        assert p.metric("http_response_bytes_total") == 165
+        assert p.metric("http_errors_total") == 2
+        assert p.metric("api_calls_total") == 3 and p.metric("api_calls_total", id="1") == 1
+        assert p.metric("podkit_metrics_log_errors_total", reason="parse_error") == 1

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 from podkit.adapters.logformat import Converter
-from podkit.adapters.logformat.parsers import create
-from podkit.adapters.logformat.timeparse import Clock, parse_timezone
+
+from podkit.logparse.parsers import create
+from podkit.logparse.timeparse import Clock, parse_timezone
 
 
 def parse(fmt: str, line: str, tz: str = "UTC", time_format: str | None = None) -> Any:
@@ -264,7 +265,7 @@ def test_logfmt_fast_path_equals_the_scanner() -> None:
     """Lines without JSON values take two regex calls; the result is the scanner's."""
     import random
 
-    from podkit.adapters.logformat.parsers import common
+    from podkit.logparse.parsers import common
 
     rnd = random.Random(7)
     pieces = ["a", "=", '"', " ", "\\", "1", ".", "-", "x=1", 'k="v w"', "n=2.5", "ok=true",

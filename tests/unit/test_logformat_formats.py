@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 from podkit.adapters.logformat import Converter
-from podkit.adapters.logformat.parsers import Settings, create
-from podkit.adapters.logformat.timeparse import Clock
+
+from podkit.logparse.parsers import Settings, create
+from podkit.logparse.timeparse import Clock
 
 
 def parse(spec: str, line: str, settings: Settings | None = None) -> Any:

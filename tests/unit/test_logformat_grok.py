@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 from podkit.adapters.logformat import Converter
-from podkit.adapters.logformat.parsers import Settings, create, split_chain
-from podkit.adapters.logformat.timeparse import Clock
 
 from podkit.grok import GrokError, base_patterns, compile_grok, load_patterns, parse_patterns
+from podkit.logparse.parsers import Settings, create, split_chain
+from podkit.logparse.timeparse import Clock
 
 YEAR = time.gmtime().tm_year
 # The Apache/Logstash documentation's combined-log line
@@ -89,7 +89,7 @@ def test_grok_errors_and_custom_patterns(tmp_path: Path) -> None:
 
 
 def parse(spec: str, line: str, settings: Settings | None = None, tz: str = "UTC") -> Any:
-    from podkit.adapters.logformat.timeparse import parse_timezone
+    from podkit.logparse.timeparse import parse_timezone
 
     return create(spec, Clock(parse_timezone(tz)), settings).parse(line, "src")
 

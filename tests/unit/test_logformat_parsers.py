@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 from podkit.adapters.logformat import Converter
-from podkit.adapters.logformat.parsers import REGISTRY, create
-from podkit.adapters.logformat.parsers.access import unescape
-from podkit.adapters.logformat.timeparse import Clock, parse_timezone
+
+from podkit.logparse.parsers import REGISTRY, create
+from podkit.logparse.parsers.access import unescape
+from podkit.logparse.timeparse import Clock, parse_timezone
 
 YEAR = time.gmtime().tm_year
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36"

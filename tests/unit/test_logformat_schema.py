@@ -6,9 +6,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from podkit.adapters.logformat.schema import norm_level, number, snake
 from podkit.adapters.logformat.stdin import LineSplitter
-from podkit.adapters.logformat.timeparse import Clock, parse_timezone
+
+from podkit.logparse.schema import norm_level, number, snake
+from podkit.logparse.timeparse import Clock, parse_timezone
 
 
 @pytest.mark.parametrize(

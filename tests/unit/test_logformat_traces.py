@@ -12,9 +12,9 @@ import re
 
 import pytest
 from podkit.adapters.logformat import Converter
-from podkit.adapters.logformat.parsers import create
-from podkit.adapters.logformat.timeparse import Clock
 
+from podkit.logparse.parsers import create
+from podkit.logparse.timeparse import Clock
 from podkit.multiline import Joiner
 from podkit.stacktrace import MODES, parse_trace, start_pattern
 
