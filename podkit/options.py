@@ -79,8 +79,26 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+class _Attribute:
+    """A class attribute that keeps each instance's value in its __dict__
+    under `attr` (what options and option groups are on a program)."""
+
+    attr: str
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        try:
+            return obj.__dict__[self.attr]
+        except KeyError:
+            raise AttributeError(self.attr) from None
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.attr] = value
+
+
 @dataclass
-class Option:
+class Option(_Attribute):
     """One declared option. Create with :func:`option`."""
 
     default: Any = _MISSING
@@ -116,17 +134,6 @@ class Option:
     def __set_name__(self, owner: type, name: str) -> None:
         self.attr = name
         self.name = name
-
-    def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        if obj is None:
-            return self
-        try:
-            return obj.__dict__[self.attr]
-        except KeyError:
-            raise AttributeError(self.attr) from None
-
-    def __set__(self, obj: Any, value: Any) -> None:
-        obj.__dict__[self.attr] = value
 
     @property
     def flag_name(self) -> str:
@@ -306,7 +313,7 @@ class OptionGroup:
 
 
 @dataclass
-class GroupField:
+class GroupField(_Attribute):
     """An OptionGroup placed on a program class (see OptionGroup.include)."""
 
     group: type[OptionGroup]
@@ -315,17 +322,6 @@ class GroupField:
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.attr = name
-
-    def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        if obj is None:
-            return self
-        try:
-            return obj.__dict__[self.attr]
-        except KeyError:
-            raise AttributeError(self.attr) from None
-
-    def __set__(self, obj: Any, value: Any) -> None:
-        obj.__dict__[self.attr] = value
 
     def expand(self) -> list[Option]:
         """The group's options as the program's own, named with the prefix."""

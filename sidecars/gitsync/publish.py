@@ -11,6 +11,8 @@ import contextlib
 import os
 import re
 
+from podkit.fsutil import atomic_write
+
 WORKTREES = ".worktrees"
 SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 
@@ -42,34 +44,10 @@ def publish(link: str, worktree: str) -> None:
 
 
 def write_atomic(path: str, data: bytes) -> None:
-    """`path` holds `data` completely or keeps what it held: a full disk never tears it.
-
-    Written to a temporary file beside it (looping on short writes), fsynced,
-    renamed over it, then the directory fsynced; on any error the temporary
-    file is removed and the error raised.
-    """
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """`path` holds `data` completely or keeps what it held: a full disk never
+    tears it (podkit.fsutil.atomic_write, in a directory made if missing)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    atomic_write(path, data)
 
 
 _RENAME_EXCHANGE = 2
