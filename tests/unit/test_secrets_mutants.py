@@ -8,6 +8,7 @@ other tests' records.
 
 from __future__ import annotations
 
+import locale
 from pathlib import Path
 
 from podkit.secrets import SecretFile, redact_url, register_secret, scrub
@@ -20,12 +21,12 @@ def test_a_four_character_secret_is_scrubbed_and_a_three_character_one_is_not() 
     assert scrub("a J%2 b") == "a J%2 b"
 
 
-def test_the_longest_secret_is_replaced_whole_when_a_shorter_one_is_inside_it() -> None:
-    # Sorted by length, not alphabetically: "zq4Wt" sorts before "Aq9-..." in
-    # reverse order, and matched first it would leave "Aq9-" and "-tail" in the log.
-    register_secret("zq4Wt")
-    register_secret("Aq9-zq4Wt-tail")
-    assert scrub("x Aq9-zq4Wt-tail y zq4Wt") == "x *** y ***"
+def test_the_longest_secret_is_replaced_whole_when_a_shorter_one_begins_it() -> None:
+    # Tried shortest first, "Kp7q" would match at the same place and leave
+    # "-and-more" of the longer secret in the log.
+    register_secret("Kp7q")
+    register_secret("Kp7q-and-more")
+    assert scrub("x Kp7q-and-more y Kp7q") == "x *** y ***"
 
 
 def test_redact_url_hides_a_password_holding_at_signs_and_colons() -> None:
@@ -51,3 +52,15 @@ def test_changed_is_false_after_a_read_and_true_once_the_file_goes(tmp_path: Pat
     assert not s.changed()
     path.unlink()
     assert s.changed()
+
+
+def test_a_secret_file_is_utf_8_whatever_the_locale(tmp_path: Path) -> None:
+    """A pod's LANG may be unset (the POSIX locale, ASCII): the token is still UTF-8."""
+    path = tmp_path / "token"
+    path.write_bytes("tøken-ü-Rw5\n".encode())
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    try:
+        assert SecretFile(path).value() == "tøken-ü-Rw5"
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
