@@ -10,10 +10,13 @@ tests/integration/test_runner_signals.py.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,3 +104,120 @@ def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(Once, ["--admin-addr", "off", "--no-such-flag"], env={}) == 2
     assert run(Then, ["--code", "seven"], env={}) == 2
     assert "error" in capsys.readouterr().err
+
+
+def records(err: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+
+
+def test_a_failed_exec_says_which_command_and_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The log is the only place that says why the container's app never started."""
+    missing = str(tmp_path / "no-such-command")
+    assert run(Then, ["--", missing], env={}) == 127
+    recs = records(capsys.readouterr().err)
+    assert {"message": "exec", "command": missing}.items() <= recs[-2].items()
+    assert {"message": "command not found", "command": missing, "level": "error"}.items() <= (
+        recs[-1].items()
+    )
+    assert run(Then, ["--", str(tmp_path)], env={}) == 126
+    last = records(capsys.readouterr().err)[-1]
+    assert last["message"] == "cannot exec command" and last["command"] == str(tmp_path)
+    assert "Permission denied" in last["error"]
+
+
+@pytest.mark.parametrize(
+    "argv_env",
+    [
+        (["--check-config"], {}),
+        (["--check-config=yes"], {}),
+        (["--check-config=TRUE"], {}),
+        (["--check-config= on "], {}),
+        (["--check-config=1"], {}),
+        (["--check-config=Y"], {}),
+        ([], {"PODKIT_CHECK_CONFIG": "true"}),
+        ([], {"PODKIT_CHECK_CONFIG": " Yes"}),
+        ([], {"PODKIT_CHECK_CONFIG": "ON"}),
+        ([], {"PODKIT_CHECK_CONFIG": "1"}),
+        ([], {"PODKIT_CHECK_CONFIG": "y"}),
+    ],
+)
+def test_check_config_only_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv_env: tuple[list[str], dict[str, str]]
+) -> None:
+    argv, env = argv_env
+    marker = tmp_path / "ran"
+    assert run(Once, ["--admin-addr", "off", "--marker", str(marker), *argv], env=env) == 0
+    assert not marker.exists()
+    assert capsys.readouterr().out == "podkit once: configuration OK\n"
+
+
+@pytest.mark.parametrize(
+    "argv_env",
+    [
+        (["--check-config=0"], {}),
+        (["--check-config=no"], {}),
+        ([], {"PODKIT_CHECK_CONFIG": "false"}),
+        ([], {"PODKIT_CHECK_CONFIG": ""}),
+        ([], {"CHECK_CONFIG": "1", "PODKIT_CHECK-CONFIG": "1", "podkit_check_config": "1"}),
+    ],
+)
+def test_check_config_off_runs_the_program(
+    tmp_path: Path, argv_env: tuple[list[str], dict[str, str]]
+) -> None:
+    argv, env = argv_env
+    marker = tmp_path / "ran"
+    assert run(Once, ["--admin-addr", "off", "--marker", str(marker), *argv], env=env) == 0
+    assert marker.exists()
+
+
+def test_check_config_value_is_all_after_the_first_equals_sign() -> None:
+    """`--check-config=x=1` is not "1": the flag's parser refuses it (usage, 2)."""
+    assert run(Once, ["--admin-addr", "off", "--check-config=x=1"], env={}) == 2
+
+
+def test_check_config_after_the_double_dash_belongs_to_the_command(tmp_path: Path) -> None:
+    assert run(Then, ["--", str(tmp_path / "cmd"), "--check-config"], env={}) == 127
+
+
+def test_check_config_reports_every_problem_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    absent = tmp_path / "absent.yaml"
+    unreadable = tmp_path / "secret"
+    unreadable.write_text("x")
+    unreadable.chmod(0o000)
+    assert (
+        run(
+            Files,
+            ["--check-config", "--token-file", str(unreadable), "--ca-file", str(absent)],
+            env={},
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.splitlines()
+    if os.geteuid() == 0:  # root reads any file: only the absent one is a problem
+        assert err == [f"podkit files: error: --ca-file {absent}: no such file"]
+    else:
+        assert err == [
+            f"podkit files: error: --token-file {unreadable}: not readable",
+            f"podkit files: error: --ca-file {absent}: no such file",
+        ]
+    assert run(Files, ["--check-config", "--ca-file", str(unreadable)], env={}) == 0
+    assert run(Files, ["--check-config", "--config", str(absent)], env={}) == 2
+    assert f"--config {absent}" in capsys.readouterr().err
+    assert run(Files, ["--check-config", "--other", str(absent)], env={}) == 0  # not a *_file
+
+
+class Files(Sidecar):
+    """Options that name files to read."""
+
+    name = "files"
+    token_file: str = option(None, kind="path")
+    ca_file: str = option(None, kind="path")
+    other: str = option(None, kind="path")
+    extra_file: list[str] = option([], kind="path", repeat=True)
+
+    async def run(self) -> None:
+        self.exit_code = 0
