@@ -228,3 +228,24 @@ def test_sighup_reaches_on_sighup() -> None:
 
     assert run(Hup, ["--admin-addr", "off"], env={}) == 0
     assert Hup.got == 1
+
+
+def test_admin_on_ipv6_loopback_is_logged_with_its_brackets(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run(Signalled, ["--admin-addr", "[::1]:0"], env={}) == 0
+    assert record(records(capsys), "admin server listening")["addr"].startswith("[::1]:")
+
+
+def test_a_sidecars_run_is_not_cancelled_by_the_signal() -> None:
+    """SIGTERM asks a sidecar to stop; its run() finishes its own way (a last flush)."""
+    finished: list[bool] = []
+
+    class Flushes(Signalled):
+        async def run(self) -> None:
+            await super().run()
+            await asyncio.sleep(0.02)  # the last flush, after `stopping` turned true
+            finished.append(True)
+
+    assert run(Flushes, ["--admin-addr", "off"], env={}) == 0
+    assert finished == [True]
