@@ -146,3 +146,24 @@ def test_log_settings_name_the_program_and_keep_the_level(
 def test_settings_of_a_list_that_holds_no_strings() -> None:
     program = configure(Entry, ["--admin-addr", "off", "--ports", "1", "--ports", "2"], env={})
     assert public_settings(program)["ports"] == [1, 2]
+
+
+def test_version_after_the_double_dash_belongs_to_the_command(tmp_path: Path) -> None:
+    from tests.unit.test_runner_exits import Then
+
+    assert run(Then, ["--", str(tmp_path / "cmd"), "--version"], env={}) == 127
+
+
+def test_an_explicit_env_is_the_only_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    marker = tmp_path / "ran"
+    monkeypatch.setenv("PODKIT_MARKER", str(marker))
+    assert run(Entry, ["--admin-addr", "off"], env={}) == 0
+    assert not marker.exists()  # the process env was not read
+
+
+def test_check_config_names_an_unknown_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(Entry, ["--check-config", "--no-such-flag"], env={}) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("podkit entry: error: ") and "--no-such-flag" in err
