@@ -52,7 +52,7 @@ def test_second_signal_exits_at_once(tmp_path: Path) -> None:
     with sample("basic", ["--cleanup-hang", "--shutdown-timeout", "60s"], tmp_path) as p:
         p.wait_ready()
         p.signal(signal.SIGTERM)
-        time.sleep(0.3)
+        p.wait_log("stopping")  # the first signal was taken: the next one is a second
         t0 = time.monotonic()
         p.signal(signal.SIGTERM)
         code = p.wait(5)
