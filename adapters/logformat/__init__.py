@@ -257,6 +257,10 @@ podkit logformat --path '/logs/app*.log' --format python --multiline python
     async def run(self) -> None:
         try:
             await (self._run_files() if not self.stdin else self._run_stdin_bounded())
+            if self.stdin and self.exit_code is None:
+                # The end of the piped input is a finish on purpose, not the
+                # sidecar dying (the runner warns about a run() that just ends).
+                self.exit_code = 0
         except SinkClosed as exc:
             # Permanent (`logformat --stdin ... | head`): stop rather than retry
             # forever. With --path the unwritten chunk was not acknowledged, so
