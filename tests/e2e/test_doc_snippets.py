@@ -39,6 +39,7 @@ NEED_A_PEER = {"waitfor", "gitsync", "kubefiles", "injector"}
 TLS = "tls"  # replaced by a throwaway CA's files
 FILES: dict[str, str] = {
     "/etc/git-secret/token": "s3cret-token\n",
+    "/etc/git-secret/webhook": "s3cret-webhook\n",
     "/var/run/secrets/api/token": "s3cret-token\n",
     "/secrets/db/password": "s3cret\n",
     "/etc/api-tls/ca.crt": TLS,
