@@ -5,6 +5,9 @@ cancellation that arrives in the same loop iteration as the awaited thing
 finishing (CPython gh-86296, fixed in 3.12): the task carries on as if nobody
 had asked it to stop, and a shutdown or a --timeout is lost. Use these
 instead; tests/unit/test_cancellation.py keeps asyncio.wait_for out of the code.
+
+`until_stopped` is the one way to "run this until it finishes or the program
+stops", instead of hand-built `asyncio.wait({x, stop})` races.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["wait_for", "wait_or_timeout"]
+__all__ = ["until_stopped", "wait_for", "wait_or_timeout"]
 
 
 async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:
@@ -35,3 +38,40 @@ async def wait_or_timeout(event: asyncio.Event, timeout: float | None) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def until_stopped(aw: Awaitable[object], stop: asyncio.Event) -> bool:
+    """Wait until `aw` finishes (True) or `stop` is set first (False).
+
+    When `aw` finishes, its exception (if any) is raised here; when both
+    happen at once, finishing wins (data read as the stop arrives is kept).
+    A coroutine is run in a task of its own that is cancelled (and awaited)
+    on stop or when the caller is cancelled. A Task or Future passed in is
+    the caller's: on stop it is left running, to be drained, bounded or
+    cancelled as the program's shutdown needs."""
+    fut = asyncio.ensure_future(aw)
+    owned = fut is not aw
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({fut, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        if owned:
+            await _cancel(fut)
+        raise
+    finally:
+        waiter.cancel()
+    if fut.done():
+        fut.result()
+        return True
+    if owned:
+        await _cancel(fut)
+    return False
+
+
+async def _cancel(fut: asyncio.Future[object]) -> None:
+    """Cancel and wait for `fut`; asyncio.wait, unlike `await fut`, lets a
+    cancel of the caller itself through instead of swallowing it."""
+    fut.cancel()
+    await asyncio.wait({fut})
+    if not fut.cancelled():
+        fut.exception()  # retrieved: it ended with its own error as it was cancelled

@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 from .aio import wait_for
 from .logs import RateLimited
+from .options import OptionGroup, UsageError, option
 from .retry import Backoff
 
 T = TypeVar("T")
@@ -141,6 +142,78 @@ class Retrier(Generic[T]):
                 self._wake.set()  # superseded while running: go again for the newer one
             if self.on_result:
                 self.on_result(value, None)  # type: ignore[arg-type]
+
+
+def _http_method(text: str) -> str:
+    method = text.strip().upper()
+    if not method.isalpha():
+        raise ValueError(f"not an HTTP method: {text!r}")
+    return method
+
+
+def _header_line(text: str) -> str:
+    from .http import parse_header
+
+    try:
+        parse_header(text)
+    except UsageError:
+        raise ValueError(f"expected 'Name: value', got {text!r}") from None
+    return text
+
+
+class WebhookOptions(OptionGroup):
+    """How a webhook is called: method, expected status, time limit, headers.
+
+    Where it is called (one `--webhook-url` or several) is the program's own
+    option; include this with `prefix="webhook-"`, and with
+    `defaults={"method": "GET"}` where a program's calls differ."""
+
+    about = "the webhook"
+
+    method: str = option(
+        "POST", metavar="METHOD", validator=_http_method, help="HTTP method of {about}"
+    )
+    status: int = option(
+        200, metavar="CODE", min=0, max=599, help="expected status of {about}; 0 accepts any"
+    )
+    timeout: float = option(
+        "5s", kind="duration", metavar="DURATION", min=0.0, help="time limit of one call of {about}"
+    )
+    header: list[str] = option(
+        repeat=True,
+        secret=True,
+        metavar="'NAME: VALUE'",
+        validator=_header_line,
+        help="'Name: value' header sent with {about} (repeatable)",
+    )
+
+    def check(self) -> None:
+        # The validator checked the spelling; the value keeps it normalised.
+        self.method = self.method.strip().upper()
+
+    def headers(self) -> dict[str, str]:
+        from .http import parse_headers
+
+        return parse_headers(self.header, self.flag("header"))
+
+    async def call(
+        self,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        ssl_ctx: ssl.SSLContext | None = None,
+    ) -> None:
+        """One call with these settings; HookError unless the status is as expected."""
+        await call_webhook(
+            url,
+            method=self.method,
+            expected_status=self.status,
+            timeout=self.timeout,
+            headers={**self.headers(), **(headers or {})},
+            body=body,
+            ssl_ctx=ssl_ctx,
+        )
 
 
 async def call_webhook(

@@ -1,5 +1,10 @@
-"""HTTP setup shared by every program: client TLS, headers, tokens; a server's
-TLS context that follows its certificate files."""
+"""HTTP setup shared by every program: client TLS, headers, tokens.
+
+`TLSClientOptions` and `AuthOptions` are the option groups a program that
+talks to a server includes (`--ca-file`, `--bearer-token-file`, ...): their
+defaults and cross-checks live here once, and they hand over what
+`ssl_context()` and `client_session()` / `podkit.httpclient` need.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ import ssl
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from .options import UsageError
-from .secrets import SecretFile
+from .options import OptionGroup, UsageError, option
+from .secrets import SecretFile, register_secret
 
 if TYPE_CHECKING:
     import aiohttp
@@ -74,3 +79,156 @@ def client_session(
         cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,
     )
+
+
+class TLSClientOptions(OptionGroup):
+    """A TLS client's settings: whom to trust, which certificate to present.
+
+    The values are files (re-read only at start: a rotated CA takes a
+    restart, as with every TLS client here). `ssl_context()` builds the
+    context once per kind of check and keeps it."""
+
+    about = "the server"
+
+    ca_file: str | None = option(
+        None,
+        kind="path",
+        metavar="FILE",
+        help="CA bundle (PEM) to verify the TLS certificates of {about} (default: the system's)",
+    )
+    cert_file: str | None = option(
+        None,
+        kind="path",
+        metavar="FILE",
+        help="client certificate (PEM) presented to {about} when asked",
+    )
+    key_file: str | None = option(
+        None,
+        kind="path",
+        metavar="FILE",
+        help="private key of the client certificate (if not in the same file)",
+    )
+    insecure: bool = option(False, help="do not verify the TLS certificates of {about}")
+
+    def check(self) -> None:
+        if self.key_file and not self.cert_file:
+            raise UsageError(f"{self.flag('key_file')}: needs {self.flag('cert_file')}")
+
+    def ssl_context(self, verify: bool = True, check_hostname: bool = True) -> ssl.SSLContext:
+        """The client context, built once per (verify, check_hostname).
+
+        `check_hostname=False` verifies the chain but not the name (libpq's
+        verify-ca); the client certificate is in every one."""
+        cache: dict[tuple[bool, bool], ssl.SSLContext] = self.__dict__.setdefault("_ssl", {})
+        key = (verify, check_hostname)
+        if key not in cache:
+            ctx = ssl_context(
+                self.ca_file, self.insecure or not verify, self.cert_file, self.key_file
+            )
+            if not check_hostname and ctx.check_hostname:
+                ctx.check_hostname = False
+            cache[key] = ctx
+        return cache[key]
+
+    def check_files(self) -> None:
+        """Load the files now, so a bad one is a usage error at start (exit 2)
+        rather than a failure at the first connection."""
+        for attr in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, attr)
+            if path is not None:
+                try:
+                    with open(path, "rb"):
+                        pass
+                except OSError as exc:
+                    raise UsageError(f"{self.flag(attr)} {path}: {exc.strerror or exc}") from None
+        if not (self.ca_file or self.cert_file):
+            return  # the system's CAs: nothing of ours to check
+        try:
+            self.ssl_context()
+        except (ssl.SSLError, OSError) as exc:
+            flags = "/".join(self.flag(a) for a in ("ca_file", "cert_file", "key_file"))
+            raise UsageError(f"{flags}: {exc}") from None
+
+
+class AuthOptions(OptionGroup):
+    """Credentials sent to a server, every one from a file re-read when it
+    changes (a rotated Secret needs no restart): a bearer token, a basic-auth
+    user and password, or extra header lines (`Name: value`, one a line)."""
+
+    about = "the server"
+
+    bearer_token_file: str | None = option(
+        None,
+        kind="path",
+        metavar="FILE",
+        help="file with a bearer token for {about}, re-read when it changes",
+    )
+    basic_auth_user: str | None = option(
+        None, metavar="USER", help="basic-auth user for {about} (with --basic-auth-password-file)"
+    )
+    basic_auth_password_file: str | None = option(
+        None,
+        kind="path",
+        metavar="FILE",
+        help="file with the basic-auth password for {about}, re-read when it changes",
+    )
+    header_file: str | None = option(
+        None,
+        kind="path",
+        metavar="FILE",
+        help="file of 'Name: value' lines sent to {about} (secret headers), re-read on change",
+    )
+
+    def check(self) -> None:
+        if bool(self.basic_auth_user) != bool(self.basic_auth_password_file):
+            raise UsageError(
+                f"{self.flag('basic_auth_user')} and {self.flag('basic_auth_password_file')}: "
+                "give both or neither"
+            )
+        if self.bearer_token_file and self.basic_auth_user:
+            raise UsageError(
+                f"{self.flag('bearer_token_file')} and {self.flag('basic_auth_user')}: "
+                "give one of them, not both"
+            )
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.bearer_token_file or self.basic_auth_user or self.header_file)
+
+    def _file(self, attr: str) -> SecretFile:
+        files: dict[str, SecretFile] = self.__dict__.setdefault("_files", {})
+        if attr not in files:
+            files[attr] = SecretFile(getattr(self, attr))
+        return files[attr]
+
+    def headers(self) -> dict[str, str]:
+        """The headers to send now, read from the files (cheap when unchanged).
+
+        Raises UsageError naming the flag and file when one cannot be read or
+        a header line is malformed: the caller reports it as its failure."""
+        out: dict[str, str] = {}
+        attr = ""
+        try:
+            if self.header_file:
+                attr = "header_file"
+                text = self._file(attr).value()
+                for line in text.splitlines():
+                    if line.strip() and not line.lstrip().startswith("#"):
+                        name, value = parse_header(line, self.flag(attr))
+                        register_secret(value)
+                        out[name] = value
+            if self.bearer_token_file:
+                attr = "bearer_token_file"
+                out["Authorization"] = f"Bearer {self._file(attr).value()}"
+            elif self.basic_auth_user and self.basic_auth_password_file:
+                import base64
+
+                attr = "basic_auth_password_file"
+                pair = f"{self.basic_auth_user}:{self._file(attr).value()}".encode()
+                token = base64.b64encode(pair).decode("ascii")
+                register_secret(token)
+                out["Authorization"] = f"Basic {token}"
+        except OSError as exc:
+            path = getattr(self, attr)
+            raise UsageError(f"{self.flag(attr)} {path}: {exc.strerror or exc}") from None
+        return out

@@ -15,6 +15,43 @@ from __future__ import annotations
 import re
 import time
 
+from .options import OptionGroup, option
+
+
+def _regex(text: str) -> str:
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ValueError(f"invalid regex: {exc}") from None
+    return text
+
+
+class MultilineOptions(OptionGroup):
+    """How continuation lines are joined (`--multiline-start`, `--multiline-max-lines`,
+    `--multiline-timeout` with `include(prefix="multiline-")`); a program with
+    its own start patterns (logformat's stack-trace modes) passes one to `joiner()`."""
+
+    about = "a record"
+
+    start: str | None = option(
+        None,
+        metavar="REGEX",
+        validator=_regex,
+        help="a line matching REGEX starts {about}; others continue it",
+    )
+    max_lines: int = option(500, min=1, help="most lines joined into {about}")
+    timeout: float = option(
+        "3s",
+        kind="duration",
+        min=0.0,
+        help="{about} waiting this long for a continuation is emitted",
+    )
+
+    def joiner(self, start: str | None = None, max_chars: int = 256 * 1024) -> Joiner | None:
+        """A Joiner for `start` (default: --multiline-start); None without one."""
+        pattern = start or self.start
+        return Joiner(pattern, self.max_lines, self.timeout, max_chars) if pattern else None
+
 
 class Joiner:
     def __init__(

@@ -171,9 +171,9 @@ class Option(_Attribute):
             if self.repeat:
                 items = value if isinstance(value, list | tuple) else _split_env_list(value)
                 out = [conv(v) for v in items]
-                if self.choices is not None:
-                    for v in out:
-                        self._check_choice(v)
+                for v in out:
+                    self._check_choice(v)
+                    self._check(v)
                 return out
             if value is None:
                 return None
@@ -286,10 +286,38 @@ class OptionGroup:
         for key, value in values.items():
             self.__dict__[key] = value
 
+    #: What the group's options are for, filling `{about}` in their help
+    #: texts ("the sink", "the webhook"); include(about=...) names it per use.
+    about: str = "the server"
+
     @classmethod
-    def include(cls, prefix: str = "") -> Any:
-        """This group's options on a program, under flag names starting `prefix`."""
-        return GroupField(cls, prefix)
+    def include(
+        cls,
+        prefix: str = "",
+        *,
+        about: str | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        also_env: Mapping[str, str | Sequence[str]] | None = None,
+    ) -> Any:
+        """This group's options on a program, under flag names starting `prefix`.
+
+        `about` fills `{about}` in the help texts; `defaults` replaces a
+        default where one program's differs (kubefiles' webhook is a GET, as
+        k8s-sidecar's is); `also_env` adds another tool's env names to an
+        option (keys are the group's attribute names)."""
+        unknown = set(defaults or {}) | set(also_env or {})
+        unknown -= {opt.attr for opt in cls.options()}
+        if unknown:
+            raise TypeError(f"{cls.__name__}.include: no options {sorted(unknown)}")
+        return GroupField(
+            cls,
+            prefix,
+            about=about or cls.about,
+            defaults=dict(defaults or {}),
+            also_env={
+                k: (v,) if isinstance(v, str) else tuple(v) for k, v in (also_env or {}).items()
+            },
+        )
 
     @classmethod
     def options(cls) -> list[Option]:
@@ -302,12 +330,16 @@ class OptionGroup:
     def check(self) -> None:
         """Cross-option rules of the group; raise UsageError naming the flags."""
 
+    def values(self) -> dict[str, Any]:
+        """The options' values (not the caches a group keeps under `_names`)."""
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
     def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items() if k != "_prefix")
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.values().items())
         return f"{type(self).__name__}({fields})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.__dict__ == self.__dict__
+        return type(other) is type(self) and other.values() == self.values()
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -319,6 +351,9 @@ class GroupField(_Attribute):
     group: type[OptionGroup]
     prefix: str = ""
     attr: str = ""
+    about: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    also_env: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.attr = name
@@ -326,6 +361,7 @@ class GroupField(_Attribute):
     def expand(self) -> list[Option]:
         """The group's options as the program's own, named with the prefix."""
         under = self.prefix.replace("-", "_")
+        about = self.about or self.group.about
         return [
             dataclasses.replace(
                 opt,
@@ -333,6 +369,9 @@ class GroupField(_Attribute):
                 attr=under + opt.name,
                 flag=None,
                 env=None,
+                default=self.defaults.get(opt.attr, opt.default),
+                also_env=opt.also_env + self.also_env.get(opt.attr, ()),
+                help=opt.help.replace("{about}", about),
                 group=(self.attr, opt.attr),
                 _extra=dict(opt._extra),
             )

@@ -11,10 +11,10 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .aio import wait_or_timeout
+from .aio import until_stopped, wait_or_timeout
 from .options import Option, collect_options, option
 
 if TYPE_CHECKING:
@@ -177,6 +177,11 @@ class Program:
     def request_stop(self) -> None:
         """Ask the program to stop gracefully (what SIGTERM does)."""
         self._stop_event().set()
+
+    async def until_stopped(self, aw: Awaitable[object]) -> bool:
+        """Wait until `aw` finishes (True) or a stop is requested (False); see
+        podkit.aio.until_stopped for what happens to `aw` on a stop."""
+        return await until_stopped(aw, self._stop_event())
 
     async def sleep(self, seconds: float) -> bool:
         """Sleep, returning early (True) when a stop is requested."""

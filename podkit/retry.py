@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import random
 
+from .options import OptionGroup, option
+
 
 class Backoff:
     def __init__(
@@ -39,3 +41,22 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+class RetryOptions(OptionGroup):
+    """How an action that must eventually succeed is retried (a webhook, a
+    reload, a write): `--retry-max-backoff` with `include(prefix="retry-")`."""
+
+    about = "a failed action"
+
+    max_backoff: float = option(
+        "30s",
+        kind="duration",
+        metavar="DURATION",
+        min=0.01,
+        help="longest wait between retries of {about}",
+    )
+
+    def backoff(self, initial: float = 0.5) -> Backoff:
+        """A fresh Backoff from `initial` (never above the maximum) up to it."""
+        return Backoff(min(initial, self.max_backoff), self.max_backoff)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import threading
 import time
 from typing import Any
@@ -28,6 +27,7 @@ from podkit.aio import wait_for
 from podkit.grok import GrokError, load_patterns
 from podkit.logparse.parsers import Settings, create, names
 from podkit.logparse.timeparse import Clock, parse_timezone
+from podkit.multiline import MultilineOptions
 from podkit.sinks import NdjsonBatch, SinkClosed
 from podkit.stacktrace import MODES, start_pattern
 from podkit.tailer import follow_symlinks_option, watch_log_volume
@@ -87,13 +87,7 @@ podkit logformat --path '/logs/app*.log' --format python --multiline python
         help="stack traces: join java, python, go, ruby, node or dotnet traces (or auto) to "
         "the record before them and parse them into an `error` object",
     )
-    multiline_start: str | None = option(
-        None, metavar="REGEX", help="a line matching REGEX starts a record; others continue it"
-    )
-    multiline_max_lines: int = option(500, help="most lines joined into one record")
-    multiline_timeout: float = option(
-        "3s", kind="duration", help="a record waiting this long for a continuation is emitted"
-    )
+    joining: MultilineOptions = MultilineOptions.include(prefix="multiline-")
     time_format: str | None = option(
         None,
         metavar="STRPTIME",
@@ -157,17 +151,10 @@ podkit logformat --path '/logs/app*.log' --format python --multiline python
         except ValueError as exc:
             raise UsageError(f"--format: {exc}") from None
         self.converter = Converter(self.parser, self.format, self.multiline)
-        if self.multiline_start:
-            try:
-                re.compile(self.multiline_start)
-            except re.error as exc:
-                raise UsageError(f"--multiline-start: {exc}") from None
         # --multiline-start, when given, decides the joining; else the mode's own rule.
-        self.start_regex = self.multiline_start or (
+        self.start_regex = self.joining.start or (
             start_pattern(self.multiline) if self.multiline else None
         )
-        if self.multiline_max_lines < 1:
-            raise UsageError("--multiline-max-lines: must be at least 1")
         if self.max_line_bytes < 64:
             raise UsageError("--max-line-bytes: must be at least 64 bytes")
         out = self.output.strip()
@@ -270,10 +257,7 @@ podkit logformat --path '/logs/app*.log' --format python --multiline python
 
     async def _run_stdin_bounded(self) -> None:
         reader = asyncio.create_task(self._run_stdin(), name="logformat-stdin")
-        stop = asyncio.create_task(self.wait_stopping())
-        await asyncio.wait({reader, stop}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        if not reader.done():
+        if not await self.until_stopped(reader):
             # Stopping: _run_stdin writes what it has read and returns, unless
             # the output is stuck (the sink retries forever); bound that, so
             # the runner's deadline never has to shoot the process.
@@ -306,8 +290,8 @@ podkit logformat --path '/logs/app*.log' --format python --multiline python
                 read_from=self.read_from,
                 max_line_bytes=self.max_line_bytes,
                 multiline_start=self.start_regex,
-                multiline_max_lines=self.multiline_max_lines,
-                multiline_timeout=self.multiline_timeout,
+                multiline_max_lines=self.joining.max_lines,
+                multiline_timeout=self.joining.timeout,
                 follow_symlinks=self.follow_symlinks,
             )
         )
@@ -316,12 +300,8 @@ podkit logformat --path '/logs/app*.log' --format python --multiline python
         watch_log_volume(self, self.path, self.tailer.files_watched)
         self.set_ready()
         consumer = asyncio.create_task(self._consume(), name="logformat-consume")
-        stop = asyncio.create_task(self.wait_stopping())
-        done, _ = await asyncio.wait({consumer, stop}, return_when=asyncio.FIRST_COMPLETED)
-        if consumer in done:
-            stop.cancel()
-            consumer.result()
-            return
+        if await self.until_stopped(consumer):
+            return  # the input ended (its error, if any, raised)
         # SIGTERM: the app has stopped (native sidecars stop after it), so read
         # what it wrote last to the end, write it out, then checkpoint in
         # cleanup(). Bounded, so the runner's deadline never has to shoot us.
@@ -353,60 +333,48 @@ podkit logformat --path '/logs/app*.log' --format python --multiline python
         # refuses. Daemon, because a read blocked on a silent pipe cannot be
         # interrupted, and it must not hold the process at exit.
         reader.start()
-        joiner = None
-        if self.start_regex:
-            from podkit.multiline import Joiner
-
-            # The same limits as the tailer gives a file's joiner: a joined record
-            # is cut at --max-line-bytes too.
-            joiner = Joiner(
-                self.start_regex,
-                self.multiline_max_lines,
-                self.multiline_timeout,
-                self.max_line_bytes,
-            )
+        # The same limits as the tailer gives a file's joiner: a joined record
+        # is cut at --max-line-bytes too.
+        joiner = self.joining.joiner(self.start_regex, self.max_line_bytes)
         lines = LineSplitter(self.max_line_bytes)
         self.set_ready()
-        stop = asyncio.create_task(self.wait_stopping())
         get: asyncio.Task[bytes | None] | None = None
         eof = False
-        try:
-            while True:
-                if get is None:
-                    get = asyncio.create_task(queue.get())
-                timeout = self.multiline_timeout if joiner is not None and joiner.pending else None
-                done, _ = await asyncio.wait(
-                    {get, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-                if get in done:  # data first, even when a stop arrived with it
-                    data, get = get.result(), None
-                    if data is None:
-                        eof = True
-                        break
-                    await self._stdin_block(lines.feed(data), joiner)
-                elif stop in done:
-                    break
-                elif joiner is not None and joiner.due():
+        while True:
+            if get is None:
+                get = asyncio.create_task(queue.get())
+            timeout = self.joining.timeout if joiner is not None and joiner.pending else None
+            try:
+                async with asyncio.timeout(timeout):
+                    got = await self.until_stopped(get)  # data first, even with a stop
+            except TimeoutError:  # a held record waited long enough
+                if joiner is not None and joiner.due():
                     texts, trunc, _ = joiner.flush()
                     await self._emit(texts, "stdin", time.time_ns(), trunc)
-            if get is not None:
-                get.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await get
-            # SIGTERM: write what the pipe already handed over, nothing more.
-            while not eof and not queue.empty():
-                data = queue.get_nowait()
-                if data is None:
-                    break
-                await self._stdin_block(lines.feed(data), joiner)
-            await self._stdin_block(lines.finish(), joiner)
-            if joiner is not None:
-                texts, trunc, _ = joiner.flush()
-                await self._emit(texts, "stdin", time.time_ns(), trunc)
-            if eof:
-                self.log.info("end of input", extra={"records": self.converter.records})
-        finally:
-            stop.cancel()
+                continue
+            if not got:
+                break
+            data, get = get.result(), None
+            if data is None:
+                eof = True
+                break
+            await self._stdin_block(lines.feed(data), joiner)
+        if get is not None:
+            get.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await get
+        # SIGTERM: write what the pipe already handed over, nothing more.
+        while not eof and not queue.empty():
+            data = queue.get_nowait()
+            if data is None:
+                break
+            await self._stdin_block(lines.feed(data), joiner)
+        await self._stdin_block(lines.finish(), joiner)
+        if joiner is not None:
+            texts, trunc, _ = joiner.flush()
+            await self._emit(texts, "stdin", time.time_ns(), trunc)
+        if eof:
+            self.log.info("end of input", extra={"records": self.converter.records})
 
     async def _stdin_block(self, block: tuple[list[str], list[int]], joiner: Any) -> None:
         texts, trunc = block

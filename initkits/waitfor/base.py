@@ -16,6 +16,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from podkit import SecretFile, redact_url, register_secret
 from podkit.checks import JSONCondition
+from podkit.http import TLSClientOptions
 
 
 class NotReady(Exception):
@@ -45,20 +46,20 @@ class HTTPSettings:
         return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in self.statuses)
 
 
+def _no_tls() -> TLSClientOptions:
+    return TLSClientOptions(ca_file=None, cert_file=None, key_file=None, insecure=False)
+
+
 @dataclass
 class Settings:
     """Run-wide settings a probe may need."""
 
     http: HTTPSettings = field(default_factory=HTTPSettings)
-    ca_file: str | None = None
-    insecure: bool = False
-    #: a client certificate (PEM) and its key, presented to every TLS peer that asks
-    cert_file: str | None = None
-    key_file: str | None = None
+    #: whom every TLS probe trusts, and the client certificate it presents
+    tls: TLSClientOptions = field(default_factory=_no_tls)
     #: the Kubernetes API for k8s:// targets (default: the in-cluster one)
     k8s_api: str | None = None
     k8s_token_file: str | None = None
-    _ssl: dict[tuple[bool, bool], ssl.SSLContext] = field(default_factory=dict)
 
     def ssl_context(self, verify: bool = True, check_hostname: bool = True) -> ssl.SSLContext:
         """A client TLS context, built once (loading CAs costs a few ms).
@@ -66,17 +67,7 @@ class Settings:
         `check_hostname=False` verifies the chain but not the name (libpq's
         verify-ca, MySQL's verify_ca); the client certificate is in every one.
         """
-        key = (verify, check_hostname)
-        if key not in self._ssl:
-            from podkit.http import ssl_context
-
-            ctx = ssl_context(
-                self.ca_file, self.insecure or not verify, self.cert_file, self.key_file
-            )
-            if not check_hostname and ctx.check_hostname:
-                ctx.check_hostname = False
-            self._ssl[key] = ctx
-        return self._ssl[key]
+        return self.tls.ssl_context(verify, check_hostname)
 
 
 class Probe:

@@ -150,8 +150,9 @@ class GRPCProbe(Probe):
         if self.scheme == "grpcs":
             from podkit.http import ssl_context
 
-            s = self.settings
-            tls = ssl_context(s.ca_file, s.insecure, s.cert_file, s.key_file)
+            # Its own context, not the shared one: ALPN h2 is for gRPC only.
+            t = self.settings.tls
+            tls = ssl_context(t.ca_file, t.insecure, t.cert_file, t.key_file)
             tls.set_alpn_protocols(["h2"])
         reader, writer = await open_stream(self.host, self.port, tls=tls)
         try:

@@ -94,8 +94,8 @@ class K8sProbe(Probe):
             token = SecretFile(token_file).value()
         except OSError as exc:
             raise NotReady(f"cannot read the token {token_file}: {exc.strerror or exc}") from None
-        ca = s.ca_file or (os.path.join(SA_DIR, "ca.crt") if s.k8s_api is None else None)
-        tls = ssl_context(ca, s.insecure) if api.startswith("https") else None
+        ca = s.tls.ca_file or (os.path.join(SA_DIR, "ca.crt") if s.k8s_api is None else None)
+        tls = ssl_context(ca, s.tls.insecure) if api.startswith("https") else None
         res = await fetch(
             "GET",
             api.rstrip("/") + self._request_path(namespace),

@@ -15,13 +15,13 @@ import asyncio
 import gc
 import logging
 import re
-import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from podkit import InitTask, RateLimited, UsageError, format_duration, option, redact_url
 from podkit.checks import ConditionError, JSONCondition
+from podkit.http import TLSClientOptions
 from podkit.retry import Backoff
 
 # Importing the probe modules registers their schemes in REGISTRY.
@@ -123,16 +123,7 @@ podkit waitfor k8s://job/migrate?condition=Complete --timeout 10m
     )
     http_method: str = option("GET", help="HTTP request method")
     http_follow_redirects: bool = option(False, help="follow HTTP redirects (up to 10)")
-    insecure: bool = option(False, help="do not verify TLS certificates (https, rediss)")
-    ca_file: str | None = option(
-        None, kind="path", help="CA bundle (PEM) for TLS instead of the system's"
-    )
-    cert_file: str | None = option(
-        None, kind="path", help="client certificate (PEM) for TLS peers that ask for one"
-    )
-    key_file: str | None = option(
-        None, kind="path", help="private key of --cert-file (if not in the same file)"
-    )
+    tls: TLSClientOptions = TLSClientOptions.include(about="the targets (https, rediss, ...)")
     k8s_api: str | None = option(
         None,
         kind="url",
@@ -162,31 +153,11 @@ podkit waitfor k8s://job/migrate?condition=Complete --timeout 10m
             raise UsageError("--max-interval: must not be shorter than --interval")
         settings = Settings(
             http=self._http_settings(),
-            ca_file=self.ca_file,
-            insecure=self.insecure,
-            cert_file=self.cert_file,
-            key_file=self.key_file,
+            tls=self.tls,
             k8s_api=self.k8s_api,
             k8s_token_file=self.k8s_token_file,
         )
-        if self.key_file and not self.cert_file:
-            raise UsageError("--key-file: needs --cert-file")
-        for flag, path in (
-            ("--ca-file", self.ca_file),
-            ("--cert-file", self.cert_file),
-            ("--key-file", self.key_file),
-        ):
-            if path is not None:
-                try:
-                    with open(path, "rb"):
-                        pass
-                except OSError as exc:
-                    raise UsageError(f"{flag} {path}: {exc.strerror or exc}") from None
-        if self.cert_file:
-            try:
-                settings.ssl_context()
-            except (ssl.SSLError, OSError) as exc:
-                raise UsageError(f"--cert-file/--key-file: {exc}") from None
+        self.tls.check_files()
         errors = []
         for text in self.targets:
             try:

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from podkit import Backoff, RateLimited, Sidecar, UsageError, option, redact_url, rfc3339
-from podkit.hooks import HookError, Retrier, call_webhook, run_command
+from podkit.hooks import HookError, Retrier, WebhookOptions, run_command
+from podkit.retry import RetryOptions
 
 from .kubeapi import SA_DIR, APIError, Gone, KubeAPI, from_kubeconfig, in_cluster
 from .writer import Folder, Result, safe_name, safe_subdir
@@ -171,17 +172,16 @@ podkit kubefiles --label app=web --folder /config --one-time   # an init contain
     webhook_url: str | None = option(
         None, kind="url", help="URL called after a change", also_env="REQ_URL"
     )
-    webhook_method: str = option("GET", help="HTTP method of the webhook", also_env="REQ_METHOD")
     webhook_payload: str | None = option(
         None, metavar="JSON", help="body of the webhook", also_env="REQ_PAYLOAD"
     )
-    webhook_status: int = option(200, help="expected webhook status; 0 accepts any")
-    webhook_timeout: float = option(
-        "10s", kind="duration", help="timeout of one webhook call", also_env="REQ_TIMEOUT"
+    # k8s-sidecar's webhook is a GET with a 10 s limit, read from its REQ_* names.
+    webhook: WebhookOptions = WebhookOptions.include(
+        prefix="webhook-",
+        defaults={"method": "GET", "timeout": "10s"},
+        also_env={"method": "REQ_METHOD", "timeout": "REQ_TIMEOUT"},
     )
-    retry_max_backoff: float = option(
-        "30s", kind="duration", min=0.01, help="longest wait between retries (API and hooks)"
-    )
+    retry: RetryOptions = RetryOptions.include(prefix="retry-", about="the API and the hooks")
     kubeconfig: str | None = option(
         None,
         kind="path",
@@ -213,9 +213,6 @@ podkit kubefiles --label app=web --folder /config --one-time   # an init contain
         if self.method == "LIST":
             self.one_time = True
         self.mode = _file_mode(self.default_file_mode)
-        self.webhook_method = self.webhook_method.strip().upper()
-        if not self.webhook_method.isalpha():
-            raise UsageError(f"--webhook-method: not an HTTP method: {self.webhook_method!r}")
         if self.stale_after <= self.watch_idle_timeout:
             # A quiet cluster without bookmarks shows nothing but the periodic
             # reopen; the bound must leave room for it.
@@ -300,7 +297,7 @@ podkit kubefiles --label app=web --folder /config --one-time   # an init contain
                 h.start()
 
     def _backoff(self) -> Backoff:
-        return Backoff(min(0.2, self.retry_max_backoff), self.retry_max_backoff)
+        return self.retry.backoff(0.2)
 
     async def cleanup(self) -> None:
         for h in getattr(self, "_hooks", []):
@@ -317,18 +314,17 @@ podkit kubefiles --label app=web --folder /config --one-time   # an init contain
             self.exit_code = await self._one_time()
             return
         tasks = [asyncio.create_task(self._follow(s), name=f"scope:{s.key}") for s in self.scopes]
-        writer = asyncio.create_task(self._writer(), name="writer")
-        stop = asyncio.ensure_future(self.wait_stopping())
+        loops = [*tasks, asyncio.create_task(self._writer(), name="writer")]
         try:
             # The loops never end by themselves: one that does has failed.
-            await asyncio.wait([*tasks, writer, stop], return_when=asyncio.FIRST_COMPLETED)
-            for t in [*tasks, writer]:
+            await self.until_stopped(asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED))
+            for t in loops:
                 if t.done() and not t.cancelled() and t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]
         finally:
-            for t in [*tasks, writer, stop]:
+            for t in loops:
                 t.cancel()
-            await asyncio.gather(*tasks, writer, stop, return_exceptions=True)
+            await asyncio.gather(*loops, return_exceptions=True)
         for h in self._hooks:
             await h.idle(min(5.0, self.shutdown_timeout / 2))
 
@@ -612,14 +608,7 @@ podkit kubefiles --label app=web --folder /config --one-time   # an init contain
         assert self.webhook_url is not None
         body = self.webhook_payload.encode() if self.webhook_payload else None
         headers = {"Content-Type": "application/json"} if body else {}
-        await call_webhook(
-            self.webhook_url,
-            method=self.webhook_method,
-            expected_status=self.webhook_status,
-            timeout=self.webhook_timeout,
-            headers=headers,
-            body=body,
-        )
+        await self.webhook.call(self.webhook_url, headers=headers, body=body)
 
     async def _script(self, _generation: int) -> None:
         assert self.script is not None

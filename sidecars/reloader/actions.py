@@ -10,8 +10,9 @@ import os
 import signal
 import stat
 
-from podkit.hooks import HookError, call_webhook
-from podkit.http import BearerToken
+from podkit.hooks import HookError, WebhookOptions
+from podkit.http import AuthOptions
+from podkit.options import UsageError
 
 
 def parse_signal(text: str) -> signal.Signals:
@@ -118,19 +119,9 @@ def send_signal(pids: list[int], sig: signal.Signals, what: str) -> list[int]:
     return sent
 
 
-async def webhook(
-    url: str,
-    *,
-    method: str,
-    status: int,
-    timeout: float,
-    headers: dict[str, str],
-    token: BearerToken | None,
-) -> None:
-    hdrs = dict(headers)
-    if token is not None:
-        try:
-            hdrs.update(token.header())
-        except OSError as exc:
-            raise HookError(f"--bearer-token-file: {exc.strerror or exc}") from None
-    await call_webhook(url, method=method, expected_status=status, timeout=timeout, headers=hdrs)
+async def webhook(url: str, how: WebhookOptions, auth: AuthOptions) -> None:
+    try:
+        credentials = auth.headers()
+    except UsageError as exc:  # a credentials file that cannot be read now
+        raise HookError(str(exc)) from None
+    await how.call(url, headers=credentials)

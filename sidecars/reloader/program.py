@@ -21,11 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from podkit import Backoff, RateLimited, Sidecar, UsageError, option, redact_url, rfc3339
+from podkit import RateLimited, Sidecar, UsageError, option, redact_url, rfc3339
 from podkit.aio import wait_for
 from podkit.checks import ConditionError, JSONCondition, MetricCondition
-from podkit.hooks import HookError, Retrier, run_command
-from podkit.http import BearerToken, parse_headers
+from podkit.hooks import HookError, Retrier, WebhookOptions, run_command
+from podkit.http import AuthOptions
+from podkit.retry import RetryOptions
 from podkit.watch import Change, Watcher
 
 from . import actions
@@ -108,23 +109,8 @@ podkit reloader --render /etc/tpl/app.yml:/etc/app/app.yml --one-time
     webhook_url: list[str] = option(
         metavar="URL", repeat=True, kind="url", help="URL to call on change (repeatable)"
     )
-    webhook_method: str = option("POST", metavar="METHOD", help="HTTP method of the webhook")
-    webhook_status: int = option(200, metavar="CODE", help="expected webhook status; 0 accepts any")
-    webhook_timeout: float = option(
-        "5s", metavar="DURATION", kind="duration", help="timeout of one webhook call"
-    )
-    webhook_header: list[str] = option(
-        metavar="'NAME: VALUE'",
-        repeat=True,
-        secret=True,
-        help="'Name: value' header sent with the webhook (repeatable)",
-    )
-    bearer_token_file: str | None = option(
-        None,
-        metavar="FILE",
-        kind="path",
-        help="file with a bearer token for the webhook, re-read when it changes",
-    )
+    webhook: WebhookOptions = WebhookOptions.include(prefix="webhook-")
+    auth: AuthOptions = AuthOptions.include(about="the webhook")
     signal: str | None = option(
         None,
         metavar="SIGNAL",
@@ -160,12 +146,7 @@ podkit reloader --render /etc/tpl/app.yml:/etc/app/app.yml --one-time
     resync_interval: float = option(
         "3m", metavar="DURATION", kind="duration", help="re-hash this often even without events"
     )
-    retry_max_backoff: float = option(
-        "30s",
-        metavar="DURATION",
-        kind="duration",
-        help="longest wait between retries of a failed reload",
-    )
+    retry: RetryOptions = RetryOptions.include(prefix="retry-", about="a failed reload")
     reload_on_start: bool = option(False, help="reload once at start-up")
     include: list[str] = option(
         metavar="GLOB", repeat=True, help="only files matching this glob count (repeatable)"
@@ -235,21 +216,17 @@ podkit reloader --render /etc/tpl/app.yml:/etc/app/app.yml --one-time
             )
         if self.command_gates_reload and not self.reload_command:
             raise UsageError("--command-gates-reload: needs --command")
-        if (self.bearer_token_file or self.webhook_header) and not self.webhook_url:
-            raise UsageError("--bearer-token-file/--webhook-header: need --webhook-url")
+        if (self.auth.configured or self.webhook.header) and not self.webhook_url:
+            raise UsageError(
+                "--bearer-token-file/--basic-auth-user/--header-file/--webhook-header: "
+                "need --webhook-url"
+            )
         for url in self.webhook_url:
             if urlsplit(url).scheme.lower() not in ("http", "https"):
                 # aiohttp refuses it at every call: a reload that can never succeed.
                 raise UsageError(f"--webhook-url: not http or https: {redact_url(url)}")
-        self.webhook_method = self.webhook_method.strip().upper()
-        if not self.webhook_method.isalpha():
-            raise UsageError(f"--webhook-method: not an HTTP method: {self.webhook_method!r}")
-        if not 0 <= self.webhook_status <= 599:
-            raise UsageError(f"--webhook-status: not an HTTP status: {self.webhook_status}")
-        self._headers = parse_headers(self.webhook_header, "--webhook-header")
         for flag, value in (
             ("--debounce", self.debounce),
-            ("--webhook-timeout", self.webhook_timeout),
             ("--command-timeout", self.command_timeout),
             ("--unhealthy-after", self.unhealthy_after),
         ):
@@ -257,7 +234,6 @@ podkit reloader --render /etc/tpl/app.yml:/etc/app/app.yml --one-time
                 raise UsageError(f"{flag}: must not be negative")
         for flag, value in (
             ("--resync-interval", self.resync_interval),
-            ("--retry-max-backoff", self.retry_max_backoff),
             ("--verify-timeout", self.verify_timeout),
         ):
             if value <= 0:
@@ -303,12 +279,7 @@ podkit reloader --render /etc/tpl/app.yml:/etc/app/app.yml --one-time
             self.m_skipped.labels(reason)
 
         self.filter = Filter(self.include, self.exclude)
-        self.token = BearerToken(self.bearer_token_file) if self.bearer_token_file else None
-        self.retrier: Retrier[str] = Retrier(
-            "reload",
-            self._reload,
-            Backoff(min(0.5, self.retry_max_backoff), self.retry_max_backoff),
-        )
+        self.retrier: Retrier[str] = Retrier("reload", self._reload, self.retry.backoff(0.5))
         self.watcher = Watcher([], self._on_change, reads=False)
         # One worker thread for all file-system work: scans never overlap, and
         # one thread keeps one malloc arena (the default pool would grow to six).
@@ -701,14 +672,7 @@ podkit reloader --render /etc/tpl/app.yml:/etc/app/app.yml --one-time
         for i, url in enumerate(self.webhook_url):
 
             async def hook(url: str = url) -> None:
-                await actions.webhook(
-                    url,
-                    method=self.webhook_method,
-                    status=self.webhook_status,
-                    timeout=self.webhook_timeout,
-                    headers=self._headers,
-                    token=self.token,
-                )
+                await actions.webhook(url, self.webhook, self.auth)
 
             out.append((f"webhook{i}", hook))
         return out

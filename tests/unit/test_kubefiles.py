@@ -184,7 +184,7 @@ def test_k8s_sidecar_env_names(tmp_path: Path) -> None:
     assert p.folder == "/dash" and p.namespaces == ["a", "b"]
     assert p.resources == ["configmap", "secret"]
     assert p.one_time and p.unique_filenames and p.mode == 0o600
-    assert p.webhook_method == "POST" and p.script == "echo hi"
+    assert p.webhook.method == "POST" and p.script == "echo hi"
     assert p.folder_annotation == "target" and p.creds.insecure
     # podkit's own names win over k8s-sidecar's.
     p = configure(

@@ -56,6 +56,6 @@ def test_env_and_defaults() -> None:
     assert p.admin_addr == "127.0.0.1:9415"
     assert p.sink_url == "stdout://"
     assert p.state_dir == "/var/lib/podkit/logformat"
-    assert p.multiline_timeout == 3.0 and p.max_line_bytes == 256 * 1024
+    assert p.joining.timeout == 3.0 and p.max_line_bytes == 256 * 1024
     p = configure(LogFormat, ["--stdin", "--format", "json", "--output", "file:///tmp/o.ndjson"])
     assert isinstance(p, LogFormat) and p.sink_url == "file:///tmp/o.ndjson"

@@ -251,7 +251,7 @@ def test_defaults_and_implied_hup() -> None:
     p = configure(Reloader, ["--watch", "rel", "--process", "nginx"], env={})
     assert isinstance(p, Reloader)
     assert p._signal is signal.SIGHUP
-    assert p.debounce == 1.0 and p.resync_interval == 180.0 and p.retry_max_backoff == 30.0
+    assert p.debounce == 1.0 and p.resync_interval == 180.0 and p.retry.max_backoff == 30.0
     assert p.watch == [os.path.abspath("rel")]
     assert p.admin_addr == "127.0.0.1:9413"
     env = {"PODKIT_COMMAND": "true", "PODKIT_WATCH": "/a,/b"}

@@ -85,7 +85,7 @@ def test_configure_collects_every_bad_target_in_one_line() -> None:
 def test_bool_flag_before_a_target_does_not_swallow_it() -> None:
     prog = configure(WaitFor, ["--any", "--insecure", "https://h", "tcp://h:1"], env={})
     assert isinstance(prog, WaitFor)
-    assert prog.insecure and prog.any and prog.targets == ["https://h", "tcp://h:1"]
+    assert prog.tls.insecure and prog.any and prog.targets == ["https://h", "tcp://h:1"]
     prog = configure(WaitFor, ["--invert", "false", "tcp://h:1", "--", "app", "--x"], env={})
     assert isinstance(prog, WaitFor)
     assert not prog.invert and prog.command == ["app", "--x"]
