@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
-from .aio import wait_for
+from .aio import wait_for, wait_or_timeout
 from .logs import RateLimited
 from .options import OptionGroup, UsageError, option
 from .retry import Backoff
@@ -47,6 +47,9 @@ class Retrier(Generic[T]):
         self._has_pending = False
         self._generation = 0
         self._wake = asyncio.Event()
+        # Set while nothing is pending: idle() waits on it instead of polling.
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
         self.last_success: float | None = None
@@ -58,6 +61,7 @@ class Retrier(Generic[T]):
         """Run the action for `value` as soon as possible; supersedes any pending value."""
         self._pending = value
         self._has_pending = True
+        self._idle.clear()
         self._generation += 1
         self.backoff.reset()
         self._wake.set()
@@ -68,6 +72,14 @@ class Retrier(Generic[T]):
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name=f"retrier:{self.name}")
+
+    async def __aenter__(self) -> Retrier[T]:
+        """`async with Retrier(...) as r:` starts its task and stops it at the end."""
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -80,12 +92,7 @@ class Retrier(Generic[T]):
 
     async def idle(self, timeout: float | None = None) -> bool:
         """Wait until nothing is pending (e.g. at shutdown); False on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self._has_pending:
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.02)
-        return True
+        return await wait_or_timeout(self._idle, timeout)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -138,6 +145,7 @@ class Retrier(Generic[T]):
             self.backoff.reset()
             if generation == self._generation:
                 self._has_pending = False
+                self._idle.set()
             else:
                 self._wake.set()  # superseded while running: go again for the newer one
             if self.on_result:

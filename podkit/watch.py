@@ -169,6 +169,14 @@ class Watcher:
         emitter = getattr(self._observer, "_emitter_for_watch", {}).get(watch)
         return emitter is None or bool(emitter.is_alive())
 
+    async def __aenter__(self) -> Watcher:
+        """`async with Watcher(...) as w:` starts watching and stops at the end."""
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
     async def stop(self) -> None:
         obs, self._observer = self._observer, None
         self._watches.clear()
