@@ -391,6 +391,8 @@ class AdminServer(Listener):
             "uptime_seconds": round(time.time() - p.started_at, 3),
             "started_at": rfc3339(p.started_at),
             "checks": p.checks(),
+            # the newest failure's reason, message and time (record_error)
+            "error": p.recorded_error,
         }
         data.update(p.status())
         return Response.json(data)

@@ -107,6 +107,7 @@ class Program:
         self.exit_code: int | None = None
         #: The signal that asked for the stop (SIGTERM, SIGINT), once one did.
         self.stop_signal: int | None = None
+        self._last_error: dict[str, str] | None = None
 
     @property
     def metrics(self) -> Metrics:
@@ -245,6 +246,25 @@ class Program:
     def status(self) -> dict[str, Any]:
         """The program's JSON status for the admin server's `/`. Override to add to it."""
         return {}
+
+    def record_error(self, reason: str, message: str) -> None:
+        """Remember the newest failure, shown on `/` as `error` until the
+        next one: `reason` a short code (the metric label, e.g. `webhook`),
+        `message` what happened and, where known, what to do, for the person
+        reading it at 3 a.m. Secrets are scrubbed; the caller still logs it."""
+        from .logs import rfc3339
+        from .secrets import scrub
+
+        self._last_error = {
+            "reason": reason,
+            "message": scrub(message),
+            "time": rfc3339(time.time()),
+        }
+
+    @property
+    def recorded_error(self) -> dict[str, str] | None:
+        """{"reason", "message", "time" (RFC 3339)} of the newest failure, or None."""
+        return self._last_error
 
     async def before_metrics(self) -> None:
         """Called before each /metrics render: refresh what is fetched on scrape."""

@@ -167,7 +167,7 @@ podkit logformat --path '/logs/app*.log' --format python --multiline python
         from podkit.sinks import open_sink
 
         try:
-            self.sink = open_sink(self.sink_url)
+            self.sink = open_sink(self.sink_url, on_event=self._sink_event)
         except UsageError as exc:
             raise UsageError(str(exc).replace("--sink", "--output", 1)) from None
 
@@ -220,6 +220,16 @@ podkit logformat --path '/logs/app*.log' --format python --multiline python
         self.m_records.inc(len(records))
         self.last_output_ns = time.time_ns()
 
+    def _sink_event(self, kind: str, _n: int) -> None:
+        if kind == "retry":
+            # The sink sets last_error right after announcing the retry.
+            asyncio.get_running_loop().call_soon(self._sink_failing)
+
+    def _sink_failing(self) -> None:
+        self.record_error(
+            "output", f"writing to {self.output} failed: {self.sink.last_error}; retrying"
+        )
+
     def health(self) -> str | None:
         sink = getattr(self, "sink", None)
         if sink is not None and sink.failing_since is not None:
@@ -252,6 +262,7 @@ podkit logformat --path '/logs/app*.log' --format python --multiline python
             # Permanent (`logformat --stdin ... | head`): stop rather than retry
             # forever. With --path the unwritten chunk was not acknowledged, so
             # the checkpoint written at cleanup resumes from it.
+            self.record_error("output", f"output closed: {exc}")
             self.log.error("output closed; stopping", extra={"error": str(exc)})
             self.exit_code = 1
 

@@ -302,6 +302,7 @@ podkit waitfor k8s://job/migrate?condition=Complete --timeout 10m
             if error != st.last_error:
                 # A new reason is news: say it now rather than at the next rate-limit slot.
                 self._waiting.clear(probe.display)
+                self.record_error("not-ready", f"{probe.display}: {error}")
             st.last_error = error
             self._waiting.log(
                 probe.display,

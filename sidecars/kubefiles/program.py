@@ -288,9 +288,9 @@ podkit kubefiles --label app=web --folder /config --one-time   # an init contain
         self.last_result: dict[str, Any] = {}
         self._hooks: list[Retrier[int]] = []
         if self.webhook_url:
-            self._hooks.append(Retrier("webhook", self._webhook, self._backoff()))
+            self._hooks.append(Retrier("webhook", self._webhook, self._backoff(), self._hooked))
         if self.script:
-            self._hooks.append(Retrier("script", self._script, self._backoff()))
+            self._hooks.append(Retrier("script", self._script, self._backoff(), self._hooked))
         self._generation = 0
         if not self.one_time:
             for h in self._hooks:
@@ -351,6 +351,7 @@ podkit kubefiles --label app=web --folder /config --one-time   # an init contain
             try:
                 await h.action(self._generation)
             except HookError as exc:
+                self.record_error("hook", str(exc))
                 self.log.error("hook failed", extra={"hook": h.name, "error": str(exc)})
                 return 1
         return 0
@@ -358,6 +359,7 @@ podkit kubefiles --label app=web --folder /config --one-time   # an init contain
     def _api_failed(self, scope: Scope, exc: APIError, backoff: Backoff) -> float:
         self.m_errors.labels(str(exc.status)).inc()
         scope.last_error = str(exc)
+        self.record_error("api", f"{scope.key}: {exc}")
         scope.state = "backoff"
         delay = backoff.next()
         self._limited.log(
@@ -520,6 +522,7 @@ podkit kubefiles --label app=web --folder /config --one-time   # an init contain
             self._refused_seen.clear()  # bounded: at worst a refusal is logged again
         self._refused_seen.add(sig)
         self.m_refused.inc()
+        self.record_error("refused", f"{where} key {key!r} not written: {why}")
         self.log.warning("refused", extra={"object": where, "key": key, "reason": why})
         self.refused.append({"object": where, "key": key, "reason": why})
         del self.refused[:-MAX_REFUSED]
@@ -560,6 +563,7 @@ podkit kubefiles --label app=web --folder /config --one-time   # an init contain
                 # The folder or its manifest cannot be written (disk full, a
                 # read-only volume): keep the watch, try again, verify then.
                 delay = backoff.next()
+                self.record_error("folder", f"cannot write the folder: {exc}; will retry")
                 self._limited.log(
                     f"folder:{exc}",
                     logging.ERROR,
@@ -603,6 +607,10 @@ podkit kubefiles --label app=web --folder /config --one-time   # an init contain
         return res
 
     # -- hooks ------------------------------------------------------------------
+
+    def _hooked(self, _generation: int, error: str | None) -> None:
+        if error is not None:
+            self.record_error("hook", f"{error}; retrying with backoff")
 
     async def _webhook(self, _generation: int) -> None:
         assert self.webhook_url is not None

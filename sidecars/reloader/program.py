@@ -515,6 +515,7 @@ podkit reloader --render /etc/tpl/app.yml:/etc/app/app.yml --one-time
         if self.render_error is not None:
             self.m_renders.labels("failure").inc()
             self.m_last_ok.set(0)
+            self.record_error("render", f"cannot render, old files kept: {self.render_error}")
             self._limited.log(
                 "render:" + self.render_error,
                 logging.ERROR,
@@ -526,6 +527,9 @@ podkit reloader --render /etc/tpl/app.yml:/etc/app/app.yml --one-time
             written = [r.spec.dest for r in self._rendered if await self._in_thread(write, r)]
         except OSError as exc:
             self.m_renders.labels("failure").inc()
+            self.record_error(
+                "render", f"cannot write {exc.filename}: {exc.strerror or exc}; trying again"
+            )
             self._limited.log(
                 "render-write",
                 logging.ERROR,
@@ -701,6 +705,8 @@ podkit reloader --render /etc/tpl/app.yml:/etc/app/app.yml --one-time
         self.log.info("signalled", extra={"signal": sig.name, "pids": sent})
 
     def _result(self, result: str, digest: str, error: str | None) -> None:
+        if error is not None:
+            self.record_error(result, f"reload of {digest[:16]}: {error}")
         self.m_reloads.labels(result).inc()
         self.m_last_ok.set(1 if result == "success" else 0)
         self.last_reload = {

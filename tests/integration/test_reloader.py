@@ -550,6 +550,9 @@ def test_unexpected_status_and_timeout_are_failures_retried(
         (conf / "a.conf").write_text("2")
         wait_until(lambda: labelled(p, "podkit_reloader_reloads_total", "failure") >= 1, 10)
         assert "status 503, expected 204" in status(p)["last_reload"]["error"]
+        # `/` gives the message of the newest error, not only a reason code
+        err = status(p)["error"]
+        assert err["reason"] == "failure" and "status 503, expected 204" in err["message"]
         receiver.status, receiver.delay = 204, 3.0  # right status, far too late
         wait_until(
             lambda: "timed out after 0.3s" in (status(p)["last_reload"]["error"] or ""),
