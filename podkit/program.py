@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -297,6 +298,14 @@ class Program:
     def validate(self) -> None:
         """Check option combinations after parsing; raise UsageError (exit 2)."""
 
+    def config_problems(self) -> list[str]:
+        """What `--check-config` reports beyond parsing and validate(): paths
+        that do not exist, directories that cannot be written, commands not
+        found. One line per problem, naming the flag; [] when all is well.
+        Runs after validate(), on the machine (or in the pod) that will run
+        the program, and never starts anything."""
+        return []
+
     def on_sighup(self) -> None:
         """Called on SIGHUP when a program overrides it (e.g. to trigger a sync)."""
 
@@ -370,3 +379,44 @@ class InitTask(Program):
 
     async def run(self) -> int:
         raise NotImplementedError
+
+
+# -- what config_problems() checks, one line per problem ----------------------
+
+
+def path_problem(flag: str, path: str, kind: str = "any") -> str | None:
+    """`path` must exist (as a directory with kind="dir", a readable file with
+    kind="file"); else the line --check-config prints."""
+    if not os.path.exists(path):
+        return f"{flag} {path}: does not exist (is its volume mounted?)"
+    if kind == "dir" and not os.path.isdir(path):
+        return f"{flag} {path}: not a directory"
+    if kind == "file" and (os.path.isdir(path) or not os.access(path, os.R_OK)):
+        return f"{flag} {path}: not a readable file"
+    return None
+
+
+def writable_dir_problem(flag: str, path: str) -> str | None:
+    """`path` must be a directory the program can write, or one it can create
+    (its nearest existing parent writable); else the line --check-config prints."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        return f"{flag} {path}: {probe} is not a directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        what = "not writable" if probe == os.path.abspath(path) else f"cannot be created in {probe}"
+        return f"{flag} {path}: {what} (mount a writable volume there, e.g. an emptyDir)"
+    return None
+
+
+def command_problem(flag: str, argv0: str) -> str | None:
+    """`argv0` must be an executable on PATH (or a path to one)."""
+    import shutil
+
+    if shutil.which(argv0) is None:
+        return f"{flag}: command {argv0!r} not found or not executable"
+    return None

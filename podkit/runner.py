@@ -108,12 +108,16 @@ def configure(
     program.settings = values
     program.command = command
     if errors is not None:
+        validated = False
         if not errors:
             try:
                 program.validate()
+                validated = True
             except UsageError as exc:
                 errors.append(str(exc))
         errors += _unreadable_files(options, values)
+        if validated:
+            errors += [p for p in program.config_problems() if p not in errors]
     elif validate:
         program.validate()
     return program

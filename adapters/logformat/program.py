@@ -21,6 +21,7 @@ import os
 import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from podkit import Sidecar, UsageError, option, rfc3339_ns
 from podkit.aio import wait_for
@@ -28,6 +29,7 @@ from podkit.grok import GrokError, load_patterns
 from podkit.logparse.parsers import Settings, create, names
 from podkit.logparse.timeparse import Clock, parse_timezone
 from podkit.multiline import MultilineOptions
+from podkit.program import path_problem, writable_dir_problem
 from podkit.sinks import NdjsonBatch, SinkClosed
 from podkit.stacktrace import MODES, start_pattern
 from podkit.tailer import follow_symlinks_option, watch_log_volume
@@ -170,6 +172,20 @@ podkit logformat --path '/logs/app*.log' --format python --multiline python
             self.sink = open_sink(self.sink_url, on_event=self._sink_event)
         except UsageError as exc:
             raise UsageError(str(exc).replace("--sink", "--output", 1)) from None
+
+    def config_problems(self) -> list[str]:
+        """--check-config: each --path glob's directory is there (its volume is
+        mounted), the state and output directories can be written."""
+        problems = []
+        for pattern in self.path:
+            base = _glob_base(pattern)
+            problems.append(path_problem("--path", base, "dir"))
+        if self.path:
+            problems.append(writable_dir_problem("--state-dir", self.state_dir))
+        if self.sink_url.startswith("file:"):
+            target = urlsplit(self.sink_url).path
+            problems.append(writable_dir_problem("--output", os.path.dirname(target) or "/"))
+        return [p for p in problems if p]
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -396,6 +412,16 @@ podkit logformat --path '/logs/app*.log' --format python --multiline python
             texts, out_trunc, _ = joiner.feed(texts, [len(t) + 1 for t in texts], set(trunc))
             trunc = out_trunc
         await self._emit(texts, "stdin", now, trunc)
+
+
+def _glob_base(pattern: str) -> str:
+    """The directory part of a glob before its first wildcard: what must exist."""
+    parts = []
+    for part in os.path.dirname(pattern).split(os.sep):
+        if any(c in part for c in "*?["):
+            break
+        parts.append(part)
+    return os.sep.join(parts) or (os.sep if pattern.startswith(os.sep) else ".")
 
 
 def main() -> None:

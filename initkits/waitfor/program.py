@@ -22,6 +22,7 @@ from typing import Any
 from podkit import InitTask, RateLimited, UsageError, format_duration, option, redact_url
 from podkit.checks import ConditionError, JSONCondition
 from podkit.http import TLSClientOptions
+from podkit.program import command_problem
 from podkit.retry import Backoff
 
 # Importing the probe modules registers their schemes in REGISTRY.
@@ -43,6 +44,7 @@ from . import (  # noqa: F401
 )
 from .base import REGISTRY, HTTPSettings, NotReady, Probe, Settings, parse_target, register
 from .net import describe
+from .probe_exec import ExecProbe
 
 __all__ = ["REGISTRY", "NotReady", "Probe", "WaitFor", "main", "register"]
 
@@ -167,6 +169,18 @@ podkit waitfor k8s://job/migrate?condition=Complete --timeout 10m
                 errors.append(f"target {shown!r}: {exc}")
         if errors:
             raise UsageError("; ".join(errors))
+
+    def config_problems(self) -> list[str]:
+        """--check-config: the commands it would run exist (exec:// targets,
+        the app after `--`); the targets themselves are waited for, not checked."""
+        problems = [
+            command_problem(f"target {p.display!r}", p.argv[0])
+            for p in self.probes
+            if isinstance(p, ExecProbe)
+        ]
+        if self.command:
+            problems.append(command_problem("the command after --", self.command[0]))
+        return [p for p in problems if p]
 
     def _http_settings(self) -> HTTPSettings:
         out = HTTPSettings(

@@ -25,6 +25,7 @@ from typing import Any
 
 from podkit import Backoff, RateLimited, Sidecar, UsageError, option, redact_url, rfc3339
 from podkit.hooks import HookError, Retrier, WebhookOptions, run_command
+from podkit.program import command_problem, path_problem, writable_dir_problem
 from podkit.retry import RetryOptions
 
 from .kubeapi import SA_DIR, APIError, Gone, KubeAPI, from_kubeconfig, in_cluster
@@ -295,6 +296,16 @@ podkit kubefiles --label app=web --folder /config --one-time   # an init contain
         if not self.one_time:
             for h in self._hooks:
                 h.start()
+
+    def config_problems(self) -> list[str]:
+        """--check-config: the folder can be written and the API token read
+        (validate() has already read the kubeconfig or the service account)."""
+        problems = [writable_dir_problem("--folder", self.folder)]
+        if self.creds.token_file:
+            problems.append(path_problem("--service-account-dir", self.creds.token_file, "file"))
+        if self.script:
+            problems.append(command_problem("--script", "/bin/sh"))
+        return [p for p in problems if p]
 
     def _backoff(self) -> Backoff:
         return self.retry.backoff(0.2)

@@ -26,6 +26,7 @@ from podkit.aio import wait_for
 from podkit.checks import ConditionError, JSONCondition, MetricCondition
 from podkit.hooks import HookError, Retrier, WebhookOptions, run_command
 from podkit.http import AuthOptions
+from podkit.program import path_problem, writable_dir_problem
 from podkit.retry import RetryOptions
 from podkit.watch import Change, Watcher
 
@@ -238,6 +239,16 @@ podkit reloader --render /etc/tpl/app.yml:/etc/app/app.yml --one-time
         ):
             if value <= 0:
                 raise UsageError(f"{flag}: must be positive")
+
+    def config_problems(self) -> list[str]:
+        """--check-config: what is watched and rendered is there, and the
+        rendered files can be written."""
+        problems = [path_problem("--watch", p) for p in self.watch]
+        for spec in self._specs:
+            problems.append(path_problem("--render", spec.src, "file"))
+            problems.append(writable_dir_problem("--render", os.path.dirname(spec.dest) or "."))
+        problems += [path_problem("--render-files-from", d, "dir") for d in self.render_files_from]
+        return [p for p in problems if p]
 
     # -- setup ---------------------------------------------------------------
 
