@@ -6,7 +6,6 @@ Run it:  python examples/custom_sidecar.py --admin-addr 127.0.0.1:9400
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from typing import Any
 
@@ -17,7 +16,11 @@ class Heartbeat(Sidecar):
     """Touch a file every --every, so others can tell this pod is alive."""
 
     name = "heartbeat"
-    path: str = option(os.path.join(tempfile.gettempdir(), "heartbeat"), help="file to touch")
+    # $TMPDIR as tempfile.gettempdir() reads it, without importing tempfile
+    # (shutil, bz2, lzma: ~1 MB of RSS an idle sidecar never uses)
+    path: str = option(
+        os.path.join(os.environ.get("TMPDIR", "/tmp"), "heartbeat"), help="file to touch"
+    )
     every: float = option("5s", kind="duration", help="how often to touch it")
 
     async def setup(self) -> None:

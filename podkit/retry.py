@@ -6,9 +6,12 @@ what keeps a recovering peer from being hit by a synchronised wave.
 
 from __future__ import annotations
 
-import random
+from typing import TYPE_CHECKING
 
 from .options import OptionGroup, option
+
+if TYPE_CHECKING:
+    import random
 
 
 class Backoff:
@@ -28,7 +31,11 @@ class Backoff:
         self.multiplier = multiplier
         self.jitter = jitter
         self.attempt = 0
-        self._rng = rng or random.Random()
+        if rng is None:
+            import random  # on first use: random costs an idle sidecar ~0.3 MB
+
+            rng = random.Random()
+        self._rng = rng
 
     def ceiling(self) -> float:
         """The cap of the next delay, before jitter."""
