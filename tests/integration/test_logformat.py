@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -128,11 +129,14 @@ def test_nginx_access_and_error_logs_with_rotation_and_restart(tmp_path: Path) -
         http(url6 + "/?while-down")  # 200: no error-log line of its own
         with ProgramProcess("logformat", args, tmp=tmp_path) as p:
             p.wait_ready()
-            recs = wait_records(out, before + 1)
-            time.sleep(1.0)  # a duplicate would arrive within this
-            recs = out_records(out)
-            assert len(recs) == before + 1, recs[before:]
-            assert recs[-1]["path"] == "/?while-down" and recs[-1]["remote_addr"] == "::1"
+            wait_records(out, before + 1)
+            # A duplicate re-read from the checkpoint would come before a line
+            # nginx writes now: wait for that one, then count.
+            http(url6 + "/?sentinel")
+            recs = wait_records(out, before + 2)
+            assert len(recs) == before + 2, recs[before:]
+            assert [r["path"] for r in recs[before:]] == ["/?while-down", "/?sentinel"]
+            assert recs[before]["remote_addr"] == "::1"
             p.signal(signal.SIGTERM)
             assert p.wait(20) == 0
     finally:
@@ -516,6 +520,9 @@ def test_output_down_unhealthy_then_resumes_from_checkpoint(tmp_path: Path) -> N
         p.wait_ready()
         wait_until(lambda: p.get("/healthz")[0] == 503, 10, what="/healthz 503")
         assert b"output failing" in p.get("/healthz")[2]
+        # `/` says what failed, not only that something did (issue 23)
+        err = json.loads(p.get("/")[2])["error"]
+        assert err["reason"] == "output" and "missing-dir/out.ndjson" in err["message"], err
         assert metric(p, "podkit_logformat_lag_bytes") > 0
         p.signal(signal.SIGTERM)
         assert p.wait(20) == 0, p.stderr()  # past --shutdown-timeout the runner would exit 1
@@ -536,11 +543,26 @@ def test_output_down_unhealthy_then_resumes_from_checkpoint(tmp_path: Path) -> N
     assert proc.stdin is not None
     proc.stdin.write(b"msg=x\n")
     proc.stdin.flush()
-    time.sleep(1.5)
+    # SIGTERM once the line is read and its write is failing: the sink says so.
+    assert proc.stderr is not None
+    lines: list[bytes] = []
+    failing = threading.Event()
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if b"delivery failed" in line:
+                failing.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    assert failing.wait(20), b"".join(lines)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=20)
-    assert proc.returncode == 1, err
-    assert b"lines read from stdin were lost" in err
+    assert proc.wait(20) == 1, b"".join(lines)
+    proc.stdin.close()
+    reader.join(10)
+    assert b"lines read from stdin were lost" in b"".join(lines)
 
 
 def test_closed_stdout_stops_with_exit_1(tmp_path: Path) -> None:
@@ -623,9 +645,13 @@ def test_glob_exclude_and_read_from_tail(tmp_path: Path) -> None:
         with open(logs / "app.debug.log", "a") as f:
             f.write("msg=new-debug\n")
         (logs / "later.log").write_text("msg=later\n")  # appears after start: read whole
-        recs = wait_records(out, 2)
-        time.sleep(1.0)  # an excluded or skipped line would arrive within this
-        assert sorted(r["message"] for r in out_records(out)) == ["later", "new-app"]
+        wait_records(out, 2)
+        # An excluded or skipped line, written before it, would arrive before
+        # a sentinel written now: wait for the sentinel, then look.
+        with open(logs / "app.log", "a") as f:
+            f.write("msg=sentinel\n")
+        recs = wait_records(out, 3)
+        assert sorted(r["message"] for r in out_records(out)) == ["later", "new-app", "sentinel"]
         p.signal(signal.SIGTERM)
         assert p.wait(20) == 0
     assert {r["source"] for r in recs} <= {str(logs / "app.log"), str(logs / "later.log")}
