@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 from .aio import wait_for, wait_or_timeout
-from .logs import RateLimited
+from .logs import RateLimited, rfc3339
 from .options import OptionGroup, UsageError, option
 from .retry import Backoff
 
@@ -98,7 +98,7 @@ class Retrier(Generic[T]):
         return {
             "pending": self._has_pending,
             "last_error": self.last_error,
-            "last_success": self.last_success,
+            "last_success": rfc3339(self.last_success) if self.last_success else None,
             "retry_in_seconds": (
                 max(0.0, round(self.retry_at - time.monotonic(), 3)) if self.retry_at else None
             ),

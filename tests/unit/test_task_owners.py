@@ -75,3 +75,17 @@ async def test_watcher_context_starts_and_stops_the_observer(tmp_path: Path) -> 
             await seen.wait()
     assert w._observer is None
     assert any(c.path.endswith("/f") for c in changes)
+
+
+async def test_retrier_status_gives_rfc3339_times() -> None:
+    import re
+
+    async def ok(_: int) -> None:
+        pass
+
+    async with Retrier("t", ok, Backoff(0.01, 0.02)) as r:
+        assert r.status()["last_success"] is None
+        r.submit(1)
+        assert await r.idle(5)
+        when = r.status()["last_success"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", when), when
