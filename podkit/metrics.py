@@ -15,6 +15,7 @@ from __future__ import annotations
 import platform
 import re
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -31,6 +32,7 @@ def _light_prometheus_client() -> None:
     if spec is None or spec.loader is None:
         return  # let the ordinary import below report it
     pkg = importlib.util.module_from_spec(spec)
+    once = threading.Lock()  # two threads asking at once run __init__ once
 
     def __getattr__(name: str) -> Any:
         if name.startswith("__"):
@@ -38,8 +40,9 @@ def _light_prometheus_client() -> None:
         sub = f"prometheus_client.{name}"
         if importlib.util.find_spec(sub) is not None:  # `from . import values`
             return importlib.import_module(sub)
-        pkg.__dict__.pop("__getattr__", None)
-        spec.loader.exec_module(pkg)  # type: ignore[union-attr]
+        with once:
+            if pkg.__dict__.pop("__getattr__", None) is not None:
+                spec.loader.exec_module(pkg)  # type: ignore[union-attr]
         return getattr(pkg, name)
 
     pkg.__getattr__ = __getattr__  # type: ignore[method-assign]
