@@ -233,7 +233,9 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
     http_metrics: bool = option(False, help="also serve /metrics on --http-bind")
     verbose: int = option(0, short="-v", help="git-sync's log verbosity: 1 or more logs debug")
     sync_on_signal: str | None = option(
-        None, help="git-sync's signal that triggers a sync: HUP/SIGHUP/1 (always on)"
+        None,
+        help="a signal that triggers a sync, by name or number (USR1, SIGUSR2, 10); "
+        "SIGHUP always does",
     )
     add_user: bool = option(
         False, help="add the current uid to /etc/passwd if missing (ssh needs a user)"
@@ -334,6 +336,7 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         self._warnings: list[str] = []
         self._git_config: list[tuple[str, str]] = []
         self._credentials: list[auth.Credential] = []
+        self._sync_signal: int | None = None
 
     # -- configuration ------------------------------------------------------
 
@@ -388,13 +391,9 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         self._check_github_app()
         if self.password is not None and self.password_file:
             raise UsageError("--password and --password-file: set one or the other")
-        if self.sync_on_signal is not None and self.sync_on_signal.upper().removeprefix(
-            "SIG"
-        ) not in ("HUP", "1"):
-            raise UsageError(
-                f"--sync-on-signal: only SIGHUP is supported (and always on), "
-                f"got {self.sync_on_signal!r}"
-            )
+        self._sync_signal = (
+            None if self.sync_on_signal is None else parse_signal(self.sync_on_signal)
+        )
         self._git_config = (
             [("http.cookieFile", auth.DEFAULT_COOKIE_FILE)] if self.cookie_file else []
         )
@@ -654,8 +653,13 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         if self._auth is not None:
             self._auth.cleanup()
 
+    def sighup_signals(self) -> tuple[int, ...]:
+        # SIGHUP always (podkit's trigger), plus git-sync's --sync-on-signal.
+        extra = () if self._sync_signal in (None, signal.SIGHUP) else (self._sync_signal,)
+        return (signal.SIGHUP, *extra)
+
     def on_sighup(self) -> None:
-        self.log.info("sync requested", extra={"by": "SIGHUP"})
+        self.log.info("sync requested", extra={"by": "signal"})
         self._trigger.set()
 
     async def _http_sync(self, request: Request) -> Response:
@@ -986,6 +990,25 @@ class GitSyncHTTP(AdminServer):
         if reason:
             return Response.text(f"{reason}\n", 503)
         return Response(200)
+
+
+#: Signals that stop the program or cannot be caught: never a sync trigger.
+_NOT_TRIGGERS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGKILL, signal.SIGSTOP})
+
+
+def parse_signal(text: str) -> int:
+    """git-sync's --sync-on-signal value: a name (HUP, SIGUSR1) or a number (10)."""
+    t = text.strip().upper()
+    try:
+        if t.isdigit():
+            sig = signal.Signals(int(t))
+        else:
+            sig = signal.Signals["SIG" + t.removeprefix("SIG")]
+    except (KeyError, ValueError):
+        raise UsageError(f"--sync-on-signal: not a signal: {text!r}") from None
+    if sig in _NOT_TRIGGERS:
+        raise UsageError(f"--sync-on-signal: {sig.name} stops the program; choose another")
+    return int(sig)
 
 
 def add_user(passwd: str = "/etc/passwd") -> bool:

@@ -237,7 +237,7 @@ def test_push_force_push_post_sync_sighup_and_endpoints(
         p.signal(signal.SIGTERM)
         assert p.wait(20) == 0
 
-    # A long period: only POST /sync and SIGHUP trigger.
+    # A long period: only POST /sync, SIGHUP and git-sync's --sync-on-signal trigger.
     with gitsync(
         tmp_path,
         "--repo",
@@ -248,6 +248,8 @@ def test_push_force_push_post_sync_sighup_and_endpoints(
         "cfg",
         "--period",
         "1h",
+        "--sync-on-signal",
+        "USR1",
     ) as p:
         p.wait_ready()
         assert published(link) == sha4
@@ -261,6 +263,10 @@ def test_push_force_push_post_sync_sighup_and_endpoints(
         p.signal(signal.SIGHUP)
         wait_published(link, sha5, 10)
         assert (link / "v").read_text() == "5"
+        sha6 = up.commit_push({"v": "6"})
+        p.signal(signal.SIGUSR1)  # without --sync-on-signal USR1 this would kill it
+        wait_published(link, sha6, 10)
+        assert p.proc is not None and p.proc.poll() is None
 
 
 def test_tag_and_commit_as_ref(tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon) -> None:

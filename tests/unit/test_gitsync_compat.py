@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -156,15 +157,29 @@ def test_git_config_errors_name_the_flag(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("sig", "ok"), [("SIGHUP", True), ("HUP", True), ("1", True), ("USR1", False)]
+    ("sig", "want"),
+    [
+        ("SIGHUP", (signal.SIGHUP,)),
+        ("HUP", (signal.SIGHUP,)),
+        ("1", (signal.SIGHUP,)),
+        ("USR1", (signal.SIGHUP, signal.SIGUSR1)),
+        ("sigusr2", (signal.SIGHUP, signal.SIGUSR2)),
+        (str(int(signal.SIGUSR1)), (signal.SIGHUP, signal.SIGUSR1)),
+        ("TERM", "stops the program"),
+        ("2", "stops the program"),
+        ("KILL", "stops the program"),
+        ("NOPE", "not a signal"),
+        ("999", "not a signal"),
+    ],
 )
-def test_sync_on_signal(sig: str, ok: bool) -> None:
+def test_sync_on_signal_any_name_or_number(sig: str, want: tuple[int, ...] | str) -> None:
+    """git-sync takes any signal by name or number; those that stop us are refused."""
     args = ["--repo", "https://h/x", "--root", "r", "--sync-on-signal", sig]
-    if ok:
-        make(*args)
-    else:
-        with pytest.raises(UsageError, match="SIGHUP"):
+    if isinstance(want, str):
+        with pytest.raises(UsageError, match=f"--sync-on-signal: .*{want}"):
             make(*args)
+    else:
+        assert make(*args).sighup_signals() == want
 
 
 def test_http_bind_and_metrics(tmp_path: Path) -> None:
