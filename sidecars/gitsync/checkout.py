@@ -28,6 +28,7 @@ from . import _git
 from ._git import GitError, Runs
 from .auth import Auth, is_local
 from .publish import SHA_RE, WORKTREES, exchange, publish, published_sha
+from .verify import Verifier
 
 TARGET_REF = "refs/gitsync/target"
 # file is added only for a local --repo: git >= 2.38.1 refuses it for submodules
@@ -41,6 +42,8 @@ class SyncResult:
     sha: str
     changed: bool
     fetched: bool
+    #: The signature check (--verify-signatures) passed for `sha` in this sync.
+    verified: bool = False
 
 
 @dataclass
@@ -69,10 +72,14 @@ class Checkout:
     pre_publish: Callable[[str, str], None] | None = None
     #: Called before each `git fetch` (a counter, thread-safe).
     on_fetch: Callable[[], None] = lambda: None
+    #: --verify-signatures: nothing is published that this refuses.
+    verifier: Verifier | None = None
     runs: Runs = field(default_factory=Runs)
     # "quick" at start and after remote failures; "full" (fsck) after a local one.
     _needs_check: str | None = "quick"
     _fetched_once: bool = False
+    #: The last commit whose signature passed (a full-hash --ref is not fetched again).
+    _verified: str | None = None
     #: Commits whose fresh checkout already differs from the commit (line-ending
     #: filters, case-insensitive names): only their HEAD is verified, or every
     #: sync would rebuild them.
@@ -112,10 +119,13 @@ class Checkout:
                 ("remote.origin.promisor", "true"),
                 ("remote.origin.partialCloneFilter", self.filter_spec),
             ]
+        if self.verifier is not None:
+            config += self.verifier.config()
         # The user's (--git-config) come last, so they win over the defaults above.
         config += self.git_config
         env = {
             **self.auth.env(),
+            **(self.verifier.env() if self.verifier is not None else {}),
             "GIT_ALLOW_PROTOCOL": _ALLOWED_PROTOCOLS + (":file" if is_local(self.repo) else ""),
             "GIT_CEILING_DIRECTORIES": os.path.dirname(self.root),
             "GIT_CONFIG_COUNT": str(len(config)),
@@ -236,7 +246,13 @@ class Checkout:
                 checked.append(attached and self._intact(published, deadline, env))
             return checked[0]
 
-        if attached and published is not None and is_hash_of(self.ref, published) and intact():
+        if (
+            attached
+            and published is not None
+            and is_hash_of(self.ref, published)
+            and (self.verifier is None or self._verified == published)
+            and intact()
+        ):
             return SyncResult(published, False, False)  # a commit never moves: nothing to fetch
         try:
             repo = _git.Repo(self.root)
@@ -285,13 +301,19 @@ class Checkout:
             # The first sync of a process always fetches, so a changed --depth applies.
             self._fetched_once = True
             sha = g.rev_parse(TARGET_REF + "^{commit}")
+            verified = False
+            if self.verifier is not None:
+                # Before any file of it is checked out: a refused tree never is.
+                self.verifier.check(g, sha, TARGET_REF)
+                self._verified = sha
+                verified = True
             wt = self._worktree(sha)
             if sha == published and _nonempty_dir(wt):
                 if not _attached(wt):
                     self._reattach(g, sha, wt, deadline, env)
                 elif not intact():
                     self._rebuild(g, sha, wt, deadline, env)
-                return SyncResult(sha, False, True)
+                return SyncResult(sha, False, True, verified)
             self._build_worktree(g, sha, wt, deadline, env)
         if self.pre_publish is not None:
             self.pre_publish(sha, wt)
@@ -302,7 +324,7 @@ class Checkout:
                 os.utime(old)  # starts its --stale-worktree-timeout clock
         with contextlib.suppress(GitError, OSError):
             self._cleanup(sha, deadline, env)
-        return SyncResult(sha, True, True)
+        return SyncResult(sha, True, True, verified)
 
     def _remote_sha(self, g: _git.Git) -> str | None:
         return remote_sha(g, self.ref)

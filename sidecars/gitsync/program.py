@@ -35,6 +35,7 @@ from .errors import GitError
 from .github_app import GitHubApp
 from .publish import WORKTREES, published_sha, write_atomic
 from .triggers import SYNC_BURST, SYNC_REFILL, TokenBucket, refusal, retry_after
+from .verify import VerifyError
 
 if TYPE_CHECKING:  # GitPython is imported when the program runs, not for --help
     from . import _git
@@ -298,6 +299,30 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         help="accepted for git-sync specs: a failed pre-publish hook is retried with the "
         "next sync (--period / --init-period)",
     )
+    verify_signatures: bool = option(
+        False,
+        help="publish only commits signed by a trusted key (--allowed-signers-file, "
+        "--gpg-keyring-file); anything else leaves the last good tree published",
+        env_alias=False,  # podkit's own: git-sync has no signature checks
+    )
+    allowed_signers_file: str | None = option(
+        None,
+        kind="path",
+        help="SSH signatures: the keys trusted to sign, in ssh-keygen's allowed_signers format",
+        env_alias=False,
+    )
+    gpg_keyring_file: str | None = option(
+        None,
+        kind="path",
+        help="OpenPGP signatures: the public keys trusted to sign (armored or binary export)",
+        env_alias=False,
+    )
+    verify_tag: bool = option(
+        False,
+        help="with --verify-signatures: check the signature of the annotated tag --ref "
+        "names instead of the commit's",
+        env_alias=False,
+    )
     sync_token_file: str | None = option(
         None,
         kind="path",
@@ -337,6 +362,7 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         self._git_config: list[tuple[str, str]] = []
         self._credentials: list[auth.Credential] = []
         self._sync_signal: int | None = None
+        self.refused: dict[str, str] | None = None
 
     # -- configuration ------------------------------------------------------
 
@@ -418,6 +444,8 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
             ("--ssh-known-hosts-file", self.ssh_known_hosts_file),
             ("--sparse-checkout-file", self.sparse_checkout_file),
             ("--sync-token-file", self.sync_token_file),
+            ("--allowed-signers-file", self.allowed_signers_file),
+            ("--gpg-keyring-file", self.gpg_keyring_file),
         ):
             if path and not os.path.isfile(path):
                 raise UsageError(f"{flag}: no such file: {path}")
@@ -433,12 +461,29 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
                 raise UsageError(f"{flag}: {exc}") from None
             if not argv:
                 raise UsageError(f"{flag}: empty")
+        self._check_verify()
         if self.sync_burst < 1:
             raise UsageError("--sync-burst: must be at least 1")
         if self.sync_interval < 0.001:
             raise UsageError("--sync-interval: must be at least 1ms")
         if self.stale_after is None:
             self.stale_after = 10 * self.period
+
+    def _check_verify(self) -> None:
+        trust = self.allowed_signers_file or self.gpg_keyring_file
+        if self.verify_signatures and not trust:
+            raise UsageError(
+                "--verify-signatures: needs --allowed-signers-file or --gpg-keyring-file "
+                "(the keys trusted to sign)"
+            )
+        if not self.verify_signatures:
+            for flag, value in (
+                ("--allowed-signers-file", self.allowed_signers_file),
+                ("--gpg-keyring-file", self.gpg_keyring_file),
+                ("--verify-tag", self.verify_tag),
+            ):
+                if value:
+                    raise UsageError(f"{flag}: needs --verify-signatures")
 
     def _check_github_app(self) -> None:
         """git-sync's rules for its GitHub App flags, with its messages' meaning."""
@@ -533,6 +578,27 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
             ssh_known_hosts_file=self.ssh_known_hosts_file,
         )
         self._auth.setup()
+        verifier = None
+        if self.verify_signatures:
+            from .verify import Verifier
+
+            verifier = Verifier(
+                self._auth.private_path("gnupg"),
+                allowed_signers_file=self.allowed_signers_file,
+                gpg_keyring_file=self.gpg_keyring_file,
+                verify_tag=self.verify_tag,
+            )
+            try:
+                verifier.setup()
+            except GitError as exc:
+                raise UsageError(str(exc)) from None
+            self.m_signatures = m.counter(
+                "signature_checks_total",
+                "Signature checks of fetched commits (--verify-signatures) by result.",
+                ["result"],
+            )
+            for r in ("good", "refused"):
+                self.m_signatures.labels(r)
         from .checkout import Checkout  # GitPython: only when the program runs
 
         self._checkout = Checkout(
@@ -553,6 +619,7 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
             group_write=self.group_write,
             on_fetch=self.m_fetches.inc,
             pre_publish=self._pre_publish if self.pre_publish_exechook_command else None,
+            verifier=verifier,
         )
         self._loop = asyncio.get_running_loop()
         self._errors = RateLimited(self.log, 30.0)
@@ -770,6 +837,9 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
                 return False
             self.consecutive_failures += 1
             self.last_error = str(err) or type(err).__name__
+            if isinstance(err, VerifyError):
+                self.m_signatures.labels("refused").inc()
+                self.refused = {"commit": err.sha, "reason": err.reason}
             self.m_syncs.labels("error").inc()
             self._write_error_file(self.last_error)
             self._errors.log(
@@ -795,6 +865,9 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         self.m_last_success.set(self.last_success)
         first = not self.ready
         self.published = result.sha
+        if result.verified:
+            self.m_signatures.labels("good").inc()
+            self.refused = None
         if result.changed:
             self.m_syncs.labels("success").inc()
             self.log.info(
@@ -958,6 +1031,8 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
             "last_error": self.last_error,
             "consecutive_failures": self.consecutive_failures,
             "syncs": self._syncs,
+            # --verify-signatures: the last fetched commit it refused, until one passes.
+            **({"refused": self.refused} if self.verify_signatures else {}),
             "hooks": {h.name: h.status() for h in self._hooks},
         }
 
