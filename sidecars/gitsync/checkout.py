@@ -27,7 +27,7 @@ import git
 from . import _git
 from ._git import GitError, Runs
 from .auth import Auth, is_local
-from .publish import SHA_RE, WORKTREES, exchange, publish, published_sha
+from .publish import SHA_RE, WORKTREES, exchange, expire_copies, publish, published_sha
 from .verify import Verifier
 
 TARGET_REF = "refs/gitsync/target"
@@ -72,6 +72,8 @@ class Checkout:
     pre_publish: Callable[[str, str], None] | None = None
     #: Called before each `git fetch` (a counter, thread-safe).
     on_fetch: Callable[[], None] = lambda: None
+    #: --publish-mode: "link" (a symlink flip) or "copy" (a directory swap).
+    publish_mode: str = "link"
     #: --verify-signatures: nothing is published that this refuses.
     verifier: Verifier | None = None
     runs: Runs = field(default_factory=Runs)
@@ -95,6 +97,9 @@ class Checkout:
 
     def _worktree(self, sha: str) -> str:
         return os.path.join(self.root, WORKTREES, sha)
+
+    def _published(self) -> str | None:
+        return published_sha(self.link_path, self.publish_mode)
 
     def _env(self) -> dict[str, str]:
         config = [
@@ -197,7 +202,7 @@ class Checkout:
             top = g.rev_parse("--show-toplevel")
             if os.path.realpath(top) != os.path.realpath(self.root):
                 raise GitError(f"repository toplevel is {top}, not --root")
-            published = published_sha(self.link_path)
+            published = self._published()
             if not thorough and published is not None:
                 try:
                     g.rev_parse("--verify", "-q", published + "^{commit}")
@@ -225,14 +230,14 @@ class Checkout:
     def _wipe(self, gitdir: str) -> None:
         """Drop .git and every worktree but the published one (its files stay served)."""
         _rmtree(gitdir)
-        keep = published_sha(self.link_path)
+        keep = self._published()
         base = os.path.join(self.root, WORKTREES)
         for name in os.listdir(base):
             if name != keep:
                 _rmtree(os.path.join(base, name))
 
     def _sync_repo(self, deadline: float, env: dict[str, str], asked: bool = False) -> SyncResult:
-        published = published_sha(self.link_path)
+        published = self._published()
         attached = published is not None and _attached(self._worktree(published))
 
         checked: list[bool] = []
@@ -317,7 +322,7 @@ class Checkout:
             self._build_worktree(g, sha, wt, deadline, env)
         if self.pre_publish is not None:
             self.pre_publish(sha, wt)
-        publish(self.link_path, wt)
+        publish(self.link_path, wt, self.publish_mode, keep=self.stale_worktree_timeout)
         old = self._worktree(published) if published and published != sha else None
         if old and os.path.isdir(old):
             with contextlib.suppress(OSError):
@@ -453,6 +458,7 @@ class Checkout:
         self.log.info("re-attached the published worktree", extra={"commit": sha})
 
     def _cleanup(self, current: str, deadline: float, env: dict[str, str]) -> None:
+        expire_copies(self.link_path, self.stale_worktree_timeout)
         base = os.path.join(self.root, WORKTREES)
         now = time.time()
         removed = 0

@@ -33,7 +33,7 @@ from .auth import Auth, is_ssh
 from .compat import GitSyncFlags
 from .errors import GitError
 from .github_app import GitHubApp
-from .publish import WORKTREES, published_sha, write_atomic
+from .publish import MODES, WORKTREES, published_sha, write_atomic
 from .triggers import SYNC_BURST, SYNC_REFILL, TokenBucket, refusal, retry_after
 from .verify import VerifyError
 
@@ -92,6 +92,13 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         None,
         help="symlink to the published worktree: relative to --root, or absolute anywhere "
         "(default: the repo's name)",
+    )
+    publish_mode: str = option(
+        "link",
+        choices=MODES,
+        help="link: <link> is a symlink to the worktree; copy: a real directory (for "
+        "consumers that cannot follow links), swapped atomically",
+        env_alias=False,  # podkit's own (git-sync #799 asks for it)
     )
     init_period: float | None = option(
         None,
@@ -542,7 +549,7 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
                 f"--root {self.root}: {exc.strerror or exc} (mount a writable volume there, "
                 "e.g. an emptyDir shared with the app)"
             ) from None
-        self.published = published_sha(self.link_path)
+        self.published = published_sha(self.link_path, self.publish_mode)
         self._compat_warnings()
         if self.group_write:
             os.umask(0o002)  # as git-sync: everything it writes is group-writable
@@ -620,6 +627,7 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
             on_fetch=self.m_fetches.inc,
             pre_publish=self._pre_publish if self.pre_publish_exechook_command else None,
             verifier=verifier,
+            publish_mode=self.publish_mode,
         )
         self._loop = asyncio.get_running_loop()
         self._errors = RateLimited(self.log, 30.0)

@@ -994,3 +994,91 @@ def test_atomicity_and_leaks_over_200_syncs(
     assert problems == []
     assert reads[0] > 100
     assert len(seen) > 20  # the reader really did straddle many publishes
+
+
+def test_copy_mode_swaps_a_real_directory_atomically(
+    tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon
+) -> None:
+    """--publish-mode copy: <link> is a real directory (no symlink to follow), and a
+    reader looping meanwhile never finds it missing nor sees files of two commits."""
+    names = [f"d{i % 3}/f{i}.txt" for i in range(12)]
+    up = git_repos.create("app", dict.fromkeys(names, "0"))
+    shas = up.precreate([dict.fromkeys(names, str(i)) for i in range(1, 41)])
+    root = tmp_path / "root"
+    link = root / "app"
+    seen: set[str] = set()
+    problems: list[str] = []
+    reads = [0]
+    stop = threading.Event()
+    started = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                fd = os.open(link, os.O_RDONLY | os.O_DIRECTORY)  # one tree, then read in it
+            except OSError as exc:
+                problems.append(f"open {link}: {exc}")  # missing: never allowed
+                continue
+            values = set()
+            try:
+                for n in names:
+                    f = os.open(n, os.O_RDONLY, dir_fd=fd)
+                    try:
+                        values.add(os.read(f, 100).decode())
+                    finally:
+                        os.close(f)
+            except OSError as exc:
+                problems.append(f"read: {exc}")
+                continue
+            finally:
+                os.close(fd)
+            reads[0] += 1
+            started.set()
+            if len(values) != 1:
+                problems.append(f"mixed {sorted(values)}")
+            seen.update(values)
+            time.sleep(0.0005)  # let the driving thread have the GIL
+
+    with gitsync(
+        tmp_path,
+        "--repo",
+        git_daemon.url("app"),
+        "--root",
+        str(root),
+        "--period",
+        "1h",
+        "--publish-mode",
+        "copy",
+        "--submodules",
+        "off",
+        "--stale-worktree-timeout",
+        "2s",
+        "--sync-burst",
+        "1000",
+    ) as p:
+        p.wait_ready()
+        assert link.is_dir() and not link.is_symlink()
+        assert not (link / ".git").exists()  # a plain tree: no admin-dir pointer
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        started.wait(10)
+        try:
+            for sha in shas:
+                up.set_main(sha)
+                p.get("/sync", method="POST", data=b"")
+                wait_until(lambda sha=sha: status(p)["published"] == sha, 15, 0.01)
+        finally:
+            stop.set()
+            t.join(5)
+        assert (link / names[0]).read_text() == "40"
+        assert (root / ".app.published").read_text().strip() == shas[-1]
+        assert not link.is_symlink()
+    assert problems == []
+    assert reads[0] > 40
+    assert len(seen) > 10  # the reader really did straddle many publishes
+
+    # Restarted in link mode over the copy: the directory becomes the symlink.
+    with gitsync(tmp_path, "--repo", git_daemon.url("app"), "--root", str(root)) as p:
+        p.wait_ready()
+        wait_published(link, shas[-1])
+    assert [n for n in os.listdir(root) if n.startswith(".app")] == []

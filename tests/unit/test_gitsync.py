@@ -277,3 +277,34 @@ def test_private_dirs_of_dead_processes_are_removed(
         (d / "password").write_text("x")
     _remove_dead_private_dirs()
     assert not dead.exists() and alive.exists() and other.exists()
+
+
+@pytest.mark.parametrize("exchange_works", [True, False])
+def test_copy_publish_swaps_directories_and_records_the_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange_works: bool
+) -> None:
+    """--publish-mode copy, with renameat2 and with the rename-aside fallback."""
+    from podkit.sidecars.gitsync import publish as pub
+
+    if not exchange_works:
+        monkeypatch.setattr(pub, "exchange", lambda a, b: False)
+    shas = ["a" * 40, "b" * 40]
+    for sha in shas:
+        wt = tmp_path / ".worktrees" / sha
+        (wt / "sub").mkdir(parents=True)
+        (wt / "sub" / "f").write_text(sha[0])
+        (wt / ".git").write_text("gitdir: ../../.git/worktrees/x\n")
+        (wt / "rel").symlink_to("sub/f")
+    link = str(tmp_path / "out")
+    assert pub.published_sha(link, "copy") is None
+    for sha in shas:
+        pub.publish(link, str(tmp_path / ".worktrees" / sha), "copy", keep=60)
+        assert pub.published_sha(link, "copy") == sha
+        assert (tmp_path / "out" / "sub" / "f").read_text() == sha[0]
+        assert os.readlink(tmp_path / "out" / "rel") == "sub/f"  # links copied as links
+        assert not (tmp_path / "out" / ".git").exists()
+    # The replaced copy stays `keep` seconds for readers inside it, then goes.
+    olds = [n for n in os.listdir(tmp_path) if n.startswith(".out.old-")]
+    assert len(olds) == 1 and (tmp_path / olds[0] / "sub" / "f").read_text() == "a"
+    pub.expire_copies(link, 0)
+    assert sorted(os.listdir(tmp_path)) == [".out.published", ".worktrees", "out"]
