@@ -28,7 +28,7 @@ from podkit.options import split_addr
 from podkit.retry import Backoff
 from podkit.secrets import SecretFile
 
-from . import auth, compat
+from . import auth, compat, repos
 from .auth import Auth, is_ssh
 from .compat import GitSyncFlags
 from .errors import GitError
@@ -76,8 +76,17 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
     env_prefixes = ("GITSYNC_", "GIT_SYNC_")
 
     repo: str = option(
-        help="the git repository to sync (https, http, ssh, git, file)",
-        required=True,
+        None,
+        help="the git repository to sync (https, http, ssh, git, file); required unless "
+        "--config lists repos:",
+    )
+    repos: list[dict[str, Any]] | None = option(
+        None,
+        kind="any",
+        config_only=True,
+        secret=True,  # an entry may hold a password: never in the settings logged at start
+        help="several repositories, each a mapping of this program's settings (repo, ref, "
+        "link, credentials, hooks, ...; the rest inherited) and an optional name",
     )
     root: str = option(
         help="working directory; holds .git, .worktrees/<sha> and the --link",
@@ -370,6 +379,11 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         self._credentials: list[auth.Credential] = []
         self._sync_signal: int | None = None
         self.refused: dict[str, str] | None = None
+        #: --config's `repos:` (each a GitSync holding one repository's settings
+        #: and state), or empty: this object syncs --repo itself.
+        self._repos: list[GitSync] = []
+        self._is_child = False
+        self.repo_name = ""
 
     # -- configuration ------------------------------------------------------
 
@@ -377,6 +391,14 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         self._warnings = compat.apply(self)
         if self.verbose > 0 and self.log_level == "info":
             self.log_level = "debug"
+        if self.repos is not None:
+            if self.repo:
+                raise UsageError("--repo and repos: in --config: one or the other")
+            self._check_container()
+            self._repos = repos.build(self, self.repos, self.config or "")
+            return
+        if not self.repo:
+            raise UsageError("--repo is required [env PODKIT_REPO] (or repos: in --config)")
         repo = self.repo.strip()
         if _HELPER_RE.match(repo):
             raise UsageError(
@@ -424,9 +446,6 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         self._check_github_app()
         if self.password is not None and self.password_file:
             raise UsageError("--password and --password-file: set one or the other")
-        self._sync_signal = (
-            None if self.sync_on_signal is None else parse_signal(self.sync_on_signal)
-        )
         self._git_config = (
             [("http.cookieFile", auth.DEFAULT_COOKIE_FILE)] if self.cookie_file else []
         )
@@ -437,20 +456,10 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         self._git_config += auth.parse_git_config(self.git_config or "", "--git-config")
         for item in self.git_config_add:
             self._git_config += auth.parse_git_config(item, "--git-config-add")
-        if self.http_bind is not None:
-            try:
-                split_addr(self.http_bind)
-            except ValueError:
-                raise UsageError(
-                    f"--http-bind: expected HOST:PORT, got {self.http_bind!r}"
-                ) from None
-        elif self.http_metrics:
-            raise UsageError("--http-metrics: needs --http-bind")
         for flag, path in (
             ("--password-file", self.password_file),
             ("--ssh-known-hosts-file", self.ssh_known_hosts_file),
             ("--sparse-checkout-file", self.sparse_checkout_file),
-            ("--sync-token-file", self.sync_token_file),
             ("--allowed-signers-file", self.allowed_signers_file),
             ("--gpg-keyring-file", self.gpg_keyring_file),
         ):
@@ -469,12 +478,32 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
             if not argv:
                 raise UsageError(f"{flag}: empty")
         self._check_verify()
+        self._check_container()
+        if self.stale_after is None:
+            self.stale_after = 10 * self.period
+
+    def _check_container(self) -> None:
+        """The settings of the container, not of one repository."""
+        if self._is_child:
+            return
+        self._sync_signal = (
+            None if self.sync_on_signal is None else parse_signal(self.sync_on_signal)
+        )
+        if self.http_bind is not None:
+            try:
+                split_addr(self.http_bind)
+            except ValueError:
+                raise UsageError(
+                    f"--http-bind: expected HOST:PORT, got {self.http_bind!r}"
+                ) from None
+        elif self.http_metrics:
+            raise UsageError("--http-metrics: needs --http-bind")
         if self.sync_burst < 1:
             raise UsageError("--sync-burst: must be at least 1")
         if self.sync_interval < 0.001:
             raise UsageError("--sync-interval: must be at least 1ms")
-        if self.stale_after is None:
-            self.stale_after = 10 * self.period
+        if self.sync_token_file and not os.path.isfile(self.sync_token_file):
+            raise UsageError(f"--sync-token-file: no such file: {self.sync_token_file}")
 
     def _check_verify(self) -> None:
         trust = self.allowed_signers_file or self.gpg_keyring_file
@@ -541,6 +570,56 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
     # -- lifecycle ------------------------------------------------------------
 
     async def setup(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._errors = RateLimited(self.log, 30.0)
+        self._compat_warnings()
+        if self.group_write:
+            os.umask(0o002)  # as git-sync: everything it writes is group-writable
+        if self.add_user:
+            add_user()
+        m = self.metrics
+        families = repos.families(m, multi=bool(self._repos), verify=self._verifies())
+        self.m_requests = m.counter(
+            "sync_requests_total",
+            "POST /sync requests by outcome.",
+            ["result"],
+        )
+        for r in ("accepted", "coalesced", "unauthorized", "limited"):
+            self.m_requests.labels(r)
+        self._sync_bucket = TokenBucket(self.sync_burst, self.sync_interval)
+        if self.sync_token_file:
+            self._sync_token = SecretFile(self.sync_token_file)
+        for rs in self._runners():
+            rs._loop, rs._errors = self._loop, self._errors
+            if rs is not self:
+                rs._stopping = self._stop_event()  # one stop for every repository
+                rs.log = repos.RepoLog(self.log, rs.repo_name)  # type: ignore[assignment]
+                rs._errors = RateLimited(rs.log, 30.0)
+            await rs._setup_repo(families)
+        if self._repos:
+            # Ready once every repository has synced once (each its own check on /).
+            for rs in self._repos:
+                self.readiness(f"first-sync:{rs.repo_name}", rs._first_sync_missing)
+        if self.http_bind:
+            self._http = GitSyncHTTP(self, self.http_bind, metrics=self.http_metrics)
+            await self._http.start()
+            self.log.info(
+                "serving git-sync's HTTP endpoint",
+                extra={"addr": self.http_bind, "metrics": self.http_metrics},
+            )
+
+    def _runners(self) -> list[GitSync]:
+        """The repositories this process syncs: itself, or each of --config's repos."""
+        return self._repos or [self]
+
+    def _verifies(self) -> bool:
+        return any(r.verify_signatures for r in self._runners())
+
+    def _first_sync_missing(self) -> str | None:
+        return None if self.last_success is not None else "no successful sync yet"
+
+    async def _setup_repo(self, families: dict[str, Any]) -> None:
+        """One repository's directories, credentials, checkout, metrics and hooks."""
         self.root = os.path.abspath(self.root)
         try:
             os.makedirs(os.path.join(self.root, WORKTREES), exist_ok=True)
@@ -550,28 +629,13 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
                 "e.g. an emptyDir shared with the app)"
             ) from None
         self.published = published_sha(self.link_path, self.publish_mode)
-        self._compat_warnings()
-        if self.group_write:
-            os.umask(0o002)  # as git-sync: everything it writes is group-writable
-        if self.add_user:
-            add_user()
-
-        m = self.metrics
-        self.m_syncs = m.counter("syncs_total", "Sync attempts by result.", ["result"])
-        for r in ("success", "error", "noop"):
-            self.m_syncs.labels(r)
-        self.m_duration = m.histogram(
-            "sync_duration_seconds",
-            "Time one sync took.",
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
-        )
-        self.m_last_success = m.gauge(
-            "last_success_timestamp_seconds", "Unix time of the last successful sync."
-        )
-        self.m_fetches = m.counter("fetches_total", "git fetch runs.")
-        self.m_hooks = m.counter(
-            "hook_runs_total", "Hook runs by hook and result.", ["hook", "result"]
-        )
+        bound = repos.bind(families, self.repo_name if self._is_child else None)
+        self.m_syncs = bound["syncs"]
+        self.m_duration = bound["duration"]
+        self.m_last_success = bound["last_success"]
+        self.m_fetches = bound["fetches"]
+        self.m_hooks = bound["hooks"]
+        self.m_signatures: Any = bound.get("signatures")
         self._auth = Auth(
             self.repo,
             username=self.username,
@@ -599,13 +663,6 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
                 verifier.setup()
             except GitError as exc:
                 raise UsageError(str(exc)) from None
-            self.m_signatures = m.counter(
-                "signature_checks_total",
-                "Signature checks of fetched commits (--verify-signatures) by result.",
-                ["result"],
-            )
-            for r in ("good", "refused"):
-                self.m_signatures.labels(r)
         from .checkout import Checkout  # GitPython: only when the program runs
 
         self._checkout = Checkout(
@@ -629,19 +686,6 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
             verifier=verifier,
             publish_mode=self.publish_mode,
         )
-        self._loop = asyncio.get_running_loop()
-        self._errors = RateLimited(self.log, 30.0)
-        self.m_requests = m.counter(
-            "sync_requests_total",
-            "POST /sync requests by outcome.",
-            ["result"],
-        )
-        for r in ("accepted", "coalesced", "unauthorized", "limited"):
-            self.m_requests.labels(r)
-        self._sync_bucket = TokenBucket(self.sync_burst, self.sync_interval)
-        if self.sync_token_file:
-            self._sync_token = SecretFile(self.sync_token_file)
-
         if self.webhook_url:
             self._hooks.append(
                 Retrier(
@@ -663,13 +707,6 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         if not self.one_time:
             for h in self._hooks:
                 h.start()
-        if self.http_bind:
-            self._http = GitSyncHTTP(self, self.http_bind, metrics=self.http_metrics)
-            await self._http.start()
-            self.log.info(
-                "serving git-sync's HTTP endpoint",
-                extra={"addr": self.http_bind, "metrics": self.http_metrics},
-            )
 
     def _github_app(self) -> GitHubApp | None:
         issuer = self.github_app_application_id or self.github_app_client_id
@@ -721,12 +758,13 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
     async def cleanup(self) -> None:
         if self._http is not None:
             await self._http.stop()
-        if self._checkout is not None:
-            self._checkout.runs.abort()
-        for h in self._hooks:
-            await h.stop()
-        if self._auth is not None:
-            self._auth.cleanup()
+        for r in self._runners():
+            if r._checkout is not None:
+                r._checkout.runs.abort()
+            for h in r._hooks:
+                await h.stop()
+            if r._auth is not None:
+                r._auth.cleanup()
 
     def sighup_signals(self) -> tuple[int, ...]:
         # SIGHUP always (podkit's trigger), plus git-sync's --sync-on-signal.
@@ -735,7 +773,8 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
 
     def on_sighup(self) -> None:
         self.log.info("sync requested", extra={"by": "signal"})
-        self._trigger.set()
+        for r in self._runners():
+            r._trigger.set()
 
     async def _http_sync(self, request: Request) -> Response:
         # Every outcome is logged at most once per interval: a flood of requests
@@ -754,18 +793,34 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
             return Response(
                 429, b"too many sync requests\n", headers={"Retry-After": retry_after(wait)}
             )
-        # One event: however many requests arrive, at most one sync waits.
-        coalesced = self._trigger.is_set()
+        # One event per repository: however many requests arrive, at most one sync waits.
+        runners = self._runners()
+        coalesced = all(r._trigger.is_set() for r in runners)
         self.m_requests.labels("coalesced" if coalesced else "accepted").inc()
         self._errors.log("sync-requested", 20, "sync requested", by="POST /sync")
-        self._trigger.set()
-        return Response.json(
-            {"queued": True, "coalesced": coalesced, "published": self.published}, status=202
-        )
+        for r in runners:
+            r._trigger.set()
+        body: dict[str, Any] = {"queued": True, "coalesced": coalesced}
+        if self._repos:
+            body["published"] = {r.repo_name: r.published for r in runners}
+        else:
+            body["published"] = self.published
+        return Response.json(body, status=202)
 
     # -- the loop -------------------------------------------------------------
 
     async def run(self) -> None:
+        if not self._repos:
+            await self._run_repo()
+            return
+        # Each repository in its own loop: one failing never holds up the others.
+        self.set_ready()  # and every repository's first-sync check (setup)
+        await asyncio.gather(*(r._run_repo() for r in self._repos))
+        codes = [r.exit_code for r in self._repos if r.exit_code]
+        if codes:
+            self.exit_code = max(codes)
+
+    async def _run_repo(self) -> None:
         asked = False
         while not self.stopping:
             self._trigger.clear()
@@ -795,6 +850,10 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
                     extra={"failures": self.consecutive_failures, "max_failures": limit},
                 )
                 self.exit_code = 1
+                if self._is_child:
+                    # A container that exits restarts every repository in it: asked for
+                    # explicitly (the default -1 never exits).
+                    self._stopping.set()  # type: ignore[union-attr]
                 return
             wait = self.period
             if initial and self.init_period is not None:
@@ -1018,6 +1077,12 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
     # -- status ---------------------------------------------------------------
 
     def health(self) -> str | None:
+        if self._repos:
+            for r in self._repos:
+                reason = r.health()
+                if reason:
+                    return f"{r.repo_name}: {reason}"
+            return None
         assert self.stale_after is not None
         since = self.last_success or self.started_at
         age = time.time() - since
@@ -1027,6 +1092,8 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         return None
 
     def status(self) -> dict[str, Any]:
+        if self._repos:
+            return {"repos": {r.repo_name: r.status() for r in self._repos}}
         return {
             "repo": redact_url(self.repo),
             "ref": self.ref,
