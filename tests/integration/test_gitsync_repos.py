@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from tests.helpers import run_program, wait_until
-from tests.integration.test_gitsync import gitsync, metric, polled, published, wait_published
+from tests.integration.test_gitsync import gitsync, metric, polled, wait_published
 from tests.peers.git import GitDaemon, GitHttp, GitRepos
 
 
