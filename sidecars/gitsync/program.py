@@ -234,6 +234,7 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
     ssh_known_hosts: bool = option(
         True,
         help="check SSH host keys against --ssh-known-hosts-file",
+        also_env=("GIT_SYNC_KNOWN_HOSTS", "GIT_KNOWN_HOSTS"),  # git-sync's older names
     )
     ssh_known_hosts_file: str | None = option(
         None,
