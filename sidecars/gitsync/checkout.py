@@ -72,6 +72,9 @@ class Checkout:
     pre_publish: Callable[[str, str], None] | None = None
     #: Called before each `git fetch` (a counter, thread-safe).
     on_fetch: Callable[[], None] = lambda: None
+    #: --repair-check-interval: how often a no-op sync also runs `git status` in
+    #: the published tree (its HEAD is read every time).
+    repair_check_interval: float = 60.0
     #: --publish-mode: "link" (a symlink flip) or "copy" (a directory swap).
     publish_mode: str = "link"
     #: --verify-signatures: nothing is published that this refuses.
@@ -80,6 +83,8 @@ class Checkout:
     # "quick" at start and after remote failures; "full" (fsck) after a local one.
     _needs_check: str | None = "quick"
     _fetched_once: bool = False
+    #: When the published tree's files were last compared with its commit.
+    _files_checked: float = float("-inf")
     #: The last commit whose signature passed (a full-hash --ref is not fetched again).
     _verified: str | None = None
     #: Commits whose fresh checkout already differs from the commit (line-ending
@@ -244,11 +249,17 @@ class Checkout:
 
         def intact() -> bool:
             # The served tree must still be what its name says: checked (once)
-            # whenever a sync finds the same commit (a file read and one `git
-            # status`), and repaired below when not. A new commit replaces it anyway.
+            # whenever a sync finds the same commit, and repaired below when not.
+            # Its HEAD (a file read) every time; its files (a `git status`, a
+            # process) every --repair-check-interval, or when a sync was asked
+            # for. A new commit replaces it anyway.
             if not checked:
                 assert published is not None
-                checked.append(attached and self._intact(published, deadline, env))
+                now = time.monotonic()
+                files = asked or now - self._files_checked >= self.repair_check_interval
+                checked.append(attached and self._intact(published, deadline, env, files=files))
+                if files:
+                    self._files_checked = now
             return checked[0]
 
         if (
@@ -323,6 +334,7 @@ class Checkout:
         if self.pre_publish is not None:
             self.pre_publish(sha, wt)
         publish(self.link_path, wt, self.publish_mode, keep=self.stale_worktree_timeout)
+        self._files_checked = time.monotonic()  # just checked out: its files are its commit's
         old = self._worktree(published) if published and published != sha else None
         if old and os.path.isdir(old):
             with contextlib.suppress(OSError):
@@ -335,9 +347,15 @@ class Checkout:
         return remote_sha(g, self.ref)
 
     def _intact(
-        self, sha: str, deadline: float, env: dict[str, str], *, quiet: bool = False
+        self,
+        sha: str,
+        deadline: float,
+        env: dict[str, str],
+        *,
+        quiet: bool = False,
+        files: bool = True,
     ) -> bool:
-        """The published worktree's HEAD is its name and no tracked file was changed."""
+        """The published worktree's HEAD is its name and (`files`) no tracked file was changed."""
         wt = self._worktree(sha)
         admin = _admin_dir(wt)
         try:
@@ -348,7 +366,7 @@ class Checkout:
         why = ""
         if head != sha:
             why = f"its HEAD is {head[:40]!r}"
-        elif sha not in self._dirty_on_checkout:
+        elif files and sha not in self._dirty_on_checkout:
             # Untracked files are the consumer's (caches such as __pycache__), not damage.
             out = _git.new_git(wt, deadline, env, self._runs).status(
                 "--porcelain", "--untracked-files=no", "--ignore-submodules=all"

@@ -162,6 +162,15 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         choices=("auto", "always", "aggressive", "off"),
         help="git gc after a sync that removed worktrees",
     )
+    repair_check_interval: float = option(
+        "1m",
+        kind="duration",
+        min=0.0,
+        help="how often a sync that finds nothing new also checks the published tree's "
+        "files against its commit (a git status); its HEAD is checked every sync (0: "
+        "files every sync too, as git-sync)",
+        env_alias=False,  # podkit's own
+    )
     touch_file: str | None = option(
         None,
         kind="path",
@@ -686,6 +695,7 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
             pre_publish=self._pre_publish if self.pre_publish_exechook_command else None,
             verifier=verifier,
             publish_mode=self.publish_mode,
+            repair_check_interval=self.repair_check_interval,
         )
         if self.webhook_url:
             self._hooks.append(

@@ -50,6 +50,7 @@ PER_REPO = frozenset(
         "max_failures",
         "init_max_failures",
         "stale_worktree_timeout",
+        "repair_check_interval",
         "git_gc",
         "touch_file",
         "error_file",

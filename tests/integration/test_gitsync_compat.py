@@ -19,7 +19,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from tests.helpers import ProgramProcess, free_port, run_program, wait_until
-from tests.integration.test_gitsync import _ps, gitsync, metric, polled, published, wait_published
+from tests.integration.test_gitsync import (
+    _ps,
+    flags,
+    gitsync,
+    metric,
+    polled,
+    published,
+    wait_published,
+)
 from tests.peers.git import GitDaemon, GitHttp, GitRepos, Sshd
 
 
@@ -104,16 +112,14 @@ def test_http_bind_is_503_until_the_first_success(
     root = tmp_path / "root"
     with gitsync(
         tmp_path,
-        "--repo",
-        git_daemon.url("later"),
-        "--root",
-        str(root),
-        "--period",
-        "100ms",
-        "--http-bind",
-        f"127.0.0.1:{bind}",
-        "--http-metrics",
-        "--http-pprof",
+        *flags(
+            repo=git_daemon.url("later"),
+            root=root,
+            period="100ms",
+            http_bind=f"127.0.0.1:{bind}",
+            http_metrics=True,
+            http_pprof=True,
+        ),
     ) as p:
         wait_until(lambda: polled(p, "podkit_gitsync_syncs_total", result="error") >= 1, 10)
         assert http_status(f"http://127.0.0.1:{bind}/") == 503
@@ -140,23 +146,17 @@ def test_v3_flags_link_elsewhere_error_file_group_write(
     fake = "git://fake.invalid/app.git"
     p = gitsync(
         tmp_path,
-        "--repo",
-        fake,
-        "--git-config",
-        f'"url.{real}.insteadOf":"{fake}",http.sslVerify:false',
-        "--root",
-        str(root),
-        "--branch",
-        "release",
-        "--dest",
-        str(link),
-        "--wait",
-        "0.1",
-        "--max-sync-failures",
-        "-1",
-        "--error-file",
-        "errors/last.json",
-        "--group-write",
+        *flags(
+            repo=fake,
+            git_config=f'"url.{real}.insteadOf":"{fake}",http.sslVerify:false',
+            root=root,
+            branch="release",
+            dest=link,
+            wait="0.1",
+            max_sync_failures="-1",
+            error_file="errors/last.json",
+            group_write=True,
+        ),
     ).start()
     try:
         wait_published(link, other, 20)
@@ -194,15 +194,7 @@ def test_error_file_on_a_full_disk_stays_whole(tmp_path: Path) -> None:
         dead = f"git://127.0.0.1:{free_port()}/nothing.git"
         root = tmp_path / "root"
         with gitsync(
-            tmp_path,
-            "--repo",
-            dead,
-            "--root",
-            str(root),
-            "--period",
-            "50ms",
-            "--error-file",
-            str(mnt / "error.json"),
+            tmp_path, *flags(repo=dead, root=root, period="50ms", error_file=mnt / "error.json")
         ) as p:
             wait_until((mnt / "error.json").exists, 10)
             before = json.loads((mnt / "error.json").read_text())
@@ -334,12 +326,7 @@ def test_askpass_url(tmp_path: Path, git_repos: GitRepos, git_http: GitHttp) -> 
         url = f"http://127.0.0.1:{server.server_address[1]}/creds"
         with gitsync(
             tmp_path,
-            "--repo",
-            git_http.url("app"),
-            "--root",
-            str(root),
-            "--period",
-            "100ms",
+            *flags(repo=git_http.url("app"), root=root, period="100ms"),
             env={"GITSYNC_ASKPASS_URL": url},
         ) as p:
             wait_until(lambda: polled(p, "podkit_gitsync_syncs_total", result="error") >= 2, 15)
@@ -362,16 +349,13 @@ def test_filter_partial_clone_with_sparse_checkout_across_updates(
     root = tmp_path / "root"
     with gitsync(
         tmp_path,
-        "--repo",
-        git_daemon.url("app"),
-        "--root",
-        str(root),
-        "--period",
-        "100ms",
-        "--filter",
-        "blob:none",
-        "--sparse-checkout-file",
-        str(sparse),
+        *flags(
+            repo=git_daemon.url("app"),
+            root=root,
+            period="100ms",
+            filter="blob:none",
+            sparse_checkout_file=sparse,
+        ),
     ) as p:
         p.wait_ready()
         wait_published(root / "app", up.head())
@@ -547,14 +531,9 @@ def test_pre_publish_exechook_keeps_the_old_tree_when_it_fails(
     hook = f"sh -c 'echo $GITSYNC_HASH >> {seen}; ! grep -q bad v'"
     with gitsync(
         tmp_path,
-        "--repo",
-        git_daemon.url("app"),
-        "--root",
-        str(root),
-        "--period",
-        "100ms",
-        "--pre-publish-exechook-command",
-        hook,
+        *flags(
+            repo=git_daemon.url("app"), root=root, period="100ms", pre_publish_exechook_command=hook
+        ),
     ) as p:
         p.wait_ready()
         good = up.head()

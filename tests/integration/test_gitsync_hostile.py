@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from tests.helpers import free_port, run_program, wait_until
-from tests.integration.test_gitsync import gitsync, metric, polled, published, wait_published
+from tests.integration.test_gitsync import flags, gitsync, metric, polled, published, wait_published
 from tests.peers.git import GitDaemon, GitHttp, GitRepos, cert_for
 from tests.peers.tls import TLSFiles
 
@@ -68,15 +68,7 @@ def test_post_sync_needs_the_token_or_a_valid_webhook_signature(
     token = tmp_path / "token"
     token.write_text("s3cret-sync-token\n")
     with gitsync(
-        tmp_path,
-        "--repo",
-        git_daemon.url("app"),
-        "--root",
-        str(root),
-        "--period",
-        "1h",
-        "--sync-token-file",
-        str(token),
+        tmp_path, *flags(repo=git_daemon.url("app"), root=root, period="1h", sync_token_file=token)
     ) as p:
         p.wait_ready()
         sha1 = up.head()

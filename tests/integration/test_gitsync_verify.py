@@ -13,8 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import need, run_program, wait_until
-from tests.integration.test_gitsync import gitsync, metric, published, status, wait_published
+from tests.helpers import need, run_program
+from tests.integration.test_gitsync import (
+    gitsync,
+    metric,
+    published,
+    status,
+    sync_once,
+    wait_published,
+)
 from tests.peers.git import GitRepos, Upstream, git
 
 
@@ -40,17 +47,6 @@ def _tamper(up: Upstream, sha: str) -> str:
         check=True,
     )
     return p.stdout.decode().strip()
-
-
-def _sync(p: object) -> dict[str, object]:
-    """One sync asked for and finished; the status after it."""
-    from tests.helpers import ProgramProcess
-
-    assert isinstance(p, ProgramProcess)
-    before = status(p)["syncs"]
-    assert p.get("/sync", method="POST", data=b"")[0] == 202
-    wait_until(lambda: status(p)["syncs"] > before, 15, 0.01, what="a sync")
-    return status(p)
 
 
 def _args(up: Upstream, root: Path) -> list[str]:
@@ -81,7 +77,7 @@ def _check_refusals(
             ("unknown", "signed by a key not in"),
         ):
             sha = commit(how, {"v": how}, how)
-            st = _sync(p)
+            st = sync_once(p)
             assert published(link) == good and (link / "v").read_text() == "good"
             refused = st["refused"]
             assert isinstance(refused, dict)
@@ -90,7 +86,7 @@ def _check_refusals(
             assert not (root / ".worktrees" / sha).exists()  # never even checked out
         forged = _tamper(up, good)
         up.set_main(forged)
-        st = _sync(p)
+        st = sync_once(p)
         assert published(link) == good
         assert st["refused"] == {
             "commit": forged,
@@ -102,7 +98,7 @@ def _check_refusals(
         up.reset_hard(good)
         up.push(force=True)
         good2 = commit("good", {"v": "good2"}, "good again")
-        st = _sync(p)
+        st = sync_once(p)
         assert published(link) == good2 and (link / "v").read_text() == "good2"
         assert st["refused"] is None and st["last_error"] is None
         assert metric(p, "podkit_gitsync_signature_checks_total", result="good") == 2
