@@ -3,7 +3,13 @@
 The git work runs in a worker thread (`checkout.py`) and hands back a result;
 credentials are `auth.py`'s, the atomic link flip `publish.py`'s, and who may
 ask for a sync `triggers.py`'s. This module is the only one that touches the
-event loop.
+event loop. With `repos:` in --config, one `GitSync` per repository (built by
+`repos.py`) holds that repository's settings and state, and this object runs
+their loops side by side.
+
+Over 600 lines because the option declarations (git-sync's whole flag surface,
+each with its help) are this program's description; the git work, auth,
+publishing, signatures and the multi-repository parsing live in their modules.
 """
 
 from __future__ import annotations
