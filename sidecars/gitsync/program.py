@@ -812,6 +812,12 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
             )
         # One event per repository: however many requests arrive, at most one sync waits.
         runners = self._runners()
+        wanted = request.query.get("repo")
+        if wanted and self._repos:
+            # A push webhook per repository: POST /sync?repo=<name> syncs that one only.
+            runners = [r for r in runners if r.repo_name in wanted]
+            if not runners:
+                return Response(404, b"no such repository\n")
         coalesced = all(r._trigger.is_set() for r in runners)
         self.m_requests.labels("coalesced" if coalesced else "accepted").inc()
         self._errors.log("sync-requested", 20, "sync requested", by="POST /sync")

@@ -72,6 +72,16 @@ def test_two_repos_one_failing(
         assert (root / ".repos" / "dags" / ".git").is_dir()
         # The dags hook never ran for the other repository's commit.
         assert conf.head() not in hooked.read_text()
+        # A push webhook per repository: ?repo= syncs that one only.
+        assert p.get("/sync?repo=nope", method="POST", data=b"")[0] == 404
+        fetches = metric(p, "podkit_gitsync_fetches_total", repo="settings")
+        sha3 = dags.commit_push({"dag.py": "3"})
+        code, _, body = p.get("/sync?repo=dags", method="POST", data=b"")
+        assert code == 202 and json.loads(body)["published"]["dags"] == sha2
+        wait_published(root / "dags", sha3, 10)
+        syncs = json.loads(p.get("/")[2])["repos"]["settings"]["syncs"]
+        wait_until(lambda: json.loads(p.get("/")[2])["repos"]["settings"]["syncs"] > syncs + 1, 10)
+        assert metric(p, "podkit_gitsync_fetches_total", repo="settings") == fetches
         p.signal(signal.SIGTERM)
         assert p.wait(20) == 0
 
