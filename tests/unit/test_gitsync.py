@@ -308,3 +308,33 @@ def test_copy_publish_swaps_directories_and_records_the_commit(
     assert len(olds) == 1 and (tmp_path / olds[0] / "sub" / "f").read_text() == "a"
     pub.expire_copies(link, 0)
     assert sorted(os.listdir(tmp_path)) == [".out.published", ".worktrees", "out"]
+
+
+def test_copy_publish_record_and_expiry_edges(tmp_path: Path) -> None:
+    """What published_sha trusts in copy mode, and when replaced copies go."""
+    from podkit.sidecars.gitsync import publish as pub
+
+    for sha in ("a" * 40, "b" * 40):
+        (tmp_path / ".worktrees" / sha).mkdir(parents=True)
+        (tmp_path / ".worktrees" / sha / "f").write_text(sha[0])
+    link = str(tmp_path / "out")
+    pub.publish(link, str(tmp_path / ".worktrees" / ("a" * 40)), "copy")
+    # A tree published long ago: its keep clock starts when it is replaced, not before.
+    os.utime(link, (0, 0))
+    pub.publish(link, str(tmp_path / ".worktrees" / ("b" * 40)), "copy", keep=60)
+    olds = [n for n in os.listdir(tmp_path) if n.startswith(".out.old-")]
+    assert len(olds) == 1
+    # keep 0 removes at once, whatever the mtime (a clock ahead on another node).
+    future = time.time() + 3600
+    os.utime(tmp_path / olds[0], (future, future))
+    pub.expire_copies(link, 0)
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".out.old-")]
+    # A record that is no commit's hash is not trusted.
+    (tmp_path / ".out.published").write_text("../../etc\n")
+    assert pub.published_sha(link, "copy") is None
+    # A symlink at the link (left by link mode) is no published copy.
+    (tmp_path / ".out.published").write_text("b" * 40 + "\n")
+    assert pub.published_sha(link, "copy") == "b" * 40
+    os.rename(link, tmp_path / "was-out")
+    os.symlink("was-out", link)
+    assert pub.published_sha(link, "copy") is None
