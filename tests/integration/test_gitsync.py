@@ -192,19 +192,14 @@ def test_one_time_publishes_relative_link_depth_1_and_full(
     # --depth 0 on the same root unshallows: the full history.
     p = run_program(
         "gitsync",
-        [
-            "--repo",
-            git_daemon.url("app"),
-            "--root",
-            str(root),
-            "--one-time",
-            "--depth",
-            "0",
-            "--link",
-            "full",
-            "--admin-addr",
-            "off",
-        ],
+        flags(
+            repo=git_daemon.url("app"),
+            root=root,
+            one_time=True,
+            depth="0",
+            link="full",
+            admin_addr="off",
+        ),
     )
     assert p.returncode == 0, p.stderr.decode()
     assert git("rev-parse", "--is-shallow-repository", cwd=root) == "false"
@@ -321,19 +316,14 @@ def test_tag_and_commit_as_ref(tmp_path: Path, git_repos: GitRepos, git_daemon: 
     for ref, want in (("v1.0", c1), ("light", c2), (c1, c1)):
         p = run_program(
             "gitsync",
-            [
-                "--repo",
-                git_daemon.url("app"),
-                "--root",
-                str(root),
-                "--ref",
-                ref,
-                "--link",
-                "x",
-                "--one-time",
-                "--admin-addr",
-                "off",
-            ],
+            flags(
+                repo=git_daemon.url("app"),
+                root=root,
+                ref=ref,
+                link="x",
+                one_time=True,
+                admin_addr="off",
+            ),
         )
         assert p.returncode == 0, p.stderr.decode()
         assert published(root / "x") == want, ref
@@ -377,17 +367,13 @@ def test_submodule_and_sparse_checkout(
     # --submodules off leaves the submodule directory empty.
     p = run_program(
         "gitsync",
-        [
-            "--repo",
-            git_daemon.url("app"),
-            "--root",
-            str(tmp_path / "r2"),
-            "--one-time",
-            "--submodules",
-            "off",
-            "--admin-addr",
-            "off",
-        ],
+        flags(
+            repo=git_daemon.url("app"),
+            root=tmp_path / "r2",
+            one_time=True,
+            submodules="off",
+            admin_addr="off",
+        ),
     )
     assert p.returncode == 0, p.stderr.decode()
     assert not (tmp_path / "r2" / "app" / "vendor" / "lib" / "lib.txt").exists()
@@ -396,19 +382,14 @@ def test_submodule_and_sparse_checkout(
     sparse.write_text("/docs/\n")
     p = run_program(
         "gitsync",
-        [
-            "--repo",
-            git_daemon.url("app"),
-            "--root",
-            str(tmp_path / "r3"),
-            "--one-time",
-            "--sparse-checkout-file",
-            str(sparse),
-            "--submodules",
-            "off",
-            "--admin-addr",
-            "off",
-        ],
+        flags(
+            repo=git_daemon.url("app"),
+            root=tmp_path / "r3",
+            one_time=True,
+            sparse_checkout_file=sparse,
+            submodules="off",
+            admin_addr="off",
+        ),
     )
     assert p.returncode == 0, p.stderr.decode()
     tree = tmp_path / "r3" / "app"
@@ -436,15 +417,7 @@ def test_submodule_with_ext_or_file_transport_is_refused(
     app.push()
     p = run_program(
         "gitsync",
-        [
-            "--repo",
-            git_daemon.url("app"),
-            "--root",
-            str(tmp_path / "r"),
-            "--one-time",
-            "--admin-addr",
-            "off",
-        ],
+        flags(repo=git_daemon.url("app"), root=tmp_path / "r", one_time=True, admin_addr="off"),
     )
     assert p.returncode == 1
     assert f"transport '{transport}' not allowed".encode() in p.stderr, p.stderr.decode()
@@ -635,18 +608,7 @@ def test_max_failures_and_one_time_failure_exit_1(tmp_path: Path) -> None:
     # git-sync's counting (failCount >= max): the second consecutive failure exits 1.
     p = run_program(
         "gitsync",
-        [
-            "--repo",
-            dead,
-            "--root",
-            str(tmp_path / "b"),
-            "--max-failures",
-            "2",
-            "--period",
-            "50ms",
-            "--admin-addr",
-            "off",
-        ],
+        flags(repo=dead, root=tmp_path / "b", max_failures="2", period="50ms", admin_addr="off"),
     )
     assert p.returncode == 1
     recs = [json.loads(line) for line in p.stderr.decode().splitlines() if line.startswith("{")]
@@ -671,17 +633,9 @@ def test_sync_timeout_kills_git_and_sigkill_mid_fetch_restart(
         # --sync-timeout kills the whole git process tree (git, remote-http, index-pack).
         p = run_program(
             "gitsync",
-            [
-                "--repo",
-                srv.url("big"),
-                "--root",
-                str(root),
-                "--one-time",
-                "--sync-timeout",
-                "1s",
-                "--admin-addr",
-                "off",
-            ],
+            flags(
+                repo=srv.url("big"), root=root, one_time=True, sync_timeout="1s", admin_addr="off"
+            ),
         )
         assert p.returncode == 1
         assert b"timed out" in p.stderr, p.stderr.decode()

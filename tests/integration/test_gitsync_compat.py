@@ -261,20 +261,14 @@ def test_init_period_and_init_max_failures(tmp_path: Path) -> None:
     # Fast retries until the first success, and their own failure budget.
     p = run_program(
         "gitsync",
-        [
-            "--repo",
-            dead,
-            "--root",
-            str(tmp_path / "a"),
-            "--period",
-            "1h",
-            "--init-period",
-            "20ms",
-            "--init-max-failures",
-            "3",
-            "--admin-addr",
-            "off",
-        ],
+        flags(
+            repo=dead,
+            root=tmp_path / "a",
+            period="1h",
+            init_period="20ms",
+            init_max_failures="3",
+            admin_addr="off",
+        ),
         timeout=60,
     )
     assert p.returncode == 1
@@ -410,19 +404,14 @@ def test_credential_per_url_for_a_submodule_with_its_own_password(
         cred = json.dumps({"url": other.url("lib"), "username": "bob", "password-file": str(pw_b)})
         p = run_program(
             "gitsync",
-            [
-                "--repo",
-                git_http.url("app"),
-                "--root",
-                str(root),
-                "--username",
-                "alice",
-                "--password-file",
-                str(pw_a),
-                "--one-time",
-                "--admin-addr",
-                "off",
-            ],
+            flags(
+                repo=git_http.url("app"),
+                root=root,
+                username="alice",
+                password_file=pw_a,
+                one_time=True,
+                admin_addr="off",
+            ),
             env={"GITSYNC_CREDENTIAL": f"[{cred}]"},
         )
         assert p.returncode == 0, p.stderr.decode()

@@ -167,15 +167,7 @@ def test_https_to_a_certificate_for_another_host_is_refused(
         try:
             p = run_program(
                 "gitsync",
-                [
-                    "--repo",
-                    srv.url("app"),
-                    "--root",
-                    str(root),
-                    "--one-time",
-                    "--admin-addr",
-                    "off",
-                ],
+                flags(repo=srv.url("app"), root=root, one_time=True, admin_addr="off"),
                 # git's variable (it wins over http.sslCAInfo): the test CA, and only it.
                 env={"GIT_SSL_CAINFO": str(tls_files.ca)},
                 timeout=60,

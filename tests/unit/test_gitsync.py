@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -178,22 +179,28 @@ def test_is_local() -> None:
     assert not is_local("ssh://h/app.git") and not is_local("git://h/app.git")
 
 
-def test_askpass_reads_the_password_file_when_git_asks(tmp_path: Path) -> None:
+def askpass(tmp_path: Path, **env: str) -> Callable[[str], str]:
+    """gitsync's askpass helper, installed in tmp_path: ask(prompt) -> its answer,
+    with PODKIT_GITSYNC_ASKPASS_<KEY> (or another name given whole) in its env."""
     helper = tmp_path / "askpass"
     helper.write_text(ASKPASS)
     helper.chmod(0o700)
-    pw = tmp_path / "pw"
-    pw.write_text("tok-123 with spaces\nsecond line ignored\n")
-    env = {
-        "PATH": os.environ["PATH"],
-        "PODKIT_GITSYNC_ASKPASS_USER": "alice",
-        "PODKIT_GITSYNC_ASKPASS_FILE": str(pw),
-    }
+    full = {"PATH": os.environ["PATH"]}
+    for key, value in env.items():
+        full[key if key.startswith("PODKIT_") else f"PODKIT_GITSYNC_ASKPASS_{key}"] = value
 
     def ask(prompt: str) -> str:
         return subprocess.run(
-            [str(helper), prompt], env=env, capture_output=True, text=True, check=True
+            [str(helper), prompt], env=full, capture_output=True, text=True, check=True
         ).stdout
+
+    return ask
+
+
+def test_askpass_reads_the_password_file_when_git_asks(tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("tok-123 with spaces\nsecond line ignored\n")
+    ask = askpass(tmp_path, USER="alice", FILE=str(pw))
 
     assert ask("Username for 'https://h': ") == "alice\n"
     assert ask("Password for 'https://alice@h': ") == "tok-123 with spaces\n"

@@ -18,6 +18,7 @@ from podkit.sidecars.gitsync.publish import write_atomic
 
 from podkit import UsageError
 from podkit.runner import configure
+from tests.unit.test_gitsync import askpass
 
 
 def make(*args: str, env: dict[str, str] | None = None) -> GitSync:
@@ -263,26 +264,18 @@ def test_credentials_as_git_sync_takes_them(tmp_path: Path) -> None:
 
 
 def test_askpass_picks_the_longest_matching_credential(tmp_path: Path) -> None:
-    helper = tmp_path / "askpass"
-    helper.write_text(auth.ASKPASS)
-    helper.chmod(0o700)
     (tmp_path / "a").write_text("pw-a\n")
     (tmp_path / "b").write_text("pw-b\n")
     table = tmp_path / "table"
     table.write_text(
         f"http://h:1/\tcarol\t{tmp_path / 'a'}\nhttp://h:1/lib.git\tbob\t{tmp_path / 'b'}\n"
     )
-    env = {
-        "PATH": os.environ["PATH"],
-        "PODKIT_GITSYNC_ASKPASS_USER": "alice",
-        "PODKIT_GITSYNC_ASKPASS_FILE": str(tmp_path / "a"),
-        "PODKIT_GITSYNC_CREDENTIALS": str(table),
-    }
-
-    def ask(prompt: str) -> str:
-        return subprocess.run(
-            [str(helper), prompt], env=env, capture_output=True, text=True, check=True
-        ).stdout
+    ask = askpass(
+        tmp_path,
+        USER="alice",
+        FILE=str(tmp_path / "a"),
+        PODKIT_GITSYNC_CREDENTIALS=str(table),
+    )
 
     assert ask("Username for 'http://h:1/lib.git': ") == "bob\n"
     assert ask("Password for 'http://bob@h:1/lib.git': ") == "pw-b\n"
