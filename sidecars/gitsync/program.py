@@ -389,7 +389,8 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         self._hooks: list[Retrier[str]] = []
         self._sync_token: SecretFile | None = None
         self._http: GitSyncHTTP | None = None
-        self._pre_publish_fut: concurrent.futures.Future[None] | None = None
+        #: The running pre-publish hook (set and cleared on the loop, never by the worker).
+        self._pre_publish_task: asyncio.Task[None] | None = None
         self._warnings: list[str] = []
         self._git_config: list[tuple[str, str]] = []
         self._credentials: list[auth.Credential] = []
@@ -908,8 +909,8 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
             await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not work.done():
                 checkout.runs.abort()  # kill the git in flight; the thread returns at once
-                if self._pre_publish_fut is not None:
-                    self._pre_publish_fut.cancel()  # run_command kills its group
+                if self._pre_publish_task is not None:
+                    self._pre_publish_task.cancel()  # run_command kills its group
             try:
                 result = await work
             except Exception as exc:
@@ -1035,15 +1036,21 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
     def _pre_publish(self, sha: str, worktree: str) -> None:
         """--pre-publish-exechook-command, from the worker thread, on the loop's runner."""
         fut = asyncio.run_coroutine_threadsafe(self._pre_publish_run(sha, worktree), self._loop)
-        self._pre_publish_fut = fut
         try:
-            fut.result()
+            fut.result()  # the worker waits; the loop owns the task and its cancellation
         except concurrent.futures.CancelledError:
             raise GitError("pre-publish exechook: stopped") from None
-        finally:
-            self._pre_publish_fut = None
 
     async def _pre_publish_run(self, sha: str, worktree: str) -> None:
+        if self.stopping:  # the stop came before this task existed to be cancelled
+            raise GitError("pre-publish exechook: stopped")
+        self._pre_publish_task = asyncio.current_task()
+        try:
+            await self._pre_publish_hook(sha, worktree)
+        finally:
+            self._pre_publish_task = None
+
+    async def _pre_publish_hook(self, sha: str, worktree: str) -> None:
         assert self.pre_publish_exechook_command is not None
         argv = shlex.split(self.pre_publish_exechook_command)
         try:

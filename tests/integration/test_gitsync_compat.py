@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import threading
@@ -537,3 +538,30 @@ def test_pre_publish_exechook_keeps_the_old_tree_when_it_fails(
         assert metric(p, "podkit_gitsync_hook_runs_total", hook="pre_publish_exechook",
                       result="error") >= 2  # fmt: skip
         assert good in seen.read_text().split()
+
+
+def test_sigterm_during_the_pre_publish_hook_kills_it_and_publishes_nothing(
+    tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon
+) -> None:
+    up = git_repos.create("app", {"v": "1"})
+    root = tmp_path / "root"
+    started = tmp_path / "started"
+    hook = f"sh -c 'echo $$ > {started}; exec sleep 60'"
+    args = flags(repo=git_daemon.url("app"), root=root, pre_publish_exechook_command=hook)
+    with gitsync(tmp_path, *args) as p:
+        wait_until(lambda: started.exists() and started.read_text().strip(), 15, what="hook")
+        pid = int(started.read_text())
+        t0 = time.monotonic()
+        p.signal(signal.SIGTERM)
+        assert p.wait(20) == 0
+        assert time.monotonic() - t0 < 10  # the hook was killed, not waited for
+
+    def alive() -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+        except OSError:
+            return False
+
+    wait_until(lambda: not alive(), 5, what="hook process gone")
+    assert published(root / "app") is None and up.head()
