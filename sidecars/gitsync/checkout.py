@@ -28,7 +28,7 @@ from . import _git
 from ._git import GitError, Runs
 from .auth import Auth, is_local
 from .publish import SHA_RE, WORKTREES, exchange, expire_copies, publish, published_sha
-from .verify import Verifier
+from .verify import Verifier, VerifyError
 
 TARGET_REF = "refs/gitsync/target"
 # file is added only for a local --repo: git >= 2.38.1 refuses it for submodules
@@ -87,6 +87,8 @@ class Checkout:
     _files_checked: float = float("-inf")
     #: The last commit whose signature passed (a full-hash --ref is not fetched again).
     _verified: str | None = None
+    #: The last commit the signature check refused (not fetched again while named).
+    _refused: VerifyError | None = None
     #: Commits whose fresh checkout already differs from the commit (line-ending
     #: filters, case-insensitive names): only their HEAD is verified, or every
     #: sync would rebuild them.
@@ -281,17 +283,28 @@ class Checkout:
             # when a push webhook or SIGHUP asked for this sync: the ref has
             # most likely moved, and going straight to the fetch saves a trip.
             want = self.ref
+            advertised: list[str | None] = []
+
+            def remote() -> str | None:  # one ls-remote per sync at most
+                if not advertised:
+                    advertised.append(self._remote_sha(g))
+                return advertised[0]
+
             if is_abbreviated_hash(want):
                 # The protocol fetches full hashes only: find the advertised one.
-                want = self._remote_sha(g) or want
+                want = remote() or want
             if (
                 not asked
                 and self._fetched_once
                 and attached
-                and (want == published or self._remote_sha(g) == published)
+                and (want == published or remote() == published)
                 and intact()
             ):
                 return SyncResult(published or "", False, False)
+            refused = self._refused
+            if not asked and refused is not None and remote() == refused.sha:
+                # Still the commit the signature check refused: refused again, no fetch.
+                raise VerifyError(refused.sha, refused.reason)
             # Into a ref of our own: it keeps the commit from gc and is the "have"
             # that keeps later full-history fetches small (no `reset --soft` needed).
             args = [
@@ -320,8 +333,13 @@ class Checkout:
             verified = False
             if self.verifier is not None:
                 # Before any file of it is checked out: a refused tree never is.
-                self.verifier.check(g, sha, TARGET_REF)
+                try:
+                    self.verifier.check(g, sha, TARGET_REF)
+                except VerifyError as exc:
+                    self._refused = exc
+                    raise
                 self._verified = sha
+                self._refused = None
                 verified = True
             wt = self._worktree(sha)
             if sha == published and _nonempty_dir(wt):

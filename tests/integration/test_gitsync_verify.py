@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import need, run_program
+from tests.helpers import need, run_program, wait_until
 from tests.integration.test_gitsync import (
     gitsync,
     metric,
+    polled,
     published,
     status,
     sync_once,
@@ -240,3 +241,35 @@ def test_verify_flags_need_each_other(tmp_path: Path) -> None:
             "gitsync", ["--repo", "/x", "--root", str(tmp_path), "--admin-addr", "off", *args]
         )
         assert p.returncode == 2 and says in p.stderr.decode(), p.stderr
+
+
+def test_a_refused_commit_is_not_fetched_again_while_the_remote_names_it(
+    tmp_path: Path, git_repos: GitRepos
+) -> None:
+    key = _keygen(tmp_path / "signer")
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(f"t@example.invalid {(tmp_path / 'signer.pub').read_text()}")
+    up = git_repos.create("app", {"v": "0"})
+    for args in (["gpg.format", "ssh"], ["user.signingKey", str(key)], ["commit.gpgSign", "true"]):
+        git("config", *args, cwd=up.work)
+    good = up.commit_push({"v": "good"}, "good")
+    root = tmp_path / "root"
+    args = ["--repo", str(up.bare), "--root", str(root), "--period", "100ms"]
+    args += ["--verify-signatures", "--allowed-signers-file", str(allowed)]
+    with gitsync(tmp_path, *args) as p:
+        p.wait_ready()
+        wait_published(root / "app", good)
+        git("config", "commit.gpgSign", "false", cwd=up.work)
+        bad = up.commit_push({"v": "unsigned"}, "unsigned")
+        refused = "podkit_gitsync_signature_checks_total"
+        wait_until(lambda: polled(p, refused, result="refused") >= 1, 10, what="refused")
+        fetches = metric(p, "podkit_gitsync_fetches_total")
+        wait_until(lambda: polled(p, refused, result="refused") >= 4, 10, what="refused again")
+        assert metric(p, "podkit_gitsync_fetches_total") == fetches  # ls-remote only
+        assert status(p)["refused"]["commit"] == bad and published(root / "app") == good
+        # A new commit on the remote is fetched (and, signed, published) at once.
+        git("config", "commit.gpgSign", "true", cwd=up.work)
+        good2 = up.commit_push({"v": "good2"}, "good2")
+        wait_published(root / "app", good2, 10)
+        # The status follows the link flip by the cleanup's few ms.
+        wait_until(lambda: status(p)["refused"] is None, 10, what="refusal cleared")
