@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -308,6 +309,11 @@ class Program:
 
     def on_sighup(self) -> None:
         """Called on SIGHUP when a program overrides it (e.g. to trigger a sync)."""
+
+    def sighup_signals(self) -> tuple[int, ...]:
+        """The signals that call on_sighup(), asked after validate() (gitsync adds
+        its --sync-on-signal); never SIGTERM or SIGINT, which stop the program."""
+        return (signal.SIGHUP,)
 
     async def setup(self) -> None:
         """Acquire resources. Runs before run(); a failure here exits 1."""

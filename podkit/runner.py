@@ -308,8 +308,9 @@ async def _main(program: Program) -> int:
         loop.call_soon_threadsafe(begin_stop, signum)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    if type(program).on_sighup is not Program.on_sighup:
-        loop.add_signal_handler(signal.SIGHUP, program.on_sighup)
+    triggers = program.sighup_signals() if type(program).on_sighup is not Program.on_sighup else ()
+    for sig in triggers:
+        loop.add_signal_handler(sig, program.on_sighup)
 
     program._stop_event()
     log.info("starting", extra={"version": __version__, "settings": public_settings(program)})
@@ -380,6 +381,7 @@ async def _main(program: Program) -> int:
             handle.cancel()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        loop.remove_signal_handler(signal.SIGHUP)
+        for sig in triggers:
+            loop.remove_signal_handler(sig)
     log.info("stopped", extra={"exit_code": code})
     return code

@@ -196,6 +196,11 @@ class Auth:
         if self._private:
             shutil.rmtree(self._private, ignore_errors=True)
 
+    def private_path(self, name: str) -> str:
+        """A path in the private 0700 directory (removed at cleanup, or by the
+        next start after a SIGKILL)."""
+        return os.path.join(self._private, name)
+
     def _write_private(self, name: str, text: str, mode: int = 0o600) -> str:
         path = os.path.join(self._private, name)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)

@@ -27,7 +27,8 @@ import git
 from . import _git
 from ._git import GitError, Runs
 from .auth import Auth, is_local
-from .publish import SHA_RE, WORKTREES, exchange, publish, published_sha
+from .publish import SHA_RE, WORKTREES, exchange, expire_copies, publish, published_sha
+from .verify import Verifier, VerifyError
 
 TARGET_REF = "refs/gitsync/target"
 # file is added only for a local --repo: git >= 2.38.1 refuses it for submodules
@@ -41,6 +42,8 @@ class SyncResult:
     sha: str
     changed: bool
     fetched: bool
+    #: The signature check (--verify-signatures) passed for `sha` in this sync.
+    verified: bool = False
 
 
 @dataclass
@@ -69,10 +72,23 @@ class Checkout:
     pre_publish: Callable[[str, str], None] | None = None
     #: Called before each `git fetch` (a counter, thread-safe).
     on_fetch: Callable[[], None] = lambda: None
+    #: --repair-check-interval: how often a no-op sync also runs `git status` in
+    #: the published tree (its HEAD is read every time).
+    repair_check_interval: float = 60.0
+    #: --publish-mode: "link" (a symlink flip) or "copy" (a directory swap).
+    publish_mode: str = "link"
+    #: --verify-signatures: nothing is published that this refuses.
+    verifier: Verifier | None = None
     runs: Runs = field(default_factory=Runs)
     # "quick" at start and after remote failures; "full" (fsck) after a local one.
     _needs_check: str | None = "quick"
     _fetched_once: bool = False
+    #: When the published tree's files were last compared with its commit.
+    _files_checked: float = float("-inf")
+    #: The last commit whose signature passed (a full-hash --ref is not fetched again).
+    _verified: str | None = None
+    #: The last commit the signature check refused (not fetched again while named).
+    _refused: VerifyError | None = None
     #: Commits whose fresh checkout already differs from the commit (line-ending
     #: filters, case-insensitive names): only their HEAD is verified, or every
     #: sync would rebuild them.
@@ -88,6 +104,9 @@ class Checkout:
 
     def _worktree(self, sha: str) -> str:
         return os.path.join(self.root, WORKTREES, sha)
+
+    def _published(self) -> str | None:
+        return published_sha(self.link_path, self.publish_mode)
 
     def _env(self) -> dict[str, str]:
         config = [
@@ -112,10 +131,13 @@ class Checkout:
                 ("remote.origin.promisor", "true"),
                 ("remote.origin.partialCloneFilter", self.filter_spec),
             ]
+        if self.verifier is not None:
+            config += self.verifier.config()
         # The user's (--git-config) come last, so they win over the defaults above.
         config += self.git_config
         env = {
             **self.auth.env(),
+            **(self.verifier.env() if self.verifier is not None else {}),
             "GIT_ALLOW_PROTOCOL": _ALLOWED_PROTOCOLS + (":file" if is_local(self.repo) else ""),
             "GIT_CEILING_DIRECTORIES": os.path.dirname(self.root),
             "GIT_CONFIG_COUNT": str(len(config)),
@@ -187,7 +209,7 @@ class Checkout:
             top = g.rev_parse("--show-toplevel")
             if os.path.realpath(top) != os.path.realpath(self.root):
                 raise GitError(f"repository toplevel is {top}, not --root")
-            published = published_sha(self.link_path)
+            published = self._published()
             if not thorough and published is not None:
                 try:
                     g.rev_parse("--verify", "-q", published + "^{commit}")
@@ -215,28 +237,40 @@ class Checkout:
     def _wipe(self, gitdir: str) -> None:
         """Drop .git and every worktree but the published one (its files stay served)."""
         _rmtree(gitdir)
-        keep = published_sha(self.link_path)
+        keep = self._published()
         base = os.path.join(self.root, WORKTREES)
         for name in os.listdir(base):
             if name != keep:
                 _rmtree(os.path.join(base, name))
 
     def _sync_repo(self, deadline: float, env: dict[str, str], asked: bool = False) -> SyncResult:
-        published = published_sha(self.link_path)
+        published = self._published()
         attached = published is not None and _attached(self._worktree(published))
 
         checked: list[bool] = []
 
         def intact() -> bool:
             # The served tree must still be what its name says: checked (once)
-            # whenever a sync finds the same commit (a file read and one `git
-            # status`), and repaired below when not. A new commit replaces it anyway.
+            # whenever a sync finds the same commit, and repaired below when not.
+            # Its HEAD (a file read) every time; its files (a `git status`, a
+            # process) every --repair-check-interval, or when a sync was asked
+            # for. A new commit replaces it anyway.
             if not checked:
                 assert published is not None
-                checked.append(attached and self._intact(published, deadline, env))
+                now = time.monotonic()
+                files = asked or now - self._files_checked >= self.repair_check_interval
+                checked.append(attached and self._intact(published, deadline, env, files=files))
+                if files:
+                    self._files_checked = now
             return checked[0]
 
-        if attached and published is not None and is_hash_of(self.ref, published) and intact():
+        if (
+            attached
+            and published is not None
+            and is_hash_of(self.ref, published)
+            and (self.verifier is None or self._verified == published)
+            and intact()
+        ):
             return SyncResult(published, False, False)  # a commit never moves: nothing to fetch
         try:
             repo = _git.Repo(self.root)
@@ -249,17 +283,28 @@ class Checkout:
             # when a push webhook or SIGHUP asked for this sync: the ref has
             # most likely moved, and going straight to the fetch saves a trip.
             want = self.ref
+            advertised: list[str | None] = []
+
+            def remote() -> str | None:  # one ls-remote per sync at most
+                if not advertised:
+                    advertised.append(self._remote_sha(g))
+                return advertised[0]
+
             if is_abbreviated_hash(want):
                 # The protocol fetches full hashes only: find the advertised one.
-                want = self._remote_sha(g) or want
+                want = remote() or want
             if (
                 not asked
                 and self._fetched_once
                 and attached
-                and (want == published or self._remote_sha(g) == published)
+                and (want == published or remote() == published)
                 and intact()
             ):
                 return SyncResult(published or "", False, False)
+            refused = self._refused
+            if not asked and refused is not None and remote() == refused.sha:
+                # Still the commit the signature check refused: refused again, no fetch.
+                raise VerifyError(refused.sha, refused.reason)
             # Into a ref of our own: it keeps the commit from gc and is the "have"
             # that keeps later full-history fetches small (no `reset --soft` needed).
             args = [
@@ -285,32 +330,50 @@ class Checkout:
             # The first sync of a process always fetches, so a changed --depth applies.
             self._fetched_once = True
             sha = g.rev_parse(TARGET_REF + "^{commit}")
+            verified = False
+            if self.verifier is not None:
+                # Before any file of it is checked out: a refused tree never is.
+                try:
+                    self.verifier.check(g, sha, TARGET_REF)
+                except VerifyError as exc:
+                    self._refused = exc
+                    raise
+                self._verified = sha
+                self._refused = None
+                verified = True
             wt = self._worktree(sha)
             if sha == published and _nonempty_dir(wt):
                 if not _attached(wt):
                     self._reattach(g, sha, wt, deadline, env)
                 elif not intact():
                     self._rebuild(g, sha, wt, deadline, env)
-                return SyncResult(sha, False, True)
+                return SyncResult(sha, False, True, verified)
             self._build_worktree(g, sha, wt, deadline, env)
         if self.pre_publish is not None:
             self.pre_publish(sha, wt)
-        publish(self.link_path, wt)
+        publish(self.link_path, wt, self.publish_mode, keep=self.stale_worktree_timeout)
+        self._files_checked = time.monotonic()  # just checked out: its files are its commit's
         old = self._worktree(published) if published and published != sha else None
         if old and os.path.isdir(old):
             with contextlib.suppress(OSError):
                 os.utime(old)  # starts its --stale-worktree-timeout clock
         with contextlib.suppress(GitError, OSError):
             self._cleanup(sha, deadline, env)
-        return SyncResult(sha, True, True)
+        return SyncResult(sha, True, True, verified)
 
     def _remote_sha(self, g: _git.Git) -> str | None:
         return remote_sha(g, self.ref)
 
     def _intact(
-        self, sha: str, deadline: float, env: dict[str, str], *, quiet: bool = False
+        self,
+        sha: str,
+        deadline: float,
+        env: dict[str, str],
+        *,
+        quiet: bool = False,
+        files: bool = True,
     ) -> bool:
-        """The published worktree's HEAD is its name and no tracked file was changed."""
+        """The published worktree's HEAD is its name and (`files`) no tracked file was changed."""
         wt = self._worktree(sha)
         admin = _admin_dir(wt)
         try:
@@ -321,7 +384,7 @@ class Checkout:
         why = ""
         if head != sha:
             why = f"its HEAD is {head[:40]!r}"
-        elif sha not in self._dirty_on_checkout:
+        elif files and sha not in self._dirty_on_checkout:
             # Untracked files are the consumer's (caches such as __pycache__), not damage.
             out = _git.new_git(wt, deadline, env, self._runs).status(
                 "--porcelain", "--untracked-files=no", "--ignore-submodules=all"
@@ -431,6 +494,7 @@ class Checkout:
         self.log.info("re-attached the published worktree", extra={"commit": sha})
 
     def _cleanup(self, current: str, deadline: float, env: dict[str, str]) -> None:
+        expire_copies(self.link_path, self.stale_worktree_timeout)
         base = os.path.join(self.root, WORKTREES)
         now = time.time()
         removed = 0

@@ -3,7 +3,13 @@
 The git work runs in a worker thread (`checkout.py`) and hands back a result;
 credentials are `auth.py`'s, the atomic link flip `publish.py`'s, and who may
 ask for a sync `triggers.py`'s. This module is the only one that touches the
-event loop.
+event loop. With `repos:` in --config, one `GitSync` per repository (built by
+`repos.py`) holds that repository's settings and state, and this object runs
+their loops side by side.
+
+Over 600 lines because the option declarations (git-sync's whole flag surface,
+each with its help) are this program's description; the git work, auth,
+publishing, signatures and the multi-repository parsing live in their modules.
 """
 
 from __future__ import annotations
@@ -28,13 +34,14 @@ from podkit.options import split_addr
 from podkit.retry import Backoff
 from podkit.secrets import SecretFile
 
-from . import auth, compat
+from . import auth, compat, repos
 from .auth import Auth, is_ssh
 from .compat import GitSyncFlags
 from .errors import GitError
 from .github_app import GitHubApp
-from .publish import WORKTREES, published_sha, write_atomic
+from .publish import MODES, WORKTREES, published_sha, write_atomic
 from .triggers import SYNC_BURST, SYNC_REFILL, TokenBucket, refusal, retry_after
+from .verify import VerifyError
 
 if TYPE_CHECKING:  # GitPython is imported when the program runs, not for --help
     from . import _git
@@ -75,8 +82,17 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
     env_prefixes = ("GITSYNC_", "GIT_SYNC_")
 
     repo: str = option(
-        help="the git repository to sync (https, http, ssh, git, file)",
-        required=True,
+        None,
+        help="the git repository to sync (https, http, ssh, git, file); required unless "
+        "--config lists repos:",
+    )
+    repos: list[dict[str, Any]] | None = option(
+        None,
+        kind="any",
+        config_only=True,
+        secret=True,  # an entry may hold a password: never in the settings logged at start
+        help="several repositories, each a mapping of this program's settings (repo, ref, "
+        "link, credentials, hooks, ...; the rest inherited) and an optional name",
     )
     root: str = option(
         help="working directory; holds .git, .worktrees/<sha> and the --link",
@@ -91,6 +107,13 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         None,
         help="symlink to the published worktree: relative to --root, or absolute anywhere "
         "(default: the repo's name)",
+    )
+    publish_mode: str = option(
+        "link",
+        choices=MODES,
+        help="link: <link> is a symlink to the worktree; copy: a real directory (for "
+        "consumers that cannot follow links), swapped atomically",
+        env_alias=False,  # podkit's own (git-sync #799 asks for it)
     )
     init_period: float | None = option(
         None,
@@ -144,6 +167,15 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         "auto",  # not git-sync's always: push-to-published latency (docs/gitsync.md)
         choices=("auto", "always", "aggressive", "off"),
         help="git gc after a sync that removed worktrees",
+    )
+    repair_check_interval: float = option(
+        "1m",
+        kind="duration",
+        min=0.0,
+        help="how often a sync that finds nothing new also checks the published tree's "
+        "files against its commit (a git status); its HEAD is checked every sync (0: "
+        "files every sync too, as git-sync)",
+        env_alias=False,  # podkit's own
     )
     touch_file: str | None = option(
         None,
@@ -217,6 +249,7 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
     ssh_known_hosts: bool = option(
         True,
         help="check SSH host keys against --ssh-known-hosts-file",
+        also_env=("GIT_SYNC_KNOWN_HOSTS", "GIT_KNOWN_HOSTS"),  # git-sync's older names
     )
     ssh_known_hosts_file: str | None = option(
         None,
@@ -233,7 +266,9 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
     http_metrics: bool = option(False, help="also serve /metrics on --http-bind")
     verbose: int = option(0, short="-v", help="git-sync's log verbosity: 1 or more logs debug")
     sync_on_signal: str | None = option(
-        None, help="git-sync's signal that triggers a sync: HUP/SIGHUP/1 (always on)"
+        None,
+        help="a signal that triggers a sync, by name or number (USR1, SIGUSR2, 10); "
+        "SIGHUP always does",
     )
     add_user: bool = option(
         False, help="add the current uid to /etc/passwd if missing (ssh needs a user)"
@@ -296,6 +331,30 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         help="accepted for git-sync specs: a failed pre-publish hook is retried with the "
         "next sync (--period / --init-period)",
     )
+    verify_signatures: bool = option(
+        False,
+        help="publish only commits signed by a trusted key (--allowed-signers-file, "
+        "--gpg-keyring-file); anything else leaves the last good tree published",
+        env_alias=False,  # podkit's own: git-sync has no signature checks
+    )
+    allowed_signers_file: str | None = option(
+        None,
+        kind="path",
+        help="SSH signatures: the keys trusted to sign, in ssh-keygen's allowed_signers format",
+        env_alias=False,
+    )
+    gpg_keyring_file: str | None = option(
+        None,
+        kind="path",
+        help="OpenPGP signatures: the public keys trusted to sign (armored or binary export)",
+        env_alias=False,
+    )
+    verify_tag: bool = option(
+        False,
+        help="with --verify-signatures: check the signature of the annotated tag --ref "
+        "names instead of the commit's",
+        env_alias=False,
+    )
     sync_token_file: str | None = option(
         None,
         kind="path",
@@ -330,10 +389,18 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         self._hooks: list[Retrier[str]] = []
         self._sync_token: SecretFile | None = None
         self._http: GitSyncHTTP | None = None
-        self._pre_publish_fut: concurrent.futures.Future[None] | None = None
+        #: The running pre-publish hook (set and cleared on the loop, never by the worker).
+        self._pre_publish_task: asyncio.Task[None] | None = None
         self._warnings: list[str] = []
         self._git_config: list[tuple[str, str]] = []
         self._credentials: list[auth.Credential] = []
+        self._sync_signal: int | None = None
+        self.refused: dict[str, str] | None = None
+        #: --config's `repos:` (each a GitSync holding one repository's settings
+        #: and state), or empty: this object syncs --repo itself.
+        self._repos: list[GitSync] = []
+        self._is_child = False
+        self.repo_name = ""
 
     # -- configuration ------------------------------------------------------
 
@@ -341,6 +408,14 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         self._warnings = compat.apply(self)
         if self.verbose > 0 and self.log_level == "info":
             self.log_level = "debug"
+        if self.repos is not None:
+            if self.repo:
+                raise UsageError("--repo and repos: in --config: one or the other")
+            self._check_container()
+            self._repos = repos.build(self, self.repos, self.config or "")
+            return
+        if not self.repo:
+            raise UsageError("--repo is required [env PODKIT_REPO] (or repos: in --config)")
         repo = self.repo.strip()
         if _HELPER_RE.match(repo):
             raise UsageError(
@@ -388,13 +463,6 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         self._check_github_app()
         if self.password is not None and self.password_file:
             raise UsageError("--password and --password-file: set one or the other")
-        if self.sync_on_signal is not None and self.sync_on_signal.upper().removeprefix(
-            "SIG"
-        ) not in ("HUP", "1"):
-            raise UsageError(
-                f"--sync-on-signal: only SIGHUP is supported (and always on), "
-                f"got {self.sync_on_signal!r}"
-            )
         self._git_config = (
             [("http.cookieFile", auth.DEFAULT_COOKIE_FILE)] if self.cookie_file else []
         )
@@ -405,20 +473,12 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         self._git_config += auth.parse_git_config(self.git_config or "", "--git-config")
         for item in self.git_config_add:
             self._git_config += auth.parse_git_config(item, "--git-config-add")
-        if self.http_bind is not None:
-            try:
-                split_addr(self.http_bind)
-            except ValueError:
-                raise UsageError(
-                    f"--http-bind: expected HOST:PORT, got {self.http_bind!r}"
-                ) from None
-        elif self.http_metrics:
-            raise UsageError("--http-metrics: needs --http-bind")
         for flag, path in (
             ("--password-file", self.password_file),
             ("--ssh-known-hosts-file", self.ssh_known_hosts_file),
             ("--sparse-checkout-file", self.sparse_checkout_file),
-            ("--sync-token-file", self.sync_token_file),
+            ("--allowed-signers-file", self.allowed_signers_file),
+            ("--gpg-keyring-file", self.gpg_keyring_file),
         ):
             if path and not os.path.isfile(path):
                 raise UsageError(f"{flag}: no such file: {path}")
@@ -434,12 +494,49 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
                 raise UsageError(f"{flag}: {exc}") from None
             if not argv:
                 raise UsageError(f"{flag}: empty")
+        self._check_verify()
+        self._check_container()
+        if self.stale_after is None:
+            self.stale_after = 10 * self.period
+
+    def _check_container(self) -> None:
+        """The settings of the container, not of one repository."""
+        if self._is_child:
+            return
+        self._sync_signal = (
+            None if self.sync_on_signal is None else parse_signal(self.sync_on_signal)
+        )
+        if self.http_bind is not None:
+            try:
+                split_addr(self.http_bind)
+            except ValueError:
+                raise UsageError(
+                    f"--http-bind: expected HOST:PORT, got {self.http_bind!r}"
+                ) from None
+        elif self.http_metrics:
+            raise UsageError("--http-metrics: needs --http-bind")
         if self.sync_burst < 1:
             raise UsageError("--sync-burst: must be at least 1")
         if self.sync_interval < 0.001:
             raise UsageError("--sync-interval: must be at least 1ms")
-        if self.stale_after is None:
-            self.stale_after = 10 * self.period
+        if self.sync_token_file and not os.path.isfile(self.sync_token_file):
+            raise UsageError(f"--sync-token-file: no such file: {self.sync_token_file}")
+
+    def _check_verify(self) -> None:
+        trust = self.allowed_signers_file or self.gpg_keyring_file
+        if self.verify_signatures and not trust:
+            raise UsageError(
+                "--verify-signatures: needs --allowed-signers-file or --gpg-keyring-file "
+                "(the keys trusted to sign)"
+            )
+        if not self.verify_signatures:
+            for flag, value in (
+                ("--allowed-signers-file", self.allowed_signers_file),
+                ("--gpg-keyring-file", self.gpg_keyring_file),
+                ("--verify-tag", self.verify_tag),
+            ):
+                if value:
+                    raise UsageError(f"{flag}: needs --verify-signatures")
 
     def _check_github_app(self) -> None:
         """git-sync's rules for its GitHub App flags, with its messages' meaning."""
@@ -490,6 +587,56 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
     # -- lifecycle ------------------------------------------------------------
 
     async def setup(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._errors = RateLimited(self.log, 30.0)
+        self._compat_warnings()
+        if self.group_write:
+            os.umask(0o002)  # as git-sync: everything it writes is group-writable
+        if self.add_user:
+            add_user()
+        m = self.metrics
+        families = repos.families(m, multi=bool(self._repos), verify=self._verifies())
+        self.m_requests = m.counter(
+            "sync_requests_total",
+            "POST /sync requests by outcome.",
+            ["result"],
+        )
+        for r in ("accepted", "coalesced", "unauthorized", "limited"):
+            self.m_requests.labels(r)
+        self._sync_bucket = TokenBucket(self.sync_burst, self.sync_interval)
+        if self.sync_token_file:
+            self._sync_token = SecretFile(self.sync_token_file)
+        for rs in self._runners():
+            rs._loop, rs._errors = self._loop, self._errors
+            if rs is not self:
+                rs._stopping = self._stop_event()  # one stop for every repository
+                rs.log = repos.RepoLog(self.log, rs.repo_name)  # type: ignore[assignment]
+                rs._errors = RateLimited(rs.log, 30.0)
+            await rs._setup_repo(families)
+        if self._repos:
+            # Ready once every repository has synced once (each its own check on /).
+            for rs in self._repos:
+                self.readiness(f"first-sync:{rs.repo_name}", rs._first_sync_missing)
+        if self.http_bind:
+            self._http = GitSyncHTTP(self, self.http_bind, metrics=self.http_metrics)
+            await self._http.start()
+            self.log.info(
+                "serving git-sync's HTTP endpoint",
+                extra={"addr": self.http_bind, "metrics": self.http_metrics},
+            )
+
+    def _runners(self) -> list[GitSync]:
+        """The repositories this process syncs: itself, or each of --config's repos."""
+        return self._repos or [self]
+
+    def _verifies(self) -> bool:
+        return any(r.verify_signatures for r in self._runners())
+
+    def _first_sync_missing(self) -> str | None:
+        return None if self.last_success is not None else "no successful sync yet"
+
+    async def _setup_repo(self, families: dict[str, Any]) -> None:
+        """One repository's directories, credentials, checkout, metrics and hooks."""
         self.root = os.path.abspath(self.root)
         try:
             os.makedirs(os.path.join(self.root, WORKTREES), exist_ok=True)
@@ -498,29 +645,14 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
                 f"--root {self.root}: {exc.strerror or exc} (mount a writable volume there, "
                 "e.g. an emptyDir shared with the app)"
             ) from None
-        self.published = published_sha(self.link_path)
-        self._compat_warnings()
-        if self.group_write:
-            os.umask(0o002)  # as git-sync: everything it writes is group-writable
-        if self.add_user:
-            add_user()
-
-        m = self.metrics
-        self.m_syncs = m.counter("syncs_total", "Sync attempts by result.", ["result"])
-        for r in ("success", "error", "noop"):
-            self.m_syncs.labels(r)
-        self.m_duration = m.histogram(
-            "sync_duration_seconds",
-            "Time one sync took.",
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
-        )
-        self.m_last_success = m.gauge(
-            "last_success_timestamp_seconds", "Unix time of the last successful sync."
-        )
-        self.m_fetches = m.counter("fetches_total", "git fetch runs.")
-        self.m_hooks = m.counter(
-            "hook_runs_total", "Hook runs by hook and result.", ["hook", "result"]
-        )
+        self.published = published_sha(self.link_path, self.publish_mode)
+        bound = repos.bind(families, self.repo_name if self._is_child else None)
+        self.m_syncs = bound["syncs"]
+        self.m_duration = bound["duration"]
+        self.m_last_success = bound["last_success"]
+        self.m_fetches = bound["fetches"]
+        self.m_hooks = bound["hooks"]
+        self.m_signatures: Any = bound.get("signatures")
         self._auth = Auth(
             self.repo,
             username=self.username,
@@ -534,6 +666,20 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
             ssh_known_hosts_file=self.ssh_known_hosts_file,
         )
         self._auth.setup()
+        verifier = None
+        if self.verify_signatures:
+            from .verify import Verifier
+
+            verifier = Verifier(
+                self._auth.private_path("gnupg"),
+                allowed_signers_file=self.allowed_signers_file,
+                gpg_keyring_file=self.gpg_keyring_file,
+                verify_tag=self.verify_tag,
+            )
+            try:
+                verifier.setup()
+            except GitError as exc:
+                raise UsageError(str(exc)) from None
         from .checkout import Checkout  # GitPython: only when the program runs
 
         self._checkout = Checkout(
@@ -554,20 +700,10 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
             group_write=self.group_write,
             on_fetch=self.m_fetches.inc,
             pre_publish=self._pre_publish if self.pre_publish_exechook_command else None,
+            verifier=verifier,
+            publish_mode=self.publish_mode,
+            repair_check_interval=self.repair_check_interval,
         )
-        self._loop = asyncio.get_running_loop()
-        self._errors = RateLimited(self.log, 30.0)
-        self.m_requests = m.counter(
-            "sync_requests_total",
-            "POST /sync requests by outcome.",
-            ["result"],
-        )
-        for r in ("accepted", "coalesced", "unauthorized", "limited"):
-            self.m_requests.labels(r)
-        self._sync_bucket = TokenBucket(self.sync_burst, self.sync_interval)
-        if self.sync_token_file:
-            self._sync_token = SecretFile(self.sync_token_file)
-
         if self.webhook_url:
             self._hooks.append(
                 Retrier(
@@ -589,13 +725,6 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         if not self.one_time:
             for h in self._hooks:
                 h.start()
-        if self.http_bind:
-            self._http = GitSyncHTTP(self, self.http_bind, metrics=self.http_metrics)
-            await self._http.start()
-            self.log.info(
-                "serving git-sync's HTTP endpoint",
-                extra={"addr": self.http_bind, "metrics": self.http_metrics},
-            )
 
     def _github_app(self) -> GitHubApp | None:
         issuer = self.github_app_application_id or self.github_app_client_id
@@ -647,16 +776,23 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
     async def cleanup(self) -> None:
         if self._http is not None:
             await self._http.stop()
-        if self._checkout is not None:
-            self._checkout.runs.abort()
-        for h in self._hooks:
-            await h.stop()
-        if self._auth is not None:
-            self._auth.cleanup()
+        for r in self._runners():
+            if r._checkout is not None:
+                r._checkout.runs.abort()
+            for h in r._hooks:
+                await h.stop()
+            if r._auth is not None:
+                r._auth.cleanup()
+
+    def sighup_signals(self) -> tuple[int, ...]:
+        # SIGHUP always (podkit's trigger), plus git-sync's --sync-on-signal.
+        extra = () if self._sync_signal in (None, signal.SIGHUP) else (self._sync_signal,)
+        return (signal.SIGHUP, *extra)
 
     def on_sighup(self) -> None:
-        self.log.info("sync requested", extra={"by": "SIGHUP"})
-        self._trigger.set()
+        self.log.info("sync requested", extra={"by": "signal"})
+        for r in self._runners():
+            r._trigger.set()
 
     async def _http_sync(self, request: Request) -> Response:
         # Every outcome is logged at most once per interval: a flood of requests
@@ -675,18 +811,40 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
             return Response(
                 429, b"too many sync requests\n", headers={"Retry-After": retry_after(wait)}
             )
-        # One event: however many requests arrive, at most one sync waits.
-        coalesced = self._trigger.is_set()
+        # One event per repository: however many requests arrive, at most one sync waits.
+        runners = self._runners()
+        wanted = request.query.get("repo")
+        if wanted and self._repos:
+            # A push webhook per repository: POST /sync?repo=<name> syncs that one only.
+            runners = [r for r in runners if r.repo_name in wanted]
+            if not runners:
+                return Response(404, b"no such repository\n")
+        coalesced = all(r._trigger.is_set() for r in runners)
         self.m_requests.labels("coalesced" if coalesced else "accepted").inc()
         self._errors.log("sync-requested", 20, "sync requested", by="POST /sync")
-        self._trigger.set()
-        return Response.json(
-            {"queued": True, "coalesced": coalesced, "published": self.published}, status=202
-        )
+        for r in runners:
+            r._trigger.set()
+        body: dict[str, Any] = {"queued": True, "coalesced": coalesced}
+        if self._repos:
+            body["published"] = {r.repo_name: r.published for r in runners}
+        else:
+            body["published"] = self.published
+        return Response.json(body, status=202)
 
     # -- the loop -------------------------------------------------------------
 
     async def run(self) -> None:
+        if not self._repos:
+            await self._run_repo()
+            return
+        # Each repository in its own loop: one failing never holds up the others.
+        self.set_ready()  # and every repository's first-sync check (setup)
+        await asyncio.gather(*(r._run_repo() for r in self._repos))
+        codes = [r.exit_code for r in self._repos if r.exit_code]
+        if codes:
+            self.exit_code = max(codes)
+
+    async def _run_repo(self) -> None:
         asked = False
         while not self.stopping:
             self._trigger.clear()
@@ -716,6 +874,10 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
                     extra={"failures": self.consecutive_failures, "max_failures": limit},
                 )
                 self.exit_code = 1
+                if self._is_child:
+                    # A container that exits restarts every repository in it: asked for
+                    # explicitly (the default -1 never exits).
+                    self._stopping.set()  # type: ignore[union-attr]
                 return
             wait = self.period
             if initial and self.init_period is not None:
@@ -747,8 +909,8 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
             await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not work.done():
                 checkout.runs.abort()  # kill the git in flight; the thread returns at once
-                if self._pre_publish_fut is not None:
-                    self._pre_publish_fut.cancel()  # run_command kills its group
+                if self._pre_publish_task is not None:
+                    self._pre_publish_task.cancel()  # run_command kills its group
             try:
                 result = await work
             except Exception as exc:
@@ -766,6 +928,9 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
                 return False
             self.consecutive_failures += 1
             self.last_error = str(err) or type(err).__name__
+            if isinstance(err, VerifyError):
+                self.m_signatures.labels("refused").inc()
+                self.refused = {"commit": err.sha, "reason": err.reason}
             self.m_syncs.labels("error").inc()
             self._write_error_file(self.last_error)
             self._errors.log(
@@ -791,6 +956,9 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         self.m_last_success.set(self.last_success)
         first = not self.ready
         self.published = result.sha
+        if result.verified:
+            self.m_signatures.labels("good").inc()
+            self.refused = None
         if result.changed:
             self.m_syncs.labels("success").inc()
             self.log.info(
@@ -868,15 +1036,21 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
     def _pre_publish(self, sha: str, worktree: str) -> None:
         """--pre-publish-exechook-command, from the worker thread, on the loop's runner."""
         fut = asyncio.run_coroutine_threadsafe(self._pre_publish_run(sha, worktree), self._loop)
-        self._pre_publish_fut = fut
         try:
-            fut.result()
+            fut.result()  # the worker waits; the loop owns the task and its cancellation
         except concurrent.futures.CancelledError:
             raise GitError("pre-publish exechook: stopped") from None
-        finally:
-            self._pre_publish_fut = None
 
     async def _pre_publish_run(self, sha: str, worktree: str) -> None:
+        if self.stopping:  # the stop came before this task existed to be cancelled
+            raise GitError("pre-publish exechook: stopped")
+        self._pre_publish_task = asyncio.current_task()
+        try:
+            await self._pre_publish_hook(sha, worktree)
+        finally:
+            self._pre_publish_task = None
+
+    async def _pre_publish_hook(self, sha: str, worktree: str) -> None:
         assert self.pre_publish_exechook_command is not None
         argv = shlex.split(self.pre_publish_exechook_command)
         try:
@@ -933,6 +1107,12 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
     # -- status ---------------------------------------------------------------
 
     def health(self) -> str | None:
+        if self._repos:
+            for r in self._repos:
+                reason = r.health()
+                if reason:
+                    return f"{r.repo_name}: {reason}"
+            return None
         assert self.stale_after is not None
         since = self.last_success or self.started_at
         age = time.time() - since
@@ -942,6 +1122,8 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         return None
 
     def status(self) -> dict[str, Any]:
+        if self._repos:
+            return {"repos": {r.repo_name: r.status() for r in self._repos}}
         return {
             "repo": redact_url(self.repo),
             "ref": self.ref,
@@ -954,6 +1136,8 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
             "last_error": self.last_error,
             "consecutive_failures": self.consecutive_failures,
             "syncs": self._syncs,
+            # --verify-signatures: the last fetched commit it refused, until one passes.
+            **({"refused": self.refused} if self.verify_signatures else {}),
             "hooks": {h.name: h.status() for h in self._hooks},
         }
 
@@ -986,6 +1170,25 @@ class GitSyncHTTP(AdminServer):
         if reason:
             return Response.text(f"{reason}\n", 503)
         return Response(200)
+
+
+#: Signals that stop the program or cannot be caught: never a sync trigger.
+_NOT_TRIGGERS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGKILL, signal.SIGSTOP})
+
+
+def parse_signal(text: str) -> int:
+    """git-sync's --sync-on-signal value: a name (HUP, SIGUSR1) or a number (10)."""
+    t = text.strip().upper()
+    try:
+        if t.isdigit():
+            sig = signal.Signals(int(t))
+        else:
+            sig = signal.Signals["SIG" + t.removeprefix("SIG")]
+    except (KeyError, ValueError):
+        raise UsageError(f"--sync-on-signal: not a signal: {text!r}") from None
+    if sig in _NOT_TRIGGERS:
+        raise UsageError(f"--sync-on-signal: {sig.name} stops the program; choose another")
+    return int(sig)
 
 
 def add_user(passwd: str = "/etc/passwd") -> bool:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,62 @@ def gitsync(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Program
     return ProgramProcess("gitsync", list(args), tmp=tmp, env=env)
 
 
+def flags(**opts: object) -> list[str]:
+    """`--name value` per keyword (True: the bare flag), so a start reads as one line."""
+    out: list[str] = []
+    for name, value in opts.items():
+        out.append("--" + name.replace("_", "-"))
+        if value is not True:
+            out.append(str(value))
+    return out
+
+
+def sync_once(p: ProgramProcess) -> dict[str, Any]:
+    """Ask for one sync with POST /sync and wait until it finished; the status after it."""
+    before = status(p)["syncs"]
+    assert p.get("/sync", method="POST", data=b"")[0] == 202
+    wait_until(lambda: status(p)["syncs"] > before, 15, 0.01, what="a sync")
+    return status(p)
+
+
+class TreeReader:
+    """A thread reading every file of the published tree over and over while
+    commits are published: a tree with files of two commits, or one that cannot
+    be read, is a problem. `read_tree()` returns the files' contents (None: skip)."""
+
+    def __init__(self, read_tree: Callable[[], set[str] | None]) -> None:
+        self.read_tree = read_tree
+        self.seen: set[str] = set()
+        self.problems: list[str] = []
+        self.reads = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                values = self.read_tree()
+            except OSError as exc:
+                self.problems.append(str(exc))
+                continue
+            if values is None:
+                continue
+            self.reads += 1
+            if len(values) != 1:
+                self.problems.append(f"mixed {sorted(values)}")
+            self.seen.update(values)
+            time.sleep(0.0005)  # let the driving thread have the GIL
+
+    def __enter__(self) -> TreeReader:
+        self._thread.start()
+        wait_until(lambda: self.reads > 0 or bool(self.problems), 10, what="a first read")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
 def wait_published(link: Path, sha: str, timeout: float = 20.0) -> None:
     wait_until(lambda: published(link) == sha, timeout, 0.01, what=f"{link} -> {sha[:10]}")
 
@@ -135,19 +192,14 @@ def test_one_time_publishes_relative_link_depth_1_and_full(
     # --depth 0 on the same root unshallows: the full history.
     p = run_program(
         "gitsync",
-        [
-            "--repo",
-            git_daemon.url("app"),
-            "--root",
-            str(root),
-            "--one-time",
-            "--depth",
-            "0",
-            "--link",
-            "full",
-            "--admin-addr",
-            "off",
-        ],
+        flags(
+            repo=git_daemon.url("app"),
+            root=root,
+            one_time=True,
+            depth="0",
+            link="full",
+            admin_addr="off",
+        ),
     )
     assert p.returncode == 0, p.stderr.decode()
     assert git("rev-parse", "--is-shallow-repository", cwd=root) == "false"
@@ -179,16 +231,7 @@ def test_push_force_push_post_sync_sighup_and_endpoints(
     touch = tmp_path / "touched"
     with gitsync(
         tmp_path,
-        "--repo",
-        git_daemon.url("app"),
-        "--root",
-        str(root),
-        "--link",
-        "cfg",
-        "--period",
-        "500ms",
-        "--touch-file",
-        str(touch),
+        *flags(repo=git_daemon.url("app"), root=root, link="cfg", period="500ms", touch_file=touch),
     ) as p:
         p.wait_ready()
         wait_published(link, up.head())
@@ -237,17 +280,12 @@ def test_push_force_push_post_sync_sighup_and_endpoints(
         p.signal(signal.SIGTERM)
         assert p.wait(20) == 0
 
-    # A long period: only POST /sync and SIGHUP trigger.
+    # A long period: only POST /sync, SIGHUP and git-sync's --sync-on-signal trigger.
     with gitsync(
         tmp_path,
-        "--repo",
-        git_daemon.url("app"),
-        "--root",
-        str(root),
-        "--link",
-        "cfg",
-        "--period",
-        "1h",
+        *flags(
+            repo=git_daemon.url("app"), root=root, link="cfg", period="1h", sync_on_signal="USR1"
+        ),
     ) as p:
         p.wait_ready()
         assert published(link) == sha4
@@ -261,6 +299,10 @@ def test_push_force_push_post_sync_sighup_and_endpoints(
         p.signal(signal.SIGHUP)
         wait_published(link, sha5, 10)
         assert (link / "v").read_text() == "5"
+        sha6 = up.commit_push({"v": "6"})
+        p.signal(signal.SIGUSR1)  # without --sync-on-signal USR1 this would kill it
+        wait_published(link, sha6, 10)
+        assert p.proc is not None and p.proc.poll() is None
 
 
 def test_tag_and_commit_as_ref(tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon) -> None:
@@ -274,35 +316,20 @@ def test_tag_and_commit_as_ref(tmp_path: Path, git_repos: GitRepos, git_daemon: 
     for ref, want in (("v1.0", c1), ("light", c2), (c1, c1)):
         p = run_program(
             "gitsync",
-            [
-                "--repo",
-                git_daemon.url("app"),
-                "--root",
-                str(root),
-                "--ref",
-                ref,
-                "--link",
-                "x",
-                "--one-time",
-                "--admin-addr",
-                "off",
-            ],
+            flags(
+                repo=git_daemon.url("app"),
+                root=root,
+                ref=ref,
+                link="x",
+                one_time=True,
+                admin_addr="off",
+            ),
         )
         assert p.returncode == 0, p.stderr.decode()
         assert published(root / "x") == want, ref
     # A commit as --ref never moves: later syncs are no-ops without a fetch.
     with gitsync(
-        tmp_path,
-        "--repo",
-        git_daemon.url("app"),
-        "--root",
-        str(root),
-        "--ref",
-        c1,
-        "--link",
-        "x",
-        "--period",
-        "100ms",
+        tmp_path, *flags(repo=git_daemon.url("app"), root=root, ref=c1, link="x", period="100ms")
     ) as p:
         p.wait_ready()
         wait_until(lambda: polled(p, "podkit_gitsync_syncs_total", result="noop") >= 3, 10)
@@ -340,17 +367,13 @@ def test_submodule_and_sparse_checkout(
     # --submodules off leaves the submodule directory empty.
     p = run_program(
         "gitsync",
-        [
-            "--repo",
-            git_daemon.url("app"),
-            "--root",
-            str(tmp_path / "r2"),
-            "--one-time",
-            "--submodules",
-            "off",
-            "--admin-addr",
-            "off",
-        ],
+        flags(
+            repo=git_daemon.url("app"),
+            root=tmp_path / "r2",
+            one_time=True,
+            submodules="off",
+            admin_addr="off",
+        ),
     )
     assert p.returncode == 0, p.stderr.decode()
     assert not (tmp_path / "r2" / "app" / "vendor" / "lib" / "lib.txt").exists()
@@ -359,19 +382,14 @@ def test_submodule_and_sparse_checkout(
     sparse.write_text("/docs/\n")
     p = run_program(
         "gitsync",
-        [
-            "--repo",
-            git_daemon.url("app"),
-            "--root",
-            str(tmp_path / "r3"),
-            "--one-time",
-            "--sparse-checkout-file",
-            str(sparse),
-            "--submodules",
-            "off",
-            "--admin-addr",
-            "off",
-        ],
+        flags(
+            repo=git_daemon.url("app"),
+            root=tmp_path / "r3",
+            one_time=True,
+            sparse_checkout_file=sparse,
+            submodules="off",
+            admin_addr="off",
+        ),
     )
     assert p.returncode == 0, p.stderr.decode()
     tree = tmp_path / "r3" / "app"
@@ -399,15 +417,7 @@ def test_submodule_with_ext_or_file_transport_is_refused(
     app.push()
     p = run_program(
         "gitsync",
-        [
-            "--repo",
-            git_daemon.url("app"),
-            "--root",
-            str(tmp_path / "r"),
-            "--one-time",
-            "--admin-addr",
-            "off",
-        ],
+        flags(repo=git_daemon.url("app"), root=tmp_path / "r", one_time=True, admin_addr="off"),
     )
     assert p.returncode == 1
     assert f"transport '{transport}' not allowed".encode() in p.stderr, p.stderr.decode()
@@ -434,16 +444,13 @@ def test_http_basic_auth_wrong_password_never_leaks(
     samples: list[str] = []
     with gitsync(
         tmp_path,
-        "--repo",
-        git_http.url("app"),
-        "--root",
-        str(root),
-        "--username",
-        "alice",
-        "--password-file",
-        str(pwfile),
-        "--period",
-        "200ms",
+        *flags(
+            repo=git_http.url("app"),
+            root=root,
+            username="alice",
+            password_file=pwfile,
+            period="200ms",
+        ),
     ) as p:
         deadline = time.monotonic() + 20
         p.wait_log("admin server listening")
@@ -557,16 +564,9 @@ def test_remote_goes_away_and_comes_back(
     link = root / "app"
     with gitsync(
         tmp_path,
-        "--repo",
-        git_http.url("app"),
-        "--root",
-        str(root),
-        "--username",
-        "alice",
-        "--password-file",
-        str(pw),
-        "--period",
-        "200ms",
+        *flags(
+            repo=git_http.url("app"), root=root, username="alice", password_file=pw, period="200ms"
+        ),
     ) as p:
         p.wait_ready()
         first = up.head()
@@ -608,18 +608,7 @@ def test_max_failures_and_one_time_failure_exit_1(tmp_path: Path) -> None:
     # git-sync's counting (failCount >= max): the second consecutive failure exits 1.
     p = run_program(
         "gitsync",
-        [
-            "--repo",
-            dead,
-            "--root",
-            str(tmp_path / "b"),
-            "--max-failures",
-            "2",
-            "--period",
-            "50ms",
-            "--admin-addr",
-            "off",
-        ],
+        flags(repo=dead, root=tmp_path / "b", max_failures="2", period="50ms", admin_addr="off"),
     )
     assert p.returncode == 1
     recs = [json.loads(line) for line in p.stderr.decode().splitlines() if line.startswith("{")]
@@ -644,17 +633,9 @@ def test_sync_timeout_kills_git_and_sigkill_mid_fetch_restart(
         # --sync-timeout kills the whole git process tree (git, remote-http, index-pack).
         p = run_program(
             "gitsync",
-            [
-                "--repo",
-                srv.url("big"),
-                "--root",
-                str(root),
-                "--one-time",
-                "--sync-timeout",
-                "1s",
-                "--admin-addr",
-                "off",
-            ],
+            flags(
+                repo=srv.url("big"), root=root, one_time=True, sync_timeout="1s", admin_addr="off"
+            ),
         )
         assert p.returncode == 1
         assert b"timed out" in p.stderr, p.stderr.decode()
@@ -728,15 +709,7 @@ def test_git_objects_deleted_under_it(
     root = tmp_path / "root"
     link = root / "app"
     with gitsync(
-        tmp_path,
-        "--repo",
-        git_daemon.url("app"),
-        "--root",
-        str(root),
-        "--period",
-        "200ms",
-        "--depth",
-        "0",
+        tmp_path, *flags(repo=git_daemon.url("app"), root=root, period="200ms", depth="0")
     ) as p:
         p.wait_ready()
         wait_published(link, up.head())
@@ -809,20 +782,15 @@ echo "$GITSYNC_HASH $(pwd)" >> {hooklog}
     try:
         with gitsync(
             tmp_path,
-            "--repo",
-            git_daemon.url("app"),
-            "--root",
-            str(root),
-            "--period",
-            "1h",
-            "--webhook-url",
-            f"http://127.0.0.1:{web.port}/hook",
-            "--webhook-backoff",
-            "200ms",
-            "--exechook-command",
-            str(script),
-            "--exechook-backoff",
-            "200ms",
+            *flags(
+                repo=git_daemon.url("app"),
+                root=root,
+                period="1h",
+                webhook_url=f"http://127.0.0.1:{web.port}/hook",
+                webhook_backoff="200ms",
+                exechook_command=script,
+                exechook_backoff="200ms",
+            ),
         ) as p:
             p.wait_ready()
             sha = up.head()
@@ -912,79 +880,91 @@ def test_atomicity_and_leaks_over_200_syncs(
     shas = up.precreate([dict.fromkeys(names, str(i)) for i in range(1, 101)])
     root = tmp_path / "root"
     link = root / "app"
-    seen: set[str] = set()
-    problems: list[str] = []
-    reads = [0]
-    stop = threading.Event()
 
-    def reader() -> None:
-        while not stop.is_set():
-            try:
-                target = os.readlink(link)  # resolve once, then read the tree it names
-            except FileNotFoundError:
-                continue
-            tree = root / target
-            try:
-                values = {(tree / n).read_text() for n in names}
-            except OSError as exc:
-                problems.append(f"{target}: {exc}")
-                continue
-            reads[0] += 1
-            if len(values) != 1:
-                problems.append(f"{target}: mixed {sorted(values)}")
-            seen.update(values)
-            time.sleep(0.0005)  # let the driving thread have the GIL
-
-    with gitsync(
-        tmp_path,
-        "--repo",
-        git_daemon.url("app"),
-        "--root",
-        str(root),
-        "--period",
-        "1h",
-        "--submodules",
-        "off",
-        "--stale-worktree-timeout",
-        "2s",
-        # 200 syncs as fast as POST /sync can drive them: past the default rate limit.
-        "--sync-burst",
-        "1000",
-    ) as p:
-        p.wait_ready()
-
-        def sync_once() -> None:
-            before = status(p)["syncs"]
-            p.get("/sync", method="POST", data=b"")
-            wait_until(lambda: status(p)["syncs"] > before, 15, 0.01)
-
-        for _ in range(10):
-            sync_once()
-        base_fds = fds(p.pid)
-        t = threading.Thread(target=reader, daemon=True)
-        t.start()
+    def read_tree() -> set[str] | None:
         try:
+            tree = root / os.readlink(link)  # resolve once, then read the tree it names
+        except FileNotFoundError:
+            return None
+        return {(tree / n).read_text() for n in names}
+
+    # 200 syncs as fast as POST /sync can drive them: past the default rate limit.
+    args = flags(repo=git_daemon.url("app"), root=root, period="1h", submodules="off")
+    args += flags(stale_worktree_timeout="2s", sync_burst=1000)
+    with gitsync(tmp_path, *args) as p:
+        p.wait_ready()
+        for _ in range(10):
+            sync_once(p)
+        base_fds = fds(p.pid)
+        with TreeReader(read_tree) as reader:
             for sha in shas:
                 up.set_main(sha)
                 p.get("/sync", method="POST", data=b"")
                 wait_published(link, sha, 15)
-        finally:
-            stop.set()
-            t.join(5)
         while status(p)["syncs"] < 200:
-            sync_once()
+            sync_once(p)
         st = status(p)
         assert st["last_error"] is None and st["published"] == shas[-1]
         # Replaced worktrees go once --stale-worktree-timeout has passed, even
         # when the sync that notices it publishes nothing new.
         time.sleep(2.2)
-        sync_once()
+        sync_once(p)
         assert os.listdir(root / ".worktrees") == [shas[-1]]
         assert len(os.listdir(root / ".git" / "worktrees")) == 1
         time.sleep(0.2)
         assert descendants(p.pid) == [], "git processes left behind"
         assert procs_in(root) == []
         assert fds(p.pid) <= base_fds + 2, (base_fds, os.listdir(f"/proc/{p.pid}/fd"))
-    assert problems == []
-    assert reads[0] > 100
-    assert len(seen) > 20  # the reader really did straddle many publishes
+    assert reader.problems == []
+    assert reader.reads > 100
+    assert len(reader.seen) > 20  # the reader really did straddle many publishes
+
+
+def test_copy_mode_swaps_a_real_directory_atomically(
+    tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon
+) -> None:
+    """--publish-mode copy: <link> is a real directory (no symlink to follow), and a
+    reader looping meanwhile never finds it missing nor sees files of two commits."""
+    names = [f"d{i % 3}/f{i}.txt" for i in range(12)]
+    up = git_repos.create("app", dict.fromkeys(names, "0"))
+    shas = up.precreate([dict.fromkeys(names, str(i)) for i in range(1, 41)])
+    root = tmp_path / "root"
+    link = root / "app"
+
+    def read_tree() -> set[str]:
+        fd = os.open(link, os.O_RDONLY | os.O_DIRECTORY)  # one tree (missing: a problem)
+        try:
+            values = set()
+            for n in names:
+                f = os.open(n, os.O_RDONLY, dir_fd=fd)
+                try:
+                    values.add(os.read(f, 100).decode())
+                finally:
+                    os.close(f)
+            return values
+        finally:
+            os.close(fd)
+
+    args = flags(repo=git_daemon.url("app"), root=root, period="1h", publish_mode="copy")
+    args += flags(submodules="off", stale_worktree_timeout="2s", sync_burst=1000)
+    with gitsync(tmp_path, *args) as p:
+        p.wait_ready()
+        assert link.is_dir() and not link.is_symlink()
+        assert not (link / ".git").exists()  # a plain tree: no admin-dir pointer
+        with TreeReader(read_tree) as reader:
+            for sha in shas:
+                up.set_main(sha)
+                p.get("/sync", method="POST", data=b"")
+                wait_until(lambda sha=sha: status(p)["published"] == sha, 15, 0.01)
+        assert (link / names[0]).read_text() == "40"
+        assert (root / ".app.published").read_text().strip() == shas[-1]
+        assert not link.is_symlink()
+    assert reader.problems == []
+    assert reader.reads > 40
+    assert len(reader.seen) > 10  # the reader really did straddle many publishes
+
+    # Restarted in link mode over the copy: the directory becomes the symlink.
+    with gitsync(tmp_path, *flags(repo=git_daemon.url("app"), root=root)) as p:
+        p.wait_ready()
+        wait_published(link, shas[-1])
+    assert [n for n in os.listdir(root) if n.startswith(".app")] == []

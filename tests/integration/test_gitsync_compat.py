@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import threading
@@ -19,7 +20,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from tests.helpers import ProgramProcess, free_port, run_program, wait_until
-from tests.integration.test_gitsync import _ps, gitsync, metric, polled, published, wait_published
+from tests.integration.test_gitsync import (
+    _ps,
+    flags,
+    gitsync,
+    metric,
+    polled,
+    published,
+    wait_published,
+)
 from tests.peers.git import GitDaemon, GitHttp, GitRepos, Sshd
 
 
@@ -104,16 +113,14 @@ def test_http_bind_is_503_until_the_first_success(
     root = tmp_path / "root"
     with gitsync(
         tmp_path,
-        "--repo",
-        git_daemon.url("later"),
-        "--root",
-        str(root),
-        "--period",
-        "100ms",
-        "--http-bind",
-        f"127.0.0.1:{bind}",
-        "--http-metrics",
-        "--http-pprof",
+        *flags(
+            repo=git_daemon.url("later"),
+            root=root,
+            period="100ms",
+            http_bind=f"127.0.0.1:{bind}",
+            http_metrics=True,
+            http_pprof=True,
+        ),
     ) as p:
         wait_until(lambda: polled(p, "podkit_gitsync_syncs_total", result="error") >= 1, 10)
         assert http_status(f"http://127.0.0.1:{bind}/") == 503
@@ -140,23 +147,17 @@ def test_v3_flags_link_elsewhere_error_file_group_write(
     fake = "git://fake.invalid/app.git"
     p = gitsync(
         tmp_path,
-        "--repo",
-        fake,
-        "--git-config",
-        f'"url.{real}.insteadOf":"{fake}",http.sslVerify:false',
-        "--root",
-        str(root),
-        "--branch",
-        "release",
-        "--dest",
-        str(link),
-        "--wait",
-        "0.1",
-        "--max-sync-failures",
-        "-1",
-        "--error-file",
-        "errors/last.json",
-        "--group-write",
+        *flags(
+            repo=fake,
+            git_config=f'"url.{real}.insteadOf":"{fake}",http.sslVerify:false',
+            root=root,
+            branch="release",
+            dest=link,
+            wait="0.1",
+            max_sync_failures="-1",
+            error_file="errors/last.json",
+            group_write=True,
+        ),
     ).start()
     try:
         wait_published(link, other, 20)
@@ -194,15 +195,7 @@ def test_error_file_on_a_full_disk_stays_whole(tmp_path: Path) -> None:
         dead = f"git://127.0.0.1:{free_port()}/nothing.git"
         root = tmp_path / "root"
         with gitsync(
-            tmp_path,
-            "--repo",
-            dead,
-            "--root",
-            str(root),
-            "--period",
-            "50ms",
-            "--error-file",
-            str(mnt / "error.json"),
+            tmp_path, *flags(repo=dead, root=root, period="50ms", error_file=mnt / "error.json")
         ) as p:
             wait_until((mnt / "error.json").exists, 10)
             before = json.loads((mnt / "error.json").read_text())
@@ -269,20 +262,14 @@ def test_init_period_and_init_max_failures(tmp_path: Path) -> None:
     # Fast retries until the first success, and their own failure budget.
     p = run_program(
         "gitsync",
-        [
-            "--repo",
-            dead,
-            "--root",
-            str(tmp_path / "a"),
-            "--period",
-            "1h",
-            "--init-period",
-            "20ms",
-            "--init-max-failures",
-            "3",
-            "--admin-addr",
-            "off",
-        ],
+        flags(
+            repo=dead,
+            root=tmp_path / "a",
+            period="1h",
+            init_period="20ms",
+            init_max_failures="3",
+            admin_addr="off",
+        ),
         timeout=60,
     )
     assert p.returncode == 1
@@ -296,7 +283,6 @@ def test_left_out_flags_are_one_line_usage_errors(tmp_path: Path) -> None:
         ([], {"GITSYNC_GITHUB_APP_PRIVATE_KEY": "-----BEGIN RSA PRIVATE KEY-----"}),
         (["--man"], {}),
         (["--git", "/usr/local/bin/git"], {}),
-        (["--sync-on-signal", "SIGUSR1"], {}),
         (["--change-permissions", "0775"], {}),
     ):
         p = run_program(
@@ -306,7 +292,7 @@ def test_left_out_flags_are_one_line_usage_errors(tmp_path: Path) -> None:
         )
         assert p.returncode == 2, (args, env)
         lines = p.stderr.decode().strip().splitlines()
-        assert (len(lines) == 1 and "not supported" in lines[0]) or "SIGHUP" in lines[0], lines
+        assert len(lines) == 1 and "not supported" in lines[0], lines
 
 
 def test_askpass_url(tmp_path: Path, git_repos: GitRepos, git_http: GitHttp) -> None:
@@ -335,12 +321,7 @@ def test_askpass_url(tmp_path: Path, git_repos: GitRepos, git_http: GitHttp) -> 
         url = f"http://127.0.0.1:{server.server_address[1]}/creds"
         with gitsync(
             tmp_path,
-            "--repo",
-            git_http.url("app"),
-            "--root",
-            str(root),
-            "--period",
-            "100ms",
+            *flags(repo=git_http.url("app"), root=root, period="100ms"),
             env={"GITSYNC_ASKPASS_URL": url},
         ) as p:
             wait_until(lambda: polled(p, "podkit_gitsync_syncs_total", result="error") >= 2, 15)
@@ -363,16 +344,13 @@ def test_filter_partial_clone_with_sparse_checkout_across_updates(
     root = tmp_path / "root"
     with gitsync(
         tmp_path,
-        "--repo",
-        git_daemon.url("app"),
-        "--root",
-        str(root),
-        "--period",
-        "100ms",
-        "--filter",
-        "blob:none",
-        "--sparse-checkout-file",
-        str(sparse),
+        *flags(
+            repo=git_daemon.url("app"),
+            root=root,
+            period="100ms",
+            filter="blob:none",
+            sparse_checkout_file=sparse,
+        ),
     ) as p:
         p.wait_ready()
         wait_published(root / "app", up.head())
@@ -427,19 +405,14 @@ def test_credential_per_url_for_a_submodule_with_its_own_password(
         cred = json.dumps({"url": other.url("lib"), "username": "bob", "password-file": str(pw_b)})
         p = run_program(
             "gitsync",
-            [
-                "--repo",
-                git_http.url("app"),
-                "--root",
-                str(root),
-                "--username",
-                "alice",
-                "--password-file",
-                str(pw_a),
-                "--one-time",
-                "--admin-addr",
-                "off",
-            ],
+            flags(
+                repo=git_http.url("app"),
+                root=root,
+                username="alice",
+                password_file=pw_a,
+                one_time=True,
+                admin_addr="off",
+            ),
             env={"GITSYNC_CREDENTIAL": f"[{cred}]"},
         )
         assert p.returncode == 0, p.stderr.decode()
@@ -548,14 +521,9 @@ def test_pre_publish_exechook_keeps_the_old_tree_when_it_fails(
     hook = f"sh -c 'echo $GITSYNC_HASH >> {seen}; ! grep -q bad v'"
     with gitsync(
         tmp_path,
-        "--repo",
-        git_daemon.url("app"),
-        "--root",
-        str(root),
-        "--period",
-        "100ms",
-        "--pre-publish-exechook-command",
-        hook,
+        *flags(
+            repo=git_daemon.url("app"), root=root, period="100ms", pre_publish_exechook_command=hook
+        ),
     ) as p:
         p.wait_ready()
         good = up.head()
@@ -570,3 +538,30 @@ def test_pre_publish_exechook_keeps_the_old_tree_when_it_fails(
         assert metric(p, "podkit_gitsync_hook_runs_total", hook="pre_publish_exechook",
                       result="error") >= 2  # fmt: skip
         assert good in seen.read_text().split()
+
+
+def test_sigterm_during_the_pre_publish_hook_kills_it_and_publishes_nothing(
+    tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon
+) -> None:
+    up = git_repos.create("app", {"v": "1"})
+    root = tmp_path / "root"
+    started = tmp_path / "started"
+    hook = f"sh -c 'echo $$ > {started}; exec sleep 60'"
+    args = flags(repo=git_daemon.url("app"), root=root, pre_publish_exechook_command=hook)
+    with gitsync(tmp_path, *args) as p:
+        wait_until(lambda: started.exists() and started.read_text().strip(), 15, what="hook")
+        pid = int(started.read_text())
+        t0 = time.monotonic()
+        p.signal(signal.SIGTERM)
+        assert p.wait(20) == 0
+        assert time.monotonic() - t0 < 10  # the hook was killed, not waited for
+
+    def alive() -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+        except OSError:
+            return False
+
+    wait_until(lambda: not alive(), 5, what="hook process gone")
+    assert published(root / "app") is None and up.head()

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import socket
 import time
 from pathlib import Path
 
-from tests.helpers import wait_until
-from tests.integration.test_gitsync import gitsync, metric, polled, published, wait_published
-from tests.peers.git import GitDaemon, GitRepos
+from tests.helpers import free_port, run_program, wait_until
+from tests.integration.test_gitsync import flags, gitsync, metric, polled, published, wait_published
+from tests.peers.git import GitDaemon, GitHttp, GitRepos, cert_for
+from tests.peers.tls import TLSFiles
 
 
 def post_sync(port: int, headers: dict[str, str] | None = None, body: bytes = b"") -> int:
@@ -66,15 +68,7 @@ def test_post_sync_needs_the_token_or_a_valid_webhook_signature(
     token = tmp_path / "token"
     token.write_text("s3cret-sync-token\n")
     with gitsync(
-        tmp_path,
-        "--repo",
-        git_daemon.url("app"),
-        "--root",
-        str(root),
-        "--period",
-        "1h",
-        "--sync-token-file",
-        str(token),
+        tmp_path, *flags(repo=git_daemon.url("app"), root=root, period="1h", sync_token_file=token)
     ) as p:
         p.wait_ready()
         sha1 = up.head()
@@ -158,3 +152,34 @@ def test_post_sync_flood_is_rate_limited_and_coalesced(
         assert len(limited) == 1
         requested = [r for r in p.records() if r.get("message") == "sync requested"]
         assert len(requested) == 1
+
+
+def test_https_to_a_certificate_for_another_host_is_refused(
+    tmp_path: Path, git_repos: GitRepos, tls_files: TLSFiles
+) -> None:
+    """Issue 25: git over https checks the server's name, not only its CA. The same
+    server with a certificate naming 127.0.0.1 is the control: it publishes."""
+    up = git_repos.create("app", {"v": "1"})
+    wrong = cert_for(tls_files.ca, tls_files.ca_key, tmp_path, "other.example.invalid")
+    for tls, ok in (((tls_files.server_cert, tls_files.server_key), True), (wrong, False)):
+        srv = GitHttp(git_repos.base, free_port(), None, None, tls=tls).start()
+        root = tmp_path / f"root-{ok}"
+        try:
+            p = run_program(
+                "gitsync",
+                flags(repo=srv.url("app"), root=root, one_time=True, admin_addr="off"),
+                # git's variable (it wins over http.sslCAInfo): the test CA, and only it.
+                env={"GIT_SSL_CAINFO": str(tls_files.ca)},
+                timeout=60,
+            )
+        finally:
+            srv.stop()
+        err = p.stderr.decode()
+        if ok:
+            assert p.returncode == 0, err
+            assert os.path.basename(os.readlink(root / "app")) == up.head()
+        else:
+            assert p.returncode == 1, err
+            assert "other.example.invalid" in err or "certificate subject name" in err, err
+            assert not os.path.lexists(root / "app")
+            assert os.listdir(root / ".worktrees") == []

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import wait_until
-from tests.integration.test_gitsync import gitsync, metric, polled, published, wait_published
+from tests.integration.test_gitsync import flags, gitsync, metric, polled, published, wait_published
 from tests.peers.git import GitDaemon, GitRepos, git
 
 
@@ -21,9 +21,8 @@ def test_damaged_worktree_is_rebuilt_and_strays_removed(
     root = tmp_path / "root"
     link = root / "app"
     wt = root / ".worktrees" / sha
-    with gitsync(
-        tmp_path, "--repo", git_daemon.url("app"), "--root", str(root), "--period", "100ms"
-    ) as p:
+    args = flags(repo=git_daemon.url("app"), root=root, period="100ms")
+    with gitsync(tmp_path, *args, *flags(repair_check_interval="200ms")) as p:
         p.wait_ready()
         wait_published(link, sha)
         fetches = metric(p, "podkit_gitsync_fetches_total")
@@ -61,6 +60,28 @@ def test_damaged_worktree_is_rebuilt_and_strays_removed(
     assert len(os.listdir(root / ".git" / "worktrees")) == 1
 
 
+def test_files_are_checked_on_the_repair_timer_or_when_asked(
+    tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon
+) -> None:
+    """Idle syncs read the tree's HEAD only; `git status` (a process per sync) runs
+    every --repair-check-interval, or for a sync that was asked for."""
+    up = git_repos.create("app", {"file": "good\n"})
+    root = tmp_path / "root"
+    link = root / "app"
+    args = flags(repo=git_daemon.url("app"), root=root, period="50ms")
+    with gitsync(tmp_path, *args, *flags(repair_check_interval="1h")) as p:
+        p.wait_ready()
+        wait_published(link, up.head())
+        (link / "file").write_text("tampered\n")
+        n = metric(p, "podkit_gitsync_syncs_total", result="noop")
+        wait_until(lambda: polled(p, "podkit_gitsync_syncs_total", result="noop") > n + 5, 10)
+        assert (link / "file").read_text() == "tampered\n"  # not looked at yet
+        assert "files changed in place" not in p.stderr()
+        assert p.get("/sync", method="POST", data=b"")[0] == 202
+        wait_until(lambda: (link / "file").read_text() == "good\n", 10, what="rebuilt")
+        assert published(link) == up.head()
+
+
 @pytest.mark.parametrize("kind", ["branch", "lightweight", "annotated", "full", "abbreviated"])
 def test_a_period_with_nothing_new_does_no_fetch(
     tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon, kind: str
@@ -84,15 +105,7 @@ def test_a_period_with_nothing_new_does_no_fetch(
         git("push", "-q", "origin", f"{target}:refs/tags/t-abbrev", cwd=up.work)
     root = tmp_path / "root"
     with gitsync(
-        tmp_path,
-        "--repo",
-        git_daemon.url("app"),
-        "--root",
-        str(root),
-        "--ref",
-        ref,
-        "--period",
-        "50ms",
+        tmp_path, *flags(repo=git_daemon.url("app"), root=root, ref=ref, period="50ms")
     ) as p:
         p.wait_ready()
         wait_published(root / "app", want)

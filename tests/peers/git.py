@@ -213,9 +213,12 @@ class GitHttp:
     password: str | None
     throttle: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    #: (certificate, key) files: serve https instead of http.
+    tls: tuple[Path, Path] | None = None
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}.git"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/{name}.git"
 
     def start(self) -> GitHttp:
         args = [
@@ -230,6 +233,8 @@ class GitHttp:
             "--throttle",
             str(self.throttle),
         ]
+        if self.tls:
+            args += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
         env = dict(os.environ)
         if self.user:
             # Through the environment, not argv: the test greps `ps` for this password.
@@ -251,7 +256,9 @@ def git_http(git_repos: GitRepos) -> Iterator[GitHttp]:
     srv.stop()
 
 
-def _serve_http(root: str, port: int, auth: str | None, throttle: int) -> None:
+def _serve_http(
+    root: str, port: int, auth: str | None, throttle: int, tls: tuple[str, str] | None = None
+) -> None:
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     expected = "Basic " + base64.b64encode(auth.encode()).decode() if auth else None
@@ -332,6 +339,12 @@ def _serve_http(root: str, port: int, auth: str | None, throttle: int) -> None:
     ThreadingHTTPServer.allow_reuse_address = True
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
+    if tls:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*tls)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     server.serve_forever()
 
 
@@ -407,8 +420,53 @@ def _main() -> None:
     h.add_argument("--root", required=True)
     h.add_argument("--port", type=int, required=True)
     h.add_argument("--throttle", type=int, default=0, help="bytes/s of response bodies")
+    h.add_argument("--tls-cert", help="serve https with this certificate (and --tls-key)")
+    h.add_argument("--tls-key")
     a = parser.parse_args()
-    _serve_http(a.root, a.port, os.environ.get("GIT_HTTP_TEST_AUTH") or None, a.throttle)
+    tls = (a.tls_cert, a.tls_key) if a.tls_cert else None
+    _serve_http(a.root, a.port, os.environ.get("GIT_HTTP_TEST_AUTH") or None, a.throttle, tls)
+
+
+def cert_for(ca_pem: Path, ca_key: Path, dirpath: Path, host: str) -> tuple[Path, Path]:
+    """A server certificate from the test CA that names only `host`."""
+    openssl = need("openssl")
+    key, csr, pem, ext = (dirpath / f"{host}.{x}" for x in ("key", "csr", "pem", "ext"))
+    ext.write_text(f"subjectAltName=DNS:{host}\nextendedKeyUsage=serverAuth\n")
+    for args in (
+        [
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(csr),
+            "-subj",
+            f"/CN={host}",
+        ],
+        [
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(ca_pem),
+            "-CAkey",
+            str(ca_key),
+            "-CAcreateserial",
+            "-out",
+            str(pem),
+            "-days",
+            "2",
+            "-extfile",
+            str(ext),
+        ],
+    ):
+        subprocess.run([openssl, *args], check=True, capture_output=True)
+    return pem, key
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -178,22 +179,28 @@ def test_is_local() -> None:
     assert not is_local("ssh://h/app.git") and not is_local("git://h/app.git")
 
 
-def test_askpass_reads_the_password_file_when_git_asks(tmp_path: Path) -> None:
+def askpass(tmp_path: Path, **env: str) -> Callable[[str], str]:
+    """gitsync's askpass helper, installed in tmp_path: ask(prompt) -> its answer,
+    with PODKIT_GITSYNC_ASKPASS_<KEY> (or another name given whole) in its env."""
     helper = tmp_path / "askpass"
     helper.write_text(ASKPASS)
     helper.chmod(0o700)
-    pw = tmp_path / "pw"
-    pw.write_text("tok-123 with spaces\nsecond line ignored\n")
-    env = {
-        "PATH": os.environ["PATH"],
-        "PODKIT_GITSYNC_ASKPASS_USER": "alice",
-        "PODKIT_GITSYNC_ASKPASS_FILE": str(pw),
-    }
+    full = {"PATH": os.environ["PATH"]}
+    for key, value in env.items():
+        full[key if key.startswith("PODKIT_") else f"PODKIT_GITSYNC_ASKPASS_{key}"] = value
 
     def ask(prompt: str) -> str:
         return subprocess.run(
-            [str(helper), prompt], env=env, capture_output=True, text=True, check=True
+            [str(helper), prompt], env=full, capture_output=True, text=True, check=True
         ).stdout
+
+    return ask
+
+
+def test_askpass_reads_the_password_file_when_git_asks(tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("tok-123 with spaces\nsecond line ignored\n")
+    ask = askpass(tmp_path, USER="alice", FILE=str(pw))
 
     assert ask("Username for 'https://h': ") == "alice\n"
     assert ask("Password for 'https://alice@h': ") == "tok-123 with spaces\n"
@@ -277,3 +284,64 @@ def test_private_dirs_of_dead_processes_are_removed(
         (d / "password").write_text("x")
     _remove_dead_private_dirs()
     assert not dead.exists() and alive.exists() and other.exists()
+
+
+@pytest.mark.parametrize("exchange_works", [True, False])
+def test_copy_publish_swaps_directories_and_records_the_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange_works: bool
+) -> None:
+    """--publish-mode copy, with renameat2 and with the rename-aside fallback."""
+    from podkit.sidecars.gitsync import publish as pub
+
+    if not exchange_works:
+        monkeypatch.setattr(pub, "exchange", lambda a, b: False)
+    shas = ["a" * 40, "b" * 40]
+    for sha in shas:
+        wt = tmp_path / ".worktrees" / sha
+        (wt / "sub").mkdir(parents=True)
+        (wt / "sub" / "f").write_text(sha[0])
+        (wt / ".git").write_text("gitdir: ../../.git/worktrees/x\n")
+        (wt / "rel").symlink_to("sub/f")
+    link = str(tmp_path / "out")
+    assert pub.published_sha(link, "copy") is None
+    for sha in shas:
+        pub.publish(link, str(tmp_path / ".worktrees" / sha), "copy", keep=60)
+        assert pub.published_sha(link, "copy") == sha
+        assert (tmp_path / "out" / "sub" / "f").read_text() == sha[0]
+        assert os.readlink(tmp_path / "out" / "rel") == "sub/f"  # links copied as links
+        assert not (tmp_path / "out" / ".git").exists()
+    # The replaced copy stays `keep` seconds for readers inside it, then goes.
+    olds = [n for n in os.listdir(tmp_path) if n.startswith(".out.old-")]
+    assert len(olds) == 1 and (tmp_path / olds[0] / "sub" / "f").read_text() == "a"
+    pub.expire_copies(link, 0)
+    assert sorted(os.listdir(tmp_path)) == [".out.published", ".worktrees", "out"]
+
+
+def test_copy_publish_record_and_expiry_edges(tmp_path: Path) -> None:
+    """What published_sha trusts in copy mode, and when replaced copies go."""
+    from podkit.sidecars.gitsync import publish as pub
+
+    for sha in ("a" * 40, "b" * 40):
+        (tmp_path / ".worktrees" / sha).mkdir(parents=True)
+        (tmp_path / ".worktrees" / sha / "f").write_text(sha[0])
+    link = str(tmp_path / "out")
+    pub.publish(link, str(tmp_path / ".worktrees" / ("a" * 40)), "copy")
+    # A tree published long ago: its keep clock starts when it is replaced, not before.
+    os.utime(link, (0, 0))
+    pub.publish(link, str(tmp_path / ".worktrees" / ("b" * 40)), "copy", keep=60)
+    olds = [n for n in os.listdir(tmp_path) if n.startswith(".out.old-")]
+    assert len(olds) == 1
+    # keep 0 removes at once, whatever the mtime (a clock ahead on another node).
+    future = time.time() + 3600
+    os.utime(tmp_path / olds[0], (future, future))
+    pub.expire_copies(link, 0)
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".out.old-")]
+    # A record that is no commit's hash is not trusted.
+    (tmp_path / ".out.published").write_text("../../etc\n")
+    assert pub.published_sha(link, "copy") is None
+    # A symlink at the link (left by link mode) is no published copy.
+    (tmp_path / ".out.published").write_text("b" * 40 + "\n")
+    assert pub.published_sha(link, "copy") == "b" * 40
+    os.rename(link, tmp_path / "was-out")
+    os.symlink("was-out", link)
+    assert pub.published_sha(link, "copy") is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from podkit.sidecars.gitsync.publish import write_atomic
 
 from podkit import UsageError
 from podkit.runner import configure
+from tests.unit.test_gitsync import askpass
 
 
 def make(*args: str, env: dict[str, str] | None = None) -> GitSync:
@@ -156,15 +158,29 @@ def test_git_config_errors_name_the_flag(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("sig", "ok"), [("SIGHUP", True), ("HUP", True), ("1", True), ("USR1", False)]
+    ("sig", "want"),
+    [
+        ("SIGHUP", (signal.SIGHUP,)),
+        ("HUP", (signal.SIGHUP,)),
+        ("1", (signal.SIGHUP,)),
+        ("USR1", (signal.SIGHUP, signal.SIGUSR1)),
+        ("sigusr2", (signal.SIGHUP, signal.SIGUSR2)),
+        (str(int(signal.SIGUSR1)), (signal.SIGHUP, signal.SIGUSR1)),
+        ("TERM", "stops the program"),
+        ("2", "stops the program"),
+        ("KILL", "stops the program"),
+        ("NOPE", "not a signal"),
+        ("999", "not a signal"),
+    ],
 )
-def test_sync_on_signal(sig: str, ok: bool) -> None:
+def test_sync_on_signal_any_name_or_number(sig: str, want: tuple[int, ...] | str) -> None:
+    """git-sync takes any signal by name or number; those that stop us are refused."""
     args = ["--repo", "https://h/x", "--root", "r", "--sync-on-signal", sig]
-    if ok:
-        make(*args)
-    else:
-        with pytest.raises(UsageError, match="SIGHUP"):
+    if isinstance(want, str):
+        with pytest.raises(UsageError, match=f"--sync-on-signal: .*{want}"):
             make(*args)
+    else:
+        assert make(*args).sighup_signals() == want
 
 
 def test_http_bind_and_metrics(tmp_path: Path) -> None:
@@ -248,26 +264,18 @@ def test_credentials_as_git_sync_takes_them(tmp_path: Path) -> None:
 
 
 def test_askpass_picks_the_longest_matching_credential(tmp_path: Path) -> None:
-    helper = tmp_path / "askpass"
-    helper.write_text(auth.ASKPASS)
-    helper.chmod(0o700)
     (tmp_path / "a").write_text("pw-a\n")
     (tmp_path / "b").write_text("pw-b\n")
     table = tmp_path / "table"
     table.write_text(
         f"http://h:1/\tcarol\t{tmp_path / 'a'}\nhttp://h:1/lib.git\tbob\t{tmp_path / 'b'}\n"
     )
-    env = {
-        "PATH": os.environ["PATH"],
-        "PODKIT_GITSYNC_ASKPASS_USER": "alice",
-        "PODKIT_GITSYNC_ASKPASS_FILE": str(tmp_path / "a"),
-        "PODKIT_GITSYNC_CREDENTIALS": str(table),
-    }
-
-    def ask(prompt: str) -> str:
-        return subprocess.run(
-            [str(helper), prompt], env=env, capture_output=True, text=True, check=True
-        ).stdout
+    ask = askpass(
+        tmp_path,
+        USER="alice",
+        FILE=str(tmp_path / "a"),
+        PODKIT_GITSYNC_CREDENTIALS=str(table),
+    )
 
     assert ask("Username for 'http://h:1/lib.git': ") == "bob\n"
     assert ask("Password for 'http://bob@h:1/lib.git': ") == "pw-b\n"
@@ -306,3 +314,81 @@ def test_github_app_flags_follow_git_syncs_rules(tmp_path: Path) -> None:
             make(*base, *app, *extra)
     with pytest.raises(UsageError, match="--github-app-installation-id"):
         make(*base, "--github-app-private-key-file", str(key), "--github-app-client-id", "c")
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+#: Every flag of git-sync v4.7.1 (its main.go's pflag declarations), and every
+#: environment variable it reads: a spec written for it must never meet an
+#: unknown flag, nor have a variable silently ignored.
+GIT_SYNC_V47_FLAGS = _words("""
+    add-user askpass-url branch change-permissions cookie-file depth dest error-file
+    exechook-backoff exechook-command exechook-timeout filter git git-config git-gc
+    github-app-application-id github-app-client-id github-app-installation-id
+    github-app-private-key-file github-base-url group-write help http-bind http-metrics
+    http-pprof init-max-failures init-period link man max-failures max-sync-failures
+    one-time password password-file period ref repo rev root sparse-checkout-file ssh
+    ssh-key-file ssh-known-hosts ssh-known-hosts-file stale-worktree-timeout submodules
+    sync-hook-command sync-on-signal sync-timeout timeout touch-file username v verbose
+    version webhook-backoff webhook-method webhook-success-status webhook-timeout
+    webhook-url
+""")
+GIT_SYNC_V47_ENV = _words("""
+    GITSYNC_ADD_USER GITSYNC_ASKPASS_URL GITSYNC_COOKIE_FILE GITSYNC_CREDENTIAL
+    GITSYNC_DEPTH GITSYNC_ERROR_FILE GITSYNC_EXECHOOK_BACKOFF GITSYNC_EXECHOOK_COMMAND
+    GITSYNC_EXECHOOK_TIMEOUT GITSYNC_FILTER GITSYNC_GIT
+    GITSYNC_GITHUB_APP_APPLICATION_ID GITSYNC_GITHUB_APP_CLIENT_ID
+    GITSYNC_GITHUB_APP_INSTALLATION_ID GITSYNC_GITHUB_APP_PRIVATE_KEY
+    GITSYNC_GITHUB_APP_PRIVATE_KEY_FILE GITSYNC_GITHUB_BASE_URL GITSYNC_GIT_CONFIG
+    GITSYNC_GIT_GC GITSYNC_GROUP_WRITE GITSYNC_HTTP_BIND GITSYNC_HTTP_METRICS
+    GITSYNC_HTTP_PPROF GITSYNC_INIT_MAX_FAILURES GITSYNC_INIT_PERIOD GITSYNC_LINK
+    GITSYNC_MAX_FAILURES GITSYNC_ONE_TIME GITSYNC_PASSWORD GITSYNC_PASSWORD_FILE
+    GITSYNC_PERIOD GITSYNC_REF GITSYNC_REPO GITSYNC_ROOT GITSYNC_SPARSE_CHECKOUT_FILE
+    GITSYNC_SSH_KEY_FILE GITSYNC_SSH_KNOWN_HOSTS GITSYNC_SSH_KNOWN_HOSTS_FILE
+    GITSYNC_STALE_WORKTREE_TIMEOUT GITSYNC_SUBMODULES GITSYNC_SYNC_ON_SIGNAL
+    GITSYNC_SYNC_TIMEOUT GITSYNC_TOUCH_FILE GITSYNC_USERNAME GITSYNC_VERBOSE
+    GITSYNC_WEBHOOK_BACKOFF GITSYNC_WEBHOOK_METHOD GITSYNC_WEBHOOK_SUCCESS_STATUS
+    GITSYNC_WEBHOOK_TIMEOUT GITSYNC_WEBHOOK_URL GIT_ASKPASS_URL GIT_COOKIE_FILE
+    GIT_KNOWN_HOSTS GIT_SSH_KEY_FILE GIT_SSH_KNOWN_HOSTS_FILE GIT_SYNC_ADD_USER
+    GIT_SYNC_ASKPASS_URL GIT_SYNC_BRANCH GIT_SYNC_COOKIE_FILE GIT_SYNC_DEPTH
+    GIT_SYNC_DEST GIT_SYNC_ERROR_FILE GIT_SYNC_EXECHOOK_BACKOFF
+    GIT_SYNC_EXECHOOK_COMMAND GIT_SYNC_EXECHOOK_TIMEOUT GIT_SYNC_GIT GIT_SYNC_GIT_CONFIG
+    GIT_SYNC_GIT_GC GIT_SYNC_GROUP_WRITE GIT_SYNC_HOOK_COMMAND GIT_SYNC_HTTP_BIND
+    GIT_SYNC_HTTP_METRICS GIT_SYNC_HTTP_PPROF GIT_SYNC_KNOWN_HOSTS GIT_SYNC_LINK
+    GIT_SYNC_MAX_FAILURES GIT_SYNC_MAX_SYNC_FAILURES GIT_SYNC_ONE_TIME GIT_SYNC_PASSWORD
+    GIT_SYNC_PASSWORD_FILE GIT_SYNC_PERIOD GIT_SYNC_PERMISSIONS GIT_SYNC_REPO
+    GIT_SYNC_REV GIT_SYNC_ROOT GIT_SYNC_SPARSE_CHECKOUT_FILE GIT_SYNC_SSH_KEY_FILE
+    GIT_SYNC_SSH_KNOWN_HOSTS_FILE GIT_SYNC_SUBMODULES GIT_SYNC_SYNC_ON_SIGNAL
+    GIT_SYNC_SYNC_TIMEOUT GIT_SYNC_TIMEOUT GIT_SYNC_TOUCH_FILE GIT_SYNC_USERNAME
+    GIT_SYNC_WAIT GIT_SYNC_WEBHOOK_BACKOFF GIT_SYNC_WEBHOOK_METHOD
+    GIT_SYNC_WEBHOOK_SUCCESS_STATUS GIT_SYNC_WEBHOOK_TIMEOUT GIT_SYNC_WEBHOOK_URL
+""")
+
+
+def test_every_git_sync_v47_flag_is_accepted_or_refused_by_name(tmp_path: Path) -> None:
+    from podkit.sidecars.gitsync.compat import LEFT_OUT
+
+    by_flag = {o.flag_name: o for o in GitSync.options()}
+    by_flag.update({o.short: o for o in GitSync.options() if o.short})
+    left_out = {"--" + n.replace("_", "-") for n in LEFT_OUT}
+    for name in GIT_SYNC_V47_FLAGS:
+        flag = "--" + name
+        if name in ("help", "version"):
+            continue  # the parser's own
+        assert flag in by_flag, f"git-sync's {flag} is not parsed"
+        if flag in left_out:
+            # Named in the one-line error, never silently ignored.
+            o = by_flag[flag]
+            value = "true" if o.resolve_kind() == "bool" else "1"
+            with pytest.raises(UsageError, match=f"{flag}: not supported"):
+                make("--repo", "https://h/x", "--root", str(tmp_path), f"{flag}={value}")
+
+
+def test_every_git_sync_v47_variable_is_read() -> None:
+    read = set()
+    for o in GitSync.options():
+        read.add(o.env_name)
+        read.update(o.also_env)
+    assert [n for n in GIT_SYNC_V47_ENV if n not in read] == []
