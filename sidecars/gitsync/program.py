@@ -400,6 +400,9 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         #: and state), or empty: this object syncs --repo itself.
         self._repos: list[GitSync] = []
         self._is_child = False
+        #: The program whose `/` shows this repository's last error: the
+        #: container's GitSync for a `repos:` entry, else this object.
+        self._owner: GitSync = self
         self.repo_name = ""
 
     # -- configuration ------------------------------------------------------
@@ -933,6 +936,8 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
                 self.refused = {"commit": err.sha, "reason": err.reason}
             self.m_syncs.labels("error").inc()
             self._write_error_file(self.last_error)
+            named = f"{self.repo_name}: {self.last_error}" if self._is_child else self.last_error
+            self._owner.record_error("sync", named)
             self._errors.log(
                 "sync",
                 40,

@@ -142,6 +142,7 @@ def build(parent: GitSync, entries: Any, config_path: str) -> list[GitSync]:
         child.settings = values
         child.repo_name = name
         child._is_child = True
+        child._owner = parent
         try:
             child.validate()
         except UsageError as exc:

@@ -578,6 +578,9 @@ def test_remote_goes_away_and_comes_back(
         assert published(link) == first and (link / "v").read_text() == "1"
         assert p.get("/readyz")[0] == 200
         assert status(p)["last_error"]
+        # `/`'s one error format: reason, message (not only a code) and time.
+        err = status(p)["error"]
+        assert err["reason"] == "sync" and err["message"] == status(p)["last_error"]
         # No good sync for --stale-after (default 10 x period = 2 s): /healthz says so.
         wait_until(lambda: p.get("/healthz")[0] == 503, 20)
         assert b"last successful sync" in p.get("/healthz")[2]
