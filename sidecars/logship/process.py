@@ -179,7 +179,12 @@ class Processor:
                     dropped["sample"] += 1
                     continue
             for name, rx, repl in self.redact:
-                text, n = rx.subn(repl, text)
+                if callable(repl):  # a check on each match (Luhn): count what it replaced
+                    n = sum(1 for m in rx.finditer(text) if repl(m) != m.group(0))
+                    if n:
+                        text = rx.sub(repl, text)
+                else:
+                    text, n = rx.subn(repl, text)
                 if n:
                     count("redact:" + name, n)
             texts[i] = text

@@ -410,7 +410,7 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def _metrics(self) -> None:
+    def _declare_metrics(self) -> None:
         m = self.metrics
         by_sink = ["sink"]
         self.m_lines = m.counter("lines_total", "Lines delivered to the sink.", by_sink)
@@ -480,19 +480,21 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
         )
 
     async def setup(self) -> None:
-        self._metrics()
-        self.routes: list[Route] = []
+        self._declare_metrics()
+        self.pipelines: list[Route] = []
         route_of: dict[str, Route] = {}
-        register_metrics(self.metrics, lambda: self.routes[0].tailer if self.routes else None)
-        self.m_files.set_function(lambda: self.routes[0].tailer.files_watched if self.routes else 0)
+        register_metrics(self.metrics, lambda: self.pipelines[0].tailer if self.pipelines else None)
+        self.m_files.set_function(
+            lambda: self.pipelines[0].tailer.files_watched if self.pipelines else 0
+        )
         for spec in self._specs:
             self._ensure_dir(spec["state_dir"])
             self._route_metrics(spec["name"], route_of)
             route = self._route(spec)
             route_of[spec["name"]] = route
-            self.routes.append(route)
+            self.pipelines.append(route)
             self.health_check(f"sink:{spec['name']}", self._stall_check(route))
-        for route in self.routes:
+        for route in self.pipelines:
             await route.sink.start()
 
     def _ensure_dir(self, path: str) -> None:
@@ -580,16 +582,16 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
         return lambda: route.stalled(self.stall_timeout) if self.ready else None
 
     async def run(self) -> None:
-        for route in self.routes:
+        for route in self.pipelines:
             route.sink.on_event.holder["sink"] = route.sink  # type: ignore[attr-defined]
             await route.tailer.start()
-        first = self.routes[0].tailer
+        first = self.pipelines[0].tailer
         self.log.info(
             "following files",
             extra={
                 "files": first.files_watched,
                 "polling": first.polling,
-                "sinks": [r.name for r in self.routes],
+                "sinks": [r.name for r in self.pipelines],
             },
         )
         paths = sorted({p for spec in self._specs for p in spec["paths"]})
@@ -601,7 +603,7 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
                 asyncio.create_task(r.batcher(), name=f"batcher:{r.name}"),
                 asyncio.create_task(r.sender(), name=f"sender:{r.name}"),
             )
-            for r in self.routes
+            for r in self.pipelines
         ]
         stop = asyncio.create_task(self.wait_stopping())
         every = [t for _, b, s in tasks for t in (b, s)] + [stop]
@@ -615,7 +617,7 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
             await asyncio.gather(*every, return_exceptions=True)
 
     def _checkpoint_all(self) -> None:
-        for r in self.routes:
+        for r in self.pipelines:
             r.tailer.checkpoint(force=True)
 
     async def _run(
@@ -639,7 +641,7 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
         # shutdown deadline (less a margin to write the final checkpoints and say what
         # was left).
         budget = max(0.5, self.shutdown_timeout - 1.5)
-        lag_before = sum(r.tailer.lag_bytes for r in self.routes)
+        lag_before = sum(r.tailer.lag_bytes for r in self.pipelines)
         try:
             await wait_for(asyncio.gather(*(r.drain(b, s) for r, b, s in tasks)), budget)
         except TimeoutError:
@@ -647,14 +649,14 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
             # An expected outcome (a sink is down), not a crash: one clear line and
             # exit 1 through the runner, no traceback. The checkpoints keep what was
             # not acknowledged, so it ships after a restart.
-            left = {r.name: r.tailer.lag_bytes for r in self.routes if r.tailer.lag_bytes}
+            left = {r.name: r.tailer.lag_bytes for r in self.pipelines if r.tailer.lag_bytes}
             self.log.error(
                 "shutdown deadline: not everything was delivered; it ships after a restart",
                 extra={
                     "undelivered_bytes": sum(left.values()),
                     "sinks": sorted(left),
                     "sink_error": next(
-                        (r.sink.last_error for r in self.routes if r.sink.last_error), None
+                        (r.sink.last_error for r in self.pipelines if r.sink.last_error), None
                     ),
                 },
             )
@@ -669,19 +671,19 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
             "drained",
             extra={
                 "bytes": lag_before,
-                "lines_delivered": sum(r.acked_lines for r in self.routes),
+                "lines_delivered": sum(r.acked_lines for r in self.pipelines),
             },
         )
 
     async def cleanup(self) -> None:
-        for route in getattr(self, "routes", []):
+        for route in getattr(self, "pipelines", []):
             await route.tailer.close()
             await route.sink.close()
 
     # -- admin ----------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        routes = getattr(self, "routes", [])
+        routes = getattr(self, "pipelines", [])
         if not routes:
             return {"sink": None}
         first = routes[0]
