@@ -557,13 +557,18 @@ def test_https_sink_verifies_with_ca_file(tmp_path: Path, logs: Path, tls_files:
 
 
 def _metric_labelled(proc: ProgramProcess, name: str, **labels: str) -> float:
-    """One labelled series' value; fails when the series is absent."""
-    want = name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+    """The labelled series' value, summed over their other labels (`sink`); fails
+    when no series has these labels."""
+    want = [f'{k}="{v}"' for k, v in labels.items()]
     _, _, body = proc.get("/metrics")
+    found = []
     for ln in body.decode().splitlines():
-        if ln.startswith(want + " "):
-            return float(ln.rsplit(" ", 1)[1])
-    raise AssertionError(f"no series {want}")
+        head, _, value = ln.rpartition(" ")
+        if head.startswith(name + "{") and all(w in head[len(name) :] for w in want):
+            found.append(float(value))
+    if not found:
+        raise AssertionError(f"no series {name}{{{','.join(want)}}}")
+    return sum(found)
 
 
 def _whole_records(path: Path) -> list[str]:
