@@ -21,7 +21,7 @@ import os
 import re
 from typing import Any
 
-from podkit import Sidecar, UsageError, option
+from podkit import OptionGroup, Sidecar, UsageError, option
 from podkit.aio import wait_for
 from podkit.secrets import redact_url
 from podkit.sinks import (
@@ -98,6 +98,29 @@ def _family(url: str) -> str:
     return scheme.split("+", 1)[0] if "+" in scheme else "http"
 
 
+class Destinations(OptionGroup):
+    """`--sink` (repeatable) and the config file's `sinks:`: at least one."""
+
+    sink: list[str] = option(
+        repeat=True,
+        kind="url",
+        metavar="URL",
+        help="where to ship records (repeatable: each sink gets every record)",
+    )
+    sinks: list[dict[str, Any]] | None = option(
+        None,
+        config_only=True,
+        help="list of sinks with their own name, path, exclude, match and options",
+    )
+
+    def check(self) -> None:
+        # Here, not in validate(): `podkit validate` checks manifests with it too.
+        if not self.sink and not self.sinks:
+            raise UsageError(
+                "--sink is required (or `sinks:` in the config file) [env PODKIT_SINK]"
+            )
+
+
 class LogShip(Sidecar):
     """Tail log files in a shared volume and ship every line at least once.
 
@@ -119,17 +142,7 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
     path: list[str] = option(
         repeat=True, required=True, metavar="GLOB", help="log files to follow (glob, repeatable)"
     )
-    sink: list[str] = option(
-        repeat=True,
-        kind="url",
-        metavar="URL",
-        help="where to ship records (repeatable: each sink gets every record)",
-    )
-    sinks: list[dict[str, Any]] | None = option(
-        None,
-        config_only=True,
-        help="list of sinks with their own name, path, exclude, match and options",
-    )
+    destinations: Destinations = Destinations.include()
     exclude: list[str] = option(repeat=True, metavar="GLOB", help="files to leave out (repeatable)")
     follow_symlinks: bool = follow_symlinks_option()
     state_dir: str = option(
@@ -191,9 +204,11 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
         "none", choices=("none", "json"), help="json: merge lines that are JSON objects as fields"
     )
     label: list[str] = option(repeat=True, metavar="K=V", help="label added to every record")
+    # Not kind="path": the directory is optional (`podkit validate` would ask
+    # every pod spec to mount a volume there).
     podinfo_dir: str | None = option(
         DEFAULT_DIR,
-        kind="path",
+        metavar="PATH",
         help="Downward API volume with the pod's labels and annotations files (optional)",
     )
     # -- processing
@@ -279,8 +294,8 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
 
     def _sink_specs(self) -> list[dict[str, Any]]:
         """Every sink: its name, URL, paths, match and sink options, checked."""
-        entries: list[dict[str, Any]] = [{"url": u} for u in self.sink]
-        for i, raw in enumerate(self.sinks or []):
+        entries: list[dict[str, Any]] = [{"url": u} for u in self.destinations.sink]
+        for i, raw in enumerate(self.destinations.sinks or []):
             if isinstance(raw, str):
                 raw = {"url": raw}
             if not isinstance(raw, dict) or not isinstance(raw.get("url"), str):
