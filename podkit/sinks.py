@@ -791,6 +791,7 @@ class _HTTPSink(Sink):
         self.timeout = float(options.pop("timeout", 30.0))
         self._token: Any = None
         self._password: Any = None
+        self._basic: tuple[str, str] | None = None  # (password, header) last built
         self._header_secrets: dict[str, Any] = {}
         self._cert_sig: tuple[Any, ...] | None = None
         self._session: Any = None
@@ -850,13 +851,14 @@ class _HTTPSink(Sink):
         if self._token is not None:
             out.update(self._token.header())
         if self._password is not None:
-            from .secrets import register_secret
+            password = self._password.value()
+            if self._basic is None or self._basic[0] != password:
+                from .secrets import register_secret
 
-            cred = base64.b64encode(f"{self.username}:{self._password.value()}".encode()).decode(
-                "ascii"
-            )
-            register_secret(cred)
-            out["Authorization"] = f"Basic {cred}"
+                cred = base64.b64encode(f"{self.username}:{password}".encode()).decode("ascii")
+                register_secret(cred)  # the encoded form is as secret as the password
+                self._basic = (password, f"Basic {cred}")
+            out["Authorization"] = self._basic[1]
         for name, secret in self._header_secrets.items():
             out[name] = secret.value()
         return out

@@ -27,7 +27,6 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from . import __version__
@@ -81,45 +80,65 @@ def severity(rec: dict[str, Any]) -> tuple[str, int]:
     return "", 0
 
 
-def log_record(rec: dict[str, Any], ts: int) -> LogRecord:
-    lr = LogRecord(time_unix_nano=ts, observed_time_unix_nano=ts)
+def add_log_record(out: Any, rec: dict[str, Any], ts: int, file_attr: dict[str, KeyValue]) -> None:
+    """Append `rec` as a LogRecord to the repeated field `out` (built in place:
+    a LogRecord made first would be copied in). `file_attr` caches the
+    `log.file.path` attribute per path."""
     msg = rec.get("message")
-    extra = {k: v for k, v in rec.items() if k not in _OWN}
-    if isinstance(msg, str):
-        lr.body.string_value = msg
-    else:
-        lr.body.string_value = _dumps(extra)
-    text, number = severity(rec)
-    if text:
-        lr.severity_text = text
-        lr.severity_number = number  # type: ignore[assignment]
-    attrs = [_kv("log.file.path", rec["file"])] if isinstance(rec.get("file"), str) else []
+    path = rec.get("file")
+    attrs: list[KeyValue] = []
+    if isinstance(path, str):
+        kv = file_attr.get(path)
+        if kv is None:
+            kv = file_attr[path] = _kv("log.file.path", path)
+        attrs.append(kv)
     if rec.get("truncated"):
         attrs.append(_kv("log.record.truncated", True))
+    if rec.keys() <= _OWN and isinstance(msg, str):  # a plain line: the common case
+        out.add(
+            time_unix_nano=ts,
+            observed_time_unix_nano=ts,
+            body=AnyValue(string_value=msg),
+            attributes=attrs,
+        )
+        return
+    extra = {k: v for k, v in rec.items() if k not in _OWN}
     attrs.extend(_kv(k, v) for k, v in extra.items())
-    lr.attributes.extend(attrs)
-    return lr
+    text, number = severity(rec)
+    out.add(
+        time_unix_nano=ts,
+        observed_time_unix_nano=ts,
+        severity_text=text,
+        severity_number=number,
+        body=AnyValue(string_value=msg if isinstance(msg, str) else _dumps(extra)),
+        attributes=attrs,
+    )
 
 
 def encode(
     records: list[dict[str, Any]], times: list[int], resource: dict[str, str], fmt: str
 ) -> bytes:
-    """The ExportLogsServiceRequest body for `records` (protobuf or OTLP/JSON)."""
-    groups: dict[str, list[LogRecord]] = {}
-    labels_of: dict[str, dict[str, Any]] = {}
+    """The ExportLogsServiceRequest body for `records` (protobuf or OTLP/JSON):
+    one ResourceLogs per distinct `labels` (the resource: the pod plus them)."""
+    req = ExportLogsServiceRequest()
+    scope = InstrumentationScope(name="podkit.logship", version=__version__)
+    groups: dict[str, Any] = {}  # labels as JSON -> the ScopeLogs' log_records
+    file_attr: dict[str, KeyValue] = {}
+    last: Any = None
+    out: Any = None
     for rec, ts in zip(records, times, strict=True):
         raw = rec.get("labels")
         labels: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        key = _dumps(labels)
-        labels_of.setdefault(key, labels)
-        groups.setdefault(key, []).append(log_record(rec, ts))
-    req = ExportLogsServiceRequest()
-    scope = InstrumentationScope(name="podkit.logship", version=__version__)
-    for key, lrs in groups.items():
-        attrs = {**resource, **{str(k): v for k, v in labels_of[key].items()}}
-        rl = ResourceLogs(resource=Resource(attributes=[_kv(k, v) for k, v in attrs.items()]))
-        rl.scope_logs.append(ScopeLogs(scope=scope, log_records=lrs))
-        req.resource_logs.append(rl)
+        if out is None or labels != last:  # records mostly share their labels
+            last, key = labels, _dumps(labels)
+            out = groups.get(key)
+            if out is None:
+                attrs = {**resource, **{str(k): v for k, v in labels.items()}}
+                rl = req.resource_logs.add(
+                    resource=Resource(attributes=[_kv(k, v) for k, v in attrs.items()])
+                )
+                out = groups[key] = rl.scope_logs.add(scope=scope).log_records
+        add_log_record(out, rec, ts, file_attr)
     if fmt == "json":
         # OTLP/JSON: the proto3 JSON mapping with enums as integers.
         text: str = json_format.MessageToJson(req, use_integers_for_enums=True, indent=None)
