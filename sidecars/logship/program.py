@@ -31,6 +31,7 @@ from podkit.sinks import (
     REFUSAL_REASONS,
     RETRY_REASONS,
     SPLIT_REASONS,
+    Sink,
     SinkClosed,
     open_sink,
 )
@@ -525,7 +526,8 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
 
     def _route(self, spec: dict[str, Any]) -> Route:
         name = spec["name"]
-        sink = open_sink(spec["url"], on_event=self._sink_events(name), **spec["options"])
+        sink = open_sink(spec["url"], **spec["options"])
+        sink.on_event = self._sink_events(name, sink)
         cfg = TailerConfig(
             paths=spec["paths"],
             exclude=spec["exclude"],
@@ -573,24 +575,21 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
 
         return count
 
-    def _sink_events(self, name: str) -> Any:
-        holder: dict[str, Any] = {}
+    def _sink_events(self, name: str, sink: Sink) -> Any:
+        """The sink's event hook: its events counted under its name (and reason)."""
 
         def on_event(kind: str, n: int) -> None:
-            sink = holder.get("sink")
-            reason = sink.reason if sink is not None else ""
             if kind in ("batch_ok", "batch_retry", "batch_dead_letter"):
                 self.m_batches.labels(name, kind[6:]).inc(n)
             elif kind == "retry":
-                self.m_retries.labels(name, reason).inc(n)
+                self.m_retries.labels(name, sink.reason).inc(n)
             elif kind == "dead_letter":
-                self.m_dead.labels(name, reason).inc(n)
+                self.m_dead.labels(name, sink.reason).inc(n)
             elif kind == "split":
-                self.m_splits.labels(name, reason).inc(n)
+                self.m_splits.labels(name, sink.reason).inc(n)
             elif kind == "loki_label_overflow":
                 self.m_overflow.labels(name).inc(n)
 
-        on_event.holder = holder  # type: ignore[attr-defined]
         return on_event
 
     def _stall_check(self, route: Route) -> Any:
@@ -598,7 +597,6 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
 
     async def run(self) -> None:
         for route in self.pipelines:
-            route.sink.on_event.holder["sink"] = route.sink  # type: ignore[attr-defined]
             await route.tailer.start()
         first = self.pipelines[0].tailer
         self.log.info(
