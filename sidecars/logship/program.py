@@ -289,9 +289,14 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
         if self.buffer_max_bytes < self.max_line_bytes:
             raise UsageError("--buffer-max-bytes: must be at least --max-line-bytes")
         self._specs = self._sink_specs()
-        for spec in self._specs:
+        for i, spec in enumerate(self._specs):
             spec["processor"] = self._processor(spec)
-            open_sink(spec["url"], **spec["options"])  # raises UsageError for a bad URL
+            try:
+                open_sink(spec["url"], **spec["options"])  # raises UsageError for a bad URL
+            except UsageError as exc:
+                if i < len(self.destinations.sink):
+                    raise
+                raise UsageError(f"sinks: {spec['name']}: {exc}") from None
 
     def _sink_specs(self) -> list[dict[str, Any]]:
         """Every sink: its name, URL, paths, match and sink options, checked."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from podkit.sidecars.logship import LogShip
 
+from podkit.options import UsageError
 from podkit.runner import configure
 from podkit.tailer import Chunk
 
@@ -101,3 +103,48 @@ def test_downward_api_labels(monkeypatch: pytest.MonkeyPatch, env: dict[str, str
         monkeypatch.setenv(k, v)
     p = program("--label", "pod=overridden")
     assert p.labels == {"pod": "overridden", "namespace": "ns", "node": "n"}
+
+
+def test_sinks_from_the_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "path: ['/x/*.log']\n"
+        "loki-label-keys: [level]\n"
+        "sinks:\n"
+        "  - http://a/x\n"
+        "  - {name: errs, url: 'loki+http://l:3100', match: {level: error}, loki_tenant: t}\n"
+        "  - {url: 'http://b/y', path: ['/y/*.log'], compress: gzip}\n"
+    )
+    args = ["--config", str(cfg), "--state-dir", str(tmp_path / "s"), "--sink", "stdout://"]
+    p = configure(LogShip, args, env={})
+    assert isinstance(p, LogShip)
+    specs = {s["name"]: s for s in p._specs}
+    assert list(specs) == ["stdout", "http", "errs", "http-4"]
+    assert specs["stdout"]["state_dir"] == str(tmp_path / "s")  # where a single sink keeps it
+    assert specs["errs"]["state_dir"] == str(tmp_path / "s" / "sinks" / "errs")
+    assert specs["errs"]["options"]["tenant"] == "t"
+    assert specs["errs"]["options"]["label_keys"] == ["level"]  # the flag's value
+    assert specs["errs"]["match"] == {"level": "error"}
+    assert specs["http-4"]["paths"] == ["/y/*.log"] and specs["http"]["paths"] == ["/x/*.log"]
+    assert specs["http-4"]["options"]["compress"] == "gzip"
+    assert specs["http"]["options"]["dead_letter"] == str(
+        tmp_path / "s" / "sinks" / "http" / "dead-letter.ndjson"
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "error"),
+    [
+        ("{url: 'stdout://', compress: gzip}", "sinks: stdout: compress does not fit"),
+        ("{url: 'http://a/x', colour: red}", "sinks[0]: unknown key(s) colour"),
+        ("{name: 'a b', url: 'http://a/x'}", "sink name 'a b'"),
+        ("{url: 'http://a/x', username: u}", "sinks: http: --username and --password-file"),
+        ("{name: x}", "sinks[0]: expected a mapping with a url"),
+    ],
+)
+def test_bad_sinks_entries_name_the_entry(tmp_path: Path, entry: str, error: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"path: ['/x/*.log']\nsinks:\n  - {entry}\n")
+    with pytest.raises(UsageError) as exc:
+        configure(LogShip, ["--config", str(cfg)], env={})
+    assert error in str(exc.value)
