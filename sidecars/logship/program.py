@@ -311,11 +311,8 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
             if unknown:
                 raise UsageError(f"sinks[{i}]: unknown key(s) {', '.join(sorted(unknown))}")
             entries.append(entry)
-        if not entries:
-            raise UsageError(
-                "--sink is required (or `sinks:` in the config file) [env PODKIT_SINK]"
-            )
         names: set[str] = set()
+        flags = {opt.name: opt for opt in type(self).options()}
         specs = []
         for i, entry in enumerate(entries):
             url = entry["url"]
@@ -327,9 +324,13 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
                 raise UsageError(f"sink name {name!r}: expected a unique [a-zA-Z0-9_.-] name")
             names.add(name)
             for key, fits in _SINK_KEYS.items():
+                if key not in entry:
+                    continue
                 ok = fits in ("any", family) or (fits == "http" and family in _HTTP_FAMILIES)
-                if key in entry and not ok:
+                if not ok:
                     raise UsageError(f"sinks: {name}: {key} does not fit {redact_url(url)}")
+                # Read as the flag's value is ("10s", "true", a list or one item).
+                entry[key] = flags[key].convert(entry[key], f"sinks: {name}: {key}")
             match = entry.get("match") or {}
             if not isinstance(match, dict):
                 raise UsageError(f"sinks: {name}: match: expected a mapping of field: REGEX")

@@ -113,7 +113,7 @@ def test_sinks_from_the_config_file(tmp_path: Path) -> None:
         "sinks:\n"
         "  - http://a/x\n"
         "  - {name: errs, url: 'loki+http://l:3100', match: {level: error}, loki_tenant: t}\n"
-        "  - {url: 'http://b/y', path: ['/y/*.log'], compress: gzip}\n"
+        "  - {url: 'http://b/y', path: ['/y/*.log'], compress: gzip, request-timeout: 5s}\n"
     )
     args = ["--config", str(cfg), "--state-dir", str(tmp_path / "s"), "--sink", "stdout://"]
     p = configure(LogShip, args, env={})
@@ -127,6 +127,7 @@ def test_sinks_from_the_config_file(tmp_path: Path) -> None:
     assert specs["errs"]["match"] == {"level": "error"}
     assert specs["http-4"]["paths"] == ["/y/*.log"] and specs["http"]["paths"] == ["/x/*.log"]
     assert specs["http-4"]["options"]["compress"] == "gzip"
+    assert specs["http-4"]["options"]["timeout"] == 5.0
     assert specs["http"]["options"]["dead_letter"] == str(
         tmp_path / "s" / "sinks" / "http" / "dead-letter.ndjson"
     )
@@ -140,6 +141,7 @@ def test_sinks_from_the_config_file(tmp_path: Path) -> None:
         ("{name: 'a b', url: 'http://a/x'}", "sink name 'a b'"),
         ("{url: 'http://a/x', username: u}", "sinks: http: --username and --password-file"),
         ("{name: x}", "sinks[0]: expected a mapping with a url"),
+        ("{url: 'http://a/x', compress: lz4}", "sinks: http: compress: 'lz4' is not one of"),
     ],
 )
 def test_bad_sinks_entries_name_the_entry(tmp_path: Path, entry: str, error: str) -> None:
