@@ -106,7 +106,9 @@ async def test_every_event_of_a_delivery_with_a_split_a_reset_a_bisection_and_a_
 
     async def sleep(d: float) -> None:
         delays.append(d)
+        errors.append(sink.last_error)
 
+    errors: list[str | None] = []
     sink = Scripted(
         "scripted://x",
         script=[aiohttp.ClientConnectionError("reset"), "ok", refused, "ok", refused],
@@ -130,8 +132,18 @@ async def test_every_event_of_a_delivery_with_a_split_a_reset_a_bisection_and_a_
         ("batch_dead_letter", 1, ""),
     ]
     assert (sink.splits, sink.retries, sink.delivered, sink.dead_lettered) == (2, 1, 3, 1)
-    assert len(delays) == 1
+    assert len(delays) == 1 and errors == ["ClientConnectionError: reset"]
     assert sink.last_error is None  # recovered
+    assert sink.status()["dead_letter_file"] == str(tmp_path / "dead")
+
+
+async def test_every_split_is_counted() -> None:
+    record = b'{"m":"aaaa"}\n'
+    sink = Scripted("scripted://x", script=["ok"] * 4, max_body_bytes=2 * len(record))
+    events = _events(sink)
+    await sink.send(NdjsonBatch(record * 8, 8))  # 8 -> 4 + 4 -> 2 + 2 + 2 + 2
+    assert sink.attempts == [2, 2, 2, 2] and sink.splits == 3
+    assert events.count(("split", 1, "size")) == 3
 
 
 @pytest.mark.parametrize(
