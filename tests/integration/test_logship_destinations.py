@@ -329,11 +329,17 @@ def test_basic_auth_api_key_header_files_and_zstd_reread_on_change(
         assert secret not in p.stderr() and secret.encode() not in status + metrics
 
 
-def test_client_certificate_from_files(tmp_path: Path, logs: Path, tls_files: TLSFiles) -> None:
+def test_client_certificate_from_files_reread_on_change(
+    tmp_path: Path, logs: Path, tls_files: TLSFiles
+) -> None:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(tls_files.ca))
     ctx.load_cert_chain(tls_files.server_cert, tls_files.server_key)
-    ctx.verify_mode = ssl.CERT_REQUIRED  # no client certificate, no delivery
+    ctx.verify_mode = ssl.CERT_REQUIRED  # no valid client certificate, no delivery
     r = Receiver(ssl_ctx=ctx).start()
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+    # First a certificate the receiver refuses (made for serving, not for clients).
+    cert.write_bytes(tls_files.server_cert.read_bytes())
+    key.write_bytes(tls_files.server_key.read_bytes())
     try:
         (logs / "a.log").write_text("mtls\n")
         with logship(
@@ -342,11 +348,16 @@ def test_client_certificate_from_files(tmp_path: Path, logs: Path, tls_files: TL
             "--ca-file",
             str(tls_files.ca),
             "--client-cert-file",
-            str(tls_files.client_cert),
+            str(cert),
             "--client-key-file",
-            str(tls_files.client_key),
+            str(key),
         ) as p:
             p.wait_ready()
+            wait_until(lambda: p.metric("podkit_logship_retries_total") >= 1, 20)
+            assert r.count() == 0
+            # The Secret is rotated: the next connection presents the new certificate.
+            key.write_bytes(tls_files.client_key.read_bytes())
+            cert.write_bytes(tls_files.client_cert.read_bytes())
             wait_count(r, 1, proc=p)
             assert p.stop() == 0
         assert r.messages() == ["mtls"]
