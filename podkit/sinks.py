@@ -5,6 +5,7 @@
     http://host/path, https://...           NDJSON batches POSTed (application/x-ndjson)
     loki+http://host:port, loki+https://    the Loki push API (/loki/api/v1/push)
     elasticsearch+http://host:port/INDEX    the _bulk API with `create` actions
+    otlp+http://host:port/v1/logs, otlp+https://   OTLP/HTTP logs (protobuf or JSON)
 
     sink = open_sink(url, **options); await sink.start()
     await sink.send(records)                # list[dict] or a Batch; returns once delivered
@@ -38,6 +39,7 @@ the last complete record before it is retried.
 from __future__ import annotations
 
 import asyncio
+import base64
 import calendar
 import email.utils
 import gzip
@@ -45,6 +47,8 @@ import json
 import logging
 import os
 import random
+import re
+import ssl
 import stat
 import sys
 import threading
@@ -62,6 +66,24 @@ from .secrets import redact_url
 log = logging.getLogger("podkit.sinks")
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+#: Values of `--compress` (zstd needs the optional `zstandard` package).
+COMPRESSIONS = ("none", "gzip", "zstd")
+
+
+def _header_files(items: list[str] | dict[str, str]) -> dict[str, str]:
+    """`NAME=FILE` items: a header whose value is read from FILE."""
+    if isinstance(items, dict):
+        return {str(k): str(v) for k, v in items.items()}
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        name = name.strip()
+        if not sep or not path or not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+            raise UsageError(f"--header-file: expected NAME=FILE with a header name, got {item!r}")
+        out[name] = path
+    return out
 
 
 # -- batches -----------------------------------------------------------------
@@ -131,7 +153,13 @@ class NdjsonBatch(Batch):
         return self.body
 
     def records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.lines()]
+        if not self.body:
+            return []
+        # One C-level parse of the lines as a JSON array (2.5x faster than one
+        # json.loads per line): a JSON document never holds a raw newline.
+        body = self.body[:-1] if self.body.endswith(b"\n") else self.body
+        recs: list[dict[str, Any]] = json.loads(b"[" + body.replace(b"\n", b",") + b"]")
+        return recs
 
 
 def as_batch(records: Batch | list[dict[str, Any]]) -> Batch:
@@ -194,7 +222,7 @@ RETRY_REASONS = (
     "http_5xx",
     "item",  # an Elasticsearch item answered 429/5xx
     "response",  # a response that cannot be read (malformed bulk response)
-    "token",  # the bearer token file cannot be read
+    "token",  # a credential file (token, password, header, client cert) cannot be read
     "disk",  # the file sink's write failed (ENOSPC, EFBIG, EIO)
     "dead_letter_write",  # the dead-letter file cannot be written
 )
@@ -723,7 +751,14 @@ class FileSink(Sink):
 
 
 class _HTTPSink(Sink):
-    """Shared by the HTTP, Loki and Elasticsearch sinks: session, TLS, headers, auth."""
+    """Shared by the HTTP, Loki, Elasticsearch and OTLP sinks: session, TLS,
+    headers, compression and auth.
+
+    Every credential comes from a file re-read when it changes (a rotated
+    Secret): the bearer token, the basic-auth password, `header_files` values
+    and the client certificate (a new session is made when its files change).
+    The values are registered as secrets, so they never reach a log line.
+    """
 
     content_type = "application/x-ndjson"
 
@@ -735,38 +770,104 @@ class _HTTPSink(Sink):
             headers = parse_headers(headers)
         self.headers: dict[str, str] = dict(headers)
         self.bearer_token_file: str | None = options.pop("bearer_token_file", None)
+        self.username: str | None = options.pop("username", None) or None
+        self.password_file: str | None = options.pop("password_file", None) or None
+        self.header_files: dict[str, str] = _header_files(options.pop("header_files", None) or [])
+        self.client_cert_file: str | None = options.pop("client_cert_file", None) or None
+        self.client_key_file: str | None = options.pop("client_key_file", None) or None
         self.compress: str | None = options.pop("compress", None) or None
-        if self.compress not in (None, "none", "gzip"):
-            raise UsageError(f"--compress: {self.compress!r} is not one of none, gzip")
+        if self.compress not in (None, *COMPRESSIONS):
+            raise UsageError(
+                f"--compress: {self.compress!r} is not one of {', '.join(COMPRESSIONS)}"
+            )
         if self.compress == "none":
             self.compress = None
+        self._zstd: Any = None
+        if self.compress == "zstd":
+            try:
+                import zstandard
+            except ImportError:
+                raise UsageError(
+                    "--compress zstd: the zstandard package is not installed "
+                    "(pip install zstandard, or use --compress gzip)"
+                ) from None
+            self._zstd = zstandard.ZstdCompressor(level=1)
         self.ca_file: str | None = options.pop("ca_file", None)
         self.insecure = bool(options.pop("insecure", False))
         self.timeout = float(options.pop("timeout", 30.0))
         self._token: Any = None
+        self._password: Any = None
+        self._basic: tuple[str, str] | None = None  # (password, header) last built
+        self._header_secrets: dict[str, Any] = {}
+        self._cert_sig: tuple[Any, ...] | None = None
         self._session: Any = None
         scheme, _, rest = self.url.partition("://")
         base = scheme.split("+", 1)[-1]
         if base not in ("http", "https"):
             raise UsageError(f"--sink {self.safe_url}: expected http or https after '+'")
         self.target = f"{base}://{rest}"
+        if bool(self.username) != bool(self.password_file):
+            raise UsageError("--username and --password-file: give both for basic auth")
+        if self.username and self.bearer_token_file:
+            raise UsageError("--username and --bearer-token-file: choose one way to authenticate")
+        if ":" in (self.username or ""):
+            raise UsageError("--username: basic auth user names cannot hold ':'")
+        if self.client_key_file and not self.client_cert_file:
+            raise UsageError("--client-key-file: needs --client-cert-file")
+        if self.client_cert_file and base != "https":
+            raise UsageError(f"--client-cert-file: only for https sinks, not {self.safe_url}")
         self._configure_target(options)
         super()._configure(**options)
 
     def _configure_target(self, options: dict[str, Any]) -> None:
         pass
 
+    def _cert_signature(self) -> tuple[Any, ...] | None:
+        if not self.client_cert_file:
+            return None
+        sig: list[Any] = []
+        for path in (self.client_cert_file, self.client_key_file):
+            if path:
+                st = os.stat(path)
+                sig.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(sig)
+
     async def start(self) -> None:
         from .http import BearerToken, client_session, ssl_context
+        from .secrets import SecretFile
 
         ctx = None
         if self.target.startswith("https://"):
-            ctx = ssl_context(self.ca_file, self.insecure)
+            self._cert_sig = self._cert_signature()
+            ctx = ssl_context(
+                self.ca_file, self.insecure, self.client_cert_file, self.client_key_file
+            )
         if self.bearer_token_file:
             self._token = BearerToken(self.bearer_token_file)
+        if self.password_file:
+            self._password = SecretFile(self.password_file)
+        self._header_secrets = {k: SecretFile(v) for k, v in self.header_files.items()}
         self._session = client_session(
             self.timeout, connect_timeout=min(10.0, self.timeout), ssl_ctx=ctx, limit=4
         )
+
+    def _auth_headers(self) -> dict[str, str]:
+        """Headers read from files now (each file costs one stat when unchanged)."""
+        out: dict[str, str] = {}
+        if self._token is not None:
+            out.update(self._token.header())
+        if self._password is not None:
+            password = self._password.value()
+            if self._basic is None or self._basic[0] != password:
+                from .secrets import register_secret
+
+                cred = base64.b64encode(f"{self.username}:{password}".encode()).decode("ascii")
+                register_secret(cred)  # the encoded form is as secret as the password
+                self._basic = (password, f"Basic {cred}")
+            out["Authorization"] = self._basic[1]
+        for name, secret in self._header_secrets.items():
+            out[name] = secret.value()
+        return out
 
     async def close(self) -> None:
         await super().close()
@@ -777,19 +878,36 @@ class _HTTPSink(Sink):
     async def _post(
         self, url: str, body: bytes, content_type: str, extra: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], bytes]:
-        if self._session is None:
-            await self.start()
-        headers = {"Content-Type": content_type, **self.headers, **(extra or {})}
-        if self._token is not None:
+        if self._session is not None and self.client_cert_file:
             try:
-                headers.update(self._token.header())
+                renewed = self._cert_signature() != self._cert_sig
             except OSError as exc:
                 raise Retry(
-                    f"cannot read bearer token file: {exc.strerror or exc}", kind="token"
+                    f"cannot read client certificate: {exc.strerror or exc}", kind="token"
                 ) from None
+            if renewed:  # a rotated certificate: the next connections present it
+                await self._session.close()
+                self._session = None
+        if self._session is None:
+            try:
+                await self.start()
+            except (OSError, ssl.SSLError) as exc:
+                raise Retry(
+                    f"cannot load client certificate: {_describe(exc)}", kind="token"
+                ) from None
+        headers = {"Content-Type": content_type, **self.headers, **(extra or {})}
+        try:
+            headers.update(self._auth_headers())
+        except OSError as exc:
+            raise Retry(
+                f"cannot read credential file {exc.filename}: {exc.strerror or exc}", kind="token"
+            ) from None
         if self.compress == "gzip":
             body = gzip.compress(body, compresslevel=1)
             headers["Content-Encoding"] = "gzip"
+        elif self._zstd is not None:
+            body = self._zstd.compress(body)
+            headers["Content-Encoding"] = "zstd"
         async with self._session.post(url, data=body, headers=headers) as resp:
             data = await resp.read()
             return resp.status, dict(resp.headers), data
@@ -839,7 +957,38 @@ def _parse_time_ns(value: Any, cache: dict[str, int]) -> int:
     return ns
 
 
-_STANDARD = frozenset({"time", "message", "file", "labels", "truncated"})
+#: Record fields that are not the app's: a record with only these is a plain line.
+_STANDARD = frozenset(
+    {"time", "message", "file", "labels", "truncated", "pod_labels", "pod_annotations"}
+)
+#: Left out of a record sent as JSON (Loki's line): they are the stream's labels.
+_NOT_IN_LINE = ("time", "labels", "pod_labels", "pod_annotations")
+#: Default of `--loki-max-streams`: distinct label sets before labels from
+#: fields are refused (Loki's own default per-tenant limit is 5,000 streams).
+LOKI_MAX_STREAMS = 1000
+_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def record_field(rec: dict[str, Any], key: str) -> Any:
+    """A record's field by name; `a.b` also reaches into objects (`labels.app`)."""
+    if key in rec:
+        return rec[key]
+    cur: Any = rec
+    for part in key.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def loki_label_name(key: str) -> str:
+    """The Loki label a field becomes: its last dotted part, in label characters."""
+    name = _LABEL_CHARS.sub("_", key.rsplit(".", 1)[-1])
+    return name if name and not name[0].isdigit() else "_" + name
+
+
+def _scalar(value: Any) -> str:
+    return value if isinstance(value, str) else _dumps(value)
 
 
 @register_sink
@@ -847,8 +996,17 @@ class LokiSink(_HTTPSink):
     """The Loki push API: JSON streams, one per label set, nanosecond timestamps as strings.
 
     Stream labels are the record's `labels` plus `filename` (the record's
-    `file`). The log line is the record's `message`; a record with other
-    fields too (parsed JSON) is sent as JSON without its time and labels.
+    `file`) plus the fields named by `label_keys`. The log line is the record's
+    `message`; a record with other fields too (parsed JSON) is sent as JSON
+    without its time and labels. Fields named by `metadata_keys` go with each
+    entry as structured metadata (`[ts, line, {name: value}]`), where a
+    high-cardinality value (a trace id, a user id) belongs.
+
+    Labels from fields are bounded: once `max_streams` distinct label sets
+    were sent, a record that would open a new one is sent without its field
+    labels (their values become structured metadata instead), counted as a
+    `loki_label_overflow` event and logged: a runaway label (a request id in
+    `--loki-label-keys`) cannot make Loki refuse every push.
     """
 
     schemes = ("loki+http", "loki+https")
@@ -857,13 +1015,51 @@ class LokiSink(_HTTPSink):
     def _configure_target(self, options: dict[str, Any]) -> None:
         self.tenant: str | None = options.pop("tenant", None) or None
         self.static_labels: dict[str, str] = dict(options.pop("labels", None) or {})
+        self.label_keys: list[str] = list(options.pop("label_keys", None) or [])
+        self.metadata_keys: list[str] = list(options.pop("metadata_keys", None) or [])
+        self.max_streams = int(options.pop("max_streams", LOKI_MAX_STREAMS))
+        if self.max_streams <= 0:
+            raise UsageError("--loki-max-streams: must be positive")
+        self._streams_seen: set[tuple[tuple[str, str], ...]] = set()
+        self.label_overflow = 0
         parts = urlsplit(self.target)
         path = parts.path if parts.path not in ("", "/") else "/loki/api/v1/push"
         self.target = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
         self._tcache: dict[str, int] = {}
 
+    def _dynamic(self, rec: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+        """(labels, structured metadata) from the record's chosen fields."""
+        labels: dict[str, str] = {}
+        for key in self.label_keys:
+            v = record_field(rec, key)
+            if v is not None:
+                labels[loki_label_name(key)] = _scalar(v)
+        meta: dict[str, str] = {}
+        for key in self.metadata_keys:
+            v = record_field(rec, key)
+            if v is not None:
+                meta[loki_label_name(key)] = _scalar(v)
+        if labels:
+            seen = tuple(sorted(labels.items()))
+            if seen not in self._streams_seen:
+                if len(self._streams_seen) >= self.max_streams:
+                    self.label_overflow += 1
+                    self._event("loki_label_overflow", 1, "max_streams")
+                    self._ratelimit.log(
+                        "loki-overflow",
+                        logging.ERROR,
+                        "too many Loki streams; sending records without their field labels",
+                        sink=self.safe_url,
+                        max_streams=self.max_streams,
+                        labels=sorted(labels),
+                    )
+                    return {}, {**labels, **meta}
+                self._streams_seen.add(seen)
+        return labels, meta
+
     def encode(self, batch: Batch) -> bytes:
-        streams: dict[tuple[tuple[str, str], ...], list[list[str]]] = {}
+        streams: dict[tuple[tuple[str, str], ...], list[list[Any]]] = {}
+        dynamic = bool(self.label_keys or self.metadata_keys)
         for rec in batch.records():
             labels = {**self.static_labels}
             lab = rec.get("labels")
@@ -871,14 +1067,18 @@ class LokiSink(_HTTPSink):
                 labels.update({str(k): str(v) for k, v in lab.items()})
             if "file" in rec:
                 labels["filename"] = str(rec["file"])
+            meta: dict[str, str] = {}
+            if dynamic:
+                extra, meta = self._dynamic(rec)
+                labels.update(extra)
             key = tuple(sorted(labels.items()))
             ts = _parse_time_ns(rec.get("time"), self._tcache)
             msg = rec.get("message")
             if isinstance(msg, str) and rec.keys() <= _STANDARD:
                 line = msg
             else:
-                line = _dumps({k: v for k, v in rec.items() if k not in ("time", "labels")})
-            streams.setdefault(key, []).append([str(ts), line])
+                line = _dumps({k: v for k, v in rec.items() if k not in _NOT_IN_LINE})
+            streams.setdefault(key, []).append([str(ts), line, meta] if meta else [str(ts), line])
         if len(self._tcache) > 10000:
             self._tcache.clear()
         payload = {"streams": [{"stream": dict(k), "values": v} for k, v in streams.items()]}
@@ -890,6 +1090,75 @@ class LokiSink(_HTTPSink):
             self.target, self._body(batch), self.content_type, extra
         )
         return self._whole(batch, status, headers, body)
+
+    def status(self) -> dict[str, Any]:
+        out = super().status()
+        if self.label_keys:
+            out.update(streams=len(self._streams_seen), label_overflow=self.label_overflow)
+        return out
+
+
+@register_sink
+class OTLPSink(_HTTPSink):
+    """OTLP/HTTP logs: an ExportLogsServiceRequest, protobuf (default) or JSON.
+
+    Each record is a LogRecord (`podkit.sinks_otlp` builds them with the
+    official `opentelemetry-proto` messages, imported only when such a sink is
+    configured); `resource` holds the resource attributes (the pod's identity).
+    A 200 with `partial_success.rejected_log_records` is logged, not retried:
+    the collector has said it will never take those.
+    """
+
+    schemes = ("otlp+http", "otlp+https")
+
+    def _configure_target(self, options: dict[str, Any]) -> None:
+        self.format = options.pop("otlp_format", None) or "protobuf"
+        if self.format not in OTLP_FORMATS:
+            raise UsageError(f"--otlp-format: {self.format!r} is not one of protobuf, json")
+        self.resource: dict[str, str] = dict(options.pop("resource", None) or {})
+        try:
+            from . import sinks_otlp
+        except ImportError as exc:
+            raise UsageError(
+                f"--sink {self.safe_url}: OTLP needs the opentelemetry-proto package "
+                f"(pip install 'podkit[logship]'): {exc}"
+            ) from None
+        self._otlp = sinks_otlp
+        self.content_type = (
+            "application/json" if self.format == "json" else "application/x-protobuf"
+        )
+        parts = urlsplit(self.target)
+        path = parts.path if parts.path not in ("", "/") else "/v1/logs"
+        self.target = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+        self._tcache: dict[str, int] = {}
+
+    def encode(self, batch: Batch) -> bytes:
+        records = batch.records()
+        times = [_parse_time_ns(r.get("time"), self._tcache) for r in records]
+        if len(self._tcache) > 10000:
+            self._tcache.clear()
+        body: bytes = self._otlp.encode(records, times, self.resource, self.format)
+        return body
+
+    async def _attempt(self, batch: Batch) -> Outcome:
+        status, headers, body = await self._post(self.target, self._body(batch), self.content_type)
+        if 200 <= status < 300:
+            rejected, why = self._otlp.partial_success(body, self.format)
+            if rejected:
+                self._ratelimit.log(
+                    "otlp-partial",
+                    logging.WARNING,
+                    "collector rejected some log records",
+                    sink=self.safe_url,
+                    rejected=rejected,
+                    error=why[:300],
+                )
+            return Outcome()
+        return self._whole(batch, status, headers, body)
+
+
+#: Values of `--otlp-format`.
+OTLP_FORMATS = ("protobuf", "json")
 
 
 @register_sink

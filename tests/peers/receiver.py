@@ -6,6 +6,10 @@ It speaks three wire formats:
   network to fetch one). It checks the documented JSON push shape
   (`{"streams": [{"stream": {label: value}, "values": [["<ns>", "<line>"]]}]}`,
   Content-Type application/json, optional gzip) and answers 204 as Loki does;
+- `POST /v1/logs`: an OTLP/HTTP logs receiver. It decodes the body with the
+  official `opentelemetry-proto` messages (protobuf for
+  application/x-protobuf, the OTLP/JSON mapping for application/json) and
+  keeps every LogRecord with its resource attributes (`otlp`);
 - `POST /<index>/_bulk`: a FAKE Elasticsearch (same reason). It checks the
   documented bulk NDJSON (action line, then document line; final newline)
   and answers the documented response shape
@@ -40,7 +44,9 @@ class Receiver:
         self.ssl_ctx = ssl_ctx
         self.lock = threading.Lock()
         self.records: list[dict[str, Any]] = []  # every NDJSON record accepted
-        self.loki: list[dict[str, Any]] = []  # {"labels", "ts", "line"} per Loki entry
+        self.loki: list[dict[str, Any]] = []  # {"labels", "ts", "line", "meta"} per Loki entry
+        self.otlp: list[dict[str, Any]] = []  # one per LogRecord, see _otlp
+        self.all_headers: list[dict[str, str]] = []  # of every request that was not injected
         self.es_docs: list[dict[str, Any]] = []  # documents the fake ES stored
         self.es_ids: set[str] = set()  # `_id`s given in create actions and stored
         self.es_conflicts = 0  # creates refused 409 because the `_id` was stored already
@@ -105,9 +111,14 @@ class Receiver:
     async def _start(self) -> None:
         app = web.Application(client_max_size=1024**3)
         app.router.add_post("/loki/api/v1/push", self._loki)
+        app.router.add_post("/v1/logs", self._otlp)
         app.router.add_post("/{index}/_bulk", self._bulk)
         app.router.add_route("POST", "/{tail:.*}", self._ndjson)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # Bodies are inflated in _body (gzip and zstd: aiohttp's own zstd support
+        # needs a package this machine need not have).
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, auto_decompress=False
+        )
         await self._runner.setup()
         await self._start_site()
 
@@ -134,6 +145,14 @@ class Receiver:
         raw = await request.read()
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
+        if raw[:4] == b"\x28\xb5\x2f\xfd":  # zstd frame (if aiohttp did not inflate it)
+            import zstandard
+
+            raw = zstandard.ZstdDecompressor().decompressobj().decompress(raw)
+        elif request.headers.get("Content-Encoding") not in (None, "gzip"):
+            raise web.HTTPBadRequest(text="unknown Content-Encoding")
+        with self.lock:
+            self.all_headers.append(dict(request.headers))
         return raw
 
     def _injected(self) -> web.Response | None:
@@ -186,15 +205,70 @@ class Receiver:
                 assert isinstance(labels, dict) and labels
                 assert all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())
                 for value in stream["values"]:
+                    # [ts, line] or [ts, line, {structured metadata}] (push API v1).
+                    assert len(value) in (2, 3), value
                     ts, line = value[0], value[1]
                     assert isinstance(ts, str) and ts.isdigit() and len(ts) >= 19, ts
                     assert isinstance(line, str)
-                    entries.append({"labels": labels, "ts": int(ts), "line": line})
+                    meta = value[2] if len(value) == 3 else {}
+                    assert isinstance(meta, dict) and (meta or len(value) == 2), value
+                    assert all(isinstance(v, str) for v in meta.values()), meta
+                    entries.append({"labels": labels, "ts": int(ts), "line": line, "meta": meta})
         except (ValueError, KeyError, TypeError, IndexError, AssertionError) as exc:
             return self._violation(f"loki push shape: {exc!r}")
         with self.lock:
             self.loki.extend(entries)
         return web.Response(status=204)
+
+    async def _otlp(self, request: web.Request) -> web.Response:
+        from google.protobuf import json_format
+        from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+            ExportLogsServiceRequest,
+            ExportLogsServiceResponse,
+        )
+
+        injected = self._injected()
+        body = await self._body(request)
+        if injected is not None:
+            return injected
+        self.last_headers = dict(request.headers)
+        req = ExportLogsServiceRequest()
+        try:
+            if request.content_type == "application/x-protobuf":
+                req.ParseFromString(body)
+            elif request.content_type == "application/json":
+                json_format.Parse(body, req)
+            else:
+                return self._violation(f"otlp content type {request.content_type}")
+        except Exception as exc:
+            return self._violation(f"otlp body: {exc!r}")
+        got = []
+        for rl in req.resource_logs:
+            resource = {kv.key: _any(kv.value) for kv in rl.resource.attributes}
+            for sl in rl.scope_logs:
+                for lr in sl.log_records:
+                    got.append(
+                        {
+                            "resource": resource,
+                            "scope": sl.scope.name,
+                            "time": lr.time_unix_nano,
+                            "observed": lr.observed_time_unix_nano,
+                            "severity_number": int(lr.severity_number),
+                            "severity_text": lr.severity_text,
+                            "body": _any(lr.body),
+                            "attributes": {kv.key: _any(kv.value) for kv in lr.attributes},
+                        }
+                    )
+        with self.lock:
+            self.otlp.extend(got)
+        resp = ExportLogsServiceResponse()
+        if request.content_type == "application/json":
+            return web.Response(
+                status=200, text=json_format.MessageToJson(resp), content_type="application/json"
+            )
+        return web.Response(
+            status=200, body=resp.SerializeToString(), content_type="application/x-protobuf"
+        )
 
     async def _bulk(self, request: web.Request) -> web.Response:
         injected = self._injected()
@@ -246,6 +320,18 @@ class Receiver:
                         self.es_docs.append(doc)  # a conflict means it is already stored
             items.append({"create": item})
         return web.json_response({"took": 3, "errors": errors, "items": items})
+
+
+def _any(v: Any) -> Any:
+    """An OTLP AnyValue as Python."""
+    kind = v.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "kvlist_value":
+        return {kv.key: _any(kv.value) for kv in v.kvlist_value.values}
+    if kind == "array_value":
+        return [_any(x) for x in v.array_value.values]
+    return getattr(v, kind)
 
 
 @pytest.fixture

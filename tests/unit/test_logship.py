@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from podkit.sidecars.logship import LogShip
 
+from podkit.options import UsageError
 from podkit.runner import configure
 from podkit.tailer import Chunk
 
@@ -21,6 +23,13 @@ TRICKY = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _no_downward_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The machine running the tests may itself be a pod (CONTAINER_NAME set).
+    for var in ("POD_NAME", "POD_NAMESPACE", "NODE_NAME", "CONTAINER_NAME"):
+        monkeypatch.delenv(var, raising=False)
+
+
 def program(*args: str) -> LogShip:
     p = configure(LogShip, ["--path", "/x/*.log", "--sink", "stdout://", *args], env={})
     assert isinstance(p, LogShip)
@@ -31,15 +40,19 @@ def chunk(texts: list[str], truncated: frozenset[int] = frozenset()) -> Chunk:
     return Chunk(None, '/logs/a "b".log', list(texts), truncated, 1_795_672_800_123_456_789, 0, 0)
 
 
-def decode(parts: list[str]) -> list[dict[str, object]]:
-    text = "".join(parts)
+def encode(p: LogShip, c: Chunk) -> bytes:
+    return p.record_shape().encode(c.texts, c.truncated, c.path, c.read_time_ns)
+
+
+def decode(data: bytes) -> list[dict[str, object]]:
+    text = data.decode()
     assert text.endswith("\n")
     return [json.loads(line) for line in text.split("\n")[:-1]]
 
 
 def test_fast_path_records_are_valid_json_line_by_line() -> None:
     p = program("--label", "app=web")
-    recs = decode(p._record_parts(chunk(TRICKY, frozenset({2})), 0, len(TRICKY)))
+    recs = decode(encode(p, chunk(TRICKY, frozenset({2}))))
     assert [r["message"] for r in recs] == TRICKY
     assert recs[0] == {
         "time": "2026-11-26T06:00:00.123456789Z",
@@ -50,14 +63,25 @@ def test_fast_path_records_are_valid_json_line_by_line() -> None:
     assert [r.get("truncated", False) for r in recs] == [i == 2 for i in range(len(TRICKY))]
 
 
-def test_slices_of_a_chunk_keep_their_truncated_marks() -> None:
-    p = program()
-    c = chunk(["a", "b", "c", "d"], frozenset({0, 3}))
-    first = decode(p._record_parts(c, 0, 2))
-    second = decode(p._record_parts(c, 2, 4))
-    assert [(r["message"], r.get("truncated")) for r in first + second] == [
+def test_dropped_lines_leave_the_truncated_marks_on_the_right_records() -> None:
+    from podkit.sidecars.logship.process import Processor
+    from podkit.sidecars.logship.route import Limits, Route
+
+    p = program("--drop", "^b$")
+    route = Route(
+        "x",
+        None,  # type: ignore[arg-type]  # no sink or tailer: only encode_chunk is used
+        None,  # type: ignore[arg-type]
+        p.record_shape(),
+        Processor(drop=["^b$"]),
+        Limits(10, 1000, 1.0),
+        lambda *a: None,
+    )
+    route.sink = type("S", (), {"wants_ids": False})()  # type: ignore[assignment]
+    data, _, truncated = route.encode_chunk(chunk(["a", "b", "c", "d"], frozenset({0, 3})))
+    assert truncated == [0, 2]
+    assert [(r["message"], r.get("truncated")) for r in decode(data)] == [
         ("a", True),
-        ("b", None),
         ("c", None),
         ("d", True),
     ]
@@ -66,7 +90,7 @@ def test_slices_of_a_chunk_keep_their_truncated_marks() -> None:
 def test_parse_json_merges_objects_and_keeps_podkit_fields() -> None:
     p = program("--parse", "json")
     lines = ['{"level":"info","time":"app-time","n":1}', "not json", "[1,2]", '{"broken"']
-    recs = decode(p._record_parts(chunk(lines, frozenset({1})), 0, 4))
+    recs = decode(encode(p, chunk(lines, frozenset({1}))))
     assert recs[0]["level"] == "info" and recs[0]["n"] == 1 and "message" not in recs[0]
     assert recs[0]["app_time"] == "app-time" and recs[0]["time"].startswith("2026-")
     assert recs[1] == {**recs[1], "message": "not json", "truncated": True}
@@ -79,3 +103,50 @@ def test_downward_api_labels(monkeypatch: pytest.MonkeyPatch, env: dict[str, str
         monkeypatch.setenv(k, v)
     p = program("--label", "pod=overridden")
     assert p.labels == {"pod": "overridden", "namespace": "ns", "node": "n"}
+
+
+def test_sinks_from_the_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "path: ['/x/*.log']\n"
+        "loki-label-keys: [level]\n"
+        "sinks:\n"
+        "  - http://a/x\n"
+        "  - {name: errs, url: 'loki+http://l:3100', match: {level: error}, loki_tenant: t}\n"
+        "  - {url: 'http://b/y', path: ['/y/*.log'], compress: gzip, request-timeout: 5s}\n"
+    )
+    args = ["--config", str(cfg), "--state-dir", str(tmp_path / "s"), "--sink", "stdout://"]
+    p = configure(LogShip, args, env={})
+    assert isinstance(p, LogShip)
+    specs = {s["name"]: s for s in p._specs}
+    assert list(specs) == ["stdout", "http", "errs", "http-4"]
+    assert specs["stdout"]["state_dir"] == str(tmp_path / "s")  # where a single sink keeps it
+    assert specs["errs"]["state_dir"] == str(tmp_path / "s" / "sinks" / "errs")
+    assert specs["errs"]["options"]["tenant"] == "t"
+    assert specs["errs"]["options"]["label_keys"] == ["level"]  # the flag's value
+    assert specs["errs"]["match"] == {"level": "error"}
+    assert specs["http-4"]["paths"] == ["/y/*.log"] and specs["http"]["paths"] == ["/x/*.log"]
+    assert specs["http-4"]["options"]["compress"] == "gzip"
+    assert specs["http-4"]["options"]["timeout"] == 5.0
+    assert specs["http"]["options"]["dead_letter"] == str(
+        tmp_path / "s" / "sinks" / "http" / "dead-letter.ndjson"
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "error"),
+    [
+        ("{url: 'stdout://', compress: gzip}", "sinks: stdout: compress does not fit"),
+        ("{url: 'http://a/x', colour: red}", "sinks[0]: unknown key(s) colour"),
+        ("{name: 'a b', url: 'http://a/x'}", "sink name 'a b'"),
+        ("{url: 'http://a/x', username: u}", "sinks: http: --username and --password-file"),
+        ("{name: x}", "sinks[0]: expected a mapping with a url"),
+        ("{url: 'http://a/x', compress: lz4}", "sinks: http: compress: 'lz4' is not one of"),
+    ],
+)
+def test_bad_sinks_entries_name_the_entry(tmp_path: Path, entry: str, error: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"path: ['/x/*.log']\nsinks:\n  - {entry}\n")
+    with pytest.raises(UsageError) as exc:
+        configure(LogShip, ["--config", str(cfg)], env={})
+    assert error in str(exc.value)

@@ -1,0 +1,725 @@
+"""logship: tail log files in a shared volume and ship every line, at least once.
+
+The file machinery (discovery, identity, checkpoints, rotation) is
+`podkit.tailer`; delivery and its retry policy are `podkit.sinks`. This module
+holds what makes logship logship: its options, the sinks it ships to (each a
+`route.Route`: its own tailer, checkpoint, batches and metrics), the pod's
+identity added to records, and the drain on SIGTERM.
+
+Several sinks (`--sink` repeated, or `sinks:` in the config file) each get
+their own tailer reading the same files: a sink that is down holds back only
+its own read position (the files are the buffer), never the others. The
+first sink keeps `STATE_DIR/checkpoints.json` (and the dead-letter file), so
+a single-sink deployment's checkpoint is unchanged; each further sink keeps
+its own under `STATE_DIR/sinks/NAME/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from typing import Any
+
+from podkit import OptionGroup, Sidecar, UsageError, option
+from podkit.aio import wait_for
+from podkit.secrets import redact_url
+from podkit.sinks import (
+    COMPRESSIONS,
+    LOKI_MAX_STREAMS,
+    OTLP_FORMATS,
+    REFUSAL_REASONS,
+    RETRY_REASONS,
+    SPLIT_REASONS,
+    Sink,
+    SinkClosed,
+    open_sink,
+)
+from podkit.tailer import (
+    Tailer,
+    TailerConfig,
+    follow_symlinks_option,
+    register_metrics,
+    watch_log_volume,
+)
+
+from .podinfo import DEFAULT_DIR, PodInfo, read_podinfo
+from .process import Processor
+from .route import Limits, RecordShape, Route
+
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_SINK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+_HTTP_SCHEMES = (
+    "http",
+    "https",
+    "loki+http",
+    "loki+https",
+    "elasticsearch+http",
+    "elasticsearch+https",
+    "otlp+http",
+    "otlp+https",
+)
+_HTTP_FAMILIES = ("http", "loki", "elasticsearch", "otlp")
+#: Where refused records go without --dead-letter: never dropped silently.
+DEAD_LETTER_FILE = "dead-letter.ndjson"
+#: Per-sink options a `sinks:` entry may set (else the flag's value applies),
+#: with the kinds of sink they fit ("http": every HTTP-family sink).
+_SINK_KEYS: dict[str, str] = {
+    "header": "http",
+    "header_file": "http",
+    "bearer_token_file": "http",
+    "username": "http",
+    "password_file": "http",
+    "client_cert_file": "http",
+    "client_key_file": "http",
+    "compress": "http",
+    "ca_file": "http",
+    "insecure": "http",
+    "request_timeout": "http",
+    "tenant": "loki",
+    "loki_tenant": "loki",
+    "loki_label_keys": "loki",
+    "loki_metadata_keys": "loki",
+    "loki_max_streams": "loki",
+    "otlp_format": "otlp",
+    "dead_letter": "any",
+}
+_ROUTE_KEYS = ("name", "url", "path", "exclude", "match")
+
+
+def _keys(items: list[str]) -> list[str]:
+    """`a,b` and repeated flags alike: the field names, in order."""
+    return [k.strip() for item in items for k in item.split(",") if k.strip()]
+
+
+def _family(url: str) -> str:
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in _HTTP_SCHEMES:
+        return scheme
+    return scheme.split("+", 1)[0] if "+" in scheme else "http"
+
+
+class Destinations(OptionGroup):
+    """`--sink` (repeatable) and the config file's `sinks:`: at least one."""
+
+    sink: list[str] = option(
+        repeat=True,
+        kind="url",
+        metavar="URL",
+        help="where to ship records (repeatable: each sink gets every record)",
+    )
+    sinks: list[dict[str, Any]] | None = option(
+        None,
+        config_only=True,
+        help="list of sinks with their own name, path, exclude, match and options",
+    )
+
+    def check(self) -> None:
+        # Here, not in validate(): `podkit validate` checks manifests with it too.
+        if not self.sink and not self.sinks:
+            raise UsageError(
+                "--sink is required (or `sinks:` in the config file) [env PODKIT_SINK]"
+            )
+
+
+class LogShip(Sidecar):
+    """Tail log files in a shared volume and ship every line at least once.
+
+    Sinks by URL: stdout://, file:///path, http(s)://..., loki+http(s)://host:port,
+    elasticsearch+http(s)://host:port/INDEX, otlp+http(s)://host:port/v1/logs;
+    several with --sink repeated. Offsets are checkpointed, per sink, only
+    after the sink acknowledged every line before them.
+    """
+
+    name = "logship"
+    examples = """\
+podkit logship --path '/logs/*.log' --sink loki+http://loki:3100 --label app=web
+podkit logship --path '/logs/**/*.log' --sink elasticsearch+https://es:9200/logs --compress gzip
+podkit logship --path '/logs/*.log' --sink otlp+http://collector:4318/v1/logs --redact email
+podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship   # on a laptop
+"""
+    default_admin_addr = "127.0.0.1:9411"
+
+    path: list[str] = option(
+        repeat=True, required=True, metavar="GLOB", help="log files to follow (glob, repeatable)"
+    )
+    destinations: Destinations = Destinations.include()
+    exclude: list[str] = option(repeat=True, metavar="GLOB", help="files to leave out (repeatable)")
+    follow_symlinks: bool = follow_symlinks_option()
+    state_dir: str = option(
+        "/var/lib/podkit/logship", kind="path", help="directory for checkpoints.json"
+    )
+    read_from: str = option(
+        "head", choices=("head", "tail"), help="where to start files seen for the first time"
+    )
+    batch_max_lines: int = option(5000, min=1, help="most records in one batch")
+    batch_max_bytes: int = option(
+        "1MiB",
+        kind="size",
+        min=1,
+        help="largest request body (hard cap; a larger single record is sent alone)",
+    )
+    batch_max_wait: float = option(
+        "1s", kind="duration", help="longest a record waits for its batch"
+    )
+    max_line_bytes: int = option(
+        "256KiB", kind="size", min=1, help="longer lines are cut and marked truncated"
+    )
+    multiline_start: str | None = option(
+        None, metavar="REGEX", help="a line matching this starts a record; others continue it"
+    )
+    multiline_max_lines: int = option(500, min=1, help="most lines joined into one record")
+    multiline_timeout: float = option(
+        "3s", kind="duration", help="a record with no continuation for this long is complete"
+    )
+    partial_flush_timeout: float = option(
+        "5s", kind="duration", help="ship a last line without newline after this long"
+    )
+    retry_max_backoff: float = option(
+        "30s", kind="duration", help="longest wait between delivery attempts"
+    )
+    retry_after_max: float = option(
+        "5m", kind="duration", help="longest Retry-After honoured (a longer one is cut to this)"
+    )
+    buffer_max_bytes: int = option(
+        "16MiB",
+        kind="size",
+        min=1,
+        help="read but unacknowledged bytes at which reading pauses (per sink)",
+    )
+    dead_letter: str | None = option(
+        None,
+        kind="path",
+        help=f"NDJSON file for records the sink refused (default: STATE_DIR/{DEAD_LETTER_FILE})",
+    )
+    poll_interval: float = option(
+        "1s", kind="duration", help="how often to look for new, rotated and grown files"
+    )
+    checkpoint_interval: float = option(
+        "1s", kind="duration", help="most frequent checkpoint write"
+    )
+    stall_timeout: float = option(
+        "5m", kind="duration", help="/healthz fails when lag has not shrunk for this long"
+    )
+    parse: str = option(
+        "none", choices=("none", "json"), help="json: merge lines that are JSON objects as fields"
+    )
+    label: list[str] = option(repeat=True, metavar="K=V", help="label added to every record")
+    # Not kind="path": the directory is optional (`podkit validate` would ask
+    # every pod spec to mount a volume there).
+    podinfo_dir: str | None = option(
+        DEFAULT_DIR,
+        metavar="PATH",
+        help="Downward API volume with the pod's labels and annotations files (optional)",
+    )
+    # -- processing
+    drop: list[str] = option(repeat=True, metavar="REGEX", help="drop lines matching (repeatable)")
+    keep: list[str] = option(
+        repeat=True, metavar="REGEX", help="ship only lines matching one of these (repeatable)"
+    )
+    redact: list[str] = option(
+        repeat=True,
+        metavar="NAME=REGEX|NAME",
+        help="replace matches with *** (built-ins: bearer, aws-access-key, email, card)",
+    )
+    sample: list[str] = option(
+        repeat=True, metavar="[GLOB=]N", help="ship 1 line in N of each file (matching GLOB)"
+    )
+    # -- HTTP sinks
+    header: list[str] = option(
+        repeat=True, metavar="'NAME: VALUE'", help="HTTP header sent to the sink (repeatable)"
+    )
+    header_file: list[str] = option(
+        repeat=True,
+        metavar="NAME=FILE",
+        help="HTTP header whose value is read from FILE (API keys; re-read on change)",
+    )
+    bearer_token_file: str | None = option(
+        None, kind="path", help="file holding a bearer token for the sink (re-read on change)"
+    )
+    username: str | None = option(None, help="basic auth user (with --password-file)")
+    password_file: str | None = option(
+        None, kind="path", help="file holding the basic auth password (re-read on change)"
+    )
+    client_cert_file: str | None = option(
+        None, kind="path", help="client certificate (PEM) for https sinks (re-read on change)"
+    )
+    client_key_file: str | None = option(
+        None, kind="path", help="its private key (PEM), unless in --client-cert-file"
+    )
+    compress: str = option("none", choices=COMPRESSIONS, help="compress HTTP request bodies")
+    ca_file: str | None = option(None, kind="path", help="CA bundle to verify the sink's TLS")
+    insecure: bool = option(False, help="do not verify the sink's TLS certificate")
+    request_timeout: float = option("30s", kind="duration", help="timeout of one HTTP request")
+    # -- Loki
+    tenant: str | None = option(None, help="Loki tenant (X-Scope-OrgID); as --loki-tenant")
+    loki_tenant: str | None = option(None, help="Loki tenant, sent as X-Scope-OrgID")
+    loki_label_keys: list[str] = option(
+        repeat=True, metavar="KEY[,KEY]", help="record fields that become Loki stream labels"
+    )
+    loki_metadata_keys: list[str] = option(
+        repeat=True, metavar="KEY[,KEY]", help="record fields sent as Loki structured metadata"
+    )
+    loki_max_streams: int = option(
+        LOKI_MAX_STREAMS,
+        min=1,
+        help="label sets from --loki-label-keys before new ones are refused (counted)",
+    )
+    # -- OTLP
+    otlp_format: str = option(
+        "protobuf", choices=OTLP_FORMATS, help="OTLP/HTTP body: protobuf or json"
+    )
+
+    # -- configuration -----------------------------------------------------------
+
+    def validate(self) -> None:
+        self.pod: PodInfo = read_podinfo(self.podinfo_dir)
+        self.labels: dict[str, str] = dict(self.pod.names)
+        for item in self.label:
+            k, sep, v = item.partition("=")
+            k = k.strip()
+            if not sep or not _LABEL_NAME.match(k):
+                raise UsageError(f"--label: expected NAME=VALUE with a label name, got {item!r}")
+            self.labels[k] = v
+        if self.multiline_start:
+            try:
+                re.compile(self.multiline_start)
+            except re.error as exc:
+                raise UsageError(f"--multiline-start: invalid regex: {exc}") from None
+        if self.buffer_max_bytes < self.max_line_bytes:
+            raise UsageError("--buffer-max-bytes: must be at least --max-line-bytes")
+        self._specs = self._sink_specs()
+        for i, spec in enumerate(self._specs):
+            spec["processor"] = self._processor(spec)
+            try:
+                open_sink(spec["url"], **spec["options"])  # raises UsageError for a bad URL
+            except UsageError as exc:
+                if i < len(self.destinations.sink):
+                    raise
+                raise UsageError(f"sinks: {spec['name']}: {exc}") from None
+
+    def _sink_specs(self) -> list[dict[str, Any]]:
+        """Every sink: its name, URL, paths, match and sink options, checked."""
+        entries: list[dict[str, Any]] = [{"url": u} for u in self.destinations.sink]
+        for i, raw in enumerate(self.destinations.sinks or []):
+            if isinstance(raw, str):
+                raw = {"url": raw}
+            if not isinstance(raw, dict) or not isinstance(raw.get("url"), str):
+                raise UsageError(f"sinks[{i}]: expected a mapping with a url")
+            entry = {str(k).replace("-", "_"): v for k, v in raw.items()}
+            unknown = set(entry) - set(_SINK_KEYS) - set(_ROUTE_KEYS)
+            if unknown:
+                raise UsageError(f"sinks[{i}]: unknown key(s) {', '.join(sorted(unknown))}")
+            entries.append(entry)
+        names: set[str] = set()
+        flags = {opt.name: opt for opt in type(self).options()}
+        specs = []
+        for i, entry in enumerate(entries):
+            url = entry["url"]
+            family = _family(url)
+            name = str(entry.get("name") or family.replace("elasticsearch", "es"))
+            if "name" not in entry and name in names:
+                name = f"{name}-{i + 1}"
+            if not _SINK_NAME.match(name) or name in names:
+                raise UsageError(f"sink name {name!r}: expected a unique [a-zA-Z0-9_.-] name")
+            names.add(name)
+            for key, fits in _SINK_KEYS.items():
+                if key not in entry:
+                    continue
+                ok = fits in ("any", family) or (fits == "http" and family in _HTTP_FAMILIES)
+                if not ok:
+                    raise UsageError(f"sinks: {name}: {key} does not fit {redact_url(url)}")
+                # Read as the flag's value is ("10s", "true", a list or one item).
+                entry[key] = flags[key].convert(entry[key], f"sinks: {name}: {key}")
+            match = entry.get("match") or {}
+            if not isinstance(match, dict):
+                raise UsageError(f"sinks: {name}: match: expected a mapping of field: REGEX")
+            paths = entry.get("path")
+            state_dir = self.state_dir if i == 0 else os.path.join(self.state_dir, "sinks", name)
+            specs.append(
+                {
+                    "name": name,
+                    "url": url,
+                    "family": family,
+                    "paths": [paths] if isinstance(paths, str) else list(paths or self.path),
+                    "exclude": list(self.exclude) + list(entry.get("exclude") or []),
+                    "match": {str(k): str(v) for k, v in match.items()},
+                    "state_dir": state_dir,
+                    "options": self._sink_options(family, entry, state_dir, i),
+                }
+            )
+        self._check_flags_fit({s["family"] for s in specs})
+        return specs
+
+    def _sink_options(
+        self, family: str, entry: dict[str, Any], state_dir: str, index: int
+    ) -> dict[str, Any]:
+        def get(key: str) -> Any:
+            return entry[key] if key in entry else getattr(self, key)
+
+        # --dead-letter names the first sink's file; each sink has its own.
+        dead = entry.get("dead_letter") or (self.dead_letter if index == 0 else None)
+        opts: dict[str, Any] = {
+            "dead_letter": dead or os.path.join(state_dir, DEAD_LETTER_FILE),
+            "retry_max_backoff": self.retry_max_backoff,
+            "retry_after_max": self.retry_after_max,
+            "max_body_bytes": self.batch_max_bytes,
+        }
+        if family not in _HTTP_FAMILIES:
+            return opts
+        opts.update(
+            headers=list(get("header") or []),
+            header_files=list(get("header_file") or []),
+            bearer_token_file=get("bearer_token_file"),
+            username=get("username"),
+            password_file=get("password_file"),
+            client_cert_file=get("client_cert_file"),
+            client_key_file=get("client_key_file"),
+            compress=get("compress"),
+            ca_file=get("ca_file"),
+            insecure=bool(get("insecure")),
+            timeout=float(get("request_timeout")),
+        )
+        if family == "loki":
+            tenant = get("loki_tenant") or get("tenant")
+            if tenant:
+                opts["tenant"] = tenant
+            opts.update(
+                label_keys=_keys(list(get("loki_label_keys") or [])),
+                metadata_keys=_keys(list(get("loki_metadata_keys") or [])),
+                max_streams=int(get("loki_max_streams")),
+            )
+        elif family == "otlp":
+            opts.update(otlp_format=get("otlp_format"), resource=self.pod.resource())
+        return opts
+
+    def _check_flags_fit(self, families: set[str]) -> None:
+        """A flag that fits none of the sinks is a mistake: exit 2 naming it."""
+        http_flags = (
+            ("--header", bool(self.header)),
+            ("--header-file", bool(self.header_file)),
+            ("--bearer-token-file", bool(self.bearer_token_file)),
+            ("--username", bool(self.username)),
+            ("--password-file", bool(self.password_file)),
+            ("--client-cert-file", bool(self.client_cert_file)),
+            ("--compress", self.compress != "none"),
+            ("--ca-file", bool(self.ca_file)),
+            ("--insecure", self.insecure),
+        )
+        for flag, set_ in http_flags:
+            if set_ and not families & set(_HTTP_FAMILIES):
+                raise UsageError(f"{flag}: only for http(s), loki+, elasticsearch+ and otlp+ sinks")
+        loki_flags = (
+            ("--tenant", bool(self.tenant)),
+            ("--loki-tenant", bool(self.loki_tenant)),
+            ("--loki-label-keys", bool(self.loki_label_keys)),
+            ("--loki-metadata-keys", bool(self.loki_metadata_keys)),
+        )
+        for flag, set_ in loki_flags:
+            if set_ and "loki" not in families:
+                raise UsageError(f"{flag}: only for loki+http(s) sinks")
+
+    def _processor(self, spec: dict[str, Any]) -> Processor:
+        return Processor(
+            drop=self.drop,
+            keep=self.keep,
+            redact=self.redact,
+            sample=self.sample,
+            match=spec["match"],
+            parse_json=self.parse == "json",
+            labels=self.labels,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def _declare_metrics(self) -> None:
+        m = self.metrics
+        by_sink = ["sink"]
+        self.m_lines = m.counter("lines_total", "Lines delivered to the sink.", by_sink)
+        self.m_bytes = m.counter("bytes_total", "Bytes of log file delivered to the sink.", by_sink)
+        self.m_batches = m.counter(
+            "batches_total", "Delivery attempts of batches, by result.", ["sink", "result"]
+        )
+        self.m_retries = m.counter(
+            "retries_total",
+            "Delivery attempts that will be retried, by reason.",
+            ["sink", "reason"],
+        )
+        self.m_dead = m.counter(
+            "dead_letter_lines_total",
+            "Lines the sink refused, written to the dead-letter file, by reason.",
+            ["sink", "reason"],
+        )
+        self.m_splits = m.counter(
+            "batch_splits_total",
+            "Batches split in halves: over --batch-max-bytes, or refused 400/413/422.",
+            ["sink", "reason"],
+        )
+        self.m_truncated = m.counter(
+            "truncated_lines_total", "Lines cut at --max-line-bytes.", by_sink
+        )
+        self.m_processed = m.counter(
+            "processed_lines_total",
+            "Lines dropped before batching (drop, keep, route, sample) and "
+            "replacements made (redact:NAME).",
+            ["sink", "action"],
+        )
+        self.m_overflow = m.counter(
+            "loki_label_overflow_total",
+            "Records sent without their --loki-label-keys labels: --loki-max-streams reached.",
+            by_sink,
+        )
+        self.m_files = m.gauge("files_watched", "Files currently followed.")
+        self.m_lag = m.gauge(
+            "lag_bytes",
+            "Bytes written to followed files but not yet acknowledged by the sink.",
+            by_sink,
+        )
+        self.m_last_ack = m.gauge(
+            "last_ack_timestamp_seconds",
+            "When the sink last acknowledged a batch (Unix time).",
+            by_sink,
+        )
+
+    def _route_metrics(self, name: str, route_of: dict[str, Route]) -> None:
+        """Every series of sink `name` exists from the start (at 0)."""
+        for r in ("ok", "retry", "dead_letter"):
+            self.m_batches.labels(name, r)
+        for metric, reasons in (
+            (self.m_retries, RETRY_REASONS),
+            (self.m_dead, REFUSAL_REASONS),
+            (self.m_splits, SPLIT_REASONS),
+        ):
+            for reason in reasons:
+                metric.labels(name, reason)
+        for c in (self.m_lines, self.m_bytes, self.m_truncated):
+            c.labels(name)
+        self.m_lag.labels(name).set_function(
+            lambda: route_of[name].tailer.lag_bytes if name in route_of else 0
+        )
+        self.m_last_ack.labels(name).set_function(
+            lambda: route_of[name].last_ack if name in route_of else 0
+        )
+
+    async def setup(self) -> None:
+        self._declare_metrics()
+        self.pipelines: list[Route] = []
+        route_of: dict[str, Route] = {}
+        register_metrics(self.metrics, lambda: self.pipelines[0].tailer if self.pipelines else None)
+        self.m_files.set_function(
+            lambda: self.pipelines[0].tailer.files_watched if self.pipelines else 0
+        )
+        for spec in self._specs:
+            self._ensure_dir(spec["state_dir"])
+            self._route_metrics(spec["name"], route_of)
+            route = self._route(spec)
+            route_of[spec["name"]] = route
+            self.pipelines.append(route)
+            self.health_check(f"sink:{spec['name']}", self._stall_check(route))
+        for route in self.pipelines:
+            await route.sink.start()
+
+    def _ensure_dir(self, path: str) -> None:
+        try:
+            os.makedirs(path, exist_ok=True)
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise PermissionError(13, "not writable")
+        except OSError as exc:
+            # Checkpoints are the delivery guarantee: without them every restart
+            # resends everything. A configuration error (read-only root, wrong
+            # volume), so one line and exit 2 rather than a traceback.
+            raise UsageError(f"--state-dir {path}: {exc.strerror or exc}") from None
+
+    def _route(self, spec: dict[str, Any]) -> Route:
+        name = spec["name"]
+        sink = open_sink(spec["url"], **spec["options"])
+        sink.on_event = self._sink_events(name, sink)
+        cfg = TailerConfig(
+            paths=spec["paths"],
+            exclude=spec["exclude"],
+            state_dir=spec["state_dir"],
+            read_from=self.read_from,
+            max_line_bytes=self.max_line_bytes,
+            partial_flush_timeout=self.partial_flush_timeout,
+            poll_interval=self.poll_interval,
+            checkpoint_interval=self.checkpoint_interval,
+            multiline_start=self.multiline_start,
+            multiline_max_lines=self.multiline_max_lines,
+            multiline_timeout=self.multiline_timeout,
+            max_buffer_bytes=self.buffer_max_bytes,
+            max_chunk_lines=self.batch_max_lines,
+            # A chunk's records should fit one batch (encoding adds ~120 bytes a line).
+            chunk_bytes=max(64 * 1024, min(1024 * 1024, self.batch_max_bytes // 2)),
+            identify=sink.wants_ids,
+            follow_symlinks=self.follow_symlinks,
+        )
+        shape = self.record_shape()
+        limits = Limits(self.batch_max_lines, self.batch_max_bytes, self.batch_max_wait)
+        return Route(name, sink, Tailer(cfg), shape, spec["processor"], limits, self._count(name))
+
+    def record_shape(self) -> RecordShape:
+        return RecordShape(
+            self.labels, self.pod.labels, self.pod.annotations, parse_json=self.parse == "json"
+        )
+
+    def _count(self, name: str) -> Any:
+        lines, size, truncated = (
+            self.m_lines.labels(name),
+            self.m_bytes.labels(name),
+            self.m_truncated.labels(name),
+        )
+
+        def count(kind: str, n: int, reason: str) -> None:
+            if kind == "lines":
+                lines.inc(n)
+            elif kind == "bytes":
+                size.inc(n)
+            elif kind == "truncated":
+                truncated.inc(n)
+            else:
+                self.m_processed.labels(name, reason).inc(n)
+
+        return count
+
+    def _sink_events(self, name: str, sink: Sink) -> Any:
+        """The sink's event hook: its events counted under its name (and reason)."""
+
+        def on_event(kind: str, n: int) -> None:
+            if kind in ("batch_ok", "batch_retry", "batch_dead_letter"):
+                self.m_batches.labels(name, kind[6:]).inc(n)
+            elif kind == "retry":
+                self.m_retries.labels(name, sink.reason).inc(n)
+            elif kind == "dead_letter":
+                self.m_dead.labels(name, sink.reason).inc(n)
+            elif kind == "split":
+                self.m_splits.labels(name, sink.reason).inc(n)
+            elif kind == "loki_label_overflow":
+                self.m_overflow.labels(name).inc(n)
+
+        return on_event
+
+    def _stall_check(self, route: Route) -> Any:
+        return lambda: route.stalled(self.stall_timeout) if self.ready else None
+
+    async def run(self) -> None:
+        for route in self.pipelines:
+            await route.tailer.start()
+        first = self.pipelines[0].tailer
+        self.log.info(
+            "following files",
+            extra={
+                "files": first.files_watched,
+                "polling": first.polling,
+                "sinks": [r.name for r in self.pipelines],
+            },
+        )
+        paths = sorted({p for spec in self._specs for p in spec["paths"]})
+        watch_log_volume(self, paths, first.files_watched)
+        self.set_ready()
+        tasks: list[tuple[Route, asyncio.Task[None], asyncio.Task[None]]] = [
+            (
+                r,
+                asyncio.create_task(r.batcher(), name=f"batcher:{r.name}"),
+                asyncio.create_task(r.sender(), name=f"sender:{r.name}"),
+            )
+            for r in self.pipelines
+        ]
+        stop = asyncio.create_task(self.wait_stopping())
+        every = [t for _, b, s in tasks for t in (b, s)] + [stop]
+        try:
+            await self._run(tasks, stop)
+        finally:
+            # Whatever ended run() (deadline, a failed task, cancellation), nothing may
+            # keep sending while cleanup() closes the sinks and the files under them.
+            for t in every:
+                t.cancel()
+            await asyncio.gather(*every, return_exceptions=True)
+
+    def _checkpoint_all(self) -> None:
+        for r in self.pipelines:
+            r.tailer.checkpoint(force=True)
+
+    async def _run(
+        self,
+        tasks: list[tuple[Route, asyncio.Task[None], asyncio.Task[None]]],
+        stop: asyncio.Task[None],
+    ) -> None:
+        workers = {t for _, b, s in tasks for t in (b, s)}
+        done, _ = await asyncio.wait({*workers, stop}, return_when=asyncio.FIRST_COMPLETED)
+        for t in workers & done:
+            exc = t.exception()
+            if isinstance(exc, SinkClosed):
+                # Not a bug in logship: the destination went away for good. One line, exit 1.
+                self._checkpoint_all()
+                self.log.error("sink closed; stopping", extra={"error": str(exc)})
+                self.exit_code = 1
+                return
+            if exc is not None:
+                raise exc
+        # Drain: read every file to its end and deliver it to every sink, within the
+        # shutdown deadline (less a margin to write the final checkpoints and say what
+        # was left).
+        budget = max(0.5, self.shutdown_timeout - 1.5)
+        lag_before = sum(r.tailer.lag_bytes for r in self.pipelines)
+        try:
+            await wait_for(asyncio.gather(*(r.drain(b, s) for r, b, s in tasks)), budget)
+        except TimeoutError:
+            self._checkpoint_all()
+            # An expected outcome (a sink is down), not a crash: one clear line and
+            # exit 1 through the runner, no traceback. The checkpoints keep what was
+            # not acknowledged, so it ships after a restart.
+            left = {r.name: r.tailer.lag_bytes for r in self.pipelines if r.tailer.lag_bytes}
+            self.log.error(
+                "shutdown deadline: not everything was delivered; it ships after a restart",
+                extra={
+                    "undelivered_bytes": sum(left.values()),
+                    "sinks": sorted(left),
+                    "sink_error": next(
+                        (r.sink.last_error for r in self.pipelines if r.sink.last_error), None
+                    ),
+                },
+            )
+            self.exit_code = 1
+            return
+        except SinkClosed as exc:
+            self._checkpoint_all()
+            self.log.error("sink closed while draining", extra={"error": str(exc)})
+            self.exit_code = 1
+            return
+        self.log.info(
+            "drained",
+            extra={
+                "bytes": lag_before,
+                "lines_delivered": sum(r.acked_lines for r in self.pipelines),
+            },
+        )
+
+    async def cleanup(self) -> None:
+        for route in getattr(self, "pipelines", []):
+            await route.tailer.close()
+            await route.sink.close()
+
+    # -- admin ----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        routes = getattr(self, "pipelines", [])
+        if not routes:
+            return {"sink": None}
+        first = routes[0]
+        t = first.tailer
+        return {
+            # The first sink as before; every sink under "sinks".
+            "sink": first.sink.status(),
+            "sinks": [r.status() for r in routes],
+            "files_watched": t.files_watched,
+            "lag_bytes": t.lag_bytes,
+            "inflight_bytes": t.inflight_bytes,
+            "polling": t.polling,
+            "lines_delivered": first.acked_lines,
+            "files": t.files()[:100],
+            "skipped": t.skipped_files()[:100],
+        }
+
+
+def main() -> None:
+    LogShip.main()
