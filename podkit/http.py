@@ -8,6 +8,7 @@ defaults and cross-checks live here once, and they hand over what
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -46,6 +47,34 @@ def parse_header(text: str, flag: str = "--header") -> tuple[str, str]:
 
 def parse_headers(items: Iterable[str], flag: str = "--header") -> dict[str, str]:
     return dict(parse_header(h, flag) for h in items)
+
+
+#: An HTTP field name (RFC 9110 §5.1, a token).
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+
+
+def parse_header_files(items: Iterable[str], flag: str = "--header-file") -> dict[str, str]:
+    """`NAME=FILE` items -> {header name: file whose content is the value}.
+
+    The spelling issue 17 and 18 give every program (an API key from a mounted
+    Secret: `--header-file X-Api-Key=/etc/secret/key`); raises UsageError
+    naming the flag."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        name = name.strip()
+        if not sep or not path or not _TOKEN.fullmatch(name):
+            raise UsageError(f"{flag}: expected NAME=FILE with a header name, got {item!r}")
+        out[name] = path
+    return out
+
+
+def _check_header_file(item: str) -> None:
+    """One `--header-file` item, checked where the option is parsed."""
+    try:
+        parse_header_files([item], "")
+    except UsageError as exc:
+        raise ValueError(str(exc).lstrip(": ")) from None
 
 
 class BearerToken:
@@ -153,7 +182,7 @@ class TLSClientOptions(OptionGroup):
 class AuthOptions(OptionGroup):
     """Credentials sent to a server, every one from a file re-read when it
     changes (a rotated Secret needs no restart): a bearer token, a basic-auth
-    user and password, or extra header lines (`Name: value`, one a line)."""
+    user and password, or headers whose values are files (`NAME=FILE`)."""
 
     about = "the server"
 
@@ -172,11 +201,12 @@ class AuthOptions(OptionGroup):
         metavar="FILE",
         help="file with the basic-auth password for {about}, re-read when it changes",
     )
-    header_file: str | None = option(
-        None,
-        kind="path",
-        metavar="FILE",
-        help="file of 'Name: value' lines sent to {about} (secret headers), re-read on change",
+    header_file: list[str] = option(
+        repeat=True,
+        metavar="NAME=FILE",
+        validator=lambda item: _check_header_file(item),
+        help="header NAME sent to {about} with FILE's content as its value "
+        "(an API key; repeatable, re-read on change)",
     )
 
     def check(self) -> None:
@@ -209,14 +239,15 @@ class AuthOptions(OptionGroup):
         out: dict[str, str] = {}
         attr = ""
         try:
-            if self.header_file:
-                attr = "header_file"
-                text = self._file(attr).value()
-                for line in text.splitlines():
-                    if line.strip() and not line.lstrip().startswith("#"):
-                        name, value = parse_header(line, self.flag(attr))
-                        register_secret(value)
-                        out[name] = value
+            named = parse_header_files(self.header_file, self.flag("header_file"))
+            for name, path in named.items():
+                attr = f"header_file:{path}"
+                files: dict[str, SecretFile] = self.__dict__.setdefault("_files", {})
+                secret = files.setdefault(attr, SecretFile(path))
+                value = secret.value()
+                if "\n" in value or "\r" in value:
+                    raise UsageError(f"{self.flag('header_file')} {name}={path}: one line expected")
+                out[name] = value
             if self.bearer_token_file:
                 attr = "bearer_token_file"
                 out["Authorization"] = f"Bearer {self._file(attr).value()}"
@@ -229,6 +260,9 @@ class AuthOptions(OptionGroup):
                 register_secret(token)
                 out["Authorization"] = f"Basic {token}"
         except OSError as exc:
-            path = getattr(self, attr)
-            raise UsageError(f"{self.flag(attr)} {path}: {exc.strerror or exc}") from None
+            if attr.startswith("header_file:"):
+                flag, path = self.flag("header_file"), attr.partition(":")[2]
+            else:
+                flag, path = self.flag(attr), getattr(self, attr)
+            raise UsageError(f"{flag} {path}: {exc.strerror or exc}") from None
         return out

@@ -73,17 +73,12 @@ COMPRESSIONS = ("none", "gzip", "zstd")
 
 
 def _header_files(items: list[str] | dict[str, str]) -> dict[str, str]:
-    """`NAME=FILE` items: a header whose value is read from FILE."""
+    """`NAME=FILE` items (or a `sinks:` entry's mapping): a header whose value is read from FILE."""
     if isinstance(items, dict):
         return {str(k): str(v) for k, v in items.items()}
-    out: dict[str, str] = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        name = name.strip()
-        if not sep or not path or not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
-            raise UsageError(f"--header-file: expected NAME=FILE with a header name, got {item!r}")
-        out[name] = path
-    return out
+    from .http import parse_header_files
+
+    return parse_header_files(items)
 
 
 # -- batches -----------------------------------------------------------------

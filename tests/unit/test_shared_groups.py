@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import ssl
 from pathlib import Path
 
@@ -140,29 +141,40 @@ def test_auth_headers_come_from_files_and_follow_their_changes(tmp_path: Path) -
 
     pw = tmp_path / "pw"
     pw.write_text("s3cret\n")
-    hdrs = tmp_path / "headers"
-    hdrs.write_text("# comment\nX-Api-Key: k-123\n\nX-Org:  acme \n")
+    key = tmp_path / "key"
+    key.write_text("k-123\n")
+    org = tmp_path / "org"
+    org.write_text(" acme ")
     p = cfg(
         "--basic-auth-user",
         "ann",
         "--basic-auth-password-file",
         str(pw),
         "--header-file",
-        str(hdrs),
+        f"X-Api-Key={key}",
+        "--header-file",
+        f"X-Org={org}",
     )
     got = p.auth.headers()
     assert got["Authorization"] == "Basic " + base64.b64encode(b"ann:s3cret").decode()
     assert got["X-Api-Key"] == "k-123" and got["X-Org"] == "acme"
+    key.write_text("k-456\n")  # a rotated Secret: the next request carries the new key
+    os.utime(key, ns=(1, 1))
+    assert p.auth.headers()["X-Api-Key"] == "k-456"
 
 
 def test_auth_reports_an_unreadable_file_naming_flag_and_path(tmp_path: Path) -> None:
     p = cfg("--bearer-token-file", str(tmp_path / "absent"))
     with pytest.raises(UsageError, match=r"--bearer-token-file .*absent: No such file"):
         p.auth.headers()
-    bad = tmp_path / "h"
-    bad.write_text("not a header\n")
-    with pytest.raises(UsageError, match="--header-file"):
-        cfg("--header-file", str(bad)).auth.headers()
+    with pytest.raises(UsageError, match=r"--header-file.*NAME=FILE"):
+        cfg("--header-file", str(tmp_path / "no-name"))
+    with pytest.raises(UsageError, match=r"--header-file .*absent: No such file"):
+        cfg("--header-file", f"X-Key={tmp_path / 'absent'}").auth.headers()
+    two = tmp_path / "two"
+    two.write_text("a\nb\n")
+    with pytest.raises(UsageError, match="one line expected"):
+        cfg("--header-file", f"X-Key={two}").auth.headers()
 
 
 def test_tls_context_trusts_the_ca_file_and_presents_the_client_certificate(tls: TLSFiles) -> None:
