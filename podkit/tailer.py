@@ -147,6 +147,10 @@ class TailerConfig:
     identify: bool = False
     #: Follow links to targets outside the glob's base directory (see the module doc).
     follow_symlinks: bool = False
+    #: How long a new file shorter than FINGERPRINT_BYTES whose bytes so far are the
+    #: start of a followed file waits before it is read as a new file (a copy being
+    #: written is complete well within it).
+    identify_wait: float = 1.0
 
 
 class Line:
@@ -258,6 +262,13 @@ class _File:
         self.flushed_partial = False  # a held line went out before its newline came
         self.partial_at = -1  # the offset where that happened (kept in the checkpoint)
         self.is_copy = False  # copytruncate's copy: nobody writes to it any more
+        #: Opened from 0 without a checkpoint: its first bytes are compared with the
+        #: files already followed (and the checkpoints) before any of it is read.
+        self.unverified = False
+        self.seen_at = time.monotonic()
+        #: Same content as this open file (a copy not truncated yet, `cp`): not read
+        #: while that file is; takes over its position when it is truncated or goes.
+        self.twin: _File | None = None
         self.outstanding: deque[Chunk] = deque()
         self.paths: set[str] = {path}  # glob matches that currently name this file
         self.after: _File | None = None  # predecessor to finish first (rotation)
@@ -448,6 +459,9 @@ class Tailer:
         self._current: dict[str, _File] = {}  # matched path -> the file it names now
         self._retired: list[_File] = []  # closed, but chunks not all acknowledged
         self._saved: dict[tuple[int, int], dict[str, Any]] = {}  # loaded checkpoints
+        #: Loaded checkpoints by fingerprint (whole FINGERPRINT_BYTES only) that no
+        #: inode has claimed: a copy made while we were away resumes from one.
+        self._lost: dict[str, dict[str, Any]] = {}
         self._queue: asyncio.Queue[Chunk | None] = asyncio.Queue()
         self._inflight = 0
         self._queued = 0
@@ -790,9 +804,10 @@ class Tailer:
                 self.rotations += 1
                 log.debug("rotated", extra={"path": path})
             now_current[path] = f
-        for path, f in self._current.items():
-            if path not in now_current:
-                f.paths.discard(path)
+        for f in self._files:
+            # Only the paths that name it now (a copy found at a truncation may have
+            # been given a name discovery had not seen yet).
+            f.paths = {p for p in f.paths if now_current.get(p) is f}
         self._current = now_current
         # Paths refused in this round stay known (warned once); the others may be
         # warned about again if they come back.
@@ -848,6 +863,8 @@ class Tailer:
                 )
             elif _fp_of(fd, fp_len).hex() == saved["fp"]:
                 offset = saved["offset"]
+                # Claimed by its own inode; otherwise a copy of it may still turn up.
+                self._lost.pop(saved["fp"], None)
             else:
                 log.info(
                     "inode reused by a new file; reading it from the start", extra={"path": path}
@@ -856,6 +873,7 @@ class Tailer:
             offset = st.st_size
         f = _File(path, fd, st, offset)
         f.joiner = self._new_joiner()
+        f.unverified = saved is None and offset == 0
         if saved is not None and offset and offset == saved.get("offset") and saved.get("partial"):
             f.flushed_partial = True
             f.partial_at = offset
@@ -900,6 +918,12 @@ class Tailer:
                 break
 
     def _forget(self, f: _File) -> None:
+        for t in self._files:
+            if t.twin is f:
+                # The original goes (deleted, renamed away and idle): its copy
+                # continues from where it was.
+                t.twin = None
+                self._take_over(t, f)
         f.close()
         if f in self._files:
             self._files.remove(f)
@@ -1044,6 +1068,8 @@ class Tailer:
                 f.update_fingerprint()
 
     def _ready(self, f: _File) -> bool:
+        if f.twin is not None:
+            return False
         a = f.after
         if a is None:
             return True
@@ -1067,6 +1093,8 @@ class Tailer:
         except OSError:
             return False
         f.size = st.st_size
+        if f.unverified and st.st_size:
+            return self._identify(f)
         if st.st_size < f.read_pos:
             self._truncated(f)
         elif f.at_eof and st.st_size > f.read_pos and not f.fingerprint_matches():
@@ -1105,24 +1133,24 @@ class Tailer:
             f.size = f.read_pos
         return got > 0
 
-    def _truncated(self, f: _File) -> None:
+    def _truncated(self, f: _File, copy: _File | None = None) -> None:
         """copytruncate: finish the old content (from its copy), then start again at 0."""
         self.truncations += 1
-        copy = self._find_copy(f)
+        if copy is None:
+            copy = next((t for t in self._files if t.twin is f), None) or self._find_copy(f)
+        if copy is not None and copy.key in self._by_key:
+            # A copy we saw before the truncation: it stops waiting and takes over.
+            self._files.remove(copy)
+            copy.twin = None
+            copy.unverified = False
+            copy.is_copy = True
+            self._copy_name = copy.path
         log.info(
             "file truncated; reading it from the start",
             extra={"path": f.path, "copy": self._copy_name or None},
         )
         if copy is not None:
-            # The copy holds what we had not read yet: it takes over exactly where
-            # we were (held line, joiner, unacknowledged chunks) and goes first.
-            copy.read_pos, copy.emit_pos, copy.ack_pos = f.read_pos, f.emit_pos, f.ack_pos
-            copy.carry, copy.carry_since, copy.head = f.carry, f.carry_since, f.head
-            copy.skipping, copy.flushed_partial = f.skipping, f.flushed_partial
-            copy.joiner, f.joiner = f.joiner, self._new_joiner()
-            copy.outstanding, f.outstanding = f.outstanding, deque()
-            for c in copy.outstanding:
-                c._file = copy
+            self._take_over(copy, f)
             copy.path = f.path
             self._files.insert(self._files.index(f), copy)
             self._by_key[copy.key] = copy
@@ -1145,6 +1173,71 @@ class Tailer:
         f.update_fingerprint()
         self._dirty_ckpt = True
 
+    def _take_over(self, copy: _File, f: _File) -> None:
+        """`copy` holds what we had not read of `f` yet: it takes over exactly where
+        we were (held line, joiner, unacknowledged chunks)."""
+        copy.read_pos, copy.emit_pos, copy.ack_pos = f.read_pos, f.emit_pos, f.ack_pos
+        copy.carry, copy.carry_since, copy.head = f.carry, f.carry_since, f.head
+        copy.skipping, copy.flushed_partial = f.skipping, f.flushed_partial
+        copy.partial_at = f.partial_at
+        copy.joiner, f.joiner = f.joiner, self._new_joiner()
+        copy.outstanding, f.outstanding = f.outstanding, deque()
+        for c in copy.outstanding:
+            c._file = copy
+
+    def _identify(self, f: _File) -> bool:
+        """Before the first read of a file without checkpoint: is it a file we know
+        under another inode (copytruncate's copy, a copy moved between directories
+        or filesystems)? Its first FINGERPRINT_BYTES bytes tell. True when `f` was
+        given a position or a role (and is read from the next round).
+
+        Only whole fingerprints count: two files whose first few lines are the same
+        (a banner) are not the same stream, and a file shorter than that is read as
+        new once it stops being a prefix of a followed file (a copy being written).
+        """
+        head = f.read_fingerprint(FINGERPRINT_BYTES)
+        if len(head) < FINGERPRINT_BYTES:
+            if time.monotonic() - f.seen_at < self.cfg.identify_wait and any(
+                g.read_fingerprint(FINGERPRINT_BYTES).startswith(head)
+                for g in self._known(f)
+            ):
+                return False  # maybe a copy still being written: look again
+            f.unverified = False
+            return self._read_file(f, self.cfg.fair_share_bytes)
+        f.unverified = False
+        fp = hashlib.sha1(head).digest()
+        g = next((g for g in self._known(f) if g.fp == fp), None)
+        if g is not None:
+            if g.fingerprint_matches():
+                # g still holds this content: f is a copy not truncated yet (or `cp`).
+                f.twin = g
+                log.debug("copy of a followed file", extra={"path": f.path, "of": g.path})
+            else:
+                # g was truncated and we had not noticed yet: f is what g was.
+                self._truncated(g, copy=f)
+            return True
+        saved = self._lost.pop(fp.hex(), None)
+        if saved is not None and saved["offset"] <= f.size:
+            # A copy of a checkpointed file whose inode is gone or rewritten.
+            f.read_pos = f.emit_pos = f.ack_pos = saved["offset"]
+            if saved.get("partial") and saved["offset"]:
+                f.flushed_partial = True
+                f.partial_at = saved["offset"]
+            self._dirty_ckpt = True
+            log.info(
+                "resuming a copy of a checkpointed file",
+                extra={"path": f.path, "of": saved["path"], "offset": saved["offset"]},
+            )
+        return self._read_file(f, self.cfg.fair_share_bytes)
+
+    def _known(self, f: _File) -> list[_File]:
+        """Followed files `f` could be a copy of (whole fingerprint, read themselves)."""
+        return [
+            g
+            for g in self._files
+            if g is not f and g.twin is None and not g.unverified and g.fp_len == FINGERPRINT_BYTES
+        ]
+
     def _find_copy(self, f: _File) -> _File | None:
         """The copy copytruncate made of `f` (same first bytes, at least as long)."""
         self._copy_name = ""
@@ -1162,7 +1255,14 @@ class Tailer:
             return None
         for _mtime, epath, st in sorted(found, reverse=True):  # newest first
             key = (st.st_dev, st.st_ino)
-            if key == f.key or key in self._by_key or st.st_size < f.read_pos:
+            if key == f.key or st.st_size < f.read_pos:
+                continue
+            known = self._by_key.get(key)
+            if known is not None:
+                # Followed already: only a copy we have not read any of yet qualifies.
+                if (known.twin is f or known.unverified) and _fp_of(known.fd, f.fp_len) == f.fp:
+                    self._copy_name = epath
+                    return known
                 continue
             try:
                 fd = os.open(epath, _FILE_FLAGS)  # a link swapped in since the scan: refused
@@ -1171,7 +1271,8 @@ class Tailer:
             if _fp_of(fd, f.fp_len) == f.fp:
                 self._copy_name = epath
                 copy = _File(epath, fd, os.fstat(fd), f.read_pos)
-                copy.paths = set()
+                # Matched by the globs (`app.log*`): not closed before discovery sees it.
+                copy.paths = {epath} if self._matches(epath) else set()
                 copy.is_copy = True
                 return copy
             os.close(fd)
@@ -1495,6 +1596,10 @@ class Tailer:
                 )
                 continue
             self._saved[(e["dev"], e["ino"])] = e
+            if e["fp_len"] == FINGERPRINT_BYTES:
+                kept = self._lost.get(e["fp"])
+                if kept is None or kept["offset"] < e["offset"]:
+                    self._lost[e["fp"]] = e
 
     def _write_checkpoint(self, force: bool = False) -> None:
         path = self._ckpt_path()
@@ -1507,6 +1612,10 @@ class Tailer:
         self._dirty_ckpt = False
         entries = []
         for f in self._files + self._retired:
+            if f.twin is not None or f.unverified:
+                # Not read yet, and maybe a copy: after a restart it is matched by
+                # content again rather than read from an offset of its own.
+                continue
             f.update_fingerprint() if not f.closed else None
             entries.append(f.checkpoint())
         data = json.dumps({"version": 1, "files": entries}, separators=(",", ":"))
