@@ -25,6 +25,8 @@ from pathlib import Path
 
 from bench_logship import PY, ROOT, Receiver  # bench/ is on sys.path when run as a script
 
+from podkit.testing import free_port
+
 RATE = 100_000
 SECONDS = 10
 LINES = RATE * SECONDS
@@ -32,7 +34,7 @@ TRIALS = int(os.environ.get("BENCH_TRIALS", "3"))
 
 
 def start(src: Path, state: Path, rcv: Receiver, interval: str | None) -> subprocess.Popen[bytes]:
-    admin = 19412
+    admin = free_port()  # a fresh one: the killed process's may linger
     args = [PY, "-m", "podkit", "logship", "--path", str(src), "--sink",
             f"http://127.0.0.1:{rcv.port}/", "--state-dir", str(state),
             "--admin-addr", f"127.0.0.1:{admin}", "--log-level", "warning"]  # fmt: skip

@@ -495,7 +495,7 @@ async def test_checkpoint_is_atomic_and_rate_limited(
 ) -> None:
     """Temp file written and fsynced, then renamed over checkpoints.json, then the
     directory fsynced; at most once per checkpoint_interval, and once more at close."""
-    import podkit.tailer as tailer_mod
+    import podkit.tailer.checkpoints as tailer_mod
 
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
