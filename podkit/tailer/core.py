@@ -273,11 +273,11 @@ class Tailer(_Discovery, _Rotation, _Reader, _Checkpoints):
                 )
         elif initial and self.cfg.read_from == "tail":
             offset = st.st_size
-        f = _File(path, fd, st, offset)
+        f = _File(path, fd, st, offset, self.cfg.max_line_bytes)
         f.joiner = self._new_joiner()
         f.unverified = saved is None and offset == 0
         if saved is not None and offset and offset == saved.get("offset") and saved.get("partial"):
-            f.flushed_partial = True
+            f.split.flushed = True
             f.partial_at = offset
         self._files.append(f)
         self._by_key[key] = f
@@ -337,7 +337,7 @@ class Tailer(_Discovery, _Rotation, _Reader, _Checkpoints):
     def _tick(self) -> float:
         """How long the loop may sleep: until the next poll, flush or checkpoint."""
         t = self.cfg.poll_interval
-        if any(f.carry or f.head is not None for f in self._files):
+        if any(f.split.pending for f in self._files):
             t = min(t, max(0.05, self.cfg.partial_flush_timeout / 4))
         if self._multiline is not None:
             t = min(t, max(0.05, self.cfg.multiline_timeout / 4))
@@ -350,7 +350,7 @@ class Tailer(_Discovery, _Rotation, _Reader, _Checkpoints):
         for f in list(self._files):
             if f.paths or not f.at_eof or (now - f.eof_since < wait and not f.is_copy):
                 continue
-            if f.carry or f.head is not None or (f.joiner is not None and f.joiner.pending):
+            if f.split.pending or (f.joiner is not None and f.joiner.pending):
                 self._flush_partial(f, force=True)
             log.debug("closing rotated file", extra={"path": f.path})
             self._forget(f)
@@ -369,7 +369,7 @@ class Tailer(_Discovery, _Rotation, _Reader, _Checkpoints):
                 break
             await asyncio.sleep(0)
         for f in self._files:
-            if f.carry or f.head is not None or (f.joiner is not None and f.joiner.pending):
+            if f.split.pending or (f.joiner is not None and f.joiner.pending):
                 self._flush_partial(f, force=True)
 
 

@@ -10,6 +10,7 @@ import time
 from collections import deque
 from typing import Any
 
+from ..linesplit import LineSplitter
 from ..multiline import Joiner
 
 FINGERPRINT_BYTES = 256
@@ -108,7 +109,14 @@ class Chunk:
 class _File:
     """An open file being followed."""
 
-    def __init__(self, path: str, fd: int, st: os.stat_result, offset: int) -> None:
+    def __init__(
+        self,
+        path: str,
+        fd: int,
+        st: os.stat_result,
+        offset: int,
+        max_line_bytes: int = 256 * 1024,
+    ) -> None:
         self.path = path
         self.fd = fd
         self.dev = st.st_dev
@@ -117,11 +125,8 @@ class _File:
         self.read_pos = offset  # next byte to read
         self.emit_pos = offset  # end of the last line handed on
         self.ack_pos = offset  # end of the last acknowledged line (the checkpoint)
-        self.carry = b""  # the start of an unfinished line
-        self.carry_since = 0.0
-        self.head: bytes | None = None  # first max_line_bytes of an over-long line
-        self.skipping = False  # discarding the rest of an over-long line
-        self.flushed_partial = False  # a held line went out before its newline came
+        self.split = LineSplitter(max_line_bytes)  # the held partial line, if any
+        self.carry_since = 0.0  # when it was last grown
         self.partial_at = -1  # the offset where that happened (kept in the checkpoint)
         self.is_copy = False  # copytruncate's copy: nobody writes to it any more
         #: Opened from 0 without a checkpoint: its first bytes are compared with the

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import time
 
-from ..linesplit import cut_long, decode_cut
 from ..multiline import Joiner
 from .base import _Base, log
 from .files import FINGERPRINT_BYTES, Chunk, _File
@@ -100,79 +99,23 @@ class _Reader(_Base):
         """
         start = f.read_pos  # file offset of data[0]
         f.read_pos += len(data)
-        if f.flushed_partial:
-            f.flushed_partial = False
-            if data[:1] == b"\n" and not f.skipping:
-                # The newline that ends the line already handed on: not an empty line.
-                data = data[1:]
-                start += 1
-        texts: list[str] = []
-        trunc: list[int] = []
-        sizes: list[int] | None = [] if f.joiner is not None else None
-        end = -1  # file offset just after the last newline seen
-        limit = self.cfg.max_line_bytes
-        if f.skipping:
-            i = data.find(b"\n")
-            if i < 0:
-                return  # still inside the over-long line: discard without buffering
-            if f.head is not None:
-                trunc.append(0)
-                texts.append(decode_cut(f.head))
-                if sizes is not None:
-                    sizes.append(0)  # gets the remainder of the span below
-                f.head = None
-            f.skipping = False
-            end = start + i + 1
-            data = data[i + 1 :]
-            start = end
-        if f.carry:
-            start -= len(f.carry)
-            data = f.carry + data
-            f.carry = b""
-        cut = data.rfind(b"\n")
-        exact = False  # str lengths of `parts` are their byte lengths
-        parts: list[str] = []
-        if cut >= 0:
-            block = memoryview(data)[:cut]  # no copy of the (1 MiB) block
-            rest = data[cut + 1 :]
-            end = start + cut + 1
-            text = str(block, "utf-8", "replace")
-            parts = text.split("\n")
-            # Equal lengths mean one byte per character, so str lengths are byte lengths.
-            exact = len(text) == len(block)
-            if len(block) > limit:
-                if exact:
-                    too_long = max(map(len, parts)) > limit
-                else:
-                    too_long = max(map(len, data[:cut].split(b"\n"))) > limit
-                if too_long:
-                    exact = False
-                    parts, cut_idx = cut_long(data[:cut], limit)
-                    trunc.extend(len(texts) + i for i in cut_idx)
-            if texts:
-                texts.extend(parts)
-            else:
-                texts = parts
-            if sizes is not None:
-                sizes.extend(len(b) + 1 for b in data[:cut].split(b"\n"))
-        else:
-            rest = data
-        if len(rest) > limit:
-            f.head = rest[:limit]
-            f.skipping = True
+        r = f.split.feed(data)
+        if r.held:
             f.carry_since = time.monotonic()
-            rest = b""
-        elif rest:
-            f.carry_since = time.monotonic()
-        f.carry = rest
+        texts = r.texts
         if not texts:
             return
+        end = start + r.end  # file offset just after the last newline consumed
         mcl = self.cfg.max_chunk_lines
         if f.joiner is None and mcl and len(texts) > mcl:
-            self._queue_split(f, texts, trunc, end - f.emit_pos, parts, exact, data[:cut], mcl)
+            self._queue_split(f, texts, r.trunc, end - f.emit_pos, r.lead, r.lengths(), mcl)
         else:
+            sizes = None
+            if f.joiner is not None:
+                # The cut start of an over-long line gets the remainder of the span in _emit.
+                sizes = [0] * r.lead + [n + 1 for n in r.lengths()]
             held = f.joiner.pending_bytes if f.joiner is not None else 0
-            self._emit(f, texts, trunc, end - f.emit_pos - held, sizes)
+            self._emit(f, texts, r.trunc, end - f.emit_pos - held, sizes)
 
     def _queue_split(
         self,
@@ -180,30 +123,25 @@ class _Reader(_Base):
         texts: list[str],
         trunc: list[int],
         span: int,
-        parts: list[str],
-        exact: bool,
-        block: bytes,
+        lead: int,
+        lengths: list[int],
         most: int,
     ) -> None:
         """Queue `texts` as chunks of at most `most` lines, each with its byte span.
 
-        `parts` are the block's lines (the tail of `texts`); spans are summed in C
-        over their str lengths when those equal byte lengths, else over the
-        block's byte lines. The first chunk takes the remainder (a skipped
-        over-long line before the block belongs to it).
+        `lengths` are the byte lengths of texts[lead:] (summed in C). The first
+        chunk takes the remainder (a skipped over-long line before the block
+        belongs to it).
         """
-        src: list[str] | list[bytes] = parts if exact else block.split(b"\n")
-        off = len(texts) - len(parts)
-        starts = range(0, len(texts), most)
+        n = len(texts)
+        starts = range(0, n, most)
         spans = [
-            sum(map(len, src[a - off : min(a + most, len(texts)) - off]))
-            + min(a + most, len(texts))
-            - a
+            sum(lengths[a - lead : min(a + most, n) - lead]) + min(a + most, n) - a
             for a in starts[1:]
         ]
         spans.insert(0, span - sum(spans))
         for a, sp in zip(starts, spans, strict=True):
-            b = min(a + most, len(texts))
+            b = min(a + most, n)
             self._queue_chunk(f, texts[a:b], [i - a for i in trunc if a <= i < b], sp)
 
     def _emit(
@@ -297,17 +235,13 @@ class _Reader(_Base):
         trunc: list[int] = []
         held = f.joiner.pending_bytes if f.joiner is not None else 0
         span = 0
-        if not line:
-            pass
-        elif f.head is not None:
-            trunc.append(0)
-            texts.append(decode_cut(f.head))
-            f.head = None  # the rest of the line, if more comes, is still skipped
-        elif f.carry:
-            texts.append(f.carry.decode("utf-8", "replace"))
-            f.carry = b""
-            f.flushed_partial = True
-            f.partial_at = f.read_pos
+        got = f.split.flush() if line else None
+        if got is not None:
+            texts.append(got[0])
+            if got[1]:
+                trunc.append(0)  # the rest of the line, if more comes, is still skipped
+            else:
+                f.partial_at = f.read_pos  # kept in the checkpoint: skip that newline
         if texts:
             span = f.read_pos - f.emit_pos - held
         if f.joiner is not None:
@@ -325,7 +259,7 @@ class _Reader(_Base):
         timeout = self.cfg.partial_flush_timeout
         for f in self._files:
             line_due = (
-                (f.carry or f.head is not None)
+                f.split.pending
                 and now - f.carry_since >= timeout
                 and self._at_end(f)  # not merely paused mid-file (sink down, consumer behind)
             )

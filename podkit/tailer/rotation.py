@@ -11,6 +11,7 @@ import stat
 import time
 from collections import deque
 
+from ..linesplit import LineSplitter
 from .base import _Base, log
 from .discovery import _FILE_FLAGS
 from .files import FINGERPRINT_BYTES, _File, _fp_of
@@ -143,9 +144,7 @@ class _Rotation(_Base):
             if f.joiner is not None:
                 f.joiner.reset()
         f.read_pos = f.emit_pos = f.ack_pos = 0
-        f.carry = b""
-        f.head = None
-        f.skipping = False
+        f.split = LineSplitter(self.cfg.max_line_bytes)
         f.fp_len = 0
         f.fp = b""
         f.update_fingerprint()
@@ -155,8 +154,7 @@ class _Rotation(_Base):
         """`copy` holds what we had not read of `f` yet: it takes over exactly where
         we were (held line, joiner, unacknowledged chunks)."""
         copy.read_pos, copy.emit_pos, copy.ack_pos = f.read_pos, f.emit_pos, f.ack_pos
-        copy.carry, copy.carry_since, copy.head = f.carry, f.carry_since, f.head
-        copy.skipping, copy.flushed_partial = f.skipping, f.flushed_partial
+        copy.split, copy.carry_since = f.split, f.carry_since
         copy.partial_at = f.partial_at
         copy.joiner, f.joiner = f.joiner, self._new_joiner()
         copy.outstanding, f.outstanding = f.outstanding, deque()
@@ -198,7 +196,7 @@ class _Rotation(_Base):
             # A copy of a checkpointed file whose inode is gone or rewritten.
             f.read_pos = f.emit_pos = f.ack_pos = saved["offset"]
             if saved.get("partial") and saved["offset"]:
-                f.flushed_partial = True
+                f.split.flushed = True
                 f.partial_at = saved["offset"]
             self._dirty_ckpt = True
             log.info(
@@ -247,7 +245,7 @@ class _Rotation(_Base):
                 continue
             if _fp_of(fd, f.fp_len) == f.fp:
                 self._copy_name = epath
-                copy = _File(epath, fd, os.fstat(fd), f.read_pos)
+                copy = _File(epath, fd, os.fstat(fd), f.read_pos, self.cfg.max_line_bytes)
                 # Matched by the globs (`app.log*`): not closed before discovery sees it.
                 copy.paths = {epath} if self._matches(epath) else set()
                 copy.is_copy = True

@@ -159,7 +159,7 @@ async def test_huge_line_without_newline_is_not_buffered(tmp_path: Path, logs: P
     await asyncio.sleep(0.3)
     assert c.texts == []
     for f in t._files:
-        assert len(f.carry) == 0 and f.head is not None and len(f.head) == 1000
+        assert len(f.split.carry) == 0 and f.split.head is not None and len(f.split.head) == 1000
     write(logs / "a.log", "\nok\n")
     await c.until(2)
     assert c.texts == ["y" * 1000, "ok"]
