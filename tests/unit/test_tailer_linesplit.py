@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from podkit.linesplit import LineSplitter
@@ -14,7 +15,7 @@ def run(data: bytes, limit: int, pieces: list[int]) -> tuple[list[str], list[str
     cut: list[str] = []
     done = 0
     bounds = [0, *sorted(pieces), len(data)]
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         r = s.feed(data[a:b])
         texts += r.texts
         cut += [r.texts[i] for i in r.trunc]
