@@ -18,6 +18,10 @@ from .files import Chunk, _File
 
 log = logging.getLogger("podkit.tailer")
 
+#: Identities of files gone (or rewritten) kept for copies that may turn up:
+#: about 300 bytes each.
+MAX_REMEMBERED = 1024
+
 
 class _Base:
     cfg: TailerConfig
@@ -54,6 +58,17 @@ class _Base:
     checkpoint_errors: int
     _ckpt_failing: bool
     polling: bool
+
+    def _remember(self, entry: dict[str, Any]) -> None:
+        """Keep `entry` (a checkpoint entry no open file holds) for a copy of its
+        content that may turn up: the furthest offset per fingerprint, the most
+        recent MAX_REMEMBERED fingerprints."""
+        kept = self._lost.pop(entry["fp"], None)
+        if kept is not None and kept["offset"] > entry["offset"]:
+            entry = kept
+        self._lost[entry["fp"]] = entry
+        while len(self._lost) > MAX_REMEMBERED:
+            del self._lost[next(iter(self._lost))]
 
     def _open(self, path: str, initial: bool, base: tuple[str, str]) -> _File | None:
         raise NotImplementedError  # core

@@ -96,9 +96,7 @@ class _Checkpoints(_Base):
                 continue
             self._saved[(e["dev"], e["ino"])] = e
             if e["fp_len"] == FINGERPRINT_BYTES:
-                kept = self._lost.get(e["fp"])
-                if kept is None or kept["offset"] < e["offset"]:
-                    self._lost[e["fp"]] = e
+                self._remember(e)
 
     def _write_checkpoint(self, force: bool = False) -> None:
         path = self._ckpt_path()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..aio import wait_for
 from .base import log
 from .checkpoints import _Checkpoints
+from .compressed import compression
 from .config import TailerConfig
 from .discovery import SKIP_REASONS, _Discovery, _Skip
 from .files import Chunk, _File, _fp_of
@@ -85,6 +86,7 @@ class Tailer(_Discovery, _Rotation, _Reader, _Checkpoints):
         self._load_checkpoints()
         self._discover(initial=True)
         self._resume_rotated()
+        self._resume_copies()
         self._saved.clear()
         self._started = True
         self._start_watcher()
@@ -159,7 +161,8 @@ class Tailer(_Discovery, _Rotation, _Reader, _Checkpoints):
         for f in self._files:
             # Fresh sizes: while reading is paused, nothing else looks at them.
             with contextlib.suppress(OSError):
-                f.size = os.fstat(f.fd).st_size
+                if not f.compressed:
+                    f.size = os.fstat(f.fd).st_size
             total += max(0, f.size - f.ack_pos)
         return total + sum(max(0, f.size - f.ack_pos) for f in self._retired)
 
@@ -253,10 +256,13 @@ class Tailer(_Discovery, _Rotation, _Reader, _Checkpoints):
             return None
         key = (st.st_dev, st.st_ino)
         offset = 0
+        restored = False  # the position comes from this inode's own checkpoint
         saved = self._saved.pop(key, None)
         if saved is not None:
             fp_len = saved["fp_len"]
-            if fp_len > st.st_size or saved["offset"] > st.st_size:
+            # A compressed file's size says nothing of its content's length.
+            plain = compression(fd) is None
+            if plain and (fp_len > st.st_size or saved["offset"] > st.st_size):
                 # Shorter than what we had read: truncated while we were away, or the
                 # entry is wrong. Every line is in what is there now: read it all.
                 log.warning(
@@ -265,6 +271,7 @@ class Tailer(_Discovery, _Rotation, _Reader, _Checkpoints):
                 )
             elif _fp_of(fd, fp_len).hex() == saved["fp"]:
                 offset = saved["offset"]
+                restored = True
                 # Claimed by its own inode; otherwise a copy of it may still turn up.
                 self._lost.pop(saved["fp"], None)
             else:
@@ -275,7 +282,9 @@ class Tailer(_Discovery, _Rotation, _Reader, _Checkpoints):
             offset = st.st_size
         f = _File(path, fd, st, offset, self.cfg.max_line_bytes)
         f.joiner = self._new_joiner()
-        f.unverified = saved is None and offset == 0
+        # Read from 0 on no checkpoint of its own (a reused inode is no checkpoint):
+        # unless its first bytes are those of a file we know.
+        f.unverified = not restored and offset == 0
         if saved is not None and offset and offset == saved.get("offset") and saved.get("partial"):
             f.split.flushed = True
             f.partial_at = offset

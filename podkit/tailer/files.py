@@ -12,6 +12,7 @@ from typing import Any
 
 from ..linesplit import LineSplitter
 from ..multiline import Joiner
+from .compressed import Decompressed, compression, read_head
 
 FINGERPRINT_BYTES = 256
 
@@ -144,6 +145,10 @@ class _File:
         self.closed = False
         self.read_failing = False
         self.joiner: Joiner | None = None
+        #: A compressed rotation ("gzip", "zstd"): read at uncompressed offsets.
+        self.compressed = compression(fd)
+        self._z = Decompressed(fd, self.compressed) if self.compressed else None
+        self._zhead = b""
         self.fp = b""
         self.fp_len = 0
         self.update_fingerprint()
@@ -152,9 +157,19 @@ class _File:
     def key(self) -> tuple[int, int]:
         return (self.dev, self.ino)
 
+    def read_at(self, n: int, pos: int) -> bytes:
+        """Up to `n` bytes of content at `pos` (uncompressed, for a compressed file)."""
+        if self._z is not None:
+            return self._z.pread(n, pos)
+        return os.pread(self.fd, n, pos)
+
     def read_fingerprint(self, n: int) -> bytes:
         try:
-            return os.pread(self.fd, n, 0)
+            if self._z is None:
+                return os.pread(self.fd, n, 0)
+            if len(self._zhead) < FINGERPRINT_BYTES:  # unchanging once complete
+                self._zhead = read_head(self.fd, FINGERPRINT_BYTES)
+            return self._zhead[:n]
         except OSError:
             return b""
 
@@ -178,6 +193,8 @@ class _File:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            if self._z is not None:
+                self._z.close()
             with contextlib.suppress(OSError):
                 os.close(self.fd)
 
@@ -196,6 +213,6 @@ class _File:
 
 def _fp_of(fd: int, n: int) -> bytes:
     try:
-        return hashlib.sha1(os.pread(fd, n, 0)).digest()
+        return hashlib.sha1(read_head(fd, n)).digest()
     except OSError:
         return b""

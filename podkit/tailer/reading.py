@@ -39,21 +39,26 @@ class _Reader(_Base):
             st = os.fstat(f.fd)
         except OSError:
             return False
-        f.size = st.st_size
-        if f.unverified and st.st_size:
-            return self._identify(f)
-        if st.st_size < f.read_pos:
-            self._truncated(f)
-        elif f.at_eof and st.st_size > f.read_pos and not f.fingerprint_matches():
-            # Growth after idling at EOF: cheap moment to catch truncate-and-regrow.
-            self._truncated(f)
+        if f.compressed:
+            # A finished rotation: no truncation to look for, no size to compare with.
+            if f.unverified:
+                return self._identify(f)
+        else:
+            f.size = st.st_size
+            if f.unverified and st.st_size:
+                return self._identify(f)
+            if st.st_size < f.read_pos:
+                self._truncated(f)
+            elif f.at_eof and st.st_size > f.read_pos and not f.fingerprint_matches():
+                # Growth after idling at EOF: cheap moment to catch truncate-and-regrow.
+                self._truncated(f)
         if not self._ready(f):
             return True  # its copy (copytruncate) goes first
         got = 0
         n = self.cfg.chunk_bytes
         while got < budget and not self._full():
             try:
-                data = os.pread(f.fd, n, f.read_pos)
+                data = f.read_at(n, f.read_pos)
             except OSError as exc:
                 if not f.read_failing:  # once until a read works again, not every round
                     f.read_failing = True
@@ -70,7 +75,7 @@ class _Reader(_Base):
                 f.update_fingerprint()  # while small, so identity and copies stay telling
             if len(data) < n:
                 break
-        if (got == 0 or f.read_pos >= f.size) and not f.at_eof:
+        if (got == 0 or (not f.compressed and f.read_pos >= f.size)) and not f.at_eof:
             f.at_eof = True
             f.eof_since = time.monotonic()
             if f.is_copy:
@@ -205,7 +210,7 @@ class _Reader(_Base):
                 out.append(pos)
                 pos += n
             return out
-        if f.joiner is not None:
+        if f.joiner is not None or f.compressed:
             return None
         try:
             raw = os.pread(f.fd, span, begin)
@@ -268,6 +273,8 @@ class _Reader(_Base):
                 self._flush_partial(f, line=bool(line_due))
 
     def _at_end(self, f: _File) -> bool:
+        if f.compressed:
+            return f.at_eof
         try:
             return os.fstat(f.fd).st_size <= f.read_pos
         except OSError:

@@ -13,6 +13,7 @@ from collections import deque
 
 from ..linesplit import LineSplitter
 from .base import _Base, log
+from .compressed import compression
 from .discovery import _FILE_FLAGS
 from .files import FINGERPRINT_BYTES, _File, _fp_of
 
@@ -55,6 +56,39 @@ class _Rotation(_Base):
                 log.info("resuming a file renamed while stopped", extra={"path": e.path})
                 break
 
+    def _resume_copies(self) -> None:
+        """A checkpointed file gone or rewritten while we were stopped may live on
+        next to where it was, under a name the globs do not match: copied
+        (copytruncate) or compressed (logrotate compress/delaycompress, a .gz
+        rollover). Found by the fingerprint of its (uncompressed) first bytes,
+        it is finished from the checkpointed offset."""
+        for fp, saved in list(self._lost.items()):
+            path = str(saved["path"])
+            try:
+                entries = list(os.scandir(os.path.dirname(path)))
+            except OSError:
+                continue
+            for e in entries:
+                with contextlib.suppress(OSError):
+                    st = e.stat(follow_symlinks=False)
+                    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in self._by_key:
+                        continue
+                    fd = os.open(e.path, _FILE_FLAGS)
+                    try:
+                        if _fp_of(fd, FINGERPRINT_BYTES).hex() != fp:
+                            continue
+                    finally:
+                        os.close(fd)
+                    f = self._open(e.path, initial=False, base=self._base_for(path))
+                    if f is None:
+                        continue
+                    f.path = path  # records keep the name the lines were written under
+                    f.paths.clear()
+                    self._files.remove(f)
+                    self._files.insert(0, f)  # before the file now at its old path
+                    log.info("resuming a copy made while stopped", extra={"path": e.path})
+                    break
+
     def _forget(self, f: _File) -> None:
         for t in self._files:
             if t.twin is f:
@@ -62,6 +96,8 @@ class _Rotation(_Base):
                 # continues from where it was.
                 t.twin = None
                 self._take_over(t, f)
+        if not f.unverified and f.twin is None:
+            self._remember_read(f)
         f.close()
         if f in self._files:
             self._files.remove(f)
@@ -73,6 +109,16 @@ class _Rotation(_Base):
         if f.outstanding:
             self._retired.append(f)
         self._dirty_ckpt = True
+
+    def _remember_read(self, f: _File) -> None:
+        """`f`'s content may turn up again (a copy seen late, compressed after a
+        copytruncate): that continues from what was handed on of it. Lines in
+        flight stay `f`'s (retired), with its own checkpoint entry."""
+        if f.fp_len == FINGERPRINT_BYTES:
+            entry = f.checkpoint()
+            entry["offset"] = f.emit_pos
+            entry["partial"] = f.emit_pos == f.partial_at
+            self._remember(entry)
 
     def _catch_up_moves(self) -> None:
         """Open files renamed away before discovery ever saw them (fast rotation).
@@ -107,6 +153,8 @@ class _Rotation(_Base):
         for f in self._files:
             # Even at offset 0: first bytes we fingerprinted are gone, so the
             # content was copied away and truncated before we read any of it.
+            if f.compressed:
+                continue  # finished and unchanging
             if f.fp_len and not f.fingerprint_matches():
                 self._truncated(f)
             else:
@@ -143,6 +191,7 @@ class _Rotation(_Base):
             f.outstanding.clear()
             if f.joiner is not None:
                 f.joiner.reset()
+            self._remember_read(f)  # the copy may turn up later (compressed)
         f.read_pos = f.emit_pos = f.ack_pos = 0
         f.split = LineSplitter(self.cfg.max_line_bytes)
         f.fp_len = 0
@@ -192,7 +241,7 @@ class _Rotation(_Base):
                 self._truncated(g, copy=f)
             return True
         saved = self._lost.pop(fp.hex(), None)
-        if saved is not None and saved["offset"] <= f.size:
+        if saved is not None and (f.compressed or saved["offset"] <= f.size):
             # A copy of a checkpointed file whose inode is gone or rewritten.
             f.read_pos = f.emit_pos = f.ack_pos = saved["offset"]
             if saved.get("partial") and saved["offset"]:
@@ -230,7 +279,7 @@ class _Rotation(_Base):
             return None
         for _mtime, epath, st in sorted(found, reverse=True):  # newest first
             key = (st.st_dev, st.st_ino)
-            if key == f.key or st.st_size < f.read_pos:
+            if key == f.key:
                 continue
             known = self._by_key.get(key)
             if known is not None:
@@ -243,7 +292,9 @@ class _Rotation(_Base):
                 fd = os.open(epath, _FILE_FLAGS)  # a link swapped in since the scan: refused
             except OSError:
                 continue
-            if _fp_of(fd, f.fp_len) == f.fp:
+            # Shorter than what we read: not a whole copy (a compressed one may be).
+            whole = st.st_size >= f.read_pos or compression(fd) is not None
+            if whole and _fp_of(fd, f.fp_len) == f.fp:
                 self._copy_name = epath
                 copy = _File(epath, fd, os.fstat(fd), f.read_pos, self.cfg.max_line_bytes)
                 # Matched by the globs (`app.log*`): not closed before discovery sees it.
