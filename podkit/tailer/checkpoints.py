@@ -52,13 +52,20 @@ def checkpoint_entry_error(e: Any) -> str | None:
     if e["fp_len"] > FINGERPRINT_BYTES:
         return f"fp_len is larger than {FINGERPRINT_BYTES}"
     fp = e.get("fp")
-    if not isinstance(fp, str) or len(fp) != 40 or fp.strip("0123456789abcdef"):
+    if not isinstance(fp, str) or not _is_sha1(fp):
         return "fp is not a SHA-1 in hex"
     if not isinstance(e.get("path"), str) or not e["path"]:
         return "path is not a string"
     if not isinstance(e.get("partial", False), bool):
         return "partial is not a boolean"
+    tail = e.get("tail")
+    if tail is not None and (not isinstance(tail, str) or not _is_sha1(tail)):
+        return "tail is not a SHA-1 in hex"
     return None
+
+
+def _is_sha1(v: str) -> bool:
+    return len(v) == 40 and not v.strip("0123456789abcdef")
 
 
 class _Checkpoints(_Base):

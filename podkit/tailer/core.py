@@ -281,6 +281,16 @@ class Tailer(_Discovery, _Rotation, _Reader, _Checkpoints):
         elif initial and self.cfg.read_from == "tail":
             offset = st.st_size
         f = _File(path, fd, st, offset, self.cfg.max_line_bytes)
+        if restored and saved is not None and not f.matches_entry(saved, offset):
+            # Same first bytes, other content before the offset: rewritten.
+            log.info(
+                "file rewritten while we were away; reading it from the start", extra={"path": path}
+            )
+            f.read_pos = f.emit_pos = f.ack_pos = 0
+            f.tail = b""
+            restored = False
+            offset = 0
+            self._remember(saved)
         f.joiner = self._new_joiner()
         # Read from 0 on no checkpoint of its own (a reused inode is no checkpoint):
         # unless its first bytes are those of a file we know.

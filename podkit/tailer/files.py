@@ -15,6 +15,9 @@ from ..multiline import Joiner
 from .compressed import Decompressed, compression, read_head
 
 FINGERPRINT_BYTES = 256
+#: Bytes before a position compared (as a SHA-1 in checkpoints) before a file
+#: known only by its first bytes is resumed there.
+TAIL_BYTES = 256
 
 
 class Line:
@@ -152,6 +155,12 @@ class _File:
         self.fp = b""
         self.fp_len = 0
         self.update_fingerprint()
+        #: The last TAIL_BYTES bytes before read_pos (b"" until known): with the
+        #: fingerprint, what tells a copy of this content from a file that only
+        #: starts the same.
+        self.tail = b""
+        if offset and not self.compressed:
+            self.tail = self.bytes_before(offset)
 
     @property
     def key(self) -> tuple[int, int]:
@@ -162,6 +171,19 @@ class _File:
         if self._z is not None:
             return self._z.pread(n, pos)
         return os.pread(self.fd, n, pos)
+
+    def bytes_before(self, pos: int) -> bytes:
+        """The TAIL_BYTES bytes of content before `pos` (fewer near the start)."""
+        n = min(TAIL_BYTES, pos)
+        try:
+            data = self.read_at(n, pos - n)
+        except OSError:
+            return b""
+        return data if len(data) == n else b""
+
+    def same_before(self, pos: int, tail: bytes) -> bool:
+        """The content before `pos` ends with `tail` (nothing known: True)."""
+        return not tail or self.bytes_before(pos)[-len(tail) :] == tail
 
     def read_fingerprint(self, n: int) -> bytes:
         try:
@@ -199,7 +221,12 @@ class _File:
                 os.close(self.fd)
 
     def checkpoint(self) -> dict[str, Any]:
-        return {
+        tail = self.tail if self.ack_pos == self.read_pos else b""
+        if len(tail) != min(TAIL_BYTES, self.ack_pos):
+            tail = b""  # partly known: the whole of it or nothing
+        if not tail and self.ack_pos and not self.compressed:
+            tail = self.bytes_before(self.ack_pos)
+        entry = {
             "path": self.path,
             "dev": self.dev,
             "ino": self.ino,
@@ -209,6 +236,16 @@ class _File:
             # The line before the offset went out without its newline: skip that newline.
             "partial": self.ack_pos == self.partial_at,
         }
+        if tail:
+            entry["tail"] = hashlib.sha1(tail).hexdigest()
+        return entry
+
+    def matches_entry(self, entry: dict[str, Any], pos: int) -> bool:
+        """The content before `pos` is what `entry` (a checkpoint) saw before its offset."""
+        want = entry.get("tail")
+        if not want or not pos:
+            return True
+        return bool(hashlib.sha1(self.bytes_before(pos)).hexdigest() == want)
 
 
 def _fp_of(fd: int, n: int) -> bytes:

@@ -8,7 +8,7 @@ import time
 
 from ..multiline import Joiner
 from .base import _Base, log
-from .files import FINGERPRINT_BYTES, Chunk, _File
+from .files import FINGERPRINT_BYTES, TAIL_BYTES, Chunk, _File
 
 
 class _Reader(_Base):
@@ -104,6 +104,7 @@ class _Reader(_Base):
         """
         start = f.read_pos  # file offset of data[0]
         f.read_pos += len(data)
+        f.tail = data[-TAIL_BYTES:] if len(data) >= TAIL_BYTES else (f.tail + data)[-TAIL_BYTES:]
         r = f.split.feed(data)
         if r.held:
             f.carry_since = time.monotonic()

@@ -93,9 +93,10 @@ class _Rotation(_Base):
         for t in self._files:
             if t.twin is f:
                 # The original goes (deleted, renamed away and idle): its copy
-                # continues from where it was.
+                # continues from where it was (if it is one: else from its start).
                 t.twin = None
-                self._take_over(t, f)
+                if t.same_before(f.read_pos, f.tail):
+                    self._take_over(t, f)
         if not f.unverified and f.twin is None:
             self._remember_read(f)
         f.close()
@@ -153,6 +154,11 @@ class _Rotation(_Base):
         for f in self._files:
             # Even at offset 0: first bytes we fingerprinted are gone, so the
             # content was copied away and truncated before we read any of it.
+            if f.twin is not None and not self._copy_of(f, f.twin):
+                # It grew into something else than a copy: its own stream after all.
+                log.info("not a copy after all", extra={"path": f.path, "of": f.twin.path})
+                f.twin = None
+                continue
             if f.compressed:
                 continue  # finished and unchanging
             if f.fp_len and not f.fingerprint_matches():
@@ -165,6 +171,14 @@ class _Rotation(_Base):
         self.truncations += 1
         if copy is None:
             copy = next((t for t in self._files if t.twin is f), None) or self._find_copy(f)
+        if copy is not None and not copy.same_before(f.read_pos, f.tail):
+            # Its first bytes are f's, the bytes before f's position are not: not a copy.
+            log.info("not a copy after all", extra={"path": copy.path, "of": f.path})
+            copy.twin = None
+            copy.unverified = False
+            if copy.key not in self._by_key:
+                copy.close()
+            copy = None
         if copy is not None and copy.key in self._by_key:
             # A copy we saw before the truncation: it stops waiting and takes over.
             self._files.remove(copy)
@@ -193,6 +207,7 @@ class _Rotation(_Base):
                 f.joiner.reset()
             self._remember_read(f)  # the copy may turn up later (compressed)
         f.read_pos = f.emit_pos = f.ack_pos = 0
+        f.tail = b""
         f.split = LineSplitter(self.cfg.max_line_bytes)
         f.fp_len = 0
         f.fp = b""
@@ -203,7 +218,7 @@ class _Rotation(_Base):
         """`copy` holds what we had not read of `f` yet: it takes over exactly where
         we were (held line, joiner, unacknowledged chunks)."""
         copy.read_pos, copy.emit_pos, copy.ack_pos = f.read_pos, f.emit_pos, f.ack_pos
-        copy.split, copy.carry_since = f.split, f.carry_since
+        copy.split, copy.carry_since, copy.tail = f.split, f.carry_since, f.tail
         copy.partial_at = f.partial_at
         copy.joiner, f.joiner = f.joiner, self._new_joiner()
         copy.outstanding, f.outstanding = f.outstanding, deque()
@@ -232,6 +247,8 @@ class _Rotation(_Base):
         fp = hashlib.sha1(head).digest()
         g = next((g for g in self._known(f) if g.fp == fp), None)
         if g is not None:
+            if g.fingerprint_matches() and not self._copy_of(f, g):
+                return self._read_file(f, self.cfg.fair_share_bytes)  # only starts alike
             if g.fingerprint_matches():
                 # g still holds this content: f is a copy not truncated yet (or `cp`).
                 f.twin = g
@@ -241,6 +258,14 @@ class _Rotation(_Base):
                 self._truncated(g, copy=f)
             return True
         saved = self._lost.pop(fp.hex(), None)
+        if saved is not None and not f.matches_entry(saved, saved["offset"]):
+            # Starts like a file we knew, but is not what we read of it (a long
+            # banner, the same first lines): its own stream.
+            log.info(
+                "same first bytes as a checkpointed file, other content", extra={"path": f.path}
+            )
+            self._remember(saved)
+            saved = None
         if saved is not None and (f.compressed or saved["offset"] <= f.size):
             # A copy of a checkpointed file whose inode is gone or rewritten.
             f.read_pos = f.emit_pos = f.ack_pos = saved["offset"]
@@ -253,6 +278,18 @@ class _Rotation(_Base):
                 extra={"path": f.path, "of": saved["path"], "offset": saved["offset"]},
             )
         return self._read_file(f, self.cfg.fair_share_bytes)
+
+    @staticmethod
+    def _copy_of(f: _File, g: _File) -> bool:
+        """`f` holds what `g` holds so far: the same bytes before the end of the
+        shorter (a long banner is the same at the start, not further on)."""
+        if f.compressed or g.compressed:
+            return True  # checked when it takes over (same_before)
+        try:
+            end = min(os.fstat(f.fd).st_size, os.fstat(g.fd).st_size)
+        except OSError:
+            return False
+        return f.bytes_before(end) == g.bytes_before(end)
 
     def _known(self, f: _File) -> list[_File]:
         """Followed files `f` could be a copy of (whole fingerprint, read themselves)."""

@@ -155,3 +155,36 @@ async def test_files_that_only_start_alike_are_both_read(tmp_path: Path, logs: P
     texts = await c.finish()
     assert texts.count(banner.strip()) == 3
     assert sorted(texts[21:]) == sorted([banner.strip()] * 2 + want("b", 3))
+
+
+BANNER = "".join(f"banner line {i}: the same words at every start of the app\n" for i in range(6))
+
+
+async def test_a_long_banner_is_not_an_identity(tmp_path: Path, logs: Path) -> None:
+    """Files whose first 256 bytes are the same (a banner longer than that) but
+    whose content differs are separate streams: none is resumed at another's
+    position, while running (a file gone, a twin) or after a restart."""
+    assert len(BANNER) > 256
+    conf = cfg(tmp_path, identify_wait=0.2)
+    write(logs / "a.log", BANNER + lines("a", 30))
+    t = Tailer(conf)
+    await t.start()
+    c = Collector(t)
+    await c.until(36)
+    os.unlink(logs / "a.log")  # gone: its identity is remembered for a late copy
+    write(logs / "b.log", BANNER + lines("b", 40))  # longer: could be taken for it
+    await c.until(36 + 46)
+    write(logs / "c.log", BANNER + lines("c", 50))  # b.log is open: c.log is no twin of it
+    await c.until(36 + 46 + 56)
+    os.unlink(logs / "b.log")
+    await c.finish()
+    # Stopped: c.log rewritten in place with the banner and more than before.
+    write(logs / "c.log", BANNER + lines("d", 60), mode="w")
+    t = Tailer(conf)
+    await t.start()
+    c2 = Collector(t)
+    await c2.until(66)
+    texts = c.texts + await c2.finish()
+    assert sorted(texts) == sorted(
+        BANNER.splitlines() * 4 + want("a", 30) + want("b", 40) + want("c", 50) + want("d", 60)
+    )
