@@ -67,13 +67,6 @@ class LineSplitter:
         """A line (or the cut start of one) is held."""
         return bool(self.carry) or self.head is not None
 
-    def reset(self) -> None:
-        """Forget everything held (the stream starts over)."""
-        self.carry = b""
-        self.head = None
-        self.skipping = False
-        self.flushed = False
-
     def feed(self, data: bytes) -> Split:
         r = Split()
         skip = 0  # bytes of `data` before the part still to split
