@@ -224,7 +224,8 @@ class _File:
         tail = self.tail if self.ack_pos == self.read_pos else b""
         if len(tail) != min(TAIL_BYTES, self.ack_pos):
             tail = b""  # partly known: the whole of it or nothing
-        if not tail and self.ack_pos and not self.compressed:
+        # A closed file's fd number may be another file's by now: never read through it.
+        if not tail and self.ack_pos and not self.compressed and not self.closed:
             tail = self.bytes_before(self.ack_pos)
         entry = {
             "path": self.path,
