@@ -118,13 +118,12 @@ class LineSplitter:
                 r._block = data[:cut]
         else:
             rest = data
+        # Started or grown by this feed (not merely still there).
+        r.held = len(rest) > (0 if cut >= 0 else carry)
         if len(rest) > limit:
             self.head = rest[:limit]
             self.skipping = True
-            r.held = True
             rest = b""
-        elif rest:
-            r.held = True
         self.carry = rest
         return r
 

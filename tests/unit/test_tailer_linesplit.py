@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 
-from podkit.linesplit import LineSplitter
+from podkit.linesplit import LineSplitter, cut_long, decode_cut
 
 
 def run(data: bytes, limit: int, pieces: list[int]) -> tuple[list[str], list[str], int]:
@@ -86,3 +86,41 @@ def test_invalid_utf8_is_replaced_and_lengths_stay_bytes() -> None:
     r = LineSplitter(100).feed(b"\xff\xfeab\nc\n")
     assert r.texts == ["\ufffd\ufffdab", "c"]
     assert r.lengths() == [4, 1]
+
+
+def test_decode_cut_at_every_byte_keeps_whole_characters_only() -> None:
+    text = "a\u00e9b\u20acc\U0001f600d\u00e9\u20ac\U0001f600"  # 1, 2, 3 and 4-byte characters
+    raw = text.encode()
+    for n in range(len(raw) + 1):
+        # Valid UTF-8 cut at n: exactly the characters that are whole.
+        assert decode_cut(raw[:n]) == raw[:n].decode("utf-8", "ignore"), n
+
+
+def test_decode_cut_replaces_what_is_invalid_before_the_cut() -> None:
+    assert decode_cut(b"ab\x80") == "ab\ufffd"  # a stray continuation byte is no cut character
+    assert decode_cut(b"\xff\xfeab") == "\ufffd\ufffdab"
+    assert decode_cut(b"") == ""
+    assert decode_cut(b"\xc3") == ""  # only the start of a character
+    assert decode_cut(b"\xf0\x9f\x98") == ""
+
+
+def test_cut_long_cuts_only_the_long_lines() -> None:
+    texts, cut = cut_long(b"short\n" + b"x" * 12 + b"\n" + "\u00e9".encode() * 6, 10)
+    assert texts == ["short", "x" * 10, "\u00e9" * 5] and cut == [1, 2]
+
+
+def test_split_without_a_newline_consumes_nothing() -> None:
+    s = LineSplitter(100)
+    r = s.feed(b"no newline yet")
+    assert (r.texts, r.trunc, r.end, r.lead, r.held) == ([], [], -1, 0, True)
+    assert r.lengths() == []
+    r = s.feed(b"")
+    assert (r.texts, r.end, r.held) == ([], -1, False)
+    r = s.feed(b" and now\n")
+    assert r.texts == ["no newline yet and now"] and r.end == 9 and not r.held
+    assert r.lengths() == [len("no newline yet and now")]
+
+
+def test_lengths_are_bytes_for_multibyte_lines() -> None:
+    r = LineSplitter(100).feed("\u00e9t\u00e9\nok\n\u20ac".encode())
+    assert r.texts == ["\u00e9t\u00e9", "ok"] and r.lengths() == [5, 2] and r.held
