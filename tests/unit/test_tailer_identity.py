@@ -9,6 +9,7 @@ never shipped again from 0. Two files that merely start alike are not.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 from collections import Counter
@@ -188,3 +189,40 @@ async def test_a_long_banner_is_not_an_identity(tmp_path: Path, logs: Path) -> N
     assert sorted(texts) == sorted(
         BANNER.splitlines() * 4 + want("a", 30) + want("b", 40) + want("c", 50) + want("d", 60)
     )
+
+
+async def test_rewritten_in_place_with_the_same_start_is_read_from_its_start(
+    tmp_path: Path, logs: Path
+) -> None:
+    """Same inode, same first 256 bytes, same length, other lines after them: the
+    checkpoint's offset would skip every new line; the bytes before it tell."""
+    conf = cfg(tmp_path)
+    write(logs / "a.log", BANNER + lines("a", 20))
+    t = Tailer(conf)
+    await t.start()
+    c = Collector(t)
+    await c.until(26)
+    await c.finish()
+    saved = json.loads((tmp_path / "state" / "checkpoints.json").read_text())["files"]
+    assert len(saved) == 1 and len(saved[0]["tail"]) == 40
+    write(logs / "a.log", BANNER + lines("b", 20), mode="r+")  # in place: same inode
+    t = Tailer(conf)
+    await t.start()
+    c = Collector(t)
+    await c.until(26)
+    assert sorted(await c.finish()) == sorted(BANNER.splitlines() + want("b", 20))
+
+
+async def test_identities_remembered_are_bounded_and_keep_the_furthest(tmp_path: Path) -> None:
+    from podkit.tailer.base import MAX_REMEMBERED
+
+    t = Tailer(cfg(tmp_path))
+    for i in range(MAX_REMEMBERED + 10):
+        t._remember({"fp": f"{i:040x}", "offset": i})
+    assert len(t._lost) == MAX_REMEMBERED
+    assert f"{0:040x}" not in t._lost and f"{MAX_REMEMBERED + 9:040x}" in t._lost
+    fp = f"{MAX_REMEMBERED + 9:040x}"
+    t._remember({"fp": fp, "offset": 3})  # a nearer offset does not move it back
+    assert t._lost[fp]["offset"] == MAX_REMEMBERED + 9
+    t._remember({"fp": fp, "offset": 10**9})
+    assert t._lost[fp]["offset"] == 10**9
