@@ -14,7 +14,16 @@ The on-disk contract, stated once:
   another filesystem, while we were stopped) resumes from that entry's
   offset. Shorter files are never matched by content (a banner line is not
   an identity), and a new file whose bytes so far are the start of a followed
-  file waits up to `identify_wait` before it is read as new.
+  file waits up to `identify_wait` before it is read as new. The first bytes
+  are confirmed by the `TAIL_BYTES` bytes before the position (a checkpoint
+  entry's `tail`, a SHA-1): a file that only starts alike (a long banner) or
+  was rewritten in place with the same start is read as its own stream.
+  Identities of files gone are remembered (at most `MAX_REMEMBERED`) for a
+  copy that turns up late.
+* Compressed files (gzip; zstd with the `zstandard` module) are known by
+  their first bytes and read at uncompressed offsets with the fingerprint of
+  their content (`compressed`): a rotation compressed before it was finished
+  is finished from inside it.
 * `<state_dir>/checkpoints.json` holds, for every open file, the offset up to
   which the consumer acknowledged every line (`ack()`): never an offset that
   was only read. It is replaced atomically (temp file, fsync, rename, fsync of
