@@ -77,7 +77,7 @@ class LineSplitter:
                 skip = 1
         limit = self.limit
         if self.skipping:
-            i = data.find(b"\n", skip)
+            i = data.find(b"\n")  # (skip is 0 here: no newline is dropped while skipping)
             if i < 0:
                 return r  # still inside the over-long line: discard without buffering
             if self.head is not None:

@@ -78,3 +78,13 @@ def test_plain_and_corrupt_files(tmp_path: Path) -> None:
         assert read_head(fd, 10) == b""
     finally:
         os.close(fd)
+
+
+def test_a_read_error_is_not_taken_for_an_incomplete_stream(tmp_path: Path) -> None:
+    p = tmp_path / "app.log.1.gz"
+    p.write_bytes(gzip.compress(DATA))
+    fd = opened(p)
+    z = Decompressed(fd, "gzip")
+    os.close(fd)  # EBADF: the disk, not the format
+    with pytest.raises(OSError):
+        z.pread(10, 0)

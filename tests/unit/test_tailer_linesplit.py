@@ -124,3 +124,29 @@ def test_split_without_a_newline_consumes_nothing() -> None:
 def test_lengths_are_bytes_for_multibyte_lines() -> None:
     r = LineSplitter(100).feed("\u00e9t\u00e9\nok\n\u20ac".encode())
     assert r.texts == ["\u00e9t\u00e9", "ok"] and r.lengths() == [5, 2] and r.held
+
+
+def test_mutants_that_survived_once() -> None:
+    """Each assertion pins a behaviour a surviving mutant changed (make mutate)."""
+    s = LineSplitter(100)
+    s.feed(b"\xff partial")
+    assert s.flush() == ("\ufffd partial", False)  # invalid bytes replaced, never raised
+    assert s.feed(b"rest\n").texts == ["rest"]  # no newline after the flush: nothing dropped
+    r = LineSplitter(3).feed(b"abcdef\nxy\n")
+    assert r.texts == ["abc", "xy"] and r.trunc == [0]
+    assert r.lengths() == [6, 2]  # bytes of the file, not of the cut text
+    # An over-long line with spaces, in a block that is not one byte a character.
+    r = LineSplitter(10).feed("\u00e9 a line with spaces that is long\n".encode())
+    assert r.texts == ["\u00e9 a line "] and r.trunc == [0]  # 10 bytes
+    s = LineSplitter(100)
+    s.feed(b"abcde")
+    assert s.feed(b"x\nyz").held  # a new partial line after a newline
+    assert LineSplitter(100).feed(b"a\nb").held  # even of one byte
+    s = LineSplitter(4)
+    assert s.feed(b"abcd").texts == [] and not s.skipping  # exactly the limit: not over
+    r = s.feed(b"\n")
+    assert r.texts == ["abcd"] and r.trunc == []
+    assert decode_cut(b"a\xc0") == "a"  # 0xC0 starts a 2-byte sequence: cut, dropped
+    assert decode_cut(b"a\xe0\xa0") == "a"  # 0xE0 starts a 3-byte one
+    assert decode_cut(b"a\xdf") == "a"
+    assert decode_cut(b"a\xef\xbf") == "a"
