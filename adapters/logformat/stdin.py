@@ -25,7 +25,13 @@ class LineSplitter:
 
     def feed(self, data: bytes) -> tuple[list[str], list[int]]:
         r = self._split.feed(data)
-        return r.texts, r.trunc
+        if self._split.head is None:
+            return r.texts, r.trunc
+        # A pipe has no offsets to keep: the cut start of an over-long line goes
+        # out at once, not when its newline comes (the rest is still skipped).
+        held = self._split.flush()
+        assert held is not None
+        return [*r.texts, held[0]], [*r.trunc, len(r.texts)]
 
     def finish(self) -> tuple[list[str], list[int]]:
         """End of input: a last line without newline is still a line."""
