@@ -150,3 +150,10 @@ def test_mutants_that_survived_once() -> None:
     assert decode_cut(b"a\xe0\xa0") == "a"  # 0xE0 starts a 3-byte one
     assert decode_cut(b"a\xdf") == "a"
     assert decode_cut(b"a\xef\xbf") == "a"
+
+
+def test_a_fresh_splitter_keeps_a_leading_empty_line_and_skipping_is_no_growth() -> None:
+    assert LineSplitter(10).feed(b"\nx\n").texts == ["", "x"]
+    s = LineSplitter(3)
+    assert s.feed(b"abcdef").held  # the cut start is held from here...
+    assert not s.feed(b"ghij").held  # ...the skipped rest does not restart its clock
