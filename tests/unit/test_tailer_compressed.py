@@ -88,3 +88,16 @@ def test_a_read_error_is_not_taken_for_an_incomplete_stream(tmp_path: Path) -> N
     os.close(fd)  # EBADF: the disk, not the format
     with pytest.raises(OSError):
         z.pread(10, 0)
+
+
+def test_a_zstd_stream_cut_short_or_corrupt_reads_as_nothing_yet(tmp_path: Path) -> None:
+    whole = zstd_bytes(DATA)
+    for i, body in enumerate([whole[: len(whole) // 2], whole[:4] + b"\x00garbage" * 20]):
+        p = tmp_path / f"app.log.{i}.zst"
+        p.write_bytes(body)
+        fd = opened(p)
+        try:
+            assert compression(fd) == "zstd"
+            assert Decompressed(fd, "zstd").pread(len(DATA), 0) == b""
+        finally:
+            os.close(fd)
