@@ -44,7 +44,7 @@ e2e: install
 # Mutation testing (docs/testing.md): the modules and the tests are in
 # [tool.mutmut] of pyproject.toml; each mutant runs only the selected tests that
 # call the function it changed. MUTATE="podkit.secrets*" narrows the run.
-MUTATE ?= podkit.secrets* podkit.http* podkit.runner* podkit.tailer*
+MUTATE ?= podkit.secrets* podkit.http* podkit.runner* podkit.tailer* podkit.linesplit*
 mutate: install
 	rm -rf mutants $(VENV)/mutate-tmp && mkdir -p $(VENV)/mutate-tmp
 	PYTEST_DEBUG_TEMPROOT=$(abspath $(VENV))/mutate-tmp $(VENV)/bin/mutmut run $(foreach m,$(MUTATE),"$(m)")

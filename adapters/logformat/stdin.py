@@ -1,4 +1,4 @@
-"""--stdin: a reader thread on fd 0, and the tailer's line rules for a pipe.
+"""--stdin: a reader thread on fd 0; lines are split by podkit.linesplit, as files are.
 
 A thread, not add_reader: fd 0 may be a regular file, which epoll refuses.
 """
@@ -9,7 +9,7 @@ import asyncio
 import concurrent.futures
 import os
 
-from podkit.tailer import cut_long, decode_cut
+from podkit import linesplit
 
 #: Bytes asked of fd 0 per read: large reads keep the reader thread's GIL
 #: hand-overs rare (one per few thousand lines).
@@ -17,58 +17,25 @@ STDIN_READ = 256 * 1024
 
 
 class LineSplitter:
-    """Bytes from a pipe in, complete decoded lines out (the tailer's rules for files).
-
-    Invalid UTF-8 becomes U+FFFD; a line longer than `limit` bytes is cut to
-    it and marked truncated, the rest skipped without buffering it.
-    """
+    """podkit.linesplit's rules (the tailer's), answering what logformat's loop takes:
+    (texts, indices of truncated ones)."""
 
     def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.partial = b""
-        self.skipping = False
+        self._split = linesplit.LineSplitter(limit)
 
     def feed(self, data: bytes) -> tuple[list[str], list[int]]:
-        texts: list[str] = []
-        trunc: list[int] = []
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            self._hold(data, texts, trunc)
-            return texts, trunc
-        block = self.partial + data[: cut + 1]
-        self.partial = b""
-        if self.skipping:  # the tail of an over-long line: drop it up to its newline
-            nl = block.find(b"\n")
-            block = block[nl + 1 :]
-            self.skipping = False
-        rest = data[cut + 1 :]
-        if block:
-            body = block[:-1]
-            if len(body) > self.limit and max(map(len, body.split(b"\n"))) > self.limit:
-                texts, trunc = cut_long(body, self.limit)
-            else:  # the common case: one decode, one split
-                texts = body.decode("utf-8", "replace").split("\n")
-        if rest:
-            self._hold(rest, texts, trunc)
-        return texts, trunc
-
-    def _hold(self, data: bytes, texts: list[str], trunc: list[int]) -> None:
-        if self.skipping:
-            return
-        self.partial += data
-        if len(self.partial) > self.limit:
-            trunc.append(len(texts))
-            texts.append(decode_cut(self.partial[: self.limit]))
-            self.partial = b""
-            self.skipping = True
+        r = self._split.feed(data)
+        if self._split.head is None:
+            return r.texts, r.trunc
+        # A pipe has no offsets to keep: the cut start of an over-long line goes
+        # out at once, not when its newline comes (the rest is still skipped).
+        held = self._split.flush()
+        assert held is not None
+        return [*r.texts, held[0]], [*r.trunc, len(r.texts)]
 
     def finish(self) -> tuple[list[str], list[int]]:
         """End of input: a last line without newline is still a line."""
-        if self.partial:
-            text = self.partial.decode("utf-8", "replace")
-            self.partial = b""
-            return [text], []
-        return [], []
+        return self._split.finish()
 
 
 def read_stdin(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | None]) -> None:

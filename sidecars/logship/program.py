@@ -38,6 +38,7 @@ from podkit.sinks import (
 from podkit.tailer import (
     Tailer,
     TailerConfig,
+    checkpoint_interval_option,
     follow_symlinks_option,
     register_metrics,
     watch_log_volume,
@@ -195,9 +196,7 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
     poll_interval: float = option(
         "1s", kind="duration", help="how often to look for new, rotated and grown files"
     )
-    checkpoint_interval: float = option(
-        "1s", kind="duration", help="most frequent checkpoint write"
-    )
+    checkpoint_interval: float = checkpoint_interval_option()
     stall_timeout: float = option(
         "5m", kind="duration", help="/healthz fails when lag has not shrunk for this long"
     )

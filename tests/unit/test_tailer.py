@@ -159,7 +159,7 @@ async def test_huge_line_without_newline_is_not_buffered(tmp_path: Path, logs: P
     await asyncio.sleep(0.3)
     assert c.texts == []
     for f in t._files:
-        assert len(f.carry) == 0 and f.head is not None and len(f.head) == 1000
+        assert len(f.split.carry) == 0 and f.split.head is not None and len(f.split.head) == 1000
     write(logs / "a.log", "\nok\n")
     await c.until(2)
     assert c.texts == ["y" * 1000, "ok"]
@@ -495,7 +495,7 @@ async def test_checkpoint_is_atomic_and_rate_limited(
 ) -> None:
     """Temp file written and fsynced, then renamed over checkpoints.json, then the
     directory fsynced; at most once per checkpoint_interval, and once more at close."""
-    import podkit.tailer as tailer_mod
+    import podkit.tailer.checkpoints as tailer_mod
 
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace

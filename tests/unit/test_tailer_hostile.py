@@ -253,6 +253,7 @@ BAD_ENTRIES: list[tuple[str, Any]] = [
     ("dev", "x"),
     ("path", 3),
     ("partial", "yes"),
+    ("tail", "zz"),  # not a SHA-1
 ]
 
 
