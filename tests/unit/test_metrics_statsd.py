@@ -185,26 +185,68 @@ def test_four_tag_dialects() -> None:
 
 
 @pytest.mark.parametrize(
-    ("line", "reason"),
+    ("line", "reason", "whole_line"),
     [
-        ("nocolon", "malformed"),
-        ("x:1", "malformed"),
-        ("x:1|q", "bad_type"),
-        ("x:abc|c", "bad_value"),
-        ("x:1:2|c", "bad_type"),
-        ("x:1|c|", "malformed"),
-        ("x:1|c|zz", "malformed"),
-        ("x,a=b:1|c|#c:d", "mixed_tags"),
+        ("nocolon", "malformed", True),
+        ("x:1", "malformed", True),
+        ("x:1:2|c", "bad_type", True),
+        ("x,a=b:1|c|#c:d", "mixed_tags", True),
+        # One sample's fault drops that sample only (statsd_exporter's
+        # `continue samples`), counted by reason.
+        ("x:1|q", "bad_type", False),
+        ("x:abc|c", "bad_value", False),
+        ("x:1|c|", "malformed", False),
+        ("x:1|c|zz", "bad_section", False),
+        ("x:1|c|c", "bad_container_id", False),
+        ("x:1|c|cfoo", "bad_container_id", False),
     ],
 )
-def test_malformed_lines(line: str, reason: str) -> None:
-    with pytest.raises(BadLine) as exc:
-        parse_line(line)
-    assert exc.value.reason == reason
+def test_malformed_lines(line: str, reason: str, whole_line: bool) -> None:
+    dropped: list[str] = []
+    if whole_line:
+        with pytest.raises(BadLine) as exc:
+            parse_line(line)
+        assert exc.value.reason == reason
+    else:
+        assert parse_line(line, None, dropped) == []
+        assert dropped == [reason]
     src, store = make()
     src.ingest(line.encode() + b"\nok:1|c\n")
     assert src.errors[reason] == 1
-    assert scrape(store)["ok_total"][()] == 1.0
+    assert scrape(store) == {"ok_total": {(): 1.0}}
+
+
+def test_a_bad_section_drops_its_sample_not_the_line() -> None:
+    src, store = make()
+    # Two samples on one line: the first has an unknown section, the second is kept.
+    src.ingest(b"two:1|c|zz:5|g\nthree:2|c|@0.5|c:\n")
+    assert scrape(store) == {"two": {(): 5.0}}
+    assert src.errors["bad_section"] == 1 and src.errors["bad_container_id"] == 1
+    assert parse_line("ts:1|c|Tnot-a-number")[0].value == "1"  # |T: ignored unparsed
+
+
+def test_sample_rates_as_statsd_exporter_uses_them() -> None:
+    src, store = make()
+    src.ingest(
+        b"bad:3|c|@abc\nzero:3|c|@0\n"  # taken as 1, counted
+        b"over:4|c|@2\n"  # used as given: 4 / 2
+        b"neg:4|c|@-1\n"  # 4 / -1 is a negative counter: dropped, no series
+        b"t:1|ms|@2\nt2:1|ms|@0.25\n"  # observed int(1/rate) times: 0 and 4
+    )
+    got = scrape(store)
+    assert got["bad_total"][()] == 3.0 and got["zero_total"][()] == 3.0
+    assert got["over_total"][()] == 2.0
+    assert "neg_total" not in got and src.errors["negative_counter"] == 1
+    assert got["t2_count"][()] == 4.0
+    assert got.get("t_count", {}).get((), 0.0) == 0.0
+    assert src.errors["bad_sample_rate"] == 2
+
+
+def test_a_negative_counter_after_scale_creates_no_series() -> None:
+    src, store = make({"mappings": [{"match": "neg.*", "name": "neg_total", "scale": -1}]})
+    src.ingest(b"neg.a:1|c\nneg.a:1|c\n")
+    assert "neg_total" not in scrape(store)
+    assert not store.families and src.errors["negative_counter"] == 2
 
 
 def test_bad_tags_are_dropped_and_counted_the_line_kept() -> None:
