@@ -36,9 +36,8 @@ import math
 import re
 from typing import Any
 
-from podkit import UsageError, register_secret
+from podkit import UsageError, configfile, register_secret
 from podkit._http1 import loads_json
-from podkit.options import load_yaml
 
 from .jsonpath import JSONPath, PathError, absent
 from .store import (
@@ -182,7 +181,7 @@ class ProbeMetric:
         self.type = raw.get("type") or "value"
         if self.type not in ("value", "object"):
             raise UsageError(
-                f"unknown metric type: '{self.type}', for metric: '{self.name}' ({where}.type)"
+                f"{where}.type: unknown metric type: '{self.type}', for metric: '{self.name}'"
             )
         vt = raw.get("valuetype") or UNTYPED
         if vt not in (UNTYPED, GAUGE, COUNTER):
@@ -473,11 +472,13 @@ class Prober:
         return 200, text
 
 
-def load_modules(path: str, where: str) -> dict[str, Module]:
-    data = load_yaml(path, where)
-    if not isinstance(data, dict) or set(data) - {"modules"}:
-        raise UsageError(f"{where} {path}: expected a mapping with 'modules:' only")
-    mods = data.get("modules") or {}
-    if not isinstance(mods, dict):
-        raise UsageError(f"{where} {path}: modules: expected a mapping")
-    return {str(k): Module(v, f"{where} {path}: modules.{k}") for k, v in mods.items()}
+def load_modules(path: str, flag: str) -> dict[str, Module]:
+    cfg = configfile.load(path, flag)
+    data = cfg.data
+    with cfg.located():
+        if not isinstance(data, dict) or set(data) - {"modules"}:
+            raise UsageError(": expected a mapping with 'modules:' only")
+        mods = data.get("modules") or {}
+        if not isinstance(mods, dict):
+            raise UsageError("modules: expected a mapping")
+        return {str(k): Module(v, f"modules.{k}") for k, v in mods.items()}

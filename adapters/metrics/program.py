@@ -10,10 +10,9 @@ from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
-from podkit import Sidecar, UsageError, option
+from podkit import Sidecar, UsageError, configfile, option
 from podkit.admin import Request, Response
 from podkit.metrics import Metrics
-from podkit.options import load_yaml
 
 # json_source and log_source register their source types on import.
 from . import json_exporter, json_source, log_source, statsd  # noqa: F401
@@ -169,21 +168,16 @@ podkit metrics --json-exporter-config /etc/json_exporter/config.yml   # then GET
         if self.json_url:
             if not self.json_mapping:
                 raise UsageError("--json-url: needs --json-mapping FILE (which values to export)")
-            cfg = load_yaml(self.json_mapping, "--json-mapping")
-            if isinstance(cfg, list):
-                cfg = {"metrics": cfg}
-            elif not isinstance(cfg, dict):
-                raise UsageError(f"--json-mapping {self.json_mapping}: expected a list or mapping")
-            cfg = {**cfg, "type": "json", "url": self.json_url}
-            self._sources.append(
-                build(
-                    cfg,
-                    f"--json-mapping {self.json_mapping}",
-                    self.store,
-                    self.log,
-                    os.path.dirname(os.path.abspath(self.json_mapping)),
-                )
-            )
+            jm = configfile.load(self.json_mapping, "--json-mapping")
+            with jm.located():
+                cfg = jm.data
+                if isinstance(cfg, list):
+                    cfg = {"metrics": cfg}
+                elif not isinstance(cfg, dict):
+                    raise UsageError(": expected a list or mapping")
+                cfg = {**cfg, "type": "json", "url": self.json_url}
+                base = os.path.dirname(os.path.abspath(self.json_mapping))
+                self._sources.append(build(cfg, "", self.store, self.log, base))
         listeners = self.statsd_udp or self.statsd_tcp or self.statsd_listen_unixgram
         if self.statsd_mapping and not listeners:
             raise UsageError(
