@@ -148,6 +148,17 @@ class Series:
         self.updated = now
 
 
+class TimedSeries(Series):
+    """A Series that also carries the time its input says it happened (unix
+    seconds, from a log line), served as the sample timestamp."""
+
+    __slots__ = ("ts",)
+
+    def __init__(self, now: float) -> None:
+        super().__init__(now)
+        self.ts: float | None = None
+
+
 class HistogramSeries:
     __slots__ = ("bounds", "count", "counts", "sum", "updated")
 
@@ -164,6 +175,31 @@ class HistogramSeries:
         self.counts[bisect_left(self.bounds, v)] += 1
         self.sum += v
         self.count += 1
+
+
+class TimedHistogramSeries(HistogramSeries):
+    __slots__ = ("ts",)
+
+    def __init__(self, bounds: Sequence[float], now: float) -> None:
+        super().__init__(bounds, now)
+        self.ts: float | None = None
+
+
+#: Sample timestamps are served only inside this window around the scrape.
+#: Prometheus refuses a sample older than its head block ("out of bounds",
+#: about an hour back at most) and a series whose timestamp goes backwards;
+#: a line read long after it was written (a backlog, a restart reading from
+#: the head) is therefore served at scrape time instead.
+TIMESTAMP_MAX_AGE = 3600.0
+TIMESTAMP_MAX_AHEAD = 600.0
+
+
+def sample_timestamp(ts: float | None, wall: float, openmetrics: bool) -> str:
+    """` <timestamp>` for a sample line, or "" outside the window: milliseconds
+    in the text format (0.0.4), seconds in OpenMetrics."""
+    if ts is None or not wall - TIMESTAMP_MAX_AGE <= ts <= wall + TIMESTAMP_MAX_AHEAD:
+        return ""
+    return f" {ts!r}" if openmetrics else f" {round(ts * 1000)}"
 
 
 class SummaryOptions:
@@ -288,6 +324,7 @@ class Family:
         "source",
         "store",
         "summary",
+        "timestamps",
         "ttl",
     )
 
@@ -316,6 +353,8 @@ class Family:
         self.buckets = buckets
         self.summary = summary
         self.source = source
+        #: Series carry a timestamp from their input (log rules' `timestamp:`).
+        self.timestamps = False
 
     def get(self, labelvalues: tuple[str, ...], now: float) -> Any:
         """The series for these label values, created on first use; None when the
@@ -323,12 +362,13 @@ class Family:
         s = self.series.get(labelvalues)
         if s is None:
             if self.kind == HISTOGRAM:
-                s = HistogramSeries(self.buckets, now)
+                hs = TimedHistogramSeries if self.timestamps else HistogramSeries
+                s = hs(self.buckets, now)
             elif self.kind == SUMMARY:
                 assert self.summary is not None
                 s = SummarySeries(self.summary, now, self.store.budget if self.store else None)
             else:
-                s = Series(now)
+                s = TimedSeries(now) if self.timestamps else Series(now)
             if not self.add(labelvalues, s):
                 return None
         return s
@@ -451,8 +491,10 @@ class Store:
         buckets: tuple[float, ...] = DEFAULT_BUCKETS,
         summary: SummaryOptions | None = None,
         source: str = "",
+        timestamps: bool = False,
     ) -> Family:
-        """The family `name`, created on first use. Raises Conflict (already counted)."""
+        """The family `name`, created on first use. Raises Conflict (already counted).
+        `timestamps`: its series carry a sample timestamp (set by whoever creates it first)."""
         if kind == COUNTER and name.endswith("_total"):
             name = name[:-6]
         fam = self.families.get(name)
@@ -516,6 +558,7 @@ class Store:
             source,
             self,
         )
+        fam.timestamps = timestamps and kind != SUMMARY
         for s in owned:
             self._claims[s] = name
         self.families[name] = fam
@@ -643,15 +686,20 @@ def render_family(fam: Family, now: float, openmetrics: bool, out: list[str]) ->
     add = out.append
     simple = kind in (COUNTER, GAUGE, UNTYPED)
     sname = name + "_total" if kind == COUNTER else name
+    timed = fam.timestamps
+    wall = time.time()
+    ts = ""
     for lv, s in list(fam.series.items()):
         ls = cache.get(lv)
         if ls is None:
             ls = cache[lv] = _labelstr(names, lv)
+        if timed:
+            ts = sample_timestamp(s.ts, wall, openmetrics)
         if simple:
             if ls:
-                add(f"{sname}{{{ls}}} {fmt_value(s.value)}\n")
+                add(f"{sname}{{{ls}}} {fmt_value(s.value)}{ts}\n")
             else:
-                add(f"{sname} {fmt_value(s.value)}\n")
+                add(f"{sname} {fmt_value(s.value)}{ts}\n")
             continue
         sep = "," if ls else ""
         suffix = f"{{{ls}}}" if ls else ""
@@ -659,11 +707,11 @@ def render_family(fam: Family, now: float, openmetrics: bool, out: list[str]) ->
             acc = 0
             for le, c in zip(fam.les, s.counts, strict=True):
                 acc += c
-                add(f'{name}_bucket{{{ls}{sep}le="{le}"}} {acc}\n')
+                add(f'{name}_bucket{{{ls}{sep}le="{le}"}} {acc}{ts}\n')
         else:
             for q, v in s.quantiles(now):
                 add(f'{name}{{{ls}{sep}quantile="{q!r}"}} {fmt_value(v)}\n')
-        add(f"{name}_count{suffix} {s.count}\n{name}_sum{suffix} {fmt_value(s.sum)}\n")
+        add(f"{name}_count{suffix} {s.count}{ts}\n{name}_sum{suffix} {fmt_value(s.sum)}{ts}\n")
 
 
 def own_metric(
