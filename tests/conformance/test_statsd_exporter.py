@@ -17,7 +17,6 @@ statsd_exporter source, from $PODKIT_STATSD_EXPORTER_GIT or GitHub).
 
 from __future__ import annotations
 
-import math
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
@@ -26,70 +25,12 @@ from typing import Any
 
 import pytest
 from datadog.dogstatsd.base import DogStatsd
-from prometheus_client.parser import text_string_to_metric_families
 from statsd import StatsClient, TCPStatsClient
 
 from podkit.testing import http
+from tests.conformance.compare import SENTINEL, Series, diff, normalise
 from tests.conformance.exporters import statsd_exporter
 from tests.helpers import ProgramProcess, free_port, wait_until
-
-Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-#: Families that are each program's own, not adapted data.
-OWN = (
-    "go_",
-    "process_",
-    "promhttp_",
-    "statsd_exporter_",
-    "statsd_metric_mapper_",
-    "podkit_",
-    "python_",
-)
-#: Deliberate differences (docs/metrics.md, "Differences from statsd_exporter"):
-#: series one side serves and the other does not, by name.
-PODKIT_ONLY = {
-    # StatsD sets (`|s`): statsd_exporter rejects them ("no support for StatsD
-    # sets"); podkit serves the number of distinct members as a gauge.
-    "client_users",
-    "set_dedup",
-}
-EXPORTER_ONLY = {
-    # A second label set under one name: statsd_exporter serves both; podkit
-    # keeps the first and counts the second as a `labels` conflict.
-    "labels_conflict_total",
-}
-DONE = "conformance.done"
-
-
-def normalise(text: str) -> Series:
-    out: Series = {}
-    for fam in text_string_to_metric_families(text):
-        if fam.name.startswith(OWN):
-            continue
-        for s in fam.samples:
-            name = s.name
-            if name.endswith("_created"):
-                continue
-            if fam.type == "counter" and not name.endswith("_total"):
-                name += "_total"
-            labels = {
-                k: (repr(float(v)) if k in ("le", "quantile") else v) for k, v in s.labels.items()
-            }
-            out[(name, tuple(sorted(labels.items())))] = s.value
-    return out
-
-
-def diff(podkit: Series, exporter: Series) -> list[str]:
-    out = []
-    for key in sorted(set(podkit) | set(exporter)):
-        a, b = podkit.get(key), exporter.get(key)
-        if key[0] == "conformance_done_total":
-            continue  # the sentinel: sent once per scrape, so its count is the test's own
-        if (b is None and key[0] in PODKIT_ONLY) or (a is None and key[0] in EXPORTER_ONLY):
-            continue
-        if a is None or b is None or not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12):
-            out.append(f"{key[0]}{dict(key[1])}: podkit={a} statsd_exporter={b}")
-    return out
 
 
 class Pair:
@@ -162,7 +103,7 @@ class Pair:
             status, _, body = http(url)
             assert status == 200
             s = normalise(body.decode())
-            return s if any(k[0] == "conformance_done_total" for k in s) else None
+            return s if any(k[0] == SENTINEL for k in s) else None
 
         se = wait_until(lambda: got(f"http://127.0.0.1:{self.se_web}/metrics"), what="se")
         pk = wait_until(lambda: got(self.pk.url("/metrics")), what="podkit")
@@ -170,9 +111,23 @@ class Pair:
 
     def same(self) -> Series:
         pk, se = self.scrapes()
-        problems = diff(pk, se)
+        problems = diff(pk, se, PODKIT_ONLY, EXPORTER_ONLY)
         assert not problems, "podkit and statsd_exporter differ:\n" + "\n".join(problems)
         return pk
+
+
+PODKIT_ONLY = {
+    # StatsD sets (`|s`): statsd_exporter rejects them ("no support for StatsD
+    # sets"); podkit serves the number of distinct members as a gauge.
+    "client_users",
+    "set_dedup",
+}
+EXPORTER_ONLY = {
+    # A second label set under one name: statsd_exporter serves both; podkit
+    # keeps the first and counts the second as a `labels` conflict.
+    "labels_conflict_total",
+}
+DONE = "conformance.done"
 
 
 @pytest.fixture
@@ -427,7 +382,7 @@ def test_ttl(pair: Pair) -> None:
         what="podkit expiring short_lived",
     )
     got = pair.same()
-    assert set(got) - {("conformance_done_total", ())} == {("long_lived", ())}
+    assert set(got) - {(SENTINEL, ())} == {("long_lived", ())}
 
 
 ORDERING_MAPPING = """
