@@ -72,3 +72,8 @@ def diff(
         ):
             out.append(f"{key[0]}{dict(key[1])}: podkit={a} exporter={b}")
     return out
+
+
+def helps(text: str) -> dict[str, str]:
+    """HELP text per family (counters under their `_total`-less family name)."""
+    return {f.name: f.documentation for f in text_string_to_metric_families(text)}

@@ -28,7 +28,7 @@ from datadog.dogstatsd.base import DogStatsd
 from statsd import StatsClient, TCPStatsClient
 
 from podkit.testing import http
-from tests.conformance.compare import SENTINEL, Series, diff, normalise
+from tests.conformance.compare import SENTINEL, Series, diff, helps, normalise
 from tests.conformance.exporters import statsd_exporter
 from tests.helpers import ProgramProcess, free_port, wait_until
 
@@ -347,6 +347,10 @@ def test_every_mapping_key(pair: Pair) -> None:
     )
     got = pair.same()
     assert ("typed_hits_total", ()) in got
+    # `help:` is served as HELP by both.
+    se_help = helps(http(f"http://127.0.0.1:{pair.se_web}/metrics")[2].decode())
+    pk_help = helps(pair.pk.get("/metrics")[2].decode())
+    assert se_help["app_requests"] == pk_help["app_requests"] == "Requests by code."
 
 
 TTL_MAPPING = """
@@ -386,8 +390,6 @@ def test_ttl(pair: Pair) -> None:
 
 
 ORDERING_MAPPING = """
-defaults:
-  glob_disable_ordering: false
 mappings:
 - match: "order.*.x"
   name: "order_star_first"
@@ -396,7 +398,15 @@ mappings:
 """
 
 
-@pytest.mark.parametrize("pair", [ORDERING_MAPPING], indirect=True)
+@pytest.mark.parametrize(
+    "pair",
+    [
+        ORDERING_MAPPING,
+        "defaults:\n  glob_disable_ordering: true\n" + ORDERING_MAPPING,
+        "defaults:\n  match_type: regex\n" + ORDERING_MAPPING.replace('"order.', '"^order\\\\.'),
+    ],
+    indirect=True,
+)
 def test_glob_ordering(pair: Pair) -> None:
     pair.raw("order.a.x:1|c", "order.b.x:1|c", "order.a.y:1|c")
     pair.same()
