@@ -550,6 +550,8 @@ class StatsdSource(Source):
                 buckets=opts.buckets,
                 summary=opts.summary,
                 source=self.name,
+                # One name, several tag sets: all served, as statsd_exporter does.
+                label_sets=True,
             )
         except Conflict as exc:
             return (OP_CONFLICT, name, exc.reason, mtype)
@@ -657,7 +659,7 @@ class StatsdSource(Source):
                 budget.free += s.nbytes
                 s.nbytes = 0
             # Drop sets whose series expired; keep the rest.
-            for fam in self.store.families.values():
+            for fam in self.store.all_families():
                 for s in fam.series.values():
                     if isinstance(s, SetSeries):
                         alive.append(s)

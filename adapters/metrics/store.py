@@ -320,7 +320,9 @@ class Family:
         "labelnames",
         "les",
         "name",
+        "primary",
         "series",
+        "siblings",
         "source",
         "store",
         "summary",
@@ -355,6 +357,15 @@ class Family:
         self.source = source
         #: Series carry a timestamp from their input (log rules' `timestamp:`).
         self.timestamps = False
+        #: The same metric with other label names (StatsD, as statsd_exporter
+        #: serves them): one family in the exposition, a Family object each.
+        self.siblings: dict[tuple[str, ...], Family] = {}
+        #: For a sibling, the family that holds the name; None for that one.
+        self.primary: Family | None = None
+
+    def parts(self) -> list[Family]:
+        """This family and its siblings (the label sets served under its name)."""
+        return [self, *self.siblings.values()] if self.siblings else [self]
 
     def get(self, labelvalues: tuple[str, ...], now: float) -> Any:
         """The series for these label values, created on first use; None when the
@@ -492,9 +503,12 @@ class Store:
         summary: SummaryOptions | None = None,
         source: str = "",
         timestamps: bool = False,
+        label_sets: bool = False,
     ) -> Family:
         """The family `name`, created on first use. Raises Conflict (already counted).
-        `timestamps`: its series carry a sample timestamp (set by whoever creates it first)."""
+        `timestamps`: its series carry a sample timestamp (set by whoever creates it first).
+        `label_sets`: other label names than the family's give a sibling family
+        served under the same name (statsd_exporter does), not a `labels` conflict."""
         if kind == COUNTER and name.endswith("_total"):
             name = name[:-6]
         fam = self.families.get(name)
@@ -502,6 +516,12 @@ class Store:
             if fam.kind != kind:
                 self.conflict(name, "type", f"{fam.kind} (from {fam.source}) vs {kind}")
                 raise Conflict("type")
+            if (
+                fam.labelnames != labelnames
+                and label_sets
+                and not (kind == HISTOGRAM and fam.buckets != buckets)
+            ):
+                return self._sibling(fam, labelnames)
             if fam.labelnames != labelnames:
                 self.conflict(
                     name,
@@ -564,6 +584,45 @@ class Store:
         self.families[name] = fam
         return fam
 
+    def _sibling(self, fam: Family, labelnames: tuple[str, ...]) -> Family:
+        sib = fam.siblings.get(labelnames)
+        if sib is not None:
+            return sib
+        for ln in labelnames:
+            if len(ln) > self.max_name_length:
+                self.conflict(
+                    fam.name, "too_long", f"longer than {self.max_name_length} characters"
+                )
+                raise Conflict("too_long")
+            if not label_allowed(ln, fam.kind):
+                self.conflict(fam.name, "labels", f"label name {ln!r} is not allowed here")
+                raise Conflict("labels")
+        if self.nseries >= self.max_series:
+            self.conflict(fam.name, "limit", f"more than {self.max_series} series")
+            raise Conflict("limit")
+        if not self.budget.take(self._family_cost(fam.name, labelnames, "")):
+            self.conflict(fam.name, "bytes", f"memory budget of {self.budget.limit} spent")
+            raise Conflict("bytes")
+        sib = Family(
+            fam.name,
+            fam.kind,
+            fam.help,
+            labelnames,
+            fam.ttl,
+            fam.buckets,
+            fam.summary,
+            fam.source,
+            self,
+        )
+        sib.timestamps = fam.timestamps
+        sib.primary = fam
+        fam.siblings[labelnames] = sib
+        return sib
+
+    def all_families(self) -> list[Family]:
+        """Every Family object, siblings included."""
+        return [part for fam in self.families.values() for part in fam.parts()]
+
     @staticmethod
     def _family_cost(name: str, labelnames: tuple[str, ...], help: str) -> int:
         return FAMILY_BYTES + 6 * len(name) + sum(map(len, labelnames)) + len(help)
@@ -575,14 +634,26 @@ class Store:
             s.nbytes = 0
 
     def drop_family(self, fam: Family) -> None:
+        if fam.series:
+            # Hot paths may hold these series: the generation tells them.
+            for lv, s in fam.series.items():
+                self._release(fam, lv, s)
+            self.nseries -= len(fam.series)
+            fam.series.clear()
+            fam.labelcache.clear()
+            self.generation += 1
+        primary = fam.primary
+        if primary is not None:
+            # A sibling: it goes, and takes the name with it if nothing is left.
+            if primary.siblings.get(fam.labelnames) is fam:
+                del primary.siblings[fam.labelnames]
+                self.budget.free += self._family_cost(fam.name, fam.labelnames, "")
+            if not primary.series and not primary.siblings:
+                self.drop_family(primary)
+            return
+        if fam.siblings:
+            return  # its name is still served by another label set
         if self.families.get(fam.name) is fam:
-            if fam.series:
-                # Hot paths may hold these series: the generation tells them.
-                for lv, s in fam.series.items():
-                    self._release(fam, lv, s)
-                self.nseries -= len(fam.series)
-                fam.series.clear()
-                self.generation += 1
             self.budget.free += self._family_cost(fam.name, fam.labelnames, fam.help)
             del self.families[fam.name]
             for s in sample_names(fam.name, fam.kind):
@@ -602,7 +673,7 @@ class Store:
         """Remove series not updated within their family's ttl; returns how many."""
         now = time.monotonic() if now is None else now
         removed = 0
-        for fam in list(self.families.values()):
+        for fam in self.all_families():
             if not fam.ttl:
                 continue
             cutoff = now - fam.ttl
@@ -633,8 +704,15 @@ class Store:
         now = time.monotonic() if now is None else now
         out: list[str] = []
         for fam in list(self.families.values()):
-            if fam.series:
-                render_family(fam, now, openmetrics, out)
+            if not fam.siblings:
+                if fam.series:
+                    render_family(fam, now, openmetrics, out)
+                continue
+            header = True
+            for part in fam.parts():
+                if part.series:
+                    render_family(part, now, openmetrics, out, header)
+                    header = False
         return "".join(out)
 
 
@@ -667,8 +745,12 @@ def _labelstr(names: tuple[str, ...], values: tuple[str, ...]) -> str:
     return ",".join(f'{k}="{_escape_label(v)}"' for k, v in zip(names, values, strict=True))
 
 
-def render_family(fam: Family, now: float, openmetrics: bool, out: list[str]) -> None:
-    """Append one family in the text format (0.0.4) or OpenMetrics 1.0.
+def render_family(
+    fam: Family, now: float, openmetrics: bool, out: list[str], header: bool = True
+) -> None:
+    """Append one family in the text format (0.0.4) or OpenMetrics 1.0
+    (`header`: with its HELP and TYPE lines; a sibling label set follows
+    its family's lines without).
 
     Written out by hand rather than through prometheus_client's Sample
     objects: with 10,000 series that takes a scrape from ~100 ms to ~20 ms.
@@ -677,7 +759,9 @@ def render_family(fam: Family, now: float, openmetrics: bool, out: list[str]) ->
     cache = fam.labelcache
     names = fam.labelnames
     help = _escape_help(fam.help, openmetrics)
-    if kind == COUNTER:
+    if not header:
+        pass
+    elif kind == COUNTER:
         head = name if openmetrics else name + "_total"
         out.append(f"# HELP {head} {help}\n# TYPE {head} counter\n")
     else:

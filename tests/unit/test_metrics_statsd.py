@@ -273,9 +273,9 @@ def test_conflicts_drop_offender_keep_the_rest() -> None:
     got = scrape(store)
     assert got["a_total"][()] == 1.0
     assert "a" not in got
-    assert got["b_total"] == {(("x", "1"),): 3.0}
-    assert store.conflicts["type"] == 1
-    assert store.conflicts["labels"] == 1
+    # Another tag set under one name is served too, as statsd_exporter does.
+    assert got["b_total"] == {(("x", "1"),): 3.0, (("y", "1"),): 1.0}
+    assert store.conflicts["type"] == 1 and store.conflicts["labels"] == 0
     # Cached conflicts are still counted.
     src.ingest(b"a:1|g\n")
     assert store.conflicts["type"] == 2
@@ -420,3 +420,34 @@ async def test_sets_reset_every_set_interval() -> None:
         assert scrape(store)["u"][()] == 1.0
     finally:
         await src.stop()
+
+
+def test_several_tag_sets_are_one_family_in_the_exposition_and_expire() -> None:
+    from tests.peers.prometheus import promtool_check
+
+    src, store = make({"defaults": {"ttl": "10s", "observer_type": "histogram"}})
+    used0 = store.budget.used
+    src.ingest(b"s:1|g|#a:1\ns:2|g|#b:2\ns:3|g\nh:1|ms|#a:1\nh:2|ms\n")
+    text = store.render()
+    promtool_check(text.encode())
+    assert text.count("# TYPE s gauge") == 1 and text.count("# TYPE h histogram") == 1
+    got = scrape(store)
+    assert got["s"] == {(("a", "1"),): 1.0, (("b", "2"),): 2.0, (): 3.0}
+    assert got["h_count"] == {(("a", "1"),): 1.0, (): 1.0}
+    om = {f.name: len(f.samples) for f in om_families(store.render(openmetrics=True) + "# EOF\n")}
+    assert om["s"] == 3
+    assert store.series_count() == 5 and set(store.families) == {"s", "h"}
+    # The first label set (the family's own) expires; the name stays while
+    # another set lives.
+    src.ingest(b"s:4|g|#b:2\n")
+    fam = store.families["s"]
+    for part in fam.parts():
+        for series in part.series.values():
+            series.updated = 0.0 if part is fam else store.now + 100
+    store.expire(store.now + 5)
+    assert scrape(store)["s"] == {(("b", "2"),): 4.0, (): 3.0}
+    src.ingest(b"s:5|g|#a:1\n")  # the family's own label set again
+    assert scrape(store)["s"][(("a", "1"),)] == 5.0
+    store.expire(store.now + 1000)
+    assert not store.families and store.series_count() == 0
+    assert store.budget.used == used0
