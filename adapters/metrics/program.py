@@ -105,6 +105,7 @@ podkit metrics --json-exporter-config /etc/json_exporter/config.yml   # then GET
 
     max_series: int = option(
         100000,
+        min=1,
         help="most adapted series kept at once; new ones beyond it are dropped and counted "
         "(about 1 KB of memory each)",
     )
@@ -112,16 +113,19 @@ podkit metrics --json-exporter-config /etc/json_exporter/config.yml   # then GET
     max_series_bytes: int = option(
         "64MiB",
         kind="size",
+        min=1,
         help="memory budget for everything the input chooses (names, label values, set "
         "members, summary samples); new series beyond it are dropped and counted",
     )
     max_name_length: int = option(
         DEFAULT_MAX_NAME_LENGTH,
+        min=1,
         help="longest metric or label name; longer ones are dropped and counted "
         "(like Prometheus' label_name_length_limit)",
     )
     max_label_value_length: int = option(
         DEFAULT_MAX_LABEL_VALUE_LENGTH,
+        min=1,
         help="longest label value (and StatsD set member); longer ones are dropped and "
         "counted (like Prometheus' label_value_length_limit)",
     )
@@ -131,15 +135,6 @@ podkit metrics --json-exporter-config /etc/json_exporter/config.yml   # then GET
         self.metrics = AdapterMetrics(self.name)
 
     def validate(self) -> None:
-        if self.max_series < 1:
-            raise UsageError("--max-series: must be at least 1")
-        for flag, v in (
-            ("--max-name-length", self.max_name_length),
-            ("--max-label-value-length", self.max_label_value_length),
-            ("--max-series-bytes", self.max_series_bytes),
-        ):
-            if v < 1:
-                raise UsageError(f"{flag}: must be at least 1")
         self.store = Store(
             self.log,
             max_series=self.max_series,
