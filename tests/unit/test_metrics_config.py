@@ -171,6 +171,15 @@ sources:
             [],
             r"timestamp_format: 'YYYY': expected strptime",
         ),
+        *(
+            ("sources:\n- {type: statsd, udp: ':1'}\n", [flag, "0"], f"{flag}: 0 is below")
+            for flag in (
+                "--max-series",
+                "--max-series-bytes",
+                "--max-name-length",
+                "--max-label-value-length",
+            )
+        ),
         ("{}\n", [], "no sources"),
         ("{}\n", ["--json-url", "http://x/"], "--json-url: needs --json-mapping"),
         ("{}\n", ["--statsd-mapping", "m.yaml"], "--statsd-mapping: needs --statsd-udp"),
