@@ -547,10 +547,7 @@ class Store:
         if self.reserved_prefix and name.startswith(self.reserved_prefix):
             self.conflict(name, "name", "the adapter's own metrics use this prefix")
             raise Conflict("name")
-        for ln in labelnames:
-            if not label_allowed(ln, kind):
-                self.conflict(name, "labels", f"label name {ln!r} is not allowed here")
-                raise Conflict("labels")
+        self._check_labelnames(name, kind, labelnames)
         owned = sample_names(name, kind)
         for s in owned:
             other = self._claims.get(s)
@@ -584,19 +581,22 @@ class Store:
         self.families[name] = fam
         return fam
 
+    def _check_labelnames(self, name: str, kind: str, labelnames: tuple[str, ...]) -> None:
+        """Raise Conflict (counted) unless every label name fits and is allowed."""
+        for ln in labelnames:
+            if len(ln) > self.max_name_length:
+                why = f"a label name is longer than {self.max_name_length} characters"
+                self.conflict(name, "too_long", why)
+                raise Conflict("too_long")
+            if not label_allowed(ln, kind):
+                self.conflict(name, "labels", f"label name {ln!r} is not allowed here")
+                raise Conflict("labels")
+
     def _sibling(self, fam: Family, labelnames: tuple[str, ...]) -> Family:
         sib = fam.siblings.get(labelnames)
         if sib is not None:
             return sib
-        for ln in labelnames:
-            if len(ln) > self.max_name_length:
-                self.conflict(
-                    fam.name, "too_long", f"longer than {self.max_name_length} characters"
-                )
-                raise Conflict("too_long")
-            if not label_allowed(ln, fam.kind):
-                self.conflict(fam.name, "labels", f"label name {ln!r} is not allowed here")
-                raise Conflict("labels")
+        self._check_labelnames(fam.name, fam.kind, labelnames)
         if self.nseries >= self.max_series:
             self.conflict(fam.name, "limit", f"more than {self.max_series} series")
             raise Conflict("limit")
