@@ -17,7 +17,9 @@ statsd_exporter source, from $PODKIT_STATSD_EXPORTER_GIT or GitHub).
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,6 +49,8 @@ class Pair:
         self.se_web = free_port()
         self.pk_udp = free_port(kind=socket.SOCK_DGRAM)
         self.pk_tcp = free_port()
+        self.se_sock = str(tmp / "se.sock")
+        self.pk_sock = str(tmp / "pk.sock")
 
     def __enter__(self) -> Pair:
         args = [
@@ -55,10 +59,13 @@ class Pair:
             f"--statsd.listen-udp=127.0.0.1:{self.se_udp}",
             f"--statsd.listen-tcp=127.0.0.1:{self.se_tcp}",
             "--statsd.event-flush-interval=20ms",
+            f"--statsd.listen-unixgram={self.se_sock}",
+            "--statsd.unixsocket-mode=700",
             "--log.level=warn",
         ]
         pk_args = ["--statsd-udp", f"127.0.0.1:{self.pk_udp}"]
         pk_args += ["--statsd-tcp", f"127.0.0.1:{self.pk_tcp}"]
+        pk_args += ["--statsd-listen-unixgram", self.pk_sock, "--statsd-unixsocket-mode", "700"]
         if self.mapping is not None:
             args.append(f"--statsd.mapping-config={self.mapping}")
             pk_args += ["--statsd-mapping", str(self.mapping)]
@@ -216,6 +223,23 @@ TOLERANCE = [
     "labels.conflict:1|c|#a:1",
     "labels.conflict:1|c|#b:2",
 ]
+
+
+def test_dogstatsd_over_a_unix_datagram_socket(pair: Pair) -> None:
+    for path in (pair.se_sock, pair.pk_sock):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+        dd = DogStatsd(socket_path=path, disable_telemetry=True)
+        dd.increment("uds.hits", tags=["via:uds"])
+        dd.distribution("uds.size", 3)
+        dd.gauge("uds.level", 2.5)
+        dd.flush()
+    # The sentinel goes over UDP, another socket: wait for these lines first.
+    wait_until(
+        lambda: all(("uds_level", ()) in side for side in pair.scrapes()),
+        what="the unixgram lines applied by both",
+    )
+    got = pair.same()
+    assert ("uds_hits_total", (("via", "uds"),)) in got
 
 
 def test_unmapped_clients_escaping_and_tolerance(pair: Pair) -> None:
