@@ -115,7 +115,7 @@ def test_the_key_sets_follow_the_compat_table() -> None:
     assert "match" in MAPPING_KEYS and "summary_options" in MAPPING_KEYS
     assert "mappings" not in MAPPING_KEYS and "drop_unmapped" not in MAPPING_KEYS
     assert not any("." in k for k in MAPPING_KEYS | DEFAULT_KEYS | SUMMARY_KEYS)
-    assert DEFAULT_KEYS == {
+    assert {
         "observer_type",
         "match_type",
         "glob_disable_ordering",
@@ -125,8 +125,8 @@ def test_the_key_sets_follow_the_compat_table() -> None:
         "timer_type",
         "buckets",
         "quantiles",
-    }
-    assert SUMMARY_KEYS == {
+    } == DEFAULT_KEYS
+    assert {
         "quantiles",
         "max_age",
         "age_buckets",
@@ -134,12 +134,12 @@ def test_the_key_sets_follow_the_compat_table() -> None:
         "max_summary_age",
         "summary_age_buckets",
         "stream_buffer_size",
-    }
-    assert HISTOGRAM_KEYS == {
+    } == SUMMARY_KEYS
+    assert {
         "buckets",
         "native_histogram_bucket_factor",
         "native_histogram_max_buckets",
-    }
+    } == HISTOGRAM_KEYS
 
 
 def test_defaults_when_nothing_is_said() -> None:
