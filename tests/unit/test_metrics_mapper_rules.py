@@ -334,3 +334,64 @@ mappings:
     assert m.map("a.q", "counter")[1] == "by_regex"
     m = mapper("defaults: {match_type: regex}\nmappings:\n- {match: 'a+', name: r}\n")
     assert m.map("xaay", "counter")[1] == "r"  # unanchored, as Go's
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("mapping: []", "m.mapping: unknown key"),
+        ("defaults: {ttl_s: 1}", "m.defaults.ttl_s: unknown key"),
+        (one("summary_options: {max_ages: 1m}"), "m.mappings[0].summary_options.max_ages: unknown"),
+        (one("histogram_options: {bucket: [1]}"), "m.mappings[0].histogram_options.bucket: unkno"),
+    ],
+)
+def test_unknown_keys_are_named_where_they_are(text: str, message: str) -> None:
+    with pytest.raises(UsageError) as exc:
+        mapper(text)
+    assert message in str(exc.value)
+
+
+def test_an_empty_deprecated_list_means_the_defaults() -> None:
+    m = mapper(one("observer_type: histogram\nbuckets: []\nquantiles: []"))
+    assert m.mappings[0].opts.buckets == DEFAULT_BUCKETS
+
+
+def test_glob_names_from_captures_and_globs_anchored_at_both_ends() -> None:
+    m = mapper('mappings:\n- {match: "a.*.*", name: "${2}_${1}_total"}\n')
+    assert m.map("a.x.y", "counter")[1] == "y_x_total"
+    for name in ("xa.b.c", "b.a.b.c", "a.b.c.d"):
+        assert m.map(name, "counter")[0] is None
+
+
+def test_a_regex_group_that_did_not_take_part_expands_to_nothing() -> None:
+    m = Mapper(
+        {
+            "mappings": [
+                {"match": "(x)?(y)", "match_type": "regex", "name": "n", "labels": {"v": "$1|$2"}}
+            ]
+        },
+        "m",
+    )
+    assert m.map("y", "counter")[2] == {"v": "|y"}
+
+
+def test_ordering_keeps_every_mapping_once() -> None:
+    m = mapper(
+        "defaults: {glob_disable_ordering: true}\nmappings:\n"
+        "- {match: 'r', match_type: regex, name: r}\n"
+        "- {match: a.*, name: a}\n"
+        "- {match: b.c, name: b}\n"
+    )
+    assert [mp.name for mp in m.mappings] == ["b", "a", "r"]
+
+
+def test_unmapped_statsd_metrics_get_podkits_help_text() -> None:
+    import logging
+
+    from podkit.adapters.metrics.sources import build
+    from podkit.adapters.metrics.store import Store
+
+    store = Store(logging.getLogger("t"))
+    src = build({"type": "statsd", "udp": "127.0.0.1:0"}, "t", store, logging.getLogger("t"), None)
+    src.ingest(b"hits:1|c\n")  # type: ignore[attr-defined]
+    assert "# HELP hits_total StatsD counter adapted by podkit metrics.\n" in store.render()
