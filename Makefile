@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test unit integration lint format bench images e2e e2e-clean demo clean mutate
+.PHONY: install test unit integration lint format bench images e2e e2e-clean demo clean mutate conformance
 
 install: $(STAMP)
 
@@ -40,6 +40,12 @@ images: install
 
 e2e: install
 	$(PY) -m pytest tests/e2e
+
+# The metrics adapter against the real statsd_exporter, built from source with
+# Debian's Go packages (tests/conformance/exporters.py; the source comes from
+# $$PODKIT_STATSD_EXPORTER_GIT or GitHub, so this is not part of `make test`).
+conformance: install
+	$(PY) -m pytest tests/conformance
 
 # Mutation testing (docs/testing.md): the modules and the tests are in
 # [tool.mutmut] of pyproject.toml; each mutant runs only the selected tests that

@@ -4,9 +4,12 @@
    datagrams (~1400 bytes, ~45 lines, as StatsD clients buffer to the MTU)
    for a fixed time, paced at 200,000 lines/s and then unpaced; the adapter
    is single-threaded (one core at most) and its CPU use is reported (set
-   BENCH_PIN=1 to pin it to one CPU). Peer: a minimal Python socket loop (recv + count
-   newlines) on the same core with the same sender: the ceiling any Python
-   receiver can reach here. statsd_exporter is not installed on this machine.
+   BENCH_PIN=1 to pin it to one CPU). Peers, with the same sender: the real
+   statsd_exporter (built by `make conformance`, tests/conformance/exporters.py;
+   left out when it has not been built), and a minimal Python socket loop
+   (recv + count newlines), the ceiling any Python receiver can reach here.
+   BENCH_BASELINE_PY=/path/to/other/venv/bin/python also runs that tree's
+   adapter in the same run (before/after a change).
 2. GET /metrics with 10,000 series, text and OpenMetrics. Peer: a plain
    prometheus_client exporter (start_http_server) serving 10,000 gauge children.
 3. RSS with those 10,000 series. Peer: the same plain exporter's RSS.
@@ -167,9 +170,9 @@ def run_sender(port: int, seconds: float, rate: float) -> tuple[int, int, float]
     return int(out[0]), int(out[1]), float(out[2])
 
 
-def start_adapter(args: list[str], admin: int) -> subprocess.Popen[bytes]:
+def start_adapter(args: list[str], admin: int, py: str = PY) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [PY, "-m", "podkit", "metrics", "--admin-addr", f"127.0.0.1:{admin}", *args],
+        [py, "-m", "podkit", "metrics", "--admin-addr", f"127.0.0.1:{admin}", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -183,19 +186,90 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(30)
 
 
+def statsd_exporter_binary() -> str | None:
+    """The statsd_exporter `make conformance` built, if it has been."""
+    sys.path.insert(0, str(ROOT))
+    from tests.conformance.exporters import CACHE, STATSD_EXPORTER_TAG
+
+    path = CACHE / f"statsd_exporter-{STATSD_EXPORTER_TAG}" / "statsd_exporter"
+    return str(path) if path.exists() else None
+
+
+def measure_receiver(
+    proc: subprocess.Popen[bytes],
+    port: int,
+    url: str,
+    lines_metric: str,
+    seconds: float,
+    rate: float,
+) -> dict[str, float]:
+    """Send to a running receiver; lines it counted per second and per CPU second."""
+    cpu0 = cpu_seconds(proc.pid)
+    sent, packets, took = run_sender(port, seconds, rate)
+    time.sleep(1.0)  # let it finish what sits in its buffer
+    cpu = cpu_seconds(proc.pid) - cpu0
+    text = get(url).decode()
+    got = metric(text, lines_metric)
+    stop(proc)
+    return {
+        "kernel_drops": metric(text, "podkit_metrics_statsd_udp_kernel_drops_total"),
+        "sent": sent,
+        "packets": packets,
+        "took": took,
+        "got": got,
+        "lines_per_s": got / took,
+        "drop_pct": 100 * (1 - got / sent),
+        "lines_per_cpu_s": got / cpu if cpu else 0.0,
+        "cpu_pct": 100 * cpu / took,
+    }
+
+
 def bench_statsd(seconds: float = 5.0) -> dict[str, object]:
     results: dict[str, object] = {}
+    exporter = statsd_exporter_binary()
+    baseline = os.environ.get("BENCH_BASELINE_PY")
     for label, rate in (("paced 200k", 200_000.0), ("unpaced", 0.0)):
         port, admin = free_port(socket.SOCK_DGRAM), free_port()
         proc = start_adapter(["--statsd-udp", f"127.0.0.1:{port}"], admin)
-        cpu0 = cpu_seconds(proc.pid)
-        sent, packets, took = run_sender(port, seconds, rate)
-        time.sleep(1.0)  # let the adapter finish what sits in its buffer
-        cpu = cpu_seconds(proc.pid) - cpu0
-        text = get(f"http://127.0.0.1:{admin}/metrics").decode()
-        got = metric(text, "podkit_metrics_statsd_lines_total")
-        kdrops = metric(text, "podkit_metrics_statsd_udp_kernel_drops_total")
-        stop(proc)
+        url = f"http://127.0.0.1:{admin}/metrics"
+        ad = measure_receiver(proc, port, url, "podkit_metrics_statsd_lines_total", seconds, rate)
+        r: dict[str, object] = {
+            "sent_lines_per_s": ad["sent"] / ad["took"],
+            "lines_per_packet": ad["sent"] / ad["packets"],
+            "adapter_lines_per_s": ad["lines_per_s"],
+            "adapter_drop_pct": ad["drop_pct"],
+            "adapter_lines_per_cpu_s": ad["lines_per_cpu_s"],
+            "adapter_cpu_pct": ad["cpu_pct"],
+            "kernel_drops_datagrams": ad["kernel_drops"],
+        }
+        if baseline:
+            port, admin = free_port(socket.SOCK_DGRAM), free_port()
+            proc = start_adapter(["--statsd-udp", f"127.0.0.1:{port}"], admin, baseline)
+            url = f"http://127.0.0.1:{admin}/metrics"
+            b = measure_receiver(
+                proc, port, url, "podkit_metrics_statsd_lines_total", seconds, rate
+            )
+            r["baseline_lines_per_cpu_s"] = b["lines_per_cpu_s"]
+            r["baseline_lines_per_s"] = b["lines_per_s"]
+        if exporter:
+            port, web = free_port(socket.SOCK_DGRAM), free_port()
+            proc = subprocess.Popen(
+                [
+                    exporter,
+                    f"--web.listen-address=127.0.0.1:{web}",
+                    f"--statsd.listen-udp=127.0.0.1:{port}",
+                    "--statsd.listen-tcp=",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            pin(proc.pid, ADAPTER_CPU)
+            url = f"http://127.0.0.1:{web}/metrics"
+            wait_http(url)
+            e = measure_receiver(proc, port, url, "statsd_exporter_lines_total", seconds, rate)
+            r["exporter_lines_per_cpu_s"] = e["lines_per_cpu_s"]
+            r["exporter_lines_per_s"] = e["lines_per_s"]
+            r["exporter_cpu_pct"] = e["cpu_pct"]
         # Peer: the minimal socket loop, same sender, same rate, same core.
         cport = free_port(socket.SOCK_DGRAM)
         ceil = subprocess.Popen(
@@ -210,18 +284,10 @@ def bench_statsd(seconds: float = 5.0) -> dict[str, object]:
         ccpu = cpu_seconds(ceil.pid) - ccpu0
         cgot = int(ceil.stdout.readline())
         ceil.wait()
-        results[label] = {
-            "sent_lines_per_s": sent / took,
-            "lines_per_packet": sent / packets,
-            "adapter_lines_per_s": got / took,
-            "adapter_drop_pct": 100 * (1 - got / sent),
-            "adapter_lines_per_cpu_s": got / cpu if cpu else 0.0,
-            "adapter_cpu_pct": 100 * cpu / took,
-            "ceiling_lines_per_cpu_s": cgot / ccpu if ccpu else 0.0,
-            "kernel_drops_datagrams": kdrops,
-            "ceiling_lines_per_s": cgot / ctook,
-            "ceiling_drop_pct": 100 * (1 - cgot / csent),
-        }
+        r["ceiling_lines_per_cpu_s"] = cgot / ccpu if ccpu else 0.0
+        r["ceiling_lines_per_s"] = cgot / ctook
+        r["ceiling_drop_pct"] = 100 * (1 - cgot / csent)
+        results[label] = r
     return results
 
 
@@ -482,7 +548,19 @@ def main() -> None:
             f"{r['sent_lines_per_s']:,.0f} lines/s, {r['lines_per_packet']:.0f} lines/packet | "
             f"per CPU-second: adapter {r['adapter_lines_per_cpu_s']:,.0f} lines "
             f"({r['adapter_cpu_pct']:.0f}% of a core used), "
-            f"peer {r['ceiling_lines_per_cpu_s']:,.0f}",
+            f"peer {r['ceiling_lines_per_cpu_s']:,.0f}"
+            + (
+                f" | statsd_exporter {r['exporter_lines_per_s']:,.0f} lines/s, "
+                f"{r['exporter_lines_per_cpu_s']:,.0f} per CPU-second "
+                f"({r['exporter_cpu_pct']:.0f}% of a core)"
+                if "exporter_lines_per_cpu_s" in r
+                else " | statsd_exporter not built (make conformance)"
+            )
+            + (
+                f" | baseline adapter {r['baseline_lines_per_cpu_s']:,.0f} per CPU-second"
+                if "baseline_lines_per_cpu_s" in r
+                else ""
+            ),
             flush=True,
         )
     sc = bench_scrape()

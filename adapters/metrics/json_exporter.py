@@ -34,11 +34,11 @@ from __future__ import annotations
 import json
 import math
 import re
+from decimal import Decimal
 from typing import Any
 
-from podkit import UsageError, register_secret
+from podkit import UsageError, configfile, register_secret
 from podkit._http1 import loads_json
-from podkit.options import load_yaml
 
 from .jsonpath import JSONPath, PathError, absent
 from .store import (
@@ -78,15 +78,54 @@ class _Missing(Exception):
 
 
 def _go_text(v: Any) -> str:
-    """How kubectl's JSONPath prints a value (Go's %v of the decoded JSON)."""
+    """How kubectl's JSONPath prints a value of the document: Go's %v of the
+    decoded JSON, where every number is a float64 (so 1234567 prints as
+    1.234567e+06, which ParseInt refuses: json_exporter then serves no
+    timestamp, and a label shows that text)."""
     if v is None:
         return "<nil>"
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, float) and v.is_integer() and abs(v) < 1e21:
-        return str(int(v))
+    if isinstance(v, int | float):
+        try:
+            return go_float(float(v))
+        except OverflowError:
+            return str(v)
     if isinstance(v, dict | list):
         return json.dumps(v, separators=(",", ":"))
+    return str(v)
+
+
+def go_float(f: float) -> str:
+    """Go's %v of a float64 (strconv 'g', shortest): exponent form when the
+    decimal exponent is below -4 or at least 6 (`1e+06`, `1e-05`), else plain."""
+    if f != f:
+        return "NaN"
+    if f in (math.inf, -math.inf):
+        return "+Inf" if f > 0 else "-Inf"
+    if f == 0:
+        return "-0" if math.copysign(1.0, f) < 0 else "0"
+    d = Decimal(repr(f)).normalize()
+    sign, digits, _ = d.as_tuple()
+    text = "".join(map(str, digits))
+    exp = d.adjusted()
+    neg = "-" if sign else ""
+    if exp < -4 or exp >= 6:
+        mant = text[0] + ("." + text[1:] if len(text) > 1 else "")
+        return f"{neg}{mant}e{'+' if exp >= 0 else '-'}{abs(exp):02d}"
+    if exp >= 0:
+        whole, frac = text[: exp + 1].ljust(exp + 1, "0"), text[exp + 1 :]
+    else:
+        whole, frac = "0", "0" * (-exp - 1) + text
+    return neg + whole + ("." + frac if frac else "")
+
+
+def _yaml_text(v: Any) -> str:
+    """A config scalar as Go's yaml.v2 decodes it into a string field."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
     return str(v)
 
 
@@ -182,7 +221,7 @@ class ProbeMetric:
         self.type = raw.get("type") or "value"
         if self.type not in ("value", "object"):
             raise UsageError(
-                f"unknown metric type: '{self.type}', for metric: '{self.name}' ({where}.type)"
+                f"{where}.type: unknown metric type: '{self.type}', for metric: '{self.name}'"
             )
         vt = raw.get("valuetype") or UNTYPED
         if vt not in (UNTYPED, GAUGE, COUNTER):
@@ -213,7 +252,7 @@ class ProbeMetric:
             [(self.name, None)]
             if self.type == "value"
             else [
-                (f"{self.name}_{k}", KubeTemplate(_go_text(v), f"{where}.values.{k}"))
+                (f"{self.name}_{k}", KubeTemplate(_yaml_text(v), f"{where}.values.{k}"))
                 for k, v in values.items()
             ]
         )
@@ -389,6 +428,11 @@ class Module:
         v = found[0] if len(found) == 1 else None
         if isinstance(v, bool) or absent(v) or v is None:
             return None
+        if isinstance(v, int | float) and float(v).is_integer():
+            # Deliberately past json_exporter: its Go prints a JSON number of
+            # milliseconds as 1.7e+12, which its ParseInt refuses, so only a
+            # timestamp written as a string ever worked there.
+            return int(v)
         try:
             return int(_go_text(v))  # ParseInt: an integer, in milliseconds
         except ValueError:
@@ -473,11 +517,13 @@ class Prober:
         return 200, text
 
 
-def load_modules(path: str, where: str) -> dict[str, Module]:
-    data = load_yaml(path, where)
-    if not isinstance(data, dict) or set(data) - {"modules"}:
-        raise UsageError(f"{where} {path}: expected a mapping with 'modules:' only")
-    mods = data.get("modules") or {}
-    if not isinstance(mods, dict):
-        raise UsageError(f"{where} {path}: modules: expected a mapping")
-    return {str(k): Module(v, f"{where} {path}: modules.{k}") for k, v in mods.items()}
+def load_modules(path: str, flag: str) -> dict[str, Module]:
+    cfg = configfile.load(path, flag)
+    data = cfg.data
+    with cfg.located():
+        if not isinstance(data, dict) or set(data) - {"modules"}:
+            raise UsageError(": expected a mapping with 'modules:' only")
+        mods = data.get("modules") or {}
+        if not isinstance(mods, dict):
+            raise UsageError("modules: expected a mapping")
+        return {str(k): Module(v, f"modules.{k}") for k, v in mods.items()}

@@ -15,6 +15,7 @@ import asyncio
 import os
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from podkit import UsageError
@@ -60,6 +61,8 @@ RULE_KEYS = (
     "buckets",
     "help",
     "ttl",
+    "timestamp",
+    "timestamp_format",
 )
 
 
@@ -77,6 +80,8 @@ class Rule:
         "regex",
         "scale",
         "search",
+        "ts_group",
+        "ts_parse",
         "ttl",
         "value_group",
         "when",
@@ -137,6 +142,13 @@ class Rule:
             except ValueError as exc:
                 raise cfg.err("buckets", str(exc)) from None
         self.when = _conditions(cfg, groups)
+        self.ts_group = cfg.text("timestamp")
+        if self.ts_group is not None and self.ts_group not in groups:
+            raise cfg.err("timestamp", f"{self.ts_group!r} is not a named group of match")
+        ts_format = cfg.text("timestamp_format")
+        if ts_format is not None and self.ts_group is None:
+            raise cfg.err("timestamp_format", "needs timestamp: (the group holding the time)")
+        self.ts_parse = timestamp_parser(cfg, ts_format) if self.ts_group is not None else None
         self.help = cfg.text("help", "")
         self.ttl = cfg.duration("ttl", 0.0)
         self.cache: dict[tuple[str | None, ...], Any] = {}
@@ -250,6 +262,38 @@ def _compare_test(group: str, op: Any, want: str, number: float | None) -> Any:
     return test
 
 
+def timestamp_parser(cfg: Cfg, fmt: str | None) -> Callable[[str], float | None]:
+    """Text → unix seconds, or None when it is not a time. `fmt`: strptime
+    directives or unix / unix_ms / unix_us / unix_ns, as logformat's
+    --time-format (the same converter, podkit.logparse.timeparse); without
+    it ISO 8601 / RFC 3339 and epoch numbers are recognised. A time without a
+    zone is UTC."""
+    import calendar
+
+    from podkit.logparse.timeparse import Clock
+
+    if fmt is not None and not (fmt in ("unix", "unix_ms", "unix_us", "unix_ns") or "%" in fmt):
+        raise cfg.err(
+            "timestamp_format", f"{fmt!r}: expected strptime directives or unix, unix_ms, ..."
+        )
+    clock = Clock(time_format=fmt)
+    # The converter answers RFC 3339 UTC; consecutive lines share their second.
+    last: list[Any] = ["", 0]
+
+    def parse(text: str) -> float | None:
+        rfc = clock.any(text)
+        if rfc is None:
+            return None
+        if rfc[:19] != last[0]:
+            last[0] = rfc[:19]
+            ymd = (int(rfc[0:4]), int(rfc[5:7]), int(rfc[8:10]))
+            hms = (int(rfc[11:13]), int(rfc[14:16]), int(rfc[17:19]))
+            last[1] = calendar.timegm((*ymd, *hms, 0, 0, 0))
+        return float(last[1] + (float(rfc[19:-1]) if rfc[19] == "." else 0.0))
+
+    return parse
+
+
 def _grok_regex(cfg: Cfg, expression: str, patterns: dict[str, str] | None) -> str:
     """A grok `match` (`%{COMBINEDAPACHELOG}`, the same library and compiler as
     logformat's `grok:` format) as a regex whose named groups are its fields,
@@ -336,7 +380,7 @@ class LogSource(Source):
         ]
         self.name = self.name or f"log {','.join(self.paths)}"
         self.lines = 0
-        self.errors = {"bad_value": 0, "conflict": 0, "parse_error": 0}
+        self.errors = {"bad_value": 0, "bad_timestamp": 0, "conflict": 0, "parse_error": 0}
         self._gen = -1
         self._tailer: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -391,6 +435,7 @@ class LogSource(Source):
             kind = rule.kind
             scale = rule.scale
             when = rule.when
+            stamp = rule.ts_parse
             hits = 0
             for i, text in enumerate(texts):
                 m: Any = search(text)
@@ -426,8 +471,23 @@ class LogSource(Source):
                     else:
                         s.observe(v)
                 s.updated = now
+                if stamp is not None:
+                    self._stamp(rule, s, m)
             rule.matches += hits
         self.lines += len(texts)
+
+    def _stamp(self, rule: Rule, s: Any, m: Any) -> None:
+        """The line's own time as the series' sample timestamp; never backwards,
+        since Prometheus refuses a series whose timestamp goes back."""
+        assert rule.ts_parse is not None and rule.ts_group is not None
+        if not rule.family.timestamps:
+            return  # the family was created first by a rule without timestamps
+        raw = m.group(rule.ts_group)
+        t = rule.ts_parse(raw) if raw is not None else None
+        if t is None:
+            self.errors["bad_timestamp"] += 1
+        elif s.ts is None or t > s.ts:
+            s.ts = t
 
     def _series(self, rule: Rule, lv: tuple[str | None, ...], now: float) -> Any:
         if rule.family is None:
@@ -440,6 +500,7 @@ class LogSource(Source):
                     ttl=rule.ttl,
                     buckets=rule.buckets,
                     source=self.name,
+                    timestamps=rule.ts_parse is not None,
                 )
             except Conflict:
                 self.errors["conflict"] += 1

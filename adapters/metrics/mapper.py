@@ -14,8 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from podkit import UsageError
-from podkit.options import load_yaml
+from podkit import UsageError, configfile
 from podkit.units import parse_duration
 
 from .store import DEFAULT_BUCKETS, DEFAULT_QUANTILES, SummaryOptions, escape_name, parse_buckets
@@ -434,5 +433,10 @@ class Mapper:
         return None, escape_name(name), {}
 
 
-def load_mapping_file(path: str, where: str) -> Mapper:
-    return Mapper(load_yaml(path, where), f"{where} {path}")
+def load_mapping_file(path: str, flag: str) -> Mapper:
+    """A statsd_exporter mapping file; errors and warnings name file, line and key."""
+    cfg = configfile.load(path, flag)
+    with cfg.located():
+        mapper = Mapper(cfg.data, "")
+    mapper.warnings = [cfg.describe(*w.partition(": ")[::2]) for w in mapper.warnings]
+    return mapper

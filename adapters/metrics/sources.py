@@ -38,7 +38,7 @@ class Cfg:
         for k in self.data:
             if k not in allowed:
                 raise UsageError(
-                    f"{self.where}: unknown key {k!r} (known: {', '.join(sorted(allowed))})"
+                    f"{self.where}.{k}: unknown key {k!r} (known: {', '.join(sorted(allowed))})"
                 )
 
     def has(self, key: str) -> bool:

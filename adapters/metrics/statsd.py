@@ -77,6 +77,8 @@ ERROR_REASONS = (
     "mixed_tags",
     "negative_counter",
     "line_too_long",
+    "bad_section",
+    "bad_container_id",
 )
 #: podkit's line error reasons under statsd_exporter's sample_errors_total reasons.
 SAMPLE_ERROR_NAMES = {
@@ -85,6 +87,8 @@ SAMPLE_ERROR_NAMES = {
     "bad_value": "malformed_value",
     "bad_sample_rate": "invalid_sample_factor",
     "mixed_tags": "mixed_tagging_styles",
+    "bad_section": "invalid_sample_factor",
+    "bad_container_id": "malformed_container_id",
 }
 _TYPES = {
     "c": COUNTER_T,
@@ -175,16 +179,25 @@ class Parsed:
         self.rate = rate
 
 
-def parse_line(line: str, counts: list[int] | None = None) -> list[Parsed]:
+def parse_line(
+    line: str, counts: list[int] | None = None, dropped: list[str] | None = None
+) -> list[Parsed]:
     """statsd_exporter's line grammar (pkg/line): `name[tags]:value|type[|@rate]
     [|#tags][|c:container][|T<unix>]`; `name:v1|t1:v2|t2` for several samples
     without DogStatsD tags; `name:v1:v2:v3|ms` (DogStatsD extended aggregation)
     for several values of one timer, histogram or distribution.
 
-    Tolerant where statsd_exporter is: a tag without key or value is dropped
-    (counts[0]), an invalid, zero or out-of-range sample rate counts as 1
-    (counts[1]), and any `|T…` section is ignored."""
+    A fault in the line as a whole (no `:`, mixed tag styles) raises BadLine.
+    A fault in one sample drops only that sample, its reason appended to
+    `dropped`, as statsd_exporter's `continue samples` does: a bad value or
+    type, an empty or unknown `|` section, a `|c` section that is not
+    `|c:<id>`. Tolerant where statsd_exporter is: a tag without key or value
+    is dropped (counts[0]); an unparsable or zero sample rate is taken as 1
+    (counted, counts[1]); other rates are used as given (a negative one makes
+    a negative counter, dropped later; one over 1 observes int(1/rate) = 0
+    times); any `|T…` section (DogStatsD 1.3 timestamp) is ignored."""
     bad = counts if counts is not None else [0, 0]
+    drop = dropped if dropped is not None else []
     name_part, sep, rest = line.partition(":")
     if not sep or not name_part:
         raise BadLine("malformed")
@@ -210,12 +223,21 @@ def parse_line(line: str, counts: list[int] | None = None) -> list[Parsed]:
     for sample in samples:
         comps = sample.split("|")
         if not 2 <= len(comps) <= 6 or "" in comps[2:]:
-            raise BadLine("malformed")
+            drop.append("malformed")
+            continue
         value, mtype = comps[0], comps[1]
-        if mtype not in _TYPES:
-            raise BadLine("bad_type")
+        if mtype != "s":
+            try:
+                float(value)
+            except ValueError:
+                drop.append("bad_value")
+                continue
+        elif not value:
+            drop.append("bad_value")
+            continue
         rate = 1.0
         sample_tags = dict(tags)
+        reason = None
         for comp in comps[2:]:
             c0 = comp[0]
             if c0 == "@":
@@ -223,25 +245,28 @@ def parse_line(line: str, counts: list[int] | None = None) -> list[Parsed]:
                     rate = float(comp[1:])
                 except ValueError:
                     rate = 0.0
-                if not 0 < rate <= 1:
+                if rate == 0.0 or rate != rate:
                     # statsd_exporter: an unparsable or zero rate is 1.
                     bad[1] += 1
                     rate = 1.0
             elif c0 == "#":
                 _tags_kv(comp[1:], ":", sample_tags, bad)
-            elif c0 == "c" and comp.startswith("c:") and len(comp) > 2:
+            elif c0 == "c":
+                if not comp.startswith("c:") or len(comp) == 2:
+                    reason = "bad_container_id"
+                    break
                 sample_tags["container_id"] = comp[2:]  # DogStatsD 1.2, as statsd_exporter
             elif c0 == "T":
                 pass  # DogStatsD 1.3 timestamp: ignored unparsed, as statsd_exporter
             else:
-                raise BadLine("malformed")
-        if mtype != "s":
-            try:
-                float(value)
-            except ValueError:
-                raise BadLine("bad_value") from None
-        elif not value:
-            raise BadLine("bad_value")
+                reason = "bad_section"
+                break
+        if reason is not None:
+            drop.append(reason)
+            continue
+        if mtype not in _TYPES:
+            drop.append("bad_type")
+            continue
         out.append(Parsed(name, sample_tags, value, mtype, rate))
     return out
 
@@ -411,28 +436,33 @@ class StatsdSource(Source):
             self.errors["malformed"] += 1
             return
         bad_tags = [0, 0]
+        dropped: list[str] = []
         try:
-            samples = parse_line(text, bad_tags)
+            samples = parse_line(text, bad_tags, dropped)
         except BadLine as exc:
             self.errors[exc.reason] += 1
             return
         finally:
             self.errors["bad_tag"] += bad_tags[0]
             self.errors["bad_sample_rate"] += bad_tags[1]
+            for reason in dropped:
+                self.errors[reason] += 1
         cost = len(key) + CACHE_ENTRY_BYTES
         if len(self.cache) >= self.cache_size or self._cache_used + cost > self.cache_bytes:
             self.cache.clear()
             self._cache_used = 0
+        # Lines with a dropped sample or tag or a bad rate are not cached, so
+        # every one is counted.
+        cacheable = key and len(samples) == 1 and not dropped and not any(bad_tags)
         for sample in samples:
-            if sample.type == "c" and not 0.0 <= float(sample.value) < INF:
-                # Rejected before it is resolved: a negative (or NaN) counter
-                # increment creates no series, as in statsd_exporter.
-                self.errors["negative_counter" if sample.value[0] == "-" else "bad_value"] += 1
-                continue
             ent = self._resolve(sample)
-            # Lines with dropped tags or a bad rate are not cached, so every
-            # one is counted.
-            if key and len(samples) == 1 and not bad_tags[0] and not bad_tags[1]:
+            if ent is None:
+                # A negative (or NaN) counter increment, after rate and scale:
+                # dropped before it creates a series, as in statsd_exporter.
+                finite = math.isfinite(float(sample.value))
+                self.errors["negative_counter" if finite else "bad_value"] += 1
+                continue
+            if cacheable:
                 self.cache[key] = ent
                 self._cache_used += cost
             self._apply(ent, sample.value)
@@ -472,7 +502,10 @@ class StatsdSource(Source):
         else:
             self.errors[ent[1]] += 1
 
-    def _resolve(self, p: Parsed) -> tuple[Any, ...]:
+    def _resolve(self, p: Parsed) -> tuple[Any, ...] | None:
+        """The cache entry for a sample's key, or None for a counter whose
+        increment (after rate and scale) is negative or not a number, which
+        must create no series."""
         mtype = _TYPES[p.type]
         mapping, name, mlabels = self.mapper.map(p.name, mtype)
         if mapping is not None and mapping.action == "drop":
@@ -485,6 +518,8 @@ class StatsdSource(Source):
             return (OP_DROP, "empty_name")
         opts = mapping.opts if mapping is not None else self.mapper.defaults
         scale = mapping.scale if mapping is not None and mapping.scale is not None else 1.0
+        if mtype == COUNTER_T and not 0.0 <= float(p.value) * scale / p.rate < INF:
+            return None
         labels: dict[str, str] = {}
         for k, v in p.tags.items():
             ek = escape_name(k)
@@ -515,6 +550,8 @@ class StatsdSource(Source):
                 buckets=opts.buckets,
                 summary=opts.summary,
                 source=self.name,
+                # One name, several tag sets: all served, as statsd_exporter does.
+                label_sets=True,
             )
         except Conflict as exc:
             return (OP_CONFLICT, name, exc.reason, mtype)
@@ -544,8 +581,9 @@ class StatsdSource(Source):
             return (OP_COUNT, s, scale / p.rate)
         if p.type == "ms":
             scale *= 0.001
-        # statsd_exporter counts a sampled timing int(1/rate) times.
-        return (OP_OBSERVE, s, scale, max(1, int(1.0 / p.rate)))
+        # statsd_exporter counts a sampled timing int(1/rate) times (none for
+        # a rate over 1 or below 0).
+        return (OP_OBSERVE, s, scale, max(0, int(1.0 / p.rate)))
 
     def _forget_empty(self, fam: Any) -> None:
         """A family whose first series was refused holds nothing: drop it, so a
@@ -621,7 +659,7 @@ class StatsdSource(Source):
                 budget.free += s.nbytes
                 s.nbytes = 0
             # Drop sets whose series expired; keep the rest.
-            for fam in self.store.families.values():
+            for fam in self.store.all_families():
                 for s in fam.series.values():
                     if isinstance(s, SetSeries):
                         alive.append(s)

@@ -148,6 +148,17 @@ class Series:
         self.updated = now
 
 
+class TimedSeries(Series):
+    """A Series that also carries the time its input says it happened (unix
+    seconds, from a log line), served as the sample timestamp."""
+
+    __slots__ = ("ts",)
+
+    def __init__(self, now: float) -> None:
+        super().__init__(now)
+        self.ts: float | None = None
+
+
 class HistogramSeries:
     __slots__ = ("bounds", "count", "counts", "sum", "updated")
 
@@ -164,6 +175,31 @@ class HistogramSeries:
         self.counts[bisect_left(self.bounds, v)] += 1
         self.sum += v
         self.count += 1
+
+
+class TimedHistogramSeries(HistogramSeries):
+    __slots__ = ("ts",)
+
+    def __init__(self, bounds: Sequence[float], now: float) -> None:
+        super().__init__(bounds, now)
+        self.ts: float | None = None
+
+
+#: Sample timestamps are served only inside this window around the scrape.
+#: Prometheus refuses a sample older than its head block ("out of bounds",
+#: about an hour back at most) and a series whose timestamp goes backwards;
+#: a line read long after it was written (a backlog, a restart reading from
+#: the head) is therefore served at scrape time instead.
+TIMESTAMP_MAX_AGE = 3600.0
+TIMESTAMP_MAX_AHEAD = 600.0
+
+
+def sample_timestamp(ts: float | None, wall: float, openmetrics: bool) -> str:
+    """` <timestamp>` for a sample line, or "" outside the window: milliseconds
+    in the text format (0.0.4), seconds in OpenMetrics."""
+    if ts is None or not wall - TIMESTAMP_MAX_AGE <= ts <= wall + TIMESTAMP_MAX_AHEAD:
+        return ""
+    return f" {ts!r}" if openmetrics else f" {round(ts * 1000)}"
 
 
 class SummaryOptions:
@@ -284,10 +320,13 @@ class Family:
         "labelnames",
         "les",
         "name",
+        "primary",
         "series",
+        "siblings",
         "source",
         "store",
         "summary",
+        "timestamps",
         "ttl",
     )
 
@@ -316,6 +355,17 @@ class Family:
         self.buckets = buckets
         self.summary = summary
         self.source = source
+        #: Series carry a timestamp from their input (log rules' `timestamp:`).
+        self.timestamps = False
+        #: The same metric with other label names (StatsD, as statsd_exporter
+        #: serves them): one family in the exposition, a Family object each.
+        self.siblings: dict[tuple[str, ...], Family] = {}
+        #: For a sibling, the family that holds the name; None for that one.
+        self.primary: Family | None = None
+
+    def parts(self) -> list[Family]:
+        """This family and its siblings (the label sets served under its name)."""
+        return [self, *self.siblings.values()] if self.siblings else [self]
 
     def get(self, labelvalues: tuple[str, ...], now: float) -> Any:
         """The series for these label values, created on first use; None when the
@@ -323,12 +373,13 @@ class Family:
         s = self.series.get(labelvalues)
         if s is None:
             if self.kind == HISTOGRAM:
-                s = HistogramSeries(self.buckets, now)
+                hs = TimedHistogramSeries if self.timestamps else HistogramSeries
+                s = hs(self.buckets, now)
             elif self.kind == SUMMARY:
                 assert self.summary is not None
                 s = SummarySeries(self.summary, now, self.store.budget if self.store else None)
             else:
-                s = Series(now)
+                s = TimedSeries(now) if self.timestamps else Series(now)
             if not self.add(labelvalues, s):
                 return None
         return s
@@ -451,8 +502,13 @@ class Store:
         buckets: tuple[float, ...] = DEFAULT_BUCKETS,
         summary: SummaryOptions | None = None,
         source: str = "",
+        timestamps: bool = False,
+        label_sets: bool = False,
     ) -> Family:
-        """The family `name`, created on first use. Raises Conflict (already counted)."""
+        """The family `name`, created on first use. Raises Conflict (already counted).
+        `timestamps`: its series carry a sample timestamp (set by whoever creates it first).
+        `label_sets`: other label names than the family's give a sibling family
+        served under the same name (statsd_exporter does), not a `labels` conflict."""
         if kind == COUNTER and name.endswith("_total"):
             name = name[:-6]
         fam = self.families.get(name)
@@ -460,6 +516,12 @@ class Store:
             if fam.kind != kind:
                 self.conflict(name, "type", f"{fam.kind} (from {fam.source}) vs {kind}")
                 raise Conflict("type")
+            if (
+                fam.labelnames != labelnames
+                and label_sets
+                and not (kind == HISTOGRAM and fam.buckets != buckets)
+            ):
+                return self._sibling(fam, labelnames)
             if fam.labelnames != labelnames:
                 self.conflict(
                     name,
@@ -485,10 +547,7 @@ class Store:
         if self.reserved_prefix and name.startswith(self.reserved_prefix):
             self.conflict(name, "name", "the adapter's own metrics use this prefix")
             raise Conflict("name")
-        for ln in labelnames:
-            if not label_allowed(ln, kind):
-                self.conflict(name, "labels", f"label name {ln!r} is not allowed here")
-                raise Conflict("labels")
+        self._check_labelnames(name, kind, labelnames)
         owned = sample_names(name, kind)
         for s in owned:
             other = self._claims.get(s)
@@ -516,10 +575,53 @@ class Store:
             source,
             self,
         )
+        fam.timestamps = timestamps and kind != SUMMARY
         for s in owned:
             self._claims[s] = name
         self.families[name] = fam
         return fam
+
+    def _check_labelnames(self, name: str, kind: str, labelnames: tuple[str, ...]) -> None:
+        """Raise Conflict (counted) unless every label name fits and is allowed."""
+        for ln in labelnames:
+            if len(ln) > self.max_name_length:
+                why = f"a label name is longer than {self.max_name_length} characters"
+                self.conflict(name, "too_long", why)
+                raise Conflict("too_long")
+            if not label_allowed(ln, kind):
+                self.conflict(name, "labels", f"label name {ln!r} is not allowed here")
+                raise Conflict("labels")
+
+    def _sibling(self, fam: Family, labelnames: tuple[str, ...]) -> Family:
+        sib = fam.siblings.get(labelnames)
+        if sib is not None:
+            return sib
+        self._check_labelnames(fam.name, fam.kind, labelnames)
+        if self.nseries >= self.max_series:
+            self.conflict(fam.name, "limit", f"more than {self.max_series} series")
+            raise Conflict("limit")
+        if not self.budget.take(self._family_cost(fam.name, labelnames, "")):
+            self.conflict(fam.name, "bytes", f"memory budget of {self.budget.limit} spent")
+            raise Conflict("bytes")
+        sib = Family(
+            fam.name,
+            fam.kind,
+            fam.help,
+            labelnames,
+            fam.ttl,
+            fam.buckets,
+            fam.summary,
+            fam.source,
+            self,
+        )
+        sib.timestamps = fam.timestamps
+        sib.primary = fam
+        fam.siblings[labelnames] = sib
+        return sib
+
+    def all_families(self) -> list[Family]:
+        """Every Family object, siblings included."""
+        return [part for fam in self.families.values() for part in fam.parts()]
 
     @staticmethod
     def _family_cost(name: str, labelnames: tuple[str, ...], help: str) -> int:
@@ -532,14 +634,26 @@ class Store:
             s.nbytes = 0
 
     def drop_family(self, fam: Family) -> None:
+        if fam.series:
+            # Hot paths may hold these series: the generation tells them.
+            for lv, s in fam.series.items():
+                self._release(fam, lv, s)
+            self.nseries -= len(fam.series)
+            fam.series.clear()
+            fam.labelcache.clear()
+            self.generation += 1
+        primary = fam.primary
+        if primary is not None:
+            # A sibling: it goes, and takes the name with it if nothing is left.
+            if primary.siblings.get(fam.labelnames) is fam:
+                del primary.siblings[fam.labelnames]
+                self.budget.free += self._family_cost(fam.name, fam.labelnames, "")
+            if not primary.series and not primary.siblings:
+                self.drop_family(primary)
+            return
+        if fam.siblings:
+            return  # its name is still served by another label set
         if self.families.get(fam.name) is fam:
-            if fam.series:
-                # Hot paths may hold these series: the generation tells them.
-                for lv, s in fam.series.items():
-                    self._release(fam, lv, s)
-                self.nseries -= len(fam.series)
-                fam.series.clear()
-                self.generation += 1
             self.budget.free += self._family_cost(fam.name, fam.labelnames, fam.help)
             del self.families[fam.name]
             for s in sample_names(fam.name, fam.kind):
@@ -559,7 +673,7 @@ class Store:
         """Remove series not updated within their family's ttl; returns how many."""
         now = time.monotonic() if now is None else now
         removed = 0
-        for fam in list(self.families.values()):
+        for fam in self.all_families():
             if not fam.ttl:
                 continue
             cutoff = now - fam.ttl
@@ -590,8 +704,15 @@ class Store:
         now = time.monotonic() if now is None else now
         out: list[str] = []
         for fam in list(self.families.values()):
-            if fam.series:
-                render_family(fam, now, openmetrics, out)
+            if not fam.siblings:
+                if fam.series:
+                    render_family(fam, now, openmetrics, out)
+                continue
+            header = True
+            for part in fam.parts():
+                if part.series:
+                    render_family(part, now, openmetrics, out, header)
+                    header = False
         return "".join(out)
 
 
@@ -624,8 +745,12 @@ def _labelstr(names: tuple[str, ...], values: tuple[str, ...]) -> str:
     return ",".join(f'{k}="{_escape_label(v)}"' for k, v in zip(names, values, strict=True))
 
 
-def render_family(fam: Family, now: float, openmetrics: bool, out: list[str]) -> None:
-    """Append one family in the text format (0.0.4) or OpenMetrics 1.0.
+def render_family(
+    fam: Family, now: float, openmetrics: bool, out: list[str], header: bool = True
+) -> None:
+    """Append one family in the text format (0.0.4) or OpenMetrics 1.0
+    (`header`: with its HELP and TYPE lines; a sibling label set follows
+    its family's lines without).
 
     Written out by hand rather than through prometheus_client's Sample
     objects: with 10,000 series that takes a scrape from ~100 ms to ~20 ms.
@@ -634,7 +759,9 @@ def render_family(fam: Family, now: float, openmetrics: bool, out: list[str]) ->
     cache = fam.labelcache
     names = fam.labelnames
     help = _escape_help(fam.help, openmetrics)
-    if kind == COUNTER:
+    if not header:
+        pass
+    elif kind == COUNTER:
         head = name if openmetrics else name + "_total"
         out.append(f"# HELP {head} {help}\n# TYPE {head} counter\n")
     else:
@@ -643,15 +770,20 @@ def render_family(fam: Family, now: float, openmetrics: bool, out: list[str]) ->
     add = out.append
     simple = kind in (COUNTER, GAUGE, UNTYPED)
     sname = name + "_total" if kind == COUNTER else name
+    timed = fam.timestamps
+    wall = time.time()
+    ts = ""
     for lv, s in list(fam.series.items()):
         ls = cache.get(lv)
         if ls is None:
             ls = cache[lv] = _labelstr(names, lv)
+        if timed:
+            ts = sample_timestamp(s.ts, wall, openmetrics)
         if simple:
             if ls:
-                add(f"{sname}{{{ls}}} {fmt_value(s.value)}\n")
+                add(f"{sname}{{{ls}}} {fmt_value(s.value)}{ts}\n")
             else:
-                add(f"{sname} {fmt_value(s.value)}\n")
+                add(f"{sname} {fmt_value(s.value)}{ts}\n")
             continue
         sep = "," if ls else ""
         suffix = f"{{{ls}}}" if ls else ""
@@ -659,11 +791,11 @@ def render_family(fam: Family, now: float, openmetrics: bool, out: list[str]) ->
             acc = 0
             for le, c in zip(fam.les, s.counts, strict=True):
                 acc += c
-                add(f'{name}_bucket{{{ls}{sep}le="{le}"}} {acc}\n')
+                add(f'{name}_bucket{{{ls}{sep}le="{le}"}} {acc}{ts}\n')
         else:
             for q, v in s.quantiles(now):
                 add(f'{name}{{{ls}{sep}quantile="{q!r}"}} {fmt_value(v)}\n')
-        add(f"{name}_count{suffix} {s.count}\n{name}_sum{suffix} {fmt_value(s.sum)}\n")
+        add(f"{name}_count{suffix} {s.count}{ts}\n{name}_sum{suffix} {fmt_value(s.sum)}{ts}\n")
 
 
 def own_metric(

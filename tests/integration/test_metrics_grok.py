@@ -179,3 +179,93 @@ sources:
         assert p.metric("http_errors_total") == 2
         assert p.metric("api_calls_total") == 3 and p.metric("api_calls_total", id="1") == 1
         assert p.metric("podkit_metrics_log_errors_total", reason="parse_error") == 1
+
+
+def test_timestamps_from_the_line_are_served_as_sample_timestamps(tmp_path: Path) -> None:
+    import time
+
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as om
+    from prometheus_client.parser import text_string_to_metric_families as text
+
+    from tests.peers.prometheus import promtool_check
+
+    now = int(time.time())
+    t1, t2 = now - 90, now - 30  # inside the hour Prometheus accepts
+    apache = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(t2))
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S.250Z", time.gmtime(t1))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_text(
+        APACHE.replace("10/Oct/2000:13:55:36 -0700", apache).format(status=200, size=1)
+        # Older than the line before: the series' timestamp does not go back.
+        + APACHE.replace("10/Oct/2000:13:55:36 -0700", "10/Oct/2000:13:55:36 -0700").format(
+            status=200, size=1
+        )
+        + f"{iso} queue=7\n"
+        + f"{t1}500 took 0.2\n"  # unix_ms
+        + "2000-01-01T00:00:00Z queue=3\n"  # too old for Prometheus: served untimed
+        + "yesterday queue=9\n"  # not a time: counted, the value still applies
+    )
+    cfg = tmp_path / "adapter.yaml"
+    cfg.write_text(
+        f"""
+sources:
+  - type: log
+    path: {logs}/*.log
+    poll_interval: 100ms
+    rules:
+      - match: '%{{COMBINEDAPACHELOG}}'
+        counter: hits_total
+        timestamp: timestamp
+        timestamp_format: '%d/%b/%Y:%H:%M:%S %z'
+      - match: '^(?P<t>\\S+) queue=(?P<n>\\d+)'
+        gauge: queue_depth
+        value: n
+        labels: [n]
+        timestamp: t
+      - match: '^(?P<t>\\d+) took (?P<s>[\\d.]+)'
+        histogram: took_seconds
+        value: s
+        buckets: [1]
+        timestamp: t
+        timestamp_format: unix_ms
+"""
+    )
+    with ProgramProcess("metrics", ["--config", str(cfg)], tmp=tmp_path) as p:
+        p.wait_ready()
+        wait_until(
+            lambda: (
+                p.metric("podkit_metrics_log_errors", missing=0.0, reason="bad_timestamp")
+                or p.metric("podkit_metrics_log_errors_total", missing=0.0, reason="bad_timestamp")
+            ),
+            15,
+            what="every line read",
+        )
+        body = p.get("/metrics")[2]
+        promtool_check(body)
+        stamps = {
+            (s.name, s.labels.get("n"), s.labels.get("le")): s.timestamp
+            for f in text(body.decode())
+            for s in f.samples
+            if not s.name.startswith(("podkit", "process", "python"))
+        }
+        ms = {k: (None if v is None else float(v)) for k, v in stamps.items()}
+        assert ms[("hits_total", None, None)] == t2  # the newer of the two lines
+        assert ms[("queue_depth", "7", None)] == t1 + 0.25
+        assert ms[("queue_depth", "3", None)] is None  # year 2000: not served
+        assert ms[("queue_depth", "9", None)] is None
+        assert ms[("took_seconds_bucket", None, "+Inf")] == t1 + 0.5
+        assert ms[("took_seconds_count", None, None)] == t1 + 0.5
+        status, _, om_body = p.get(
+            "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+        )
+        assert status == 200
+        om_stamps = {
+            (s.name, s.labels.get("n")): s.timestamp
+            for f in om(om_body.decode())
+            for s in f.samples
+            if s.name in ("hits_total", "queue_depth")
+        }
+        assert float(om_stamps[("hits_total", None)]) == t2  # type: ignore[arg-type]
+        assert float(om_stamps[("queue_depth", "7")]) == t1 + 0.25  # type: ignore[arg-type]
+        assert om_stamps[("queue_depth", "3")] is None

@@ -116,12 +116,15 @@ JOBS = {"jobs": [{"name": "backup", "seconds": 12.5, "finished_ms": 170000000012
 
 class _Handler(BaseHTTPRequestHandler):
     seen: list[tuple[str, str, dict[str, str], bytes]] = []
+    #: More documents by path (the conformance tier serves json_exporter's example).
+    docs: dict[str, Any] = {}
 
     def _answer(self) -> None:
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else b""
         self.seen.append((self.command, self.path, dict(self.headers), body))
         doc: Any = {
+            **self.docs,
             "/data.json": DATA,
             "/animals.json": ANIMALS,
             "/jobs.json": JOBS,

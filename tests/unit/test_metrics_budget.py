@@ -65,3 +65,18 @@ def test_summary_samples_stop_growing_when_the_budget_is_spent() -> None:
     assert s.count == 10_000 and store.budget.starved == 0
     q = dict(s.quantiles(0.0))
     assert 0 <= q[0.5] < 10_000
+
+
+def test_sample_timestamps_only_inside_the_window_prometheus_accepts() -> None:
+    from podkit.adapters.metrics.store import (
+        TIMESTAMP_MAX_AGE,
+        TIMESTAMP_MAX_AHEAD,
+        sample_timestamp,
+    )
+
+    wall = 1_800_000_000.0
+    assert sample_timestamp(wall - 1.5, wall, False) == " 1799999998500"
+    assert sample_timestamp(wall - 1.5, wall, True) == " 1799999998.5"
+    assert sample_timestamp(None, wall, False) == ""
+    assert sample_timestamp(wall - TIMESTAMP_MAX_AGE - 1, wall, False) == ""
+    assert sample_timestamp(wall + TIMESTAMP_MAX_AHEAD + 1, wall, True) == ""

@@ -154,6 +154,32 @@ sources:
             [],
             "NaN is not a bucket bound",
         ),
+        (
+            "sources:\n- {type: log, path: /x, rules: [{match: 'a', counter: c, timestamp: t}]}\n",
+            [],
+            r"rules\[0\]\.timestamp: 't' is not a named group",
+        ),
+        (
+            "sources:\n- {type: log, path: /x, rules: "
+            "[{match: 'a', counter: c, timestamp_format: unix}]}\n",
+            [],
+            r"timestamp_format: needs timestamp",
+        ),
+        (
+            "sources:\n- {type: log, path: /x, rules: "
+            "[{match: '(?P<t>a)', counter: c, timestamp: t, timestamp_format: 'YYYY'}]}\n",
+            [],
+            r"timestamp_format: 'YYYY': expected strptime",
+        ),
+        *(
+            ("sources:\n- {type: statsd, udp: ':1'}\n", [flag, "0"], f"{flag}: 0 is below")
+            for flag in (
+                "--max-series",
+                "--max-series-bytes",
+                "--max-name-length",
+                "--max-label-value-length",
+            )
+        ),
         ("{}\n", [], "no sources"),
         ("{}\n", ["--json-url", "http://x/"], "--json-url: needs --json-mapping"),
         ("{}\n", ["--statsd-mapping", "m.yaml"], "--statsd-mapping: needs --statsd-udp"),

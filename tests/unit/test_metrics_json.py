@@ -188,3 +188,26 @@ def test_kubectl_style_paths_are_accepted() -> None:
     )
     out = src.extract({"queues": [{"name": "a", "depth": 1}, {"name": "b", "depth": 2}]})
     assert out["depth"][1] == {("a",): 1.0, ("b",): 2.0}
+
+
+def test_numbers_print_as_gos_percent_v_of_a_float64() -> None:
+    # Printed by Go 1.19 (fmt %v of json.Unmarshal'd numbers), as kubectl's
+    # JSONPath prints them into json_exporter's labels.
+    from podkit.adapters.metrics.json_exporter import _go_text
+
+    vectors = [
+        (123456, "123456"),
+        (1234567, "1.234567e+06"),
+        (999999, "999999"),
+        (1000000, "1e+06"),
+        (1234567.5, "1.2345675e+06"),
+        (0.0001, "0.0001"),
+        (0.00001, "1e-05"),
+        (12345678901234567890, "1.2345678901234567e+19"),
+        (-1234567, "-1.234567e+06"),
+        (0, "0"),
+        (-0.0, "-0"),
+        (1.5e300, "1.5e+300"),
+        (12.5, "12.5"),
+    ]
+    assert [(v, _go_text(v)) for v, _ in vectors] == vectors

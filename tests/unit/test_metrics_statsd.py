@@ -185,26 +185,68 @@ def test_four_tag_dialects() -> None:
 
 
 @pytest.mark.parametrize(
-    ("line", "reason"),
+    ("line", "reason", "whole_line"),
     [
-        ("nocolon", "malformed"),
-        ("x:1", "malformed"),
-        ("x:1|q", "bad_type"),
-        ("x:abc|c", "bad_value"),
-        ("x:1:2|c", "bad_type"),
-        ("x:1|c|", "malformed"),
-        ("x:1|c|zz", "malformed"),
-        ("x,a=b:1|c|#c:d", "mixed_tags"),
+        ("nocolon", "malformed", True),
+        ("x:1", "malformed", True),
+        ("x:1:2|c", "bad_type", True),
+        ("x,a=b:1|c|#c:d", "mixed_tags", True),
+        # One sample's fault drops that sample only (statsd_exporter's
+        # `continue samples`), counted by reason.
+        ("x:1|q", "bad_type", False),
+        ("x:abc|c", "bad_value", False),
+        ("x:1|c|", "malformed", False),
+        ("x:1|c|zz", "bad_section", False),
+        ("x:1|c|c", "bad_container_id", False),
+        ("x:1|c|cfoo", "bad_container_id", False),
     ],
 )
-def test_malformed_lines(line: str, reason: str) -> None:
-    with pytest.raises(BadLine) as exc:
-        parse_line(line)
-    assert exc.value.reason == reason
+def test_malformed_lines(line: str, reason: str, whole_line: bool) -> None:
+    dropped: list[str] = []
+    if whole_line:
+        with pytest.raises(BadLine) as exc:
+            parse_line(line)
+        assert exc.value.reason == reason
+    else:
+        assert parse_line(line, None, dropped) == []
+        assert dropped == [reason]
     src, store = make()
     src.ingest(line.encode() + b"\nok:1|c\n")
     assert src.errors[reason] == 1
-    assert scrape(store)["ok_total"][()] == 1.0
+    assert scrape(store) == {"ok_total": {(): 1.0}}
+
+
+def test_a_bad_section_drops_its_sample_not_the_line() -> None:
+    src, store = make()
+    # Two samples on one line: the first has an unknown section, the second is kept.
+    src.ingest(b"two:1|c|zz:5|g\nthree:2|c|@0.5|c:\n")
+    assert scrape(store) == {"two": {(): 5.0}}
+    assert src.errors["bad_section"] == 1 and src.errors["bad_container_id"] == 1
+    assert parse_line("ts:1|c|Tnot-a-number")[0].value == "1"  # |T: ignored unparsed
+
+
+def test_sample_rates_as_statsd_exporter_uses_them() -> None:
+    src, store = make()
+    src.ingest(
+        b"bad:3|c|@abc\nzero:3|c|@0\n"  # taken as 1, counted
+        b"over:4|c|@2\n"  # used as given: 4 / 2
+        b"neg:4|c|@-1\n"  # 4 / -1 is a negative counter: dropped, no series
+        b"t:1|ms|@2\nt2:1|ms|@0.25\n"  # observed int(1/rate) times: 0 and 4
+    )
+    got = scrape(store)
+    assert got["bad_total"][()] == 3.0 and got["zero_total"][()] == 3.0
+    assert got["over_total"][()] == 2.0
+    assert "neg_total" not in got and src.errors["negative_counter"] == 1
+    assert got["t2_count"][()] == 4.0
+    assert got.get("t_count", {}).get((), 0.0) == 0.0
+    assert src.errors["bad_sample_rate"] == 2
+
+
+def test_a_negative_counter_after_scale_creates_no_series() -> None:
+    src, store = make({"mappings": [{"match": "neg.*", "name": "neg_total", "scale": -1}]})
+    src.ingest(b"neg.a:1|c\nneg.a:1|c\n")
+    assert "neg_total" not in scrape(store)
+    assert not store.families and src.errors["negative_counter"] == 2
 
 
 def test_bad_tags_are_dropped_and_counted_the_line_kept() -> None:
@@ -231,9 +273,9 @@ def test_conflicts_drop_offender_keep_the_rest() -> None:
     got = scrape(store)
     assert got["a_total"][()] == 1.0
     assert "a" not in got
-    assert got["b_total"] == {(("x", "1"),): 3.0}
-    assert store.conflicts["type"] == 1
-    assert store.conflicts["labels"] == 1
+    # Another tag set under one name is served too, as statsd_exporter does.
+    assert got["b_total"] == {(("x", "1"),): 3.0, (("y", "1"),): 1.0}
+    assert store.conflicts["type"] == 1 and store.conflicts["labels"] == 0
     # Cached conflicts are still counted.
     src.ingest(b"a:1|g\n")
     assert store.conflicts["type"] == 2
@@ -378,3 +420,34 @@ async def test_sets_reset_every_set_interval() -> None:
         assert scrape(store)["u"][()] == 1.0
     finally:
         await src.stop()
+
+
+def test_several_tag_sets_are_one_family_in_the_exposition_and_expire() -> None:
+    from tests.peers.prometheus import promtool_check
+
+    src, store = make({"defaults": {"ttl": "10s", "observer_type": "histogram"}})
+    used0 = store.budget.used
+    src.ingest(b"s:1|g|#a:1\ns:2|g|#b:2\ns:3|g\nh:1|ms|#a:1\nh:2|ms\n")
+    text = store.render()
+    promtool_check(text.encode())
+    assert text.count("# TYPE s gauge") == 1 and text.count("# TYPE h histogram") == 1
+    got = scrape(store)
+    assert got["s"] == {(("a", "1"),): 1.0, (("b", "2"),): 2.0, (): 3.0}
+    assert got["h_count"] == {(("a", "1"),): 1.0, (): 1.0}
+    om = {f.name: len(f.samples) for f in om_families(store.render(openmetrics=True) + "# EOF\n")}
+    assert om["s"] == 3
+    assert store.series_count() == 5 and set(store.families) == {"s", "h"}
+    # The first label set (the family's own) expires; the name stays while
+    # another set lives.
+    src.ingest(b"s:4|g|#b:2\n")
+    fam = store.families["s"]
+    for part in fam.parts():
+        for series in part.series.values():
+            series.updated = 0.0 if part is fam else store.now + 100
+    store.expire(store.now + 5)
+    assert scrape(store)["s"] == {(("b", "2"),): 4.0, (): 3.0}
+    src.ingest(b"s:5|g|#a:1\n")  # the family's own label set again
+    assert scrape(store)["s"][(("a", "1"),)] == 5.0
+    store.expire(store.now + 1000)
+    assert not store.families and store.series_count() == 0
+    assert store.budget.used == used0
