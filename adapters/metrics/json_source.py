@@ -334,6 +334,7 @@ class JSONSource(Source):
             )
         self.up = 0.0
         self.last_error = reason
+        self.on_error("json", f"{self.name}: {reason}: {detail}")
         self._apply({})
 
     async def _fetch(self) -> None:

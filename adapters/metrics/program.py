@@ -217,6 +217,7 @@ podkit metrics --json-exporter-config /etc/json_exporter/config.yml   # then GET
             self._started = []
             return
         for src in self._sources:
+            src.on_error = self.record_error
             for w in getattr(getattr(src, "mapper", None), "warnings", []):
                 self.log.warning("mapping file: %s", w)
         # Names the registry already serves (process_*, podkit_build_info) and

@@ -134,6 +134,9 @@ class Source:
         self.store = store
         self.log = log
         self.name: str = cfg.text("name") or ""
+        #: Where a failure goes to be shown on `/` (the program's record_error,
+        #: set when the program starts the source): (reason, message).
+        self.on_error: Callable[[str, str], None] = lambda reason, message: None
 
     async def start(self) -> None:
         """Open sockets, files, sessions. A failure here exits 1."""

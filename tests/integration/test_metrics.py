@@ -328,6 +328,10 @@ def test_json_hostile_documents_never_fail_the_scrape(
         }
         assert got["doc_good"] == {(("queue", "mail"),): 3.0, (("queue", "sms"),): 11.0}
         assert len(got["doc_huge"]) == 10000
+        # `/` names the newest failure with its source and reason, not only a code.
+        err = json.loads(proc.get("/")[2])["error"]
+        assert err["reason"] == "json" and err["message"].split(":")[0] in up
+        assert err["message"].split(": ")[1] in {r for _, r in errors}
         # The endpoint recovers: the next scrape fetches again and serves it.
         json_server.docs["/broken"] = STATS
         got = scrape(proc)
