@@ -18,8 +18,11 @@ What the harness changes in a manifest, and why (podman 4.3 is not a kubelet):
   run inside the container (the images have no curl, by design). The tests
   poll `/readyz` from outside instead, which is what a startupProbe does.
 - A Job becomes its pod template as a Pod (kube play has no Job).
-- Image names: `REGISTRY/podkit-<program>:<version>` -> the images built for
-  this run; the apps' `python:3.12-slim` -> the local base image (no registry).
+- Image names: `REGISTRY/podkit-<program>:<version>` -> the images of this
+  run, by their reference in the tier's own registry (`127.0.0.1:PORT/podkit/
+  podkit-<program>:<version>`, where conftest published them and removed
+  the local tags), so `kube play` pulls them as a kubelet would; the apps'
+  `python:3.12-slim` -> the local base image (no outside registry here).
 - Service names of peers (a database, a git server, Loki, an upstream) ->
   `host.containers.internal:<port>`: the peers run on the host, bound to the
   gateway address of the e2e bridge network, which the pod reaches under
@@ -52,6 +55,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.e2e.peers import stop_leftover_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "images" / "containers.conf"
@@ -86,6 +91,8 @@ PACKAGE_DIRS = {
 PEER_HOST = "host.containers.internal"
 DOWNWARD_LITERALS = {"metadata.namespace": "default", "spec.nodeName": "podman"}
 _IMAGE = re.compile(r"REGISTRY/podkit-([a-z]+):[\w.\-]+")
+# What the tier pulled from its own registry (on a loopback port of the run).
+_PULLED = re.compile(r"^127\.0\.0\.1:\d+/podkit/podkit-[a-z]+:")
 
 
 class PodFailed(Exception):
@@ -394,6 +401,21 @@ def play(manifest: Path, replace: dict[str, str], images: dict[str, str], tmp: P
     podman("pod", "rm", "--force", "--time", "0", names[0], check=False)
     # Created, not started: the harness starts the containers in the kubelet's order.
     podman("kube", "play", "--start=false", "--network", NETWORK, str(path), timeout=180)
+    # Each container runs the image its spec names, pulled by that reference.
+    wanted = {
+        f"{names[0]}-{c['name']}": c["image"]
+        for d in yaml.safe_load_all(kube)
+        if d and d["kind"] == "Pod"
+        for c in d["spec"]["containers"]
+    }
+    got = dict(
+        line.split(" ", 1)
+        for line in podman(
+            "ps", "-a", "--filter", f"pod={names[0]}", "--format", "{{.Names}} {{.Image}}"
+        ).splitlines()
+        if line.split(" ", 1)[0] in wanted
+    )
+    assert got == wanted, (got, wanted)
     pod = Pod(names[0], steps, path)
     pod.start()
     return pod
@@ -411,7 +433,8 @@ def example_pod_names() -> set[str]:
 
 def clean_state() -> None:
     """Remove whatever the tier (or an interrupted run of it) left: its pods,
-    the holder container and the network. Leaves the images (cached on purpose)."""
+    the holder container, the network, its registry and the images pulled from
+    it. Leaves the base and pause images (cached on purpose)."""
     on_network = podman("pod", "ps", "-q", "--filter", f"network={NETWORK}", check=False).split()
     for pod in sorted(example_pod_names()) + on_network:
         podman("pod", "rm", "--force", "--time", "0", pod, check=False, timeout=60)
@@ -419,6 +442,11 @@ def clean_state() -> None:
     for ctr in podman("ps", "-a", "-q", "--filter", f"network={NETWORK}", check=False).split():
         podman("rm", "--force", "--time", "0", ctr, check=False, timeout=60)
     podman("network", "rm", "--force", NETWORK, check=False, timeout=60)
+    # The tier's registry and what was pulled from it (a new port every run).
+    stop_leftover_registry()
+    for ref in podman("images", "--format", "{{.Repository}}:{{.Tag}}", check=False).split():
+        if _PULLED.match(ref):
+            podman("rmi", "--force", ref, check=False, timeout=60)
 
 
 def network_up() -> tuple[str, str]:
