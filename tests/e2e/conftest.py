@@ -32,10 +32,11 @@ from tests.e2e.harness import (
     clean_state,
     network_up,
     play,
+    play_text,
     podman,
     written_programs,
 )
-from tests.e2e.peers import Registry
+from tests.e2e.peers import Recorder, Registry
 from tests.helpers import missing
 
 
@@ -55,6 +56,17 @@ class E2E:
 
     def play(self, manifest: str, replace: dict[str, str]) -> Pod:
         return play(ROOT / "examples" / manifest, replace, self.images, self.tmp)
+
+    def play_text(self, text: str, label: str) -> Pod:
+        return play_text(text, label, self.images, self.tmp)
+
+
+@pytest.fixture
+def recorder(e2e: E2E) -> Iterator[Recorder]:
+    """Loki (push API) and an HTTP upstream, on the bridge's gateway."""
+    rec = Recorder(e2e.gateway).start()
+    yield rec
+    rec.stop()
 
 
 def _timed(

@@ -14,10 +14,15 @@ What the harness changes in a manifest, and why (podman 4.3 is not a kubelet):
   emulated by `Pod.finish()`: once the app containers have exited, the
   sidecars get SIGTERM in reverse order. docs/images.md lists what is not
   emulated.
+- `podkit.dev/*` annotations are removed: podman 4.3 refuses annotation
+  values longer than 63 characters, which Kubernetes allows, and they are
+  the input of `podkit inject`, not something a running pod reads.
 - Probes are removed: podman turns httpGet probes into `curl` health checks
   run inside the container (the images have no curl, by design). The tests
   poll `/readyz` from outside instead, which is what a startupProbe does.
-- A Job becomes its pod template as a Pod (kube play has no Job).
+- A Job, Deployment, StatefulSet, DaemonSet or ReplicaSet becomes its pod
+  template as a Pod named after it (kube play has no Job; one replica is
+  what the tests look at).
 - Image names: `REGISTRY/podkit-<program>:<version>` -> the images of this
   run, by their reference in the tier's own registry (`127.0.0.1:PORT/podkit/
   podkit-<program>:<version>`, where conftest published them and removed
@@ -56,8 +61,6 @@ from typing import Any
 
 import yaml
 
-from tests.e2e.peers import stop_leftover_registry
-
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "images" / "containers.conf"
 BASE_IMAGE = "localhost/podkit-base:bookworm"
@@ -90,6 +93,8 @@ PACKAGE_DIRS = {
 }
 PEER_HOST = "host.containers.internal"
 DOWNWARD_LITERALS = {"metadata.namespace": "default", "spec.nodeName": "podman"}
+# Kinds whose pod template the harness plays as one Pod.
+WORKLOADS = ("Job", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet")
 _IMAGE = re.compile(r"REGISTRY/podkit-([a-z]+):[\w.\-]+")
 # What the tier pulled from its own registry (on a loopback port of the run).
 _PULLED = re.compile(r"^127\.0\.0\.1:\d+/podkit/podkit-[a-z]+:")
@@ -164,7 +169,7 @@ def kube_for_podman(text: str, images: dict[str, str]) -> tuple[str, list[Step]]
     for doc in yaml.safe_load_all(text):
         if not doc:
             continue
-        if doc["kind"] == "Job":
+        if doc["kind"] in WORKLOADS:
             template = doc["spec"]["template"]
             doc = {
                 "apiVersion": "v1",
@@ -173,6 +178,15 @@ def kube_for_podman(text: str, images: dict[str, str]) -> tuple[str, list[Step]]
                 "spec": template["spec"],
             }
         if doc["kind"] == "Pod":
+            # podman 4.3 refuses annotation values over 63 characters (a
+            # label-value rule Kubernetes does not apply to annotations), and
+            # podkit.dev/* ones are what injection read: the pod never uses them.
+            meta = doc.setdefault("metadata", {})
+            meta["annotations"] = {
+                k: v
+                for k, v in (meta.get("annotations") or {}).items()
+                if not k.startswith("podkit.dev/")
+            }
             spec = doc["spec"]
             inits = spec.pop("initContainers", [])
             for c in inits:
@@ -387,13 +401,23 @@ class Pod:
             podman("volume", "rm", "--force", v, check=False)
 
 
-def play(manifest: Path, replace: dict[str, str], images: dict[str, str], tmp: Path) -> Pod:
+def replaced(manifest: Path, replace: dict[str, str]) -> str:
+    """The manifest's text with each peer's address replaced by the tier's."""
     text = manifest.read_text()
     for old, new in replace.items():
         assert old in text, f"{manifest}: {old!r} not found (did the example change?)"
         text = text.replace(old, new)
+    return text
+
+
+def play(manifest: Path, replace: dict[str, str], images: dict[str, str], tmp: Path) -> Pod:
+    return play_text(replaced(manifest, replace), manifest.parent.name, images, tmp)
+
+
+def play_text(text: str, label: str, images: dict[str, str], tmp: Path) -> Pod:
+    """Play one pod's manifest (a Pod or a workload with a pod template)."""
     kube, steps = kube_for_podman(text, images)
-    path = tmp / f"{manifest.parent.name}.podman.yaml"
+    path = tmp / f"{label}.podman.yaml"
     path.write_text(kube)
     names = [d["metadata"]["name"] for d in yaml.safe_load_all(kube) if d and d["kind"] == "Pod"]
     assert len(names) == 1
@@ -422,11 +446,11 @@ def play(manifest: Path, replace: dict[str, str], images: dict[str, str], tmp: P
 
 
 def example_pod_names() -> set[str]:
-    """The pod names the tier plays: every Pod and Job in examples/."""
+    """The pod names the tier plays: every Pod and workload in examples/."""
     names = set()
     for path in (ROOT / "examples").rglob("*.yaml"):
         for doc in yaml.safe_load_all(path.read_text()):
-            if isinstance(doc, dict) and doc.get("kind") in ("Pod", "Job"):
+            if isinstance(doc, dict) and doc.get("kind") in ("Pod", *WORKLOADS):
                 names.add(str(doc["metadata"]["name"]))
     return names
 
@@ -443,6 +467,8 @@ def clean_state() -> None:
         podman("rm", "--force", "--time", "0", ctr, check=False, timeout=60)
     podman("network", "rm", "--force", NETWORK, check=False, timeout=60)
     # The tier's registry and what was pulled from it (a new port every run).
+    from tests.e2e.peers import stop_leftover_registry  # peers uses this module
+
     stop_leftover_registry()
     for ref in podman("images", "--format", "{{.Repository}}:{{.Tag}}", check=False).split():
         if _PULLED.match(ref):

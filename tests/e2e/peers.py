@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from tests.e2e.harness import wait_for
 from tests.helpers import free_port, need, wait_port
 from tests.peers.postgres import PostgresServer, start_postgres
 
@@ -85,6 +86,20 @@ class Recorder:
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
+
+    def wait_lines(self, expected: set[str], timeout: float) -> None:
+        """Until every expected line has arrived; fails naming some that did not."""
+
+        def done() -> bool:
+            with self.lock:
+                return expected <= set(self.lines)
+
+        try:
+            wait_for(done, timeout, "every line at the receiver")
+        except AssertionError:
+            with self.lock:
+                lost = sorted(expected - set(self.lines))
+            raise AssertionError(f"{len(lost)} lines never arrived, e.g. {lost[:5]}") from None
 
     def stop(self) -> None:
         if self.server is not None:
