@@ -134,6 +134,8 @@ def main() -> None:
             image = f"localhost/podkit-{program}:{opts.tag}"
             s = size(image)
             try:
+                if program == "base":
+                    raise RuntimeError("not a program (custom sidecars build FROM it)")
                 if program not in IDLE_ARGS:
                     raise RuntimeError("it needs a peer to idle (API server, certificate)")
                 prog, tini = idle_rss(image, program, repo)
