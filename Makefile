@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test unit integration lint format bench images e2e e2e-clean demo clean mutate conformance
+.PHONY: install test unit integration lint format bench images publish e2e e2e-clean demo clean mutate conformance
 
 install: $(STAMP)
 
@@ -37,6 +37,11 @@ bench: install
 
 images: install
 	images/build.sh
+
+# Push what `make images` built, by <version> and <version>-<commit>, each with
+# its SBOM; the digests go to images/.build/digests.json (docs/images.md).
+publish:
+	REGISTRY="$(REGISTRY)" TAG="$(TAG)" TLS_VERIFY="$(TLS_VERIFY)" images/publish.py
 
 e2e: install
 	$(PY) -m pytest tests/e2e

@@ -10,7 +10,7 @@
 #               made by images/base.sh with debootstrap when missing, so a machine
 #               that reaches no container registry can build. BASE_IMAGE=python:3.12-slim
 #               (the Dockerfile's own default) builds on the official image instead.
-#   TAG         image tag (default: the version in pyproject.toml)
+#   TAG         image tag (default: the version images/version.sh prints)
 #   PYTHON      the host python whose pip makes the wheelhouse (default: .venv/bin/python)
 #   WHEELHOUSE  0 to skip the wheelhouse and let pip inside the build use the index
 #   JOBS        builds at a time (default 2)
@@ -36,12 +36,14 @@ if [ "$ENGINE" = podman ]; then
 fi
 local_base=localhost/podkit-base:bookworm
 base=${BASE_IMAGE:-$local_base}
-version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' pyproject.toml | head -1)
+read -r version _ < <("$here/version.sh")
 tag=${TAG:-$version}
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 if ! git diff --quiet HEAD -- podkit initkits sidecars adapters ambassadors images 2>/dev/null; then
     revision="$revision-dirty"
 fi
+# The SBOM's timestamp: the commit's, so the same commit gives the same SBOM.
+source_date=$(git log -1 --format=%ct 2>/dev/null || echo 0)
 source_url=${SOURCE:-$(git config --get remote.origin.url 2>/dev/null || echo https://github.com/podkit/podkit)}
 python=${PYTHON:-$root/.venv/bin/python}
 [ -x "$python" ] || python=python3
@@ -96,14 +98,16 @@ if [ "${WHEELHOUSE:-1}" != 0 ]; then
     "$python" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
         --no-deps -d "$wh" pip
     podkit_wheel=$(ls "$wh"/podkit-*.whl)
+    # The SBOM generator the Dockerfile runs at build time (never in an image).
+    sbom_tool=$(sed -n 's/^ARG SBOM_TOOL=//p' "$here/Dockerfile")
     if [ "${base_py% *}" = "$host_py" ]; then
-        "$python" -m pip wheel --quiet --disable-pip-version-check -w "$wh" "$podkit_wheel[all]"
+        "$python" -m pip wheel --quiet --disable-pip-version-check -w "$wh" "$podkit_wheel[all]" "$sbom_tool"
     else
         arch=${base_py#* }
         "$python" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
             --python-version "${base_py% *}" --platform "manylinux_2_28_$arch" \
             --platform "manylinux_2_17_$arch" --platform "manylinux2014_$arch" \
-            -d "$wh" "$podkit_wheel[all]"
+            -d "$wh" "$podkit_wheel[all]" "$sbom_tool"
     fi
 fi
 
@@ -134,7 +138,7 @@ build_one() {
     if $ENGINE build -f "$ctx/images/Dockerfile" "${target[@]}" \
         --build-arg BASE_IMAGE="$base" --build-arg PROGRAM="$p" \
         --build-arg VERSION="$version" --build-arg REVISION="$revision" \
-        --build-arg SOURCE="$source_url" \
+        --build-arg SOURCE="$source_url" --build-arg SOURCE_DATE_EPOCH="$source_date" \
         -t "podkit-$p:$tag" "$ctx" >"$logs/$p.log" 2>&1; then
         echo "built podkit-$p:$tag in $(($(date +%s) - start))s"
     else

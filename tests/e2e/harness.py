@@ -14,12 +14,20 @@ What the harness changes in a manifest, and why (podman 4.3 is not a kubelet):
   emulated by `Pod.finish()`: once the app containers have exited, the
   sidecars get SIGTERM in reverse order. docs/images.md lists what is not
   emulated.
+- `podkit.dev/*` annotations are removed: podman 4.3 refuses annotation
+  values longer than 63 characters, which Kubernetes allows, and they are
+  the input of `podkit inject`, not something a running pod reads.
 - Probes are removed: podman turns httpGet probes into `curl` health checks
   run inside the container (the images have no curl, by design). The tests
   poll `/readyz` from outside instead, which is what a startupProbe does.
-- A Job becomes its pod template as a Pod (kube play has no Job).
-- Image names: `REGISTRY/podkit-<program>:<version>` -> the images built for
-  this run; the apps' `python:3.12-slim` -> the local base image (no registry).
+- A Job, Deployment, StatefulSet, DaemonSet or ReplicaSet becomes its pod
+  template as a Pod named after it (kube play has no Job; one replica is
+  what the tests look at).
+- Image names: `REGISTRY/podkit-<program>:<version>` -> the images of this
+  run, by their reference in the tier's own registry (`127.0.0.1:PORT/podkit/
+  podkit-<program>:<version>`, where conftest published them and removed
+  the local tags), so `kube play` pulls them as a kubelet would; the apps'
+  `python:3.12-slim` -> the local base image (no outside registry here).
 - Service names of peers (a database, a git server, Loki, an upstream) ->
   `host.containers.internal:<port>`: the peers run on the host, bound to the
   gateway address of the e2e bridge network, which the pod reaches under
@@ -85,7 +93,11 @@ PACKAGE_DIRS = {
 }
 PEER_HOST = "host.containers.internal"
 DOWNWARD_LITERALS = {"metadata.namespace": "default", "spec.nodeName": "podman"}
+# Kinds whose pod template the harness plays as one Pod.
+WORKLOADS = ("Job", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet")
 _IMAGE = re.compile(r"REGISTRY/podkit-([a-z]+):[\w.\-]+")
+# What the tier pulled from its own registry (on a loopback port of the run).
+_PULLED = re.compile(r"^127\.0\.0\.1:\d+/podkit/podkit-[a-z]+:")
 
 
 class PodFailed(Exception):
@@ -157,7 +169,7 @@ def kube_for_podman(text: str, images: dict[str, str]) -> tuple[str, list[Step]]
     for doc in yaml.safe_load_all(text):
         if not doc:
             continue
-        if doc["kind"] == "Job":
+        if doc["kind"] in WORKLOADS:
             template = doc["spec"]["template"]
             doc = {
                 "apiVersion": "v1",
@@ -166,6 +178,15 @@ def kube_for_podman(text: str, images: dict[str, str]) -> tuple[str, list[Step]]
                 "spec": template["spec"],
             }
         if doc["kind"] == "Pod":
+            # podman 4.3 refuses annotation values over 63 characters (a
+            # label-value rule Kubernetes does not apply to annotations), and
+            # podkit.dev/* ones are what injection read: the pod never uses them.
+            meta = doc.setdefault("metadata", {})
+            meta["annotations"] = {
+                k: v
+                for k, v in (meta.get("annotations") or {}).items()
+                if not k.startswith("podkit.dev/")
+            }
             spec = doc["spec"]
             inits = spec.pop("initContainers", [])
             for c in inits:
@@ -380,13 +401,23 @@ class Pod:
             podman("volume", "rm", "--force", v, check=False)
 
 
-def play(manifest: Path, replace: dict[str, str], images: dict[str, str], tmp: Path) -> Pod:
+def replaced(manifest: Path, replace: dict[str, str]) -> str:
+    """The manifest's text with each peer's address replaced by the tier's."""
     text = manifest.read_text()
     for old, new in replace.items():
         assert old in text, f"{manifest}: {old!r} not found (did the example change?)"
         text = text.replace(old, new)
+    return text
+
+
+def play(manifest: Path, replace: dict[str, str], images: dict[str, str], tmp: Path) -> Pod:
+    return play_text(replaced(manifest, replace), manifest.parent.name, images, tmp)
+
+
+def play_text(text: str, label: str, images: dict[str, str], tmp: Path) -> Pod:
+    """Play one pod's manifest (a Pod or a workload with a pod template)."""
     kube, steps = kube_for_podman(text, images)
-    path = tmp / f"{manifest.parent.name}.podman.yaml"
+    path = tmp / f"{label}.podman.yaml"
     path.write_text(kube)
     names = [d["metadata"]["name"] for d in yaml.safe_load_all(kube) if d and d["kind"] == "Pod"]
     assert len(names) == 1
@@ -394,24 +425,40 @@ def play(manifest: Path, replace: dict[str, str], images: dict[str, str], tmp: P
     podman("pod", "rm", "--force", "--time", "0", names[0], check=False)
     # Created, not started: the harness starts the containers in the kubelet's order.
     podman("kube", "play", "--start=false", "--network", NETWORK, str(path), timeout=180)
+    # Each container runs the image its spec names, pulled by that reference.
+    wanted = {
+        f"{names[0]}-{c['name']}": c["image"]
+        for d in yaml.safe_load_all(kube)
+        if d and d["kind"] == "Pod"
+        for c in d["spec"]["containers"]
+    }
+    got = dict(
+        line.split(" ", 1)
+        for line in podman(
+            "ps", "-a", "--filter", f"pod={names[0]}", "--format", "{{.Names}} {{.Image}}"
+        ).splitlines()
+        if line.split(" ", 1)[0] in wanted
+    )
+    assert got == wanted, (got, wanted)
     pod = Pod(names[0], steps, path)
     pod.start()
     return pod
 
 
 def example_pod_names() -> set[str]:
-    """The pod names the tier plays: every Pod and Job in examples/."""
+    """The pod names the tier plays: every Pod and workload in examples/."""
     names = set()
     for path in (ROOT / "examples").rglob("*.yaml"):
         for doc in yaml.safe_load_all(path.read_text()):
-            if isinstance(doc, dict) and doc.get("kind") in ("Pod", "Job"):
+            if isinstance(doc, dict) and doc.get("kind") in ("Pod", *WORKLOADS):
                 names.add(str(doc["metadata"]["name"]))
     return names
 
 
 def clean_state() -> None:
     """Remove whatever the tier (or an interrupted run of it) left: its pods,
-    the holder container and the network. Leaves the images (cached on purpose)."""
+    the holder container, the network, its registry and the images pulled from
+    it. Leaves the base and pause images (cached on purpose)."""
     on_network = podman("pod", "ps", "-q", "--filter", f"network={NETWORK}", check=False).split()
     for pod in sorted(example_pod_names()) + on_network:
         podman("pod", "rm", "--force", "--time", "0", pod, check=False, timeout=60)
@@ -419,6 +466,13 @@ def clean_state() -> None:
     for ctr in podman("ps", "-a", "-q", "--filter", f"network={NETWORK}", check=False).split():
         podman("rm", "--force", "--time", "0", ctr, check=False, timeout=60)
     podman("network", "rm", "--force", NETWORK, check=False, timeout=60)
+    # The tier's registry and what was pulled from it (a new port every run).
+    from tests.e2e.peers import stop_leftover_registry  # peers uses this module
+
+    stop_leftover_registry()
+    for ref in podman("images", "--format", "{{.Repository}}:{{.Tag}}", check=False).split():
+        if _PULLED.match(ref):
+            podman("rmi", "--force", ref, check=False, timeout=60)
 
 
 def network_up() -> tuple[str, str]:

@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from tests.e2e.harness import wait_for
 from tests.helpers import free_port, need, wait_port
 from tests.peers.postgres import PostgresServer, start_postgres
 
@@ -85,6 +86,20 @@ class Recorder:
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
+
+    def wait_lines(self, expected: set[str], timeout: float) -> None:
+        """Until every expected line has arrived; fails naming some that did not."""
+
+        def done() -> bool:
+            with self.lock:
+                return expected <= set(self.lines)
+
+        try:
+            wait_for(done, timeout, "every line at the receiver")
+        except AssertionError:
+            with self.lock:
+                lost = sorted(expected - set(self.lines))
+            raise AssertionError(f"{len(lost)} lines never arrived, e.g. {lost[:5]}") from None
 
     def stop(self) -> None:
         if self.server is not None:
@@ -155,3 +170,72 @@ class GitDaemon:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, 15)
             self.proc.wait(10)
+
+
+# Where the running registry's pid is kept, so `make e2e-clean` can stop one
+# that an interrupted run left behind (and nothing else).
+REGISTRY_PIDFILE = Path(__file__).resolve().parents[2] / "images" / ".build" / "e2e-registry.pid"
+
+
+@dataclass
+class Registry:
+    """A real OCI registry (CNCF distribution 2.8, Debian's `docker-registry`)
+    on 127.0.0.1, storing in `base`: the pods' images are pushed to it and
+    pulled from it by reference. Plain HTTP, so podman is told it is insecure
+    through a registries.conf of the tier's own (`registries_conf`)."""
+
+    base: Path
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> Registry:
+        binary = need("docker-registry")
+        self.port = self.port or free_port()
+        config = self.base / "config.yml"
+        config.write_text(
+            json.dumps(  # YAML is a superset of JSON
+                {
+                    "version": 0.1,
+                    "log": {"level": "warn"},
+                    "storage": {"filesystem": {"rootdirectory": str(self.base / "data")}},
+                    "http": {"addr": self.address},
+                }
+            )
+        )
+        with open(self.base / "registry.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [binary, "serve", str(config)], stdout=log, stderr=log, start_new_session=True
+            )
+        REGISTRY_PIDFILE.parent.mkdir(parents=True, exist_ok=True)
+        REGISTRY_PIDFILE.write_text(f"{self.proc.pid}\n")
+        wait_port(self.port)
+        return self
+
+    def registries_conf(self) -> Path:
+        """A registries.conf naming only this registry, as insecure (plain HTTP)."""
+        path = self.base / "registries.conf"
+        path.write_text(f'[[registry]]\nlocation = "{self.address}"\ninsecure = true\n')
+        return path
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            self.proc.wait(10)
+        REGISTRY_PIDFILE.unlink(missing_ok=True)
+
+
+def stop_leftover_registry() -> None:
+    """Stop the registry an interrupted run left, if its pid is still that registry."""
+    try:
+        pid = int(REGISTRY_PIDFILE.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        REGISTRY_PIDFILE.unlink(missing_ok=True)
+        return
+    if b"docker-registry" in cmdline:
+        os.killpg(pid, 15)
+    REGISTRY_PIDFILE.unlink(missing_ok=True)

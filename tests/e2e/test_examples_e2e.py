@@ -9,10 +9,8 @@ from __future__ import annotations
 import datetime
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import E2E
@@ -22,13 +20,6 @@ from tests.helpers import need
 from tests.peers.git import GitRepos
 
 LOKI = "loki+http://loki.monitoring.svc.cluster.local:3100"
-
-
-@pytest.fixture
-def recorder(e2e: E2E) -> Iterator[Recorder]:
-    rec = Recorder(e2e.gateway).start()
-    yield rec
-    rec.stop()
 
 
 def test_waitfor_holds_the_app_until_the_database_answers(e2e: E2E) -> None:
@@ -109,26 +100,13 @@ def test_gitsync_publishes_and_reloader_reloads_the_app(e2e: E2E, tmp_path: Path
         daemon.stop()
 
 
-def _shipped(rec: Recorder, expected: set[str], timeout: float) -> None:
-    def done() -> bool:
-        with rec.lock:
-            return expected <= set(rec.lines)
-
-    try:
-        wait_for(done, timeout, "every line at the receiver")
-    except AssertionError:
-        with rec.lock:
-            lost = sorted(expected - set(rec.lines))
-        raise AssertionError(f"{len(lost)} lines never arrived, e.g. {lost[:5]}") from None
-
-
 def test_logship_ships_the_apps_log_files(e2e: E2E, recorder: Recorder) -> None:
     e2e.require("logship")
     pod = e2e.play("logship/pod.yaml", {LOKI: f"loki+http://{PEER_HOST}:{recorder.port}"})
     try:
         pod.wait_ready(9411)
         expected = {f"request {i} handled" for i in range(1, 1001)}
-        _shipped(recorder, expected, 90)
+        recorder.wait_lines(expected, 90)
         with recorder.lock:
             assert set(recorder.lines) == expected
             pushes = [r for r in recorder.requests if r["path"] == "/loki/api/v1/push"]

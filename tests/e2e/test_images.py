@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -20,7 +21,11 @@ def run(image: str, *args: str, entrypoint: str | None = None) -> subprocess.Com
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "CONTAINERS_CONF": str(CONF)},
+        env={
+            "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
+            "CONTAINERS_CONF": str(CONF),
+            "CONTAINERS_REGISTRIES_CONF": os.environ["CONTAINERS_REGISTRIES_CONF"],
+        },
     )
 
 
@@ -28,6 +33,8 @@ def run(image: str, *args: str, entrypoint: str | None = None) -> subprocess.Com
 def test_image(e2e: E2E, program: str) -> None:
     e2e.require(program)
     image = e2e.images[program]
+    # From the registry by reference: the local build's tag is gone.
+    podman("pull", "--quiet", image, timeout=300)
     info = json.loads(podman("image", "inspect", image))[0]
     config = info["Config"]
     assert config["User"] == "65532:65532"

@@ -386,3 +386,18 @@ def test_gitsync_and_reloader_share_the_checkout() -> None:
     assert rel == {**git, "readOnly": True}
     assert {"name": git["name"], "mountPath": "/config"} in spec["containers"][0]["volumeMounts"]
     check_valid([out])
+
+
+def test_the_e2e_worker_example_injects_and_validates() -> None:
+    """examples/inject/worker.yaml, which the e2e tier runs injected, gets its
+    three programs and passes the same checks as every injection."""
+    code, out, err = run_cli([str(EXAMPLE / "worker.yaml")])
+    assert code == 0, err
+    docs = list(yaml.safe_load_all(out))
+    check_valid(docs)
+    spec = only_template(docs[0])["spec"]
+    assert [c["name"] for c in spec["initContainers"]] == [
+        "podkit-logship",
+        "podkit-proxy",
+        "podkit-waitfor",
+    ]
