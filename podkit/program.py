@@ -307,6 +307,12 @@ class Program:
         the program, and never starts anything."""
         return []
 
+    def static_problems(self) -> list[str]:
+        """Cross-option rules that need no I/O (only the parsed values), for
+        `podkit validate` to check a manifest away from the pod: a program
+        whose validate() also reads files says its pure rules here too."""
+        return []
+
     def on_sighup(self) -> None:
         """Called on SIGHUP when a program overrides it (e.g. to trigger a sync)."""
 

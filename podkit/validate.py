@@ -6,7 +6,8 @@ workload's pod template (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job,
 CronJob, `List`, multi-document streams):
 
 - its args (and literal env) parse with the program's real option parser,
-  with the defaults its image sets (`image_env`);
+  with the defaults its image sets (`image_env`), and obey the program's
+  cross-option rules that need no I/O (`Program.static_problems`);
 - no `command`: the image's entrypoint is the program;
 - a probe on an httpGet port points at the program's admin port, and the
   admin server does not listen on loopback only (the kubelet probes the pod IP);
@@ -130,6 +131,7 @@ def check_container(
     except SystemExit:  # --help in args
         return [*out, "args: --help"]
 
+    out += program.static_problems()
     native = c.get("restartPolicy") == "Always"
     one_time = bool(getattr(program, "one_time", False))
     if is_init and not native and not issubclass(cls, InitTask) and not one_time:

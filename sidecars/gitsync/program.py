@@ -31,6 +31,7 @@ from podkit.admin import AdminServer, Handler, Request, Response
 from podkit.hooks import HookError, Retrier, call_webhook, run_command
 from podkit.logs import rfc3339
 from podkit.options import split_addr
+from podkit.program import writable_dir_problem
 from podkit.retry import Backoff
 from podkit.secrets import SecretFile
 
@@ -411,61 +412,28 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         self._warnings = compat.apply(self)
         if self.verbose > 0 and self.log_level == "info":
             self.log_level = "debug"
-        if self.repos is not None:
-            if self.repo:
-                raise UsageError("--repo and repos: in --config: one or the other")
-            self._check_container()
-            self._repos = repos.build(self, self.repos, self.config or "")
-            return
-        if not self.repo:
-            raise UsageError("--repo is required [env PODKIT_REPO] (or repos: in --config)")
-        repo = self.repo.strip()
-        if _HELPER_RE.match(repo):
-            raise UsageError(
-                f"--repo: remote-helper transports ({repo.split('::')[0]}::) are refused"
-            )
-        if "://" in repo:
-            scheme = urlsplit(repo).scheme.lower()
-            if scheme not in ("http", "https", "ssh", "git", "file", "git+ssh", "ssh+git"):
-                raise UsageError(f"--repo: unsupported scheme {scheme!r}")
-        self.repo = repo
-        if self.depth < 0:
-            raise UsageError("--depth: must be 0 (full history) or more")
-        if self.period < 0.01:
-            raise UsageError("--period: must be at least 10ms")
-        if self.sync_timeout < 0.01:
-            raise UsageError("--sync-timeout: must be at least 10ms")
-        if not self.ref.strip() or self.ref.startswith("-"):
-            raise UsageError("--ref: must name a branch, tag or commit")
-        if self.init_period is not None and self.init_period < 0.01:
-            raise UsageError("--init-period: must be at least 10ms")
-        self.link = self.link or default_link(repo)
-        self._check_link()
-        if is_ssh(repo):
-            # git-sync's secret layout: a Secret mounted at /etc/git-secret just works.
-            if not self.ssh_key_file and os.path.isfile(auth.DEFAULT_SSH_KEY):
-                self.ssh_key_file = [auth.DEFAULT_SSH_KEY]
-            if (
-                self.ssh_known_hosts
-                and not self.ssh_known_hosts_file
-                and os.path.isfile(auth.DEFAULT_KNOWN_HOSTS)
-            ):
-                self.ssh_known_hosts_file = auth.DEFAULT_KNOWN_HOSTS
-        for key in self.ssh_key_file:
-            if not os.path.isfile(key):
-                raise UsageError(f"--ssh-key-file: no such file: {key}")
-        if self.cookie_file and not os.path.isfile(auth.DEFAULT_COOKIE_FILE):
-            raise UsageError(f"--cookie-file: no such file: {auth.DEFAULT_COOKIE_FILE}")
-        if self.filter_spec is not None and (
-            not self.filter_spec.strip() or self.filter_spec.startswith("-")
-        ):
-            raise UsageError(f"--filter: not a filter: {self.filter_spec!r}")
+        problems = self.static_problems(loaded=True)
+        if not problems and self.repos is not None:
+            try:
+                self._repos = repos.build(self, self.repos, self.config or "")
+            except UsageError as exc:
+                problems.append(str(exc))
+            else:
+                return
+        if self.repo and not any(p.startswith("--repo") for p in problems):
+            problems += self._file_problems()
+        if problems:
+            # The first stops the program; --check-config lists them all, the
+            # I/O checks too (the runner asks config_problems() only of a
+            # configuration that validated).
+            error = UsageError(problems[0])
+            error.problems = problems + self.config_problems()  # type: ignore[attr-defined]
+            raise error
+        self.repo = self.repo.strip()
+        self.link = self.link or default_link(self.repo)
         self._credentials = auth.parse_credentials(
             self.credential + ([self.credentials] if self.credentials else [])
         )
-        self._check_github_app()
-        if self.password is not None and self.password_file:
-            raise UsageError("--password and --password-file: set one or the other")
         self._git_config = (
             [("http.cookieFile", auth.DEFAULT_COOKIE_FILE)] if self.cookie_file else []
         )
@@ -476,15 +444,80 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         self._git_config += auth.parse_git_config(self.git_config or "", "--git-config")
         for item in self.git_config_add:
             self._git_config += auth.parse_git_config(item, "--git-config-add")
-        for flag, path in (
-            ("--password-file", self.password_file),
-            ("--ssh-known-hosts-file", self.ssh_known_hosts_file),
-            ("--sparse-checkout-file", self.sparse_checkout_file),
-            ("--allowed-signers-file", self.allowed_signers_file),
-            ("--gpg-keyring-file", self.gpg_keyring_file),
+        if self.stale_after is None:
+            self.stale_after = 10 * self.period
+
+    def static_problems(self, loaded: bool = False) -> list[str]:
+        """Every rule on the parsed values alone, one line each (`podkit
+        validate` checks a manifest with them, away from the pod's files).
+        `loaded`: --config has been read, so a missing `repos:` is missing."""
+        if self.repos is not None:
+            checks = [self._check_repos, self._check_container]
+        elif not self.repo:
+            if self.config and not loaded:
+                return []  # repos: may be in the file, read in the pod
+            return ["--repo is required [env PODKIT_REPO] (or repos: in --config)"]
+        else:
+            checks = [
+                self._check_repo,
+                self._check_numbers,
+                self._check_link,
+                self._check_commands,
+                self._check_credentials,
+                self._check_github_app,
+                self._check_verify,
+                self._check_container,
+            ]
+        out = []
+        for check in checks:
+            try:
+                check()
+            except UsageError as exc:
+                out.append(str(exc))
+                if check == self._check_repo:
+                    break  # the rest would read a URL that does not parse
+        return out
+
+    def config_problems(self) -> list[str]:
+        """--check-config: the volume the checkouts go to can be written."""
+        problem = writable_dir_problem("--root", self.root)
+        return [problem] if problem else []
+
+    def _check_repos(self) -> None:
+        if self.repo:
+            raise UsageError("--repo and repos: in --config: one or the other")
+
+    def _check_repo(self) -> None:
+        repo = self.repo.strip()
+        if _HELPER_RE.match(repo):
+            raise UsageError(
+                f"--repo: remote-helper transports ({repo.split('::')[0]}::) are refused"
+            )
+        if "://" in repo:
+            try:
+                scheme = urlsplit(repo).scheme.lower()
+            except ValueError as exc:
+                raise UsageError(f"--repo: not a URL: {exc}") from None
+            if scheme not in ("http", "https", "ssh", "git", "file", "git+ssh", "ssh+git"):
+                raise UsageError(f"--repo: unsupported scheme {scheme!r}")
+
+    def _check_numbers(self) -> None:
+        if self.depth < 0:
+            raise UsageError("--depth: must be 0 (full history) or more")
+        if self.period < 0.01:
+            raise UsageError("--period: must be at least 10ms")
+        if self.sync_timeout < 0.01:
+            raise UsageError("--sync-timeout: must be at least 10ms")
+        if not self.ref.strip() or self.ref.startswith("-"):
+            raise UsageError("--ref: must name a branch, tag or commit")
+        if self.init_period is not None and self.init_period < 0.01:
+            raise UsageError("--init-period: must be at least 10ms")
+        if self.filter_spec is not None and (
+            not self.filter_spec.strip() or self.filter_spec.startswith("-")
         ):
-            if path and not os.path.isfile(path):
-                raise UsageError(f"{flag}: no such file: {path}")
+            raise UsageError(f"--filter: not a filter: {self.filter_spec!r}")
+
+    def _check_commands(self) -> None:
         for flag, command in (
             ("--exechook-command", self.exechook_command),
             ("--pre-publish-exechook-command", self.pre_publish_exechook_command),
@@ -497,10 +530,46 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
                 raise UsageError(f"{flag}: {exc}") from None
             if not argv:
                 raise UsageError(f"{flag}: empty")
-        self._check_verify()
-        self._check_container()
-        if self.stale_after is None:
-            self.stale_after = 10 * self.period
+
+    def _check_credentials(self) -> None:
+        auth.parse_credentials(self.credential + ([self.credentials] if self.credentials else []))
+        auth.parse_git_config(self.git_config or "", "--git-config")
+        for item in self.git_config_add:
+            auth.parse_git_config(item, "--git-config-add")
+        if self.password is not None and self.password_file:
+            raise UsageError("--password and --password-file: set one or the other")
+
+    def _file_problems(self) -> list[str]:
+        """The files the settings name exist (git-sync's default secret layout
+        filled in first: a Secret mounted at /etc/git-secret just works)."""
+        if is_ssh(self.repo.strip()):
+            if not self.ssh_key_file and os.path.isfile(auth.DEFAULT_SSH_KEY):
+                self.ssh_key_file = [auth.DEFAULT_SSH_KEY]
+            if (
+                self.ssh_known_hosts
+                and not self.ssh_known_hosts_file
+                and os.path.isfile(auth.DEFAULT_KNOWN_HOSTS)
+            ):
+                self.ssh_known_hosts_file = auth.DEFAULT_KNOWN_HOSTS
+        named: list[tuple[str, str | None]] = [("--ssh-key-file", k) for k in self.ssh_key_file]
+        named += [
+            ("--password-file", self.password_file),
+            ("--ssh-known-hosts-file", self.ssh_known_hosts_file),
+            ("--sparse-checkout-file", self.sparse_checkout_file),
+            ("--allowed-signers-file", self.allowed_signers_file),
+            ("--gpg-keyring-file", self.gpg_keyring_file),
+        ]
+        if not self._is_child:
+            named.append(("--sync-token-file", self.sync_token_file))
+        # Worded as the core's check of every --*-file, so --check-config says it once.
+        out = [
+            f"{flag} {path}: no such file"
+            for flag, path in named
+            if path and not os.path.isfile(path)
+        ]
+        if self.cookie_file and not os.path.isfile(auth.DEFAULT_COOKIE_FILE):
+            out.append(f"--cookie-file: no such file: {auth.DEFAULT_COOKIE_FILE}")
+        return out
 
     def _check_container(self) -> None:
         """The settings of the container, not of one repository."""
@@ -522,8 +591,6 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
             raise UsageError("--sync-burst: must be at least 1")
         if self.sync_interval < 0.001:
             raise UsageError("--sync-interval: must be at least 1ms")
-        if self.sync_token_file and not os.path.isfile(self.sync_token_file):
-            raise UsageError(f"--sync-token-file: no such file: {self.sync_token_file}")
 
     def _check_verify(self) -> None:
         trust = self.allowed_signers_file or self.gpg_keyring_file
@@ -565,19 +632,19 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
 
     def _check_link(self) -> None:
         """Anywhere (git-sync's rule), but never over the repository or its worktrees."""
-        assert self.link is not None
-        if not os.path.isabs(self.link) and os.path.normpath(self.link).startswith(".."):
+        given = self.link or default_link(self.repo.strip())
+        if not os.path.isabs(given) and os.path.normpath(given).startswith(".."):
             raise UsageError(
                 f"--link: a relative link must stay inside --root (write it absolute), "
-                f"got {self.link!r}"
+                f"got {given!r}"
             )
         root = os.path.abspath(self.root)
-        link = os.path.normpath(os.path.join(root, self.link))
+        link = os.path.normpath(os.path.join(root, given))
         for inner in (root, os.path.join(root, ".git"), os.path.join(root, WORKTREES)):
             if link == inner or (link.startswith(inner + os.sep) and inner != root):
-                raise UsageError(f"--link: must not be --root, .git or {WORKTREES}: {self.link!r}")
+                raise UsageError(f"--link: must not be --root, .git or {WORKTREES}: {given!r}")
         if root.startswith(link + os.sep):
-            raise UsageError(f"--link: must not contain --root: {self.link!r}")
+            raise UsageError(f"--link: must not contain --root: {given!r}")
 
     @property
     def link_path(self) -> str:
