@@ -107,3 +107,15 @@ def test_a_good_configuration_passes(tmp_path: Path, capsys: pytest.CaptureFixtu
     argv = ["--repo", "git@github.com:org/x.git", "--root", str(tmp_path / "new" / "git"),
             "--ssh-key-file", str(key)]  # fmt: skip
     assert check(argv, capsys) == (0, [])
+
+
+def test_the_examples_repos_file_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """examples/gitsync-repos: the ConfigMap's file is what --config reads in the pod."""
+    import yaml
+
+    pod = Path(__file__).resolve().parents[2] / "examples" / "gitsync-repos" / "pod.yaml"
+    configmap = next(d for d in yaml.safe_load_all(pod.read_text()) if d["kind"] == "ConfigMap")
+    config = tmp_path / "repos.yaml"
+    config.write_text(configmap["data"]["repos.yaml"])
+    argv = ["--config", str(config), "--root", str(tmp_path / "git")]
+    assert check(argv, capsys) == (0, [])
