@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from podkit import RateLimited, Sidecar, UsageError, option, redact_url
 from podkit.admin import AdminServer, Handler, Request, Response
-from podkit.hooks import HookError, Retrier, call_webhook, run_command
+from podkit.hooks import HookError, Retrier, WebhookOptions, run_command
 from podkit.logs import rfc3339
 from podkit.options import split_addr
 from podkit.program import writable_dir_problem
@@ -289,20 +289,19 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         "(relative paths are under --root)",
     )
     webhook_url: str | None = option(None, kind="url", help="URL called after each publish")
-    webhook_method: str = option("POST", help="HTTP method of the webhook")
-    webhook_success_status: int = option(
-        200,
-        help="status that counts as success (0: do not check, fire and forget)",
-    )
-    webhook_timeout: float = option(
-        "1s",
-        kind="duration",
-        help="timeout of one webhook call",
+    # The core's webhook settings under git-sync's names: its status flag is
+    # --webhook-success-status (0 there also means fire and forget, below), its
+    # time limit 1s. (--webhook-header is podkit's own addition.)
+    webhook: WebhookOptions = WebhookOptions.include(
+        prefix="webhook-",
+        about="the webhook called after each publish",
+        defaults={"timeout": "1s"},
+        names={"status": "success_status"},
     )
     webhook_backoff: float = option(
         "3s",
         kind="duration",
-        help="wait before retrying a failed webhook",
+        help="fixed wait before retrying a failed webhook (git-sync's: not exponential)",
     )
     exechook_command: str | None = option(
         None,
@@ -1145,15 +1144,9 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
     async def _webhook(self, sha: str) -> None:
         assert self.webhook_url is not None
         try:
-            await call_webhook(
-                self.webhook_url,
-                method=self.webhook_method,
-                expected_status=self.webhook_success_status,
-                timeout=self.webhook_timeout,
-                headers={"Gitsync-Hash": sha},
-            )
+            await self.webhook.call(self.webhook_url, headers={"Gitsync-Hash": sha})
         except HookError:
-            if self.webhook_success_status == 0:
+            if self.webhook.status == 0:
                 return  # fire and forget
             raise
 

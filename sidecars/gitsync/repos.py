@@ -76,6 +76,7 @@ PER_REPO = frozenset(
         "webhook_method",
         "webhook_success_status",
         "webhook_timeout",
+        "webhook_header",
         "webhook_backoff",
         "exechook_command",
         "exechook_timeout",
