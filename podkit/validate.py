@@ -124,6 +124,7 @@ def check_container(
     args = [str(a) for a in c.get("args") or []]
     env = image_env(cls)
     env.update({str(e["name"]): str(e["value"]) for e in c.get("env") or [] if "value" in e})
+    env.update(_from_elsewhere(cls, c))
     try:
         program = configure(cls, args, env, validate=False)
     except UsageError as exc:
@@ -147,6 +148,21 @@ def check_container(
 
     out += _check_probes(c, program)
     out += _check_paths(c, program, declared)
+    return out
+
+
+def _from_elsewhere(cls: type[Program], c: dict[str, Any]) -> dict[str, str]:
+    """A stand-in for each plain-text setting whose env value comes from a
+    Secret or ConfigMap (`valueFrom`): it is set in the pod, so a rule that
+    asks for it (gitsync's --repo from a Secret) must not say it is missing."""
+    names = {str(e["name"]) for e in c.get("env") or [] if "valueFrom" in e}
+    out = {}
+    for opt in cls.options():
+        if opt.resolve_kind() != "str" or opt.repeat:
+            continue
+        for name in (opt.env_name, *opt.also_env):
+            if name in names:
+                out[name] = "(from valueFrom)"
     return out
 
 

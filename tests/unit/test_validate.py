@@ -211,3 +211,14 @@ def test_gitsync_repos_in_a_config_file_of_the_pod_is_not_second_guessed() -> No
     """The file is read in the pod, so --config may hold the repos: --repo would give."""
     args = ["--root", "/git", "--config", "/etc/gitsync/repos.yaml"]
     assert problems(GITSYNC.replace("ARGS", str(args))) == []
+
+
+def test_gitsync_repo_from_a_secret_is_not_missing() -> None:
+    """GITSYNC_REPO from a Secret (a URL holding a token) is set in the pod."""
+    text = GITSYNC.replace("ARGS", str(["--root", "/git"])).replace(
+        "      volumeMounts:",
+        "      env: [{name: GITSYNC_REPO, valueFrom: {secretKeyRef: {name: s, key: url}}}]\n"
+        "      volumeMounts:",
+        1,
+    )
+    assert problems(text) == []
