@@ -281,6 +281,7 @@ class OptionGroup:
     """
 
     _prefix: str = ""
+    _renamed: Mapping[str, str] = {}
 
     def __init__(self, **values: Any) -> None:
         for key, value in values.items():
@@ -298,14 +299,17 @@ class OptionGroup:
         about: str | None = None,
         defaults: Mapping[str, Any] | None = None,
         also_env: Mapping[str, str | Sequence[str]] | None = None,
+        names: Mapping[str, str] | None = None,
     ) -> Any:
         """This group's options on a program, under flag names starting `prefix`.
 
         `about` fills `{about}` in the help texts; `defaults` replaces a
         default where one program's differs (kubefiles' webhook is a GET, as
         k8s-sidecar's is); `also_env` adds another tool's env names to an
-        option (keys are the group's attribute names)."""
-        unknown = set(defaults or {}) | set(also_env or {})
+        option (keys are the group's attribute names); `names` spells an
+        option another way on this program, where a tool it replaces already
+        named it (gitsync's `--webhook-success-status` is the group's `status`)."""
+        unknown = set(defaults or {}) | set(also_env or {}) | set(names or {})
         unknown -= {opt.attr for opt in cls.options()}
         if unknown:
             raise TypeError(f"{cls.__name__}.include: no options {sorted(unknown)}")
@@ -317,6 +321,7 @@ class OptionGroup:
             also_env={
                 k: (v,) if isinstance(v, str) else tuple(v) for k, v in (also_env or {}).items()
             },
+            names=dict(names or {}),
         )
 
     @classmethod
@@ -325,7 +330,7 @@ class OptionGroup:
 
     def flag(self, attr: str) -> str:
         """The flag that set `attr`, for error messages: `--upstream-ca-file`."""
-        return "--" + (self._prefix + attr).replace("_", "-")
+        return "--" + (self._prefix + self._renamed.get(attr, attr)).replace("_", "-")
 
     def check(self) -> None:
         """Cross-option rules of the group; raise UsageError naming the flags."""
@@ -354,6 +359,7 @@ class GroupField(_Attribute):
     about: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
     also_env: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.attr = name
@@ -365,8 +371,8 @@ class GroupField(_Attribute):
         return [
             dataclasses.replace(
                 opt,
-                name=under + opt.name,
-                attr=under + opt.name,
+                name=under + self.names.get(opt.attr, opt.name),
+                attr=under + self.names.get(opt.attr, opt.name),
                 flag=None,
                 env=None,
                 default=self.defaults.get(opt.attr, opt.default),
@@ -414,6 +420,7 @@ def assign(target: Any, options: list[Option], values: Mapping[str, Any]) -> Non
         field_ = getattr(type(target), attr)
         obj = field_.group(**group_values)
         obj._prefix = field_.prefix.replace("-", "_")
+        obj._renamed = field_.names
         obj.check()
         setattr(target, attr, obj)
 

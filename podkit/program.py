@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .aio import until_stopped, wait_or_timeout
-from .options import Option, collect_options, option
+from .options import GroupField, Option, collect_options, option
 
 if TYPE_CHECKING:
     from .admin import Handler
@@ -144,6 +144,14 @@ class Program:
             if isinstance(value, Option) and value.env_alias:
                 extra = tuple(p + value.name.upper() for p in prefixes)
                 value.also_env += tuple(e for e in extra if e not in value.also_env)
+            elif isinstance(value, GroupField) and prefixes:  # an included group's too
+                for opt in value.expand():
+                    if opt.env_alias and opt.group is not None:
+                        have = value.also_env.get(opt.group[1], ())
+                        extra = tuple(p + opt.name.upper() for p in prefixes)
+                        value.also_env[opt.group[1]] = have + tuple(
+                            e for e in extra if e not in have
+                        )
 
     @classmethod
     def options(cls) -> list[Option]:
@@ -305,6 +313,12 @@ class Program:
         found. One line per problem, naming the flag; [] when all is well.
         Runs after validate(), on the machine (or in the pod) that will run
         the program, and never starts anything."""
+        return []
+
+    def static_problems(self) -> list[str]:
+        """Cross-option rules that need no I/O (only the parsed values), for
+        `podkit validate` to check a manifest away from the pod: a program
+        whose validate() also reads files says its pure rules here too."""
         return []
 
     def on_sighup(self) -> None:

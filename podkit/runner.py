@@ -113,9 +113,9 @@ def configure(
             try:
                 program.validate()
                 validated = True
-            except UsageError as exc:
-                errors.append(str(exc))
-        errors += _unreadable_files(options, values)
+            except UsageError as exc:  # `problems`: a validate() that found several
+                errors += getattr(exc, "problems", None) or [str(exc)]
+        errors += [p for p in _unreadable_files(options, values) if p not in errors]
         if validated:
             errors += [p for p in program.config_problems() if p not in errors]
     elif validate:

@@ -6,7 +6,8 @@ workload's pod template (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job,
 CronJob, `List`, multi-document streams):
 
 - its args (and literal env) parse with the program's real option parser,
-  with the defaults its image sets (`image_env`);
+  with the defaults its image sets (`image_env`), and obey the program's
+  cross-option rules that need no I/O (`Program.static_problems`);
 - no `command`: the image's entrypoint is the program;
 - a probe on an httpGet port points at the program's admin port, and the
   admin server does not listen on loopback only (the kubelet probes the pod IP);
@@ -123,6 +124,7 @@ def check_container(
     args = [str(a) for a in c.get("args") or []]
     env = image_env(cls)
     env.update({str(e["name"]): str(e["value"]) for e in c.get("env") or [] if "value" in e})
+    env.update(_from_elsewhere(cls, c))
     try:
         program = configure(cls, args, env, validate=False)
     except UsageError as exc:
@@ -130,6 +132,7 @@ def check_container(
     except SystemExit:  # --help in args
         return [*out, "args: --help"]
 
+    out += program.static_problems()
     native = c.get("restartPolicy") == "Always"
     one_time = bool(getattr(program, "one_time", False))
     if is_init and not native and not issubclass(cls, InitTask) and not one_time:
@@ -145,6 +148,21 @@ def check_container(
 
     out += _check_probes(c, program)
     out += _check_paths(c, program, declared)
+    return out
+
+
+def _from_elsewhere(cls: type[Program], c: dict[str, Any]) -> dict[str, str]:
+    """A stand-in for each plain-text setting whose env value comes from a
+    Secret or ConfigMap (`valueFrom`): it is set in the pod, so a rule that
+    asks for it (gitsync's --repo from a Secret) must not say it is missing."""
+    names = {str(e["name"]) for e in c.get("env") or [] if "valueFrom" in e}
+    out = {}
+    for opt in cls.options():
+        if opt.resolve_kind() != "str" or opt.repeat:
+            continue
+        for name in (opt.env_name, *opt.also_env):
+            if name in names:
+                out[name] = "(from valueFrom)"
     return out
 
 

@@ -7,11 +7,12 @@ atomic rename once that worktree is completely checked out, and
 under `<root>` (the `.git` directory, other worktrees) is an implementation
 detail.
 
-The package, by dependency direction: `program` (options, triggers, status;
-the event loop) uses `checkout` (the git work, in a worker thread), which uses
-`auth` (askpass, ssh, credentials) and `publish` (the link flip); `triggers`
-guards `POST /sync`; `_git` bounds and kills git processes. This file only
-re-exports.
+The package, by dependency direction: `program` (triggers, the loop, status;
+the event loop) is built on `hooks` on `config` (the rules) on `settings`
+(the options); it uses `checkout` (the git work, in a worker thread), which
+uses `auth` (askpass, ssh, credentials) and `publish` (the link flip);
+`triggers` guards `POST /sync`; `status` serves --http-bind; `_git` bounds and
+kills git processes. This file only re-exports.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from .auth import ASKPASS as _ASKPASS
 from .auth import is_local, is_ssh, split_password
 from .auth import remove_dead_private_dirs as _remove_dead_private_dirs
-from .program import GitSync, default_link, main, too_many_failures
+from .config import default_link
+from .program import GitSync, main, too_many_failures
 
 if TYPE_CHECKING:
     from .checkout import SyncResult

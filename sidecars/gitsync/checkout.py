@@ -56,17 +56,18 @@ class Checkout:
     ref: str
     auth: Auth
     log: logging.Logger
-    depth: int = 1
-    submodules: str = "recursive"
-    sparse_checkout_file: str | None = None
-    sync_timeout: float = 120.0
-    stale_worktree_timeout: float = 0.0
-    git_gc: str = "auto"
+    # The program's settings (settings.py holds their defaults, once), by keyword.
+    depth: int = field(kw_only=True)
+    submodules: str = field(kw_only=True)
+    sparse_checkout_file: str | None = field(kw_only=True)
+    sync_timeout: float = field(kw_only=True)
+    stale_worktree_timeout: float = field(kw_only=True)
+    git_gc: str = field(kw_only=True)
     #: --git-config / --git-config-add, in order.
     git_config: list[tuple[str, str]] = field(default_factory=list)
-    group_write: bool = False
+    group_write: bool = field(kw_only=True)
     #: --filter: a partial clone (blobs or trees fetched when a checkout needs them).
-    filter_spec: str | None = None
+    filter_spec: str | None = field(kw_only=True)
     #: Called with (commit, worktree) before the link flips to it; raises to keep
     #: the old tree published (--pre-publish-exechook-command).
     pre_publish: Callable[[str, str], None] | None = None
@@ -74,9 +75,9 @@ class Checkout:
     on_fetch: Callable[[], None] = lambda: None
     #: --repair-check-interval: how often a no-op sync also runs `git status` in
     #: the published tree (its HEAD is read every time).
-    repair_check_interval: float = 60.0
+    repair_check_interval: float = field(kw_only=True)
     #: --publish-mode: "link" (a symlink flip) or "copy" (a directory swap).
-    publish_mode: str = "link"
+    publish_mode: str = field(kw_only=True)
     #: --verify-signatures: nothing is published that this refuses.
     verifier: Verifier | None = None
     runs: Runs = field(default_factory=Runs)

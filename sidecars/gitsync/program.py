@@ -1,63 +1,47 @@
-"""gitsync the program: its options, what triggers a sync, and what it reports.
+"""gitsync the program: what triggers a sync, the sync loop, and what it reports.
 
+The class is built in layers, each a module: `settings.py` declares the
+options (git-sync's whole flag surface), `config.py` the rules over them
+(validate, `podkit validate`'s static checks, --check-config), `hooks.py`
+runs the hooks, and this module the lifecycle, the loop and the status.
 The git work runs in a worker thread (`checkout.py`) and hands back a result;
-credentials are `auth.py`'s, the atomic link flip `publish.py`'s, and who may
-ask for a sync `triggers.py`'s. This module is the only one that touches the
-event loop. With `repos:` in --config, one `GitSync` per repository (built by
-`repos.py`) holds that repository's settings and state, and this object runs
-their loops side by side.
-
-Over 600 lines because the option declarations (git-sync's whole flag surface,
-each with its help) are this program's description; the git work, auth,
-publishing, signatures and the multi-repository parsing live in their modules.
+credentials are `auth.py`'s, the atomic link flip `publish.py`'s, who may ask
+for a sync `triggers.py`'s, git-sync's --http-bind endpoint `status.py`'s.
+This module (with hooks.py) is the only one that touches the event loop. With
+`repos:` in --config, one `GitSync` per repository (built by `repos.py`)
+holds that repository's settings and state, and this object runs their loops
+side by side.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import json
 import os
-import re
-import shlex
 import signal
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from podkit import RateLimited, Sidecar, UsageError, option, redact_url
-from podkit.admin import AdminServer, Handler, Request, Response
-from podkit.hooks import HookError, Retrier, call_webhook, run_command
+from podkit import RateLimited, UsageError, redact_url
+from podkit.admin import Request, Response
+from podkit.hooks import Retrier
 from podkit.logs import rfc3339
-from podkit.options import split_addr
-from podkit.retry import Backoff
 from podkit.secrets import SecretFile
 
 from . import auth, compat, repos
-from .auth import Auth, is_ssh
-from .compat import GitSyncFlags
+from .auth import Auth
 from .errors import GitError
 from .github_app import GitHubApp
-from .publish import MODES, WORKTREES, published_sha, write_atomic
-from .triggers import SYNC_BURST, SYNC_REFILL, TokenBucket, refusal, retry_after
+from .hooks import WithHooks
+from .publish import WORKTREES, published_sha, write_atomic
+from .status import GitSyncHTTP
+from .triggers import TokenBucket, refusal, retry_after
 from .verify import VerifyError
 
 if TYPE_CHECKING:  # GitPython is imported when the program runs, not for --help
     from . import _git
     from .checkout import Checkout
-
-# Remote-helper syntax `<transport>::<address>` (ext::, fd::, ...) is refused outright.
-_HELPER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
-
-
-def default_link(repo: str) -> str:
-    """The repo's leaf name without `.git`, as git-sync derives --link."""
-    path = urlsplit(repo).path if "://" in repo else repo.rpartition(":")[2]
-    leaf = path.rstrip("/").rsplit("/", 1)[-1]
-    if leaf.endswith(".git"):
-        leaf = leaf[:-4]
-    return leaf or "repo"
 
 
 def too_many_failures(consecutive: int, max_failures: int) -> bool:
@@ -68,7 +52,7 @@ def too_many_failures(consecutive: int, max_failures: int) -> bool:
     return max_failures >= 0 and consecutive >= max(max_failures, 1)
 
 
-class GitSync(GitSyncFlags, Sidecar):
+class GitSync(WithHooks):
     """Keep a git checkout in a volume in sync, published atomically (--one-time: init)."""
 
     name = "gitsync"
@@ -78,301 +62,6 @@ podkit gitsync --repo git@github.com:org/config.git --root /git --period 30s --s
 podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http://localhost:8080/-/reload
 """
     default_admin_addr = "127.0.0.1:9412"
-    # git-sync's own variables work too, v4's and (deprecated) v3's, so people can switch.
-    env_prefixes = ("GITSYNC_", "GIT_SYNC_")
-
-    repo: str = option(
-        None,
-        help="the git repository to sync (https, http, ssh, git, file); required unless "
-        "--config lists repos:",
-    )
-    repos: list[dict[str, Any]] | None = option(
-        None,
-        kind="any",
-        config_only=True,
-        secret=True,  # an entry may hold a password: never in the settings logged at start
-        help="several repositories, each a mapping of this program's settings (repo, ref, "
-        "link, credentials, hooks, ...; the rest inherited) and an optional name",
-    )
-    root: str = option(
-        help="working directory; holds .git, .worktrees/<sha> and the --link",
-        kind="path",
-        required=True,
-    )
-    ref: str = option(
-        "HEAD",
-        help="branch, tag or commit to sync (HEAD: the remote's default branch)",
-    )
-    link: str | None = option(
-        None,
-        help="symlink to the published worktree: relative to --root, or absolute anywhere "
-        "(default: the repo's name)",
-    )
-    publish_mode: str = option(
-        "link",
-        choices=MODES,
-        help="link: <link> is a symlink to the worktree; copy: a real directory (for "
-        "consumers that cannot follow links), swapped atomically",
-        env_alias=False,  # podkit's own (git-sync #799 asks for it)
-    )
-    init_period: float | None = option(
-        None,
-        kind="duration",
-        help="wait between attempts until the first success (default: --period)",
-    )
-    period: float = option("10s", kind="duration", help="how long to wait between syncs")
-    depth: int = option(1, help="commits of history to fetch; 0 = the full history")
-    submodules: str = option(
-        "recursive",
-        choices=("recursive", "shallow", "off"),
-        help="submodule behaviour",
-    )
-    filter_spec: str | None = option(
-        None,
-        flag="--filter",
-        env="PODKIT_FILTER",
-        also_env=("GITSYNC_FILTER",),
-        env_alias=False,  # the attribute's name is not the flag's
-        help="partial clone filter, e.g. blob:none or tree:0 (the server must allow it)",
-    )
-    sparse_checkout_file: str | None = option(
-        None,
-        kind="path",
-        help="a git sparse-checkout file (non-cone patterns) to apply",
-    )
-    sync_timeout: float = option(
-        "120s",
-        kind="duration",
-        help="the total time one sync may take",
-    )
-    one_time: bool = option(
-        False,
-        help="exit 0 once the tree is published, 1 on the first failure",
-    )
-    max_failures: int = option(
-        -1,
-        help="exit 1 at this many consecutive failed syncs, counted as git-sync counts "
-        "(0 and 1: the first failure; -1: never, keep serving the last good tree)",
-    )
-    init_max_failures: int | None = option(
-        None,
-        help="--max-failures until the first success (default: --max-failures)",
-    )
-    stale_worktree_timeout: float = option(
-        "0s",
-        kind="duration",
-        help="keep replaced worktrees this long (0: remove at once)",
-    )
-    git_gc: str = option(
-        "auto",  # not git-sync's always: push-to-published latency (docs/gitsync.md)
-        choices=("auto", "always", "aggressive", "off"),
-        help="git gc after a sync that removed worktrees",
-    )
-    repair_check_interval: float = option(
-        "1m",
-        kind="duration",
-        min=0.0,
-        help="how often a sync that finds nothing new also checks the published tree's "
-        "files against its commit (a git status); its HEAD is checked every sync (0: "
-        "files every sync too, as git-sync)",
-        env_alias=False,  # podkit's own
-    )
-    touch_file: str | None = option(
-        None,
-        kind="path",
-        help="file touched after each publish (relative paths are under --root)",
-    )
-    stale_after: float | None = option(
-        None,
-        kind="duration",
-        help="/healthz fails when the last good sync is older (default 10 x --period)",
-        env_alias=False,  # podkit's own flag: git-sync has no GITSYNC_STALE_AFTER
-    )
-    username: str | None = option(None, help="username for HTTP(S) authentication")
-    password: str | None = option(
-        None,
-        help="password or token (prefer --password-file: a flag or env var is seen by more)",
-        secret=True,
-    )
-    password_file: str | None = option(
-        None,
-        kind="path",
-        help="file holding the password or token (re-read before each sync)",
-    )
-    ssh_key_file: list[str] = option(
-        kind="path",
-        repeat=True,
-        help=f"SSH private key for ssh repos, repeatable: every key is offered "
-        f"(default: {auth.DEFAULT_SSH_KEY} when it exists)",
-        also_env="GIT_SSH_KEY_FILE",
-    )
-    credential: list[str] = option(
-        repeat=True,
-        env_alias=False,  # a JSON value: the list form below is what the env carries
-        secret=True,  # may hold "password": never in the settings logged at start
-        help='per-URL credentials as git-sync takes them: {"url": ..., "username": ..., '
-        '"password-file": ...} (or "password"); repeatable',
-    )
-    credentials: str | None = option(
-        None,
-        also_env="GITSYNC_CREDENTIAL",
-        env_alias=False,
-        secret=True,
-        help="a JSON list of --credential objects (git-sync's $GITSYNC_CREDENTIAL)",
-    )
-    github_app_private_key_file: str | None = option(
-        None, kind="path", help="GitHub App auth: the app's private key (PEM)"
-    )
-    github_app_application_id: str | None = option(
-        None, help="GitHub App auth: the application id (or --github-app-client-id)"
-    )
-    github_app_client_id: str | None = option(
-        None, help="GitHub App auth: the client id (or --github-app-application-id)"
-    )
-    github_app_installation_id: str | None = option(
-        None, help="GitHub App auth: the installation id"
-    )
-    github_base_url: str = option(
-        "https://api.github.com/", kind="url", help="GitHub's API for GitHub App auth"
-    )
-    askpass_url: str | None = option(
-        None,
-        kind="url",
-        help="URL asked before each sync for 'username=' and 'password=' lines",
-        also_env="GIT_ASKPASS_URL",
-    )
-    cookie_file: bool = option(
-        False,
-        help=f"use the git cookie file {auth.DEFAULT_COOKIE_FILE} (http.cookieFile)",
-        also_env="GIT_COOKIE_FILE",
-    )
-    ssh_known_hosts: bool = option(
-        True,
-        help="check SSH host keys against --ssh-known-hosts-file",
-        also_env=("GIT_SYNC_KNOWN_HOSTS", "GIT_KNOWN_HOSTS"),  # git-sync's older names
-    )
-    ssh_known_hosts_file: str | None = option(
-        None,
-        kind="path",
-        help=f"known_hosts file (default: {auth.DEFAULT_KNOWN_HOSTS} when it exists, "
-        "else ssh's own)",
-        also_env="GIT_SSH_KNOWN_HOSTS_FILE",
-    )
-    http_bind: str | None = option(
-        None,
-        help="HOST:PORT serving git-sync's endpoint: / is 503 until the first successful "
-        "sync (and while syncs are failing past --stale-after), then 200",
-    )
-    http_metrics: bool = option(False, help="also serve /metrics on --http-bind")
-    verbose: int = option(0, short="-v", help="git-sync's log verbosity: 1 or more logs debug")
-    sync_on_signal: str | None = option(
-        None,
-        help="a signal that triggers a sync, by name or number (USR1, SIGUSR2, 10); "
-        "SIGHUP always does",
-    )
-    add_user: bool = option(
-        False, help="add the current uid to /etc/passwd if missing (ssh needs a user)"
-    )
-    group_write: bool = option(False, help="make the repository and worktrees group-writable")
-    git_config: str | None = option(
-        None,
-        help='extra git config: \'section.key:value,"section.sub.key":"value"\'',
-    )
-    git_config_add: list[str] = option(
-        repeat=True, help="one extra git config 'section.key:value' (repeatable)"
-    )
-    error_file: str | None = option(
-        None,
-        kind="path",
-        help="file holding the last sync error, written atomically, removed on success "
-        "(relative paths are under --root)",
-    )
-    webhook_url: str | None = option(None, kind="url", help="URL called after each publish")
-    webhook_method: str = option("POST", help="HTTP method of the webhook")
-    webhook_success_status: int = option(
-        200,
-        help="status that counts as success (0: do not check, fire and forget)",
-    )
-    webhook_timeout: float = option(
-        "1s",
-        kind="duration",
-        help="timeout of one webhook call",
-    )
-    webhook_backoff: float = option(
-        "3s",
-        kind="duration",
-        help="wait before retrying a failed webhook",
-    )
-    exechook_command: str | None = option(
-        None,
-        help="command run in the new worktree after each publish, with $GITSYNC_HASH",
-    )
-    exechook_timeout: float = option(
-        "30s",
-        kind="duration",
-        help="timeout of one exechook run",
-    )
-    exechook_backoff: float = option(
-        "3s",
-        kind="duration",
-        help="wait before retrying a failed exechook",
-    )
-    pre_publish_exechook_command: str | None = option(
-        None,
-        help="command run in the new worktree before the link flips to it, with "
-        "$GITSYNC_HASH; a failure keeps the old tree published and fails the sync",
-    )
-    pre_publish_exechook_timeout: float = option(
-        "30s", kind="duration", help="timeout of one pre-publish exechook run"
-    )
-    pre_publish_exechook_backoff: float = option(
-        "3s",
-        kind="duration",
-        help="accepted for git-sync specs: a failed pre-publish hook is retried with the "
-        "next sync (--period / --init-period)",
-    )
-    verify_signatures: bool = option(
-        False,
-        help="publish only commits signed by a trusted key (--allowed-signers-file, "
-        "--gpg-keyring-file); anything else leaves the last good tree published",
-        env_alias=False,  # podkit's own: git-sync has no signature checks
-    )
-    allowed_signers_file: str | None = option(
-        None,
-        kind="path",
-        help="SSH signatures: the keys trusted to sign, in ssh-keygen's allowed_signers format",
-        env_alias=False,
-    )
-    gpg_keyring_file: str | None = option(
-        None,
-        kind="path",
-        help="OpenPGP signatures: the public keys trusted to sign (armored or binary export)",
-        env_alias=False,
-    )
-    verify_tag: bool = option(
-        False,
-        help="with --verify-signatures: check the signature of the annotated tag --ref "
-        "names instead of the commit's",
-        env_alias=False,
-    )
-    sync_token_file: str | None = option(
-        None,
-        kind="path",
-        help="file holding the secret POST /sync must carry (Bearer token, X-Gitlab-Token, "
-        "or the key of GitHub's X-Hub-Signature-256); re-read when it changes",
-        env_alias=False,  # podkit's own flag: git-sync has no authenticated trigger
-    )
-    sync_burst: int = option(
-        SYNC_BURST,
-        help="POST /sync requests accepted at once before 429",
-        env_alias=False,
-    )
-    sync_interval: float = option(
-        f"{SYNC_REFILL:g}s",
-        kind="duration",
-        help="after a burst, one more POST /sync is accepted per interval",
-        env_alias=False,
-    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -404,188 +93,6 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         #: container's GitSync for a `repos:` entry, else this object.
         self._owner: GitSync = self
         self.repo_name = ""
-
-    # -- configuration ------------------------------------------------------
-
-    def validate(self) -> None:
-        self._warnings = compat.apply(self)
-        if self.verbose > 0 and self.log_level == "info":
-            self.log_level = "debug"
-        if self.repos is not None:
-            if self.repo:
-                raise UsageError("--repo and repos: in --config: one or the other")
-            self._check_container()
-            self._repos = repos.build(self, self.repos, self.config or "")
-            return
-        if not self.repo:
-            raise UsageError("--repo is required [env PODKIT_REPO] (or repos: in --config)")
-        repo = self.repo.strip()
-        if _HELPER_RE.match(repo):
-            raise UsageError(
-                f"--repo: remote-helper transports ({repo.split('::')[0]}::) are refused"
-            )
-        if "://" in repo:
-            scheme = urlsplit(repo).scheme.lower()
-            if scheme not in ("http", "https", "ssh", "git", "file", "git+ssh", "ssh+git"):
-                raise UsageError(f"--repo: unsupported scheme {scheme!r}")
-        self.repo = repo
-        if self.depth < 0:
-            raise UsageError("--depth: must be 0 (full history) or more")
-        if self.period < 0.01:
-            raise UsageError("--period: must be at least 10ms")
-        if self.sync_timeout < 0.01:
-            raise UsageError("--sync-timeout: must be at least 10ms")
-        if not self.ref.strip() or self.ref.startswith("-"):
-            raise UsageError("--ref: must name a branch, tag or commit")
-        if self.init_period is not None and self.init_period < 0.01:
-            raise UsageError("--init-period: must be at least 10ms")
-        self.link = self.link or default_link(repo)
-        self._check_link()
-        if is_ssh(repo):
-            # git-sync's secret layout: a Secret mounted at /etc/git-secret just works.
-            if not self.ssh_key_file and os.path.isfile(auth.DEFAULT_SSH_KEY):
-                self.ssh_key_file = [auth.DEFAULT_SSH_KEY]
-            if (
-                self.ssh_known_hosts
-                and not self.ssh_known_hosts_file
-                and os.path.isfile(auth.DEFAULT_KNOWN_HOSTS)
-            ):
-                self.ssh_known_hosts_file = auth.DEFAULT_KNOWN_HOSTS
-        for key in self.ssh_key_file:
-            if not os.path.isfile(key):
-                raise UsageError(f"--ssh-key-file: no such file: {key}")
-        if self.cookie_file and not os.path.isfile(auth.DEFAULT_COOKIE_FILE):
-            raise UsageError(f"--cookie-file: no such file: {auth.DEFAULT_COOKIE_FILE}")
-        if self.filter_spec is not None and (
-            not self.filter_spec.strip() or self.filter_spec.startswith("-")
-        ):
-            raise UsageError(f"--filter: not a filter: {self.filter_spec!r}")
-        self._credentials = auth.parse_credentials(
-            self.credential + ([self.credentials] if self.credentials else [])
-        )
-        self._check_github_app()
-        if self.password is not None and self.password_file:
-            raise UsageError("--password and --password-file: set one or the other")
-        self._git_config = (
-            [("http.cookieFile", auth.DEFAULT_COOKIE_FILE)] if self.cookie_file else []
-        )
-        if self._credentials:
-            # The path is part of the URL git asks about, so a submodule on the
-            # same host can have its own credential (git-sync's per-URL rule).
-            self._git_config.append(("credential.useHttpPath", "true"))
-        self._git_config += auth.parse_git_config(self.git_config or "", "--git-config")
-        for item in self.git_config_add:
-            self._git_config += auth.parse_git_config(item, "--git-config-add")
-        for flag, path in (
-            ("--password-file", self.password_file),
-            ("--ssh-known-hosts-file", self.ssh_known_hosts_file),
-            ("--sparse-checkout-file", self.sparse_checkout_file),
-            ("--allowed-signers-file", self.allowed_signers_file),
-            ("--gpg-keyring-file", self.gpg_keyring_file),
-        ):
-            if path and not os.path.isfile(path):
-                raise UsageError(f"{flag}: no such file: {path}")
-        for flag, command in (
-            ("--exechook-command", self.exechook_command),
-            ("--pre-publish-exechook-command", self.pre_publish_exechook_command),
-        ):
-            if command is None:
-                continue
-            try:
-                argv = shlex.split(command)
-            except ValueError as exc:
-                raise UsageError(f"{flag}: {exc}") from None
-            if not argv:
-                raise UsageError(f"{flag}: empty")
-        self._check_verify()
-        self._check_container()
-        if self.stale_after is None:
-            self.stale_after = 10 * self.period
-
-    def _check_container(self) -> None:
-        """The settings of the container, not of one repository."""
-        if self._is_child:
-            return
-        self._sync_signal = (
-            None if self.sync_on_signal is None else parse_signal(self.sync_on_signal)
-        )
-        if self.http_bind is not None:
-            try:
-                split_addr(self.http_bind)
-            except ValueError:
-                raise UsageError(
-                    f"--http-bind: expected HOST:PORT, got {self.http_bind!r}"
-                ) from None
-        elif self.http_metrics:
-            raise UsageError("--http-metrics: needs --http-bind")
-        if self.sync_burst < 1:
-            raise UsageError("--sync-burst: must be at least 1")
-        if self.sync_interval < 0.001:
-            raise UsageError("--sync-interval: must be at least 1ms")
-        if self.sync_token_file and not os.path.isfile(self.sync_token_file):
-            raise UsageError(f"--sync-token-file: no such file: {self.sync_token_file}")
-
-    def _check_verify(self) -> None:
-        trust = self.allowed_signers_file or self.gpg_keyring_file
-        if self.verify_signatures and not trust:
-            raise UsageError(
-                "--verify-signatures: needs --allowed-signers-file or --gpg-keyring-file "
-                "(the keys trusted to sign)"
-            )
-        if not self.verify_signatures:
-            for flag, value in (
-                ("--allowed-signers-file", self.allowed_signers_file),
-                ("--gpg-keyring-file", self.gpg_keyring_file),
-                ("--verify-tag", self.verify_tag),
-            ):
-                if value:
-                    raise UsageError(f"{flag}: needs --verify-signatures")
-
-    def _check_github_app(self) -> None:
-        """git-sync's rules for its GitHub App flags, with its messages' meaning."""
-        app_id = self.github_app_application_id
-        if app_id in ("0", ""):
-            app_id = self.github_app_application_id = None
-        if not (app_id or self.github_app_client_id):
-            for flag, value in (
-                ("--github-app-installation-id", self.github_app_installation_id),
-                ("--github-app-private-key-file", self.github_app_private_key_file),
-            ):
-                if value:
-                    raise UsageError(f"{flag}: needs --github-app-application-id or -client-id")
-            return
-        if app_id and self.github_app_client_id:
-            raise UsageError("--github-app-application-id and --github-app-client-id: one only")
-        if not self.github_app_installation_id:
-            raise UsageError("--github-app-installation-id: required for GitHub App auth")
-        if not self.github_app_private_key_file:
-            raise UsageError("--github-app-private-key-file: required for GitHub App auth")
-        if self.username or self.password is not None or self.password_file:
-            raise UsageError("--username/--password: not with GitHub App auth")
-
-    def _check_link(self) -> None:
-        """Anywhere (git-sync's rule), but never over the repository or its worktrees."""
-        assert self.link is not None
-        if not os.path.isabs(self.link) and os.path.normpath(self.link).startswith(".."):
-            raise UsageError(
-                f"--link: a relative link must stay inside --root (write it absolute), "
-                f"got {self.link!r}"
-            )
-        root = os.path.abspath(self.root)
-        link = os.path.normpath(os.path.join(root, self.link))
-        for inner in (root, os.path.join(root, ".git"), os.path.join(root, WORKTREES)):
-            if link == inner or (link.startswith(inner + os.sep) and inner != root):
-                raise UsageError(f"--link: must not be --root, .git or {WORKTREES}: {self.link!r}")
-        if root.startswith(link + os.sep):
-            raise UsageError(f"--link: must not contain --root: {self.link!r}")
-
-    @property
-    def link_path(self) -> str:
-        assert self.link is not None
-        return os.path.join(self.root, self.link)
-
-    def _worktree(self, sha: str) -> str:
-        return os.path.join(self.root, WORKTREES, sha)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -761,20 +268,6 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         for name in compat.git_sync_v3_env(os.environ):
             if name in env_names:
                 self.log.warning(f"{name} is git-sync v3's name (deprecated); use GITSYNC_*")
-
-    @staticmethod
-    def _backoff(seconds: float) -> Backoff:
-        # git-sync's hook backoff is a fixed wait, not exponential.
-        s = max(seconds, 0.001)
-        return Backoff(s, s, 1.0, jitter=False)
-
-    def _hook_result(self, hook: str) -> Any:
-        def on_result(sha: str, error: str | None) -> None:
-            self.m_hooks.labels(hook, "error" if error else "success").inc()
-            if error is None:
-                self.log.info("hook succeeded", extra={"hook": hook, "commit": sha})
-
-        return on_result
 
     async def cleanup(self) -> None:
         if self._http is not None:
@@ -1019,96 +512,6 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         except OSError as exc:
             self.log.warning("cannot touch --touch-file", extra={"path": path, "error": str(exc)})
 
-    async def _one_time_hooks(self) -> int:
-        """--one-time runs each hook once (as git-sync does) and fails if one fails."""
-        code = 0
-        assert self.published is not None
-        for h in self._hooks:
-            try:
-                await h.action(self.published)
-            except Exception as exc:
-                self.m_hooks.labels(h.name, "error").inc()
-                self.log.error("hook failed", extra={"hook": h.name, "error": str(exc)})
-                code = 1
-            else:
-                self.m_hooks.labels(h.name, "success").inc()
-        if code == 0:
-            self.log.info("one-time sync done", extra={"commit": self.published})
-        return code
-
-    # -- hooks ----------------------------------------------------------------
-
-    def _pre_publish(self, sha: str, worktree: str) -> None:
-        """--pre-publish-exechook-command, from the worker thread, on the loop's runner."""
-        fut = asyncio.run_coroutine_threadsafe(self._pre_publish_run(sha, worktree), self._loop)
-        try:
-            fut.result()  # the worker waits; the loop owns the task and its cancellation
-        except concurrent.futures.CancelledError:
-            raise GitError("pre-publish exechook: stopped") from None
-
-    async def _pre_publish_run(self, sha: str, worktree: str) -> None:
-        if self.stopping:  # the stop came before this task existed to be cancelled
-            raise GitError("pre-publish exechook: stopped")
-        self._pre_publish_task = asyncio.current_task()
-        try:
-            await self._pre_publish_hook(sha, worktree)
-        finally:
-            self._pre_publish_task = None
-
-    async def _pre_publish_hook(self, sha: str, worktree: str) -> None:
-        assert self.pre_publish_exechook_command is not None
-        argv = shlex.split(self.pre_publish_exechook_command)
-        try:
-            code, out = await run_command(
-                argv,
-                timeout=self.pre_publish_exechook_timeout,
-                env={"GITSYNC_HASH": sha},
-                cwd=worktree,
-                tail=500,
-            )
-        except OSError as exc:
-            code, out = -1, f"cannot run {argv[0]}: {exc.strerror or exc}"
-        self.m_hooks.labels("pre_publish_exechook", "success" if code == 0 else "error").inc()
-        if code != 0:
-            what = "timed out" if code is None else f"exit {code}"
-            err = GitError(f"pre-publish exechook: {what}: {out}; the old tree stays published")
-            err.remote = True  # not damage: no repository check follows
-            raise err
-
-    async def _webhook(self, sha: str) -> None:
-        assert self.webhook_url is not None
-        try:
-            await call_webhook(
-                self.webhook_url,
-                method=self.webhook_method,
-                expected_status=self.webhook_success_status,
-                timeout=self.webhook_timeout,
-                headers={"Gitsync-Hash": sha},
-            )
-        except HookError:
-            if self.webhook_success_status == 0:
-                return  # fire and forget
-            raise
-
-    async def _exechook(self, sha: str) -> None:
-        assert self.exechook_command is not None
-        argv = shlex.split(self.exechook_command)
-        cwd = self._worktree(sha)
-        if not os.path.isdir(cwd):
-            return  # superseded and already removed: the newer commit's run follows
-        try:
-            code, out = await run_command(
-                argv, timeout=self.exechook_timeout, env={"GITSYNC_HASH": sha}, cwd=cwd, tail=500
-            )
-        except OSError as exc:
-            raise HookError(f"exechook: cannot run {argv[0]}: {exc.strerror or exc}") from None
-        if code is None:
-            raise HookError(f"exechook: timed out after {self.exechook_timeout:g}s")
-        if code != 0:
-            raise HookError(f"exechook: exit {code}: {out}")
-        if out:
-            self.log.debug("exechook output", extra={"output": out})
-
     # -- status ---------------------------------------------------------------
 
     def health(self) -> str | None:
@@ -1150,50 +553,6 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         from .checkout import remote_sha
 
         return remote_sha(g, self.ref)
-
-
-class GitSyncHTTP(AdminServer):
-    """git-sync's --http-bind endpoint: `/` is its health check, `/metrics` optional.
-
-    The same small server as the admin port (its limits, its parser), with
-    git-sync's routes instead of podkit's: charts point startup and liveness
-    probes at `/` on this port.
-    """
-
-    def __init__(self, program: GitSync, addr: str, *, metrics: bool) -> None:
-        routes: dict[tuple[str, str], Handler] = {("GET", "/"): self.health_check}
-        if metrics:
-            routes[("GET", "/metrics")] = self.metrics
-        super().__init__(program, addr, routes=routes)
-        self.gitsync = program
-
-    async def health_check(self, request: Request) -> Response:
-        p = self.gitsync
-        if not p.ready:
-            return Response.text("repo is not ready\n", 503)
-        reason = p.health()
-        if reason:
-            return Response.text(f"{reason}\n", 503)
-        return Response(200)
-
-
-#: Signals that stop the program or cannot be caught: never a sync trigger.
-_NOT_TRIGGERS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGKILL, signal.SIGSTOP})
-
-
-def parse_signal(text: str) -> int:
-    """git-sync's --sync-on-signal value: a name (HUP, SIGUSR1) or a number (10)."""
-    t = text.strip().upper()
-    try:
-        if t.isdigit():
-            sig = signal.Signals(int(t))
-        else:
-            sig = signal.Signals["SIG" + t.removeprefix("SIG")]
-    except (KeyError, ValueError):
-        raise UsageError(f"--sync-on-signal: not a signal: {text!r}") from None
-    if sig in _NOT_TRIGGERS:
-        raise UsageError(f"--sync-on-signal: {sig.name} stops the program; choose another")
-    return int(sig)
 
 
 def add_user(passwd: str = "/etc/passwd") -> bool:

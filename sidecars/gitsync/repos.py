@@ -76,6 +76,7 @@ PER_REPO = frozenset(
         "webhook_method",
         "webhook_success_status",
         "webhook_timeout",
+        "webhook_header",
         "webhook_backoff",
         "exechook_command",
         "exechook_timeout",
@@ -96,7 +97,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 def build(parent: GitSync, entries: Any, config_path: str) -> list[GitSync]:
     """One GitSync per entry, validated; a UsageError names the entry and key."""
-    from .program import GitSync, default_link
+    from .config import default_link
+    from .program import GitSync
 
     if not isinstance(entries, list) or not entries:
         raise UsageError(f"--config {config_path}: repos: expected a non-empty list")

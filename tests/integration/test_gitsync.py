@@ -848,6 +848,50 @@ echo "$GITSYNC_HASH $(pwd)" >> {hooklog}
         web.server.shutdown()
 
 
+def test_webhook_settings_in_git_syncs_env_names_and_a_header(
+    tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon
+) -> None:
+    """The core's webhook group under git-sync's names: GITSYNC_WEBHOOK_METHOD and
+    _SUCCESS_STATUS drive the call, --webhook-header adds a header (issue 20)."""
+    up = git_repos.create("app", {"v": "1"})
+    calls: list[tuple[str, str, str]] = []
+
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a: object) -> None:
+            pass
+
+        def do_PUT(self) -> None:
+            h = self.headers
+            calls.append((self.command, h.get("Gitsync-Hash", ""), h.get("Authorization", "")))
+            self.send_response(204)
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {"GITSYNC_WEBHOOK_METHOD": "PUT", "GITSYNC_WEBHOOK_SUCCESS_STATUS": "204"}
+    args = flags(
+        repo=git_daemon.url("app"),
+        root=tmp_path / "root",
+        period="1h",
+        webhook_url=f"http://127.0.0.1:{server.server_address[1]}/hook",
+        webhook_header="Authorization: Bearer s3cret",
+    )
+    try:
+        with gitsync(tmp_path, *args, env=env) as p:
+            p.wait_ready()
+            wait_until(
+                lambda: (
+                    polled(p, "podkit_gitsync_hook_runs_total", hook="webhook", result="success")
+                    == 1
+                ),
+                15,
+            )
+            assert calls == [("PUT", up.head(), "Bearer s3cret")]  # the first call succeeded
+            assert "s3cret" not in p.stderr()  # a header is secret: never in the start log
+    finally:
+        server.shutdown()
+
+
 def test_one_time_runs_hooks_once_and_fails_with_them(
     tmp_path: Path, git_repos: GitRepos, git_daemon: GitDaemon
 ) -> None:

@@ -86,7 +86,7 @@ def test_defaults_and_derived_values(tmp_path: Path) -> None:
     assert p.link == "app" and p.ref == "HEAD" and p.depth == 1 and p.max_failures == -1
     assert p.period == 10 and p.stale_after == 100 and p.sync_timeout == 120
     assert p.submodules == "recursive" and p.git_gc == "auto" and p.ssh_known_hosts is True
-    assert p.webhook_success_status == 200 and p.webhook_timeout == 1 and p.webhook_backoff == 3
+    assert p.webhook.status == 200 and p.webhook.timeout == 1 and p.webhook_backoff == 3
     assert p.exechook_timeout == 30 and p.exechook_backoff == 3
     assert p.stale_worktree_timeout == 0
     assert p.admin_addr == "127.0.0.1:9412"
@@ -108,7 +108,7 @@ def test_git_sync_env_names_are_read_after_podkit_ones(tmp_path: Path) -> None:
     p = make(env=env)
     assert p.repo == "https://h/org/conf.git" and p.root == str(tmp_path) and p.link == "conf"
     assert p.period == 90 and p.max_failures == 3 and p.one_time is True
-    assert p.git_gc == "off" and p.webhook_success_status == 0
+    assert p.git_gc == "off" and p.webhook.status == 0
     # PODKIT_* wins over GITSYNC_*, and a flag over both.
     p = make("--max-failures", "5", env={**env, "PODKIT_PERIOD": "2s", "PODKIT_MAX_FAILURES": "4"})
     assert p.period == 2 and p.max_failures == 5
@@ -345,3 +345,17 @@ def test_copy_publish_record_and_expiry_edges(tmp_path: Path) -> None:
     os.rename(link, tmp_path / "was-out")
     os.symlink("was-out", link)
     assert pub.published_sha(link, "copy") is None
+
+
+def test_webhook_uses_the_core_group_under_git_syncs_names(tmp_path: Path) -> None:
+    """Issue 20: WebhookOptions with git-sync's flag and env names and defaults."""
+    p = make("--repo", "x", "--root", str(tmp_path), "--webhook-success-status", "0",
+             "--webhook-timeout", "250ms", "--webhook-header", "X-A: 1")  # fmt: skip
+    assert (p.webhook.status, p.webhook.timeout, p.webhook.headers()) == (0, 0.25, {"X-A": "1"})
+    p = make("--repo", "x", "--root", str(tmp_path), env={"GIT_SYNC_WEBHOOK_METHOD": "put"})
+    assert p.webhook.method == "PUT" and p.webhook.timeout == 1  # git-sync's 1s, not 5s
+    with pytest.raises(UsageError, match="--webhook-success-status"):
+        make("--repo", "x", "--root", str(tmp_path), "--webhook-success-status", "600")
+    flags = {o.flag_name for o in GitSync.options()}
+    assert {"--webhook-success-status", "--webhook-method", "--webhook-timeout"} <= flags
+    assert "--webhook-status" not in flags

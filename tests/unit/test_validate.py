@@ -175,3 +175,50 @@ def test_exit_codes(tmp_path: Path) -> None:
 def test_image_env_binds_the_admin_server_for_the_kubelet() -> None:
     assert image_env(PROGRAMS["logship"])["PODKIT_ADMIN_ADDR"] == "0.0.0.0:9411"
     assert image_env(PROGRAMS["waitfor"])["PODKIT_ADMIN_ADDR"] == "off"
+
+
+GITSYNC = """
+kind: Pod
+metadata: {name: p}
+spec:
+  containers:
+    - name: gitsync
+      image: REGISTRY/podkit-gitsync:0.1.0
+      args: ARGS
+      volumeMounts: [{name: git, mountPath: /git}, {name: conf, mountPath: /etc/gitsync}]
+    - {name: app, image: app}
+  volumes: [{name: git, emptyDir: {}}, {name: conf, configMap: {name: gitsync}}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--root", "/git"], "--repo is required [env PODKIT_REPO] (or repos: in --config)"),
+        (["--repo", "ext::sh -c id", "--root", "/git"], "remote-helper transports (ext::)"),
+        (["--repo", "https://h/x.git", "--root", "/git", "--depth", "-1"], "--depth: must be"),
+        (["--repo", "https://h/x.git", "--root", "/git", "--link", "../out"], "--link: a relative"),
+        (["--repo", "https://h/x.git", "--root", "/git", "--verify-tag"], "needs --verify-sig"),
+    ],
+)
+def test_gitsync_rules_on_values_alone_are_checked(args: list[str], expected: str) -> None:
+    """Rules gitsync's validate() applies that need no file of the pod (issue 23)."""
+    found = problems(GITSYNC.replace("ARGS", str(args)))
+    assert any(expected in p for p in found), found
+
+
+def test_gitsync_repos_in_a_config_file_of_the_pod_is_not_second_guessed() -> None:
+    """The file is read in the pod, so --config may hold the repos: --repo would give."""
+    args = ["--root", "/git", "--config", "/etc/gitsync/repos.yaml"]
+    assert problems(GITSYNC.replace("ARGS", str(args))) == []
+
+
+def test_gitsync_repo_from_a_secret_is_not_missing() -> None:
+    """GITSYNC_REPO from a Secret (a URL holding a token) is set in the pod."""
+    text = GITSYNC.replace("ARGS", str(["--root", "/git"])).replace(
+        "      volumeMounts:",
+        "      env: [{name: GITSYNC_REPO, valueFrom: {secretKeyRef: {name: s, key: url}}}]\n"
+        "      volumeMounts:",
+        1,
+    )
+    assert problems(text) == []
