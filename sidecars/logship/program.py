@@ -23,6 +23,7 @@ from typing import Any
 
 from podkit import OptionGroup, Sidecar, UsageError, option
 from podkit.aio import wait_for
+from podkit.multiline import MultilineOptions
 from podkit.secrets import redact_url
 from podkit.sinks import (
     COMPRESSIONS,
@@ -37,9 +38,7 @@ from podkit.sinks import (
 )
 from podkit.tailer import (
     Tailer,
-    TailerConfig,
-    checkpoint_interval_option,
-    follow_symlinks_option,
+    TailingOptions,
     register_metrics,
     watch_log_volume,
 )
@@ -141,18 +140,13 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
 """
     default_admin_addr = "127.0.0.1:9411"
 
-    path: list[str] = option(
-        repeat=True, required=True, metavar="GLOB", help="log files to follow (glob, repeatable)"
+    # --path, --exclude, --state-dir, the reading limits: what every program that
+    # tails declares (podkit.tailer.TailingOptions). --path may be left out when
+    # every `sinks:` entry names its own.
+    tailing: TailingOptions = TailingOptions.include(
+        defaults={"state_dir": "/var/lib/podkit/logship"}
     )
     destinations: Destinations = Destinations.include()
-    exclude: list[str] = option(repeat=True, metavar="GLOB", help="files to leave out (repeatable)")
-    follow_symlinks: bool = follow_symlinks_option()
-    state_dir: str = option(
-        "/var/lib/podkit/logship", kind="path", help="directory for checkpoints.json"
-    )
-    read_from: str = option(
-        "head", choices=("head", "tail"), help="where to start files seen for the first time"
-    )
     batch_max_lines: int = option(5000, min=1, help="most records in one batch")
     batch_max_bytes: int = option(
         "1MiB",
@@ -163,40 +157,18 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
     batch_max_wait: float = option(
         "1s", kind="duration", help="longest a record waits for its batch"
     )
-    max_line_bytes: int = option(
-        "256KiB", kind="size", min=1, help="longer lines are cut and marked truncated"
-    )
-    multiline_start: str | None = option(
-        None, metavar="REGEX", help="a line matching this starts a record; others continue it"
-    )
-    multiline_max_lines: int = option(500, min=1, help="most lines joined into one record")
-    multiline_timeout: float = option(
-        "3s", kind="duration", help="a record with no continuation for this long is complete"
-    )
-    partial_flush_timeout: float = option(
-        "5s", kind="duration", help="ship a last line without newline after this long"
-    )
+    joining: MultilineOptions = MultilineOptions.include(prefix="multiline-")
     retry_max_backoff: float = option(
         "30s", kind="duration", help="longest wait between delivery attempts"
     )
     retry_after_max: float = option(
         "5m", kind="duration", help="longest Retry-After honoured (a longer one is cut to this)"
     )
-    buffer_max_bytes: int = option(
-        "16MiB",
-        kind="size",
-        min=1,
-        help="read but unacknowledged bytes at which reading pauses (per sink)",
-    )
     dead_letter: str | None = option(
         None,
         kind="path",
         help=f"NDJSON file for records the sink refused (default: STATE_DIR/{DEAD_LETTER_FILE})",
     )
-    poll_interval: float = option(
-        "1s", kind="duration", help="how often to look for new, rotated and grown files"
-    )
-    checkpoint_interval: float = checkpoint_interval_option()
     stall_timeout: float = option(
         "5m", kind="duration", help="/healthz fails when lag has not shrunk for this long"
     )
@@ -280,13 +252,6 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
             if not sep or not _LABEL_NAME.match(k):
                 raise UsageError(f"--label: expected NAME=VALUE with a label name, got {item!r}")
             self.labels[k] = v
-        if self.multiline_start:
-            try:
-                re.compile(self.multiline_start)
-            except re.error as exc:
-                raise UsageError(f"--multiline-start: invalid regex: {exc}") from None
-        if self.buffer_max_bytes < self.max_line_bytes:
-            raise UsageError("--buffer-max-bytes: must be at least --max-line-bytes")
         self._specs = self._sink_specs()
         for i, spec in enumerate(self._specs):
             spec["processor"] = self._processor(spec)
@@ -334,14 +299,22 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
             if not isinstance(match, dict):
                 raise UsageError(f"sinks: {name}: match: expected a mapping of field: REGEX")
             paths = entry.get("path")
-            state_dir = self.state_dir if i == 0 else os.path.join(self.state_dir, "sinks", name)
+            paths = [paths] if isinstance(paths, str) else list(paths or self.tailing.path)
+            base_dir = self.tailing.state_dir
+            state_dir = base_dir if i == 0 else os.path.join(base_dir, "sinks", name)
+            if not paths:
+                where = "--sink" if i < len(self.destinations.sink) else f"sinks: {name}"
+                raise UsageError(
+                    f"{where}: no files to follow: give --path [env PODKIT_PATH] "
+                    "or a path: on every sinks: entry"
+                )
             specs.append(
                 {
                     "name": name,
                     "url": url,
                     "family": family,
-                    "paths": [paths] if isinstance(paths, str) else list(paths or self.path),
-                    "exclude": list(self.exclude) + list(entry.get("exclude") or []),
+                    "paths": paths,
+                    "exclude": list(self.tailing.exclude) + list(entry.get("exclude") or []),
                     "match": {str(k): str(v) for k, v in match.items()},
                     "state_dir": state_dir,
                     "options": self._sink_options(family, entry, state_dir, i),
@@ -533,24 +506,15 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
         name = spec["name"]
         sink = open_sink(spec["url"], **spec["options"])
         sink.on_event = self._sink_events(name, sink)
-        cfg = TailerConfig(
+        cfg = self.tailing.config(
+            self.joining,
             paths=spec["paths"],
             exclude=spec["exclude"],
             state_dir=spec["state_dir"],
-            read_from=self.read_from,
-            max_line_bytes=self.max_line_bytes,
-            partial_flush_timeout=self.partial_flush_timeout,
-            poll_interval=self.poll_interval,
-            checkpoint_interval=self.checkpoint_interval,
-            multiline_start=self.multiline_start,
-            multiline_max_lines=self.multiline_max_lines,
-            multiline_timeout=self.multiline_timeout,
-            max_buffer_bytes=self.buffer_max_bytes,
             max_chunk_lines=self.batch_max_lines,
             # A chunk's records should fit one batch (encoding adds ~120 bytes a line).
             chunk_bytes=max(64 * 1024, min(1024 * 1024, self.batch_max_bytes // 2)),
             identify=sink.wants_ids,
-            follow_symlinks=self.follow_symlinks,
         )
         shape = self.record_shape()
         limits = Limits(self.batch_max_lines, self.batch_max_bytes, self.batch_max_wait)
