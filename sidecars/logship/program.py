@@ -23,7 +23,9 @@ from typing import Any
 
 from podkit import OptionGroup, Sidecar, UsageError, option
 from podkit.aio import wait_for
+from podkit.http import parse_header_files
 from podkit.multiline import MultilineOptions
+from podkit.program import path_problem, writable_dir_problem
 from podkit.secrets import redact_url
 from podkit.sinks import (
     COMPRESSIONS,
@@ -84,6 +86,14 @@ _SINK_KEYS: dict[str, str] = {
     "otlp_format": "otlp",
     "dead_letter": "any",
 }
+#: Files a sink reads credentials from: --check-config says when one cannot be read.
+_CREDENTIAL_FILES = (
+    "password_file",
+    "bearer_token_file",
+    "client_cert_file",
+    "client_key_file",
+    "ca_file",
+)
 _ROUTE_KEYS = ("name", "url", "path", "exclude", "match")
 
 
@@ -253,14 +263,38 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
                 raise UsageError(f"--label: expected NAME=VALUE with a label name, got {item!r}")
             self.labels[k] = v
         self._specs = self._sink_specs()
+        bad = []  # every sink with a bad URL or options, not just the first
         for i, spec in enumerate(self._specs):
             spec["processor"] = self._processor(spec)
             try:
                 open_sink(spec["url"], **spec["options"])  # raises UsageError for a bad URL
             except UsageError as exc:
-                if i < len(self.destinations.sink):
-                    raise
-                raise UsageError(f"sinks: {spec['name']}: {exc}") from None
+                bad.append(
+                    str(exc) if i < len(self.destinations.sink) else f"sinks: {spec['name']}: {exc}"
+                )
+        if bad:
+            raise UsageError("\n".join(bad))
+
+    def config_problems(self) -> list[str]:
+        """--check-config: each sink's globs' directories exist (the log volume is
+        mounted), its state directory can be written or created, and the
+        credential files it reads can be read (those of `sinks:` entries and
+        --header-file; the runner checks the other --*-file flags)."""
+        problems: list[str | None] = []
+        flag_headers = parse_header_files(self.header_file)
+        for spec in self._specs:
+            problems += self.tailing.problems(spec["paths"])
+            problems.append(writable_dir_problem("--state-dir", spec["state_dir"]))
+            opts, entry = spec["options"], f"sinks: {spec['name']}: "
+            for key in _CREDENTIAL_FILES:
+                path = opts.get(key)
+                if path and path != getattr(self, key):  # the flag's: the runner checks it
+                    problems.append(path_problem(f"{entry}{key}", path, "file"))
+            for name, path in parse_header_files(opts.get("header_files") or []).items():
+                own = flag_headers.get(name) != path
+                flag = f"{entry}header_file" if own else "--header-file"
+                problems.append(path_problem(flag, path, "file"))
+        return list(dict.fromkeys(p for p in problems if p))
 
     def _sink_specs(self) -> list[dict[str, Any]]:
         """Every sink: its name, URL, paths, match and sink options, checked."""
@@ -552,14 +586,31 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
                 self.m_batches.labels(name, kind[6:]).inc(n)
             elif kind == "retry":
                 self.m_retries.labels(name, sink.reason).inc(n)
+                self._record_retry(name, sink)
             elif kind == "dead_letter":
                 self.m_dead.labels(name, sink.reason).inc(n)
+                where = sink.dead_letter_path or "nowhere (dropped)"
+                self.record_error(
+                    "sink_refused",
+                    f"sink {name}: refused {n} record(s) ({sink.reason}); written to {where}",
+                )
             elif kind == "split":
                 self.m_splits.labels(name, sink.reason).inc(n)
             elif kind == "loki_label_overflow":
                 self.m_overflow.labels(name).inc(n)
 
         return on_event
+
+    def _record_retry(self, name: str, sink: Sink) -> None:
+        """A failed delivery attempt, shown on `/` until the next failure: which
+        sink, what went wrong, and that it is being retried (nothing is lost)."""
+        reason = {"token": "sink_credentials", "dead_letter_write": "dead_letter"}.get(
+            sink.reason, "sink"
+        )
+        self.record_error(
+            reason,
+            f"sink {name} ({sink.safe_url}): {sink.last_error} ({sink.reason}); retrying",
+        )
 
     def _stall_check(self, route: Route) -> Any:
         return lambda: route.stalled(self.stall_timeout) if self.ready else None
@@ -598,6 +649,9 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
                 t.cancel()
             await asyncio.gather(*every, return_exceptions=True)
 
+    def _closed(self, name: str | None, exc: SinkClosed) -> None:
+        self.record_error("sink_closed", f"sink {name}: {exc}" if name else str(exc))
+
     def _checkpoint_all(self) -> None:
         for r in self.pipelines:
             r.tailer.checkpoint(force=True)
@@ -613,6 +667,7 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
             exc = t.exception()
             if isinstance(exc, SinkClosed):
                 # Not a bug in logship: the destination went away for good. One line, exit 1.
+                self._closed(next(r.name for r, b, s in tasks if t in (b, s)), exc)
                 self._checkpoint_all()
                 self.log.error("sink closed; stopping", extra={"error": str(exc)})
                 self.exit_code = 1
@@ -645,6 +700,7 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
             self.exit_code = 1
             return
         except SinkClosed as exc:
+            self._closed(None, exc)
             self._checkpoint_all()
             self.log.error("sink closed while draining", extra={"error": str(exc)})
             self.exit_code = 1

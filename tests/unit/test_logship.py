@@ -219,3 +219,29 @@ def test_the_tailer_is_configured_from_the_declared_options(tmp_path: Path) -> N
 
 def test_state_dir_default_is_logships_own() -> None:
     assert program().tailing.state_dir == "/var/lib/podkit/logship"
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason", "last_error", "want_reason", "want_text"),
+    [
+        ("retry", "token", "cannot read credential file /t: Permission denied",
+         "sink_credentials", "sink http (http://a/x): cannot read credential file /t"),
+        ("retry", "dead_letter_write", "cannot write dead-letter file /d: No space",
+         "dead_letter", "sink http (http://a/x): cannot write dead-letter file /d"),
+        ("dead_letter", "http_400", None, "sink_refused", "sink http: refused 3 record(s)"),
+    ],
+)  # fmt: skip
+def test_sink_failures_are_recorded_for_the_status_page(
+    kind: str, reason: str, last_error: str | None, want_reason: str, want_text: str
+) -> None:
+    from podkit.sinks import open_sink
+
+    p = program()
+    p._declare_metrics()
+    sink = open_sink("http://a/x")
+    hook = p._sink_events("http", sink)
+    sink.reason, sink.last_error = reason, last_error
+    hook(kind, 3)
+    err = p.recorded_error
+    assert err is not None and err["reason"] == want_reason
+    assert err["message"].startswith(want_text), err["message"]
