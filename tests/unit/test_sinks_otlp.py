@@ -7,9 +7,7 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("opentelemetry.proto")
-
-from podkit import sinks_otlp  # noqa: E402
+from podkit import sinks_otlp
 
 RECORDS: list[dict[str, Any]] = [
     {"time": "t", "message": "plain", "file": "/logs/a.log"},
