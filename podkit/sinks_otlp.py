@@ -155,6 +155,7 @@ def encode_protobuf(
     truncated = _field(b"\x32", _kv("log.record.truncated", True).SerializeToString())
     last: Any = None
     out: list[bytes] = []
+    last_ts, head, tail = -1, b"", b""
     for rec, ts in zip(records, times, strict=True):
         raw = rec.get("labels")
         labels: dict[str, Any] = raw if isinstance(raw, dict) else {}
@@ -178,24 +179,23 @@ def encode_protobuf(
                     attr = file_attr[path] = _field(b"\x32", kv)
             if rec.get("truncated"):
                 attr += truncated
-            stamp = _fixed64(ts)
+            if ts != last_ts:  # a chunk's records share their read time
+                last_ts = ts
+                head = (b"\x09" + _fixed64(ts)) if ts else b""
+                tail = (b"\x59" + _fixed64(ts)) if ts else b""
             text = msg.encode("utf-8", "replace")  # proto strings are UTF-8: no lone surrogate
-            body = b"\x0a" + _varint(len(text)) + text
-            lr = b"".join(
-                (
-                    (b"\x09" + stamp) if ts else b"",
-                    b"\x2a",
-                    _varint(len(body)),
-                    body,
-                    attr,
-                    (b"\x59" + stamp) if ts else b"",
-                )
-            )
+            n = len(text)
+            if n < 0x7E:  # the AnyValue and its string both fit a one-byte length
+                lr = b"".join((head, b"\x2a", _SMALL[n + 2], b"\x0a", _SMALL[n], text, attr, tail))
+            else:
+                body = b"\x0a" + _varint(n) + text
+                lr = b"".join((head, b"\x2a", _varint(len(body)), body, attr, tail))
         else:
             one = ScopeLogs()
             add_log_record(one.log_records, rec, ts, {})
             lr = one.log_records[0].SerializeToString()
-        out.append(b"\x12" + _varint(len(lr)) + lr)
+        n = len(lr)
+        out.append((b"\x12" + _SMALL[n] if n < 0x80 else b"\x12" + _varint(n)) + lr)
     parts = []
     for key, scope_logs in groups.items():
         rl = resources[key] + _field(b"\x12", b"".join(scope_logs))

@@ -18,6 +18,9 @@ RECORDS: list[dict[str, Any]] = [
     {"time": "t", "message": "parsed", "level": "warn", "user": {"id": 7}, "n": 1.5},
     {"time": "t", "file": "/logs/c.log", "status": 200, "ok": True},  # no message
     {"time": "t", "message": "back to no labels", "file": "/logs/a.log"},
+    # Lengths around the one-byte varint limit (127) of the string, its AnyValue
+    # and the LogRecord.
+    *({"time": "t", "message": "y" * n} for n in (83, 84, 85, 114, 125, 126, 127, 128)),
     {"time": "t", "message": "surrogate \udcff kept", "file": "/logs/a.log"},
 ]
 
