@@ -419,8 +419,9 @@ class Sink:
 
     async def _wait_retry(self, reason: str, retry_after: float | None, kind: str) -> None:
         self.retries += 1
-        self._event("retry", 1, kind)
+        # Set before the event: its hook reports what went wrong (logship's `/`).
         self.last_error = reason
+        self._event("retry", 1, kind)
         if self.failing_since is None:
             self.failing_since = time.monotonic()
         delay = self.backoff.next()

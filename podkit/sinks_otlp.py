@@ -19,6 +19,7 @@ Imported only by the `otlp+http(s)://` sink, so no other program (and no
 from __future__ import annotations
 
 import json
+import struct
 from typing import Any
 
 from google.protobuf import json_format
@@ -27,6 +28,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from . import __version__
@@ -115,11 +117,108 @@ def add_log_record(out: Any, rec: dict[str, Any], ts: int, file_attr: dict[str, 
     )
 
 
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _SMALL[n]
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_SMALL = [bytes((i,)) for i in range(0x80)]
+_fixed64 = struct.Struct("<Q").pack
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: its tag byte, the length, the bytes."""
+    return tag + _varint(len(payload)) + payload
+
+
+def encode_protobuf(
+    records: list[dict[str, Any]], times: list[int], resource: dict[str, str]
+) -> bytes:
+    """The same bytes as `encode(..., "protobuf")`, written directly for the
+    common record (a plain line: a message, its file, maybe `truncated`)
+    instead of building a LogRecord message per record: a third of the CPU.
+    Other records are built as messages and serialized one by one. Fields go
+    in field-number order, as protobuf's own serializer writes them."""
+    scope = _field(
+        b"\x0a",
+        InstrumentationScope(name="podkit.logship", version=__version__).SerializeToString(),
+    )
+    groups: dict[str, list[bytes]] = {}  # labels as JSON -> ScopeLogs bytes so far
+    resources: dict[str, bytes] = {}
+    file_attr: dict[str, bytes] = {}
+    truncated = _field(b"\x32", _kv("log.record.truncated", True).SerializeToString())
+    last: Any = None
+    out: list[bytes] = []
+    last_ts, head, tail = -1, b"", b""
+    for rec, ts in zip(records, times, strict=True):
+        raw = rec.get("labels")
+        labels: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        if last is None or labels != last:
+            last, key = labels, _dumps(labels)
+            got = groups.get(key)
+            if got is None:
+                attrs = {**resource, **{str(k): v for k, v in labels.items()}}
+                res = Resource(attributes=[_kv(k, v) for k, v in attrs.items()])
+                resources[key] = _field(b"\x0a", res.SerializeToString())
+                got = groups[key] = [scope]
+            out = got
+        msg = rec.get("message")
+        if rec.keys() <= _OWN and isinstance(msg, str):
+            path = rec.get("file")
+            attr = b""
+            if isinstance(path, str):
+                attr = file_attr.get(path, b"")
+                if not attr:
+                    kv = _kv("log.file.path", path).SerializeToString()
+                    attr = file_attr[path] = _field(b"\x32", kv)
+            if rec.get("truncated"):
+                attr += truncated
+            if ts != last_ts:  # a chunk's records share their read time
+                last_ts = ts
+                head = (b"\x09" + _fixed64(ts)) if ts else b""
+                tail = (b"\x59" + _fixed64(ts)) if ts else b""
+            text = msg.encode("utf-8", "replace")  # proto strings are UTF-8: no lone surrogate
+            n = len(text)
+            if n < 0x7E:  # the AnyValue and its string both fit a one-byte length
+                lr = b"".join((head, b"\x2a", _SMALL[n + 2], b"\x0a", _SMALL[n], text, attr, tail))
+            else:
+                body = b"\x0a" + _varint(n) + text
+                lr = b"".join((head, b"\x2a", _varint(len(body)), body, attr, tail))
+        else:
+            one = ScopeLogs()
+            add_log_record(one.log_records, rec, ts, {})
+            lr = one.log_records[0].SerializeToString()
+        n = len(lr)
+        out.append((b"\x12" + _SMALL[n] if n < 0x80 else b"\x12" + _varint(n)) + lr)
+    parts = []
+    for key, scope_logs in groups.items():
+        rl = resources[key] + _field(b"\x12", b"".join(scope_logs))
+        parts.append(_field(b"\x0a", rl))
+    return b"".join(parts)
+
+
 def encode(
     records: list[dict[str, Any]], times: list[int], resource: dict[str, str], fmt: str
 ) -> bytes:
     """The ExportLogsServiceRequest body for `records` (protobuf or OTLP/JSON):
     one ResourceLogs per distinct `labels` (the resource: the pod plus them)."""
+    if fmt != "json":
+        return encode_protobuf(records, times, resource)
+    # OTLP/JSON: the proto3 JSON mapping with enums as integers.
+    req = build_request(records, times, resource)
+    text: str = json_format.MessageToJson(req, use_integers_for_enums=True, indent=None)
+    return text.encode("utf-8")
+
+
+def build_request(records: list[dict[str, Any]], times: list[int], resource: dict[str, str]) -> Any:
+    """`records` as an ExportLogsServiceRequest message (what encode_protobuf's
+    bytes decode to)."""
     req = ExportLogsServiceRequest()
     scope = InstrumentationScope(name="podkit.logship", version=__version__)
     groups: dict[str, Any] = {}  # labels as JSON -> the ScopeLogs' log_records
@@ -139,12 +238,7 @@ def encode(
                 )
                 out = groups[key] = rl.scope_logs.add(scope=scope).log_records
         add_log_record(out, rec, ts, file_attr)
-    if fmt == "json":
-        # OTLP/JSON: the proto3 JSON mapping with enums as integers.
-        text: str = json_format.MessageToJson(req, use_integers_for_enums=True, indent=None)
-        return text.encode("utf-8")
-    body: bytes = req.SerializeToString()
-    return body
+    return req
 
 
 def partial_success(body: bytes, fmt: str) -> tuple[int, str]:

@@ -29,10 +29,10 @@ from podkit.grok import GrokError, load_patterns
 from podkit.logparse.parsers import Settings, create, names
 from podkit.logparse.timeparse import Clock, parse_timezone
 from podkit.multiline import MultilineOptions
-from podkit.program import path_problem, writable_dir_problem
+from podkit.program import writable_dir_problem
 from podkit.sinks import NdjsonBatch, SinkClosed
 from podkit.stacktrace import MODES, start_pattern
-from podkit.tailer import follow_symlinks_option, watch_log_volume
+from podkit.tailer import TailingOptions, watch_log_volume
 
 from .convert import Converter
 from .stdin import LineSplitter, read_stdin
@@ -55,13 +55,11 @@ podkit logformat --path '/logs/app*.log' --format python --multiline python
 """
     default_admin_addr = "127.0.0.1:9415"
 
-    path: list[str] = option(
-        repeat=True, kind="path", metavar="GLOB", help="log files to follow (glob; repeatable)"
+    # --path, --exclude, --state-dir, the reading limits: what every program that
+    # tails declares (podkit.tailer.TailingOptions).
+    tailing: TailingOptions = TailingOptions.include(
+        defaults={"state_dir": "/var/lib/podkit/logformat"}
     )
-    exclude: list[str] = option(
-        repeat=True, kind="path", metavar="GLOB", help="files to leave out of --path"
-    )
-    follow_symlinks: bool = follow_symlinks_option()
     stdin: bool = option(False, help="read records from standard input instead of files")
     format: str = option(
         required=True,
@@ -101,17 +99,6 @@ podkit logformat --path '/logs/app*.log' --format python --multiline python
         metavar="ZONE",
         help="zone of timestamps that carry none: UTC, local, +02:00, Europe/Berlin",
     )
-    state_dir: str = option(
-        "/var/lib/podkit/logformat",
-        kind="path",
-        help="directory for checkpoints.json (--path); a volume that outlives the container",
-    )
-    read_from: str = option(
-        "head", choices=("head", "tail"), help="where a file without checkpoint is read from"
-    )
-    max_line_bytes: int = option(
-        "256KiB", kind="size", help="longer lines are cut and marked truncated"
-    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -122,7 +109,7 @@ podkit logformat --path '/logs/app*.log' --format python --multiline python
     # -- configuration -------------------------------------------------------
 
     def validate(self) -> None:
-        if bool(self.path) == bool(self.stdin):
+        if bool(self.tailing.path) == bool(self.stdin):
             raise UsageError("--path or --stdin: give exactly one of them")
         try:
             self.clock = Clock(parse_timezone(self.timezone), self.time_format)
@@ -157,7 +144,7 @@ podkit logformat --path '/logs/app*.log' --format python --multiline python
         self.start_regex = self.joining.start or (
             start_pattern(self.multiline) if self.multiline else None
         )
-        if self.max_line_bytes < 64:
+        if self.tailing.max_line_bytes < 64:
             raise UsageError("--max-line-bytes: must be at least 64 bytes")
         out = self.output.strip()
         if out in ("stdout", "-", "stdout://"):
@@ -176,12 +163,9 @@ podkit logformat --path '/logs/app*.log' --format python --multiline python
     def config_problems(self) -> list[str]:
         """--check-config: each --path glob's directory is there (its volume is
         mounted), the state and output directories can be written."""
-        problems = []
-        for pattern in self.path:
-            base = _glob_base(pattern)
-            problems.append(path_problem("--path", base, "dir"))
-        if self.path:
-            problems.append(writable_dir_problem("--state-dir", self.state_dir))
+        problems: list[str | None] = []
+        if self.tailing.path:
+            problems += self.tailing.problems()
         if self.sink_url.startswith("file:"):
             target = urlsplit(self.sink_url).path
             problems.append(writable_dir_problem("--output", os.path.dirname(target) or "/"))
@@ -215,7 +199,7 @@ podkit logformat --path '/logs/app*.log' --format python --multiline python
     def status(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "format": self.format,
-            "input": "stdin" if self.stdin else self.path,
+            "input": "stdin" if self.stdin else self.tailing.path,
             "output": self.sink_url,
             "records": self.converter.records,
             "parse_errors": self.converter.parse_errors,
@@ -303,28 +287,17 @@ podkit logformat --path '/logs/app*.log' --format python --multiline python
     # -- files -----------------------------------------------------------------
 
     async def _run_files(self) -> None:
-        from podkit.tailer import Tailer, TailerConfig, register_metrics
+        from podkit.tailer import Tailer, register_metrics
 
         try:
-            os.makedirs(self.state_dir, exist_ok=True)
+            os.makedirs(self.tailing.state_dir, exist_ok=True)
         except OSError as exc:
-            raise UsageError(f"--state-dir {self.state_dir}: {exc.strerror or exc}") from None
-        self.tailer = Tailer(
-            TailerConfig(
-                paths=list(self.path),
-                exclude=list(self.exclude),
-                state_dir=self.state_dir,
-                read_from=self.read_from,
-                max_line_bytes=self.max_line_bytes,
-                multiline_start=self.start_regex,
-                multiline_max_lines=self.joining.max_lines,
-                multiline_timeout=self.joining.timeout,
-                follow_symlinks=self.follow_symlinks,
-            )
-        )
+            where = self.tailing.state_dir
+            raise UsageError(f"--state-dir {where}: {exc.strerror or exc}") from None
+        self.tailer = Tailer(self.tailing.config(self.joining, multiline_start=self.start_regex))
         register_metrics(self.metrics, lambda: self.tailer)
         await self.tailer.start()
-        watch_log_volume(self, self.path, self.tailer.files_watched)
+        watch_log_volume(self, self.tailing.path, self.tailer.files_watched)
         self.set_ready()
         consumer = asyncio.create_task(self._consume(), name="logformat-consume")
         if await self.until_stopped(consumer):
@@ -362,8 +335,8 @@ podkit logformat --path '/logs/app*.log' --format python --multiline python
         reader.start()
         # The same limits as the tailer gives a file's joiner: a joined record
         # is cut at --max-line-bytes too.
-        joiner = self.joining.joiner(self.start_regex, self.max_line_bytes)
-        lines = LineSplitter(self.max_line_bytes)
+        joiner = self.joining.joiner(self.start_regex, self.tailing.max_line_bytes)
+        lines = LineSplitter(self.tailing.max_line_bytes)
         self.set_ready()
         get: asyncio.Task[bytes | None] | None = None
         eof = False
@@ -412,16 +385,6 @@ podkit logformat --path '/logs/app*.log' --format python --multiline python
             texts, out_trunc, _ = joiner.feed(texts, [len(t) + 1 for t in texts], set(trunc))
             trunc = out_trunc
         await self._emit(texts, "stdin", now, trunc)
-
-
-def _glob_base(pattern: str) -> str:
-    """The directory part of a glob before its first wildcard: what must exist."""
-    parts = []
-    for part in os.path.dirname(pattern).split(os.sep):
-        if any(c in part for c in "*?["):
-            break
-        parts.append(part)
-    return os.sep.join(parts) or (os.sep if pattern.startswith(os.sep) else ".")
 
 
 def main() -> None:

@@ -76,8 +76,7 @@ from .config import (
     CHECKPOINT_INTERVAL,
     FOLLOW_SYMLINKS_HELP,
     TailerConfig,
-    checkpoint_interval_option,
-    follow_symlinks_option,
+    TailingOptions,
 )
 from .core import Tailer, register_metrics
 from .discovery import MAX_DEPTH, SKIP_REASONS, missing_bases, watch_log_volume
@@ -95,12 +94,11 @@ __all__ = [
     "Line",
     "Tailer",
     "TailerConfig",
+    "TailingOptions",
     "_File",
     "checkpoint_entry_error",
-    "checkpoint_interval_option",
     "cut_long",
     "decode_cut",
-    "follow_symlinks_option",
     "missing_bases",
     "register_metrics",
     "watch_log_volume",

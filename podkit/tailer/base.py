@@ -42,6 +42,7 @@ class _Base:
     _watcher: Any
     _dirty_ckpt: bool
     _last_ckpt: float
+    _ckpt_writer: Any  # checkpoints.CheckpointWriter
     _last_identity: float
     _multiline: re.Pattern[str] | None
     _copy_name: str

@@ -3,10 +3,13 @@ atomically at most once per interval; hostile or corrupt entries refused."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..fsutil import atomic_write
@@ -122,10 +125,17 @@ class _Checkpoints(_Base):
                 continue
             f.update_fingerprint() if not f.closed else None
             entries.append(f.checkpoint())
-        data = json.dumps({"version": 1, "files": entries}, separators=(",", ":"))
-        try:
-            atomic_write(path, data.encode())
-        except OSError as exc:
+        data = json.dumps({"version": 1, "files": entries}, separators=(",", ":")).encode()
+        writer = self._ckpt_writer
+        if force:
+            # close() and a consumer's last word: written before returning (after
+            # any write in flight, which is older and then skipped).
+            self._ckpt_done(path, writer.write(writer.next(), path, data))
+            return
+        writer.submit(path, data, self._ckpt_done)
+
+    def _ckpt_done(self, path: str, exc: OSError | None) -> None:
+        if exc is not None:
             # The previous checkpoint is intact: a restart resends a little more.
             # Retried at the next interval; said once, not every second of a full disk.
             self._dirty_ckpt = True
@@ -140,3 +150,62 @@ class _Checkpoints(_Base):
         if self._ckpt_failing:
             self._ckpt_failing = False
             log.info("checkpoint written again", extra={"path": path})
+
+    async def _ckpt_flushed(self) -> None:
+        """Wait for the checkpoint write in flight (close() before its final one)."""
+        await self._ckpt_writer.idle()
+
+
+class CheckpointWriter:
+    """Writes checkpoints in a worker thread: an fsync (about 3 ms of disk, far
+    more on a busy node) never stalls the event loop, so the admin server,
+    the reader and the sinks go on meanwhile.
+
+    Atomicity is atomic_write's (temp file, fsync, rename). Order: each
+    snapshot is numbered when taken, on the loop; a write skips a snapshot
+    older than the one already on disk, and while one write runs only the
+    newest snapshot waits (the ones in between are superseded), so an older
+    checkpoint never replaces a newer one.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # one writer of the file at a time
+        self._taken = 0  # the newest snapshot's number
+        self._written = 0  # the number of the snapshot on disk
+        self._pending: tuple[int, str, bytes] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def next(self) -> int:
+        self._taken += 1
+        return self._taken
+
+    def write(self, seq: int, path: str, data: bytes) -> OSError | None:
+        """Write snapshot `seq` unless a newer one is on disk; the error, if any."""
+        with self._lock:
+            if seq <= self._written:
+                return None
+            try:
+                atomic_write(path, data)
+            except OSError as exc:
+                return exc
+            self._written = seq
+            return None
+
+    def submit(self, path: str, data: bytes, done: Callable[[str, OSError | None], None]) -> None:
+        """Write in the background; `done(path, error)` runs on the loop after it."""
+        self._pending = (self.next(), path, data)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._drain(done), name="checkpoint-writer"
+            )
+
+    async def _drain(self, done: Callable[[str, OSError | None], None]) -> None:
+        while self._pending is not None:
+            seq, path, data = self._pending
+            self._pending = None
+            done(path, await asyncio.to_thread(self.write, seq, path, data))
+
+    async def idle(self) -> None:
+        if self._task is not None:
+            # Shielded: a cancelled close() must not leave the thread's result unread.
+            await asyncio.shield(self._task)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..options import option
+from ..multiline import MultilineOptions
+from ..options import OptionGroup, UsageError, option
 
 FOLLOW_SYMLINKS_HELP = (
     "follow symbolic links to files outside the glob's base directory; anyone who can "
@@ -17,24 +18,94 @@ FOLLOW_SYMLINKS_HELP = (
 #: Most frequent checkpoint write. A kill -9 resends what was acknowledged since
 #: the last write (plus what was in flight): at 100k lines/s, 50 ms is 5,000
 #: lines, under 1% of a 10 s run (measured in docs/benchmarks.md). A write is
-#: one small file, fsync'd: about 3 ms of disk and 0.3 ms of CPU here.
+#: one small file, fsync'd in a worker thread: about 3 ms of disk and 0.3 ms
+#: of CPU here, none of it on the event loop.
 CHECKPOINT_INTERVAL = 0.05
 
 
-def checkpoint_interval_option() -> Any:
-    """`--checkpoint-interval`, declared once for every program that checkpoints a tailer."""
-    return option(
+class TailingOptions(OptionGroup):
+    """The options of a program that follows log files, declared once: what it
+    reads (`--path`, `--exclude`, `--follow-symlinks`), where it keeps its
+    checkpoints, and the reading limits. `config()` builds the TailerConfig
+    from them, so a program never copies them by hand. Each program names its
+    own `--state-dir` default with `include(defaults={"state_dir": ...})`."""
+
+    about = "the files"
+
+    path: list[str] = option(
+        repeat=True, metavar="GLOB", help="log files to follow (glob, repeatable)"
+    )
+    exclude: list[str] = option(repeat=True, metavar="GLOB", help="files to leave out (repeatable)")
+    follow_symlinks: bool = option(False, help=FOLLOW_SYMLINKS_HELP, env_alias=False)
+    state_dir: str = option(
+        "/var/lib/podkit/tailer", kind="path", help="directory for checkpoints.json"
+    )
+    read_from: str = option(
+        "head", choices=("head", "tail"), help="where to start files seen for the first time"
+    )
+    max_line_bytes: int = option(
+        "256KiB", kind="size", min=1, help="longer lines are cut and marked truncated"
+    )
+    partial_flush_timeout: float = option(
+        "5s", kind="duration", min=0.0, help="pass on a last line without newline after this long"
+    )
+    poll_interval: float = option(
+        "1s",
+        kind="duration",
+        min=0.01,
+        help="how often to look for new, rotated and grown files",
+    )
+    checkpoint_interval: float = option(
         f"{int(CHECKPOINT_INTERVAL * 1000)}ms",
         kind="duration",
         min=0,
         help="most frequent checkpoint write: after a kill -9, what was acknowledged "
         "within it (and what was in flight) is sent again",
     )
+    buffer_max_bytes: int = option(
+        "16MiB",
+        kind="size",
+        min=1,
+        help="read but unacknowledged bytes at which reading pauses",
+    )
 
+    def check(self) -> None:
+        if self.buffer_max_bytes < self.max_line_bytes:
+            raise UsageError("--buffer-max-bytes: must be at least --max-line-bytes")
 
-def follow_symlinks_option() -> Any:
-    """The `--follow-symlinks` option, declared once for every program that tails files."""
-    return option(False, help=FOLLOW_SYMLINKS_HELP, env_alias=False)
+    def config(self, joining: MultilineOptions | None = None, **overrides: Any) -> TailerConfig:
+        """The TailerConfig these options describe; `joining` adds the multiline
+        options, `overrides` the program's own (paths of a route, chunk sizes)."""
+        values: dict[str, Any] = {
+            "paths": list(self.path),
+            "exclude": list(self.exclude),
+            "state_dir": self.state_dir,
+            "read_from": self.read_from,
+            "max_line_bytes": self.max_line_bytes,
+            "partial_flush_timeout": self.partial_flush_timeout,
+            "poll_interval": self.poll_interval,
+            "checkpoint_interval": self.checkpoint_interval,
+            "max_buffer_bytes": self.buffer_max_bytes,
+            "follow_symlinks": self.follow_symlinks,
+        }
+        if joining is not None:
+            values.update(
+                multiline_start=joining.start,
+                multiline_max_lines=joining.max_lines,
+                multiline_timeout=joining.timeout,
+            )
+        values.update(overrides)
+        return TailerConfig(**values)
+
+    def problems(self, paths: list[str] | None = None) -> list[str]:
+        """--check-config: each glob's base directory exists (its volume is
+        mounted) and --state-dir can be written or created."""
+        from ..program import path_problem, writable_dir_problem
+        from .discovery import _base_dir
+
+        found = [path_problem("--path", _base_dir(p), "dir") for p in paths or self.path]
+        found.append(writable_dir_problem("--state-dir", self.state_dir))
+        return [p for p in found if p]
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..aio import wait_for
 from .base import log
-from .checkpoints import _Checkpoints
+from .checkpoints import CheckpointWriter, _Checkpoints
 from .compressed import compression
 from .config import TailerConfig
 from .discovery import SKIP_REASONS, _Discovery, _Skip
@@ -57,6 +57,7 @@ class Tailer(_Discovery, _Rotation, _Reader, _Checkpoints):
         self._watcher: Any = None
         self._dirty_ckpt = False
         self._last_ckpt = 0.0
+        self._ckpt_writer = CheckpointWriter()
         self._last_poll = 0.0
         self._last_identity = 0.0
         self._started = False
@@ -144,6 +145,7 @@ class Tailer(_Discovery, _Rotation, _Reader, _Checkpoints):
         if self._watcher is not None:
             await self._watcher.stop()
             self._watcher = None
+        await self._ckpt_flushed()
         self._write_checkpoint(force=True)
         for f in self._files:
             f.close()

@@ -23,6 +23,9 @@ from typing import Any
 
 from podkit import OptionGroup, Sidecar, UsageError, option
 from podkit.aio import wait_for
+from podkit.http import parse_header_files
+from podkit.multiline import MultilineOptions
+from podkit.program import path_problem, writable_dir_problem
 from podkit.secrets import redact_url
 from podkit.sinks import (
     COMPRESSIONS,
@@ -37,9 +40,7 @@ from podkit.sinks import (
 )
 from podkit.tailer import (
     Tailer,
-    TailerConfig,
-    checkpoint_interval_option,
-    follow_symlinks_option,
+    TailingOptions,
     register_metrics,
     watch_log_volume,
 )
@@ -85,6 +86,14 @@ _SINK_KEYS: dict[str, str] = {
     "otlp_format": "otlp",
     "dead_letter": "any",
 }
+#: Files a sink reads credentials from: --check-config says when one cannot be read.
+_CREDENTIAL_FILES = (
+    "password_file",
+    "bearer_token_file",
+    "client_cert_file",
+    "client_key_file",
+    "ca_file",
+)
 _ROUTE_KEYS = ("name", "url", "path", "exclude", "match")
 
 
@@ -141,18 +150,13 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
 """
     default_admin_addr = "127.0.0.1:9411"
 
-    path: list[str] = option(
-        repeat=True, required=True, metavar="GLOB", help="log files to follow (glob, repeatable)"
+    # --path, --exclude, --state-dir, the reading limits: what every program that
+    # tails declares (podkit.tailer.TailingOptions). --path may be left out when
+    # every `sinks:` entry names its own.
+    tailing: TailingOptions = TailingOptions.include(
+        defaults={"state_dir": "/var/lib/podkit/logship"}
     )
     destinations: Destinations = Destinations.include()
-    exclude: list[str] = option(repeat=True, metavar="GLOB", help="files to leave out (repeatable)")
-    follow_symlinks: bool = follow_symlinks_option()
-    state_dir: str = option(
-        "/var/lib/podkit/logship", kind="path", help="directory for checkpoints.json"
-    )
-    read_from: str = option(
-        "head", choices=("head", "tail"), help="where to start files seen for the first time"
-    )
     batch_max_lines: int = option(5000, min=1, help="most records in one batch")
     batch_max_bytes: int = option(
         "1MiB",
@@ -163,40 +167,18 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
     batch_max_wait: float = option(
         "1s", kind="duration", help="longest a record waits for its batch"
     )
-    max_line_bytes: int = option(
-        "256KiB", kind="size", min=1, help="longer lines are cut and marked truncated"
-    )
-    multiline_start: str | None = option(
-        None, metavar="REGEX", help="a line matching this starts a record; others continue it"
-    )
-    multiline_max_lines: int = option(500, min=1, help="most lines joined into one record")
-    multiline_timeout: float = option(
-        "3s", kind="duration", help="a record with no continuation for this long is complete"
-    )
-    partial_flush_timeout: float = option(
-        "5s", kind="duration", help="ship a last line without newline after this long"
-    )
+    joining: MultilineOptions = MultilineOptions.include(prefix="multiline-")
     retry_max_backoff: float = option(
         "30s", kind="duration", help="longest wait between delivery attempts"
     )
     retry_after_max: float = option(
         "5m", kind="duration", help="longest Retry-After honoured (a longer one is cut to this)"
     )
-    buffer_max_bytes: int = option(
-        "16MiB",
-        kind="size",
-        min=1,
-        help="read but unacknowledged bytes at which reading pauses (per sink)",
-    )
     dead_letter: str | None = option(
         None,
         kind="path",
         help=f"NDJSON file for records the sink refused (default: STATE_DIR/{DEAD_LETTER_FILE})",
     )
-    poll_interval: float = option(
-        "1s", kind="duration", help="how often to look for new, rotated and grown files"
-    )
-    checkpoint_interval: float = checkpoint_interval_option()
     stall_timeout: float = option(
         "5m", kind="duration", help="/healthz fails when lag has not shrunk for this long"
     )
@@ -280,22 +262,39 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
             if not sep or not _LABEL_NAME.match(k):
                 raise UsageError(f"--label: expected NAME=VALUE with a label name, got {item!r}")
             self.labels[k] = v
-        if self.multiline_start:
-            try:
-                re.compile(self.multiline_start)
-            except re.error as exc:
-                raise UsageError(f"--multiline-start: invalid regex: {exc}") from None
-        if self.buffer_max_bytes < self.max_line_bytes:
-            raise UsageError("--buffer-max-bytes: must be at least --max-line-bytes")
         self._specs = self._sink_specs()
+        bad = []  # every sink with a bad URL or options, not just the first
         for i, spec in enumerate(self._specs):
             spec["processor"] = self._processor(spec)
             try:
                 open_sink(spec["url"], **spec["options"])  # raises UsageError for a bad URL
             except UsageError as exc:
-                if i < len(self.destinations.sink):
-                    raise
-                raise UsageError(f"sinks: {spec['name']}: {exc}") from None
+                bad.append(
+                    str(exc) if i < len(self.destinations.sink) else f"sinks: {spec['name']}: {exc}"
+                )
+        if bad:
+            raise UsageError("\n".join(bad))
+
+    def config_problems(self) -> list[str]:
+        """--check-config: each sink's globs' directories exist (the log volume is
+        mounted), its state directory can be written or created, and the
+        credential files it reads can be read (those of `sinks:` entries and
+        --header-file; the runner checks the other --*-file flags)."""
+        problems: list[str | None] = []
+        flag_headers = parse_header_files(self.header_file)
+        for spec in self._specs:
+            problems += self.tailing.problems(spec["paths"])
+            problems.append(writable_dir_problem("--state-dir", spec["state_dir"]))
+            opts, entry = spec["options"], f"sinks: {spec['name']}: "
+            for key in _CREDENTIAL_FILES:
+                path = opts.get(key)
+                if path and path != getattr(self, key):  # the flag's: the runner checks it
+                    problems.append(path_problem(f"{entry}{key}", path, "file"))
+            for name, path in parse_header_files(opts.get("header_files") or []).items():
+                own = flag_headers.get(name) != path
+                flag = f"{entry}header_file" if own else "--header-file"
+                problems.append(path_problem(flag, path, "file"))
+        return list(dict.fromkeys(p for p in problems if p))
 
     def _sink_specs(self) -> list[dict[str, Any]]:
         """Every sink: its name, URL, paths, match and sink options, checked."""
@@ -334,14 +333,22 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
             if not isinstance(match, dict):
                 raise UsageError(f"sinks: {name}: match: expected a mapping of field: REGEX")
             paths = entry.get("path")
-            state_dir = self.state_dir if i == 0 else os.path.join(self.state_dir, "sinks", name)
+            paths = [paths] if isinstance(paths, str) else list(paths or self.tailing.path)
+            base_dir = self.tailing.state_dir
+            state_dir = base_dir if i == 0 else os.path.join(base_dir, "sinks", name)
+            if not paths:
+                where = "--sink" if i < len(self.destinations.sink) else f"sinks: {name}"
+                raise UsageError(
+                    f"{where}: no files to follow: give --path [env PODKIT_PATH] "
+                    "or a path: on every sinks: entry"
+                )
             specs.append(
                 {
                     "name": name,
                     "url": url,
                     "family": family,
-                    "paths": [paths] if isinstance(paths, str) else list(paths or self.path),
-                    "exclude": list(self.exclude) + list(entry.get("exclude") or []),
+                    "paths": paths,
+                    "exclude": list(self.tailing.exclude) + list(entry.get("exclude") or []),
                     "match": {str(k): str(v) for k, v in match.items()},
                     "state_dir": state_dir,
                     "options": self._sink_options(family, entry, state_dir, i),
@@ -533,24 +540,15 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
         name = spec["name"]
         sink = open_sink(spec["url"], **spec["options"])
         sink.on_event = self._sink_events(name, sink)
-        cfg = TailerConfig(
+        cfg = self.tailing.config(
+            self.joining,
             paths=spec["paths"],
             exclude=spec["exclude"],
             state_dir=spec["state_dir"],
-            read_from=self.read_from,
-            max_line_bytes=self.max_line_bytes,
-            partial_flush_timeout=self.partial_flush_timeout,
-            poll_interval=self.poll_interval,
-            checkpoint_interval=self.checkpoint_interval,
-            multiline_start=self.multiline_start,
-            multiline_max_lines=self.multiline_max_lines,
-            multiline_timeout=self.multiline_timeout,
-            max_buffer_bytes=self.buffer_max_bytes,
             max_chunk_lines=self.batch_max_lines,
             # A chunk's records should fit one batch (encoding adds ~120 bytes a line).
             chunk_bytes=max(64 * 1024, min(1024 * 1024, self.batch_max_bytes // 2)),
             identify=sink.wants_ids,
-            follow_symlinks=self.follow_symlinks,
         )
         shape = self.record_shape()
         limits = Limits(self.batch_max_lines, self.batch_max_bytes, self.batch_max_wait)
@@ -588,14 +586,31 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
                 self.m_batches.labels(name, kind[6:]).inc(n)
             elif kind == "retry":
                 self.m_retries.labels(name, sink.reason).inc(n)
+                self._record_retry(name, sink)
             elif kind == "dead_letter":
                 self.m_dead.labels(name, sink.reason).inc(n)
+                where = sink.dead_letter_path or "nowhere (dropped)"
+                self.record_error(
+                    "sink_refused",
+                    f"sink {name}: refused {n} record(s) ({sink.reason}); written to {where}",
+                )
             elif kind == "split":
                 self.m_splits.labels(name, sink.reason).inc(n)
             elif kind == "loki_label_overflow":
                 self.m_overflow.labels(name).inc(n)
 
         return on_event
+
+    def _record_retry(self, name: str, sink: Sink) -> None:
+        """A failed delivery attempt, shown on `/` until the next failure: which
+        sink, what went wrong, and that it is being retried (nothing is lost)."""
+        reason = {"token": "sink_credentials", "dead_letter_write": "dead_letter"}.get(
+            sink.reason, "sink"
+        )
+        self.record_error(
+            reason,
+            f"sink {name} ({sink.safe_url}): {sink.last_error} ({sink.reason}); retrying",
+        )
 
     def _stall_check(self, route: Route) -> Any:
         return lambda: route.stalled(self.stall_timeout) if self.ready else None
@@ -634,6 +649,9 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
                 t.cancel()
             await asyncio.gather(*every, return_exceptions=True)
 
+    def _closed(self, name: str | None, exc: SinkClosed) -> None:
+        self.record_error("sink_closed", f"sink {name}: {exc}" if name else str(exc))
+
     def _checkpoint_all(self) -> None:
         for r in self.pipelines:
             r.tailer.checkpoint(force=True)
@@ -649,6 +667,7 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
             exc = t.exception()
             if isinstance(exc, SinkClosed):
                 # Not a bug in logship: the destination went away for good. One line, exit 1.
+                self._closed(next(r.name for r, b, s in tasks if t in (b, s)), exc)
                 self._checkpoint_all()
                 self.log.error("sink closed; stopping", extra={"error": str(exc)})
                 self.exit_code = 1
@@ -681,6 +700,7 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
             self.exit_code = 1
             return
         except SinkClosed as exc:
+            self._closed(None, exc)
             self._checkpoint_all()
             self.log.error("sink closed while draining", extra={"error": str(exc)})
             self.exit_code = 1

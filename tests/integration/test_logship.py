@@ -789,3 +789,27 @@ def test_stdout_sink_closed_by_its_reader_exits_1_and_loses_nothing(
         wait_until(lambda: out.exists() and "third" in out.read_text(), 20, what="the rest")
         assert _whole_records(out)[-2:] == ["second", "third"]  # at least once
         assert p.stop() == 0
+
+
+def test_a_failing_sink_is_the_error_on_the_status_page(
+    tmp_path: Path, logs: Path, receiver: Receiver
+) -> None:
+    """Issue 23: `/` says which sink failed and why, not only the metrics."""
+    (logs / "a.log").write_text("one\n")
+    receiver.fail(503)
+    with logship(tmp_path, receiver.url) as p:
+        p.wait_ready()
+        wait_until(lambda: receiver.failed >= 1, 20, what="a 503 answered")
+
+        def error() -> dict[str, str] | None:
+            found: dict[str, str] | None = json.loads(p.get("/")[2]).get("error")
+            return found
+
+        wait_until(lambda: error() is not None, 10, what="the error on /")
+        err = error()
+        assert err is not None
+        assert err["reason"] == "sink"
+        assert err["message"].startswith("sink http (")  # the sink's name, then its URL
+        assert "HTTP 503" in err["message"] and "retrying" in err["message"]
+        receiver.ok()
+        wait_count(receiver, 1, proc=p)

@@ -52,10 +52,10 @@ def test_env_and_defaults() -> None:
         env={"PODKIT_PATH": "/logs/a.log,/logs/b*.log", "PODKIT_TIMEZONE": "+02:00"},
     )
     assert isinstance(p, LogFormat)
-    assert p.path == ["/logs/a.log", "/logs/b*.log"]
+    assert p.tailing.path == ["/logs/a.log", "/logs/b*.log"]
     assert p.admin_addr == "127.0.0.1:9415"
     assert p.sink_url == "stdout://"
-    assert p.state_dir == "/var/lib/podkit/logformat"
-    assert p.joining.timeout == 3.0 and p.max_line_bytes == 256 * 1024
+    assert p.tailing.state_dir == "/var/lib/podkit/logformat"
+    assert p.joining.timeout == 3.0 and p.tailing.max_line_bytes == 256 * 1024
     p = configure(LogFormat, ["--stdin", "--format", "json", "--output", "file:///tmp/o.ndjson"])
     assert isinstance(p, LogFormat) and p.sink_url == "file:///tmp/o.ndjson"

@@ -150,3 +150,98 @@ def test_bad_sinks_entries_name_the_entry(tmp_path: Path, entry: str, error: str
     with pytest.raises(UsageError) as exc:
         configure(LogShip, ["--config", str(cfg)], env={})
     assert error in str(exc.value)
+
+
+def test_path_may_be_left_out_when_every_sinks_entry_names_its_own(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "sinks:\n"
+        "  - {url: 'http://a/x', path: '/a/*.log'}\n"
+        "  - {url: 'http://b/y', path: ['/b/*.log', '/c/*.log']}\n"
+    )
+    p = configure(LogShip, ["--config", str(cfg), "--state-dir", str(tmp_path / "s")], env={})
+    assert isinstance(p, LogShip)
+    assert [s["paths"] for s in p._specs] == [["/a/*.log"], ["/b/*.log", "/c/*.log"]]
+
+
+@pytest.mark.parametrize(
+    ("args", "config", "error"),
+    [
+        (["--sink", "stdout://"], "", "--sink: no files to follow: give --path"),
+        (
+            [],
+            "sinks:\n  - {url: 'http://a/x', path: '/a/*.log'}\n  - {name: b, url: 'http://b/y'}\n",
+            "sinks: b: no files to follow: give --path",
+        ),
+    ],
+)
+def test_no_path_anywhere_is_a_clear_error(
+    tmp_path: Path, args: list[str], config: str, error: str
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(config or "{}\n")
+    with pytest.raises(UsageError) as exc:
+        configure(LogShip, ["--config", str(cfg), *args], env={})
+    assert error in str(exc.value)
+
+
+def test_the_tailer_is_configured_from_the_declared_options(tmp_path: Path) -> None:
+    p = program(
+        "--state-dir",
+        str(tmp_path),
+        "--read-from",
+        "tail",
+        "--max-line-bytes",
+        "1KiB",
+        "--multiline-start",
+        "^x",
+        "--multiline-timeout",
+        "2s",
+        "--buffer-max-bytes",
+        "2MiB",
+        "--poll-interval",
+        "250ms",
+        "--checkpoint-interval",
+        "1s",
+        "--partial-flush-timeout",
+        "7s",
+        "--exclude",
+        "/x/b.log",
+        "--follow-symlinks",
+    )
+    cfg = p.tailing.config(p.joining, paths=["/y/*.log"])
+    assert cfg.paths == ["/y/*.log"] and cfg.exclude == ["/x/b.log"]
+    assert (cfg.state_dir, cfg.read_from, cfg.max_line_bytes) == (str(tmp_path), "tail", 1024)
+    assert (cfg.multiline_start, cfg.multiline_max_lines, cfg.multiline_timeout) == ("^x", 500, 2)
+    assert (cfg.max_buffer_bytes, cfg.poll_interval, cfg.checkpoint_interval) == (2 << 20, 0.25, 1)
+    assert cfg.partial_flush_timeout == 7 and cfg.follow_symlinks
+
+
+def test_state_dir_default_is_logships_own() -> None:
+    assert program().tailing.state_dir == "/var/lib/podkit/logship"
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason", "last_error", "want_reason", "want_text"),
+    [
+        ("retry", "token", "cannot read credential file /t: Permission denied",
+         "sink_credentials", "sink http (http://a/x): cannot read credential file /t"),
+        ("retry", "dead_letter_write", "cannot write dead-letter file /d: No space",
+         "dead_letter", "sink http (http://a/x): cannot write dead-letter file /d"),
+        ("dead_letter", "http_400", None, "sink_refused", "sink http: refused 3 record(s)"),
+    ],
+)  # fmt: skip
+def test_sink_failures_are_recorded_for_the_status_page(
+    kind: str, reason: str, last_error: str | None, want_reason: str, want_text: str
+) -> None:
+    from podkit.sinks import open_sink
+
+    p = program()
+    p._declare_metrics()
+    sink = open_sink("http://a/x")
+    hook = p._sink_events("http", sink)
+    sink.reason, sink.last_error = reason, last_error
+    hook(kind, 3)
+    err = p.recorded_error
+    assert err is not None and err["reason"] == want_reason
+    assert err["message"].startswith(want_text), err["message"]

@@ -530,3 +530,52 @@ async def test_checkpoint_is_atomic_and_rate_limited(
     assert events[-3:] == ["fsync-file", "rename", "fsync-dir"]
     saved = json.loads((tmp_path / "state" / "checkpoints.json").read_text())
     assert saved["files"][0]["offset"] == (logs / "a.log").stat().st_size
+
+
+async def test_a_slow_checkpoint_write_does_not_block_the_loop(
+    tmp_path: Path, logs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17: the fsync of a checkpoint runs in a thread; the loop (admin
+    server, reader, sinks) goes on while it takes its time."""
+    import threading
+    import time
+
+    from podkit.tailer import checkpoints
+
+    real = checkpoints.atomic_write
+    gate = threading.Event()
+    started: list[float] = []
+
+    def slow_write(path: str, data: bytes, mode: int = 0o644) -> None:
+        started.append(time.monotonic())
+        gate.wait(5)  # a disk that takes its time; released by the test
+        real(path, data, mode)
+
+    monkeypatch.setattr(checkpoints, "atomic_write", slow_write)
+    write(logs / "a.log", "one\n")
+    t = Tailer(cfg(tmp_path))
+    await t.start()
+    col = Collector(t)
+    await col.until(1)
+    while not started:
+        await asyncio.sleep(0.01)
+    # The loop ran again at once, with the write still blocked in its thread.
+    assert time.monotonic() - started[0] < 1.0 and not gate.is_set()
+    write(logs / "a.log", "two\n")
+    assert await col.until(2, timeout=2) == ["one", "two"]
+    assert not gate.is_set()
+    gate.set()
+    await col.finish()
+    saved = json.loads((tmp_path / "state" / "checkpoints.json").read_text())
+    assert [e["offset"] for e in saved["files"]] == [8]  # the newest, written last
+
+
+def test_an_older_checkpoint_never_replaces_a_newer_one(tmp_path: Path) -> None:
+    from podkit.tailer.checkpoints import CheckpointWriter
+
+    w = CheckpointWriter()
+    old, new = w.next(), w.next()
+    path = str(tmp_path / "checkpoints.json")
+    assert w.write(new, path, b"new") is None
+    assert w.write(old, path, b"old") is None  # finished late: skipped
+    assert (tmp_path / "checkpoints.json").read_bytes() == b"new"
