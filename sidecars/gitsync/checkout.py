@@ -387,7 +387,11 @@ class Checkout:
             why = f"its HEAD is {head[:40]!r}"
         elif files and sha not in self._dirty_on_checkout:
             # Untracked files are the consumer's (caches such as __pycache__), not damage.
-            out = _git.new_git(wt, deadline, env, self._runs).status(
+            # GIT_OPTIONAL_LOCKS=0: a background check must not take index.lock (git
+            # status refreshes the index when it can), or a person running git in the
+            # served tree at that moment gets "index.lock: File exists".
+            quiet_env = {**env, "GIT_OPTIONAL_LOCKS": "0"}
+            out = _git.new_git(wt, deadline, quiet_env, self._runs).status(
                 "--porcelain", "--untracked-files=no", "--ignore-submodules=all"
             )
             if out.strip():
