@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test unit integration lint format bench images e2e e2e-clean demo clean mutate
+.PHONY: install test unit integration lint format bench images e2e e2e-clean demo clean mutate mutate-results
 
 install: $(STAMP)
 
@@ -43,12 +43,18 @@ e2e: install
 
 # Mutation testing (docs/testing.md): the modules and the tests are in
 # [tool.mutmut] of pyproject.toml; each mutant runs only the selected tests that
-# call the function it changed. MUTATE="podkit.secrets*" narrows the run.
+# call the function it changed. MUTATE="podkit.secrets*" narrows the run,
+# MUTATE_TESTS="tests/unit/x.py ..." replaces the test selection. tools/mutate.py
+# copies sidecars/, adapters/, ambassadors/, initkits/ into podkit/ (as the
+# installed package maps them), so their modules mutate too:
+# MUTATE="podkit.sidecars.reloader.program*". The survivors: `make mutate-results`.
 MUTATE ?= podkit.secrets* podkit.http* podkit.runner* podkit.tailer* podkit.linesplit*
+MUTATE_TESTS ?=
 mutate: install
-	rm -rf mutants $(VENV)/mutate-tmp && mkdir -p $(VENV)/mutate-tmp
-	PYTEST_DEBUG_TEMPROOT=$(abspath $(VENV))/mutate-tmp $(VENV)/bin/mutmut run $(foreach m,$(MUTATE),"$(m)")
-	$(VENV)/bin/mutmut results
+	$(PY) tools/mutate.py $(foreach t,$(MUTATE_TESTS),--tests $(t)) $(foreach m,$(MUTATE),"$(m)")
+
+mutate-results: install
+	cd $(VENV)/mutate-tree && ../bin/mutmut results
 
 # Remove what an e2e run left (its pods, the network and its holder); images stay cached.
 e2e-clean: install
