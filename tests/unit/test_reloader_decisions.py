@@ -10,6 +10,7 @@ the test is about the decision, not the file system or the app.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from podkit.sidecars.reloader.program import MIN_MAX_WAIT
 
 from podkit.hooks import HookError
 from podkit.runner import configure
+from podkit.watch import Change
 
 
 class FakeRetrier:
@@ -377,3 +379,146 @@ async def test_a_failed_action_is_not_verified(reloader: Reloader) -> None:
     with pytest.raises(HookError, match="signal failed"):
         await reloader._reload("a" * 64)
     assert verifier.befores == 1 and verifier.afters == 0
+
+
+# -- what the decisions tell the operator and the next event -------------------
+# The log lines below are the reloader's documented events (docs/reloader.md):
+# an operator greps for them, so their fields are part of the behaviour.
+
+
+def _records(caplog: pytest.LogCaptureFixture, msg: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage() == msg]
+
+
+async def test_look_again_fires_a_check(reloader: Reloader) -> None:
+    reloader._reason = "start"
+    reloader._look_again(0.0)
+    await asyncio.wait_for(reloader._wake.wait(), 5)
+    assert reloader._reason == "change"
+
+
+async def test_the_scan_plan_decides_which_events_count(reloader: Reloader, tmp_path: Path) -> None:
+    planned: list[Any] = []
+
+    def reconcile(plan: Any) -> bool:
+        planned.append(plan)
+        return False
+
+    reloader._reconcile = reconcile  # type: ignore[method-assign]
+    await reloader._check("start")
+    assert reloader.current is not None and planned == [reloader.current.plan]
+    reloader._on_change(Change("modified", str(tmp_path.parent / "elsewhere")))
+    assert reloader._debounce_handle is None  # outside the watched tree: ignored
+    reloader._on_change(Change("modified", str(tmp_path / "app.conf")))
+    assert reloader._debounce_handle is not None
+
+
+async def test_change_detected_is_logged_except_at_start(
+    reloader: Reloader, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    await reloader._check("start")
+    assert _records(caplog, "change detected") == []
+    (tmp_path / "app.conf").write_text("v2")
+    await reloader._check("signal")
+    [rec] = _records(caplog, "change detected")
+    assert reloader.current is not None
+    assert rec.hash == reloader.current.digest[:16]  # type: ignore[attr-defined]
+    assert rec.files == 1 and rec.reason == "signal"  # type: ignore[attr-defined]
+
+
+async def test_unreadable_files_are_reported_and_flux_is_logged(
+    reloader: Reloader, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    scan = reloader._scan
+
+    def with_errors() -> Any:
+        result = scan()
+        result.errors = [f"/x/{i}: Permission denied" for i in range(12)]
+        result.unstable = True
+        return result
+
+    monkeypatch.setattr(reloader, "_scan", with_errors)
+    await reloader._check("change")
+    [rec] = _records(caplog, "cannot read some watched files")
+    assert rec.levelno == logging.WARNING
+    assert rec.errors == [f"/x/{i}: Permission denied" for i in range(10)]  # type: ignore[attr-defined]
+    [flux] = _records(caplog, "content in flux; looking again after the debounce")
+    assert flux.levelno == logging.DEBUG
+
+
+async def test_rendering_must_succeed_before_a_submit(
+    reloader: Reloader, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    retrier: FakeRetrier = reloader.retrier  # type: ignore[assignment]
+    outcomes: list[bool] = []
+
+    async def write_rendered() -> bool:
+        return outcomes.pop(0)
+
+    monkeypatch.setattr(reloader, "_write_rendered", write_rendered)
+    await reloader._check("start")  # no --render: nothing to write, submitted
+    assert len(retrier.submitted) == 1
+    fixed = reloader._scan()
+    monkeypatch.setattr(reloader, "_scan", lambda: fixed)
+    reloader._specs = [object()]  # type: ignore[list-item]
+    reloader._submitted = None
+    outcomes[:] = [False, True]
+    await reloader._check("change")
+    assert len(retrier.submitted) == 1 and outcomes == [True]
+    await reloader._check("change")
+    assert len(retrier.submitted) == 2 and outcomes == []
+
+
+async def test_every_action_gets_the_hash_and_a_failure_does_not_stop_the_others(
+    reloader: Reloader, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    envs: list[dict[str, str]] = []
+    ran: list[str] = []
+
+    def make(key: str, fails: bool) -> Callable[[], Awaitable[None]]:
+        async def act() -> None:
+            ran.append(key)
+            if fails:
+                raise HookError(f"{key} failed")
+
+        return act
+
+    def actions(env: dict[str, str]) -> list[tuple[str, Any]]:
+        envs.append(env)
+        return [("signal", make("signal", True)), ("webhook0", make("webhook0", True))]
+
+    reloader._actions = actions  # type: ignore[method-assign]
+    reloader.rejected_hash = "b" * 64
+    with pytest.raises(HookError, match=r"^signal failed; webhook0 failed$"):
+        await reloader._reload("a" * 64)
+    assert ran == ["signal", "webhook0"]
+    assert envs == [{"PODKIT_RELOADER_HASH": "a" * 64}]
+    assert reloader.last_reload is not None
+    assert reloader.last_reload["error"] == "signal failed; webhook0 failed"
+    assert reloader.last_reload["hash"] == "a" * 64
+    calls = _actions(reloader, {"webhook0": [False], "signal": [False]})
+    await reloader._reload("a" * 64)
+    assert calls == {"webhook0": 1, "signal": 1}
+    assert reloader.rejected_hash is None
+    assert reloader.last_reload["hash"] == "a" * 64 and reloader.last_reload["error"] is None
+    [rec] = _records(caplog, "reloaded")
+    assert rec.hash == "a" * 16  # type: ignore[attr-defined]
+    assert rec.actions == ["signal", "webhook0"]  # type: ignore[attr-defined]
+    took = rec.duration_seconds  # type: ignore[attr-defined]
+    assert isinstance(took, float) and 0 <= took < 60
+
+
+async def test_a_rejection_is_logged_with_the_command_output(
+    reloader: Reloader, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    _gate(reloader, [2])
+    _actions(reloader, {"signal": [False]})
+    await reloader._reload("c" * 64)
+    [rec] = _records(caplog, "command rejected the new content; not reloading")
+    assert rec.levelno == logging.WARNING
+    assert rec.hash == "c" * 16 and rec.exit_code == 2  # type: ignore[attr-defined]
+    assert rec.output == "out"  # type: ignore[attr-defined]
