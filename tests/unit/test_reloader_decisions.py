@@ -522,3 +522,23 @@ async def test_a_rejection_is_logged_with_the_command_output(
     assert rec.levelno == logging.WARNING
     assert rec.hash == "c" * 16 and rec.exit_code == 2  # type: ignore[attr-defined]
     assert rec.output == "out"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("kind", "where", "dead"),
+    [
+        ("deleted", "placed", True),
+        ("moved", "placed", True),
+        ("modified", "placed", False),
+        ("created", "placed", False),
+        ("deleted", "other", False),
+    ],
+)
+async def test_a_watched_directory_deleted_or_moved_is_rewatched(
+    reloader: Reloader, tmp_path: Path, kind: str, where: str, dead: bool
+) -> None:
+    """Its watch went with it: the next reconcile must place a new one, even on the same inode."""
+    placed, other = str(tmp_path / "d"), str(tmp_path / "e")
+    reloader._placed_dirs = {placed}
+    reloader._on_change(Change(kind, placed if where == "placed" else other))
+    assert reloader._dead == ({placed} if dead else set())
