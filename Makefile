@@ -48,7 +48,9 @@ e2e: install
 # copies sidecars/, adapters/, ambassadors/, initkits/ into podkit/ (as the
 # installed package maps them), so their modules mutate too:
 # MUTATE="podkit.sidecars.reloader.program*". The survivors: `make mutate-results`.
-MUTATE ?= podkit.secrets* podkit.http* podkit.runner* podkit.tailer* podkit.linesplit*
+# The reloader's decision code: whether and when to reload (`?` is mutmut's `ǁ`).
+RELOADER_DECISIONS := $(foreach f,_on_change _arm _look_again _fire _check _submit _reload _fail,podkit.sidecars.reloader.program.*Reloader?$(f)__*)
+MUTATE ?= podkit.secrets* podkit.http* podkit.runner* podkit.tailer* podkit.linesplit* $(RELOADER_DECISIONS)
 MUTATE_TESTS ?=
 mutate: install
 	$(PY) tools/mutate.py $(foreach t,$(MUTATE_TESTS),--tests $(t)) $(foreach m,$(MUTATE),"$(m)")
