@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# Two workers, one test file each at a time (module fixtures stay in one
+# worker; session peers start once per worker on their own free ports and dirs).
 test: install
-	$(PY) -m pytest tests/unit tests/integration
+	$(PY) -m pytest -n 2 --dist loadfile tests/unit tests/integration
 
 unit: install
 	$(PY) -m pytest tests/unit
