@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test unit integration lint format bench images publish e2e e2e-clean demo clean mutate conformance
+.PHONY: install test unit integration lint format bench images publish e2e e2e-clean demo clean mutate mutate-results conformance
 
 install: $(STAMP)
 
@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# Two workers, one test file each at a time (module fixtures stay in one
+# worker; session peers start once per worker on their own free ports and dirs).
 test: install
-	$(PY) -m pytest tests/unit tests/integration
+	$(PY) -m pytest -n 2 --dist loadfile tests/unit tests/integration
 
 unit: install
 	$(PY) -m pytest tests/unit
@@ -54,12 +56,20 @@ conformance: install
 
 # Mutation testing (docs/testing.md): the modules and the tests are in
 # [tool.mutmut] of pyproject.toml; each mutant runs only the selected tests that
-# call the function it changed. MUTATE="podkit.secrets*" narrows the run.
-MUTATE ?= podkit.secrets* podkit.http* podkit.runner* podkit.tailer* podkit.linesplit*
+# call the function it changed. MUTATE="podkit.secrets*" narrows the run,
+# MUTATE_TESTS="tests/unit/x.py ..." replaces the test selection. tools/mutate.py
+# copies sidecars/, adapters/, ambassadors/, initkits/ into podkit/ (as the
+# installed package maps them), so their modules mutate too:
+# MUTATE="podkit.sidecars.reloader.program*". The survivors: `make mutate-results`.
+# The reloader's decision code: whether and when to reload (`?` is mutmut's `ǁ`).
+RELOADER_DECISIONS := $(foreach f,_on_change _arm _look_again _fire _check _submit _reload _fail,podkit.sidecars.reloader.program.*Reloader?$(f)__*)
+MUTATE ?= podkit.secrets* podkit.http* podkit.runner* podkit.tailer* podkit.linesplit* $(RELOADER_DECISIONS)
+MUTATE_TESTS ?=
 mutate: install
-	rm -rf mutants $(VENV)/mutate-tmp && mkdir -p $(VENV)/mutate-tmp
-	PYTEST_DEBUG_TEMPROOT=$(abspath $(VENV))/mutate-tmp $(VENV)/bin/mutmut run $(foreach m,$(MUTATE),"$(m)")
-	$(VENV)/bin/mutmut results
+	$(PY) tools/mutate.py $(foreach t,$(MUTATE_TESTS),--tests $(t)) $(foreach m,$(MUTATE),"$(m)")
+
+mutate-results: install
+	cd $(VENV)/mutate-tree && ../bin/mutmut results
 
 # Remove what an e2e run left (its pods, the network and its holder); images stay cached.
 e2e-clean: install

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -193,8 +194,6 @@ def test_find_processes_by_comm_and_argv0(tmp_path: Path) -> None:
     script.chmod(0o755)
     p = subprocess.Popen([str(script)])
     try:
-        import time
-
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and p.pid not in find_processes("findme-proc"):
             time.sleep(0.02)
@@ -277,30 +276,49 @@ async def test_watcher_extensions(tmp_path: Path) -> None:
         w.add(str(tmp_path / "tree"), recursive=True)
         assert w.alive(str(tmp_path / "tree"))
 
-        async def settle() -> list[str]:
-            await asyncio.sleep(0.3)
-            out = [c.path for c in seen]
+        marks = 0
+
+        async def settle(via: Path) -> list[str]:
+            """The events before a sentinel written under `via` after them.
+
+            watchdog runs one inotify instance per watch, so events keep
+            their order only within one watch: the sentinel goes in the
+            watch the awaited (or absent) event belongs to.
+            """
+            nonlocal marks
+            marks += 1
+            mark = via / f".sentinel{marks}"
+            mark.write_text("")
+            deadline = time.monotonic() + 10
+            while str(mark) not in [c.path for c in seen]:
+                assert time.monotonic() < deadline, f"no event for {mark}"
+                await asyncio.sleep(0.01)
+            # The sentinel's own events, and its directory's "modified", are not news.
+            out = [c.path for c in seen if ".sentinel" not in c.path and c.path != str(via)]
             seen.clear()
             return out
 
         # Reading does not wake the watcher.
         (tmp_path / "tree" / "sub" / "f").read_text()
-        assert await settle() == []
+        assert await settle(tmp_path / "tree" / "sub") == []
         (tmp_path / "tree" / "sub" / "f").write_text("y")
-        assert str(tmp_path / "tree" / "sub" / "f") in await settle()
+        assert str(tmp_path / "tree" / "sub" / "f") in await settle(tmp_path / "tree" / "sub")
         # The non-recursive watch on tmp_path does not see into other subdirectories.
         (tmp_path / "other").mkdir()
         (tmp_path / "other" / "g").write_text("z")
-        assert str(tmp_path / "other" / "g") not in await settle()
+        assert str(tmp_path / "other" / "g") not in await settle(tmp_path)
         # A deleted directory's watch ends; remove() + add() brings it back.
         shutil.rmtree(tmp_path / "tree")
         (tmp_path / "tree").mkdir()
-        await settle()
-        assert not w.alive(str(tmp_path / "tree"))
+        deadline = time.monotonic() + 10
+        while w.alive(str(tmp_path / "tree")):
+            assert time.monotonic() < deadline, "the deleted directory's watch still alive"
+            await asyncio.sleep(0.01)
+        seen.clear()
         w.remove(str(tmp_path / "tree"))
         w.add(str(tmp_path / "tree"), recursive=True)
         (tmp_path / "tree" / "new").write_text("1")
-        assert str(tmp_path / "tree" / "new") in await settle()
+        assert str(tmp_path / "tree" / "new") in await settle(tmp_path / "tree")
         with pytest.raises(OSError):
             w.add(str(tmp_path / "missing"), recursive=True)
         assert str(tmp_path / "missing") not in w.dirs

@@ -1,0 +1,98 @@
+"""`make mutate`: run mutmut over podkit/ *and* the programs' own trees.
+
+mutmut copies its `source_paths` into `mutants/` and puts that first on
+sys.path, so `import podkit` loads the mutated copy. The programs live in
+sidecars/, adapters/, ambassadors/ and initkits/ and are mapped into
+`podkit.*` by package-dir; mutating `sidecars/` in place would produce a
+`sidecars.reloader` module nobody imports, and the tests would keep loading
+the original through the editable install.
+
+So this builds the tree as the installed package looks: `podkit/` with the
+four program trees copied inside it (`podkit/sidecars/...`), the tests, and
+a pyproject.toml holding only the mutmut and pytest settings; then runs
+mutmut there with `source_paths = ["podkit"]`. A mutant is then named after
+the module the tests import (`podkit.sidecars.reloader.program.xǁReloaderǁ_arm__mutmut_3`),
+and `import podkit.sidecars.reloader` finds the mutated copy first, because
+the editable install's finder comes after the path finder.
+
+    python tools/mutate.py [--tests FILE]... [NAME-GLOB ...]
+
+NAME-GLOBs are mutmut's (`podkit.secrets*`). `--tests` replaces the test
+selection of pyproject.toml (the stats run executes all of it once, so a
+run over one module is faster with only that module's tests). The tree stays
+in .venv/mutate-tree: `.venv/bin/mutmut results` and `mutmut show NAME` are
+run from there (`make mutate-results`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TREE = ROOT / ".venv" / "mutate-tree"
+# Where each top-level folder lands inside the package, as pyproject's package-dir says.
+PROGRAM_TREES = ("sidecars", "adapters", "ambassadors", "initkits")
+
+
+def _toml(value: Any) -> str:
+    """The few TOML values these settings use: strings, bools, numbers, lists of them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    return repr(value)
+
+
+def _table(name: str, values: dict[str, Any]) -> str:
+    return f"[{name}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in values.items())
+
+
+def build(tests: list[str] | None) -> None:
+    if TREE.exists():
+        shutil.rmtree(TREE)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "podkit", TREE / "podkit", ignore=ignore)
+    for name in PROGRAM_TREES:
+        shutil.copytree(ROOT / name, TREE / "podkit" / name, ignore=ignore)
+    shutil.copytree(ROOT / "tests", TREE / "tests", ignore=ignore)
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]
+    mutmut = dict(tool["mutmut"])
+    mutmut["source_paths"] = ["podkit"]
+    if tests:
+        mutmut["pytest_add_cli_args_test_selection"] = tests
+    pytest = tool["pytest"]["ini_options"]
+    (TREE / "pyproject.toml").write_text(
+        _table("tool.mutmut", mutmut) + "\n" + _table("tool.pytest.ini_options", pytest)
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--tests", action="append", help="a test file run instead of pyproject's list (repeat)"
+    )
+    ap.add_argument("names", nargs="*", help="mutant name globs (podkit.secrets*)")
+    args = ap.parse_args()
+    build(args.tests)
+    tmp = ROOT / ".venv" / "mutate-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    env = dict(os.environ, PYTEST_DEBUG_TEMPROOT=str(tmp))
+    mutmut = str(Path(sys.executable).parent / "mutmut")
+    code = subprocess.call([mutmut, "run", *args.names], cwd=TREE, env=env)
+    subprocess.call([mutmut, "results"], cwd=TREE, env=env)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
