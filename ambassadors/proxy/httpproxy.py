@@ -1205,7 +1205,7 @@ class ClientConn(Conn):
         else:
             up.success()
             if status == 401 and creds is not None:
-                if req_pump is None and not x.replayed:
+                if req_pump is None and not x.replayed and len(x.body) <= s.replay_max_body:
                     uc.abort()  # its body is not wanted: the request goes again
                     return "unauthorized", f"{up.label} answered 401"
                 self.renew_later(x.cred_gen)  # this 401 goes to the app; the next gets new

@@ -203,6 +203,8 @@ class OAuth2Client:
                 "OAuth2 token request failed; keeping the current token until it expires",
                 extra={"token_url": self.url, "error": self.error},
             )
+            if self.token is None:
+                self.on_change()  # requests are refused with this reason now
             return False
         register_secret(token)
         self.token = token
