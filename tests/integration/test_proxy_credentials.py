@@ -226,9 +226,10 @@ def test_oauth2_one_fetch_many_waiters_401_replay_trace_and_redirects(
             "audience": "https://api.example",
         }
         # client_secret_basic: id and secret form-encoded, then base64 (RFC 6749 2.3.1)
-        assert endpoint.requests[0]["auth"] == "Basic " + base64.b64encode(
-            b"app-1:s3cret%2F%26%3D%2B"
-        ).decode()
+        assert (
+            endpoint.requests[0]["auth"]
+            == "Basic " + base64.b64encode(b"app-1:s3cret%2F%26%3D%2B").decode()
+        )
         assert all(s["headers"]["Authorization"] == "Bearer tok-1" for s in up.seen)
 
         # the upstream stops accepting tok-1: 100 requests refused alike, one renewal,
@@ -388,9 +389,7 @@ def test_basic_auth_and_header_files_reread(farm: ChaosFarm, tmp_path: Path) -> 
         wait_until(rotated, 10, what="rotated credentials")
         # a broken file keeps the last good value
         key.write_text("bad\x01value\n")
-        wait_until(
-            lambda: any("keeping the old value" in r["message"] for r in p.records()), 10
-        )
+        wait_until(lambda: any("keeping the old value" in r["message"] for r in p.records()), 10)
         http(purl(p, "/x"))
         assert up.seen[-1]["headers"]["X-Api-Key"] == "key-2"
         err = p.stderr()

@@ -1,0 +1,382 @@
+"""The proxy's retry decision, settings and credential logic, without sockets.
+
+These are the tests `make mutate` runs against retries.py, oauth2.py and
+credentials.py: each rule is asserted at its edges (the budget's floor of 3,
+a held slot, the 80% +-5% renewal point, one token request for many waiters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from podkit.ambassadors.proxy import Proxy
+from podkit.ambassadors.proxy.credentials import (
+    Injector,
+    JwtMinter,
+    SigningKey,
+    algorithm_for,
+    load_private_key,
+)
+from podkit.ambassadors.proxy.oauth2 import (
+    JITTER,
+    RENEW_AT,
+    OAuth2Client,
+    TokenError,
+    parse_token_response,
+    renew_delay,
+)
+from podkit.ambassadors.proxy.retries import budget_allows, kind_allows, should_retry
+from podkit.ambassadors.proxy.settings import ListenerOptions, Settings
+
+from podkit import UsageError
+from podkit.runner import configure
+from tests.integration.test_proxy_credentials import write_key
+
+# -- the retry decision -----------------------------------------------------------
+
+
+def test_budget_has_a_floor_of_three_and_a_share_above_it() -> None:
+    assert budget_allows(0.2, 2, 0) and not budget_allows(0.2, 3, 0)
+    assert budget_allows(0.2, 3, 20)  # 20% of 20 = 4
+    assert not budget_allows(0.2, 4, 20)
+    assert budget_allows(0.5, 9, 20) and not budget_allows(0.5, 10, 20)
+    # a try that is itself a retry holds its own slot already
+    assert budget_allows(0.2, 3, 0, holding=True) and not budget_allows(0.2, 4, 0, holding=True)
+    assert not budget_allows(0.0, 3, 1000) and budget_allows(0.0, 2, 1000)
+
+
+def test_what_is_retried_and_when_replaying_is_safe() -> None:
+    kinds = frozenset({"connect-failure", "reset", "502", "504"})
+    # nothing was sent: any method, even a streamed body
+    assert kind_allows(kinds, "connect-failure", idempotent=False, streamed=True)
+    assert not kind_allows(frozenset(), "connect-failure", idempotent=True, streamed=False)
+    for kind in ("reset", "502"):
+        assert kind_allows(kinds, kind, idempotent=True, streamed=False)
+        assert not kind_allows(kinds, kind, idempotent=False, streamed=False)
+        assert not kind_allows(kinds, kind, idempotent=True, streamed=True)
+    assert not kind_allows(frozenset({"502"}), "reset", idempotent=True, streamed=False)
+    # a timeout is retried for --retry-on timeout or 504
+    assert kind_allows(kinds, "timeout", idempotent=True, streamed=False)
+    assert kind_allows(frozenset({"timeout"}), "timeout", idempotent=True, streamed=False)
+    assert not kind_allows(frozenset({"503"}), "timeout", idempotent=True, streamed=False)
+    assert not kind_allows(kinds, "503", idempotent=True, streamed=False)
+
+
+def test_should_retry_needs_count_kind_and_budget() -> None:
+    s = Settings(retries=2)
+    ok: dict[str, Any] = dict(idempotent=True, streamed=False, retrying=0, active=1)
+    assert should_retry(s, "502", retries=0, **ok)
+    assert should_retry(s, "502", retries=1, **ok)
+    assert not should_retry(s, "502", retries=2, **ok)
+    assert not should_retry(s, "500", retries=0, **ok)  # not in the default --retry-on
+    assert not should_retry(s, "502", retries=0, **{**ok, "retrying": 3})
+    assert should_retry(s, "502", retries=1, holding=True, **{**ok, "retrying": 3})
+    assert not should_retry(Settings(retries=0), "connect-failure", retries=0, **ok)
+
+
+# -- settings: the options hold every default ----------------------------------------
+
+
+def test_settings_defaults_come_from_the_options(tmp_path: Path) -> None:
+    built = _cfg(tmp_path)  # every option at its default, through the program
+    bare = Settings()  # what unit tests construct
+    for o in ListenerOptions.options():
+        if o.attr != "upstream":
+            assert getattr(bare, o.attr) == getattr(built, o.attr), o.attr
+    assert bare.retry_budget == 0.2 and bare.timeout == 15.0 and bare.replay_max_body == 65536
+    assert bare.retry_statuses == built.retry_statuses == {502, 503, 504}
+    assert bare.retry_kinds == built.retry_kinds
+    with pytest.raises(TypeError, match="retires"):
+        Settings(retires=3)
+
+
+def _cfg(tmp_path: Path, *argv: str) -> Settings:
+    p = configure(Proxy, ["--upstream", "http://a:1", *argv], {})
+    assert isinstance(p, Proxy)
+    return p.listener_settings[0]
+
+
+def test_credential_options_are_checked(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_text("x:y\n")
+    for argv, match in (
+        (["--basic-auth-file", str(f), "--bearer-token-file", str(f)], "only one may set"),
+        (["--oauth2-token-url", "http://t/", "--jwt-private-key-file", str(f)], "only one"),
+        (["--header-file", "X-Key"], "NAME=FILE"),
+        (["--header-file", "X Key=" + str(f)], "NAME=FILE"),
+        (["--header-file", "Host=" + str(f)], "cannot be set"),
+        (["--header-file", f"X-K={tmp_path}/missing"], "no such file"),
+        (["--header-file", f"X-K={f}", "--set-header", "x-k: 1"], "also set by --set-header"),
+        (["--basic-auth-file", str(f), "--set-header", "Authorization: x"], "conflicts"),
+        (["--oauth2-token-url", "http://t/"], "needs --oauth2-client-id"),
+        (["--oauth2-token-url", "http://t/", "--oauth2-client-id", "a"], "client-secret-file"),
+        (
+            [
+                *("--oauth2-token-url", "http://t/", "--oauth2-client-id", "a"),
+                *("--oauth2-client-auth", "private_key_jwt"),
+            ],
+            "needs --oauth2-private-key-file",
+        ),
+        (["--oauth2-token-url", "ftp://t/", "--oauth2-client-id", "a"], "http"),
+        (["--jwt-private-key-file", str(f), "--jwt-claim", "novalue"], "KEY=VALUE"),
+        (["--jwt-private-key-file", str(f), "--jwt-algorithm", "HS256"], "HS256"),
+        (["--jwt-private-key-file", str(f), "--jwt-lifetime", "0s"], "minimum"),
+        (["--listen", "tcp://127.0.0.1:1", "--basic-auth-file", str(f)], "not in TCP mode"),
+    ):
+        argv = list(argv)
+        if argv[:2] == ["--listen", "tcp://127.0.0.1:1"]:
+            with pytest.raises(UsageError, match=match):
+                configure(Proxy, [*argv, "--upstream", "tcp://a:1"], {})
+            continue
+        with pytest.raises(UsageError, match=match):
+            _cfg(tmp_path, *argv)
+    s = _cfg(tmp_path, "--header-file", f"X-K={f}", "--basic-auth-file", str(f))
+    assert s.header_files() == [("X-K", str(f))]
+
+
+def _injector(tmp_path: Path, *argv: str) -> Injector:
+    changes: list[int] = []
+    inj = Injector(_cfg(tmp_path, *argv), lambda: changes.append(1))
+    inj.load()
+    return inj
+
+
+def test_file_schemes_render_and_keep_the_last_good_value(tmp_path: Path) -> None:
+    basic, key, token = tmp_path / "basic", tmp_path / "key", tmp_path / "token"
+    basic.write_text("u:p:w\n")
+    key.write_text("k1\n")
+    inj = _injector(tmp_path, "--basic-auth-file", str(basic), "--header-file", f"X-Key={key}")
+    b64 = base64.b64encode(b"u:p:w").decode()
+    assert inj.lines == f"Authorization: Basic {b64}\r\nX-Key: k1\r\n".encode()
+    assert sorted(inj.drop) == [b"authorization", b"x-key"]
+    gen = inj.generation
+    key.write_text("k2\n")
+    inj.tick()
+    assert inj.lines.endswith(b"X-Key: k2\r\n") and inj.generation == gen + 1
+    key.write_text("k3\x7f\n")  # a control character: kept k2
+    inj.tick()
+    assert inj.lines.endswith(b"X-Key: k2\r\n")
+    inj.tick()  # nothing changed: no new generation
+    assert inj.generation == gen + 1
+    basic.write_text("no-colon\n")
+    with pytest.raises(UsageError, match="--basic-auth-file"):
+        _injector(tmp_path, "--basic-auth-file", str(basic))
+    token.write_text("has space\n")
+    with pytest.raises(UsageError, match="--bearer-token-file"):
+        _injector(tmp_path, "--bearer-token-file", str(token))
+    token.write_text("t0k\n")
+    inj = _injector(tmp_path, "--bearer-token-file", str(token))
+    assert inj.lines == b"Authorization: Bearer t0k\r\n" and inj.drop == [b"authorization"]
+
+
+def test_jwt_claims_algorithms_and_renewal(tmp_path: Path) -> None:
+    rs, es, ed = tmp_path / "rs", tmp_path / "es", tmp_path / "ed"
+    rs_pub = write_key(rs, rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    write_key(es, ec.generate_private_key(ec.SECP256R1()))
+    write_key(ed, ed25519.Ed25519PrivateKey.generate())
+    s = _cfg(
+        tmp_path,
+        "--jwt-private-key-file",
+        str(rs),
+        "--jwt-issuer",
+        "i",
+        "--jwt-audience",
+        "aud",
+        "--jwt-subject",
+        "sub",
+        "--jwt-lifetime",
+        "10m",
+        "--jwt-claim",
+        "team=a=b",
+        "--jwt-key-id",
+        "k1",
+    )
+    now = [1_000_000.0]
+    m = JwtMinter(s, clock=lambda: now[0])
+    token = m.mint()
+    claims = jwt.decode(
+        token, rs_pub, algorithms=["RS256"], audience="aud", options={"verify_exp": False}
+    )
+    assert claims == {
+        "iss": "i",
+        "sub": "sub",
+        "aud": "aud",
+        "team": "a=b",
+        "iat": 1_000_000,
+        "nbf": 1_000_000,
+        "exp": 1_000_600,
+        "jti": claims["jti"],
+    }
+    assert jwt.get_unverified_header(token)["kid"] == "k1"
+    assert not m.due()
+    now[0] += 299
+    assert not m.due()
+    now[0] += 1  # half the lifetime
+    assert m.due()
+    assert algorithm_for(load_private_key(str(es))) == "ES256"
+    assert algorithm_for(load_private_key(str(ed))) == "EdDSA"
+    wrong = SigningKey(str(es), "RS256")
+    with pytest.raises(ValueError, match="signs ES256, not RS256"):
+        wrong.load()
+    p384 = tmp_path / "p384"
+    write_key(p384, ec.generate_private_key(ec.SECP384R1()))
+    with pytest.raises(ValueError, match="P-256"):
+        SigningKey(str(p384)).load()
+    (tmp_path / "junk").write_text("not a key")
+    with pytest.raises(ValueError, match="PEM private key"):
+        SigningKey(str(tmp_path / "junk")).load()
+
+
+# -- OAuth2 ------------------------------------------------------------------------
+
+
+def test_token_responses() -> None:
+    ok = b'{"access_token": "abc", "token_type": "bearer", "expires_in": 60}'
+    assert parse_token_response(200, ok) == ("abc", 60.0)
+    assert parse_token_response(200, b'{"access_token": "a", "token_type": "Bearer"}') == (
+        "a",
+        None,
+    )
+    assert parse_token_response(
+        200, b'{"access_token": "a", "token_type": "Bearer", "expires_in": "30"}'
+    ) == ("a", 30.0)
+    for status, body, match in (
+        (400, b'{"error": "invalid_scope"}', "400 \\(invalid_scope\\)"),
+        (500, b"<html>", "answered 500$"),
+        (200, b"[]", "JSON object"),
+        (200, b'{"token_type": "Bearer"}', "without an access_token"),
+        (200, b'{"access_token": "a b", "token_type": "Bearer"}', "spaces"),
+        (200, b'{"access_token": "a", "token_type": "mac"}', "not Bearer"),
+        (200, b'{"access_token": "a"}', "not Bearer"),
+        (200, b'{"access_token": "a", "token_type": "Bearer", "expires_in": 0}', "positive"),
+        (200, b'{"access_token": "a", "token_type": "Bearer", "expires_in": true}', "positive"),
+    ):
+        with pytest.raises(TokenError, match=match):
+            parse_token_response(status, body)
+
+
+def test_renewal_point_is_a_jittered_fraction() -> None:
+    rng = random.Random(7)
+    delays = [renew_delay(100.0, rng) for _ in range(2000)]
+    assert min(delays) >= 100 * (RENEW_AT - JITTER) and max(delays) <= 100 * (RENEW_AT + JITTER)
+    assert max(delays) - min(delays) > 8  # really jittered
+    assert RENEW_AT - JITTER > 0.5 and RENEW_AT + JITTER < 1.0
+
+
+def _oauth2_settings(tmp_path: Path) -> Settings:
+    secret = tmp_path / "secret"
+    secret.write_text("pw\n")
+    return _cfg(
+        tmp_path,
+        "--oauth2-token-url",
+        "http://127.0.0.1:9/token",
+        "--oauth2-client-id",
+        "c",
+        "--oauth2-client-secret-file",
+        str(secret),
+    )
+
+
+def _client(tmp_path: Path) -> tuple[OAuth2Client, list[int]]:
+    changes: list[int] = []
+    c = OAuth2Client(_oauth2_settings(tmp_path), lambda: changes.append(1), rng=random.Random(1))
+    c.check_files()
+    return c, changes
+
+
+async def test_one_token_request_however_many_wait(tmp_path: Path) -> None:
+    c, changes = _client(tmp_path)
+    calls = 0
+    gate = asyncio.Event()
+
+    async def request() -> tuple[str, float | None]:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return f"t{calls}", 100.0
+
+    c._request = request  # type: ignore[method-assign]
+    waiters = [asyncio.ensure_future(c.refresh(5.0)) for _ in range(100)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await asyncio.gather(*waiters) == [True] * 100
+    assert calls == 1 and c.token == "t1" and changes == [1]
+    loop = asyncio.get_running_loop()
+    assert c.expires_at - loop.time() == pytest.approx(100.0, abs=1.0)
+    assert 75.0 - 1 <= c.renew_at - loop.time() <= 85.0
+    # the next renewal is a new request
+    assert await c.refresh(5.0) and calls == 2 and c.token == "t2"
+
+
+async def test_failure_keeps_the_token_until_it_expires(tmp_path: Path) -> None:
+    c, changes = _client(tmp_path)
+    answers: list[Any] = [("t1", 0.3), OSError("connection refused")]
+
+    async def request() -> tuple[str, float | None]:
+        a = answers[0] if len(answers) == 1 else answers.pop(0)
+        if isinstance(a, Exception):
+            raise a
+        return a  # type: ignore[no-any-return]
+
+    c._request = request  # type: ignore[method-assign]
+    await c.start()
+    try:
+        for _ in range(100):
+            if c.token:
+                break
+            await asyncio.sleep(0.01)
+        assert c.token == "t1" and c.why_none().startswith("no OAuth2 access token yet")
+        await asyncio.sleep(0.26)  # renewed at ~80%: failed, still usable
+        assert c.fetches >= 2 and c.token == "t1"
+        for _ in range(100):
+            if c.token is None:
+                break
+            await asyncio.sleep(0.01)
+        assert c.token is None
+        assert c.why_none() == "no valid OAuth2 access token: connection refused"
+        assert changes[-1] == 1 and len(changes) >= 2
+    finally:
+        await c.close()
+
+
+async def test_no_expires_in_means_no_expiry_but_hourly_renewal(tmp_path: Path) -> None:
+    c, _ = _client(tmp_path)
+
+    async def request() -> tuple[str, float | None]:
+        return "t", None
+
+    c._request = request  # type: ignore[method-assign]
+    assert await c.refresh(1.0)
+    loop = asyncio.get_running_loop()
+    assert c.expires_at == float("inf")
+    assert c.renew_at - loop.time() == pytest.approx(3600.0, abs=1.0)
+
+
+async def test_a_401_renews_once_per_generation(tmp_path: Path) -> None:
+    inj = Injector(_oauth2_settings(tmp_path), lambda: None)
+    inj.load()
+    assert inj.blocked == "no OAuth2 access token yet"
+    assert inj.oauth2 is not None
+    calls = 0
+
+    async def request() -> tuple[str, float | None]:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        return f"t{calls}", 100.0
+
+    inj.oauth2._request = request  # type: ignore[method-assign]
+    await inj.oauth2.refresh(1.0)
+    assert inj.blocked is None and inj.lines == b"Authorization: Bearer t1\r\n"
+    gen = inj.generation
+    await asyncio.gather(*(inj.renew_after_401(gen, 1.0) for _ in range(50)))
+    assert calls == 2 and inj.lines == b"Authorization: Bearer t2\r\n"
+    await inj.renew_after_401(gen, 1.0)  # a late 401 for the old token: nothing to do
+    assert calls == 2
