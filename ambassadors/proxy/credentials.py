@@ -39,8 +39,21 @@ JWT_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 CLIENT_AUTH = ("client_secret_basic", "client_secret_post", "private_key_jwt")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-# headers a credential may not be sent in: the proxy writes these itself
-_RESERVED = ("host", "content-length", "transfer-encoding", "connection", "upgrade", "te")
+# framing and hop-by-hop headers belong to each connection, and the proxy writes
+# these itself: neither --set-header nor --header-file may set them
+NOT_SETTABLE = (
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+)
 
 
 class CredentialOptions(OptionGroup):
@@ -134,7 +147,7 @@ class CredentialOptions(OptionGroup):
             name = name.strip()
             if not sep or not path or not _TOKEN.fullmatch(name):
                 raise UsageError(f"--header-file: {item!r} is not NAME=FILE")
-            if name.lower() in _RESERVED:
+            if name.lower() in NOT_SETTABLE:
                 raise UsageError(f"--header-file: {name} cannot be set")
             out.append((name, path))
         return out

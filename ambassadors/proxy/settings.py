@@ -17,7 +17,7 @@ from podkit import UsageError, option
 from podkit.http import parse_header
 from podkit.options import resolve
 
-from .credentials import CredentialOptions
+from .credentials import NOT_SETTABLE, CredentialOptions
 from .http1 import MAX_HEADERS
 from .upstream import Target, parse_target
 
@@ -26,20 +26,6 @@ LB_POLICIES = ("round-robin", "least-request", "weighted")
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-# framing and hop-by-hop headers belong to each connection; the proxy writes these itself
-_NOT_SETTABLE = (
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "te",
-    "trailer",
-    "keep-alive",
-    "proxy-connection",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-)
 
 
 class Routing:
@@ -218,7 +204,7 @@ class Settings(ListenerOptions):
             # of control characters, or the head sent upstream is malformed (or worse).
             if not _TOKEN.fullmatch(name) or _CTL.search(value):
                 raise UsageError(f"--set-header: {name!r} is not a valid header line")
-            if name.lower() in _NOT_SETTABLE:
+            if name.lower() in NOT_SETTABLE:
                 raise UsageError(f"--set-header: {name} cannot be set")
         if bool(v["cert_file"]) != bool(v["key_file"]) and v["cert_file"] is None:
             raise UsageError("--key-file needs --cert-file")
