@@ -21,7 +21,8 @@ from podkit import Sidecar, UsageError, option
 from podkit.aio import wait_for
 from podkit.options import Option
 
-from .httpproxy import ACCESS_LOG, HttpListener
+from .accesslog import ACCESS_LOG
+from .httpproxy import HttpListener
 from .listener import BaseListener
 from .settings import ListenerOptions, Settings
 from .tcp import TcpListener

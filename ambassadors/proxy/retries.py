@@ -35,11 +35,9 @@ def kind_allows(kinds: frozenset[str], kind: str, idempotent: bool, streamed: bo
         return "connect-failure" in kinds
     if not idempotent or streamed:
         return False
-    if kind == "reset":
-        return "reset" in kinds
     if kind == "timeout":
         return "timeout" in kinds or "504" in kinds
-    return kind in kinds  # a status code, as text
+    return kind in kinds  # reset, or a status code as text
 
 
 def should_retry(

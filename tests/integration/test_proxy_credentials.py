@@ -364,6 +364,8 @@ def test_basic_auth_and_header_files_reread(farm: ChaosFarm, tmp_path: Path) -> 
         str(basic),
         "--header-file",
         f"X-Api-Key={key}",
+        "--timeout",
+        "2s",
     ) as p:
         # what the app sends in these headers is replaced, never passed on
         code, _, _ = http(
@@ -392,6 +394,15 @@ def test_basic_auth_and_header_files_reread(farm: ChaosFarm, tmp_path: Path) -> 
         wait_until(lambda: any("keeping the old value" in r["message"] for r in p.records()), 10)
         http(purl(p, "/x"))
         assert up.seen[-1]["headers"]["X-Api-Key"] == "key-2"
+        # a body small enough to be buffered for a replay, that never arrives whole: 408,
+        # and nothing reached the upstream
+        n_seen = len(up.seen)
+        answer = raw(
+            p.port,  # type: ignore[attr-defined]
+            b"POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789",
+        )
+        assert answer.startswith(b"HTTP/1.1 408") and b"body-timeout" in answer
+        assert len(up.seen) == n_seen
         err = p.stderr()
         assert "pw2" not in err and "key-2" not in err and "Ym9iOnB3Mg" not in err
 

@@ -79,6 +79,9 @@ def test_should_retry_needs_count_kind_and_budget() -> None:
     assert not should_retry(s, "502", retries=0, **{**ok, "retrying": 3})
     assert should_retry(s, "502", retries=1, holding=True, **{**ok, "retrying": 3})
     assert not should_retry(Settings(retries=0), "connect-failure", retries=0, **ok)
+    assert not should_retry(s, "502", retries=0, **{**ok, "streamed": True})
+    assert not should_retry(s, "502", retries=0, **{**ok, "idempotent": False})
+    assert should_retry(s, "connect-failure", retries=0, **{**ok, "idempotent": False})
 
 
 # -- settings: the options hold every default ----------------------------------------
