@@ -90,7 +90,14 @@ class TokenEndpoint:
         self.hits += 1
         body = await request.text()
         form = {k: v[0] for k, v in parse_qs(body).items()}
-        self.requests.append({"form": form, "auth": request.headers.get("Authorization")})
+        self.requests.append(
+            {
+                "form": form,
+                "auth": request.headers.get("Authorization"),
+                "content_type": request.headers.get("Content-Type"),
+                "accept": request.headers.get("Accept"),
+            }
+        )
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.down:

@@ -15,6 +15,7 @@ from typing import Any
 
 import jwt
 import pytest
+from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from podkit.ambassadors.proxy import Proxy
 from podkit.ambassadors.proxy.credentials import (
@@ -37,7 +38,7 @@ from podkit.ambassadors.proxy.settings import ListenerOptions, Settings
 
 from podkit import UsageError
 from podkit.runner import configure
-from tests.integration.test_proxy_credentials import write_key
+from tests.integration.test_proxy_credentials import TokenEndpoint, write_key
 
 # -- the retry decision -----------------------------------------------------------
 
@@ -383,3 +384,207 @@ async def test_a_401_renews_once_per_generation(tmp_path: Path) -> None:
     assert calls == 2 and inj.lines == b"Authorization: Bearer t2\r\n"
     await inj.renew_after_401(gen, 1.0)  # a late 401 for the old token: nothing to do
     assert calls == 2
+
+
+# -- the token request on the wire, against a real token endpoint on loopback ----------
+
+
+async def _serve(thing: Any) -> web.AppRunner:
+    runner = web.AppRunner(thing.app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", thing.port).start()
+    return runner
+
+
+def _secret(tmp_path: Path, text: str) -> tuple[str, str]:
+    path = tmp_path / "secret"
+    path.write_text(text + "\n")
+    return "--oauth2-client-secret-file", str(path)
+
+
+async def _fetch_with(tmp_path: Path, endpoint: TokenEndpoint, *argv: str) -> OAuth2Client:
+    s = _cfg(tmp_path, "--oauth2-token-url", endpoint.url, "--oauth2-client-id", "cid", *argv)
+    c = OAuth2Client(s, lambda: None, rng=random.Random(1))
+    c.check_files()
+    runner = await _serve(endpoint)
+    try:
+        assert await c.refresh(5.0), c.error
+    finally:
+        await runner.cleanup()
+    return c
+
+
+async def test_client_secret_basic_on_the_wire(tmp_path: Path) -> None:
+    endpoint = TokenEndpoint("cid", secret="p@ss word:/")
+    c = await _fetch_with(
+        tmp_path,
+        endpoint,
+        *_secret(tmp_path, "p@ss word:/"),
+        "--oauth2-scope",
+        "a b",
+        "--oauth2-audience",
+        "aud",
+    )
+    assert c.token == "tok-1" and c.error == "" and c.fetches == 1
+    req = endpoint.requests[0]
+    assert req["form"] == {"grant_type": "client_credentials", "scope": "a b", "audience": "aud"}
+    assert req["auth"] == "Basic " + base64.b64encode(b"cid:p%40ss%20word%3A%2F").decode()
+    assert req["content_type"] == "application/x-www-form-urlencoded"
+    assert req["accept"] == "application/json"
+
+
+async def test_client_secret_post_on_the_wire(tmp_path: Path) -> None:
+    endpoint = TokenEndpoint("cid", secret="pw")
+    c = await _fetch_with(
+        tmp_path,
+        endpoint,
+        *_secret(tmp_path, "pw"),
+        "--oauth2-client-auth",
+        "client_secret_post",
+    )
+    assert c.token == "tok-1"
+    req = endpoint.requests[0]
+    assert req["auth"] is None
+    assert req["form"] == {
+        "grant_type": "client_credentials",
+        "client_id": "cid",
+        "client_secret": "pw",
+    }
+
+
+async def test_private_key_jwt_on_the_wire(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    public = write_key(key, ec.generate_private_key(ec.SECP256R1()))
+    endpoint = TokenEndpoint("cid", public_key=public)
+    c = await _fetch_with(
+        tmp_path,
+        endpoint,
+        "--oauth2-client-auth",
+        "private_key_jwt",
+        "--oauth2-private-key-file",
+        str(key),
+    )
+    assert c.token == "tok-1"
+    form = endpoint.requests[0]["form"]
+    assert form["client_id"] == "cid" and "client_secret" not in form
+    claims = jwt.decode(
+        form["client_assertion"], public, algorithms=["ES256"], audience=endpoint.url
+    )
+    assert claims["iss"] == claims["sub"] == "cid"
+    assert claims["exp"] - claims["iat"] == 60 and len(claims["jti"]) == 32
+
+
+async def test_a_refused_token_request_says_why(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("wrong\n")
+    endpoint = TokenEndpoint("cid", secret="right")
+    s = _cfg(
+        tmp_path,
+        "--oauth2-token-url",
+        endpoint.url,
+        "--oauth2-client-id",
+        "cid",
+        "--oauth2-client-secret-file",
+        str(secret),
+    )
+    changes: list[int] = []
+    c = OAuth2Client(s, lambda: changes.append(1))
+    c.check_files()
+    runner = await _serve(endpoint)
+    try:
+        assert not await c.refresh(5.0)
+    finally:
+        await runner.cleanup()
+    assert c.token is None and changes == [1]  # the refusal reason is published
+    assert (
+        c.why_none() == "no valid OAuth2 access token: token endpoint answered 401 (invalid_client)"
+    )
+    # nothing listening: the error is the connection's
+    assert not await c.refresh(5.0)
+    assert c.fetches == 2 and c.why_none().startswith("no valid OAuth2 access token: ")
+    assert "invalid_client" not in c.why_none()
+
+
+def test_oauth2_files_are_checked_at_start(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    s = _cfg(
+        tmp_path,
+        "--oauth2-token-url",
+        "http://t/",
+        "--oauth2-client-id",
+        "c",
+        "--oauth2-client-secret-file",
+        str(empty),
+    )
+    with pytest.raises(UsageError, match=f"--oauth2-client-secret-file {empty}: empty"):
+        OAuth2Client(s, lambda: None).check_files()
+    junk = tmp_path / "junk"
+    junk.write_text("junk")
+    key = tmp_path / "key"
+    write_key(key, ed25519.Ed25519PrivateKey.generate())
+    pkjwt = ("--oauth2-token-url", "https://t/", "--oauth2-client-id", "c")
+    pkjwt += ("--oauth2-client-auth", "private_key_jwt", "--oauth2-private-key-file")
+    s = _cfg(tmp_path, *pkjwt, str(junk))
+    with pytest.raises(UsageError, match=f"--oauth2-private-key-file {junk}: not an"):
+        OAuth2Client(s, lambda: None).check_files()
+    s = _cfg(tmp_path, *pkjwt, str(key), "--oauth2-ca-file", str(junk))
+    with pytest.raises(UsageError, match="--oauth2-ca-file"):
+        OAuth2Client(s, lambda: None).check_files()
+
+
+async def test_injector_with_oauth2_waits_for_the_first_token(tmp_path: Path) -> None:
+    inj = Injector(_oauth2_settings(tmp_path), lambda: None)
+    assert inj.drop == [b"authorization"]
+    inj.load()
+    assert inj.oauth2 is not None and inj.lines == b""
+    assert await inj.wait_usable(0.01) == "no OAuth2 access token yet"  # nothing under way
+    gate = asyncio.Event()
+
+    async def request() -> tuple[str, float | None]:
+        await gate.wait()
+        return "tk", 60.0
+
+    inj.oauth2._request = request  # type: ignore[method-assign]
+    fetch = asyncio.ensure_future(inj.oauth2.refresh(5.0))
+    await asyncio.sleep(0)
+    assert await inj.wait_usable(0.05) == "no OAuth2 access token yet"  # timed out
+    waiting = asyncio.ensure_future(inj.wait_usable(5.0))
+    await asyncio.sleep(0)
+    gate.set()
+    assert await waiting is None and await fetch
+    assert inj.lines == b"Authorization: Bearer tk\r\n"
+
+
+def test_injector_per_request_jwt_and_header_order(tmp_path: Path) -> None:
+    key, api = tmp_path / "key", tmp_path / "api"
+    public = write_key(key, ed25519.Ed25519PrivateKey.generate())
+    api.write_text("k\n")
+    inj = _injector(
+        tmp_path,
+        "--jwt-private-key-file",
+        str(key),
+        "--jwt-per-request",
+        "--header-file",
+        f"X-A={api}",
+    )
+    assert inj.lines == b"X-A: k\r\n" and inj.per_request is not None
+    one, two = inj.per_request(), inj.per_request()
+    assert one.startswith(b"Authorization: Bearer ") and one.endswith(b"\r\n") and one != two
+    claims = jwt.decode(one[22:-2], public, algorithms=["EdDSA"])
+    assert claims["exp"] - claims["iat"] == 300
+    inj.tick()  # per request: nothing to renew on the tick
+    assert inj.lines == b"X-A: k\r\n"
+    # interval mode: the line is part of `lines`, renewed when the key changes
+    inj = _injector(tmp_path, "--jwt-private-key-file", str(key))
+    assert inj.per_request is None and inj.lines.startswith(b"Authorization: Bearer ")
+    before, gen = inj.lines, inj.generation
+    inj.tick()
+    assert inj.lines == before and inj.generation == gen
+    public = write_key(key, ed25519.Ed25519PrivateKey.generate())
+    inj.tick()
+    assert inj.lines != before and inj.generation == gen + 1
+    jwt.decode(inj.lines[22:-2], public, algorithms=["EdDSA"])
+    key.write_text("broken")
+    inj.tick()  # a broken key: the last token stays
+    assert inj.generation == gen + 1
