@@ -314,19 +314,38 @@ class SigningKey:
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self._sig
 
     def load(self) -> None:
-        st = os.stat(self.path)
-        key = load_private_key(self.path)
-        algorithm = algorithm_for(key)
-        if self.wanted and self.wanted != algorithm:
-            raise ValueError(f"the key signs {algorithm}, not {self.wanted}")
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            if self.key is not None:
+                self._sig = None  # gone: changed() again once it is back
+            raise
+        sig = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        try:
+            key = load_private_key(self.path)
+            algorithm = algorithm_for(key)
+            if self.wanted and self.wanted != algorithm:
+                raise ValueError(f"the key signs {algorithm}, not {self.wanted}")
+        except ValueError:
+            if self.key is not None:
+                self._sig = sig  # this broken version is not read again; the old key stays
+            raise
         self.key, self.algorithm = key, algorithm
-        self._sig = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        self._sig = sig
 
     def sign(self, claims: dict[str, Any], kid: str | None = None) -> str:
         import jwt
 
         if self.key is None or self.changed():
-            self.load()
+            try:
+                self.load()
+            except (OSError, ValueError) as exc:
+                if self.key is None:
+                    raise
+                log.warning(
+                    "cannot use the new signing key; signing with the old one",
+                    extra={"file": self.path, "error": str(exc)},
+                )
         headers = {"kid": kid} if kid else None
         token = jwt.encode(claims, self.key, algorithm=self.algorithm, headers=headers)
         return token

@@ -586,5 +586,13 @@ def test_injector_per_request_jwt_and_header_order(tmp_path: Path) -> None:
     assert inj.lines != before and inj.generation == gen + 1
     jwt.decode(inj.lines[22:-2], public, algorithms=["EdDSA"])
     key.write_text("broken")
-    inj.tick()  # a broken key: the last token stays
-    assert inj.generation == gen + 1
+    inj.tick()  # a broken key: signed with the last good one, read once
+    assert inj.generation == gen + 2
+    jwt.decode(inj.lines[22:-2], public, algorithms=["EdDSA"])
+    inj.tick()
+    assert inj.generation == gen + 2
+    key.unlink()  # gone: the old key signs, and the absence is noticed once
+    inj.tick()
+    inj.tick()
+    assert inj.generation == gen + 3
+    jwt.decode(inj.lines[22:-2], public, algorithms=["EdDSA"])
