@@ -141,6 +141,8 @@ _TAILS = (
     (b"\r\nConnection: close\r\n\r\n", b"\r\n\r\n"),
 )
 _HOST_LINE = re.compile(rb"\r\nhost:[^\r]*", re.I)
+# a client that sent this waits for the upstream's 100 before its body: never buffered
+_EXPECT = re.compile(rb"\r\nexpect:[ \t]*100-continue", re.I)
 _FRAMING = re.compile(rb"\r\n(?:content-length|transfer-encoding):[^\r]*", re.I)
 
 
@@ -821,7 +823,12 @@ class ClientConn(Conn):
                     413, "body-too-large", "request body over --max-body-bytes", t0, req
                 )
             buf = self.buf
-            if len(buf) < n and lst.creds is not None and n <= s.replay_max_body:
+            if (
+                len(buf) < n
+                and lst.creds is not None
+                and n <= s.replay_max_body
+                and not _EXPECT.search(req.kept)
+            ):
                 # buffered whole, so that it can be replayed after a 401
                 self.wait_deadline = t0 + s.timeout
                 if not await self.read_body(n):

@@ -14,6 +14,7 @@ import asyncio
 import base64
 import concurrent.futures
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -410,6 +411,18 @@ def test_basic_auth_and_header_files_reread(farm: ChaosFarm, tmp_path: Path) -> 
         )
         assert answer.startswith(b"HTTP/1.1 408") and b"body-timeout" in answer
         assert len(up.seen) == n_seen
+        # ... unless the client waits for 100 Continue: then the body streams at once
+        with socket.create_connection(("127.0.0.1", p.port), timeout=5) as c:  # type: ignore[attr-defined]
+            c.sendall(
+                b"POST /expect HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+                b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+            )
+            assert c.recv(100).startswith(b"HTTP/1.1 100")  # aiohttp's, relayed
+            c.sendall(b"hello")
+            answer = b""
+            while chunk := c.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200") and up.seen[-1]["body"] == 5
         err = p.stderr()
         assert "pw2" not in err and "key-2" not in err and "Ym9iOnB3Mg" not in err
 
