@@ -176,7 +176,7 @@ class CredentialOptions(OptionGroup):
         taken = {n.lower() for n in set_headers}
         for name, _ in headers:
             if name.lower() in taken:
-                raise UsageError(f"{pre}--header-file: {name} is also set by --set-header")
+                raise UsageError(f"{pre}--header-file: {name} is set twice (or by --set-header)")
             taken.add(name.lower())
         if schemes and "authorization" in taken:
             # two Authorization lines would reach the upstream, which picks one
@@ -463,7 +463,6 @@ class Injector:
             self._jwt_line = "" if self.per_request else line
         if self.oauth2 is not None:
             self.oauth2.check_files()
-            self.blocked = "no OAuth2 access token yet"
         self._publish()
 
     async def start(self) -> None:
@@ -482,25 +481,24 @@ class Injector:
                 try:
                     line = fh.line()
                 except (OSError, ValueError) as exc:
-                    self._warn(fh.file.path, fh.warning, exc, fh.file.path)
+                    self._warn(fh, exc)
                     continue
                 if line != self._file_lines[i]:
                     self._file_lines[i] = line
                     changed = True
                     log.info("credential file reloaded", extra={"flag": fh.flag})
         if self.jwt is not None and not self.per_request and self.jwt.due():
-            try:
-                self._jwt_line = self.jwt.line()
-                changed = True
-            except (OSError, ValueError) as exc:
-                self._warn("jwt", "cannot sign a JWT; keeping the old one", exc, self.jwt.key.path)
+            # signs with the last good key if the file broke (SigningKey warns)
+            self._jwt_line = self.jwt.line()
+            changed = True
         if changed:
             self._publish()
 
-    def _warn(self, key: str, message: str, exc: Exception, path: str = "") -> None:
+    def _warn(self, fh: FileHeader, exc: Exception) -> None:
+        key = fh.file.path
         if self._warned.get(key) != str(exc):  # once per distinct problem
             self._warned[key] = str(exc)
-            log.warning(message, extra={"file": path, "error": str(exc)})
+            log.warning(fh.warning, extra={"file": key, "error": str(exc)})
 
     # -- what requests get ---------------------------------------------------------
 

@@ -117,7 +117,9 @@ def test_credential_options_are_checked(tmp_path: Path) -> None:
         (["--header-file", "X Key=" + str(f)], "NAME=FILE"),
         (["--header-file", "Host=" + str(f)], "cannot be set"),
         (["--header-file", f"X-K={tmp_path}/missing"], "no such file"),
-        (["--header-file", f"X-K={f}", "--set-header", "x-k: 1"], "also set by --set-header"),
+        (["--header-file", f"X-K={f}", "--set-header", "x-k: 1"], "X-K is set twice"),
+        (["--header-file", f"X-K={f}", "--header-file", f"x-k={f}"], "x-k is set twice"),
+        (["--header-file", "X-K="], "NAME=FILE"),
         (["--basic-auth-file", str(f), "--set-header", "Authorization: x"], "conflicts"),
         (["--oauth2-token-url", "http://t/"], "needs --oauth2-client-id"),
         (["--oauth2-token-url", "http://t/", "--oauth2-client-id", "a"], "client-secret-file"),
@@ -319,9 +321,11 @@ async def test_one_token_request_however_many_wait(tmp_path: Path) -> None:
     assert await c.refresh(5.0) and calls == 2 and c.token == "t2"
 
 
-async def test_failure_keeps_the_token_until_it_expires(tmp_path: Path) -> None:
+async def test_failure_keeps_the_token_until_it_expires(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     c, changes = _client(tmp_path)
-    answers: list[Any] = [("t1", 0.3), OSError("connection refused")]
+    answers: list[Any] = [("t1", 1.0), TimeoutError()]  # a message-less error
 
     async def request() -> tuple[str, float | None]:
         a = answers[0] if len(answers) == 1 else answers.pop(0)
@@ -329,25 +333,40 @@ async def test_failure_keeps_the_token_until_it_expires(tmp_path: Path) -> None:
             raise a
         return a  # type: ignore[no-any-return]
 
+    async def until(pred: Any, timeout: float = 5.0) -> None:
+        for _ in range(int(timeout / 0.01)):
+            if pred():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("timed out")
+
+    caplog.set_level("INFO", logger="podkit.proxy")
     c._request = request  # type: ignore[method-assign]
+    loop = asyncio.get_running_loop()
     await c.start()
     try:
-        for _ in range(100):
-            if c.token:
-                break
-            await asyncio.sleep(0.01)
-        assert c.token == "t1" and c.why_none().startswith("no OAuth2 access token yet")
-        await asyncio.sleep(0.26)  # renewed at ~80%: failed, still usable
-        assert c.fetches >= 2 and c.token == "t1"
-        for _ in range(100):
-            if c.token is None:
-                break
-            await asyncio.sleep(0.01)
-        assert c.token is None
-        assert c.why_none() == "no valid OAuth2 access token: connection refused"
-        assert changes[-1] == 1 and len(changes) >= 2
+        await until(lambda: c.token)
+        assert c.token == "t1" and c.why_none() == "no OAuth2 access token yet"
+        await until(lambda: c.fetches >= 2)  # the renewal at ~80% failed ...
+        if loop.time() < c.expires_at - 0.05:
+            assert c.token == "t1"  # ... and the token is still used until it expires
+        await until(lambda: c.token is None)
+        assert loop.time() >= c.expires_at
+        assert c.why_none() == "no valid OAuth2 access token: TimeoutError"
+        assert len(changes) >= 2
     finally:
         await c.close()
+    logged = [
+        (r.levelname, r.getMessage(), r.token_url, getattr(r, "error", None))  # type: ignore[attr-defined]
+        for r in caplog.records
+    ]
+    url = "http://127.0.0.1:9/token"
+    assert logged[0] == ("INFO", "OAuth2 access token obtained", url, None)
+    assert caplog.records[0].expires_in == 1.0  # type: ignore[attr-defined]
+    failed = ("WARNING", "OAuth2 token request failed; keeping the current token until it expires")
+    assert logged[1] == (*failed, url, "TimeoutError")
+    expired = "OAuth2 access token expired and could not be renewed; refusing requests"
+    assert ("ERROR", expired, url, "TimeoutError") in logged
 
 
 async def test_no_expires_in_means_no_expiry_but_hourly_renewal(tmp_path: Path) -> None:
@@ -596,3 +615,165 @@ def test_injector_per_request_jwt_and_header_order(tmp_path: Path) -> None:
     inj.tick()
     assert inj.generation == gen + 3
     jwt.decode(inj.lines[22:-2], public, algorithms=["EdDSA"])
+
+
+def test_credential_errors_name_the_flag_and_file(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_text("x:y\n")
+    gone = str(tmp_path / "gone")
+    for flag in (
+        "--bearer-token-file",
+        "--basic-auth-file",
+        "--jwt-private-key-file",
+        "--oauth2-ca-file",
+    ):
+        with pytest.raises(UsageError, match=f"^{flag}: {gone}: no such file$"):
+            _cfg(tmp_path, flag, gone)
+    oauth = ("--oauth2-token-url", "http://t/", "--oauth2-client-id", "c")
+    with pytest.raises(UsageError, match=f"^--oauth2-client-secret-file: {gone}: no such"):
+        _cfg(tmp_path, *oauth, "--oauth2-client-secret-file", gone)
+    with pytest.raises(UsageError, match=f"^--oauth2-private-key-file: {gone}: no such"):
+        _cfg(
+            tmp_path,
+            *oauth,
+            *("--oauth2-client-auth", "private_key_jwt", "--oauth2-private-key-file", gone),
+        )
+    with pytest.raises(UsageError, match=f"^--header-file: {gone}: no such file$"):
+        _cfg(tmp_path, "--header-file", f"X-K={gone}")
+    with pytest.raises(
+        UsageError,
+        match=r"^--basic-auth-file and --jwt-private-key-file and --oauth2-token-url: only one",
+    ):
+        _cfg(tmp_path, "--basic-auth-file", str(f), "--jwt-private-key-file", str(f), *oauth)
+    with pytest.raises(UsageError, match=r"^--header-file: not in TCP mode$"):
+        configure(
+            Proxy,
+            ["--listen", "tcp://127.0.0.1:1", "--upstream", "tcp://a:1", "--header-file", f"X={f}"],
+            {},
+        )
+    with pytest.raises(UsageError, match=r"--oauth2-client-secret-file$"):
+        _cfg(tmp_path, *oauth, "--oauth2-client-auth", "client_secret_post")
+    # a file path may hold '='; the header name may not
+    eq = tmp_path / "a=b"
+    eq.write_text("v\n")
+    assert _cfg(tmp_path, "--header-file", f"X-K={eq}").header_files() == [("X-K", str(eq))]
+    assert not _cfg(tmp_path).any_credentials()
+    assert _cfg(tmp_path, "--header-file", f"X-K={f}").any_credentials()
+    assert _cfg(tmp_path, "--basic-auth-file", str(f)).any_credentials()
+
+
+def test_secret_values_are_checked_with_reasons(tmp_path: Path) -> None:
+    token, basic, key = tmp_path / "token", tmp_path / "basic", tmp_path / "key"
+    for text in ("", "a b", "a\x01b", "é"):
+        token.write_text(text)
+        with pytest.raises(
+            UsageError,
+            match=f"^--bearer-token-file {token}: the bearer token is empty or holds spaces",
+        ):
+            _injector(tmp_path, "--bearer-token-file", str(token))
+    for text in ("nocolon", ":pw", "u:p\nx", "u:p\rx"):
+        basic.write_text(text + "\n")
+        with pytest.raises(
+            UsageError, match=f"^--basic-auth-file {basic}: expected one line user:password$"
+        ):
+            _injector(tmp_path, "--basic-auth-file", str(basic))
+    key.write_text("a\x02b")
+    with pytest.raises(
+        UsageError, match=f"^--header-file {key}: --header-file X-K is empty or holds control"
+    ):
+        _injector(tmp_path, "--header-file", f"X-K={key}")
+    ec_key = tmp_path / "ec"
+    write_key(ec_key, ec.generate_private_key(ec.SECP256R1()))
+    with pytest.raises(
+        UsageError, match=f"^--jwt-private-key-file {ec_key}: the key signs ES256, not RS256$"
+    ):
+        _injector(tmp_path, "--jwt-private-key-file", str(ec_key), "--jwt-algorithm", "RS256")
+    with pytest.raises(ValueError, match=r"^unsupported key type NoneType$"):
+        algorithm_for(None)
+
+
+async def test_file_changes_are_logged_once_each(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b, basic = tmp_path / "a", tmp_path / "b", tmp_path / "basic"
+    a.write_text("1\n")
+    b.write_text("1\n")
+    basic.write_text("u:p\n")
+    inj = _injector(
+        tmp_path,
+        "--header-file",
+        f"X-A={a}",
+        "--header-file",
+        f"X-B={b}",
+        "--basic-auth-file",
+        str(basic),
+    )
+    await inj.start()  # nothing to start without OAuth2
+    caplog.set_level("INFO", logger="podkit.proxy")
+    # both broken the same way: one warning for each file, not one for both
+    a.write_text("\x01")
+    b.write_text("\x01")
+    basic.write_text("no-colon")
+    inj.tick()
+    inj.tick()
+    warnings = [
+        (r.getMessage(), r.file, r.error)  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.levelname == "WARNING"
+    ]
+    bad = "is empty or holds control characters"
+    assert warnings == [
+        (
+            f"cannot use --basic-auth-file {basic}; keeping the old value",
+            str(basic),
+            "expected one line user:password",
+        ),
+        (
+            f"cannot use --header-file {a}; keeping the old value",
+            str(a),
+            f"--header-file X-A {bad}",
+        ),
+        (
+            f"cannot use --header-file {b}; keeping the old value",
+            str(b),
+            f"--header-file X-B {bad}",
+        ),
+    ]
+    assert inj.lines.endswith(b"X-A: 1\r\nX-B: 1\r\n")
+    # a broken first file does not stop the next from being reloaded
+    caplog.clear()
+    b.write_text("2\n")
+    inj.tick()
+    assert b"X-B: 2\r\n" in inj.lines and b"X-A: 1\r\n" in inj.lines
+    assert [(r.getMessage(), r.flag) for r in caplog.records] == [  # type: ignore[attr-defined]
+        ("credential file reloaded", "--header-file")
+    ]
+    # the same file broken in a new way is reported again
+    caplog.clear()
+    a.unlink()
+    inj.tick()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot use --header-file {a}; keeping the old value"
+    ]
+    await inj.close()
+
+
+async def test_after_a_401_files_are_read_again_at_once(tmp_path: Path) -> None:
+    token, key = tmp_path / "token", tmp_path / "key"
+    token.write_text("old\n")
+    inj = _injector(tmp_path, "--bearer-token-file", str(token))
+    gen = inj.generation
+    token.write_text("new\n")  # rotated within the second: no tick yet
+    await inj.renew_after_401(gen, 1.0)
+    assert inj.lines == b"Authorization: Bearer new\r\n" and inj.generation == gen + 1
+    await inj.renew_after_401(gen, 1.0)  # the same refusal again: nothing more
+    assert inj.generation == gen + 1
+    public = write_key(key, ed25519.Ed25519PrivateKey.generate())
+    inj = _injector(tmp_path, "--jwt-private-key-file", str(key))
+    before = inj.lines
+    await inj.renew_after_401(inj.generation, 1.0)
+    assert inj.lines != before  # a new JWT (new jti)
+    jwt.decode(inj.lines[22:-2], public, algorithms=["EdDSA"])
+    inj = _injector(tmp_path, "--jwt-private-key-file", str(key), "--jwt-per-request")
+    await inj.renew_after_401(inj.generation, 1.0)
+    assert inj.lines == b""  # per request: minted at send time, never in `lines`
