@@ -253,19 +253,61 @@ def test_token_responses() -> None:
     assert parse_token_response(
         200, b'{"access_token": "a", "token_type": "Bearer", "expires_in": "30"}'
     ) == ("a", 30.0)
-    for status, body, match in (
-        (400, b'{"error": "invalid_scope"}', "400 \\(invalid_scope\\)"),
-        (500, b"<html>", "answered 500$"),
-        (200, b"[]", "JSON object"),
-        (200, b'{"token_type": "Bearer"}', "without an access_token"),
-        (200, b'{"access_token": "a b", "token_type": "Bearer"}', "spaces"),
-        (200, b'{"access_token": "a", "token_type": "mac"}', "not Bearer"),
-        (200, b'{"access_token": "a"}', "not Bearer"),
-        (200, b'{"access_token": "a", "token_type": "Bearer", "expires_in": 0}', "positive"),
-        (200, b'{"access_token": "a", "token_type": "Bearer", "expires_in": true}', "positive"),
+    bearer = b'"token_type": "Bearer"'
+    assert parse_token_response(
+        200, b'{"access_token": "a", "expires_in": 1, ' + bearer + b"}"
+    ) == (
+        "a",
+        1.0,
+    )
+    long_code = "e" * 100
+    for status, body, message in (
+        (400, b'{"error": "invalid_scope"}', "token endpoint answered 400 (invalid_scope)"),
+        (400, b'{"error": "%s"}' % long_code.encode(), f"token endpoint answered 400 ({'e' * 64})"),
+        (500, b"<html>", "token endpoint answered 500"),
+        (200, b"[]", "token endpoint answered 200 without a JSON object"),
+        (200, b"{" + bearer + b"}", "token endpoint answered 200 without an access_token"),
+        (
+            200,
+            b'{"access_token": 5, ' + bearer + b"}",
+            "token endpoint answered 200 without an access_token",
+        ),
+        (
+            200,
+            b'{"access_token": "a b", ' + bearer + b"}",
+            "access_token holds spaces or control characters",
+        ),
+        (
+            200,
+            '{"access_token": "\u00e9", "token_type": "Bearer"}'.encode(),
+            "access_token holds spaces or control characters",
+        ),
+        (200, b'{"access_token": "a", "token_type": "mac"}', "token_type 'mac' is not Bearer"),
+        (
+            200,
+            b'{"access_token": "a", "token_type": "%s"}' % (b"m" * 40),
+            f"token_type '{'m' * 32}' is not Bearer",
+        ),
+        (200, b'{"access_token": "a"}', "token_type 'None' is not Bearer"),
+        (
+            200,
+            b'{"access_token": "a", "expires_in": 0, ' + bearer + b"}",
+            "expires_in '0' is not a positive number",
+        ),
+        (
+            200,
+            b'{"access_token": "a", "expires_in": "%s", ' % (b"x" * 40) + bearer + b"}",
+            f"expires_in '{'x' * 32}' is not a positive number",
+        ),
+        (
+            200,
+            b'{"access_token": "a", "expires_in": true, ' + bearer + b"}",
+            "expires_in 'True' is not a positive number",
+        ),
     ):
-        with pytest.raises(TokenError, match=match):
+        with pytest.raises(TokenError) as err:
             parse_token_response(status, body)
+        assert str(err.value) == message
 
 
 def test_renewal_point_is_a_jittered_fraction() -> None:
@@ -575,7 +617,9 @@ async def test_injector_with_oauth2_waits_for_the_first_token(tmp_path: Path) ->
     assert inj.lines == b"Authorization: Bearer tk\r\n"
 
 
-def test_injector_per_request_jwt_and_header_order(tmp_path: Path) -> None:
+def test_injector_per_request_jwt_and_header_order(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     key, api = tmp_path / "key", tmp_path / "api"
     public = write_key(key, ed25519.Ed25519PrivateKey.generate())
     api.write_text("k\n")
@@ -605,7 +649,12 @@ def test_injector_per_request_jwt_and_header_order(tmp_path: Path) -> None:
     assert inj.lines != before and inj.generation == gen + 1
     jwt.decode(inj.lines[22:-2], public, algorithms=["EdDSA"])
     key.write_text("broken")
+    caplog.set_level("WARNING", logger="podkit.proxy")
     inj.tick()  # a broken key: signed with the last good one, read once
+    assert [(r.getMessage(), r.file) for r in caplog.records] == [  # type: ignore[attr-defined]
+        ("cannot use the new signing key; signing with the old one", str(key))
+    ]
+    assert "PEM private key" in caplog.records[0].error  # type: ignore[attr-defined]
     assert inj.generation == gen + 2
     jwt.decode(inj.lines[22:-2], public, algorithms=["EdDSA"])
     inj.tick()
