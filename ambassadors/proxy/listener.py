@@ -1,4 +1,4 @@
-"""What every listener shares: its settings, upstreams, health checks, TLS and clock."""
+"""What every listener shares: its upstreams, health checks, TLS and clock."""
 
 from __future__ import annotations
 
@@ -6,61 +6,17 @@ import asyncio
 import logging
 import os
 import ssl
-from dataclasses import dataclass, field
 from typing import Any
 
-from podkit import UsageError
 from podkit.aio import wait_for
-from podkit.http import BearerToken, ssl_context
+from podkit.http import ssl_context
 from podkit.logs import RateLimited
 
 from . import http1
-from .upstream import Balancer, Target, Upstream
+from .settings import Settings as Settings  # re-exported: upstream.py names it from here
+from .upstream import Balancer, Upstream
 
 log = logging.getLogger("podkit.proxy")
-
-
-@dataclass
-class Settings:
-    """One listener's resolved settings (flags, env and config merged and converted)."""
-
-    listen: str
-    mode: str  # http or tcp
-    host: str
-    port: int
-    targets: list[Target]
-    lb: str = "round-robin"
-    hash_header: bytes | None = None
-    connect_timeout: float = 1.0
-    try_timeout: float | None = None
-    timeout: float = 15.0
-    retries: int = 2
-    retry_on: frozenset[str] = frozenset()
-    retry_statuses: frozenset[int] = frozenset()
-    retry_budget: float = 0.2
-    max_connections: int = 1024
-    max_pending: int = 1024
-    max_requests: int = 1024
-    eject_after: int = 5
-    eject_time: float = 30.0
-    max_eject_time: float = 300.0
-    health_path: str | None = None
-    health_interval: float = 5.0
-    health_timeout: float = 2.0
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    sni: str | None = None
-    bearer_token_file: str | None = None
-    set_headers: list[tuple[str, str]] = field(default_factory=list)
-    preserve_host: bool = False
-    max_header_bytes: int = 8192
-    max_headers: int = http1.MAX_HEADERS
-    max_body_bytes: int | None = None
-    idle_timeout: float = 60.0
-    header_timeout: float = 10.0
-    access_log: bool = True
-    reuse_port: bool = False
 
 
 class Clock:
@@ -98,7 +54,6 @@ class BaseListener:
         clock.now = self.now
         self.ssl_ctx: ssl.SSLContext | None = None
         self._tls_sig: tuple[Any, ...] = ()
-        self.token = BearerToken(s.bearer_token_file) if s.bearer_token_file else None
         self.tasks: list[asyncio.Task[Any]] = []
         self.errors = RateLimited(log, 10.0)
         self.needs_tls = any(t.tls for t in s.targets)
@@ -123,10 +78,7 @@ class BaseListener:
         if self.needs_tls or self.s.ca_file or self.s.cert_file:
             self.ssl_ctx = self._make_ssl()
             self._tls_sig = self._tls_files_sig()
-        try:
-            self.refresh_suffixes()
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"--bearer-token-file {self.s.bearer_token_file}: {exc}") from None
+        self.refresh_suffixes()
         self.server = await self.loop.create_server(
             self.protocol_factory(),
             self.s.host,
@@ -206,15 +158,6 @@ class BaseListener:
         for u in self.upstreams:
             if u.idle:
                 u.close_idle(older_than=now - self.s.idle_timeout)
-        if self.token is not None and self.token.file.changed():
-            try:
-                self.refresh_suffixes()
-                log.info("bearer token reloaded", extra={"file": self.s.bearer_token_file})
-            except (OSError, ValueError) as exc:
-                self.warn(
-                    "cannot use the bearer token file; keeping the old token",
-                    extra={"file": self.s.bearer_token_file, "error": str(exc)},
-                )
         if self.ssl_ctx is not None:
             sig = self._tls_files_sig()
             if sig != self._tls_sig:
