@@ -28,10 +28,12 @@ from podkit.aio import wait_for
 from podkit.http import parse_header
 from podkit.options import Option
 
+from .discovery import DnsOptions
 from .http1 import MAX_HEADERS
 from .httpproxy import ACCESS_LOG, HttpListener
-from .listener import BaseListener, Settings
+from .listener import BaseListener, Settings, group_for
 from .tcp import TcpListener
+from .tls_in import TlsInOptions
 from .upstream import BUCKETS, Target, parse_target
 
 log = logging.getLogger("podkit.proxy")
@@ -54,7 +56,7 @@ _NOT_SETTABLE = (
 )
 
 RETRY_WORDS = ("connect-failure", "reset", "timeout", "5xx")
-LB_POLICIES = ("round-robin", "least-request", "weighted")
+LB_POLICIES = ("p2c-ewma", "round-robin", "least-request", "weighted")
 # Options that describe the program, not a listener (a listener entry may not set them).
 PROGRAM_LEVEL = {
     "config",
@@ -90,8 +92,8 @@ podkit proxy --listen 127.0.0.1:6379 --upstream tcp://redis-0:6379 --upstream tc
         metavar="URL",
     )
     lb: str = option(
-        "round-robin",
-        help="load balancing: round-robin, least-request, weighted or hash-header:NAME",
+        "p2c-ewma",
+        help="load balancing: p2c-ewma, round-robin, least-request, weighted or hash-header:NAME",
     )
     connect_timeout: float = option("1s", kind="duration", help="timeout to connect to an upstream")
     try_timeout: float | None = option(
@@ -154,6 +156,8 @@ podkit proxy --listen 127.0.0.1:6379 --upstream tcp://redis-0:6379 --upstream tc
         "10s", kind="duration", help="a client must send its request head within this time"
     )
     access_log: bool = option(True, help="one JSON line per request (TCP: per connection)")
+    dns: DnsOptions = DnsOptions.include()
+    tls_in: TlsInOptions = TlsInOptions.include()
     workers: int = option(
         1, help="processes sharing the listen ports with SO_REUSEPORT (metrics: first only)"
     )
@@ -250,7 +254,7 @@ podkit proxy --listen 127.0.0.1:6379 --upstream tcp://redis-0:6379 --upstream tc
             hash_header = name.encode().lower()
         elif lb not in LB_POLICIES:
             raise UsageError(
-                f"--lb: {lb!r} is not one of round-robin, least-request, weighted, hash-header:NAME"
+                f"--lb: {lb!r} is not one of {', '.join(LB_POLICIES)}, hash-header:NAME"
             )
         on: set[str] = set()
         statuses: set[int] = set()
@@ -352,6 +356,8 @@ podkit proxy --listen 127.0.0.1:6379 --upstream tcp://redis-0:6379 --upstream tc
             idle_timeout=float(v["idle_timeout"]),
             header_timeout=float(v["header_timeout"]),
             access_log=bool(v["access_log"]),
+            dns=group_for(DnsOptions, v),
+            tls_in=group_for(TlsInOptions, v),
         )
 
     # -- life cycle ----------------------------------------------------------------

@@ -41,6 +41,7 @@ from .http1 import (
     splice,
 )
 from .listener import BaseListener, Settings, clock
+from .tls_in import XFCC
 from .upstream import BUCKETS, ConnectFailure, Overflow, Upstream
 
 log = logging.getLogger("podkit.proxy")
@@ -232,6 +233,7 @@ class HttpListener(BaseListener):
     def __init__(self, s: Settings) -> None:
         super().__init__(s)
         drop = [n.encode().lower() for n, _ in s.set_headers]
+        drop.append(XFCC)  # only the proxy says who the client is (tls_in.py)
         if s.bearer_token_file:
             drop.append(b"authorization")
         self.rules = RequestRules(drop, s.hash_header, s.preserve_host, s.max_headers)
@@ -265,7 +267,7 @@ class HttpListener(BaseListener):
         for u in self.upstreams:
             t = u.target
             scheme = "https" if t.tls else "http"
-            u.host_line = f"Host: {host_header(t.host, t.port, scheme)}\r\n".encode()
+            u.host_line = f"Host: {host_header(t.server_name, t.port, scheme)}\r\n".encode()
             u.suffix = extra if self.s.preserve_host else u.host_line + extra
 
     def next_id(self) -> bytes:
@@ -382,9 +384,14 @@ class ClientConn(Conn):
         self.picked: Upstream | None = None  # the fast path's choice, for the slow path
         self.handover: tuple[Any, ...] | None = None
         self.flood_limit = lst.s.max_header_bytes + 65536
+        self.identity = b""  # X-Forwarded-Client-Cert line, with mTLS
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        identity = self.lst.client_identity(transport)
+        if identity is None:
+            return  # refused by the mTLS allow-lists: answered 403 and closing
+        self.identity = identity
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]).encode() if peer else b"unknown"
         self.xff_line = b"\r\nX-Forwarded-For: " + self.peer
@@ -819,9 +826,10 @@ class ClientConn(Conn):
         else:
             extra += b"\r\nX-Forwarded-For: " + req.xff + b", " + self.peer
         if req.xfp is None:
-            extra += b"\r\nX-Forwarded-Proto: http"
+            extra += b"\r\nX-Forwarded-Proto: " + self.lst.scheme
         else:
-            extra += b"\r\nX-Forwarded-Proto: " + req.xfp + b", http"
+            extra += b"\r\nX-Forwarded-Proto: " + req.xfp + b", " + self.lst.scheme
+        extra += self.identity
         if req.upgrade is not None:
             extra += b"\r\nConnection: upgrade\r\nUpgrade: " + req.upgrade
         return req.method + b" " + req.target + b" HTTP/1.1" + req.kept + extra + b"\r\n", rid
