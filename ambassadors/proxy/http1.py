@@ -737,6 +737,43 @@ def parse_request(head: bytes, rules: RequestRules) -> Request:
     return req
 
 
+# -- the core's interface ----------------------------------------------------------
+#
+# podkit._http1 is the I/O-free grammar the admin server and the one-shot client use;
+# this is the proxy's parser behind the same call, so the two can be held against each
+# other (tests/unit/test_proxy_http1_core_diff.py). The proxy refuses more on purpose:
+# a second Host, Content-Length with Transfer-Encoding, a Transfer-Encoding other than
+# chunked (501), an HTTP/1.1 request without Host, control characters in values, and
+# versions other than 1.0/1.1.
+
+_ALL_RULES: dict[int, RequestRules] = {}
+_LINE = re.compile(rb"\r\n([^:]+):[ \t]*([^\r]*?)[ \t]*(?=\r\n|$)")
+
+
+def parse_request_head(
+    head: bytes, max_headers: int = MAX_HEADERS
+) -> tuple[str, str, str, list[tuple[str, str]]]:
+    """Method, target, version ("1.0"/"1.1") and (lower-case name, value) pairs, as
+    podkit._http1.parse_request_head returns them; raises its ParseError."""
+    from podkit._http1 import ParseError
+
+    rules = _ALL_RULES.get(max_headers)
+    if rules is None:
+        rules = _ALL_RULES[max_headers] = RequestRules([], None, True, max_headers)
+    try:
+        req = parse_request(head, rules)
+    except ProtocolError as exc:
+        raise ParseError(exc.status, exc.reason) from None
+    i = head.find(b"\r\n")
+    fields = _LINE.findall(head, i) if i >= 0 else []
+    return (
+        req.method.decode("latin-1"),
+        req.target.decode("latin-1"),
+        f"1.{req.minor}",
+        [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in fields],
+    )
+
+
 class Response:
     __slots__ = ("body", "close_client", "head", "keep_alive", "minor", "status", "upgrade")
 
