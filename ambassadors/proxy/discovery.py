@@ -56,6 +56,10 @@ class DnsOptions(OptionGroup):
     )
 
     def check(self) -> None:
+        self.check_dns()
+
+    def check_dns(self) -> None:
+        """(Named apart from check() so a class mixing several groups can call each.)"""
         if self.dns_max_ttl < self.dns_min_ttl:
             raise UsageError(f"{self.flag('dns_max_ttl')}: must not be below --dns-min-ttl")
         if self.dns_resolver:

@@ -52,6 +52,10 @@ class TlsInOptions(OptionGroup):
     )
 
     def check(self) -> None:
+        self.check_tls_in()
+
+    def check_tls_in(self) -> None:
+        """(Named apart from check() so a class mixing several groups can call each.)"""
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise UsageError(f"{self.flag('tls_cert_file')} and --tls-key-file go together")
         if self.tls_client_ca_file and not self.tls_cert_file:
