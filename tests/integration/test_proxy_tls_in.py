@@ -233,3 +233,39 @@ def test_upstream_tls_to_a_certificate_for_another_host_is_refused(
         assert Path(nginx.access_log).read_text().count("GET / ") == 1
     finally:
         nginx.stop()
+
+
+def test_tcp_listener_with_mtls(pki: dict[str, object], nginx_echo: object, tmp_path: Path) -> None:
+    ca = pki["ca"]
+    assert isinstance(ca, TLSFiles)
+    port = free_port()
+    p = ProgramProcess(
+        "proxy",
+        [
+            *("--listen", f"tcp://127.0.0.1:{port}"),
+            *("--upstream", f"tcp://127.0.0.1:{nginx_echo.port}"),  # type: ignore[attr-defined]
+            *("--tls-cert-file", str(ca.server_cert), "--tls-key-file", str(ca.server_key)),
+            *("--tls-client-ca-file", str(ca.ca), "--tls-allow-cn", "batch-job"),
+        ],
+        tmp=tmp_path,
+    )
+
+    def exchange(cert: tuple[Path, Path]) -> bytes:
+        ctx = client_ctx(ca, cert)
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname="localhost") as s,
+        ):
+            s.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            out = b""
+            try:
+                while chunk := s.recv(65536):
+                    out += chunk
+            except (OSError, ssl.SSLError):
+                pass
+            return out
+
+    with p:
+        p.wait_ready()
+        assert exchange(pki["by-cn"]).startswith(b"HTTP/1.1 200")  # type: ignore[arg-type]
+        assert exchange(pki["app"]) == b""  # type: ignore[arg-type]  # not in the list: closed
