@@ -33,9 +33,11 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 # Peak-EWMA (Linkerd's balancer, Envoy's least-request with P2C): the latency estimate
-# decays with this time constant, so an endpoint that was slow a minute ago is
-# forgiven, and jumps straight up to a slower sample (a peak is believed at once).
+# jumps straight up to a slower sample (a peak is believed at once), moves a tenth of
+# the way down with each faster one, and decays with this time constant while the
+# upstream gets nothing, so an endpoint that was slow a minute ago is tried again.
 EWMA_DECAY = 10.0
+EWMA_WEIGHT = 0.1
 # An endpoint that has not answered yet (new, or back from ejection or a failed health
 # check) is assumed as fast as the one it is compared with: a guess lower than the
 # truth would send it every request at once, a higher one none at all.
@@ -247,13 +249,11 @@ class Upstream:
             self.close_idle()
 
     def observe(self, code: int, seconds: float) -> None:
-        now = time.monotonic()
         if seconds >= self.ewma:  # UNMEASURED too
             self.ewma = seconds  # a peak is believed at once
-        else:
-            w = math.exp((self.ewma_at - now) / EWMA_DECAY)
-            self.ewma = self.ewma * w + seconds * (1.0 - w)
-        self.ewma_at = now
+        else:  # per sample here (cheap); latency() adds the decay over idle time
+            self.ewma += (seconds - self.ewma) * EWMA_WEIGHT
+        self.ewma_at = time.monotonic()
         self.requests += 1
         codes = self.codes
         codes[code] = codes.get(code, 0) + 1
@@ -487,8 +487,10 @@ class Balancer:
             a, b = cands[i], cands[j]
             t = time.monotonic()
             la, lb = a.latency(t), b.latency(t)
-            if la < 0 or lb < 0:
-                la = lb = max(la, lb, 1e-6)
+            if lb < 0 <= la:
+                a, b, la, lb = b, a, lb, la
+            if la < 0:  # as fast as its rival: the less loaded wins, a tie it wins itself
+                return a if a.active <= b.active else b
             return a if la * (a.active + 1) <= lb * (b.active + 1) else b
         if policy == "round-robin":
             self.rr += 1

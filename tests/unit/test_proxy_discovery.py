@@ -161,3 +161,37 @@ def test_refresh_follows_ttl_within_bounds_and_keeps_endpoints_on_failure() -> N
     assert Discovery(target, fixed, fake, apply).next_delay(300) == 0.5  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="--dns-max-ttl"):
         DnsOptions(dns_resolver=None, dns_min_ttl=5.0, dns_max_ttl=1.0, dns_refresh=None).check()
+
+
+def test_p2c_ewma_prefers_the_faster_and_the_less_loaded() -> None:
+    from collections import Counter
+
+    from podkit.ambassadors.proxy.upstream import UNMEASURED, Balancer, Upstream
+
+    class S:
+        connect_timeout, max_connections, max_pending = 1.0, 10, 10
+        eject_after, eject_time, max_eject_time, sni = 5, 30.0, 300.0, None
+
+    class Owner:
+        def warn(self, msg: str, extra: dict[str, object]) -> None:
+            pass
+
+    ups = [
+        Upstream(parse_target(f"http://10.0.0.{i}:80", "x", False), S(), Owner()) for i in (1, 2, 3)
+    ]
+    fast, slow, fresh = ups
+    b = Balancer(ups, "p2c-ewma")
+    for _ in range(5):
+        fast.observe(200, 0.001)
+        slow.observe(200, 0.050)
+    assert fresh.ewma == UNMEASURED
+    got = Counter(b.pick(0.0, 100, None, ()) for _ in range(3000))
+    # the slow one loses every pair it is in; the unmeasured one is taken to be as
+    # fast as its rival and, as loaded as it, is tried (it wins both its pairs)
+    assert got[slow] == 0
+    assert 800 < got[fast] < 1200 and 1800 < got[fresh] < 2200
+    slow.observe(200, 0.001)  # one fast answer moves it a tenth of the way down
+    assert 0.040 < slow.ewma < 0.050
+    fast.active = 100  # busy: 100 requests in flight cost more than a slower idle one
+    got = Counter(b.pick(0.0, 1000, None, ()) for _ in range(3000))
+    assert got[fast] < 300
