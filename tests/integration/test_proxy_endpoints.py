@@ -36,6 +36,8 @@ class Backends:
         self.hits: Counter[str] = Counter()
         self.delay: dict[str, float] = {}
         self.headers: dict[str, dict[str, str]] = {}
+        self.health: dict[str, int] = {}
+        self.health_delay: dict[str, float] = {}
 
     def app(self, ip: str) -> web.Application:
         async def ok(request: web.Request) -> web.Response:
@@ -44,8 +46,13 @@ class Backends:
             await asyncio.sleep(float(request.query.get("s", self.delay.get(ip, 0))))
             return web.Response(text=f"ok from {ip}\n")
 
+        async def health(request: web.Request) -> web.Response:
+            await asyncio.sleep(self.health_delay.get(ip, 0))
+            return web.Response(status=self.health.get(ip, 200), text="health\n")
+
         app = web.Application()
         app.router.add_get("/ok", ok)
+        app.router.add_get("/health", health)
         return app
 
     def start(self, ip: str) -> None:
@@ -64,6 +71,14 @@ class Backends:
     def close(self) -> None:
         for ip in list(self.runners):
             self.stop(ip)
+
+        async def rest() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(rest(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
 
@@ -287,3 +302,57 @@ def test_p2c_ewma_sends_fewer_requests_to_a_slow_endpoint(
         slow_share = served["127.0.0.9"] / sum(served.values())
         # round-robin would send it half; P2C over latency x outstanding far fewer
         assert slow_share < 0.2, served
+
+
+def test_a_new_endpoint_takes_traffic_only_after_its_first_passing_health_check(
+    backends: Backends, tmp_path: Path
+) -> None:
+    backends.start("127.0.0.10")
+    backends.start("127.0.0.11")
+    backends.health["127.0.0.11"] = 503  # starting up: not ready yet...
+    backends.health_delay["127.0.0.11"] = 1.5  # ...and slow to say so
+    with (
+        dnsmasq(tmp_path, {"app.test": ["127.0.0.10"]}) as dns,
+        proxy(
+            tmp_path,
+            *("--upstream", f"dns+http://app.test:{backends.port}"),
+            *("--dns-resolver", dns.addr, "--dns-refresh", "0.1s"),
+            *("--health-path", "/health", "--health-interval", "100ms"),
+            *("--health-timeout", "3s"),
+            *("--access-log", "false"),
+        ) as p,
+    ):
+        port = p.port  # type: ignore[attr-defined]
+        dns.set_hosts({"app.test": ["127.0.0.10", "127.0.0.11"]})
+        wait_until(lambda: "127.0.0.11" in in_rotation(p), 10, what=".11 found")
+        # while its first check is under way it is not ready: nothing goes to it
+        for _ in range(30):
+            assert http(f"http://127.0.0.1:{port}/ok")[2] == b"ok from 127.0.0.10\n"
+        assert backends.hits["127.0.0.11"] == 0
+        backends.health["127.0.0.11"] = 200
+        backends.health_delay["127.0.0.11"] = 0
+        wait_until(
+            lambda: http(f"http://127.0.0.1:{port}/ok")[2] == b"ok from 127.0.0.11\n",
+            10,
+            what=".11 to take traffic once healthy",
+        )
+
+
+def test_tcp_mode_endpoints_from_dns(backends: Backends, tmp_path: Path) -> None:
+    backends.start("127.0.0.12")
+    backends.start("127.0.0.13")
+    with dnsmasq(tmp_path, {"kv.test": ["127.0.0.12", "127.0.0.13"]}) as dns:
+        port = free_port()
+        p = ProgramProcess(
+            "proxy",
+            [
+                *("--listen", f"tcp://127.0.0.1:{port}", "--lb", "round-robin"),
+                *("--upstream", f"dns+tcp://kv.test:{backends.port}"),
+                *("--dns-resolver", dns.addr, "--access-log", "false"),
+            ],
+            tmp=tmp_path,
+        )
+        with p:
+            p.wait_ready()
+            got = Counter(http(f"http://127.0.0.1:{port}/ok")[2] for _ in range(6))
+            assert got == {b"ok from 127.0.0.12\n": 3, b"ok from 127.0.0.13\n": 3}
