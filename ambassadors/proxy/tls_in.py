@@ -62,10 +62,8 @@ class TlsInOptions(OptionGroup):
             raise UsageError(f"{self.flag('tls_client_ca_file')} needs --tls-cert-file")
         if (self.tls_allow_san or self.tls_allow_cn) and not self.tls_client_ca_file:
             raise UsageError("--tls-allow-san/--tls-allow-cn need --tls-client-ca-file")
-        for n in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
-            path = getattr(self, n)
-            if path and not os.path.exists(path):
-                raise UsageError(f"{self.flag(n)}: {path}: no such file")
+        # (the files are read when the listener starts, not here: `podkit validate`
+        # parses the flags of a manifest far from the pod's volumes)
 
     @property
     def enabled(self) -> bool:
@@ -93,7 +91,19 @@ class TlsServer:
         self.opts = opts
         self.allow_san = frozenset(opts.tls_allow_san)
         self.allow_cn = frozenset(opts.tls_allow_cn)
-        self.current = self._build()
+        try:
+            self.current = self._build()
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            files = ", ".join(
+                f"{o} {p}"
+                for o, p in (
+                    ("--tls-cert-file", opts.tls_cert_file),
+                    ("--tls-key-file", opts.tls_key_file),
+                    ("--tls-client-ca-file", opts.tls_client_ca_file),
+                )
+                if p
+            )
+            raise UsageError(f"cannot load {files}: {exc}") from None
         self.sig = self._files_sig()
         # The context the socket listens with: it only passes each handshake on to the
         # current one. verify_mode is taken from here, so it is set here too.

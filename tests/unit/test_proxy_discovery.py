@@ -195,3 +195,37 @@ def test_p2c_ewma_prefers_the_faster_and_the_less_loaded() -> None:
     fast.active = 100  # busy: 100 requests in flight cost more than a slower idle one
     got = Counter(b.pick(0.0, 1000, None, ()) for _ in range(3000))
     assert got[fast] < 300
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--tls-key-file", "/k"], "--tls-cert-file"),
+        (["--tls-cert-file", "/c"], "--tls-cert-file"),
+        (["--tls-client-ca-file", "/ca"], "--tls-client-ca-file"),
+        (["--tls-cert-file", "/c", "--tls-key-file", "/k", "--tls-allow-cn", "x"], "--tls-allow"),
+        (["--dns-min-ttl", "5s", "--dns-max-ttl", "1s"], "--dns-max-ttl"),
+        (["--dns-min-ttl", "0s"], "--dns-min-ttl"),
+        (["--dns-resolver", "dns.example"], "--dns-resolver"),
+    ],
+)
+def test_discovery_and_tls_in_flags_are_checked(argv: list[str], flag: str) -> None:
+    from podkit.ambassadors.proxy import Proxy
+
+    from podkit.runner import configure
+
+    with pytest.raises(UsageError, match=flag):
+        configure(Proxy, ["--upstream", "dns+http://api:80", *argv], {})
+
+
+def test_listener_settings_carry_the_groups_and_the_default_policy() -> None:
+    from podkit.ambassadors.proxy import Proxy
+
+    from podkit.runner import configure
+
+    p = configure(Proxy, ["--upstream", "dns+http://api:80", "--dns-refresh", "2s"], {})
+    assert isinstance(p, Proxy)
+    s = p.listener_settings[0]
+    assert s.lb == "p2c-ewma"
+    assert s.dns is not None and s.dns.dns_refresh == 2.0 and s.dns.dns_min_ttl == 1.0
+    assert s.tls_in is not None and not s.tls_in.enabled
