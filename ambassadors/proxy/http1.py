@@ -609,9 +609,9 @@ class RequestRules:
         ]
         if self.hash_name:
             look.append(self.hash_name)
-        self.find = re.compile(
-            rb"\r\n(" + _names_re(look) + rb"):[ \t]*([^\r]*?)[ \t]*(?=\r\n|$)", re.I
-        )
+        # The value is taken greedily and its trailing whitespace stripped in Python: a
+        # lazy match with a look-ahead ran about twice as long (issue 18, unique heads).
+        self.find = re.compile(rb"\r\n(" + _names_re(look) + rb"):[ \t]*([^\r]*)", re.I)
         gone = [
             b"content-length",
             b"transfer-encoding",
@@ -688,6 +688,7 @@ def parse_request(head: bytes, rules: RequestRules) -> Request:
     hash_name = rules.hash_name
     for name, value in rules.find.findall(head, i):
         name = name.lower()
+        value = value.rstrip(b" \t")
         if name == b"host":
             if req.host is not None:
                 raise ProtocolError(400, "more than one Host header")
@@ -789,8 +790,7 @@ class Response:
 BODY_CHUNKED, BODY_EOF, BODY_NONE = -1, -2, -3
 
 _RESP_FIND = re.compile(
-    rb"\r\n(content-length|transfer-encoding|connection|upgrade):[ \t]*([^\r]*?)[ \t]*(?=\r\n|$)",
-    re.I,
+    rb"\r\n(content-length|transfer-encoding|connection|upgrade):[ \t]*([^\r]*)", re.I
 )
 _RESP_DROP = re.compile(
     rb"\r\n(?:connection|keep-alive|proxy-connection|te|trailer|upgrade):[^\r]*", re.I
@@ -821,6 +821,7 @@ def parse_response(head: bytes, method_head: bool, max_headers: int = MAX_HEADER
     resp.upgrade = None
     for name, value in _RESP_FIND.findall(head, i):
         name = name.lower()
+        value = value.rstrip(b" \t")
         if name == b"content-length":
             if not value.isdigit() or len(value) > 18 or cl not in (None, value):
                 raise ProtocolError(502, "malformed Content-Length from upstream")
