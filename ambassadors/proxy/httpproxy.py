@@ -262,8 +262,7 @@ class HttpListener(BaseListener):
         self.id_prefix = os.urandom(6).hex().encode() + b"-"
         self.id_counter = 0
         self.authorities: set[bytes] = set()
-        for u in self.upstreams:
-            t = u.target
+        for t in s.targets:  # as configured: a dns+ target by its name
             host = f"[{t.host}]" if ":" in t.host else t.host
             self.authorities.add(f"{host}:{t.port}".lower().encode())
             if t.port == (443 if t.tls else 80):

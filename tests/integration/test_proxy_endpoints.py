@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import http.client as httpc
 import json
+import socket
 import threading
 import time
 from collections import Counter
@@ -178,6 +179,14 @@ def test_dns_endpoints_change_under_load_without_failures(
         assert code == 200
         who = body.decode().split()[-1]
         assert backends.headers[who]["Host"] == f"api.test:{backends.port}"
+        # an app with HTTP_PROXY set names the Service in an absolute-form target
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            c.sendall(
+                f"GET http://api.test:{backends.port}/ok HTTP/1.1\r\nHost: api.test\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            answer = b"".join(iter(lambda: c.recv(65536), b""))
+        assert answer.startswith(b"HTTP/1.1 200") and b"ok from 127.0.0." in answer
         load = Load(port, clients=4)
         slow: list[int] = []
         try:
