@@ -175,6 +175,9 @@ class BaseListener:
             reuse_address=True,
             reuse_port=self.s.reuse_port or None,
             ssl=self.tls_in.outer if self.tls_in is not None else None,
+            # a client that never finishes its handshake is cut like one that never
+            # finishes its head (asyncio's own default would hold it for 60 s)
+            ssl_handshake_timeout=self.s.header_timeout if self.tls_in is not None else None,
         )
         self.tasks.append(self.loop.create_task(self._sweeper()))
         self.tasks.append(self.loop.create_task(self._maintenance()))

@@ -11,6 +11,7 @@ import http.client as httpc
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,6 +126,7 @@ def test_mtls_allowed_disallowed_and_missing_client_certificates(
         *("--tls-client-ca-file", str(ca.ca)),
         *("--tls-allow-san", "spiffe://cluster/ns/shop/sa/app"),
         *("--tls-allow-cn", "batch-job"),
+        *("--header-timeout", "1s"),
     ) as p:
         port = p.port  # type: ignore[attr-defined]
         # allowed by its URI SAN: the identity reaches the upstream, the forged one not
@@ -147,6 +149,11 @@ def test_mtls_allowed_disallowed_and_missing_client_certificates(
         for cert in (None, pki["foreign"]):
             with pytest.raises((ssl.SSLError, ConnectionResetError, httpc.RemoteDisconnected)):
                 get(port, client_ctx(ca, cert))  # type: ignore[arg-type]
+        # a client that opens a connection and never starts its handshake is cut
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as idle:
+            t0 = time.monotonic()
+            assert idle.recv(1) == b""
+            assert time.monotonic() - t0 < 5
         # plain HTTP on the TLS port gets nowhere either
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
             s.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
