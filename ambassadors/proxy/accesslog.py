@@ -12,6 +12,8 @@ import json
 import re
 import sys
 import time
+from collections.abc import Iterator
+from select import PIPE_BUF
 from typing import Any
 
 from podkit.secrets import scrub
@@ -30,6 +32,9 @@ class AccessLog:
     """JSON access-log lines, batched into one write per event-loop turn."""
 
     def __init__(self, program: str = "proxy") -> None:
+        # --workers share one stderr pipe: a write up to PIPE_BUF is never torn by
+        # another process's, so lines go out in whole-line pieces that size
+        self.shared = False
         self.lines: list[str] = []
         self.size = 0  # characters in `lines`: paths are the client's, up to 8 KiB each
         self.scheduled = False
@@ -82,10 +87,24 @@ class AccessLog:
         self.lines.clear()
         self.size = 0
         try:
-            sys.stderr.write(text)
-            sys.stderr.flush()
+            for piece in whole_lines(text, PIPE_BUF if self.shared else len(text)):
+                sys.stderr.write(piece)
+                sys.stderr.flush()
         except (OSError, ValueError):
             pass
 
 
 ACCESS_LOG = AccessLog()
+
+
+def whole_lines(text: str, limit: int) -> Iterator[str]:
+    """`text` in pieces of whole lines, each at most `limit` long unless one line is."""
+    start = 0
+    while len(text) - start > limit:
+        cut = text.rfind("\n", start, start + limit) + 1
+        if cut <= start:
+            cut = text.find("\n", start + limit) + 1 or len(text)
+        yield text[start:cut]
+        start = cut
+    if start < len(text):
+        yield text[start:]

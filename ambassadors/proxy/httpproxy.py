@@ -50,6 +50,7 @@ from .http1 import (
 from .listener import BaseListener, clock
 from .retries import should_retry
 from .settings import Settings
+from .tls_in import XFCC
 from .upstream import BUCKETS, ConnectFailure, Overflow, Upstream
 
 log = logging.getLogger("podkit.proxy")
@@ -239,6 +240,7 @@ class HttpListener(BaseListener):
         self.fast_ok = self.creds is None
         self.renewals: set[asyncio.Task[None]] = set()
         drop = [n.encode().lower() for n, _ in s.set_headers]
+        drop.append(XFCC)  # only the proxy says who the client is (tls_in.py)
         if self.creds is not None:
             drop += self.creds.drop
         self.rules = RequestRules(drop, s.hash_header, s.preserve_host, s.max_headers)
@@ -248,8 +250,7 @@ class HttpListener(BaseListener):
         self.id_prefix = os.urandom(6).hex().encode() + b"-"
         self.id_counter = 0
         self.authorities: set[bytes] = set()
-        for u in self.upstreams:
-            t = u.target
+        for t in s.targets:  # as configured: a dns+ target by its name
             host = f"[{t.host}]" if ":" in t.host else t.host
             self.authorities.add(f"{host}:{t.port}".lower().encode())
             if t.port == (443 if t.tls else 80):
@@ -290,7 +291,7 @@ class HttpListener(BaseListener):
         for u in self.upstreams:
             t = u.target
             scheme = "https" if t.tls else "http"
-            u.host_line = f"Host: {host_header(t.host, t.port, scheme)}\r\n".encode()
+            u.host_line = f"Host: {host_header(t.server_name, t.port, scheme)}\r\n".encode()
             u.suffix = extra if self.s.preserve_host else u.host_line + extra
 
     def next_id(self) -> bytes:
@@ -409,9 +410,14 @@ class ClientConn(Conn):
         # a body buffered for a replay after a 401 must fit, or reading would pause
         replay = lst.s.replay_max_body if lst.creds is not None else 0
         self.flood_limit = lst.s.max_header_bytes + 65536 + replay
+        self.identity = b""  # X-Forwarded-Client-Cert line, with mTLS
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        identity = self.lst.client_identity(transport)
+        if identity is None:
+            return  # refused by the mTLS allow-lists: answered 403 and closing
+        self.identity = identity
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]).encode() if peer else b"unknown"
         self.xff_line = b"\r\nX-Forwarded-For: " + self.peer
@@ -885,9 +891,10 @@ class ClientConn(Conn):
         else:
             extra += b"\r\nX-Forwarded-For: " + req.xff + b", " + self.peer
         if req.xfp is None:
-            extra += b"\r\nX-Forwarded-Proto: http"
+            extra += b"\r\nX-Forwarded-Proto: " + self.lst.scheme
         else:
-            extra += b"\r\nX-Forwarded-Proto: " + req.xfp + b", http"
+            extra += b"\r\nX-Forwarded-Proto: " + req.xfp + b", " + self.lst.scheme
+        extra += self.identity
         if req.upgrade is not None:
             extra += b"\r\nConnection: upgrade\r\nUpgrade: " + req.upgrade
         return req.method + b" " + req.target + b" HTTP/1.1" + req.kept + extra + b"\r\n", rid

@@ -25,7 +25,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import quote, urlencode
 
 from podkit import UsageError
@@ -33,8 +33,7 @@ from podkit.httpclient import HTTPClientError, fetch
 from podkit.retry import Backoff
 from podkit.secrets import SecretFile, register_secret
 
-if TYPE_CHECKING:
-    from .credentials import CredentialOptions, SigningKey
+from .signing import SigningKey
 
 log = logging.getLogger("podkit.proxy")
 
@@ -57,10 +56,24 @@ def renew_delay(lifetime: float, rng: random.Random) -> float:
     return lifetime * rng.uniform(RENEW_AT - JITTER, RENEW_AT + JITTER)
 
 
+class OAuth2Options(Protocol):
+    """The --oauth2-* options (CredentialOptions has them)."""
+
+    oauth2_token_url: str | None
+    oauth2_client_id: str | None
+    oauth2_client_secret_file: str | None
+    oauth2_client_auth: str
+    oauth2_private_key_file: str | None
+    oauth2_scope: str | None
+    oauth2_audience: str | None
+    oauth2_ca_file: str | None
+    oauth2_timeout: float
+
+
 class OAuth2Client:
     def __init__(
         self,
-        opts: CredentialOptions,
+        opts: OAuth2Options,
         on_change: Callable[[], None],
         rng: random.Random | None = None,
     ) -> None:
@@ -75,8 +88,6 @@ class OAuth2Client:
         )
         self.key: SigningKey | None = None
         if opts.oauth2_client_auth == "private_key_jwt":
-            from .credentials import SigningKey
-
             assert opts.oauth2_private_key_file
             self.key = SigningKey(opts.oauth2_private_key_file)
         self.ssl_ctx: ssl.SSLContext | None = None

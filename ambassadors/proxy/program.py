@@ -7,15 +7,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from typing import Any
-
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
 
 from podkit import Sidecar, UsageError, option
 from podkit.aio import wait_for
@@ -25,8 +17,8 @@ from .accesslog import ACCESS_LOG
 from .httpproxy import HttpListener
 from .listener import BaseListener
 from .settings import ListenerOptions, Settings
+from .stats import Collector, Shared
 from .tcp import TcpListener
-from .upstream import BUCKETS
 
 log = logging.getLogger("podkit.proxy")
 
@@ -49,7 +41,7 @@ podkit proxy --listen 127.0.0.1:6379 --upstream tcp://redis-0:6379 --upstream tc
         1,
         min=1,
         max=64,
-        help="processes sharing the listen ports with SO_REUSEPORT (metrics: first only)",
+        help="processes sharing the listen ports with SO_REUSEPORT (metrics: summed)",
     )
     listeners: Any = option(
         None,
@@ -64,6 +56,7 @@ podkit proxy --listen 127.0.0.1:6379 --upstream tcp://redis-0:6379 --upstream tc
         self.children: list[asyncio.subprocess.Process] = []
         self._reported: set[int] = set()  # workers whose exit was logged
         self.worker = os.environ.get(WORKER_ENV) == "1"
+        self.shared: Shared | None = None
 
     # -- configuration -------------------------------------------------------------
 
@@ -138,7 +131,9 @@ podkit proxy --listen 127.0.0.1:6379 --upstream tcp://redis-0:6379 --upstream tc
                     "upstreams": [t.label for t in s.targets],
                 },
             )
-        self.metrics.registry.register(_Collector(self))
+        self.shared = Shared(self)  # the workers' metrics reach the first process
+        self.metrics.registry.register(Collector(self, self.shared))
+        ACCESS_LOG.shared = self.workers > 1 or self.worker
         if self.workers > 1 and not self.worker:
             await self._spawn_workers()
 
@@ -146,7 +141,8 @@ podkit proxy --listen 127.0.0.1:6379 --upstream tcp://redis-0:6379 --upstream tc
         argv = sys.argv[1:]
         if argv and argv[0] == self.name:
             argv = argv[1:]
-        env = {**os.environ, WORKER_ENV: "1", "PODKIT_ADMIN_ADDR": "off"}
+        assert self.shared is not None
+        env = {**os.environ, WORKER_ENV: "1", "PODKIT_ADMIN_ADDR": "off", **self.shared.env()}
         # Drop `--admin-addr=X` and `--admin-addr X` (both tokens: a stray value would make
         # the worker exit with a usage error); the workers get `--admin-addr off` below.
         kept: list[str] = []
@@ -218,6 +214,8 @@ podkit proxy --listen 127.0.0.1:6379 --upstream tcp://redis-0:6379 --upstream tc
         ACCESS_LOG.flush()
 
     async def cleanup(self) -> None:
+        if self.shared is not None:
+            await self.shared.close()
         for lst in self.servers:
             await lst.close()
         for child in self.children:
@@ -240,137 +238,6 @@ podkit proxy --listen 127.0.0.1:6379 --upstream tcp://redis-0:6379 --upstream tc
 
     def health(self) -> str | None:
         return self._unhealthy
-
-
-class _Collector:
-    """Metrics read from plain counters at scrape time: nothing costs per request."""
-
-    def __init__(self, proxy: Proxy) -> None:
-        self.proxy = proxy
-
-    def collect(self) -> Iterator[Metric]:
-        p = "podkit_proxy_"
-        requests = CounterMetricFamily(
-            p + "requests",
-            "Requests answered, by upstream and status code.",
-            labels=["upstream", "code"],
-        )
-        duration = HistogramMetricFamily(
-            p + "request_duration_seconds",
-            "Time from request head to response end.",
-            labels=["upstream"],
-        )
-        healthy = GaugeMetricFamily(
-            p + "upstream_healthy",
-            "1 when the upstream is healthy and not ejected.",
-            labels=["upstream"],
-        )
-        retries = CounterMetricFamily(
-            p + "retries",
-            "Retries after a failed try, by the upstream that failed.",
-            labels=["upstream"],
-        )
-        ejections = CounterMetricFamily(p + "ejections", "Outlier ejections.", labels=["upstream"])
-        active = GaugeMetricFamily(p + "active_requests", "Requests in flight.")
-        conns = GaugeMetricFamily(
-            p + "upstream_connections", "Open connections to the upstream.", labels=["upstream"]
-        )
-        tcp_conns = CounterMetricFamily(
-            p + "tcp_connections", "TCP-mode connections brokered.", labels=["upstream"]
-        )
-        tcp_bytes = CounterMetricFamily(
-            p + "tcp_bytes", "TCP-mode bytes passed.", labels=["direction"]
-        )
-        unsolicited = CounterMetricFamily(
-            p + "upstream_unsolicited_closed",
-            "Idle pooled connections closed because bytes arrived that no request asked for.",
-            labels=["upstream"],
-        )
-        cache_dropped = CounterMetricFamily(
-            p + "head_cache_dropped",
-            "Parsed heads dropped from (or never put in) the byte-bounded head caches.",
-            labels=["cache"],
-        )
-        cache_bytes = GaugeMetricFamily(
-            p + "head_cache_bytes",
-            "Estimated bytes held by the parsed-head caches (bounded per cache).",
-            labels=["cache"],
-        )
-        dropped = {"request": 0, "response": 0}
-        held = {"request": 0, "response": 0}
-        codes: dict[tuple[str, str], int] = {}
-        hist: dict[str, tuple[list[int], float]] = {}
-        health: dict[str, float] = {}
-        per_up: dict[str, list[int]] = {}
-        bytes_dir = {"to_upstream": 0, "to_client": 0}
-        n_active = 0
-        for lst in self.proxy.servers:
-            now = lst.loop.time()
-            groups: list[tuple[str, dict[int, int], list[int], float]] = [
-                (u.label, u.codes, u.buckets, u.duration_sum) for u in lst.upstreams
-            ]
-            if isinstance(lst, HttpListener):
-                n_active += lst.active
-                groups.append(("none", lst.local_codes, lst.local_buckets, lst.local_sum))
-                dropped["request"] += lst.head_cache.dropped
-                held["request"] += lst.head_cache.used
-                for u in lst.upstreams:
-                    dropped["response"] += u.head_cache.dropped
-                    held["response"] += u.head_cache.used
-            if isinstance(lst, TcpListener):
-                for k, v in lst.bytes.items():
-                    bytes_dir[k] += v
-            for label, cmap, buckets, total in groups:
-                for code, n in cmap.items():
-                    codes[(label, str(code))] = codes.get((label, str(code)), 0) + n
-                b, sm = hist.get(label, ([0] * (len(BUCKETS) + 1), 0.0))
-                hist[label] = ([x + y for x, y in zip(b, buckets, strict=True)], sm + total)
-            for u in lst.upstreams:
-                ok = 1.0 if u.available(now) else 0.0
-                health[u.label] = min(health.get(u.label, 1.0), ok)
-                acc = per_up.setdefault(u.label, [0, 0, 0, 0, 0])
-                acc[0] += u.retries
-                acc[1] += u.ejections_total
-                acc[2] += u.nconns
-                acc[3] += u.tcp_connections
-                acc[4] += u.unsolicited
-        for (label, code_txt), total in sorted(codes.items()):
-            requests.add_metric([label, code_txt], total)
-        for label, (b, sm) in sorted(hist.items()):
-            cum = 0
-            pairs: list[tuple[str, float]] = []
-            for le, count in zip([*(str(x) for x in BUCKETS), "+Inf"], b, strict=True):
-                cum += count
-                pairs.append((le, float(cum)))
-            duration.add_metric([label], pairs, sm)
-        for label, ok in sorted(health.items()):
-            healthy.add_metric([label], ok)
-        for label, acc in sorted(per_up.items()):
-            retries.add_metric([label], acc[0])
-            ejections.add_metric([label], acc[1])
-            conns.add_metric([label], acc[2])
-            tcp_conns.add_metric([label], acc[3])
-            unsolicited.add_metric([label], acc[4])
-        active.add_metric([], n_active)
-        for d, n in bytes_dir.items():
-            tcp_bytes.add_metric([d], n)
-        for kind in ("request", "response"):
-            cache_dropped.add_metric([kind], dropped[kind])
-            cache_bytes.add_metric([kind], held[kind])
-        yield from (
-            requests,
-            duration,
-            healthy,
-            retries,
-            ejections,
-            active,
-            conns,
-            tcp_conns,
-            tcp_bytes,
-            unsolicited,
-            cache_dropped,
-            cache_bytes,
-        )
 
 
 def main() -> None:

@@ -18,11 +18,13 @@ from podkit.http import parse_header
 from podkit.options import resolve
 
 from .credentials import NOT_SETTABLE, CredentialOptions
+from .discovery import DnsOptions
 from .http1 import MAX_HEADERS
+from .tls_in import TlsInOptions
 from .upstream import Target, parse_target
 
 RETRY_WORDS = ("connect-failure", "reset", "timeout", "5xx")
-LB_POLICIES = ("round-robin", "least-request", "weighted")
+LB_POLICIES = ("p2c-ewma", "round-robin", "least-request", "weighted")
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -42,8 +44,8 @@ class Routing:
         metavar="URL",
     )
     lb: str = option(
-        "round-robin",
-        help="load balancing: round-robin, least-request, weighted or hash-header:NAME",
+        "p2c-ewma",
+        help="load balancing: p2c-ewma, round-robin, least-request, weighted or hash-header:NAME",
     )
     connect_timeout: float = option("1s", kind="duration", help="timeout to connect to an upstream")
     try_timeout: float | None = option(
@@ -111,7 +113,7 @@ class Routing:
     access_log: bool = option(True, help="one JSON line per request (TCP: per connection)")
 
 
-class ListenerOptions(CredentialOptions, Routing):
+class ListenerOptions(CredentialOptions, DnsOptions, TlsInOptions, Routing):
     """Every option one listener has: the flags, or one `listeners:` entry in --config."""
 
 
@@ -195,7 +197,7 @@ class Settings(ListenerOptions):
             lb = "hash-header"
         elif lb not in LB_POLICIES:
             raise UsageError(
-                f"--lb: {lb!r} is not one of round-robin, least-request, weighted, hash-header:NAME"
+                f"--lb: {lb!r} is not one of {', '.join(LB_POLICIES)}, hash-header:NAME"
             )
         kinds, statuses = retry_policy(str(v["retry_on"]))
         headers = [parse_header(h, "--set-header") for h in v["set_header"]]
@@ -231,6 +233,8 @@ class Settings(ListenerOptions):
             set_headers=headers,
         )
         s.check_credentials(pre, mode, [n for n, _ in headers])
+        s.check_dns()
+        s.check_tls_in()
         return s
 
 

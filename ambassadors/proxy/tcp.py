@@ -66,6 +66,8 @@ class TcpClient(Conn):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        if self.lst.client_identity(transport) is None:
+            return  # refused by the mTLS allow-lists: closing
         self.lst.conns.add(self)
         self.lst.loop.create_task(self.run())
 

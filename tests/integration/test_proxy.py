@@ -550,6 +550,8 @@ def test_ejection_grows_and_health_checks(farm: ChaosFarm, tmp_path: Path) -> No
         "/health",
         "--health-interval",
         "200ms",
+        "--lb",
+        "round-robin",  # the assertions below count on each upstream's turn
     ) as p:
         key = f"http://127.0.0.1:{a.port}"
         wait_until(lambda: upstreams(p)[key]["healthy"] is False, 5)
@@ -626,7 +628,11 @@ def test_balancing_policies(farm: ChaosFarm, tmp_path: Path) -> None:
     ) as p:
         got = [http(purl(p, "/ok"))[2] for _ in range(40)]
         assert got.count(b"ok from a\n") == 30 and got.count(b"ok from b\n") == 10
-    with proxy(tmp_path, "--upstream", a.url, "--upstream", b.url, "--access-log", "false") as p:
+    with proxy(
+        tmp_path,
+        *("--upstream", a.url, "--upstream", b.url, "--lb", "round-robin"),
+        *("--access-log", "false"),
+    ) as p:
         # strict alternation: the fast path once picked an upstream, found no idle
         # connection to it and let the slow path pick again, so round-robin advanced
         # twice per request and the upstream without a pooled connection never got one
