@@ -324,7 +324,13 @@ class Injector:
     401 can tell whether its credentials are already stale.
     """
 
-    def __init__(self, opts: CredentialOptions, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        opts: CredentialOptions,
+        on_change: Callable[[], None],
+        on_error: Callable[[str, str], None] = lambda reason, message: None,
+    ) -> None:
+        self.on_error = on_error  # the program's record_error: shown on `/`
         self.opts = opts
         self.on_change = on_change
         self.files: list[FileHeader] = []
@@ -355,7 +361,7 @@ class Injector:
         if opts.oauth2_token_url:
             from .oauth2 import OAuth2Client
 
-            self.oauth2 = OAuth2Client(opts, self._token_changed)
+            self.oauth2 = OAuth2Client(opts, self._token_changed, on_error=on_error)
         self._file_lines: list[str] = []
         self._jwt_line = ""
 
@@ -422,6 +428,7 @@ class Injector:
         if self._warned.get(key) != str(exc):  # once per distinct problem
             self._warned[key] = str(exc)
             log.warning(fh.warning, extra={"file": key, "error": str(exc)})
+            self.on_error("credentials", f"{fh.flag} {key}: {exc}")
 
     # -- what requests get ---------------------------------------------------------
 

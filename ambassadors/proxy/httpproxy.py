@@ -235,7 +235,9 @@ class HttpListener(BaseListener):
 
     def __init__(self, s: Settings) -> None:
         super().__init__(s)
-        self.creds = Injector(s, self.refresh_suffixes) if s.any_credentials() else None
+        self.creds = (
+            Injector(s, self.refresh_suffixes, self.report) if s.any_credentials() else None
+        )
         # requests go by the fast path unless credentials are missing or made per request
         self.fast_ok = self.creds is None
         self.renewals: set[asyncio.Task[None]] = set()
@@ -1059,7 +1061,7 @@ class ClientConn(Conn):
         except Overflow as exc:
             return "overflow", str(exc)
         except ConnectFailure as exc:
-            up.failure(lst.now, "connect-failure")
+            up.failure(lst.now, "connect-failure", str(exc))
             lst.warn("cannot connect to upstream", extra={"upstream": up.label, "error": str(exc)})
             return "connect-failure", f"cannot connect to {up.label}: {exc}"
         except DeadlineExceeded:

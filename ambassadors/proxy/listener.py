@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from podkit.aio import wait_for
@@ -91,6 +92,12 @@ class BaseListener:
             ticks.append(s.try_timeout / 5)
         ticks.append(s.timeout / 10)
         self.tick = max(0.01, min(ticks))
+        # set by the program to its record_error before start()
+        self.on_error: Callable[[str, str], None] = lambda reason, message: None
+
+    def report(self, reason: str, message: str) -> None:
+        """A failure the program shows on `/` as its newest error (the caller logs it)."""
+        self.on_error(reason, message)
 
     def warn(self, msg: str, extra: dict[str, Any]) -> None:
         """A warning about a condition that may repeat for every request: rate-limited."""

@@ -76,7 +76,9 @@ class OAuth2Client:
         opts: OAuth2Options,
         on_change: Callable[[], None],
         rng: random.Random | None = None,
+        on_error: Callable[[str, str], None] = lambda reason, message: None,
     ) -> None:
+        self.on_error = on_error  # the program's record_error: shown on `/`
         assert opts.oauth2_token_url and opts.oauth2_client_id
         self.opts = opts
         self.url = opts.oauth2_token_url
@@ -214,6 +216,7 @@ class OAuth2Client:
                 "OAuth2 token request failed; keeping the current token until it expires",
                 extra={"token_url": self.url, "error": self.error},
             )
+            self.on_error("token", f"OAuth2 token request to {self.url} failed: {self.error}")
             if self.token is None:
                 self.on_change()  # requests are refused with this reason now
             return False

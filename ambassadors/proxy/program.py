@@ -112,6 +112,7 @@ podkit proxy --listen 127.0.0.1:6379 --upstream tcp://redis-0:6379 --upstream tc
     async def setup(self) -> None:
         for s in self.listener_settings:
             lst: BaseListener = TcpListener(s) if s.mode == "tcp" else HttpListener(s)
+            lst.on_error = self.record_error
             try:
                 await lst.start()
             except OSError as exc:

@@ -102,7 +102,7 @@ class TcpClient(Conn):
             try:
                 uc = await up.connect(lst.ssl_ctx)
             except ConnectFailure as exc:
-                up.failure(lst.now, "connect-failure")
+                up.failure(lst.now, "connect-failure", str(exc))
                 lst.warn(
                     "cannot connect to upstream", extra={"upstream": up.label, "error": str(exc)}
                 )

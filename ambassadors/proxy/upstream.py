@@ -61,6 +61,8 @@ class Owner(Protocol):
 
     def warn(self, msg: str, extra: dict[str, Any]) -> None: ...
 
+    def report(self, reason: str, message: str) -> None: ...
+
 
 class Overflow(Exception):
     """A per-upstream limit was reached; `why` goes into the x-podkit-proxy header."""
@@ -204,10 +206,12 @@ class Upstream:
     def success(self) -> None:
         self.consecutive_failures = 0
 
-    def failure(self, now: float, why: str) -> None:
+    def failure(self, now: float, why: str, error: str = "") -> None:
         self.failures += 1
         self.consecutive_failures += 1
         s = self.s
+        if why == "connect-failure" and self.listener is not None:
+            self.listener.report("upstream", f"cannot connect to upstream {self.label}: {error}")
         if self.consecutive_failures >= s.eject_after and self.ejected_until <= now:
             if now - self.last_ejection_end > s.max_eject_time:
                 self.ejections = 0  # it behaved for a long while: start over
@@ -217,6 +221,12 @@ class Upstream:
             self.ejected_until = now + period
             self.last_ejection_end = self.ejected_until
             self.consecutive_failures = 0
+            if self.listener is not None:
+                self.listener.report(
+                    "upstream",
+                    f"upstream {self.label} ejected for {period:g}s after {s.eject_after} "
+                    f"failures in a row (last: {why})",
+                )
             log.warning(
                 "upstream ejected",
                 extra={
@@ -241,6 +251,10 @@ class Upstream:
                 log.info("upstream healthy", extra={"upstream": self.label})
             else:
                 log.warning("upstream unhealthy", extra={"upstream": self.label, "error": error})
+                if self.listener is not None:
+                    self.listener.report(
+                        "upstream", f"upstream {self.label} failed its health check: {error}"
+                    )
         self.healthy = ok
         self.health_error = error
         if ok:

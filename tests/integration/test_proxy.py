@@ -570,6 +570,20 @@ def test_ejection_grows_and_health_checks(farm: ChaosFarm, tmp_path: Path) -> No
         a.health_status = b.health_status = 200
 
 
+def test_a_down_upstream_is_the_programs_error(farm: ChaosFarm, tmp_path: Path) -> None:
+    """Issue 23: `/` names the upstream that cannot be reached, then its ejection."""
+    b = farm.start(Chaos("b"))
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with proxy(tmp_path, "--upstream", dead, "--upstream", b.url, "--eject-after", "2") as p:
+        assert "error" not in status(p) or status(p)["error"] is None
+        for _ in range(6):  # connect failures are retried on b: every request succeeds
+            assert http(purl(p, "/ok"))[2] == b"ok from b\n"
+        err = status(p)["error"]
+        assert err["reason"] == "upstream"
+        assert dead in err["message"] and "ejected" in err["message"]
+        assert err["time"].endswith("Z")
+
+
 def test_timeouts_and_limits(farm: ChaosFarm, tmp_path: Path) -> None:
     a = farm.start(Chaos("a"))
     with proxy(

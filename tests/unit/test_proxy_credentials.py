@@ -166,9 +166,13 @@ def test_file_schemes_render_and_keep_the_last_good_value(tmp_path: Path) -> Non
     key.write_text("k2\n")
     inj.tick()
     assert inj.lines.endswith(b"X-Key: k2\r\n") and inj.generation == gen + 1
+    errors: list[tuple[str, str]] = []
+    inj.on_error = lambda *e: errors.append(e)
     key.write_text("k3\x7f\n")  # a control character: kept k2
     inj.tick()
     assert inj.lines.endswith(b"X-Key: k2\r\n")
+    # the program's error on `/` (issue 23) names the flag and the file
+    assert [(r, m.split(":")[0]) for r, m in errors] == [("credentials", f"--header-file {key}")]
     inj.tick()  # nothing changed: no new generation
     assert inj.generation == gen + 1
     basic.write_text("no-colon\n")
@@ -549,7 +553,8 @@ async def test_a_refused_token_request_says_why(tmp_path: Path) -> None:
         str(secret),
     )
     changes: list[int] = []
-    c = OAuth2Client(s, lambda: changes.append(1))
+    errors: list[tuple[str, str]] = []
+    c = OAuth2Client(s, lambda: changes.append(1), on_error=lambda *e: errors.append(e))
     c.check_files()
     runner = await _serve(endpoint)
     try:
@@ -557,6 +562,9 @@ async def test_a_refused_token_request_says_why(tmp_path: Path) -> None:
     finally:
         await runner.cleanup()
     assert c.token is None and changes == [1]  # the refusal reason is published
+    # and is the program's error on `/` (issue 23), naming the endpoint
+    assert errors == [("token", f"OAuth2 token request to {endpoint.url} failed: {c.error}")]
+    assert "401" in c.error
     assert (
         c.why_none() == "no valid OAuth2 access token: token endpoint answered 401 (invalid_client)"
     )
