@@ -637,6 +637,7 @@ class Request:
         "host",
         "keep_alive",
         "kept",
+        "log_head",
         "method",
         "minor",
         "request_id",
@@ -659,6 +660,7 @@ class Request:
     xff: bytes | None
     xfp: bytes | None
     hash_value: bytes | None
+    log_head: str | None  # its access-log fields, made once (a cached head is reused)
 
 
 def _tokens(value: bytes) -> list[bytes]:
@@ -685,6 +687,7 @@ def parse_request(head: bytes, rules: RequestRules) -> Request:
     te: list[bytes] = []
     conn: list[bytes] = []
     req.upgrade = req.host = req.request_id = req.xff = req.xfp = req.hash_value = None
+    req.log_head = None
     hash_name = rules.hash_name
     for name, value in rules.find.findall(head, i):
         name = name.lower()

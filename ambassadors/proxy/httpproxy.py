@@ -774,13 +774,17 @@ class ClientConn(Conn):
     ) -> None:
         # Formatted by hand: json.dumps of a dict per request costs more than the proxying.
         # Only the client-supplied strings need escaping; the rest is numbers and tokens.
-        method = req.method.decode("latin-1") if req else ""
-        path = json_str(req.target) if req else "null"
-        label = f'"{up.label}"' if up else "null"
+        head: str | None = '"method": "", "path": null'
+        if req is not None:
+            head = req.log_head  # a cached head's fields are made once, not per request
+            if head is None:
+                method = req.method.decode("latin-1")
+                head = req.log_head = f'"method": "{method}", "path": {json_str(req.target)}'
+        label = up.log_label if up else "null"
         rid_txt = json_str(rid) if rid else "null"
         reason = f', "proxy_reason": "{why}"' if why else ""
         ACCESS_LOG.add(
-            f'"method": "{method}", "path": {path}, "status": {status}, "upstream": {label}, '
+            f'{head}, "status": {status}, "upstream": {label}, '
             f'"duration_seconds": {total:.6f}, "upstream_seconds": {upstream_time:.6f}, '
             f'"bytes_in": {bytes_in}, "bytes_out": {bytes_out}, "retries": {retries}, '
             f'"request_id": {rid_txt}, "client": "{self.peer_txt}"{reason}}}'

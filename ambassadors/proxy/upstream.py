@@ -150,6 +150,7 @@ class Upstream:
     def __init__(self, target: Target, settings: UpstreamSettings, listener: Owner) -> None:
         self.target = target
         self.label = target.label
+        self.log_label = f'"{self.label}"'  # as the access log writes it
         self.host = target.host
         self.port = target.port
         self.weight = target.weight
