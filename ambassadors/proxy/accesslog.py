@@ -40,14 +40,21 @@ class AccessLog:
         self.scheduled = False
         self.sec = -1
         self.prefix = ""
+        self.ms = -1  # the millisecond `stamp` is for: many requests share one
+        self.stamp = ""
         self.program = program
 
     def time(self, now: float) -> str:
-        sec = int(now)
+        ms = int(now * 1000)
+        if ms == self.ms:
+            return self.stamp
+        sec, frac = divmod(ms, 1000)
         if sec != self.sec:
             self.sec = sec
             self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return f"{self.prefix}.{int((now - sec) * 1000):03d}Z"
+        self.ms = ms
+        self.stamp = f"{self.prefix}.{frac:03d}Z"
+        return self.stamp
 
     def write(self, record: dict[str, Any]) -> None:
         now = time.time()

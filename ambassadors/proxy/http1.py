@@ -241,7 +241,8 @@ class HeadCache(dict[bytes, Any]):
     copy of its lines) plus the objects around it. A full cache is emptied (cheaper
     than tracking age, and the heads that matter come back at once); a head too large
     for an eighth of the budget is never cached. Both are counted in `dropped`.
-    Entries are never mutated after parsing.
+    Entries are never mutated after parsing (a Request's `log_head` is made once from
+    fields that do not change).
     """
 
     __slots__ = ("budget", "dropped", "used")

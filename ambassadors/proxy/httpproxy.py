@@ -783,9 +783,12 @@ class ClientConn(Conn):
         label = up.log_label if up else "null"
         rid_txt = json_str(rid) if rid else "null"
         reason = f', "proxy_reason": "{why}"' if why else ""
+        took = f"{total:.6f}"
+        # the fast path's two times are one (formatting a float is a good part of a line)
+        up_took = took if upstream_time == total else f"{upstream_time:.6f}"
         ACCESS_LOG.add(
             f'{head}, "status": {status}, "upstream": {label}, '
-            f'"duration_seconds": {total:.6f}, "upstream_seconds": {upstream_time:.6f}, '
+            f'"duration_seconds": {took}, "upstream_seconds": {up_took}, '
             f'"bytes_in": {bytes_in}, "bytes_out": {bytes_out}, "retries": {retries}, '
             f'"request_id": {rid_txt}, "client": "{self.peer_txt}"{reason}}}'
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
-from podkit.ambassadors.proxy.accesslog import whole_lines
+from podkit.ambassadors.proxy.accesslog import AccessLog, whole_lines
 from podkit.ambassadors.proxy.stats import PER_UP, families, merge
 from podkit.ambassadors.proxy.upstream import BUCKETS
 
@@ -50,3 +50,13 @@ def test_whole_lines_pieces_keep_every_line_whole(lines: list[str], limit: int) 
     for p in pieces:
         assert p.endswith("\n")
         assert len(p) <= limit or p.count("\n") == 1  # only a line longer than the limit
+
+
+def test_access_log_time_is_made_once_per_millisecond() -> None:
+    a = AccessLog()
+    assert a.time(0.0) == "1970-01-01T00:00:00.000Z"
+    assert a.time(0.0009) == "1970-01-01T00:00:00.000Z"  # the same millisecond
+    assert a.time(0.0010) == "1970-01-01T00:00:00.001Z"
+    assert a.time(59.9995) == "1970-01-01T00:00:59.999Z"
+    assert a.time(60.0) == "1970-01-01T00:01:00.000Z"  # a new second, a new prefix
+    assert a.time(1764892800.25) == "2025-12-05T00:00:00.250Z"
