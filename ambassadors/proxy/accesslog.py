@@ -42,6 +42,8 @@ class AccessLog:
         self.prefix = ""
         self.ms = -1  # the millisecond `stamp` is for: many requests share one
         self.stamp = ""
+        self.start = ""  # an access line's fields before the request's, for `start_ms`
+        self.start_ms = -1
         self.program = program
 
     def time(self, now: float) -> str:
@@ -73,11 +75,15 @@ class AccessLog:
     def add(self, fields: str) -> None:
         """A request line from its JSON fields (without the opening brace)."""
         now = time.time()
+        ms = int(now * 1000)
+        if ms != self.start_ms:  # the line's start changes once a millisecond
+            self.start_ms = ms
+            self.start = (
+                f'{{"time": "{self.time(now)}", "level": "info", "program": "{self.program}", '
+                '"message": "request", '
+            )
         lines = self.lines
-        lines.append(
-            f'{{"time": "{self.time(now)}", "level": "info", "program": "{self.program}", '
-            f'"message": "request", ' + fields
-        )
+        lines.append(self.start + fields)
         self.size += len(fields)
         if not self.scheduled:
             # One write per 20 ms rather than per request: the lines are small and many.

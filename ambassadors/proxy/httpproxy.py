@@ -781,7 +781,12 @@ class ClientConn(Conn):
                 method = req.method.decode("latin-1")
                 head = req.log_head = f'"method": "{method}", "path": {json_str(req.target)}'
         label = up.log_label if up else "null"
-        rid_txt = json_str(rid) if rid else "null"
+        if not rid:
+            rid_txt = "null"
+        elif req is not None and req.request_id is None:
+            rid_txt = f'"{rid.decode()}"'  # made by the proxy: hex, nothing to escape
+        else:
+            rid_txt = json_str(rid)
         reason = f', "proxy_reason": "{why}"' if why else ""
         took = f"{total:.6f}"
         # the fast path's two times are one (formatting a float is a good part of a line)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from podkit.ambassadors.proxy.accesslog import AccessLog, whole_lines
@@ -60,3 +63,22 @@ def test_access_log_time_is_made_once_per_millisecond() -> None:
     assert a.time(59.9995) == "1970-01-01T00:00:59.999Z"
     assert a.time(60.0) == "1970-01-01T00:01:00.000Z"  # a new second, a new prefix
     assert a.time(1764892800.25) == "2025-12-05T00:00:00.250Z"
+
+
+def test_access_line_start_follows_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    import podkit.ambassadors.proxy.accesslog as mod
+
+    a = AccessLog()
+    a.scheduled = True  # no flush: the lines stay in `lines`
+    clock = iter([1.0, 1.0004, 2.5])
+    monkeypatch.setattr(mod.time, "time", lambda: next(clock))
+    a.time(1.0004)  # a TCP line's timestamp in between must not leave the start stale
+    a.add('"x": 1}')
+    a.add('"x": 2}')
+    a.add('"x": 3}')
+    stamps = [json.loads(line)["time"] for line in a.lines]
+    assert stamps == [
+        "1970-01-01T00:00:01.000Z",
+        "1970-01-01T00:00:01.000Z",
+        "1970-01-01T00:00:02.500Z",
+    ]
