@@ -519,6 +519,10 @@ def test_ejection_grows_and_health_checks(farm: ChaosFarm, tmp_path: Path) -> No
         "1s",
         "--retries",
         "0",
+        # a's turns must come: p2c-ewma over two upstreams always compares both, and
+        # once a has answered slower than b (a busy machine) b would win every pick
+        "--lb",
+        "round-robin",
     ) as p:
         # a fails every request; after 2 failures it is ejected and b takes everything
         for _ in range(6):
