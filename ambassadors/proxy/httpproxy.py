@@ -1,21 +1,28 @@
-"""HTTP mode: one coroutine per client connection, bodies pumped outside it."""
+"""HTTP mode: one coroutine per client connection, bodies pumped outside it.
+
+Longer than the 600 lines a module should have, for one reason: ClientConn's
+fast path (served from the sockets' callbacks) and its coroutine path share
+per-connection state and hand requests to each other mid-flight, and reading
+both in one place is what keeps them behaving the same. What is not that
+moved out: the retry decision (retries.py), credentials (credentials.py,
+oauth2.py), settings (settings.py), the access log (accesslog.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import re
-import sys
-import time
 from bisect import bisect_left
-from typing import Any
+from typing import Any, NamedTuple
 
 from podkit.httpclient import HTTPClientError, host_header, read_head
 from podkit.retry import Backoff
-from podkit.secrets import scrub
 
+from .accesslog import ACCESS_LOG as ACCESS_LOG  # tcp.py imports it from here
+from .accesslog import json_str
+from .credentials import Injector
 from .http1 import (
     BODY_CHUNKED,
     BODY_EOF,
@@ -40,7 +47,10 @@ from .http1 import (
     parse_response,
     splice,
 )
-from .listener import BaseListener, Settings, clock
+from .listener import BaseListener, clock
+from .retries import should_retry
+from .settings import Settings
+from .tls_in import XFCC
 from .upstream import BUCKETS, ConnectFailure, Overflow, Upstream
 
 log = logging.getLogger("podkit.proxy")
@@ -125,7 +135,6 @@ class DechunkPump(OwnedPump):
                 self.src.wake()
 
 
-RETRY, RELAY = 0, 1
 # The end of a response head for the client, by [HTTP minor version][keep-alive]: an
 # HTTP/1.0 client keeps the connection only when told, an HTTP/1.1 one unless told.
 _TAILS = (
@@ -133,24 +142,25 @@ _TAILS = (
     (b"\r\nConnection: close\r\n\r\n", b"\r\n\r\n"),
 )
 _HOST_LINE = re.compile(rb"\r\nhost:[^\r]*", re.I)
+# a client that sent this waits for the upstream's 100 before its body: never buffered
+_EXPECT = re.compile(rb"\r\nexpect:[ \t]*100-continue", re.I)
 _FRAMING = re.compile(rb"\r\n(?:content-length|transfer-encoding):[^\r]*", re.I)
-_NEEDS_ESCAPE = re.compile(rb'["\\\x00-\x1f\x7f-\xff]')
-
-
-def _json_str(value: bytes) -> str:
-    """A JSON string literal for client-supplied bytes; plain ASCII skips json.dumps."""
-    if _NEEDS_ESCAPE.search(value) is None:
-        return '"' + value.decode("ascii") + '"'
-    return json.dumps(value.decode("latin-1"))
 
 
 class Fast:
     """A request in flight on the fast path."""
 
-    __slots__ = ("head_out", "interim", "req", "rid", "t0", "uc", "up")
+    __slots__ = ("cred_gen", "head_out", "interim", "req", "rid", "t0", "uc", "up")
 
     def __init__(
-        self, req: Request, up: Upstream, uc: Any, t0: float, rid: bytes, head_out: bytes
+        self,
+        req: Request,
+        up: Upstream,
+        uc: Any,
+        t0: float,
+        rid: bytes,
+        head_out: bytes,
+        cred_gen: int,
     ) -> None:
         self.interim = 0  # 1xx responses passed on so far
         self.req = req
@@ -159,71 +169,65 @@ class Fast:
         self.t0 = t0
         self.rid = rid
         self.head_out = head_out
+        self.cred_gen = cred_gen  # which credentials it was sent with
 
 
-class AccessLog:
-    """JSON access-log lines, batched into one write per event-loop turn."""
+class Exchange:
+    """One request on the slow path: what all its tries share, in one place."""
 
-    def __init__(self, program: str = "proxy") -> None:
-        self.lines: list[str] = []
-        self.size = 0  # characters in `lines`: paths are the client's, up to 8 KiB each
-        self.scheduled = False
-        self.sec = -1
-        self.prefix = ""
-        self.program = program
+    __slots__ = (
+        "body",
+        "cred_gen",
+        "deadline",
+        "head_out",
+        "idempotent",
+        "replayed",
+        "req",
+        "retries",
+        "rid",
+        "stream",
+        "t0",
+        "tried",
+    )
 
-    def time(self, now: float) -> str:
-        sec = int(now)
-        if sec != self.sec:
-            self.sec = sec
-            self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return f"{self.prefix}.{int((now - sec) * 1000):03d}Z"
+    def __init__(
+        self, req: Request, head_out: bytes, body: bytes, stream: bool, t0: float, rid: bytes
+    ) -> None:
+        self.req = req
+        self.head_out = head_out  # the head for the upstream, minus the per-upstream lines
+        self.body = body  # the whole body when it was buffered (replayable), else b""
+        self.stream = stream  # the body is pumped from the client while the try runs
+        self.t0 = t0
+        self.rid = rid
+        self.deadline = 0.0  # set by forward(): t0 + --timeout
+        self.idempotent = req.method in IDEMPOTENT
+        self.tried: list[Upstream] = []
+        self.retries = 0
+        self.replayed = False  # replayed once already with renewed credentials
+        self.cred_gen = 0  # the credentials' generation its last try was sent with
 
-    def write(self, record: dict[str, Any]) -> None:
-        now = time.time()
-        rec = {
-            "time": self.time(now),
-            "level": "info",
-            "program": self.program,
-            "message": "request",
-        }
-        rec.update(record)
-        self.lines.append(json.dumps(rec, separators=(", ", ": ")))
-        if not self.scheduled:
-            self.scheduled = True
-            asyncio.get_running_loop().call_later(0.02, self.flush)
-
-    def add(self, fields: str) -> None:
-        """A request line from its JSON fields (without the opening brace)."""
-        now = time.time()
-        lines = self.lines
-        lines.append(
-            f'{{"time": "{self.time(now)}", "level": "info", "program": "{self.program}", '
-            f'"message": "request", ' + fields
-        )
-        self.size += len(fields)
-        if not self.scheduled:
-            # One write per 20 ms rather than per request: the lines are small and many.
-            self.scheduled = True
-            asyncio.get_running_loop().call_later(0.02, self.flush)
-        elif len(lines) >= 2000 or self.size >= 1 << 20:
-            self.flush()
-
-    def flush(self) -> None:
-        self.scheduled = False
-        if not self.lines:
-            return
-        text = scrub("\n".join(self.lines) + "\n")
-        self.lines.clear()
-        self.size = 0
-        try:
-            sys.stderr.write(text)
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
+    @classmethod
+    def of(cls, f: Fast) -> Exchange:
+        x = cls(f.req, f.head_out, b"", False, f.t0, f.rid)
+        x.cred_gen = f.cred_gen
+        return x
 
 
-ACCESS_LOG = AccessLog()
+class Retry(NamedTuple):
+    """Hand-over from the fast path: its try failed (or got a 401) before any byte
+    reached the client; the coroutine decides what next."""
+
+    fast: Fast
+    kind: str
+    message: str
+
+
+class Relay(NamedTuple):
+    """Hand-over from the fast path: the response head is in, its body still to come."""
+
+    fast: Fast
+    resp: Response
+    t_head: float
 
 
 class HttpListener(BaseListener):
@@ -231,9 +235,16 @@ class HttpListener(BaseListener):
 
     def __init__(self, s: Settings) -> None:
         super().__init__(s)
+        self.creds = (
+            Injector(s, self.refresh_suffixes, self.report) if s.any_credentials() else None
+        )
+        # requests go by the fast path unless credentials are missing or made per request
+        self.fast_ok = self.creds is None
+        self.renewals: set[asyncio.Task[None]] = set()
         drop = [n.encode().lower() for n, _ in s.set_headers]
-        if s.bearer_token_file:
-            drop.append(b"authorization")
+        drop.append(XFCC)  # only the proxy says who the client is (tls_in.py)
+        if self.creds is not None:
+            drop += self.creds.drop
         self.rules = RequestRules(drop, s.hash_header, s.preserve_host, s.max_headers)
         self.active = 0
         self.retrying = 0
@@ -241,8 +252,7 @@ class HttpListener(BaseListener):
         self.id_prefix = os.urandom(6).hex().encode() + b"-"
         self.id_counter = 0
         self.authorities: set[bytes] = set()
-        for u in self.upstreams:
-            t = u.target
+        for t in s.targets:  # as configured: a dns+ target by its name
             host = f"[{t.host}]" if ":" in t.host else t.host
             self.authorities.add(f"{host}:{t.port}".lower().encode())
             if t.port == (443 if t.tls else 80):
@@ -253,19 +263,37 @@ class HttpListener(BaseListener):
     def protocol_factory(self) -> Any:
         return lambda: ClientConn(self)
 
+    async def start(self) -> None:
+        if self.creds is not None:
+            self.creds.load()  # a usage error at start, naming the flag and file
+        await super().start()
+        if self.creds is not None:
+            await self.creds.start()
+
+    async def close(self) -> None:
+        if self.creds is not None:
+            await self.creds.close()
+        for t in list(self.renewals):
+            t.cancel()
+        await super().close()
+
+    def maintain(self) -> None:
+        super().maintain()
+        if self.creds is not None:
+            self.creds.tick()
+
     def refresh_suffixes(self) -> None:
+        """Precompute the header lines added to every upstream request (called again
+        whenever a credential changes)."""
         extra = b"".join(f"{n}: {v}\r\n".encode() for n, v in self.s.set_headers)
-        if self.token is not None:
-            token = self.token.file.value()
-            # RFC 6750 tokens are visible ASCII; a space or control character in a
-            # header value is refused (or misread) by servers, so refuse it here.
-            if not token or not token.isascii() or not token.isprintable() or " " in token:
-                raise ValueError("the bearer token is empty or holds spaces or control characters")
-            extra += f"Authorization: Bearer {token}\r\n".encode()
+        creds = self.creds
+        if creds is not None:
+            extra += creds.lines
+            self.fast_ok = creds.blocked is None and creds.per_request is None
         for u in self.upstreams:
             t = u.target
             scheme = "https" if t.tls else "http"
-            u.host_line = f"Host: {host_header(t.host, t.port, scheme)}\r\n".encode()
+            u.host_line = f"Host: {host_header(t.server_name, t.port, scheme)}\r\n".encode()
             u.suffix = extra if self.s.preserve_host else u.host_line + extra
 
     def next_id(self) -> bytes:
@@ -380,11 +408,18 @@ class ClientConn(Conn):
         self.peer_txt = ""
         self.fast: Fast | None = None
         self.picked: Upstream | None = None  # the fast path's choice, for the slow path
-        self.handover: tuple[Any, ...] | None = None
-        self.flood_limit = lst.s.max_header_bytes + 65536
+        self.handover: Retry | Relay | None = None
+        # a body buffered for a replay after a 401 must fit, or reading would pause
+        replay = lst.s.replay_max_body if lst.creds is not None else 0
+        self.flood_limit = lst.s.max_header_bytes + 65536 + replay
+        self.identity = b""  # X-Forwarded-Client-Cert line, with mTLS
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        identity = self.lst.client_identity(transport)
+        if identity is None:
+            return  # refused by the mTLS allow-lists: answered 403 and closing
+        self.identity = identity
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]).encode() if peer else b"unknown"
         self.xff_line = b"\r\nX-Forwarded-For: " + self.peer
@@ -495,6 +530,8 @@ class ClientConn(Conn):
             ):
                 return False
             cache.put(head, req)
+        if not lst.fast_ok:
+            return False
         up = lst.balancer.pick(lst.now, s.max_requests, req.hash_value, ())
         if up is None:
             return False
@@ -507,7 +544,8 @@ class ClientConn(Conn):
             return False
         t0 = lst.time()
         head_out, rid = self.build_head(req, 0)
-        self.fast = Fast(req, up, uc, t0, rid, head_out)
+        creds = lst.creds
+        self.fast = Fast(req, up, uc, t0, rid, head_out, creds.generation if creds else 0)
         self.state = BUSY
         lst.active += 1
         up.active += 1
@@ -576,23 +614,30 @@ class ClientConn(Conn):
         status = resp.status
         if status >= 500:
             up.failure(lst.now, str(status))
-            if (
-                status in s.retry_statuses
-                and s.retries > 0
-                and req.method in IDEMPOTENT
-                and lst.retrying < max(3.0, s.retry_budget * lst.active)
+            if status in s.retry_statuses and should_retry(
+                s,
+                str(status),
+                idempotent=req.method in IDEMPOTENT,
+                streamed=False,
+                retries=0,
+                retrying=lst.retrying,
+                active=lst.active,
             ):
                 self.fast_fail(str(status), f"{up.label} answered {status}", counted=True)
                 return
         else:
             up.consecutive_failures = 0
+            if status == 401 and lst.creds is not None:
+                # the credentials were refused: renew them and replay (no body to keep)
+                self.fast_fail("unauthorized", f"{up.label} answered 401", counted=True)
+                return
         blen = resp.body
         if blen in (BODY_CHUNKED, BODY_EOF) or (blen > 0 and len(rest) < blen):
             # a body still to come: the coroutine pumps it
             uc.buf += rest
             self.fast = None
             uc.owner = None
-            self.handover = (RELAY, f, resp, lst.loop.time())
+            self.handover = Relay(f, resp, lst.loop.time())
             self.wake()
             return
         keep = req.keep_alive and not lst.draining and not self.eof and not resp.close_client
@@ -646,22 +691,19 @@ class ClientConn(Conn):
             message = f"{f.up.label} closed the connection"
         elif kind == "timeout":
             message = f"{f.up.label} did not answer in time"
-        self.handover = (RETRY, f, kind, message)
+        self.handover = Retry(f, kind, message)
         self.wake()
 
-    async def take_over(self, h: tuple[Any, ...]) -> bool:
-        f: Fast = h[1]
-        if h[0] == RETRY:
-            return await self.forward(
-                f.req, f.head_out, b"", False, f.t0, f.rid, failed=(f.up, h[2], h[3])
-            )
+    async def take_over(self, h: Retry | Relay) -> bool:
+        f = h.fast
+        x = Exchange.of(f)
+        if isinstance(h, Retry):
+            return await self.forward(x, failed=h)
         try:
             if self.closed:  # the client left between the hand-over and now
                 f.uc.abort()
                 return False
-            return await self.relay(
-                f.up, f.uc, f.req, h[2], f.head_out, b"", None, f.t0, f.t0, h[3], f.rid, 0
-            )
+            return await self.relay(x, f.up, f.uc, h.resp, None, f.t0, h.t_head)
         finally:
             f.up.active -= 1
             self.lst.active -= 1
@@ -732,14 +774,26 @@ class ClientConn(Conn):
     ) -> None:
         # Formatted by hand: json.dumps of a dict per request costs more than the proxying.
         # Only the client-supplied strings need escaping; the rest is numbers and tokens.
-        method = req.method.decode("latin-1") if req else ""
-        path = _json_str(req.target) if req else "null"
-        label = f'"{up.label}"' if up else "null"
-        rid_txt = _json_str(rid) if rid else "null"
+        head: str | None = '"method": "", "path": null'
+        if req is not None:
+            head = req.log_head  # a cached head's fields are made once, not per request
+            if head is None:
+                method = req.method.decode("latin-1")
+                head = req.log_head = f'"method": "{method}", "path": {json_str(req.target)}'
+        label = up.log_label if up else "null"
+        if not rid:
+            rid_txt = "null"
+        elif req is not None and req.request_id is None:
+            rid_txt = f'"{rid.decode()}"'  # made by the proxy: hex, nothing to escape
+        else:
+            rid_txt = json_str(rid)
         reason = f', "proxy_reason": "{why}"' if why else ""
+        took = f"{total:.6f}"
+        # the fast path's two times are one (formatting a float is a good part of a line)
+        up_took = took if upstream_time == total else f"{upstream_time:.6f}"
         ACCESS_LOG.add(
-            f'"method": "{method}", "path": {path}, "status": {status}, "upstream": {label}, '
-            f'"duration_seconds": {total:.6f}, "upstream_seconds": {upstream_time:.6f}, '
+            f'{head}, "status": {status}, "upstream": {label}, '
+            f'"duration_seconds": {took}, "upstream_seconds": {up_took}, '
             f'"bytes_in": {bytes_in}, "bytes_out": {bytes_out}, "retries": {retries}, '
             f'"request_id": {rid_txt}, "client": "{self.peer_txt}"{reason}}}'
         )
@@ -789,6 +843,20 @@ class ClientConn(Conn):
                     413, "body-too-large", "request body over --max-body-bytes", t0, req
                 )
             buf = self.buf
+            if (
+                len(buf) < n
+                and lst.creds is not None
+                and n <= s.replay_max_body
+                and not _EXPECT.search(req.kept)
+            ):
+                # buffered whole, so that it can be replayed after a 401
+                self.wait_deadline = t0 + s.timeout
+                if not await self.read_body(n):
+                    if self.closed or self.eof:
+                        return False
+                    return self.refuse(
+                        408, "body-timeout", "request body not received in time", t0, req
+                    )
             if len(buf) >= n:
                 if len(buf) == n:
                     body = bytes(buf)
@@ -800,7 +868,25 @@ class ClientConn(Conn):
                 stream = True
         head_out, rid = self.build_head(req, n)
         self.picked = picked
-        return await self.forward(req, head_out, body, stream, t0, rid)
+        return await self.forward(Exchange(req, head_out, body, stream, t0, rid))
+
+    async def read_body(self, n: int) -> bool:
+        """Wait until `n` body bytes are buffered; False when the client left or was too
+        slow (the sweeper fails the wait at `wait_deadline`)."""
+        buf = self.buf
+        loop = self.lst.loop
+        while len(buf) < n:
+            if self.eof or self.closed:
+                return False
+            fut: asyncio.Future[None] = loop.create_future()
+            self.waiter = self.wait_fut = fut
+            try:
+                await fut
+            except (DeadlineExceeded, ClientGone, UpstreamGone):
+                return False
+            finally:
+                self.wait_fut = None
+        return True
 
     def build_head(self, req: Request, n: int) -> tuple[bytes, bytes]:
         """The request head for the upstream, minus the per-upstream lines, and the request id."""
@@ -819,116 +905,96 @@ class ClientConn(Conn):
         else:
             extra += b"\r\nX-Forwarded-For: " + req.xff + b", " + self.peer
         if req.xfp is None:
-            extra += b"\r\nX-Forwarded-Proto: http"
+            extra += b"\r\nX-Forwarded-Proto: " + self.lst.scheme
         else:
-            extra += b"\r\nX-Forwarded-Proto: " + req.xfp + b", http"
+            extra += b"\r\nX-Forwarded-Proto: " + req.xfp + b", " + self.lst.scheme
+        extra += self.identity
         if req.upgrade is not None:
             extra += b"\r\nConnection: upgrade\r\nUpgrade: " + req.upgrade
         return req.method + b" " + req.target + b" HTTP/1.1" + req.kept + extra + b"\r\n", rid
 
-    async def forward(
-        self,
-        req: Request,
-        head_out: bytes,
-        body: bytes,
-        stream: bool,
-        t0: float,
-        rid: bytes,
-        failed: tuple[Upstream, str, str] | None = None,
-    ) -> bool:
+    async def forward(self, x: Exchange, failed: Retry | None = None) -> bool:
         """Try upstreams until one answers or retrying is no longer allowed."""
         lst = self.lst
         s = lst.s
         loop = lst.loop
         if failed is None:
             lst.active += 1
-        deadline = t0 + s.timeout
-        tried: list[Upstream] = []
-        retries = 0
+        x.deadline = x.t0 + s.timeout
         backoff: Backoff | None = None
-        idempotent = req.method in IDEMPOTENT
-        up: Upstream | None = None
         result: bool | tuple[str, str]
         holding = False  # a retry slot of the budget, from the decision to the try's end
         stale_retried = False
         try:
             while True:
                 if failed is not None:  # the fast path's try failed: continue from there
-                    up, kind, message = failed
+                    x.tried.append(failed.fast.up)
+                    result = (failed.kind, failed.message)
                     failed = None
-                    tried.append(up)
-                    result = (kind, message)
                 else:
                     try:
-                        result = await self.try_one(
-                            req,
-                            head_out,
-                            body,
-                            stream,
-                            deadline,
-                            idempotent,
-                            t0,
-                            rid,
-                            retries,
-                            tried,
-                        )
+                        result = await self.try_one(x, holding)
                     finally:
                         if holding:
                             holding = False
                             lst.retrying -= 1
                 if isinstance(result, bool):
                     return result
-                if result[0] == "no-upstream":
-                    why, msg = lst.balancer.why_none(lst.now)
-                    return self.refuse_local(503, why, msg, t0, req, rid, retries, keep=not stream)
-                up = tried[-1]
-                may_retry = retries < s.retries and lst.retrying < max(
-                    3.0, s.retry_budget * lst.active
-                )
-                # a failure that may be retried: nothing has reached the client yet
                 kind, message = result
+                if kind == "no-upstream":
+                    why, msg = lst.balancer.why_none(lst.now)
+                    return self.refuse_local(x, 503, why, msg, keep=not x.stream)
+                if kind == "no-credentials":
+                    return self.refuse_local(x, 503, "credentials-unavailable", message)
+                up = x.tried[-1]
+                # a failure that may be retried: nothing has reached the client yet
                 if kind == "client-gone":
                     return False
+                if kind == "unauthorized":
+                    # The upstream refused the credentials: renew them (one renewal for
+                    # every request refused alike) and replay once, free of --retries.
+                    x.replayed = True
+                    assert lst.creds is not None
+                    await lst.creds.renew_after_401(x.cred_gen, x.deadline - loop.time())
+                    if self.closed:
+                        return False
+                    x.tried.pop()
+                    continue
                 if kind == "stale":
                     # A keep-alive connection the upstream closed while idle, before any
                     # response byte: the upstream is fine and never saw the request, so
                     # (like Go's net/http) replay it once, free of --retries and the budget,
                     # when that is safe: an idempotent method whose body we still hold.
-                    if not stale_retried and idempotent and not stream and not self.closed:
+                    if not stale_retried and x.idempotent and not x.stream and not self.closed:
                         stale_retried = True
-                        tried.pop()
+                        x.tried.pop()
                         continue
                     kind = "reset"
-                retryable = (
-                    may_retry and self.retry_allowed(kind, idempotent, stream) and not self.closed
-                )
-                if not retryable:
+                if self.closed or not should_retry(
+                    s,
+                    kind,
+                    idempotent=x.idempotent,
+                    streamed=x.stream,
+                    retries=x.retries,
+                    retrying=lst.retrying,
+                    active=lst.active,
+                ):
                     status = 504 if kind == "timeout" else 502
                     if kind == "overflow":
                         status = 503
                     elif kind.isdigit():  # its response was dropped for a retry that then was not
                         status, kind = int(kind), "upstream-" + kind
-                    return self.refuse_local(
-                        status, kind, message, t0, req, rid, retries, up=up, keep=False
-                    )
+                    return self.refuse_local(x, status, kind, message, up=up, keep=False)
                 up.retries += 1
-                retries += 1
+                x.retries += 1
                 lst.retrying += 1
                 holding = True
                 if backoff is None:
                     backoff = Backoff(0.025, 0.25)
                 delay = backoff.next()
-                if loop.time() + delay >= deadline:
+                if loop.time() + delay >= x.deadline:
                     return self.refuse_local(
-                        504,
-                        "timeout",
-                        "no time left to retry",
-                        t0,
-                        req,
-                        rid,
-                        retries,
-                        up=up,
-                        keep=False,
+                        x, 504, "timeout", "no time left to retry", up=up, keep=False
                     )
                 await asyncio.sleep(delay)
                 if self.closed:
@@ -938,105 +1004,76 @@ class ClientConn(Conn):
             if holding:
                 lst.retrying -= 1
 
-    async def try_one(
-        self,
-        req: Request,
-        head_out: bytes,
-        body: bytes,
-        stream: bool,
-        deadline: float,
-        idempotent: bool,
-        t0: float,
-        rid: bytes,
-        retries: int,
-        tried: list[Upstream],
-    ) -> bool | tuple[str, str]:
+    async def try_one(self, x: Exchange, holding: bool) -> bool | tuple[str, str]:
         lst = self.lst
         s = lst.s
+        creds = lst.creds
+        if creds is not None and creds.blocked is not None:
+            why = await creds.wait_usable(x.deadline - lst.loop.time())
+            if why is not None:
+                return "no-credentials", why
         up = self.picked
         if up is not None:
             self.picked = None
-            if tried or not up.available(lst.now) or up.active >= s.max_requests:
+            if x.tried or not up.available(lst.now) or up.active >= s.max_requests:
                 up = None
         if up is None:
-            up = lst.balancer.pick(lst.now, s.max_requests, req.hash_value, tried)
+            up = lst.balancer.pick(lst.now, s.max_requests, x.req.hash_value, x.tried)
         if up is None:
             return "no-upstream", ""
-        tried.append(up)
-        # the budget counts this try when it is a retry (forward() holds its slot)
-        may_retry = retries < s.retries and lst.retrying < max(3.0, s.retry_budget * lst.active) + (
-            1 if retries else 0
-        )
+        x.tried.append(up)
         up.active += 1
         try:
-            return await self.attempt(
-                up, req, head_out, body, stream, deadline, may_retry, idempotent, t0, rid, retries
-            )
+            return await self.attempt(x, up, holding)
         finally:
             up.active -= 1
 
-    def retry_allowed(self, kind: str, idempotent: bool, stream: bool) -> bool:
-        on = self.lst.s.retry_on
-        if kind == "connect-failure":
-            return "connect-failure" in on  # nothing was sent: safe for every method
-        if not idempotent or stream:
-            return False
-        if kind == "reset":
-            return "reset" in on
-        if kind == "timeout":
-            return "timeout" in on or "504" in on
-        return kind in on
-
     def refuse_local(
         self,
+        x: Exchange,
         status: int,
         why: str,
         message: str,
-        t0: float,
-        req: Request,
-        rid: bytes,
-        retries: int,
         up: Upstream | None = None,
         keep: bool = True,
     ) -> bool:
         lst = self.lst
+        req = x.req
         keep = keep and req.keep_alive and not lst.draining and not self.closed
         self.reply(local_reply(status, why, message, close=not keep))
-        dt = lst.loop.time() - t0
+        dt = lst.loop.time() - x.t0
         if up is not None:
             up.observe(status, dt)
         else:
             lst.observe_local(status, dt)
         if lst.s.access_log:
-            self.access(req, status, up, dt, 0.0, 0, 0, retries, rid, why)
+            self.access(req, status, up, dt, 0.0, 0, 0, x.retries, x.rid, why)
         return keep
 
-    async def attempt(
-        self,
-        up: Upstream,
-        req: Request,
-        head_out: bytes,
-        body: bytes,
-        stream: bool,
-        deadline: float,
-        may_retry: bool,
-        idempotent: bool,
-        t0: float,
-        rid: bytes,
-        retries: int,
-    ) -> bool | tuple[str, str]:
-        """One try: relays the response and returns keep-alive, or returns a failure."""
+    async def attempt(self, x: Exchange, up: Upstream, holding: bool) -> bool | tuple[str, str]:
+        """One try: relays the response and returns keep-alive, or returns a failure.
+        `holding`: this try is a retry and holds a slot of the retry budget."""
         lst = self.lst
         s = lst.s
         loop = lst.loop
+        req = x.req
+        creds = lst.creds
+        minted = b""
+        if creds is not None:
+            x.cred_gen = creds.generation
+            if creds.per_request is not None:
+                try:
+                    minted = creds.per_request()
+                except (OSError, ValueError) as exc:
+                    return "no-credentials", f"cannot sign a JWT: {exc}"
         t1 = loop.time()
-        self.wait_deadline = min(deadline, t1 + s.try_timeout) if s.try_timeout else deadline
+        self.wait_deadline = min(x.deadline, t1 + s.try_timeout) if s.try_timeout else x.deadline
         try:
             uc = await up.acquire(self, lst.ssl_ctx, lst.now)
         except Overflow as exc:
             return "overflow", str(exc)
         except ConnectFailure as exc:
-            up.failure(lst.now, "connect-failure")
+            up.failure(lst.now, "connect-failure", str(exc))
             lst.warn("cannot connect to upstream", extra={"upstream": up.label, "error": str(exc)})
             return "connect-failure", f"cannot connect to {up.label}: {exc}"
         except DeadlineExceeded:
@@ -1051,12 +1088,14 @@ class ClientConn(Conn):
         suffix = (
             up.suffix if req.host is not None or not s.preserve_host else up.host_line + up.suffix
         )
-        if body:
-            tr.writelines((head_out, suffix, b"\r\n", body))
+        if minted:
+            suffix += minted
+        if x.body:
+            tr.writelines((x.head_out, suffix, b"\r\n", x.body))
         else:
-            tr.writelines((head_out, suffix, b"\r\n"))
+            tr.writelines((x.head_out, suffix, b"\r\n"))
         req_pump: OwnedPump | None = None
-        if stream:
+        if x.stream:
             framer: Any = (
                 ChunkedFramer(s.max_body_bytes, lst.rules.no_trailer)
                 if req.chunked
@@ -1070,7 +1109,7 @@ class ClientConn(Conn):
                 self.stop_upload(req_pump)
                 uc.abort()
                 why = "body-too-large" if err.status == 413 else "bad-request"
-                self.refuse_local(err.status, why, err.reason, t0, req, rid, retries, keep=False)
+                self.refuse_local(x, err.status, why, err.reason, keep=False)
                 return False
         got_1xx = 0
         try:
@@ -1103,17 +1142,13 @@ class ClientConn(Conn):
             self.stop_upload(req_pump)
             uc.abort()
             up.failure(lst.now, "bad-response")
-            self.refuse_local(
-                502, "bad-response", exc.reason, t0, req, rid, retries, up=up, keep=False
-            )
+            self.refuse_local(x, 502, "bad-response", exc.reason, up=up, keep=False)
             return False
         except ClientBodyError as exc:
             self.stop_upload(req_pump)
             uc.abort()
             why = "body-too-large" if exc.err.status == 413 else "bad-request"
-            self.refuse_local(
-                exc.err.status, why, exc.err.reason, t0, req, rid, retries, keep=False
-            )
+            self.refuse_local(x, exc.err.status, why, exc.err.reason, keep=False)
             return False
         except ClientGone:
             self.stop_upload(req_pump)
@@ -1123,42 +1158,56 @@ class ClientConn(Conn):
         if status >= 500:
             up.failure(lst.now, str(status))
             if (
-                may_retry
-                and status in s.retry_statuses
+                status in s.retry_statuses
                 and req_pump is None
-                and self.retry_allowed(str(status), idempotent, stream)
+                and should_retry(
+                    s,
+                    str(status),
+                    idempotent=x.idempotent,
+                    streamed=x.stream,
+                    retries=x.retries,
+                    retrying=lst.retrying,
+                    active=lst.active,
+                    holding=holding,
+                )
             ):
                 uc.abort()
                 return str(status), f"{up.label} answered {status}"
         else:
             up.success()
+            if status == 401 and creds is not None:
+                if req_pump is None and not x.replayed and len(x.body) <= s.replay_max_body:
+                    uc.abort()  # its body is not wanted: the request goes again
+                    return "unauthorized", f"{up.label} answered 401"
+                self.renew_later(x.cred_gen)  # this 401 goes to the app; the next gets new
         t_head = loop.time()
-        return await self.relay(
-            up, uc, req, resp, head_out, body, req_pump, t0, t1, t_head, rid, retries
-        )
+        return await self.relay(x, up, uc, resp, req_pump, t1, t_head)
+
+    def renew_later(self, generation: int) -> None:
+        creds = self.lst.creds
+        assert creds is not None
+        task = self.lst.loop.create_task(creds.renew_after_401(generation, 60.0))
+        self.lst.renewals.add(task)
+        task.add_done_callback(self.lst.renewals.discard)
 
     async def relay(
         self,
+        x: Exchange,
         up: Upstream,
         uc: Conn,
-        req: Request,
         resp: Response,
-        head_out: bytes,
-        body: bytes,
         req_pump: OwnedPump | None,
-        t0: float,
         t1: float,
         t_head: float,
-        rid: bytes,
-        retries: int,
     ) -> bool:
         """Pass the response (head already parsed) to the client; True to keep the connection."""
         lst = self.lst
         s = lst.s
         loop = lst.loop
+        req = x.req
         status = resp.status
         if status == 101:
-            return await self.tunnel(up, uc, req, resp, t0, rid, retries)
+            return await self.tunnel(x, up, uc, resp)
         blen = resp.body
         dechunk = blen == BODY_CHUNKED and req.minor == 0
         keep = (
@@ -1225,11 +1274,12 @@ class ClientConn(Conn):
         if not ok:
             keep = False
         t_end = loop.time()
-        dt = t_end - t0
+        dt = t_end - x.t0
         up.observe(status, dt)
         if s.access_log:
-            bytes_in = len(head_out) + (len(body) if body else (req_pump.nbytes if req_pump else 0))
-            self.access(req, status, up, dt, t_head - t1, bytes_in, sent, retries, rid)
+            sent_body = len(x.body) if x.body else (req_pump.nbytes if req_pump else 0)
+            bytes_in = len(x.head_out) + sent_body
+            self.access(req, status, up, dt, t_head - t1, bytes_in, sent, x.retries, x.rid)
         return keep
 
     def stop_upload(self, pump: OwnedPump | None) -> None:
@@ -1240,23 +1290,14 @@ class ClientConn(Conn):
                 pump.done.set_result(UpstreamGone("upload abandoned"))
             self.req_pump = None
 
-    async def tunnel(
-        self, up: Upstream, uc: Conn, req: Request, resp: Any, t0: float, rid: bytes, retries: int
-    ) -> bool:
+    async def tunnel(self, x: Exchange, up: Upstream, uc: Conn, resp: Response) -> bool:
         """After 101 Switching Protocols both sides speak their own protocol: pipe raw bytes."""
         lst = self.lst
+        req = x.req
         if req.upgrade is None or resp.upgrade is None:
             uc.abort()
             self.refuse_local(
-                502,
-                "bad-response",
-                "unrequested 101 from upstream",
-                t0,
-                req,
-                rid,
-                retries,
-                up=up,
-                keep=False,
+                x, 502, "bad-response", "unrequested 101 from upstream", up=up, keep=False
             )
             return False
         self.transport.write(
@@ -1264,9 +1305,9 @@ class ClientConn(Conn):
         )
         self.state = TUNNEL
         lst.tunnels += 1
-        up.observe(101, lst.loop.time() - t0)
+        up.observe(101, lst.loop.time() - x.t0)
         if lst.s.access_log:
-            self.access(req, 101, up, lst.loop.time() - t0, 0.0, 0, 0, retries, rid)
+            self.access(req, 101, up, lst.loop.time() - x.t0, 0.0, 0, 0, x.retries, x.rid)
         a = self.req_pump = OwnedPump(self, uc, EofFramer(), self)
         b = self.resp_pump = OwnedPump(uc, self, EofFramer(), self)
         a.start()

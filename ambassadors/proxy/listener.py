@@ -1,4 +1,4 @@
-"""What every listener shares: its settings, upstreams, health checks, TLS and clock."""
+"""What every listener shares: its upstreams, health checks, TLS and clock."""
 
 from __future__ import annotations
 
@@ -6,61 +6,30 @@ import asyncio
 import logging
 import os
 import ssl
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
-from podkit import UsageError
 from podkit.aio import wait_for
-from podkit.http import BearerToken, ssl_context
+from podkit.http import ssl_context
 from podkit.logs import RateLimited
 
 from . import http1
+from .discovery import Discovery, Endpoint, make_resolver
+from .settings import Settings as Settings  # re-exported: upstream.py names it from here
+from .tls_in import TlsServer
 from .upstream import Balancer, Target, Upstream
 
 log = logging.getLogger("podkit.proxy")
 
 
-@dataclass
-class Settings:
-    """One listener's resolved settings (flags, env and config merged and converted)."""
-
-    listen: str
-    mode: str  # http or tcp
-    host: str
-    port: int
-    targets: list[Target]
-    lb: str = "round-robin"
-    hash_header: bytes | None = None
-    connect_timeout: float = 1.0
-    try_timeout: float | None = None
-    timeout: float = 15.0
-    retries: int = 2
-    retry_on: frozenset[str] = frozenset()
-    retry_statuses: frozenset[int] = frozenset()
-    retry_budget: float = 0.2
-    max_connections: int = 1024
-    max_pending: int = 1024
-    max_requests: int = 1024
-    eject_after: int = 5
-    eject_time: float = 30.0
-    max_eject_time: float = 300.0
-    health_path: str | None = None
-    health_interval: float = 5.0
-    health_timeout: float = 2.0
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    sni: str | None = None
-    bearer_token_file: str | None = None
-    set_headers: list[tuple[str, str]] = field(default_factory=list)
-    preserve_host: bool = False
-    max_header_bytes: int = 8192
-    max_headers: int = http1.MAX_HEADERS
-    max_body_bytes: int | None = None
-    idle_timeout: float = 60.0
-    header_timeout: float = 10.0
-    access_log: bool = True
-    reuse_port: bool = False
+def _service_name(target: Target) -> str:
+    """The name a dns+/dnssrv+ target's endpoints are known by (Host header, TLS name):
+    `_http._tcp.api.ns.svc` -> `api.ns.svc`."""
+    labels = target.host.rstrip(".").split(".")
+    if target.discover == "dnssrv":
+        while labels and labels[0].startswith("_"):
+            labels.pop(0)
+    return ".".join(labels)
 
 
 class Clock:
@@ -89,8 +58,21 @@ class BaseListener:
         self.s = s
         self.loop = asyncio.get_running_loop()
         self.time = self.loop.time
-        self.upstreams = [Upstream(t, s, self) for t in s.targets]
+        self.upstreams = [Upstream(t, s, self) for t in s.targets if not t.discover]
         self.balancer = Balancer(self.upstreams, s.lb)
+        # dns+/dnssrv+ targets: their endpoints, as DNS last named them
+        self.found: dict[int, dict[Endpoint, Upstream]] = {}
+        self.discoveries: list[Discovery] = []
+        discovered = [t for t in s.targets if t.discover]
+        if discovered:
+            resolver = make_resolver(s)
+            for t in discovered:
+                self.found[id(t)] = {}
+                d = Discovery(t, s, resolver, self.set_endpoints)
+                self.discoveries.append(d)
+        self.health_tasks: dict[Upstream, asyncio.Task[None]] = {}
+        self.tls_in = TlsServer(s) if s.tls_enabled else None
+        self.scheme = b"https" if self.tls_in is not None else b"http"
         self.server: asyncio.Server | None = None
         self.conns: set[Any] = set()
         self.draining = False
@@ -98,7 +80,6 @@ class BaseListener:
         clock.now = self.now
         self.ssl_ctx: ssl.SSLContext | None = None
         self._tls_sig: tuple[Any, ...] = ()
-        self.token = BearerToken(s.bearer_token_file) if s.bearer_token_file else None
         self.tasks: list[asyncio.Task[Any]] = []
         self.errors = RateLimited(log, 10.0)
         self.needs_tls = any(t.tls for t in s.targets)
@@ -111,6 +92,12 @@ class BaseListener:
             ticks.append(s.try_timeout / 5)
         ticks.append(s.timeout / 10)
         self.tick = max(0.01, min(ticks))
+        # set by the program to its record_error before start()
+        self.on_error: Callable[[str, str], None] = lambda reason, message: None
+
+    def report(self, reason: str, message: str) -> None:
+        """A failure the program shows on `/` as its newest error (the caller logs it)."""
+        self.on_error(reason, message)
 
     def warn(self, msg: str, extra: dict[str, Any]) -> None:
         """A warning about a condition that may repeat for every request: rate-limited."""
@@ -123,10 +110,10 @@ class BaseListener:
         if self.needs_tls or self.s.ca_file or self.s.cert_file:
             self.ssl_ctx = self._make_ssl()
             self._tls_sig = self._tls_files_sig()
-        try:
-            self.refresh_suffixes()
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"--bearer-token-file {self.s.bearer_token_file}: {exc}") from None
+        self.refresh_suffixes()
+        # The first answer is waited for, so the proxy is ready with its endpoints (a
+        # failed lookup is logged and retried: requests get 503 until one succeeds).
+        delays = [await d.once() for d in self.discoveries]
         self.server = await self.loop.create_server(
             self.protocol_factory(),
             self.s.host,
@@ -134,12 +121,100 @@ class BaseListener:
             backlog=1024,
             reuse_address=True,
             reuse_port=self.s.reuse_port or None,
+            ssl=self.tls_in.outer if self.tls_in is not None else None,
+            # a client that never finishes its handshake is cut like one that never
+            # finishes its head (asyncio's own default would hold it for 60 s)
+            ssl_handshake_timeout=self.s.header_timeout if self.tls_in is not None else None,
         )
         self.tasks.append(self.loop.create_task(self._sweeper()))
         self.tasks.append(self.loop.create_task(self._maintenance()))
+        for d, delay in zip(self.discoveries, delays, strict=True):
+            self.tasks.append(self.loop.create_task(d.run(delay)))
         if self.wants_health_checks():
             for u in self.upstreams:
-                self.tasks.append(self.loop.create_task(self._health_loop(u)))
+                self._watch(u)
+
+    def _watch(self, u: Upstream) -> None:
+        self.health_tasks[u] = self.loop.create_task(self._health_loop(u))
+
+    # -- endpoints found in DNS ----------------------------------------------------
+
+    async def set_endpoints(self, target: Target, endpoints: list[Endpoint]) -> None:
+        """Put `endpoints` in rotation for `target`: new ones once warm, gone ones drained
+        (their in-flight requests finish; their connections close instead of pooling)."""
+        have = self.found[id(target)]
+        name = _service_name(target)
+        added: list[Upstream] = []
+        for e in endpoints:
+            if e not in have:
+                host = f"[{e.host}]" if ":" in e.host else e.host
+                t = Target(
+                    f"{target.scheme}://{host}:{e.port}",
+                    target.scheme,
+                    e.host,
+                    e.port,
+                    e.weight,
+                    name=name,
+                )
+                added.append(Upstream(t, self.s, self))
+        if added:
+            await self._warm(added)
+        gone = [u for e, u in have.items() if e not in endpoints]
+        keep = {e: u for e, u in have.items() if e in endpoints}
+        for u in added:
+            keep[Endpoint(u.host, u.port, u.weight)] = u
+        self.found[id(target)] = keep
+        for u in gone:
+            u.retire()
+            task = self.health_tasks.pop(u, None)
+            if task is not None:
+                task.cancel()
+        static = [u for u in self.upstreams if not u.target.name]
+        self.upstreams = static + [u for m in self.found.values() for u in m.values()]
+        self.balancer.set(self.upstreams)
+        try:
+            self.refresh_suffixes()
+        except (OSError, ValueError) as exc:
+            self.warn("cannot refresh request headers", extra={"error": str(exc)})
+        if gone or added:
+            log.info(
+                "endpoints updated",
+                extra={
+                    "listen": self.s.listen,
+                    "added": [u.label for u in added],
+                    "draining": [u.label for u in gone],
+                },
+            )
+
+    async def _warm(self, added: list[Upstream]) -> None:
+        """New endpoints take traffic only once ready: with --health-path after their
+        first passing check, otherwise with one connection already open (HTTP) or one
+        probe connection made (TCP). One that is not ready in time joins anyway, and the
+        ordinary connect failure, retry and ejection rules deal with it."""
+        if self.wants_health_checks() and self.s.health_path is not None:
+            for u in added:
+                u.healthy = False
+                u.health_error = "not checked yet"
+                self._watch(u)
+            return
+
+        async def one(u: Upstream) -> None:
+            try:
+                c = await u.connect(self.ssl_ctx)
+            except Exception as exc:
+                self.warn(
+                    "new endpoint not reachable yet", extra={"upstream": u.label, "error": str(exc)}
+                )
+                return
+            if self.kind == "http":
+                u.release(c, self.loop.time())
+            else:
+                c.close()
+
+        await asyncio.gather(*(one(u) for u in added))
+        if self.wants_health_checks():
+            for u in added:
+                self._watch(u)
 
     def protocol_factory(self) -> Any:
         raise NotImplementedError
@@ -168,6 +243,9 @@ class BaseListener:
         return len(self.conns)
 
     async def close(self) -> None:
+        for t in self.health_tasks.values():
+            t.cancel()
+        self.tasks += self.health_tasks.values()
         for t in self.tasks:
             t.cancel()
         for t in self.tasks:
@@ -206,15 +284,6 @@ class BaseListener:
         for u in self.upstreams:
             if u.idle:
                 u.close_idle(older_than=now - self.s.idle_timeout)
-        if self.token is not None and self.token.file.changed():
-            try:
-                self.refresh_suffixes()
-                log.info("bearer token reloaded", extra={"file": self.s.bearer_token_file})
-            except (OSError, ValueError) as exc:
-                self.warn(
-                    "cannot use the bearer token file; keeping the old token",
-                    extra={"file": self.s.bearer_token_file, "error": str(exc)},
-                )
         if self.ssl_ctx is not None:
             sig = self._tls_files_sig()
             if sig != self._tls_sig:
@@ -230,6 +299,36 @@ class BaseListener:
                     log.info("client TLS files reloaded")
                     for u in self.upstreams:  # new connections use the new files
                         u.close_idle()
+        if self.tls_in is not None:
+            err = self.tls_in.reload()
+            if err is not None:
+                self.warn(
+                    "cannot load the listener's TLS files; keeping the old ones",
+                    extra={"error": err},
+                )
+
+    def client_identity(self, transport: Any) -> bytes | None:
+        """The header line naming the client's verified certificate (b"" without mTLS);
+        None when the allow-lists refuse it: then it has been answered and is closing."""
+        if self.tls_in is None:
+            return b""
+        identity = self.tls_in.identity(transport)
+        if identity is None:
+            cert = transport.get_extra_info("peercert") or {}
+            self.warn(
+                "client certificate not allowed; closing",
+                extra={
+                    "listen": self.s.listen,
+                    "subject": str(cert.get("subject", "")),
+                    "san": str(cert.get("subjectAltName", "")),
+                },
+            )
+            if self.kind == "http":
+                transport.write(
+                    http1.local_reply(403, "client-not-allowed", "client certificate not allowed")
+                )
+            transport.close()
+        return identity
 
     def _tls_files_sig(self) -> tuple[Any, ...]:
         return (_file_sig(self.s.ca_file), _file_sig(self.s.cert_file), _file_sig(self.s.key_file))
@@ -264,7 +363,7 @@ class BaseListener:
         kw: dict[str, Any] = {}
         if u.target.tls:
             kw["ssl"] = self.ssl_ctx
-            kw["server_hostname"] = self.s.sni or u.host
+            kw["server_hostname"] = self.s.sni or u.target.server_name
         return await asyncio.open_connection(u.host, u.port, **kw)
 
     # -- status --------------------------------------------------------------------

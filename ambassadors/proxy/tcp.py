@@ -66,6 +66,8 @@ class TcpClient(Conn):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        if self.lst.client_identity(transport) is None:
+            return  # refused by the mTLS allow-lists: closing
         self.lst.conns.add(self)
         self.lst.loop.create_task(self.run())
 
@@ -100,7 +102,7 @@ class TcpClient(Conn):
             try:
                 uc = await up.connect(lst.ssl_ctx)
             except ConnectFailure as exc:
-                up.failure(lst.now, "connect-failure")
+                up.failure(lst.now, "connect-failure", str(exc))
                 lst.warn(
                     "cannot connect to upstream", extra={"upstream": up.label, "error": str(exc)}
                 )

@@ -1,16 +1,24 @@
-"""Upstreams: address, keep-alive pool, limits, outlier ejection, health, and balancing."""
+"""Upstreams: address, keep-alive pool, limits, outlier ejection, health, and balancing.
+
+This module knows nothing of listeners: what it needs from one (a few settings and a
+rate-limited warning) is stated as the two Protocols below, so `listener` imports
+`upstream` and never the other way round.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import random
 import ssl
+import time
 import zlib
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from podkit import UsageError
@@ -18,13 +26,42 @@ from podkit.aio import wait_for
 
 from .http1 import Conn, DeadlineExceeded, HeadCache
 
-if TYPE_CHECKING:
-    from .listener import Settings
-
 log = logging.getLogger("podkit.proxy")
 
 # The histogram's buckets, in seconds (Prometheus' defaults, finer at the low end).
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+# Peak-EWMA (Linkerd's balancer, Envoy's least-request with P2C): the latency estimate
+# jumps straight up to a slower sample (a peak is believed at once), moves a tenth of
+# the way down with each faster one, and decays with this time constant while the
+# upstream gets nothing, so an endpoint that was slow a minute ago is tried again.
+EWMA_DECAY = 10.0
+EWMA_WEIGHT = 0.1
+# An endpoint that has not answered yet (new, or back from ejection or a failed health
+# check) is assumed as fast as the one it is compared with: a guess lower than the
+# truth would send it every request at once, a higher one none at all.
+UNMEASURED = -1.0
+
+
+class UpstreamSettings(Protocol):
+    """The settings an upstream reads (a listener's Settings has them all)."""
+
+    connect_timeout: float
+    max_connections: int
+    max_pending: int
+    eject_after: int
+    eject_time: float
+    max_eject_time: float
+    sni: str | None
+
+
+class Owner(Protocol):
+    """The listener an upstream belongs to, as far as the upstream is concerned."""
+
+    def warn(self, msg: str, extra: dict[str, Any]) -> None: ...
+
+    def report(self, reason: str, message: str) -> None: ...
 
 
 class Overflow(Exception):
@@ -46,10 +83,18 @@ class Target:
     host: str
     port: int
     weight: int
+    # "dns" (A/AAAA) or "dnssrv" (SRV): `host` is a name whose records are the endpoints
+    discover: str | None = None
+    # the name an endpoint found by DNS was found under: its Host header and TLS name
+    name: str | None = None
 
     @property
     def tls(self) -> bool:
         return self.scheme in ("https", "tcps")
+
+    @property
+    def server_name(self) -> str:
+        return self.name or self.host
 
     @property
     def label(self) -> str:
@@ -57,8 +102,14 @@ class Target:
         return f"{self.scheme}://{host}:{self.port}"
 
 
+DISCOVERY = ("dns", "dnssrv")
+
+
 def parse_target(text: str, where: str, tcp: bool) -> Target:
-    """`http://host:port;weight=3` -> Target; raises UsageError naming `where`."""
+    """`http://host:port;weight=3` -> Target; raises UsageError naming `where`.
+
+    `dns+http://name:port` and `dnssrv+http://_port._proto.name` name endpoints to be
+    found in DNS (see discovery.py); the Target then stands for all of them."""
     url, *params = [p.strip() for p in str(text).split(";")]
     weight = 1
     for p in params:
@@ -72,25 +123,34 @@ def parse_target(text: str, where: str, tcp: bool) -> Target:
     except ValueError as exc:
         raise UsageError(f"{where}: {text!r}: {exc}") from None
     allowed = ("tcp", "tcps") if tcp else ("http", "https")
-    if parts.scheme not in allowed or not parts.hostname:
+    discover, _, scheme = parts.scheme.rpartition("+")
+    if discover and discover not in DISCOVERY:
+        scheme = parts.scheme  # refused below
+    if scheme not in allowed or not parts.hostname:
         raise UsageError(
             f"{where}: {text!r} must be {' or '.join(s + '://HOST:PORT' for s in allowed)}"
+            f" (or dns+{allowed[0]}://NAME:PORT, dnssrv+{allowed[0]}://_PORT._PROTO.NAME)"
         )
     if parts.path not in ("", "/") or parts.query or parts.username:
         raise UsageError(f"{where}: {text!r}: no path, query or credentials in an upstream URL")
+    if discover == "dnssrv":
+        if port is not None:
+            raise UsageError(f"{where}: {text!r}: the SRV records give the port; drop ':{port}'")
+        return Target(url, scheme, parts.hostname, 0, weight, discover="dnssrv")
     if port is None:
-        if parts.scheme in ("tcp", "tcps"):
+        if scheme in ("tcp", "tcps"):
             raise UsageError(f"{where}: {text!r} needs a port")
-        port = 443 if parts.scheme == "https" else 80
-    return Target(url, parts.scheme, parts.hostname, port, weight)
+        port = 443 if scheme == "https" else 80
+    return Target(url, scheme, parts.hostname, port, weight, discover=discover or None)
 
 
 class Upstream:
     """One upstream server with its connection pool and health state."""
 
-    def __init__(self, target: Target, settings: Settings, listener: Any) -> None:
+    def __init__(self, target: Target, settings: UpstreamSettings, listener: Owner) -> None:
         self.target = target
         self.label = target.label
+        self.log_label = f'"{self.label}"'  # as the access log writes it
         self.host = target.host
         self.port = target.port
         self.weight = target.weight
@@ -107,6 +167,11 @@ class Upstream:
         self.ejections = 0
         self.last_ejection_end = 0.0
         self.current_weight = 0  # smooth weighted round robin
+        self.ewma = UNMEASURED  # peak-EWMA of request latency, seconds
+        self.ewma_at = time.monotonic()
+        # taken out of rotation (DNS no longer names it): in-flight requests finish,
+        # no new ones come, and its connections close instead of going back to the pool
+        self.retired = False
         self.hash_key = target.label.encode()
         # counters read by the metrics collector and the status page
         self.requests = 0
@@ -125,15 +190,29 @@ class Upstream:
     # -- state -------------------------------------------------------------------
 
     def available(self, now: float) -> bool:
-        return self.healthy and self.ejected_until <= now
+        return self.healthy and self.ejected_until <= now and not self.retired
+
+    def retire(self) -> None:
+        self.retired = True
+        self.close_idle()
+        while self.pending:  # waiters go and connect elsewhere... or here, and finish
+            self.wake_pending()
+
+    def latency(self, now: float) -> float:
+        """The latency estimate, decayed since the last sample (UNMEASURED if none)."""
+        if self.ewma < 0:
+            return UNMEASURED
+        return max(self.ewma * math.exp((self.ewma_at - now) / EWMA_DECAY), 1e-6)
 
     def success(self) -> None:
         self.consecutive_failures = 0
 
-    def failure(self, now: float, why: str) -> None:
+    def failure(self, now: float, why: str, error: str = "") -> None:
         self.failures += 1
         self.consecutive_failures += 1
         s = self.s
+        if why == "connect-failure" and self.listener is not None:
+            self.listener.report("upstream", f"cannot connect to upstream {self.label}: {error}")
         if self.consecutive_failures >= s.eject_after and self.ejected_until <= now:
             if now - self.last_ejection_end > s.max_eject_time:
                 self.ejections = 0  # it behaved for a long while: start over
@@ -143,6 +222,12 @@ class Upstream:
             self.ejected_until = now + period
             self.last_ejection_end = self.ejected_until
             self.consecutive_failures = 0
+            if self.listener is not None:
+                self.listener.report(
+                    "upstream",
+                    f"upstream {self.label} ejected for {period:g}s after {s.eject_after} "
+                    f"failures in a row (last: {why})",
+                )
             log.warning(
                 "upstream ejected",
                 extra={
@@ -157,14 +242,20 @@ class Upstream:
     def uneject(self, why: str) -> None:
         if self.ejected_until:
             self.ejected_until = 0.0
+            self.ewma = UNMEASURED
             log.info("upstream back in service", extra={"upstream": self.label, "reason": why})
 
     def set_health(self, ok: bool, error: str = "") -> None:
         if ok != self.healthy:
             if ok:
+                self.ewma = UNMEASURED
                 log.info("upstream healthy", extra={"upstream": self.label})
             else:
                 log.warning("upstream unhealthy", extra={"upstream": self.label, "error": error})
+                if self.listener is not None:
+                    self.listener.report(
+                        "upstream", f"upstream {self.label} failed its health check: {error}"
+                    )
         self.healthy = ok
         self.health_error = error
         if ok:
@@ -173,6 +264,11 @@ class Upstream:
             self.close_idle()
 
     def observe(self, code: int, seconds: float) -> None:
+        if seconds >= self.ewma:  # UNMEASURED too
+            self.ewma = seconds  # a peak is believed at once
+        else:  # per sample here (cheap); latency() adds the decay over idle time
+            self.ewma += (seconds - self.ewma) * EWMA_WEIGHT
+        self.ewma_at = time.monotonic()
         self.requests += 1
         codes = self.codes
         codes[code] = codes.get(code, 0) + 1
@@ -229,7 +325,7 @@ class Upstream:
             kw: dict[str, Any] = {}
             if self.target.tls:
                 kw["ssl"] = ssl_ctx
-                kw["server_hostname"] = self.s.sni or self.host
+                kw["server_hostname"] = self.s.sni or self.target.server_name
             _, proto = await wait_for(
                 loop.create_connection(lambda: UpstreamConn(self), self.host, self.port, **kw),
                 self.s.connect_timeout,
@@ -244,7 +340,7 @@ class Upstream:
 
     def release(self, c: Conn, now: float) -> None:
         """Return a connection after a complete exchange; hand it to a waiter if any."""
-        if not c.reusable():
+        if self.retired or not c.reusable():
             c.close()
             return
         c.reused = True
@@ -304,7 +400,10 @@ class Upstream:
     def status(self, now: float) -> dict[str, Any]:
         return {
             "upstream": self.label,
+            "name": self.target.name,
             "weight": self.weight,
+            "retired": self.retired,
+            "latency_ewma_seconds": round(self.ewma, 6),
             "healthy": self.healthy,
             "health_error": self.health_error or None,
             "ejected": self.ejected_until > now,
@@ -358,9 +457,13 @@ class Balancer:
     """Chooses an upstream per request (or per TCP connection)."""
 
     def __init__(self, upstreams: list[Upstream], policy: str) -> None:
-        self.upstreams = upstreams
         self.policy = policy
         self.rr = 0
+        self.set(upstreams)
+
+    def set(self, upstreams: list[Upstream]) -> None:
+        """The upstreams in rotation from now on (DNS discovery changes them)."""
+        self.upstreams = upstreams
         self.single = upstreams[0] if len(upstreams) == 1 else None
 
     def pick(
@@ -388,6 +491,22 @@ class Balancer:
         if len(cands) == 1:
             return cands[0]
         policy = self.policy
+        if policy == "p2c-ewma":
+            # Two at random, the cheaper wins: as good as asking all of them, at O(1), and
+            # never the herd that always-the-least-loaded makes of stale figures.
+            n = len(cands)
+            i = int(random.random() * n)
+            j = int(random.random() * (n - 1))
+            if j >= i:
+                j += 1
+            a, b = cands[i], cands[j]
+            t = time.monotonic()
+            la, lb = a.latency(t), b.latency(t)
+            if lb < 0 <= la:
+                a, b, la, lb = b, a, lb, la
+            if la < 0:  # as fast as its rival: the less loaded wins, a tie it wins itself
+                return a if a.active <= b.active else b
+            return a if la * (a.active + 1) <= lb * (b.active + 1) else b
         if policy == "round-robin":
             self.rr += 1
             return cands[self.rr % len(cands)]
@@ -417,6 +536,8 @@ class Balancer:
         return max(cands, key=lambda u: zlib.crc32(u.hash_key, zlib.crc32(hash_value)))
 
     def why_none(self, now: float) -> tuple[str, str]:
+        if not self.upstreams:
+            return "no-healthy-upstream", "no endpoints (DNS discovery has found none)"
         if any(u.available(now) for u in self.upstreams):
             return "overflow", "every upstream is at --max-requests"
         if all(not u.healthy for u in self.upstreams):

@@ -41,6 +41,10 @@ FILES: dict[str, str] = {
     "/etc/git-secret/token": "s3cret-token\n",
     "/etc/git-secret/webhook": "s3cret-webhook\n",
     "/var/run/secrets/api/token": "s3cret-token\n",
+    "/var/run/secrets/api/basic-auth": "app:s3cret\n",  # docs/proxy.md, credentials
+    "/var/run/secrets/api/api-key": "s3cret-key\n",
+    "/var/run/secrets/oauth/client-secret": "s3cret\n",
+    "/var/run/secrets/jwt/tls.key": TLS,
     "/secrets/db/password": "s3cret\n",
     "/etc/api-tls/ca.crt": TLS,
     "/etc/api-tls/tls.crt": TLS,

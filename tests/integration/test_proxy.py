@@ -519,6 +519,10 @@ def test_ejection_grows_and_health_checks(farm: ChaosFarm, tmp_path: Path) -> No
         "1s",
         "--retries",
         "0",
+        # a's turns must come: p2c-ewma over two upstreams always compares both, and
+        # once a has answered slower than b (a busy machine) b would win every pick
+        "--lb",
+        "round-robin",
     ) as p:
         # a fails every request; after 2 failures it is ejected and b takes everything
         for _ in range(6):
@@ -550,6 +554,8 @@ def test_ejection_grows_and_health_checks(farm: ChaosFarm, tmp_path: Path) -> No
         "/health",
         "--health-interval",
         "200ms",
+        "--lb",
+        "round-robin",  # the assertions below count on each upstream's turn
     ) as p:
         key = f"http://127.0.0.1:{a.port}"
         wait_until(lambda: upstreams(p)[key]["healthy"] is False, 5)
@@ -566,6 +572,20 @@ def test_ejection_grows_and_health_checks(farm: ChaosFarm, tmp_path: Path) -> No
         assert code == 503 and headers["x-podkit-proxy"] == "no-healthy-upstream"
         assert body.count(b"\n") == 1
         a.health_status = b.health_status = 200
+
+
+def test_a_down_upstream_is_the_programs_error(farm: ChaosFarm, tmp_path: Path) -> None:
+    """Issue 23: `/` names the upstream that cannot be reached, then its ejection."""
+    b = farm.start(Chaos("b"))
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with proxy(tmp_path, "--upstream", dead, "--upstream", b.url, "--eject-after", "2") as p:
+        assert "error" not in status(p) or status(p)["error"] is None
+        for _ in range(6):  # connect failures are retried on b: every request succeeds
+            assert http(purl(p, "/ok"))[2] == b"ok from b\n"
+        err = status(p)["error"]
+        assert err["reason"] == "upstream"
+        assert dead in err["message"] and "ejected" in err["message"]
+        assert err["time"].endswith("Z")
 
 
 def test_timeouts_and_limits(farm: ChaosFarm, tmp_path: Path) -> None:
@@ -626,7 +646,11 @@ def test_balancing_policies(farm: ChaosFarm, tmp_path: Path) -> None:
     ) as p:
         got = [http(purl(p, "/ok"))[2] for _ in range(40)]
         assert got.count(b"ok from a\n") == 30 and got.count(b"ok from b\n") == 10
-    with proxy(tmp_path, "--upstream", a.url, "--upstream", b.url, "--access-log", "false") as p:
+    with proxy(
+        tmp_path,
+        *("--upstream", a.url, "--upstream", b.url, "--lb", "round-robin"),
+        *("--access-log", "false"),
+    ) as p:
         # strict alternation: the fast path once picked an upstream, found no idle
         # connection to it and let the slow path pick again, so round-robin advanced
         # twice per request and the upstream without a pooled connection never got one

@@ -155,3 +155,28 @@ def _imported(argv: list[str]) -> set[str]:
 def test_help_imports_no_heavy_dependency(argv: list[str]) -> None:
     heavy = _imported(argv) & set(HEAVY)
     assert not heavy, f"podkit {' '.join(argv)} imported {sorted(heavy)}"
+
+
+def test_proxy_modules_form_no_cycle_even_for_type_checking() -> None:
+    """`upstream` states what it needs of a listener as Protocols (issue 18): no module
+    of the proxy imports back, not even under TYPE_CHECKING, so each can be read (and
+    tested) without the ones above it."""
+    pkg = "podkit.ambassadors.proxy"
+    graph: dict[str, set[str]] = {}
+    for name, path in MODULES.items():
+        if not name.startswith(pkg + "."):
+            continue
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                found.add(f"{pkg}.{node.module}")
+        graph[name] = {m for m in found if m in MODULES}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for m in graph.get(start, ()):
+            if m == goal or (m not in seen and reaches(m, goal, seen | {m})):
+                return True
+        return False
+
+    assert graph[f"{pkg}.upstream"] <= {f"{pkg}.http1"}
+    assert sorted(n for n in graph if reaches(n, n, set())) == []

@@ -1,0 +1,84 @@
+"""Summing the --workers' metrics, and access-log writes that other workers cannot tear."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from podkit.ambassadors.proxy.accesslog import AccessLog, whole_lines
+from podkit.ambassadors.proxy.stats import PER_UP, families, merge
+from podkit.ambassadors.proxy.upstream import BUCKETS
+
+
+def snap(requests: int, conns: int, active: int, ok: float) -> dict[str, object]:
+    hist = [0.0] * (len(BUCKETS) + 2)
+    hist[0], hist[-1] = float(requests), 0.001 * requests
+    per = [0] * len(PER_UP)
+    per[PER_UP.index("retries")] = 1
+    per[PER_UP.index("connections")] = conns
+    return {
+        "codes": {"http://a:80": {"200": requests}},
+        "hist": {"http://a:80": hist},
+        "health": {"http://a:80": ok},
+        "per_up": {"http://a:80": per},
+        "active": active,
+        "tcp_bytes": {"to_upstream": 0, "to_client": 0},
+        "cache_dropped": {"request": 0, "response": 0},
+        "cache_bytes": {"request": 10, "response": 0},
+    }
+
+
+def test_counters_add_up_and_a_gone_worker_keeps_only_its_counters() -> None:
+    m = merge(
+        [(snap(5, 2, 1, 1.0), True), (snap(7, 3, 2, 0.0), True), (snap(11, 4, 3, 0.0), False)]
+    )
+    assert m["codes"] == {"http://a:80": {"200": 23}}
+    assert m["hist"]["http://a:80"][0] == 23.0
+    per = dict(zip(PER_UP, m["per_up"]["http://a:80"], strict=True))
+    assert per["retries"] == 3  # a counter: the exited worker's share stays
+    assert per["connections"] == 5  # a gauge: only the live workers' connections
+    assert m["active"] == 3 and m["cache_bytes"]["request"] == 20
+    assert m["health"] == {"http://a:80": 0.0}  # unhealthy for any live worker
+    text = {f.name: f for f in families(m)}
+    assert text["podkit_proxy_requests"].samples[0].value == 23
+
+
+@given(st.lists(st.text(alphabet="ab", max_size=12), max_size=20), st.integers(1, 30))
+def test_whole_lines_pieces_keep_every_line_whole(lines: list[str], limit: int) -> None:
+    text = "".join(line + "\n" for line in lines)
+    pieces = list(whole_lines(text, limit))
+    assert "".join(pieces) == text
+    for p in pieces:
+        assert p.endswith("\n")
+        assert len(p) <= limit or p.count("\n") == 1  # only a line longer than the limit
+
+
+def test_access_log_time_is_made_once_per_millisecond() -> None:
+    a = AccessLog()
+    assert a.time(0.0) == "1970-01-01T00:00:00.000Z"
+    assert a.time(0.0009) == "1970-01-01T00:00:00.000Z"  # the same millisecond
+    assert a.time(0.0010) == "1970-01-01T00:00:00.001Z"
+    assert a.time(59.9995) == "1970-01-01T00:00:59.999Z"
+    assert a.time(60.0) == "1970-01-01T00:01:00.000Z"  # a new second, a new prefix
+    assert a.time(1764892800.25) == "2025-12-05T00:00:00.250Z"
+
+
+def test_access_line_start_follows_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    import podkit.ambassadors.proxy.accesslog as mod
+
+    a = AccessLog()
+    a.scheduled = True  # no flush: the lines stay in `lines`
+    clock = iter([1.0, 1.0004, 2.5])
+    monkeypatch.setattr(mod.time, "time", lambda: next(clock))
+    a.time(1.0004)  # a TCP line's timestamp in between must not leave the start stale
+    a.add('"x": 1}')
+    a.add('"x": 2}')
+    a.add('"x": 3}')
+    stamps = [json.loads(line)["time"] for line in a.lines]
+    assert stamps == [
+        "1970-01-01T00:00:01.000Z",
+        "1970-01-01T00:00:01.000Z",
+        "1970-01-01T00:00:02.500Z",
+    ]
