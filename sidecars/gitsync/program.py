@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from podkit import RateLimited, UsageError, redact_url
 from podkit.admin import Request, Response
+from podkit.aio import wait_or_timeout
 from podkit.hooks import Retrier
 from podkit.logs import rfc3339
 from podkit.secrets import SecretFile
@@ -385,13 +386,7 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
 
     async def _wait_trigger(self, seconds: float) -> bool:
         """Wait for the period, a stop, or a trigger; True when a trigger ended it."""
-        stop = asyncio.ensure_future(self.wait_stopping())
-        trig = asyncio.ensure_future(self._trigger.wait())
-        try:
-            await asyncio.wait({stop, trig}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            trig.cancel()
+        await self.until_stopped(wait_or_timeout(self._trigger, seconds))
         return self._trigger.is_set()
 
     async def _sync(self, asked: bool = False) -> bool:
@@ -400,21 +395,19 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
         assert checkout is not None
         checkout.runs.reset()
         work = asyncio.ensure_future(asyncio.to_thread(checkout.sync, asked))
-        stop = asyncio.ensure_future(self.wait_stopping())
-        try:
-            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if not work.done():
-                checkout.runs.abort()  # kill the git in flight; the thread returns at once
+        # A stop leaves `work` running (it is ours): abort the git in flight, so the
+        # thread returns at once, and collect its outcome below either way.
+        with contextlib.suppress(Exception):  # work's own failure: read from it below
+            if not await self.until_stopped(work):
+                checkout.runs.abort()
                 if self._pre_publish_task is not None:
                     self._pre_publish_task.cancel()  # run_command kills its group
-            try:
-                result = await work
-            except Exception as exc:
-                err: BaseException | None = exc
-            else:
-                err = None
-        finally:
-            stop.cancel()
+        try:
+            result = await work
+        except Exception as exc:
+            err: BaseException | None = exc
+        else:
+            err = None
         elapsed = time.monotonic() - start
         self.m_duration.observe(elapsed)
         self.last_sync = time.time()

@@ -638,10 +638,9 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
             )
             for r in self.pipelines
         ]
-        stop = asyncio.create_task(self.wait_stopping())
-        every = [t for _, b, s in tasks for t in (b, s)] + [stop]
+        every = [t for _, b, s in tasks for t in (b, s)]
         try:
-            await self._run(tasks, stop)
+            await self._run(tasks)
         finally:
             # Whatever ended run() (deadline, a failed task, cancellation), nothing may
             # keep sending while cleanup() closes the sinks and the files under them.
@@ -659,11 +658,11 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
     async def _run(
         self,
         tasks: list[tuple[Route, asyncio.Task[None], asyncio.Task[None]]],
-        stop: asyncio.Task[None],
     ) -> None:
         workers = {t for _, b, s in tasks for t in (b, s)}
-        done, _ = await asyncio.wait({*workers, stop}, return_when=asyncio.FIRST_COMPLETED)
-        for t in workers & done:
+        # Until a stop, or a worker ends (it only ends by failing: a closed sink, a bug).
+        await self.until_stopped(asyncio.wait(workers, return_when=asyncio.FIRST_COMPLETED))
+        for t in {t for t in workers if t.done()}:
             exc = t.exception()
             if isinstance(exc, SinkClosed):
                 # Not a bug in logship: the destination went away for good. One line, exit 1.
