@@ -93,7 +93,11 @@ if [ "${WHEELHOUSE:-1}" != 0 ]; then
     mkdir -p "$src"
     cp -r "$ctx"/pyproject.toml "$ctx"/README.md "$ctx"/podkit "$ctx"/initkits "$ctx"/sidecars \
         "$ctx"/adapters "$ctx"/ambassadors "$src/"
-    "$python" -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$wh" "$src"
+    # SOURCE_DATE_EPOCH: the wheel's file times are the commit's, not the
+    # copy's, so an unchanged tree gives a byte-identical wheelhouse and the
+    # Dockerfile's `COPY images` (and every layer after it) comes from cache.
+    SOURCE_DATE_EPOCH=$source_date "$python" -m pip wheel --quiet --disable-pip-version-check \
+        --no-deps -w "$wh" "$src"
     # pip itself, run from its wheel inside the build (see the Dockerfile).
     "$python" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
         --no-deps -d "$wh" pip
