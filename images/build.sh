@@ -42,8 +42,12 @@ revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 if ! git diff --quiet HEAD -- podkit initkits sidecars adapters ambassadors images 2>/dev/null; then
     revision="$revision-dirty"
 fi
-# The SBOM's timestamp: the commit's, so the same commit gives the same SBOM.
-source_date=$(git log -1 --format=%ct 2>/dev/null || echo 0)
+# The SBOM's and podkit wheel's timestamp: the time of the last commit that
+# changed podkit's package, so the same sources give the same wheel and SBOM,
+# and a commit elsewhere (tests, docs, images/*.py) rebuilds no image layer:
+# only the revision label, the last layer, changes.
+source_date=$(git log -1 --format=%ct -- pyproject.toml README.md podkit initkits sidecars \
+    adapters ambassadors 2>/dev/null || echo 0)
 source_url=${SOURCE:-$(git config --get remote.origin.url 2>/dev/null || echo https://github.com/podkit/podkit)}
 python=${PYTHON:-$root/.venv/bin/python}
 [ -x "$python" ] || python=python3
