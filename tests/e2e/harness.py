@@ -486,8 +486,8 @@ def example_pod_names() -> set[str]:
 
 def clean_state() -> None:
     """Remove whatever the tier (or an interrupted run of it) left: its pods,
-    the holder container, the network, its registry and the images pulled from
-    it. Leaves the base and pause images (cached on purpose)."""
+    the holder container, the network, its registry and the names pulled from
+    it. Leaves the base and pause images and the layer cache (on purpose)."""
     on_network = podman("pod", "ps", "-q", "--filter", f"network={NETWORK}", check=False).split()
     for pod in sorted(example_pod_names()) + on_network:
         podman("pod", "rm", "--force", "--time", "0", pod, check=False, timeout=60)
@@ -499,9 +499,11 @@ def clean_state() -> None:
     from tests.e2e.peers import stop_leftover_registry  # peers uses this module
 
     stop_leftover_registry()
+    # Untagged, not removed: they are the build's own images (same ID), and
+    # `podman rmi` would remove the build cache's last stage with them.
     for ref in podman("images", "--format", "{{.Repository}}:{{.Tag}}", check=False).split():
         if _PULLED.match(ref):
-            podman("rmi", "--force", ref, check=False, timeout=60)
+            podman("untag", ref, check=False, timeout=60)
 
 
 def network_up() -> tuple[str, str]:
