@@ -42,8 +42,12 @@ revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 if ! git diff --quiet HEAD -- podkit initkits sidecars adapters ambassadors images 2>/dev/null; then
     revision="$revision-dirty"
 fi
-# The SBOM's timestamp: the commit's, so the same commit gives the same SBOM.
-source_date=$(git log -1 --format=%ct 2>/dev/null || echo 0)
+# The SBOM's and podkit wheel's timestamp: the time of the last commit that
+# changed podkit's package, so the same sources give the same wheel and SBOM,
+# and a commit elsewhere (tests, docs, images/*.py) rebuilds no image layer:
+# only the revision label, the last layer, changes.
+source_date=$(git log -1 --format=%ct -- pyproject.toml README.md podkit initkits sidecars \
+    adapters ambassadors 2>/dev/null || echo 0)
 source_url=${SOURCE:-$(git config --get remote.origin.url 2>/dev/null || echo https://github.com/podkit/podkit)}
 python=${PYTHON:-$root/.venv/bin/python}
 [ -x "$python" ] || python=python3
@@ -93,7 +97,11 @@ if [ "${WHEELHOUSE:-1}" != 0 ]; then
     mkdir -p "$src"
     cp -r "$ctx"/pyproject.toml "$ctx"/README.md "$ctx"/podkit "$ctx"/initkits "$ctx"/sidecars \
         "$ctx"/adapters "$ctx"/ambassadors "$src/"
-    "$python" -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$wh" "$src"
+    # SOURCE_DATE_EPOCH: the wheel's file times are the commit's, not the
+    # copy's, so an unchanged tree gives a byte-identical wheelhouse and the
+    # Dockerfile's `COPY images` (and every layer after it) comes from cache.
+    SOURCE_DATE_EPOCH=$source_date "$python" -m pip wheel --quiet --disable-pip-version-check \
+        --no-deps -w "$wh" "$src"
     # pip itself, run from its wheel inside the build (see the Dockerfile).
     "$python" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
         --no-deps -d "$wh" pip

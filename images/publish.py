@@ -24,8 +24,8 @@ version, commit, and per program its repository, tags, digest and SBOM
 references. Needs podman and skopeo (Debian packages of those names).
 
 Environment: REGISTRY (required), TAG, TLS_VERIFY (default true; false for a
-plain-HTTP registry such as the e2e tier's), DIGESTS, CONTAINERS_CONF
-(default images/containers.conf).
+plain-HTTP registry such as the e2e tier's), DIGESTS, JOBS (images pushed at a
+time, default 2), CONTAINERS_CONF (default images/containers.conf).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -199,12 +200,24 @@ def main(argv: list[str]) -> int:
         return 2
     record: dict[str, object] = {"registry": registry, "version": version, "commit": commit}
     images: dict[str, object] = {}
-    with tempfile.TemporaryDirectory(prefix="podkit-publish-") as t:
-        for p in programs:
+    # Two at a time (JOBS=): a push waits on the registry as much as it
+    # compresses, so a second one fills the gaps on two cores.
+    jobs = max(1, int(os.environ.get("JOBS") or 2))
+    with (
+        tempfile.TemporaryDirectory(prefix="podkit-publish-") as t,
+        ThreadPoolExecutor(jobs) as pool,
+    ):
+        futures = {
+            p: pool.submit(publish, p, registry, tag, version, commit, tls, Path(t))
+            for p in programs
+        }
+        for p, future in futures.items():
             try:
-                images[p] = publish(p, registry, tag, version, commit, tls, Path(t))
+                images[p] = future.result()
             except PublishError as e:
                 print(f"publishing {p} failed: {e}", file=sys.stderr)
+                for f in futures.values():
+                    f.cancel()
                 return 1
             print(f"pushed {images[p]['reference']}", file=sys.stderr)  # type: ignore[index]
     record["images"] = images

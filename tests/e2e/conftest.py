@@ -7,7 +7,8 @@ under a tag of their own (`e2e`). Then, as a release would: a real OCI
 registry starts on 127.0.0.1 (Debian's docker-registry), `images/publish.py`
 (`make publish`) pushes every image and its SBOM to it, and the local tags are
 removed, so every pod pulls its images from the registry by reference, as a
-kubelet would. The pulled images are removed at the end of the session.
+kubelet would. The pulled names are removed at the end of the session; the
+images stay, untagged, as the next run's layer cache.
 """
 
 from __future__ import annotations
@@ -154,10 +155,14 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -
             DIGESTS=str(digests),
         )
         published = json.loads(digests.read_text())
-        # From here on only the registry has them.
+        # From here on only the registry has them by name. Untagged, not
+        # removed: `podman rmi` would take the build's last stage (its
+        # dangling parents) along and the next run would rebuild it. A pull
+        # still resolves the reference at the registry (manifest, config);
+        # test_registry downloads and checks every blob.
         if not keep:
             for image in built.values():
-                podman("rmi", "--force", image)
+                podman("untag", image)
         pulled = {p: f"{repo}/podkit-{p}:{published['version']}" for p in programs}
         yield E2E(gateway, subnet, pulled, tmp, repo, published)
     finally:
@@ -168,6 +173,6 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -
         os.environ.pop("CONTAINERS_REGISTRIES_CONF", None)
         if not keep:  # a failed build or publish may have left them
             for image in built.values():
-                podman("rmi", "--force", image, check=False)
+                podman("untag", image, check=False)
         # Dangling build layers stay as cache for the next run; the base
         # image stays too (it is cached by tag on purpose).

@@ -160,8 +160,35 @@ class Step:
     probe_port: int | None = None
 
 
-def kube_for_podman(text: str, images: dict[str, str]) -> tuple[str, list[Step]]:
-    """The podman-ready YAML and the kubelet's start order for its one pod."""
+def _downward_files(doc: dict[str, Any], tmp: Path) -> None:
+    """podman 4.3 has no downwardAPI volume: each becomes a hostPath directory
+    holding the files the kubelet would write (labels and annotations as
+    key="value" lines, sorted), from the pod's own metadata."""
+    meta = doc.get("metadata", {})
+    for vol in doc["spec"].get("volumes", []):
+        items = vol.pop("downwardAPI", {}).get("items")
+        if items is None:
+            continue
+        where = tmp / f"downward-{meta.get('name', 'pod')}-{vol['name']}"
+        where.mkdir(parents=True, exist_ok=True)
+        for item in items:
+            field_path = item["fieldRef"]["fieldPath"]
+            value = meta.get(field_path.removeprefix("metadata."), {})
+            text = (
+                "".join(f"{k}={json.dumps(str(v))}\n" for k, v in sorted(value.items()))
+                if isinstance(value, dict)
+                else str(value)
+            )
+            (where / item["path"]).write_text(text)
+        where.chmod(0o755)
+        vol["hostPath"] = {"path": str(where), "type": "Directory"}
+
+
+def kube_for_podman(
+    text: str, images: dict[str, str], tmp: Path | None = None
+) -> tuple[str, list[Step]]:
+    """The podman-ready YAML and the kubelet's start order for its one pod
+    (downwardAPI volumes become files under tmp)."""
     text = _IMAGE.sub(lambda m: images[m[1]], text)
     text = text.replace("python:3.12-slim", BASE_IMAGE)
     out: list[dict[str, Any]] = []
@@ -188,6 +215,8 @@ def kube_for_podman(text: str, images: dict[str, str]) -> tuple[str, list[Step]]
                 if not k.startswith("podkit.dev/")
             }
             spec = doc["spec"]
+            if tmp is not None:
+                _downward_files(doc, tmp)
             inits = spec.pop("initContainers", [])
             for c in inits:
                 if c.pop("restartPolicy", None) == "Always":
@@ -416,7 +445,7 @@ def play(manifest: Path, replace: dict[str, str], images: dict[str, str], tmp: P
 
 def play_text(text: str, label: str, images: dict[str, str], tmp: Path) -> Pod:
     """Play one pod's manifest (a Pod or a workload with a pod template)."""
-    kube, steps = kube_for_podman(text, images)
+    kube, steps = kube_for_podman(text, images, tmp)
     path = tmp / f"{label}.podman.yaml"
     path.write_text(kube)
     names = [d["metadata"]["name"] for d in yaml.safe_load_all(kube) if d and d["kind"] == "Pod"]
@@ -457,8 +486,8 @@ def example_pod_names() -> set[str]:
 
 def clean_state() -> None:
     """Remove whatever the tier (or an interrupted run of it) left: its pods,
-    the holder container, the network, its registry and the images pulled from
-    it. Leaves the base and pause images (cached on purpose)."""
+    the holder container, the network, its registry and the names pulled from
+    it. Leaves the base and pause images and the layer cache (on purpose)."""
     on_network = podman("pod", "ps", "-q", "--filter", f"network={NETWORK}", check=False).split()
     for pod in sorted(example_pod_names()) + on_network:
         podman("pod", "rm", "--force", "--time", "0", pod, check=False, timeout=60)
@@ -470,9 +499,11 @@ def clean_state() -> None:
     from tests.e2e.peers import stop_leftover_registry  # peers uses this module
 
     stop_leftover_registry()
+    # Untagged, not removed: they are the build's own images (same ID), and
+    # `podman rmi` would remove the build cache's last stage with them.
     for ref in podman("images", "--format", "{{.Repository}}:{{.Tag}}", check=False).split():
         if _PULLED.match(ref):
-            podman("rmi", "--force", ref, check=False, timeout=60)
+            podman("untag", ref, check=False, timeout=60)
 
 
 def network_up() -> tuple[str, str]:

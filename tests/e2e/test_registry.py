@@ -97,3 +97,20 @@ def test_each_image_carries_its_sbom_and_the_registry_has_it_too(e2e: E2E, tmp_p
             assert EXTRAS[program].lower() in names, (program, names)
         assert not names & {"pip", "setuptools", "cyclonedx-bom", "cyclonedx-python-lib"}, names
         assert ("gitpython" in names) == (program == "gitsync"), names
+
+
+def test_every_blob_of_every_image_downloads_and_matches_its_digest(
+    e2e: E2E, tmp_path: Path
+) -> None:
+    # The pods' pulls may reuse layers the build left in local storage (a warm
+    # node does the same), so the pushed blobs themselves are fetched here:
+    # skopeo verifies each blob against the manifest's digest.
+    for program, rec in e2e.published["images"].items():
+        out = tmp_path / program
+        skopeo("copy", "--quiet", "--src-tls-verify=false", f"docker://{rec['reference']}",
+               f"dir:{out}")  # fmt: skip
+        manifest = json.loads((out / "manifest.json").read_text())
+        for blob in [manifest["config"], *manifest["layers"]]:
+            data = (out / blob["digest"].removeprefix("sha256:")).read_bytes()
+            assert "sha256:" + hashlib.sha256(data).hexdigest() == blob["digest"], program
+            assert len(data) == blob["size"], program
