@@ -109,14 +109,13 @@ class AuthFile(Reloading):
     what = "auth file"
 
     def load(self) -> None:
-        import yaml
+        from .options import UsageError, load_yaml
 
         path = self.paths[0]
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = yaml.safe_load(f) or {}
-            except yaml.YAMLError as exc:
-                raise ValueError(f"{path}: not YAML: {exc}") from None
+        try:
+            data = load_yaml(path, "") or {}  # the caller names --admin-auth-file
+        except UsageError as exc:
+            raise ValueError(str(exc).strip()) from None
         if not isinstance(data, dict) or set(data) - {"basic_auth_users", "bearer_tokens"}:
             raise ValueError(f"{path}: expected a mapping with basic_auth_users and bearer_tokens")
         users = data.get("basic_auth_users") or {}

@@ -561,19 +561,11 @@ def bind_bool_values(argv: Sequence[str], options: list[Option]) -> list[str]:
 
 def load_yaml(path: str, flag: str) -> Any:
     """The data of a YAML file a flag or config key names; a one-line UsageError
-    (flag, file, line, problem) when it cannot be read or parsed."""
-    import yaml
+    (flag, file, line, problem) when it cannot be read or parsed. One reader for
+    every config file: podkit.configfile (duplicate keys refused, lines kept)."""
+    from .configfile import load
 
-    try:
-        with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
-    except OSError as exc:
-        raise UsageError(f"{flag} {path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "malformed YAML"
-        raise UsageError(f"{flag} {path}:{where}: {problem}") from None
+    return load(path, flag).data
 
 
 def load_config_file(path: str) -> dict[str, Any]:
