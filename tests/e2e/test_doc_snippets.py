@@ -49,6 +49,9 @@ FILES: dict[str, str] = {
     "/etc/api-tls/ca.crt": TLS,
     "/etc/api-tls/tls.crt": TLS,
     "/etc/api-tls/tls.key": TLS,
+    "/tls/ca.crt": TLS,  # docs/proxy.md, TLS and mTLS on the listener
+    "/tls/tls.crt": TLS,
+    "/tls/tls.key": TLS,
     "/etc/prometheus/prometheus.yml": "global: {scrape_interval: 15s}\n",
     "/etc/metrics/adapter.yaml": "sources:\n  - type: statsd\n    udp: 127.0.0.1:9125\n",
 }
