@@ -73,6 +73,15 @@ fi
 
 # The build context: only what the Dockerfile copies (the repository root would
 # drag .venv and .git along), with the wheelhouse under images/.
+# The Dockerfile with the version and revision written into its LABEL lines:
+# buildah 1.28's layer cache keys a LABEL step on its text with ${ARG}s
+# unexpanded, so a new commit reused the previous build's label (an image
+# published as commit B carried commit A's revision). Outside the context, so
+# it busts no COPY layer.
+dockerfile=$(mktemp "${TMPDIR:-/tmp}/podkit-dockerfile.XXXXXX")
+trap 'rm -f "$dockerfile"' EXIT
+sed -e "s|\${VERSION}|$version|g" -e "s|\${REVISION}|$revision|g" \
+    "$here/Dockerfile" >"$dockerfile"
 ctx=$here/.build/context
 rm -rf "$ctx"
 mkdir -p "$ctx/images"
@@ -143,7 +152,7 @@ build_one() {
             --build-arg ADMIN_ADDR="$(image_env "$p" PODKIT_ADMIN_ADDR)"
             --build-arg STATE_DIR="$(image_env "$p" PODKIT_STATE_DIR)")
     fi
-    if $ENGINE build -f "$ctx/images/Dockerfile" "${target[@]}" \
+    if $ENGINE build -f "$dockerfile" "${target[@]}" \
         --build-arg BASE_IMAGE="$base" --build-arg PROGRAM="$p" \
         --build-arg VERSION="$version" --build-arg REVISION="$revision" \
         --build-arg SOURCE="$source_url" --build-arg SOURCE_DATE_EPOCH="$source_date" \
