@@ -629,7 +629,12 @@ podkit reloader --render /etc/tpl/app.yml:/etc/app/app.yml --one-time
                 return
             self._done.add("command")
         if self._verifier is not None and "verify" not in self._done:
+            # The app's state before the *first* action for this content: a
+            # retry after the signal went out must not take the signalled
+            # state as its baseline, or the check waits for a second reload
+            # that nothing sends.
             await self._verifier.before()
+            self._done.add("verify")
         errors: list[str] = []
         for key, action in self._actions(env):
             if key in self._done:
@@ -659,7 +664,7 @@ podkit reloader --render /etc/tpl/app.yml:/etc/app/app.yml --one-time
             "reloaded",
             extra={
                 "hash": digest[:16],
-                "actions": sorted(self._done),
+                "actions": sorted(self._done - {"verify"}),
                 "duration_seconds": round(time.monotonic() - started, 3),
             },
         )

@@ -381,6 +381,23 @@ async def test_a_failed_action_is_not_verified(reloader: Reloader) -> None:
     assert verifier.befores == 1 and verifier.afters == 0
 
 
+async def test_a_retried_action_is_verified_against_the_state_before_the_first(
+    reloader: Reloader,
+) -> None:
+    # The signal went out (the app reloaded) and the webhook failed: the retry
+    # sends only the webhook, so the check must compare with the state read
+    # before the signal, not re-read it after.
+    verifier = FakeVerifier([False])
+    reloader._verifier = verifier  # type: ignore[assignment]
+    calls = _actions(reloader, {"signal": [False], "webhook0": [True, False]})
+    with pytest.raises(HookError, match="webhook0 failed"):
+        await reloader._reload("a" * 64)
+    await reloader._reload("a" * 64)
+    assert calls == {"signal": 1, "webhook0": 2}
+    assert verifier.befores == 1 and verifier.afters == 1
+    assert reloader.last_success_hash == "a" * 64
+
+
 # -- what the decisions tell the operator and the next event -------------------
 # The log lines below are the reloader's documented events (docs/reloader.md):
 # an operator greps for them, so their fields are part of the behaviour.
