@@ -157,8 +157,6 @@ def check_admin_settings(program: Program) -> None:
         raise UsageError("--admin-tls-cert-file and --admin-tls-key-file go together")
     if ca and not cert:
         raise UsageError("--admin-tls-client-ca-file needs --admin-tls-cert-file")
-    if setting(program, "admin_max_connections") < 1:
-        raise UsageError("--admin-max-connections: must be at least 1")
     if not cert and not auth:
         return  # _admin_auth imports hashlib: ~0.6 MB an idle sidecar need not pay
     from ._admin_auth import AuthFile, TLSFiles

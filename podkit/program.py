@@ -48,6 +48,7 @@ class Program:
     # (podkit.admin says why each exists; docs/custom-sidecar.md lists them).
     admin_max_connections: int = option(
         64,
+        min=1,
         help="admin connections held at once (more close the longest idle; "
         "a few more are kept for /healthz and /readyz)",
         env_alias=False,

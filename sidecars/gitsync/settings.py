@@ -61,10 +61,13 @@ class GitSyncSettings(GitSyncFlags, Sidecar):
     init_period: float | None = option(
         None,
         kind="duration",
+        min=0.01,  # git-sync's floor too
         help="wait between attempts until the first success (default: --period)",
     )
-    period: float = option("10s", kind="duration", help="how long to wait between syncs")
-    depth: int = option(1, help="commits of history to fetch; 0 = the full history")
+    period: float = option(
+        "10s", kind="duration", min=0.01, help="how long to wait between syncs"
+    )
+    depth: int = option(1, min=0, help="commits of history to fetch; 0 = the full history")
     submodules: str = option(
         "recursive",
         choices=("recursive", "shallow", "off"),
@@ -86,6 +89,7 @@ class GitSyncSettings(GitSyncFlags, Sidecar):
     sync_timeout: float = option(
         "120s",
         kind="duration",
+        min=0.01,
         help="the total time one sync may take",
     )
     one_time: bool = option(
@@ -306,12 +310,14 @@ class GitSyncSettings(GitSyncFlags, Sidecar):
     )
     sync_burst: int = option(
         SYNC_BURST,
+        min=1,
         help="POST /sync requests accepted at once before 429",
         env_alias=False,
     )
     sync_interval: float = option(
         f"{SYNC_REFILL:g}s",
         kind="duration",
+        min=0.001,
         help="after a burst, one more POST /sync is accepted per interval",
         env_alias=False,
     )

@@ -99,12 +99,17 @@ podkit reloader --render /etc/tpl/app.yml:/etc/app/app.yml --one-time
         help="a timestamp at --verify-url that must advance past its value before the reload",
     )
     verify_timeout: float = option(
-        "10s", metavar="DURATION", kind="duration", help="how long the app may take to apply it"
+        "10s",
+        metavar="DURATION",
+        kind="duration",
+        min=0.001,
+        help="how long the app may take to apply it",
     )
     unhealthy_after: float = option(
         "5m",
         metavar="DURATION",
         kind="duration",
+        min=0.0,
         help="/healthz fails when a reload has not taken for this long",
     )
     webhook_url: list[str] = option(
@@ -136,16 +141,21 @@ podkit reloader --render /etc/tpl/app.yml:/etc/app/app.yml --one-time
         False, help="run --command first; a non-zero exit blocks the reload of that content"
     )
     command_timeout: float = option(
-        "60s", metavar="DURATION", kind="duration", help="how long --command may run"
+        "60s", metavar="DURATION", kind="duration", min=0.0, help="how long --command may run"
     )
     debounce: float = option(
         "1s",
         metavar="DURATION",
         kind="duration",
+        min=0.0,
         help="quiet time after the last change before reloading (trailing)",
     )
     resync_interval: float = option(
-        "3m", metavar="DURATION", kind="duration", help="re-hash this often even without events"
+        "3m",
+        metavar="DURATION",
+        kind="duration",
+        min=0.001,
+        help="re-hash this often even without events",
     )
     retry: RetryOptions = RetryOptions.include(prefix="retry-", about="a failed reload")
     reload_on_start: bool = option(False, help="reload once at start-up")
@@ -226,19 +236,6 @@ podkit reloader --render /etc/tpl/app.yml:/etc/app/app.yml --one-time
             if urlsplit(url).scheme.lower() not in ("http", "https"):
                 # aiohttp refuses it at every call: a reload that can never succeed.
                 raise UsageError(f"--webhook-url: not http or https: {redact_url(url)}")
-        for flag, value in (
-            ("--debounce", self.debounce),
-            ("--command-timeout", self.command_timeout),
-            ("--unhealthy-after", self.unhealthy_after),
-        ):
-            if value < 0:
-                raise UsageError(f"{flag}: must not be negative")
-        for flag, value in (
-            ("--resync-interval", self.resync_interval),
-            ("--verify-timeout", self.verify_timeout),
-        ):
-            if value <= 0:
-                raise UsageError(f"{flag}: must be positive")
 
     def config_problems(self) -> list[str]:
         """--check-config: what is watched and rendered is there, and the

@@ -465,7 +465,11 @@ async def test_probes_need_credentials_when_not_exempt(start: Start, tmp_path: P
             None,
             "--admin-tls-cert-file",
         ),
-        (["--admin-max-connections", "0"], None, "at least 1"),
+        (
+            ["--admin-max-connections", "0"],
+            None,
+            "--admin-max-connections: 0 is below the minimum 1",
+        ),
         (["--admin-tls-client-ca-file", "/ca.crt"], None, "needs --admin-tls-cert-file"),
         (
             [],

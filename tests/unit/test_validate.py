@@ -196,7 +196,10 @@ spec:
     [
         (["--root", "/git"], "--repo is required [env PODKIT_REPO] (or repos: in --config)"),
         (["--repo", "ext::sh -c id", "--root", "/git"], "remote-helper transports (ext::)"),
-        (["--repo", "https://h/x.git", "--root", "/git", "--depth", "-1"], "--depth: must be"),
+        (
+            ["--repo", "https://h/x.git", "--root", "/git", "--depth", "-1"],
+            "--depth: -1 is below the minimum 0",
+        ),
         (["--repo", "https://h/x.git", "--root", "/git", "--link", "../out"], "--link: a relative"),
         (["--repo", "https://h/x.git", "--root", "/git", "--verify-tag"], "needs --verify-sig"),
     ],
