@@ -64,9 +64,7 @@ class GitSyncSettings(GitSyncFlags, Sidecar):
         min=0.01,  # git-sync's floor too
         help="wait between attempts until the first success (default: --period)",
     )
-    period: float = option(
-        "10s", kind="duration", min=0.01, help="how long to wait between syncs"
-    )
+    period: float = option("10s", kind="duration", min=0.01, help="how long to wait between syncs")
     depth: int = option(1, min=0, help="commits of history to fetch; 0 = the full history")
     submodules: str = option(
         "recursive",
