@@ -3,6 +3,12 @@
 Precedence is flag > env (`PODKIT_<NAME>`) > `--config FILE` (YAML) > default.
 Every value goes through one converter, so a bad duration is reported the same
 way whether it came from `--every`, `PODKIT_EVERY` or the config file.
+
+Longer than the 600 lines a module should have, for one reason: an option,
+the groups that bundle options, the argparse parser built from them and the
+precedence resolution are one mechanism with one set of private attributes
+(`_Attribute`, a group's `_prefix`/`_renamed`); split, each part would reach
+into the others' internals.
 """
 
 from __future__ import annotations

@@ -8,6 +8,12 @@ between syncs lives here, not on the program, and a sync hands back a
 All git work goes through GitPython's `Repo.git` passthrough, with a fresh
 `Repo` closed after every sync, each command bounded by what is left of
 --sync-timeout (see `_git.py`).
+
+Longer than the 600 lines a module should have, for one reason: the steps of
+one sync (fetch, verify, build the worktree, publish, clean up after a crash)
+share one repository state and one deadline, and their order is the
+correctness argument (nothing is published before it is verified); it reads
+best in one place. The git-dir helpers at the end are the only free part.
 """
 
 from __future__ import annotations

@@ -6,6 +6,12 @@ content, following the links that stay inside, in a thread) and reloads only whe
 from the one of the last successful reload. A failed reload is retried with
 backoff until it succeeds; a newer change supersedes it. Every
 `--resync-interval` it hashes anyway, since inotify can drop events silently.
+
+Longer than the 600 lines a module should have, for one reason: the
+decisions (debounce, scan, submit, reload, retry, supersede) share the state
+of the content being reloaded and are tested through that one object
+(tests/unit/test_reloader_decisions.py). What needs none of that state lives
+beside it: tree.py (hashing), render.py, actions.py, verify.py.
 """
 
 from __future__ import annotations
