@@ -94,11 +94,19 @@ podkit waitfor k8s://job/migrate?condition=Complete --timeout 10m
         "postgres://user[:pw]@host:port/db[?query=SQL], mysql://[user[:pw]@]host:port[/db][?query=SQL]",
     )
     timeout: float = option("120s", kind="duration", help="give up after this long (0: never)")
+    # A zero gap or timeout would spin or never let an attempt finish: 1 ms is the floor.
     interval: float = option(
-        "100ms", kind="duration", help="first gap between attempts; doubles with full jitter"
+        "100ms",
+        kind="duration",
+        min=0.001,
+        help="first gap between attempts; doubles with full jitter",
     )
-    max_interval: float = option("2s", kind="duration", help="longest gap between attempts")
-    attempt_timeout: float = option("2s", kind="duration", help="time limit of one attempt")
+    max_interval: float = option(
+        "2s", kind="duration", min=0.001, help="longest gap between attempts"
+    )
+    attempt_timeout: float = option(
+        "2s", kind="duration", min=0.001, help="time limit of one attempt"
+    )
     invert: bool = option(False, help="wait until every target does NOT answer")
     any: bool = option(False, help="one ready target is enough")
     http_status: str = option(
@@ -148,9 +156,6 @@ podkit waitfor k8s://job/migrate?condition=Complete --timeout 10m
     # -- options -------------------------------------------------------------
 
     def validate(self) -> None:
-        for name in ("interval", "max_interval", "attempt_timeout"):
-            if getattr(self, name) <= 0:
-                raise UsageError(f"--{name.replace('_', '-')}: must be more than 0")
         if self.max_interval < self.interval:
             raise UsageError("--max-interval: must not be shorter than --interval")
         settings = Settings(
