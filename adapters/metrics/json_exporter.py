@@ -40,17 +40,10 @@ from typing import Any
 from podkit import UsageError, configfile, register_secret
 from podkit._http1 import loads_json
 
+from .exposition import _escape_help, _labelstr, fmt_value
 from .jsonpath import JSONPath, PathError, absent
-from .store import (
-    COUNTER,
-    GAUGE,
-    UNTYPED,
-    _escape_help,
-    _labelstr,
-    fmt_value,
-    valid_label,
-    valid_name,
-)
+from .series import COUNTER, GAUGE, UNTYPED
+from .store import valid_label, valid_name
 
 MODULE_KEYS = ("headers", "metrics", "http_client_config", "body", "valid_status_codes")
 METRIC_KEYS = (

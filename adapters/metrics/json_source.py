@@ -21,19 +21,9 @@ from podkit._http1 import loads_json
 from podkit.http import BearerToken, client_session, parse_header, ssl_context
 
 from .jsonpath import JSONPath, Match, PathError, absent, node_at
+from .series import COUNTER, GAUGE, UNTYPED
 from .sources import Cfg, Emit, Source, register
-from .store import (
-    COUNTER,
-    GAUGE,
-    UNTYPED,
-    Conflict,
-    Family,
-    Store,
-    escape_name,
-    label_allowed,
-    valid_label,
-    valid_name,
-)
+from .store import Conflict, Family, Store, escape_name, label_allowed, valid_label, valid_name
 
 SOURCE_KEYS = (
     "type",

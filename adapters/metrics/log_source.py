@@ -23,18 +23,9 @@ from podkit.aio import wait_for
 from podkit.multiline import MultilineOptions
 from podkit.tailer.config import TailingOptions
 
+from .series import COUNTER, GAUGE, HISTOGRAM
 from .sources import Cfg, Emit, Source, register
-from .store import (
-    COUNTER,
-    DEFAULT_BUCKETS,
-    GAUGE,
-    HISTOGRAM,
-    Conflict,
-    Store,
-    label_allowed,
-    parse_buckets,
-    valid_name,
-)
+from .store import DEFAULT_BUCKETS, Conflict, Store, label_allowed, parse_buckets, valid_name
 
 #: The tailer's settings (path, exclude, state_dir, read_from, poll_interval,
 #: follow_symlinks, max_line_bytes, ...) are TailingOptions' keys and the joining

@@ -16,15 +16,10 @@ from podkit.metrics import Metrics
 
 # json_source and log_source register their source types on import.
 from . import json_exporter, json_source, log_source, statsd  # noqa: F401
+from .exposition import Collector, own_metric
+from .series import COUNTER
 from .sources import Source, build
-from .store import (
-    COUNTER,
-    DEFAULT_MAX_LABEL_VALUE_LENGTH,
-    DEFAULT_MAX_NAME_LENGTH,
-    Collector,
-    Store,
-    own_metric,
-)
+from .store import DEFAULT_MAX_LABEL_VALUE_LENGTH, DEFAULT_MAX_NAME_LENGTH, Store
 
 OWN_PREFIX = "podkit_metrics_"
 #: Least time between two reloads through POST /-/reload.

@@ -23,20 +23,11 @@ from typing import Any
 from podkit import UsageError
 
 from .mapper import COUNTER_T, GAUGE_T, OBSERVER_T, SET_T, Mapper, load_mapping_file
+from .series import COUNTER, GAUGE, HISTOGRAM, SUMMARY, Series
 from .sources import Cfg, Emit, Source, register
 from .statsd_line import TYPES, BadLine, Parsed, parse_line
 from .statsd_listen import StatsdListeners
-from .store import (
-    COUNTER,
-    GAUGE,
-    HISTOGRAM,
-    MEMBER_BYTES,
-    SUMMARY,
-    Conflict,
-    Series,
-    Store,
-    escape_name,
-)
+from .store import MEMBER_BYTES, Conflict, Store, escape_name
 
 SOURCE_KEYS = (
     "type",
