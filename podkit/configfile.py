@@ -10,6 +10,9 @@ the file's top (`mappings[2].summary_options.max_age`), inside
 
     --statsd-mapping /etc/mapping.yml:14: mappings[2].summary_options.max_age: <problem>
 
+(a message naming several keys, "a.x and a.y: <problem>", gets the line of
+the first).
+
 so a user reading the message goes straight to the line. A key given twice in
 one mapping is an error (PyYAML silently keeps the last; Go's yaml.v2 in
 strict mode, which statsd_exporter and json_exporter use, refuses it). Syntax
@@ -89,7 +92,11 @@ class ConfigFile:
             keypath, sep, problem = msg.partition(": ")
             if sep and _KEYPATH.fullmatch(keypath):
                 raise self.error(keypath, problem) from None
-            raise UsageError(f"{self.flag} {self.path}: {msg}") from None
+            # A rule over several keys ("a.x and a.y: give both"): the first one's line.
+            first = keypath.split(" ", 1)[0]
+            line = self.lines.get(parse_keypath(first)) if sep and " " in keypath else None
+            where = f"{self.path}:{line}" if line else self.path
+            raise UsageError(f"{self.flag} {where}: {msg}") from None
 
 
 def _walk(node: Any, key: Key, lines: dict[Key, int], path: str, flag: str) -> None:

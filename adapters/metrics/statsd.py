@@ -20,7 +20,7 @@ import asyncio
 import math
 from typing import Any
 
-from podkit import UsageError
+from podkit import OptionGroup, UsageError, option
 
 from .mapper import COUNTER_T, GAUGE_T, OBSERVER_T, SET_T, Mapper, load_mapping_file
 from .series import COUNTER, GAUGE, HISTOGRAM, SUMMARY, Series
@@ -29,14 +29,76 @@ from .statsd_line import TYPES, BadLine, Parsed, parse_line
 from .statsd_listen import StatsdListeners
 from .store import MEMBER_BYTES, Conflict, Store, escape_name
 
+
+def _listen_addr(text: str) -> None:
+    """HOST:PORT, [::1]:PORT or :PORT (all interfaces, said out loud)."""
+    _host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        hint = f" (did you mean 127.0.0.1:{text}?)" if text.isdigit() else ""
+        raise ValueError(f"expected HOST:PORT, got {text!r}{hint}")
+
+
+def _octal_mode(text: str) -> None:
+    # An octal permission string, as statsd_exporter's --statsd.unixsocket-mode.
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise ValueError(f"expected an octal mode like 755, got {text!r}")
+
+
+class StatsdOptions(OptionGroup):
+    """Where one statsd source listens and how it maps: the keys of a
+    `type: statsd` source, and the adapter's `--statsd-*` flags for the one
+    source they describe (statsd_exporter's names, see FLAG_NAMES)."""
+
+    about = "StatsD"
+
+    udp: str | None = option(
+        None, metavar="HOST:PORT", validator=_listen_addr, help="listen for StatsD on UDP HOST:PORT"
+    )
+    tcp: str | None = option(
+        None, metavar="HOST:PORT", validator=_listen_addr, help="listen for StatsD on TCP HOST:PORT"
+    )
+    unixgram: str | None = option(
+        None,
+        kind="path",
+        help="also listen for StatsD/DogStatsD datagrams on this unix socket path "
+        "(statsd_exporter's --statsd.listen-unixgram)",
+    )
+    unixgram_mode: str = option(
+        "755",
+        validator=_octal_mode,
+        help="permission mode of that unix socket, octal (--statsd.unixsocket-mode)",
+    )
+    mapping_file: str | None = option(
+        None, kind="path", help="statsd_exporter mapping file for the StatsD listener"
+    )
+
+    #: The flags' names where statsd_exporter's differ from the keys.
+    FLAG_NAMES = {
+        "unixgram": "listen_unixgram",
+        "unixgram_mode": "unixsocket_mode",
+        "mapping_file": "mapping",
+    }
+
+    @property
+    def listening(self) -> bool:
+        return bool(self.udp or self.tcp or self.unixgram)
+
+    def check(self) -> None:
+        if self.mapping_file and not self.listening:
+            listeners = ", ".join(map(self.flag, ("udp", "tcp")))
+            raise UsageError(
+                f"{self.flag('mapping_file')}: needs {listeners} or {self.flag('unixgram')}"
+            )
+
+
 SOURCE_KEYS = (
     "type",
     "name",
-    "udp",
-    "tcp",
-    "unixgram",
-    "unixgram_mode",
-    "mapping_file",
+    *StatsdOptions.keys(),
     "mappings",
     "defaults",
     "drop_unmapped",
@@ -114,28 +176,15 @@ class StatsdSource(StatsdListeners, Source):
     def __init__(self, cfg: Cfg, store: Store, log: Any) -> None:
         super().__init__(cfg, store, log)
         cfg.check_keys(SOURCE_KEYS)
-        self.udp_addr: str | None = cfg.text("udp")
-        self.tcp_addr: str | None = cfg.text("tcp")
-        for key, addr in (("udp", self.udp_addr), ("tcp", self.tcp_addr)):
-            if addr is not None:
-                _host, _, port = addr.rpartition(":")
-                if not port.isdigit() or not 0 <= int(port) <= 65535:
-                    raise cfg.err(key, f"expected HOST:PORT, got {addr!r}")
-        self.unixgram: str | None = cfg.path("unixgram")
-        mode = cfg.text("unixgram_mode", "755")
-        try:
-            # An octal permission string, as statsd_exporter's --statsd.unixsocket-mode.
-            self.unixgram_mode = int(mode, 8)
-        except ValueError:
-            raise cfg.err(
-                "unixgram_mode", f"expected an octal mode like 755, got {mode!r}"
-            ) from None
-        if not 0 <= self.unixgram_mode <= 0o777:
-            raise cfg.err("unixgram_mode", f"expected an octal mode like 755, got {mode!r}")
-        if not self.udp_addr and not self.tcp_addr and not self.unixgram:
+        listen = StatsdOptions.from_mapping(cfg.data, cfg.where, base_dir=cfg.base_dir)
+        self.udp_addr: str | None = listen.udp
+        self.tcp_addr: str | None = listen.tcp
+        self.unixgram: str | None = listen.unixgram
+        self.unixgram_mode = int(listen.unixgram_mode, 8)
+        if not listen.listening:
             raise UsageError(f"{cfg.where}: give udp, tcp or unixgram")
         self.name = self.name or f"statsd {self.udp_addr or self.tcp_addr or self.unixgram}"
-        mapping_file = cfg.path("mapping_file")
+        mapping_file = listen.mapping_file
         self.mapping_file: str | None = mapping_file
         self.reloads = {"success": 0, "failure": 0}
         if mapping_file and (cfg.has("mappings") or cfg.has("defaults")):

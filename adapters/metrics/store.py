@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from podkit.options import OptionGroup, option
+
 from .exposition import _fmt_bound, render_family
 from .series import (
     COUNTER,
@@ -41,6 +43,7 @@ DEFAULT_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 # (metric names, label values, StatsD set members, summary samples) is charged
 # in bytes against one budget, so a flood of unique names grows memory to a
 # documented ceiling and no further, however long or numerous the names are.
+DEFAULT_MAX_SERIES = 100_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_NAME_LENGTH = 256
 DEFAULT_MAX_LABEL_VALUE_LENGTH = 1024
@@ -252,7 +255,7 @@ class Store:
         self,
         log: logging.Logger,
         reserved: Iterable[str] = (),
-        max_series: int = 100_000,
+        max_series: int = DEFAULT_MAX_SERIES,
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_name_length: int = DEFAULT_MAX_NAME_LENGTH,
         max_label_value_length: int = DEFAULT_MAX_LABEL_VALUE_LENGTH,
@@ -518,3 +521,45 @@ class Store:
                     render_family(part, now, openmetrics, out, header)
                     header = False
         return "".join(out)
+
+
+class StoreLimits(OptionGroup):
+    """The store's bounds (`--max-series`, `--max-series-bytes`, ...): what a
+    flood of new names from the input can cost, each a flag of the adapter
+    whose default is the store's own."""
+
+    max_series: int = option(
+        DEFAULT_MAX_SERIES,
+        min=1,
+        help="most adapted series kept at once; new ones beyond it are dropped and counted "
+        "(about 1 KB of memory each)",
+    )
+    max_series_bytes: int = option(
+        f"{DEFAULT_MAX_BYTES // 2**20}MiB",
+        kind="size",
+        min=1,
+        help="memory budget for everything the input chooses (names, label values, set "
+        "members, summary samples); new series beyond it are dropped and counted",
+    )
+    max_name_length: int = option(
+        DEFAULT_MAX_NAME_LENGTH,
+        min=1,
+        help="longest metric or label name; longer ones are dropped and counted "
+        "(like Prometheus' label_name_length_limit)",
+    )
+    max_label_value_length: int = option(
+        DEFAULT_MAX_LABEL_VALUE_LENGTH,
+        min=1,
+        help="longest label value (and StatsD set member); longer ones are dropped and "
+        "counted (like Prometheus' label_value_length_limit)",
+    )
+
+    def store(self, log: logging.Logger) -> Store:
+        """An empty store with these bounds."""
+        return Store(
+            log,
+            max_series=self.max_series,
+            max_bytes=self.max_series_bytes,
+            max_name_length=self.max_name_length,
+            max_label_value_length=self.max_label_value_length,
+        )

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from podkit import OptionGroup, UsageError, configfile, option
-from podkit.http import TLSClientOptions
+from podkit.http import AuthOptions, TLSClientOptions
 from podkit.tailer.config import TailingOptions
 
 
@@ -87,3 +87,17 @@ def test_inside_located_an_error_names_file_line_and_key(tmp_path: Path) -> None
     assert str(err.value) == (
         f"--config {f}:5: sources[1].mode: 'sideways' is not one of head, tail"
     )
+
+
+def test_a_rule_over_two_keys_is_located_at_the_first(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("top: 1\nauth:\n  basic_auth_user: u\n")
+    cf = configfile.load(str(f), "--config")
+    with pytest.raises(UsageError) as err, cf.located():
+        AuthOptions.from_mapping(cf.data["auth"], "auth")
+    assert str(err.value) == (
+        f"--config {f}:3: auth.basic_auth_user and auth.basic_auth_password_file: "
+        "give both or neither"
+    )
+    with pytest.raises(UsageError, match=rf"^--config {f}: no such thing: x$"), cf.located():
+        raise UsageError("no such thing: x")
