@@ -355,29 +355,9 @@ class OptionGroup:
         `kind="path"` values (the file's directory). Errors are UsageError
         ("<where>.<key>: <problem>"), which `ConfigFile.located()` turns into
         file:line: key: problem; `check()` names the keys the same way."""
-        unknown = set(defaults or {}) - {opt.attr for opt in cls.options()}
-        if unknown:
-            raise TypeError(f"{cls.__name__}.from_mapping: no options {sorted(unknown)}")
-        values: dict[str, Any] = {}
-        for opt in cls.options():
-            key = prefix + opt.attr
-            raw = data.get(key, data.get(key.replace("_", "-")))
-            source = f"{where}.{key}" if where else key
-            if raw is None:
-                default = (defaults or {}).get(opt.attr, opt.default)
-                values[opt.attr] = default_value(opt, default, source + " (default)")
-                continue
-            if opt.repeat and not isinstance(raw, list | tuple):
-                raw = [raw]
-            value = opt.convert(raw, source)
-            if base_dir and opt.resolve_kind() == "path" and not os.path.isabs(value):
-                value = os.path.join(base_dir, value)
-            values[opt.attr] = value
-        obj = cls(**values)
-        obj._prefix = prefix
-        obj._where = where
-        obj.check()
-        return obj
+        from .configfile import fill_group
+
+        return fill_group(cls, data, where, prefix=prefix, defaults=defaults, base_dir=base_dir)
 
     #: Set by from_mapping: the options were keys of the mapping at this key path.
     _where: str | None = None

@@ -22,7 +22,8 @@ from .json_exporter import ProbeOptions
 from .json_source import JsonOptions
 from .series import COUNTER
 from .sources import Source, build
-from .statsd import StatsdOptions
+from .statsd_compat import exporter_metrics
+from .statsd_listen import StatsdOptions
 from .store import Store, StoreLimits
 
 OWN_PREFIX = "podkit_metrics_"
@@ -267,7 +268,7 @@ podkit metrics --json-exporter-config /etc/json_exporter/config.yml   # then GET
         sums: dict[str, tuple[str, str, tuple[str, ...], dict[tuple[str, ...], float]]] = {}
         for src in getattr(self, "_started", []):
             if isinstance(src, statsd.StatsdSource):
-                for name, kind, help, lnames, lvalues, v in src.exporter_metrics():
+                for name, kind, help, lnames, lvalues, v in exporter_metrics(src):
                     fam = sums.setdefault(name, (kind, help, lnames, {}))
                     fam[3][lvalues] = fam[3].get(lvalues, 0.0) + v
         for name, (kind, help, lnames, values) in sums.items():

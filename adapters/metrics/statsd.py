@@ -20,80 +20,14 @@ import asyncio
 import math
 from typing import Any
 
-from podkit import OptionGroup, UsageError, option
+from podkit import UsageError
 
 from .mapper import COUNTER_T, GAUGE_T, OBSERVER_T, SET_T, Mapper, load_mapping_file
 from .series import COUNTER, GAUGE, HISTOGRAM, SUMMARY, Series
 from .sources import Cfg, Emit, Source, register
 from .statsd_line import TYPES, BadLine, Parsed, parse_line
-from .statsd_listen import StatsdListeners
+from .statsd_listen import StatsdListeners, StatsdOptions
 from .store import MEMBER_BYTES, Conflict, Store, escape_name
-
-
-def _listen_addr(text: str) -> None:
-    """HOST:PORT, [::1]:PORT or :PORT (all interfaces, said out loud)."""
-    _host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        hint = f" (did you mean 127.0.0.1:{text}?)" if text.isdigit() else ""
-        raise ValueError(f"expected HOST:PORT, got {text!r}{hint}")
-
-
-def _octal_mode(text: str) -> None:
-    # An octal permission string, as statsd_exporter's --statsd.unixsocket-mode.
-    try:
-        mode = int(text, 8)
-    except ValueError:
-        mode = -1
-    if not 0 <= mode <= 0o777:
-        raise ValueError(f"expected an octal mode like 755, got {text!r}")
-
-
-class StatsdOptions(OptionGroup):
-    """Where one statsd source listens and how it maps: the keys of a
-    `type: statsd` source, and the adapter's `--statsd-*` flags for the one
-    source they describe (statsd_exporter's names, see FLAG_NAMES)."""
-
-    about = "StatsD"
-
-    udp: str | None = option(
-        None, metavar="HOST:PORT", validator=_listen_addr, help="listen for StatsD on UDP HOST:PORT"
-    )
-    tcp: str | None = option(
-        None, metavar="HOST:PORT", validator=_listen_addr, help="listen for StatsD on TCP HOST:PORT"
-    )
-    unixgram: str | None = option(
-        None,
-        kind="path",
-        help="also listen for StatsD/DogStatsD datagrams on this unix socket path "
-        "(statsd_exporter's --statsd.listen-unixgram)",
-    )
-    unixgram_mode: str = option(
-        "755",
-        validator=_octal_mode,
-        help="permission mode of that unix socket, octal (--statsd.unixsocket-mode)",
-    )
-    mapping_file: str | None = option(
-        None, kind="path", help="statsd_exporter mapping file for the StatsD listener"
-    )
-
-    #: The flags' names where statsd_exporter's differ from the keys.
-    FLAG_NAMES = {
-        "unixgram": "listen_unixgram",
-        "unixgram_mode": "unixsocket_mode",
-        "mapping_file": "mapping",
-    }
-
-    @property
-    def listening(self) -> bool:
-        return bool(self.udp or self.tcp or self.unixgram)
-
-    def check(self) -> None:
-        if self.mapping_file and not self.listening:
-            listeners = ", ".join(map(self.flag, ("udp", "tcp")))
-            raise UsageError(
-                f"{self.flag('mapping_file')}: needs {listeners} or {self.flag('unixgram')}"
-            )
-
 
 SOURCE_KEYS = (
     "type",
@@ -129,16 +63,6 @@ ERROR_REASONS = (
     "bad_section",
     "bad_container_id",
 )
-#: podkit's line error reasons under statsd_exporter's sample_errors_total reasons.
-SAMPLE_ERROR_NAMES = {
-    "malformed": "malformed_line",
-    "bad_type": "malformed_component",
-    "bad_value": "malformed_value",
-    "bad_sample_rate": "invalid_sample_factor",
-    "mixed_tags": "mixed_tagging_styles",
-    "bad_section": "invalid_sample_factor",
-    "bad_container_id": "malformed_container_id",
-}
 
 
 class SetSeries(Series):
@@ -595,109 +519,6 @@ class StatsdSource(StatsdListeners, Source):
             src,
             len(self.mapper.mappings),
         )
-
-    def exporter_metrics(
-        self,
-    ) -> list[tuple[str, str, str, tuple[str, ...], tuple[str, ...], float]]:
-        """The same figures under statsd_exporter's own metric names, so its
-        dashboards and alerts keep working: (name, kind, help, labelnames,
-        labelvalues, value), summed over statsd sources by the caller."""
-        e = self.events
-        out: list[tuple[str, str, str, tuple[str, ...], tuple[str, ...], float]] = []
-
-        def add(name: str, kind: str, help: str, value: float, **labels: str) -> None:
-            out.append((name, kind, help, tuple(labels), tuple(labels.values()), value))
-
-        ev = "The total number of StatsD events seen."
-        for t, op in (("counter", OP_COUNT), ("gauge", OP_GAUGE), ("observer", OP_OBSERVE)):
-            add("statsd_exporter_events_total", COUNTER, ev, e[op], type=t)
-        cf = "The total number of StatsD events with conflicting names."
-        for t in (COUNTER_T, GAUGE_T, OBSERVER_T):
-            add(
-                "statsd_exporter_events_conflict_total",
-                COUNTER,
-                cf,
-                self.conflicts_by_type[t],
-                type=t,
-            )
-        add(
-            "statsd_exporter_events_actions_total",
-            COUNTER,
-            "The total number of StatsD events by action.",
-            self.dropped["mapping"],
-            action="drop",
-        )
-        er = "The total number of StatsD events discarded due to errors."
-        add(
-            "statsd_exporter_events_error_total",
-            COUNTER,
-            er,
-            self.errors["negative_counter"],
-            reason="illegal_negative_counter",
-        )
-        add(
-            "statsd_exporter_events_error_total",
-            COUNTER,
-            er,
-            self.dropped["empty_name"],
-            reason="empty_metric_name",
-        )
-        add(
-            "statsd_exporter_lines_total",
-            COUNTER,
-            "The total number of StatsD lines received.",
-            self.lines,
-        )
-        add(
-            "statsd_exporter_udp_packets_total",
-            COUNTER,
-            "The total number of StatsD packets received over UDP.",
-            self.packets["udp"],
-        )
-        add(
-            "statsd_exporter_unixgram_packets_total",
-            COUNTER,
-            "The total number of StatsD packets received over Unixgram.",
-            self.packets["unixgram"],
-        )
-        add(
-            "statsd_exporter_tcp_connections_total",
-            COUNTER,
-            "The total number of TCP connections handled.",
-            self.tcp_accepted,
-        )
-        add(
-            "statsd_exporter_tcp_too_long_lines_total",
-            COUNTER,
-            "The number of lines discarded due to being too long.",
-            self.errors["line_too_long"],
-        )
-        se = "The total number of errors parsing StatsD samples."
-        for ours, theirs in SAMPLE_ERROR_NAMES.items():
-            add(
-                "statsd_exporter_sample_errors_total", COUNTER, se, self.errors[ours], reason=theirs
-            )
-        add(
-            "statsd_exporter_tag_errors_total",
-            COUNTER,
-            "The number of errors parsing DogStatsD tags.",
-            self.errors["bad_tag"],
-        )
-        for outcome, n in self.reloads.items():
-            add(
-                "statsd_exporter_config_reloads_total",
-                COUNTER,
-                "The number of configuration reloads.",
-                n,
-                outcome=outcome,
-            )
-        add(
-            "statsd_exporter_loaded_mappings",
-            GAUGE,
-            "The current number of configured metric mappings.",
-            len(self.mapper.mappings),
-        )
-        return out
 
     def status(self) -> dict[str, Any]:
         return {

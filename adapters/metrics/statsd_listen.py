@@ -1,5 +1,6 @@
 """The statsd source's listeners: UDP, TCP and unix datagram sockets in,
-`ingest(bytes)` out.
+`ingest(bytes)` out; and StatsdOptions, where a source listens (a source's
+keys and the adapter's `--statsd-*` flags, declared once).
 
 The transport half of the source, kept apart from what lines mean (statsd.py):
 UDP and unixgram sockets are drained off non-blocking sockets with
@@ -18,9 +19,75 @@ import stat
 import time
 from typing import Any
 
+from podkit import OptionGroup, UsageError, option
 from podkit.options import split_addr
 
 from .store import Store
+
+
+def _listen_addr(text: str) -> None:
+    """HOST:PORT, [::1]:PORT or :PORT (all interfaces, said out loud)."""
+    _host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        hint = f" (did you mean 127.0.0.1:{text}?)" if text.isdigit() else ""
+        raise ValueError(f"expected HOST:PORT, got {text!r}{hint}")
+
+
+def _octal_mode(text: str) -> None:
+    # An octal permission string, as statsd_exporter's --statsd.unixsocket-mode.
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise ValueError(f"expected an octal mode like 755, got {text!r}")
+
+
+class StatsdOptions(OptionGroup):
+    """Where one statsd source listens and how it maps: the keys of a
+    `type: statsd` source, and the adapter's `--statsd-*` flags for the one
+    source they describe (statsd_exporter's names, see FLAG_NAMES)."""
+
+    about = "StatsD"
+
+    udp: str | None = option(
+        None, metavar="HOST:PORT", validator=_listen_addr, help="listen for StatsD on UDP HOST:PORT"
+    )
+    tcp: str | None = option(
+        None, metavar="HOST:PORT", validator=_listen_addr, help="listen for StatsD on TCP HOST:PORT"
+    )
+    unixgram: str | None = option(
+        None,
+        kind="path",
+        help="also listen for StatsD/DogStatsD datagrams on this unix socket path "
+        "(statsd_exporter's --statsd.listen-unixgram)",
+    )
+    unixgram_mode: str = option(
+        "755",
+        validator=_octal_mode,
+        help="permission mode of that unix socket, octal (--statsd.unixsocket-mode)",
+    )
+    mapping_file: str | None = option(
+        None, kind="path", help="statsd_exporter mapping file for the StatsD listener"
+    )
+
+    #: The flags' names where statsd_exporter's differ from the keys.
+    FLAG_NAMES = {
+        "unixgram": "listen_unixgram",
+        "unixgram_mode": "unixsocket_mode",
+        "mapping_file": "mapping",
+    }
+
+    @property
+    def listening(self) -> bool:
+        return bool(self.udp or self.tcp or self.unixgram)
+
+    def check(self) -> None:
+        if self.mapping_file and not self.listening:
+            listeners = ", ".join(map(self.flag, ("udp", "tcp")))
+            raise UsageError(
+                f"{self.flag('mapping_file')}: needs {listeners} or {self.flag('unixgram')}"
+            )
 
 
 class StatsdListeners:
