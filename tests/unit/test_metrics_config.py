@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from podkit.adapters.metrics import MetricsAdapter
+from podkit.adapters.metrics.json_source import JSONSource
 from podkit.adapters.metrics.log_source import LogSource
 from podkit.adapters.metrics.sources import build
 from podkit.adapters.metrics.store import Store
@@ -360,3 +361,29 @@ def test_flags_and_keys_of_the_statsd_listener_are_one_declaration(tmp_path: Pat
     assert src.unixgram == os.path.abspath("s.sock")  # type: ignore[attr-defined]
     assert src.unixgram_mode == 0o700  # type: ignore[attr-defined]
     assert prog.store.max_series == Store(LOG).max_series  # the store's default, once
+
+
+async def test_a_credential_file_that_cannot_be_read_fails_that_fetch_only(tmp_path: Path) -> None:
+    store = Store(LOG)
+    src = build(
+        {
+            "type": "json",
+            "url": "http://127.0.0.1:9/",
+            "bearer_token_file": "token",  # relative: in the config file's directory
+            "metrics": [{"name": "a", "path": "$.a"}],
+        },
+        "sources[0]",
+        store,
+        LOG,
+        str(tmp_path),
+    )
+    assert isinstance(src, JSONSource)
+    failures: list[str] = []
+    src.on_error = lambda reason, message: failures.append(message)
+    await src.start()
+    try:
+        await src.fetch()  # the token file is missing: counted, not raised
+        assert src.errors["fetch"] == 1 and src.up == 0.0
+        assert f"{tmp_path / 'token'}" in failures[0]
+    finally:
+        await src.stop()
