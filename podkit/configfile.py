@@ -10,6 +10,9 @@ the file's top (`mappings[2].summary_options.max_age`), inside
 
     --statsd-mapping /etc/mapping.yml:14: mappings[2].summary_options.max_age: <problem>
 
+(a message naming several keys, "a.x and a.y: <problem>", gets the line of
+the first).
+
 so a user reading the message goes straight to the line. A key given twice in
 one mapping is an error (PyYAML silently keeps the last; Go's yaml.v2 in
 strict mode, which statsd_exporter and json_exporter use, refuses it). Syntax
@@ -22,12 +25,15 @@ message starts with a key path, else prefixed with flag and file.
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
-from podkit.options import UsageError
+from podkit.options import OptionGroup, UsageError, default_value
+
+G = TypeVar("G", bound=OptionGroup)
 
 Key = tuple[str | int, ...]
 
@@ -89,7 +95,11 @@ class ConfigFile:
             keypath, sep, problem = msg.partition(": ")
             if sep and _KEYPATH.fullmatch(keypath):
                 raise self.error(keypath, problem) from None
-            raise UsageError(f"{self.flag} {self.path}: {msg}") from None
+            # A rule over several keys ("a.x and a.y: give both"): the first one's line.
+            first = keypath.split(" ", 1)[0]
+            line = self.lines.get(parse_keypath(first)) if sep and " " in keypath else None
+            where = f"{self.path}:{line}" if line else self.path
+            raise UsageError(f"{self.flag} {where}: {msg}") from None
 
 
 def _walk(node: Any, key: Key, lines: dict[Key, int], path: str, flag: str) -> None:
@@ -147,3 +157,39 @@ def load(path: str, flag: str) -> ConfigFile:
     finally:
         loader.dispose()
     return ConfigFile(path, flag, data, lines)
+
+
+def fill_group(
+    group: type[G],
+    data: Mapping[str, Any],
+    where: str = "",
+    *,
+    prefix: str = "",
+    defaults: Mapping[str, Any] | None = None,
+    base_dir: str | None = None,
+) -> G:
+    """An option group's values from a mapping of a config file: what
+    `OptionGroup.from_mapping` does (see there)."""
+    unknown = set(defaults or {}) - {opt.attr for opt in group.options()}
+    if unknown:
+        raise TypeError(f"{group.__name__}.from_mapping: no options {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    for opt in group.options():
+        key = prefix + opt.attr
+        raw = data.get(key, data.get(key.replace("_", "-")))
+        source = f"{where}.{key}" if where else key
+        if raw is None:
+            default = (defaults or {}).get(opt.attr, opt.default)
+            values[opt.attr] = default_value(opt, default, source + " (default)")
+            continue
+        if opt.repeat and not isinstance(raw, list | tuple):
+            raw = [raw]
+        value = opt.convert(raw, source)
+        if base_dir and opt.resolve_kind() == "path" and not os.path.isabs(value):
+            value = os.path.join(base_dir, value)
+        values[opt.attr] = value
+    obj = group(**values)
+    obj._prefix = prefix
+    obj._where = where
+    obj.check()
+    return obj

@@ -334,9 +334,47 @@ class OptionGroup:
     def options(cls) -> list[Option]:
         return collect_options(cls)
 
+    @classmethod
+    def keys(cls, prefix: str = "") -> tuple[str, ...]:
+        """The keys `from_mapping(prefix=...)` reads, for the caller's own check
+        of unknown keys (a mapping usually holds other settings too)."""
+        return tuple(prefix + opt.attr for opt in cls.options())
+
+    @classmethod
+    def from_mapping(
+        cls,
+        data: Mapping[str, Any],
+        where: str = "",
+        *,
+        prefix: str = "",
+        defaults: Mapping[str, Any] | None = None,
+        base_dir: str | None = None,
+    ) -> Any:
+        """The group's values from a mapping in a YAML file (a list item of a
+        config file), with the options' converters, min/max/validators and
+        defaults: a setting that is both a flag and a key is declared once.
+
+        Keys are `prefix + attr` (`state_dir`, or `state-dir`); other keys are
+        left to the caller (see `keys()`). A null is an absent key; a scalar
+        where a list belongs is one item (YAML has lists: no comma splitting).
+        `defaults` replaces a default for this use; `base_dir` anchors relative
+        `kind="path"` values (the file's directory). Errors are UsageError
+        ("<where>.<key>: <problem>"), which `ConfigFile.located()` turns into
+        file:line: key: problem; `check()` names the keys the same way."""
+        from .configfile import fill_group
+
+        return fill_group(cls, data, where, prefix=prefix, defaults=defaults, base_dir=base_dir)
+
+    #: Set by from_mapping: the options were keys of the mapping at this key path.
+    _where: str | None = None
+
     def flag(self, attr: str) -> str:
-        """The flag that set `attr`, for error messages: `--upstream-ca-file`."""
-        return "--" + (self._prefix + self._renamed.get(attr, attr)).replace("_", "-")
+        """The flag that set `attr`, for error messages: `--upstream-ca-file`
+        (or the key, `sources[0].ca_file`, for a group read by from_mapping)."""
+        name = self._prefix + self._renamed.get(attr, attr)
+        if self._where is not None:
+            return f"{self._where}.{name}" if self._where else name
+        return "--" + name.replace("_", "-")
 
     def check(self) -> None:
         """Cross-option rules of the group; raise UsageError naming the flags."""
@@ -645,10 +683,15 @@ def _resolve_one(
         if opt.required:
             what = opt.flag_name if not opt.positional else opt.name.upper()
             raise UsageError(f"{what} is required [env {opt.env_name}]")
-        default = opt.default
-        if default is _MISSING:
-            default = [] if opt.repeat else None
-        if isinstance(default, str | int | float) and not isinstance(default, bool):
-            return opt.convert(default, f"default of {opt.flag_name}")
-        return default
+        return default_value(opt, opt.default, f"default of {opt.flag_name}")
     return opt.convert(raw, source)
+
+
+def default_value(opt: Option, default: Any, source: str) -> Any:
+    """An option's default as a value: text ("5s", "16MiB") converted and
+    checked like any other source; no default is None (or [] when repeated)."""
+    if default is _MISSING:
+        default = [] if opt.repeat else None
+    if isinstance(default, str | int | float) and not isinstance(default, bool):
+        return opt.convert(default, source)
+    return default

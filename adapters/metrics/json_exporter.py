@@ -37,20 +37,13 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from podkit import UsageError, configfile, register_secret
+from podkit import OptionGroup, UsageError, configfile, option, register_secret
 from podkit._http1 import loads_json
 
+from .exposition import _escape_help, _labelstr, fmt_value
 from .jsonpath import JSONPath, PathError, absent
-from .store import (
-    COUNTER,
-    GAUGE,
-    UNTYPED,
-    _escape_help,
-    _labelstr,
-    fmt_value,
-    valid_label,
-    valid_name,
-)
+from .series import COUNTER, GAUGE, UNTYPED
+from .store import valid_label, valid_name
 
 MODULE_KEYS = ("headers", "metrics", "http_client_config", "body", "valid_status_codes")
 METRIC_KEYS = (
@@ -437,6 +430,28 @@ class Module:
             return int(_go_text(v))  # ParseInt: an integer, in milliseconds
         except ValueError:
             return None
+
+
+class ProbeOptions(OptionGroup):
+    """json_exporter's mode: its config file and how long a probe may take."""
+
+    json_exporter_config: str | None = option(
+        None,
+        kind="path",
+        help="json_exporter's config file (modules:); serves GET /probe?module=NAME&target=URL",
+    )
+    probe_timeout: float = option("10s", kind="duration", help="whole-request timeout of a probe")
+
+    def prober(self) -> Prober | None:
+        """The prober for GET /probe, its modules loaded; None without a config file."""
+        if not self.json_exporter_config:
+            return None
+        modules = load_modules(self.json_exporter_config, self.flag("json_exporter_config"))
+        return Prober(modules, self.probe_timeout, MAX_PROBE_BODY)
+
+
+#: Largest document a probe reads.
+MAX_PROBE_BODY = 16 * 1024 * 1024
 
 
 class Prober:

@@ -16,25 +16,18 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from podkit import UsageError, redact_url, register_secret
+from podkit import OptionGroup, UsageError, option, redact_url, register_secret
 from podkit._http1 import loads_json
-from podkit.http import BearerToken, client_session, parse_header, ssl_context
+from podkit.http import AuthOptions, TLSClientOptions, client_session, parse_header
 
 from .jsonpath import JSONPath, Match, PathError, absent, node_at
+from .series import COUNTER, GAUGE, UNTYPED
 from .sources import Cfg, Emit, Source, register
-from .store import (
-    COUNTER,
-    GAUGE,
-    UNTYPED,
-    Conflict,
-    Family,
-    Store,
-    escape_name,
-    label_allowed,
-    valid_label,
-    valid_name,
-)
+from .store import Conflict, Family, Store, escape_name, label_allowed, valid_label, valid_name
 
+#: TLS and credentials are the core groups' keys (ca_file, insecure, cert_file,
+#: key_file; bearer_token_file, basic_auth_user, basic_auth_password_file,
+#: header_file), read with their flags' checks.
 SOURCE_KEYS = (
     "type",
     "name",
@@ -42,14 +35,11 @@ SOURCE_KEYS = (
     "headers",
     "interval",
     "timeout",
-    "ca_file",
-    "insecure",
-    "bearer_token_file",
-    "cert_file",
-    "key_file",
     "max_body",
     "max_series",
     "metrics",
+    *TLSClientOptions.keys(),
+    *AuthOptions.keys(),
 )
 METRIC_KEYS = ("name", "path", "value", "labels", "type", "help", "each", "value_map")
 ERROR_REASONS = (
@@ -239,6 +229,29 @@ class MetricSpec:
             self.value_map[_label_text(k) if not isinstance(k, str) else k] = float(v)
 
 
+class JsonOptions(OptionGroup):
+    """The adapter's one json source from flags: `--json-url` and the
+    `--json-mapping` file holding the rest of its keys."""
+
+    url: str | None = option(
+        None, kind="url", help="fetch this JSON document on each scrape (needs --json-mapping)"
+    )
+    mapping: str | None = option(
+        None,
+        kind="path",
+        help="YAML file: the json source's `metrics:` list (and optionally interval, "
+        "timeout, headers, TLS and auth keys)",
+    )
+
+    def check(self) -> None:
+        if self.mapping and not self.url:
+            raise UsageError(f"{self.flag('mapping')}: needs {self.flag('url')}")
+        if self.url and not self.mapping:
+            raise UsageError(
+                f"{self.flag('url')}: needs {self.flag('mapping')} FILE (which values to export)"
+            )
+
+
 @register
 class JSONSource(Source):
     type = "json"
@@ -262,12 +275,12 @@ class JSONSource(Source):
         self.timeout: float = cfg.duration("timeout", "5s")
         self.max_body = cfg.size("max_body", "16MiB")
         self.max_series = int(cfg.number("max_series", 10000))
-        self.ca_file = cfg.path("ca_file")
-        self.insecure = cfg.flag("insecure")
-        self.cert_file = cfg.path("cert_file")
-        self.key_file = cfg.path("key_file")
-        token = cfg.path("bearer_token_file")
-        self.token = BearerToken(token) if token else None
+        self.tls: TLSClientOptions = TLSClientOptions.from_mapping(
+            cfg.data, cfg.where, base_dir=cfg.base_dir
+        )
+        self.auth: AuthOptions = AuthOptions.from_mapping(
+            cfg.data, cfg.where, base_dir=cfg.base_dir
+        )
         specs = cfg.list("metrics", required=True)
         if not specs:
             raise cfg.err("metrics", "at least one metric is needed")
@@ -284,11 +297,7 @@ class JSONSource(Source):
 
     async def start(self) -> None:
         try:
-            ctx = (
-                ssl_context(self.ca_file, self.insecure, self.cert_file, self.key_file)
-                if self.url.startswith("https://")
-                else None
-            )
+            ctx = self.tls.ssl_context() if self.url.startswith("https://") else None
         except (OSError, ValueError) as exc:
             raise UsageError(f"{self.cfg.where}: TLS setup: {exc}") from None
         self._session = client_session(self.timeout, ssl_ctx=ctx, headers=self.headers, limit=4)
@@ -342,7 +351,13 @@ class JSONSource(Source):
 
         start = time.monotonic()
         self.fetches += 1
-        headers = self.token.header() if self.token else None
+        try:
+            # Re-read when a file changes (a rotated Secret); a vanished one fails this fetch.
+            headers = self.auth.headers() if self.auth.configured else None
+        except UsageError as exc:
+            self.last_duration = time.monotonic() - start
+            self._fail("fetch", str(exc))
+            return
         try:
             async with self._session.get(self.url, headers=headers) as resp:
                 if not 200 <= resp.status < 300:

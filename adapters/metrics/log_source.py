@@ -20,34 +20,26 @@ from typing import Any
 
 from podkit import UsageError
 from podkit.aio import wait_for
-from podkit.tailer import TailerConfig
+from podkit.multiline import MultilineOptions
+from podkit.tailer.config import TailingOptions
 
+from .series import COUNTER, GAUGE, HISTOGRAM
 from .sources import Cfg, Emit, Source, register
-from .store import (
-    COUNTER,
-    DEFAULT_BUCKETS,
-    GAUGE,
-    HISTOGRAM,
-    Conflict,
-    Store,
-    label_allowed,
-    parse_buckets,
-    valid_name,
-)
+from .store import DEFAULT_BUCKETS, Conflict, Store, label_allowed, parse_buckets, valid_name
 
+#: The tailer's settings (path, exclude, state_dir, read_from, poll_interval,
+#: follow_symlinks, max_line_bytes, ...) are TailingOptions' keys and the joining
+#: ones MultilineOptions' under `multiline_`: declared once, with the flags of
+#: logship and logformat, defaults and checks included.
 SOURCE_KEYS = (
     "type",
     "name",
-    "path",
-    "exclude",
-    "state_dir",
-    "read_from",
     "rules",
-    "poll_interval",
-    "follow_symlinks",
     "grok_patterns_file",
     "multiline",
     "format",
+    *TailingOptions.keys(),
+    *MultilineOptions.keys("multiline_"),
 )
 RULE_KEYS = (
     "match",
@@ -331,21 +323,24 @@ class LogSource(Source):
             raise cfg.err("path", "required: a glob or a list of globs")
         if cfg.base_dir:
             self.paths = [os.path.join(cfg.base_dir, p) for p in self.paths]
-        self.exclude = [str(x) for x in cfg.list("exclude")]
-        self.state_dir = cfg.path("state_dir")
-        self.read_from = cfg.text("read_from", "head")
-        if self.read_from not in ("head", "tail"):
-            raise cfg.err("read_from", "expected head or tail")
-        self.poll_interval = cfg.duration("poll_interval", "1s")
-        # Off unless asked: the default and its risk are declared once, in podkit.tailer.
-        self.follow_symlinks = cfg.flag("follow_symlinks", TailerConfig.follow_symlinks)
+        # Without state_dir a log source keeps no checkpoints (it counts from
+        # read_from again after a restart): the one default that differs here.
+        data = {**cfg.data, "path": self.paths}
+        self.tailing: TailingOptions = TailingOptions.from_mapping(
+            data, cfg.where, defaults={"state_dir": None}, base_dir=cfg.base_dir
+        )
+        self.joining: MultilineOptions = MultilineOptions.from_mapping(
+            data, cfg.where, prefix="multiline_"
+        )
         # A stack trace is one record (podkit.stacktrace, logformat's modes):
         # rules then see the whole trace, not its frames one by one.
         self.multiline = cfg.text("multiline")
-        self.multiline_start: str | None = None
+        self.multiline_start: str | None = self.joining.start
         if self.multiline is not None:
             from podkit.stacktrace import start_pattern
 
+            if self.joining.start is not None:
+                raise cfg.err("multiline", "give multiline or multiline_start, not both")
             try:
                 self.multiline_start = start_pattern(self.multiline)
             except ValueError as exc:
@@ -390,15 +385,7 @@ class LogSource(Source):
         from podkit.tailer import Tailer
 
         self._tailer = Tailer(
-            TailerConfig(
-                paths=self.paths,
-                exclude=self.exclude,
-                state_dir=self.state_dir,
-                read_from=self.read_from,
-                poll_interval=self.poll_interval,
-                follow_symlinks=self.follow_symlinks,
-                multiline_start=self.multiline_start,
-            )
+            self.tailing.config(self.joining, multiline_start=self.multiline_start)
         )
         await self._tailer.start()
         self._task = asyncio.create_task(self._consume())

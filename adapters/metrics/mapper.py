@@ -17,7 +17,8 @@ from typing import Any
 from podkit import UsageError, configfile
 from podkit.units import parse_duration
 
-from .store import DEFAULT_BUCKETS, DEFAULT_QUANTILES, SummaryOptions, escape_name, parse_buckets
+from .series import DEFAULT_QUANTILES, SummaryOptions
+from .store import DEFAULT_BUCKETS, escape_name, parse_buckets
 
 #: Every key statsd_exporter's mapping format knows (and podkit's
 #: `drop_unmapped`), with what podkit does with it. docs/metrics.md has the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -16,15 +17,14 @@ from podkit.metrics import Metrics
 
 # json_source and log_source register their source types on import.
 from . import json_exporter, json_source, log_source, statsd  # noqa: F401
+from .exposition import Collector, own_metric
+from .json_exporter import ProbeOptions
+from .json_source import JsonOptions
+from .series import COUNTER
 from .sources import Source, build
-from .store import (
-    COUNTER,
-    DEFAULT_MAX_LABEL_VALUE_LENGTH,
-    DEFAULT_MAX_NAME_LENGTH,
-    Collector,
-    Store,
-    own_metric,
-)
+from .statsd_compat import exporter_metrics
+from .statsd_listen import StatsdOptions
+from .store import Store, StoreLimits
 
 OWN_PREFIX = "podkit_metrics_"
 #: Least time between two reloads through POST /-/reload.
@@ -70,131 +70,56 @@ podkit metrics --json-exporter-config /etc/json_exporter/config.yml   # then GET
     sources: Any = option(
         None, config_only=True, help="list of sources (json, statsd, log); config file only"
     )
-    json_url: str | None = option(
-        None, kind="url", help="fetch this JSON document on each scrape (needs --json-mapping)"
+    json: JsonOptions = JsonOptions.include(prefix="json-")
+    statsd: StatsdOptions = StatsdOptions.include(
+        prefix="statsd-", about="the StatsD listener", names=StatsdOptions.FLAG_NAMES
     )
-    json_mapping: str | None = option(
-        None,
-        kind="path",
-        help="YAML file: the json source's `metrics:` list (and optionally interval, "
-        "timeout, headers, TLS keys)",
-    )
-    statsd_udp: str | None = option(None, kind="addr", help="listen for StatsD on UDP HOST:PORT")
-    statsd_tcp: str | None = option(None, kind="addr", help="listen for StatsD on TCP HOST:PORT")
-    statsd_mapping: str | None = option(
-        None, kind="path", help="statsd_exporter mapping file for the StatsD listener"
-    )
-    statsd_listen_unixgram: str | None = option(
-        None,
-        kind="path",
-        help="also listen for StatsD/DogStatsD datagrams on this unix socket path "
-        "(statsd_exporter's --statsd.listen-unixgram)",
-    )
-    statsd_unixsocket_mode: str = option(
-        "755", help="permission mode of that unix socket, octal (--statsd.unixsocket-mode)"
-    )
-    json_exporter_config: str | None = option(
-        None,
-        kind="path",
-        help="json_exporter's config file (modules:); serves GET /probe?module=NAME&target=URL",
-    )
-    probe_timeout: float = option("10s", kind="duration", help="whole-request timeout of a probe")
+    probe: ProbeOptions = ProbeOptions.include()
     check_config: bool = option(
         False, help="validate the configuration and mapping files, then exit 0 (or 2)"
     )
-
-    max_series: int = option(
-        100000,
-        min=1,
-        help="most adapted series kept at once; new ones beyond it are dropped and counted "
-        "(about 1 KB of memory each)",
-    )
-
-    max_series_bytes: int = option(
-        "64MiB",
-        kind="size",
-        min=1,
-        help="memory budget for everything the input chooses (names, label values, set "
-        "members, summary samples); new series beyond it are dropped and counted",
-    )
-    max_name_length: int = option(
-        DEFAULT_MAX_NAME_LENGTH,
-        min=1,
-        help="longest metric or label name; longer ones are dropped and counted "
-        "(like Prometheus' label_name_length_limit)",
-    )
-    max_label_value_length: int = option(
-        DEFAULT_MAX_LABEL_VALUE_LENGTH,
-        min=1,
-        help="longest label value (and StatsD set member); longer ones are dropped and "
-        "counted (like Prometheus' label_value_length_limit)",
-    )
+    limits: StoreLimits = StoreLimits.include()
 
     def __init__(self) -> None:
         super().__init__()
         self.metrics = AdapterMetrics(self.name)
 
     def validate(self) -> None:
-        self.store = Store(
-            self.log,
-            max_series=self.max_series,
-            max_bytes=self.max_series_bytes,
-            max_name_length=self.max_name_length,
-            max_label_value_length=self.max_label_value_length,
-        )
+        self.store = self.limits.store(self.log)
         self._sources: list[Source] = []
         base_dir = os.path.dirname(os.path.abspath(self.config)) if self.config else None
         raw = self.sources
         if raw is not None:
+            # Read again for its lines: an error names file:line: sources[i].key.
+            where = configfile.load(self.config, "--config") if self.config else None
             if not isinstance(raw, list):
                 raise UsageError(f"--config {self.config}: sources: expected a list")
-            for i, item in enumerate(raw):
-                self._sources.append(
-                    build(
-                        item,
-                        f"--config {self.config}: sources[{i}]",
-                        self.store,
-                        self.log,
-                        base_dir,
+            with where.located() if where else contextlib.nullcontext():
+                for i, item in enumerate(raw):
+                    self._sources.append(
+                        build(item, f"sources[{i}]", self.store, self.log, base_dir)
                     )
-                )
-        if self.json_mapping and not self.json_url:
-            raise UsageError("--json-mapping: needs --json-url")
-        if self.json_url:
-            if not self.json_mapping:
-                raise UsageError("--json-url: needs --json-mapping FILE (which values to export)")
-            jm = configfile.load(self.json_mapping, "--json-mapping")
+        if self.json.url and self.json.mapping:
+            jm = configfile.load(self.json.mapping, self.json.flag("mapping"))
             with jm.located():
                 cfg = jm.data
                 if isinstance(cfg, list):
                     cfg = {"metrics": cfg}
                 elif not isinstance(cfg, dict):
                     raise UsageError(": expected a list or mapping")
-                cfg = {**cfg, "type": "json", "url": self.json_url}
-                base = os.path.dirname(os.path.abspath(self.json_mapping))
+                cfg = {**cfg, "type": "json", "url": self.json.url}
+                base = os.path.dirname(os.path.abspath(self.json.mapping))
                 self._sources.append(build(cfg, "", self.store, self.log, base))
-        listeners = self.statsd_udp or self.statsd_tcp or self.statsd_listen_unixgram
-        if self.statsd_mapping and not listeners:
-            raise UsageError(
-                "--statsd-mapping: needs --statsd-udp, --statsd-tcp or --statsd-listen-unixgram"
+        if self.statsd.listening:
+            cfg = {k: v for k, v in self.statsd.values().items() if v is not None}
+            for key in ("unixgram", "mapping_file"):
+                if key in cfg:
+                    cfg[key] = os.path.abspath(cfg[key])
+            self._sources.append(
+                build({**cfg, "type": "statsd"}, "--statsd-*", self.store, self.log, None)
             )
-        if listeners:
-            cfg = {"type": "statsd", "unixgram_mode": self.statsd_unixsocket_mode}
-            if self.statsd_udp:
-                cfg["udp"] = self.statsd_udp
-            if self.statsd_tcp:
-                cfg["tcp"] = self.statsd_tcp
-            if self.statsd_listen_unixgram:
-                cfg["unixgram"] = os.path.abspath(self.statsd_listen_unixgram)
-            if self.statsd_mapping:
-                cfg["mapping_file"] = os.path.abspath(self.statsd_mapping)
-            self._sources.append(build(cfg, "--statsd-*", self.store, self.log, None))
-        self._prober: json_exporter.Prober | None = None
-        if self.json_exporter_config:
-            modules = json_exporter.load_modules(
-                self.json_exporter_config, "--json-exporter-config"
-            )
-            self._prober = json_exporter.Prober(modules, self.probe_timeout, 16 * 1024 * 1024)
+        self._prober = self.probe.prober()
+        if self._prober is not None:
             self.add_route("GET", "/probe", self._http_probe)
         if not self._sources and self._prober is None:
             raise UsageError(
@@ -343,7 +268,7 @@ podkit metrics --json-exporter-config /etc/json_exporter/config.yml   # then GET
         sums: dict[str, tuple[str, str, tuple[str, ...], dict[tuple[str, ...], float]]] = {}
         for src in getattr(self, "_started", []):
             if isinstance(src, statsd.StatsdSource):
-                for name, kind, help, lnames, lvalues, v in src.exporter_metrics():
+                for name, kind, help, lnames, lvalues, v in exporter_metrics(src):
                     fam = sums.setdefault(name, (kind, help, lnames, {}))
                     fam[3][lvalues] = fam[3].get(lvalues, 0.0) + v
         for name, (kind, help, lnames, values) in sums.items():

@@ -9,47 +9,30 @@ tag handling, mapping and conflict checks run once per distinct key (the
 slow path). Any removal of series (TTL) bumps the store's generation and
 empties the cache, so it never holds a dead series.
 
-UDP is read straight off a non-blocking socket with loop.add_reader,
-draining up to a batch of datagrams per wake-up (the recvmmsg idea, without
-ctypes): no per-datagram protocol callback, one clock read per batch.
+The line grammar is statsd_line.py's; the sockets (UDP read straight off a
+non-blocking socket with loop.add_reader, a batch of datagrams per wake-up:
+the recvmmsg idea without ctypes; TCP; unixgram) are statsd_listen.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-import os
-import socket
-import stat
-import time
 from typing import Any
 
 from podkit import UsageError
-from podkit.options import split_addr
 
 from .mapper import COUNTER_T, GAUGE_T, OBSERVER_T, SET_T, Mapper, load_mapping_file
+from .series import COUNTER, GAUGE, HISTOGRAM, SUMMARY, Series
 from .sources import Cfg, Emit, Source, register
-from .store import (
-    COUNTER,
-    GAUGE,
-    HISTOGRAM,
-    MEMBER_BYTES,
-    SUMMARY,
-    Conflict,
-    Series,
-    Store,
-    escape_name,
-)
+from .statsd_line import TYPES, BadLine, Parsed, parse_line
+from .statsd_listen import StatsdListeners, StatsdOptions
+from .store import MEMBER_BYTES, Conflict, Store, escape_name
 
 SOURCE_KEYS = (
     "type",
     "name",
-    "udp",
-    "tcp",
-    "unixgram",
-    "unixgram_mode",
-    "mapping_file",
+    *StatsdOptions.keys(),
     "mappings",
     "defaults",
     "drop_unmapped",
@@ -80,24 +63,6 @@ ERROR_REASONS = (
     "bad_section",
     "bad_container_id",
 )
-#: podkit's line error reasons under statsd_exporter's sample_errors_total reasons.
-SAMPLE_ERROR_NAMES = {
-    "malformed": "malformed_line",
-    "bad_type": "malformed_component",
-    "bad_value": "malformed_value",
-    "bad_sample_rate": "invalid_sample_factor",
-    "mixed_tags": "mixed_tagging_styles",
-    "bad_section": "invalid_sample_factor",
-    "bad_container_id": "malformed_container_id",
-}
-_TYPES = {
-    "c": COUNTER_T,
-    "g": GAUGE_T,
-    "ms": OBSERVER_T,
-    "h": OBSERVER_T,
-    "d": OBSERVER_T,
-    "s": SET_T,
-}
 
 
 class SetSeries(Series):
@@ -128,178 +93,22 @@ class SetSeries(Series):
         self.value = float(len(members))
 
 
-class BadLine(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _tags_kv(text: str, sep: str, out: dict[str, str], bad: list[int]) -> None:
-    """Parse `k<sep>v,k2<sep>v2` into `out`. A tag without key or value is
-    dropped and counted in `bad`; the line itself is kept (as statsd_exporter)."""
-    for item in text.split(","):
-        if item.startswith("#"):
-            item = item[1:]
-        k, s, v = item.partition(sep)
-        if not s or not k or not v:
-            bad[0] += 1
-            continue
-        out[k] = v
-
-
-def parse_name(raw: str, bad: list[int]) -> tuple[str, dict[str, str]]:
-    """Split the four tag dialects off a metric name (the part before ':')."""
-    tags: dict[str, str] = {}
-    start, end = raw.find("["), raw.find("]")
-    if start >= 0 and end > start:  # SignalFX: tags in brackets anywhere in the name
-        _tags_kv(raw[start + 1 : end], "=", tags, bad)
-        return raw[:start] + raw[end + 1 :], tags
-    if (start >= 0) != (end >= 0):
-        bad[0] += 1  # one bracket only: the name stays as it is
-        return raw, tags
-    # InfluxDB (name,k=v,k2=v2) and Librato (name#k=v,k2=v2): whichever of
-    # "," and "#" comes first starts the tags, as in statsd_exporter.
-    cut = min((i for i in (raw.find(","), raw.find("#")) if i >= 0), default=-1)
-    if cut >= 0:
-        _tags_kv(raw[cut + 1 :], "=", tags, bad)
-        raw = raw[:cut]
-    return raw, tags
-
-
-class Parsed:
-    """One sample of a line, fully parsed (slow path)."""
-
-    __slots__ = ("name", "rate", "tags", "type", "value")
-
-    def __init__(self, name: str, tags: dict[str, str], value: str, type: str, rate: float):
-        self.name = name
-        self.tags = tags
-        self.value = value
-        self.type = type
-        self.rate = rate
-
-
-def parse_line(
-    line: str, counts: list[int] | None = None, dropped: list[str] | None = None
-) -> list[Parsed]:
-    """statsd_exporter's line grammar (pkg/line): `name[tags]:value|type[|@rate]
-    [|#tags][|c:container][|T<unix>]`; `name:v1|t1:v2|t2` for several samples
-    without DogStatsD tags; `name:v1:v2:v3|ms` (DogStatsD extended aggregation)
-    for several values of one timer, histogram or distribution.
-
-    A fault in the line as a whole (no `:`, mixed tag styles) raises BadLine.
-    A fault in one sample drops only that sample, its reason appended to
-    `dropped`, as statsd_exporter's `continue samples` does: a bad value or
-    type, an empty or unknown `|` section, a `|c` section that is not
-    `|c:<id>`. Tolerant where statsd_exporter is: a tag without key or value
-    is dropped (counts[0]); an unparsable or zero sample rate is taken as 1
-    (counted, counts[1]); other rates are used as given (a negative one makes
-    a negative counter, dropped later; one over 1 observes int(1/rate) = 0
-    times); any `|T…` section (DogStatsD 1.3 timestamp) is ignored."""
-    bad = counts if counts is not None else [0, 0]
-    drop = dropped if dropped is not None else []
-    name_part, sep, rest = line.partition(":")
-    if not sep or not name_part:
-        raise BadLine("malformed")
-    name, tags = parse_name(name_part, bad)
-    if not name:
-        raise BadLine("malformed")
-    dog = "|#" in rest
-    if dog and tags:
-        raise BadLine("mixed_tags")
-    head = rest.split("|", 2)
-    if len(head) < 2:
-        raise BadLine("malformed")
-    if ":" in head[0]:
-        if head[1] not in ("ms", "h", "d"):
-            raise BadLine("bad_type")
-        suffix = rest.partition("|")[2]
-        samples = [f"{v}|{suffix}" for v in head[0].split(":")]
-    elif dog:
-        samples = [rest]
-    else:
-        samples = rest.split(":")
-    out = []
-    for sample in samples:
-        comps = sample.split("|")
-        if not 2 <= len(comps) <= 6 or "" in comps[2:]:
-            drop.append("malformed")
-            continue
-        value, mtype = comps[0], comps[1]
-        if mtype != "s":
-            try:
-                float(value)
-            except ValueError:
-                drop.append("bad_value")
-                continue
-        elif not value:
-            drop.append("bad_value")
-            continue
-        rate = 1.0
-        sample_tags = dict(tags)
-        reason = None
-        for comp in comps[2:]:
-            c0 = comp[0]
-            if c0 == "@":
-                try:
-                    rate = float(comp[1:])
-                except ValueError:
-                    rate = 0.0
-                if rate == 0.0 or rate != rate:
-                    # statsd_exporter: an unparsable or zero rate is 1.
-                    bad[1] += 1
-                    rate = 1.0
-            elif c0 == "#":
-                _tags_kv(comp[1:], ":", sample_tags, bad)
-            elif c0 == "c":
-                if not comp.startswith("c:") or len(comp) == 2:
-                    reason = "bad_container_id"
-                    break
-                sample_tags["container_id"] = comp[2:]  # DogStatsD 1.2, as statsd_exporter
-            elif c0 == "T":
-                pass  # DogStatsD 1.3 timestamp: ignored unparsed, as statsd_exporter
-            else:
-                reason = "bad_section"
-                break
-        if reason is not None:
-            drop.append(reason)
-            continue
-        if mtype not in _TYPES:
-            drop.append("bad_type")
-            continue
-        out.append(Parsed(name, sample_tags, value, mtype, rate))
-    return out
-
-
 @register
-class StatsdSource(Source):
+class StatsdSource(StatsdListeners, Source):
     type = "statsd"
 
     def __init__(self, cfg: Cfg, store: Store, log: Any) -> None:
         super().__init__(cfg, store, log)
         cfg.check_keys(SOURCE_KEYS)
-        self.udp_addr: str | None = cfg.text("udp")
-        self.tcp_addr: str | None = cfg.text("tcp")
-        for key, addr in (("udp", self.udp_addr), ("tcp", self.tcp_addr)):
-            if addr is not None:
-                _host, _, port = addr.rpartition(":")
-                if not port.isdigit() or not 0 <= int(port) <= 65535:
-                    raise cfg.err(key, f"expected HOST:PORT, got {addr!r}")
-        self.unixgram: str | None = cfg.path("unixgram")
-        mode = cfg.text("unixgram_mode", "755")
-        try:
-            # An octal permission string, as statsd_exporter's --statsd.unixsocket-mode.
-            self.unixgram_mode = int(mode, 8)
-        except ValueError:
-            raise cfg.err(
-                "unixgram_mode", f"expected an octal mode like 755, got {mode!r}"
-            ) from None
-        if not 0 <= self.unixgram_mode <= 0o777:
-            raise cfg.err("unixgram_mode", f"expected an octal mode like 755, got {mode!r}")
-        if not self.udp_addr and not self.tcp_addr and not self.unixgram:
+        listen = StatsdOptions.from_mapping(cfg.data, cfg.where, base_dir=cfg.base_dir)
+        self.udp_addr: str | None = listen.udp
+        self.tcp_addr: str | None = listen.tcp
+        self.unixgram: str | None = listen.unixgram
+        self.unixgram_mode = int(listen.unixgram_mode, 8)
+        if not listen.listening:
             raise UsageError(f"{cfg.where}: give udp, tcp or unixgram")
         self.name = self.name or f"statsd {self.udp_addr or self.tcp_addr or self.unixgram}"
-        mapping_file = cfg.path("mapping_file")
+        mapping_file = listen.mapping_file
         self.mapping_file: str | None = mapping_file
         self.reloads = {"success": 0, "failure": 0}
         if mapping_file and (cfg.has("mappings") or cfg.has("defaults")):
@@ -339,14 +148,9 @@ class StatsdSource(Source):
             "set_member": 0,
             "connection_limit": 0,
         }
-        self._sock: socket.socket | None = None
-        self._usock: socket.socket | None = None
-        self._tcp_server: asyncio.base_events.Server | None = None
-        self._tcp_conns: set[_TCPProtocol] = set()
+        self._init_listeners()
         self._set_task: asyncio.Task[None] | None = None
         self._sets: list[SetSeries] = []
-        self.udp_port: int | None = None
-        self.tcp_port: int | None = None
 
     # -- the line path ---------------------------------------------------------
 
@@ -506,7 +310,7 @@ class StatsdSource(Source):
         """The cache entry for a sample's key, or None for a counter whose
         increment (after rate and scale) is negative or not a number, which
         must create no series."""
-        mtype = _TYPES[p.type]
+        mtype = TYPES[p.type]
         mapping, name, mlabels = self.mapper.map(p.name, mtype)
         if mapping is not None and mapping.action == "drop":
             return (OP_DROP, "mapping")
@@ -594,29 +398,7 @@ class StatsdSource(Source):
     # -- listeners -------------------------------------------------------------
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self.udp_addr:
-            host, port = split_addr(self.udp_addr)
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.udp_buffer)
-            except OSError:
-                pass
-            sock.bind((host, port))
-            sock.setblocking(False)
-            self._sock = sock
-            self.udp_port = sock.getsockname()[1]
-            loop.add_reader(sock.fileno(), self._readable)
-        if self.tcp_addr:
-            host, port = split_addr(self.tcp_addr)
-            self._tcp_server = await loop.create_server(
-                lambda: _TCPProtocol(self), host, port, reuse_address=True
-            )
-            self.tcp_port = self._tcp_server.sockets[0].getsockname()[1]
-        if self.unixgram:
-            self._usock = _bind_unixgram(self.unixgram, self.unixgram_mode, self.udp_buffer)
-            loop.add_reader(self._usock.fileno(), self._readable, "unixgram")
+        await self._open_listeners()
         self._set_task = asyncio.create_task(self._reset_sets())
         self.log.info(
             "statsd listening",
@@ -627,26 +409,6 @@ class StatsdSource(Source):
                 "unixgram": self.unixgram,
             },
         )
-
-    def _readable(self, transport: str = "udp") -> None:
-        sock = self._sock if transport == "udp" else self._usock
-        if sock is None:
-            return
-        self.store.now = time.monotonic()
-        ingest = self.ingest
-        recv = sock.recv
-        n = 0
-        # Drain a bounded batch per wake-up so one flood cannot starve scrapes.
-        while n < 512:
-            try:
-                data = recv(65536)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                break
-            n += 1
-            ingest(data)
-        self.packets[transport] += n
 
     async def _reset_sets(self) -> None:
         while True:
@@ -668,26 +430,7 @@ class StatsdSource(Source):
     async def stop(self) -> None:
         if self._set_task is not None:
             self._set_task.cancel()
-        if self._sock is not None:
-            # What is already in the socket buffer was accepted by the kernel:
-            # take it in before closing.
-            self._readable()
-            asyncio.get_running_loop().remove_reader(self._sock.fileno())
-            self._sock.close()
-            self._sock = None
-        if self._usock is not None:
-            self._readable("unixgram")
-            asyncio.get_running_loop().remove_reader(self._usock.fileno())
-            self._usock.close()
-            self._usock = None
-            assert self.unixgram is not None
-            with contextlib.suppress(OSError):
-                os.unlink(self.unixgram)
-        if self._tcp_server is not None:
-            self._tcp_server.close()
-            for conn in list(self._tcp_conns):
-                conn.finish()
-            await self._tcp_server.wait_closed()
+        await self._close_listeners()
 
     def reload(self) -> bool:
         """Load the mapping file again. Series stay as they are (new lines map
@@ -718,23 +461,6 @@ class StatsdSource(Source):
         return True
 
     # -- reporting ---------------------------------------------------------------
-
-    def udp_kernel_drops(self) -> int | None:
-        """Datagrams the kernel dropped for our socket (receive buffer full)."""
-        if self._sock is None:
-            return None
-        inode = os.fstat(self._sock.fileno()).st_ino
-        for path in ("/proc/net/udp", "/proc/net/udp6"):
-            try:
-                with open(path) as f:
-                    next(f)
-                    for row in f:
-                        cols = row.split()
-                        if len(cols) > 12 and cols[9] == str(inode):
-                            return int(cols[12])
-            except (OSError, StopIteration, ValueError):
-                continue
-        return None
 
     def own(self, emit: Emit) -> None:
         src = (self.name,)
@@ -794,109 +520,6 @@ class StatsdSource(Source):
             len(self.mapper.mappings),
         )
 
-    def exporter_metrics(
-        self,
-    ) -> list[tuple[str, str, str, tuple[str, ...], tuple[str, ...], float]]:
-        """The same figures under statsd_exporter's own metric names, so its
-        dashboards and alerts keep working: (name, kind, help, labelnames,
-        labelvalues, value), summed over statsd sources by the caller."""
-        e = self.events
-        out: list[tuple[str, str, str, tuple[str, ...], tuple[str, ...], float]] = []
-
-        def add(name: str, kind: str, help: str, value: float, **labels: str) -> None:
-            out.append((name, kind, help, tuple(labels), tuple(labels.values()), value))
-
-        ev = "The total number of StatsD events seen."
-        for t, op in (("counter", OP_COUNT), ("gauge", OP_GAUGE), ("observer", OP_OBSERVE)):
-            add("statsd_exporter_events_total", COUNTER, ev, e[op], type=t)
-        cf = "The total number of StatsD events with conflicting names."
-        for t in (COUNTER_T, GAUGE_T, OBSERVER_T):
-            add(
-                "statsd_exporter_events_conflict_total",
-                COUNTER,
-                cf,
-                self.conflicts_by_type[t],
-                type=t,
-            )
-        add(
-            "statsd_exporter_events_actions_total",
-            COUNTER,
-            "The total number of StatsD events by action.",
-            self.dropped["mapping"],
-            action="drop",
-        )
-        er = "The total number of StatsD events discarded due to errors."
-        add(
-            "statsd_exporter_events_error_total",
-            COUNTER,
-            er,
-            self.errors["negative_counter"],
-            reason="illegal_negative_counter",
-        )
-        add(
-            "statsd_exporter_events_error_total",
-            COUNTER,
-            er,
-            self.dropped["empty_name"],
-            reason="empty_metric_name",
-        )
-        add(
-            "statsd_exporter_lines_total",
-            COUNTER,
-            "The total number of StatsD lines received.",
-            self.lines,
-        )
-        add(
-            "statsd_exporter_udp_packets_total",
-            COUNTER,
-            "The total number of StatsD packets received over UDP.",
-            self.packets["udp"],
-        )
-        add(
-            "statsd_exporter_unixgram_packets_total",
-            COUNTER,
-            "The total number of StatsD packets received over Unixgram.",
-            self.packets["unixgram"],
-        )
-        add(
-            "statsd_exporter_tcp_connections_total",
-            COUNTER,
-            "The total number of TCP connections handled.",
-            self.tcp_accepted,
-        )
-        add(
-            "statsd_exporter_tcp_too_long_lines_total",
-            COUNTER,
-            "The number of lines discarded due to being too long.",
-            self.errors["line_too_long"],
-        )
-        se = "The total number of errors parsing StatsD samples."
-        for ours, theirs in SAMPLE_ERROR_NAMES.items():
-            add(
-                "statsd_exporter_sample_errors_total", COUNTER, se, self.errors[ours], reason=theirs
-            )
-        add(
-            "statsd_exporter_tag_errors_total",
-            COUNTER,
-            "The number of errors parsing DogStatsD tags.",
-            self.errors["bad_tag"],
-        )
-        for outcome, n in self.reloads.items():
-            add(
-                "statsd_exporter_config_reloads_total",
-                COUNTER,
-                "The number of configuration reloads.",
-                n,
-                outcome=outcome,
-            )
-        add(
-            "statsd_exporter_loaded_mappings",
-            GAUGE,
-            "The current number of configured metric mappings.",
-            len(self.mapper.mappings),
-        )
-        return out
-
     def status(self) -> dict[str, Any]:
         return {
             "type": "statsd",
@@ -907,97 +530,3 @@ class StatsdSource(Source):
             "mappings": len(self.mapper.mappings),
             "cache_entries": len(self.cache),
         }
-
-
-def _bind_unixgram(path: str, mode: int, rcvbuf: int) -> socket.socket:
-    """A unix datagram socket at `path` with permission `mode` (DogStatsD's
-    `unix://` transport). A stale socket file from an earlier run is replaced;
-    anything else at that path is an error, not something to delete."""
-    try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    except OSError:
-        pass
-    try:
-        sock.bind(path)
-        os.chmod(path, mode)
-    except OSError:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock
-
-
-class _TCPProtocol(asyncio.Protocol):
-    """Newline-delimited lines; a partial last line waits for the next read."""
-
-    def __init__(self, source: StatsdSource) -> None:
-        self.source = source
-        self.buf = b""
-        self.skipping = False
-        self.transport: Any = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses; only close() is used.
-        self.transport = transport
-        src = self.source
-        src.tcp_accepted += 1
-        if len(src._tcp_conns) >= src.max_connections:
-            # Each connection may buffer up to max_line: a cap on them is a cap
-            # on that memory (and on file descriptors).
-            src.dropped["connection_limit"] += 1
-            self.skipping = True
-            transport.close()
-            return
-        src._tcp_conns.add(self)
-
-    def data_received(self, data: bytes) -> None:
-        src = self.source
-        src.packets["tcp"] += 1
-        src.store.now = time.monotonic()
-        buf = self.buf + data if self.buf else data
-        i = buf.rfind(b"\n")
-        if i < 0:
-            if len(buf) > src.max_line:
-                # One endless line: count it once and skip to its newline.
-                if not self.skipping:
-                    src.errors["line_too_long"] += 1
-                self.skipping = True
-                self.buf = b""
-            else:
-                self.buf = buf
-            return
-        head, self.buf = buf[:i], buf[i + 1 :]
-        if self.skipping:
-            j = head.find(b"\n")
-            head = head[j + 1 :] if j >= 0 else b""
-            self.skipping = False
-        if len(head) > src.max_line:
-            # Only a big read can hold an over-long line; check those alone.
-            lines = head.split(b"\n")
-            keep = [ln for ln in lines if len(ln) <= src.max_line]
-            src.errors["line_too_long"] += len(lines) - len(keep)
-            head = b"\n".join(keep)
-        src.ingest(head)
-
-    def finish(self) -> None:
-        if self.buf and not self.skipping:
-            self.source.ingest(self.buf)
-        self.buf = b""
-        if self.transport is not None:
-            self.transport.close()
-
-    def eof_received(self) -> bool | None:
-        self.finish()
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.buf and not self.skipping:
-            self.source.ingest(self.buf)
-            self.buf = b""
-        self.source._tcp_conns.discard(self)

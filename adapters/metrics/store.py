@@ -1,4 +1,4 @@
-"""The series store every source writes into, and the collector that serves it.
+"""The series store every source writes into: families by name, conflicts, limits.
 
 One store holds every adapted family, whichever source fed it, so that a
 name claimed by two sources with different types or label sets is caught as
@@ -17,29 +17,33 @@ import logging
 import math
 import re
 import time
-from array import array
-from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
-from random import random as _random
+from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client.metrics_core import Metric
-from prometheus_client.samples import Sample
+from podkit.options import OptionGroup, option
 
-COUNTER = "counter"
-GAUGE = "gauge"
-UNTYPED = "untyped"
-HISTOGRAM = "histogram"
-SUMMARY = "summary"
-KINDS = (COUNTER, GAUGE, UNTYPED, HISTOGRAM, SUMMARY)
+from .exposition import _fmt_bound, render_family
+from .series import (
+    COUNTER,
+    HISTOGRAM,
+    SUMMARY,
+    UNTYPED,
+    Budget,
+    HistogramSeries,
+    Series,
+    SummaryOptions,
+    SummarySeries,
+    TimedHistogramSeries,
+    TimedSeries,
+)
 
 DEFAULT_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-DEFAULT_QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.99)
 
 # The memory budget (issue 13, class 4). Every string an input can choose
 # (metric names, label values, StatsD set members, summary samples) is charged
 # in bytes against one budget, so a flood of unique names grows memory to a
 # documented ceiling and no further, however long or numerous the names are.
+DEFAULT_MAX_SERIES = 100_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_NAME_LENGTH = 256
 DEFAULT_MAX_LABEL_VALUE_LENGTH = 1024
@@ -53,8 +57,6 @@ LABEL_BYTES = 96
 FAMILY_BYTES = 1600
 #: One StatsD set member: its bytes object header plus its set slot.
 MEMBER_BYTES = 90
-#: One summary sample, kept in an array('d').
-SAMPLE_BYTES = 8
 
 _NAME_OK = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL_OK = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
@@ -114,201 +116,6 @@ def label_allowed(name: str, kind: str) -> bool:
     belong to histogram buckets and summary quantiles: on those they would
     duplicate a label, on any other typed metric promtool rejects them."""
     return valid_label(name) and (kind == UNTYPED or name not in ("le", "quantile"))
-
-
-class Budget:
-    """Bytes left for input-chosen data; `take` is the only way to spend them."""
-
-    __slots__ = ("free", "limit", "starved")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.free = limit
-        #: Summary samples not kept because the budget was spent.
-        self.starved = 0
-
-    def take(self, n: int) -> bool:
-        if self.free < n:
-            return False
-        self.free -= n
-        return True
-
-    @property
-    def used(self) -> int:
-        return self.limit - self.free
-
-
-class Series:
-    """A counter, gauge or untyped value."""
-
-    __slots__ = ("updated", "value")
-
-    def __init__(self, now: float) -> None:
-        self.value = 0.0
-        self.updated = now
-
-
-class TimedSeries(Series):
-    """A Series that also carries the time its input says it happened (unix
-    seconds, from a log line), served as the sample timestamp."""
-
-    __slots__ = ("ts",)
-
-    def __init__(self, now: float) -> None:
-        super().__init__(now)
-        self.ts: float | None = None
-
-
-class HistogramSeries:
-    __slots__ = ("bounds", "count", "counts", "sum", "updated")
-
-    def __init__(self, bounds: Sequence[float], now: float) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.sum = 0.0
-        self.count = 0
-        self.updated = now
-
-    def observe(self, v: float) -> None:
-        # Prometheus buckets are `le` (upper bound inclusive): bisect_left puts
-        # v == bound into that bound's bucket.
-        self.counts[bisect_left(self.bounds, v)] += 1
-        self.sum += v
-        self.count += 1
-
-
-class TimedHistogramSeries(HistogramSeries):
-    __slots__ = ("ts",)
-
-    def __init__(self, bounds: Sequence[float], now: float) -> None:
-        super().__init__(bounds, now)
-        self.ts: float | None = None
-
-
-#: Sample timestamps are served only inside this window around the scrape.
-#: Prometheus refuses a sample older than its head block ("out of bounds",
-#: about an hour back at most) and a series whose timestamp goes backwards;
-#: a line read long after it was written (a backlog, a restart reading from
-#: the head) is therefore served at scrape time instead.
-TIMESTAMP_MAX_AGE = 3600.0
-TIMESTAMP_MAX_AHEAD = 600.0
-
-
-def sample_timestamp(ts: float | None, wall: float, openmetrics: bool) -> str:
-    """` <timestamp>` for a sample line, or "" outside the window: milliseconds
-    in the text format (0.0.4), seconds in OpenMetrics."""
-    if ts is None or not wall - TIMESTAMP_MAX_AGE <= ts <= wall + TIMESTAMP_MAX_AHEAD:
-        return ""
-    return f" {ts!r}" if openmetrics else f" {round(ts * 1000)}"
-
-
-class SummaryOptions:
-    __slots__ = ("age_buckets", "buf_cap", "max_age", "quantiles")
-
-    def __init__(
-        self,
-        quantiles: Sequence[float] = DEFAULT_QUANTILES,
-        max_age: float = 600.0,
-        age_buckets: int = 5,
-        buf_cap: int = 500,
-    ) -> None:
-        self.quantiles = tuple(quantiles)
-        self.max_age = max_age
-        self.age_buckets = max(1, age_buckets)
-        self.buf_cap = max(1, buf_cap)
-
-    def key(self) -> tuple[Any, ...]:
-        return (self.quantiles, self.max_age, self.age_buckets, self.buf_cap)
-
-
-class SummarySeries:
-    """Quantiles over a sliding window of `max_age`, kept in `age_buckets` slices.
-
-    Each slice holds at most `buf_cap` * 4 samples, reservoir-sampled beyond
-    that, so memory per series is bounded; quantiles are exact while the
-    window holds fewer samples and a uniform-sample estimate beyond. Samples
-    are charged to the store's byte budget as they are kept (`nbytes`); with
-    the budget spent, a slice stops growing and samples within what it holds.
-    """
-
-    __slots__ = (
-        "budget",
-        "count",
-        "nbytes",
-        "opts",
-        "seen",
-        "slice_start",
-        "slices",
-        "sum",
-        "updated",
-    )
-
-    def __init__(self, opts: SummaryOptions, now: float, budget: Budget | None = None) -> None:
-        self.opts = opts
-        self.slices: list[array[float]] = [array("d")]
-        self.budget = budget
-        self.nbytes = 0
-        self.seen = 0
-        self.slice_start = now
-        self.sum = 0.0
-        self.count = 0
-        self.updated = now
-
-    def _rotate(self, now: float) -> None:
-        width = self.opts.max_age / self.opts.age_buckets
-        if now - self.slice_start < width:
-            return
-        # The current slice may hold samples from just now (observe() does not
-        # read the clock), so it is kept as the newest complete slice; only the
-        # slices before it age out.
-        steps = int((now - self.slice_start) / width)
-        keep_current = self.opts.age_buckets > 1
-        for _ in range(max(1, min(steps, self.opts.age_buckets - 1)) if keep_current else 1):
-            self.slices.append(array("d"))
-        cut = max(0, len(self.slices) - self.opts.age_buckets)
-        freed = SAMPLE_BYTES * sum(len(s) for s in self.slices[:cut])
-        del self.slices[:cut]
-        if freed and self.budget is not None:
-            self.nbytes -= freed
-            self.budget.free += freed
-        self.slice_start = now
-        self.seen = 0
-
-    def observe(self, v: float) -> None:
-        self.sum += v
-        self.count += 1
-        cur = self.slices[-1]
-        self.seen += 1
-        cap = self.opts.buf_cap * 4
-        n = len(cur)
-        if n < cap and (self.budget is None or self.budget.take(SAMPLE_BYTES)):
-            cur.append(v)
-            self.nbytes += SAMPLE_BYTES
-        elif n:
-            # Reservoir sampling within what the slice holds. int(random() * n)
-            # is uniform enough here and ~4x cheaper than randrange.
-            j = int(_random() * self.seen)
-            if j < n:
-                cur[j] = v
-        else:
-            assert self.budget is not None
-            self.budget.starved += 1
-
-    def quantiles(self, now: float) -> list[tuple[float, float]]:
-        self._rotate(now)
-        values = sorted(v for s in self.slices for v in s)
-        out = []
-        for q in self.opts.quantiles:
-            if not values:
-                out.append((q, math.nan))
-                continue
-            # Nearest rank, as the Go client's CKMS estimate converges to.
-            idx = min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))
-            out.append((q, values[idx]))
-        return out
-
-
-AnySeries = Series | HistogramSeries | SummarySeries
 
 
 class Family:
@@ -448,7 +255,7 @@ class Store:
         self,
         log: logging.Logger,
         reserved: Iterable[str] = (),
-        max_series: int = 100_000,
+        max_series: int = DEFAULT_MAX_SERIES,
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_name_length: int = DEFAULT_MAX_NAME_LENGTH,
         max_label_value_length: int = DEFAULT_MAX_LABEL_VALUE_LENGTH,
@@ -716,114 +523,43 @@ class Store:
         return "".join(out)
 
 
-def _fmt_bound(b: float) -> str:
-    return "+Inf" if b == math.inf else repr(float(b))
+class StoreLimits(OptionGroup):
+    """The store's bounds (`--max-series`, `--max-series-bytes`, ...): what a
+    flood of new names from the input can cost, each a flag of the adapter
+    whose default is the store's own."""
 
+    max_series: int = option(
+        DEFAULT_MAX_SERIES,
+        min=1,
+        help="most adapted series kept at once; new ones beyond it are dropped and counted "
+        "(about 1 KB of memory each)",
+    )
+    max_series_bytes: int = option(
+        f"{DEFAULT_MAX_BYTES // 2**20}MiB",
+        kind="size",
+        min=1,
+        help="memory budget for everything the input chooses (names, label values, set "
+        "members, summary samples); new series beyond it are dropped and counted",
+    )
+    max_name_length: int = option(
+        DEFAULT_MAX_NAME_LENGTH,
+        min=1,
+        help="longest metric or label name; longer ones are dropped and counted "
+        "(like Prometheus' label_name_length_limit)",
+    )
+    max_label_value_length: int = option(
+        DEFAULT_MAX_LABEL_VALUE_LENGTH,
+        min=1,
+        help="longest label value (and StatsD set member); longer ones are dropped and "
+        "counted (like Prometheus' label_value_length_limit)",
+    )
 
-_SPECIAL = {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}
-
-
-def fmt_value(v: float) -> str:
-    r = repr(v)
-    # Only inf, -inf and nan end in a letter; everything else is Go-parseable.
-    return _SPECIAL[r] if r[-1] in "fn" else r
-
-
-def _escape_label(v: str) -> str:
-    if "\\" in v or "\n" in v or '"' in v:
-        return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-    return v
-
-
-def _escape_help(v: str, openmetrics: bool) -> str:
-    v = v.replace("\\", "\\\\").replace("\n", "\\n")
-    return v.replace('"', '\\"') if openmetrics else v
-
-
-def _labelstr(names: tuple[str, ...], values: tuple[str, ...]) -> str:
-    """`k="v",k2="v2"` (no braces): built once per series and cached."""
-    return ",".join(f'{k}="{_escape_label(v)}"' for k, v in zip(names, values, strict=True))
-
-
-def render_family(
-    fam: Family, now: float, openmetrics: bool, out: list[str], header: bool = True
-) -> None:
-    """Append one family in the text format (0.0.4) or OpenMetrics 1.0
-    (`header`: with its HELP and TYPE lines; a sibling label set follows
-    its family's lines without).
-
-    Written out by hand rather than through prometheus_client's Sample
-    objects: with 10,000 series that takes a scrape from ~100 ms to ~20 ms.
-    """
-    kind, name = fam.kind, fam.name
-    cache = fam.labelcache
-    names = fam.labelnames
-    help = _escape_help(fam.help, openmetrics)
-    if not header:
-        pass
-    elif kind == COUNTER:
-        head = name if openmetrics else name + "_total"
-        out.append(f"# HELP {head} {help}\n# TYPE {head} counter\n")
-    else:
-        t = ("unknown" if openmetrics else "untyped") if kind == UNTYPED else kind
-        out.append(f"# HELP {name} {help}\n# TYPE {name} {t}\n")
-    add = out.append
-    simple = kind in (COUNTER, GAUGE, UNTYPED)
-    sname = name + "_total" if kind == COUNTER else name
-    timed = fam.timestamps
-    wall = time.time()
-    ts = ""
-    for lv, s in list(fam.series.items()):
-        ls = cache.get(lv)
-        if ls is None:
-            ls = cache[lv] = _labelstr(names, lv)
-        if timed:
-            ts = sample_timestamp(s.ts, wall, openmetrics)
-        if simple:
-            if ls:
-                add(f"{sname}{{{ls}}} {fmt_value(s.value)}{ts}\n")
-            else:
-                add(f"{sname} {fmt_value(s.value)}{ts}\n")
-            continue
-        sep = "," if ls else ""
-        suffix = f"{{{ls}}}" if ls else ""
-        if kind == HISTOGRAM:
-            acc = 0
-            for le, c in zip(fam.les, s.counts, strict=True):
-                acc += c
-                add(f'{name}_bucket{{{ls}{sep}le="{le}"}} {acc}{ts}\n')
-        else:
-            for q, v in s.quantiles(now):
-                add(f'{name}{{{ls}{sep}quantile="{q!r}"}} {fmt_value(v)}\n')
-        add(f"{name}_count{suffix} {s.count}{ts}\n{name}_sum{suffix} {fmt_value(s.sum)}{ts}\n")
-
-
-def own_metric(
-    name: str,
-    kind: str,
-    help: str,
-    labelnames: Sequence[str],
-    values: Iterable[tuple[Sequence[str], float]],
-) -> Metric:
-    """One of the adapter's own podkit_metrics_* families, built at scrape time."""
-    m = Metric(name, help, kind)
-    sname = name + "_total" if kind == COUNTER else name
-    for lv, v in values:
-        m.samples.append(Sample(sname, dict(zip(labelnames, lv, strict=True)), v, None, None))
-    return m
-
-
-class Collector:
-    """prometheus-client Collector interface for the adapter's own metrics
-    (the adapted families are rendered by Store.render)."""
-
-    def __init__(self, extra: Callable[[], Iterable[Metric]]) -> None:
-        self.extra = extra
-
-    def collect(self) -> Iterable[Metric]:
-        yield from self.extra()
-
-    def describe(self) -> Iterable[Metric]:
-        # Returning nothing stops the registry from calling collect() at register
-        # time (auto_describe) and from checking our dynamic names for duplicates.
-        return []
+    def store(self, log: logging.Logger) -> Store:
+        """An empty store with these bounds."""
+        return Store(
+            log,
+            max_series=self.max_series,
+            max_bytes=self.max_series_bytes,
+            max_name_length=self.max_name_length,
+            max_label_value_length=self.max_label_value_length,
+        )

@@ -71,7 +71,9 @@ class TailingOptions(OptionGroup):
 
     def check(self) -> None:
         if self.buffer_max_bytes < self.max_line_bytes:
-            raise UsageError("--buffer-max-bytes: must be at least --max-line-bytes")
+            raise UsageError(
+                f"{self.flag('buffer_max_bytes')}: must be at least {self.flag('max_line_bytes')}"
+            )
 
     def config(self, joining: MultilineOptions | None = None, **overrides: Any) -> TailerConfig:
         """The TailerConfig these options describe; `joining` adds the multiline

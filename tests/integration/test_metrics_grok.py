@@ -4,6 +4,8 @@ then label, value and condition the rules), and the multiline modes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from podkit.testing import ProgramProcess, wait_until
@@ -14,24 +16,31 @@ APACHE = (
 )
 
 
-def test_grok_rules_count_and_observe_apache_lines(tmp_path: Path) -> None:
+@contextmanager
+def following(tmp_path: Path, lines: str, source: str) -> Iterator[ProgramProcess]:
+    """The adapter, ready, with one log source following a file that holds
+    `lines`; `source` is the rest of the source's keys (YAML, indented 4)."""
     logs = tmp_path / "logs"
     logs.mkdir()
+    (logs / "app.log").write_text(lines)
+    cfg = tmp_path / "adapter.yaml"
+    head = f"sources:\n  - type: log\n    path: {logs}/*.log\n    poll_interval: 100ms\n"
+    cfg.write_text(head + source.lstrip("\n"))
+    with ProgramProcess("metrics", ["--config", str(cfg)], tmp=tmp_path) as p:
+        p.wait_ready()
+        yield p
+
+
+def test_grok_rules_count_and_observe_apache_lines(tmp_path: Path) -> None:
     patterns = tmp_path / "patterns"
     patterns.write_text("SLOWPATH /slow/\\S+\n")
-    (logs / "access.log").write_text(
+    lines = (
         APACHE.format(status=200, size=2326)
         + APACHE.format(status=200, size=100)
         + APACHE.format(status=404, size=7)
         + "GET /slow/report took 1500ms\n"
     )
-    cfg = tmp_path / "adapter.yaml"
-    cfg.write_text(
-        f"""
-sources:
-  - type: log
-    path: {logs}/*.log
-    poll_interval: 100ms
+    source = f"""
     grok_patterns_file: {patterns}
     rules:
       - match: '%{{COMBINEDAPACHELOG}}'
@@ -46,9 +55,7 @@ sources:
         scale: 0.001
         buckets: [1, 2]
 """
-    )
-    with ProgramProcess("metrics", ["--config", str(cfg)], tmp=tmp_path) as p:
-        p.wait_ready()
+    with following(tmp_path, lines, source) as p:
         wait_until(
             lambda: p.metric("apache_requests_total", missing=0.0) == 3, 15, what="three lines"
         )
@@ -74,38 +81,25 @@ def test_a_bad_grok_pattern_is_a_usage_error_naming_the_rule(tmp_path: Path) -> 
 
 
 def test_when_conditions_on_captures(tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    (logs / "access.log").write_text(
-        "".join(APACHE.format(status=st, size=sz) for st, sz in ((200, 10), (503, 20), (500, 5)))
-        + APACHE.replace("GET", "POST").format(status=502, size=1)
-    )
-    cfg = tmp_path / "adapter.yaml"
-    cfg.write_text(
-        f"""
-sources:
-  - type: log
-    path: {logs}/*.log
-    poll_interval: 100ms
+    lines = "".join(
+        APACHE.format(status=st, size=sz) for st, sz in ((200, 10), (503, 20), (500, 5))
+    ) + APACHE.replace("GET", "POST").format(status=502, size=1)
+    source = """
     rules:
-      - match: '%{{COMBINEDAPACHELOG}}'
+      - match: '%{COMBINEDAPACHELOG}'
         when: 'response >= 500'
         counter: server_errors_total
-      - match: '%{{COMBINEDAPACHELOG}}'
+      - match: '%{COMBINEDAPACHELOG}'
         when: ['response >= 500', 'verb =~ ^GET$', 'bytes != "5"']
         counter: get_errors_total
 """
-    )
-    with ProgramProcess("metrics", ["--config", str(cfg)], tmp=tmp_path) as p:
-        p.wait_ready()
+    with following(tmp_path, lines, source) as p:
         wait_until(lambda: p.metric("server_errors_total", missing=0.0) == 3, 15)
         assert p.metric("get_errors_total") == 1  # the 503; not the 500 (5 bytes), not the POST
 
 
 def test_multiline_python_traces_are_one_record_for_the_rules(tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    (logs / "app.log").write_text(
+    lines = (
         "2026-12-04 10:00:00,000 ERROR app: request failed\n"
         "Traceback (most recent call last):\n"
         '  File "app.py", line 3, in <module>\n'
@@ -113,24 +107,16 @@ def test_multiline_python_traces_are_one_record_for_the_rules(tmp_path: Path) ->
         "ZeroDivisionError: division by zero\n"
         "2026-12-04 10:00:01,000 INFO app: next request\n"
     )
-    cfg = tmp_path / "adapter.yaml"
-    cfg.write_text(
-        f"""
-sources:
-  - type: log
-    path: {logs}/*.log
-    poll_interval: 100ms
+    source = """
     multiline: python
     rules:
       - match: '(?s)ERROR.*\\n(?P<type>\\w+Error): '
         counter: app_exceptions_total
         labels: [type]
-      - match: '^\\d{{4}}-'
+      - match: '^\\d{4}-'
         counter: app_records_total
 """
-    )
-    with ProgramProcess("metrics", ["--config", str(cfg)], tmp=tmp_path) as p:
-        p.wait_ready()
+    with following(tmp_path, lines, source) as p:
         wait_until(lambda: p.metric("app_records_total", missing=0.0) == 2, 15, what="2 records")
         assert p.metric("app_exceptions_total", type="ZeroDivisionError") == 1
 
@@ -142,20 +128,12 @@ NGINX = (
 
 
 def test_format_fields_feed_labels_values_and_conditions(tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
     rows = [("GET", 200, 100), ("GET", 404, 10), ("POST", 500, 5), ("GET", 200, 50)]
-    (logs / "access.log").write_text(
+    lines = (
         "".join(NGINX.format(i=i, verb=v, st=st, size=sz) for i, (v, st, sz) in enumerate(rows))
         + "not an nginx line\n"
     )
-    cfg = tmp_path / "adapter.yaml"
-    cfg.write_text(
-        f"""
-sources:
-  - type: log
-    path: {logs}/*.log
-    poll_interval: 100ms
+    source = """
     format: nginx
     rules:
       - counter: http_requests_total
@@ -169,9 +147,7 @@ sources:
         labels: [id]
         when: 'method == GET'
 """
-    )
-    with ProgramProcess("metrics", ["--config", str(cfg)], tmp=tmp_path) as p:
-        p.wait_ready()
+    with following(tmp_path, lines, source) as p:
         wait_until(lambda: p.metric("http_requests_total", missing=0.0) == 4, 15, what="4 lines")
         assert p.metric("http_requests_total", status="200", method="GET") == 2
         assert p.metric("http_requests_total", status="500", method="POST") == 1
@@ -193,9 +169,7 @@ def test_timestamps_from_the_line_are_served_as_sample_timestamps(tmp_path: Path
     t1, t2 = now - 90, now - 30  # inside the hour Prometheus accepts
     apache = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(t2))
     iso = time.strftime("%Y-%m-%dT%H:%M:%S.250Z", time.gmtime(t1))
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    (logs / "app.log").write_text(
+    lines = (
         APACHE.replace("10/Oct/2000:13:55:36 -0700", apache).format(status=200, size=1)
         # Older than the line before: the series' timestamp does not go back.
         + APACHE.replace("10/Oct/2000:13:55:36 -0700", "10/Oct/2000:13:55:36 -0700").format(
@@ -206,15 +180,9 @@ def test_timestamps_from_the_line_are_served_as_sample_timestamps(tmp_path: Path
         + "2000-01-01T00:00:00Z queue=3\n"  # too old for Prometheus: served untimed
         + "yesterday queue=9\n"  # not a time: counted, the value still applies
     )
-    cfg = tmp_path / "adapter.yaml"
-    cfg.write_text(
-        f"""
-sources:
-  - type: log
-    path: {logs}/*.log
-    poll_interval: 100ms
+    source = """
     rules:
-      - match: '%{{COMBINEDAPACHELOG}}'
+      - match: '%{COMBINEDAPACHELOG}'
         counter: hits_total
         timestamp: timestamp
         timestamp_format: '%d/%b/%Y:%H:%M:%S %z'
@@ -230,9 +198,7 @@ sources:
         timestamp: t
         timestamp_format: unix_ms
 """
-    )
-    with ProgramProcess("metrics", ["--config", str(cfg)], tmp=tmp_path) as p:
-        p.wait_ready()
+    with following(tmp_path, lines, source) as p:
         wait_until(
             lambda: (
                 p.metric("podkit_metrics_log_errors", missing=0.0, reason="bad_timestamp")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 
+from podkit.adapters.metrics.series import SUMMARY
 from podkit.adapters.metrics.sources import build
 from podkit.adapters.metrics.statsd import StatsdSource
-from podkit.adapters.metrics.store import SUMMARY, Store
+from podkit.adapters.metrics.store import Store
 
 LOG = logging.getLogger("test")
 
@@ -68,7 +69,7 @@ def test_summary_samples_stop_growing_when_the_budget_is_spent() -> None:
 
 
 def test_sample_timestamps_only_inside_the_window_prometheus_accepts() -> None:
-    from podkit.adapters.metrics.store import (
+    from podkit.adapters.metrics.exposition import (
         TIMESTAMP_MAX_AGE,
         TIMESTAMP_MAX_AHEAD,
         sample_timestamp,

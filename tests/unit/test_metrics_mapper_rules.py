@@ -17,7 +17,8 @@ from podkit.adapters.metrics.mapper import (
     SUMMARY_KEYS,
     Mapper,
 )
-from podkit.adapters.metrics.store import DEFAULT_BUCKETS, DEFAULT_QUANTILES
+from podkit.adapters.metrics.series import DEFAULT_QUANTILES
+from podkit.adapters.metrics.store import DEFAULT_BUCKETS
 
 from podkit import UsageError
 

@@ -337,7 +337,7 @@ def test_mapping_file_errors_name_the_place() -> None:
 
 
 def test_summary_window_ages_out_old_observations() -> None:
-    from podkit.adapters.metrics.store import SummaryOptions, SummarySeries
+    from podkit.adapters.metrics.series import SummaryOptions, SummarySeries
 
     s = SummarySeries(SummaryOptions((0.5,), max_age=10.0, age_buckets=5), now=0.0)
     for v in range(1, 101):
