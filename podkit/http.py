@@ -250,7 +250,9 @@ class AuthOptions(_Standalone):
         help="file with a bearer token for {about}, re-read when it changes",
     )
     basic_auth_user: str | None = option(
-        None, metavar="USER", help="basic-auth user for {about} (with --basic-auth-password-file)"
+        None,
+        metavar="USER",
+        help="basic-auth user for {about} (its password from the password file)",
     )
     basic_auth_password_file: str | None = option(
         None,

@@ -64,18 +64,20 @@ from ._base import (
 )
 from ._batch import Batch, NdjsonBatch, RecordBatch, as_batch
 from ._elasticsearch import ElasticsearchSink
-from ._http import COMPRESSIONS, HTTPSink
+from ._http import AUTH_NAMES, COMPRESSIONS, TLS_NAMES, HTTPSink
 from ._local import FileSink, StdoutSink
 from ._loki import LOKI_MAX_STREAMS, LokiSink, loki_label_name, record_field
 from ._otlp import OTLP_FORMATS, OTLPSink
 
 __all__ = [
+    "AUTH_NAMES",
     "COMPRESSIONS",
     "LOKI_MAX_STREAMS",
     "OTLP_FORMATS",
     "REFUSAL_REASONS",
     "RETRY_REASONS",
     "SPLIT_REASONS",
+    "TLS_NAMES",
     "Batch",
     "ElasticsearchSink",
     "EventHook",

@@ -23,17 +23,19 @@ from typing import Any
 
 from podkit import OptionGroup, Sidecar, UsageError, option
 from podkit.aio import wait_for
-from podkit.http import parse_header_files
+from podkit.http import AuthOptions, TLSClientOptions, parse_header_files
 from podkit.multiline import MultilineOptions
 from podkit.program import path_problem, writable_dir_problem
 from podkit.secrets import redact_url
 from podkit.sinks import (
+    AUTH_NAMES,
     COMPRESSIONS,
     LOKI_MAX_STREAMS,
     OTLP_FORMATS,
     REFUSAL_REASONS,
     RETRY_REASONS,
     SPLIT_REASONS,
+    TLS_NAMES,
     Sink,
     SinkClosed,
     open_sink,
@@ -210,27 +212,12 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
     header: list[str] = option(
         repeat=True, metavar="'NAME: VALUE'", help="HTTP header sent to the sink (repeatable)"
     )
-    header_file: list[str] = option(
-        repeat=True,
-        metavar="NAME=FILE",
-        help="HTTP header whose value is read from FILE (API keys; re-read on change)",
-    )
-    bearer_token_file: str | None = option(
-        None, kind="path", help="file holding a bearer token for the sink (re-read on change)"
-    )
-    username: str | None = option(None, help="basic auth user (with --password-file)")
-    password_file: str | None = option(
-        None, kind="path", help="file holding the basic auth password (re-read on change)"
-    )
-    client_cert_file: str | None = option(
-        None, kind="path", help="client certificate (PEM) for https sinks (re-read on change)"
-    )
-    client_key_file: str | None = option(
-        None, kind="path", help="its private key (PEM), unless in --client-cert-file"
-    )
+    # TLS and credentials: the core's groups (podkit.http), under the names
+    # logship has always given them (pod specs set --username, PODKIT_PASSWORD_FILE,
+    # client-cert-file:), which are also the sink's parameters.
+    sink_auth: AuthOptions = AuthOptions.include(about="the sink", names=AUTH_NAMES)
+    sink_tls: TLSClientOptions = TLSClientOptions.include(about="the sink", names=TLS_NAMES)
     compress: str = option("none", choices=COMPRESSIONS, help="compress HTTP request bodies")
-    ca_file: str | None = option(None, kind="path", help="CA bundle to verify the sink's TLS")
-    insecure: bool = option(False, help="do not verify the sink's TLS certificate")
     request_timeout: float = option("30s", kind="duration", help="timeout of one HTTP request")
     # -- Loki
     tenant: str | None = option(None, help="Loki tenant (X-Scope-OrgID); as --loki-tenant")
@@ -281,14 +268,14 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
         credential files it reads can be read (those of `sinks:` entries and
         --header-file; the runner checks the other --*-file flags)."""
         problems: list[str | None] = []
-        flag_headers = parse_header_files(self.header_file)
+        flag_headers = parse_header_files(self.sink_auth.header_file)
         for spec in self._specs:
             problems += self.tailing.problems(spec["paths"])
             problems.append(writable_dir_problem("--state-dir", spec["state_dir"]))
             opts, entry = spec["options"], f"sinks: {spec['name']}: "
             for key in _CREDENTIAL_FILES:
                 path = opts.get(key)
-                if path and path != getattr(self, key):  # the flag's: the runner checks it
+                if path and path != self._flag(key):  # the flag's: the runner checks it
                     problems.append(path_problem(f"{entry}{key}", path, "file"))
             for name, path in parse_header_files(opts.get("header_files") or []).items():
                 own = flag_headers.get(name) != path
@@ -310,7 +297,6 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
                 raise UsageError(f"sinks[{i}]: unknown key(s) {', '.join(sorted(unknown))}")
             entries.append(entry)
         names: set[str] = set()
-        flags = {opt.name: opt for opt in type(self).options()}
         specs = []
         for i, entry in enumerate(entries):
             url = entry["url"]
@@ -328,7 +314,7 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
                 if not ok:
                     raise UsageError(f"sinks: {name}: {key} does not fit {redact_url(url)}")
                 # Read as the flag's value is ("10s", "true", a list or one item).
-                entry[key] = flags[key].convert(entry[key], f"sinks: {name}: {key}")
+                entry[key] = _OPTIONS[key].convert(entry[key], f"sinks: {name}: {key}")
             match = entry.get("match") or {}
             if not isinstance(match, dict):
                 raise UsageError(f"sinks: {name}: match: expected a mapping of field: REGEX")
@@ -361,7 +347,7 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
         self, family: str, entry: dict[str, Any], state_dir: str, index: int
     ) -> dict[str, Any]:
         def get(key: str) -> Any:
-            return entry[key] if key in entry else getattr(self, key)
+            return entry[key] if key in entry else self._flag(key)
 
         # --dead-letter names the first sink's file; each sink has its own.
         dead = entry.get("dead_letter") or (self.dead_letter if index == 0 else None)
@@ -399,19 +385,23 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
             opts.update(otlp_format=get("otlp_format"), resource=self.pod.resource())
         return opts
 
+    def _flag(self, name: str) -> Any:
+        """The value of logship's option `name` (a `sinks:` key), a group's option too."""
+        opt = _OPTIONS[name]
+        if opt.group is None:
+            return getattr(self, opt.attr)
+        return getattr(getattr(self, opt.group[0]), opt.group[1])
+
     def _check_flags_fit(self, families: set[str]) -> None:
         """A flag that fits none of the sinks is a mistake: exit 2 naming it."""
-        http_flags = (
-            ("--header", bool(self.header)),
-            ("--header-file", bool(self.header_file)),
-            ("--bearer-token-file", bool(self.bearer_token_file)),
-            ("--username", bool(self.username)),
-            ("--password-file", bool(self.password_file)),
-            ("--client-cert-file", bool(self.client_cert_file)),
-            ("--compress", self.compress != "none"),
-            ("--ca-file", bool(self.ca_file)),
-            ("--insecure", self.insecure),
-        )
+        http_flags = [
+            (f"--{key.replace('_', '-')}", bool(self._flag(key)))
+            for key in (
+                *("header", "header_file", "bearer_token_file", "username", "password_file"),
+                *("client_cert_file", "ca_file", "insecure"),
+            )
+        ]
+        http_flags.append(("--compress", self.compress != "none"))
         for flag, set_ in http_flags:
             if set_ and not families & set(_HTTP_FAMILIES):
                 raise UsageError(f"{flag}: only for http(s), loki+, elasticsearch+ and otlp+ sinks")
@@ -737,6 +727,10 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
             "files": t.files()[:100],
             "skipped": t.skipped_files()[:100],
         }
+
+
+#: logship's options by name (a group's under the name logship gives it).
+_OPTIONS = {opt.name: opt for opt in LogShip.options()}
 
 
 def main() -> None:
