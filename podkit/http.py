@@ -276,7 +276,13 @@ class AuthOptions(_Standalone):
             raise UsageError(f"{user}: basic auth user names cannot hold ':'")
         # Duplicates and hop-by-hop names across every item (each item alone
         # was checked as it was read).
-        parse_header_files(self.header_file, self.flag("header_file"))
+        named = parse_header_files(self.header_file, self.flag("header_file"))
+        scheme = "bearer_token_file" if self.bearer_token_file else "basic_auth_user"
+        if getattr(self, scheme) and any(n.lower() == "authorization" for n in named):
+            # Two Authorization lines would reach the server, which picks one.
+            raise UsageError(
+                f"{self.flag('header_file')}: Authorization conflicts with {self.flag(scheme)}"
+            )
         if bool(self.basic_auth_user) != bool(self.basic_auth_password_file):
             raise UsageError(
                 f"{self.flag('basic_auth_user')} and {self.flag('basic_auth_password_file')}: "

@@ -183,6 +183,14 @@ def test_the_old_tls_names_fill_the_core_group(tmp_path: Path) -> None:
         (["--header-file", "Host=/f"], "--header-file: Host cannot be set"),
         (["--header-file", "Transfer-Encoding=/f"], "Transfer-Encoding cannot be set"),
         (["--header-file", "X-K=/a", "--header-file", "x-k=/b"], "x-k is set twice"),
+        (
+            ["--header-file", "authorization=/a", "--bearer-token-file", "/t"],
+            "--header-file: Authorization conflicts with --bearer-token-file",
+        ),
+        (
+            ["--header-file", "Authorization=/a", "--username", "u", "--password-file", "/p"],
+            "--header-file: Authorization conflicts with --username",
+        ),
     ],
 )
 def test_the_groups_rules_name_logships_flags(argv: list[str], message: str) -> None:
