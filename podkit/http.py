@@ -8,6 +8,7 @@ defaults and cross-checks live here once, and they hand over what
 
 from __future__ import annotations
 
+import os
 import re
 import ssl
 from collections.abc import Iterable, Mapping
@@ -215,6 +216,19 @@ class TLSClientOptions(_Standalone):
                 ctx.check_hostname = False
             cache[key] = ctx
         return cache[key]
+
+    def cert_signature(self) -> tuple[tuple[int, int, int, int], ...]:
+        """What `stat` says of the client certificate and key files now (empty
+        without a certificate). A client that compares it with the signature
+        its context was built from knows when to build a new one: kubelet
+        rotates a mounted Secret by swapping a symlink. OSError when a file
+        cannot be stat'ed."""
+        sig = []
+        for path in (self.cert_file, self.key_file) if self.cert_file else ():
+            if path:
+                st = os.stat(path)
+                sig.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(sig)
 
     def check_files(self) -> None:
         """Load the files now, so a bad one is a usage error at start (exit 2)

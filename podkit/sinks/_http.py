@@ -4,7 +4,6 @@ the plain NDJSON-over-HTTP sink."""
 from __future__ import annotations
 
 import gzip
-import os
 import ssl
 from typing import Any
 
@@ -107,20 +106,10 @@ class _HTTPSink(Sink):
     def _configure_target(self, options: dict[str, Any]) -> None:
         pass
 
-    def _cert_signature(self) -> tuple[Any, ...] | None:
-        if not self.tls.cert_file:
-            return None
-        sig: list[Any] = []
-        for path in (self.tls.cert_file, self.tls.key_file):
-            if path:
-                st = os.stat(path)
-                sig.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
-        return tuple(sig)
-
     async def start(self) -> None:
         ctx = None
         if self.target.startswith("https://"):
-            self._cert_sig = self._cert_signature()
+            self._cert_sig = self.tls.cert_signature()
             # Not the group's cached context: a rotated certificate needs a new one.
             t = self.tls
             ctx = ssl_context(t.ca_file, t.insecure, t.cert_file, t.key_file)
@@ -139,7 +128,7 @@ class _HTTPSink(Sink):
     ) -> tuple[int, dict[str, str], bytes]:
         if self._session is not None and self.tls.cert_file:
             try:
-                renewed = self._cert_signature() != self._cert_sig
+                renewed = self.tls.cert_signature() != self._cert_sig
             except OSError as exc:
                 raise Retry(
                     f"cannot read client certificate: {exc.strerror or exc}", kind="token"
