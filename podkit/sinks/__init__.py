@@ -11,6 +11,11 @@
     await sink.send(records)                # list[dict] or a Batch; returns once delivered
     await sink.close()
 
+An HTTP-family sink takes its credentials and TLS as the core's option
+groups: a program that includes `podkit.http.AuthOptions` and
+`TLSClientOptions` passes them whole (`open_sink(url, auth=self.auth,
+tls=self.tls)`), and every message names the program's own flags.
+
 The delivery policy is the same for every sink: `send()` returns only when
 each record was delivered or dead-lettered. Failures that may heal (refused
 connection, timeout, 408, 429, 5xx, a full disk) are retried forever with

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gzip
 import ssl
-from typing import Any
+from typing import Any, TypeVar
 
 from ..http import AuthOptions, TLSClientOptions, client_session, parse_headers, ssl_context
 from ..options import UsageError
@@ -20,6 +20,8 @@ from ._base import (
     register_sink,
 )
 from ._batch import Batch
+
+_G = TypeVar("_G", AuthOptions, TLSClientOptions)
 
 #: Values of `--compress` (zstd needs the optional `zstandard` package).
 COMPRESSIONS = ("none", "gzip", "zstd")
@@ -44,8 +46,11 @@ class _HTTPSink(Sink):
     headers, compression and auth.
 
     Credentials and TLS are the core's option groups (`podkit.http`:
-    `AuthOptions`, `TLSClientOptions`), built from the sink's parameters and
-    checked by the same rules as every program's flags. Every credential
+    `AuthOptions`, `TLSClientOptions`): a program that includes them passes
+    them as `auth=` and `tls=`; otherwise they are built from the sink's
+    parameters (`username`, `password_file`, `bearer_token_file`,
+    `header_files`, `ca_file`, `client_cert_file`, `client_key_file`,
+    `insecure`) and checked by the same rules as every program's flags. Every credential
     comes from a file re-read when it changes (a rotated Secret): the bearer
     token, the basic-auth password, `header_files` values and the client
     certificate (a new session is made when its files change). The values
@@ -59,20 +64,24 @@ class _HTTPSink(Sink):
         if isinstance(headers, list | tuple):
             headers = parse_headers(headers)
         self.headers: dict[str, str] = dict(headers)
-        self.auth = AuthOptions.of(
+        auth = AuthOptions.of(
             AUTH_NAMES,
             bearer_token_file=options.pop("bearer_token_file", None) or None,
             basic_auth_user=options.pop("username", None) or None,
             basic_auth_password_file=options.pop("password_file", None) or None,
             header_file=_header_file_items(options.pop("header_files", None) or []),
         )
-        self.tls = TLSClientOptions.of(
+        tls = TLSClientOptions.of(
             TLS_NAMES,
             ca_file=options.pop("ca_file", None) or None,
             cert_file=options.pop("client_cert_file", None) or None,
             key_file=options.pop("client_key_file", None) or None,
             insecure=bool(options.pop("insecure", False)),
         )
+        # A program that includes the groups hands them over whole (`auth=self.auth`),
+        # its own flags named in every message; or it gives their parts, as above.
+        self.auth: AuthOptions = self._group("auth", options, auth, AuthOptions)
+        self.tls: TLSClientOptions = self._group("tls", options, tls, TLSClientOptions)
         self.compress: str | None = options.pop("compress", None) or None
         if self.compress not in (None, *COMPRESSIONS):
             raise UsageError(
@@ -102,6 +111,17 @@ class _HTTPSink(Sink):
             raise UsageError(f"--client-cert-file: only for https sinks, not {self.safe_url}")
         self._configure_target(options)
         super()._configure(**options)
+
+    def _group(self, key: str, options: dict[str, Any], parts: _G, cls: type[_G]) -> _G:
+        """`options[key]` when the caller gave the whole group, else `parts`."""
+        given = options.pop(key, None)
+        if given is None:
+            return parts
+        if not isinstance(given, cls):
+            raise TypeError(f"{key}=: expected {cls.__name__}, got {type(given).__name__}")
+        if parts != cls.of(parts._renamed):  # some part was given too
+            raise UsageError(f"--sink {self.safe_url}: give {key}= or its parts, not both")
+        return given
 
     def _configure_target(self, options: dict[str, Any]) -> None:
         pass

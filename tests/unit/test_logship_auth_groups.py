@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from podkit.sidecars.logship import LogShip
 
+from podkit import Sidecar
 from podkit.http import AuthOptions, TLSClientOptions
 from podkit.options import UsageError
 from podkit.runner import configure
@@ -216,3 +217,38 @@ def test_a_sinks_entry_is_held_to_the_same_rules(tmp_path: Path, entry: str, mes
     with pytest.raises(UsageError) as exc:
         program(["--config", str(cfg)])
     assert message in str(exc.value)
+
+
+class Custom(Sidecar):
+    """A custom sidecar with the core groups, handing them to a sink whole."""
+
+    name = "custom"
+    tls: TLSClientOptions = TLSClientOptions.include(about="the sink")
+    auth: AuthOptions = AuthOptions.include(about="the sink")
+
+    async def run(self) -> None:
+        pass
+
+
+async def test_a_custom_sidecar_hands_its_groups_to_a_sink(
+    receiver: tuple[str, list[dict[str, str]]], secrets: dict[str, str]
+) -> None:
+    url, seen = receiver
+    argv = ["--basic-auth-user", "ann", "--basic-auth-password-file", secrets["pw"]]
+    p = configure(Custom, [*argv, "--header-file", f"X-Api-Key={secrets['key']}"], {})
+    assert isinstance(p, Custom)
+    sink = open_sink(url, auth=p.auth, tls=p.tls)
+    await sink.start()
+    try:
+        await sink.send(RecordBatch([{"message": "m"}]))
+    finally:
+        await sink.close()
+    assert seen[0]["Authorization"] == BASIC and seen[0]["X-Api-Key"] == "k-123"
+    with pytest.raises(UsageError, match="give auth= or its parts, not both"):
+        open_sink(url, auth=p.auth, username="u", password_file="/p")
+    # an unreadable file is retried, named by the program's own flag
+    gone = configure(Custom, ["--bearer-token-file", secrets["token"] + ".gone"], {})
+    assert isinstance(gone, Custom)
+    sink = open_sink(url, auth=gone.auth)
+    with pytest.raises(UsageError, match=r"--bearer-token-file .*token\.gone"):
+        sink.auth.headers()
