@@ -8,12 +8,13 @@ defaults and cross-checks live here once, and they hand over what
 
 from __future__ import annotations
 
+import os
 import re
 import ssl
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Self
 
-from .options import OptionGroup, UsageError, option
+from .options import OptionGroup, UsageError, option, resolve
 from .secrets import SecretFile, register_secret
 
 if TYPE_CHECKING:
@@ -52,19 +53,56 @@ def parse_headers(items: Iterable[str], flag: str = "--header") -> dict[str, str
 #: An HTTP field name (RFC 9110 §5.1, a token).
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 
+#: Header names no program lets a file set: framing and hop-by-hop fields
+#: belong to each connection (RFC 9110 §7.6.1) and the client writes them
+#: itself; a second Content-Length or a Transfer-Encoding from a Secret
+#: would desynchronise the connection (request smuggling).
+HOP_BY_HOP = (
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+)
 
-def parse_header_files(items: Iterable[str], flag: str = "--header-file") -> dict[str, str]:
+
+def parse_header_files(
+    items: Iterable[str],
+    flag: str = "--header-file",
+    *,
+    refused: Iterable[str] = HOP_BY_HOP,
+    taken: Iterable[str] = (),
+    taken_by: str = "",
+) -> dict[str, str]:
     """`NAME=FILE` items -> {header name: file whose content is the value}.
 
-    The spelling issue 17 and 18 give every program (an API key from a mounted
-    Secret: `--header-file X-Api-Key=/etc/secret/key`); raises UsageError
-    naming the flag."""
+    The one parser of the spelling issue 17 and 18 give every program (an API
+    key from a mounted Secret: `--header-file X-Api-Key=/etc/secret/key`).
+    Refused, with a UsageError naming the flag: an item that is not
+    `NAME=FILE` with NAME a header name; a name in `refused` (the hop-by-hop
+    and framing fields; a program adds those it writes itself, as the proxy
+    does X-Forwarded-For); a name given twice, in any case, or already in
+    `taken` (headers set another way, named by `taken_by`: the proxy's
+    --set-header). Two values for one name would reach the server as two
+    header lines, and the server picks one."""
     out: dict[str, str] = {}
+    no = {n.lower() for n in refused}
+    seen = {n.lower() for n in taken}
     for item in items:
         name, sep, path = item.partition("=")
         name = name.strip()
         if not sep or not path or not _TOKEN.fullmatch(name):
             raise UsageError(f"{flag}: expected NAME=FILE with a header name, got {item!r}")
+        if name.lower() in no:
+            raise UsageError(f"{flag}: {name} cannot be set")
+        if name.lower() in seen:
+            also = f" (or by {taken_by})" if taken_by else ""
+            raise UsageError(f"{flag}: {name} is set twice{also}")
+        seen.add(name.lower())
         out[name] = path
     return out
 
@@ -110,7 +148,27 @@ def client_session(
     )
 
 
-class TLSClientOptions(OptionGroup):
+class _Standalone(OptionGroup):
+    """A group a library caller builds from values rather than flags."""
+
+    @classmethod
+    def of(cls, names: Mapping[str, str] | None = None, **values: Any) -> Self:
+        """The group with `values` (the rest at their defaults), checked.
+
+        `names` spells the flags in messages as the caller's parameters are
+        named (a sink's `username` is the group's `basic_auth_user`), as
+        `include(names=...)` does on a program."""
+        defaults = resolve(cls.options(), {}, {}, {}, None)  # each option's own default
+        unknown = set(values) - set(defaults)
+        if unknown:
+            raise TypeError(f"{cls.__name__}.of: no options {sorted(unknown)}")
+        group = cls(**{**defaults, **values})
+        group._renamed = dict(names or {})
+        group.check()
+        return group
+
+
+class TLSClientOptions(_Standalone):
     """A TLS client's settings: whom to trust, which certificate to present.
 
     The values are files (re-read only at start: a rotated CA takes a
@@ -159,6 +217,19 @@ class TLSClientOptions(OptionGroup):
             cache[key] = ctx
         return cache[key]
 
+    def cert_signature(self) -> tuple[tuple[int, int, int, int], ...]:
+        """What `stat` says of the client certificate and key files now (empty
+        without a certificate). A client that compares it with the signature
+        its context was built from knows when to build a new one: kubelet
+        rotates a mounted Secret by swapping a symlink. OSError when a file
+        cannot be stat'ed."""
+        sig = []
+        for path in (self.cert_file, self.key_file) if self.cert_file else ():
+            if path:
+                st = os.stat(path)
+                sig.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(sig)
+
     def check_files(self) -> None:
         """Load the files now, so a bad one is a usage error at start (exit 2)
         rather than a failure at the first connection."""
@@ -179,7 +250,7 @@ class TLSClientOptions(OptionGroup):
             raise UsageError(f"{flags}: {exc}") from None
 
 
-class AuthOptions(OptionGroup):
+class AuthOptions(_Standalone):
     """Credentials sent to a server, every one from a file re-read when it
     changes (a rotated Secret needs no restart): a bearer token, a basic-auth
     user and password, or headers whose values are files (`NAME=FILE`)."""
@@ -193,7 +264,9 @@ class AuthOptions(OptionGroup):
         help="file with a bearer token for {about}, re-read when it changes",
     )
     basic_auth_user: str | None = option(
-        None, metavar="USER", help="basic-auth user for {about} (with --basic-auth-password-file)"
+        None,
+        metavar="USER",
+        help="basic-auth user for {about} (its password from the password file)",
     )
     basic_auth_password_file: str | None = option(
         None,
@@ -210,6 +283,20 @@ class AuthOptions(OptionGroup):
     )
 
     def check(self) -> None:
+        user = self.flag("basic_auth_user")
+        if self.basic_auth_user and ":" in self.basic_auth_user:
+            # RFC 7617: the user-id ends at the first colon; the server would
+            # read the rest as the password.
+            raise UsageError(f"{user}: basic auth user names cannot hold ':'")
+        # Duplicates and hop-by-hop names across every item (each item alone
+        # was checked as it was read).
+        named = parse_header_files(self.header_file, self.flag("header_file"))
+        scheme = "bearer_token_file" if self.bearer_token_file else "basic_auth_user"
+        if getattr(self, scheme) and any(n.lower() == "authorization" for n in named):
+            # Two Authorization lines would reach the server, which picks one.
+            raise UsageError(
+                f"{self.flag('header_file')}: Authorization conflicts with {self.flag(scheme)}"
+            )
         if bool(self.basic_auth_user) != bool(self.basic_auth_password_file):
             raise UsageError(
                 f"{self.flag('basic_auth_user')} and {self.flag('basic_auth_password_file')}: "
@@ -255,10 +342,14 @@ class AuthOptions(OptionGroup):
                 import base64
 
                 attr = "basic_auth_password_file"
-                pair = f"{self.basic_auth_user}:{self._file(attr).value()}".encode()
-                token = base64.b64encode(pair).decode("ascii")
-                register_secret(token)
-                out["Authorization"] = f"Basic {token}"
+                password = self._file(attr).value()
+                last: tuple[str, str] | None = self.__dict__.get("_basic")
+                if last is None or last[0] != password:
+                    pair = f"{self.basic_auth_user}:{password}".encode()
+                    token = base64.b64encode(pair).decode("ascii")
+                    register_secret(token)  # the encoded form is as secret as the password
+                    last = self.__dict__["_basic"] = (password, f"Basic {token}")
+                out["Authorization"] = last[1]
         except OSError as exc:
             if attr.startswith("header_file:"):
                 flag, path = self.flag("header_file"), attr.partition(":")[2]

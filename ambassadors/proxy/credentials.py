@@ -23,10 +23,11 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from podkit import UsageError, option
+from podkit.http import HOP_BY_HOP, parse_header_files
 from podkit.options import OptionGroup
 from podkit.secrets import SecretFile, register_secret
 
@@ -41,23 +42,11 @@ log = logging.getLogger("podkit.proxy")
 
 JWT_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 CLIENT_AUTH = ("client_secret_basic", "client_secret_post", "private_key_jwt")
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-# framing and hop-by-hop headers belong to each connection, and the proxy writes
-# these itself: neither --set-header nor --header-file may set them
-NOT_SETTABLE = (
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "te",
-    "trailer",
-    "keep-alive",
-    "proxy-connection",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-)
+# framing and hop-by-hop headers belong to each connection (the core refuses them
+# in every program's --header-file), and the proxy writes the X-Forwarded ones
+# itself: neither --set-header nor --header-file may set them
+NOT_SETTABLE = (*HOP_BY_HOP, "x-forwarded-for", "x-forwarded-proto")
 
 
 class CredentialOptions(OptionGroup):
@@ -143,18 +132,20 @@ class CredentialOptions(OptionGroup):
         "most this big (such bodies are buffered before sending)",
     )
 
-    def header_files(self) -> list[tuple[str, str]]:
-        """--header-file as (name, path) pairs; UsageError on a malformed entry."""
-        out = []
-        for item in self.header_file:
-            name, sep, path = item.partition("=")
-            name = name.strip()
-            if not sep or not path or not _TOKEN.fullmatch(name):
-                raise UsageError(f"--header-file: {item!r} is not NAME=FILE")
-            if name.lower() in NOT_SETTABLE:
-                raise UsageError(f"--header-file: {name} cannot be set")
-            out.append((name, path))
-        return out
+    def header_files(self, pre: str = "", set_headers: Iterable[str] = ()) -> list[tuple[str, str]]:
+        """--header-file as (name, path) pairs, read by the core's one parser
+        (podkit.http.parse_header_files) with the proxy's refusals: a name
+        NOT_SETTABLE, or set twice (by another --header-file or by
+        `set_headers`, the --set-header names); UsageError naming the flag."""
+        return list(
+            parse_header_files(
+                self.header_file,
+                f"{pre}--header-file",
+                refused=NOT_SETTABLE,
+                taken=set_headers,
+                taken_by="--set-header",
+            ).items()
+        )
 
     def authorization_schemes(self) -> list[str]:
         """The flags that each set the Authorization header."""
@@ -174,14 +165,10 @@ class CredentialOptions(OptionGroup):
         schemes = self.authorization_schemes()
         if len(schemes) > 1:
             raise UsageError(f"{pre}{' and '.join(schemes)}: only one may set Authorization")
-        headers = self.header_files()
+        headers = self.header_files(pre, set_headers)
         if mode == "tcp" and (schemes or headers):
             raise UsageError(f"{pre}{(schemes or ['--header-file'])[0]}: not in TCP mode")
-        taken = {n.lower() for n in set_headers}
-        for name, _ in headers:
-            if name.lower() in taken:
-                raise UsageError(f"{pre}--header-file: {name} is set twice (or by --set-header)")
-            taken.add(name.lower())
+        taken = {n.lower() for n in set_headers} | {n.lower() for n, _ in headers}
         if schemes and "authorization" in taken:
             # two Authorization lines would reach the upstream, which picks one
             raise UsageError(f"{pre}--set-header: Authorization conflicts with {schemes[0]}")

@@ -3,8 +3,9 @@
 The file machinery (discovery, identity, checkpoints, rotation) is
 `podkit.tailer`; delivery and its retry policy are `podkit.sinks`. This module
 holds what makes logship logship: its options, the sinks it ships to (each a
-`route.Route`: its own tailer, checkpoint, batches and metrics), the pod's
-identity added to records, and the drain on SIGTERM.
+`route.Route`: its own tailer, checkpoint, batches and metrics; which sinks,
+with which options, is `destinations`), the pod's identity added to records,
+and the drain on SIGTERM.
 
 Several sinks (`--sink` repeated, or `sinks:` in the config file) each get
 their own tailer reading the same files: a sink that is down holds back only
@@ -21,19 +22,20 @@ import os
 import re
 from typing import Any
 
-from podkit import OptionGroup, Sidecar, UsageError, option
+from podkit import Sidecar, UsageError, option
 from podkit.aio import wait_for
-from podkit.http import parse_header_files
+from podkit.http import AuthOptions, TLSClientOptions
 from podkit.multiline import MultilineOptions
-from podkit.program import path_problem, writable_dir_problem
-from podkit.secrets import redact_url
+from podkit.program import writable_dir_problem
 from podkit.sinks import (
+    AUTH_NAMES,
     COMPRESSIONS,
     LOKI_MAX_STREAMS,
     OTLP_FORMATS,
     REFUSAL_REASONS,
     RETRY_REASONS,
     SPLIT_REASONS,
+    TLS_NAMES,
     Sink,
     SinkClosed,
     open_sink,
@@ -45,91 +47,12 @@ from podkit.tailer import (
     watch_log_volume,
 )
 
+from .destinations import DEAD_LETTER_FILE, Destinations, credential_problems, sink_specs
 from .podinfo import DEFAULT_DIR, PodInfo, read_podinfo
 from .process import Processor
 from .route import Limits, RecordShape, Route
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_SINK_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
-_HTTP_SCHEMES = (
-    "http",
-    "https",
-    "loki+http",
-    "loki+https",
-    "elasticsearch+http",
-    "elasticsearch+https",
-    "otlp+http",
-    "otlp+https",
-)
-_HTTP_FAMILIES = ("http", "loki", "elasticsearch", "otlp")
-#: Where refused records go without --dead-letter: never dropped silently.
-DEAD_LETTER_FILE = "dead-letter.ndjson"
-#: Per-sink options a `sinks:` entry may set (else the flag's value applies),
-#: with the kinds of sink they fit ("http": every HTTP-family sink).
-_SINK_KEYS: dict[str, str] = {
-    "header": "http",
-    "header_file": "http",
-    "bearer_token_file": "http",
-    "username": "http",
-    "password_file": "http",
-    "client_cert_file": "http",
-    "client_key_file": "http",
-    "compress": "http",
-    "ca_file": "http",
-    "insecure": "http",
-    "request_timeout": "http",
-    "tenant": "loki",
-    "loki_tenant": "loki",
-    "loki_label_keys": "loki",
-    "loki_metadata_keys": "loki",
-    "loki_max_streams": "loki",
-    "otlp_format": "otlp",
-    "dead_letter": "any",
-}
-#: Files a sink reads credentials from: --check-config says when one cannot be read.
-_CREDENTIAL_FILES = (
-    "password_file",
-    "bearer_token_file",
-    "client_cert_file",
-    "client_key_file",
-    "ca_file",
-)
-_ROUTE_KEYS = ("name", "url", "path", "exclude", "match")
-
-
-def _keys(items: list[str]) -> list[str]:
-    """`a,b` and repeated flags alike: the field names, in order."""
-    return [k.strip() for item in items for k in item.split(",") if k.strip()]
-
-
-def _family(url: str) -> str:
-    scheme = url.split("://", 1)[0].lower()
-    if scheme not in _HTTP_SCHEMES:
-        return scheme
-    return scheme.split("+", 1)[0] if "+" in scheme else "http"
-
-
-class Destinations(OptionGroup):
-    """`--sink` (repeatable) and the config file's `sinks:`: at least one."""
-
-    sink: list[str] = option(
-        repeat=True,
-        kind="url",
-        metavar="URL",
-        help="where to ship records (repeatable: each sink gets every record)",
-    )
-    sinks: list[dict[str, Any]] | None = option(
-        None,
-        config_only=True,
-        help="list of sinks with their own name, path, exclude, match and options",
-    )
-
-    def check(self) -> None:
-        # Here, not in validate(): `podkit validate` checks manifests with it too.
-        if not self.sink and not self.sinks:
-            raise UsageError(
-                "--sink is required (or `sinks:` in the config file) [env PODKIT_SINK]"
-            )
 
 
 class LogShip(Sidecar):
@@ -210,27 +133,12 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
     header: list[str] = option(
         repeat=True, metavar="'NAME: VALUE'", help="HTTP header sent to the sink (repeatable)"
     )
-    header_file: list[str] = option(
-        repeat=True,
-        metavar="NAME=FILE",
-        help="HTTP header whose value is read from FILE (API keys; re-read on change)",
-    )
-    bearer_token_file: str | None = option(
-        None, kind="path", help="file holding a bearer token for the sink (re-read on change)"
-    )
-    username: str | None = option(None, help="basic auth user (with --password-file)")
-    password_file: str | None = option(
-        None, kind="path", help="file holding the basic auth password (re-read on change)"
-    )
-    client_cert_file: str | None = option(
-        None, kind="path", help="client certificate (PEM) for https sinks (re-read on change)"
-    )
-    client_key_file: str | None = option(
-        None, kind="path", help="its private key (PEM), unless in --client-cert-file"
-    )
+    # TLS and credentials: the core's groups (podkit.http), under the names
+    # logship has always given them (pod specs set --username, PODKIT_PASSWORD_FILE,
+    # client-cert-file:), which are also the sink's parameters.
+    sink_auth: AuthOptions = AuthOptions.include(about="the sink", names=AUTH_NAMES)
+    sink_tls: TLSClientOptions = TLSClientOptions.include(about="the sink", names=TLS_NAMES)
     compress: str = option("none", choices=COMPRESSIONS, help="compress HTTP request bodies")
-    ca_file: str | None = option(None, kind="path", help="CA bundle to verify the sink's TLS")
-    insecure: bool = option(False, help="do not verify the sink's TLS certificate")
     request_timeout: float = option("30s", kind="duration", help="timeout of one HTTP request")
     # -- Loki
     tenant: str | None = option(None, help="Loki tenant (X-Scope-OrgID); as --loki-tenant")
@@ -262,7 +170,7 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
             if not sep or not _LABEL_NAME.match(k):
                 raise UsageError(f"--label: expected NAME=VALUE with a label name, got {item!r}")
             self.labels[k] = v
-        self._specs = self._sink_specs()
+        self._specs = sink_specs(self)
         bad = []  # every sink with a bad URL or options, not just the first
         for i, spec in enumerate(self._specs):
             spec["processor"] = self._processor(spec)
@@ -281,149 +189,11 @@ podkit logship --path '/tmp/app/*.log' --sink stdout:// --state-dir /tmp/logship
         credential files it reads can be read (those of `sinks:` entries and
         --header-file; the runner checks the other --*-file flags)."""
         problems: list[str | None] = []
-        flag_headers = parse_header_files(self.header_file)
         for spec in self._specs:
             problems += self.tailing.problems(spec["paths"])
             problems.append(writable_dir_problem("--state-dir", spec["state_dir"]))
-            opts, entry = spec["options"], f"sinks: {spec['name']}: "
-            for key in _CREDENTIAL_FILES:
-                path = opts.get(key)
-                if path and path != getattr(self, key):  # the flag's: the runner checks it
-                    problems.append(path_problem(f"{entry}{key}", path, "file"))
-            for name, path in parse_header_files(opts.get("header_files") or []).items():
-                own = flag_headers.get(name) != path
-                flag = f"{entry}header_file" if own else "--header-file"
-                problems.append(path_problem(flag, path, "file"))
+        problems += credential_problems(self, self._specs)
         return list(dict.fromkeys(p for p in problems if p))
-
-    def _sink_specs(self) -> list[dict[str, Any]]:
-        """Every sink: its name, URL, paths, match and sink options, checked."""
-        entries: list[dict[str, Any]] = [{"url": u} for u in self.destinations.sink]
-        for i, raw in enumerate(self.destinations.sinks or []):
-            if isinstance(raw, str):
-                raw = {"url": raw}
-            if not isinstance(raw, dict) or not isinstance(raw.get("url"), str):
-                raise UsageError(f"sinks[{i}]: expected a mapping with a url")
-            entry = {str(k).replace("-", "_"): v for k, v in raw.items()}
-            unknown = set(entry) - set(_SINK_KEYS) - set(_ROUTE_KEYS)
-            if unknown:
-                raise UsageError(f"sinks[{i}]: unknown key(s) {', '.join(sorted(unknown))}")
-            entries.append(entry)
-        names: set[str] = set()
-        flags = {opt.name: opt for opt in type(self).options()}
-        specs = []
-        for i, entry in enumerate(entries):
-            url = entry["url"]
-            family = _family(url)
-            name = str(entry.get("name") or family.replace("elasticsearch", "es"))
-            if "name" not in entry and name in names:
-                name = f"{name}-{i + 1}"
-            if not _SINK_NAME.match(name) or name in names:
-                raise UsageError(f"sink name {name!r}: expected a unique [a-zA-Z0-9_.-] name")
-            names.add(name)
-            for key, fits in _SINK_KEYS.items():
-                if key not in entry:
-                    continue
-                ok = fits in ("any", family) or (fits == "http" and family in _HTTP_FAMILIES)
-                if not ok:
-                    raise UsageError(f"sinks: {name}: {key} does not fit {redact_url(url)}")
-                # Read as the flag's value is ("10s", "true", a list or one item).
-                entry[key] = flags[key].convert(entry[key], f"sinks: {name}: {key}")
-            match = entry.get("match") or {}
-            if not isinstance(match, dict):
-                raise UsageError(f"sinks: {name}: match: expected a mapping of field: REGEX")
-            paths = entry.get("path")
-            paths = [paths] if isinstance(paths, str) else list(paths or self.tailing.path)
-            base_dir = self.tailing.state_dir
-            state_dir = base_dir if i == 0 else os.path.join(base_dir, "sinks", name)
-            if not paths:
-                where = "--sink" if i < len(self.destinations.sink) else f"sinks: {name}"
-                raise UsageError(
-                    f"{where}: no files to follow: give --path [env PODKIT_PATH] "
-                    "or a path: on every sinks: entry"
-                )
-            specs.append(
-                {
-                    "name": name,
-                    "url": url,
-                    "family": family,
-                    "paths": paths,
-                    "exclude": list(self.tailing.exclude) + list(entry.get("exclude") or []),
-                    "match": {str(k): str(v) for k, v in match.items()},
-                    "state_dir": state_dir,
-                    "options": self._sink_options(family, entry, state_dir, i),
-                }
-            )
-        self._check_flags_fit({s["family"] for s in specs})
-        return specs
-
-    def _sink_options(
-        self, family: str, entry: dict[str, Any], state_dir: str, index: int
-    ) -> dict[str, Any]:
-        def get(key: str) -> Any:
-            return entry[key] if key in entry else getattr(self, key)
-
-        # --dead-letter names the first sink's file; each sink has its own.
-        dead = entry.get("dead_letter") or (self.dead_letter if index == 0 else None)
-        opts: dict[str, Any] = {
-            "dead_letter": dead or os.path.join(state_dir, DEAD_LETTER_FILE),
-            "retry_max_backoff": self.retry_max_backoff,
-            "retry_after_max": self.retry_after_max,
-            "max_body_bytes": self.batch_max_bytes,
-        }
-        if family not in _HTTP_FAMILIES:
-            return opts
-        opts.update(
-            headers=list(get("header") or []),
-            header_files=list(get("header_file") or []),
-            bearer_token_file=get("bearer_token_file"),
-            username=get("username"),
-            password_file=get("password_file"),
-            client_cert_file=get("client_cert_file"),
-            client_key_file=get("client_key_file"),
-            compress=get("compress"),
-            ca_file=get("ca_file"),
-            insecure=bool(get("insecure")),
-            timeout=float(get("request_timeout")),
-        )
-        if family == "loki":
-            tenant = get("loki_tenant") or get("tenant")
-            if tenant:
-                opts["tenant"] = tenant
-            opts.update(
-                label_keys=_keys(list(get("loki_label_keys") or [])),
-                metadata_keys=_keys(list(get("loki_metadata_keys") or [])),
-                max_streams=int(get("loki_max_streams")),
-            )
-        elif family == "otlp":
-            opts.update(otlp_format=get("otlp_format"), resource=self.pod.resource())
-        return opts
-
-    def _check_flags_fit(self, families: set[str]) -> None:
-        """A flag that fits none of the sinks is a mistake: exit 2 naming it."""
-        http_flags = (
-            ("--header", bool(self.header)),
-            ("--header-file", bool(self.header_file)),
-            ("--bearer-token-file", bool(self.bearer_token_file)),
-            ("--username", bool(self.username)),
-            ("--password-file", bool(self.password_file)),
-            ("--client-cert-file", bool(self.client_cert_file)),
-            ("--compress", self.compress != "none"),
-            ("--ca-file", bool(self.ca_file)),
-            ("--insecure", self.insecure),
-        )
-        for flag, set_ in http_flags:
-            if set_ and not families & set(_HTTP_FAMILIES):
-                raise UsageError(f"{flag}: only for http(s), loki+, elasticsearch+ and otlp+ sinks")
-        loki_flags = (
-            ("--tenant", bool(self.tenant)),
-            ("--loki-tenant", bool(self.loki_tenant)),
-            ("--loki-label-keys", bool(self.loki_label_keys)),
-            ("--loki-metadata-keys", bool(self.loki_metadata_keys)),
-        )
-        for flag, set_ in loki_flags:
-            if set_ and "loki" not in families:
-                raise UsageError(f"{flag}: only for loki+http(s) sinks")
 
     def _processor(self, spec: dict[str, Any]) -> Processor:
         return Processor(

@@ -16,7 +16,7 @@ import concurrent.futures
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus
@@ -190,6 +190,32 @@ def serve(farm: ChaosFarm, thing: Any) -> Any:
     return thing
 
 
+OAuth2 = Callable[..., tuple[TokenEndpoint, Verifier, list[str]]]
+
+
+@pytest.fixture
+def oauth2(farm: ChaosFarm, tmp_path: Path) -> OAuth2:
+    """`oauth2(client_id, secret=, public_key=)`: a token endpoint, an upstream
+    that accepts the first token it issues, and the proxy's flags joining
+    them (with the client secret, when there is one, in a file)."""
+
+    def make(
+        client_id: str, secret: str | None = None, public_key: Any = None
+    ) -> tuple[TokenEndpoint, Verifier, list[str]]:
+        endpoint = serve(farm, TokenEndpoint(client_id, secret or "", public_key))
+        up = serve(farm, Verifier())
+        up.valid_tokens = {"tok-1"}
+        argv = ["--upstream", up.url, "--oauth2-token-url", endpoint.url]
+        argv += ["--oauth2-client-id", client_id]
+        if secret is not None:
+            path = tmp_path / "client-secret"
+            path.write_text(secret + "\n")
+            argv += ["--oauth2-client-secret-file", str(path)]
+        return endpoint, up, argv
+
+    return make
+
+
 def many(url: str, n: int, **kw: Any) -> list[tuple[int, dict[str, str], bytes]]:
     """`n` requests at once (threads: each its own connection)."""
     with concurrent.futures.ThreadPoolExecutor(n) as pool:
@@ -197,25 +223,14 @@ def many(url: str, n: int, **kw: Any) -> list[tuple[int, dict[str, str], bytes]]
 
 
 def test_oauth2_one_fetch_many_waiters_401_replay_trace_and_redirects(
-    farm: ChaosFarm, tmp_path: Path
+    farm: ChaosFarm, tmp_path: Path, oauth2: OAuth2
 ) -> None:
-    endpoint = serve(farm, TokenEndpoint("app-1", secret="s3cret/&=+"))
+    endpoint, up, argv = oauth2("app-1", secret="s3cret/&=+")
     endpoint.delay = 0.5  # requests arrive while the first token is being fetched
-    up = serve(farm, Verifier())
     other = serve(farm, Verifier())  # a host that must never see a credential
-    up.valid_tokens = {"tok-1"}
-    secret = tmp_path / "client-secret"
-    secret.write_text("s3cret/&=+\n")
     with proxy(
         tmp_path,
-        "--upstream",
-        up.url,
-        "--oauth2-token-url",
-        endpoint.url,
-        "--oauth2-client-id",
-        "app-1",
-        "--oauth2-client-secret-file",
-        str(secret),
+        *argv,
         "--oauth2-scope",
         "read write",
         "--oauth2-audience",
@@ -291,27 +306,11 @@ def test_oauth2_one_fetch_many_waiters_401_replay_trace_and_redirects(
 
 
 def test_oauth2_endpoint_down_keeps_token_until_expiry_then_503(
-    farm: ChaosFarm, tmp_path: Path
+    tmp_path: Path, oauth2: OAuth2
 ) -> None:
-    endpoint = serve(farm, TokenEndpoint("app-2", secret="pw"))
+    endpoint, up, argv = oauth2("app-2", secret="pw")
     endpoint.lifetime = 3
-    up = serve(farm, Verifier())
-    up.valid_tokens = {"tok-1"}
-    secret = tmp_path / "client-secret"
-    secret.write_text("pw")
-    with proxy(
-        tmp_path,
-        "--upstream",
-        up.url,
-        "--oauth2-token-url",
-        endpoint.url,
-        "--oauth2-client-id",
-        "app-2",
-        "--oauth2-client-secret-file",
-        str(secret),
-        "--oauth2-client-auth",
-        "client_secret_post",
-    ) as p:
+    with proxy(tmp_path, *argv, "--oauth2-client-auth", "client_secret_post") as p:
         assert http(purl(p, "/x"))[0] == 200
         assert endpoint.requests[0]["form"]["client_secret"] == "pw"
         assert endpoint.requests[0]["auth"] is None
@@ -332,20 +331,13 @@ def test_oauth2_endpoint_down_keeps_token_until_expiry_then_503(
         assert any(r["message"].startswith("OAuth2 access token expired") for r in p.records())
 
 
-def test_oauth2_private_key_jwt(farm: ChaosFarm, tmp_path: Path) -> None:
+def test_oauth2_private_key_jwt(tmp_path: Path, oauth2: OAuth2) -> None:
     key = tmp_path / "client.key"
     public = write_key(key, rsa.generate_private_key(public_exponent=65537, key_size=2048))
-    endpoint = serve(farm, TokenEndpoint("app-3", public_key=public))
-    up = serve(farm, Verifier())
-    up.valid_tokens = {"tok-1"}
+    endpoint, _, argv = oauth2("app-3", public_key=public)
     with proxy(
         tmp_path,
-        "--upstream",
-        up.url,
-        "--oauth2-token-url",
-        endpoint.url,
-        "--oauth2-client-id",
-        "app-3",
+        *argv,
         "--oauth2-client-auth",
         "private_key_jwt",
         "--oauth2-private-key-file",

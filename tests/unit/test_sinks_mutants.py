@@ -1,7 +1,7 @@
-"""What mutation testing of podkit/sinks.py found untested (docs/testing.md):
-the retry policy's bookkeeping — how long a sink has been failing, what the
-retry warning says, a Retry-After date in the past — tested as a user of
-/ and the logs would rely on it."""
+"""What mutation testing of podkit/sinks.py (since split: podkit/sinks/_base.py)
+found untested (docs/testing.md): the retry policy's bookkeeping — how long a
+sink has been failing, what the retry warning says, a Retry-After date in the
+past — tested as a user of / and the logs would rely on it."""
 
 from __future__ import annotations
 
