@@ -14,6 +14,7 @@ from podkit.testing import ProgramProcess as ProgramProcess
 from podkit.testing import free_port as free_port
 from podkit.testing import http as http
 from podkit.testing import run_program as run_program
+from podkit.testing import stays as stays
 from podkit.testing import wait_until as wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
