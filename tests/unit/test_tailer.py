@@ -159,7 +159,9 @@ async def test_huge_line_without_newline_is_not_buffered(tmp_path: Path, logs: P
     await t.start()
     c = Collector(t)
     write(logs / "a.log", "y" * 100_000)
-    await wait_until_async(lambda: all(f.read_pos == 100_000 for f in t._files), what="read")
+    await wait_until_async(
+        lambda: all(f.read_pos == 100_000 for f in t._files) and t._queued == 0, what="read"
+    )
     assert c.texts == []
     for f in t._files:
         assert len(f.split.carry) == 0 and f.split.head is not None and len(f.split.head) == 1000
@@ -394,11 +396,12 @@ async def test_multiline_checkpoint_never_splits_a_record(tmp_path: Path, logs: 
     c = Collector(t)
     await c.until(1)
     size = (logs / "a.log").stat().st_size
-    # The whole file read and every chunk handed on: S2 is held, it may go on.
+    # The whole file read and every chunk handed on: S2 is held, it may go on
+    # (multiline_timeout 60 s: held over a window, not only at one look).
     await wait_until_async(
         lambda: all(f.read_pos == size for f in t._files) and t._queued == 0, what="read"
     )
-    assert c.texts == ["S1\n c1"]
+    assert await stays_async(lambda: c.texts == ["S1\n c1"], 0.1), c.texts
     await t.close()
     saved = json.loads((tmp_path / "state" / "checkpoints.json").read_text())
     assert saved["files"][0]["offset"] == len("S1\n c1\n")
