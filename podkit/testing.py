@@ -22,6 +22,9 @@ custom sidecar that is not installed), or a whole argv list.
 The rule for assertions: `metric()` fails when no series matches, unless the
 test says that absence is expected (`missing=0.0`); a helper that answers a
 default for a series that is not there lets a renamed metric pass silently.
+Waits are on the event (`wait_until`, `wait_log`), never a guessed sleep; that
+something does *not* happen is shown by a later event that must follow it or,
+where none can, by `stays(pred, seconds)` sampling the whole window.
 """
 
 from __future__ import annotations
