@@ -22,6 +22,9 @@ custom sidecar that is not installed), or a whole argv list.
 The rule for assertions: `metric()` fails when no series matches, unless the
 test says that absence is expected (`missing=0.0`); a helper that answers a
 default for a series that is not there lets a renamed metric pass silently.
+Waits are on the event (`wait_until`, `wait_log`), never a guessed sleep; that
+something does *not* happen is shown by a later event that must follow it or,
+where none can, by `stays(pred, seconds)` sampling the whole window.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ __all__ = [
     "http",
     "parse_metrics",
     "run_program",
+    "stays",
     "wait_until",
 ]
 
@@ -72,6 +76,23 @@ def wait_until(
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def stays(pred: Callable[[], Any], seconds: float, interval: float = 0.02) -> bool:
+    """True if pred() holds at every look for `seconds`; False at the first look it fails.
+
+    For a test that something does *not* happen and no later event can be waited
+    for instead: it samples the whole window, where a sleep followed by one look
+    sees a single instant. Prefer a sentinel (an event that must follow the one
+    that must not happen) when there is one: it needs no window at all.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        if not pred():
+            return False
+        if time.monotonic() >= deadline:
+            return True
         time.sleep(interval)
 
 

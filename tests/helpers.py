@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +17,7 @@ from podkit.testing import ProgramProcess as ProgramProcess
 from podkit.testing import free_port as free_port
 from podkit.testing import http as http
 from podkit.testing import run_program as run_program
+from podkit.testing import stays as stays
 from podkit.testing import wait_until as wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,3 +68,33 @@ def rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+# In-process (unit) tests run on the event loop: these poll without blocking it.
+
+
+async def wait_until_async(
+    pred: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01, what: str = "condition"
+) -> Any:
+    """wait_until for a coroutine: poll pred until it returns something true, or fail."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def stays_async(pred: Callable[[], Any], seconds: float, interval: float = 0.01) -> bool:
+    """stays() for a coroutine: True if pred() holds at every look for `seconds`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        if not pred():
+            return False
+        if loop.time() >= deadline:
+            return True
+        await asyncio.sleep(interval)

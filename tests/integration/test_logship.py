@@ -157,7 +157,8 @@ def test_sigkill_five_times_loses_nothing(tmp_path: Path, logs: Path, receiver: 
     kills = 0
     try:
         while kills < 5:
-            time.sleep(0.5)
+            # Killed mid-stream: once this logship has shipped a batch.
+            wait_count(receiver, min(receiver.count() + 2000, total), proc=p)
             p.kill()  # SIGKILL: no drain, no final checkpoint
             kills += 1
             p = logship(tmp_path, receiver.url, *extra).start()
@@ -165,8 +166,12 @@ def test_sigkill_five_times_loses_nothing(tmp_path: Path, logs: Path, receiver: 
         t.join()
         wait_count(receiver, total, proc=p)
         wait_unique(receiver, total)
-        time.sleep(0.5)
-        got = Counter(receiver.messages())
+        # A sentinel after the last line: batches go out one after another, so
+        # once it is in, no redelivery of an earlier batch is still on its way.
+        with open(app, "a") as fh:
+            fh.write("sentinel\n")
+        wait_until(lambda: "sentinel" in receiver.messages(), 30, 0.05, what="the sentinel")
+        got = Counter(m for m in receiver.messages() if m != "sentinel")
         want = expected(0, total)
         missing = [m for m in want if m not in got]
         assert not missing, f"{len(missing)} lines lost, first {missing[:3]}"
@@ -310,8 +315,11 @@ def test_sigterm_drains_lines_written_just_before(
     with logship(tmp_path, receiver.url) as p2:
         p2.wait_ready()
         wait_count(receiver, 30_003, proc=p2)
-        time.sleep(0.5)
-        assert receiver.messages()[30_002:] == ["new after restart"]
+        # A sentinel after it: once it is in, a line shipped twice would be too.
+        with open(app, "a") as fh:
+            fh.write("sentinel\n")
+        wait_count(receiver, 30_004, proc=p2)
+        assert receiver.messages()[30_002:] == ["new after restart", "sentinel"]
         assert p2.stop() == 0
 
 
@@ -416,7 +424,8 @@ def test_elasticsearch_bulk_mixed_item_statuses(
     with logship(tmp_path, sink, "--dead-letter", str(dead), "--batch-max-wait", "1s") as p:
         p.wait_ready()
         wait_until(lambda: len(receiver.es_docs) >= 5, 15, what="documents stored")
-        time.sleep(0.5)
+        # Every line settled (5 delivered, 1 dead-lettered): nothing more is sent.
+        wait_until(lambda: metric(p, "podkit_logship_lines_total") == 5, 10)
         assert receiver.bad_requests == []
         stored = sorted(d["message"] for d in receiver.es_docs)
         # 201 and 409 (already there) are delivered; 429 and 503 were sent again.
@@ -425,7 +434,6 @@ def test_elasticsearch_bulk_mixed_item_statuses(
         assert entry["status"] == 400 and entry["record"]["message"] == "doc2"
         assert "document_parsing_exception" in entry["error"]
         assert metric(p, "podkit_logship_dead_letter_lines_total") == 1
-        wait_until(lambda: metric(p, "podkit_logship_lines_total") == 5, 10)
         assert p.stop() == 0
 
 

@@ -364,7 +364,14 @@ def test_statsd_conflicts_malformed_ttl_and_graceful_stop(tmp_path: Path) -> Non
         # A TCP line split across two writes, then one too long to keep.
         with socket.create_connection(("127.0.0.1", tcp)) as s:
             s.sendall(b"split.me:")
-            time.sleep(0.2)
+            # The second half only once the server holds the connection (and so
+            # has read the first half): two reads, not one.
+            wait_until(
+                lambda: proc.metric("podkit_metrics_statsd_tcp_connections", missing=0.0) >= 1,
+                10,
+                0.02,
+                what="the TCP connection open at the server",
+            )
             s.sendall(b"2|c\n" + b"z" * 70000 + b"\nafter.long:1|c\n")
 
         def seen() -> dict[str, dict[tuple[Any, ...], float]] | None:
@@ -591,8 +598,15 @@ sources:
     with ProgramProcess("metrics", ["--config", str(cfg)], tmp=tmp_path) as proc:
         proc.wait_ready()
         wait_until(lambda: total(proc) == 2, 15, 0.1, what="only the 2 new lines counted")
-        time.sleep(0.5)
-        assert scrape(proc)["app_requests_total"] == {(("status", "201"),): 2.0}
+        # A sentinel after them: once it is counted, every line before it in the
+        # file has been read, so an old line read again would be counted too.
+        with log.open("a") as f:
+            f.write("status=299\n")
+        wait_until(lambda: total(proc) >= 3, 15, 0.1, what="the sentinel line counted")
+        assert scrape(proc)["app_requests_total"] == {
+            (("status", "201"),): 2.0,
+            (("status", "299"),): 1.0,
+        }
 
 
 def test_simple_json_flags(tmp_path: Path, json_server: JSONServer) -> None:

@@ -46,6 +46,8 @@ class Chaos:
         self.flaky_left = 0
         self.health_status = 200
         self.last_headers: dict[str, str] = {}
+        self.slow503_hits = 0
+        self.slow503_all = asyncio.Event()  # the first 8 /slow503 requests are in
 
     @property
     def url(self) -> str:
@@ -105,6 +107,13 @@ class Chaos:
 
     async def slow503(self, request: web.Request) -> web.Response:
         self.hits += 1
+        # The first 8 are answered together, once all are in (the retry budget is
+        # about retries in flight at once); every answer is slow, retries too.
+        self.slow503_hits += 1
+        if self.slow503_hits == 8:
+            self.slow503_all.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.slow503_all.wait(), 10)
         await asyncio.sleep(0.3)
         return web.Response(status=503, text="busy\n")
 

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.helpers import ProgramProcess, free_port, wait_until
+from tests.helpers import ProgramProcess, free_port, stays, wait_until
 from tests.peers.prometheus import ConfiguredPrometheus, promtool_check
 
 
@@ -132,16 +132,6 @@ def status(proc: ProgramProcess) -> dict[str, Any]:
 
 def calls_reach(receiver: Receiver, n: int) -> Any:
     return lambda: len(receiver.calls) >= n
-
-
-def stays(pred: Any, seconds: float) -> bool:
-    """True if pred() holds for the whole period."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not pred():
-            return False
-        time.sleep(0.05)
-    return True
 
 
 @pytest.mark.parametrize("root", ["dir", "file"])

@@ -262,12 +262,12 @@ def test_postgres_in_recovery_is_not_ready_until_promoted() -> None:
 
     pg = start_postgres(standby=True)
     try:
-        with ProgramProcess(
-            "waitfor", ["--max-interval", "300ms", pg.url("postgres")], admin=False
-        ) as p:
+        with ProgramProcess("waitfor", ["--max-interval", "300ms", pg.url("postgres")]) as p:
             rec = p.wait_log("waiting")
             assert "57P03" in rec["error"] and "starting up" in rec["error"], rec
-            time.sleep(0.5)
+            # Asked again and again (the "waiting" line is rate-limited; the
+            # counter is not), and still waiting after each answer.
+            wait_until(lambda: p.metric("podkit_waitfor_attempts_total") >= 3, 10, 0.02)
             assert p.proc is not None and p.proc.poll() is None
             pg.promote()
             assert p.wait(30) == 0, p.stderr()

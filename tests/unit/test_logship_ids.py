@@ -14,6 +14,7 @@ from pathlib import Path
 from podkit.sidecars.logship import line_offsets, record_ids
 
 from podkit.tailer import Chunk, Tailer, TailerConfig
+from tests.helpers import wait_until_async
 
 
 async def read_all(tmp: Path, **kw: object) -> list[Chunk]:
@@ -30,7 +31,10 @@ async def read_all(tmp: Path, **kw: object) -> list[Chunk]:
             t.ack(c)
 
     task = asyncio.create_task(consume())
-    await asyncio.sleep(0.2)
+    # Read by the reading loop (chunked as it goes), not by drain() in one pass.
+    await wait_until_async(
+        lambda: all(f.read_pos == os.fstat(f.fd).st_size for f in t._files), what="files read"
+    )
     await t.drain()
     await asyncio.wait_for(task, 5)
     await t.close()

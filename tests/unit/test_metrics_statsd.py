@@ -15,6 +15,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from podkit import UsageError
+from tests.helpers import wait_until_async
 
 LOG = logging.getLogger("test")
 
@@ -407,15 +408,12 @@ mappings:
 
 
 async def test_sets_reset_every_set_interval() -> None:
-    import asyncio
-
     src, store = make({"set_interval": "100ms"})
     await src.start()
     try:
         src.ingest(b"u:a|s\nu:b|s\n")
         assert scrape(store)["u"][()] == 2.0
-        await asyncio.sleep(0.25)
-        assert scrape(store)["u"][()] == 0.0
+        await wait_until_async(lambda: scrape(store)["u"][()] == 0.0, 2, what="the set reset")
         src.ingest(b"u:c|s\n")
         assert scrape(store)["u"][()] == 1.0
     finally:

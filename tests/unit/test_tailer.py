@@ -6,11 +6,13 @@ import asyncio
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
 from podkit.tailer import Chunk, Tailer, TailerConfig
+from tests.helpers import stays_async, wait_until_async
 
 
 def cfg(tmp: Path, **kw: object) -> TailerConfig:
@@ -110,10 +112,11 @@ async def test_partial_line_held_until_newline_or_timeout(tmp_path: Path, logs: 
     write(logs / "a.log", "ial\n")
     await c.until(2)
     assert c.texts == ["whole", "partial"]
+    written = time.monotonic()
     write(logs / "a.log", "tail-no-newline")
-    await asyncio.sleep(0.15)
-    assert len(c.texts) == 2  # still held
     await c.until(3, timeout=3)
+    # Held for partial_flush_timeout from when the tailer read it (after the write).
+    assert time.monotonic() - written >= 0.4
     assert c.texts[2] == "tail-no-newline"
     write(logs / "a.log", "\nnext\n")  # the newline ends the already flushed line
     await c.until(4)
@@ -156,7 +159,9 @@ async def test_huge_line_without_newline_is_not_buffered(tmp_path: Path, logs: P
     await t.start()
     c = Collector(t)
     write(logs / "a.log", "y" * 100_000)
-    await asyncio.sleep(0.3)
+    await wait_until_async(
+        lambda: all(f.read_pos == 100_000 for f in t._files) and t._queued == 0, what="read"
+    )
     assert c.texts == []
     for f in t._files:
         assert len(f.split.carry) == 0 and f.split.head is not None and len(f.split.head) == 1000
@@ -266,7 +271,7 @@ async def test_copytruncate_loses_nothing(tmp_path: Path, logs: Path) -> None:
         os.truncate(path, 0)
         write(path, "line\n")
         n += 1
-        await asyncio.sleep(0.1)
+        await c.until(202 * (_rot + 1))  # this round's 200 lines, "partial-" and "line"
     write(path, "after\n")
     await c.until(n + 1)
     texts = await c.finish()
@@ -342,8 +347,8 @@ async def test_deleted_while_read_and_many_files(tmp_path: Path, logs: Path) -> 
         fh.write("written after delete\n")
     await c.until(201)
     assert "written after delete" in c.texts
-    await asyncio.sleep(0.6)
-    assert t.files_watched == 199  # closed once idle past rotate_wait
+    # Closed once idle past rotate_wait.
+    await wait_until_async(lambda: t.files_watched == 199, what="the deleted file closed")
     await c.finish()
 
 
@@ -354,8 +359,9 @@ async def test_backpressure_pauses_reading(tmp_path: Path, logs: Path) -> None:
     t = Tailer(cfg(tmp_path, max_buffer_bytes=40_000, chunk_bytes=8192, partial_flush_timeout=0.1))
     await t.start()
     c = Collector(t, ack=False)
-    await asyncio.sleep(0.3)
-    assert t.inflight_bytes <= 40_000 + 8192
+    await wait_until_async(lambda: t.inflight_bytes >= 40_000, what="the buffer full")
+    # Nothing marks "paused" from outside: no more is read over a window.
+    assert await stays_async(lambda: t.inflight_bytes <= 40_000 + 8192, 0.2), t.inflight_bytes
     assert t.lag_bytes >= 350_000 - 40_000 - 8192
     n = len(c.texts)
     c.ack = True
@@ -389,8 +395,13 @@ async def test_multiline_checkpoint_never_splits_a_record(tmp_path: Path, logs: 
     await t.start()
     c = Collector(t)
     await c.until(1)
-    await asyncio.sleep(0.1)
-    assert c.texts == ["S1\n c1"]  # S2 is held: it may go on
+    size = (logs / "a.log").stat().st_size
+    # The whole file read and every chunk handed on: S2 is held, it may go on
+    # (multiline_timeout 60 s: held over a window, not only at one look).
+    await wait_until_async(
+        lambda: all(f.read_pos == size for f in t._files) and t._queued == 0, what="read"
+    )
+    assert await stays_async(lambda: c.texts == ["S1\n c1"], 0.1), c.texts
     await t.close()
     saved = json.loads((tmp_path / "state" / "checkpoints.json").read_text())
     assert saved["files"][0]["offset"] == len("S1\n c1\n")
