@@ -793,6 +793,8 @@ def parse_request(head: bytes, rules: RequestRules) -> Request:
     for name, value in rules.find.findall(head, i):
         name = name.lower()
         value = value.rstrip(b" \t")
+        if name == hash_name:  # any header may be the --hash-header, one acted on too
+            req.hash_value = value
         if name == b"host":
             if req.host is not None:
                 raise ProtocolError(400, "more than one Host header")
@@ -815,8 +817,6 @@ def parse_request(head: bytes, rules: RequestRules) -> Request:
             req.xff = value if req.xff is None else req.xff + b", " + value
         elif name == b"x-forwarded-proto":
             req.xfp = value if req.xfp is None else req.xfp + b", " + value
-        elif name == hash_name:
-            req.hash_value = value
     if te:
         if cl is not None:
             raise ProtocolError(400, "both Content-Length and Transfer-Encoding")
