@@ -632,7 +632,7 @@ class ClientConn(Conn):
             uc.buf += rest
             self.fast = None
             uc.owner = None
-            self.handover = Relay(x, resp, lst.loop.time())
+            self.handover = Relay(x, resp, lst.time())
             self.wake()
             return
         keep = req.keep_alive and not lst.draining and not self.eof and not resp.close_client
@@ -752,7 +752,7 @@ class ClientConn(Conn):
         """Answer locally and close the connection (the request stream is not trustworthy)."""
         self.reply(local_reply(status, why, message))
         lst = self.lst
-        dt = lst.loop.time() - t0 if t0 else 0.0
+        dt = lst.time() - t0 if t0 else 0.0
         lst.observe_local(status, dt)
         if lst.s.access_log:
             self.access(Exchange(req, t0, None, b"", False), status, dt, 0.0, 0, why)
@@ -803,8 +803,7 @@ class ClientConn(Conn):
         """Serve one request; False when the client connection must close."""
         lst = self.lst
         s = lst.s
-        loop = lst.loop
-        t0 = loop.time()
+        t0 = lst.time()
         picked, self.picked = self.picked, None  # only for the request it was made for
         try:
             req = parse_request(head, lst.rules)
@@ -1054,7 +1053,7 @@ class ClientConn(Conn):
         assert req is not None
         keep = keep and req.keep_alive and not lst.draining and not self.closed
         self.reply(local_reply(status, why, message, close=not keep))
-        dt = lst.loop.time() - x.t0
+        dt = lst.time() - x.t0
         x.up = up
         if up is not None:
             up.observe(status, dt)
@@ -1069,7 +1068,6 @@ class ClientConn(Conn):
         `holding`: this try is a retry and holds a slot of the retry budget."""
         lst = self.lst
         s = lst.s
-        loop = lst.loop
         req = x.req
         assert req is not None
         creds = lst.creds
@@ -1081,7 +1079,7 @@ class ClientConn(Conn):
                     minted = creds.per_request()
                 except (OSError, ValueError) as exc:
                     return "no-credentials", f"cannot sign a JWT: {exc}"
-        t1 = loop.time()
+        t1 = lst.time()
         self.wait_deadline = min(x.deadline, t1 + s.try_timeout) if s.try_timeout else x.deadline
         try:
             uc = await up.acquire(self, lst.ssl_ctx, lst.now)
@@ -1195,7 +1193,7 @@ class ClientConn(Conn):
                     uc.abort()  # its body is not wanted: the request goes again
                     return "unauthorized", f"{up.label} answered 401"
                 self.renew_later(x.cred_gen)  # this 401 goes to the app; the next gets new
-        t_head = loop.time()
+        t_head = lst.time()
         return await self.relay(x, up, uc, resp, req_pump, t1, t_head)
 
     def renew_later(self, generation: int) -> None:
@@ -1218,7 +1216,6 @@ class ClientConn(Conn):
         """Pass the response (head already parsed) to the client; True to keep the connection."""
         lst = self.lst
         s = lst.s
-        loop = lst.loop
         req = x.req
         assert req is not None
         status = resp.status
@@ -1289,7 +1286,7 @@ class ClientConn(Conn):
             uc.abort() if not ok else uc.close()
         if not ok:
             keep = False
-        t_end = loop.time()
+        t_end = lst.time()
         dt = t_end - x.t0
         up.observe(status, dt)
         if s.access_log:
@@ -1322,9 +1319,10 @@ class ClientConn(Conn):
         )
         self.state = TUNNEL
         lst.tunnels += 1
-        up.observe(101, lst.loop.time() - x.t0)
+        dt = lst.time() - x.t0
+        up.observe(101, dt)
         if lst.s.access_log:
-            self.access(x, 101, lst.loop.time() - x.t0, 0.0, 0)
+            self.access(x, 101, dt, 0.0, 0)
         a = self.req_pump = OwnedPump(self, uc, EofFramer(), self)
         b = self.resp_pump = OwnedPump(uc, self, EofFramer(), self)
         a.start()
