@@ -6,6 +6,12 @@ looked at. Bodies never pass through a coroutine: a `Pump` installed on the
 source connection writes each chunk straight into the destination transport
 from `data_received`, and the destination's `pause_writing` pauses the source,
 so a body of any size streams in constant memory.
+
+Longer than the 600 lines a module should have, for one reason: it is the
+proxy's whole wire format (head grammar, body framing, the parsed-head caches
+and the connections that apply them), and the differential tests against h11
+and podkit._http1 and the mutation tests take it as one unit. What is not the
+wire format lives elsewhere (httpproxy.py, upstream.py).
 """
 
 from __future__ import annotations

@@ -2,10 +2,12 @@
 
 Longer than the 600 lines a module should have, for one reason: ClientConn's
 fast path (served from the sockets' callbacks) and its coroutine path share
-per-connection state and hand requests to each other mid-flight, and reading
-both in one place is what keeps them behaving the same. What is not that
-moved out: the retry decision (retries.py), credentials (credentials.py,
-oauth2.py), settings (settings.py), the access log (accesslog.py).
+per-connection state and hand requests to each other mid-flight (one
+`Exchange` per request carries what both need, to its access-log line), and
+reading both in one place is what keeps them behaving the same. What is not
+that moved out: the retry decision (retries.py), credentials (credentials.py,
+oauth2.py), settings (settings.py), the access log's batching (accesslog.py),
+head parsing and its caches (http1.py).
 """
 
 from __future__ import annotations
@@ -519,10 +521,16 @@ class ClientConn(Conn):
         head = data[:-4]
         if len(head) > s.max_header_bytes or b"\r\n\r\n" in head:
             return False
-        found = lst.head_cache.find(head)
-        if found is None or not lst.fast_ok:
-            return False  # the coroutine parses it again and refuses it with the reason
-        req, given = found
+        cache = lst.head_cache
+        req = cache.get(head)  # the common case first: this head was seen before
+        given = None
+        if req is None:
+            found = cache.find(head)
+            if found is None:
+                return False  # the coroutine parses it again and refuses it with the reason
+            req, given = found
+        if not lst.fast_ok:
+            return False
         up = lst.balancer.pick(lst.now, s.max_requests, req.hash_value, ())
         if up is None:
             return False
@@ -653,8 +661,9 @@ class ClientConn(Conn):
             up.release(uc, lst.now)
         else:
             uc.close()
-        dt = lst.time() - x.t0
-        up.observe(status, dt)
+        now = lst.time()
+        dt = now - x.t0
+        up.observe(status, dt, now)
         if s.access_log:
             self.access(x, status, dt, dt, len(out_head) + blen)
         if not keep:
@@ -1288,7 +1297,7 @@ class ClientConn(Conn):
             keep = False
         t_end = lst.time()
         dt = t_end - x.t0
-        up.observe(status, dt)
+        up.observe(status, dt, t_end)
         if s.access_log:
             sent_body = len(x.body) if x.body else (req_pump.nbytes if req_pump else 0)
             x.sent = len(x.head_out) + sent_body
