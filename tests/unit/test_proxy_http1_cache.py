@@ -45,10 +45,40 @@ ID_VALUES = st.one_of(
 )
 
 
+# well-formed heads, so that most of them reach the id lookup (request_heads() makes
+# mostly refused ones, to compare refusals)
+PLAIN_LINES = st.sampled_from(
+    [
+        b"Accept: */*",
+        b"X-Forwarded-For: 10.0.0.1",
+        b"Connection: close",
+        b"Connection: keep-alive, x-a",
+        b"X-A: 1",
+        b"Content-Length: 0",
+        b"Content-Length: 5",
+        b"Transfer-Encoding: chunked",
+        b"Upgrade: websocket",
+        b"Authorization: Bearer app",
+        b"traceparent: 00-0af7651916cd43dd-01",
+    ]
+)
+
+
+@st.composite
+def plain_heads(draw: st.DrawFn) -> bytes:
+    method = draw(st.sampled_from([b"GET", b"GET", b"HEAD", b"DELETE", b"TRACE"]))
+    target = draw(st.sampled_from([b"/", b"/a?b=c", b"/", b"http://h/x"]))
+    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]))
+    lines = [method + b" " + target + b" " + version, b"Host: h"]
+    lines += draw(st.lists(PLAIN_LINES, max_size=4))
+    return b"\r\n".join(lines)
+
+
 @st.composite
 def heads_with_ids(draw: st.DrawFn) -> bytes:
-    head = draw(request_heads())
-    for _ in range(draw(st.integers(0, 2))):
+    plain = draw(st.integers(0, 3)) > 0
+    head = draw(plain_heads() if plain else request_heads())
+    for _ in range(draw(st.integers(1 if plain else 0, 2))):
         lines = head.split(b"\r\n")
         at = draw(st.integers(1, len(lines)))
         sep = draw(st.sampled_from([b": ", b":", b":\t", b":  "]))
@@ -238,3 +268,10 @@ def test_a_held_response_goes_out_before_the_connection_closes() -> None:
             t.cancel()
 
     asyncio.run(main())
+
+
+def test_the_id_line_counts_against_max_headers() -> None:
+    cache = RequestCache(RequestRules([], None, False, max_headers=2), fast_request)
+    assert cache.find(b"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*") is not None  # 2 lines
+    # one more line is one too many, though the head without it is cached
+    assert cache.find(b"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Request-Id: 1") is None
