@@ -171,7 +171,7 @@ def main() -> int:
 
 
 def run(args: argparse.Namespace, tmp: Path, procs: Procs, nginx: str, haproxy: str) -> int:
-    ng, hp, hpt, hpc, px, pxl, pxt, pxw, pxc, pxcl = (free_port() for _ in range(10))
+    ng, hp, hpt, hpc, hpl, px, pxl, pxt, pxw, pxc, pxcl = (free_port() for _ in range(11))
     (tmp / "token").write_text(TOKEN + "\n")
     (tmp / "html").mkdir()
     (tmp / "html" / "index.html").write_text("hello\n")
@@ -192,6 +192,7 @@ location = /status {{ return 200 "ok\\n"; }} }} }}
         f"""global
     nbthread 1
     maxconn 4096
+    log stderr format raw local0 info
 defaults
     timeout connect 1s
     timeout client 60s
@@ -204,6 +205,12 @@ backend nginx
     mode http
     http-reuse always
     server s1 127.0.0.1:{ng}
+frontend logged
+    mode http
+    bind 127.0.0.1:{hpl}
+    log global
+    option httplog
+    default_backend nginx
 frontend creds
     mode http
     bind 127.0.0.1:{hpc}
@@ -304,6 +311,7 @@ backend nginx_tcp
         "haproxy": f"http://127.0.0.1:{hp}/status",
         "podkit (log off)": f"http://127.0.0.1:{px}/status",
         "podkit (log on)": f"http://127.0.0.1:{pxl}/status",
+        "haproxy (log on)": f"http://127.0.0.1:{hpl}/status",
         "podkit 2 workers": f"http://127.0.0.1:{pxw}/status",
         "haproxy, unique ids": f"http://127.0.0.1:{hp}/status#unique",
         "podkit, unique ids": f"http://127.0.0.1:{px}/status#unique",
@@ -317,6 +325,7 @@ backend nginx_tcp
         "haproxy": hap_proc.pid,
         "podkit (log off)": p_off.pid,
         "podkit (log on)": p_on.pid,
+        "haproxy (log on)": hap_proc.pid,
         "haproxy, unique ids": hap_proc.pid,
         "podkit, unique ids": p_off.pid,
         "haproxy, unique paths": hap_proc.pid,
@@ -405,6 +414,11 @@ backend nginx_tcp
     print(
         f"CPU per request, haproxy/podkit(log off): {eff:.2f}, with unique ids {eff_u:.2f} "
         "(the share of HAProxy's efficiency; steadier than req/s on a shared machine)"
+    )
+    eff_log = med("haproxy (log on)", 3) / med("podkit (log on)", 3)
+    print(
+        f"CPU per request with both logging (HAProxy option httplog to stderr), "
+        f"haproxy/podkit: {eff_log:.2f}"
     )
     print(f"podkit RSS under load (1 worker, log off): {peak_rss[0] / 1024:.1f} MiB (bar 50 MiB)")
 
