@@ -576,7 +576,6 @@ class ClientConn(Conn):
         x = self.fast
         assert x is not None and x.req is not None and x.up is not None
         req = x.req
-        assert req is not None
         up = x.up
         lst = self.lst
         s = lst.s
