@@ -2,10 +2,12 @@
 
 Longer than the 600 lines a module should have, for one reason: ClientConn's
 fast path (served from the sockets' callbacks) and its coroutine path share
-per-connection state and hand requests to each other mid-flight, and reading
-both in one place is what keeps them behaving the same. What is not that
-moved out: the retry decision (retries.py), credentials (credentials.py,
-oauth2.py), settings (settings.py), the access log (accesslog.py).
+per-connection state and hand requests to each other mid-flight (one
+`Exchange` per request carries what both need, to its access-log line), and
+reading both in one place is what keeps them behaving the same. What is not
+that moved out: the retry decision (retries.py), credentials (credentials.py,
+oauth2.py), settings (settings.py), the access log's batching (accesslog.py),
+head parsing and its caches (http1.py).
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ from .http1 import (
     ChunkedFramer,
     ClientGone,
     Conn,
+    Cork,
     DeadlineExceeded,
     EofFramer,
-    HeadCache,
     LengthFramer,
     ProtocolError,
     Pump,
     Request,
+    RequestCache,
     RequestRules,
     Response,
     UpstreamGone,
@@ -147,33 +150,22 @@ _EXPECT = re.compile(rb"\r\nexpect:[ \t]*100-continue", re.I)
 _FRAMING = re.compile(rb"\r\n(?:content-length|transfer-encoding):[^\r]*", re.I)
 
 
-class Fast:
-    """A request in flight on the fast path."""
-
-    __slots__ = ("cred_gen", "head_out", "interim", "req", "rid", "t0", "uc", "up")
-
-    def __init__(
-        self,
-        req: Request,
-        up: Upstream,
-        uc: Any,
-        t0: float,
-        rid: bytes,
-        head_out: bytes,
-        cred_gen: int,
-    ) -> None:
-        self.interim = 0  # 1xx responses passed on so far
-        self.req = req
-        self.up = up
-        self.uc = uc
-        self.t0 = t0
-        self.rid = rid
-        self.head_out = head_out
-        self.cred_gen = cred_gen  # which credentials it was sent with
+def fast_request(req: Request) -> bool:
+    """A head the fast path may serve: no body, no upgrade, an origin-form target, and
+    none of the methods the slow path refuses."""
+    return not (
+        req.body_len
+        or req.chunked
+        or req.upgrade is not None
+        or req.target[0] != 47
+        or req.method == b"CONNECT"
+        or req.method.upper() in ECHO_METHODS
+    )
 
 
 class Exchange:
-    """One request on the slow path: what all its tries share, in one place."""
+    """One request, from its head to its access-log line: what the fast path sets up,
+    what the coroutine's tries share (`begin`), and what the log line reports."""
 
     __slots__ = (
         "body",
@@ -181,43 +173,53 @@ class Exchange:
         "deadline",
         "head_out",
         "idempotent",
+        "interim",
+        "made_id",
         "replayed",
         "req",
         "retries",
         "rid",
+        "sent",
         "stream",
         "t0",
         "tried",
+        "uc",
+        "up",
     )
 
     def __init__(
-        self, req: Request, head_out: bytes, body: bytes, stream: bool, t0: float, rid: bytes
+        self, req: Request | None, t0: float, rid: bytes | None, head_out: bytes, made_id: bool
     ) -> None:
-        self.req = req
-        self.head_out = head_out  # the head for the upstream, minus the per-upstream lines
-        self.body = body  # the whole body when it was buffered (replayable), else b""
-        self.stream = stream  # the body is pumped from the client while the try runs
+        self.req = req  # None: refused before its head could be parsed
         self.t0 = t0
         self.rid = rid
-        self.deadline = 0.0  # set by forward(): t0 + --timeout
-        self.idempotent = req.method in IDEMPOTENT
-        self.tried: list[Upstream] = []
+        self.made_id = made_id  # the id is the proxy's: hex, nothing to escape in the log
+        self.head_out = head_out  # the head for the upstream, minus the per-upstream lines
+        self.sent = 0  # request bytes passed on to the upstream that answered
+        self.up: Upstream | None = None  # the upstream of the latest try
+        self.uc: Any = None  # the fast path's upstream connection
+        self.cred_gen = 0  # the credentials' generation its latest try was sent with
+        self.interim = 0  # 1xx responses passed on so far (fast path)
         self.retries = 0
-        self.replayed = False  # replayed once already with renewed credentials
-        self.cred_gen = 0  # the credentials' generation its last try was sent with
 
-    @classmethod
-    def of(cls, f: Fast) -> Exchange:
-        x = cls(f.req, f.head_out, b"", False, f.t0, f.rid)
-        x.cred_gen = f.cred_gen
-        return x
+    def begin(self, body: bytes, stream: bool) -> Exchange:
+        """What only the coroutine's tries need (the fast path never retries)."""
+        self.sent = 0
+        self.body = body  # the whole body when it was buffered (replayable), else b""
+        self.stream = stream  # the body is pumped from the client while the try runs
+        self.deadline = 0.0  # set by forward(): t0 + --timeout
+        req = self.req
+        self.idempotent = req is not None and req.method in IDEMPOTENT
+        self.tried: list[Upstream] = []
+        self.replayed = False  # replayed once already with renewed credentials
+        return self
 
 
 class Retry(NamedTuple):
     """Hand-over from the fast path: its try failed (or got a 401) before any byte
     reached the client; the coroutine decides what next."""
 
-    fast: Fast
+    x: Exchange
     kind: str
     message: str
 
@@ -225,7 +227,7 @@ class Retry(NamedTuple):
 class Relay(NamedTuple):
     """Hand-over from the fast path: the response head is in, its body still to come."""
 
-    fast: Fast
+    x: Exchange
     resp: Response
     t_head: float
 
@@ -258,7 +260,8 @@ class HttpListener(BaseListener):
             if t.port == (443 if t.tls else 80):
                 self.authorities.add(host.lower().encode())
         self.tunnels = 0
-        self.head_cache = HeadCache()  # parsed request heads (fast path)
+        self.head_cache = RequestCache(self.rules, fast_request)  # parsed heads (fast path)
+        self.cork = Cork(self.loop)
 
     def protocol_factory(self) -> Any:
         return lambda: ClientConn(self)
@@ -406,7 +409,7 @@ class ClientConn(Conn):
         self.peer = b""
         self.xff_line = b""
         self.peer_txt = ""
-        self.fast: Fast | None = None
+        self.fast: Exchange | None = None  # the request the fast path has in flight
         self.picked: Upstream | None = None  # the fast path's choice, for the slow path
         self.handover: Retry | Relay | None = None
         # a body buffered for a replay after a 401 must fit, or reading would pause
@@ -453,12 +456,13 @@ class ClientConn(Conn):
         return Conn.eof_received(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        f = self.fast
-        if f is not None:
+        x = self.fast
+        if x is not None:
             self.fast = None
-            f.uc.owner = None
-            f.uc.abort()
-            f.up.active -= 1
+            x.uc.owner = None
+            x.uc.abort()
+            if x.up is not None:
+                x.up.active -= 1
             self.lst.active -= 1
         Conn.connection_lost(self, exc)
         self.lst.conns.discard(self)
@@ -496,6 +500,10 @@ class ClientConn(Conn):
             )
         self.close()
 
+    def close(self) -> None:
+        self.lst.cork.flush()  # a response held back goes out before the FIN
+        Conn.close(self)
+
     def reply(self, data: bytes) -> None:
         if not self.closed:
             self.transport.write(data)
@@ -514,22 +522,13 @@ class ClientConn(Conn):
         if len(head) > s.max_header_bytes or b"\r\n\r\n" in head:
             return False
         cache = lst.head_cache
-        req = cache.get(head)
+        req = cache.get(head)  # the common case first: this head was seen before
+        given = None
         if req is None:
-            try:
-                req = parse_request(head, lst.rules)
-            except ProtocolError:
+            found = cache.find(head)
+            if found is None:
                 return False  # the coroutine parses it again and refuses it with the reason
-            if (
-                req.body_len
-                or req.chunked
-                or req.upgrade is not None
-                or req.target[0] != 47
-                or req.method == b"CONNECT"
-                or req.method.upper() in ECHO_METHODS
-            ):
-                return False
-            cache.put(head, req)
+            req, given = found
         if not lst.fast_ok:
             return False
         up = lst.balancer.pick(lst.now, s.max_requests, req.hash_value, ())
@@ -542,19 +541,22 @@ class ClientConn(Conn):
             # connections (new, or back from ejection) would never be chosen.
             self.picked = up
             return False
-        t0 = lst.time()
-        head_out, rid = self.build_head(req, 0)
+        x = self.fast = self.exchange(req, lst.time(), 0, given)
+        x.sent = len(x.head_out)
+        x.up = up
+        x.uc = uc
         creds = lst.creds
-        self.fast = Fast(req, up, uc, t0, rid, head_out, creds.generation if creds else 0)
+        if creds is not None:
+            x.cred_gen = creds.generation
         self.state = BUSY
         lst.active += 1
         up.active += 1
-        self.wait_deadline = t0 + (min(s.timeout, s.try_timeout) if s.try_timeout else s.timeout)
+        self.wait_deadline = x.t0 + (min(s.timeout, s.try_timeout) if s.try_timeout else s.timeout)
         uc.owner = self
         if req.host is None and s.preserve_host:
-            uc.transport.writelines((head_out, up.host_line, up.suffix, b"\r\n"))
+            lst.cork.write(uc.transport, (x.head_out, up.host_line, up.suffix, b"\r\n"))
         else:
-            uc.transport.writelines((head_out, up.suffix, b"\r\n"))
+            lst.cork.write(uc.transport, (x.head_out, up.suffix, b"\r\n"))
         return True
 
     def fast_response(self, uc: Conn, data: bytes) -> None:
@@ -571,10 +573,10 @@ class ClientConn(Conn):
                 return
             data = bytes(ubuf)
             ubuf.clear()
-        f = self.fast
-        assert f is not None
-        req = f.req
-        up = f.up
+        x = self.fast
+        assert x is not None and x.req is not None and x.up is not None
+        req = x.req
+        up = x.up
         lst = self.lst
         s = lst.s
         cache = up.head_cache if req.method != b"HEAD" else None
@@ -602,8 +604,8 @@ class ClientConn(Conn):
             if resp.status == 101:
                 self.fast_fail("bad-response", "unrequested 101 from upstream")
                 return
-            f.interim += 1
-            if f.interim > MAX_INTERIM:
+            x.interim += 1
+            if x.interim > MAX_INTERIM:
                 self.fast_fail("bad-response", f"more than {MAX_INTERIM} 1xx responses")
                 return
             if req.minor:  # RFC 9110 15.2: never forward a 1xx to an HTTP/1.0 client
@@ -637,18 +639,18 @@ class ClientConn(Conn):
             uc.buf += rest
             self.fast = None
             uc.owner = None
-            self.handover = Relay(f, resp, lst.loop.time())
+            self.handover = Relay(x, resp, lst.time())
             self.wake()
             return
         keep = req.keep_alive and not lst.draining and not self.eof and not resp.close_client
         tail = _TAILS[req.minor][keep]
         out_head = resp.head + tail
         if blen > 0:
-            self.transport.writelines((out_head, rest if len(rest) == blen else rest[:blen]))
+            lst.cork.write(self.transport, (out_head, rest if len(rest) == blen else rest[:blen]))
             leftover = len(rest) > blen
         else:
             blen = 0
-            self.transport.write(out_head)
+            lst.cork.write(self.transport, (out_head,))
             leftover = bool(rest)
         self.fast = None
         uc.owner = None
@@ -658,10 +660,11 @@ class ClientConn(Conn):
             up.release(uc, lst.now)
         else:
             uc.close()
-        dt = lst.time() - f.t0
-        up.observe(status, dt)
+        now = lst.time()
+        dt = now - x.t0
+        up.observe(status, dt, now)
         if s.access_log:
-            self.access(req, status, up, dt, dt, len(f.head_out), len(out_head) + blen, 0, f.rid)
+            self.access(x, status, dt, dt, len(out_head) + blen)
         if not keep:
             self.close()
             return
@@ -676,36 +679,40 @@ class ClientConn(Conn):
 
     def fast_fail(self, kind: str, message: str, counted: bool = False) -> None:
         """The fast path's try failed before anything reached the client: hand it over."""
-        f = self.fast
-        if f is None:
+        x = self.fast
+        if x is None:
             return
         self.fast = None
-        f.uc.owner = None
-        if kind == "reset" and f.uc.reused and not f.uc.buf:
+        up, uc = x.up, x.uc
+        assert up is not None
+        uc.owner = None
+        if kind == "reset" and uc.reused and not uc.buf:
             kind = "stale"  # a pooled connection the upstream closed as we wrote to it
-        f.uc.abort()
-        f.up.active -= 1
+        uc.abort()
+        up.active -= 1
         if not counted and kind != "stale":
-            f.up.failure(self.lst.now, kind)
+            up.failure(self.lst.now, kind)
         if kind in ("reset", "stale"):
-            message = f"{f.up.label} closed the connection"
+            message = f"{up.label} closed the connection"
         elif kind == "timeout":
-            message = f"{f.up.label} did not answer in time"
-        self.handover = Retry(f, kind, message)
+            message = f"{up.label} did not answer in time"
+        self.handover = Retry(x, kind, message)
         self.wake()
 
     async def take_over(self, h: Retry | Relay) -> bool:
-        f = h.fast
-        x = Exchange.of(f)
+        x = h.x.begin(b"", False)
         if isinstance(h, Retry):
             return await self.forward(x, failed=h)
+        up, uc = x.up, x.uc
+        assert up is not None
+        x.uc = None
         try:
             if self.closed:  # the client left between the hand-over and now
-                f.uc.abort()
+                uc.abort()
                 return False
-            return await self.relay(x, f.up, f.uc, h.resp, None, f.t0, h.t_head)
+            return await self.relay(x, up, uc, h.resp, None, x.t0, h.t_head)
         finally:
-            f.up.active -= 1
+            up.active -= 1
             self.lst.active -= 1
 
     # -- the request loop ------------------------------------------------------------
@@ -753,57 +760,58 @@ class ClientConn(Conn):
         """Answer locally and close the connection (the request stream is not trustworthy)."""
         self.reply(local_reply(status, why, message))
         lst = self.lst
-        dt = lst.loop.time() - t0 if t0 else 0.0
+        dt = lst.time() - t0 if t0 else 0.0
         lst.observe_local(status, dt)
         if lst.s.access_log:
-            self.access(req, status, None, dt, 0.0, 0, 0, 0, None, why)
+            self.access(Exchange(req, t0, None, b"", False), status, dt, 0.0, 0, why)
         return False
 
     def access(
         self,
-        req: Request | None,
+        x: Exchange,
         status: int,
-        up: Upstream | None,
-        total: float,
-        upstream_time: float,
-        bytes_in: int,
+        took: float,
+        upstream_took: float,
         bytes_out: int,
-        retries: int,
-        rid: bytes | None,
         why: str | None = None,
     ) -> None:
+        """The request's access-log line: who and what from the exchange, the outcome
+        from the arguments. Only a refused request's line has `why` (proxy_reason)."""
         # Formatted by hand: json.dumps of a dict per request costs more than the proxying.
         # Only the client-supplied strings need escaping; the rest is numbers and tokens.
+        req = x.req
+        assert req is not None
         head: str | None = '"method": "", "path": null'
         if req is not None:
             head = req.log_head  # a cached head's fields are made once, not per request
             if head is None:
                 method = req.method.decode("latin-1")
                 head = req.log_head = f'"method": "{method}", "path": {json_str(req.target)}'
-        label = up.log_label if up else "null"
+        up = x.up
+        rid = x.rid
         if not rid:
             rid_txt = "null"
-        elif req is not None and req.request_id is None:
+        elif x.made_id:
             rid_txt = f'"{rid.decode()}"'  # made by the proxy: hex, nothing to escape
         else:
             rid_txt = json_str(rid)
         reason = f', "proxy_reason": "{why}"' if why else ""
-        took = f"{total:.6f}"
+        took_txt = f"{took:.6f}"
         # the fast path's two times are one (formatting a float is a good part of a line)
-        up_took = took if upstream_time == total else f"{upstream_time:.6f}"
+        up_txt = took_txt if upstream_took == took else f"{upstream_took:.6f}"
         ACCESS_LOG.add(
-            f'{head}, "status": {status}, "upstream": {label}, '
-            f'"duration_seconds": {took}, "upstream_seconds": {up_took}, '
-            f'"bytes_in": {bytes_in}, "bytes_out": {bytes_out}, "retries": {retries}, '
-            f'"request_id": {rid_txt}, "client": "{self.peer_txt}"{reason}}}'
+            f'{head}, "status": {status}, "upstream": {up.log_label if up else "null"}, '
+            f'"duration_seconds": {took_txt}, "upstream_seconds": {up_txt}, '
+            f'"bytes_in": {x.sent if up else 0}, "bytes_out": {bytes_out}, '
+            f'"retries": {x.retries}, "request_id": {rid_txt}, "client": "{self.peer_txt}"'
+            f"{reason}}}"
         )
 
     async def handle(self, head: bytes) -> bool:
         """Serve one request; False when the client connection must close."""
         lst = self.lst
         s = lst.s
-        loop = lst.loop
-        t0 = loop.time()
+        t0 = lst.time()
         picked, self.picked = self.picked, None  # only for the request it was made for
         try:
             req = parse_request(head, lst.rules)
@@ -866,9 +874,9 @@ class ClientConn(Conn):
                     del buf[:n]
             else:
                 stream = True
-        head_out, rid = self.build_head(req, n)
+        x = self.exchange(req, t0, n, None).begin(body, stream)
         self.picked = picked
-        return await self.forward(Exchange(req, head_out, body, stream, t0, rid))
+        return await self.forward(x)
 
     async def read_body(self, n: int) -> bool:
         """Wait until `n` body bytes are buffered; False when the client left or was too
@@ -888,14 +896,21 @@ class ClientConn(Conn):
                 self.wait_fut = None
         return True
 
-    def build_head(self, req: Request, n: int) -> tuple[bytes, bytes]:
-        """The request head for the upstream, minus the per-upstream lines, and the request id."""
+    def exchange(self, req: Request, t0: float, n: int, given: bytes | None) -> Exchange:
+        """The request's exchange, with the head for the upstream (minus the per-upstream
+        lines) and its request id: the client's, the one the head cache took out of its
+        head (`given`: passed on after the kept lines), or one the proxy makes."""
         rid = req.request_id
-        if rid is None:
-            rid = self.lst.next_id()
-            extra = b"\r\nX-Request-Id: " + rid
-        else:
+        made = False
+        if rid is not None:
             extra = b""
+        else:
+            if given is not None:
+                rid = given
+            else:
+                rid = self.lst.next_id()
+                made = True
+            extra = b"\r\nX-Request-Id: " + rid
         if n > 0:
             extra += b"\r\nContent-Length: %d" % n
         elif req.chunked:
@@ -911,7 +926,8 @@ class ClientConn(Conn):
         extra += self.identity
         if req.upgrade is not None:
             extra += b"\r\nConnection: upgrade\r\nUpgrade: " + req.upgrade
-        return req.method + b" " + req.target + b" HTTP/1.1" + req.kept + extra + b"\r\n", rid
+        head = req.method + b" " + req.target + b" HTTP/1.1" + req.kept + extra + b"\r\n"
+        return Exchange(req, t0, rid, head, made)
 
     async def forward(self, x: Exchange, failed: Retry | None = None) -> bool:
         """Try upstreams until one answers or retrying is no longer allowed."""
@@ -928,7 +944,8 @@ class ClientConn(Conn):
         try:
             while True:
                 if failed is not None:  # the fast path's try failed: continue from there
-                    x.tried.append(failed.fast.up)
+                    assert x.up is not None
+                    x.tried.append(x.up)
                     result = (failed.kind, failed.message)
                     failed = None
                 else:
@@ -1018,10 +1035,12 @@ class ClientConn(Conn):
             if x.tried or not up.available(lst.now) or up.active >= s.max_requests:
                 up = None
         if up is None:
+            assert x.req is not None
             up = lst.balancer.pick(lst.now, s.max_requests, x.req.hash_value, x.tried)
         if up is None:
             return "no-upstream", ""
         x.tried.append(up)
+        x.up = up
         up.active += 1
         try:
             return await self.attempt(x, up, holding)
@@ -1039,15 +1058,17 @@ class ClientConn(Conn):
     ) -> bool:
         lst = self.lst
         req = x.req
+        assert req is not None
         keep = keep and req.keep_alive and not lst.draining and not self.closed
         self.reply(local_reply(status, why, message, close=not keep))
-        dt = lst.loop.time() - x.t0
+        dt = lst.time() - x.t0
+        x.up = up
         if up is not None:
             up.observe(status, dt)
         else:
             lst.observe_local(status, dt)
         if lst.s.access_log:
-            self.access(req, status, up, dt, 0.0, 0, 0, x.retries, x.rid, why)
+            self.access(x, status, dt, 0.0, 0, why)
         return keep
 
     async def attempt(self, x: Exchange, up: Upstream, holding: bool) -> bool | tuple[str, str]:
@@ -1055,8 +1076,8 @@ class ClientConn(Conn):
         `holding`: this try is a retry and holds a slot of the retry budget."""
         lst = self.lst
         s = lst.s
-        loop = lst.loop
         req = x.req
+        assert req is not None
         creds = lst.creds
         minted = b""
         if creds is not None:
@@ -1066,7 +1087,7 @@ class ClientConn(Conn):
                     minted = creds.per_request()
                 except (OSError, ValueError) as exc:
                     return "no-credentials", f"cannot sign a JWT: {exc}"
-        t1 = loop.time()
+        t1 = lst.time()
         self.wait_deadline = min(x.deadline, t1 + s.try_timeout) if s.try_timeout else x.deadline
         try:
             uc = await up.acquire(self, lst.ssl_ctx, lst.now)
@@ -1180,7 +1201,7 @@ class ClientConn(Conn):
                     uc.abort()  # its body is not wanted: the request goes again
                     return "unauthorized", f"{up.label} answered 401"
                 self.renew_later(x.cred_gen)  # this 401 goes to the app; the next gets new
-        t_head = loop.time()
+        t_head = lst.time()
         return await self.relay(x, up, uc, resp, req_pump, t1, t_head)
 
     def renew_later(self, generation: int) -> None:
@@ -1203,8 +1224,8 @@ class ClientConn(Conn):
         """Pass the response (head already parsed) to the client; True to keep the connection."""
         lst = self.lst
         s = lst.s
-        loop = lst.loop
         req = x.req
+        assert req is not None
         status = resp.status
         if status == 101:
             return await self.tunnel(x, up, uc, resp)
@@ -1273,13 +1294,13 @@ class ClientConn(Conn):
             uc.abort() if not ok else uc.close()
         if not ok:
             keep = False
-        t_end = loop.time()
+        t_end = lst.time()
         dt = t_end - x.t0
-        up.observe(status, dt)
+        up.observe(status, dt, t_end)
         if s.access_log:
             sent_body = len(x.body) if x.body else (req_pump.nbytes if req_pump else 0)
-            bytes_in = len(x.head_out) + sent_body
-            self.access(req, status, up, dt, t_head - t1, bytes_in, sent, x.retries, x.rid)
+            x.sent = len(x.head_out) + sent_body
+            self.access(x, status, dt, t_head - t1, sent)
         return keep
 
     def stop_upload(self, pump: OwnedPump | None) -> None:
@@ -1294,6 +1315,7 @@ class ClientConn(Conn):
         """After 101 Switching Protocols both sides speak their own protocol: pipe raw bytes."""
         lst = self.lst
         req = x.req
+        assert req is not None
         if req.upgrade is None or resp.upgrade is None:
             uc.abort()
             self.refuse_local(
@@ -1305,9 +1327,10 @@ class ClientConn(Conn):
         )
         self.state = TUNNEL
         lst.tunnels += 1
-        up.observe(101, lst.loop.time() - x.t0)
+        dt = lst.time() - x.t0
+        up.observe(101, dt)
         if lst.s.access_log:
-            self.access(req, 101, up, lst.loop.time() - x.t0, 0.0, 0, 0, x.retries, x.rid)
+            self.access(x, 101, dt, 0.0, 0)
         a = self.req_pump = OwnedPump(self, uc, EofFramer(), self)
         b = self.resp_pump = OwnedPump(uc, self, EofFramer(), self)
         a.start()

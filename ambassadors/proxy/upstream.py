@@ -263,12 +263,13 @@ class Upstream:
         else:
             self.close_idle()
 
-    def observe(self, code: int, seconds: float) -> None:
+    def observe(self, code: int, seconds: float, now: float | None = None) -> None:
+        """Count one response; `now`: time.monotonic() at its end, when the caller has it."""
         if seconds >= self.ewma:  # UNMEASURED too
             self.ewma = seconds  # a peak is believed at once
         else:  # per sample here (cheap); latency() adds the decay over idle time
             self.ewma += (seconds - self.ewma) * EWMA_WEIGHT
-        self.ewma_at = time.monotonic()
+        self.ewma_at = time.monotonic() if now is None else now
         self.requests += 1
         codes = self.codes
         codes[code] = codes.get(code, 0) + 1

@@ -1,0 +1,277 @@
+"""The fast path's head cache, differentially against parsing the whole head.
+
+`RequestCache.find` looks a head up without its X-Request-Id line (so heads that
+differ only in their id share one parse) and hands the id back separately. The
+property: for any head, with the cache cold or already holding the head's other
+lines, `find` accepts exactly what `parse_request` accepts for the fast path, reads
+the same framing, and passes on the same header lines (the id's line moved after
+the others, where the proxy adds its own). Hostile ids are in the mix: empty,
+padded, control characters, DEL, obs-text, a bare CR, a second id line, other
+spellings of the name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from podkit.ambassadors.proxy.http1 import (
+    ProtocolError,
+    Request,
+    RequestCache,
+    RequestRules,
+    parse_request,
+)
+from podkit.ambassadors.proxy.httpproxy import fast_request
+
+from tests.unit.test_proxy_http1_diff import EXAMPLES, request_heads
+
+RULES = RequestRules([b"authorization"], None, keep_host=False)
+FIELDS = ("method", "target", "minor", "body_len", "chunked", "keep_alive", "host", "upgrade")
+FIELDS += ("xff", "xfp", "hash_value")
+
+ID_NAMES = st.sampled_from(
+    [b"X-Request-Id", b"X-Request-Id", b"x-request-id", b"X-REQUEST-ID", b"X-Request-Id "]
+)
+ID_VALUES = st.one_of(
+    st.sampled_from([b"bench-1", b" r-2 ", b"", b"\t", b"a b", b'q"uote', b"back\\slash"]),
+    st.sampled_from([b"caf\xc3\xa9", b"a\x7fb", b"a\x01b", b"a\rb", b"a\nb", b"a\x00b"]),
+    st.binary(max_size=12),
+)
+
+
+# well-formed heads, so that most of them reach the id lookup (request_heads() makes
+# mostly refused ones, to compare refusals)
+PLAIN_LINES = st.sampled_from(
+    [
+        b"Accept: */*",
+        b"X-Forwarded-For: 10.0.0.1",
+        b"Connection: close",
+        b"Connection: keep-alive, x-a",
+        b"X-A: 1",
+        b"Content-Length: 0",
+        b"Content-Length: 5",
+        b"Transfer-Encoding: chunked",
+        b"Upgrade: websocket",
+        b"Authorization: Bearer app",
+        b"traceparent: 00-0af7651916cd43dd-01",
+    ]
+)
+
+
+@st.composite
+def plain_heads(draw: st.DrawFn) -> bytes:
+    method = draw(st.sampled_from([b"GET", b"GET", b"HEAD", b"DELETE", b"TRACE"]))
+    target = draw(st.sampled_from([b"/", b"/a?b=c", b"/", b"http://h/x"]))
+    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]))
+    lines = [method + b" " + target + b" " + version, b"Host: h"]
+    lines += draw(st.lists(PLAIN_LINES, max_size=4))
+    return b"\r\n".join(lines)
+
+
+@st.composite
+def heads_with_ids(draw: st.DrawFn) -> bytes:
+    plain = draw(st.integers(0, 3)) > 0
+    head = draw(plain_heads() if plain else request_heads())
+    for _ in range(draw(st.integers(1 if plain else 0, 2))):
+        lines = head.split(b"\r\n")
+        at = draw(st.integers(1, len(lines)))
+        sep = draw(st.sampled_from([b": ", b":", b":\t", b":  "]))
+        lines.insert(at, draw(ID_NAMES) + sep + draw(ID_VALUES))
+        head = b"\r\n".join(lines)
+    return head
+
+
+def _whole(head: bytes) -> Request | None:
+    try:
+        req = parse_request(head, RULES)
+    except ProtocolError:
+        return None
+    return req if fast_request(req) else None
+
+
+_LINE = re.compile(rb"\r\n([^:]+):[ \t]*([^\r]*?)[ \t]*(?=\r\n|$)")
+
+
+def _fields(kept: bytes) -> list[tuple[bytes, bytes]]:
+    return sorted((n.lower(), v) for n, v in _LINE.findall(kept))
+
+
+def _check(head: bytes, cache: RequestCache) -> None:
+    whole = _whole(head)
+    found = cache.find(head)
+    if whole is None:
+        assert found is None, head
+        return
+    assert found is not None, head
+    req, given_id = found
+    for name in FIELDS:
+        assert getattr(req, name) == getattr(whole, name), (name, head)
+    kept = _fields(req.kept)
+    if given_id is None:
+        assert req.request_id == whole.request_id, head
+    else:
+        assert req.request_id is None and given_id == whole.request_id, head
+        kept = sorted([*kept, (b"x-request-id", given_id)])
+    assert kept == _fields(whole.kept), head
+
+
+@EXAMPLES
+@given(heads_with_ids())
+def test_cache_agrees_with_parsing_the_whole_head(head: bytes) -> None:
+    _check(head, RequestCache(RULES, fast_request))  # cold: parses the head
+    warm = RequestCache(RULES, fast_request)
+    m = re.search(rb"\r\nX-Request-Id:[^\r]*", head)
+    if m is not None:  # the head's other lines parsed already, as a previous request's
+        warm.find(head[: m.start()] + head[m.end() :])
+    _check(head, warm)
+    _check(head, warm)  # and from the cache's own entry
+
+
+def test_heads_differing_only_in_their_id_share_one_entry() -> None:
+    cache = RequestCache(RULES, fast_request)
+    ids = []
+    for i in range(50):
+        head = b"GET /status HTTP/1.1\r\nHost: a\r\nX-Request-Id: id-%d\r\nAccept: */*" % i
+        found = cache.find(head)
+        assert found is not None
+        ids.append(found[1])
+        assert found[0].kept == b"\r\nAccept: */*"
+    assert ids == [b"id-%d" % i for i in range(50)]
+    assert len(cache) == 1
+
+
+def test_an_id_that_cannot_be_taken_out_is_parsed_with_its_head() -> None:
+    cache = RequestCache(RULES, fast_request)
+    two = b"GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: 1\r\nx-request-id: 2"
+    req, given_id = cache.find(two) or (None, None)
+    assert req is not None and given_id is None and req.request_id == b"2"
+    assert req.kept.count(b"equest-") == 2  # both passed on, as parse_request does
+    empty = b"GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: "
+    req, given_id = cache.find(empty) or (None, None)
+    assert req is not None and given_id is None and req.request_id == b""
+    assert cache.find(b"GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: a\x01b") is None
+    assert cache.find(b"GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: a\rb") is None
+    hashed = RequestCache(RequestRules([], b"X-Request-Id", False), fast_request)
+    req, given_id = hashed.find(b"GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: k") or (None, None)
+    assert req is not None and given_id is None and req.hash_value == b"k"
+
+
+# -- through the fast path -------------------------------------------------------------
+
+
+class _Transport:
+    """Records what is written, and when the connection was closed."""
+
+    def __init__(self) -> None:
+        self.events: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closing, "written after close"
+        self.events.append(data)
+
+    def writelines(self, parts: Any) -> None:
+        self.write(b"".join(parts))
+
+    def get_extra_info(self, key: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 5555) if key == "peername" else default
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.events.append(b"<close>")
+        self.closing = True
+
+    abort = close
+
+    def pause_reading(self) -> None:
+        pass
+
+    resume_reading = pause_reading
+
+
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"
+
+
+async def _fast_path() -> tuple[Any, Any, _Transport, _Transport]:
+    from podkit.ambassadors.proxy.httpproxy import ClientConn, HttpListener
+    from podkit.ambassadors.proxy.settings import Settings
+    from podkit.ambassadors.proxy.upstream import UpstreamConn
+
+    values = {**Settings().values(), "upstream": ["http://127.0.0.1:9"], "listen": "127.0.0.1:0"}
+    lst = HttpListener(Settings.build(values, ""))
+    lst.refresh_suffixes()
+    up = lst.upstreams[0]
+    uc = UpstreamConn(up)
+    ut = _Transport()
+    uc.connection_made(ut)
+    up.nconns += 1
+    up.release(uc, 0.0)
+    cc = ClientConn(lst)
+    ct = _Transport()
+    cc.connection_made(ct)
+    lst.conns.discard(cc)
+    cc.waiter = lst.loop.create_future()  # as if its coroutine waited for a head
+    return lst, cc, ct, ut
+
+
+async def _turn() -> None:
+    await asyncio.sleep(0)
+
+
+def test_client_ids_reach_the_upstream_once_and_the_log_escaped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from podkit.ambassadors.proxy import httpproxy
+
+    lines: list[str] = []
+    monkeypatch.setattr(httpproxy.ACCESS_LOG, "add", lines.append)
+
+    async def main() -> None:
+        lst, cc, ct, ut = await _fast_path()
+        uc = lst.upstreams[0].idle[0]
+        for rid in (b"first", b'q"uote'):
+            cc.data_received(b"GET /a HTTP/1.1\r\nHost: h\r\nX-Request-Id: " + rid + b"\r\n\r\n")
+            assert cc.fast is not None, "served by the fast path"
+            assert not ut.events, "held until the loop's turn ends"
+            await _turn()
+            head = ut.events.pop()
+            assert head.count(b"X-Request-Id") == 1 and b"\r\nX-Request-Id: " + rid in head
+            uc.data_received(RESPONSE)
+            await _turn()
+            assert ct.events.pop().endswith(b"ok\n")
+        assert len(lst.head_cache) == 1
+        for t in asyncio.all_tasks() - {asyncio.current_task()}:
+            t.cancel()
+
+    asyncio.run(main())
+    assert [json.loads("{" + line)["request_id"] for line in lines] == ["first", 'q"uote']
+
+
+def test_a_held_response_goes_out_before_the_connection_closes() -> None:
+    async def main() -> None:
+        lst, cc, ct, _ = await _fast_path()
+        uc = lst.upstreams[0].idle[0]
+        cc.data_received(b"GET /a HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        assert cc.fast is not None
+        await _turn()
+        uc.data_received(RESPONSE)  # the client asked to close: answered, then closed
+        assert ct.events[-1] == b"<close>" and ct.events[0].endswith(b"ok\n")
+        for t in asyncio.all_tasks() - {asyncio.current_task()}:
+            t.cancel()
+
+    asyncio.run(main())
+
+
+def test_the_id_line_counts_against_max_headers() -> None:
+    cache = RequestCache(RequestRules([], None, False, max_headers=2), fast_request)
+    assert cache.find(b"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*") is not None  # 2 lines
+    # one more line is one too many, though the head without it is cached
+    assert cache.find(b"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Request-Id: 1") is None
