@@ -90,7 +90,8 @@ for d in podkit initkits sidecars adapters ambassadors; do
     cp -r "$d" "$ctx/$d"
 done
 find "$ctx" -name __pycache__ -type d -prune -exec rm -rf {} +
-cp "$here/Dockerfile" "$here/apt-install.sh" "$here/slim.sh" "$here/debian-py.sh" "$ctx/images/"
+cp "$here/Dockerfile" "$here/apt-install.sh" "$here/slim.sh" "$here/debian-py.sh" \
+    "$here/sbom-debian.py" "$ctx/images/"
 
 if [ "${WHEELHOUSE:-1}" != 0 ]; then
     # Wheels must match the base's Python: same version as the host, build them

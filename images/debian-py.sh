@@ -6,8 +6,14 @@
 # wheels of them. Module directories, shared objects and .dist-info are copied;
 # .egg-info is not (one metadata directory per package, or pip and the SBOM
 # would see the package twice).
+#
+# It writes STATUS (default /opt/debian-py.status; empty when nothing was
+# copied): one `PACKAGE VERSION ARCH SOURCE` line per Debian package copied,
+# which images/sbom-debian.py adds to the image's SBOM.
 set -eu
 venv=$1
+status=${2:-/opt/debian-py.status}
+: >"$status"
 dist=/usr/lib/python3/dist-packages
 [ -d "$dist" ] || exit 0
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -16,4 +22,6 @@ for path in "$dist"/*; do
     case "$path" in *.egg-info) continue ;; esac
     cp -a "$path" "$site/"
     echo "from Debian's packages: $path" >&2
+    owner=$(dpkg -S "$path" | cut -d: -f1)
+    dpkg-query -W -f '${Package} ${Version} ${Architecture} ${source:Package}\n' "$owner" >>"$status"
 done
