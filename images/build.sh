@@ -18,7 +18,8 @@
 #
 # The Python packages go in from a wheelhouse made here with `pip wheel`, so the
 # builds themselves fetch nothing from a package index; only gitsync's image (git,
-# openssh-client) and a base without tini need Debian's mirror.
+# openssh-client), proxy's (python3-cryptography) and a base without tini need
+# Debian's mirror.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
