@@ -18,7 +18,8 @@
 #
 # The Python packages go in from a wheelhouse made here with `pip wheel`, so the
 # builds themselves fetch nothing from a package index; only gitsync's image (git,
-# openssh-client) and a base without tini need Debian's mirror.
+# openssh-client), proxy's (python3-cryptography) and a base without tini need
+# Debian's mirror.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -90,7 +91,8 @@ for d in podkit initkits sidecars adapters ambassadors; do
     cp -r "$d" "$ctx/$d"
 done
 find "$ctx" -name __pycache__ -type d -prune -exec rm -rf {} +
-cp "$here/Dockerfile" "$here/apt-install.sh" "$here/slim.sh" "$ctx/images/"
+cp "$here/Dockerfile" "$here/apt-install.sh" "$here/slim.sh" "$here/debian-py.sh" \
+    "$here/sbom-debian.py" "$ctx/images/"
 
 if [ "${WHEELHOUSE:-1}" != 0 ]; then
     # Wheels must match the base's Python: same version as the host, build them

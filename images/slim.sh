@@ -45,6 +45,11 @@ copy "$(command -v python3)" "$stdlib" /opt/podkit /usr/bin/tini /usr/bin/dash /
 # under other rules, which nothing here reads.
 # shellcheck disable=SC2046
 copy $(find /usr/share/zoneinfo -mindepth 1 -maxdepth 1 ! -name right ! -name posix)
+# OpenSSL's legacy provider, which Debian's cryptography (the proxy's, see the
+# Dockerfile) loads at import and fails without (125 kB); only with it.
+if ls -d /opt/podkit/lib/python3*/site-packages/cryptography >/dev/null 2>&1; then
+    copy /usr/lib/*/ossl-modules
+fi
 if command -v git >/dev/null; then
     copy "$(command -v git)" "$(command -v ssh)" /usr/lib/git-core /usr/share/git-core
 fi
@@ -66,13 +71,26 @@ fi
 # distutils, sqlite3, curses, dbm, nis, readline, crypt, the build
 # configuration, Debian's dist-packages and any other Python's site-packages
 # (the venv has its own). Their shared libraries then stay out too.
+# And what neither podkit nor any of its dependencies imports (checked with a
+# grep of every runtime dependency, and in the image by tests/e2e/test_images.py
+# importing every module of the venv): unittest and doctest (test tools; only
+# aiohttp's test_utils, never imported at run time, wants unittest), pydoc and
+# pdb (interactive help and the debugger: `help()` and `breakpoint()` do not
+# work in an image), xml and pyexpat, xmlrpc, multiprocessing (only
+# ProcessPoolExecutor needs it), mailbox, imaplib, nntplib, pickletools,
+# _pyio and _pydecimal (pure-Python fallbacks of io and decimal, whose C
+# versions are there), audio modules and _xxsubinterpreters. About 4 MB.
 (
     cd "$out$stdlib"
     rm -rf test idlelib tkinter turtledemo turtle.py ensurepip lib2to3 pydoc_data distutils \
-        sqlite3 curses dbm venv config-* site-packages dist-packages
+        sqlite3 curses dbm venv config-* site-packages dist-packages \
+        unittest doctest.py pydoc.py pdb.py xml xmlrpc multiprocessing mailbox.py imaplib.py \
+        nntplib.py pickletools.py _pyio.py _pydecimal.py
     cd lib-dynload
     rm -f _sqlite3.* _tkinter.* _curses*.* _dbm.* _gdbm.* nis.* readline.* _crypt.* \
-        _test*.* xxlimited*.* _ctypes_test.* _xxtestfuzz.* xxsubtype.*
+        _test*.* xxlimited*.* _ctypes_test.* _xxtestfuzz.* xxsubtype.* \
+        pyexpat.* _elementtree.* audioop.* ossaudiodev.* _xxsubinterpreters.* _multiprocessing.* \
+        _posixshmem.*
 )
 find "$out$stdlib" -name '*.pyc' | while read -r pyc; do
     src=$(basename "$pyc" | sed 's/\.cpython-[0-9]*\(\.opt-[12]\)\{0,1\}\.pyc$/.py/')

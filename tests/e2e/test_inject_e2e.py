@@ -1,10 +1,21 @@
-"""Injection end to end: examples/inject/worker.yaml, a plain Deployment with
-podkit.dev/* annotations, made whole by `podkit inject` (the command) and by
-`podkit injector` (the admission webhook, running from its image), then run
-as a pod with the images pulled from the tier's registry. Each injected
-container is checked by its work, not by its start: waitfor held the app
-until the API answered, the proxy carried the app's calls (adding its
-headers), logship shipped every line the app wrote.
+"""Injection end to end: plain Deployments with podkit.dev/* annotations,
+made whole by `podkit inject` (the command) and by `podkit injector` (the
+admission webhook, running from its image), then run as pods with the images
+pulled from the tier's registry. Between them the two examples inject every
+program that runs in a pod without an API server (kubefiles needs one; the
+injector is the webhook itself):
+
+- examples/inject/worker.yaml: waitfor, proxy, logship (by the command and by
+  the webhook);
+- examples/inject/site.yaml: gitsync, reloader, logformat, metrics (by the
+  command).
+
+Each injected container is checked by its work, not by its start: waitfor
+held the app until the API answered, the proxy carried the app's calls
+(adding its headers), logship shipped every line the app wrote; gitsync's
+checkout was there when the app started and followed a new commit, the
+reloader made the app re-read it, logformat turned each access-log line into
+a JSON record, metrics served the app's StatsD counts.
 """
 
 from __future__ import annotations
@@ -18,20 +29,37 @@ import ssl
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import jsonpatch
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import E2E
 from tests.e2e.harness import NETWORK, PEER_HOST, ROOT, Pod, http_get, podman, replaced, wait_for
-from tests.e2e.peers import Recorder
+from tests.e2e.peers import GitDaemon, Recorder
+from tests.peers.git import GitRepos
 from tests.peers.tls import make_ca
 
 WORKER = ROOT / "examples/inject/worker.yaml"
 PROGRAMS = ("waitfor", "proxy", "logship")
 JOBS = 20
+SITE = ROOT / "examples/inject/site.yaml"
+SITE_PROGRAMS = ("gitsync", "logformat", "metrics", "reloader")  # annotation (key) order
+SITE_REPO = "https://git.example.com/web/site.git"
+
+
+def inject_cli(e2e: E2E, text: str) -> str:
+    """`podkit inject` of a manifest, naming the tier's registry and version."""
+    res = subprocess.run(
+        [sys.executable, "-m", "podkit", "inject", "--registry", e2e.registry,
+         "--version", e2e.published["version"], "-"],
+        input=text, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    return res.stdout
 
 
 def peers(recorder: Recorder) -> dict[str, str]:
@@ -81,14 +109,7 @@ def check_worker(pod: Pod, e2e: E2E, recorder: Recorder) -> None:
 
 def test_podkit_inject_output_runs_as_a_pod(e2e: E2E, recorder: Recorder) -> None:
     e2e.require(*PROGRAMS)
-    res = subprocess.run(
-        [sys.executable, "-m", "podkit", "inject", "--registry", e2e.registry,
-         "--version", e2e.published["version"], "-"],
-        input=replaced(WORKER, peers(recorder)),
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    pod = e2e.play_text(res.stdout, "inject-cli")
+    pod = e2e.play_text(inject_cli(e2e, replaced(WORKER, peers(recorder))), "inject-cli")
     try:
         check_worker(pod, e2e, recorder)
     finally:
@@ -177,3 +198,89 @@ def test_a_pod_patched_by_the_running_injector_runs(
         if pod is not None:
             pod.down()
         podman("rm", "--force", "--time", "0", name, check=False)
+
+
+def test_injected_site_syncs_reloads_formats_and_counts(e2e: E2E, tmp_path: Path) -> None:
+    """examples/inject/site.yaml through `podkit inject`: gitsync, reloader,
+    logformat and metrics around a plain web app, each checked by its work."""
+    e2e.require(*SITE_PROGRAMS)
+    (tmp_path / "srv").mkdir()
+    repos = GitRepos(tmp_path / "srv")
+    upstream = repos.create("site", {"index.html": "<h1>blue</h1>\n"})
+    daemon = GitDaemon(repos.base, e2e.gateway).start()
+    pod = None
+    try:
+        text = replaced(SITE, {SITE_REPO: f"git://{PEER_HOST}:{daemon.port}/site.git"})
+        pod = e2e.play_text(inject_cli(e2e, text), "inject-site")
+        spec = yaml.safe_load(pod.yaml_path.read_text())["spec"]
+        images = {c["name"]: c["image"] for c in spec["containers"]}
+        for program in SITE_PROGRAMS:
+            assert images[f"podkit-{program}"] == e2e.images[program], images
+        # The kubelet's order: every native sidecar probed ready, then the app.
+        assert [s.names for s in pod.steps] == [
+            *((f"podkit-{p}",) for p in SITE_PROGRAMS),
+            ("site",),
+        ], pod.steps
+        ports = {name.removeprefix("podkit-"): port for name, port in pod.probes.items()}
+        assert set(ports) == set(SITE_PROGRAMS), ports
+        pod.played(180)
+
+        # gitsync: its first sync was published before the app started (the
+        # app reads the page at start and would have died without it).
+        app = pod.url(8080, "/")
+        state = wait_for(lambda: http_get(app)[1], 60, "the app to serve its page")
+        assert "<h1>blue</h1>" in json.loads(state)["page"], state
+        hits, misses = 20, 5
+        for _ in range(hits - 1):  # one GET / was the wait above
+            assert http_get(app)[0] == 200
+        for i in range(misses):
+            assert http_get(pod.url(8080, f"/missing/{i}"))[0] == 404
+
+        # A new commit: gitsync publishes it, the reloader calls the app's
+        # reload endpoint, the app serves the new page.
+        sha = upstream.commit_push({"index.html": "<h1>green</h1>\n"})
+
+        def reloaded() -> dict[str, Any] | None:
+            got = json.loads(http_get(app)[1])
+            return got if "green" in got["page"] else None
+
+        state = wait_for(reloaded, 90, "the new commit served by the app")
+        assert state["reloads"] >= 1, state
+        assert sha in http_get(pod.url(ports["gitsync"], "/"))[1]
+
+        # logformat: every access-log line as a JSON record on its stdout.
+        def records() -> list[dict[str, Any]] | None:
+            out = [r for r in pod.records("podkit-logformat") if r.get("method") == "GET"]
+            return out if len(out) >= hits + misses + 1 else None
+
+        recs = wait_for(records, 60, "the app's GETs as logformat records")
+        assert Counter(r["status"] for r in recs)[404] == misses, recs
+        assert {r["path"] for r in recs if r["status"] == 404} == {
+            f"/missing/{i}" for i in range(misses)
+        }
+        for r in recs:
+            assert r.get("parse_error") is not True and r["level"] in ("info", "warning"), r
+        posts = [r for r in pod.records("podkit-logformat") if r.get("method") == "POST"]
+        assert posts and all(r["path"] == "/-/reload" for r in posts), posts
+
+        # metrics: the app's StatsD counter (site.requests) on /metrics.
+        def counted() -> float | None:
+            status, body = http_get(pod.url(ports["metrics"], "/metrics"))
+            assert status == 200, body
+            total = sum(
+                s.value
+                for fam in text_string_to_metric_families(body)
+                for s in fam.samples
+                if s.name in ("site_requests", "site_requests_total")
+            )
+            return total if total >= len(recs) + len(posts) else None
+
+        wait_for(counted, 60, "the app's StatsD requests counted on /metrics")
+
+        podman("stop", "--time", "10", pod.ctr("site"))
+        codes = pod.finish()
+        assert all(codes[f"podkit-{p}"] == 0 for p in SITE_PROGRAMS), codes
+    finally:
+        if pod is not None:
+            pod.down()
+        daemon.stop()

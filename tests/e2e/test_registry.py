@@ -97,6 +97,21 @@ def test_each_image_carries_its_sbom_and_the_registry_has_it_too(e2e: E2E, tmp_p
             assert EXTRAS[program].lower() in names, (program, names)
         assert not names & {"pip", "setuptools", "cyclonedx-bom", "cyclonedx-python-lib"}, names
         assert ("gitpython" in names) == (program == "gitsync"), names
+        # The Debian packages whose files the image holds (images/sbom-debian.py),
+        # as pkg:deb purls; not those slim.sh left out of the image.
+        debs = {
+            c["name"]: c["purl"]
+            for c in bom["components"]
+            if str(c.get("purl", "")).startswith("pkg:deb/debian/")
+        }
+        assert {"python3.11-minimal", "libpython3.11-minimal", "libssl3", "libc6", "tini"} <= set(
+            debs
+        ), (program, sorted(debs))
+        assert "distro=debian-12" in debs["libssl3"], debs["libssl3"]
+        assert not set(debs) & {"apt", "dpkg", "perl-base", "coreutils", "bash"}, sorted(debs)
+        assert ("git" in debs) == (program == "gitsync"), sorted(debs)
+        assert ("python3-cryptography" in debs) == (program == "proxy"), sorted(debs)
+        assert any(c["type"] == "operating-system" for c in bom["components"])
 
 
 def test_every_blob_of_every_image_downloads_and_matches_its_digest(

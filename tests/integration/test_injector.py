@@ -272,7 +272,7 @@ def test_certificate_is_reread_when_it_changes(
 
 
 def test_deploy_manifests_are_valid() -> None:
-    """deploy/injector/ (kustomize is not installed here: each file is checked alone)."""
+    """deploy/injector/, each file alone (test_deploy_injector.py checks the kustomize render)."""
     folder = ROOT / "deploy" / "injector"
     kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
     kinds = set()
