@@ -29,7 +29,8 @@ file it may mutate before running any, which is ~35 s for the whole list on 2
 shared cores, for a run that then tests one module's. At the end the survivors
 of the NAME-GLOBs are listed (not mutmut's list of every mutant not run) with a
 tally per module: killed / mutants (a timeout counts as killed: the tests
-noticed).
+noticed). `--tree DIR` builds elsewhere than .venv/mutate-tree, so two runs
+(two modules) can go on at once.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def _table(name: str, values: dict[str, Any]) -> str:
 
 
 def build(tests: list[str] | None, only: list[str] | None = None) -> None:
+    """The tree mutmut runs in, at TREE (see the module's docstring)."""
     if TREE.exists():
         shutil.rmtree(TREE)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -95,10 +97,14 @@ def main() -> int:
     ap.add_argument(
         "--only", action="append", help="a file to mutate instead of only_mutate's (repeat)"
     )
+    ap.add_argument("--tree", help="where to build the tree (default .venv/mutate-tree)")
     ap.add_argument("names", nargs="*", help="mutant name globs (podkit.secrets*)")
     args = ap.parse_args()
+    if args.tree:
+        global TREE
+        TREE = Path(args.tree).resolve()
     build(args.tests, args.only)
-    tmp = ROOT / ".venv" / "mutate-tmp"
+    tmp = TREE.parent / (TREE.name + "-tmp") if args.tree else ROOT / ".venv" / "mutate-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     env = dict(os.environ, PYTEST_DEBUG_TEMPROOT=str(tmp))

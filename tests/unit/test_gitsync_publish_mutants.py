@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from podkit.sidecars.gitsync import publish as pub
 
 A, B = "a" * 40, "b" * 40

@@ -1,0 +1,270 @@
+"""The proxy's HTTP/1.1 parser, framers and head cache at their edges.
+
+Written against the survivors of `make mutate` over ambassadors/proxy/http1.py
+(docs/testing.md): each test states what a client or an upstream would see
+(bytes taken as the body, the status and reason refused with, what is passed on).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+from podkit.ambassadors.proxy.http1 import (
+    BODY_CHUNKED,
+    BODY_EOF,
+    BODY_NONE,
+    MAX_CHUNK_EXCESS,
+    MAX_HEADERS,
+    MAX_LINE,
+    MAX_TRAILERS,
+    ChunkedFramer,
+    EofFramer,
+    HeadCache,
+    LengthFramer,
+    ProtocolError,
+    RequestRules,
+    local_reply,
+    parse_request,
+    parse_request_head,
+    parse_response,
+)
+
+
+@contextlib.contextmanager
+def _refused(status: int, reason: str) -> Iterator[None]:
+    """Refused with this status and this reason (the reason is what the client reads
+    in x-podkit-proxy's reply body and the access log)."""
+    with pytest.raises(ProtocolError) as exc:
+        yield
+    assert (exc.value.status, exc.value.reason) == (status, reason)
+
+
+# -- local replies ---------------------------------------------------------------
+
+
+def test_local_reply_is_a_complete_response_with_its_reason() -> None:
+    assert local_reply(502, "upstream_refused", "no\nupstream") == (
+        b"HTTP/1.1 502 Bad Gateway\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: 12\r\n"
+        b"x-podkit-proxy: upstream_refused\r\n"
+        b"Connection: close\r\n"
+        b"\r\n"
+        b"no upstream\n"
+    )
+
+
+def test_local_reply_kept_open_and_an_unlisted_status() -> None:
+    reply = local_reply(418, "teapot", "é", close=False)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0] == b"HTTP/1.1 418 Error"
+    assert b"Connection" not in head
+    assert body == "é\n".encode() and f"Content-Length: {len(body)}".encode() in head
+
+
+# -- framers ---------------------------------------------------------------------
+
+
+def test_length_framer_takes_exactly_its_bytes() -> None:
+    assert LengthFramer(0).done  # no body: the message ends with its head
+    f = LengthFramer(1)
+    assert not f.done
+    f = LengthFramer(5)
+    assert f.feed(b"12") == 2 and not f.done and f.remaining == 3
+    assert f.feed(b"345") == 3  # an exact fit ends the body
+    assert f.done and f.remaining == 0
+    # What follows is the next message's: none of it is this body's.
+    assert f.feed(b"GET / HTTP/1.1\r\n") == 0
+    g = LengthFramer(2)
+    assert g.feed(b"12GET") == 2 and g.done and g.remaining == 0
+
+
+def test_eof_framer_takes_everything_until_the_end() -> None:
+    f = EofFramer()
+    assert not f.done
+    assert f.feed(b"abc") == 3 and f.feed(b"") == 0 and not f.done
+
+
+def _chunked(body: bytes, **kw: object) -> ChunkedFramer:
+    f = ChunkedFramer(**kw)  # type: ignore[arg-type]
+    assert f.feed(body) == len(body)
+    return f
+
+
+def test_chunked_limit_is_inclusive() -> None:
+    assert _chunked(b"5\r\nhello\r\n0\r\n\r\n", limit=5).done
+    with _refused(413, "request body over --max-body-bytes"):
+        ChunkedFramer(limit=5).feed(b"3\r\nhel\r\n3\r\nlo!\r\n")
+
+
+def _ext_chunk(line_len: int) -> bytes:
+    """A 1-byte chunk whose size line (with its CR) is `line_len` bytes long."""
+    return b"1;" + b"a" * (line_len - 3) + b"\r\nx\r\n"
+
+
+# Each 1-byte chunk whose size line is L bytes (CR included) uses L + 1 + 4 - 16 - 2
+# bytes of the allowance: a line of 2063 bytes uses 2048, an eighth of it.
+EIGHTH = 2063
+BIG = b"%x\r\n" % 10000 + b"d" * 10000 + b"\r\n"  # data pays for itself and more
+
+
+@pytest.mark.parametrize("before", [b"", BIG])
+def test_chunked_extension_allowance_is_exact(before: bytes) -> None:
+    """What big chunks paid for is not carried over to later small ones."""
+    assert MAX_CHUNK_EXCESS == 8 * 2048
+    assert _chunked(before + _ext_chunk(EIGHTH) * 8 + b"0\r\n\r\n").done
+    with _refused(400, "chunked body with too much non-data"):
+        ChunkedFramer().feed(before + _ext_chunk(EIGHTH) * 7 + _ext_chunk(EIGHTH + 1))
+    # A line using exactly one byte counts too.
+    with _refused(400, "chunked body with too much non-data"):
+        ChunkedFramer().feed(before + _ext_chunk(16) + _ext_chunk(EIGHTH) * 8)
+
+
+def test_chunked_size_lines_of_the_longest_length_pass() -> None:
+    line = b"1;" + b"a" * (MAX_LINE - 3) + b"\r"  # MAX_LINE bytes before the LF
+    assert _chunked(line + b"\nx\r\n0\r\n\r\n").done
+    f = ChunkedFramer()
+    assert f.feed(line) == len(line)  # held across reads: still not too long
+    rest = b"\nx\r\n0\r\n\r\n"
+    assert f.feed(rest) == len(rest) and f.done
+
+
+def test_chunked_trailer_count_is_inclusive() -> None:
+    trailers = b"".join(b"t%d: v\r\n" % i for i in range(MAX_TRAILERS))
+    assert _chunked(b"0\r\n" + trailers + b"\r\n").done
+    with _refused(400, f"more than {MAX_TRAILERS} trailer lines"):
+        ChunkedFramer().feed(b"0\r\n" + trailers + b"one-more: v\r\n\r\n")
+
+
+def test_chunked_trailers_cannot_bring_back_what_the_proxy_sets() -> None:
+    rules = RequestRules([b"X-Secret"], None, False)
+    with _refused(400, "a trailer names a field the proxy sets"):
+        ChunkedFramer(forbidden=rules.no_trailer).feed(b"0\r\nx-secret: 1\r\n\r\n")
+    with _refused(400, "a trailer names a field the proxy sets"):
+        ChunkedFramer(forbidden=rules.no_trailer).feed(b"0\r\nHost: evil\r\n\r\n")
+    assert _chunked(b"0\r\nx-other: 1\r\n\r\n", forbidden=rules.no_trailer).done
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"1\r\nxZZ", "malformed chunked body"),
+        (b"1\nx\r\n", "bare LF in chunked body"),
+        (b"g\r\n", "malformed chunk size"),
+        (b"0\r\nbad trailer\r\n", "malformed trailer line"),
+        (b"1;" + b"a" * MAX_LINE + b"\r\n", "chunk header line too long"),
+        (b"1;" + b"a" * (MAX_LINE - 2) + b"\r\n", "chunk header line too long"),
+    ],
+)
+def test_chunked_refusals_say_why(body: bytes, reason: str) -> None:
+    with _refused(400, reason):
+        ChunkedFramer().feed(body)
+
+
+def test_chunked_long_line_across_reads() -> None:
+    f = ChunkedFramer()
+    assert f.feed(b"1;" + b"a" * (MAX_LINE - 2)) == MAX_LINE
+    with _refused(400, "chunk header line too long"):
+        f.feed(b"a")
+
+
+def test_chunked_data_collected_when_asked() -> None:
+    f = ChunkedFramer()
+    f.out = []
+    body = b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\nNEXT"
+    # Byte by byte: every state resumes where the previous read stopped.
+    taken = sum(f.feed(body[i : i + 1]) for i in range(len(body)))
+    assert taken == len(body) - 4 and f.done
+    assert b"".join(f.out) == b"abcde" and f.total == 5
+
+
+# -- the head cache --------------------------------------------------------------
+
+KEY = b"k" * 100
+COST = 2 * len(KEY) + HeadCache.ENTRY
+
+
+def test_head_cache_keeps_a_head_of_exactly_an_eighth() -> None:
+    c = HeadCache(budget=8 * COST)
+    assert c.used == 0 and c.dropped == 0
+    c.put(KEY, "parsed")
+    assert c[KEY] == "parsed" and c.used == COST and c.dropped == 0
+    big = HeadCache(budget=8 * COST - 1)  # an eighth is one byte less than the cost
+    big.put(KEY, "parsed")
+    assert KEY not in big and big.dropped == 1 and big.used == 0
+    big.put(KEY + b"2", "parsed")
+    assert big.dropped == 2
+
+
+def test_head_cache_fills_to_its_budget_then_empties() -> None:
+    c = HeadCache(budget=8 * COST)
+    keys = [bytes([65 + i]) * len(KEY) for i in range(9)]
+    for k in keys[:8]:
+        c.put(k, k)
+    assert len(c) == 8 and c.used == 8 * COST and c.dropped == 0  # exactly full
+    c.put(keys[8], keys[8])
+    assert list(c) == [keys[8]] and c.used == COST and c.dropped == 8
+
+
+# -- request heads ---------------------------------------------------------------
+
+RULES = RequestRules([], None, False)
+
+
+def test_request_head_limits_are_inclusive() -> None:
+    head = b"GET / HTTP/1.1\r\nHost: a" + b"".join(
+        b"\r\nx-%d: v" % i for i in range(MAX_HEADERS - 1)
+    )
+    assert head.count(b"\r\n") == MAX_HEADERS
+    assert parse_request(head, RULES).host == b"a"
+    with _refused(431, f"more than {MAX_HEADERS} header lines (--max-headers)"):
+        parse_request(head + b"\r\nx-last: v", RULES)
+    assert parse_request(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: " + b"9" * 18, RULES)
+    with _refused(400, "malformed Content-Length"):
+        parse_request(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: " + b"1" * 19, RULES)
+
+
+def test_response_head_limits_are_inclusive() -> None:
+    head = b"HTTP/1.1 200 OK" + b"".join(b"\r\nx-%d: v" % i for i in range(MAX_HEADERS))
+    assert parse_response(head + b"\r\nContent-Length: 3", False, MAX_HEADERS + 1).body == 3
+    with _refused(502, f"more than {MAX_HEADERS} header lines from upstream"):
+        parse_response(head + b"\r\nx-last: v", False)
+
+
+def test_request_head_interface_matches_the_core() -> None:
+    method, target, version, fields = parse_request_head(
+        b"POST /p?q HTTP/1.0\r\nX-A:  one  \r\nx-b:\t2"
+    )
+    assert (method, target, version) == ("POST", "/p?q", "1.0")
+    assert fields == [("x-a", "one"), ("x-b", "2")]
+
+
+@pytest.mark.parametrize(
+    ("head", "reason"),
+    [
+        (b"HTTP/2 200 OK", "malformed status line from upstream"),
+        (b"", "malformed status line from upstream"),
+        (b"HTTP/1.1 200 OK\r\nx y: 1", "malformed header line from upstream"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1x", "malformed Content-Length from upstream"),
+    ],
+)
+def test_response_refusals_say_why(head: bytes, reason: str) -> None:
+    with _refused(502, reason):
+        parse_response(head, False)
+
+
+def test_response_bodies() -> None:
+    def body(head: bytes, method_head: bool = False) -> int:
+        return parse_response(head, method_head).body
+
+    assert body(b"HTTP/1.1 200 OK\r\nContent-Length: 5") == 5
+    assert body(b"HTTP/1.1 200 OK\r\nContent-Length: 5", method_head=True) == BODY_NONE
+    assert body(b"HTTP/1.1 199 Early\r\nContent-Length: 5") == BODY_NONE
+    assert body(b"HTTP/1.1 200 OK\r\nContent-Length: 5") == 5
+    assert body(b"HTTP/1.1 204 No\r\nContent-Length: 5") == BODY_NONE
+    assert body(b"HTTP/1.1 304 No\r\nContent-Length: 5") == BODY_NONE
+    assert body(b"HTTP/1.1 205 Reset\r\nContent-Length: 0") == 0
+    assert body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked") == BODY_CHUNKED
+    assert body(b"HTTP/1.1 200 OK") == BODY_EOF
