@@ -25,6 +25,7 @@ from podkit.ambassadors.proxy.http1 import (
     LengthFramer,
     ProtocolError,
     RequestRules,
+    Response,
     local_reply,
     parse_request,
     parse_request_head,
@@ -268,3 +269,61 @@ def test_response_bodies() -> None:
     assert body(b"HTTP/1.1 205 Reset\r\nContent-Length: 0") == 0
     assert body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked") == BODY_CHUNKED
     assert body(b"HTTP/1.1 200 OK") == BODY_EOF
+
+
+def _resp(*lines: bytes, status: bytes = b"HTTP/1.1 200 OK") -> Response:
+    return parse_response(b"\r\n".join([status, *lines]), False)
+
+
+def test_response_content_length_edges() -> None:
+    assert _resp(b"Content-Length: 5 \t").body == 5  # trailing whitespace is not the value
+    assert _resp(b"Content-Length: " + b"9" * 18).body == int(b"9" * 18)
+    with _refused(502, "malformed Content-Length from upstream"):
+        _resp(b"Content-Length: " + b"1" * 19)
+    with _refused(502, "malformed Content-Length from upstream"):
+        _resp(b"Content-Length: 5", b"Content-Length: 6")
+    # Identical lengths become one line for the client (RFC 9110 8.6).
+    r = _resp(b"Content-Length: 5", b"X-A: 1", b"Content-Length: 5")
+    assert r.body == 5 and r.head == b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1"
+
+
+def test_response_connection_decides_keep_alive() -> None:
+    assert _resp().keep_alive is False  # no length: until close
+    assert _resp(b"Content-Length: 0").keep_alive is True
+    assert _resp(b"Content-Length: 0", b"Connection: close").keep_alive is False
+    # Every Connection header counts, not only the last.
+    assert _resp(b"Content-Length: 0", b"Connection: close", b"Connection: x-a").keep_alive is False
+    old = b"HTTP/1.0 200 OK"
+    assert _resp(b"Content-Length: 0", status=old).keep_alive is False
+    r = _resp(b"Content-Length: 0", b"Connection: keep-alive", status=old)
+    assert r.keep_alive is True
+    assert r.head == b"HTTP/1.1 200 OK\r\nContent-Length: 0"  # the client is spoken 1.1 to
+
+
+def test_response_upgrade() -> None:
+    r = parse_response(
+        b"HTTP/1.1 101 Switching\r\nConnection: upgrade\r\nUpgrade: websocket", False
+    )
+    assert r.upgrade == b"websocket" and r.body == BODY_NONE
+    assert _resp(b"Content-Length: 0").upgrade is None
+
+
+def test_response_connection_naming_framing_closes_both_sides() -> None:
+    r = _resp(b"Content-Length: 3", b"Connection: content-length, x-hop", b"X-Hop: 1")
+    assert r.body == 3 and r.keep_alive is False and r.close_client is True
+    assert r.head == b"HTTP/1.1 200 OK\r\nContent-Length: 3"
+    r = _resp(b"Content-Length: 3", b"Connection: x-hop", b"X-Hop: 1", b"X-Kept: 2")
+    assert r.keep_alive is True and r.close_client is False
+    assert r.head == b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-Kept: 2"
+
+
+def test_response_transfer_encoding() -> None:
+    r = _resp(b"Transfer-Encoding: chunked", b"Content-Length: 9")
+    assert r.body == BODY_CHUNKED and r.keep_alive is False  # TE wins; suspect connection
+    assert r.head == b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked"
+    r = _resp(b"Transfer-Encoding: chunked, gzip")
+    assert r.body == BODY_EOF and r.keep_alive is False
+    r = _resp(b"Transfer-Encoding: gzip, chunked")
+    assert r.body == BODY_CHUNKED and r.keep_alive is True
+    r = _resp(b"Transfer-Encoding: chunked", status=b"HTTP/1.0 200 OK")
+    assert r.keep_alive is False  # TE in 1.0: faulty framing (RFC 9112 6.1)
