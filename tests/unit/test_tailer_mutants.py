@@ -1,0 +1,166 @@
+"""The tailer's checkpoints and restore at their edges: what is refused, what is
+read again after a restart, and what is never read twice or skipped.
+
+Written against the survivors of `make mutate` over podkit/tailer/checkpoints.py,
+core.py (`_open`) and files.py (docs/testing.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from podkit.tailer import Tailer
+from podkit.tailer.checkpoints import _read_state_file, checkpoint_entry_error
+from podkit.tailer.files import TAIL_BYTES, _File
+from tests.unit.test_tailer import Collector, cfg, write
+
+SHA = "0123456789abcdef" * 2 + "01234567"
+
+
+def entry(**kw: Any) -> dict[str, Any]:
+    e: dict[str, Any] = {"path": "/l/a.log", "dev": 1, "ino": 2, "offset": 3, "fp_len": 4}
+    e["fp"] = SHA
+    e.update(kw)
+    return e
+
+
+@pytest.mark.parametrize(
+    ("e", "why"),
+    [
+        (entry(), None),
+        (entry(partial=True, tail=SHA), None),
+        ([], "not an object"),
+        (entry(offset="3"), "offset is not an integer"),
+        (entry(offset=True), "offset is not an integer"),
+        (entry(ino=-1), "ino is negative"),
+        (entry(fp_len=257), "fp_len is larger than 256"),
+        (entry(fp_len=256), None),
+        (entry(fp="z" * 40), "fp is not a SHA-1 in hex"),  # the right length, not hex
+        (entry(fp="X" * 40), "fp is not a SHA-1 in hex"),
+        (entry(fp="abc"), "fp is not a SHA-1 in hex"),  # hex, not the right length
+        (entry(fp=SHA.upper()), "fp is not a SHA-1 in hex"),
+        (entry(path=""), "path is not a string"),
+        (entry(path=7), "path is not a string"),
+        (entry(partial="yes"), "partial is not a boolean"),
+        (entry(tail="abc"), "tail is not a SHA-1 in hex"),
+        (entry(tail=5), "tail is not a SHA-1 in hex"),
+    ],
+)
+def test_checkpoint_entry_refusals_say_why(e: Any, why: str | None) -> None:
+    assert checkpoint_entry_error(e) == why
+
+
+def test_state_file_limit_is_inclusive_and_counts_every_read(tmp_path: Path) -> None:
+    p = tmp_path / "s"
+    data = b"x" * ((1 << 20) + (1 << 19))  # more than one read of 1 MiB
+    p.write_bytes(data)
+    assert _read_state_file(str(p), len(data)) == data
+    with pytest.raises(ValueError, match=f"larger than {len(data) - 1} bytes"):
+        _read_state_file(str(p), len(data) - 1)
+    with pytest.raises(ValueError, match=f"larger than {(1 << 20) + 1} bytes"):
+        _read_state_file(str(p), (1 << 20) + 1)  # each read under it, the sum over
+
+
+def test_state_file_must_be_a_regular_file(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(ValueError, match="^not a regular file$"):
+        _read_state_file(str(tmp_path / "fifo"), 100)
+
+
+def _file(path: Path, offset: int = 0) -> _File:
+    fd = os.open(path, os.O_RDONLY)
+    return _File(str(path), fd, os.fstat(fd), offset)
+
+
+def test_bytes_before_is_all_or_nothing(tmp_path: Path) -> None:
+    p = tmp_path / "a.log"
+    p.write_bytes(b"0123456789")
+    f = _file(p)
+    assert f.bytes_before(4) == b"0123"
+    assert f.bytes_before(20) == b""  # fewer bytes than asked: the file is shorter now
+    assert f.same_before(4, b"") is True  # nothing known: nothing contradicts
+    assert f.same_before(4, b"23") is True
+    assert f.same_before(4, b"xx") is False
+    f.close()
+    assert f.bytes_before(4) == b""  # an unreadable file: nothing known
+
+
+# -- restarts ------------------------------------------------------------------------
+
+
+async def _run_once(tmp: Path, ack: bool = True) -> list[str]:
+    t = Tailer(cfg(tmp))
+    await t.start()
+    return await Collector(t, ack=ack).finish()
+
+
+def _saved(tmp: Path) -> list[dict[str, Any]]:
+    files: list[dict[str, Any]] = json.loads((tmp / "state" / "checkpoints.json").read_text())[
+        "files"
+    ]
+    return files
+
+
+async def test_restart_resumes_exactly_after_the_acknowledged_bytes(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write(logs / "a.log", "one\ntwo\n")
+    assert await _run_once(tmp_path) == ["one", "two"]
+    [e] = _saved(tmp_path)
+    assert e["offset"] == 8 and e["partial"] is False and e["path"] == str(logs / "a.log")
+    write(logs / "a.log", "three\n")
+    assert await _run_once(tmp_path) == ["three"]
+    assert _saved(tmp_path)[0]["offset"] == 14
+
+
+async def test_checkpoint_past_the_end_reads_the_file_again(tmp_path: Path) -> None:
+    """Truncated while stopped (same inode, same first bytes, shorter): every line
+    now in the file is read, none skipped."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write(logs / "a.log", "first line\n" + "x" * 40 + "\n")
+    assert len(await _run_once(tmp_path)) == 2
+    with open(logs / "a.log", "r+b") as f:
+        f.truncate(11)
+    write(logs / "a.log", "new\n")  # 15 bytes: less than the 52 checkpointed
+    assert await _run_once(tmp_path) == ["first line", "new"]
+
+
+async def test_checkpoint_exactly_at_the_end_reads_nothing_again(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write(logs / "a.log", "a\nb\n")
+    assert await _run_once(tmp_path) == ["a", "b"]
+    assert await _run_once(tmp_path) == []
+    write(logs / "a.log", "c\n")
+    assert await _run_once(tmp_path) == ["c"]
+
+
+async def test_rewritten_before_the_offset_is_read_from_the_start(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    head = "h" * 300 + "\n"  # past the fingerprint: the same first bytes
+    write(logs / "a.log", head + "old line\n")
+    assert len(await _run_once(tmp_path)) == 2
+    with open(logs / "a.log", "r+b") as f:  # same inode, same size, other content
+        f.seek(len(head))
+        f.write(b"new line\n")
+    assert await _run_once(tmp_path) == ["h" * 300, "new line"]
+
+
+async def test_the_tail_hash_is_of_the_bytes_before_the_offset(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    body = "".join(f"line {i:04d}\n" for i in range(100))
+    write(logs / "a.log", body)
+    await _run_once(tmp_path)
+    [e] = _saved(tmp_path)
+    data = body.encode()
+    assert e["tail"] == hashlib.sha1(data[len(data) - TAIL_BYTES :]).hexdigest()
+    assert e["fp_len"] == 256 and e["fp"] == hashlib.sha1(data[:256]).hexdigest()
