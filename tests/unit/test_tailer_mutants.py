@@ -69,7 +69,7 @@ def test_state_file_limit_is_inclusive_and_counts_every_read(tmp_path: Path) -> 
 
 def test_state_file_must_be_a_regular_file(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo")
-    with pytest.raises(ValueError, match="^not a regular file$"):
+    with pytest.raises(ValueError, match=r"^not a regular file$"):
         _read_state_file(str(tmp_path / "fifo"), 100)
 
 
