@@ -164,3 +164,28 @@ async def test_the_tail_hash_is_of_the_bytes_before_the_offset(tmp_path: Path) -
     data = body.encode()
     assert e["tail"] == hashlib.sha1(data[len(data) - TAIL_BYTES :]).hexdigest()
     assert e["fp_len"] == 256 and e["fp"] == hashlib.sha1(data[:256]).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        (b'{"files": 3}', "not a checkpoint object with a files list"),
+        (b"[]", "not a checkpoint object with a files list"),
+        (b"{", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+    ],
+)
+async def test_an_unreadable_checkpoint_file_starts_over_and_says_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes, error: str
+) -> None:
+    """The operator's only sign that lines may come twice is this error line."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write(logs / "a.log", "a\n")
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "checkpoints.json").write_bytes(content)
+    caplog.set_level("INFO", logger="podkit.tailer")
+    assert await _run_once(tmp_path) == ["a"]
+    [rec] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert rec.getMessage() == "cannot read checkpoints; starting over"
+    assert getattr(rec, "error", None) == error
+    assert getattr(rec, "path", None) == str(tmp_path / "state" / "checkpoints.json")
