@@ -140,7 +140,7 @@ def test_chunked_trailer_count_is_inclusive() -> None:
 
 
 def test_chunked_trailers_cannot_bring_back_what_the_proxy_sets() -> None:
-    rules = RequestRules([b"X-Secret"], None, False)
+    rules = _rules(drop=[b"X-Secret"])
     with _refused(400, "a trailer names a field the proxy sets"):
         ChunkedFramer(forbidden=rules.no_trailer).feed(b"0\r\nx-secret: 1\r\n\r\n")
     with _refused(400, "a trailer names a field the proxy sets"):
@@ -211,7 +211,13 @@ def test_head_cache_fills_to_its_budget_then_empties() -> None:
 
 # -- request heads ---------------------------------------------------------------
 
-RULES = RequestRules([], None, False)
+
+def _rules(**kw: object) -> RequestRules:
+    """Built inside each test: mutmut maps a mutant to the tests that call its
+    function, and a module-level object is built before any test runs."""
+    args: dict[str, object] = {"drop": [], "hash_name": None, "keep_host": False}
+    args.update(kw)
+    return RequestRules(**args)  # type: ignore[arg-type]
 
 
 def test_request_head_limits_are_inclusive() -> None:
@@ -219,12 +225,12 @@ def test_request_head_limits_are_inclusive() -> None:
         b"\r\nx-%d: v" % i for i in range(MAX_HEADERS - 1)
     )
     assert head.count(b"\r\n") == MAX_HEADERS
-    assert parse_request(head, RULES).host == b"a"
+    assert parse_request(head, _rules()).host == b"a"
     with _refused(431, f"more than {MAX_HEADERS} header lines (--max-headers)"):
-        parse_request(head + b"\r\nx-last: v", RULES)
-    assert parse_request(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: " + b"9" * 18, RULES)
+        parse_request(head + b"\r\nx-last: v", _rules())
+    assert parse_request(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: " + b"9" * 18, _rules())
     with _refused(400, "malformed Content-Length"):
-        parse_request(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: " + b"1" * 19, RULES)
+        parse_request(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: " + b"1" * 19, _rules())
 
 
 def test_response_head_limits_are_inclusive() -> None:
@@ -327,3 +333,32 @@ def test_response_transfer_encoding() -> None:
     assert r.body == BODY_CHUNKED and r.keep_alive is True
     r = _resp(b"Transfer-Encoding: chunked", status=b"HTTP/1.0 200 OK")
     assert r.keep_alive is False  # TE in 1.0: faulty framing (RFC 9112 6.1)
+
+
+def test_request_fields_the_proxy_acts_on() -> None:
+    head = (
+        b"POST /u HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nX-Request-Id: r1"
+        b"\r\nX-Forwarded-For: 10.0.0.1\r\nx-forwarded-for: 10.0.0.2"
+        b"\r\nX-Forwarded-Proto: http\r\nX-User: alice\r\nConnection: upgrade"
+        b"\r\nUpgrade: websocket\r\nX-App: 1\r\nTE: trailers\r\nX-Secret: s"
+    )
+    req = parse_request(head, _rules(drop=[b"X-Secret"], hash_name=b"X-User"))
+    assert (req.method, req.target, req.minor, req.host) == (b"POST", b"/u", 1, b"h")
+    assert req.body_len == 5 and req.chunked is False and req.keep_alive is True
+    assert req.request_id == b"r1" and req.upgrade == b"websocket"
+    assert req.xff == b"10.0.0.1, 10.0.0.2" and req.xfp == b"http"
+    assert req.hash_value == b"alice"
+    # What the proxy sets or strips is gone; the host goes too (it sets its own).
+    assert req.kept == b"\r\nX-Request-Id: r1\r\nX-User: alice\r\nX-App: 1"
+    kept = parse_request(head, _rules(keep_host=True)).kept
+    assert kept == b"\r\nHost: h\r\nX-Request-Id: r1\r\nX-User: alice\r\nX-App: 1\r\nX-Secret: s"
+
+
+def test_request_chunked_and_its_conflicts() -> None:
+    req = parse_request(b"PUT / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked", _rules())
+    assert req.chunked is True and req.body_len == -1 and req.kept == b""
+    with _refused(400, "both Content-Length and Transfer-Encoding"):
+        parse_request(
+            b"PUT / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 1",
+            _rules(),
+        )
