@@ -189,3 +189,40 @@ async def test_an_unreadable_checkpoint_file_starts_over_and_says_why(
     assert rec.getMessage() == "cannot read checkpoints; starting over"
     assert getattr(rec, "error", None) == error
     assert getattr(rec, "path", None) == str(tmp_path / "state" / "checkpoints.json")
+
+
+def _sha(b: bytes) -> str:
+    return hashlib.sha1(b).hexdigest()
+
+
+def test_a_checkpoint_tail_is_what_was_read_before_the_acknowledged_offset(
+    tmp_path: Path,
+) -> None:
+    p = tmp_path / "a.log"
+    data = bytes(range(256)) * 3  # 768 bytes, no two windows alike
+    p.write_bytes(data)
+    f = _file(p, offset=300)  # resumed at 300: acknowledged up to there
+    assert f.checkpoint()["tail"] == _sha(data[300 - TAIL_BYTES : 300])
+    # Read on to 600 (the reader keeps the tail before read_pos), nothing acked yet:
+    # the entry is about offset 300, so its tail is the bytes before 300.
+    f.read_pos, f.tail = 600, f.bytes_before(600)
+    e = f.checkpoint()
+    assert e["offset"] == 300 and e["tail"] == _sha(data[300 - TAIL_BYTES : 300])
+    # Near the start of the file the tail is shorter, never padded.
+    g = _file(p, offset=4)
+    g.read_pos, g.tail = 10, g.bytes_before(10)
+    assert g.checkpoint()["tail"] == _sha(data[:4])
+    f.close()
+    g.close()
+
+
+def test_a_checkpoint_tail_is_what_was_read_not_what_is_there_now(tmp_path: Path) -> None:
+    """Rewritten under us after reading: the entry describes what was handed on,
+    so a restart notices the rewrite instead of trusting the offset."""
+    p = tmp_path / "a.log"
+    p.write_bytes(b"0123456789")
+    f = _file(p, offset=10)
+    with open(p, "r+b") as w:
+        w.write(b"abcdefghij")
+    assert f.checkpoint()["tail"] == _sha(b"0123456789")
+    f.close()
