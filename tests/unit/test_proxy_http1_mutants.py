@@ -146,6 +146,10 @@ def test_chunked_trailers_cannot_bring_back_what_the_proxy_sets() -> None:
     with _refused(400, "a trailer names a field the proxy sets"):
         ChunkedFramer(forbidden=rules.no_trailer).feed(b"0\r\nHost: evil\r\n\r\n")
     assert _chunked(b"0\r\nx-other: 1\r\n\r\n", forbidden=rules.no_trailer).done
+    # --keep-host passes the client's Host on in the head; never a second one in trailers.
+    kept = _rules(keep_host=True).no_trailer
+    with _refused(400, "a trailer names a field the proxy sets"):
+        ChunkedFramer(forbidden=kept).feed(b"0\r\nHost: evil\r\n\r\n")
 
 
 @pytest.mark.parametrize(
