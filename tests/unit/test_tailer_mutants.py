@@ -226,3 +226,26 @@ def test_a_checkpoint_tail_is_what_was_read_not_what_is_there_now(tmp_path: Path
         w.write(b"abcdefghij")
     assert f.checkpoint()["tail"] == _sha(b"0123456789")
     f.close()
+
+
+async def test_one_bad_entry_costs_only_its_own_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write(logs / "a.log", "a1\n")
+    write(logs / "b.log", "b1\n")
+    assert sorted(await _run_once(tmp_path)) == ["a1", "b1"]
+    ckpt = tmp_path / "state" / "checkpoints.json"
+    data = json.loads(ckpt.read_text())
+    bad = next(e for e in data["files"] if e["path"].endswith("a.log"))
+    bad["offset"] = "3"
+    bad["junk"] = "j" * 300
+    ckpt.write_text(json.dumps(data))
+    caplog.set_level("INFO", logger="podkit.tailer")
+    assert await _run_once(tmp_path) == ["a1"]  # a.log read again, b.log not
+    [rec] = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert rec.getMessage() == "checkpoint entry discarded; its file is read as a new one"
+    assert getattr(rec, "error", None) == "offset is not an integer"
+    assert getattr(rec, "path", None) == str(ckpt)
+    assert getattr(rec, "entry", None) == str(bad)[:200]
