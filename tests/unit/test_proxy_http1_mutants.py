@@ -366,3 +366,20 @@ def test_request_chunked_and_its_conflicts() -> None:
             b"PUT / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 1",
             _rules(),
         )
+
+
+def test_a_fresh_request_has_no_access_log_fields_yet() -> None:
+    """httpproxy makes them once, when `log_head is None`: anything else would be
+    logged as the method and path."""
+    req = parse_request(b"GET /x HTTP/1.1\r\nHost: h", _rules())
+    assert req.log_head is None
+
+
+def test_request_head_interface_honours_max_headers() -> None:
+    from podkit._http1 import ParseError
+
+    head = b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2"
+    assert parse_request_head(head, max_headers=3)[0] == "GET"
+    with pytest.raises(ParseError) as exc:
+        parse_request_head(head, max_headers=2)
+    assert exc.value.status == 431
