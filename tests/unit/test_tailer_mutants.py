@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -249,3 +250,34 @@ async def test_one_bad_entry_costs_only_its_own_file(
     assert getattr(rec, "error", None) == "offset is not an integer"
     assert getattr(rec, "path", None) == str(ckpt)
     assert getattr(rec, "entry", None) == str(bad)[:200]
+
+
+async def test_refused_files_are_counted_and_said_with_their_detail(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    os.mkfifo(logs / "pipe.log")
+    os.symlink("loop2.log", logs / "loop1.log")
+    os.symlink("loop1.log", logs / "loop2.log")
+    write(logs / "a.log", "a\n")
+    caplog.set_level("INFO", logger="podkit.tailer")
+    t = Tailer(cfg(tmp_path))
+    await t.start()
+    try:
+        refused = {Path(s["path"]).name: s["reason"] for s in t.skipped_files()}
+        assert refused == {
+            "pipe.log": "not_regular",
+            "loop1.log": "symlink_loop",
+            "loop2.log": "symlink_loop",
+        }
+        assert t.skipped["symlink_loop"] == 2 and t.skipped["not_regular"] == 1
+        said = {
+            (Path(getattr(r, "path", "")).name, getattr(r, "detail", None))
+            for r in caplog.records
+            if r.getMessage().startswith("not following file")
+        }
+        mode = stat.filemode(os.lstat(logs / "pipe.log").st_mode)  # prw-r--r-- under umask 022
+        assert said == {("pipe.log", mode), ("loop1.log", None), ("loop2.log", None)}
+    finally:
+        await t.close()
