@@ -7,6 +7,7 @@ core.py (`_open`) and files.py (docs/testing.md).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ import pytest
 
 from podkit.tailer import Tailer
 from podkit.tailer.checkpoints import _read_state_file, checkpoint_entry_error
+from podkit.tailer.discovery import _Skip
 from podkit.tailer.files import TAIL_BYTES, _File
 from tests.unit.test_tailer import Collector, cfg, write
 
@@ -281,3 +283,70 @@ async def test_refused_files_are_counted_and_said_with_their_detail(
         assert said == {("pipe.log", mode), ("loop1.log", None), ("loop2.log", None)}
     finally:
         await t.close()
+
+
+async def test_a_checkpoint_past_the_end_with_the_same_first_bytes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Truncated while stopped but still longer than the fingerprint: the first bytes
+    match, so only the size tells that the offset is past the end (issue 25: lines
+    written after the truncation were silently skipped)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    first = "f" * 299 + "\n"  # the whole fingerprint is in this line
+    write(logs / "a.log", first + "second line that goes\n" * 10)
+    assert len(await _run_once(tmp_path)) == 11
+    offset = _saved(tmp_path)[0]["offset"]
+    with open(logs / "a.log", "r+b") as f:
+        f.truncate(len(first))
+    write(logs / "a.log", "after the truncation\n")
+    size = (logs / "a.log").stat().st_size
+    assert 256 < size < offset
+    caplog.set_level("INFO", logger="podkit.tailer")
+    assert await _run_once(tmp_path) == ["f" * 299, "after the truncation"]
+    [rec] = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert rec.getMessage() == "checkpoint beyond the end of the file; reading it from the start"
+    assert (getattr(rec, "offset", None), getattr(rec, "size", None)) == (offset, size)
+    assert getattr(rec, "path", None) == str(logs / "a.log")
+
+
+@pytest.mark.parametrize(
+    ("error", "reason", "detail"),
+    [
+        (OSError(errno.ELOOP, "loop"), "symlink_loop", None),
+        (OSError(errno.EIO, "disk"), "open_failed", "[Errno 5] disk"),
+        (OSError(errno.ENOENT, "gone"), None, None),  # deleted since discovery: no refusal
+        (OSError(errno.ENOTDIR, "gone"), None, None),
+        (_Skip("symlink_outside", "/elsewhere/x.log"), "symlink_outside", "/elsewhere/x.log"),
+    ],
+)
+async def test_open_failures_are_told_apart(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    error: Exception,
+    reason: str | None,
+    detail: str | None,
+) -> None:
+    """What happens between discovery's stat and the open (a race discovery cannot see)."""
+    t = Tailer(cfg(tmp_path))
+
+    def fail(path: str, base: tuple[str, str]) -> tuple[int, os.stat_result]:
+        raise error
+
+    monkeypatch.setattr(t, "_open_checked", fail)
+    caplog.set_level("INFO", logger="podkit.tailer")
+    path = str(tmp_path / "logs" / "a.log")
+    assert t._open(path, False, (str(tmp_path), str(tmp_path))) is None
+    counted = {k: v for k, v in t.skipped.items() if v}
+    said = [
+        (getattr(r, "path", None), getattr(r, "detail", None))
+        for r in caplog.records
+        if r.getMessage().startswith("not following file")
+    ]
+    if reason is None:
+        assert counted == {} and said == [] and t.read_errors == 0
+        return
+    assert counted == {reason: 1}
+    assert said == [(path, detail)]
+    assert t.read_errors == (1 if reason == "open_failed" else 0)
