@@ -24,6 +24,7 @@ from podkit.ambassadors.proxy.http1 import (
     HeadCache,
     LengthFramer,
     ProtocolError,
+    Request,
     RequestRules,
     Response,
     local_reply,
@@ -383,3 +384,28 @@ def test_request_head_interface_honours_max_headers() -> None:
     with pytest.raises(ParseError) as exc:
         parse_request_head(head, max_headers=2)
     assert exc.value.status == 431
+
+
+def _req(*lines: bytes, line: bytes = b"GET / HTTP/1.1") -> Request:
+    return parse_request(b"\r\n".join([line, *lines]), _rules())
+
+
+def test_request_values_and_repeats() -> None:
+    assert _req(b"Host: h", b"Content-Length: 5 \t").body_len == 5  # OWS after the value
+    assert _req(b"Host: hostX").host == b"hostX"  # only whitespace is stripped
+    r = _req(b"Host: h", b"X-Forwarded-Proto: http", b"X-Forwarded-Proto: https")
+    assert r.xfp == b"http, https"
+
+
+def test_request_keep_alive_by_version_and_connection() -> None:
+    assert _req(b"Host: h").keep_alive is True
+    assert _req(b"Host: h", b"Connection: close").keep_alive is False
+    old = b"GET / HTTP/1.0"
+    assert _req(line=old).keep_alive is False
+    assert _req(b"Connection: keep-alive", line=old).keep_alive is True
+
+
+def test_request_upgrade_needs_connection_upgrade() -> None:
+    assert _req(b"Host: h", b"Upgrade: websocket").upgrade is None
+    r = _req(b"Host: h", b"Upgrade: websocket", b"Connection: Upgrade")
+    assert r.upgrade == b"websocket"
