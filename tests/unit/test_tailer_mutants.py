@@ -350,3 +350,22 @@ async def test_open_failures_are_told_apart(
     assert counted == {reason: 1}
     assert said == [(path, detail)]
     assert t.read_errors == (1 if reason == "open_failed" else 0)
+
+
+async def test_new_content_in_a_checkpointed_inode_is_read_whole_and_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write(logs / "a.log", "old\n" * 10)
+    assert len(await _run_once(tmp_path)) == 10
+    with open(logs / "a.log", "r+b") as f:  # same inode, other first bytes, longer
+        f.write(b"new\n" * 12)
+    caplog.set_level("INFO", logger="podkit.tailer")
+    assert await _run_once(tmp_path) == ["new"] * 12
+    said = [
+        getattr(r, "path", None)
+        for r in caplog.records
+        if r.getMessage() == "inode reused by a new file; reading it from the start"
+    ]
+    assert said == [str(logs / "a.log")]
