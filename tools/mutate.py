@@ -52,6 +52,24 @@ TREE = ROOT / ".venv" / "mutate-tree"
 PROGRAM_TREES = ("sidecars", "adapters", "ambassadors", "initkits")
 
 
+ALARM_SECONDS = 60
+ALARM_PLUGIN = f"""import signal
+
+
+def _expired(signum, frame):
+    raise TimeoutError("test still running after {ALARM_SECONDS} s (wall clock) under this mutant")
+
+
+def pytest_runtest_setup(item):
+    signal.signal(signal.SIGALRM, _expired)
+    signal.alarm({ALARM_SECONDS})
+
+
+def pytest_runtest_teardown(item):
+    signal.alarm(0)
+"""
+
+
 def _toml(value: Any) -> str:
     """The few TOML values these settings use: strings, bools, numbers, lists of them."""
     if isinstance(value, bool):
@@ -83,6 +101,12 @@ def build(tests: list[str] | None, only: list[str] | None = None) -> None:
         mutmut["pytest_add_cli_args_test_selection"] = tests
     if only:
         mutmut["only_mutate"] = only
+    # mutmut's timeout counts CPU seconds: a mutant that leaves a test waiting
+    # forever (an `async for` over chunks that never come) blocks its worker for
+    # good. A wall-clock alarm per test fails it instead: the tests noticed.
+    (TREE / "tests" / "mutate_alarm.py").write_text(ALARM_PLUGIN)
+    alarm = ["-p", "tests.mutate_alarm"]
+    mutmut["pytest_add_cli_args"] = [*mutmut.get("pytest_add_cli_args", []), *alarm]
     pytest = tool["pytest"]["ini_options"]
     (TREE / "pyproject.toml").write_text(
         _table("tool.mutmut", mutmut) + "\n" + _table("tool.pytest.ini_options", pytest)
