@@ -145,7 +145,9 @@ async def test_checkpoint_exactly_at_the_end_reads_nothing_again(tmp_path: Path)
     assert await _run_once(tmp_path) == ["c"]
 
 
-async def test_rewritten_before_the_offset_is_read_from_the_start(tmp_path: Path) -> None:
+async def test_rewritten_before_the_offset_is_read_from_the_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
     head = "h" * 300 + "\n"  # past the fingerprint: the same first bytes
@@ -154,7 +156,14 @@ async def test_rewritten_before_the_offset_is_read_from_the_start(tmp_path: Path
     with open(logs / "a.log", "r+b") as f:  # same inode, same size, other content
         f.seek(len(head))
         f.write(b"new line\n")
+    caplog.set_level("INFO", logger="podkit.tailer")
     assert await _run_once(tmp_path) == ["h" * 300, "new line"]
+    said = [
+        getattr(r, "path", None)
+        for r in caplog.records
+        if r.getMessage() == "file rewritten while we were away; reading it from the start"
+    ]
+    assert said == [str(logs / "a.log")]
 
 
 async def test_the_tail_hash_is_of_the_bytes_before_the_offset(tmp_path: Path) -> None:
