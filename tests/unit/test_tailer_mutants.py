@@ -378,3 +378,26 @@ async def test_new_content_in_a_checkpointed_inode_is_read_whole_and_said(
         if r.getMessage() == "inode reused by a new file; reading it from the start"
     ]
     assert said == [str(logs / "a.log")]
+
+
+async def test_a_partial_line_sent_before_a_restart_is_not_sent_again(tmp_path: Path) -> None:
+    """A last line flushed without its newline (--partial-flush-timeout) is
+    checkpointed as partial: after a restart its newline ends it; no empty line."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write(logs / "a.log", "one\nabc")
+
+    async def run(n: int) -> list[str]:
+        t = Tailer(cfg(tmp_path, partial_flush_timeout=0.2))
+        await t.start()
+        c = Collector(t)
+        await c.until(n)
+        return await c.finish()
+
+    assert await run(2) == ["one", "abc"]
+    [e] = _saved(tmp_path)
+    assert (e["offset"], e["partial"]) == (7, True)
+    write(logs / "a.log", "\nnext\n")
+    assert await run(1) == ["next"]
+    [e] = _saved(tmp_path)
+    assert (e["offset"], e["partial"]) == (13, False)
