@@ -401,3 +401,18 @@ async def test_a_partial_line_sent_before_a_restart_is_not_sent_again(tmp_path: 
     assert await run(1) == ["next"]
     [e] = _saved(tmp_path)
     assert (e["offset"], e["partial"]) == (13, False)
+
+
+async def test_read_from_tail_keeps_its_place_across_a_quiet_restart(tmp_path: Path) -> None:
+    """Started at the end of a file and stopped before anything was appended: the
+    position is still checkpointed, so lines written while stopped are read."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write(logs / "a.log", "old\n")
+    t = Tailer(cfg(tmp_path, read_from="tail"))
+    await t.start()
+    assert await Collector(t).finish() == []
+    write(logs / "a.log", "while stopped\n")
+    t = Tailer(cfg(tmp_path, read_from="tail"))
+    await t.start()
+    assert await Collector(t).finish() == ["while stopped"]
