@@ -397,6 +397,10 @@ async def test_a_partial_line_sent_before_a_restart_is_not_sent_again(tmp_path: 
     assert await run(2) == ["one", "abc"]
     [e] = _saved(tmp_path)
     assert (e["offset"], e["partial"]) == (7, True)
+    t = Tailer(cfg(tmp_path, partial_flush_timeout=0.2))  # a restart with nothing new:
+    await t.start()
+    assert await Collector(t).finish() == []
+    assert _saved(tmp_path)[0]["partial"] is True  # ... keeps knowing the line went out
     write(logs / "a.log", "\nnext\n")
     assert await run(1) == ["next"]
     [e] = _saved(tmp_path)
