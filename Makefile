@@ -63,10 +63,14 @@ conformance: install
 # MUTATE="podkit.sidecars.reloader.program*". The survivors: `make mutate-results`.
 # The reloader's decision code: whether and when to reload (`?` is mutmut's `ǁ`).
 RELOADER_DECISIONS := $(foreach f,_on_change _arm _look_again _fire _check _submit _reload _fail,podkit.sidecars.reloader.program.*Reloader?$(f)__*)
-MUTATE ?= podkit.secrets* podkit.http* podkit.runner* podkit.tailer* podkit.linesplit* $(RELOADER_DECISIONS)
+# The proxy's head parsers, body framers and head cache (not the Conn/Pump I/O).
+PROXY_PARSER := $(foreach f,parse_request parse_response _drop_listed _tokens _names_re local_reply,podkit.ambassadors.proxy.http1.x_$(f)*) $(foreach c,ChunkedFramer LengthFramer EofFramer RequestRules HeadCache,podkit.ambassadors.proxy.http1.x?$(c)?*)
+MUTATE ?= podkit.secrets* podkit.http* podkit.runner* podkit.tailer* podkit.linesplit* $(RELOADER_DECISIONS) $(PROXY_PARSER) podkit.sidecars.gitsync.publish*
 MUTATE_TESTS ?=
+# MUTATE_ONLY="podkit/tailer/core.py ..." generates only these files' mutants (faster).
+MUTATE_ONLY ?=
 mutate: install
-	$(PY) tools/mutate.py $(foreach t,$(MUTATE_TESTS),--tests $(t)) $(foreach m,$(MUTATE),"$(m)")
+	$(PY) tools/mutate.py $(foreach t,$(MUTATE_TESTS),--tests $(t)) $(foreach o,$(MUTATE_ONLY),--only $(o)) $(foreach m,$(MUTATE),"$(m)")
 
 mutate-results: install
 	cd $(VENV)/mutate-tree && ../bin/mutmut results

@@ -15,18 +15,28 @@ the module the tests import (`podkit.sidecars.reloader.program.xǁReloaderǁ_arm
 and `import podkit.sidecars.reloader` finds the mutated copy first, because
 the editable install's finder comes after the path finder.
 
-    python tools/mutate.py [--tests FILE]... [NAME-GLOB ...]
+    python tools/mutate.py [--tests FILE]... [--only PATH]... [NAME-GLOB ...]
 
 NAME-GLOBs are mutmut's (`podkit.secrets*`). `--tests` replaces the test
 selection of pyproject.toml (the stats run executes all of it once, so a
 run over one module is faster with only that module's tests). The tree stays
 in .venv/mutate-tree: `.venv/bin/mutmut results` and `mutmut show NAME` are
 run from there (`make mutate-results`).
+
+`--only` replaces `only_mutate` (a path inside the built tree, such as
+`podkit/sidecars/gitsync/publish.py`): mutmut generates the mutants of every
+file it may mutate before running any, which is ~35 s for the whole list on 2
+shared cores, for a run that then tests one module's. At the end the survivors
+of the NAME-GLOBs are listed (not mutmut's list of every mutant not run) with a
+tally per module: killed / mutants (a timeout counts as killed: the tests
+noticed). `--tree DIR` builds elsewhere than .venv/mutate-tree, so two runs
+(two modules) can go on at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import shutil
@@ -40,6 +50,24 @@ ROOT = Path(__file__).resolve().parent.parent
 TREE = ROOT / ".venv" / "mutate-tree"
 # Where each top-level folder lands inside the package, as pyproject's package-dir says.
 PROGRAM_TREES = ("sidecars", "adapters", "ambassadors", "initkits")
+
+
+ALARM_SECONDS = 60
+ALARM_PLUGIN = f"""import signal
+
+
+def _expired(signum, frame):
+    raise TimeoutError("test still running after {ALARM_SECONDS} s (wall clock) under this mutant")
+
+
+def pytest_runtest_setup(item):
+    signal.signal(signal.SIGALRM, _expired)
+    signal.alarm({ALARM_SECONDS})
+
+
+def pytest_runtest_teardown(item):
+    signal.alarm(0)
+"""
 
 
 def _toml(value: Any) -> str:
@@ -57,7 +85,8 @@ def _table(name: str, values: dict[str, Any]) -> str:
     return f"[{name}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in values.items())
 
 
-def build(tests: list[str] | None) -> None:
+def build(tests: list[str] | None, only: list[str] | None = None) -> None:
+    """The tree mutmut runs in, at TREE (see the module's docstring)."""
     if TREE.exists():
         shutil.rmtree(TREE)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -70,6 +99,14 @@ def build(tests: list[str] | None) -> None:
     mutmut["source_paths"] = ["podkit"]
     if tests:
         mutmut["pytest_add_cli_args_test_selection"] = tests
+    if only:
+        mutmut["only_mutate"] = only
+    # mutmut's timeout counts CPU seconds: a mutant that leaves a test waiting
+    # forever (an `async for` over chunks that never come) blocks its worker for
+    # good. A wall-clock alarm per test fails it instead: the tests noticed.
+    (TREE / "tests" / "mutate_alarm.py").write_text(ALARM_PLUGIN)
+    alarm = ["-p", "tests.mutate_alarm"]
+    mutmut["pytest_add_cli_args"] = [*mutmut.get("pytest_add_cli_args", []), *alarm]
     pytest = tool["pytest"]["ini_options"]
     (TREE / "pyproject.toml").write_text(
         _table("tool.mutmut", mutmut) + "\n" + _table("tool.pytest.ini_options", pytest)
@@ -81,17 +118,47 @@ def main() -> int:
     ap.add_argument(
         "--tests", action="append", help="a test file run instead of pyproject's list (repeat)"
     )
+    ap.add_argument(
+        "--only", action="append", help="a file to mutate instead of only_mutate's (repeat)"
+    )
+    ap.add_argument("--tree", help="where to build the tree (default .venv/mutate-tree)")
     ap.add_argument("names", nargs="*", help="mutant name globs (podkit.secrets*)")
     args = ap.parse_args()
-    build(args.tests)
-    tmp = ROOT / ".venv" / "mutate-tmp"
+    if args.tree:
+        global TREE
+        TREE = Path(args.tree).resolve()
+    build(args.tests, args.only)
+    tmp = TREE.parent / (TREE.name + "-tmp") if args.tree else ROOT / ".venv" / "mutate-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     env = dict(os.environ, PYTEST_DEBUG_TEMPROOT=str(tmp))
     mutmut = str(Path(sys.executable).parent / "mutmut")
     code = subprocess.call([mutmut, "run", *args.names], cwd=TREE, env=env)
-    subprocess.call([mutmut, "results"], cwd=TREE, env=env)
+    report(mutmut, args.names, env)
     return code
+
+
+def report(mutmut: str, names: list[str], env: dict[str, str]) -> None:
+    """The survivors of `names` and, per module, killed / mutants."""
+    out = subprocess.run(
+        [mutmut, "results", "--all", "true"], cwd=TREE, env=env, capture_output=True, text=True
+    ).stdout
+    tally: dict[str, list[int]] = {}
+    for line in out.splitlines():
+        name, _, status = line.strip().rpartition(": ")
+        if not name or (names and not any(fnmatch.fnmatchcase(name, g) for g in names)):
+            continue
+        if status == "not checked":
+            continue
+        module = name.split(".x_")[0].split(".xǁ")[0]
+        counts = tally.setdefault(module, [0, 0])
+        counts[1] += 1
+        if status in ("killed", "timeout"):
+            counts[0] += 1
+        else:
+            print(f"{name}: {status}")
+    for module, (killed, total) in sorted(tally.items()):
+        print(f"{module}: {killed}/{total} killed ({100 * killed / max(total, 1):.1f}%)")
 
 
 if __name__ == "__main__":

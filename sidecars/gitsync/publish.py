@@ -64,8 +64,16 @@ def publish(link: str, worktree: str, mode: str = "link", *, keep: float = 0.0) 
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
     os.symlink(os.path.relpath(worktree, linkdir), tmp)
-    if os.path.isdir(link) and not os.path.islink(link) and exchange(tmp, link):
-        _remove(tmp)  # a copy published before (--publish-mode copy): now a link
+    if os.path.isdir(link) and not os.path.islink(link):
+        # A copy published before (--publish-mode copy): now a link.
+        if not exchange(tmp, link):
+            # No RENAME_EXCHANGE: rename(2) cannot replace a directory by a link, so the
+            # copy goes aside first (microseconds without `link`, as in _publish_copy).
+            aside = f"{tmp}.aside"
+            os.rename(link, aside)
+            os.rename(tmp, link)
+            tmp = aside
+        _remove(tmp)
     else:
         os.replace(tmp, link)  # rename(2): readers see the old or the new link, never neither
     _fsync_dir(linkdir)
