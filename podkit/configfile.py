@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from podkit.options import OptionGroup, UsageError, default_value
+from podkit.options import OptionGroup, UsageError, build_group, default_value
 
 G = TypeVar("G", bound=OptionGroup)
 
@@ -173,23 +173,22 @@ def fill_group(
     unknown = set(defaults or {}) - {opt.attr for opt in group.options()}
     if unknown:
         raise TypeError(f"{group.__name__}.from_mapping: no options {sorted(unknown)}")
-    values: dict[str, Any] = {}
+    values: dict[tuple[str, ...], Any] = {}
     for opt in group.options():
         key = prefix + opt.attr
         raw = data.get(key, data.get(key.replace("_", "-")))
         source = f"{where}.{key}" if where else key
+        path = opt.path or (opt.attr,)
         if raw is None:
             default = (defaults or {}).get(opt.attr, opt.default)
-            values[opt.attr] = default_value(opt, default, source + " (default)")
+            values[path] = default_value(opt, default, source + " (default)")
             continue
         if opt.repeat and not isinstance(raw, list | tuple):
             raw = [raw]
         value = opt.convert(raw, source)
         if base_dir and opt.resolve_kind() == "path" and not os.path.isabs(value):
             value = os.path.join(base_dir, value)
-        values[opt.attr] = value
-    obj = group(**values)
-    obj._prefix = prefix
-    obj._where = where
-    obj.check()
-    return obj
+        values[path] = value
+    # a group inside the group is built and checked first, its keys named
+    # as this mapping spells them
+    return build_group(group, values, prefix=prefix, where=where)

@@ -20,11 +20,12 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from .units import parse_duration, parse_size
 
 _MISSING: Any = object()
+G = TypeVar("G", bound="OptionGroup")
 
 
 class UsageError(Exception):
@@ -133,8 +134,13 @@ class Option(_Attribute):
     attr: str = ""
     annotation: Any = None
     #: (attribute of the group on the program, attribute in the group) for an
-    #: option that an OptionGroup contributed.
+    #: option that an OptionGroup contributed (the attribute in the group is
+    #: flattened for a group inside it: `tls_ca_file`).
     group: tuple[str, str] | None = None
+    #: Where the value lives inside the group objects: ("hook", "tls",
+    #: "ca_file") for `program.hook.tls.ca_file`; empty for an option of
+    #: the class itself.
+    path: tuple[str, ...] = ()
     _extra: dict[str, Any] = field(default_factory=dict)
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -306,16 +312,21 @@ class OptionGroup:
         defaults: Mapping[str, Any] | None = None,
         also_env: Mapping[str, str | Sequence[str]] | None = None,
         names: Mapping[str, str] | None = None,
+        omit: Sequence[str] = (),
     ) -> Any:
-        """This group's options on a program, under flag names starting `prefix`.
+        """This group's options on a program (or in another group: prefixes
+        compose), under flag names starting `prefix`.
 
         `about` fills `{about}` in the help texts; `defaults` replaces a
         default where one program's differs (kubefiles' webhook is a GET, as
         k8s-sidecar's is); `also_env` adds another tool's env names to an
         option (keys are the group's attribute names); `names` spells an
         option another way on this program, where a tool it replaces already
-        named it (gitsync's `--webhook-success-status` is the group's `status`)."""
-        unknown = set(defaults or {}) | set(also_env or {}) | set(names or {})
+        named it (gitsync's `--webhook-success-status` is the group's `status`);
+        `omit` leaves options out where a program does not offer them (the
+        value is then the default). For a group holding another, the keys
+        are the flattened names (`tls_ca_file`)."""
+        unknown = set(defaults or {}) | set(also_env or {}) | set(names or {}) | set(omit)
         unknown -= {opt.attr for opt in cls.options()}
         if unknown:
             raise TypeError(f"{cls.__name__}.include: no options {sorted(unknown)}")
@@ -328,6 +339,7 @@ class OptionGroup:
                 k: (v,) if isinstance(v, str) else tuple(v) for k, v in (also_env or {}).items()
             },
             names=dict(names or {}),
+            omit=frozenset(omit),
         )
 
     @classmethod
@@ -404,28 +416,41 @@ class GroupField(_Attribute):
     defaults: dict[str, Any] = field(default_factory=dict)
     also_env: dict[str, tuple[str, ...]] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
+    omit: frozenset[str] = frozenset()
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.attr = name
 
+    @property
+    def under(self) -> str:
+        return self.prefix.replace("-", "_")
+
+    def name_of(self, attr: str) -> str:
+        """The name the group's (flattened) option `attr` has where it is included."""
+        return self.under + self.names.get(attr, attr)
+
     def expand(self) -> list[Option]:
-        """The group's options as the program's own, named with the prefix."""
-        under = self.prefix.replace("-", "_")
+        """The group's options as the program's own, named with the prefix.
+
+        An option of a group inside the group keeps its path to the inner
+        object (`hook.tls.ca_file`) and its inner name, prefixed again."""
         about = self.about or self.group.about
         return [
             dataclasses.replace(
                 opt,
-                name=under + self.names.get(opt.attr, opt.name),
-                attr=under + self.names.get(opt.attr, opt.name),
+                name=self.under + self.names.get(opt.attr, opt.name),
+                attr=self.under + self.names.get(opt.attr, opt.name),
                 flag=None,
                 env=None,
                 default=self.defaults.get(opt.attr, opt.default),
                 also_env=opt.also_env + self.also_env.get(opt.attr, ()),
                 help=opt.help.replace("{about}", about),
                 group=(self.attr, opt.attr),
+                path=(self.attr, *(opt.path or (opt.attr,))),
                 _extra=dict(opt._extra),
             )
             for opt in self.group.options()
+            if opt.attr not in self.omit
         ]
 
 
@@ -454,19 +479,84 @@ def collect_options(cls: type) -> list[Option]:
 def assign(target: Any, options: list[Option], values: Mapping[str, Any]) -> None:
     """Set each option's value on the program; a group's values as one object,
     whose check() runs once it is complete."""
-    groups: dict[str, dict[str, Any]] = {}
+    groups: dict[str, dict[tuple[str, ...], Any]] = {}
     for opt in options:
-        if opt.group is None:
+        if not opt.path:
             setattr(target, opt.attr, values[opt.name])
         else:
-            groups.setdefault(opt.group[0], {})[opt.group[1]] = values[opt.name]
+            groups.setdefault(opt.path[0], {})[opt.path[1:]] = values[opt.name]
     for attr, group_values in groups.items():
         field_ = getattr(type(target), attr)
-        obj = field_.group(**group_values)
-        obj._prefix = field_.prefix.replace("-", "_")
-        obj._renamed = field_.names
-        obj.check()
+        renamed = {o.attr: field_.names.get(o.attr, o.attr) for o in field_.group.options()}
+        obj = build_group(
+            field_.group,
+            group_values,
+            prefix=field_.under,
+            renamed=renamed,
+            defaults=field_.defaults,
+        )
         setattr(target, attr, obj)
+
+
+def _group_fields(cls: type) -> dict[str, GroupField]:
+    """The groups placed inside a group class, by attribute."""
+    out: dict[str, GroupField] = {}
+    for klass in reversed(cls.__mro__):
+        for name, value in vars(klass).items():
+            if isinstance(value, GroupField):
+                out[name] = value
+    return out
+
+
+def build_group(
+    cls: type[G],
+    values: Mapping[tuple[str, ...], Any],
+    *,
+    prefix: str = "",
+    renamed: Mapping[str, str] | None = None,
+    where: str | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> G:
+    """The group object from its options' values, keyed by their path in it
+    (`("tls", "ca_file")`), with the groups inside it built first and every
+    group's check() run, innermost first. `prefix` and `renamed` (flattened
+    attribute -> name) say how the options are spelled where the group is
+    used, so an inner group's check() names the outer-prefixed flag. An option
+    left out (include(omit=...)) takes `defaults` or its own default."""
+    renamed = dict(renamed or {})
+    full = dict(values)
+    for opt in cls.options():
+        key = opt.path or (opt.attr,)
+        if key not in full:
+            default = (defaults or {}).get(opt.attr, opt.default)
+            full[key] = default_value(opt, default, f"default of {opt.attr}")
+    direct: dict[str, Any] = {}
+    inner: dict[str, dict[tuple[str, ...], Any]] = {}
+    for key, value in full.items():
+        if len(key) == 1:
+            direct[key[0]] = value
+        else:
+            inner.setdefault(key[0], {})[key[1:]] = value
+    for attr, fld in _group_fields(cls).items():
+        # an inner option's name where the outer group is used: the inner
+        # include's prefix and names, then the outer's renames
+        names = {o.attr: fld.name_of(o.attr) for o in fld.group.options()}
+        names = {a: renamed.get(n, n) for a, n in names.items()}
+        direct[attr] = build_group(
+            fld.group,
+            inner.get(attr, {}),
+            prefix=prefix,
+            renamed=names,
+            where=where,
+            defaults=fld.defaults,
+        )
+    obj = cls(**direct)
+    obj._prefix = prefix
+    obj._renamed = renamed
+    if where is not None:
+        obj._where = where
+    obj.check()
+    return obj
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
