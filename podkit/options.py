@@ -429,6 +429,14 @@ class GroupField(_Attribute):
         """The name the group's (flattened) option `attr` has where it is included."""
         return self.under + self.names.get(attr, attr)
 
+    def make(self, values: Mapping[tuple[str, ...], Any]) -> Any:
+        """The group's object from its options' values (keyed by their path
+        in the group), spelled in messages as this include names them."""
+        renamed = {o.attr: self.names.get(o.attr, o.attr) for o in self.group.options()}
+        return build_group(
+            self.group, values, prefix=self.under, renamed=renamed, defaults=self.defaults
+        )
+
     def expand(self) -> list[Option]:
         """The group's options as the program's own, named with the prefix.
 
@@ -486,19 +494,10 @@ def assign(target: Any, options: list[Option], values: Mapping[str, Any]) -> Non
         else:
             groups.setdefault(opt.path[0], {})[opt.path[1:]] = values[opt.name]
     for attr, group_values in groups.items():
-        field_ = getattr(type(target), attr)
-        renamed = {o.attr: field_.names.get(o.attr, o.attr) for o in field_.group.options()}
-        obj = build_group(
-            field_.group,
-            group_values,
-            prefix=field_.under,
-            renamed=renamed,
-            defaults=field_.defaults,
-        )
-        setattr(target, attr, obj)
+        setattr(target, attr, getattr(type(target), attr).make(group_values))
 
 
-def _group_fields(cls: type) -> dict[str, GroupField]:
+def group_fields(cls: type) -> dict[str, GroupField]:
     """The groups placed inside a group class, by attribute."""
     out: dict[str, GroupField] = {}
     for klass in reversed(cls.__mro__):
@@ -537,7 +536,7 @@ def build_group(
             direct[key[0]] = value
         else:
             inner.setdefault(key[0], {})[key[1:]] = value
-    for attr, fld in _group_fields(cls).items():
+    for attr, fld in group_fields(cls).items():
         # an inner option's name where the outer group is used: the inner
         # include's prefix and names, then the outer's renames
         names = {o.attr: fld.name_of(o.attr) for o in fld.group.options()}

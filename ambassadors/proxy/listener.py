@@ -111,7 +111,7 @@ class BaseListener:
     # -- life cycle --------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.needs_tls or self.s.ca_file or self.s.cert_file:
+        if self.needs_tls or self.s.upstream_tls.ca_file or self.s.upstream_tls.cert_file:
             self.ssl_ctx = self._make_ssl()
             self._tls_sig = self._tls_files_sig()
         self.refresh_suffixes()
@@ -335,11 +335,15 @@ class BaseListener:
         return identity
 
     def _tls_files_sig(self) -> tuple[Any, ...]:
-        return (_file_sig(self.s.ca_file), _file_sig(self.s.cert_file), _file_sig(self.s.key_file))
+        # the CA too (the core's cert_signature() covers the client pair only),
+        # and a file missing mid-swap is a change, not an error
+        tls = self.s.upstream_tls
+        return (_file_sig(tls.ca_file), _file_sig(tls.cert_file), _file_sig(tls.key_file))
 
     def _make_ssl(self) -> ssl.SSLContext:
-        ctx = ssl_context(self.s.ca_file, cert_file=self.s.cert_file, key_file=self.s.key_file)
-        return ctx
+        # a new context each time (the group's ssl_context() keeps its first)
+        tls = self.s.upstream_tls
+        return ssl_context(tls.ca_file, tls.insecure, tls.cert_file, tls.key_file)
 
     def refresh_suffixes(self) -> None:
         """Precompute the header lines added to every upstream request."""

@@ -14,8 +14,8 @@ import re
 from typing import Any
 
 from podkit import UsageError, option
-from podkit.http import parse_header
-from podkit.options import resolve
+from podkit.http import TLSClientOptions, parse_header
+from podkit.options import group_fields, resolve
 
 from .credentials import NOT_SETTABLE, CredentialOptions
 from .discovery import DnsOptions
@@ -81,12 +81,11 @@ class Routing:
     )
     health_interval: float = option("5s", kind="duration", help="time between health checks")
     health_timeout: float = option("2s", kind="duration", help="timeout of one health check")
-    ca_file: str | None = option(None, kind="path", help="CA bundle for upstream TLS")
-    cert_file: str | None = option(
-        None, kind="path", help="client certificate for upstream TLS (reloaded on change)"
-    )
-    key_file: str | None = option(
-        None, kind="path", help="client key for upstream TLS (reloaded on change)"
+    # the core's TLS client group under the names the proxy has always had
+    # (--ca-file, --cert-file, --key-file); no --insecure: the upstream's
+    # certificate is always verified (--sni names what it must match)
+    upstream_tls: TLSClientOptions = TLSClientOptions.include(
+        about="the upstreams", omit=("insecure",)
     )
     sni: str | None = option(None, help="TLS server name sent to and verified on upstreams")
     set_header: list[str] = option(
@@ -122,6 +121,10 @@ def _defaults() -> dict[str, Any]:
 
 
 _OPTION_ATTRS = frozenset(o.attr for o in ListenerOptions.options())
+#: The groups inside a listener's options (upstream_tls), and where each of
+#: their options' values goes in them.
+_GROUPS = group_fields(ListenerOptions)
+_PATHS = {o.attr: o.path for o in ListenerOptions.options() if o.path}
 
 
 class Settings(ListenerOptions):
@@ -155,7 +158,12 @@ class Settings(ListenerOptions):
                 derived[key] = value
             else:
                 raise TypeError(f"Settings: unknown setting {key!r}")
+        # The options of a group inside (upstream_tls) stay plain attributes
+        # too, under their flag names: values() hands them back to build().
         super().__init__(**merged)
+        for attr, group in _GROUPS.items():
+            inner = {p[1:]: merged[a] for a, p in _PATHS.items() if p[0] == attr}
+            self.__dict__[attr] = group.make(inner)  # runs the group's check()
         if "retry_kinds" not in derived:
             derived["retry_kinds"], derived["retry_statuses"] = retry_policy(self.retry_on)
         self.__dict__["retry_budget"] = retry_share(str(self.retry_budget))
@@ -208,9 +216,7 @@ class Settings(ListenerOptions):
                 raise UsageError(f"--set-header: {name!r} is not a valid header line")
             if name.lower() in NOT_SETTABLE:
                 raise UsageError(f"--set-header: {name} cannot be set")
-        if bool(v["cert_file"]) != bool(v["key_file"]) and v["cert_file"] is None:
-            raise UsageError("--key-file needs --cert-file")
-        for n in ("ca_file", "cert_file", "key_file"):
+        for n in ("ca_file", "cert_file", "key_file"):  # --key-file alone: the group's check()
             path = v[n]
             if path and not os.path.exists(path):
                 raise UsageError(f"--{n.replace('_', '-')}: {path}: no such file")
@@ -244,6 +250,8 @@ class Settings(ListenerOptions):
 # value in the instance's __dict__ directly; __init__ sets every option there.
 for _o in ListenerOptions.options():
     setattr(Settings, _o.attr, None)
+for _g in _GROUPS:
+    setattr(Settings, _g, None)
 
 
 def retry_policy(text: str) -> tuple[frozenset[str], frozenset[int]]:

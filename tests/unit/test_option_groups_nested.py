@@ -137,3 +137,36 @@ def test_include_refuses_unknown_nested_names() -> None:
         Webhook.include(names={"ca_file": "x"})  # the nested name is tls_ca_file
     with pytest.raises(TypeError, match="no options"):
         TLSClientOptions.include(omit=("server_name",))
+
+
+def test_the_proxys_upstream_tls_is_the_core_group_under_its_old_names(tmp_path: Path) -> None:
+    from podkit.ambassadors.proxy.program import Proxy
+    from podkit.ambassadors.proxy.settings import Settings
+
+    opts = {o.flag_name: o for o in Proxy.options()}
+    for flag in ("--ca-file", "--cert-file", "--key-file"):
+        assert opts[flag].env_name == "PODKIT_" + flag[2:].upper().replace("-", "_")
+        assert opts[flag].config_key == flag[2:]
+    assert "--insecure" not in opts  # an upstream's certificate is always verified
+    ca, cert, key = (tmp_path / n for n in ("ca.pem", "c.pem", "k.pem"))
+    for f in (ca, cert, key):
+        f.write_text("")
+    conf = tmp_path / "c.yaml"
+    conf.write_text(
+        f"listeners:\n- listen: 127.0.0.1:0\n  upstream: https://a:1\n  cert-file: {cert}\n"
+        f"  key_file: {key}\n"
+    )
+    p = configure(
+        Proxy,
+        ["--upstream", "https://b:1", "--config", str(conf), "--listen", "127.0.0.1:0"],
+        {"PODKIT_CA_FILE": str(ca)},
+    )
+    assert isinstance(p, Proxy)
+    entry, flags = p.listener_settings
+    assert isinstance(flags.upstream_tls, TLSClientOptions)
+    assert flags.upstream_tls.ca_file == flags.ca_file == str(ca)  # read flat by the hot path
+    assert (entry.upstream_tls.cert_file, entry.upstream_tls.key_file) == (str(cert), str(key))
+    assert entry.upstream_tls.ca_file == str(ca)  # an entry starts from the flags' values
+    assert Settings().upstream_tls == TLSClientOptions.of()
+    with pytest.raises(UsageError, match=r"^--key-file: needs --cert-file$"):
+        configure(Proxy, ["--upstream", "https://b:1", "--key-file", str(key)], {})
