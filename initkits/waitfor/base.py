@@ -46,17 +46,14 @@ class HTTPSettings:
         return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in self.statuses)
 
 
-def _no_tls() -> TLSClientOptions:
-    return TLSClientOptions(ca_file=None, cert_file=None, key_file=None, insecure=False)
-
-
 @dataclass
 class Settings:
     """Run-wide settings a probe may need."""
 
     http: HTTPSettings = field(default_factory=HTTPSettings)
     #: whom every TLS probe trusts, and the client certificate it presents
-    tls: TLSClientOptions = field(default_factory=_no_tls)
+    #: (every option at its default, as the group declares it: the system's CAs)
+    tls: TLSClientOptions = field(default_factory=TLSClientOptions.of)
     #: the Kubernetes API for k8s:// targets (default: the in-cluster one)
     k8s_api: str | None = None
     k8s_token_file: str | None = None
