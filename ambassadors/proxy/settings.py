@@ -4,7 +4,10 @@
 entry of `listeners:` in --config); `Settings` is that group plus what is derived
 from it (the parsed listen address, the targets, the retry policy as sets), built
 and checked by `Settings.build()`. Nothing else repeats a default: `Settings()`
-with no arguments takes each option's own.
+with no arguments takes each option's own. The upstream TLS files are the
+core's `TLSClientOptions` group inside the listener's options
+(`settings.upstream_tls`, with its check), under the flag names the proxy
+always had.
 """
 
 from __future__ import annotations
