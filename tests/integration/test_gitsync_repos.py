@@ -93,7 +93,7 @@ def test_repos_config_errors_name_the_entry(tmp_path: Path) -> None:
         ([{"repo": "/a", "admin-addr": "x"}], "repos[0]: 'admin-addr' is the container's"),
         ([{"repo": "/a", "nope": 1}], "repos[0]: unknown setting 'nope'"),
         ([{"repo": "/a"}, {"repo": "/b/a"}], "repos[1]: name 'a' is used twice"),
-        ([{"repo": "/a", "depth": -1}], "repos[0] (a): --depth"),
+        ([{"repo": "/a", "depth": -1}], "repos[0].depth: -1 is below the minimum 0"),
     ):
         config = tmp_path / "c.yaml"
         config.write_text(yaml.safe_dump({"repos": repos}))
