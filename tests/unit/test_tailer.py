@@ -396,7 +396,7 @@ async def test_multiline_joins_records(tmp_path: Path, logs: Path) -> None:
     c = Collector(t)
     await c.until(3, timeout=3)
     assert c.texts == ["2024 start one\n  at a\n  at b", "2024 start two", "2024 three\n  cont"]
-    await t.drain()
+    await asyncio.wait_for(t.drain(), 10)  # a drain that never ends fails
     await t.close()
     saved = json.loads((tmp_path / "state" / "checkpoints.json").read_text())
     assert saved["files"][0]["offset"] == (logs / "a.log").stat().st_size
@@ -573,8 +573,7 @@ async def test_a_slow_checkpoint_write_does_not_block_the_loop(
     await t.start()
     col = Collector(t)
     await col.until(1)
-    while not started:
-        await asyncio.sleep(0.01)
+    await wait_until_async(lambda: started, what="the checkpoint write")
     # The loop ran again at once, with the write still blocked in its thread.
     assert time.monotonic() - started[0] < 1.0 and not gate.is_set()
     write(logs / "a.log", "two\n")
