@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ProgramProcess, free_port, run_program, stays, wait_until
+from tests.helpers import ProgramProcess, free_port, need, run_program, stays, wait_until
 from tests.peers.git import GitDaemon, GitHttp, GitRepos, Sshd, git
 from tests.peers.prometheus import promtool_check
 
@@ -103,6 +103,52 @@ def no_git_left(root: Path) -> None:
     while (left := procs_in(root)) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert left == [], left
+
+
+def git_whose_fetch_has_a_grandchild(tmp: Path) -> tuple[dict[str, str], Path]:
+    """An env whose PATH finds a `git` that, for a fetch, first starts a `sleep`
+    in git's process group (its pid appended to the returned file), then execs
+    the real git.
+
+    Real git's own children (remote-http, index-pack) cannot tell a kill of the
+    group from a kill of git's pid alone: they hold gitsync's pipes, so
+    communicate() waits for them either way, and they end with the fetch. The
+    sleep holds none of the pipes: a kill that misses it lets gitsync go on
+    while it lives, and only a kill of the whole group ends it.
+    """
+    bindir = tmp / "grandchild-bin"
+    bindir.mkdir()
+    pids = tmp / "grandchild-pids"
+    script = bindir / "git"
+    script.write_text(
+        "#!/bin/sh\n"
+        'case " $* " in *" fetch "*)\n'
+        f'  sleep 120 </dev/null >/dev/null 2>&1 & echo $! >> "{pids}" ;;\n'
+        "esac\n"
+        f'exec "{need("git")}" "$@"\n'
+    )
+    script.chmod(0o755)
+    return {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}, pids
+
+
+def grandchildren(pids: Path) -> list[int]:
+    """The sleeps that git_whose_fetch_has_a_grandchild() started and that still run."""
+    live = []
+    for pid in (int(p) for p in pids.read_text().split()) if pids.exists() else ():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                name, state = f.read().split(" ", 3)[1:3]
+        except OSError:
+            continue
+        if name == "(sleep)" and state != "Z":  # a zombie was killed, just not reaped yet
+            live.append(pid)
+    return live
+
+
+def grandchildren_killed(pids: Path) -> None:
+    """Every grandchild git's fetch started is gone: git's process group was killed."""
+    assert pids.exists(), "the git on PATH ran no fetch (a deadline spent before it?)"
+    wait_until(lambda: not grandchildren(pids), 2, 0.01, what="git's whole group killed")
 
 
 def receiving_pack(root: Path) -> bool:
@@ -646,6 +692,7 @@ def test_sync_timeout_kills_git_and_sigkill_mid_fetch_restart(
     (up.work / "blob.bin").write_bytes(big)
     head = up.commit_push({})
     srv = GitHttp(git_repos.base, free_port(), None, None, throttle=1024 * 1024).start()
+    gc_env, gc_pids = git_whose_fetch_has_a_grandchild(tmp_path)
     try:
         root = tmp_path / "root"
         # --sync-timeout kills the whole git process tree (git, remote-http, index-pack).
@@ -654,20 +701,26 @@ def test_sync_timeout_kills_git_and_sigkill_mid_fetch_restart(
             flags(
                 repo=srv.url("big"), root=root, one_time=True, sync_timeout="1s", admin_addr="off"
             ),
+            env=gc_env,
         )
         assert p.returncode == 1
         assert b"timed out" in p.stderr, p.stderr.decode()
+        grandchildren_killed(gc_pids)
         no_git_left(root)
 
         args = ("--repo", srv.url("big"), "--root", str(root))
         # SIGTERM in the middle of a fetch: the git in flight is killed with its
         # children, and gitsync exits 0 well inside --shutdown-timeout.
-        proc = mid_fetch(gitsync(tmp_path, *args, "--period", "1h"), root)
+        gc_pids.unlink()
+        proc = mid_fetch(gitsync(tmp_path, *args, "--period", "1h", env=gc_env), root)
+        # A SIGTERM before the git on PATH started its sleep would leave nothing to check.
+        wait_until(lambda: grandchildren(gc_pids), 15, 0.01, what="the fetch's grandchild")
         t0 = time.monotonic()
         proc.signal(signal.SIGTERM)
         assert proc.wait(15) == 0
         assert time.monotonic() - t0 < 10
         proc.stop()
+        grandchildren_killed(gc_pids)
         no_git_left(root)
 
         # --one-time (an init container) stopped before it published exits 143,
@@ -709,6 +762,11 @@ def test_sync_timeout_kills_git_and_sigkill_mid_fetch_restart(
         assert not (root / ".git" / "shallow.lock").exists()
     finally:
         srv.stop()
+        for pid in grandchildren(gc_pids):  # left by a kill that missed them
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def _delete_objects(root: Path) -> None:

@@ -35,7 +35,7 @@ async def read_all(tmp: Path, **kw: object) -> list[Chunk]:
     await wait_until_async(
         lambda: all(f.read_pos == os.fstat(f.fd).st_size for f in t._files), what="files read"
     )
-    await t.drain()
+    await asyncio.wait_for(t.drain(), 10)  # a drain that never ends fails
     await asyncio.wait_for(task, 5)
     await t.close()
     return out

@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 
 from podkit.sinks import NdjsonBatch, open_sink
+from tests.helpers import wait_until_async
 
 Judge = Callable[[web.Request, bytes], tuple[int, dict[str, str], str]]
 
@@ -399,9 +400,7 @@ async def test_a_dead_letter_file_never_written_keeps_send_from_returning(
     sink = open_sink(url, dead_letter=str(tmp_path / "f" / "dead"), sleep=sleep)
     await sink.start()
     task = asyncio.create_task(sink.send([{"message": "poison"}]))
-    while sink.retries < 5:
-        assert not task.done()
-        await asyncio.sleep(0.01)
+    await wait_until_async(lambda: sink.retries >= 5 or task.done(), what="5 retries")
     assert not task.done() and "cannot write dead-letter file" in (sink.last_error or "")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -62,6 +62,27 @@ class Collector:
         return self.texts
 
 
+async def take(t: Tailer, n: int, seconds: float = 5.0) -> list[Chunk]:
+    """The tailer's chunks, consumed until they hold at least `n` lines.
+
+    A tailer that stops yielding (or ends early) fails the test within
+    `seconds`, saying what it had got, instead of holding the whole run.
+    """
+    got: list[Chunk] = []
+    why = f"no more chunks within {seconds}s"
+    try:
+        async with asyncio.timeout(seconds):
+            async for ch in t.chunks():
+                got.append(ch)
+                if sum(len(c) for c in got) >= n:
+                    return got
+        why = "the chunks ended"
+    except TimeoutError:
+        pass
+    lines = [x for c in got for x in c.texts]
+    raise AssertionError(f"{why}: got {len(lines)} lines, wanted {n}: {lines[-5:]}")
+
+
 @pytest.fixture
 def logs(tmp_path: Path) -> Path:
     d = tmp_path / "logs"
@@ -184,11 +205,7 @@ async def test_checkpoint_resumes_after_acknowledged_only(tmp_path: Path, logs: 
     write(logs / "a.log", "".join(f"{i}\n" for i in range(100)))
     t = Tailer(cfg(tmp_path, chunk_bytes=50))
     await t.start()
-    got: list[Chunk] = []
-    async for ch in t.chunks():
-        got.append(ch)
-        if sum(len(c) for c in got) >= 30:
-            break
+    got = await take(t, 30)
     for ch in got[:3]:
         t.ack(ch)
     acked = sum(len(c) for c in got[:3])
@@ -209,11 +226,7 @@ async def test_out_of_order_acks_checkpoint_the_contiguous_prefix(
     write(logs / "a.log", "".join(f"{i}\n" for i in range(30)))
     t = Tailer(cfg(tmp_path, chunk_bytes=20))
     await t.start()
-    chunks: list[Chunk] = []
-    async for ch in t.chunks():
-        chunks.append(ch)
-        if sum(len(c) for c in chunks) >= 30:
-            break
+    chunks = await take(t, 30)
     t.ack(chunks[1])
     t.ack(chunks[2])
     f = t._files[0]
@@ -383,7 +396,7 @@ async def test_multiline_joins_records(tmp_path: Path, logs: Path) -> None:
     c = Collector(t)
     await c.until(3, timeout=3)
     assert c.texts == ["2024 start one\n  at a\n  at b", "2024 start two", "2024 three\n  cont"]
-    await t.drain()
+    await asyncio.wait_for(t.drain(), 10)  # a drain that never ends fails
     await t.close()
     saved = json.loads((tmp_path / "state" / "checkpoints.json").read_text())
     assert saved["files"][0]["offset"] == (logs / "a.log").stat().st_size
@@ -444,11 +457,7 @@ async def test_max_chunk_lines_splits_with_exact_offsets(
     write(logs / "a.log", raw)
     t = Tailer(cfg(tmp_path, max_chunk_lines=3))
     await t.start()
-    chunks: list[Chunk] = []
-    async for ch in t.chunks():
-        chunks.append(ch)
-        if sum(len(c) for c in chunks) >= 10:
-            break
+    chunks = await take(t, 10)
     assert [len(c) for c in chunks] == [3, 3, 3, 1]
     assert sum(c.nbytes for c in chunks) == len(raw)
     t.ack(chunks[0])
@@ -463,11 +472,7 @@ async def test_max_chunk_lines_with_multiline(tmp_path: Path, logs: Path) -> Non
     write(logs / "a.log", raw)
     t = Tailer(cfg(tmp_path, max_chunk_lines=4, multiline_start="^S", multiline_timeout=60))
     await t.start()
-    chunks: list[Chunk] = []
-    async for ch in t.chunks():
-        chunks.append(ch)
-        if sum(len(c) for c in chunks) >= 9:  # S9 is held: it may go on
-            break
+    chunks = await take(t, 9)  # S9 is held: it may go on
     assert [len(c) for c in chunks] == [4, 4, 1]
     assert [c.nbytes for c in chunks] == [4 * 7, 4 * 7, 7]
     assert chunks[1].texts[0] == "S4\n c4"
@@ -568,8 +573,7 @@ async def test_a_slow_checkpoint_write_does_not_block_the_loop(
     await t.start()
     col = Collector(t)
     await col.until(1)
-    while not started:
-        await asyncio.sleep(0.01)
+    await wait_until_async(lambda: started, what="the checkpoint write")
     # The loop ran again at once, with the write still blocked in its thread.
     assert time.monotonic() - started[0] < 1.0 and not gate.is_set()
     write(logs / "a.log", "two\n")
