@@ -83,18 +83,21 @@ async def test_files_rotated_before_discovery_saw_them_are_read_in_order(
 
 async def test_a_rotation_missed_while_starting_is_read_first(tmp_path: Path, logs: Path) -> None:
     live = logs / "app.log"
-    write(live, nums("b", 0, 20))
+    write(live, nums("a", 0, 20))
     os.rename(live, logs / "app.log.1")
+    write(live, nums("b", 0, 20))
+    os.rename(live, logs / "app.log.2")
     write(live, nums("c", 0, 20))
     t = Tailer(cfg(tmp_path, chunk_bytes=64, fair_share_bytes=64))
     renamed(t, live, logs / "app.log.1")  # the glob matched no file yet
+    renamed(t, live, logs / "app.log.2")
     await t.start()
     c = Collector(t)
-    await c.until(40)
+    await c.until(60)
     texts = await c.finish()
-    assert texts == want("b", 0, 20) + want("c", 0, 20)
+    assert texts == want("a", 0, 20) + want("b", 0, 20) + want("c", 0, 20)
     assert {ch.path for ch in c.chunks} == {str(live)}
-    assert t.rotations == 2
+    assert t.rotations == 3
 
 
 async def test_copytruncate_continues_from_the_newest_whole_copy(
@@ -103,11 +106,11 @@ async def test_copytruncate_continues_from_the_newest_whole_copy(
     live = logs / "app.log"
     other = logs / "other.log"  # followed, starts like app.log, its own stream
     write(live, nums("a", 0, 20))
-    write(other, nums("a", 0, 5) + nums("o", 0, 5))
+    write(other, nums("a", 0, 6) + nums("o", 0, 5))  # 6 lines: > FINGERPRINT_BYTES
     t = Tailer(cfg(tmp_path))
     await t.start()
     c = Collector(t)
-    await c.until(30)
+    await c.until(31)
     # Before the reader runs again: an earlier copy (stops at a 39), a copy
     # shorter than what was read (a `head`), the rotation's copy, an unrelated
     # file, then the truncation.
@@ -125,15 +128,15 @@ async def test_copytruncate_continues_from_the_newest_whole_copy(
     aged(logs / "app.log.head", 1)
     os.truncate(live, 0)
     write(live, nums("c", 0, 5))
-    await c.until(75)
+    await c.until(76)
     texts = await c.finish()
 
     def of(path: Path) -> list[str]:
         return [x for ch in c.chunks if ch.path == str(path) for x in ch.texts]
 
     assert of(live) == want("a", 0, 60) + want("c", 0, 5)
-    assert of(other) == want("a", 0, 5) + want("o", 0, 5)
-    assert len(texts) == 75
+    assert of(other) == want("a", 0, 6) + want("o", 0, 5)
+    assert len(texts) == 76
     assert t.truncations == 1
 
 
@@ -194,3 +197,30 @@ async def test_a_compressed_copy_of_a_followed_file_is_not_read_from_its_start(
     await c.until(45)
     texts = await c.finish()
     assert texts == want("a", 0, 40) + want("c", 0, 5)
+
+
+async def test_a_rename_reported_after_discovery_saw_the_successor_keeps_the_order(
+    tmp_path: Path, logs: Path
+) -> None:
+    # The watcher's thread may deliver a rename after discovery has already
+    # opened the file now at the path: the renamed file came before that one.
+    live = logs / "app.log"
+    write(live, "")
+    t = Tailer(cfg(tmp_path, chunk_bytes=64, fair_share_bytes=64))
+    await t.start()
+    c = Collector(t)
+    write(live, nums("a", 0, 20))
+    os.rename(live, logs / "app.log.0")
+    write(live, nums("b", 0, 20))
+    os.rename(live, logs / "app.log.1")
+    write(live, nums("c", 0, 20))
+    os.rename(live, logs / "app.log.2")
+    write(live, nums("d", 0, 20))
+    t._discover()  # discovery first: it sees d after a, not b and c
+    renamed(t, live, logs / "app.log.0")
+    renamed(t, live, logs / "app.log.1")
+    renamed(t, live, logs / "app.log.2")
+    await c.until(80)
+    texts = await c.finish()
+    assert texts == want("a", 0, 20) + want("b", 0, 20) + want("c", 0, 20) + want("d", 0, 20)
+    assert {ch.path for ch in c.chunks} == {str(live)}
