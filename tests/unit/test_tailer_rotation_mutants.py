@@ -224,3 +224,21 @@ async def test_a_rename_reported_after_discovery_saw_the_successor_keeps_the_ord
     texts = await c.finish()
     assert texts == want("a", 0, 20) + want("b", 0, 20) + want("c", 0, 20) + want("d", 0, 20)
     assert {ch.path for ch in c.chunks} == {str(live)}
+
+
+async def test_a_file_rotated_away_with_nothing_at_its_path_yet_comes_after_its_predecessor(
+    tmp_path: Path, logs: Path
+) -> None:
+    live = logs / "app.log"
+    write(live, "")
+    t = Tailer(cfg(tmp_path, chunk_bytes=64, fair_share_bytes=64))
+    await t.start()
+    c = Collector(t)
+    write(live, nums("a", 0, 20))
+    os.rename(live, logs / "app.log.0")
+    write(live, nums("b", 0, 20))
+    os.rename(live, logs / "app.log.1")  # and the application has not reopened app.log
+    renamed(t, live, logs / "app.log.0")
+    renamed(t, live, logs / "app.log.1")
+    await c.until(40)
+    assert await c.finish() == want("a", 0, 20) + want("b", 0, 20)
