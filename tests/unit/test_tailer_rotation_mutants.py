@@ -242,3 +242,24 @@ async def test_a_file_rotated_away_with_nothing_at_its_path_yet_comes_after_its_
     renamed(t, live, logs / "app.log.1")
     await c.until(40)
     assert await c.finish() == want("a", 0, 20) + want("b", 0, 20)
+
+
+async def test_a_copy_of_a_deleted_file_continues_where_the_original_was(
+    tmp_path: Path, logs: Path
+) -> None:
+    live = logs / "app.log"
+    write(live, nums("a", 0, 20))
+    t = Tailer(cfg(tmp_path, paths=[str(logs / "app.log*")]))
+    await t.start()
+    c = Collector(t)
+    await c.until(20)
+    shutil.copyfile(live, logs / "app.log.1")  # a copy, waiting while app.log lives
+    deadline = asyncio.get_running_loop().time() + 5
+    while not any(f.twin is not None for f in t._files):
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    os.remove(live)  # the original goes: the copy is the stream now
+    write(logs / "app.log.1", nums("x", 0, 5))
+    await c.until(25)
+    texts = await c.finish()
+    assert texts == want("a", 0, 20) + want("x", 0, 5)
