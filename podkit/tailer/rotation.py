@@ -141,12 +141,27 @@ class _Rotation(_Base):
             f.path = src  # its lines were written under the name the glob matched
             f.paths = {src}  # stands in as src's current file until discovery runs
             old = self._current.get(src)
-            if old is not None and old is not f:
-                old.paths.discard(src)
-                f.after = old
-            self._current[src] = f
+            if old is not None and old is not f and self._still_at(old, src):
+                # Reported after discovery opened the file now at src (the
+                # watcher's thread is late): f came before that one, not after.
+                f.after, old.after = old.after, f
+                f.paths = set()
+            else:
+                if old is not None and old is not f:
+                    old.paths.discard(src)
+                    f.after = old
+                self._current[src] = f
             self.rotations += 1
             log.debug("caught a file rotated before discovery", extra={"path": dest})
+
+    @staticmethod
+    def _still_at(f: _File, path: str) -> bool:
+        """`path` names `f`'s inode now (it was not renamed away in turn)."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == f.key
 
     def _check_identity(self) -> None:
         """Detect copytruncate that the file already outgrew: its first bytes changed."""
