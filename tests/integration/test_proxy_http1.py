@@ -287,6 +287,20 @@ def test_pipelined_requests_are_answered_in_order(px: ProgramProcess) -> None:
     assert bodies == [b"ok", b"", b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"ok"], out
 
 
+def test_a_local_error_after_a_pipelined_request_comes_after_its_response(
+    px: ProgramProcess,
+) -> None:
+    # The fast path holds its writes to the end of the loop turn (Cork); a
+    # reply the proxy makes itself for the next pipelined request must not
+    # overtake the held response (a client would pair them the wrong way).
+    for bad in (b"NOT A REQUEST\r\n\r\n", b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"):
+        with client(px) as s:
+            s.sendall(b"GET /p1 HTTP/1.1\r\nHost: a\r\n\r\n" + bad)
+            out, _ = read_all(s)
+        assert out.startswith(b"HTTP/1.1 200 OK"), out
+        assert out.index(b"HTTP/1.1 200") < out.index(b"HTTP/1.1 400"), out
+
+
 def test_sigterm_drains_then_cuts_off_at_the_shutdown_timeout(
     up: RawUpstream, tmp_path: Path
 ) -> None:
