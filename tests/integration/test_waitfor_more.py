@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,15 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ProgramProcess, free_port, missing, need, run_program, wait_until
+from tests.helpers import (
+    ProgramProcess,
+    free_dns_port,
+    free_port,
+    missing,
+    need,
+    run_program,
+    wait_until,
+)
 from tests.peers.nginx import Nginx, start_nginx
 from tests.peers.rabbitmq import RabbitMQServer
 from tests.peers.tls import TLSFiles
@@ -104,7 +111,7 @@ class Dnsmasq:
     """A real dnsmasq on a free loopback port, its names from a hosts file it re-reads on SIGHUP."""
 
     def __init__(self, tmp: Path, *extra: str) -> None:
-        self.port = free_port(kind=socket.SOCK_DGRAM)
+        self.port = free_dns_port()
         self.hosts = tmp / "hosts"
         self.hosts.write_text("")
         self.proc = subprocess.Popen(

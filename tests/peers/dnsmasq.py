@@ -13,13 +13,13 @@ import struct
 import subprocess
 from pathlib import Path
 
-from tests.helpers import free_port, need, wait_until
+from tests.helpers import free_dns_port, need, wait_until
 
 
 class Dnsmasq:
     def __init__(self, tmp: Path, hosts: dict[str, list[str]], srv: list[str], ttl: int) -> None:
         self.binary = need("dnsmasq")
-        self.port = free_port()
+        self.port = free_dns_port()
         self.hosts_file = tmp / "dns-hosts"
         self.log = tmp / "dnsmasq.log"
         self._write(hosts)
