@@ -12,7 +12,22 @@ from __future__ import annotations
 import contextlib
 import os
 
-__all__ = ["atomic_write", "write_all"]
+__all__ = ["atomic_write", "file_sig", "write_all"]
+
+
+def file_sig(path: str | None) -> tuple[int, int, int, int] | None:
+    """What `stat` says of a file, to tell whether it changed since: device,
+    inode, size and mtime (a rotated Secret is a new inode behind a swapped
+    link; an in-place edit changes size or mtime). None when there is no path
+    or the file cannot be stat'ed (a rotation half done), which compares
+    unequal to any signature taken while it was there."""
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:

@@ -13,6 +13,8 @@ import re
 import threading
 from urllib.parse import urlsplit, urlunsplit
 
+from podkit.fsutil import file_sig
+
 _known: set[str] = set()
 _known_lock = threading.Lock()
 _pattern: re.Pattern[str] | None = None
@@ -80,11 +82,7 @@ class SecretFile:
 
     def changed(self) -> bool:
         """True when the file differs from what value() last returned."""
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return self._sig is not None
-        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self._sig
+        return file_sig(self.path) != self._sig
 
     def __repr__(self) -> str:
         return f"SecretFile({self.path!r})"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
 import time
 from collections.abc import Callable
 from typing import Any
 
 from podkit.aio import wait_for
+from podkit.fsutil import file_sig
 from podkit.http import ssl_context
 from podkit.logs import RateLimited
 
@@ -40,16 +40,6 @@ class Clock:
 
 
 clock = Clock()
-
-
-def _file_sig(path: str | None) -> tuple[int, int, int] | None:
-    if not path:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class BaseListener:
@@ -338,7 +328,7 @@ class BaseListener:
         # the CA too (the core's cert_signature() covers the client pair only),
         # and a file missing mid-swap is a change, not an error
         tls = self.s.upstream_tls
-        return (_file_sig(tls.ca_file), _file_sig(tls.cert_file), _file_sig(tls.key_file))
+        return (file_sig(tls.ca_file), file_sig(tls.cert_file), file_sig(tls.key_file))
 
     def _make_ssl(self) -> ssl.SSLContext:
         # a new context each time (the group's ssl_context() keeps its first)

@@ -10,6 +10,8 @@ import logging
 import os
 from typing import Any
 
+from podkit.fsutil import file_sig
+
 log = logging.getLogger("podkit.proxy")
 
 
@@ -50,11 +52,7 @@ class SigningKey:
         self._sig: tuple[int, int, int, int] | None = None
 
     def changed(self) -> bool:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return self._sig is not None
-        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self._sig
+        return file_sig(self.path) != self._sig
 
     def load(self) -> None:
         try:

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import ssl
 from typing import Any
 
 from podkit import OptionGroup, UsageError, option
+from podkit.fsutil import file_sig
 
 log = logging.getLogger("podkit.proxy")
 
@@ -68,16 +68,6 @@ class TlsInOptions(OptionGroup):
     @property
     def tls_enabled(self) -> bool:
         return bool(self.tls_cert_file)
-
-
-def _sig(path: str | None) -> tuple[int, int, int] | None:
-    if not path:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _quote(value: str) -> str:
@@ -132,7 +122,7 @@ class TlsServer:
 
     def _files_sig(self) -> tuple[Any, ...]:
         o = self.opts
-        return (_sig(o.tls_cert_file), _sig(o.tls_key_file), _sig(o.tls_client_ca_file))
+        return (file_sig(o.tls_cert_file), file_sig(o.tls_key_file), file_sig(o.tls_client_ca_file))
 
     def reload(self) -> str | None:
         """Re-read the files if they changed; an error text when the new ones are unusable
