@@ -374,13 +374,24 @@ class HttpListener(BaseListener):
         self.local_buckets[bisect_left(BUCKETS, seconds)] += 1
 
     async def check(self, u: Upstream) -> tuple[bool, str]:
+        # The probe is a request like the app's: the upstream's Host even under
+        # --preserve-host (there is no client Host to keep, and an HTTP/1.1 request
+        # without one is a 400), and the credentials, a per-request JWT included, so
+        # a health path behind auth does not mark every upstream unhealthy.
+        lines = u.host_line + u.suffix if self.s.preserve_host else u.suffix
+        creds = self.creds
+        if creds is not None and creds.per_request is not None:
+            try:
+                lines += creds.per_request()
+            except (OSError, ValueError) as exc:
+                return False, f"health check: no credentials: {exc}"
         reader, writer = await self._open(u)
         try:
             path = self.s.health_path or "/"
             writer.write(
                 f"GET {path} HTTP/1.1\r\nUser-Agent: podkit-proxy health check\r\n"
                 "Connection: close\r\n".encode()
-                + u.suffix
+                + lines
                 + b"\r\n"
             )
             code, _ = await read_head(reader)

@@ -351,6 +351,35 @@ def test_keepalive_pipelining_post_and_preserve_host(nginx_up: Any, tmp_path: Pa
         assert [r for r in p.records() if r["message"] == "request"] == []
 
 
+def test_health_checks_under_preserve_host_name_the_upstream(nginx_up: Any, tmp_path: Path) -> None:
+    """--preserve-host passes the client's Host, but a health check has no client:
+    it names the upstream (it sent no Host at all, nginx answered 400, and the only
+    upstream was marked unhealthy, so every request got 503)."""
+    before = nginx_up.access_log.read_text().count("podkit-proxy health check")
+    with proxy(
+        tmp_path,
+        "--upstream",
+        nginx_up.url,
+        "--preserve-host",
+        "--health-path",
+        "/status",
+        "--health-interval",
+        "200ms",
+        "--access-log",
+        "false",
+    ) as p:
+
+        def probes() -> list[str]:
+            lines = nginx_up.access_log.read_text().splitlines()
+            return [ln for ln in lines if "podkit-proxy health check" in ln][before:]
+
+        wait_until(lambda: len(probes()) >= 2, 10, what="two health checks in nginx's log")
+        assert all('"GET /status HTTP/1.1" 200 ' in ln for ln in probes()), probes()
+        assert all(u["healthy"] for u in upstreams(p).values())
+        out = raw(p.port, b"GET /echo HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n\r\n")  # type: ignore[attr-defined]
+        assert out.startswith(b"HTTP/1.1 200") and b"host=app.example " in out
+
+
 def test_hardening_raw_sockets(nginx_up: Any, tmp_path: Path) -> None:
     with proxy(
         tmp_path,

@@ -487,3 +487,41 @@ def test_jwt_minted_per_interval_and_per_request(farm: ChaosFarm, tmp_path: Path
             return http(f"http://127.0.0.1:{ports[0]}/x")[0] == 200
 
         wait_until(new_key_used, 10, what="a JWT signed with the new key")
+
+
+def test_health_checks_carry_a_per_request_jwt(farm: ChaosFarm, tmp_path: Path) -> None:
+    """A health path behind the same auth as the app's requests: each probe gets a
+    freshly minted JWT, as requests do, so the upstream stays healthy (the probe used
+    to go without one, the upstream answered 401 and every request got 503)."""
+    key = tmp_path / "es.pem"
+    up = serve(farm, Verifier())
+    up.jwt_key = write_key(key, ec.generate_private_key(ec.SECP256R1()))
+    up.jwt_audience = "https://api.example"
+    with proxy(
+        tmp_path,
+        "--upstream",
+        up.url,
+        "--jwt-private-key-file",
+        str(key),
+        "--jwt-algorithm",
+        "ES256",
+        "--jwt-per-request",
+        "--jwt-issuer",
+        "podkit-test",
+        "--jwt-audience",
+        "https://api.example",
+        "--health-path",
+        "/hz",
+        "--health-interval",
+        "200ms",
+    ) as p:
+
+        def probes() -> list[dict[str, Any]]:
+            return [s for s in up.seen if s["path"] == "/hz"]
+
+        wait_until(lambda: len(probes()) >= 2, 10, what="two health checks")
+        assert all(s["verified"] is not None for s in probes()), probes()
+        jtis = {s["verified"]["jwt"]["jti"] for s in probes()}
+        assert len(jtis) == len(probes())  # minted per probe, as per request
+        code, _, _ = http(purl(p, "/x"))
+        assert code == 200
