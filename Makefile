@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test unit integration lint format bench images publish e2e e2e-clean demo clean mutate mutate-results conformance
+.PHONY: install test test-compiled compiled unit integration lint format bench images publish e2e e2e-clean demo clean mutate mutate-results conformance
 
 install: $(STAMP)
 
@@ -18,6 +18,18 @@ $(STAMP): pyproject.toml
 # worker; session peers start once per worker on their own free ports and dirs).
 test: install
 	$(PY) -m pytest -n 2 --dist loadfile tests/unit tests/integration
+	$(MAKE) test-compiled
+
+# The proxy image runs its request path compiled by mypyc (tools/compile.py):
+# the proxy's tests again, against those extension modules (tests/conftest.py
+# puts the compiled tree first and checks that it is what was imported).
+COMPILED := $(VENV)/compiled
+compiled: install
+	$(PY) tools/compile.py --out $(COMPILED)
+
+test-compiled: compiled
+	PODKIT_COMPILED=$(COMPILED) $(PY) -m pytest -n 2 --dist loadfile -p no:cacheprovider \
+		tests/unit/test_proxy*.py tests/integration/test_proxy*.py
 
 unit: install
 	$(PY) -m pytest tests/unit

@@ -154,6 +154,11 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--conns", type=int, default=32)
     ap.add_argument("--bulk-mib", type=int, default=1024)
+    ap.add_argument(
+        "--compiled",
+        action="store_true",
+        help="run podkit's request path compiled by mypyc (tools/compile.py), as the image does",
+    )
     args = ap.parse_args()
     for tool in ("wrk", "nginx", "haproxy", "curl"):
         if shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin") is None:
@@ -171,7 +176,7 @@ def main() -> int:
 
 
 def run(args: argparse.Namespace, tmp: Path, procs: Procs, nginx: str, haproxy: str) -> int:
-    ng, hp, hpt, hpc, hpl, px, pxl, pxt, pxw, pxc, pxcl = (free_port() for _ in range(11))
+    ng, hp, hpt, hpc, hpl, px, pxl, pxt, pxw, pxc, pxcl, fl = (free_port() for _ in range(12))
     (tmp / "token").write_text(TOKEN + "\n")
     (tmp / "html").mkdir()
     (tmp / "html" / "index.html").write_text("hello\n")
@@ -231,6 +236,29 @@ backend nginx_tcp
     hap_proc = procs.start([haproxy, "-f", str(tmp / "haproxy.cfg")], hp)
     py = [sys.executable, "-m", "podkit", "proxy", "--admin-addr", "off"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if args.compiled:
+        # the compiled tree first, and not the working directory's source before it
+        tree = ROOT / ".venv" / "compiled"
+        subprocess.run(
+            [sys.executable, str(ROOT / "tools" / "compile.py"), "--out", str(tree)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONSAFEPATH": "1"}
+        check = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from podkit.ambassadors.proxy.compiled import "
+                "compiled_modules as c; print(all(c().values()))",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp,
+        )
+        assert check.stdout.strip() == "True", check.stdout + check.stderr
     p_off = procs.start(
         [
             *py,
@@ -277,7 +305,7 @@ backend nginx_tcp
         pxcl,
         env=env,
     )
-    procs.start(
+    p_tcp = procs.start(
         [
             *py,
             "--listen",
@@ -305,6 +333,11 @@ backend nginx_tcp
         pxw,
         env=env,
     )
+    # The floor: bytes relayed by the same Python and loop with no HTTP at all
+    # (bench/relay_floor.py), so the table says how much of the gap is the runtime's.
+    p_floor = procs.start(
+        [sys.executable, str(ROOT / "bench" / "relay_floor.py"), str(fl), str(ng)], fl
+    )
     time.sleep(1.0)  # let the second worker bind too
     targets = {
         "nginx direct": f"http://127.0.0.1:{ng}/status",
@@ -320,6 +353,8 @@ backend nginx_tcp
         "haproxy, credentials": f"http://127.0.0.1:{hpc}/status",
         "podkit, credentials": f"http://127.0.0.1:{pxc}/status",
         "podkit, creds+log": f"http://127.0.0.1:{pxcl}/status",
+        "python relay (floor)": f"http://127.0.0.1:{fl}/status",
+        "podkit tcp mode": f"http://127.0.0.1:{pxt}/status",
     }
     pids = {
         "haproxy": hap_proc.pid,
@@ -333,6 +368,8 @@ backend nginx_tcp
         "haproxy, credentials": hap_proc.pid,
         "podkit, credentials": p_creds.pid,
         "podkit, creds+log": p_credsl.pid,
+        "python relay (floor)": p_floor.pid,
+        "podkit tcp mode": p_tcp.pid,
     }
     results: dict[str, list[tuple[float, ...]]] = {k: [] for k in targets}
     peak_rss = [0]
@@ -367,6 +404,7 @@ backend nginx_tcp
     print(
         f"versions: {version([haproxy, '-v'])}; {version([nginx, '-v'])}; {version(['wrk', '-v'])}"
     )
+    print(f"podkit's request path: {'compiled (mypyc)' if args.compiled else 'interpreted'}")
     print(
         f"wrk -t1 -c{args.conns} -d{args.seconds}s, median of {args.rounds} rounds, "
         "GET /status via nginx"
@@ -395,7 +433,7 @@ backend nginx_tcp
         cpu = med(name, 3)
         cpu_txt = f"{cpu:7.1f}us" if cpu else ""
         # HAProxy's CPU per request over podkit's: the bar is 0.9
-        eff = f"{med(peer, 3) / cpu:.2f}" if cpu and name.startswith("podkit") else ""
+        eff = f"{med(peer, 3) / cpu:.2f}" if cpu and not name.startswith("haproxy") else ""
         print(
             f"{name:22} {rps:9.0f} {ratio:>6} {med(name, 1):6.2f}ms {med(name, 2):6.2f}ms "
             f"{a50:8.2f}ms {a99:8.2f}ms {cpu_txt:>9} {eff:>9}"

@@ -128,6 +128,15 @@ if [ "${WHEELHOUSE:-1}" != 0 ]; then
             --platform "manylinux_2_17_$arch" --platform "manylinux2014_$arch" \
             -d "$wh" "$podkit_wheel[all]" "$sbom_tool"
     fi
+    # The proxy's request path compiled by mypyc (tools/compile.py), when the
+    # base's Python is the host's: the Dockerfile puts the extension modules
+    # beside the installed sources, which they are built from. Kept between
+    # builds (the same sources reuse it), so the context, and the layers after
+    # `COPY images`, stay the same. Another Python runs the source as it is.
+    if [ "${base_py% *}" = "$host_py" ] && [[ " ${programs[*]} " == *" proxy "* ]]; then
+        "$python" tools/compile.py --out "$here/.build/compiled" >/dev/null
+        cp -a "$here/.build/compiled" "$ctx/images/compiled"
+    fi
 fi
 
 # The environment an image sets (admin address, state directory), declared

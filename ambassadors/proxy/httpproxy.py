@@ -422,7 +422,7 @@ class ClientConn(Conn):
         self.peer_txt = ""
         self.fast: Exchange | None = None  # the request the fast path has in flight
         self.picked: Upstream | None = None  # the fast path's choice, for the slow path
-        self.handover: Retry | Relay | None = None
+        self.handover = None  # a Retry or a Relay (declared in Conn)
         # a body buffered for a replay after a 401 must fit, or reading would pause
         replay = lst.s.replay_max_body if lst.creds is not None else 0
         self.flood_limit = lst.s.max_header_bytes + 65536 + replay

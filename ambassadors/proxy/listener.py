@@ -215,9 +215,11 @@ class BaseListener:
 
     @property
     def bound_port(self) -> int:
-        if self.server is None or not self.server.sockets:
+        # Any: typeshed says a tuple, uvloop's is a list, and compiled code checks
+        server: Any = self.server
+        if server is None or not server.sockets:
             return self.s.port
-        return int(self.server.sockets[0].getsockname()[1])
+        return int(server.sockets[0].getsockname()[1])
 
     def stop_accepting(self) -> None:
         self.draining = True

@@ -14,6 +14,7 @@ from podkit.aio import wait_for
 from podkit.options import Option
 
 from .accesslog import ACCESS_LOG
+from .compiled import compiled_modules
 from .httpproxy import HttpListener
 from .listener import BaseListener
 from .settings import ListenerOptions, Settings
@@ -235,6 +236,8 @@ podkit proxy --listen 127.0.0.1:6379 --upstream tcp://redis-0:6379 --upstream tc
             # every figure below is this process's own: the workers share nothing
             "scope": f"process {os.getpid()} only" if self.workers > 1 else "the whole proxy",
             "listeners": [lst.status() for lst in self.servers],
+            # the request path's modules run compiled by mypyc (the image), or not
+            "compiled": all(compiled_modules().values()),
         }
 
     def health(self) -> str | None:

@@ -327,8 +327,12 @@ class Upstream:
             if self.target.tls:
                 kw["ssl"] = ssl_ctx
                 kw["server_hostname"] = self.s.sni or self.target.server_name
+            # Conn is a protocol by its methods, not an asyncio.Protocol subclass
+            # (compiled, a class with a Python base keeps a __dict__ and slow
+            # attributes); asyncio and uvloop call the methods by name.
+            factory: Any = lambda: UpstreamConn(self)  # noqa: E731
             _, proto = await wait_for(
-                loop.create_connection(lambda: UpstreamConn(self), self.host, self.port, **kw),
+                loop.create_connection(factory, self.host, self.port, **kw),
                 self.s.connect_timeout,
             )
         except (OSError, TimeoutError, ssl.SSLError, DeadlineExceeded) as exc:
@@ -337,7 +341,8 @@ class Upstream:
             if isinstance(exc, TimeoutError):
                 raise ConnectFailure(f"connect timeout after {self.s.connect_timeout}s") from None
             raise ConnectFailure(str(exc) or type(exc).__name__) from None
-        return proto
+        conn: Conn = proto
+        return conn
 
     def release(self, c: Conn, now: float) -> None:
         """Return a connection after a complete exchange; hand it to a waiter if any."""

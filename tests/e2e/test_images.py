@@ -67,6 +67,17 @@ def test_image(e2e: E2E, program: str) -> None:
     assert has["git"] == has["git-binary"] == (program == "gitsync"), has
     assert has["uvloop"] == (program == "proxy"), has
     assert has["watchdog"] == (program in ("logship", "reloader", "metrics", "logformat")), has
+    # The proxy's request path runs compiled by mypyc (tools/compile.py), built on
+    # the host for the image's Python; every other image runs the source alone.
+    res = run(
+        image,
+        "-c",
+        "import json; from podkit.ambassadors.proxy.compiled import compiled_modules as c; "
+        "print(json.dumps(c()))",
+        entrypoint="/opt/podkit/bin/python",
+    )
+    assert res.returncode == 0, res.stderr
+    assert set(json.loads(res.stdout).values()) == {program == "proxy"}, res.stdout
 
     # Every module of the venv imports as far as the standard library goes:
     # images/slim.sh removes stdlib modules nothing imports (unittest, xml,

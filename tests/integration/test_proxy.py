@@ -1000,3 +1000,12 @@ def test_workers_share_the_port(nginx_up: Any, tmp_path: Path) -> None:
         assert (
             not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
         )
+
+
+def test_status_says_whether_the_request_path_runs_compiled(nginx_up: Any, tmp_path: Path) -> None:
+    """`make test-compiled` runs these tests against the mypyc build of the request
+    path: the proxies they start must run it too (PYTHONPATH), not the source."""
+    with proxy(tmp_path, "--upstream", nginx_up.url, "--access-log", "false") as p:
+        assert status(p)["compiled"] is bool(os.environ.get("PODKIT_COMPILED"))
+        code, _, body = http(purl(p, "/status"))
+        assert code == 200 and body == b"ok\n"
