@@ -407,6 +407,17 @@ class Pod:
             self.exit_codes[side] = self.wait_exited(side, 40)
         return self.exit_codes
 
+    def exit_report(self, codes: dict[str, int] | None = None, tail: int = 4000) -> str:
+        """An exit-code assertion's message: the codes, then the final logs of
+        each container that did not exit 0 (what it said last is why)."""
+        codes = self.exit_codes if codes is None else codes
+        out = [repr(codes)]
+        for name, code in codes.items():
+            if code != 0:
+                text = self.final_logs.get(name) or self.logs(name)
+                out.append(f"--- {self.ctr(name)} exited {code}; its last logs:\n{text[-tail:]}")
+        return "\n".join(out)
+
     def played(self, timeout: float = 180) -> None:
         """Wait until every container has been started in order (init
         containers done, sidecars probed, apps started); re-raise what failed."""
