@@ -14,6 +14,15 @@ What the harness changes in a manifest, and why (podman 4.3 is not a kubelet):
   emulated by `Pod.finish()`: once the app containers have exited, the
   sidecars get SIGTERM in reverse order. docs/images.md lists what is not
   emulated.
+- Each pod gets one more container, `podkit-e2e-keeper` (the pause image),
+  started first and never stopped by the harness: podman 4.3 plays every
+  kube pod with the exit policy "stop" (hard-coded), so when a container
+  exits and every other one is exited or *stopping*, podman stops the whole
+  pod, which sends the sidecar the harness is stopping a second SIGTERM. A
+  kubelet sends one; podkit's runner takes a second one as "exit now" (a
+  CI run saw logship exit 143 after the proxy's exit raced its stop). With
+  the keeper running, some container always runs, and podman leaves the
+  pod's end to the harness, as a kubelet's pod would.
 - `podkit.dev/*` annotations are removed: podman 4.3 refuses annotation
   values longer than 63 characters, which Kubernetes allows, and they are
   the input of `podkit inject`, not something a running pod reads.
@@ -68,6 +77,9 @@ NETWORK = "podkit-e2e"
 # Keeps the bridge (and the gateway address on it) up while no pod runs.
 HOLDER = "podkit-e2e-net"
 PAUSE_IMAGE = "localhost/podkit-pause:bookworm"
+# A container of each pod that runs until the pod is removed: it keeps
+# podman's pod exit policy from stopping the pod (the module docstring says why).
+KEEPER = "podkit-e2e-keeper"
 TAG = "e2e"
 PROGRAMS = (
     "waitfor",
@@ -226,6 +238,7 @@ def kube_for_podman(
             steps.append(Step("apps", tuple(c["name"] for c in spec["containers"])))
             # All classic: the harness starts them in order (Pod._start_in_order).
             spec["containers"] = [*inits, *spec["containers"]]
+            assert all(c["name"] != KEEPER for c in spec["containers"]), KEEPER
             for c in spec["containers"]:
                 for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                     c.pop(probe, None)
@@ -239,6 +252,8 @@ def kube_for_podman(
                     if ref in DOWNWARD_LITERALS:
                         env.pop("valueFrom")
                         env["value"] = DOWNWARD_LITERALS[ref]
+            # Added after the loop above: it needs none of what it changes.
+            spec["containers"].append({"name": KEEPER, "image": PAUSE_IMAGE})
             # A Pod that is not a Job's would restart exited containers; the
             # tests want to see an exit, not a restart loop.
             spec["restartPolicy"] = "Never"
@@ -287,7 +302,9 @@ class Pod:
 
     def _start_in_order(self, timeout: float) -> None:
         """What the kubelet does with initContainers (plain and native) before
-        it starts the app containers."""
+        it starts the app containers. The keeper first: before any
+        container can exit and find no other one running."""
+        podman("start", self.ctr(KEEPER), timeout=60)
         for step in self.steps:
             if step.kind == "init":
                 (name,) = step.names
@@ -406,6 +423,17 @@ class Pod:
             podman("stop", "--time", "30", self.ctr(side), timeout=60)
             self.exit_codes[side] = self.wait_exited(side, 40)
         return self.exit_codes
+
+    def exit_report(self, codes: dict[str, int] | None = None, tail: int = 4000) -> str:
+        """An exit-code assertion's message: the codes, then the final logs of
+        each container that did not exit 0 (what it said last is why)."""
+        codes = self.exit_codes if codes is None else codes
+        out = [repr(codes)]
+        for name, code in codes.items():
+            if code != 0:
+                text = self.final_logs.get(name) or self.logs(name)
+                out.append(f"--- {self.ctr(name)} exited {code}; its last logs:\n{text[-tail:]}")
+        return "\n".join(out)
 
     def played(self, timeout: float = 180) -> None:
         """Wait until every container has been started in order (init

@@ -93,7 +93,7 @@ def test_gitsync_publishes_and_reloader_reloads_the_app(e2e: E2E, tmp_path: Path
 
         podman("stop", "--time", "10", pod.ctr("app"))
         codes = pod.finish()
-        assert codes["gitsync"] == 0 and codes["reloader"] == 0, codes
+        assert codes["gitsync"] == 0 and codes["reloader"] == 0, pod.exit_report(codes)
     finally:
         if pod is not None:
             pod.down()

@@ -104,7 +104,7 @@ def check_worker(pod: Pod, e2e: E2E, recorder: Recorder) -> None:
     assert any(s.get("app") == "inject-worker" for s in streams), streams
     podman("stop", "--time", "10", pod.ctr("worker"))
     codes = pod.finish()
-    assert codes["podkit-logship"] == 0 and codes["podkit-proxy"] == 0, codes
+    assert codes["podkit-logship"] == 0 and codes["podkit-proxy"] == 0, pod.exit_report(codes)
 
 
 def test_podkit_inject_output_runs_as_a_pod(e2e: E2E, recorder: Recorder) -> None:
@@ -279,7 +279,7 @@ def test_injected_site_syncs_reloads_formats_and_counts(e2e: E2E, tmp_path: Path
 
         podman("stop", "--time", "10", pod.ctr("site"))
         codes = pod.finish()
-        assert all(codes[f"podkit-{p}"] == 0 for p in SITE_PROGRAMS), codes
+        assert all(codes[f"podkit-{p}"] == 0 for p in SITE_PROGRAMS), pod.exit_report(codes)
     finally:
         if pod is not None:
             pod.down()
