@@ -201,8 +201,23 @@ class ProgramProcess:
     def __enter__(self) -> ProgramProcess:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        # A test that failed inside the block gets what the program said: the
+        # failure may be the program's (it exited, its admin port refused), and
+        # its log is the only witness. Printed to stderr, which pytest shows
+        # with the failure.
+        running = self.proc is not None and self.proc.poll() is None
         self.stop()
+        if exc_type is not None and self.proc is not None:
+            tail = self.stderr().splitlines()[-40:]
+            state = "was running" if running else f"had exited {self.proc.returncode}"
+            print(
+                f"--- {' '.join(self.cmd[:4])} ... {state} when the test failed; "
+                f"its last {len(tail)} log lines:",
+                *tail,
+                sep="\n",
+                file=sys.stderr,
+            )
 
     @property
     def pid(self) -> int:

@@ -42,6 +42,35 @@ def test_metric_fails_on_an_absent_series_unless_told(tmp_path: Path) -> None:
         assert p.metric("podkit_heartbeat_nope_total", missing=0.0) == 0.0
 
 
+def test_a_failed_block_shows_what_the_program_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A test that fails inside the block gets the program's state and last log
+    lines on stderr (shown with the failure): an admin port that refuses may be
+    a program that died, and its log is the only witness."""
+    with pytest.raises(RuntimeError, match="the test failed"):
+        with ProgramProcess(
+            "custom_sidecar:Heartbeat",
+            ["--path", str(tmp_path / "beat")],
+            env={"PYTHONPATH": EXAMPLES},
+            tmp=tmp_path,
+        ) as p:
+            p.wait_ready()
+            p.kill()
+            raise RuntimeError("the test failed")
+    err = capsys.readouterr().err
+    assert "had exited -9 when the test failed" in err, err
+    assert '"message": "ready"' in err, err
+    with ProgramProcess(
+        "custom_sidecar:Heartbeat",
+        ["--path", str(tmp_path / "beat")],
+        env={"PYTHONPATH": EXAMPLES},
+        tmp=tmp_path,
+    ) as p:
+        p.wait_ready()
+    assert capsys.readouterr().err == ""  # a block that passed prints nothing
+
+
 def test_parse_metrics_and_label_subset() -> None:
     text = 'a_total{x="1",y="2"} 3\na_total{x="1",y="3"} 4\nb 1\n'
     samples = parse_metrics(text)
