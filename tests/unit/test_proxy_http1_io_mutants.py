@@ -28,9 +28,12 @@ from podkit.ambassadors.proxy.http1 import (
     LengthFramer,
     ProtocolError,
     Pump,
+    RequestCache,
+    RequestRules,
     UpstreamGone,
     splice,
 )
+from podkit.ambassadors.proxy.httpproxy import fast_request
 
 DEADLINE = 5.0
 
@@ -107,6 +110,54 @@ async def until(cond: Callable[[], bool], what: str) -> None:
     while not cond():
         assert loop.time() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.005)
+
+
+# -- the fast path's request cache ------------------------------------------------------
+
+
+def test_a_cached_head_is_the_same_parse_and_costs_its_budget_once() -> None:
+    cache = RequestCache(RequestRules([], None, False), fast_request)
+    head = b"GET / HTTP/1.1\r\nHost: a"
+    first = cache.find(head)
+    assert first is not None and first[1] is None
+    used = cache.used
+    assert used > 0
+    again = cache.find(head)
+    assert again is not None and again[0] is first[0], "served from the cache"
+    assert cache.used == used and len(cache) == 1
+    # heads differing only in their id: one parse, one entry, charged once
+    a = cache.find(head + b"\r\nX-Request-Id: 1")
+    b = cache.find(head + b"\r\nX-Request-Id: 2")
+    assert a is not None and b is not None
+    assert a[0] is first[0] and b[0] is first[0] and (a[1], b[1]) == (b"1", b"2")
+    assert cache.used == used and len(cache) == 1
+    other = RequestCache(RequestRules([], None, False), fast_request)
+    c = other.find(head + b"\r\nX-Request-Id: 1")  # cold: parsed without the id line
+    d = other.find(head + b"\r\nX-Request-Id: 2")
+    assert c is not None and d is not None and c[0] is d[0] and d[1] == b"2"
+    assert len(other) == 1 and other.used == used
+
+
+def test_an_id_line_anywhere_in_the_head_is_taken_out_whole() -> None:
+    cache = RequestCache(RequestRules([], None, False), fast_request)
+    found = cache.find(b"GET / HTTP/1.1\r\nx-request-id: XidX \r\nHost: a\r\nAccept: */*")
+    assert found is not None
+    req, rid = found
+    assert rid == b"XidX" and req.request_id is None
+    assert req.kept == b"\r\nAccept: */*" and req.host == b"a"
+
+
+def test_an_id_line_at_the_header_limit_is_still_taken_out() -> None:
+    cache = RequestCache(RequestRules([], None, False, max_headers=2), fast_request)
+    found = cache.find(b"GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: 7")  # 2 lines: allowed
+    assert found is not None
+    assert found[1] == b"7" and found[0].request_id is None
+
+
+def test_a_protocol_error_says_its_reason() -> None:
+    exc = ProtocolError(413, "request body over --max-body-bytes")
+    assert (exc.status, exc.reason) == (413, "request body over --max-body-bytes")
+    assert str(exc) == "request body over --max-body-bytes"  # what the logs show
 
 
 # -- Cork --------------------------------------------------------------------------
