@@ -498,6 +498,8 @@ def test_a_head_dripping_in_byte_by_byte_is_found() -> None:
 
 
 def test_a_head_over_the_limit_is_refused_and_one_at_it_is_read() -> None:
+    too_big = "request headers over --max-header-bytes"  # what the client is told
+
     async def main() -> None:
         c, _ = conn()
         c.data_received(b"a" * 10 + b"\r\n\r\n")
@@ -505,7 +507,7 @@ def test_a_head_over_the_limit_is_refused_and_one_at_it_is_read() -> None:
         c.data_received(b"a" * 11 + b"\r\n\r\n")
         with pytest.raises(ProtocolError) as exc:
             await c.read_head(10)
-        assert exc.value.status == 431
+        assert (exc.value.status, exc.value.reason) == (431, too_big)
         # no end in sight: refused as soon as the buffer passes the limit
         c2, _ = conn()
         c2.data_received(b"a" * 10)
@@ -515,7 +517,20 @@ def test_a_head_over_the_limit_is_refused_and_one_at_it_is_read() -> None:
         c2.data_received(b"a")
         with pytest.raises(ProtocolError) as exc:
             await task
-        assert exc.value.status == 431
+        assert (exc.value.status, exc.value.reason) == (431, too_big)
+
+    run(main())
+
+
+def test_an_empty_head_already_buffered_is_returned_empty() -> None:
+    """A bare CRLF CRLF is an empty head (the caller refuses it as a malformed
+    request line), not a head ended by a bare LF."""
+
+    async def main() -> None:
+        c, _ = conn()
+        c.data_received(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+        assert await c.read_head(100) == b""
+        assert await c.read_head(100) == b"GET / HTTP/1.1"
 
     run(main())
 
