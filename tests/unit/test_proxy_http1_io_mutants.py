@@ -305,6 +305,23 @@ def test_connection_lost_fails_the_reader_and_both_pumps() -> None:
     run(main())
 
 
+def test_a_reader_waiting_on_part_of_a_head_is_told_the_connection_was_lost() -> None:
+    """Not "closed inside a message head": that is a peer's clean end (the
+    upstream's reason reaches the client's reply and the log)."""
+
+    async def main() -> None:
+        c, _ = conn()
+        c.data_received(b"HTTP/1.1 200")
+        task = asyncio.ensure_future(c.read_head(100))
+        await turn()
+        c.connection_lost(ConnectionResetError())
+        with pytest.raises(UpstreamGone) as gone:
+            await task
+        assert str(gone.value) == "connection lost"
+
+    run(main())
+
+
 def test_pause_reasons_add_up_and_reading_resumes_when_none_is_left() -> None:
     c, t = conn()
     c.resume(PEER)  # not paused: nothing to resume
@@ -696,6 +713,9 @@ def test_bytes_fed_after_the_pump_ended_go_back_to_the_buffer() -> None:
         p.feed(b"ab")
         p.feed(b"cd")  # a stale reference fed after the end
         assert dt.out == b"ab" and src.buf == b"cd" and p.nbytes == 2
+        p.feed(b"\r\n\r\n")  # appended to what is there, in order
+        assert src.buf == b"cd\r\n\r\n"
+        assert await src.read_head(100) == b"cd"
 
     run(main())
 
