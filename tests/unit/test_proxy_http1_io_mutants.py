@@ -526,9 +526,10 @@ def test_a_head_over_the_limit_is_refused_and_one_at_it_is_read() -> None:
         with pytest.raises(ProtocolError) as exc:
             await c.read_head(10)
         assert (exc.value.status, exc.value.reason) == (431, too_big)
-        # no end in sight: refused as soon as the buffer passes the limit
+        # no end in sight: refused as soon as the head cannot end within the limit
+        # (the buffer may hold a head at the limit and three bytes of its end)
         c2, _ = conn()
-        c2.data_received(b"a" * 10)
+        c2.data_received(b"a" * 13)
         task = asyncio.ensure_future(c2.read_head(10))
         await turn()
         assert not task.done()
@@ -536,6 +537,25 @@ def test_a_head_over_the_limit_is_refused_and_one_at_it_is_read() -> None:
         with pytest.raises(ProtocolError) as exc:
             await task
         assert (exc.value.status, exc.value.reason) == (431, too_big)
+
+
+@pytest.mark.parametrize("split", [1, 2, 3])
+def test_a_head_at_the_limit_is_read_however_its_end_is_split(split: int) -> None:
+    """Whether a head fits --max-header-bytes must not depend on where TCP cut
+    the stream: a head at the limit with its blank line split across reads is
+    read, as it is when it arrives whole."""
+
+    async def main() -> None:
+        c, _ = conn()
+        end = b"\r\n\r\n"
+        c.data_received(b"a" * 10 + end[:split])
+        task = asyncio.ensure_future(c.read_head(10))
+        await turn()
+        assert not task.done()
+        c.data_received(end[split:])
+        assert await task == b"a" * 10
+
+    run(main())
 
     run(main())
 
