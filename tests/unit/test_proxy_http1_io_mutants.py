@@ -1012,7 +1012,7 @@ def test_back_pressure_pauses_the_sender_and_loses_nothing() -> None:
         pb.transport.set_write_buffer_limits(high=16384)
         up.flood_limit = 1 << 30  # the test's own end keeps everything it reads
         up.transport.pause_reading()
-        payload = bytes(range(251)) * 40000  # ~10 MB: more than the socket buffers hold
+        payload = bytes(range(251)) * 8000  # 2 MB: far more than the shrunk socket buffers hold
         app.transport.write(payload)
         await until(lambda: bool(pa.paused & PEER), "the proxy to stop reading from the app")
         assert pb.write_paused
