@@ -104,6 +104,15 @@ async def turn() -> None:
     await asyncio.sleep(0)
 
 
+def waiting(task: asyncio.Future[Any]) -> bool:
+    """True while the task runs. A task that ended is asked for its outcome, so a
+    failure says what it returned or raised (and no exception is left unretrieved)."""
+    if not task.done():
+        return True
+    outcome = "cancelled" if task.cancelled() else repr(task.exception() or task.result())
+    raise AssertionError(f"ended early: {outcome}")
+
+
 async def until(cond: Callable[[], bool], what: str) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + DEADLINE
@@ -273,7 +282,7 @@ def test_eof_keeps_the_write_side_open_and_ends_the_read() -> None:
         assert await task == b"GET / HTTP/1.1"
         task = asyncio.ensure_future(c.read_head(1000))
         await turn()
-        assert not task.done()
+        assert waiting(task)
         assert c.eof_received() is True  # half-close: we may still answer
         assert await task is None and c.eof and not c.closed and not t.closing
 
@@ -492,7 +501,7 @@ def test_pipelined_heads_are_read_one_at_a_time_in_order() -> None:
         assert await c.read_head(100) == b"GET /2 HTTP/1.1"
         task = asyncio.ensure_future(c.read_head(100))
         await turn()
-        assert not task.done()
+        assert waiting(task)
         c.data_received(b"TP/1.1\r\n\r\n")
         assert await task == b"GET /3 HTTP/1.1"
         assert c.buf == b""
@@ -507,7 +516,7 @@ def test_a_head_dripping_in_byte_by_byte_is_found() -> None:
             task = asyncio.ensure_future(c.read_head(100))
             for byte in head + b"\r\n\r\nNEXT":
                 await turn()
-                assert not task.done() or byte in b"NEXT"
+                assert byte in b"NEXT" or waiting(task)
                 c.data_received(bytes([byte]))
             assert await task == head
             assert c.buf == b"NEXT"
@@ -532,11 +541,13 @@ def test_a_head_over_the_limit_is_refused_and_one_at_it_is_read() -> None:
         c2.data_received(b"a" * 13)
         task = asyncio.ensure_future(c2.read_head(10))
         await turn()
-        assert not task.done()
+        assert waiting(task)
         c2.data_received(b"a")
         with pytest.raises(ProtocolError) as exc:
             await task
         assert (exc.value.status, exc.value.reason) == (431, too_big)
+
+    run(main())
 
 
 @pytest.mark.parametrize("split", [1, 2, 3])
@@ -551,11 +562,9 @@ def test_a_head_at_the_limit_is_read_however_its_end_is_split(split: int) -> Non
         c.data_received(b"a" * 10 + end[:split])
         task = asyncio.ensure_future(c.read_head(10))
         await turn()
-        assert not task.done()
+        assert waiting(task)
         c.data_received(end[split:])
         assert await task == b"a" * 10
-
-    run(main())
 
     run(main())
 
@@ -581,7 +590,7 @@ def test_a_head_ended_by_a_bare_lf_is_refused_at_once(ending: bytes) -> None:
         await turn()
         c.data_received(b"GET / HTTP/1.1\r\nHost: a")
         await turn()
-        assert not task.done()
+        assert waiting(task)
         for byte in ending:
             c.data_received(bytes([byte]))
             await turn()
@@ -640,7 +649,7 @@ def test_reading_a_head_resumes_reading_paused_by_a_flood() -> None:
         assert not t2.reading
         task = asyncio.ensure_future(c2.read_head(100))
         await turn()
-        assert t2.reading and c2.paused == 0 and not task.done()
+        assert t2.reading and c2.paused == 0 and waiting(task)
         c2.pause(PEER)
         c2.data_received(b"/1.1\r\n\r\n")
         assert await task == b"GET / HTTP/1.1"
@@ -914,7 +923,7 @@ def test_splice_passes_each_half_close_on_and_returns_none_when_both_end() -> No
         x.data_received(b"request")
         x.eof_received()
         await until(lambda: yt.eof_written == 1, "the half-close passed to y")
-        assert xt.eof_written == 0 and not task.done()
+        assert xt.eof_written == 0 and waiting(task)
         y.data_received(b"reply")
         y.eof_received()
         assert await task is None
