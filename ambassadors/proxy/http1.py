@@ -516,7 +516,9 @@ class Conn:  # an asyncio protocol by its methods (see upstream.connect)
                 if self.paused & FLOOD:
                     self.resume(FLOOD)
                 return head
-            if len(buf) > limit:
+            # a head at the limit may be buffered with three bytes of its blank line,
+            # the fourth still to come: only past that can it no longer fit
+            if len(buf) > limit + 3:
                 raise ProtocolError(431, "request headers over --max-header-bytes")
             if buf.find(b"\n\n", start) >= 0 or buf.find(b"\n\r\n", start) >= 0:
                 # a head ended with a bare LF would never be complete: say so now,
