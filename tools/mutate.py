@@ -131,7 +131,10 @@ def main() -> int:
     tmp = TREE.parent / (TREE.name + "-tmp") if args.tree else ROOT / ".venv" / "mutate-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    env = dict(os.environ, PYTEST_DEBUG_TEMPROOT=str(tmp))
+    # No hang guard (tests/conftest.py): mutmut replaces sys.stderr while it collects
+    # its stats, and faulthandler needs a real file ('fileno' unsupported: "failed to
+    # collect stats"); the tree has its own per-test wall-clock alarm instead.
+    env = dict(os.environ, PYTEST_DEBUG_TEMPROOT=str(tmp), PODKIT_TEST_HANG_SECONDS="0")
     mutmut = str(Path(sys.executable).parent / "mutmut")
     code = subprocess.call([mutmut, "run", *args.names], cwd=TREE, env=env)
     report(mutmut, args.names, env)
