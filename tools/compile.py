@@ -1,6 +1,6 @@
 """Compile the proxy's request path with mypyc (issue 18).
 
-    python tools/compile.py [--out DIR] [--check]
+    python tools/compile.py [--out DIR]
 
 The proxy's per-request work is Python: about 3 us of CPU a request on the fast
 path, against HAProxy's whole 13-14 us. mypyc (part of mypy, which `make lint`
@@ -37,9 +37,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM_TREES = ("sidecars", "adapters", "ambassadors", "initkits")
 # The request path, as podkit.ambassadors.proxy.compiled lists it (declared
-# there once: `/` and the compiled test run read the same list). Not the
-# credentials, the access log or the metrics: tests replace their methods at run
-# time, which compiled classes do not allow, and they run once a request at most.
+# there once: `/`, the image's build check and the compiled test run read the
+# same list). Not the credentials, the settings or the metrics: they run once a
+# request at most, and tests replace their methods at run time, which compiled
+# classes refuse.
 from podkit.ambassadors.proxy.compiled import COMPILED  # noqa: E402
 
 MODULES = tuple(f"podkit/ambassadors/proxy/{name}.py" for name in COMPILED)
