@@ -48,16 +48,18 @@ def test_a_failed_block_shows_what_the_program_said(
     """A test that fails inside the block gets the program's state and last log
     lines on stderr (shown with the failure): an admin port that refuses may be
     a program that died, and its log is the only witness."""
-    with pytest.raises(RuntimeError, match="the test failed"):
-        with ProgramProcess(
+    with (
+        pytest.raises(RuntimeError, match="the test failed"),
+        ProgramProcess(
             "custom_sidecar:Heartbeat",
             ["--path", str(tmp_path / "beat")],
             env={"PYTHONPATH": EXAMPLES},
             tmp=tmp_path,
-        ) as p:
-            p.wait_ready()
-            p.kill()
-            raise RuntimeError("the test failed")
+        ) as p,
+    ):
+        p.wait_ready()
+        p.kill()
+        raise RuntimeError("the test failed")
     err = capsys.readouterr().err
     assert "had exited -9 when the test failed" in err, err
     assert '"message": "ready"' in err, err
