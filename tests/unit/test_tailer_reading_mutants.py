@@ -111,7 +111,7 @@ def test_a_round_reads_a_fair_share_in_chunk_bytes_reads(tmp_path: Path, logs: P
     assert (a.read_pos, b.read_pos) == (8, 8)
     assert texts(got) == ["aaa", "aaa", "bbb", "bbb"]
     assert not a.at_eof and not b.at_eof
-    read(t)
+    assert t._read_round(time.monotonic()) is True  # something read: progress
     got = read(t)
     assert (a.read_pos, b.read_pos) == (20, 20)
     assert a.at_eof and b.at_eof
@@ -484,10 +484,10 @@ def test_a_long_line_before_a_block_belongs_to_the_first_chunk(tmp_path: Path, l
     write(logs / "a.log", b"q" * 20)  # over-long, no newline yet: skipped as it comes
     t = tailer(tmp_path, max_line_bytes=5, max_chunk_lines=2, chunk_bytes=1000)
     assert read(t) == []
-    write(logs / "a.log", b"qq\nb\nc\nd\n")
+    write(logs / "a.log", b"qq\nb\nc\nd\ne\nf\n")
     got = read(t)
-    assert texts(got) == ["qqqqq", "b", "c", "d"]
-    assert spans(got) == [(0, 25), (25, 29)]
+    assert texts(got) == ["qqqqq", "b", "c", "d", "e", "f"]
+    assert spans(got) == [(0, 25), (25, 29), (29, 33)]
     assert got[0].truncated == frozenset({0})
 
 
@@ -667,3 +667,39 @@ def test_a_compressed_file_is_read_to_its_end(tmp_path: Path, logs: Path) -> Non
     assert texts(got) == [f"line {i}" for i in range(50)] + ["last"]
     assert sum(c.nbytes for c in got) == len(raw)
     assert t._at_end(f)
+
+
+def test_cut_lines_inside_split_chunks_are_flagged_in_their_own_chunk(
+    tmp_path: Path, logs: Path
+) -> None:
+    lines = [b"a", b"b", b"c" * 20, b"d", b"e" * 20, b"f"]
+    write(logs / "a.log", b"".join(x + b"\n" for x in lines))
+    t = tailer(tmp_path, max_line_bytes=5, max_chunk_lines=2)
+    got = read(t)
+    assert [c.texts for c in got] == [["a", "b"], ["c" * 5, "d"], ["e" * 5, "f"]]
+    assert [c.truncated for c in got] == [frozenset(), frozenset({0}), frozenset({0})]
+    assert spans(got) == [(0, 4), (4, 27), (27, 50)]
+    assert t.truncated_lines == 2
+
+
+def test_a_cut_line_ending_in_a_later_read_keeps_its_record_span(
+    tmp_path: Path, logs: Path
+) -> None:
+    raw = b"S1\n" + b"S" + b"x" * 20 + b"\n" + b"S3\nS4\n"
+    write(logs / "a.log", raw)
+    t = tailer(
+        tmp_path,
+        multiline_start="^S",
+        multiline_timeout=60,
+        max_line_bytes=5,
+        chunk_bytes=8,
+        identify=True,
+    )
+    f = only(t)
+    got = read(t)
+    assert texts(got) == ["S1", "Sxxxx", "S3"]
+    assert [c.texts[i] for c in got for i in c.truncated] == ["Sxxxx"]
+    assert [s for c in got for s in c.starts or [-1] * len(c)] == [0, 3, 25]
+    assert got[0].start == 0 and got[-1].end == 28
+    assert [c.start for c in got[1:]] == [c.end for c in got[:-1]]
+    assert f.emit_pos == 28 and f.joiner is not None and f.joiner.pending_bytes == 3
