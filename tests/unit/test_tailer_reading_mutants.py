@@ -340,6 +340,8 @@ def test_growth_mid_file_is_not_checked_for_a_rewrite(tmp_path: Path, logs: Path
     while not f.at_eof:
         read(t)
     assert checked == []  # not at the end: the fingerprint is not read again
+    read(t)
+    assert checked == []  # at the end, not grown: nor now
     write(logs / "a.log", "fourth\n")
     read(t)
     assert checked == [True]
@@ -612,10 +614,13 @@ def test_a_record_is_handed_on_when_due(tmp_path: Path, logs: Path) -> None:
 def test_multiline_with_max_chunk_lines(tmp_path: Path, logs: Path) -> None:
     raw = b"".join(b"S%d\n c\n" % i for i in range(5)) + b"S9\n"
     write(logs / "a.log", raw)
-    t = tailer(tmp_path, multiline_start="^S", multiline_timeout=60, max_chunk_lines=2)
+    t = tailer(
+        tmp_path, multiline_start="^S", multiline_timeout=60, max_chunk_lines=2, identify=True
+    )
     got = read(t)
     assert [c.texts for c in got] == [["S0\n c", "S1\n c"], ["S2\n c", "S3\n c"], ["S4\n c"]]
     assert spans(got) == [(0, 12), (12, 24), (24, 30)]
+    assert [c.starts for c in got] == [[0, 6], [12, 18], [24]]
     # A cut record with max_chunk_lines keeps its flag in its chunk.
     write(logs / "b.log", b"S0\nS1\nS2" + b"w" * 20 + b"\nS3\n")
     t = tailer(
@@ -703,3 +708,78 @@ def test_a_cut_line_ending_in_a_later_read_keeps_its_record_span(
     assert got[0].start == 0 and got[-1].end == 28
     assert [c.start for c in got[1:]] == [c.end for c in got[:-1]]
     assert f.emit_pos == 28 and f.joiner is not None and f.joiner.pending_bytes == 3
+
+
+def test_a_due_record_goes_out_and_a_held_line_that_is_not_due_stays(
+    tmp_path: Path, logs: Path
+) -> None:
+    write(logs / "a.log", b"S1\n c1\n c2-part")
+    t = tailer(tmp_path, multiline_start="^S", multiline_timeout=2.0, partial_flush_timeout=5.0)
+    f = only(t)
+    assert read(t) == []
+    assert f.joiner is not None
+    f.joiner._last = 100.0
+    f.carry_since = 99.0  # held 3.0 s at 102.0: not due
+    t._flush_due(102.0)
+    got = taken(t)
+    assert texts(got) == ["S1\n c1"] and spans(got) == [(0, 7)]
+    assert f.split.pending  # the line stays held: more of it may come
+    write(logs / "a.log", b"\n")
+    got = read(t)
+    assert got == []  # " c2-part" is a continuation: held by the joiner now
+    t._flush_partial(f, force=True)
+    assert texts(taken(t)) == [" c2-part"]
+
+
+def test_a_held_over_long_line_flushed_into_a_record_keeps_its_cut(
+    tmp_path: Path, logs: Path
+) -> None:
+    write(logs / "a.log", b"S1\nS" + b"y" * 20)
+    t = tailer(
+        tmp_path,
+        multiline_start="^S",
+        multiline_timeout=60,
+        max_line_bytes=5,
+        partial_flush_timeout=0,
+    )
+    f = only(t)
+    assert read(t) == []
+    t._flush_due(time.monotonic())  # the line is due, the record not
+    got = taken(t)
+    assert texts(got) == ["S1"] and got[0].truncated == frozenset()
+    t._flush_partial(f, force=True, line=False)
+    got = taken(t)
+    assert texts(got) == ["Syyyy"] and got[0].truncated == frozenset({0})
+    assert spans(got) == [(3, 24)]
+
+
+def test_a_forced_flush_hands_on_the_completed_record_and_the_held_one(
+    tmp_path: Path, logs: Path
+) -> None:
+    write(logs / "a.log", b"S1\n " + b"c" * 20 + b"\nS2p")
+    t = tailer(tmp_path, multiline_start="^S", multiline_timeout=60, max_line_bytes=5)
+    f = only(t)
+    assert read(t) == []  # S1 and its (cut) continuation held, S2p held
+    t._flush_partial(f, force=True)
+    (c,) = taken(t)
+    assert c.texts == ["S1\n c", "S2p"]  # cut at max_line_bytes characters
+    assert c.truncated == frozenset({0})
+    assert (c.start, c.end) == (0, 28)
+    assert f.emit_pos == 28 and f.joiner is not None and not f.joiner.pending
+
+
+def test_a_truncated_file_waits_for_its_copy(tmp_path: Path, logs: Path) -> None:
+    old = b"".join(b"old line %02d with enough bytes to identify it\n" % i for i in range(10))
+    write(logs / "a.log", old[:100])
+    t = tailer(tmp_path, chunk_bytes=1 << 20)
+    f = only(t)
+    first = texts(read(t))
+    write(logs / "a.log", old[100:])
+    (logs / "a.log.1").write_bytes(old)  # copytruncate's copy, then the truncation
+    os.truncate(logs / "a.log", 0)
+    write(logs / "a.log", "new\n")
+    # The copy goes first: nothing read from a.log this time, but a turn was taken.
+    assert t._read_file(f, 1 << 20) is True
+    assert taken(t) == [] and t.truncations == 1
+    rest = texts(read(t))
+    assert first + rest == [x.decode() for x in old.splitlines()] + ["new"]
