@@ -650,11 +650,21 @@ def test_base_for_a_path_found_by_a_rename(tmp_path: Path, logs: Path) -> None:
         str(tmp_path / "lnk" / "l"),
         str(logs),
     )
-    # A base that is gone: as given.
-    t = tailer(tmp_path, tmp_path / "gone" / "*.log")
+    # A base that is gone: as given, even when a link leads part of the way.
+    t = tailer(tmp_path, tmp_path / "gone" / "*.log", tmp_path / "via" / "gone" / "*.log")
     assert t._base_for(str(tmp_path / "gone" / "a.log")) == (
         str(tmp_path / "gone"),
         str(tmp_path / "gone"),
+    )
+    assert t._base_for(str(tmp_path / "via" / "gone" / "a.log")) == (
+        str(tmp_path / "via" / "gone"),
+        str(tmp_path / "via" / "gone"),
+    )
+    # Deeper than the base (a `**` glob): the glob's base, not the file's directory.
+    t = tailer(tmp_path, tmp_path / "via" / "**" / "*.log")
+    assert t._base_for(str(tmp_path / "via" / "sub" / "x" / "a.log")) == (
+        str(tmp_path / "via"),
+        str(logs),
     )
 
 
