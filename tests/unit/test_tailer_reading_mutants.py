@@ -783,3 +783,32 @@ def test_a_truncated_file_waits_for_its_copy(tmp_path: Path, logs: Path) -> None
     assert taken(t) == [] and t.truncations == 1
     rest = texts(read(t))
     assert first + rest == [x.decode() for x in old.splitlines()] + ["new"]
+
+
+def test_one_byte_read_is_progress(tmp_path: Path, logs: Path) -> None:
+    write(logs / "a.log", "x")
+    t = tailer(tmp_path, chunk_bytes=1)
+    f = only(t)
+    assert t._read_file(f, 100) is True
+    assert f.read_pos == 1
+    write(logs / "a.log", "\ny")
+    real = f.read_at
+
+    def fails_after_one(n: int, pos: int) -> bytes:
+        if pos >= 2:
+            raise OSError(5, "Input/output error")
+        return real(n, pos)
+
+    f.read_at = fails_after_one  # type: ignore[method-assign]
+    assert t._read_file(f, 100) is True  # one byte came before the error
+    assert texts(taken(t)) == ["x"]
+
+
+def test_the_last_record_of_a_copy_goes_out_at_its_end(tmp_path: Path, logs: Path) -> None:
+    write(logs / "a.log", "S1\n c1\nS2\n c2\n")
+    t = tailer(tmp_path, multiline_start="^S", multiline_timeout=60)
+    f = only(t)
+    f.is_copy = True  # nobody writes to it any more: the held record is complete
+    got = read(t)
+    assert texts(got) == ["S1\n c1", "S2\n c2"]
+    assert sum(c.nbytes for c in got) == 14
