@@ -206,6 +206,9 @@ def test_match_returns_sorted_paths_with_their_bases(tmp_path: Path, logs: Path)
         (str(tmp_path / "via" / "z.log"), (str(tmp_path / "via"), str(real))),
         (str(logs / "a.txt"), b),
     ]
+    # A glob whose base is missing does not stop the ones after it.
+    t = tailer(tmp_path, tmp_path / "missing" / "*.log", logs / "c.*")
+    assert list(t._match()) == [str(logs / "c.log")]
 
 
 def test_hidden_names_match_only_a_dot_pattern(tmp_path: Path, logs: Path) -> None:
