@@ -268,6 +268,13 @@ def test_double_star_matches_every_depth_including_none(tmp_path: Path, logs: Pa
     write(logs / "app" / "2.log", "x\n")
     t = tailer(tmp_path, logs / "**" / "app" / "*.log")
     assert list(t._match()) == [str(logs / "app" / "2.log"), str(logs / "x" / "app" / "1.log")]
+    # `**` matching no directory, then a link (inside the base) as the next one.
+    (logs / "real").mkdir()
+    write(logs / "real" / "3.log", "x\n")
+    os.symlink("real", logs / "cur")
+    t = tailer(tmp_path, logs / "**" / "cur" / "*.log")
+    assert list(t._match()) == [str(logs / "cur" / "3.log")]
+    assert sum(t.skipped.values()) == 0
 
 
 def test_double_star_depth_is_cut_at_max_depth(
