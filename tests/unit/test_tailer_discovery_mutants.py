@@ -277,6 +277,17 @@ def test_double_star_matches_every_depth_including_none(tmp_path: Path, logs: Pa
     assert sum(t.skipped.values()) == 0
 
 
+def test_each_double_star_walks_a_directory_on_its_own(tmp_path: Path, logs: Path) -> None:
+    """A directory the second `**` walked is still walked by the first: each
+    looks for something else below it (here the hidden literal `.x`, which a
+    `**` does not enter by itself)."""
+    (logs / ".x" / "d" / ".x").mkdir(parents=True)
+    write(logs / ".x" / "d" / ".x" / "z.log", "x\n")
+    os.symlink(".x/d", logs / "a")  # inside the base: the first `**` enters it
+    t = tailer(tmp_path, logs / "**" / ".x" / "**" / "*.log")
+    assert list(t._match()) == [str(logs / "a" / ".x" / "z.log")]
+
+
 def test_double_star_depth_is_cut_at_max_depth(
     tmp_path: Path, logs: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
