@@ -288,6 +288,32 @@ def test_each_double_star_walks_a_directory_on_its_own(tmp_path: Path, logs: Pat
     assert list(t._match()) == [str(logs / "a" / ".x" / "z.log")]
 
 
+def test_a_directory_is_walked_once_per_component_it_is_reached_at(
+    tmp_path: Path, logs: Path
+) -> None:
+    """`visited` holds (directory, component): the same directory reached at two
+    components is walked at both (through links inside the base, in either order)."""
+    # Reached at the first and at the second `*`.
+    (logs / "a" / "s").mkdir(parents=True)
+    (logs / "c").mkdir()
+    write(logs / "a" / "z.log", "x\n")
+    write(logs / "a" / "s" / "q.log", "x\n")
+    os.symlink("../a", logs / "c" / "l")
+    t = tailer(tmp_path, logs / "*" / "*" / "*.log")
+    assert list(t._match()) == [str(logs / "a" / "s" / "q.log"), str(logs / "c" / "l" / "z.log")]
+    # Reached at a `*` and at a later `**`.
+    (logs / "b" / "x").mkdir(parents=True)
+    os.symlink("../../a", logs / "b" / "x" / "l")
+    t = tailer(tmp_path, logs / "*" / "x" / "**" / "*.log")
+    assert str(logs / "b" / "x" / "l" / "z.log") in t._match()
+    # Reached at a literal (hidden: no `**` enters it) and, through a link, at a `**`.
+    (logs / ".x" / ".x").mkdir(parents=True)
+    write(logs / ".x" / ".x" / "h.log", "x\n")
+    os.symlink(".x", logs / "k")
+    t = tailer(tmp_path, logs / "**" / ".x" / "*.log")
+    assert list(t._match()) == [str(logs / "k" / ".x" / "h.log")]
+
+
 def test_double_star_depth_is_cut_at_max_depth(
     tmp_path: Path, logs: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
