@@ -166,6 +166,8 @@ def test_excluded_by_full_path_or_by_name(tmp_path: Path, logs: Path) -> None:
     assert not t._excluded(str(logs / "sub" / "x.log"))
     t = tailer(tmp_path, logs / "*.log", exclude=["*/x.log"])
     assert t._excluded(str(logs / "sub" / "x.log"))
+    t = tailer(tmp_path, logs / "*.log", exclude=["[/a]pp.log"])  # a slash, in a class
+    assert not t._excluded(str(logs / "app.log"))
     assert not tailer(tmp_path, logs / "*.log")._excluded(str(logs / "a.log"))
 
 
