@@ -826,3 +826,17 @@ async def test_new_files_are_found_from_their_head_and_vanished_ones_let_go(
     texts = await c.finish()
     assert sorted(texts) == ["new 1", "new 2", "old 2"]
     assert t.files_watched == 0  # closed by close()
+
+
+@pytest.mark.parametrize("follow", [False, True])
+def test_open_checked_a_link_loop_is_a_loop(tmp_path: Path, logs: Path, follow: bool) -> None:
+    os.symlink("b.log", logs / "a.log")
+    os.symlink("a.log", logs / "b.log")
+    os.symlink("missing", logs / "dangling.log")
+    t = tailer(tmp_path, logs / "*.log", follow_symlinks=follow)
+    base = (str(logs), str(logs))
+    with pytest.raises(OSError) as e:
+        t._open_checked(str(logs / "a.log"), base)
+    assert e.value.errno == errno.ELOOP  # said as symlink_loop by the caller
+    with pytest.raises(FileNotFoundError):
+        t._open_checked(str(logs / "dangling.log"), base)
