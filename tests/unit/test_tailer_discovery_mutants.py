@@ -840,3 +840,15 @@ def test_open_checked_a_link_loop_is_a_loop(tmp_path: Path, logs: Path, follow: 
     assert e.value.errno == errno.ELOOP  # said as symlink_loop by the caller
     with pytest.raises(FileNotFoundError):
         t._open_checked(str(logs / "dangling.log"), base)
+
+
+def test_a_loop_below_a_single_level_wildcard_is_refused(
+    tmp_path: Path, logs: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write(logs / "top.log", "x\n")
+    (logs / "in").mkdir()
+    os.symlink("..", logs / "in" / "up")  # back to the base, two components down
+    t = tailer(tmp_path, logs / "*" / "*" / "*.log")
+    assert list(t._match()) == []
+    assert t.skipped["symlink_loop"] == 1
+    assert refusals(caplog) == [("symlink_loop", str(logs / "in" / "up"), str(logs))]
