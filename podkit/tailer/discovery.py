@@ -256,7 +256,7 @@ class _Discovery(_Base):
                 if not self.cfg.follow_symlinks and not _within(real, base_real):
                     self._skip(p, "symlink_outside", real)
                     return None
-                if _special(real) and not _within(base_real, real):
+                if _special(real) and not _within(real, base_real):  # a base in /dev is chosen
                     self._skip(p, "special_file", real)
                     return None
                 if (st.st_dev, st.st_ino) in chain:
@@ -308,7 +308,7 @@ class _Discovery(_Base):
         """Open the regular file `path` matched under `base`; _Skip when it may not be read."""
         if self.cfg.follow_symlinks:
             real = os.path.realpath(path, strict=True)
-            if _special(real) and not _within(base[1], real):
+            if _special(real) and not _within(real, base[1]):  # a base in /dev is chosen
                 raise _Skip("special_file", real)
             return _open_regular_at(real, None)
         try:
