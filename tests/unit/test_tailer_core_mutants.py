@@ -366,7 +366,7 @@ async def test_a_consumer_that_takes_chunks_without_acking_keeps_reading_at_its_
     n = 300
     write(logs / "a.log", "".join(f"{i:04d}\n" for i in range(n)))
     t = Tailer(
-        cfg(tmp_path, max_queue_bytes=5, max_chunk_lines=1, poll_interval=5, checkpoint_interval=60)
+        cfg(tmp_path, max_queue_bytes=5, chunk_bytes=5, poll_interval=5, checkpoint_interval=60)
     )
     await t.start()
     c = Collector(t, ack=False)
@@ -385,9 +385,7 @@ async def test_an_ack_makes_room_at_once_when_the_buffer_is_full(
     n = 200
     write(logs / "a.log", "".join(f"{i:04d}\n" for i in range(n)))
     t = Tailer(
-        cfg(
-            tmp_path, max_buffer_bytes=5, max_chunk_lines=1, poll_interval=5, checkpoint_interval=60
-        )
+        cfg(tmp_path, max_buffer_bytes=5, chunk_bytes=5, poll_interval=5, checkpoint_interval=60)
     )
     await t.start()
     got: list[Chunk] = []
