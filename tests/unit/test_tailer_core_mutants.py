@@ -345,6 +345,44 @@ async def test_drain_reads_to_the_end_through_a_full_buffer_and_flushes_the_last
     await t.close()
 
 
+async def test_a_drain_waiting_for_room_still_writes_the_last_acknowledgement(
+    tmp_path: Path, logs: Path
+) -> None:
+    """The consumer stops acknowledging while the drain waits for room: what it
+    did acknowledge is checkpointed within a second (the drain's own wake-up),
+    not only at close()."""
+    write(logs / "a.log", "".join(f"{i:04d}\n" for i in range(1000)))
+    t = Tailer(
+        cfg(tmp_path, max_buffer_bytes=50, chunk_bytes=50, poll_interval=5, checkpoint_interval=0.2)
+    )
+    await t.start()
+    c = Collector(t, ack=False)
+    try:
+        await wait_until_async(lambda: t.inflight_bytes >= 50, what="the buffer full")
+        drained = asyncio.create_task(t.drain())
+        await wait_until_async(lambda: t._draining, what="draining")
+        t.ack(c.chunks[0])
+        t.checkpoint(force=True)  # written now: the next write is not due for 0.2 s
+        assert _saved(tmp_path)["a.log"]["offset"] == c.chunks[0].end
+        await wait_until_async(lambda: len(c.chunks) > 1, what="a second chunk")
+        second = c.chunks[1]
+        t.ack(second)  # ... so this one waits for the drain's next look
+        await wait_until_async(
+            lambda: _saved(tmp_path)["a.log"]["offset"] == second.end,
+            timeout=1.8,
+            what="the second acknowledgement checkpointed",
+        )
+        assert not drained.done()
+        c.ack = True
+        for ch in list(c.chunks):
+            t.ack(ch)
+        await asyncio.wait_for(drained, 10)
+        await asyncio.wait_for(c.task, 5)
+        assert c.texts == [f"{i:04d}" for i in range(1000)]
+    finally:
+        await t.close()
+
+
 async def test_drain_hands_on_a_held_multiline_record(tmp_path: Path, logs: Path) -> None:
     write(logs / "a.log", "start 1\n  more\nstart 2\n  more 2\n")
     t = Tailer(cfg(tmp_path, multiline_start=r"^start", multiline_timeout=60))
@@ -576,8 +614,15 @@ async def test_metrics_read_the_current_tailer_and_zero_without_one(tmp_path: Pa
     assert 'podkit_x_files_skipped_total{reason="symlink_loop"} 3.0' in body
     assert 'podkit_x_files_skipped_total{reason="not_regular"} 0.0' in body
     assert "podkit_x_checkpoint_errors_total 2.0" in body
-    assert "# HELP podkit_x_files_skipped_total Matched files not followed, by reason" in body
-    assert "# HELP podkit_x_checkpoint_errors_total Checkpoint writes that failed" in body
+    assert (
+        "# HELP podkit_x_files_skipped_total Matched files not followed, by reason (links out "
+        "of the glob's base directory, link loops, FIFOs and devices, /proc, unreadable, "
+        "too deep).\n" in body
+    )
+    assert (
+        "# HELP podkit_x_checkpoint_errors_total Checkpoint writes that failed (full disk, "
+        "...); the previous one was kept.\n" in body
+    )
 
 
 # -- remembered identities ------------------------------------------------------------------
@@ -592,6 +637,9 @@ def test_remembered_identities_keep_the_furthest_offset_and_the_newest_fingerpri
     assert t._lost["a"]["offset"] == 10
     t._remember({"fp": "a", "offset": 12})
     assert t._lost["a"]["offset"] == 12
+    # As far as the one kept: the newer entry (its tail is what was read last).
+    t._remember({"fp": "a", "offset": 12, "tail": "newer"})
+    assert t._lost["a"] == {"fp": "a", "offset": 12, "tail": "newer"}
     for i in range(MAX_REMEMBERED):
         t._remember({"fp": f"f{i}", "offset": 1})
     assert len(t._lost) == MAX_REMEMBERED and "a" not in t._lost  # the oldest went
