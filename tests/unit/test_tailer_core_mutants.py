@@ -595,6 +595,75 @@ async def test_a_renamed_file_stays_open_for_rotate_wait_then_closes(
         await t.close()
 
 
+async def test_checkpoints_are_only_for_the_files_found_at_start(
+    tmp_path: Path, logs: Path
+) -> None:
+    """An inode that turns up after start-up is a new file even if a checkpoint
+    entry named it (inodes are reused): the entries not claimed at start are dropped."""
+    other = tmp_path / "other"
+    other.mkdir()
+    write(other / "x.txt", "one\ntwo\nthree\n")  # short: no whole fingerprint to match by
+    st = (other / "x.txt").stat()
+    (tmp_path / "state").mkdir()
+    entry = {
+        "path": str(logs / "c.log"),
+        "dev": st.st_dev,
+        "ino": st.st_ino,
+        "fp": hashlib.sha1(b"one\ntwo\nthree\n").hexdigest(),
+        "fp_len": 14,
+        "offset": 8,
+        "partial": False,
+    }
+    (tmp_path / "state" / "checkpoints.json").write_text(
+        json.dumps({"version": 1, "files": [entry]})
+    )
+    t = Tailer(cfg(tmp_path))
+    await t.start()
+    c = Collector(t)
+    try:
+        os.rename(other / "x.txt", logs / "c.log")
+        t._discover()
+        assert await c.until(3) == ["one", "two", "three"]
+    finally:
+        await t.close()
+
+
+async def test_the_directory_of_a_file_found_later_is_watched_too(
+    tmp_path: Path, logs: Path
+) -> None:
+    """A file found in a new subdirectory: a file created next to it later is
+    noticed by the watcher, not at the next poll (30 s away here)."""
+    t = Tailer(cfg(tmp_path, paths=[str(logs / "*" / "*.log")], poll_interval=30))
+    await t.start()
+    if t.polling:
+        await t.close()
+        pytest.skip("no inotify here: only polling finds files")
+    c = Collector(t)
+    try:
+        (logs / "sub").mkdir()
+        write(logs / "sub" / "a.log", "a\n")
+        t._discover()  # as the watcher of logs/ would, for the new directory
+        assert await c.until(1) == ["a"]
+        write(logs / "sub" / "b.log", "b\n")
+        assert await c.until(2, timeout=3) == ["a", "b"]
+    finally:
+        await t.close()
+
+
+async def test_a_rotated_file_closing_hands_on_its_held_record(tmp_path: Path, logs: Path) -> None:
+    write(logs / "a.log", "start 1\n  more\nstart 2\n  more 2\n")
+    t = Tailer(cfg(tmp_path, multiline_start=r"^start", multiline_timeout=60, rotate_wait=0.1))
+    await t.start()
+    c = Collector(t)
+    try:
+        await c.until(1)
+        os.unlink(logs / "a.log")
+        await wait_until_async(lambda: t.files_watched == 0, what="closed")
+        assert await c.until(2) == ["start 1\n  more", "start 2\n  more 2"]
+    finally:
+        await t.close()
+
+
 # -- metrics --------------------------------------------------------------------------------
 
 
