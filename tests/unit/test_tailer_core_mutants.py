@@ -447,6 +447,80 @@ async def test_an_ack_makes_room_at_once_when_the_buffer_is_full(
         await asyncio.wait_for(task, 2)
 
 
+async def test_discovery_waits_for_its_poll_and_identity_is_checked_every_tenth_of_a_second(
+    tmp_path: Path, logs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hundreds of loop turns (one per acknowledgement): discovery, a walk of every
+    glob, runs at the poll interval only; the cheap identity check (copytruncate
+    seen late) every 0.1 s, not at every turn and not less often."""
+    n = 400
+    write(logs / "a.log", "".join(f"{i:04d}\n" for i in range(n)))
+    t = Tailer(
+        cfg(tmp_path, max_buffer_bytes=5, chunk_bytes=5, poll_interval=30, checkpoint_interval=60)
+    )
+    await t.start()
+    discovered: list[float] = []
+    identified: list[float] = []
+    discover, identify = t._discover, t._check_identity
+
+    def spy_discover(initial: bool = False) -> None:
+        discovered.append(time.monotonic())
+        discover(initial)
+
+    def spy_identify() -> None:
+        identified.append(time.monotonic())
+        identify()
+
+    monkeypatch.setattr(t, "_discover", spy_discover)
+    monkeypatch.setattr(t, "_check_identity", spy_identify)
+    got: list[Chunk] = []
+
+    async def consume() -> None:
+        async for ch in t.chunks():
+            got.append(ch)
+            await asyncio.sleep(0.002)  # paces the consumer: one loop turn per line
+            t.ack(ch)
+
+    begin = time.monotonic()
+    task = asyncio.create_task(consume())
+    try:
+        await wait_until_async(lambda: len(got) == n, timeout=20, what="every line")
+        busy = time.monotonic() - begin
+        assert busy > 0.5  # 400 turns of at least 2 ms
+        assert len(discovered) <= 1, len(discovered)
+        assert 3 <= len(identified) <= busy / 0.1 + 3, (len(identified), busy)
+        gaps = [b - a for a, b in zip([begin, *identified], identified, strict=False)]
+        assert max(gaps) < 0.6, gaps
+    finally:
+        await t.close()
+        await asyncio.wait_for(task, 2)
+
+
+async def test_a_rotated_file_closes_on_time_while_reading_waits_for_room(
+    tmp_path: Path, logs: Path
+) -> None:
+    """Reading paused (the consumer stalled): the loop still looks every 0.1 s,
+    so a rotated file idle for rotate_wait is closed then, not at the next poll."""
+    write(logs / "b.log", "b\n")
+    t = Tailer(cfg(tmp_path, max_buffer_bytes=50, poll_interval=30, rotate_wait=0.2))
+    await t.start()
+    c = Collector(t, ack=False)
+    try:
+        await c.until(1)
+        write(logs / "a.log", "".join(f"{i:04d}\n" for i in range(100)))
+        t._discover()
+        await wait_until_async(lambda: t.inflight_bytes >= 50, what="the buffer full")
+        os.unlink(logs / "b.log")
+        t._discover()
+        await wait_until_async(lambda: t._files[0].at_eof and t._files[0].eof_since, what="eof")
+        gone = time.monotonic()
+        await wait_until_async(lambda: t.files_watched == 1, timeout=3, what="b.log closed")
+        assert time.monotonic() - gone < 0.8  # rotate_wait (0.2 s) and a look (0.1 s)
+        assert [f["path"] for f in t.files()] == [str(logs / "a.log")]
+    finally:
+        await t.close()
+
+
 def test_reading_pauses_at_either_limit_reached_exactly(tmp_path: Path) -> None:
     t = Tailer(cfg(tmp_path, max_buffer_bytes=10, max_queue_bytes=20))
     assert not t._full()
@@ -579,18 +653,21 @@ async def test_new_files_are_found_at_each_poll_without_a_watcher(
 async def test_a_renamed_file_stays_open_for_rotate_wait_then_closes(
     tmp_path: Path, logs: Path
 ) -> None:
-    write(logs / "a.log", "one\nlast, no newline")
+    write(logs / "a.log", "a\n")  # still matched, and looked at first: not closed
+    write(logs / "b.log", "one\nlast, no newline")
     t = Tailer(cfg(tmp_path, rotate_wait=0.5, partial_flush_timeout=60))
     await t.start()
     c = Collector(t)
     try:
-        await c.until(1)
-        os.rename(logs / "a.log", logs / "a.old")
+        await c.until(2)
+        assert [Path(f["path"]).name for f in t.files()] == ["a.log", "b.log"]
+        os.rename(logs / "b.log", logs / "b.old")
         t._discover()
-        assert await stays_async(lambda: t.files_watched == 1, 0.25)
+        assert await stays_async(lambda: t.files_watched == 2, 0.25)
         # Closed once idle for rotate_wait; its held last line goes out first.
-        await wait_until_async(lambda: t.files_watched == 0, timeout=3, what="closed")
-        assert await c.until(2) == ["one", "last, no newline"]
+        await wait_until_async(lambda: t.files_watched == 1, timeout=3, what="closed")
+        assert [Path(f["path"]).name for f in t.files()] == ["a.log"]
+        assert sorted(await c.until(3)) == ["a", "last, no newline", "one"]
     finally:
         await t.close()
 
