@@ -258,6 +258,10 @@ async def test_drain_before_start_and_after_close_returns_at_once(
     await t.start()
     await t.close()
     await asyncio.wait_for(t.drain(), 2)
+    # Closed without ever starting: nothing to stop.
+    await asyncio.wait_for(Tailer(cfg(tmp_path)).close(), 2)
+    # Nothing found, nothing acknowledged: no checkpoint file either.
+    assert not (tmp_path / "state" / "checkpoints.json").exists()
 
 
 async def test_close_ends_the_chunks_writes_what_was_acknowledged_and_releases_files(
@@ -582,14 +586,18 @@ async def test_a_partial_line_is_flushed_on_time_between_slow_polls(
 # -- discovery rounds -----------------------------------------------------------------------
 
 
-async def test_a_directory_that_matches_is_not_refused(tmp_path: Path, logs: Path) -> None:
-    (logs / "sub.log").mkdir()
+async def test_a_directory_that_matches_is_not_refused_and_refusals_stop_nothing(
+    tmp_path: Path, logs: Path
+) -> None:
+    (logs / "0dir.log").mkdir()  # sorted before a.log: discovery goes on past them
+    os.symlink("0loop.log", logs / "0loop.log")
     write(logs / "a.log", "a\n")
     t = Tailer(cfg(tmp_path))
     await t.start()
     try:
-        assert t.skipped_files() == [] and t.skipped == dict.fromkeys(SKIP_REASONS, 0)
+        assert t.skipped_files() == [{"path": str(logs / "0loop.log"), "reason": "symlink_loop"}]
         assert t.files_watched == 1
+        assert [Path(f["path"]).name for f in t.files()] == ["a.log"]
     finally:
         await t.close()
 
@@ -630,6 +638,11 @@ async def test_a_rename_and_create_counts_a_rotation_and_reads_the_old_file_firs
         assert new.after is not None and new.after.paths == set()
         assert await c.until(3) == ["old 1", "old 2", "new 1"]
         assert [f["rotated"] for f in t.files()] == [True, False]
+        os.rename(logs / "a.log", logs / "a.log.2")
+        write(logs / "a.log", "newer 1\n")
+        t._discover()
+        assert t.rotations == 2
+        assert await c.until(4) == ["old 1", "old 2", "new 1", "newer 1"]
     finally:
         await t.close()
 
