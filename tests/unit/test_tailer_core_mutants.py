@@ -874,6 +874,9 @@ def test_a_new_file_state(tmp_path: Path) -> None:
     assert f.tail == data[:100]
     assert abs(f.seen_at - time.monotonic()) < 5
     assert f.checkpoint()["partial"] is False  # -1: no line went out unfinished
+    one = _open(p, offset=1)
+    assert one.checkpoint()["partial"] is False  # ... not even at offset 1
+    one.close()
     g = _open(p)
     assert g.tail == b"" and g.read_pos == 0
     f.close()
@@ -957,3 +960,22 @@ def test_fp_of_hashes_the_first_bytes_or_says_nothing(tmp_path: Path) -> None:
     assert _fp_of(fd, 100) == _sha(b"0123456789")
     os.close(fd)
     assert _fp_of(fd, 4) == b""
+
+
+def test_a_one_byte_fingerprint_is_still_compared(tmp_path: Path) -> None:
+    p = tmp_path / "a.log"
+    p.write_bytes(b"a")
+    f = _open(p)
+    assert f.fp_len == 1 and f.fingerprint_matches()
+    p.write_bytes(b"b")  # same inode, same length, another first byte
+    assert not f.fingerprint_matches()
+    f.close()
+
+
+def test_closing_a_file_whose_descriptor_is_already_gone_is_quiet(tmp_path: Path) -> None:
+    p = tmp_path / "a.log"
+    p.write_bytes(b"x\n")
+    f = _open(p)
+    os.close(f.fd)
+    f.close()
+    assert f.closed
