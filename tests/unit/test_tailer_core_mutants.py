@@ -293,6 +293,24 @@ async def test_close_ends_the_chunks_writes_what_was_acknowledged_and_releases_f
     await asyncio.wait_for(t.close(), 2)  # twice is fine
 
 
+async def test_the_reading_task_is_named_and_gone_once_closed(tmp_path: Path, logs: Path) -> None:
+    """A task dump (asyncio, a hang guard) names the tailer's task; close() ends
+    it, leaving nothing pending (asyncio would warn of a task destroyed pending)."""
+
+    def tailer_tasks() -> list[asyncio.Task[Any]]:
+        return [x for x in asyncio.all_tasks() if x.get_name() == "tailer"]
+
+    write(logs / "a.log", "one\n")
+    t = Tailer(cfg(tmp_path, poll_interval=30, state_dir=None))  # idle for 30 s at a time
+    await t.start()
+    assert len(tailer_tasks()) == 1
+    c = Collector(t)
+    await c.until(1)
+    await t.close()
+    assert tailer_tasks() == []
+    await asyncio.wait_for(c.task, 2)
+
+
 async def test_a_reader_that_fails_ends_the_chunks_with_its_error(
     tmp_path: Path, logs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
