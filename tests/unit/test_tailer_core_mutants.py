@@ -665,6 +665,28 @@ async def test_a_rename_and_create_counts_a_rotation_and_reads_the_old_file_firs
         await t.close()
 
 
+async def test_a_file_renamed_to_another_matched_name_is_the_same_stream(
+    tmp_path: Path, logs: Path
+) -> None:
+    write(logs / "a.log", "one\n")
+    t = Tailer(cfg(tmp_path, poll_interval=30, rotate_wait=0.1))
+    await t.start()
+    c = Collector(t)
+    try:
+        await c.until(1)
+        os.rename(logs / "a.log", logs / "b.log")  # still matched: not a rotation
+        t._discover()
+        assert [f["rotated"] for f in t.files()] == [False]
+        write(logs / "b.log", "two\n")
+        assert await c.until(2) == ["one", "two"]
+        # Not closed after rotate_wait, nor read again from the start.
+        assert await stays_async(lambda: t.files_watched == 1, 0.3)
+        t._discover()
+        assert await stays_async(lambda: len(c.texts) == 2, 0.1)
+    finally:
+        await t.close()
+
+
 async def test_new_files_are_found_at_each_poll_without_a_watcher(
     tmp_path: Path, logs: Path
 ) -> None:
