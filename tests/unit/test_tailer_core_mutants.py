@@ -1019,3 +1019,22 @@ def test_closing_a_file_whose_descriptor_is_already_gone_is_quiet(tmp_path: Path
     os.close(f.fd)
     f.close()
     assert f.closed
+
+
+def test_the_fingerprint_of_a_compressed_file_decompresses_only_its_head(tmp_path: Path) -> None:
+    """Memory stays bounded: a rotation of 32 MiB compressed to 32 KiB is not
+    decompressed whole to hash its first 256 bytes."""
+    import tracemalloc
+
+    z = tmp_path / "a.log.1.gz"
+    z.write_bytes(gzip.compress(b"x" * (32 << 20), compresslevel=1))
+    tracemalloc.start()
+    try:
+        f = _open(z)
+        head = f.read_fingerprint(FINGERPRINT_BYTES)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    f.close()
+    assert head == b"x" * FINGERPRINT_BYTES
+    assert peak < 4 << 20, peak
