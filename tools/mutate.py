@@ -122,6 +122,14 @@ def main() -> int:
         "--only", action="append", help="a file to mutate instead of only_mutate's (repeat)"
     )
     ap.add_argument("--tree", help="where to build the tree (default .venv/mutate-tree)")
+    ap.add_argument(
+        "--max-survivors",
+        action="append",
+        default=[],
+        metavar="MODULE=N",
+        help="fail (exit 1) when MODULE has more than N survivors or none was run: N is "
+        "its known equivalent mutants, listed in docs/testing.md (repeat)",
+    )
     ap.add_argument("names", nargs="*", help="mutant name globs (podkit.secrets*)")
     args = ap.parse_args()
     if args.tree:
@@ -137,12 +145,27 @@ def main() -> int:
     env = dict(os.environ, PYTEST_DEBUG_TEMPROOT=str(tmp), PODKIT_TEST_HANG_SECONDS="0")
     mutmut = str(Path(sys.executable).parent / "mutmut")
     code = subprocess.call([mutmut, "run", *args.names], cwd=TREE, env=env)
-    report(mutmut, args.names, env)
+    tally = report(mutmut, args.names, env)
+    # mutmut's own exit status does not count survivors: the ratchet is here. A new
+    # survivor fails the run; an equivalent one is added to the docs' list and to N.
+    for spec in args.max_survivors:
+        module, _, n = spec.partition("=")
+        killed, total = tally.get(module, (0, 0))
+        if total == 0:
+            print(f"FAIL {module}: no mutant of it was run", file=sys.stderr)
+            code = code or 1
+        elif total - killed > int(n):
+            print(
+                f"FAIL {module}: {total - killed} survivors, at most {n} are known equivalent "
+                "(docs/testing.md): a test misses a changed line",
+                file=sys.stderr,
+            )
+            code = code or 1
     return code
 
 
-def report(mutmut: str, names: list[str], env: dict[str, str]) -> None:
-    """The survivors of `names` and, per module, killed / mutants."""
+def report(mutmut: str, names: list[str], env: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """The survivors of `names` and, per module, killed / mutants (also returned)."""
     out = subprocess.run(
         [mutmut, "results", "--all", "true"], cwd=TREE, env=env, capture_output=True, text=True
     ).stdout
@@ -162,6 +185,7 @@ def report(mutmut: str, names: list[str], env: dict[str, str]) -> None:
             print(f"{name}: {status}")
     for module, (killed, total) in sorted(tally.items()):
         print(f"{module}: {killed}/{total} killed ({100 * killed / max(total, 1):.1f}%)")
+    return {m: (k, t) for m, (k, t) in tally.items()}
 
 
 if __name__ == "__main__":
