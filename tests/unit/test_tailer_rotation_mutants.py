@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import os
 import shutil
 from pathlib import Path
 
 from podkit.tailer import Tailer
+from podkit.tailer.files import _File
 from tests.unit.test_tailer import Collector, cfg, logs, write
 
 __all__ = ["logs"]  # the fixture
@@ -263,3 +265,211 @@ async def test_a_copy_of_a_deleted_file_continues_where_the_original_was(
     await c.until(25)
     texts = await c.finish()
     assert texts == want("a", 0, 20) + want("x", 0, 5)
+
+
+# -- A truncation with no copy to finish from (docs/testing.md: `_truncated`'s
+# no-copy path). What was read of the old content is all there is of it.
+
+
+async def test_a_truncation_without_a_copy_hands_on_the_held_line(
+    tmp_path: Path, logs: Path
+) -> None:
+    live = logs / "app.log"
+    write(live, nums("a", 0, 5) + "held")  # no newline: held (partial_flush_timeout is 5 s)
+    t = Tailer(cfg(tmp_path))
+    await t.start()
+    c = Collector(t)
+    await read_up_to(t, live, live.stat().st_size)
+    os.truncate(live, 0)
+    write(live, "new\n")  # shorter than what was read: a truncation, and no copy anywhere
+    await c.until(7)
+    assert await c.finish() == [*want("a", 0, 5), "held", "new"]
+    assert t.truncations == 1
+
+
+async def test_a_truncation_without_a_copy_hands_on_the_held_record(
+    tmp_path: Path, logs: Path
+) -> None:
+    live = logs / "app.log"
+    write(live, "first\n  more\nsecond\n  more of it\n")  # "second" is held by the joiner
+    t = Tailer(cfg(tmp_path, multiline_start=r"^\S", multiline_timeout=30.0))
+    await t.start()
+    c = Collector(t)
+    await c.until(1)
+    await read_up_to(t, live, live.stat().st_size)
+    os.truncate(live, 0)
+    write(live, "new\n")
+    write(live, "last\n")  # ends "new"'s record
+    await c.until(3)
+    assert await c.finish() == ["first\n  more", "second\n  more of it", "new", "last"]
+
+
+async def test_chunks_in_flight_at_a_truncation_do_not_move_the_new_offset(
+    tmp_path: Path, logs: Path
+) -> None:
+    live = logs / "app.log"
+    write(live, nums("a", 0, 5))
+    t = Tailer(cfg(tmp_path))
+    await t.start()
+    c = Collector(t, ack=False)
+    await c.until(5)
+    os.truncate(live, 0)
+    write(live, "new\n")
+    await c.until(6)
+    old, new = c.chunks[:-1], c.chunks[-1]
+    assert new.texts == ["new"] and new.end == 4
+    t.ack(new)  # the new content's chunk first: nothing before it is waited for
+    for ch in old:
+        t.ack(ch)  # the old content's: must not count against the new one
+    assert [f["acknowledged"] for f in t.files()] == [4]
+    write(live, "more\n")
+    await c.until(7)
+    t.ack(c.chunks[-1])
+    assert [f["acknowledged"] for f in t.files()] == [9]
+    await asyncio.wait_for(t.drain(), 10)
+    await asyncio.wait_for(c.task, 5)
+    await t.close()
+    saved = json.loads((tmp_path / "state" / "checkpoints.json").read_text())
+    assert [e["offset"] for e in saved["files"]] == [9]
+
+
+async def test_a_compressed_copy_seen_after_a_truncation_continues_from_what_was_read(
+    tmp_path: Path, logs: Path
+) -> None:
+    # copytruncate then compress (no delaycompress): the plain copy is gone before
+    # the tailer looks, the .gz turns up later. It holds what was not read yet.
+    live = logs / "app.log"
+    write(live, nums("a", 0, 10) + "held")
+    t = Tailer(cfg(tmp_path, paths=[str(logs / "app.log*")]))
+    await t.start()
+    c = Collector(t, ack=False)  # what was handed on counts, not what was acknowledged
+    await c.until(10)
+    await read_up_to(t, live, live.stat().st_size)
+    write(live, "\n" + nums("a", 10, 15))  # ends the held line: not read yet
+    rotated = gzip.compress(live.read_bytes())
+    os.truncate(live, 0)
+    write(live, nums("c", 0, 2))
+    await c.until(13)  # a0-a9, "held" (handed on at the truncation), c0-c1
+    with open(logs / "app.log.1.gz", "wb") as out:
+        out.write(rotated)
+    t._discover_now = True
+    t._wake.set()
+    await c.until(18)
+    texts = await c.finish()
+    # Lost with the plain copy: nothing. From the .gz: after "held", without its
+    # newline as an empty line of its own.
+    assert texts == [*want("a", 0, 10), "held", *want("c", 0, 2), *want("a", 10, 15)]
+    assert t.truncations == 1
+
+
+async def test_a_compressed_copy_of_a_file_closed_after_a_rename_is_not_read_again(
+    tmp_path: Path, logs: Path
+) -> None:
+    # delaycompress: app.log -> app.log.1 (read to its end, closed), later gzipped
+    # to app.log.1.gz, which the globs match: what was read of it is not read again.
+    live = logs / "app.log"
+    write(live, nums("a", 0, 10) + "held")
+    conf = cfg(
+        tmp_path,
+        paths=[str(live), str(logs / "app.log.*.gz")],
+        rotate_wait=0.05,
+        partial_flush_timeout=30.0,
+    )
+    t = Tailer(conf)
+    await t.start()
+    c = Collector(t, ack=False)
+    await c.until(10)
+    os.rename(live, logs / "app.log.1")
+    await c.until(11)  # "held" handed on as it is when the renamed file closes
+    await wait_files(t, 0)
+    assert c.texts[-1] == "held"
+    write(logs / "app.log.1", "\n" + nums("a", 10, 15))  # a late writer, after the close
+    with open(logs / "app.log.1.gz", "wb") as out:
+        out.write(gzip.compress((logs / "app.log.1").read_bytes()))
+    os.remove(logs / "app.log.1")
+    t._discover_now = True
+    t._wake.set()
+    await c.until(16)
+    texts = await c.finish()
+    assert texts == [*want("a", 0, 10), "held", *want("a", 10, 15)]
+
+
+async def wait_files(t: Tailer, n: int) -> None:
+    deadline = asyncio.get_running_loop().time() + 5
+    while t.files_watched != n:
+        assert asyncio.get_running_loop().time() < deadline, t.files()
+        await asyncio.sleep(0.01)
+
+
+# -- A new file shorter than a fingerprint (docs/testing.md: `_identify`'s wait).
+
+
+def looks_at(t: Tailer, path: Path) -> list[int]:
+    """Record the size of `path` each time the tailer tries to identify it."""
+    sizes: list[int] = []
+    identify = t._identify
+
+    def spy(f: _File) -> bool:
+        if f.path == str(path):
+            sizes.append(os.fstat(f.fd).st_size)
+        return identify(f)
+
+    t._identify = spy  # type: ignore[method-assign]
+    return sizes
+
+
+async def looked(sizes: list[int], n: int) -> None:
+    deadline = asyncio.get_running_loop().time() + 5
+    while len(sizes) < n:
+        assert asyncio.get_running_loop().time() < deadline, sizes
+        await asyncio.sleep(0.01)
+
+
+async def test_a_copy_still_being_written_waits_until_it_is_whole(
+    tmp_path: Path, logs: Path
+) -> None:
+    live, other, copy = logs / "app.log", logs / "other.log", logs / "app.log.1"
+    write(live, nums("a", 0, 20))
+    write(other, nums("o", 0, 20))  # followed too: its first bytes are not the copy's
+    t = Tailer(cfg(tmp_path, paths=[str(logs / "app.log*"), str(other)], identify_wait=30.0))
+    await t.start()
+    c = Collector(t)
+    await c.until(40)
+    sizes = looks_at(t, copy)
+    write(copy, live.read_bytes()[:100])  # `cp` half done: a line and a half of app.log
+    t._discover_now = True
+    t._wake.set()
+    await looked(sizes, 2)  # looked at twice while short: not read
+    assert c.texts == want("a", 0, 20) + want("o", 0, 20)
+    # A measuring window: while it waits, the reader sleeps between looks (one
+    # per poll_interval, 50 ms) instead of spinning.
+    before = len(sizes)
+    await asyncio.sleep(0.3)
+    assert len(sizes) - before < 30, len(sizes) - before
+    write(copy, live.read_bytes()[100:])  # the copy is whole: app.log's twin, not read
+    deadline = asyncio.get_running_loop().time() + 5
+    while not any(f.twin is not None for f in t._files):
+        assert asyncio.get_running_loop().time() < deadline, sizes
+        await asyncio.sleep(0.01)
+    assert await c.finish() == want("a", 0, 20) + want("o", 0, 20)
+    assert sizes[0] == 100
+
+
+async def test_a_short_file_that_stays_a_prefix_is_read_after_the_wait(
+    tmp_path: Path, logs: Path
+) -> None:
+    live, short = logs / "app.log", logs / "app.log.1"
+    write(live, nums("a", 0, 20))
+    t = Tailer(cfg(tmp_path, paths=[str(logs / "app.log*")], identify_wait=0.2))
+    await t.start()
+    c = Collector(t)
+    await c.until(20)
+    sizes = looks_at(t, short)
+    write(short, nums("a", 0, 2))  # the start of app.log, and nothing more comes
+    seen = asyncio.get_running_loop().time()
+    t._discover_now = True
+    t._wake.set()
+    await c.until(22)
+    assert asyncio.get_running_loop().time() - seen >= 0.2
+    assert await c.finish() == want("a", 0, 20) + want("a", 0, 2)
+    assert len(sizes) >= 2  # looked at while waiting, then read
