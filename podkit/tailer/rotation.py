@@ -84,8 +84,14 @@ class _Rotation(_Base):
                         continue
                     f.path = path  # records keep the name the lines were written under
                     f.paths.clear()
+                    f.is_copy = True  # nobody writes to it: its last line is whole
                     self._files.remove(f)
                     self._files.insert(0, f)  # before the file now at its old path
+                    succ = self._current.get(path)
+                    if succ is not None and succ is not f:
+                        # Its first round alone does not keep the order: the file now
+                        # at the path waits until the copy is read to its end.
+                        f.after, succ.after = succ.after, f
                     log.info("resuming a copy made while stopped", extra={"path": e.path})
                     break
 
