@@ -11,6 +11,7 @@ every line not delivered before, once, in order, under the original name.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
 import shutil
@@ -105,26 +106,26 @@ async def test_a_directory_gone_while_stopped_does_not_stop_the_others_resuming(
     gone.mkdir()
     renamed, copied = logs / "r.log", logs / "c.log"
     write(gone / "g.log", nums("g", 0, 10))
-    write(renamed, nums("r", 0, 10))
+    # Shorter than a fingerprint: only its inode tells it (no copy is found by its
+    # first bytes), so only the rename's resume can find it.
+    write(renamed, "r0\nr1\n")
     write(copied, nums("c", 0, 10))
     conf = cfg(tmp_path, paths=[str(gone / "*.log"), str(logs / "*.log")])
-    await session(conf, 30)
+    await session(conf, 22)
     assert saved_paths(tmp_path)[0] == str(gone / "g.log")  # looked at first
     shutil.rmtree(gone)
-    write(renamed, nums("r", 10, 15))
+    write(renamed, "r2\nr3\n")
     os.rename(renamed, logs / "r.log.1")
     write(copied, nums("c", 10, 15))
     shutil.copyfile(copied, logs / "c.log.1")  # copytruncate
     os.truncate(copied, 0)
     write(copied, nums("d", 0, 2))
     fds = open_fds()
-    _, c = await run_until(conf, 12)
+    _, c = await run_until(conf, 9)
     texts = await c.finish()
     assert open_fds() == fds  # every file looked at for a copy was closed again
-    assert sorted(texts) == sorted(want("r", 10, 15) + want("c", 10, 15) + want("d", 0, 2))
-    assert [x for x in texts if x.startswith("c ") or x.startswith("d ")] == want(
-        "c", 10, 15
-    ) + want("d", 0, 2)
+    assert sorted(texts) == sorted(["r2", "r3", *want("c", 10, 15), *want("d", 0, 2)])
+    assert [x for x in texts if x[0] in "cd"] == want("c", 10, 15) + want("d", 0, 2)
     assert {ch.path for ch in c.chunks} == {str(renamed), str(copied)}
 
 
@@ -156,3 +157,101 @@ async def test_a_copy_the_globs_match_is_opened_once(tmp_path: Path, logs: Path)
     t, c = await run_until(conf, 5)
     assert t.files_watched == 1
     assert await c.finish() == want("a", 10, 15)
+    assert {ch.path for ch in c.chunks} == {str(logs / "app-copy.log")}  # a name of its own
+
+
+# -- A copy the globs match, seen at start-up: `_identify` resumes it from the
+# checkpoint of the file it copies (`_lost`).
+
+
+async def test_a_copy_resumes_exactly_at_the_checkpoint_and_keeps_it(
+    tmp_path: Path, logs: Path
+) -> None:
+    live = logs / "app.log"
+    write(live, nums("a", 0, 20))
+    conf = cfg(tmp_path, paths=[str(logs / "app.log*")])
+    await session(conf, 20)
+    offset = live.stat().st_size
+    write(live, "\n" + nums("a", 20, 25))  # an empty line first: a line like any other
+    shutil.copyfile(live, logs / "app.log.1")
+    os.truncate(live, 0)
+    write(live, nums("c", 0, 2))
+    _, c = await run_until(conf, 8)
+    texts = await c.finish()
+    assert sorted(texts) == sorted(["", *want("a", 20, 25), *want("c", 0, 2)])
+    first = next(ch for ch in c.chunks if ch.texts[0] == "")
+    assert (first.start, first.texts[1]) == (offset, want("a", 20, 21)[0])
+    # And from the copy's own checkpoint after that: nothing again.
+    write(live, nums("c", 2, 3))
+    assert await session(conf, 1) == want("c", 2, 3)
+
+
+async def test_a_copy_exactly_as_long_as_the_checkpoint_holds_nothing_new(
+    tmp_path: Path, logs: Path
+) -> None:
+    live, copy = logs / "app.log", logs / "app.log.1"
+    write(live, nums("a", 0, 20) + "held")  # handed on at the drain: "partial" checkpoint
+    conf = cfg(tmp_path, paths=[str(logs / "app.log*"), str(logs / "other.log")])
+    assert await session(conf, 20) == [*want("a", 0, 20), "held"]
+    shutil.copyfile(live, copy)  # a copy still being made, up to where we were
+    os.remove(live)
+    t, c = await run_until(conf, 0)
+    write(logs / "other.log", "sentinel\n")  # read once the copy has been resumed
+    t._discover_now = True
+    t._wake.set()
+    await c.until(1)
+    assert await c.finish() == ["sentinel"]
+    write(copy, "\n" + nums("a", 20, 22))  # the copy goes on: the newline ends "held"
+    assert await session(conf, 2) == want("a", 20, 22)
+
+
+async def test_a_copy_resumed_after_a_partial_line_skips_its_newline(
+    tmp_path: Path, logs: Path
+) -> None:
+    live = logs / "app.log"
+    write(live, nums("a", 0, 20) + "held")
+    conf = cfg(tmp_path, paths=[str(logs / "app.log*")])
+    assert await session(conf, 20) == [*want("a", 0, 20), "held"]
+    write(live, "\n" + nums("a", 20, 22))
+    shutil.copyfile(live, logs / "app.log.1")
+    os.truncate(live, 0)
+    write(live, nums("c", 0, 1))
+    assert sorted(await session(conf, 3)) == sorted(want("a", 20, 22) + want("c", 0, 1))
+
+
+async def test_a_compressed_copy_resumes_at_the_uncompressed_offset(
+    tmp_path: Path, logs: Path
+) -> None:
+    live = logs / "app.log"
+    write(live, nums("a", 0, 20))
+    conf = cfg(tmp_path, paths=[str(logs / "app.log*")])
+    await session(conf, 20)
+    write(live, nums("a", 20, 25))
+    with open(logs / "app.log.1.gz", "wb") as out:  # shorter than the offset it resumes at
+        out.write(gzip.compress(live.read_bytes()))
+    os.truncate(live, 0)
+    write(live, nums("c", 0, 2))
+    assert sorted(await session(conf, 7)) == sorted(want("a", 20, 25) + want("c", 0, 2))
+
+
+async def test_a_look_alike_does_not_use_up_the_checkpoint_of_the_file_it_resembles(
+    tmp_path: Path, logs: Path
+) -> None:
+    live, look = logs / "app.log", logs / "look.log"
+    write(live, nums("a", 0, 20))
+    conf = cfg(tmp_path, rotate_wait=0.05)
+    await session(conf, 20)
+    os.remove(live)
+    # The same first lines (more than a fingerprint), then other ones.
+    write(look, nums("a", 0, 6) + nums("x", 0, 5))
+    t, c = await run_until(conf, 11)  # read from its start: its own stream
+    os.remove(look)
+    deadline = asyncio.get_running_loop().time() + 5
+    while t.files_watched:
+        assert asyncio.get_running_loop().time() < deadline, t.files()
+        await asyncio.sleep(0.01)
+    write(logs / "copy.log", nums("a", 0, 25))  # app.log, copied before it was deleted
+    t._discover_now = True
+    t._wake.set()
+    await c.until(16)
+    assert await c.finish() == want("a", 0, 6) + want("x", 0, 5) + want("a", 20, 25)
