@@ -342,7 +342,11 @@ class _Rotation(_Base):
             known = self._by_key.get(key)
             if known is not None:
                 # Followed already: only a copy we have not read any of yet qualifies.
-                if (known.twin is f or known.unverified) and _fp_of(known.fd, f.fp_len) == f.fp:
+                if (
+                    (known.twin is f or known.unverified)
+                    and _fp_of(known.fd, f.fp_len) == f.fp
+                    and known.same_before(f.read_pos, f.tail)
+                ):
                     self._copy_name = epath
                     return known
                 continue
@@ -353,8 +357,12 @@ class _Rotation(_Base):
             # Shorter than what we read: not a whole copy (a compressed one may be).
             whole = st.st_size >= f.read_pos or compression(fd) is not None
             if whole and _fp_of(fd, f.fp_len) == f.fp:
-                self._copy_name = epath
                 copy = _File(epath, fd, os.fstat(fd), f.read_pos, self.cfg.max_line_bytes)
+                if not copy.same_before(f.read_pos, f.tail):
+                    # Only starts alike (a banner): an older file may be the copy.
+                    copy.close()
+                    continue
+                self._copy_name = epath
                 # Matched by the globs (`app.log*`): not closed before discovery sees it.
                 copy.paths = {epath} if self._matches(epath) else set()
                 copy.is_copy = True

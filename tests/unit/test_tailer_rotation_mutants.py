@@ -473,3 +473,108 @@ async def test_a_short_file_that_stays_a_prefix_is_read_after_the_wait(
     assert asyncio.get_running_loop().time() - seen >= 0.2
     assert await c.finish() == want("a", 0, 20) + want("a", 0, 2)
     assert len(sizes) >= 2  # looked at while waiting, then read
+
+
+# -- A candidate copy that is not one: the same first bytes, other bytes before
+# the position the truncated file was read to.
+
+
+async def test_a_file_that_only_starts_like_the_truncated_one_is_not_its_copy(
+    tmp_path: Path, logs: Path
+) -> None:
+    live = logs / "app.log"
+    write(live, nums("a", 0, 20))
+    t = Tailer(cfg(tmp_path))  # *.log: the look-alike is not followed
+    await t.start()
+    c = Collector(t)
+    await c.until(20)
+    fds = open_fds()
+    write(logs / "app.log.x", nums("a", 0, 6) + nums("x", 0, 30))  # longer than what was read
+    os.truncate(live, 0)
+    write(live, nums("c", 0, 5))
+    await c.until(25)
+    assert open_fds() == fds  # the look-alike was looked at and let go
+    assert await c.finish() == want("a", 0, 20) + want("c", 0, 5)
+    assert t.truncations == 1
+
+
+async def test_a_waiting_copy_that_diverged_before_the_truncation_is_read_as_its_own(
+    tmp_path: Path, logs: Path
+) -> None:
+    live, twin = logs / "app.log", logs / "app.log.1"
+    write(live, nums("a", 0, 20))
+    t = Tailer(cfg(tmp_path, paths=[str(logs / "app.log*")]))
+    await t.start()
+    c = Collector(t)
+    await c.until(20)
+    shutil.copyfile(live, twin)
+    deadline = asyncio.get_running_loop().time() + 5
+    while not any(f.twin is not None for f in t._files):  # app.log.1 waits as a copy
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    # Before the reader looks again: app.log.1 is rewritten (the same first lines,
+    # others after them) and app.log truncated.
+    write(twin, nums("a", 0, 6) + nums("x", 0, 30), mode="w")
+    os.truncate(live, 0)
+    write(live, nums("c", 0, 5))
+    await c.until(61)
+    texts = await c.finish()
+
+    def of(path: Path) -> list[str]:
+        return [x for ch in c.chunks if ch.path == str(path) for x in ch.texts]
+
+    assert of(live) == want("a", 0, 20) + want("c", 0, 5)
+    assert of(twin) == want("a", 0, 6) + want("x", 0, 30)
+    assert len(texts) == 61
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_a_newer_look_alike_does_not_hide_the_copy(tmp_path: Path, logs: Path) -> None:
+    live = logs / "app.log"
+    write(live, nums("a", 0, 20))
+    t = Tailer(cfg(tmp_path))
+    await t.start()
+    c = Collector(t)
+    await c.until(20)
+    write(live, nums("a", 20, 40))
+    shutil.copyfile(live, logs / "app.log.1")  # the rotation's copy
+    aged(logs / "app.log.1", 50)
+    # Newer, as long, the same first lines (another instance's banner, say).
+    write(logs / "app-2.log.old", nums("a", 0, 6) + nums("x", 0, 60))
+    aged(logs / "app-2.log.old", 10)
+    os.truncate(live, 0)
+    write(live, nums("c", 0, 5))
+    await c.until(45)
+    assert await c.finish() == want("a", 0, 40) + want("c", 0, 5)
+
+
+async def test_a_newer_look_alike_discovery_saw_does_not_hide_the_copy(
+    tmp_path: Path, logs: Path
+) -> None:
+    live, look = logs / "app.log", logs / "app.log.x"
+    write(live, nums("a", 0, 20))
+    t = Tailer(cfg(tmp_path, paths=[str(logs / "app.log*")]))
+    await t.start()
+    c = Collector(t)
+    await c.until(20)
+    write(live, nums("a", 20, 40))
+    shutil.copyfile(live, logs / "app.log.1")
+    aged(logs / "app.log.1", 50)
+    write(look, nums("a", 0, 6) + nums("x", 0, 60))
+    aged(look, 10)
+    os.truncate(live, 0)
+    write(live, nums("c", 0, 5))
+    t._discover_now = True  # discovery opens both before the truncation is seen
+    t._wake.set()
+    await c.until(111)
+    texts = await c.finish()
+
+    def of(path: Path) -> list[str]:
+        return [x for ch in c.chunks if ch.path == str(path) for x in ch.texts]
+
+    assert of(live) == want("a", 0, 40) + want("c", 0, 5)
+    assert of(look) == want("a", 0, 6) + want("x", 0, 60)
+    assert len(texts) == 111
