@@ -578,3 +578,118 @@ async def test_a_newer_look_alike_discovery_saw_does_not_hide_the_copy(
     assert of(live) == want("a", 0, 40) + want("c", 0, 5)
     assert of(look) == want("a", 0, 6) + want("x", 0, 60)
     assert len(texts) == 111
+
+
+# -- After a copy took over: its last line, the next truncation, the checkpoint,
+# and whether it stays open for discovery.
+
+
+async def test_a_followed_copy_hands_on_its_cut_last_line_before_the_successor(
+    tmp_path: Path, logs: Path
+) -> None:
+    live = logs / "app.log"
+    write(live, nums("a", 0, 20))
+    t = Tailer(cfg(tmp_path, paths=[str(logs / "app.log*")]))
+    await t.start()
+    c = Collector(t)
+    await c.until(20)
+    write(live, nums("a", 20, 30) + "cut")  # copied mid-line
+    shutil.copyfile(live, logs / "app.log.1")
+    deadline = asyncio.get_running_loop().time() + 5
+    while not any(f.twin is not None for f in t._files):  # the copy waits, followed
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    os.truncate(live, 0)
+    write(live, nums("c", 0, 5))
+    await c.until(36)
+    assert c.texts == [*want("a", 0, 30), "cut", *want("c", 0, 5)]
+    await c.finish()
+
+
+async def test_a_second_copytruncate_soon_after_the_first_finds_its_copy(
+    tmp_path: Path, logs: Path
+) -> None:
+    live = logs / "app.log"
+    write(live, nums("a", 0, 20))
+    t = Tailer(cfg(tmp_path))
+    await t.start()
+    c = Collector(t)
+    await c.until(20)
+    write(live, nums("a", 20, 25))
+    shutil.copyfile(live, logs / "app.log.1")
+    os.truncate(live, 0)
+    write(live, "b0\n")  # little read after the first truncation: less than a tail
+    await c.until(26)
+    write(live, "b1\nb2\n")
+    shutil.copyfile(live, logs / "app.log.2")
+    os.truncate(live, 0)
+    write(live, "c0\n")
+    await c.until(29)
+    assert await c.finish() == [*want("a", 0, 25), "b0", "b1", "b2", "c0"]
+    assert t.truncations == 2
+
+
+async def test_a_truncation_is_checkpointed_even_with_nothing_after_it(
+    tmp_path: Path, logs: Path
+) -> None:
+    live = logs / "app.log"
+    write(live, nums("a", 0, 20))
+    size = live.stat().st_size
+    t = Tailer(cfg(tmp_path))
+    await t.start()
+    c = Collector(t)
+    await c.until(20)
+    state = tmp_path / "state" / "checkpoints.json"
+
+    def offsets() -> list[int]:
+        try:
+            return [e["offset"] for e in json.loads(state.read_text())["files"]]
+        except (OSError, ValueError):
+            return []
+
+    deadline = asyncio.get_running_loop().time() + 5
+    while offsets() != [size]:  # acknowledged and written
+        assert asyncio.get_running_loop().time() < deadline, offsets()
+        await asyncio.sleep(0.01)
+    os.truncate(live, 0)  # and nothing written since: no ack to write a checkpoint
+    while t.truncations != 1:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    await t.close()
+    assert offsets() == [0]
+
+
+async def test_a_copy_the_globs_match_stays_open_for_discovery(tmp_path: Path, logs: Path) -> None:
+    # Shorter than a fingerprint: were it closed and found again by discovery,
+    # nothing would tell it from a new file, and it would be read again.
+    live = logs / "app.log"
+    write(live, "x0\nx1\n")
+    conf = cfg(tmp_path, paths=[str(logs / "app.log*")], force_polling=True, poll_interval=60.0)
+    t = Tailer(conf)
+    await t.start()
+    c = Collector(t)
+    await c.until(2)
+    write(live, "x2\n")
+    shutil.copyfile(live, logs / "app.log.1")  # no discovery runs until told
+    os.truncate(live, 0)
+    write(live, "y0\n")
+    await c.until(4)
+    assert await c.finish() == ["x0", "x1", "x2", "y0"]  # drain() discovers once more
+
+
+async def test_a_copy_the_globs_do_not_match_is_closed_once_read(
+    tmp_path: Path, logs: Path
+) -> None:
+    live = logs / "app.log"
+    write(live, nums("a", 0, 20))
+    t = Tailer(cfg(tmp_path, force_polling=True, poll_interval=60.0))
+    await t.start()
+    c = Collector(t)
+    await c.until(20)
+    write(live, nums("a", 20, 25))
+    shutil.copyfile(live, logs / "app.log.1")
+    os.truncate(live, 0)
+    write(live, nums("c", 0, 5))
+    await c.until(30)
+    await wait_files(t, 1)  # with no discovery to tell it is not at a matched path
+    assert await c.finish() == want("a", 0, 25) + want("c", 0, 5)
