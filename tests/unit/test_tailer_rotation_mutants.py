@@ -693,3 +693,25 @@ async def test_a_copy_the_globs_do_not_match_is_closed_once_read(
     await c.until(30)
     await wait_files(t, 1)  # with no discovery to tell it is not at a matched path
     assert await c.finish() == want("a", 0, 25) + want("c", 0, 5)
+
+
+async def test_a_move_out_of_the_globs_tree_does_not_stop_the_next_being_caught(
+    tmp_path: Path, logs: Path
+) -> None:
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    live = logs / "app.log"
+    t = Tailer(cfg(tmp_path, chunk_bytes=64, fair_share_bytes=64))
+    await t.start()
+    c = Collector(t)
+    # Before any discovery saw them: A goes out of the globs' tree (not followed
+    # there: refused), B is renamed next to it, C is the new file.
+    write(live, nums("a", 0, 10))
+    os.rename(live, archive / "app.log.0")
+    write(live, nums("b", 0, 10))
+    os.rename(live, logs / "app.log.1")
+    write(live, nums("c", 0, 10))
+    renamed(t, live, archive / "app.log.0")
+    renamed(t, live, logs / "app.log.1")
+    await c.until(20)
+    assert await c.finish() == want("b", 0, 10) + want("c", 0, 10)
