@@ -255,3 +255,30 @@ async def test_a_look_alike_does_not_use_up_the_checkpoint_of_the_file_it_resemb
     t._wake.set()
     await c.until(16)
     assert await c.finish() == want("a", 0, 6) + want("x", 0, 5) + want("a", 20, 25)
+
+
+async def test_a_copy_that_took_over_after_a_partial_line_keeps_that_in_its_checkpoint(
+    tmp_path: Path, logs: Path
+) -> None:
+    live = logs / "app.log"
+    write(live, nums("a", 0, 20) + "held")
+    # Reading pauses once the 20 lines and "held" are out and not acknowledged.
+    conf = cfg(tmp_path, partial_flush_timeout=0.05, max_buffer_bytes=1000)
+    t = Tailer(conf)
+    await t.start()
+    c = Collector(t, ack=False)
+    await c.until(21)  # "held" handed on without its newline
+    write(live, "\n" + nums("a", 20, 25))  # the newline comes, then copytruncate
+    shutil.copyfile(live, logs / "app.log.1")
+    os.truncate(live, 0)
+    write(live, nums("c", 0, 2))
+    deadline = asyncio.get_running_loop().time() + 5
+    while t.truncations != 1:  # the copy took over (reading is still paused)
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    for ch in c.chunks:
+        t.ack(ch)  # acknowledged in the copy's name now, up to after "held"
+    await t.close()  # before the copy is read any further
+    # The copy resumes from its own checkpoint: after "held", its newline skipped.
+    texts = await session(conf, 7)
+    assert sorted(texts) == sorted(want("a", 20, 25) + want("c", 0, 2))
