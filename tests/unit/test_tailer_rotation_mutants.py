@@ -715,3 +715,64 @@ async def test_a_move_out_of_the_globs_tree_does_not_stop_the_next_being_caught(
     renamed(t, live, logs / "app.log.1")
     await c.until(20)
     assert await c.finish() == want("b", 0, 10) + want("c", 0, 10)
+
+
+# -- A rotated file let go (`_forget`): what is still owed for it, and the checkpoint.
+
+
+async def test_a_rotated_file_let_go_with_lines_unacknowledged_still_counts_as_lag(
+    tmp_path: Path, logs: Path
+) -> None:
+    live = logs / "app.log"
+    write(live, nums("a", 0, 10))
+    t = Tailer(cfg(tmp_path, rotate_wait=0.05))
+    await t.start()
+    c = Collector(t, ack=False)
+    await c.until(10)
+    old = live.stat().st_size
+    os.rename(live, logs / "app.log.1")
+    write(live, "b0\n")
+    t._discover_now = True
+    t._wake.set()
+    await c.until(11)
+    deadline = asyncio.get_running_loop().time() + 5
+    while any(f["path"] == str(live) and f["rotated"] for f in t.files()) or len(t.files()) != 1:
+        assert asyncio.get_running_loop().time() < deadline, t.files()
+        await asyncio.sleep(0.01)
+    assert t.lag_bytes == old + 3  # the closed file's lines are still owed
+    for ch in c.chunks:
+        t.ack(ch)
+    assert t.lag_bytes == 0
+    await c.finish()
+
+
+async def test_a_rotated_file_let_go_leaves_the_checkpoint(tmp_path: Path, logs: Path) -> None:
+    live = logs / "app.log"
+    write(live, nums("a", 0, 10))
+    t = Tailer(cfg(tmp_path, rotate_wait=0.05))
+    await t.start()
+    c = Collector(t)
+    await c.until(10)
+    fds = open_fds()
+    os.rename(live, logs / "app.log.1")
+    write(live, "b0\n")
+    t._discover_now = True
+    t._wake.set()
+    await c.until(11)
+    state = tmp_path / "state" / "checkpoints.json"
+    new = live.stat().st_ino
+
+    def inodes() -> list[int]:
+        try:
+            return [e["ino"] for e in json.loads(state.read_text())["files"]]
+        except (OSError, ValueError):
+            return []
+
+    deadline = asyncio.get_running_loop().time() + 5
+    while inodes() != [new]:  # nothing else happens that would rewrite it
+        assert asyncio.get_running_loop().time() < deadline, inodes()
+        await asyncio.sleep(0.01)
+    while open_fds() != fds:  # the new file's descriptor for the old one's
+        assert asyncio.get_running_loop().time() < deadline, (open_fds(), fds)
+        await asyncio.sleep(0.01)
+    await c.finish()
