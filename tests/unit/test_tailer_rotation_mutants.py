@@ -776,3 +776,30 @@ async def test_a_rotated_file_let_go_leaves_the_checkpoint(tmp_path: Path, logs:
         assert asyncio.get_running_loop().time() < deadline, (open_fds(), fds)
         await asyncio.sleep(0.01)
     await c.finish()
+
+
+async def test_a_waiting_copy_that_grows_into_something_else_is_read_as_its_own(
+    tmp_path: Path, logs: Path
+) -> None:
+    live, twin = logs / "app.log", logs / "app.log.1"
+    write(live, nums("a", 0, 20))
+    t = Tailer(cfg(tmp_path, paths=[str(logs / "app.log*")]))
+    await t.start()
+    c = Collector(t)
+    await c.until(20)
+    shutil.copyfile(live, twin)  # `cp`: a copy of a file that lives on
+    deadline = asyncio.get_running_loop().time() + 5
+    while not any(f.twin is not None for f in t._files):
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    write(live, nums("a", 20, 25))
+    write(twin, nums("x", 0, 5))  # written to on its own: not a copy after all
+    await c.until(50)
+    texts = await c.finish()
+
+    def of(path: Path) -> list[str]:
+        return [x for ch in c.chunks if ch.path == str(path) for x in ch.texts]
+
+    assert of(live) == want("a", 0, 25)
+    assert of(twin) == want("a", 0, 20) + want("x", 0, 5)
+    assert len(texts) == 50
