@@ -282,3 +282,33 @@ async def test_a_copy_that_took_over_after_a_partial_line_keeps_that_in_its_chec
     # The copy resumes from its own checkpoint: after "held", its newline skipped.
     texts = await session(conf, 7)
     assert sorted(texts) == sorted(want("a", 20, 25) + want("c", 0, 2))
+
+
+async def test_files_resumed_at_start_are_closed_once_read_without_a_discovery(
+    tmp_path: Path, logs: Path
+) -> None:
+    renamed, copied = logs / "r.log", logs / "c.log"
+    write(renamed, nums("r", 0, 10))
+    write(copied, nums("c", 0, 10))
+    # No discovery after the first (polling, once a minute): nothing else tells
+    # the resumed files that no matched path names them. From the tail: a file
+    # first seen at start-up is read from its end; a copy found then is not one.
+    conf = cfg(tmp_path, force_polling=True, poll_interval=60.0, rotate_wait=0.05, read_from="tail")
+    t, c = await run_until(conf, 0)  # r0-r9 and c0-c9 are skipped: the tail
+    write(renamed, nums("r", 10, 12))
+    write(copied, nums("c", 10, 12))
+    await c.until(4)
+    await c.finish()
+    write(renamed, nums("r", 12, 15))
+    os.rename(renamed, logs / "r.log.1")
+    write(copied, nums("c", 12, 15))
+    shutil.copyfile(copied, logs / "c.log.1")
+    os.truncate(copied, 0)
+    write(copied, nums("d", 0, 2))
+    t, c = await run_until(conf, 8)
+    deadline = asyncio.get_running_loop().time() + 5
+    while t.files_watched != 1:
+        assert asyncio.get_running_loop().time() < deadline, t.files()
+        await asyncio.sleep(0.01)
+    texts = await c.finish()
+    assert sorted(texts) == sorted(want("r", 12, 15) + want("c", 12, 15) + want("d", 0, 2))
