@@ -16,7 +16,9 @@ import os
 import shutil
 from pathlib import Path
 
-from podkit.tailer import Tailer
+import pytest
+
+from podkit.tailer import Tailer, rotation
 from podkit.tailer.files import _File
 from tests.unit.test_tailer import Collector, cfg, logs, write
 
@@ -803,3 +805,60 @@ async def test_a_waiting_copy_that_grows_into_something_else_is_read_as_its_own(
     assert of(live) == want("a", 0, 25)
     assert of(twin) == want("a", 0, 20) + want("x", 0, 5)
     assert len(texts) == 50
+
+
+class _Vanishing:
+    """`os` as rotation.py sees it, where one directory entry is gone by the time
+    it is looked at (between the scan and its stat, or between the stat and
+    the open): what a file deleted during the search for a copy does."""
+
+    def __init__(self, name: str, at: str) -> None:
+        self.name, self.at = name, at
+
+    def __getattr__(self, attr: str) -> object:
+        return getattr(os, attr)
+
+    def scandir(self, d: str) -> list[object]:
+        entries: list[object] = []
+        for e in os.scandir(d):
+            if e.name == self.name and self.at == "stat":
+                entries.insert(0, self._Gone(e))  # first: what comes after it still counts
+            else:
+                entries.append(e)
+        return entries
+
+    def open(self, path: str, flags: int, mode: int = 0o777) -> int:
+        if os.path.basename(path) == self.name and self.at == "open":
+            raise FileNotFoundError(2, "No such file or directory", path)
+        return os.open(path, flags, mode)
+
+    class _Gone:
+        def __init__(self, e: os.DirEntry[str]) -> None:
+            self.name, self.path = e.name, e.path
+
+        def is_file(self, follow_symlinks: bool = True) -> bool:
+            return True  # it was, when scanned
+
+        def stat(self, follow_symlinks: bool = True) -> os.stat_result:
+            raise FileNotFoundError(2, "No such file or directory", self.path)
+
+
+@pytest.mark.parametrize("at", ["stat", "open"])
+async def test_a_file_gone_during_the_search_for_the_copy_is_passed_over(
+    tmp_path: Path, logs: Path, monkeypatch: pytest.MonkeyPatch, at: str
+) -> None:
+    live = logs / "app.log"
+    write(live, nums("a", 0, 20))
+    t = Tailer(cfg(tmp_path))
+    await t.start()
+    c = Collector(t)
+    await c.until(20)
+    write(live, nums("a", 20, 40))
+    shutil.copyfile(live, logs / "app.log.1")
+    aged(logs / "app.log.1", 50)
+    shutil.copyfile(live, logs / "app.log.gone")  # the newest: looked at first
+    monkeypatch.setattr(rotation, "os", _Vanishing("app.log.gone", at))
+    os.truncate(live, 0)
+    write(live, nums("c", 0, 5))
+    await c.until(45)
+    assert await c.finish() == want("a", 0, 40) + want("c", 0, 5)

@@ -17,9 +17,11 @@ import os
 import shutil
 from pathlib import Path
 
-from podkit.tailer import Tailer, TailerConfig
+import pytest
+
+from podkit.tailer import Tailer, TailerConfig, rotation
 from tests.unit.test_tailer import Collector, cfg, logs, write
-from tests.unit.test_tailer_rotation_mutants import nums, want
+from tests.unit.test_tailer_rotation_mutants import _Vanishing, nums, want
 
 __all__ = ["logs"]  # the fixture
 
@@ -312,3 +314,21 @@ async def test_files_resumed_at_start_are_closed_once_read_without_a_discovery(
         await asyncio.sleep(0.01)
     texts = await c.finish()
     assert sorted(texts) == sorted(want("r", 12, 15) + want("c", 12, 15) + want("d", 0, 2))
+
+
+async def test_a_file_gone_while_looking_for_rotated_files_at_start_is_passed_over(
+    tmp_path: Path, logs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    renamed, copied = logs / "r.log", logs / "c.log"
+    write(renamed, "r0\nr1\n")  # short: found by its inode only
+    write(copied, nums("c", 0, 10))  # found by its first bytes only
+    conf = cfg(tmp_path)
+    await session(conf, 12)
+    write(renamed, "r2\n")
+    os.rename(renamed, logs / "r.log.1")
+    write(copied, nums("c", 10, 12))
+    shutil.copyfile(copied, logs / "c.log.1")
+    os.truncate(copied, 0)
+    write(logs / "x.gone", "deleted as the directory is read\n")
+    monkeypatch.setattr(rotation, "os", _Vanishing("x.gone", "stat"))
+    assert sorted(await session(conf, 3)) == sorted(["r2", *want("c", 10, 12)])
