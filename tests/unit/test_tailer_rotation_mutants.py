@@ -703,7 +703,11 @@ async def test_a_move_out_of_the_globs_tree_does_not_stop_the_next_being_caught(
     archive = tmp_path / "archive"
     archive.mkdir()
     live = logs / "app.log"
-    t = Tailer(cfg(tmp_path, chunk_bytes=64, fair_share_bytes=64))
+    # Polling: only the moves reported here are seen (inotify would report them too).
+    conf = cfg(
+        tmp_path, chunk_bytes=64, fair_share_bytes=64, force_polling=True, poll_interval=60.0
+    )
+    t = Tailer(conf)
     await t.start()
     c = Collector(t)
     # Before any discovery saw them: A goes out of the globs' tree (not followed
@@ -862,3 +866,22 @@ async def test_a_file_gone_during_the_search_for_the_copy_is_passed_over(
     write(live, nums("c", 0, 5))
     await c.until(45)
     assert await c.finish() == want("a", 0, 40) + want("c", 0, 5)
+
+
+async def test_a_reported_move_whose_file_is_gone_does_not_stop_the_next(
+    tmp_path: Path, logs: Path
+) -> None:
+    live = logs / "app.log"
+    # Polling: only the moves reported here are seen (inotify would report them too).
+    t = Tailer(cfg(tmp_path, force_polling=True, poll_interval=60.0))
+    await t.start()
+    c = Collector(t)
+    write(live, nums("a", 0, 10))
+    os.rename(live, logs / "app.log.0")
+    os.remove(logs / "app.log.0")  # renamed, then deleted before we looked
+    write(live, nums("b", 0, 10))
+    os.rename(live, logs / "app.log.1")
+    renamed(t, live, logs / "app.log.0")
+    renamed(t, live, logs / "app.log.1")
+    await c.until(10)
+    assert await c.finish() == want("b", 0, 10)
