@@ -885,3 +885,29 @@ async def test_a_reported_move_whose_file_is_gone_does_not_stop_the_next(
     renamed(t, live, logs / "app.log.1")
     await c.until(10)
     assert await c.finish() == want("b", 0, 10)
+
+
+async def test_a_file_rewritten_before_its_first_read_takes_no_other_file_for_its_copy(
+    tmp_path: Path, logs: Path
+) -> None:
+    first, second = logs / "a.log", logs / "b.log"
+    write(first, nums("a", 0, 20))
+    # Reading pauses once a.log's lines are out and not acknowledged.
+    t = Tailer(cfg(tmp_path, max_buffer_bytes=1000))
+    await t.start()
+    c = Collector(t, ack=False)
+    await c.until(20)
+    write(second, nums("b", 0, 10))
+    deadline = asyncio.get_running_loop().time() + 5
+    while not any(f["path"] == str(second) for f in t.files()):  # found, not read
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    write(logs / "notes.txt", nums("n", 0, 30))  # the newest file there, and long
+    write(second, nums("c", 0, 3), mode="w")  # rewritten: what it held first is gone
+    while t.truncations != 1:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    for ch in c.chunks:
+        t.ack(ch)
+    await c.until(23)
+    assert await c.finish() == want("a", 0, 20) + want("c", 0, 3)
