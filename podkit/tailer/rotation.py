@@ -125,6 +125,11 @@ class _Rotation(_Base):
             entry = f.checkpoint()
             entry["offset"] = f.emit_pos
             entry["partial"] = f.emit_pos == f.partial_at
+            # checkpoint()'s tail is of the bytes before the acknowledged offset (read
+            # from the file, truncated by now perhaps); the one kept must be of those
+            # before this offset, or the copy it is for is taken for another file.
+            # The callers hand held lines on first: emit_pos is read_pos, f.tail's.
+            entry["tail"] = hashlib.sha1(f.tail).hexdigest()
             self._remember(entry)
 
     def _catch_up_moves(self) -> None:

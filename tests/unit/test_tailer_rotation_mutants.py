@@ -911,3 +911,53 @@ async def test_a_file_rewritten_before_its_first_read_takes_no_other_file_for_it
         t.ack(ch)
     await c.until(23)
     assert await c.finish() == want("a", 0, 20) + want("c", 0, 3)
+
+
+async def test_a_compressed_copy_of_a_file_let_go_partly_acknowledged_is_not_read_again(
+    tmp_path: Path, logs: Path
+) -> None:
+    # The consumer has acknowledged only the first chunk when the renamed file is
+    # let go: what was handed on (all of it) is what a later copy continues from.
+    live = logs / "app.log"
+    write(live, nums("a", 0, 20))
+    conf = cfg(
+        tmp_path,
+        paths=[str(live), str(logs / "app.log.*.gz")],
+        rotate_wait=0.05,
+        chunk_bytes=512,
+    )
+    t = Tailer(conf)
+    await t.start()
+    c = Collector(t, ack=False)
+    await c.until(20)
+    t.ack(c.chunks[0])
+    os.rename(live, logs / "app.log.1")
+    await wait_files(t, 0)
+    with open(logs / "app.log.1.gz", "wb") as out:
+        out.write(gzip.compress((logs / "app.log.1").read_bytes() + nums("a", 20, 22).encode()))
+    os.remove(logs / "app.log.1")
+    t._discover_now = True
+    t._wake.set()
+    await c.until(22)
+    texts = await c.finish()
+    assert texts == want("a", 0, 22)
+
+
+async def test_a_look_alike_of_a_file_let_go_is_read_from_its_start(
+    tmp_path: Path, logs: Path
+) -> None:
+    live, look = logs / "app.log", logs / "other.log"
+    write(live, nums("a", 0, 20))
+    conf = cfg(tmp_path, paths=[str(live), str(look)], rotate_wait=0.05)
+    t = Tailer(conf)
+    await t.start()
+    c = Collector(t)
+    await c.until(20)
+    os.rename(live, logs / "app.log.1")
+    await wait_files(t, 0)  # let go: what was read of it is remembered
+    # The same first lines (more than a fingerprint), then others: not a copy.
+    write(look, nums("a", 0, 6) + nums("x", 0, 30))
+    t._discover_now = True
+    t._wake.set()
+    await c.until(56)
+    assert await c.finish() == want("a", 0, 20) + want("a", 0, 6) + want("x", 0, 30)
