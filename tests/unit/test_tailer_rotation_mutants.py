@@ -961,3 +961,36 @@ async def test_a_look_alike_of_a_file_let_go_is_read_from_its_start(
     t._wake.set()
     await c.until(56)
     assert await c.finish() == want("a", 0, 20) + want("a", 0, 6) + want("x", 0, 30)
+
+
+async def test_a_compressed_file_followed_first_does_not_stop_the_identity_checks(
+    tmp_path: Path, logs: Path
+) -> None:
+    live = logs / "app.log"
+    with open(logs / "app.log.2.gz", "wb") as out:  # an old rotation, followed first
+        out.write(gzip.compress(nums("o", 0, 3).encode()))
+    write(live, nums("a", 0, 40))
+    # chunk_bytes and max_buffer_bytes: reading pauses half way through app.log.
+    conf = cfg(
+        tmp_path,
+        paths=[str(logs / "*.gz"), str(live)],
+        chunk_bytes=512,
+        max_buffer_bytes=1000,
+    )
+    t = Tailer(conf)
+    await t.start()
+    c = Collector(t, ack=False)
+    await c.until(10)
+    shutil.copyfile(live, logs / "app.log.1")  # copytruncate, regrown past our position
+    os.truncate(live, 0)
+    write(live, nums("c", 0, 40))
+    deadline = asyncio.get_running_loop().time() + 5
+    while t.truncations != 1:  # seen by the identity check while reading is paused
+        assert asyncio.get_running_loop().time() < deadline, t.files()
+        await asyncio.sleep(0.01)
+    for ch in c.chunks:
+        t.ack(ch)
+    c.ack = True
+    await c.until(83)
+    texts = await c.finish()
+    assert [x for x in texts if x[0] != "o"] == want("a", 0, 40) + want("c", 0, 40)
