@@ -816,17 +816,21 @@ class _Vanishing:
     it is looked at (between the scan and its stat, or between the stat and
     the open): what a file deleted during the search for a copy does."""
 
-    def __init__(self, name: str, at: str) -> None:
-        self.name, self.at = name, at
+    def __init__(self, name: str, at: str, first: str = "") -> None:
+        self.name, self.at, self.first = name, at, first  # `first`: listed before the others
 
     def __getattr__(self, attr: str) -> object:
         return getattr(os, attr)
 
     def scandir(self, d: str) -> list[object]:
+        if os.path.basename(d) == self.name and self.at == "scandir":
+            raise FileNotFoundError(2, "No such file or directory", d)
         entries: list[object] = []
         for e in os.scandir(d):
             if e.name == self.name and self.at == "stat":
                 entries.insert(0, self._Gone(e))  # first: what comes after it still counts
+            elif e.name == self.first:
+                entries.insert(0, e)
             else:
                 entries.append(e)
         return entries

@@ -332,3 +332,36 @@ async def test_a_file_gone_while_looking_for_rotated_files_at_start_is_passed_ov
     write(logs / "x.gone", "deleted as the directory is read\n")
     monkeypatch.setattr(rotation, "os", _Vanishing("x.gone", "stat"))
     assert sorted(await session(conf, 3)) == sorted(["r2", *want("c", 10, 12)])
+
+
+async def test_every_file_rotated_while_stopped_is_resumed(
+    tmp_path: Path, logs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    short = [logs / "r.log", logs / "s.log"]  # found by their inodes only
+    long = [logs / "c.log", logs / "d.log"]  # found by their first bytes only
+    write(other / "o.log", "o0\n")
+    for p in short:
+        write(p, f"{p.stem}0\n")
+    for p in long:
+        write(p, nums(p.stem, 0, 10))
+    conf = cfg(tmp_path, paths=[str(other / "*.log"), str(logs / "*.log")])
+    await session(conf, 23)
+    assert saved_paths(tmp_path)[0] == str(other / "o.log")
+    os.rename(other / "o.log", other / "o.log.1")
+    for p in short:
+        write(p, f"{p.stem}1\n")
+        os.rename(p, f"{p}.1")
+    write(long[0], nums("c", 10, 12))
+    shutil.copyfile(long[0], logs / "c.log.1")  # copytruncate
+    os.truncate(long[0], 0)
+    write(long[1], nums("d", 10, 12))
+    shutil.copyfile(long[1], logs / "d.log.1")  # copied away, nothing at its path now
+    os.remove(long[1])
+    write(logs / "aaa", nums("z", 0, 10))  # another file, looked at first
+    # The directory of the first entry is gone by the time it is read; in the
+    # other, a file that is none of them is looked at first.
+    monkeypatch.setattr(rotation, "os", _Vanishing("other", "scandir", first="aaa"))
+    texts = await session(conf, 6)
+    assert sorted(texts) == sorted(["r1", "s1", *want("c", 10, 12), *want("d", 10, 12)])
