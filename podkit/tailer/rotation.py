@@ -84,8 +84,14 @@ class _Rotation(_Base):
                         continue
                     f.path = path  # records keep the name the lines were written under
                     f.paths.clear()
+                    f.is_copy = True  # nobody writes to it: its last line is whole
                     self._files.remove(f)
                     self._files.insert(0, f)  # before the file now at its old path
+                    succ = self._current.get(path)
+                    if succ is not None and succ is not f:
+                        # Its first round alone does not keep the order: the file now
+                        # at the path waits until the copy is read to its end.
+                        f.after, succ.after = succ.after, f
                     log.info("resuming a copy made while stopped", extra={"path": e.path})
                     break
 
@@ -119,6 +125,11 @@ class _Rotation(_Base):
             entry = f.checkpoint()
             entry["offset"] = f.emit_pos
             entry["partial"] = f.emit_pos == f.partial_at
+            # checkpoint()'s tail is of the bytes before the acknowledged offset (read
+            # from the file, truncated by now perhaps); the one kept must be of those
+            # before this offset, or the copy it is for is taken for another file.
+            # The callers hand held lines on first: emit_pos is read_pos, f.tail's.
+            entry["tail"] = hashlib.sha1(f.tail).hexdigest()
             self._remember(entry)
 
     def _catch_up_moves(self) -> None:
@@ -336,7 +347,11 @@ class _Rotation(_Base):
             known = self._by_key.get(key)
             if known is not None:
                 # Followed already: only a copy we have not read any of yet qualifies.
-                if (known.twin is f or known.unverified) and _fp_of(known.fd, f.fp_len) == f.fp:
+                if (
+                    (known.twin is f or known.unverified)
+                    and _fp_of(known.fd, f.fp_len) == f.fp
+                    and known.same_before(f.read_pos, f.tail)
+                ):
                     self._copy_name = epath
                     return known
                 continue
@@ -347,8 +362,12 @@ class _Rotation(_Base):
             # Shorter than what we read: not a whole copy (a compressed one may be).
             whole = st.st_size >= f.read_pos or compression(fd) is not None
             if whole and _fp_of(fd, f.fp_len) == f.fp:
-                self._copy_name = epath
                 copy = _File(epath, fd, os.fstat(fd), f.read_pos, self.cfg.max_line_bytes)
+                if not copy.same_before(f.read_pos, f.tail):
+                    # Only starts alike (a banner): an older file may be the copy.
+                    copy.close()
+                    continue
+                self._copy_name = epath
                 # Matched by the globs (`app.log*`): not closed before discovery sees it.
                 copy.paths = {epath} if self._matches(epath) else set()
                 copy.is_copy = True
