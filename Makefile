@@ -84,8 +84,10 @@ MUTATE ?= podkit.secrets* podkit.http* podkit.runner* podkit.tailer* podkit.line
 MUTATE_TESTS ?=
 # MUTATE_ONLY="podkit/tailer/core.py ..." generates only these files' mutants (faster).
 MUTATE_ONLY ?=
+# MUTATE_WORKERS=1 runs one mutant at a time (a shared machine).
+MUTATE_WORKERS ?=
 mutate: install
-	$(PY) tools/mutate.py $(foreach t,$(MUTATE_TESTS),--tests $(t)) $(foreach o,$(MUTATE_ONLY),--only $(o)) $(foreach m,$(MUTATE),"$(m)")
+	$(PY) tools/mutate.py $(if $(MUTATE_WORKERS),--max-children $(MUTATE_WORKERS)) $(foreach t,$(MUTATE_TESTS),--tests $(t)) $(foreach o,$(MUTATE_ONLY),--only $(o)) $(foreach m,$(MUTATE),"$(m)")
 
 # The fast subset CI runs (.ci/run): podkit/secrets.py and the TLS context and
 # client session of podkit/http.py (about 110 mutants, under a minute), failing

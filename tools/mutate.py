@@ -123,6 +123,9 @@ def main() -> int:
     )
     ap.add_argument("--tree", help="where to build the tree (default .venv/mutate-tree)")
     ap.add_argument(
+        "--max-children", type=int, help="mutmut's workers (default: its own, the CPU count)"
+    )
+    ap.add_argument(
         "--max-survivors",
         action="append",
         default=[],
@@ -144,7 +147,8 @@ def main() -> int:
     # collect stats"); the tree has its own per-test wall-clock alarm instead.
     env = dict(os.environ, PYTEST_DEBUG_TEMPROOT=str(tmp), PODKIT_TEST_HANG_SECONDS="0")
     mutmut = str(Path(sys.executable).parent / "mutmut")
-    code = subprocess.call([mutmut, "run", *args.names], cwd=TREE, env=env)
+    workers = ["--max-children", str(args.max_children)] if args.max_children else []
+    code = subprocess.call([mutmut, "run", *workers, *args.names], cwd=TREE, env=env)
     tally = report(mutmut, args.names, env)
     # mutmut's own exit status does not count survivors: the ratchet is here. A new
     # survivor fails the run; an equivalent one is added to the docs' list and to N.
