@@ -439,3 +439,17 @@ def test_cert_signature_follows_the_certificate_and_key_files(
     key.unlink()
     with pytest.raises(FileNotFoundError):
         both.cert_signature()
+
+
+def test_check_names_the_callers_header_file_flag() -> None:
+    with pytest.raises(UsageError) as err:
+        AuthOptions.of({"header_file": "api_header"}, header_file=["X-K=/a", "X-K=/b"])
+    assert str(err.value) == "--api-header: X-K is set twice"
+
+
+def test_a_header_file_path_with_a_colon_is_named_whole(tmp_path: Path) -> None:
+    gone = str(tmp_path / "a:b" / "key")
+    auth = AuthOptions.of(header_file=[f"X-K={gone}"])
+    with pytest.raises(UsageError) as err:
+        auth.headers()
+    assert str(err.value) == f"--header-file {gone}: No such file or directory"
