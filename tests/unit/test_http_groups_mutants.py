@@ -453,3 +453,16 @@ def test_a_header_file_path_with_a_colon_is_named_whole(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as err:
         auth.headers()
     assert str(err.value) == f"--header-file {gone}: No such file or directory"
+
+
+@pytest.mark.parametrize("text", ["tok-a\ntok-b\n", "tok-a\r\nX-Evil: 1\n", "tok-a\rtok-b"])
+def test_headers_refuse_a_bearer_token_of_more_than_one_line(tmp_path: Path, text: str) -> None:
+    """As a header file of two lines is: the token goes into a header line,
+    and aiohttp's own refusal (a ValueError at send time) names no file."""
+    path = tmp_path / "token"
+    path.write_bytes(text.encode())
+    auth = AuthOptions.of({"bearer_token_file": "token_file"}, bearer_token_file=str(path))
+    with pytest.raises(UsageError) as err:
+        auth.headers()
+    assert str(err.value) == f"--token-file {path}: one line expected"
+    assert "tok-a" not in str(err.value)
