@@ -337,7 +337,14 @@ class AuthOptions(_Standalone):
                 out[name] = value
             if self.bearer_token_file:
                 attr = "bearer_token_file"
-                out["Authorization"] = f"Bearer {self._file(attr).value()}"
+                token = self._file(attr).value()
+                # The token goes into a header line, as a header file's value
+                # does (text mode reads a lone CR as LF).
+                if "\n" in token:
+                    raise UsageError(
+                        f"{self.flag(attr)} {self.bearer_token_file}: one line expected"
+                    )
+                out["Authorization"] = f"Bearer {token}"
             elif self.basic_auth_user and self.basic_auth_password_file:
                 import base64
 
