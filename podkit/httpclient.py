@@ -12,6 +12,7 @@ not need. Programs with a hot outbound path (logship's sinks) keep aiohttp.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -45,6 +46,9 @@ def host_header(host: str, port: int, scheme: str) -> str:
     return h if port == {"http": 80, "https": 443}.get(scheme) else f"{h}:{port}"
 
 
+_BREAKS = re.compile(r"[\r\n\0]")
+
+
 async def fetch(
     method: str,
     url: str,
@@ -60,6 +64,11 @@ async def fetch(
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise HTTPClientError(f"not an http(s) URL: {parts.scheme}://{parts.hostname or ''}")
+    for name, value in (headers or {}).items():
+        # Values come from files (tokens, header files): a CR or LF would end the
+        # line and start one of the file's choosing, for every caller at once.
+        if _BREAKS.search(name) or _BREAKS.search(value):
+            raise HTTPClientError(f"header {name.splitlines()[0]!r}: a CR, LF or NUL in it")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     tls: ssl.SSLContext | None = None

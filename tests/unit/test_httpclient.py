@@ -77,6 +77,30 @@ async def test_fetch_rejects_what_is_not_http() -> None:
         await fetch("GET", "ftp://example.invalid/")
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer a\nX-Evil: 1"},
+        {"Authorization": "Bearer a\r\nX-Evil: 1"},
+        {"Authorization": "Bearer a\rX-Evil: 1"},
+        {"X-Token": "a\x00b"},
+        {"X-Evil: 1\r\nX-Name": "v"},
+    ],
+)
+async def test_fetch_refuses_a_header_that_would_start_another_line(
+    headers: dict[str, str],
+) -> None:
+    """Header values come from files (tokens, header files): a line break in one
+    would be an injected header line; nothing is sent."""
+    seen: list[bytes] = []
+    server = await serve(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", seen)
+    async with server:
+        with pytest.raises(HTTPClientError, match="a CR, LF or NUL"):
+            await fetch("GET", url(server), headers=headers)
+        assert (await fetch("GET", url(server), headers={"X-Token": "fine"})).status == 200
+    assert len(seen) == 1 and b"X-Evil" not in seen[0]
+
+
 async def test_call_webhook_statuses_timeouts_and_refusals() -> None:
     srv = await serve(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
     async with srv:
