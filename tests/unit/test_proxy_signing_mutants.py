@@ -18,7 +18,6 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-
 from podkit.ambassadors.proxy import signing
 from podkit.ambassadors.proxy.signing import SigningKey, algorithm_for, load_private_key
 
@@ -105,28 +104,28 @@ def test_a_key_that_is_not_usable_is_refused_with_why(tmp_path: Path) -> None:
     es = tmp_path / "es"
     write_key(es, ec.generate_private_key(ec.SECP256R1()))
     for wanted in ("RS256", "EdDSA"):
-        with pytest.raises(ValueError, match=f"^the key signs ES256, not {wanted}$"):
+        with pytest.raises(ValueError, match=rf"^the key signs ES256, not {wanted}$"):
             SigningKey(str(es), wanted).sign({})
     p384 = tmp_path / "p384"
     write_key(p384, ec.generate_private_key(ec.SECP384R1()))
-    with pytest.raises(ValueError, match="^EC key on secp384r1: ES256 needs P-256$"):
+    with pytest.raises(ValueError, match=r"^EC key on secp384r1: ES256 needs P-256$"):
         SigningKey(str(p384)).load()
     ed = tmp_path / "ed448"
     write_key(ed, ed448.Ed448PrivateKey.generate())
-    with pytest.raises(ValueError, match="^unsupported key type "):
+    with pytest.raises(ValueError, match=r"^unsupported key type Ed448PrivateKey$"):
         SigningKey(str(ed)).sign({})
-    with pytest.raises(ValueError, match="^unsupported key type NoneType$"):
+    with pytest.raises(ValueError, match=r"^unsupported key type NoneType$"):
         algorithm_for(None)
     junk = tmp_path / "junk"
     junk.write_text("not a key")
-    with pytest.raises(ValueError, match="^not an unencrypted PEM private key: ") as info:
+    with pytest.raises(ValueError, match=r"^not an unencrypted PEM private key: ") as info:
         SigningKey(str(junk)).sign({})
     # the parser's own exception is not chained: its text is already in the message
     assert info.value.__cause__ is None and info.value.__suppress_context__
     # a passphrase-protected key: cryptography raises TypeError, refused the same way
     locked = tmp_path / "locked"
     locked.write_bytes(pem(ed25519.Ed25519PrivateKey.generate(), b"secret"))
-    with pytest.raises(ValueError, match="^not an unencrypted PEM private key: .*encrypted"):
+    with pytest.raises(ValueError, match=r"^not an unencrypted PEM private key: .*encrypted"):
         SigningKey(str(locked)).sign({})
     # a public key is not a private key
     pub = tmp_path / "pub"
@@ -135,11 +134,18 @@ def test_a_key_that_is_not_usable_is_refused_with_why(tmp_path: Path) -> None:
         .public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
-    with pytest.raises(ValueError, match="^not an unencrypted PEM private key: "):
+    with pytest.raises(ValueError, match=r"^not an unencrypted PEM private key: "):
         load_private_key(str(pub))
 
 
 def test_a_key_file_that_cannot_be_read_is_an_oserror(tmp_path: Path) -> None:
+    # not there yet and never read: nothing new to read (as for a key that vanished),
+    # until it appears
+    later = tmp_path / "later"
+    k = SigningKey(str(later))
+    assert not k.changed()
+    write_key(later, ed25519.Ed25519PrivateKey.generate())
+    assert k.changed()
     with pytest.raises(FileNotFoundError):
         SigningKey(str(tmp_path / "gone")).sign({})
     with pytest.raises(IsADirectoryError):
