@@ -505,3 +505,424 @@ async def test_a_closed_standard_output_is_pointed_at_devnull(
         assert os.path.samestat(os.fstat(fd), os.stat(os.devnull))
     finally:
         os.close(fd)
+
+
+# --- the HTTP family: a fake `_post` answers, the bodies are decoded --------
+
+
+class _Posts:
+    """Stands in for `_HTTPSink._post`: records each request, answers from a script."""
+
+    def __init__(self, *answers: tuple[int, dict[str, str], bytes]) -> None:
+        self.answers = list(answers)
+        self.calls: list[tuple[str, bytes, str, dict[str, str] | None]] = []
+
+    async def __call__(
+        self, url: str, body: bytes, content_type: str, extra: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        self.calls.append((url, body, content_type, extra))
+        return self.answers.pop(0)
+
+
+def _es(**options: Any) -> Any:
+    return open_sink("elasticsearch+http://127.0.0.1:9/logs", **options)
+
+
+def test_the_elasticsearch_target_is_the_index_bulk_api() -> None:
+    assert _es().target == "http://127.0.0.1:9/logs/_bulk"
+    assert _es().index == "logs"
+    s = open_sink("elasticsearch+https://es:9200/logs/?pipeline=p#frag")
+    assert s.target == "https://es:9200/logs/_bulk?pipeline=p"  # type: ignore[attr-defined]
+    for url in (
+        "elasticsearch+http://es:9200",
+        "elasticsearch+http://es:9200/",
+        "elasticsearch+http://es/a/b",
+    ):
+        with pytest.raises(UsageError, match="name the index"):
+            open_sink(url)
+    assert type(s).wants_ids is True
+
+
+def test_the_bulk_body_names_each_records_id() -> None:
+    ids = ["a" * 40, "b" * 40]
+    b = NdjsonBatch(b'{"m":1}\n{"m":"x"}\n', 2, ids)
+    body = _es().encode(b)
+    assert body == (
+        b'{"create":{"_id":"' + b"a" * 40 + b'"}}\n{"m":1}\n'
+        b'{"create":{"_id":"' + b"b" * 40 + b'"}}\n{"m":"x"}\n'
+    )
+    # the per-record overhead a producer counts is what the body adds
+    assert len(body) - len(b.ndjson()) == 2 * type(_es()).record_overhead
+    odd = _es().encode(NdjsonBatch(b"{}\n", 1, ['q"\\']))
+    assert odd == b'{"create":{"_id":"q\\"\\\\"}}\n{}\n'
+
+
+def test_the_bulk_body_without_ids_lets_elasticsearch_pick_them() -> None:
+    b = NdjsonBatch(b'{"m":1}\n{"m":2}\n{"m":3}\n', 3)
+    assert _es().encode(b) == (
+        b'{"create":{}}\n{"m":1}\n{"create":{}}\n{"m":2}\n{"create":{}}\n{"m":3}\n'
+    )
+    assert _es().encode(RecordBatch([{"a": 1}])) == b'{"create":{}}\n{"a":1}\n'
+    assert _es().encode(RecordBatch([])) == b""
+    assert _es().encode(NdjsonBatch(b"", 0, [])) == b""
+
+
+async def _es_answer(body: bytes | str, n: int = 1, status: int = 200) -> Any:
+    s = _es()
+    raw = body.encode() if isinstance(body, str) else body
+    s._post = _Posts((status, {}, raw))
+    batch = NdjsonBatch(b"{}\n" * n, n, [f"{i:040d}" for i in range(n)])
+    out = await s._attempt(batch)
+    url, sent, ctype, extra = s._post.calls[0]
+    assert url == "http://127.0.0.1:9/logs/_bulk"
+    assert sent == s.encode(batch)
+    assert ctype == "application/x-ndjson"
+    assert extra is None
+    return out
+
+
+async def test_a_bulk_response_without_errors_delivers_everything() -> None:
+    out = await _es_answer('{"errors":false,"items":[]}', n=2)
+    assert out == type(out)()
+    out = await _es_answer('{"errors":false}', n=1, status=201)
+    assert out.retry == [] and out.rejected == []
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ("<html>proxy</html>", "HTTP 200 with a body that is not JSON"),
+        ("[" * 100_000, "HTTP 200 with a body that is not JSON"),
+        ('{"errors":false', "HTTP 200 with a body that is not JSON"),
+        ('[{"errors":false}]', "bulk response is not a JSON object with an `errors` flag"),
+        ("{}", "bulk response is not a JSON object with an `errors` flag"),
+        ('{"errors":"false"}', "bulk response is not a JSON object with an `errors` flag"),
+        ('{"errors":0}', "bulk response is not a JSON object with an `errors` flag"),
+        ('{"errors":true}', "bulk response items do not match the request"),
+        ('{"errors":true,"items":{}}', "bulk response items do not match the request"),
+        ('{"errors":true,"items":[{}, {}]}', "bulk response items do not match the request"),
+        ('{"errors":true,"items":[]}', "bulk response items do not match the request"),
+    ],
+)
+async def test_a_malformed_bulk_response_sends_the_batch_again(body: str, why: str) -> None:
+    from podkit.sinks import Retry
+
+    with pytest.raises(Retry) as info:
+        await _es_answer(body, n=1)
+    assert info.value.reason == why
+    assert info.value.kind == "response"
+    assert info.value.retry_after is None
+
+
+async def test_each_bulk_item_is_delivered_retried_or_refused() -> None:
+    long_error = {"type": "es_rejected", "reason": "r" * 300}
+    items = [
+        {"create": {"status": 201}},
+        {"create": {"status": 409, "error": {"type": "version_conflict"}}},
+        {"create": {"status": 200}},
+        {"create": {"status": 299}},
+        {"create": {"status": 400, "error": {"type": "mapper_parsing"}}},
+        {"create": {"status": 300}},
+        {"create": {"status": 199}},
+        {"create": {"status": 404}},
+        {"create": {"status": 408}},
+        {"create": {}},
+        {},
+        "not an object",
+        {"create": {"status": True}},
+        {"create": {"status": "201"}},
+        {"create": "not an object"},
+        {"index": {"status": 500}},
+        {"create": {"status": 429, "error": long_error}},
+    ]
+    out = await _es_answer(json.dumps({"errors": True, "items": items}), n=len(items))
+    assert out.retry == [8, 9, 10, 11, 12, 13, 14, 15, 16]
+    assert out.rejected == [
+        (4, 400, '{"type":"mapper_parsing"}'),
+        (5, 300, "status 300"),
+        (6, 199, "status 199"),
+        (7, 404, "status 404"),
+    ]
+    assert (
+        out.retry_reason
+        == "bulk item status 429: " + json.dumps(long_error, separators=(",", ":"))[:200]
+    )
+    assert out.retry_kind == "item"
+    assert out.refused is None
+
+
+async def test_the_reason_of_a_retried_item_is_its_status() -> None:
+    out = await _es_answer('{"errors":true,"items":[{"create":{"status":503}}]}')
+    assert out.retry == [0]
+    assert out.retry_reason == "bulk item status 503: status 503"
+    out = await _es_answer('{"errors":true,"items":[{"create":{"status":false}}]}')
+    assert out.retry_reason == "bulk item status 0: status 0"
+
+
+async def test_a_failed_bulk_request_is_judged_whole() -> None:
+    from podkit.sinks import Retry
+
+    with pytest.raises(Retry) as info:
+        await _es_answer("busy", status=503)
+    assert info.value.reason == "HTTP 503: busy" and info.value.kind == "http_5xx"
+    out = await _es_answer("no", n=2, status=403)
+    assert out.rejected == [(0, 403, "HTTP 403: no"), (1, 403, "HTTP 403: no")]
+    out = await _es_answer("moved", n=1, status=301)
+    assert out.rejected == [(0, 301, "HTTP 301: moved")]
+    out = await _es_answer("", n=1, status=413)
+    assert out.refused == (413, "HTTP 413")
+
+
+# --- Loki --------------------------------------------------------------------
+
+
+def test_record_field_reaches_into_objects() -> None:
+    from podkit.sinks import record_field
+
+    rec = {"a.b": 1, "labels": {"app": "web", "x": {"y": 2}}, "s": "str"}
+    assert record_field(rec, "a.b") == 1
+    assert record_field(rec, "labels.app") == "web"
+    assert record_field(rec, "labels.x.y") == 2
+    assert record_field(rec, "labels.nope") is None
+    assert record_field(rec, "s.t") is None
+    assert record_field(rec, "labels") == rec["labels"]
+    assert record_field({"f": 0}, "f") == 0
+
+
+def test_loki_label_names() -> None:
+    from podkit.sinks import loki_label_name
+
+    assert loki_label_name("labels.app") == "app"
+    assert loki_label_name("a.b.c-d") == "c_d"
+    assert loki_label_name("9lives") == "_9lives"
+    assert loki_label_name("x.") == "_"
+    assert loki_label_name("Ok_1") == "Ok_1"
+    assert loki_label_name("é") == "_"
+
+
+def _loki(**options: Any) -> Any:
+    return open_sink("loki+http://127.0.0.1:9", **options)
+
+
+def test_the_loki_target_and_options() -> None:
+    s = _loki()
+    assert s.target == "http://127.0.0.1:9/loki/api/v1/push"
+    assert s.tenant is None and s.max_streams == 1000
+    assert s.static_labels == {} and s.label_keys == [] and s.metadata_keys == []
+    assert open_sink("loki+https://l/").target == "https://l/loki/api/v1/push"  # type: ignore[attr-defined]
+    assert open_sink("loki+http://l/p/push?x=1").target == "http://l/p/push?x=1"  # type: ignore[attr-defined]
+    assert _loki(tenant="").tenant is None
+    assert _loki(max_streams="1").max_streams == 1
+    for bad in (0, -1):
+        with pytest.raises(UsageError, match="--loki-max-streams: must be positive"):
+            _loki(max_streams=bad)
+    assert type(s).content_type == "application/json"
+
+
+def test_the_loki_push_body() -> None:
+    s = _loki(labels={"job": "j"})
+    recs: list[dict[str, Any]] = [
+        {"time": "2023-11-14T22:13:20Z", "message": "plain", "file": "/l/a.log", "truncated": True},
+        {
+            "time": "2023-11-14T22:13:20.5Z",
+            "message": "parsed",
+            "level": "warn",
+            "file": "/l/a.log",
+            "labels": {"app": "web", "n": 1},
+            "pod_labels": {"x": "y"},
+            "pod_annotations": {"z": "w"},
+        },
+        {"time": 7, "message": 5, "labels": "not a dict"},
+        {"time": 8, "message": "again", "file": "/l/a.log", "truncated": True},
+    ]
+    payload = json.loads(s.encode(RecordBatch(recs)))
+    assert payload == {
+        "streams": [
+            {
+                "stream": {"filename": "/l/a.log", "job": "j"},
+                "values": [
+                    ["1700000000000000000", "plain"],
+                    ["8", "again"],
+                ],
+            },
+            {
+                "stream": {"app": "web", "filename": "/l/a.log", "job": "j", "n": "1"},
+                "values": [
+                    [
+                        "1700000000500000000",
+                        '{"message":"parsed","level":"warn","file":"/l/a.log"}',
+                    ]
+                ],
+            },
+            {"stream": {"job": "j"}, "values": [["7", '{"message":5}']]},
+        ]
+    }
+    assert s.static_labels == {"job": "j"}  # not changed by a record's labels
+    raw = _loki().encode(RecordBatch([{"time": 1, "message": "é \udcff"}]))
+    assert raw == '{"streams":[{"stream":{},"values":[["1","é '.encode() + b'\xed\xb3\xbf"]]}]}'
+
+
+def test_loki_labels_and_metadata_from_fields() -> None:
+    events: list[tuple[str, int]] = []
+    s = _loki(
+        label_keys=["level", "labels.app"],
+        metadata_keys=["trace", "user.id"],
+        on_event=lambda k, n: events.append((k, n)),
+    )
+    recs: list[dict[str, Any]] = [
+        {"time": 1, "message": "m", "level": "info", "trace": "t1", "user": {"id": 3}},
+        {"time": 2, "message": "m", "labels": {"app": "web"}},
+        {"time": 3, "message": "m"},
+    ]
+    payload = json.loads(s.encode(RecordBatch(recs)))
+    assert payload["streams"] == [
+        {
+            "stream": {"level": "info"},
+            "values": [
+                [
+                    "1",
+                    '{"message":"m","level":"info","trace":"t1","user":{"id":3}}',
+                    {"trace": "t1", "id": "3"},
+                ]
+            ],
+        },
+        {"stream": {"app": "web"}, "values": [["2", "m"]]},
+        {"stream": {}, "values": [["3", "m"]]},
+    ]
+    assert events == []
+    assert s.status()["streams"] == 2 and s.status()["label_overflow"] == 0
+
+
+def test_loki_streams_past_the_limit_lose_their_field_labels(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events: list[tuple[str, int, str]] = []
+    s = _loki(label_keys=["level"], max_streams=2)
+    s.on_event = lambda k, n: events.append((k, n, s.reason))
+    recs = [{"time": i, "message": "m", "level": lvl, "req": "r"} for i, lvl in enumerate("abcac")]
+    with caplog.at_level("ERROR", logger="podkit.sinks"):
+        payload = json.loads(s.encode(RecordBatch(recs)))
+    streams = {json.dumps(x["stream"], sort_keys=True): x["values"] for x in payload["streams"]}
+    assert streams['{"level": "a"}'] == [
+        ["0", '{"message":"m","level":"a","req":"r"}'],
+        ["3", '{"message":"m","level":"a","req":"r"}'],
+    ]
+    assert streams['{"level": "b"}'] == [["1", '{"message":"m","level":"b","req":"r"}']]
+    assert streams["{}"] == [
+        ["2", '{"message":"m","level":"c","req":"r"}', {"level": "c"}],
+        ["4", '{"message":"m","level":"c","req":"r"}', {"level": "c"}],
+    ]
+    assert s.label_overflow == 2
+    assert events == [("loki_label_overflow", 1, "max_streams")] * 2
+    assert s.status()["streams"] == 2 and s.status()["label_overflow"] == 2
+    assert any("too many Loki streams" in r.getMessage() for r in caplog.records)
+    assert "streams" not in _loki().status() and "label_overflow" not in _loki().status()
+
+
+def test_the_loki_time_cache_is_bounded() -> None:
+    s = _loki()
+    s._tcache = {str(i): i for i in range(9_999)}
+    s.encode(RecordBatch([{"time": "2023-11-14T22:13:20Z", "message": "m"}]))
+    assert len(s._tcache) == 10_000  # at the bound: kept
+    s.encode(RecordBatch([{"time": "2023-11-14T22:13:21Z", "message": "m"}]))
+    assert s._tcache == {}
+
+
+async def test_the_loki_tenant_header() -> None:
+    s = _loki(tenant="team-a")
+    s._post = _Posts((204, {}, b""))
+    b = RecordBatch([{"time": 1, "message": "m"}])
+    assert await s._attempt(b) == type(await _es_answer('{"errors":false}'))()
+    assert s._post.calls == [
+        (
+            "http://127.0.0.1:9/loki/api/v1/push",
+            s.encode(b),
+            "application/json",
+            {"X-Scope-OrgID": "team-a"},
+        )
+    ]
+    t = _loki()
+    t._post = _Posts((500, {}, b"down"))
+    from podkit.sinks import Retry
+
+    with pytest.raises(Retry, match="HTTP 500: down"):
+        await t._attempt(b)
+    assert t._post.calls[0][3] is None
+
+
+# --- OTLP ----------------------------------------------------------------------
+
+
+def test_the_otlp_target_and_format() -> None:
+    s = open_sink("otlp+http://c:4318")
+    assert s.target == "http://c:4318/v1/logs"  # type: ignore[attr-defined]
+    assert s.format == "protobuf" and s.content_type == "application/x-protobuf"  # type: ignore[attr-defined]
+    assert s.resource == {}  # type: ignore[attr-defined]
+    j = open_sink("otlp+https://c/x/logs?q=1", otlp_format="json", resource={"k": "v"})
+    assert j.target == "https://c/x/logs?q=1"  # type: ignore[attr-defined]
+    assert j.format == "json" and j.content_type == "application/json"  # type: ignore[attr-defined]
+    assert j.resource == {"k": "v"}  # type: ignore[attr-defined]
+    assert open_sink("otlp+http://c/").target == "http://c/v1/logs"  # type: ignore[attr-defined]
+    with pytest.raises(UsageError, match="'xml' is not one of protobuf, json"):
+        open_sink("otlp+http://c", otlp_format="xml")
+
+
+def test_the_otlp_body_carries_each_records_time() -> None:
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+        ExportLogsServiceRequest,
+    )
+
+    s = open_sink("otlp+http://c", resource={"k8s.pod.name": "p"})
+    body = s.encode(
+        RecordBatch(
+            [
+                {"time": "2023-11-14T22:13:20.5Z", "message": "one"},
+                {"time": 42, "message": "two"},
+            ]
+        )
+    )
+    req = ExportLogsServiceRequest.FromString(body)
+    (rl,) = req.resource_logs
+    assert [(a.key, a.value.string_value) for a in rl.resource.attributes] == [
+        ("k8s.pod.name", "p")
+    ]
+    recs = [r for sl in rl.scope_logs for r in sl.log_records]
+    assert [r.body.string_value for r in recs] == ["one", "two"]
+    assert [r.time_unix_nano for r in recs] == [1_700_000_000_500_000_000, 42]
+    j = open_sink("otlp+http://c", otlp_format="json")
+    doc = json.loads(j.encode(RecordBatch([{"time": 5, "message": "m"}])))
+    (rec,) = doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+    assert rec["body"] == {"stringValue": "m"} and rec["timeUnixNano"] == "5"
+
+
+def test_the_otlp_time_cache_is_bounded() -> None:
+    s = open_sink("otlp+http://c")
+    s._tcache = {str(i): i for i in range(9_999)}  # type: ignore[attr-defined]
+    s.encode(RecordBatch([{"time": "2023-11-14T22:13:20Z", "message": "m"}]))
+    assert len(s._tcache) == 10_000  # type: ignore[attr-defined]
+    s.encode(RecordBatch([{"time": "2023-11-14T22:13:21Z", "message": "m"}]))
+    assert s._tcache == {}  # type: ignore[attr-defined]
+
+
+async def test_an_otlp_partial_success_is_logged_not_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    s = open_sink("otlp+http://c", otlp_format="json")
+    body = b'{"partialSuccess":{"rejectedLogRecords":"2","errorMessage":"' + b"e" * 400 + b'"}}'
+    s._post = _Posts((200, {}, body), (299, {}, b"{}"), (400, {}, b"bad"))  # type: ignore[method-assign]
+    b = RecordBatch([{"time": 1, "message": "m"}, {"time": 2, "message": "n"}])
+    with caplog.at_level("WARNING", logger="podkit.sinks"):
+        out = await s._attempt(b)
+    assert out.retry == [] and out.rejected == [] and out.refused is None
+    (rec,) = [r for r in caplog.records if r.getMessage() == "collector rejected some log records"]
+    assert rec.rejected == 2 and rec.error == "e" * 300  # type: ignore[attr-defined]
+    assert rec.levelname == "WARNING"
+    calls = s._post.calls  # type: ignore[attr-defined]
+    assert calls[0][0] == "http://c/v1/logs" and calls[0][2] == "application/json"
+    assert calls[0][1] == s.encode(b)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="podkit.sinks"):
+        out = await s._attempt(b)
+    assert out.rejected == [] and not caplog.records
+    out = await s._attempt(b)
+    assert out.refused == (400, "HTTP 400: bad")
