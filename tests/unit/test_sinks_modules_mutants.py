@@ -926,3 +926,223 @@ async def test_an_otlp_partial_success_is_logged_not_retried(
     assert out.rejected == [] and not caplog.records
     out = await s._attempt(b)
     assert out.refused == (400, "HTTP 400: bad")
+
+
+# --- the HTTP sink: a local server on loopback --------------------------------
+
+
+class _Server:
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.answer: tuple[int, dict[str, str], bytes] = (200, {}, b"")
+
+    async def handle(self, request: Any) -> Any:
+        from aiohttp import web
+
+        self.requests.append((request.path_qs, dict(request.headers), await request.read()))
+        status, headers, body = self.answer
+        return web.Response(status=status, headers=headers, body=body)
+
+
+@pytest.fixture
+async def http_server() -> Any:
+    from aiohttp import web
+
+    srv = _Server()
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", srv.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield srv, f"127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_http_sink_posts_ndjson_with_its_headers(http_server: Any) -> None:
+    srv, hostport = http_server
+    s = open_sink(f"http://{hostport}/in?x=1", headers={"X-A": "1"}, timeout=5)
+    await s.start()
+    try:
+        await asyncio.wait_for(s.send([{"a": 1}, {"b": 2}]), timeout=10)
+    finally:
+        await s.close()
+    assert s._session is None  # type: ignore[attr-defined]
+    ((path, headers, body),) = srv.requests
+    assert path == "/in?x=1"
+    assert body == b'{"a":1}\n{"b":2}\n'
+    assert headers["Content-Type"] == "application/x-ndjson"
+    assert headers["X-A"] == "1"
+    assert "Content-Encoding" not in headers
+
+
+async def test_the_http_sink_starts_its_session_on_the_first_send(http_server: Any) -> None:
+    srv, hostport = http_server
+    s = open_sink(f"http://{hostport}/", headers=["X-B: two"])
+    try:
+        await asyncio.wait_for(s.send([{"a": 1}]), timeout=10)
+    finally:
+        await s.close()
+    assert srv.requests[0][1]["X-B"] == "two"
+    assert s.timeout == 30.0  # type: ignore[attr-defined]
+
+
+class _FakeSession:
+    """Records what `_post` hands the client session (aiohttp's server would decode it)."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, bytes, dict[str, str]]] = []
+
+    def post(self, url: str, data: bytes, headers: dict[str, str]) -> Any:
+        self.posts.append((url, data, headers))
+
+        class _Resp:
+            status = 202
+            headers = {"X-R": "1"}
+
+            async def read(self) -> bytes:
+                return b"ok"
+
+            async def __aenter__(self) -> Any:
+                return self
+
+            async def __aexit__(self, *exc: Any) -> None:
+                return None
+
+        return _Resp()
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("how", ["gzip", "zstd", "none"])
+async def test_a_compressed_body_says_so(how: str) -> None:
+    import gzip
+
+    import zstandard
+
+    s: Any = open_sink("http://h/p", compress=how, headers={"X-H": "v"})
+    s._session = fake = _FakeSession()
+    got = await s._post("http://h/p", b"plain body", "text/x", {"X-E": "e"})
+    assert got == (202, {"X-R": "1"}, b"ok")
+    ((url, body, headers),) = fake.posts
+    assert url == "http://h/p"
+    want = {"Content-Type": "text/x", "X-H": "v", "X-E": "e"}
+    if how == "gzip":
+        assert gzip.decompress(body) == b"plain body"
+        assert headers == {**want, "Content-Encoding": "gzip"}
+    elif how == "zstd":
+        assert zstandard.ZstdDecompressor().decompress(body) == b"plain body"
+        assert headers == {**want, "Content-Encoding": "zstd"}
+    else:
+        assert body == b"plain body"
+        assert headers == want
+
+
+async def test_extra_headers_win_over_the_configured_ones() -> None:
+    s: Any = open_sink("http://h/p", headers={"Content-Type": "a/b", "X-H": "v"})
+    s._session = fake = _FakeSession()
+    await s._post("http://h/p", b"x", "text/x", {"X-H": "w"})
+    assert fake.posts[0][2] == {"Content-Type": "a/b", "X-H": "w"}
+
+
+async def test_bearer_token_from_a_file_and_a_missing_one_retried(
+    http_server: Any, tmp_path: Path
+) -> None:
+    from podkit.sinks import Retry
+
+    srv, hostport = http_server
+    tok = tmp_path / "token"
+    tok.write_text("s3cret\n")
+    s = open_sink(f"http://{hostport}/", bearer_token_file=str(tok))
+    try:
+        await asyncio.wait_for(s.send([{"a": 1}]), timeout=10)
+        assert srv.requests[0][1]["Authorization"] == "Bearer s3cret"
+        tok.unlink()
+        with pytest.raises(Retry) as info:
+            await asyncio.wait_for(s._attempt(RecordBatch([{"a": 2}])), timeout=10)  # type: ignore[attr-defined]
+        assert info.value.kind == "token"
+        assert info.value.reason.startswith("cannot read credential file: ")
+    finally:
+        await s.close()
+    assert len(srv.requests) == 1
+
+
+def test_http_sink_options_are_checked(tmp_path: Path) -> None:
+    assert open_sink("http://h/", compress="none").compress is None  # type: ignore[attr-defined]
+    assert open_sink("http://h/").compress is None  # type: ignore[attr-defined]
+    assert open_sink("http://h/", compress="gzip").compress == "gzip"  # type: ignore[attr-defined]
+    assert open_sink("http://h/", timeout="2.5").timeout == 2.5  # type: ignore[attr-defined]
+    with pytest.raises(UsageError, match="--compress: 'br' is not one of none, gzip, zstd"):
+        open_sink("http://h/", compress="br")
+    from podkit.sinks import LokiSink
+
+    with pytest.raises(UsageError, match="expected http or https after"):
+        LokiSink("loki+ftp://h/")
+    with pytest.raises(UsageError, match="--client-cert-file: only for https sinks"):
+        open_sink(
+            "http://h/", client_cert_file=str(tmp_path / "c"), client_key_file=str(tmp_path / "k")
+        )
+    with pytest.raises(UsageError, match="unsupported option"):
+        open_sink("http://h/", colour="blue")
+    assert open_sink("https://h/x").target == "https://h/x"  # type: ignore[attr-defined]
+    assert open_sink("loki+https://h/x").target == "https://h/x"  # type: ignore[attr-defined]
+
+
+def test_auth_and_tls_groups_given_whole_or_in_parts(tmp_path: Path) -> None:
+    from podkit.http import AuthOptions, TLSClientOptions
+    from podkit.sinks import AUTH_NAMES, TLS_NAMES
+
+    tok = tmp_path / "t"
+    tok.write_text("x")
+    auth = AuthOptions.of(AUTH_NAMES, bearer_token_file=str(tok))
+    tls = TLSClientOptions.of(TLS_NAMES, insecure=True)
+    s = open_sink("https://h/", auth=auth, tls=tls)
+    assert s.auth is auth and s.tls is tls  # type: ignore[attr-defined]
+    p = open_sink("https://h/", bearer_token_file=str(tok), insecure=True)
+    assert p.auth.bearer_token_file == str(tok)  # type: ignore[attr-defined]
+    assert p.tls.insecure is True  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match="auth=: expected AuthOptions, got dict"):
+        open_sink("https://h/", auth={})
+    with pytest.raises(TypeError, match="tls=: expected TLSClientOptions, got AuthOptions"):
+        open_sink("https://h/", tls=auth)
+    with pytest.raises(UsageError, match="give auth= or its parts, not both"):
+        open_sink("https://h/", auth=auth, bearer_token_file=str(tok))
+    with pytest.raises(UsageError, match="give tls= or its parts, not both"):
+        open_sink("https://h/", tls=tls, insecure=True)
+    h = open_sink("http://h/", header_files={"X-K": str(tok)})
+    assert h.auth.headers() == {"X-K": "x"}  # type: ignore[attr-defined]
+
+
+def test_a_whole_response_is_judged_by_its_status() -> None:
+    from podkit.sinks import Retry
+
+    s: Any = open_sink("http://h/")
+    b = RecordBatch([{"a": 1}, {"b": 2}])
+    assert s._whole(b, 200, {}, b"x") == type(s._whole(b, 299, {}, b""))()
+    assert s._whole(b, 299, {}, b"").rejected == []
+    for status, kind in (
+        (408, "http_408"),
+        (429, "http_429"),
+        (500, "http_5xx"),
+        (503, "http_5xx"),
+    ):
+        with pytest.raises(Retry) as info:
+            s._whole(b, status, {"Retry-After": "7"}, b"  busy \n")
+        assert info.value.kind == kind
+        assert info.value.reason == f"HTTP {status}: busy"
+        assert info.value.retry_after == 7.0
+    with pytest.raises(Retry) as info:
+        s._whole(b, 502, {}, b"")
+    assert info.value.reason == "HTTP 502" and info.value.retry_after is None
+    for status in (400, 413, 422):
+        out = s._whole(b, status, {}, b"no" * 200)
+        assert out.refused == (status, f"HTTP {status}: " + "no" * 150)
+        assert out.retry == [] and out.rejected == []
+    out = s._whole(b, 401, {}, b"\xff")
+    assert out.rejected == [(0, 401, "HTTP 401: \ufffd"), (1, 401, "HTTP 401: \ufffd")]
+    assert out.refused is None
+    assert s._whole(b, 199, {}, b"").rejected == [(0, 199, "HTTP 199"), (1, 199, "HTTP 199")]
