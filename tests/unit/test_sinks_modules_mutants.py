@@ -865,7 +865,13 @@ def test_loki_streams_past_the_limit_lose_their_field_labels(
     assert s.label_overflow == 2
     assert events == [("loki_label_overflow", 1, "max_streams")] * 2
     assert s.status()["streams"] == 2 and s.status()["label_overflow"] == 2
-    assert any("too many Loki streams" in r.getMessage() for r in caplog.records)
+    (log_rec,) = [r for r in caplog.records if r.name == "podkit.sinks"]
+    assert log_rec.getMessage() == (
+        "too many Loki streams; sending records without their field labels"
+    )
+    assert log_rec.sink == s.safe_url  # type: ignore[attr-defined]
+    assert log_rec.max_streams == 2  # type: ignore[attr-defined]
+    assert log_rec.labels == ["level"]  # type: ignore[attr-defined]
     assert "streams" not in _loki().status() and "label_overflow" not in _loki().status()
 
 
@@ -967,6 +973,7 @@ async def test_an_otlp_partial_success_is_logged_not_retried(
     (rec,) = [r for r in caplog.records if r.getMessage() == "collector rejected some log records"]
     assert rec.rejected == 2 and rec.error == "e" * 300  # type: ignore[attr-defined]
     assert rec.levelname == "WARNING"
+    assert rec.sink == "otlp+http://c"  # type: ignore[attr-defined]
     calls = s._post.calls  # type: ignore[attr-defined]
     assert calls[0][0] == "http://c/v1/logs" and calls[0][2] == "application/json"
     assert calls[0][1] == s.encode(b)
@@ -1196,3 +1203,206 @@ def test_a_whole_response_is_judged_by_its_status() -> None:
     assert out.rejected == [(0, 401, "HTTP 401: \ufffd"), (1, 401, "HTTP 401: \ufffd")]
     assert out.refused is None
     assert s._whole(b, 199, {}, b"").rejected == [(0, 199, "HTTP 199"), (1, 199, "HTTP 199")]
+
+
+# --- survivors of the first measured run of the HTTP family ---------------------
+
+
+def test_the_credential_and_tls_parts_reach_their_groups(tmp_path: Path) -> None:
+    pw, ca, cert, key = (tmp_path / n for n in ("pw", "ca", "cert", "key"))
+    for f in (pw, ca, cert, key):
+        f.write_text("x")
+    s: Any = open_sink(
+        "https://h/",
+        username="u",
+        password_file=str(pw),
+        ca_file=str(ca),
+        client_cert_file=str(cert),
+        client_key_file=str(key),
+    )
+    assert (s.auth.basic_auth_user, s.auth.basic_auth_password_file) == ("u", str(pw))
+    assert (s.tls.ca_file, s.tls.cert_file, s.tls.key_file) == (str(ca), str(cert), str(key))
+    assert s.tls.insecure is False
+    # the messages name the sink's parameters, not the groups' flags
+    with pytest.raises(UsageError) as info:
+        open_sink("https://h/", username="u")
+    assert "password" in str(info.value) and "basic-auth" not in str(info.value)
+    with pytest.raises(UsageError) as info:
+        open_sink("https://h/", client_key_file=str(key))
+    assert "client-cert-file" in str(info.value) and "--cert-file" not in str(info.value)
+
+
+def test_only_the_sink_scheme_prefix_is_taken_off() -> None:
+    from podkit.sinks import LokiSink
+
+    assert open_sink("http://h/?next=http://x").target == "http://h/?next=http://x"  # type: ignore[attr-defined]
+    with pytest.raises(UsageError, match="expected http or https after"):
+        LokiSink("loki+x+http://h/")
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.ssl: list[tuple[Any, ...]] = []
+        self.sessions: list[tuple[Any, ...]] = []
+        self.closed = 0
+
+    def ssl_context(self, *args: Any) -> Any:
+        self.ssl.append(args)
+        return ("ctx", len(self.ssl))
+
+    def client_session(self, timeout: float, **kw: Any) -> Any:
+        outer = self
+
+        class _S(_FakeSession):
+            async def close(self) -> None:
+                outer.closed += 1
+
+        self.sessions.append((timeout, kw))
+        return _S()
+
+
+@pytest.fixture
+def rec(monkeypatch: pytest.MonkeyPatch) -> _Recorder:
+    from podkit.sinks import _http
+
+    r = _Recorder()
+    monkeypatch.setattr(_http, "ssl_context", r.ssl_context)
+    monkeypatch.setattr(_http, "client_session", r.client_session)
+    return r
+
+
+async def test_start_builds_the_tls_context_and_session(rec: _Recorder, tmp_path: Path) -> None:
+    cert, key, ca = tmp_path / "c", tmp_path / "k", tmp_path / "ca"
+    for f in (cert, key, ca):
+        f.write_text("x")
+    s: Any = open_sink(
+        "https://h/",
+        ca_file=str(ca),
+        client_cert_file=str(cert),
+        client_key_file=str(key),
+        insecure=True,
+        timeout=5,
+    )
+    await s.start()
+    assert rec.ssl == [(str(ca), True, str(cert), str(key))]
+    assert rec.sessions == [(5.0, {"connect_timeout": 5.0, "ssl_ctx": ("ctx", 1), "limit": 4})]
+    assert s._cert_sig == s.tls.cert_signature() and len(s._cert_sig) == 2
+    p: Any = open_sink("http://h/", timeout=60)
+    await p.start()
+    assert len(rec.ssl) == 1  # no TLS context for plain http
+    assert rec.sessions[1] == (60.0, {"connect_timeout": 10.0, "ssl_ctx": None, "limit": 4})
+    assert p._cert_sig is None
+
+
+async def test_a_rotated_client_certificate_makes_a_new_session(
+    rec: _Recorder, tmp_path: Path
+) -> None:
+    from podkit.sinks import Retry
+
+    cert, key = tmp_path / "c", tmp_path / "k"
+    cert.write_text("one")
+    key.write_text("k")
+    s: Any = open_sink("https://h/", client_cert_file=str(cert), client_key_file=str(key))
+    await s._post("https://h/", b"x", "t")  # no session yet: started, nothing to compare
+    assert len(rec.sessions) == 1 and rec.closed == 0
+    await s._post("https://h/", b"x", "t")
+    assert len(rec.sessions) == 1 and rec.closed == 0  # unchanged: the same session
+    cert.write_text("two, longer")
+    await s._post("https://h/", b"x", "t")
+    assert len(rec.sessions) == 2 and rec.closed == 1
+    cert.unlink()
+    with pytest.raises(Retry) as info:
+        await s._post("https://h/", b"x", "t")
+    assert info.value.reason == "cannot read client certificate: No such file or directory"
+    assert info.value.kind == "token"
+
+
+async def test_a_client_certificate_that_cannot_be_loaded_is_retried(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from podkit.sinks import Retry, _http
+
+    def bad(*args: Any) -> Any:
+        raise OSError(errno.ENOENT, "No such file or directory")
+
+    monkeypatch.setattr(_http, "ssl_context", bad)
+    cert, key = tmp_path / "c", tmp_path / "k"
+    cert.write_text("one")
+    key.write_text("k")
+    s: Any = open_sink("https://h/", client_cert_file=str(cert), client_key_file=str(key))
+    with pytest.raises(Retry) as info:
+        await s._post("https://h/", b"x", "t")
+    assert info.value.reason.startswith("cannot load client certificate: ")
+    assert "No such file or directory" in info.value.reason
+    assert info.value.kind == "token"
+
+
+def test_a_missing_zstandard_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "zstandard", None)
+    with pytest.raises(UsageError) as info:
+        open_sink("http://h/", compress="zstd")
+    assert str(info.value) == (
+        "--compress zstd: the zstandard package is not installed "
+        "(pip install zstandard, or use --compress gzip)"
+    )
+
+
+def test_a_missing_otlp_package_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "podkit.sinks_otlp", None)
+    import podkit
+
+    monkeypatch.delattr(podkit, "sinks_otlp", raising=False)
+    with pytest.raises(UsageError) as info:
+        open_sink("otlp+http://c")
+    assert str(info.value).startswith(
+        "--sink otlp+http://c: OTLP needs the opentelemetry-proto package "
+        "(pip install 'podkit[logship]'): "
+    )
+
+
+async def test_a_300_is_not_a_success_for_any_http_sink() -> None:
+    s: Any = open_sink("http://h/")
+    b = RecordBatch([{"a": 1}])
+    assert s._whole(b, 300, {}, b"").rejected == [(0, 300, "HTTP 300")]
+    out = await _es_answer('{"errors":false}', n=1, status=300)
+    assert out.rejected == [(0, 300, 'HTTP 300: {"errors":false}')]
+    o: Any = open_sink("otlp+http://c", otlp_format="json")
+    o._post = _Posts((300, {}, b"{}"), (503, {"Retry-After": "9"}, b""))
+    assert (await o._attempt(b)).rejected == [(0, 300, "HTTP 300: {}")]
+    from podkit.sinks import Retry
+
+    with pytest.raises(Retry) as info:
+        await o._attempt(b)
+    assert info.value.retry_after == 9.0
+
+
+async def test_loki_refusals_name_each_record() -> None:
+    s: Any = _loki()
+    s._post = _Posts((403, {}, b"no"))
+    out = await s._attempt(RecordBatch([{"time": 1, "message": "a"}, {"time": 2, "message": "b"}]))
+    assert out.rejected == [(0, 403, "HTTP 403: no"), (1, 403, "HTTP 403: no")]
+    with pytest.raises(UsageError, match=r"^--loki-max-streams: must be positive$"):
+        _loki(max_streams=0)
+
+
+def test_a_record_with_every_standard_field_is_still_a_plain_line() -> None:
+    rec = {
+        "time": 1,
+        "message": "m",
+        "file": "/f",
+        "labels": {},
+        "truncated": True,
+        "pod_labels": {},
+        "pod_annotations": {},
+    }
+    payload = json.loads(_loki().encode(RecordBatch([rec])))
+    assert payload["streams"][0]["values"] == [["1", "m"]]
+
+
+def test_an_index_name_is_kept_whole() -> None:
+    assert open_sink("elasticsearch+http://h/XlogsX").target == "http://h/XlogsX/_bulk"  # type: ignore[attr-defined]
+
+
+def test_a_batch_with_fewer_ids_than_lines_is_not_sent_short() -> None:
+    with pytest.raises(ValueError):
+        _es().encode(NdjsonBatch(b"{}\n{}\n", 1, ["a"]))
