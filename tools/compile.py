@@ -34,14 +34,14 @@ import sys
 import sysconfig
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PROGRAM_TREES = ("sidecars", "adapters", "ambassadors", "initkits")
+from pkgtree import PROGRAM_TREES, ROOT, copy_package  # tools/ is this script's folder
+
 # The request path, as podkit.ambassadors.proxy.compiled lists it (declared
 # there once: `/`, the image's build check and the compiled test run read the
 # same list). Not the credentials, the settings or the metrics: they run once a
 # request at most, and tests replace their methods at run time, which compiled
 # classes refuse.
-from podkit.ambassadors.proxy.compiled import COMPILED  # noqa: E402
+from podkit.ambassadors.proxy.compiled import COMPILED
 
 MODULES = tuple(f"podkit/ambassadors/proxy/{name}.py" for name in COMPILED)
 
@@ -74,10 +74,7 @@ def build(out: Path) -> list[Path]:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so")
-    shutil.copytree(ROOT / "podkit", out / "podkit", ignore=ignore)
-    for name in PROGRAM_TREES:
-        shutil.copytree(ROOT / name, out / "podkit" / name, ignore=ignore)
+    copy_package(out)
     mypyc = Path(sys.executable).parent / "mypyc"
     env = {**os.environ, "MYPYC_OPT_LEVEL": "3", "MYPYC_DEBUG_LEVEL": "0"}
     res = subprocess.run(

@@ -46,10 +46,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from pkgtree import ROOT, copy_package  # tools/ is this script's folder
+
 TREE = ROOT / ".venv" / "mutate-tree"
-# Where each top-level folder lands inside the package, as pyproject's package-dir says.
-PROGRAM_TREES = ("sidecars", "adapters", "ambassadors", "initkits")
 
 
 ALARM_SECONDS = 60
@@ -89,11 +88,10 @@ def build(tests: list[str] | None, only: list[str] | None = None) -> None:
     """The tree mutmut runs in, at TREE (see the module's docstring)."""
     if TREE.exists():
         shutil.rmtree(TREE)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(ROOT / "podkit", TREE / "podkit", ignore=ignore)
-    for name in PROGRAM_TREES:
-        shutil.copytree(ROOT / name, TREE / "podkit" / name, ignore=ignore)
-    shutil.copytree(ROOT / "tests", TREE / "tests", ignore=ignore)
+    copy_package(TREE)
+    shutil.copytree(
+        ROOT / "tests", TREE / "tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
     tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]
     mutmut = dict(tool["mutmut"])
     mutmut["source_paths"] = ["podkit"]
