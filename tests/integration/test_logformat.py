@@ -101,7 +101,13 @@ def test_nginx_access_and_error_logs_with_rotation_and_restart(tmp_path: Path) -
             assert notfound and notfound[0]["level"] == "error"
             assert notfound[0]["client"] == "::1" and notfound[0]["request"].startswith("GET /miss")
             assert all(isinstance(e["pid"], int) for e in errors)
-            assert metric(p, 'podkit_logformat_records_total{format="nginx"}') == len(recs)
+            # The counter moves after the sink's write returns, so a reader of
+            # the file can be a step ahead of it: poll, with a deadline.
+            wait_until(
+                lambda: metric(p, 'podkit_logformat_records_total{format="nginx"}') == len(recs),
+                10,
+                what=f"records_total to reach {len(recs)}",
+            )
             assert metric(p, "podkit_logformat_parse_errors_total") == 0
             wait_until(lambda: metric(p, "podkit_logformat_lag_bytes") == 0, 10, what="lag 0")
             promtool_check(p.get("/metrics")[2])

@@ -280,7 +280,9 @@ def test_hostile_input(tmp_path: Path, logs: Path, receiver: Receiver) -> None:
         ]
         assert sum(len(v) for k, v in recs.items() if k.startswith("many")) == 500
         assert [r["message"] for r in recs["doomed.log"]] == expected(0, 50_000, "doomed")
-        assert metric(p, "podkit_logship_truncated_lines_total") == 1
+        # Counted when the sink acknowledges the batch, which can be just after
+        # the receiver stored it.
+        wait_until(lambda: metric(p, "podkit_logship_truncated_lines_total") == 1, 10)
         assert metric(p, "podkit_logship_files_watched") >= 502
         assert p.stop() == 0
 
