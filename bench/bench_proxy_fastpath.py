@@ -4,12 +4,14 @@ One client connection and one pooled upstream connection with stand-in transport
 each request's head goes into the client side's data_received and a fixed 200
 response into the upstream side's, so what is timed is the proxy's own work: parse
 (or head cache), pick, the head for the upstream, the response, metrics and the
-access-log line. CPU time (process_time), best of --repeat, for identical and unique
-(X-Request-Id) heads with the access log off and on. The kernel's share of a real
-request (about 10-11 us on loopback, as much as HAProxy's) is not in these figures;
-bench_proxy.py measures the whole against HAProxy.
+access-log line. CPU time (process_time), best of --repeat, for identical heads,
+unique ones (a different X-Request-Id each, or a different query string each, as
+bench_proxy's `#unique` and `#paths`) with the access log off and on. The kernel's
+share of a real request (about 10-11 us on loopback, as much as HAProxy's) is not in
+these figures; bench_proxy.py measures the whole against HAProxy.
 
     .venv/bin/python bench/bench_proxy_fastpath.py [--requests 20000] [--repeat 5]
+
 """
 
 from __future__ import annotations
@@ -56,7 +58,19 @@ class Transport:
     resume_reading = close
 
 
-async def per_request(unique: bool, log: bool, n: int) -> float:
+KINDS = ("identical", "unique ids", "unique paths")
+
+
+def make_heads(kind: str, n: int) -> list[bytes]:
+    rest = b" HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+    if kind == "unique ids":
+        return [b"GET /status" + rest + b"X-Request-Id: %08d\r\n\r\n" % i for i in range(n)]
+    if kind == "unique paths":
+        return [b"GET /status?%d" % i + rest + b"\r\n" for i in range(n)]
+    return [b"GET /status" + rest + b"\r\n"] * n
+
+
+async def per_request(kind: str, log: bool, n: int) -> float:
     values = {**Settings().values(), "upstream": ["http://127.0.0.1:9"], "access_log": log}
     lst = HttpListener(Settings.build({**values, "listen": "127.0.0.1:0"}, ""))
     lst.refresh_suffixes()
@@ -69,8 +83,7 @@ async def per_request(unique: bool, log: bool, n: int) -> float:
     cc.connection_made(Transport())
     lst.conns.discard(cc)
     cc.waiter = lst.loop.create_future()  # as if its coroutine waited for a head
-    head = b"GET /status HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
-    heads = [head + (b"X-Request-Id: %08d\r\n\r\n" % i if unique else b"\r\n") for i in range(n)]
+    heads = make_heads(kind, n)
     # The loop flushes held writes once a turn, and a turn under wrk's load serves
     # several requests (one epoll_wait per 8-10 requests): here every TURN requests.
     flush = lst.cork.flush if hasattr(lst, "cork") else (lambda: None)
@@ -105,22 +118,21 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    best: dict[tuple[bool, bool], float] = {}
+    best: dict[tuple[str, bool], float] = {}
     # the access log's batched writes are part of the cost: they go to /dev/null
     with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):
         for _ in range(args.repeat):
-            for unique in (False, True):
+            for kind in KINDS:
                 for log in (False, True):
                     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-                        us = runner.run(per_request(unique, log, args.requests))
-                    best[(unique, log)] = min(best.get((unique, log), us), us)
+                        us = runner.run(per_request(kind, log, args.requests))
+                    best[(kind, log)] = min(best.get((kind, log), us), us)
     loop = "uvloop" if loop_factory() else "asyncio"
     print(
         f"load average {os.getloadavg()[0]:.1f}; {loop}; CPU us per request, best of {args.repeat}"
     )
-    for (unique, log), us in best.items():
-        kind = "unique" if unique else "identical"
-        print(f"  {kind} heads, log {'on' if log else 'off'}: {us:.2f}")
+    for (kind, log), us in best.items():
+        print(f"  {kind}, log {'on' if log else 'off'}: {us:.2f}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import sys
 import time
 from collections.abc import Iterator
@@ -18,13 +17,14 @@ from typing import Any
 
 from podkit.secrets import scrub
 
-_NEEDS_ESCAPE = re.compile(rb'["\\\x00-\x1f\x7f-\xff]')
-
 
 def json_str(value: bytes) -> str:
     """A JSON string literal for client-supplied bytes; plain ASCII skips json.dumps."""
-    if _NEEDS_ESCAPE.search(value) is None:
-        return '"' + value.decode("ascii") + '"'
+    if value.isascii():
+        # printable ASCII but the two JSON escapes: four C calls, half a regex search
+        text = value.decode("ascii")
+        if text.isprintable() and '"' not in text and "\\" not in text:
+            return '"' + text + '"'
     return json.dumps(value.decode("latin-1"))
 
 

@@ -284,6 +284,9 @@ _ID_LINES = (b"\r\nX-Request-Id:", b"\r\nx-request-id:")
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 
 
+ADMIT: Final = 8
+
+
 class RequestCache(HeadCache):
     """Parsed request heads for the fast path, shared by heads that differ only in
     their X-Request-Id.
@@ -297,14 +300,35 @@ class RequestCache(HeadCache):
     caller adds after them (as it adds an id it makes). Anything unusual (a second id
     line, an empty one, other spellings, a --hash-header on it) takes the plain path:
     the whole head as the key, parsed whole.
+
+    A head not seen before whose header lines were (another path or query string,
+    the other case that makes every head unique) is read from the parse of those
+    lines and its own request line (`fields`, `_parse`).
     """
 
-    __slots__ = ("accept", "rules")
+    __slots__ = ("accept", "fields", "relined", "rules")
 
     def __init__(self, rules: RequestRules, accept: Any, budget: int = HEAD_CACHE_BYTES) -> None:
-        super().__init__(budget)
+        # a quarter of the budget for the header blocks (below), the rest for heads
+        super().__init__(budget - (budget >> 2))
         self.rules = rules
         self.accept = accept  # Request -> bool: fit for the fast path (what is cached)
+        # Parsed header blocks (all but the request line), by their bytes and the
+        # HTTP minor version they were read with: an app that puts a query string or
+        # an id in the path makes every head unique, while the lines after it repeat.
+        # Everything the parse takes from them is the same whatever the method and
+        # target, so a new request line costs one match, not a parse. A dict of its
+        # own: a block key would also be a lookup key for a head that starts with CRLF.
+        self.fields = HeadCache(budget >> 2)
+        self.relined = 0  # heads read from cached fields (see _parse)
+
+    @property
+    def held(self) -> int:
+        return self.used + self.fields.used
+
+    @property
+    def evicted(self) -> int:
+        return self.dropped + self.fields.dropped
 
     def find(self, head: bytes) -> tuple[Request, bytes | None] | None:
         """The parsed head and the request id taken out of it; None when the head is
@@ -312,11 +336,17 @@ class RequestCache(HeadCache):
         req = self.get(head)
         if req is not None:
             return req, None
+        return self.find_new(head)
+
+    def find_new(self, head: bytes) -> tuple[Request, bytes | None] | None:
+        """`find` for a head that is not itself in the cache (the caller looked)."""
         rules = self.rules
-        for mark in _ID_LINES:
-            i = head.find(mark)
-            if i >= 0:
-                break
+        i = -1
+        if b"equest-" in head:  # one scan, not two, for the heads without an id
+            for mark in _ID_LINES:
+                i = head.find(mark)
+                if i >= 0:
+                    break
         if i >= 0 and rules.hash_name != b"x-request-id":
             start = i + 15
             j = head.find(b"\r\n", start)
@@ -338,6 +368,30 @@ class RequestCache(HeadCache):
         return None if req is None else (req, None)
 
     def _parse(self, head: bytes) -> Request | None:
+        i = head.find(b"\r\n")
+        m = _REQUEST_LINE.fullmatch(head, 0, i) if i > 0 else None
+        if m is None:
+            return None if i > 0 else self._parse_whole(head)  # a bad line, or no fields
+        method, target, minor = m.groups()
+        key = head[i:] if minor == b"1" else b"0" + head[i:]
+        fields = self.fields.get(key)
+        if fields is None:
+            req = self._parse_whole(head)
+            if req is not None:
+                self.fields.put(key, req)
+            return req
+        req = _relined(fields, method, target)
+        if not self.accept(req):
+            return None
+        # Unique paths would fill and empty the cache every few hundred requests, at
+        # about a third of a relined request's cost: one in ADMIT is kept, so a head
+        # that repeats gets in after a few sightings and a unique one rarely costs one.
+        self.relined += 1
+        if self.relined % ADMIT == 0:
+            self.put(head, req)
+        return req
+
+    def _parse_whole(self, head: bytes) -> Request | None:
         try:
             req = parse_request(head, self.rules)
         except ProtocolError:
@@ -346,6 +400,26 @@ class RequestCache(HeadCache):
             return None
         self.put(head, req)
         return req
+
+
+def _relined(fields: Request, method: bytes, target: bytes) -> Request:
+    """A parsed head with another request line of the same HTTP version."""
+    req = Request()
+    req.method = method
+    req.target = target
+    req.minor = fields.minor
+    req.kept = fields.kept
+    req.body_len = fields.body_len
+    req.chunked = fields.chunked
+    req.keep_alive = fields.keep_alive
+    req.upgrade = fields.upgrade
+    req.host = fields.host
+    req.request_id = fields.request_id
+    req.xff = fields.xff
+    req.xfp = fields.xfp
+    req.hash_value = fields.hash_value
+    req.log_head = None
+    return req
 
 
 class Cork:

@@ -536,7 +536,7 @@ class ClientConn(Conn):
         req = cache.get(head)  # the common case first: this head was seen before
         given = None
         if req is None:
-            found = cache.find(head)
+            found = cache.find_new(head)
             if found is None:
                 return False  # the coroutine parses it again and refuses it with the reason
             req, given = found

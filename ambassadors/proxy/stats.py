@@ -57,8 +57,8 @@ def snapshot(servers: Iterable[Any]) -> Snapshot:
         if lst.kind == "http":
             active += lst.active
             groups.append(("none", lst.local_codes, lst.local_buckets, lst.local_sum))
-            dropped["request"] += lst.head_cache.dropped
-            held["request"] += lst.head_cache.used
+            dropped["request"] += lst.head_cache.evicted
+            held["request"] += lst.head_cache.held
             for u in lst.upstreams:
                 dropped["response"] += u.head_cache.dropped
                 held["response"] += u.head_cache.used

@@ -1,11 +1,13 @@
 """The fast path's head cache, differentially against parsing the whole head.
 
 `RequestCache.find` looks a head up without its X-Request-Id line (so heads that
-differ only in their id share one parse) and hands the id back separately. The
-property: for any head, with the cache cold or already holding the head's other
-lines, `find` accepts exactly what `parse_request` accepts for the fast path, reads
-the same framing, and passes on the same header lines (the id's line moved after
-the others, where the proxy adds its own). Hostile ids are in the mix: empty,
+differ only in their id share one parse) and hands the id back separately, and reads
+a head whose header lines it has parsed before under another request line (another
+path, method or version) from that parse. The property: for any head, with the cache
+cold or already holding the head's other lines, or its header lines under another
+request line, `find` accepts exactly what `parse_request` accepts for the fast path,
+reads the same framing, and passes on the same header lines (the id's line moved
+after the others, where the proxy adds its own). Hostile ids are in the mix: empty,
 padded, control characters, DEL, obs-text, a bare CR, a second id line, other
 spellings of the name.
 """
@@ -22,7 +24,9 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from podkit.ambassadors.proxy.accesslog import json_str
 from podkit.ambassadors.proxy.http1 import (
+    ADMIT,
     ProtocolError,
     Request,
     RequestCache,
@@ -133,6 +137,13 @@ def test_cache_agrees_with_parsing_the_whole_head(head: bytes) -> None:
         warm.find(head[: m.start()] + head[m.end() :])
     _check(head, warm)
     _check(head, warm)  # and from the cache's own entry
+    i = head.find(b"\r\n")
+    if i > 0:  # the header lines parsed before, under another request line
+        for line in (b"GET /warm HTTP/1.1", b"GET /warm HTTP/1.0", b"POST / HTTP/1.1"):
+            relined = RequestCache(RULES, fast_request)
+            relined.find(line + head[i:])
+            _check(head, relined)
+            _check(head, relined)
 
 
 def test_heads_differing_only_in_their_id_share_one_entry() -> None:
@@ -146,6 +157,38 @@ def test_heads_differing_only_in_their_id_share_one_entry() -> None:
         assert found[0].kept == b"\r\nAccept: */*"
     assert ids == [b"id-%d" % i for i in range(50)]
     assert len(cache) == 1
+
+
+def test_heads_differing_only_in_their_request_line_share_one_parse_of_their_fields() -> None:
+    cache = RequestCache(RULES, fast_request)
+    fields = b"\r\nHost: a\r\nConnection: close\r\nAccept: */*"
+    for i in range(20):
+        req, _ = cache.find(b"GET /items?page=%d HTTP/1.1" % i + fields) or (None, None)
+        assert req is not None and req.target == b"/items?page=%d" % i and req.method == b"GET"
+        assert req.minor == 1 and not req.keep_alive and req.kept == b"\r\nAccept: */*"
+    # the first head is kept whole; of the relined ones, one in ADMIT
+    assert len(cache.fields) == 1 and len(cache) == 1 + 19 // ADMIT
+    hot = b"GET /hot HTTP/1.1" + fields
+    for _ in range(ADMIT):
+        assert cache.find(hot) is not None
+    assert hot in cache  # a head that repeats gets in
+    # HTTP/1.0 reads the same lines differently (here: keep-alive is not the default)
+    req, _ = cache.find(b"HEAD /x HTTP/1.0" + fields) or (None, None)
+    assert req is not None and req.minor == 0 and req.method == b"HEAD"
+    assert len(cache.fields) == 2
+    keep = b"\r\nHost: a\r\nConnection: keep-alive"
+    assert cache.find(b"GET /a HTTP/1.1" + keep) is not None
+    req, _ = cache.find(b"GET /b HTTP/1.0" + keep) or (None, None)
+    assert req is not None and req.keep_alive and req.minor == 0
+    # a method or target the fast path does not take, on parsed fields: refused
+    assert cache.find(b"TRACE / HTTP/1.1" + fields) is None
+    assert cache.find(b"GET http://h/ HTTP/1.1" + fields) is None
+    assert cache.find(b"GET /\x01 HTTP/1.1" + fields) is None
+    assert cache.find(b"GET / HTTP/1.2" + fields) is None
+    # a head that starts with the fields' bytes is not a lookup of them
+    assert cache.find(fields) is None and cache.find(b"0" + fields) is None
+    # both caches count against the one budget the metrics report
+    assert cache.held == cache.used + cache.fields.used > 0
 
 
 def test_an_id_that_cannot_be_taken_out_is_parsed_with_its_head() -> None:
@@ -284,3 +327,10 @@ def test_the_id_line_counts_against_max_headers() -> None:
     assert cache.find(b"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*") is not None  # 2 lines
     # one more line is one too many, though the head without it is cached
     assert cache.find(b"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Request-Id: 1") is None
+
+
+@given(st.binary(max_size=24) | st.sampled_from([b"/a?b=c", b'q"', b"b\\s", b"\x7f", b"\x1f"]))
+def test_access_log_strings_are_the_json_of_their_latin1_text(value: bytes) -> None:
+    # the hand-made literal for plain ASCII is what json.dumps would write
+    assert json_str(value) == json.dumps(value.decode("latin-1"))
+    assert json.loads(json_str(value)) == value.decode("latin-1")
