@@ -115,14 +115,22 @@ def _check_header_file(item: str) -> None:
         raise ValueError(str(exc).lstrip(": ")) from None
 
 
-class BearerToken:
-    """`Authorization: Bearer <token>` from a file re-read when it changes."""
+def bearer_token_problem(token: str) -> str | None:
+    """Why `token` cannot follow `Authorization: Bearer `, or None when it can.
 
-    def __init__(self, path: str) -> None:
-        self.file = SecretFile(path)
-
-    def header(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.file.value()}"}
+    RFC 6750's token is visible ASCII without spaces. A line break would end the
+    header line (aiohttp refuses it at send time, naming no file), an empty token
+    is most often a Secret not projected yet (a 401 would not say so), and a
+    space or control character is refused or misread by servers. Every program
+    that reads a bearer token from a file checks it here, and says which file.
+    """
+    if not token.strip():
+        return "empty"
+    if "\n" in token or "\r" in token:
+        return "one line expected"
+    if not token.isascii() or not token.isprintable() or " " in token:
+        return "the token holds spaces or control characters"
+    return None
 
 
 def client_session(
@@ -338,12 +346,9 @@ class AuthOptions(_Standalone):
             if self.bearer_token_file:
                 attr = "bearer_token_file"
                 token = self._file(attr).value()
-                # The token goes into a header line, as a header file's value
-                # does (text mode reads a lone CR as LF).
-                if "\n" in token:
-                    raise UsageError(
-                        f"{self.flag(attr)} {self.bearer_token_file}: one line expected"
-                    )
+                problem = bearer_token_problem(token)
+                if problem:
+                    raise UsageError(f"{self.flag(attr)} {self.bearer_token_file}: {problem}")
                 out["Authorization"] = f"Bearer {token}"
             elif self.basic_auth_user and self.basic_auth_password_file:
                 import base64

@@ -37,8 +37,9 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from podkit import OptionGroup, UsageError, configfile, option, register_secret
+from podkit import OptionGroup, SecretFile, UsageError, configfile, option, register_secret
 from podkit._http1 import loads_json
+from podkit.http import bearer_token_problem
 
 from .exposition import _escape_help, _labelstr, fmt_value
 from .jsonpath import JSONPath, PathError, absent
@@ -307,9 +308,15 @@ class Module:
             if password:
                 register_secret(str(password))
             self.auth = (str(ba.get("username") or ""), str(password or ""))
+        # the file is re-read when it changes (a rotated Secret), and what it holds
+        # is scrubbed from the logs like every secret read from a file
+        self.bearer_secret = SecretFile(self.bearer_file) if self.bearer_file else None
         if cfg.get("bearer_token"):
             self.bearer = str(cfg["bearer_token"])
             register_secret(self.bearer)
+            problem = bearer_token_problem(self.bearer)
+            if problem:
+                raise UsageError(f"{where}.bearer_token: {problem}")
         tls = cfg.get("tls_config") or {}
         if not isinstance(tls, dict):
             raise UsageError(f"{where}.tls_config: expected a mapping")
@@ -485,13 +492,17 @@ class Prober:
         self.probes += 1
         headers = dict(mod.headers)
         headers.setdefault("Accept", "application/json")
-        if mod.bearer_file:
+        if mod.bearer_secret is not None:
             try:
-                with open(mod.bearer_file) as f:
-                    headers["Authorization"] = "Bearer " + f.read().strip()
+                token = mod.bearer_secret.value()
             except OSError as exc:
                 self.failures += 1
                 return 503, f"Failed to read bearer_token_file: {exc}\n"
+            problem = bearer_token_problem(token)
+            if problem:
+                self.failures += 1
+                return 503, f"bearer_token_file {mod.bearer_file}: {problem}\n"
+            headers["Authorization"] = "Bearer " + token
         elif mod.bearer:
             headers["Authorization"] = "Bearer " + mod.bearer
         ctx = None

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from podkit import UsageError, option
-from podkit.http import HOP_BY_HOP, parse_header_files
+from podkit.http import HOP_BY_HOP, bearer_token_problem, parse_header_files
 from podkit.options import OptionGroup
 from podkit.secrets import SecretFile, register_secret
 
@@ -219,11 +219,10 @@ def header_value(value: str, what: str) -> str:
     return value
 
 
-def bearer_value(token: str, what: str) -> str:
-    # RFC 6750 tokens are visible ASCII; a space or control character in a header
-    # value is refused (or misread) by servers, so refuse it here.
-    if not token or not token.isascii() or not token.isprintable() or " " in token:
-        raise ValueError(f"{what} is empty or holds spaces or control characters")
+def bearer_value(token: str) -> str:
+    problem = bearer_token_problem(token)
+    if problem:
+        raise ValueError(problem)  # the caller names the flag and file
     return token
 
 
@@ -333,7 +332,7 @@ class Injector:
                 FileHeader(
                     "--bearer-token-file",
                     opts.bearer_token_file,
-                    lambda v: "Authorization: Bearer " + bearer_value(v, "the bearer token"),
+                    lambda v: "Authorization: Bearer " + bearer_value(v),
                     "cannot use the bearer token file; keeping the old token",
                 )
             )

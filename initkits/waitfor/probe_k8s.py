@@ -79,7 +79,7 @@ class K8sProbe(Probe):
 
     async def check(self) -> None:
         from podkit.checks import load_json
-        from podkit.http import ssl_context
+        from podkit.http import bearer_token_problem, ssl_context
         from podkit.httpclient import fetch
 
         s = self.settings
@@ -94,6 +94,9 @@ class K8sProbe(Probe):
             token = SecretFile(token_file).value()
         except OSError as exc:
             raise NotReady(f"cannot read the token {token_file}: {exc.strerror or exc}") from None
+        problem = bearer_token_problem(token)
+        if problem:
+            raise NotReady(f"the token {token_file}: {problem}")
         ca = s.tls.ca_file or (os.path.join(SA_DIR, "ca.crt") if s.k8s_api is None else None)
         tls = ssl_context(ca, s.tls.insecure) if api.startswith("https") else None
         res = await fetch(

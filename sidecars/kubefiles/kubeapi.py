@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from podkit import SecretFile, UsageError
-from podkit.http import ssl_context
+from podkit.http import bearer_token_problem, ssl_context
 from podkit.httpclient import HTTPClientError, fetch, host_header, read_body_of, read_head
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -206,6 +206,9 @@ class KubeAPI:
                 token = self._token.value()
             except OSError as exc:
                 raise APIError(0, f"token file {self._token.path}: {exc.strerror or exc}") from None
+            problem = bearer_token_problem(token)
+            if problem:
+                raise APIError(0, f"token file {self._token.path}: {problem}")
         if token:
             h["Authorization"] = f"Bearer {token}"
         return h

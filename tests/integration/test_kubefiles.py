@@ -384,6 +384,25 @@ def test_token_rotation(seeded: FakeKubeAPI, sa: Path, tmp_path: Path) -> None:
         assert p.metric("podkit_kubefiles_api_errors_total", code="401") >= 1
 
 
+def test_an_empty_token_file_is_named_and_never_sent(
+    seeded: FakeKubeAPI, sa: Path, tmp_path: Path
+) -> None:
+    """A projected token not written yet: the error names the file, no request goes
+    out with `Authorization: Bearer `, and the folder fills once the token is there."""
+    (sa / "token").write_text("\n")
+    with start(seeded, sa, tmp_path)[0] as p:
+        folder = tmp_path / "out"
+        wait_until(lambda: f"token file {sa / 'token'}: empty" in p.stderr(), 10)
+        assert p.get("/readyz")[0] == 503
+        assert seeded.auth_seen == []
+        tmp = sa / ".token.tmp"
+        tmp.write_text("token-1\n")
+        os.replace(tmp, sa / "token")
+        converge(seeded, folder, 10)
+        p.wait_ready()
+    assert set(seeded.auth_seen) == {"Bearer token-1"}
+
+
 def test_forbidden_names_verb_and_resource(kubeapi: FakeKubeAPI, sa: Path, tmp_path: Path) -> None:  # noqa: F811
     kubeapi.forbidden.add(("list", "secrets"))
     with start(kubeapi, sa, tmp_path, "--resource", "secret")[0] as p:

@@ -242,3 +242,35 @@ def test_unknown_keys_in_a_json_exporter_config_are_refused(tmp_path: Path) -> N
     cfg.write_text(CONFIG)
     res = run_program("metrics", ["--check-config", "--json-exporter-config", str(cfg)])
     assert res.returncode == 0, res.stderr
+
+
+def test_a_bearer_token_file_is_checked_and_reread(tmp_path: Path, app: str) -> None:
+    """As json_exporter's bearer_token_file: read for each probe (a rotated Secret
+    is used at once). An empty or two-line file is a 503 naming the file, and no
+    request goes out with it."""
+    token = tmp_path / "token"
+    token.write_text("\n")
+    cfg = tmp_path / "config.yml"
+    cfg.write_text(
+        "modules:\n  default:\n    http_client_config:\n"
+        f"      bearer_token_file: {token}\n"
+        "    metrics:\n    - name: counter\n      path: '{ .counter }'\n"
+    )
+    with ProgramProcess("metrics", ["--json-exporter-config", str(cfg)], tmp=tmp_path) as p:
+        p.wait_ready()
+        status, body = probe(p, "default", app + "/data.json")
+        assert (status, body) == (503, f"bearer_token_file {token}: empty\n")
+        token.write_text("tok-1\nX-Evil: 1\n")
+        status, body = probe(p, "default", app + "/data.json")
+        assert (status, body) == (503, f"bearer_token_file {token}: one line expected\n")
+        assert _Handler.seen == []
+        token.write_text("s3cret-tok-2\n")
+        status, body = probe(p, "default", app + "/data.json")
+        assert status == 200 and "counter 1234" in body, body
+        assert _Handler.seen[-1][2]["Authorization"] == "Bearer s3cret-tok-2"
+    res = run_program("metrics", ["--check-config", "--json-exporter-config", str(cfg)])
+    assert res.returncode == 0, res.stderr
+    cfg.write_text(cfg.read_text().replace(f"bearer_token_file: {token}", "bearer_token: 'a b'"))
+    res = run_program("metrics", ["--check-config", "--json-exporter-config", str(cfg)])
+    assert res.returncode == 2
+    assert b"http_client_config.bearer_token: the token holds spaces" in res.stderr

@@ -140,3 +140,23 @@ def test_deployment_pods_endpoints_and_rbac(api: tuple[FakeAPI, list[str]]) -> N
     assert b"the service account needs get on jobs in locked (RBAC)" in res.stderr
     res = run_program("waitfor", [*flags, "k8s://statefulset/x", "k8s://pod?ready"])
     assert res.returncode == 2 and b"kind must be one of" in res.stderr
+
+
+def test_an_empty_token_file_is_waited_out_without_asking_the_api(
+    api: tuple[FakeAPI, list[str]], tmp_path: Path
+) -> None:
+    """A service-account token not projected yet is named as such, and nothing is
+    sent with `Authorization: Bearer ` meanwhile; once it is there, the wait ends."""
+    fake, flags = api
+    token = tmp_path / "token"
+    token.write_text("\n")
+    fake.objects[("app", "jobs", "migrate")] = {
+        "status": {"succeeded": 1, "conditions": [cond("Complete")]}
+    }
+    url = "k8s://job/migrate?namespace=app"
+    with ProgramProcess("waitfor", ["--max-interval", "200ms", *flags, url], admin=False) as p:
+        p.wait_log("waiting", error=f"the token {token}: empty")
+        assert fake.paths == []
+        token.write_text(TOKEN + "\n")
+        assert p.wait(30) == 0, p.stderr()
+    assert fake.paths == ["/apis/batch/v1/namespaces/app/jobs/migrate"]

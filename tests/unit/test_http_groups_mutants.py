@@ -466,3 +466,18 @@ def test_headers_refuse_a_bearer_token_of_more_than_one_line(tmp_path: Path, tex
         auth.headers()
     assert str(err.value) == f"--token-file {path}: one line expected"
     assert "tok-a" not in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["", "\n", "  \n"])
+def test_headers_refuse_an_empty_bearer_token(tmp_path: Path, text: str) -> None:
+    """An empty token file (a Secret not projected yet) is a failure that names the
+    file, not a request sent with `Authorization: Bearer `."""
+    path = tmp_path / "token"
+    path.write_text(text)
+    auth = AuthOptions.of({"bearer_token_file": "token_file"}, bearer_token_file=str(path))
+    with pytest.raises(UsageError) as err:
+        auth.headers()
+    assert str(err.value) == f"--token-file {path}: empty"
+    path.write_text("tok-now\n")
+    os.utime(path, ns=(1, 1))  # a new mtime even on a coarse clock
+    assert auth.headers() == {"Authorization": "Bearer tok-now"}

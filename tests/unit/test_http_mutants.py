@@ -3,14 +3,11 @@ that a changed line fails a test (`make mutate`, docs/testing.md)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import aiohttp
 import pytest
 
 from podkit import __version__
-from podkit.http import BearerToken, client_session, parse_header, parse_headers
+from podkit.http import bearer_token_problem, client_session, parse_header, parse_headers
 from podkit.options import UsageError
 from tests.peers.tls import TLSFiles
 from tests.unit.test_tls_hostname import https_server
@@ -32,16 +29,6 @@ def test_parse_headers_keeps_every_header_and_names_the_flag() -> None:
         parse_headers(["A: 1", "broken"])
     with pytest.raises(UsageError, match=r"^--sink-header: "):
         parse_headers(["broken"], "--sink-header")
-
-
-def test_bearer_token_header_follows_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "token"
-    path.write_text("Tk1-first\n")
-    token = BearerToken(str(path))
-    assert token.header() == {"Authorization": "Bearer Tk1-first"}
-    path.write_text("Tk2-second-longer\n")
-    os.utime(path, ns=(1, 1))  # a new mtime even on a coarse clock
-    assert token.header() == {"Authorization": "Bearer Tk2-second-longer"}
 
 
 async def test_client_session_defaults() -> None:
@@ -66,3 +53,21 @@ async def test_client_session_without_a_context_still_verifies(tls_files: TLSFil
     ):
         with pytest.raises(aiohttp.ClientConnectorCertificateError):
             await s.get(f"https://127.0.0.1:{port}/")
+
+
+@pytest.mark.parametrize(
+    ("token", "problem"),
+    [
+        ("tok-1.a_b~c+/=", None),
+        ("", "empty"),
+        (" \t ", "empty"),
+        ("tok-a\ntok-b", "one line expected"),
+        ("tok-a\rX-Evil: 1", "one line expected"),
+        ("tok a", "the token holds spaces or control characters"),
+        ("tok\ta", "the token holds spaces or control characters"),
+        ("tok\x7f", "the token holds spaces or control characters"),
+        ("caf\xe9", "the token holds spaces or control characters"),
+    ],
+)
+def test_bearer_token_problem(token: str, problem: str | None) -> None:
+    assert bearer_token_problem(token) == problem
