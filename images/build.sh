@@ -25,7 +25,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 cd "$root"
 
-all_programs=(waitfor logship gitsync reloader metrics logformat proxy kubefiles injector)
+mapfile -t all_programs < <("$here/programs.sh")  # pyproject.toml's entry points
 programs=("$@")
 [ ${#programs[@]} -gt 0 ] || programs=("${all_programs[@]}")
 

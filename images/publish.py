@@ -40,16 +40,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# podkit's own programs (images/programs.sh reads pyproject.toml's entry points), and
+# the base image a custom sidecar is built FROM
 PROGRAMS = (
-    "waitfor",
-    "logship",
-    "gitsync",
-    "reloader",
-    "metrics",
-    "logformat",
-    "proxy",
-    "kubefiles",
-    "injector",
+    *subprocess.run(
+        [str(HERE / "programs.sh")], capture_output=True, text=True, check=True
+    ).stdout.split(),
     "base",
 )
 SBOM_PATH = "/opt/podkit/sbom.cdx.json"

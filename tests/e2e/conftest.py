@@ -27,6 +27,7 @@ import pytest
 
 from tests.e2e.harness import (
     CONF,
+    PROGRAMS,
     ROOT,
     TAG,
     Pod,
@@ -35,7 +36,6 @@ from tests.e2e.harness import (
     play,
     play_text,
     podman,
-    written_programs,
 )
 from tests.e2e.peers import Recorder, Registry
 from tests.helpers import missing
@@ -109,7 +109,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -
         900,
     )
     # base: podkit-base, what a custom sidecar's image is built FROM.
-    programs = [*written_programs(), "base"]
+    programs = [*PROGRAMS, "base"]
     built: dict[str, str] = {p: f"localhost/podkit-{p}:{TAG}" for p in programs}
     # For iterating on the tests: images left by an earlier run with
     # PODKIT_E2E_REUSE_IMAGES=1 are not built again, and the local tags stay.

@@ -81,28 +81,12 @@ PAUSE_IMAGE = "localhost/podkit-pause:bookworm"
 # podman's pod exit policy from stopping the pod (the module docstring says why).
 KEEPER = "podkit-e2e-keeper"
 TAG = "e2e"
-PROGRAMS = (
-    "waitfor",
-    "logship",
-    "gitsync",
-    "reloader",
-    "metrics",
-    "logformat",
-    "proxy",
-    "kubefiles",
-    "injector",
+# podkit's own programs, as pyproject.toml's entry points declare them (the one list)
+PROGRAMS = tuple(
+    subprocess.run(
+        [str(ROOT / "images" / "programs.sh")], capture_output=True, text=True, check=True
+    ).stdout.split()
 )
-PACKAGE_DIRS = {
-    "waitfor": "initkits/waitfor",
-    "logship": "sidecars/logship",
-    "gitsync": "sidecars/gitsync",
-    "reloader": "sidecars/reloader",
-    "metrics": "adapters/metrics",
-    "logformat": "adapters/logformat",
-    "proxy": "ambassadors/proxy",
-    "kubefiles": "sidecars/kubefiles",
-    "injector": "sidecars/injector",
-}
 PEER_HOST = "host.containers.internal"
 DOWNWARD_LITERALS = {"metadata.namespace": "default", "spec.nodeName": "podman"}
 # Kinds whose pod template the harness plays as one Pod.
@@ -124,10 +108,6 @@ def podman(*args: str, timeout: float = 120, check: bool = True) -> str:
     if check and res.returncode != 0:
         raise AssertionError(f"podman {' '.join(args)}: {res.stderr.strip()}")
     return res.stdout
-
-
-def written_programs() -> list[str]:
-    return [p for p in PROGRAMS if (ROOT / PACKAGE_DIRS[p] / "__init__.py").exists()]
 
 
 def http_get(url: str, timeout: float = 3.0) -> tuple[int, str]:

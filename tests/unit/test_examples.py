@@ -8,29 +8,28 @@ sidecars (1.29) and the newest schema the package ships.
 from __future__ import annotations
 
 import re
-import tomllib
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from podkit import __version__
+
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 MANIFESTS = sorted(p for p in EXAMPLES.glob("*/*.yaml") if p.parent.name != "demo")
-VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-PROGRAMS = {
-    "waitfor",
-    "logship",
-    "gitsync",
-    "reloader",
-    "metrics",
-    "logformat",
-    "proxy",
-    "kubefiles",
-}
+VERSION = __version__
+# podkit's own programs (pyproject.toml's entry points, through images/programs.sh);
+# the injector is the webhook `podkit inject` stands in for: no pod spec runs it
+PROGRAMS = set(
+    subprocess.run(
+        [str(ROOT / "images" / "programs.sh")], capture_output=True, text=True, check=True
+    ).stdout.split()
+) - {"injector"}
 IMAGE = re.compile(r"^REGISTRY/podkit-(?P<program>[a-z]+):(?P<tag>.+)$")
 SCHEMA_VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]
 

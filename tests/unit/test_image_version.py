@@ -1,5 +1,5 @@
 """images/version.sh: the version images are built and published under comes
-from a release tag that must match pyproject.toml, else `<version>-dev`."""
+from a release tag that must match podkit.__version__, else `<version>-dev`."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ def repo(tmp_path: Path) -> Path:
     git = need("git")
     (tmp_path / "images").mkdir()
     shutil.copy(ROOT / "images/version.sh", tmp_path / "images/version.sh")
-    (tmp_path / "pyproject.toml").write_text('[project]\nname = "podkit"\nversion = "1.2.3"\n')
+    (tmp_path / "podkit").mkdir()
+    (tmp_path / "podkit" / "__init__.py").write_text('"""podkit."""\n\n__version__ = "1.2.3"\n')
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
     for cmd in (["init", "-q"], ["add", "."], ["commit", "-qm", "c"]):
@@ -51,7 +52,7 @@ def test_a_release_tag_gives_the_version(repo: Path) -> None:
     assert version(repo) == (0, f"1.2.3 {head(repo)}", "")
 
 
-def test_a_release_tag_that_does_not_match_pyproject_is_refused(repo: Path) -> None:
+def test_a_release_tag_that_does_not_match_the_declared_version_is_refused(repo: Path) -> None:
     subprocess.run(["git", "tag", "v1.3.0"], cwd=repo, check=True)
     code, out, err = version(repo)
     assert (code, out) == (2, "")
@@ -59,5 +60,6 @@ def test_a_release_tag_that_does_not_match_pyproject_is_refused(repo: Path) -> N
 
 
 def test_version_overrides_and_a_changed_tree_is_dirty(repo: Path) -> None:
-    (repo / "pyproject.toml").write_text('[project]\nname = "podkit"\nversion = "1.2.3"\n# x\n')
+    with open(repo / "podkit" / "__init__.py", "a") as f:
+        f.write("# x\n")
     assert version(repo, VERSION="9.9.9") == (0, f"9.9.9 {head(repo)}-dirty", "")
