@@ -60,7 +60,6 @@ class Tailer(_Discovery, _Rotation, _Reader, _Checkpoints):
         self._ckpt_writer = CheckpointWriter()
         self._last_poll = 0.0
         self._last_identity = 0.0
-        self._started = False
         self._multiline = re.compile(cfg.multiline_start) if cfg.multiline_start else None
         self._copy_name = ""
         self._moves: list[tuple[str, str]] = []  # (src, dest) renames seen by the watcher
@@ -89,7 +88,6 @@ class Tailer(_Discovery, _Rotation, _Reader, _Checkpoints):
         self._resume_rotated()
         self._resume_copies()
         self._saved.clear()
-        self._started = True
         self._start_watcher()
         self._task = asyncio.create_task(self._run(), name="tailer")
 

@@ -511,8 +511,6 @@ async def test_checkpoint_is_atomic_and_rate_limited(
 ) -> None:
     """Temp file written and fsynced, then renamed over checkpoints.json, then the
     directory fsynced; at most once per checkpoint_interval, and once more at close."""
-    import podkit.tailer.checkpoints as tailer_mod
-
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
 
@@ -525,8 +523,9 @@ async def test_checkpoint_is_atomic_and_rate_limited(
         events.append("rename")
         real_replace(src, dst)
 
-    monkeypatch.setattr(tailer_mod.os, "fsync", fsync)
-    monkeypatch.setattr(tailer_mod.os, "replace", replace)
+    # the checkpoint writer's os is this os: patched for the test's duration
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
     t = Tailer(cfg(tmp_path, checkpoint_interval=0.5))
     await t.start()
     c = Collector(t)
@@ -556,9 +555,9 @@ async def test_a_slow_checkpoint_write_does_not_block_the_loop(
     import threading
     import time
 
+    from podkit.fsutil import atomic_write as real
     from podkit.tailer import checkpoints
 
-    real = checkpoints.atomic_write
     gate = threading.Event()
     started: list[float] = []
 
