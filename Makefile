@@ -79,7 +79,7 @@ RELOADER_DECISIONS := $(foreach f,_on_change _arm _look_again _fire _check _subm
 PROXY_PARSER := $(foreach f,parse_request parse_response _drop_listed _tokens _names_re local_reply,podkit.ambassadors.proxy.http1.x_$(f)*) $(foreach c,ChunkedFramer LengthFramer EofFramer RequestRules HeadCache,podkit.ambassadors.proxy.http1.x?$(c)?*)
 # The rest of http1.py: the connections (Conn, Pump, splice, Cork), the fast path's
 # request cache, and ProtocolError.
-PROXY_IO := $(foreach c,Conn Pump Cork RequestCache ProtocolError,podkit.ambassadors.proxy.http1.x?$(c)?*) podkit.ambassadors.proxy.http1.x_splice*
+PROXY_IO := $(foreach c,Conn Pump Cork RequestCache ProtocolError,podkit.ambassadors.proxy.http1.x?$(c)?*) podkit.ambassadors.proxy.http1.x_splice* podkit.ambassadors.proxy.http1.x__relined*
 MUTATE ?= podkit.secrets* podkit.http* podkit.runner* podkit.tailer* podkit.linesplit* podkit.sinks* podkit.ambassadors.proxy.signing* $(RELOADER_DECISIONS) $(PROXY_PARSER) $(PROXY_IO) podkit.sidecars.gitsync.publish*
 MUTATE_TESTS ?=
 # MUTATE_ONLY="podkit/tailer/core.py ..." generates only these files' mutants (faster).

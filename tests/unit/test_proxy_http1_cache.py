@@ -334,3 +334,54 @@ def test_access_log_strings_are_the_json_of_their_latin1_text(value: bytes) -> N
     # the hand-made literal for plain ASCII is what json.dumps would write
     assert json_str(value) == json.dumps(value.decode("latin-1"))
     assert json.loads(json_str(value)) == value.decode("latin-1")
+
+
+def test_relined_heads_keep_every_field_their_header_lines_gave() -> None:
+    """What the fast path's own acceptance never lets through (an upgrade) still
+    comes from the shared parse, for any `accept`; and a relined head has no log
+    fields of its own yet (they are made from its request line when logged)."""
+    rules = RequestRules([], b"X-Tenant", False)
+    cache = RequestCache(rules, lambda req: True)
+    fields = (
+        b"\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\nX-Tenant: t-7"
+        b"\r\nX-Forwarded-Proto: https\r\nX-Forwarded-For: 10.0.0.9"
+    )
+    first, _ = cache.find(b"GET /one HTTP/1.1" + fields) or (None, None)
+    assert first is not None and first.log_head is None
+    first.log_head = '"method": "GET", "path": "/one"'  # as the access log sets it
+    req, _ = cache.find(b"GET /two HTTP/1.1" + fields) or (None, None)
+    assert req is not None and req is not first and len(cache.fields) == 1
+    assert (req.upgrade, req.hash_value, req.xfp, req.xff) == (
+        b"websocket",
+        b"t-7",
+        b"https",
+        b"10.0.0.9",
+    )
+    assert req.target == b"/two" and req.log_head is None
+
+
+def test_the_request_caches_split_one_byte_budget() -> None:
+    cache = RequestCache(RULES, fast_request, budget=4096)
+    assert (cache.budget, cache.fields.budget) == (3072, 1024)
+
+
+def test_one_relined_head_in_admit_is_kept_whole() -> None:
+    cache = RequestCache(RULES, fast_request)
+    fields = b"\r\nHost: a"
+    heads = [b"GET /p?%d HTTP/1.1" % i + fields for i in range(3 * ADMIT + 1)]
+    found = [cache.find(h) for h in heads]
+    assert all(f is not None for f in found)
+    # the first is parsed whole and kept; of the relined ones, the ADMIT-th,
+    # the 2*ADMIT-th, ...
+    kept = [i for i, h in enumerate(heads) if h in cache]
+    assert kept == [0, ADMIT, 2 * ADMIT, 3 * ADMIT]
+    for i in kept:
+        req = cache[heads[i]]
+        assert req is not None and req.target == b"/p?%d" % i
+
+
+def test_a_head_without_header_lines_is_parsed_whole() -> None:
+    cache = RequestCache(RULES, fast_request)
+    req, _ = cache.find(b"GET /bare HTTP/1.0") or (None, None)
+    assert req is not None and req.minor == 0 and req.kept == b""
+    assert cache.find(b"GET /bare HTTP/1.1") is None  # 1.1 needs a Host
