@@ -37,9 +37,14 @@ LOOPBACK = "127.0.0.1"
 
 
 def app_of(handler: Handler, method: str = "*", path: str = "/{tail:.*}") -> web.Application:
-    """An application answering `method` on `path` (by default: anything) with `handler`."""
+    """An application answering `method` on `path` (by default: anything) with `handler`.
+
+    GET answers HEAD too, as `router.add_get` does."""
     app = web.Application()
-    app.router.add_route(method, path, handler)
+    if method == "GET":
+        app.router.add_get(path, handler)
+    else:
+        app.router.add_route(method, path, handler)
     return app
 
 
