@@ -68,9 +68,11 @@ def backends() -> Iterator[Backends]:
     b.close()
 
 
-def dnsmasq(tmp: Path, hosts: dict[str, list[str]], srv: Sequence[str] = ()) -> Dnsmasq:
-    """dnsmasq answering with a 1 s TTL (a context manager: stopped after)."""
-    return Dnsmasq(tmp, hosts, srv, ttl=1)
+def dnsmasq(
+    tmp: Path, hosts: dict[str, list[str]], srv: Sequence[str] = (), ttl: int = 1
+) -> Dnsmasq:
+    """dnsmasq answering with a 1 s TTL unless told (a context manager: stopped after)."""
+    return Dnsmasq(tmp, hosts, srv, ttl)
 
 
 @contextlib.contextmanager

@@ -315,7 +315,7 @@ class FakeKubeAPI:
         if request.method == "DELETE":
             name = request.match_info["name"]
             if (plural, ns, name) not in self.objects:
-                return web.json_response(_status(404, "NotFound", f"{name} not found"), 404)
+                return web.json_response(_status(404, "NotFound", f"{name} not found"), status=404)
             await self._delete(kind, ns, name)
             return web.json_response(_status(200, "", "deleted") | {"status": "Success"})
         obj = await request.json()
