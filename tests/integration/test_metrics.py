@@ -8,7 +8,6 @@ import asyncio
 import json
 import signal
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import ProgramProcess, free_port, run_program, wait_until
+from tests.peers.aioapp import ThreadedApp, app_of
 from tests.peers.prometheus import promtool_check, wait_scraped
 
 STATS = {
@@ -69,9 +69,7 @@ class JSONServer:
         self.auth: list[str | None] = []
         self.docs: dict[str, Any] = {}
         self.hits: dict[str, int] = {}
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._served: ThreadedApp | None = None
 
     def url(self, path: str) -> str:
         scheme = "https" if self.ssl_ctx else "http"
@@ -90,33 +88,16 @@ class JSONServer:
             return web.Response(body=doc, content_type="application/json")
         return web.json_response(doc)
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.router.add_get("/{tail:.*}", self._handle)
-        # Do not wait for a deliberately slow handler at teardown.
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-        self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(
-            web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=self.ssl_ctx).start()
-        )
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(runner.cleanup())
-        pending = asyncio.all_tasks(self._loop)
-        for task in pending:
-            task.cancel()
-        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        self._loop.close()
-
     def __enter__(self) -> JSONServer:
-        self._thread.start()
-        self._ready.wait(10)
+        # Do not wait for a deliberately slow handler at teardown (shutdown_timeout).
+        self._served = ThreadedApp(
+            app_of(self._handle, "GET"), self.port, ssl_context=self.ssl_ctx, shutdown_timeout=0.2
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        if self._served is not None:
+            self._served.close()
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from tests.helpers import (
     run_program,
     wait_until,
 )
+from tests.peers.aioapp import LoopThread
 from tests.peers.nginx import start_nginx
 from tests.peers.tls import TLSFiles, make_ca
 
@@ -135,37 +136,12 @@ class Chaos:
         return web.Response(text=f"{n}\n")
 
 
-class ChaosFarm:
+class ChaosFarm(LoopThread):
     """Upstream servers on one event loop in a background thread."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.runners: list[web.AppRunner] = []
-
     def start(self, chaos: Chaos, ssl_ctx: ssl.SSLContext | None = None) -> Chaos:
-        async def go() -> None:
-            runner = web.AppRunner(chaos.app(), access_log=None, shutdown_timeout=0.5)
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", chaos.port, ssl_context=ssl_ctx).start()
-            self.runners.append(runner)
-
-        asyncio.run_coroutine_threadsafe(go(), self.loop).result(10)
+        self.serve(chaos.app(), chaos.port, ssl_context=ssl_ctx, shutdown_timeout=0.5)
         return chaos
-
-    def close(self) -> None:
-        async def stop() -> None:
-            for r in self.runners:
-                await r.cleanup()
-            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in rest:
-                t.cancel()
-            await asyncio.gather(*rest, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
 
 
 @pytest.fixture(scope="module")

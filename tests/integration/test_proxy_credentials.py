@@ -180,13 +180,7 @@ def farm() -> Iterator[ChaosFarm]:
 
 
 def serve(farm: ChaosFarm, thing: Any) -> Any:
-    async def go() -> None:
-        runner = web.AppRunner(thing.app(), access_log=None, shutdown_timeout=0.5)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", thing.port).start()
-        farm.runners.append(runner)
-
-    asyncio.run_coroutine_threadsafe(go(), farm.loop).result(10)
+    farm.serve(thing.app(), thing.port, shutdown_timeout=0.5)
     return thing
 
 

@@ -14,26 +14,24 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import web
 
 from tests.helpers import ProgramProcess, free_port, http, wait_until
+from tests.peers.aioapp import AppServer, LoopThread
 from tests.peers.dnsmasq import Dnsmasq
 
 
-class Backends:
+class Backends(LoopThread):
     """One aiohttp server per address, all on `port`, on a loop in a thread."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.port = free_port()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.runners: dict[str, web.AppRunner] = {}
+        self.by_ip: dict[str, AppServer] = {}
         self.hits: Counter[str] = Counter()
         self.delay: dict[str, float] = {}
         self.headers: dict[str, dict[str, str]] = {}
@@ -57,31 +55,10 @@ class Backends:
         return app
 
     def start(self, ip: str) -> None:
-        async def go() -> None:
-            runner = web.AppRunner(self.app(ip), access_log=None, shutdown_timeout=0.5)
-            await runner.setup()
-            await web.TCPSite(runner, ip, self.port).start()
-            self.runners[ip] = runner
-
-        asyncio.run_coroutine_threadsafe(go(), self.loop).result(10)
+        self.by_ip[ip] = self.serve(self.app(ip), self.port, host=ip, shutdown_timeout=0.5)
 
     def stop(self, ip: str) -> None:
-        runner = self.runners.pop(ip)
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), self.loop).result(10)
-
-    def close(self) -> None:
-        for ip in list(self.runners):
-            self.stop(ip)
-
-        async def rest() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(rest(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        self.unserve(self.by_ip.pop(ip))
 
 
 @pytest.fixture
@@ -91,13 +68,11 @@ def backends() -> Iterator[Backends]:
     b.close()
 
 
-@contextlib.contextmanager
-def dnsmasq(tmp: Path, hosts: dict[str, list[str]], srv: list[str] = (), ttl: int = 1) -> Any:  # type: ignore[assignment]
-    d = Dnsmasq(tmp, hosts, list(srv), ttl)
-    try:
-        yield d
-    finally:
-        d.stop()
+def dnsmasq(
+    tmp: Path, hosts: dict[str, list[str]], srv: Sequence[str] = (), ttl: int = 1
+) -> Dnsmasq:
+    """dnsmasq answering with a 1 s TTL unless told (a context manager: stopped after)."""
+    return Dnsmasq(tmp, hosts, srv, ttl)
 
 
 @contextlib.contextmanager

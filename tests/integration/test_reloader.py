@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import pytest
 from aiohttp import web
 
 from tests.helpers import ProgramProcess, free_port, stays, wait_until
+from tests.peers.aioapp import AppServer, LoopThread, app_of
 from tests.peers.prometheus import ConfiguredPrometheus, promtool_check
 
 
@@ -36,10 +36,8 @@ class Receiver:
         self.status = status
         self.delay = 0.0
         self.calls: list[dict[str, Any]] = []
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self._runner: web.AppRunner | None = None
+        self._thread = LoopThread()
+        self._server: AppServer | None = None
 
     @property
     def url(self) -> str:
@@ -53,29 +51,18 @@ class Receiver:
             await asyncio.sleep(self.delay)
         return web.Response(status=self.status, text="ok")
 
-    async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/-/reload", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
-
-    async def _stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
     def up(self) -> Receiver:
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        app = app_of(self._handle, "*", "/-/reload")
+        self._server = self._thread.serve(app, self.port, reuse_address=True)
         return self
 
     def down(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+        if self._server is not None:
+            self._thread.unserve(self._server)
+            self._server = None
 
     def close(self) -> None:
-        self.down()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        self._thread.close()
 
 
 @pytest.fixture

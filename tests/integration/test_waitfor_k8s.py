@@ -8,8 +8,6 @@ service account has no RBAC for, as a real API server would.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.helpers import ProgramProcess, free_port, run_program
+from tests.helpers import ProgramProcess, run_program
+from tests.peers.aioapp import ThreadedApp
 
 TOKEN = "k8s-sa-token-xyz"
 
@@ -27,20 +26,12 @@ class FakeAPI:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.pods: list[dict[str, Any]] = []
         self.paths: list[str] = []
-        self.port = free_port()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
-
-    async def _start(self) -> None:
         app = web.Application()
         app.router.add_get("/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}", self.get)
         app.router.add_get("/api/v1/namespaces/{ns}/{plural}/{name}", self.get)
         app.router.add_get("/api/v1/namespaces/{ns}/pods", self.list_pods)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        self.served = ThreadedApp(app)
+        self.port = self.served.port
 
     def _denied(self, request: web.Request) -> web.Response | None:
         self.paths.append(request.path_qs)
@@ -69,9 +60,7 @@ class FakeAPI:
         return web.json_response({"kind": "PodList", "items": items})
 
     def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        self.served.close()
 
 
 @pytest.fixture

@@ -7,10 +7,7 @@ client certificate signed by the test CA on its TLS port.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,13 +16,12 @@ import pytest
 
 from tests.helpers import (
     ProgramProcess,
-    free_dns_port,
     free_port,
     missing,
-    need,
     run_program,
     wait_until,
 )
+from tests.peers.dnsmasq import Dnsmasq
 from tests.peers.nginx import Nginx, start_nginx
 from tests.peers.rabbitmq import RabbitMQServer
 from tests.peers.tls import TLSFiles
@@ -107,61 +103,22 @@ def test_client_certificate_and_expected_header(mtls_web: Nginx, tls_files: TLSF
     assert res.returncode == 2 and b"--key-file: needs --cert-file" in res.stderr
 
 
-class Dnsmasq:
-    """A real dnsmasq on a free loopback port, its names from a hosts file it re-reads on SIGHUP."""
-
-    def __init__(self, tmp: Path, *extra: str) -> None:
-        self.port = free_dns_port()
-        self.hosts = tmp / "hosts"
-        self.hosts.write_text("")
-        self.proc = subprocess.Popen(
-            [need("dnsmasq"), "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
-             "--no-hosts", f"--addn-hosts={self.hosts}", f"--port={self.port}",
-             "--listen-address=127.0.0.1", "--bind-interfaces", "--user=root", "--local=/test/",
-             f"--pid-file={tmp / 'dnsmasq.pid'}", *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        self.server = f"127.0.0.1:{self.port}"
-        wait_until(self._answers, 10, what="dnsmasq answering")
-
-    def _answers(self) -> bool:
-        assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else ""
-        from podkit.initkits.waitfor.probe_dns import query
-
-        try:
-            asyncio.run(asyncio.wait_for(query(("127.0.0.1", self.port), "probe.test", 1), 0.5))
-        except OSError:
-            return False
-        except Exception:
-            return True  # an answer, even NXDOMAIN
-        return True
-
-    def set_hosts(self, text: str) -> None:
-        self.hosts.write_text(text)
-        self.proc.send_signal(signal.SIGHUP)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
 def test_dns_expected_addresses_types_and_nameserver(tmp_path: Path) -> None:
     dns = Dnsmasq(
         tmp_path,
-        "--cname=www.app.test,web.app.test",
-        "--srv-host=_postgresql._tcp.app.test,db.app.test,5432",
-        "--txt-record=app.test,v=ready",
+        srv=["_postgresql._tcp.app.test,db.app.test,5432"],
+        extra=["--cname=www.app.test,web.app.test", "--txt-record=app.test,v=ready"],
     )
     try:
-        ns = f"nameserver={dns.server}"
+        ns = f"nameserver={dns.addr}"
         url = f"dns://db.app.test?{ns}&expect=10.1.0.5,fd00::5"
         with waiting_for([url]) as p:
             p.wait_log("waiting", error="no such name (NXDOMAIN)")
-            dns.set_hosts("10.1.0.4 db.app.test\n")
+            dns.set_hosts({"db.app.test": ["10.1.0.4"]})
             p.wait_log(
                 "waiting", error="db.app.test resolves to 10.1.0.4, not yet to 10.1.0.5, fd00::5"
             )
-            dns.set_hosts("10.1.0.4 db.app.test\n10.1.0.5 db.app.test\nfd00::5 db.app.test\n")
+            dns.set_hosts({"db.app.test": ["10.1.0.4", "10.1.0.5", "fd00::5"]})
             wait_until(lambda: errors(p, "db.app.test resolves to 10.1.0.4, 10.1.0.5"), 10)
             assert p.proc is not None and p.proc.poll() is None
         # A is asked for by default: the AAAA expectation needs type=AAAA.

@@ -2,7 +2,9 @@
 
 The A/AAAA records come from a hosts file the test rewrites; `set_hosts` rewrites it
 and sends SIGHUP, which makes dnsmasq read it again (as a headless Service's
-endpoints change). SRV records are fixed at start (`--srv-host`).
+endpoints change). SRV records are fixed at start (`--srv-host`), as is
+anything else given as `extra` dnsmasq options (`--cname=`, `--txt-record=`).
+It is a context manager: `with Dnsmasq(tmp, hosts) as dns:` stops it after.
 """
 
 from __future__ import annotations
@@ -11,18 +13,26 @@ import signal
 import socket
 import struct
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.helpers import free_dns_port, need, wait_until
 
 
 class Dnsmasq:
-    def __init__(self, tmp: Path, hosts: dict[str, list[str]], srv: list[str], ttl: int) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        hosts: dict[str, list[str]] | None = None,
+        srv: Sequence[str] = (),
+        ttl: int = 0,
+        extra: Sequence[str] = (),
+    ) -> None:
         self.binary = need("dnsmasq")
         self.port = free_dns_port()
         self.hosts_file = tmp / "dns-hosts"
         self.log = tmp / "dnsmasq.log"
-        self._write(hosts)
+        self._write(hosts or {})
         args = [
             self.binary,
             "--keep-in-foreground",
@@ -39,10 +49,18 @@ class Dnsmasq:
             "--local=/test/",  # authoritative: no forwarding, NXDOMAIN/NODATA answered here
             f"--log-facility={self.log}",
             *(f"--srv-host={s}" for s in srv),
+            *extra,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.generation = 0
-        wait_until(lambda: self.ask("ready.test") is not None, 10, what="dnsmasq to answer")
+        wait_until(self._answers, 10, what="dnsmasq to answer")
+
+    def _answers(self) -> bool:
+        # dnsmasq exiting (a bad option, the port taken) is said at once, with its words
+        if self.proc.poll() is not None:
+            why = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            raise AssertionError(f"dnsmasq exited {self.proc.returncode}: {why}")
+        return self.ask("ready.test") is not None
 
     @property
     def addr(self) -> str:
@@ -78,10 +96,16 @@ class Dnsmasq:
         return sorted(out)
 
     def set_hosts(self, hosts: dict[str, list[str]]) -> None:
+        """Rewrite the hosts file, SIGHUP, and wait until each name's A records are the new ones."""
         self._write(hosts)
         self.proc.send_signal(signal.SIGHUP)
         for name, ips in hosts.items():
-            wait_until(lambda n=name, i=ips: self.ask(n) == sorted(i), 5, what=f"dnsmasq {name}")
+            v4 = sorted(ip for ip in ips if ":" not in ip)  # ask() reads A records only
+
+            def new(n: str = name, want: list[str] = v4) -> bool:
+                return self.ask(n) == want
+
+            wait_until(new, 5, what=f"dnsmasq {name}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -90,3 +114,9 @@ class Dnsmasq:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+    def __enter__(self) -> Dnsmasq:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

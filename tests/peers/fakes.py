@@ -9,19 +9,18 @@ redis, RabbitMQ, Prometheus, ...), the tests use it instead.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Awaitable, Callable
+
+from tests.peers.aioapp import LoopThread
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-class ThreadedServer:
+class ThreadedServer(LoopThread):
     """`handler` serving 127.0.0.1 on a free port from a loop thread of its own."""
 
     def __init__(self, handler: Handler) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
+        super().__init__()
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
@@ -31,12 +30,10 @@ class ThreadedServer:
             finally:
                 writer.close()
 
-        self.server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(serve, "127.0.0.1", 0), self.loop
-        ).result(10)
+        self.server = self.call(asyncio.start_server(serve, "127.0.0.1", 0))
         self.port: int = self.server.sockets[0].getsockname()[1]
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.server.close)
+        super().close()

@@ -29,13 +29,16 @@ import json
 import ssl
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
 
 from tests.helpers import free_port
+from tests.peers.aioapp import LoopThread
+
+T = TypeVar("T")
 
 PLURALS = {"configmaps": "ConfigMap", "secrets": "Secret"}
 
@@ -125,9 +128,7 @@ class FakeKubeAPI:
         self._gone_next = 0
         self.sticky_stall = False
         self.close_watches_at_once = False  # a broken proxy: every watch ends at once
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
+        self._loop: LoopThread | None = None  # from start() to stop()
 
     @property
     def url(self) -> str:
@@ -136,29 +137,6 @@ class FakeKubeAPI:
     # -- running ------------------------------------------------------------
 
     def start(self) -> FakeKubeAPI:
-        self._thread.start()
-        self._call(self._start())
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            self._call(self._runner.cleanup())
-
-        async def cancel_rest() -> None:
-            me = asyncio.current_task()
-            rest = [t for t in asyncio.all_tasks() if t is not me]
-            for t in rest:
-                t.cancel()
-            await asyncio.gather(*rest, return_exceptions=True)
-
-        self._call(cancel_rest())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
-
-    async def _start(self) -> None:
         app = web.Application()
         app.router.add_get("/api/v1/{plural}", self._handle)
         app.router.add_get("/api/v1/namespaces/{ns}/{plural}", self._handle)
@@ -167,9 +145,18 @@ class FakeKubeAPI:
         app.router.add_post("/api/v1/namespaces/{ns}/{plural}", self._write)
         app.router.add_put("/api/v1/namespaces/{ns}/{plural}/{name}", self._write)
         app.router.add_delete("/api/v1/namespaces/{ns}/{plural}/{name}", self._write)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.ssl_ctx).start()
+        self._loop = LoopThread()
+        self._loop.serve(app, self.port, ssl_context=self.ssl_ctx, shutdown_timeout=0.1)
+        return self
+
+    def stop(self) -> None:
+        # cleans the runner up, then cancels the watches still streaming
+        if self._loop is not None:
+            self._loop.close()
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        assert self._loop is not None, "start() first"
+        return self._loop.call(coro)
 
     # -- the store (called from the test's thread) ----------------------------
 
@@ -328,7 +315,7 @@ class FakeKubeAPI:
         if request.method == "DELETE":
             name = request.match_info["name"]
             if (plural, ns, name) not in self.objects:
-                return web.json_response(_status(404, "NotFound", f"{name} not found"), 404)
+                return web.json_response(_status(404, "NotFound", f"{name} not found"), status=404)
             await self._delete(kind, ns, name)
             return web.json_response(_status(200, "", "deleted") | {"status": "Success"})
         obj = await request.json()

@@ -23,7 +23,6 @@ until `accept()`; `fail(status, retry_after=..., times=...)` answers errors.
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 import ssl
@@ -36,6 +35,7 @@ import pytest
 from aiohttp import web
 
 from tests.helpers import free_port
+from tests.peers.aioapp import AppServer, LoopThread
 
 
 class Receiver:
@@ -57,10 +57,8 @@ class Receiver:
         self.bad_requests: list[str] = []  # protocol violations seen (must stay empty)
         self._fail: tuple[int, str | None, int | None] | None = None
         self.es_plan: list[list[int]] = []  # per bulk request: item statuses to answer
-        self._loop = asyncio.new_event_loop()
-        self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._loop: LoopThread | None = None  # from start() to stop()
+        self._server: AppServer | None = None
 
     @property
     def url(self) -> str:
@@ -69,25 +67,37 @@ class Receiver:
 
     # -- control (from the test thread) ------------------------------------------
 
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
-
     def start(self) -> Receiver:
-        self._thread.start()
-        self._call(self._start())
+        app = web.Application(client_max_size=1024**3)
+        app.router.add_post("/loki/api/v1/push", self._loki)
+        app.router.add_post("/v1/logs", self._otlp)
+        app.router.add_post("/{index}/_bulk", self._bulk)
+        app.router.add_route("POST", "/{tail:.*}", self._ndjson)
+        self._loop = LoopThread()
+        # Bodies are inflated in _body (gzip and zstd: aiohttp's own zstd support
+        # needs a package this machine need not have).
+        self._server = self._loop.serve(
+            app,
+            self.port,
+            ssl_context=self.ssl_ctx,
+            reuse_address=True,
+            handle_signals=False,
+            auto_decompress=False,
+        )
         return self
 
     def stop(self) -> None:
-        self._call(self._stop_all())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        if self._loop is not None:
+            self._loop.close()
 
     def refuse(self) -> None:
         """Close the listening socket: connections are refused until accept()."""
-        self._call(self._stop_site())
+        assert self._loop is not None and self._server is not None, "start() first"
+        self._loop.call(self._server.shut())
 
     def accept(self) -> None:
-        self._call(self._start_site())
+        assert self._loop is not None and self._server is not None, "start() first"
+        self._loop.call(self._server.open())
 
     def fail(self, status: int, retry_after: str | None = None, times: int | None = None) -> None:
         """Answer `status` (with Retry-After) to the next `times` requests (None: until ok())."""
@@ -107,38 +117,6 @@ class Receiver:
             return len(self.records)
 
     # -- server (in the receiver's loop) ---------------------------------------------
-
-    async def _start(self) -> None:
-        app = web.Application(client_max_size=1024**3)
-        app.router.add_post("/loki/api/v1/push", self._loki)
-        app.router.add_post("/v1/logs", self._otlp)
-        app.router.add_post("/{index}/_bulk", self._bulk)
-        app.router.add_route("POST", "/{tail:.*}", self._ndjson)
-        # Bodies are inflated in _body (gzip and zstd: aiohttp's own zstd support
-        # needs a package this machine need not have).
-        self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, auto_decompress=False
-        )
-        await self._runner.setup()
-        await self._start_site()
-
-    async def _start_site(self) -> None:
-        assert self._runner is not None
-        if self._site is None:
-            self._site = web.TCPSite(
-                self._runner, "127.0.0.1", self.port, reuse_address=True, ssl_context=self.ssl_ctx
-            )
-            await self._site.start()
-
-    async def _stop_site(self) -> None:
-        if self._site is not None:
-            await self._site.stop()
-            self._site = None
-
-    async def _stop_all(self) -> None:
-        await self._stop_site()
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _body(self, request: web.Request) -> bytes:
         # aiohttp already inflates a gzip Content-Encoding; the header is checked by tests.

@@ -19,6 +19,7 @@ from podkit.http import AuthOptions, TLSClientOptions
 from podkit.options import UsageError
 from podkit.runner import configure
 from podkit.sinks import RecordBatch, open_sink
+from tests.peers.aioapp import AppServer, app_of
 
 
 @pytest.fixture(autouse=True)
@@ -51,17 +52,8 @@ async def receiver() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
         seen.append(dict(request.headers))
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/x", take)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}/x", seen
-    finally:
-        await runner.cleanup()
+    async with AppServer(app_of(take, "POST", "/x")) as site:
+        yield f"{site.url}/x", seen
 
 
 async def deliver(p: LogShip) -> None:

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from podkit.sinks import NdjsonBatch, open_sink
 from tests.helpers import wait_until_async
+from tests.peers.aioapp import AppServer, app_of
 
 Judge = Callable[[web.Request, bytes], tuple[int, dict[str, str], str]]
 
@@ -54,17 +55,8 @@ class Server:
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[Server, str]]:
     srv = Server()
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", srv.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield srv, f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with AppServer(app_of(srv.handle, "POST")) as site:
+        yield srv, site.url
 
 
 @pytest.fixture

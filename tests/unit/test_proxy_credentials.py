@@ -15,7 +15,6 @@ from typing import Any
 
 import jwt
 import pytest
-from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from podkit.ambassadors.proxy import Proxy
 from podkit.ambassadors.proxy.credentials import (
@@ -39,6 +38,7 @@ from podkit.ambassadors.proxy.settings import ListenerOptions, Settings
 from podkit import UsageError
 from podkit.runner import configure
 from tests.integration.test_proxy_credentials import TokenEndpoint, write_key
+from tests.peers.aioapp import AppServer
 
 # -- the retry decision -----------------------------------------------------------
 
@@ -454,13 +454,6 @@ async def test_a_401_renews_once_per_generation(tmp_path: Path) -> None:
 # -- the token request on the wire, against a real token endpoint on loopback ----------
 
 
-async def _serve(thing: Any) -> web.AppRunner:
-    runner = web.AppRunner(thing.app(), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", thing.port).start()
-    return runner
-
-
 def _secret(tmp_path: Path, text: str) -> tuple[str, str]:
     path = tmp_path / "secret"
     path.write_text(text + "\n")
@@ -471,11 +464,8 @@ async def _fetch_with(tmp_path: Path, endpoint: TokenEndpoint, *argv: str) -> OA
     s = _cfg(tmp_path, "--oauth2-token-url", endpoint.url, "--oauth2-client-id", "cid", *argv)
     c = OAuth2Client(s, lambda: None, rng=random.Random(1))
     c.check_files()
-    runner = await _serve(endpoint)
-    try:
+    async with AppServer(endpoint.app(), endpoint.port):
         assert await c.refresh(5.0), c.error
-    finally:
-        await runner.cleanup()
     return c
 
 
@@ -556,11 +546,8 @@ async def test_a_refused_token_request_says_why(tmp_path: Path) -> None:
     errors: list[tuple[str, str]] = []
     c = OAuth2Client(s, lambda: changes.append(1), on_error=lambda *e: errors.append(e))
     c.check_files()
-    runner = await _serve(endpoint)
-    try:
+    async with AppServer(endpoint.app(), endpoint.port):
         assert not await c.refresh(5.0)
-    finally:
-        await runner.cleanup()
     assert c.token is None and changes == [1]  # the refusal reason is published
     # and is the program's error on `/` (issue 23), naming the endpoint
     assert errors == [("token", f"OAuth2 token request to {endpoint.url} failed: {c.error}")]

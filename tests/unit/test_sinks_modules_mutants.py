@@ -1003,20 +1003,11 @@ class _Server:
 
 @pytest.fixture
 async def http_server() -> Any:
-    from aiohttp import web
+    from tests.peers.aioapp import AppServer, app_of
 
     srv = _Server()
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", srv.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield srv, f"127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with AppServer(app_of(srv.handle, "POST")) as site:
+        yield srv, f"127.0.0.1:{site.port}"
 
 
 async def test_the_http_sink_posts_ndjson_with_its_headers(http_server: Any) -> None:
