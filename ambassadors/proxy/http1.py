@@ -418,7 +418,7 @@ def _relined(fields: Request, method: bytes, target: bytes) -> Request:
     req.xff = fields.xff
     req.xfp = fields.xfp
     req.hash_value = fields.hash_value
-    req.log_head = None
+    req.log_head = req.line_out = None
     return req
 
 
@@ -824,6 +824,7 @@ class Request:
         "host",
         "keep_alive",
         "kept",
+        "line_out",
         "log_head",
         "method",
         "minor",
@@ -848,6 +849,7 @@ class Request:
     xfp: bytes | None
     hash_value: bytes | None
     log_head: str | None  # its access-log fields, made once (a cached head is reused)
+    line_out: bytes | None  # request line and kept lines as passed on, made once too
 
 
 def _tokens(value: bytes) -> list[bytes]:
@@ -874,7 +876,7 @@ def parse_request(head: bytes, rules: RequestRules) -> Request:
     te: list[bytes] = []
     conn: list[bytes] = []
     req.upgrade = req.host = req.request_id = req.xff = req.xfp = req.hash_value = None
-    req.log_head = None
+    req.log_head = req.line_out = None
     hash_name = rules.hash_name
     for name, value in rules.find.findall(head, i):
         name = name.lower()

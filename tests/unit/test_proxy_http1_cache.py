@@ -385,3 +385,53 @@ def test_a_head_without_header_lines_is_parsed_whole() -> None:
     req, _ = cache.find(b"GET /bare HTTP/1.0") or (None, None)
     assert req is not None and req.minor == 0 and req.kept == b""
     assert cache.find(b"GET /bare HTTP/1.1") is None  # 1.1 needs a Host
+
+
+def test_the_upstream_head_is_the_same_whether_the_request_is_joined_fast_or_not() -> None:
+    """The usual request (no body, no upgrade, no X-Forwarded-* from the app) is
+    joined in one piece; the others line by line. Both give the same lines in the
+    same order: the app's kept lines, its id (or the one the proxy made), then
+    X-Forwarded-For and -Proto, then the upstream's own lines."""
+
+    async def main() -> list[bytes]:
+        lst, cc, _ct, ut = await _fast_path()
+        up = lst.upstreams[0]
+        uc = up.idle[0]
+        heads = []
+        for extra in (
+            b"\r\nX-Request-Id: mine",  # the app's id: passed on where it was
+            b"\r\nX-Request-Id: mine\r\nAccept: */*",  # the id taken out, put back last
+            b"\r\nAccept: */*",  # an id the proxy makes
+            b"\r\nX-Forwarded-For: 10.1.1.1\r\nX-Request-Id: r2",  # the other way
+            b"\r\nX-Forwarded-Proto: https\r\nX-Request-Id: r3",
+        ):
+            cc.data_received(b"GET /a?b HTTP/1.1\r\nHost: h" + extra + b"\r\n\r\n")
+            assert cc.fast is not None, "served by the fast path"
+            await _turn()
+            head = ut.events.pop()
+            assert head.endswith(up.suffix + b"\r\n"), head
+            heads.append(head[: -len(up.suffix) - 2])
+            uc.data_received(RESPONSE)
+            await _turn()
+        for t in asyncio.all_tasks() - {asyncio.current_task()}:
+            t.cancel()
+        return heads
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        heads = asyncio.run(main())
+    fwd = b"\r\nX-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n"
+    start = b"GET /a?b HTTP/1.1"
+    assert heads[0] == start + b"\r\nX-Request-Id: mine" + fwd
+    assert heads[1] == start + b"\r\nAccept: */*\r\nX-Request-Id: mine" + fwd
+    made = re.fullmatch(
+        rb"GET /a\?b HTTP/1\.1\r\nAccept: \*/\*\r\nX-Request-Id: ([^\r]+)(.*)", heads[2], re.S
+    )
+    assert made is not None and made.group(2) == fwd, heads[2]
+    assert heads[3] == (
+        start + b"\r\nX-Request-Id: r2\r\nX-Forwarded-For: 10.1.1.1, 127.0.0.1"
+        b"\r\nX-Forwarded-Proto: http\r\n"
+    )
+    assert heads[4] == (
+        start + b"\r\nX-Request-Id: r3\r\nX-Forwarded-For: 127.0.0.1"
+        b"\r\nX-Forwarded-Proto: https, http\r\n"
+    )
