@@ -294,15 +294,17 @@ class Module:
         self.auth: tuple[str, str] | None = None
         self.bearer: str | None = None
         self.bearer_file: str | None = cfg.get("bearer_token_file")
+        self.password_secret: SecretFile | None = None
         ba = cfg.get("basic_auth")
         if ba is not None:
             if not isinstance(ba, dict) or set(ba) - {"username", "password", "password_file"}:
                 raise UsageError(f"{where}.basic_auth: username and password or password_file")
             password = ba.get("password")
             if ba.get("password_file"):
+                # read again for each probe when it changes, as bearer_token_file
+                self.password_secret = SecretFile(ba["password_file"])
                 try:
-                    with open(ba["password_file"]) as f:
-                        password = f.read().strip()
+                    password = self.password_secret.value()
                 except OSError as exc:
                     raise UsageError(f"{where}.basic_auth.password_file: {exc}") from None
             if password:
@@ -509,7 +511,16 @@ class Prober:
         if target.startswith("https://"):
             ctx = ssl_context(mod.ca_file, mod.insecure, mod.cert_file, mod.key_file)
         body = mod.render_body(query)
-        auth = aiohttp.BasicAuth(*mod.auth) if mod.auth else None
+        auth = None
+        if mod.auth:
+            user, password = mod.auth
+            if mod.password_secret is not None:
+                try:
+                    password = mod.password_secret.value()
+                except OSError as exc:
+                    self.failures += 1
+                    return 503, f"Failed to read password_file: {exc}\n"
+            auth = aiohttp.BasicAuth(user, password)
         try:
             async with (
                 client_session(self.timeout, ssl_ctx=ctx, limit=1) as session,

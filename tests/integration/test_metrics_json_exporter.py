@@ -274,3 +274,31 @@ def test_a_bearer_token_file_is_checked_and_reread(tmp_path: Path, app: str) -> 
     res = run_program("metrics", ["--check-config", "--json-exporter-config", str(cfg)])
     assert res.returncode == 2
     assert b"http_client_config.bearer_token: the token holds spaces" in res.stderr
+
+
+def test_a_basic_auth_password_file_is_reread_when_it_changes(tmp_path: Path, app: str) -> None:
+    """json_exporter reads password_file for each request: a rotated Secret's
+    password is the one the next probe sends."""
+    password = tmp_path / "password"
+    password.write_text("first-pass\n")
+    cfg = tmp_path / "config.yml"
+    cfg.write_text(
+        "modules:\n  default:\n    http_client_config:\n      basic_auth:\n"
+        f"        username: scraper\n        password_file: {password}\n"
+        "    metrics:\n    - name: counter\n      path: '{ .counter }'\n"
+    )
+    sent = []
+    with ProgramProcess("metrics", ["--json-exporter-config", str(cfg)], tmp=tmp_path) as p:
+        p.wait_ready()
+        for text in ("first-pass\n", "second-pass-longer\n"):
+            password.write_text(text)
+            status, body = probe(p, "default", app + "/data.json")
+            assert status == 200 and "counter 1234" in body, body
+            sent.append(_Handler.seen[-1][2]["Authorization"])
+        password.unlink()
+        status, body = probe(p, "default", app + "/data.json")
+        assert status == 503 and body.startswith("Failed to read password_file"), body
+    assert sent == [
+        "Basic " + base64.b64encode(b"scraper:first-pass").decode(),
+        "Basic " + base64.b64encode(b"scraper:second-pass-longer").decode(),
+    ]
