@@ -330,6 +330,20 @@ class Module:
         self.cert_file = tls.get("cert_file")
         self.key_file = tls.get("key_file")
 
+    def credentials(self) -> tuple[str | None, tuple[str, str] | None]:
+        """The bearer token and the basic-auth pair for one probe, the files read
+        again when they changed; ValueError says which file cannot be used."""
+        bearer = self.bearer
+        if self.bearer_secret is not None:
+            bearer = _read(self.bearer_secret, "bearer_token_file")
+            problem = bearer_token_problem(bearer)
+            if problem:
+                raise ValueError(f"bearer_token_file {self.bearer_file}: {problem}")
+        auth = self.auth
+        if auth is not None and self.password_secret is not None:
+            auth = (auth[0], _read(self.password_secret, "password_file"))
+        return bearer, auth
+
     def render_body(self, query: dict[str, list[str]]) -> str:
         if not self.templatize:
             return self.body
@@ -463,6 +477,13 @@ class ProbeOptions(OptionGroup):
 MAX_PROBE_BODY = 16 * 1024 * 1024
 
 
+def _read(secret: SecretFile, key: str) -> str:
+    try:
+        return secret.value()
+    except OSError as exc:
+        raise ValueError(f"Failed to read {key}: {exc}") from None
+
+
 class Prober:
     """Serves `GET /probe?module=NAME&target=URL` as json_exporter does: fetch
     the target with the module's HTTP settings, answer with that target's
@@ -494,33 +515,18 @@ class Prober:
         self.probes += 1
         headers = dict(mod.headers)
         headers.setdefault("Accept", "application/json")
-        if mod.bearer_secret is not None:
-            try:
-                token = mod.bearer_secret.value()
-            except OSError as exc:
-                self.failures += 1
-                return 503, f"Failed to read bearer_token_file: {exc}\n"
-            problem = bearer_token_problem(token)
-            if problem:
-                self.failures += 1
-                return 503, f"bearer_token_file {mod.bearer_file}: {problem}\n"
-            headers["Authorization"] = "Bearer " + token
-        elif mod.bearer:
-            headers["Authorization"] = "Bearer " + mod.bearer
+        try:
+            bearer, basic = mod.credentials()
+        except ValueError as exc:
+            self.failures += 1
+            return 503, f"{exc}\n"
+        if bearer:
+            headers["Authorization"] = "Bearer " + bearer
         ctx = None
         if target.startswith("https://"):
             ctx = ssl_context(mod.ca_file, mod.insecure, mod.cert_file, mod.key_file)
         body = mod.render_body(query)
-        auth = None
-        if mod.auth:
-            user, password = mod.auth
-            if mod.password_secret is not None:
-                try:
-                    password = mod.password_secret.value()
-                except OSError as exc:
-                    self.failures += 1
-                    return 503, f"Failed to read password_file: {exc}\n"
-            auth = aiohttp.BasicAuth(user, password)
+        auth = aiohttp.BasicAuth(*basic) if basic else None
         try:
             async with (
                 client_session(self.timeout, ssl_ctx=ctx, limit=1) as session,
