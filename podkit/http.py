@@ -359,7 +359,9 @@ class AuthOptions(_Standalone):
                 if last is None or last[0] != password:
                     pair = f"{self.basic_auth_user}:{password}".encode()
                     token = base64.b64encode(pair).decode("ascii")
-                    register_secret(token)  # the encoded form is as secret as the password
+                    # the encoded form is as secret as the password; a rotated one
+                    # replaces its old encoding
+                    register_secret(token, slot=("basic", self.basic_auth_password_file))
                     last = self.__dict__["_basic"] = (password, f"Basic {token}")
                 out["Authorization"] = last[1]
         except OSError as exc:

@@ -9,38 +9,58 @@ apply to every record they write.
 from __future__ import annotations
 
 import os
-import re
 import threading
+from collections.abc import Hashable
 from urllib.parse import urlsplit, urlunsplit
 
 from podkit.fsutil import file_sig
 
-_known: set[str] = set()
 _known_lock = threading.Lock()
-_pattern: re.Pattern[str] | None = None
+_fixed: set[str] = set()  # registered once, for the process's life
+# A value that is renewed (an OAuth2 token, a rotated file's content) registers under
+# a slot, which keeps its latest two: the one in use and the one just replaced, which
+# an error about a request in flight may still name. Without slots every renewal was
+# kept, and a week of hourly tokens made every log line scan hundreds of them.
+_slots: dict[Hashable, tuple[str, ...]] = {}
+_values: tuple[str, ...] = ()  # what scrub() replaces, longest first
+KEEP_PER_SLOT = 2
 
 REDACTED = "***"
 
 
-def register_secret(value: str) -> None:
-    """Make `value` disappear from every log record from now on."""
-    global _pattern
+def register_secret(value: str, slot: Hashable | None = None) -> None:
+    """Make `value` disappear from every log record from now on.
+
+    With `slot` (any hashable that names where the value comes from: a file's
+    path, a token's URL), a new value replaces the slot's older ones but the last.
+    """
+    global _values
     value = value.strip()
     if len(value) < 4:  # scrubbing "a" would mangle every log line
         return
     with _known_lock:
-        if value in _known:
-            return
-        _known.add(value)
-        alts = sorted(_known, key=len, reverse=True)
-        _pattern = re.compile("|".join(re.escape(v) for v in alts))
+        if slot is None:
+            if value in _fixed:
+                return
+            _fixed.add(value)
+        else:
+            held = _slots.get(slot, ())
+            if held and held[0] == value:
+                return
+            _slots[slot] = (value, *(v for v in held if v != value))[:KEEP_PER_SLOT]
+        known = _fixed.union(*_slots.values())
+        # Longest first: a secret that begins with a shorter one is replaced whole.
+        _values = tuple(sorted(known, key=lambda v: (-len(v), v)))
 
 
 def scrub(text: str) -> str:
-    pattern = _pattern
-    if pattern is None:
-        return text
-    return pattern.sub(REDACTED, text)
+    # `in` is a C substring search (fast for a handful of values), and a value is
+    # replaced only where it occurs; a regex alternation of two or more literals
+    # costs about 1 us per 300-character line against this loop's 50 ns.
+    for value in _values:
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return text
 
 
 def redact_url(url: str) -> str:
@@ -77,7 +97,7 @@ class SecretFile:
                 text = f.read()
             self._value = text.strip() if self.strip else text
             self._sig = sig
-            register_secret(self._value)
+            register_secret(self._value, slot=self.path)  # a rotated file replaces its value
         return self._value
 
     def changed(self) -> bool:

@@ -251,13 +251,18 @@ def _named(name: str) -> Callable[[str], str]:
     return render
 
 
-def _basic(content: str) -> str:
-    user, sep, _ = content.partition(":")
-    if not sep or not user or "\n" in content or "\r" in content:
-        raise ValueError("expected one line user:password")
-    encoded = base64.b64encode(content.encode()).decode()
-    register_secret(encoded)  # the base64 form must be scrubbed from logs too
-    return f"Authorization: Basic {encoded}"
+def _basic(path: str) -> Callable[[str], str]:
+    def render(content: str) -> str:
+        user, sep, _ = content.partition(":")
+        if not sep or not user or "\n" in content or "\r" in content:
+            raise ValueError("expected one line user:password")
+        encoded = base64.b64encode(content.encode()).decode()
+        # the base64 form must be scrubbed from logs too; a rotated file's new
+        # encoding takes the old one's place
+        register_secret(encoded, slot=("basic", path))
+        return f"Authorization: Basic {encoded}"
+
+    return render
 
 
 class JwtMinter:
@@ -337,7 +342,9 @@ class Injector:
                 )
             )
         if opts.basic_auth_file:
-            self.files.append(FileHeader("--basic-auth-file", opts.basic_auth_file, _basic))
+            self.files.append(
+                FileHeader("--basic-auth-file", opts.basic_auth_file, _basic(opts.basic_auth_file))
+            )
         for name, path in opts.header_files():
             self.files.append(FileHeader("--header-file", path, _named(name)))
         if opts.jwt_private_key_file:

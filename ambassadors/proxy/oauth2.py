@@ -220,7 +220,7 @@ class OAuth2Client:
             if self.token is None:
                 self.on_change()  # requests are refused with this reason now
             return False
-        register_secret(token)
+        register_secret(token, slot=("oauth2 token", self.url, self.client_id))
         self.token = token
         self.error = ""
         if lifetime is None:
@@ -261,7 +261,7 @@ class OAuth2Client:
                 # RFC 6749 2.3.1: each part form-urlencoded before the Basic encoding
                 pair = f"{quote(self.client_id, safe='')}:{quote(secret, safe='')}"
                 encoded = base64.b64encode(pair.encode()).decode()
-                register_secret(encoded)
+                register_secret(encoded, slot=("oauth2 client", self.url, self.client_id))
                 headers["Authorization"] = f"Basic {encoded}"
         res = await fetch(
             "POST",

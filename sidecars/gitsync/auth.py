@@ -233,7 +233,7 @@ class Auth:
         if self.github_app is not None:
             token, new = self.github_app.token()
             if new:
-                register_secret(token)
+                register_secret(token, slot="github-app token")  # renewed hourly
                 self._github_token = self._write_private("github-token", token + "\n")
             env["PODKIT_GITSYNC_ASKPASS_USER"] = github_app.USERNAME
             env["PODKIT_GITSYNC_ASKPASS_FILE"] = self._github_token
@@ -285,7 +285,7 @@ class Auth:
             err = GitError("--askpass-url: the answer has no password= line")
             err.remote = True
             raise err
-        register_secret(password)
+        register_secret(password, slot=("askpass", self.askpass_url))
         return user, self._write_private("askpass-url-password", password + "\n")
 
     def _ssh_key(self, path: str, i: int) -> str:

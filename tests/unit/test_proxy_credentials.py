@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from podkit.ambassadors.proxy.settings import ListenerOptions, Settings
 
 from podkit import UsageError
 from podkit.runner import configure
+from podkit.secrets import scrub
 from tests.integration.test_proxy_credentials import TokenEndpoint, write_key
 from tests.peers.aioapp import AppServer
 
@@ -175,6 +177,14 @@ def test_file_schemes_render_and_keep_the_last_good_value(tmp_path: Path) -> Non
     assert [(r, m.split(":")[0]) for r, m in errors] == [("credentials", f"--header-file {key}")]
     inj.tick()  # nothing changed: no new generation
     assert inj.generation == gen + 1
+    # a rotated password's encoding replaces the old one's (the old is not held forever)
+    encodings = [base64.b64encode(f"u:Bq8-pw{i}".encode()).decode() for i in range(4)]
+    for i in range(4):
+        basic.write_text(f"u:Bq8-pw{i}\n")
+        os.utime(basic, ns=(i * 10**9, i * 10**9))
+        inj.tick()
+        assert inj.lines.startswith(f"Authorization: Basic {encodings[i]}".encode())
+    assert scrub(" ".join(encodings)).split(" ") == [*encodings[:2], "***", "***"]
     basic.write_text("no-colon\n")
     with pytest.raises(UsageError, match="--basic-auth-file"):
         _injector(tmp_path, "--basic-auth-file", str(basic))
@@ -365,6 +375,22 @@ async def test_one_token_request_however_many_wait(tmp_path: Path) -> None:
     assert 75.0 - 1 <= c.renew_at - loop.time() <= 85.0
     # the next renewal is a new request
     assert await c.refresh(5.0) and calls == 2 and c.token == "t2"
+
+
+async def test_renewed_tokens_are_scrubbed_but_not_kept_forever(tmp_path: Path) -> None:
+    """Every renewal registers its token for scrubbing; only the latest two stay
+    registered, or a week of renewals would make every log line scan them all."""
+    c, _ = _client(tmp_path)
+    tokens = [f"Rn7-access-{i:03d}" for i in range(50)]
+    issued = iter(tokens)
+
+    async def request() -> tuple[str, float | None]:
+        return next(issued), 100.0
+
+    c._request = request  # type: ignore[method-assign]
+    for token in tokens:
+        assert await c.refresh(1.0) and c.token == token
+    assert scrub(" ".join(tokens)).split(" ") == [*tokens[:-2], "***", "***"]
 
 
 async def test_failure_keeps_the_token_until_it_expires(

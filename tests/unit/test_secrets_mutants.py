@@ -9,6 +9,7 @@ other tests' records.
 from __future__ import annotations
 
 import locale
+import os
 from pathlib import Path
 
 from podkit.secrets import SecretFile, redact_url, register_secret, scrub
@@ -64,3 +65,63 @@ def test_a_secret_file_is_utf_8_whatever_the_locale(tmp_path: Path) -> None:
         assert SecretFile(path).value() == "tøken-ü-Rw5"
     finally:
         locale.setlocale(locale.LC_CTYPE, before)
+
+
+def test_a_slot_keeps_its_latest_two_values_and_lets_older_ones_go() -> None:
+    """A renewed token (OAuth2, a GitHub App's) registers under a slot: a week of
+    renewals must not pile up, but the value just replaced stays hidden a while."""
+    slot = ("test renewals", "Zq9")
+    tokens = [f"Zq9-renewed-{i:03d}" for i in range(200)]
+    for token in tokens:
+        register_secret(token, slot=slot)
+    line = " ".join(tokens)
+    words = scrub(line).split(" ")
+    assert words[-2:] == ["***", "***"]
+    assert words[:-2] == tokens[:-2]  # let go: no longer scrubbed, no longer held
+
+
+def test_registering_the_current_value_again_keeps_the_previous_one() -> None:
+    slot = "test same value"
+    register_secret("Vb4-first", slot=slot)
+    register_secret("Vb4-second", slot=slot)
+    register_secret("Vb4-second", slot=slot)  # a file read again, unchanged
+    assert scrub("Vb4-first Vb4-second") == "*** ***"
+    register_secret("Vb4-first", slot=slot)  # an older value back: it is the newest now
+    register_secret("Vb4-third", slot=slot)
+    assert scrub("Vb4-first Vb4-second Vb4-third") == "*** Vb4-second ***"
+
+
+def test_slots_are_apart_and_a_value_without_one_stays_for_good() -> None:
+    register_secret("Yc5-fixed")
+    register_secret("Yc5-fixed", slot="test slot a")
+    register_secret("Yc5-a", slot="test slot a")
+    register_secret("Yc5-a2", slot="test slot a")  # "Yc5-fixed" leaves slot a, not the set
+    register_secret("Yc5-b", slot="test slot b")
+    register_secret("Yc5-b2", slot="test slot b")
+    register_secret("Yc5-b3", slot="test slot b")
+    assert scrub("Yc5-fixed Yc5-a Yc5-a2 Yc5-b Yc5-b2 Yc5-b3") == "*** *** *** Yc5-b *** ***"
+
+
+def test_a_short_value_in_a_slot_is_ignored_and_keeps_the_slot_as_it_was() -> None:
+    register_secret("Pm6-one", slot="test short")
+    register_secret("Pm6-two", slot="test short")
+    register_secret("Pm", slot="test short")
+    assert scrub("Pm6-one Pm6-two Pm") == "*** *** Pm"
+
+
+def test_every_occurrence_of_every_secret_is_replaced() -> None:
+    register_secret("Dg2-one")
+    register_secret("Dg2-second")
+    text = "Dg2-one,Dg2-second,Dg2-one;Dg2-second Dg2-oneDg2-one"
+    assert scrub(text) == "***,***,***;*** ******"
+
+
+def test_a_rotated_secret_file_keeps_its_latest_two_values_scrubbed(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    s = SecretFile(path)
+    values = [f"Fr3-rotated-{i}" for i in range(5)]
+    for i, v in enumerate(values):
+        path.write_text(v + "\n")
+        os.utime(path, ns=(i * 10**9, i * 10**9))  # a changed signature however fast
+        assert s.value() == v
+    assert scrub(" ".join(values)).split(" ") == [*values[:3], "***", "***"]
