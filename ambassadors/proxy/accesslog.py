@@ -42,8 +42,8 @@ class AccessLog:
         self.prefix = ""
         self.ms = -1  # the millisecond `stamp` is for: many requests share one
         self.stamp = ""
-        self.start = ""  # an access line's fields before the request's, for `start_ms`
-        self.start_ms = -1
+        self.start = ""  # an access line's fields before the request's, for its millisecond:
+        self.start_from = self.start_until = 0.0  # [from, until) in time.time()
         self.program = program
 
     def time(self, now: float) -> str:
@@ -67,7 +67,7 @@ class AccessLog:
             "message": "request",
         }
         rec.update(record)
-        self.lines.append(json.dumps(rec, separators=(", ", ": ")))
+        self.lines.append(json.dumps(rec, separators=(", ", ": ")) + "\n")
         if not self.scheduled:
             self.scheduled = True
             asyncio.get_running_loop().call_later(0.02, self.flush)
@@ -75,15 +75,16 @@ class AccessLog:
     def add(self, fields: str) -> None:
         """A request line from its JSON fields (without the opening brace)."""
         now = time.time()
-        ms = int(now * 1000)
-        if ms != self.start_ms:  # the line's start changes once a millisecond
-            self.start_ms = ms
+        if not self.start_from <= now < self.start_until:
+            # the line's start changes once a millisecond (or when the clock steps)
+            ms = int(now * 1000)
+            self.start_from, self.start_until = ms / 1000, (ms + 1) / 1000
             self.start = (
                 f'{{"time": "{self.time(now)}", "level": "info", "program": "{self.program}", '
                 '"message": "request", '
             )
         lines = self.lines
-        lines.append(self.start + fields)
+        lines.append(f"{self.start}{fields}\n")  # one string: the start, fields, newline
         self.size += len(fields)
         if not self.scheduled:
             # One write per 20 ms rather than per request: the lines are small and many.
@@ -94,30 +95,35 @@ class AccessLog:
 
     def flush(self) -> None:
         self.scheduled = False
-        if not self.lines:
+        lines = self.lines
+        if not lines:
             return
-        text = scrub("\n".join(self.lines) + "\n")
-        self.lines.clear()
+        self.lines = []
         self.size = 0
+        # Written in pieces of whole lines: --workers share one stderr pipe, and a
+        # write up to PIPE_BUF is never torn by another process's. Alone, pieces of
+        # 64 KiB: a batch joined whole (up to 1 MiB) was a fresh mapping each time,
+        # and its page faults cost more than formatting the lines.
         try:
-            for piece in whole_lines(text, PIPE_BUF if self.shared else len(text)):
-                sys.stderr.write(piece)
-                sys.stderr.flush()
+            for piece in whole_lines(lines, PIPE_BUF if self.shared else PIECE):
+                sys.stderr.write(scrub(piece))
+                sys.stderr.flush()  # each piece one write(2), never merged with the next
         except (OSError, ValueError):
             pass
 
 
+PIECE = 64 * 1024  # characters per write when no other process shares the pipe
 ACCESS_LOG = AccessLog()
 
 
-def whole_lines(text: str, limit: int) -> Iterator[str]:
-    """`text` in pieces of whole lines, each at most `limit` long unless one line is."""
-    start = 0
-    while len(text) - start > limit:
-        cut = text.rfind("\n", start, start + limit) + 1
-        if cut <= start:
-            cut = text.find("\n", start + limit) + 1 or len(text)
-        yield text[start:cut]
-        start = cut
-    if start < len(text):
-        yield text[start:]
+def whole_lines(lines: list[str], limit: int) -> Iterator[str]:
+    """`lines` (each ending in a newline) joined in pieces of at most `limit`
+    characters, unless one line alone is longer."""
+    start = size = 0
+    for i, line in enumerate(lines):
+        if size + len(line) > limit and i > start:
+            yield "".join(lines[start:i])
+            start, size = i, 0
+        size += len(line)
+    if start < len(lines):
+        yield "".join(lines[start:])

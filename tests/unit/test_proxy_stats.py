@@ -47,12 +47,48 @@ def test_counters_add_up_and_a_gone_worker_keeps_only_its_counters() -> None:
 
 @given(st.lists(st.text(alphabet="ab", max_size=12), max_size=20), st.integers(1, 30))
 def test_whole_lines_pieces_keep_every_line_whole(lines: list[str], limit: int) -> None:
-    text = "".join(line + "\n" for line in lines)
-    pieces = list(whole_lines(text, limit))
-    assert "".join(pieces) == text
-    for p in pieces:
+    ended = [line + "\n" for line in lines]
+    pieces = list(whole_lines(ended, limit))
+    assert "".join(pieces) == "".join(ended)
+    for i, p in enumerate(pieces):
         assert p.endswith("\n")
         assert len(p) <= limit or p.count("\n") == 1  # only a line longer than the limit
+        if i + 1 < len(pieces):  # as full as it can be: the next line would not fit
+            assert len(p) + len(pieces[i + 1].split("\n", 1)[0]) + 1 > limit
+
+
+async def test_a_flush_writes_whole_lines_in_pieces_and_scrubs_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import podkit.ambassadors.proxy.accesslog as mod
+    from podkit.secrets import register_secret
+
+    register_secret("Ak4-in-a-path")
+    writes: list[str] = []
+
+    class Err:
+        def write(self, text: str) -> None:
+            writes.append(text)
+
+        def flush(self) -> None:
+            writes.append("<flush>")
+
+    monkeypatch.setattr(mod.sys, "stderr", Err())
+    a = AccessLog()
+    for i in range(3000):  # the 2000th line writes the batch at once  # about 330 KiB: several 64 KiB pieces
+        a.add(f'"path": "/{i}/Ak4-in-a-path", "pad": "{"x" * 80}"}}')
+    a.flush()
+    pieces = writes[::2]
+    assert writes[1::2] == ["<flush>"] * len(pieces)  # one write(2) each
+    assert len(pieces) > 3 and all(len(p) <= mod.PIECE for p in pieces)
+    lines = "".join(pieces).splitlines()
+    assert [json.loads(line)["path"] for line in lines] == [f"/{i}/***" for i in range(3000)]
+    writes.clear()
+    a.shared = True
+    a.add('"x": 1}')
+    a.add('"x": 2}')
+    a.flush()
+    assert len(writes) == 2 and writes[0].count("\n") == 2  # both fit one PIPE_BUF piece
 
 
 def test_access_log_time_is_made_once_per_millisecond() -> None:
