@@ -28,6 +28,25 @@ def json_str(value: bytes) -> str:
     return json.dumps(value.decode("latin-1"))
 
 
+# "0" * (6 - n): what pads an n-digit count of microseconds to six places
+_ZEROS = tuple("0" * (6 - n) for n in range(7))
+
+
+def seconds_txt(took: float) -> str:
+    """`took` (seconds, not negative) with six decimals, as f"{took:.6f}" writes it.
+
+    By integer arithmetic: the float formatter (str.format's spec parsing and a
+    correctly rounded decimal conversion) was a fifth of an access line's cost.
+    The microseconds are rounded half up where .6f rounds the exact binary value,
+    so a duration within a float's error of half a microsecond may end one digit
+    apart; no other figure differs.
+    """
+    us = int(took * 1e6 + 0.5)
+    sec, frac = divmod(us, 1_000_000)
+    digits = str(frac)
+    return f"{sec}.{_ZEROS[len(digits)]}{digits}"
+
+
 class AccessLog:
     """JSON access-log lines, batched into one write per event-loop turn."""
 

@@ -23,7 +23,7 @@ from podkit.httpclient import HTTPClientError, host_header, read_head
 from podkit.retry import Backoff
 
 from .accesslog import ACCESS_LOG as ACCESS_LOG  # tcp.py imports it from here
-from .accesslog import json_str
+from .accesslog import json_str, seconds_txt
 from .credentials import Injector
 from .http1 import (
     BODY_CHUNKED,
@@ -810,9 +810,9 @@ class ClientConn(Conn):
         else:
             rid_txt = json_str(rid)
         reason = f', "proxy_reason": "{why}"' if why else ""
-        took_txt = f"{took:.6f}"
-        # the fast path's two times are one (formatting a float is a good part of a line)
-        up_txt = took_txt if upstream_took == took else f"{upstream_took:.6f}"
+        took_txt = seconds_txt(took)
+        # the fast path's two times are one (formatting a time is a good part of a line)
+        up_txt = took_txt if upstream_took == took else seconds_txt(upstream_took)
         ACCESS_LOG.add(
             f'{head}, "status": {status}, "upstream": {up.log_label if up else "null"}, '
             f'"duration_seconds": {took_txt}, "upstream_seconds": {up_txt}, '

@@ -7,7 +7,7 @@ import json
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from podkit.ambassadors.proxy.accesslog import AccessLog, whole_lines
+from podkit.ambassadors.proxy.accesslog import AccessLog, seconds_txt, whole_lines
 from podkit.ambassadors.proxy.stats import PER_UP, families, merge
 from podkit.ambassadors.proxy.upstream import BUCKETS
 
@@ -118,3 +118,27 @@ def test_access_line_start_follows_the_clock(monkeypatch: pytest.MonkeyPatch) ->
         "1970-01-01T00:00:01.000Z",
         "1970-01-01T00:00:02.500Z",
     ]
+
+
+@given(st.integers(0, 10**12), st.floats(-0.45, 0.45))
+def test_seconds_are_written_as_the_float_formatter_writes_them(us: int, off: float) -> None:
+    """Six decimals, the same digits as f"{x:.6f}" away from a half microsecond
+    (where the two roundings may differ by one in the last place)."""
+    took = (us + off) / 1e6
+    assert seconds_txt(took) == f"{took:.6f}"
+
+
+@given(st.floats(0, 1e6, allow_nan=False))
+def test_seconds_are_never_off_by_more_than_rounding(took: float) -> None:
+    text = seconds_txt(took)
+    whole, _, frac = text.partition(".")
+    assert whole.isdigit() and len(frac) == 6 and frac.isdigit()
+    assert abs(float(text) - took) <= 0.5e-6 + took * 1e-15
+
+
+def test_seconds_edges() -> None:
+    assert seconds_txt(0.0) == "0.000000"
+    assert seconds_txt(0.000123) == "0.000123"
+    assert seconds_txt(0.9999996) == "1.000000"  # carried into the seconds
+    assert seconds_txt(12.5) == "12.500000"
+    assert seconds_txt(3600.0000004) == "3600.000000"
