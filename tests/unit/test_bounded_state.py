@@ -1,0 +1,95 @@
+"""State that a long-running program keeps per event must stay bounded.
+
+Each test drives one kind of growth with many events (distinct error texts,
+directories that come and go, commits) and asserts that what is kept stays
+bounded or that an old entry goes away, and that the behaviour the state is
+there for still holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+from typing import Any
+
+import pytest
+
+import podkit.logs
+from podkit.logs import RateLimited
+
+# -- RateLimited: keys made of error texts --------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    c = _Clock()
+    monkeypatch.setattr(podkit.logs, "time", types.SimpleNamespace(monotonic=c.monotonic))
+    return c
+
+
+def _repeated(caplog: pytest.LogCaptureFixture) -> list[Any]:
+    return [getattr(r, "repeated", None) for r in caplog.records]
+
+
+def test_rate_limited_forgets_keys_that_stopped_recurring(
+    clock: _Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Retrier, kubefiles and the reloader key on the error text, which often
+    holds something new each time (a port, a resourceVersion, a timestamp in a
+    script's output): a week of failures every few seconds must not keep a
+    week of keys."""
+    rl = RateLimited(logging.getLogger("test.grow.rl"), interval=30)
+    with caplog.at_level(logging.INFO, logger="test.grow.rl"):
+        for i in range(20_000):
+            clock.now += 5.0
+            assert rl.log(f"webhook:connect to 10.0.0.1:{i} refused", logging.WARNING, "failed")
+    assert len(caplog.records) == 20_000  # each new text is said at once
+    assert len(rl._last) <= 64
+
+
+def test_rate_limited_bounds_keys_even_when_each_repeats_once(
+    clock: _Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A text said twice within the interval carries a count for its next
+    record; a flood of those is bounded by number, oldest first."""
+    rl = RateLimited(logging.getLogger("test.grow.rl2"), interval=30)
+    with caplog.at_level(logging.INFO, logger="test.grow.rl2"):
+        for i in range(20_000):
+            clock.now += 0.001
+            rl.log(f"k{i}", logging.WARNING, "failed")
+            rl.log(f"k{i}", logging.WARNING, "failed")
+    assert len(rl._last) <= 1000  # RATE_LIMITED_MAX_KEYS
+
+
+def test_rate_limited_still_counts_what_it_suppressed(
+    clock: _Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bound must not cost the `repeated` count of a condition that goes on."""
+    rl = RateLimited(logging.getLogger("test.grow.rl3"), interval=30)
+    with caplog.at_level(logging.INFO, logger="test.grow.rl3"):
+        for _ in range(121):  # once a second for two minutes, plus the first
+            rl.log("down", logging.WARNING, "down")
+            for i in range(50):  # other texts, once each, meanwhile
+                rl.log(f"noise {clock.now} {i}", logging.INFO, "noise")
+            clock.now += 1.0
+    down = [r for r in caplog.records if r.getMessage() == "down"]
+    assert [getattr(r, "repeated", None) for r in down] == [None, 29, 29, 29, 29]
+    # Said once more (suppressed), then quiet for an hour of other texts: its
+    # next record still says it was suppressed once.
+    assert not rl.log("down", logging.WARNING, "down")
+    for i in range(3600):
+        clock.now += 1.0
+        rl.log(f"noise {i}", logging.INFO, "noise")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="test.grow.rl3"):
+        assert rl.log("down", logging.WARNING, "down")
+    assert _repeated(caplog) == [1]
+    assert len(rl._last) <= 64
