@@ -345,6 +345,21 @@ class _Discovery(_Base):
             self._watcher = None
             self.polling = True
 
+    def _watch(self, d: str) -> None:
+        """Watch `d` too (a followed file's directory). Watching only hastens
+        discovery, which polling does anyway: a directory that cannot be
+        watched (gone, or inotify's limits on watches and instances reached)
+        must not end the tailer. Said once."""
+        try:
+            self._watcher.add(d)
+        except OSError as exc:
+            if not self._watch_failing and os.path.isdir(d):
+                self._watch_failing = True
+                log.warning(
+                    "cannot watch a directory; its new files are found by polling",
+                    extra={"path": d, "error": str(exc)},
+                )
+
     def _on_change(self, change: Any) -> None:
         if change.kind in ("created", "moved", "deleted"):
             self._discover_now = True

@@ -8,14 +8,18 @@ there for still holds.
 
 from __future__ import annotations
 
+import errno
 import logging
 import types
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import podkit.logs
 from podkit.logs import RateLimited
+from podkit.tailer import Tailer
+from tests.unit.test_tailer import Collector, cfg, write
 
 # -- RateLimited: keys made of error texts --------------------------------------------
 
@@ -93,3 +97,40 @@ def test_rate_limited_still_counts_what_it_suppressed(
         assert rl.log("down", logging.WARNING, "down")
     assert _repeated(caplog) == [1]
     assert len(rl._last) <= 64
+
+
+# -- the tailer: watches on directories whose files are gone ---------------------------
+
+
+async def test_tailer_goes_on_when_a_directory_cannot_be_watched(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """inotify's limits (max_user_watches, and max_user_instances: one per
+    watched directory with watchdog) are shared by every container of the
+    user on the node: reaching them costs the watch, not the tailer."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    t = Tailer(cfg(tmp_path, paths=[str(logs / "*" / "*.log")]))
+    await t.start()
+    if t.polling:
+        await t.close()
+        pytest.skip("no inotify here: nothing is watched")
+
+    def full(directory: str, recursive: bool | None = None) -> None:
+        raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+    t._watcher.add = full
+    c = Collector(t)
+    try:
+        with caplog.at_level(logging.WARNING, logger="podkit.tailer"):
+            for name in ("one", "two"):
+                (logs / name).mkdir()
+                write(logs / name / "a.log", f"{name}\n")
+            assert sorted(await c.until(2)) == ["one", "two"]  # found by polling
+            write(logs / "one" / "a.log", "more\n")
+            assert (await c.until(3))[-1] == "more"
+        assert t.error is None
+        said = [r for r in caplog.records if "cannot watch" in r.getMessage()]
+        assert len(said) == 1
+    finally:
+        await t.close()
