@@ -240,8 +240,7 @@ class Tailer(_Discovery, _Rotation, _Reader, _Checkpoints):
         # warned about again if they come back.
         self._skips, self._skips_next = self._skips_next, {}
         if self._watcher is not None:
-            for f in self._files:
-                self._watch(os.path.dirname(f.path))
+            self._sync_watches()
 
     def _open(self, path: str, initial: bool, base: tuple[str, str]) -> _File | None:
         try:

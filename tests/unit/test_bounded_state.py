@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import shutil
 import types
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 import podkit.logs
 from podkit.logs import RateLimited
 from podkit.tailer import Tailer
+from tests.helpers import wait_until_async
 from tests.unit.test_tailer import Collector, cfg, write
 
 # -- RateLimited: keys made of error texts --------------------------------------------
@@ -132,5 +134,65 @@ async def test_tailer_goes_on_when_a_directory_cannot_be_watched(
         assert t.error is None
         said = [r for r in caplog.records if "cannot watch" in r.getMessage()]
         assert len(said) == 1
+    finally:
+        await t.close()
+
+
+async def test_tailer_unwatches_directories_whose_files_are_gone(tmp_path: Path) -> None:
+    """Logs in one directory a day (or a pod's directory under /var/log/pods):
+    once a directory's files are gone and closed, its watch goes too, however
+    many directories came and went."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    t = Tailer(cfg(tmp_path, paths=[str(logs / "*" / "app.log")], rotate_wait=0.05))
+    await t.start()
+    if t.polling:
+        await t.close()
+        pytest.skip("no inotify here: nothing is watched")
+    c = Collector(t)
+    try:
+        for day in range(40):
+            d = logs / f"2026-01-{day:02d}"
+            d.mkdir()
+            write(d / "app.log", f"day {day}\n")
+            await c.until(day + 1)
+            shutil.rmtree(d)
+            await wait_until_async(lambda: t.files_watched == 0, what="closed")
+        await wait_until_async(
+            lambda: set(t._watcher.dirs) <= {str(logs)}, what="only the glob's base watched"
+        )
+        assert len(t._watcher._observer.emitters) <= 1
+    finally:
+        await t.close()
+
+
+async def test_tailer_watches_a_directory_made_again_under_the_same_name(
+    tmp_path: Path,
+) -> None:
+    """A directory deleted and made again: its old watch died with it, so a
+    file created in the new one is noticed by a new watch, not at the next
+    poll (an hour away here)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    t = Tailer(
+        cfg(tmp_path, paths=[str(logs / "*" / "*.log")], poll_interval=3600, rotate_wait=0.05)
+    )
+    await t.start()
+    if t.polling:
+        await t.close()
+        pytest.skip("no inotify here: only polling finds files")
+    c = Collector(t)
+    try:
+        sub = logs / "sub"
+        sub.mkdir()
+        write(sub / "a.log", "a\n")
+        await c.until(1)  # found when the watch on logs/ saw sub appear
+        shutil.rmtree(sub)
+        await wait_until_async(lambda: t.files_watched == 0, what="closed")
+        sub.mkdir()
+        write(sub / "b.log", "b\n")
+        await c.until(2)
+        write(sub / "c.log", "c\n")  # only a watch on the new sub/ sees this one
+        assert await c.until(3, timeout=3) == ["a", "b", "c"]
     finally:
         await t.close()
