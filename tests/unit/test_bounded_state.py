@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import shutil
+import subprocess
 import types
 from pathlib import Path
 from typing import Any
@@ -196,3 +197,75 @@ async def test_tailer_watches_a_directory_made_again_under_the_same_name(
         assert await c.until(3, timeout=3) == ["a", "b", "c"]
     finally:
         await t.close()
+
+
+# -- gitsync: commits whose fresh checkout is already dirty ---------------------------
+
+
+def _git(cwd: Path, *args: str) -> str:
+    out = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return out.stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_gitsync_remembers_dirty_checkouts_of_the_published_commit_only(tmp_path: Path) -> None:
+    """A repository whose files were committed with CRLF before `* text` came
+    into .gitattributes: every fresh checkout already differs from its commit.
+    Such a commit is remembered so that it is not rebuilt at every check;
+    only the published one needs remembering, not every commit of weeks."""
+    from podkit.sidecars.gitsync.auth import Auth
+    from podkit.sidecars.gitsync.checkout import Checkout
+
+    up = tmp_path / "up"
+    up.mkdir()
+    _git(up, "init", "-q", "-b", "main")
+    (up / "f").write_bytes(b"a\r\nb\r\n")
+    _git(up, "add", "f")
+    _git(up, "commit", "-qm", "crlf")
+    (up / ".gitattributes").write_text("* text\n")
+    _git(up, "add", ".gitattributes")
+    _git(up, "commit", "-qm", "text")
+    root = tmp_path / "root"
+    (root / ".worktrees").mkdir(parents=True)
+    auth = Auth(str(up))
+    auth.setup()
+    c = Checkout(
+        str(up),
+        str(root),
+        str(root / "app"),
+        "main",
+        auth,
+        logging.getLogger("test.grow.gitsync"),
+        depth=1,
+        submodules="off",
+        sparse_checkout_file=None,
+        sync_timeout=60,
+        stale_worktree_timeout=0,
+        git_gc="off",
+        group_write=False,
+        filter_spec=None,
+        repair_check_interval=0,  # every sync looks at the files
+        publish_mode="link",
+    )
+    shas = []
+    for i in range(6):
+        (up / "v").write_bytes(f"{i}\r\n".encode())
+        _git(up, "add", "v")
+        _git(up, "commit", "-qm", f"v{i}")
+        shas.append(_git(up, "rev-parse", "HEAD"))
+        assert c.sync().sha == shas[-1]
+        mark = root / ".worktrees" / shas[-1] / "untracked"  # not damage: gone only with the tree
+        mark.write_text("x")
+        c.sync()  # its files differ from the commit: rebuilt (a new directory) once...
+        assert not mark.exists()
+        mark.write_text("x")
+        c.sync()  # ... then remembered: left as it is
+        assert mark.exists()
+    assert c._dirty_on_checkout == {shas[-1]}
