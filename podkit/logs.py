@@ -109,31 +109,56 @@ def setup_logging(program: str, fmt: str = "json", level: str = "info") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+#: Keys a RateLimited keeps at most. Callers key on error texts, which often
+#: hold something new each time (a port, a resourceVersion, a script's
+#: output): without a bound a sidecar failing for weeks keeps every text.
+RATE_LIMITED_MAX_KEYS = 1000
+
+
 class RateLimited:
     """Log the same repeated condition at most once per `interval` seconds.
 
     The first occurrence is logged at once; later ones within the interval are
     counted and the count rides on the next record (`repeated`).
+
+    A key whose interval is over and that has nothing suppressed is the same
+    as one never seen: such keys are dropped once per interval. Keys holding a
+    count are kept for their next record, up to RATE_LIMITED_MAX_KEYS (the
+    least recently seen go first).
     """
 
     def __init__(self, logger: logging.Logger, interval: float = 30.0) -> None:
         self.logger = logger
         self.interval = interval
-        self._last: dict[str, tuple[float, int]] = {}
+        self._last: dict[str, tuple[float, int]] = {}  # least recently seen first
+        self._swept = time.monotonic()
         self._lock = threading.Lock()
 
     def log(self, key: str, level: int, msg: str, **fields: Any) -> bool:
         now = time.monotonic()
         with self._lock:
-            last, suppressed = self._last.get(key, (-1e18, 0))
+            if now - self._swept >= self.interval:
+                self._sweep(now)
+            # Popped and put back: the dict's order is then that of the last use.
+            last, suppressed = self._last.pop(key, (-1e18, 0))
             if now - last < self.interval:
                 self._last[key] = (last, suppressed + 1)
                 return False
             self._last[key] = (now, 0)
+            if len(self._last) > RATE_LIMITED_MAX_KEYS:
+                del self._last[next(iter(self._last))]
         if suppressed:
             fields["repeated"] = suppressed
         self.logger.log(level, msg, extra=fields)
         return True
+
+    def _sweep(self, now: float) -> None:
+        """Drop the keys that would log at once and carry no count: dropping them
+        changes nothing."""
+        self._swept = now
+        stale = [k for k, (t, n) in self._last.items() if not n and now - t >= self.interval]
+        for k in stale:
+            del self._last[k]
 
     def clear(self, key: str) -> None:
         with self._lock:

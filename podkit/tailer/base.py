@@ -58,6 +58,7 @@ class _Base:
     _skips_next: dict[str, str]
     checkpoint_errors: int
     _ckpt_failing: bool
+    _watch_failing: bool
     polling: bool
 
     def _remember(self, entry: dict[str, Any]) -> None:

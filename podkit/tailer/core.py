@@ -77,6 +77,7 @@ class Tailer(_Discovery, _Rotation, _Reader, _Checkpoints):
         #: Checkpoint writes that failed (the previous checkpoint was kept).
         self.checkpoint_errors = 0
         self._ckpt_failing = False
+        self._watch_failing = False  # a directory could not be watched (said once)
         self.polling = False
         #: Set when the reader died; chunks() raises after the last chunk.
         self.error: BaseException | None = None
@@ -239,8 +240,7 @@ class Tailer(_Discovery, _Rotation, _Reader, _Checkpoints):
         # warned about again if they come back.
         self._skips, self._skips_next = self._skips_next, {}
         if self._watcher is not None:
-            for f in self._files:
-                self._watcher.add(os.path.dirname(f.path))
+            self._sync_watches()
 
     def _open(self, path: str, initial: bool, base: tuple[str, str]) -> _File | None:
         try:

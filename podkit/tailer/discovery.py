@@ -345,6 +345,45 @@ class _Discovery(_Base):
             self._watcher = None
             self.polling = True
 
+    def _sync_watches(self) -> None:
+        """Watch the directory of every followed file, and no other besides the
+        globs' bases (watched from the start).
+
+        A directory whose files are all gone and closed (a day's directory, a
+        deleted pod's under /var/log/pods) is unwatched: kept, the watcher and
+        watchdog's observer held one entry (and a thread object) for every
+        directory that ever held a file. A watch that died with its directory
+        (deleted, perhaps made again under the same name) is placed anew, as
+        the reloader does: otherwise add() sees it known and new files there
+        wait for the next poll.
+        """
+        w = self._watcher
+        want = {os.path.dirname(f.path) for f in self._files}
+        bases = {_base_dir(p) for p in self.paths}
+        for d in list(w.dirs):
+            if d in want:
+                if not w.alive(d):
+                    w.remove(d)
+            elif d not in bases:
+                w.remove(d)
+        for d in sorted(want):
+            self._watch(d)
+
+    def _watch(self, d: str) -> None:
+        """Watch `d` too (a followed file's directory). Watching only hastens
+        discovery, which polling does anyway: a directory that cannot be
+        watched (gone, or inotify's limits on watches and instances reached)
+        must not end the tailer. Said once."""
+        try:
+            self._watcher.add(d)
+        except OSError as exc:
+            if not self._watch_failing and os.path.isdir(d):
+                self._watch_failing = True
+                log.warning(
+                    "cannot watch a directory; its new files are found by polling",
+                    extra={"path": d, "error": str(exc)},
+                )
+
     def _on_change(self, change: Any) -> None:
         if change.kind in ("created", "moved", "deleted"):
             self._discover_now = True

@@ -96,9 +96,9 @@ class Checkout:
     _verified: str | None = None
     #: The last commit the signature check refused (not fetched again while named).
     _refused: VerifyError | None = None
-    #: Commits whose fresh checkout already differs from the commit (line-ending
-    #: filters, case-insensitive names): only their HEAD is verified, or every
-    #: sync would rebuild them.
+    #: The published commit, if its fresh checkout already differs from the
+    #: commit (line-ending filters, case-insensitive names): only its HEAD is
+    #: verified, or every sync would rebuild it.
     _dirty_on_checkout: set[str] = field(default_factory=set)
 
     @property
@@ -438,7 +438,9 @@ class Checkout:
             self._build_worktree(g, sha, wt, deadline, env)
         self.log.info("rebuilt the published worktree", extra={"commit": sha})
         if not self._intact(sha, deadline, env, quiet=True):
-            self._dirty_on_checkout.add(sha)
+            # Only the published commit is ever checked: the others would pile
+            # up, one a commit, for as long as the repository keeps its filters.
+            self._dirty_on_checkout = {sha}
             self.log.warning(
                 "a fresh checkout of this commit already differs from it (line-ending "
                 "or other filters?); only its HEAD is verified from now on",
