@@ -794,8 +794,7 @@ class ClientConn(Conn):
         # Formatted by hand: json.dumps of a dict per request costs more than the proxying.
         # Only the client-supplied strings need escaping; the rest is numbers and tokens.
         req = x.req
-        assert req is not None
-        head: str | None = '"method": "", "path": null'
+        head: str | None = '"method": "", "path": null'  # refused before it parsed
         if req is not None:
             head = req.log_head  # a cached head's fields are made once, not per request
             if head is None:

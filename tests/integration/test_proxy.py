@@ -447,6 +447,18 @@ def test_hardening_raw_sockets(nginx_up: Any, tmp_path: Path) -> None:
         # still serving well-behaved clients
         assert http(purl(p, "/status"))[0] == 200
 
+        # Every refused request has its access line, the unparsable ones too (with
+        # an empty method and no path), and none is a traceback.
+        def refused() -> list[dict[str, Any]]:
+            return [r for r in p.records() if r["message"] == "request" and "proxy_reason" in r]
+
+        wait_until(lambda: len(refused()) >= 8, 5, what="the refused requests' access lines")
+        bad = [r for r in refused() if r["proxy_reason"] == "bad-request"]
+        assert len(bad) >= 5 and {r["status"] for r in bad} >= {400, 431}
+        assert {(r["method"], r["path"]) for r in bad if r["status"] == 431} == {("", None)}
+        assert {r["proxy_reason"] for r in refused()} >= {"foreign-host", "connect-refused"}
+        assert not [r for r in p.records() if r["level"] == "error"], p.stderr()
+
 
 # -- retries, ejection, health, timeouts, limits, balancing --------------------------
 
