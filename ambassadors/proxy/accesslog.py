@@ -62,7 +62,8 @@ class AccessLog:
         self.ms = -1  # the millisecond `stamp` is for: many requests share one
         self.stamp = ""
         self.start = ""  # an access line's fields before the request's, for its millisecond:
-        self.start_from = self.start_until = 0.0  # [from, until) in time.time()
+        self.start_from = self.start_until = 0.0  # [from, until) in time.monotonic()
+        self.offset = 0.0  # time.time() - time.monotonic(), as of the batch's first line
         self.program = program
 
     def time(self, now: float) -> str:
@@ -78,6 +79,7 @@ class AccessLog:
         return self.stamp
 
     def write(self, record: dict[str, Any]) -> None:
+        """A line from a dict (the TCP listener's, once a connection)."""
         now = time.time()
         rec = {
             "time": self.time(now),
@@ -86,25 +88,32 @@ class AccessLog:
             "message": "request",
         }
         rec.update(record)
-        self.lines.append(json.dumps(rec, separators=(", ", ": ")) + "\n")
-        if not self.scheduled:
-            self.scheduled = True
-            asyncio.get_running_loop().call_later(0.02, self.flush)
+        self.append(json.dumps(rec, separators=(", ", ": ")) + "\n")
 
-    def add(self, fields: str) -> None:
-        """A request line from its JSON fields (without the opening brace)."""
-        now = time.time()
-        if not self.start_from <= now < self.start_until:
-            # the line's start changes once a millisecond (or when the clock steps)
-            ms = int(now * 1000)
-            self.start_from, self.start_until = ms / 1000, (ms + 1) / 1000
-            self.start = (
-                f'{{"time": "{self.time(now)}", "level": "info", "program": "{self.program}", '
-                '"message": "request", '
-            )
+    def start_for(self, end: float) -> str:
+        """A request line's fields before the request's own, for a request that
+        ended at `end` (time.monotonic(), which the proxy times requests by)."""
+        if self.start_from <= end < self.start_until and self.scheduled:
+            return self.start  # the same millisecond: most lines under load
+        if not self.scheduled:
+            # The wall clock's offset is read once a batch (every 20 ms at most),
+            # not once a line; a clock that steps shows within a batch.
+            self.offset = time.time() - time.monotonic()
+        now = end + self.offset
+        ms = int(now * 1000)
+        self.start_from = ms / 1000 - self.offset
+        self.start_until = (ms + 1) / 1000 - self.offset
+        self.start = (
+            f'{{"time": "{self.time(now)}", "level": "info", "program": "{self.program}", '
+            '"message": "request", '
+        )
+        return self.start
+
+    def append(self, line: str) -> None:
+        """A whole line (ending in a newline) for the next batch."""
         lines = self.lines
-        lines.append(f"{self.start}{fields}\n")  # one string: the start, fields, newline
-        self.size += len(fields)
+        lines.append(line)
+        self.size += len(line)
         if not self.scheduled:
             # One write per 20 ms rather than per request: the lines are small and many.
             self.scheduled = True

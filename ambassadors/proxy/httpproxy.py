@@ -419,7 +419,7 @@ class ClientConn(Conn):
         self.uploading = False
         self.peer = b""
         self.xff_line = b""
-        self.peer_txt = ""
+        self.log_tail = ', "client": ""}\n'  # every access line's end: see connection_made
         self.fast: Exchange | None = None  # the request the fast path has in flight
         self.picked: Upstream | None = None  # the fast path's choice, for the slow path
         self.handover = None  # a Retry or a Relay (declared in Conn)
@@ -440,7 +440,7 @@ class ClientConn(Conn):
         self.xff_line = b"\r\nX-Forwarded-For: " + self.peer
         # the lines every request gets when the app sent no X-Forwarded-* of its own
         self.forwarded = self.xff_line + b"\r\nX-Forwarded-Proto: " + self.lst.scheme + identity
-        self.peer_txt = self.peer.decode()
+        self.log_tail = f', "client": "{self.peer.decode()}"}}\n'
         self.lst.conns.add(self)
         self.lst.loop.create_task(self.serve())
 
@@ -678,7 +678,7 @@ class ClientConn(Conn):
         dt = now - x.t0
         up.observe(status, dt, now)
         if s.access_log:
-            self.access(x, status, dt, dt, len(out_head) + blen)
+            self.access(x, now, status, dt, dt, len(out_head) + blen)
         if not keep:
             self.close()
             return
@@ -774,15 +774,17 @@ class ClientConn(Conn):
         """Answer locally and close the connection (the request stream is not trustworthy)."""
         self.reply(local_reply(status, why, message))
         lst = self.lst
-        dt = lst.time() - t0 if t0 else 0.0
+        end = lst.time()
+        dt = end - t0 if t0 else 0.0
         lst.observe_local(status, dt)
         if lst.s.access_log:
-            self.access(Exchange(req, t0, None, b"", False), status, dt, 0.0, 0, why)
+            self.access(Exchange(req, t0, None, b"", False), end, status, dt, 0.0, 0, why)
         return False
 
     def access(
         self,
         x: Exchange,
+        end: float,
         status: int,
         took: float,
         upstream_took: float,
@@ -790,7 +792,8 @@ class ClientConn(Conn):
         why: str | None = None,
     ) -> None:
         """The request's access-log line: who and what from the exchange, the outcome
-        from the arguments. Only a refused request's line has `why` (proxy_reason)."""
+        from the arguments (`end`: lst.time() when it ended). Only a refused
+        request's line has `why` (proxy_reason)."""
         # Formatted by hand: json.dumps of a dict per request costs more than the proxying.
         # Only the client-supplied strings need escaping; the rest is numbers and tokens.
         req = x.req
@@ -808,16 +811,17 @@ class ClientConn(Conn):
             rid_txt = f'"{rid.decode()}"'  # made by the proxy: hex, nothing to escape
         else:
             rid_txt = json_str(rid)
-        reason = f', "proxy_reason": "{why}"' if why else ""
         took_txt = seconds_txt(took)
         # the fast path's two times are one (formatting a time is a good part of a line)
         up_txt = took_txt if upstream_took == took else seconds_txt(upstream_took)
-        ACCESS_LOG.add(
-            f'{head}, "status": {status}, "upstream": {up.log_label if up else "null"}, '
-            f'"duration_seconds": {took_txt}, "upstream_seconds": {up_txt}, '
-            f'"bytes_in": {x.sent if up else 0}, "bytes_out": {bytes_out}, '
-            f'"retries": {x.retries}, "request_id": {rid_txt}, "client": "{self.peer_txt}"'
-            f"{reason}}}"
+        tail = self.log_tail if why is None else f', "proxy_reason": "{why}"{self.log_tail}'
+        log = ACCESS_LOG
+        # one string, the line's start and newline included: each piece is copied once
+        log.append(
+            f'{log.start_for(end)}{head}, "status": {status}, "upstream": '
+            f'{up.log_label if up else "null"}, "duration_seconds": {took_txt}, '
+            f'"upstream_seconds": {up_txt}, "bytes_in": {x.sent if up else 0}, '
+            f'"bytes_out": {bytes_out}, "retries": {x.retries}, "request_id": {rid_txt}{tail}'
         )
 
     async def handle(self, head: bytes) -> bool:
@@ -1081,14 +1085,15 @@ class ClientConn(Conn):
         assert req is not None
         keep = keep and req.keep_alive and not lst.draining and not self.closed
         self.reply(local_reply(status, why, message, close=not keep))
-        dt = lst.time() - x.t0
+        end = lst.time()
+        dt = end - x.t0
         x.up = up
         if up is not None:
             up.observe(status, dt)
         else:
             lst.observe_local(status, dt)
         if lst.s.access_log:
-            self.access(x, status, dt, 0.0, 0, why)
+            self.access(x, end, status, dt, 0.0, 0, why)
         return keep
 
     async def attempt(self, x: Exchange, up: Upstream, holding: bool) -> bool | tuple[str, str]:
@@ -1320,7 +1325,7 @@ class ClientConn(Conn):
         if s.access_log:
             sent_body = len(x.body) if x.body else (req_pump.nbytes if req_pump else 0)
             x.sent = len(x.head_out) + sent_body
-            self.access(x, status, dt, t_head - t1, sent)
+            self.access(x, t_end, status, dt, t_head - t1, sent)
         return keep
 
     def stop_upload(self, pump: OwnedPump | None) -> None:
@@ -1347,10 +1352,11 @@ class ClientConn(Conn):
         )
         self.state = TUNNEL
         lst.tunnels += 1
-        dt = lst.time() - x.t0
+        end = lst.time()
+        dt = end - x.t0
         up.observe(101, dt)
         if lst.s.access_log:
-            self.access(x, 101, dt, 0.0, 0)
+            self.access(x, end, 101, dt, 0.0, 0)
         a = self.req_pump = OwnedPump(self, uc, EofFramer(), self)
         b = self.resp_pump = OwnedPump(uc, self, EofFramer(), self)
         a.start()

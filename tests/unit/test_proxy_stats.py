@@ -61,6 +61,7 @@ async def test_a_flush_writes_whole_lines_in_pieces_and_scrubs_each(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import podkit.ambassadors.proxy.accesslog as mod
+
     from podkit.secrets import register_secret
 
     register_secret("Ak4-in-a-path")
@@ -75,8 +76,9 @@ async def test_a_flush_writes_whole_lines_in_pieces_and_scrubs_each(
 
     monkeypatch.setattr(mod.sys, "stderr", Err())
     a = AccessLog()
-    for i in range(3000):  # the 2000th line writes the batch at once  # about 330 KiB: several 64 KiB pieces
-        a.add(f'"path": "/{i}/Ak4-in-a-path", "pad": "{"x" * 80}"}}')
+    # about 330 KiB, several 64 KiB pieces; the 2000th line writes its batch at once
+    for i in range(3000):
+        a.append(a.start_for(0.0) + f'"path": "/{i}/Ak4-in-a-path", "pad": "{"x" * 80}"}}\n')
     a.flush()
     pieces = writes[::2]
     assert writes[1::2] == ["<flush>"] * len(pieces)  # one write(2) each
@@ -85,8 +87,8 @@ async def test_a_flush_writes_whole_lines_in_pieces_and_scrubs_each(
     assert [json.loads(line)["path"] for line in lines] == [f"/{i}/***" for i in range(3000)]
     writes.clear()
     a.shared = True
-    a.add('"x": 1}')
-    a.add('"x": 2}')
+    a.append('{"x": 1}\n')
+    a.append('{"x": 2}\n')
     a.flush()
     assert len(writes) == 2 and writes[0].count("\n") == 2  # both fit one PIPE_BUF piece
 
@@ -102,25 +104,35 @@ def test_access_log_time_is_made_once_per_millisecond() -> None:
 
 
 def test_access_line_start_follows_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line's time is its request's end (monotonic) plus the wall clock's offset,
+    read once a batch: the start is made once a millisecond, and a clock that
+    steps shows from the next batch on."""
     import podkit.ambassadors.proxy.accesslog as mod
 
     a = AccessLog()
-    a.scheduled = True  # no flush: the lines stay in `lines`
-    clock = iter([1.0, 1.0004, 2.5])
-    monkeypatch.setattr(mod.time, "time", lambda: next(clock))
-    a.time(1.0004)  # a TCP line's timestamp in between must not leave the start stale
-    a.add('"x": 1}')
-    a.add('"x": 2}')
-    a.add('"x": 3}')
+    wall = iter([1000.0, 5000.0])
+    monkeypatch.setattr(mod.time, "time", lambda: next(wall))
+    monkeypatch.setattr(mod.time, "monotonic", lambda: 0.0)  # offsets 1000, then 5000
+    a.time(1000.0004)  # a TCP line's timestamp in between must not leave the start stale
+    a.lines.append(a.start_for(0.0) + '"x": 1}\n')  # the batch's first line reads the offset
+    a.scheduled = True  # within a batch from here: the offset is not read again
+    first = a.start
+    a.append(a.start_for(0.0009) + '"x": 2}\n')
+    assert a.start is first  # the same millisecond: the same string, not made again
+    a.append(a.start_for(1.5) + '"x": 3}\n')
+    a.scheduled = False  # a new batch reads the offset again (the clock stepped)
+    a.lines.append(a.start_for(1.5) + '"x": 4}\n')
     stamps = [json.loads(line)["time"] for line in a.lines]
     assert stamps == [
-        "1970-01-01T00:00:01.000Z",
-        "1970-01-01T00:00:01.000Z",
-        "1970-01-01T00:00:02.500Z",
+        "1970-01-01T00:16:40.000Z",
+        "1970-01-01T00:16:40.000Z",
+        "1970-01-01T00:16:41.500Z",
+        "1970-01-01T01:23:21.500Z",
     ]
+    assert all(line.endswith("}\n") for line in a.lines)
 
 
-@given(st.integers(0, 10**12), st.floats(-0.45, 0.45))
+@given(st.integers(1, 10**12), st.floats(-0.45, 0.45))
 def test_seconds_are_written_as_the_float_formatter_writes_them(us: int, off: float) -> None:
     """Six decimals, the same digits as f"{x:.6f}" away from a half microsecond
     (where the two roundings may differ by one in the last place)."""
