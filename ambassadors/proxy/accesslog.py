@@ -28,10 +28,6 @@ def json_str(value: bytes) -> str:
     return json.dumps(value.decode("latin-1"))
 
 
-# "0" * (6 - n): what pads an n-digit count of microseconds to six places
-_ZEROS = tuple("0" * (6 - n) for n in range(7))
-
-
 def seconds_txt(took: float) -> str:
     """`took` (seconds, not negative) with six decimals, as f"{took:.6f}" writes it.
 
@@ -42,9 +38,10 @@ def seconds_txt(took: float) -> str:
     apart; no other figure differs.
     """
     us = int(took * 1e6 + 0.5)
-    sec, frac = divmod(us, 1_000_000)
-    digits = str(frac)
-    return f"{sec}.{_ZEROS[len(digits)]}{digits}"
+    if us < 1_000_000:  # most requests: "1000123" gives the six digits of "0.000123"
+        return "0." + str(us + 1_000_000)[1:]
+    digits = str(us)
+    return digits[:-6] + "." + digits[-6:]
 
 
 class AccessLog:

@@ -17,7 +17,7 @@ import logging
 import os
 import re
 from bisect import bisect_left
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from podkit.httpclient import HTTPClientError, host_header, read_head
 from podkit.retry import Backoff
@@ -161,6 +161,11 @@ def fast_request(req: Request) -> bool:
         or req.method == b"CONNECT"
         or req.method.upper() in ECHO_METHODS
     )
+
+
+# A line's fields from the upstream to the first duration's value, for an answer
+# the proxy made itself (Upstream.log_label otherwise).
+_NO_UPSTREAM: Final = ', "upstream": null, "duration_seconds": '
 
 
 class Exchange:
@@ -805,23 +810,26 @@ class ClientConn(Conn):
                 head = req.log_head = f'"method": "{method}", "path": {json_str(req.target)}'
         up = x.up
         rid = x.rid
+        # the id's field in three pieces of the line, so that it is not a string of its own
         if not rid:
-            rid_txt = "null"
-        elif x.made_id:
-            rid_txt = f'"{rid.decode()}"'  # made by the proxy: hex, nothing to escape
+            rid_open, rid_txt, rid_close = ', "request_id": null', "", ""
+        elif x.made_id:  # made by the proxy: hex, nothing to escape
+            rid_open, rid_txt, rid_close = ', "request_id": "', rid.decode(), '"'
         else:
-            rid_txt = json_str(rid)
+            rid_open, rid_txt, rid_close = ', "request_id": ', json_str(rid), ""
         took_txt = seconds_txt(took)
         # the fast path's two times are one (formatting a time is a good part of a line)
         up_txt = took_txt if upstream_took == took else seconds_txt(upstream_took)
+        retries = x.retries
         tail = self.log_tail if why is None else f', "proxy_reason": "{why}"{self.log_tail}'
         log = ACCESS_LOG
         # one string, the line's start and newline included: each piece is copied once
         log.append(
-            f'{log.start_for(end)}{head}, "status": {status}, "upstream": '
-            f'{up.log_label if up else "null"}, "duration_seconds": {took_txt}, '
-            f'"upstream_seconds": {up_txt}, "bytes_in": {x.sent if up else 0}, '
-            f'"bytes_out": {bytes_out}, "retries": {x.retries}, "request_id": {rid_txt}{tail}'
+            f'{log.start_for(end)}{head}, "status": {status}'
+            f'{up.log_label if up else _NO_UPSTREAM}{took_txt}, "upstream_seconds": {up_txt}, '
+            f'"bytes_in": {x.sent if up else 0}, "bytes_out": {bytes_out}, '
+            f'"retries": {"0" if retries == 0 else str(retries)}'
+            f"{rid_open}{rid_txt}{rid_close}{tail}"
         )
 
     async def handle(self, head: bytes) -> bool:

@@ -150,7 +150,8 @@ class Upstream:
     def __init__(self, target: Target, settings: UpstreamSettings, listener: Owner) -> None:
         self.target = target
         self.label = target.label
-        self.log_label = f'"{self.label}"'  # as the access log writes it
+        # the access line's fields from the upstream to its first duration's value
+        self.log_label = f', "upstream": "{self.label}", "duration_seconds": '
         self.host = target.host
         self.port = target.port
         self.weight = target.weight
