@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from select import PIPE_BUF
-from typing import Any
+from typing import Any, Final
 
 from podkit.secrets import scrub
 
@@ -137,7 +137,7 @@ class AccessLog:
             pass
 
 
-PIECE = 64 * 1024  # characters per write when no other process shares the pipe
+PIECE: Final = 64 * 1024  # characters per write when no other process shares the pipe
 ACCESS_LOG = AccessLog()
 
 

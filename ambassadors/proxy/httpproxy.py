@@ -58,13 +58,16 @@ from .upstream import BUCKETS, ConnectFailure, Overflow, Upstream
 
 log = logging.getLogger("podkit.proxy")
 
-IDLE, HEAD, BUSY, TUNNEL = 0, 1, 2, 3
-IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"))  # TRACE: refused
-MAX_RESPONSE_HEAD = 64 * 1024
+IDLE: Final = 0
+HEAD: Final = 1
+BUSY: Final = 2
+TUNNEL: Final = 3
+IDEMPOTENT: Final = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"))  # TRACE: refused
+MAX_RESPONSE_HEAD: Final = 64 * 1024
 # Methods whose response may echo the request, credentials included (RFC 9110 9.3.8;
 # TRACK is IIS's TRACE). Refused whatever their case, as some servers ignore it: 405,
 # as nginx answers TRACE.
-ECHO_METHODS = frozenset((b"TRACE", b"TRACK"))
+ECHO_METHODS: Final = frozenset((b"TRACE", b"TRACK"))
 
 
 class ClientBodyError(Exception):
@@ -140,14 +143,14 @@ class DechunkPump(OwnedPump):
 
 # The end of a response head for the client, by [HTTP minor version][keep-alive]: an
 # HTTP/1.0 client keeps the connection only when told, an HTTP/1.1 one unless told.
-_TAILS = (
+_TAILS: tuple[tuple[bytes, ...], ...] = (  # any length: kept one object (see BUCKETS)
     (b"\r\nConnection: close\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n"),
     (b"\r\nConnection: close\r\n\r\n", b"\r\n\r\n"),
 )
-_HOST_LINE = re.compile(rb"\r\nhost:[^\r]*", re.I)
+_HOST_LINE: Final = re.compile(rb"\r\nhost:[^\r]*", re.I)
 # a client that sent this waits for the upstream's 100 before its body: never buffered
-_EXPECT = re.compile(rb"\r\nexpect:[ \t]*100-continue", re.I)
-_FRAMING = re.compile(rb"\r\n(?:content-length|transfer-encoding):[^\r]*", re.I)
+_EXPECT: Final = re.compile(rb"\r\nexpect:[ \t]*100-continue", re.I)
+_FRAMING: Final = re.compile(rb"\r\n(?:content-length|transfer-encoding):[^\r]*", re.I)
 
 
 def fast_request(req: Request) -> bool:
@@ -323,7 +326,7 @@ class HttpListener(BaseListener):
             if 0 <= i < end:
                 end = i
         authority = rest[:end].lower()
-        if b"@" in authority or authority not in self.authorities:
+        if authority.find(b"@") >= 0 or authority not in self.authorities:
             return None
         path = rest[end:]
         if not path.startswith(b"/"):
@@ -538,7 +541,8 @@ class ClientConn(Conn):
         lst = self.lst
         s = lst.s
         head = data[:-4]
-        if len(head) > s.max_header_bytes or b"\r\n\r\n" in head:
+        # find(), not `in`: a bytes `in` costs a raised and cleared TypeError (http1.SEARCH)
+        if len(head) > s.max_header_bytes or head.find(b"\r\n\r\n") >= 0:
             return False
         cache = lst.head_cache
         req = cache.get(head)  # the common case first: this head was seen before
