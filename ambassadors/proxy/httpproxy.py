@@ -270,6 +270,14 @@ class HttpListener(BaseListener):
         self.tunnels = 0
         self.head_cache = RequestCache(self.rules, fast_request)  # parsed heads (fast path)
         self.cork = Cork(self.loop)
+        # What the fast path reads of the settings on every request, as this compiled
+        # class's own fields: Settings is an interpreted dataclass, and each read of
+        # one of its fields is a dictionary lookup (~180 instructions).
+        self.max_header_bytes = s.max_header_bytes
+        self.max_requests = s.max_requests
+        self.access_log = s.access_log
+        self.preserve_host = s.preserve_host
+        self.fast_timeout = min(s.timeout, s.try_timeout) if s.try_timeout else s.timeout
 
     def protocol_factory(self) -> Any:
         return lambda: ClientConn(self)
@@ -539,10 +547,9 @@ class ClientConn(Conn):
 
     def try_fast(self, data: bytes) -> bool:
         lst = self.lst
-        s = lst.s
         head = data[:-4]
         # find(), not `in`: a bytes `in` costs a raised and cleared TypeError (http1.SEARCH)
-        if len(head) > s.max_header_bytes or head.find(b"\r\n\r\n") >= 0:
+        if len(head) > lst.max_header_bytes or head.find(b"\r\n\r\n") >= 0:
             return False
         cache = lst.head_cache
         req = cache.get(head)  # the common case first: this head was seen before
@@ -554,7 +561,7 @@ class ClientConn(Conn):
             req, given = found
         if not lst.fast_ok:
             return False
-        up = lst.balancer.pick(lst.now, s.max_requests, req.hash_value, ())
+        up = lst.balancer.pick(lst.now, lst.max_requests, req.hash_value, ())
         if up is None:
             return False
         uc = up.take_idle() if up.idle else None
@@ -574,9 +581,9 @@ class ClientConn(Conn):
         self.state = BUSY
         lst.active += 1
         up.active += 1
-        self.wait_deadline = x.t0 + (min(s.timeout, s.try_timeout) if s.try_timeout else s.timeout)
+        self.wait_deadline = x.t0 + lst.fast_timeout
         uc.owner = self
-        if req.host is None and s.preserve_host:
+        if req.host is None and lst.preserve_host:
             lst.cork.write(uc.transport, (x.head_out, up.host_line, up.suffix, b"\r\n"))
         else:
             lst.cork.write(uc.transport, (x.head_out, up.suffix, b"\r\n"))
@@ -686,7 +693,7 @@ class ClientConn(Conn):
         now = lst.time()
         dt = now - x.t0
         up.observe(status, dt, now)
-        if s.access_log:
+        if lst.access_log:
             self.access(x, now, status, dt, dt, len(out_head) + blen)
         if not keep:
             self.close()
