@@ -80,7 +80,7 @@ PROXY_PARSER := $(foreach f,parse_request parse_response _drop_listed _tokens _n
 # The rest of http1.py: the connections (Conn, Pump, splice, Cork), the fast path's
 # request cache, and ProtocolError.
 PROXY_IO := $(foreach c,Conn Pump Cork RequestCache ProtocolError,podkit.ambassadors.proxy.http1.x?$(c)?*) podkit.ambassadors.proxy.http1.x_splice* podkit.ambassadors.proxy.http1.x__relined*
-MUTATE ?= podkit.secrets* podkit.http* podkit.runner* podkit.tailer* podkit.linesplit* podkit.sinks* podkit.ambassadors.proxy.signing* $(RELOADER_DECISIONS) $(PROXY_PARSER) $(PROXY_IO) podkit.sidecars.gitsync.publish*
+MUTATE ?= podkit.secrets* podkit.http* podkit.logs.x?RateLimited?* podkit.runner* podkit.tailer* podkit.linesplit* podkit.sinks* podkit.ambassadors.proxy.signing* $(RELOADER_DECISIONS) $(PROXY_PARSER) $(PROXY_IO) podkit.sidecars.gitsync.publish*
 MUTATE_TESTS ?=
 # MUTATE_ONLY="podkit/tailer/core.py ..." generates only these files' mutants (faster).
 MUTATE_ONLY ?=
