@@ -548,13 +548,15 @@ class ClientConn(Conn):
     def try_fast(self, data: bytes) -> bool:
         lst = self.lst
         head = data[:-4]
-        # find(), not `in`: a bytes `in` costs a raised and cleared TypeError (http1.SEARCH)
-        if len(head) > lst.max_header_bytes or head.find(b"\r\n\r\n") >= 0:
-            return False
         cache = lst.head_cache
         req = cache.get(head)  # the common case first: this head was seen before
         given = None
         if req is None:
+            # A cached head was parsed whole by this listener: within the size limit,
+            # and one head (no empty line, which a second, pipelined one would add).
+            # Only a new one is checked (find(), not `in`: see http1.SEARCH).
+            if len(head) > lst.max_header_bytes or head.find(b"\r\n\r\n") >= 0:
+                return False
             found = cache.find_new(head)
             if found is None:
                 return False  # the coroutine parses it again and refuses it with the reason

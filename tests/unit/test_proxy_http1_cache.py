@@ -435,3 +435,30 @@ def test_the_upstream_head_is_the_same_whether_the_request_is_joined_fast_or_not
         start + b"\r\nX-Request-Id: r3\r\nX-Forwarded-For: 127.0.0.1"
         b"\r\nX-Forwarded-Proto: https, http\r\n"
     )
+
+
+def test_a_cached_head_followed_by_a_pipelined_one_is_left_to_the_coroutine() -> None:
+    """The fast path checks the size and the single head only of heads it has not
+    cached: two heads in one read are never a cached key, so they still go to the
+    coroutine, which answers them in order."""
+
+    async def main() -> None:
+        lst, cc, ct, ut = await _fast_path()
+        one = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+        cc.data_received(one)
+        assert cc.fast is not None and one[:-4] in lst.head_cache
+        await _turn()
+        uc = cc.fast.uc
+        uc.data_received(RESPONSE)
+        await _turn()
+        assert ct.events.pop().endswith(b"ok\n") and cc.fast is None
+        ut.events.clear()
+        cc.data_received(one + one)  # the cached head, then a pipelined copy of it
+        await _turn()
+        # one head at a time goes upstream, never the two read as one
+        assert all(e.count(b"\r\n\r\n") == 1 and e.endswith(b"\r\n\r\n") for e in ut.events)
+        assert one + one[:-4] not in lst.head_cache
+        big = b"GET /" + b"a" * (lst.max_header_bytes + 10) + b" HTTP/1.1\r\nHost: h\r\n\r\n"
+        assert not cc.try_fast(big)  # over --max-header-bytes: not looked at further
+
+    asyncio.run(main())
