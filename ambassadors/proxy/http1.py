@@ -257,6 +257,10 @@ class HeadCache(dict[bytes, Any]):
     for an eighth of the budget is never cached. Both are counted in `dropped`.
     Entries are never mutated after parsing (a Request's `log_head` is made once from
     fields that do not change).
+
+    Its values are Any (a Request or a Response): a caller names the type where it
+    reads one (`req: Request | None = cache.get(head)`), or mypyc treats the value
+    as an object and reads each of its fields by a dictionary lookup.
     """
 
     __slots__ = ("budget", "dropped", "used")
@@ -368,7 +372,7 @@ class RequestCache(HeadCache):
                 and head.count(b"\r\n") <= rules.max_headers
             ):
                 key = head[:i] + head[j:]
-                req = self.get(key)
+                req: Request | None = self.get(key)  # typed: see HeadCache
                 if req is None:
                     req = self._parse(key)
                 if req is not None and req.request_id is None:
@@ -383,7 +387,7 @@ class RequestCache(HeadCache):
             return None if i > 0 else self._parse_whole(head)  # a bad line, or no fields
         method, target, minor = m.groups()
         key = head[i:] if minor == b"1" else b"0" + head[i:]
-        fields = self.fields.get(key)
+        fields: Request | None = self.fields.get(key)
         if fields is None:
             req = self._parse_whole(head)
             if req is not None:
@@ -483,6 +487,9 @@ class Conn:  # an asyncio protocol by its methods (see upstream.connect)
         self.write_paused = False
         self.paused = 0
         self.flood_limit = 1 << 20
+        # when an upstream connection was pooled; declared here, where the pool's
+        # type for it (Conn) can see it, so the compiled pool sets a field, not a dict
+        self.idle_since = 0.0
 
     # asyncio.Protocol ------------------------------------------------------------
 

@@ -143,7 +143,7 @@ class DechunkPump(OwnedPump):
 
 # The end of a response head for the client, by [HTTP minor version][keep-alive]: an
 # HTTP/1.0 client keeps the connection only when told, an HTTP/1.1 one unless told.
-_TAILS: tuple[tuple[bytes, ...], ...] = (  # any length: kept one object (see BUCKETS)
+_TAILS: Final[tuple[tuple[bytes, ...], ...]] = (  # any length: kept one object (see BUCKETS)
     (b"\r\nConnection: close\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n"),
     (b"\r\nConnection: close\r\n\r\n", b"\r\n\r\n"),
 )
@@ -549,7 +549,9 @@ class ClientConn(Conn):
         lst = self.lst
         head = data[:-4]
         cache = lst.head_cache
-        req = cache.get(head)  # the common case first: this head was seen before
+        # the common case first: this head was seen before (typed, or mypyc would treat
+        # the cache's Any as an object and read every field by a dictionary lookup)
+        req: Request | None = cache.get(head)
         given = None
         if req is None:
             # A cached head was parsed whole by this listener: within the size limit,
@@ -621,7 +623,7 @@ class ClientConn(Conn):
                     uc.buf += data
                 return
             key = data[:i]
-            resp = cache.get(key) if cache is not None else None
+            resp: Response | None = cache.get(key) if cache is not None else None
             if resp is None:
                 try:
                     resp = parse_response(key, req.method == b"HEAD", s.max_headers)

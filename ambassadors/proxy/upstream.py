@@ -374,7 +374,7 @@ class Upstream:
             if not fut.done():
                 fut.set_result(c)
                 return
-        c.idle_since = now  # type: ignore[attr-defined]
+        c.idle_since = now
         c.pooled = True
         self.idle.append(c)
 
@@ -415,7 +415,7 @@ class Upstream:
     def close_idle(self, older_than: float | None = None) -> None:
         keep = []
         for c in self.idle:
-            if older_than is None or c.idle_since < older_than:  # type: ignore[attr-defined]
+            if older_than is None or c.idle_since < older_than:
                 c.pooled = False
                 c.close()
             else:
@@ -451,7 +451,6 @@ class UpstreamConn(Conn):
     def __init__(self, upstream: Upstream) -> None:
         super().__init__()
         self.upstream = upstream
-        self.idle_since = 0.0
         self.owner: Any = None  # the client connection whose fast-path request this carries
 
     def data_received(self, data: bytes) -> None:
