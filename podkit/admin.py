@@ -131,6 +131,12 @@ class Route:
 def parse_head(head: bytes) -> tuple[Request, bool]:
     """The request and whether the connection may be kept alive after it."""
     method, target, version, fields = parse_request_head(head)
+    try:
+        # Request.path and .query split the target again; a bracketed host that
+        # is no IP address ("//[x]/") makes urlsplit raise: refuse it here.
+        urlsplit(target)
+    except ValueError:
+        raise BadRequest(400, "malformed request target") from None
     headers: dict[str, str] = {}
     for key, value in fields:
         if key in headers and key in ("content-length", "host", "transfer-encoding"):
