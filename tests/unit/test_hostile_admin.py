@@ -120,3 +120,34 @@ async def test_a_target_urlsplit_refuses_is_a_400(harness: Any, target: bytes) -
     assert h.failures() == []
     # and the server still serves
     assert (await exchange(h.port, b"GET /healthz HTTP/1.0\r\n\r\n")).startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        b"Basic \xe9\xe9\xe9\xe9",  # latin-1 text: b64decode refuses non-ASCII with ValueError
+        b"Basic \xff",
+        b"Basic dT\xa0p4",
+        b"Bearer \xe9",
+        b"Basic !!!!",
+        b"Basic /w==",  # decodes to a byte that is no UTF-8
+    ],
+)
+async def test_a_malformed_credential_is_a_401(
+    harness: Any, tmp_path: Path, authorization: bytes
+) -> None:
+    digest = hashlib.sha256(b"x").hexdigest()
+    auth = tmp_path / "auth.yaml"
+    auth.write_text(
+        f"basic_auth_users: {{u: 'sha256:{digest}'}}\nbearer_tokens: ['sha256:{digest}']\n"
+    )
+    h = await harness(admin_auth_file=str(auth))
+    for _ in range(3):
+        out = await exchange(
+            h.port, b"GET /metrics HTTP/1.0\r\nAuthorization: " + authorization + b"\r\n\r\n"
+        )
+        assert out.startswith(b"HTTP/1.1 401"), out[:80]
+    assert h.srv.auth_failures == 3  # each refusal is counted
+    assert [r for r in h.failures() if "refused" not in r] == []
+    ok = await exchange(h.port, b"GET /metrics HTTP/1.0\r\nAuthorization: Basic dTp4\r\n\r\n")
+    assert ok.startswith(b"HTTP/1.1 200"), ok[:80]
