@@ -31,8 +31,8 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from ._admin_listener import FAILURES, Listener, _Conn, where
 from ._admin_listener import PROBE_HEADROOM as PROBE_HEADROOM
-from ._admin_listener import Listener, _Conn
 from ._http1 import ParseError, loads_json, parse_content_length, parse_request_head
 from .aio import wait_for
 from .logs import rfc3339
@@ -336,8 +336,16 @@ class AdminServer(Listener):
             return answer
         try:
             return await route.handler(request)
-        except Exception:
-            log.exception("admin handler failed", extra={"path": request.path})
+        except Exception as exc:
+            # A client can ask again and again for what fails: throttled, per route and kind.
+            FAILURES.log(
+                f"{request.path} {type(exc).__name__}",
+                logging.ERROR,
+                "admin handler failed",
+                path=request.path,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+                where=where(exc),
+            )
             return Response.text("internal error\n", 500)
 
     @staticmethod

@@ -151,3 +151,37 @@ async def test_a_malformed_credential_is_a_401(
     assert [r for r in h.failures() if "refused" not in r] == []
     ok = await exchange(h.port, b"GET /metrics HTTP/1.0\r\nAuthorization: Basic dTp4\r\n\r\n")
     assert ok.startswith(b"HTTP/1.1 200"), ok[:80]
+
+
+async def test_a_failing_handler_is_a_500_and_one_record_per_minute(harness: Any) -> None:
+    h = await harness()
+    for i in range(20):
+        out = await exchange(h.port, f"GET /boom?{i} HTTP/1.0\r\n\r\n".encode())
+        assert out.startswith(b"HTTP/1.1 500"), out[:80]
+    records = [r for r in h.caplog.records if r.getMessage() == "admin handler failed"]
+    assert len(records) == 1, [r.__dict__ for r in records]
+    assert records[0].__dict__["error"].startswith("ValueError: handler bug")
+    assert records[0].__dict__["where"].endswith(f"{Path(__file__).name}:38")
+    assert h.reports == []
+
+
+async def test_an_unforeseen_failure_ends_one_connection_with_one_record(
+    harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever a request breaks that no check foresaw (here: a bug planted in the
+    routing), the connection ends and the record is throttled, not asyncio's
+    traceback for every connection."""
+    h = await harness()
+
+    def broken(conn: Any, request: Request) -> Response | None:
+        raise IndexError("planted")
+
+    monkeypatch.setattr(h.srv, "_refuse", broken)
+    for _ in range(20):
+        assert await exchange(h.port, b"GET / HTTP/1.0\r\n\r\n") == b""
+    failed = [r for r in h.caplog.records if r.getMessage() == "admin connection failed"]
+    assert len(failed) == 1
+    assert failed[0].__dict__["error"] == "IndexError: planted"
+    gc.collect()
+    assert h.reports == []
+    assert h.srv.connections == 0
