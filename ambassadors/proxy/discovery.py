@@ -285,6 +285,8 @@ class Resolver:
             writer.write(struct.pack("!H", len(query)) + query)
             n = struct.unpack("!H", await wait_for(reader.readexactly(2), QUERY_TIMEOUT))[0]
             return decode_reply(await wait_for(reader.readexactly(n), QUERY_TIMEOUT), qid)
+        except asyncio.IncompleteReadError:  # an EOFError, neither OSError nor DnsError
+            raise DnsError("TCP answer cut short") from None
         finally:
             writer.close()
 
