@@ -17,6 +17,20 @@ from typing import Any
 
 from podkit import UsageError
 
+
+def app_object(text: str) -> dict[str, Any] | None:
+    """A line the app wrote, as a JSON object; None when it is none.
+
+    The app chooses the bytes: nesting deeper than the decoder recurses
+    raises RecursionError, not ValueError, and is no object either.
+    """
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 MASK = "***"
 
 
@@ -138,11 +152,7 @@ class Processor:
     def _matches(self, text: str, path: str) -> bool:
         obj = None
         if self.parse_json and text.startswith("{"):
-            try:
-                parsed = json.loads(text)
-            except ValueError:
-                parsed = None
-            obj = parsed if isinstance(parsed, dict) else None
+            obj = app_object(text)
         for key, rx in self.match:
             v = self._field(text, path, key, obj)
             if v is None or not rx.search(v if isinstance(v, str) else json.dumps(v)):
