@@ -11,11 +11,23 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import re
 from collections.abc import Callable
 from typing import Any
 
 from podkit import UsageError
+
+
+def _finite(text: str) -> float | str:
+    f = float(text)
+    return f if math.isfinite(f) else text
+
+
+# Python's decoder takes NaN and Infinity and turns 1e999 into inf, which the
+# encoder writes back as bare NaN/Infinity: no JSON, and a strict receiver
+# refuses the whole batch. Such values are kept as the text the app wrote.
+_loads = json.JSONDecoder(parse_float=_finite, parse_constant=str).decode
 
 
 def app_object(text: str) -> dict[str, Any] | None:
@@ -25,7 +37,7 @@ def app_object(text: str) -> dict[str, Any] | None:
     raises RecursionError, not ValueError, and is no object either.
     """
     try:
-        obj = json.loads(text)
+        obj = _loads(text)
     except (ValueError, RecursionError):
         return None
     return obj if isinstance(obj, dict) else None
