@@ -218,7 +218,7 @@ class KubeAPI:
         try:
             doc = json.loads(body)
             message = str(doc.get("message", "")) if isinstance(doc, dict) else ""
-        except ValueError:
+        except (ValueError, RecursionError):
             message = ""
         if status == 410:
             return Gone(f"{verb} {what}: 410 Gone ({message or 'resourceVersion expired'})")
@@ -261,7 +261,7 @@ class KubeAPI:
                 raise APIError(0, f"list {what}: a page over {MAX_PAGE} bytes")
             try:
                 body = json.loads(res.body)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # nested past the recursion limit
                 raise APIError(0, f"list {what}: malformed JSON: {exc}") from None
             if not isinstance(body, dict):
                 raise APIError(0, f"list {what}: not a list of objects")
@@ -371,7 +371,7 @@ def _event(line: bytes, what: str) -> tuple[str, dict[str, Any]]:
         kind, obj = str(ev["type"]), ev["object"]
         if not isinstance(obj, dict):
             raise TypeError("object is not a mapping")
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise APIError(0, f"watch {what}: malformed event: {exc}") from None
     if kind == "ERROR":
         code = obj.get("code")

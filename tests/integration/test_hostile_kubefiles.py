@@ -179,6 +179,8 @@ WATCH_BODIES = {
     "chunk-size-line-too-long": b"1" * (5 << 20),
     "chunk-size-negative": b"-5\r\nhello\r\n",
     "not-json": chunk(b"\xff\xfe{\n"),
+    # json.loads raises RecursionError, no ValueError, past the recursion limit
+    "nested-too-deep": chunk(b'{"type": "ADDED", "object": ' + b"[" * 100_000 + b"\n"),
 }
 
 
@@ -196,7 +198,11 @@ def test_a_malformed_watch_stream_is_a_failed_call_that_is_retried(
         no_tracebacks(p)
 
 
-@pytest.mark.parametrize("doc", [b"[]", b'{"items": 5}', b'{"items": [], "metadata": [1]}'])
+@pytest.mark.parametrize(
+    "doc",
+    [b"[]", b'{"items": 5}', b'{"items": [], "metadata": [1]}', b"[" * 100_000 + b"]" * 100_000],
+    ids=["array", "items-int", "metadata-list", "nested-too-deep"],
+)
 def test_a_malformed_list_is_a_failed_call_that_is_retried(
     api: RawAPI, tmp_path: Path, doc: bytes
 ) -> None:
