@@ -294,7 +294,7 @@ def parse_token_response(status: int, body: bytes) -> tuple[str, float | None]:
     saying why not (the endpoint's `error` code, never its whole body)."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past the recursion limit: no answer either
         data = None
     if status != 200:
         code = data.get("error") if isinstance(data, dict) else None
