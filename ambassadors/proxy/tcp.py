@@ -100,6 +100,7 @@ class TcpClient(Conn):
                     extra={"listen": s.listen, "tried": [u.label for u in tried]},
                 )
                 self.close()
+                self.access(tried[-1] if tried else None, t0, 0, 0, "no upstream")
                 return
             tried.append(up)
             try:
@@ -110,10 +111,12 @@ class TcpClient(Conn):
                     "cannot connect to upstream", extra={"upstream": up.label, "error": str(exc)}
                 )
         assert up is not None
-        if uc is None:
-            return
-        if self.closed:
-            uc.close()
+        if uc is None or self.closed:
+            # The client hung up while the upstream was being connected: still one
+            # access line, or a connect-and-reset flood would leave no trace at all.
+            if uc is not None:
+                uc.close()
+            self.access(up, t0, 0, 0, "client closed")
             return
         up.success()
         up.tcp_connections += 1
