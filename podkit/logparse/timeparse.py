@@ -79,7 +79,11 @@ def format_epoch(secs: int, frac: str = "") -> str:
     t = time.gmtime(secs)
     if not 1 <= t.tm_year <= 9999:
         raise ValueError(f"year {t.tm_year} out of range")
-    out = time.strftime("%Y-%m-%dT%H:%M:%S", t)
+    # Not strftime: glibc's %Y does not pad a year below 1000 to four digits.
+    out = (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+        f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+    )
     return f"{out}.{frac[:9]}Z" if frac else out + "Z"
 
 
