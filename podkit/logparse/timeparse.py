@@ -250,7 +250,12 @@ class Clock:
         else:
             text = str(value).strip()
         whole, _, fdigits = text.partition(".")
-        if not whole.lstrip("-").isdigit() or (fdigits and not fdigits.isdigit()):
+        # ASCII digits after at most one sign: str.isdigit() also takes "²", which
+        # int() refuses, and lstrip("-") took "--1".
+        digits_only = whole.removeprefix("-")
+        if not (digits_only.isascii() and digits_only.isdigit()) or (
+            fdigits and not (fdigits.isascii() and fdigits.isdigit())
+        ):
             return None
         n = int(whole)
         mag = abs(n)
