@@ -388,8 +388,15 @@ class AdminServer(Listener):
         # scrape into a 500 (the program's own metrics say what went wrong).
         try:
             await self.program.before_metrics()
-        except Exception:
-            log.exception("refreshing metrics before a scrape failed")
+        except Exception as exc:
+            # Anyone who can scrape can repeat it: throttled like a handler's failure.
+            FAILURES.log(
+                f"before_metrics {type(exc).__name__}",
+                logging.ERROR,
+                "refreshing metrics before a scrape failed",
+                error=f"{type(exc).__name__}: {exc}"[:300],
+                where=where(exc),
+            )
         body, ctype = self.program.metrics.render(request.headers.get("accept"))
         return Response(200, body, ctype)
 

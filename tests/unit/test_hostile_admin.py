@@ -185,3 +185,21 @@ async def test_an_unforeseen_failure_ends_one_connection_with_one_record(
     gc.collect()
     assert h.reports == []
     assert h.srv.connections == 0
+
+
+async def test_a_failing_refresh_before_a_scrape_is_one_record_a_minute(
+    harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = await harness()
+
+    async def broken() -> None:
+        raise KeyError("refresh bug")
+
+    monkeypatch.setattr(h.srv.program, "before_metrics", broken)
+    for _ in range(20):
+        out = await exchange(h.port, b"GET /metrics HTTP/1.0\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 200"), out[:80]  # the scrape still gets its metrics
+        assert b"podkit_build_info" in out
+    failed = [r for r in h.caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in failed] == ["refreshing metrics before a scrape failed"]
+    assert all(r.exc_info is None for r in h.caplog.records)
