@@ -169,9 +169,12 @@ class RecordShape:
         """The NDJSON records of `texts` (one chunk's lines, `truncated` by index)."""
         when = rfc3339_ns(read_time_ns)
         if self.parse_json:
+            # A lone surrogate can only come from a "\ud800" escape inside a JSON
+            # string of the app's: written back as that escape, the body stays
+            # UTF-8 (surrogatepass would send bytes a strict receiver refuses).
             return "".join(
                 self._json_record(t, when, path, i in truncated) for i, t in enumerate(texts)
-            ).encode("utf-8", "surrogatepass")
+            ).encode("utf-8", "backslashreplace")
         if not texts:
             return b""
         # Fast path: one C-level string encode per line plus one join builds them all.
