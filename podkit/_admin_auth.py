@@ -7,7 +7,6 @@ hashlib alone costs an idle sidecar ~0.6 MB of RSS.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import logging
@@ -146,7 +145,7 @@ class AuthFile(Reloading):
         if scheme == "basic" and self.users:
             try:
                 user, sep, password = base64.b64decode(cred, validate=True).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
+            except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text
                 return False
             digest = hashlib.sha256(password.encode()).digest()
             expected = self.users.get(user, b"\0" * 32)

@@ -23,6 +23,7 @@ import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
+from .logs import RateLimited
 from .options import split_addr
 
 if TYPE_CHECKING:
@@ -34,6 +35,20 @@ log = logging.getLogger("podkit.admin")
 PROBE_HEADROOM = 8
 #: The kernel's queue of connections not yet accepted (they hold no descriptor of ours).
 BACKLOG = 128
+
+
+#: Failures no request should cause, logged at most once a minute per kind.
+FAILURES = RateLimited(log, 60.0)
+
+
+def where(exc: BaseException) -> str:
+    """The file and line an exception came from (a throttled record has no traceback)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return "?"
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
 
 
 def fd_budget(wanted: int) -> int:
@@ -242,6 +257,17 @@ class Listener:
             await self._requests(conn, reader, writer)
         except asyncio.CancelledError:
             pass
+        except Exception as exc:
+            # A request this server failed to foresee: the client chose the
+            # bytes and may send them again, so one record a minute per kind,
+            # not asyncio's traceback per connection.
+            FAILURES.log(
+                type(exc).__name__,
+                logging.ERROR,
+                "admin connection failed",
+                error=f"{type(exc).__name__}: {exc}"[:300],
+                where=where(exc),
+            )
         finally:
             self._conns.pop(conn, None)
             if writer is not None:

@@ -31,8 +31,8 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from ._admin_listener import FAILURES, Listener, _Conn, where
 from ._admin_listener import PROBE_HEADROOM as PROBE_HEADROOM
-from ._admin_listener import Listener, _Conn
 from ._http1 import ParseError, loads_json, parse_content_length, parse_request_head
 from .aio import wait_for
 from .logs import rfc3339
@@ -131,6 +131,12 @@ class Route:
 def parse_head(head: bytes) -> tuple[Request, bool]:
     """The request and whether the connection may be kept alive after it."""
     method, target, version, fields = parse_request_head(head)
+    try:
+        # Request.path and .query split the target again; a bracketed host that
+        # is no IP address ("//[x]/") makes urlsplit raise: refuse it here.
+        urlsplit(target)
+    except ValueError:
+        raise BadRequest(400, "malformed request target") from None
     headers: dict[str, str] = {}
     for key, value in fields:
         if key in headers and key in ("content-length", "host", "transfer-encoding"):
@@ -330,8 +336,16 @@ class AdminServer(Listener):
             return answer
         try:
             return await route.handler(request)
-        except Exception:
-            log.exception("admin handler failed", extra={"path": request.path})
+        except Exception as exc:
+            # A client can ask again and again for what fails: throttled, per route and kind.
+            FAILURES.log(
+                f"{request.path} {type(exc).__name__}",
+                logging.ERROR,
+                "admin handler failed",
+                path=request.path,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+                where=where(exc),
+            )
             return Response.text("internal error\n", 500)
 
     @staticmethod
@@ -374,8 +388,15 @@ class AdminServer(Listener):
         # scrape into a 500 (the program's own metrics say what went wrong).
         try:
             await self.program.before_metrics()
-        except Exception:
-            log.exception("refreshing metrics before a scrape failed")
+        except Exception as exc:
+            # Anyone who can scrape can repeat it: throttled like a handler's failure.
+            FAILURES.log(
+                f"before_metrics {type(exc).__name__}",
+                logging.ERROR,
+                "refreshing metrics before a scrape failed",
+                error=f"{type(exc).__name__}: {exc}"[:300],
+                where=where(exc),
+            )
         body, ctype = self.program.metrics.render(request.headers.get("accept"))
         return Response(200, body, ctype)
 

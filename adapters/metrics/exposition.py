@@ -51,6 +51,14 @@ def fmt_value(v: float) -> str:
 
 
 def _escape_label(v: str) -> str:
+    if not v.isascii():
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate, from a "\ud800" escape in the app's JSON: no
+            # UTF-8 holds it, and the whole exposition would fail to encode
+            # (every scrape a 500). Written as the escape it came from.
+            v = v.encode("utf-8", "backslashreplace").decode("utf-8")
     if "\\" in v or "\n" in v or '"' in v:
         return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
     return v

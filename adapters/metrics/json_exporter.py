@@ -187,7 +187,10 @@ def sanitize_value(v: Any) -> float | None:
     if isinstance(v, bool):
         return 1.0 if v else 0.0
     if isinstance(v, int | float):
-        return float(v)
+        try:
+            return float(v)
+        except OverflowError:  # an integer past float's range: infinite, as 1e999 is
+            return math.inf if v > 0 else -math.inf
     s = _go_text(v)
     try:
         return float(s)

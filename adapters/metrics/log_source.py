@@ -12,6 +12,7 @@ beyond the last checkpoint interval.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 import time
@@ -449,7 +450,7 @@ class LogSource(Source):
                         self.errors["bad_value"] += 1
                         continue
                     if kind == COUNTER:
-                        if v < 0:
+                        if not 0.0 <= v < math.inf:  # NaN or inf would poison the counter
                             self.errors["bad_value"] += 1
                             continue
                         s.value += v

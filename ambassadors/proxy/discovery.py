@@ -150,7 +150,10 @@ class ResolvConf:
 def encode_query(qid: int, name: str, qtype: int) -> bytes:
     out = [struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)]  # RD set
     for label in name.strip(".").split("."):
-        raw = label.encode("idna") if not label.isascii() else label.encode()
+        try:
+            raw = label.encode("idna") if not label.isascii() else label.encode()
+        except UnicodeError:  # an SRV target from an answer, with bytes read as U+FFFD
+            raise DnsError(f"bad name {name!r}") from None
         if not 0 < len(raw) < 64:
             raise DnsError(f"bad name {name!r}")
         out.append(bytes([len(raw)]) + raw)
@@ -282,6 +285,8 @@ class Resolver:
             writer.write(struct.pack("!H", len(query)) + query)
             n = struct.unpack("!H", await wait_for(reader.readexactly(2), QUERY_TIMEOUT))[0]
             return decode_reply(await wait_for(reader.readexactly(n), QUERY_TIMEOUT), qid)
+        except asyncio.IncompleteReadError:  # an EOFError, neither OSError nor DnsError
+            raise DnsError("TCP answer cut short") from None
         finally:
             writer.close()
 

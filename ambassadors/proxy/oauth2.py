@@ -20,6 +20,7 @@ import asyncio
 import base64
 import json
 import logging
+import math
 import random
 import ssl
 import time
@@ -294,7 +295,7 @@ def parse_token_response(status: int, body: bytes) -> tuple[str, float | None]:
     saying why not (the endpoint's `error` code, never its whole body)."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past the recursion limit: no answer either
         data = None
     if status != 200:
         code = data.get("error") if isinstance(data, dict) else None
@@ -315,6 +316,14 @@ def parse_token_response(status: int, body: bytes) -> tuple[str, float | None]:
         return token, None
     if isinstance(lifetime, str) and lifetime.isdigit():
         lifetime = int(lifetime)  # some servers send it as a string
-    if not isinstance(lifetime, int | float) or isinstance(lifetime, bool) or lifetime <= 0:
+    if not isinstance(lifetime, int | float) or isinstance(lifetime, bool):
         raise TokenError(f"expires_in {str(lifetime)[:32]!r} is not a positive number")
-    return token, float(lifetime)
+    try:
+        seconds = float(lifetime)
+    except OverflowError:  # an int past float's range
+        seconds = math.inf
+    # json.loads takes NaN and Infinity and makes 1e999 inf: a NaN expiry
+    # compares false with every clock reading, and the keeper would spin.
+    if not 0 < seconds < math.inf:
+        raise TokenError(f"expires_in {str(lifetime)[:32]!r} is not a positive number")
+    return token, seconds

@@ -63,9 +63,12 @@ class TcpClient(Conn):
         self.pumps: tuple[TcpPump | None, TcpPump | None] = (None, None)
         self.upstream_conn: Conn | None = None
         self.flood_limit = 256 * 1024
+        self.client = "?"
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        # Read now: uvloop's transport looks it up on the socket, gone once closed.
+        self.client = str((transport.get_extra_info("peername") or ["?"])[0])
         if self.lst.client_identity(transport) is None:
             return  # refused by the mTLS allow-lists: closing
         self.lst.conns.add(self)
@@ -97,6 +100,7 @@ class TcpClient(Conn):
                     extra={"listen": s.listen, "tried": [u.label for u in tried]},
                 )
                 self.close()
+                self.access(tried[-1] if tried else None, t0, 0, 0, "no upstream")
                 return
             tried.append(up)
             try:
@@ -107,10 +111,12 @@ class TcpClient(Conn):
                     "cannot connect to upstream", extra={"upstream": up.label, "error": str(exc)}
                 )
         assert up is not None
-        if uc is None:
-            return
-        if self.closed:
-            uc.close()
+        if uc is None or self.closed:
+            # The client hung up while the upstream was being connected: still one
+            # access line, or a connect-and-reset flood would leave no trace at all.
+            if uc is not None:
+                uc.close()
+            self.access(up, t0, 0, 0, "client closed")
             return
         up.success()
         up.tcp_connections += 1
@@ -126,21 +132,30 @@ class TcpClient(Conn):
             err = await splice(a, b)
             if err is not None:
                 reason = str(err) or type(err).__name__
+        except OSError as exc:
+            # Passing a half-close on to a client that has just gone (asyncio's
+            # write_eof: ENOTCONN). The client chose when to hang up: this is how
+            # the connection ended, not a failure of the proxy's.
+            reason = str(exc) or type(exc).__name__
         finally:
             up.active -= 1
             self.pumps = (None, None)
             uc.close()
             self.close()
-        if s.access_log:
+        self.access(up, t0, a.nbytes, b.nbytes, reason)
+
+    def access(self, up: Upstream | None, t0: float, nin: int, nout: int, reason: str) -> None:
+        lst = self.lst
+        if lst.s.access_log:
             ACCESS_LOG.write(
                 {
                     "message": "connection",
-                    "listen": s.listen,
-                    "upstream": up.label,
-                    "client": str((self.transport.get_extra_info("peername") or ["?"])[0]),
-                    "duration_seconds": round(loop.time() - t0, 6),
-                    "bytes_in": a.nbytes,
-                    "bytes_out": b.nbytes,
+                    "listen": lst.s.listen,
+                    "upstream": up.label if up is not None else None,
+                    "client": self.client,
+                    "duration_seconds": round(lst.loop.time() - t0, 6),
+                    "bytes_in": nin,
+                    "bytes_out": nout,
                     "end": reason,
                 }
             )

@@ -79,7 +79,11 @@ def format_epoch(secs: int, frac: str = "") -> str:
     t = time.gmtime(secs)
     if not 1 <= t.tm_year <= 9999:
         raise ValueError(f"year {t.tm_year} out of range")
-    out = time.strftime("%Y-%m-%dT%H:%M:%S", t)
+    # Not strftime: glibc's %Y does not pad a year below 1000 to four digits.
+    out = (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+        f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+    )
     return f"{out}.{frac[:9]}Z" if frac else out + "Z"
 
 
@@ -246,7 +250,12 @@ class Clock:
         else:
             text = str(value).strip()
         whole, _, fdigits = text.partition(".")
-        if not whole.lstrip("-").isdigit() or (fdigits and not fdigits.isdigit()):
+        # ASCII digits after at most one sign: str.isdigit() also takes "²", which
+        # int() refuses, and lstrip("-") took "--1".
+        digits_only = whole.removeprefix("-")
+        if not (digits_only.isascii() and digits_only.isdigit()) or (
+            fdigits and not (fdigits.isascii() and fdigits.isdigit())
+        ):
             return None
         n = int(whole)
         mag = abs(n)

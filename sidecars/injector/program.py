@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from typing import Any
 
 from podkit import Sidecar, option
+from podkit._admin_listener import where
 from podkit.admin import AdminServer, Request, Response
 from podkit.inject import DEFAULT_REGISTRY, InjectError, Settings, pod_patch
+from podkit.logs import RateLimited
 from podkit.program import Program
 
 #: The API server shows at most this much of one warning (k8s.io/apiserver).
@@ -79,6 +82,7 @@ podkit inject deploy.yaml | kubectl apply -f -   # the same without a webhook
         )
         self.programs: dict[str, type[Program]] = _programs()
         self.tls = TLSFiles(self.cert_file, self.key_file)
+        self._failures = RateLimited(self.log, 60.0)
         self.m_reviews = self.metrics.counter(
             "reviews_total",
             "AdmissionReviews answered, by result: patched, unchanged, warned "
@@ -122,7 +126,16 @@ podkit inject deploy.yaml | kubectl apply -f -   # the same without a webhook
         except InjectError as exc:
             patch, warning = [], str(exc)
         except Exception as exc:  # whatever it is, the pod must still be created
-            self.log.exception("cannot inject", extra={"uid": req["uid"]})
+            # Whoever reaches the webhook chooses the pod and may send it again:
+            # one record a minute per kind, with where it failed, no traceback each.
+            self._failures.log(
+                type(exc).__name__,
+                logging.ERROR,
+                "cannot inject",
+                uid=req["uid"],
+                error=f"{type(exc).__name__}: {exc}"[:300],
+                where=where(exc),
+            )
             patch, warning = [], f"podkit injector: not injected ({type(exc).__name__}: {exc})"
         if warning:
             self.log.warning("not injected", extra={"uid": req["uid"], "reason": warning})

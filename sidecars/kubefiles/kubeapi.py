@@ -218,7 +218,7 @@ class KubeAPI:
         try:
             doc = json.loads(body)
             message = str(doc.get("message", "")) if isinstance(doc, dict) else ""
-        except ValueError:
+        except (ValueError, RecursionError):
             message = ""
         if status == 410:
             return Gone(f"{verb} {what}: 410 Gone ({message or 'resourceVersion expired'})")
@@ -261,10 +261,14 @@ class KubeAPI:
                 raise APIError(0, f"list {what}: a page over {MAX_PAGE} bytes")
             try:
                 body = json.loads(res.body)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # nested past the recursion limit
                 raise APIError(0, f"list {what}: malformed JSON: {exc}") from None
-            items.extend(x for x in body.get("items") or [] if isinstance(x, dict))
-            meta = body.get("metadata") or {}
+            if not isinstance(body, dict):
+                raise APIError(0, f"list {what}: not a list of objects")
+            page_items, meta = body.get("items") or [], body.get("metadata") or {}
+            if not isinstance(page_items, list) or not isinstance(meta, dict):
+                raise APIError(0, f"list {what}: not a list of objects")
+            items.extend(x for x in page_items if isinstance(x, dict))
             cont = meta.get("continue") or ""
             if not cont:
                 return items, str(meta.get("resourceVersion") or "")
@@ -335,7 +339,13 @@ class KubeAPI:
                     raise APIError(0, f"watch {what}: an event line over {MAX_LINE} bytes")
         except TimeoutError:
             raise  # idle (TimeoutError is an OSError too: keep it apart)
-        except (OSError, HTTPClientError, asyncio.IncompleteReadError, ValueError) as exc:
+        except (
+            OSError,
+            HTTPClientError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,  # a chunk-size line longer than MAX_LINE
+            ValueError,
+        ) as exc:
             raise APIError(0, f"watch {what}: {type(exc).__name__}: {exc}") from None
         finally:
             writer.close()
@@ -361,13 +371,17 @@ def _event(line: bytes, what: str) -> tuple[str, dict[str, Any]]:
         kind, obj = str(ev["type"]), ev["object"]
         if not isinstance(obj, dict):
             raise TypeError("object is not a mapping")
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise APIError(0, f"watch {what}: malformed event: {exc}") from None
     if kind == "ERROR":
         code = obj.get("code")
         if code == 410 or obj.get("reason") in ("Expired", "Gone"):
             raise Gone(f"watch {what}: {obj.get('message') or '410 Gone'}")
-        raise APIError(int(code or 0), f"watch {what}: {obj.get('message') or obj}")
+        try:
+            status = int(code or 0)
+        except (TypeError, ValueError, OverflowError):  # a list, a mapping, 1e999
+            status = 0
+        raise APIError(status, f"watch {what}: {obj.get('message') or obj}")
     return kind, obj
 
 

@@ -479,7 +479,7 @@ podkit kubefiles --label app=web --folder /config --one-time   # an init contain
         return "closed"
 
     def _event(self, scope: Scope, kind: str, obj: dict[str, Any]) -> None:
-        meta = obj.get("metadata") or {}
+        meta = _mapping(obj.get("metadata"))  # anything else: _put refuses the object
         rv = meta.get("resourceVersion")
         self.m_events.labels(
             kind if kind in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK") else "other"
@@ -495,11 +495,22 @@ podkit kubefiles --label app=web --folder /config --one-time   # an init contain
 
     def _put(self, scope: Scope, obj: dict[str, Any]) -> None:
         """Decode an object's files into the scope (what the folder should hold for it)."""
-        meta = obj.get("metadata") or {}
+        meta = _mapping(obj.get("metadata"))
         ns, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
         where = f"{scope.resource} {ns}/{name}"
         sub = ""
         annotations = meta.get("annotations") or {}
+        # The API server's bytes: any other shape is refused (counted), never a crash.
+        shapes = (
+            obj.get("metadata"),
+            annotations,
+            obj.get("data") or {},
+            obj.get("binaryData") or {},
+        )
+        if not all(isinstance(v, dict) for v in shapes):
+            self._refuse(where, "", "malformed object")
+            scope.objects.pop(_obj_key(obj), None)
+            return
         if self.folder_annotation in annotations:
             got = safe_subdir(str(annotations[self.folder_annotation]), self.folder)
             if got is None:
@@ -694,8 +705,12 @@ podkit kubefiles --label app=web --folder /config --one-time   # an init contain
         }
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _obj_key(obj: dict[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
+    meta = _mapping(obj.get("metadata"))
     return f"{meta.get('namespace') or ''}/{meta.get('name') or ''}"
 
 

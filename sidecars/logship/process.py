@@ -11,11 +11,37 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import re
 from collections.abc import Callable
 from typing import Any
 
 from podkit import UsageError
+
+
+def _finite(text: str) -> float | str:
+    f = float(text)
+    return f if math.isfinite(f) else text
+
+
+# Python's decoder takes NaN and Infinity and turns 1e999 into inf, which the
+# encoder writes back as bare NaN/Infinity: no JSON, and a strict receiver
+# refuses the whole batch. Such values are kept as the text the app wrote.
+_loads = json.JSONDecoder(parse_float=_finite, parse_constant=str).decode
+
+
+def app_object(text: str) -> dict[str, Any] | None:
+    """A line the app wrote, as a JSON object; None when it is none.
+
+    The app chooses the bytes: nesting deeper than the decoder recurses
+    raises RecursionError, not ValueError, and is no object either.
+    """
+    try:
+        obj = _loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
 
 MASK = "***"
 
@@ -138,11 +164,7 @@ class Processor:
     def _matches(self, text: str, path: str) -> bool:
         obj = None
         if self.parse_json and text.startswith("{"):
-            try:
-                parsed = json.loads(text)
-            except ValueError:
-                parsed = None
-            obj = parsed if isinstance(parsed, dict) else None
+            obj = app_object(text)
         for key, rx in self.match:
             v = self._field(text, path, key, obj)
             if v is None or not rx.search(v if isinstance(v, str) else json.dumps(v)):

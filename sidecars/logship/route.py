@@ -26,7 +26,7 @@ from podkit import rfc3339_ns
 from podkit.sinks import NdjsonBatch, Sink
 from podkit.tailer import FINGERPRINT_BYTES, Chunk, Tailer
 
-from .process import Processor
+from .process import Processor, app_object
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 #: Fields podkit sets on a record; a parsed JSON line's own keep an `app_` prefix.
@@ -169,9 +169,12 @@ class RecordShape:
         """The NDJSON records of `texts` (one chunk's lines, `truncated` by index)."""
         when = rfc3339_ns(read_time_ns)
         if self.parse_json:
+            # A lone surrogate can only come from a "\ud800" escape inside a JSON
+            # string of the app's: written back as that escape, the body stays
+            # UTF-8 (surrogatepass would send bytes a strict receiver refuses).
             return "".join(
                 self._json_record(t, when, path, i in truncated) for i, t in enumerate(texts)
-            ).encode("utf-8", "surrogatepass")
+            ).encode("utf-8", "backslashreplace")
         if not texts:
             return b""
         # Fast path: one C-level string encode per line plus one join builds them all.
@@ -189,16 +192,19 @@ class RecordShape:
             rec["pod_labels"] = self.pod_labels
         if self.pod_annotations:
             rec["pod_annotations"] = self.pod_annotations
-        if text.startswith("{"):
+        obj = app_object(text) if text.startswith("{") else None
+        if obj is not None:
+            merged = dict(rec)
+            del merged["message"]
+            for k, v in obj.items():
+                # podkit's own fields win; the app's value is kept beside them.
+                merged[f"app_{k}" if k in RESERVED else k] = v
+            if truncated:
+                merged["truncated"] = True
             try:
-                obj = json.loads(text)
-            except ValueError:
-                obj = None
-            if isinstance(obj, dict):
-                del rec["message"]
-                for k, v in obj.items():
-                    # podkit's own fields win; the app's value is kept beside them.
-                    rec[f"app_{k}" if k in RESERVED else k] = v
+                return _dumps(merged) + "\n"
+            except RecursionError:  # one level short of the decoder's limit: shipped as text
+                pass
         if truncated:
             rec["truncated"] = True
         return _dumps(rec) + "\n"

@@ -96,7 +96,7 @@ def _scan_pairs(text: str, pos: int, bare_bools: bool) -> list[tuple[str, Any]] 
             elif c == "[" or c == "{":
                 try:
                     value, j = _json_value(text, pos)
-                except ValueError:
+                except (ValueError, RecursionError):  # nested past the limit: kept as text
                     value = None
                 else:
                     if j < end and not text[j].isspace():

@@ -38,7 +38,7 @@ class Json(Parser):
                 return None
         try:
             obj = self._loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # the app chose the nesting: a parse error
             return None
         if not isinstance(obj, dict):
             return None
