@@ -23,7 +23,7 @@ import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
-from .logs import RateLimited
+from .logs import RateLimited, where
 from .options import split_addr
 
 if TYPE_CHECKING:
@@ -39,16 +39,6 @@ BACKLOG = 128
 
 #: Failures no request should cause, logged at most once a minute per kind.
 FAILURES = RateLimited(log, 60.0)
-
-
-def where(exc: BaseException) -> str:
-    """The file and line an exception came from (a throttled record has no traceback)."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    if tb is None:
-        return "?"
-    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
 
 
 def fd_budget(wanted: int) -> int:

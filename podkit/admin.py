@@ -31,11 +31,11 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from ._admin_listener import FAILURES, Listener, _Conn, where
+from ._admin_listener import FAILURES, Listener, _Conn
 from ._admin_listener import PROBE_HEADROOM as PROBE_HEADROOM
 from ._http1 import ParseError, loads_json, parse_content_length, parse_request_head
 from .aio import wait_for
-from .logs import rfc3339
+from .logs import rfc3339, where
 from .options import UsageError
 from .secrets import scrub
 

@@ -109,6 +109,17 @@ def setup_logging(program: str, fmt: str = "json", level: str = "info") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def where(exc: BaseException) -> str:
+    """The file and line an exception was raised at: what a throttled record of an
+    unforeseen failure says instead of a traceback."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return "?"
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+
+
 #: Keys a RateLimited keeps at most. Callers key on error texts, which often
 #: hold something new each time (a port, a resourceVersion, a script's
 #: output): without a bound a sidecar failing for weeks keeps every text.

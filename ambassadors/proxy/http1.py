@@ -516,7 +516,9 @@ class Conn:  # an asyncio protocol by its methods (see upstream.connect)
         if sink is not None:
             sink.src_eof()
         self.wake()
-        return True  # keep the write side open: half-close
+        # Keep the write side open (a half-close), but not over TLS: asyncio closes a
+        # TLS transport anyway and logs a warning for each protocol that asked to keep it.
+        return self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

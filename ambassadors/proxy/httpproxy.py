@@ -20,6 +20,7 @@ from bisect import bisect_left
 from typing import Any, Final, NamedTuple
 
 from podkit.httpclient import HTTPClientError, host_header, read_head
+from podkit.logs import where
 from podkit.retry import Backoff
 
 from .accesslog import ACCESS_LOG as ACCESS_LOG  # tcp.py imports it from here
@@ -782,8 +783,17 @@ class ClientConn(Conn):
                 self.state = BUSY
                 if not await self.handle(head):
                     break
-        except Exception:
-            log.exception("request handling failed", extra={"client": self.peer.decode()})
+        except Exception as exc:
+            # Not foreseen, and the client chose the bytes (or the moment it hung up):
+            # one record a minute per kind and place, not a traceback per connection.
+            self.lst.errors.log(
+                f"request handling failed {type(exc).__name__} {where(exc)}",
+                logging.ERROR,
+                "request handling failed",
+                client=self.peer.decode(),
+                error=f"{type(exc).__name__}: {exc}"[:300],
+                where=where(exc),
+            )
         finally:
             self.req_pump = self.resp_pump = None
             self.close()

@@ -19,10 +19,9 @@ import logging
 from typing import Any
 
 from podkit import Sidecar, option
-from podkit._admin_listener import where
 from podkit.admin import AdminServer, Request, Response
 from podkit.inject import DEFAULT_REGISTRY, InjectError, Settings, pod_patch
-from podkit.logs import RateLimited
+from podkit.logs import RateLimited, where
 from podkit.program import Program
 
 #: The API server shows at most this much of one warning (k8s.io/apiserver).

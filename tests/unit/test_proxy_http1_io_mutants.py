@@ -289,6 +289,14 @@ def test_eof_keeps_the_write_side_open_and_ends_the_read() -> None:
     run(main())
 
 
+def test_eof_over_tls_does_not_ask_to_keep_the_write_side() -> None:
+    """asyncio closes a TLS transport at EOF whatever the protocol says, and logs a
+    warning for every connection whose protocol returned True."""
+    c, t = conn()
+    t.get_extra_info = lambda key, default=None: object() if key == "sslcontext" else default  # type: ignore[method-assign]
+    assert c.eof_received() is False and c.eof
+
+
 def test_connection_lost_fails_the_reader_and_both_pumps() -> None:
     async def main() -> None:
         src, _ = conn()
