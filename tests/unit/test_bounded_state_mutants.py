@@ -17,36 +17,22 @@ from __future__ import annotations
 
 import errno
 import logging
-import types
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import podkit.logs
 from podkit.logs import RATE_LIMITED_MAX_KEYS, RateLimited
 from podkit.tailer import Tailer
 from tests.helpers import wait_until_async
+from tests.unit import test_bounded_state as bounded
 from tests.unit.test_tailer import Collector, cfg, write
 
 # -- RateLimited ----------------------------------------------------------------------
 
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
-    c = _Clock()
-    monkeypatch.setattr(podkit.logs, "time", types.SimpleNamespace(monotonic=c.monotonic))
-    return c
-
+_Clock = bounded._Clock
+clock = bounded.clock  # the fake clock's fixture, shared with test_bounded_state
 
 LOGGER = "test.bounded.mutants"
 
