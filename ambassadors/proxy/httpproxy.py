@@ -168,7 +168,7 @@ def fast_request(req: Request) -> bool:
 
 
 # A line's fields from the upstream to the first duration's value, for an answer
-# the proxy made itself (Upstream.log_label otherwise).
+# the proxy made itself (Upstream.log_upstream otherwise).
 _NO_UPSTREAM: Final = ', "upstream": null, "duration_seconds": '
 
 
@@ -851,7 +851,7 @@ class ClientConn(Conn):
         # one string, the line's start and newline included: each piece is copied once
         log.append(
             f'{log.start_for(end)}{head}, "status": {status}'
-            f'{up.log_label if up else _NO_UPSTREAM}{took_txt}, "upstream_seconds": {up_txt}, '
+            f'{up.log_upstream if up else _NO_UPSTREAM}{took_txt}, "upstream_seconds": {up_txt}, '
             f'"bytes_in": {x.sent if up else 0}, "bytes_out": {bytes_out}, '
             f'"retries": {"0" if retries == 0 else str(retries)}'
             f"{rid_open}{rid_txt}{rid_close}{tail}"

@@ -169,7 +169,7 @@ class Upstream:
         self.target = target
         self.label = target.label
         # the access line's fields from the upstream to its first duration's value
-        self.log_label = f', "upstream": "{self.label}", "duration_seconds": '
+        self.log_upstream = f', "upstream": "{self.label}", "duration_seconds": '
         self.host = target.host
         self.port = target.port
         self.weight = target.weight
