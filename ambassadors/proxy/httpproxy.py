@@ -783,16 +783,17 @@ class ClientConn(Conn):
                 self.state = BUSY
                 if not await self.handle(head):
                     break
-        except Exception as exc:
+        except Exception as unforeseen:  # not `exc`: see test_proxy_compiled_names.py
             # Not foreseen, and the client chose the bytes (or the moment it hung up):
             # one record a minute per kind and place, not a traceback per connection.
+            kind, place = type(unforeseen).__name__, where(unforeseen)
             self.lst.errors.log(
-                f"request handling failed {type(exc).__name__} {where(exc)}",
+                f"request handling failed {kind} {place}",
                 logging.ERROR,
                 "request handling failed",
                 client=self.peer.decode(),
-                error=f"{type(exc).__name__}: {exc}"[:300],
-                where=where(exc),
+                error=f"{kind}: {unforeseen}"[:300],
+                where=place,
             )
         finally:
             self.req_pump = self.resp_pump = None

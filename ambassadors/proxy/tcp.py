@@ -132,11 +132,11 @@ class TcpClient(Conn):
             err = await splice(a, b)
             if err is not None:
                 reason = str(err) or type(err).__name__
-        except OSError as exc:
+        except OSError as gone:  # not `exc`: see test_proxy_compiled_names.py
             # Passing a half-close on to a client that has just gone (asyncio's
             # write_eof: ENOTCONN). The client chose when to hang up: this is how
             # the connection ended, not a failure of the proxy's.
-            reason = str(exc) or type(exc).__name__
+            reason = str(gone) or type(gone).__name__
         finally:
             up.active -= 1
             self.pumps = (None, None)
