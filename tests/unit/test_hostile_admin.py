@@ -25,6 +25,7 @@ from podkit import Sidecar
 from podkit import _admin_listener as listener_mod
 from podkit.admin import AdminServer, Request, Response
 from podkit.logs import RateLimited
+from tests.unit.test_admin_hostile import exchange
 
 
 class Prog(Sidecar):
@@ -92,17 +93,6 @@ async def harness(caplog: pytest.LogCaptureFixture) -> AsyncIterator[Callable[..
         loop.set_exception_handler(None)
         if old_failures is not None:
             monkey.undo()
-
-
-async def exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
-    """Send raw bytes and read until the server closes (within `timeout`, or fail)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        await writer.drain()
-        return await asyncio.wait_for(reader.read(-1), timeout)
-    finally:
-        writer.close()
 
 
 @pytest.mark.parametrize(

@@ -28,13 +28,7 @@ from podkit.ambassadors.proxy.discovery import (
 )
 from podkit.ambassadors.proxy.upstream import Target, parse_target
 
-
-def name(n: str) -> bytes:
-    return b"".join(bytes([len(p)]) + p.encode() for p in n.split(".")) + b"\0"
-
-
-def rr(rtype: int, ttl: int, rdata: bytes, owner: bytes = b"\xc0\x0c") -> bytes:
-    return owner + struct.pack("!HHIH", rtype, 1, ttl, len(rdata)) + rdata
+from tests.unit.test_proxy_discovery import name, rr  # the wire helpers, shared
 
 
 def question(query: bytes) -> tuple[int, bytes, int]:
