@@ -1,8 +1,9 @@
 """The access log: one JSON line per request, batched into one write per 20 ms.
 
-Lines are formatted by hand on the hot path (`add`): json.dumps of a dict per
-request costs more than the proxying. Only client-supplied strings need
-escaping (`json_str`); the rest is numbers and tokens.
+Lines are formatted by hand on the hot path (the proxy's `ClientConn.access`,
+with `start_for` and `append` here): json.dumps of a dict per request costs
+more than the proxying. Only client-supplied strings need escaping
+(`json_str`); the rest is numbers and tokens.
 """
 
 from __future__ import annotations
