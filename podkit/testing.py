@@ -32,6 +32,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import signal as _signal
 import socket
 import subprocess
@@ -39,7 +40,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +58,58 @@ __all__ = [
 _serial = itertools.count()
 
 
+def _port_window() -> range:
+    """This process's share of the ports the kernel never picks by itself.
+
+    A port from `bind(0)` comes from the ephemeral range, which every outgoing
+    connection on the machine also draws from: between the test learning the
+    port and its server binding it, another test's client could take it as its
+    local port (a CI run failed so, EADDRINUSE). Ports below the ephemeral
+    range are only ever bound on purpose. Each pytest-xdist worker gets its own
+    slice, so two workers never hand out the same port either.
+    """
+    try:
+        lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        lo, hi = 32768, 60999
+    if lo - 10000 >= 4096:
+        start, stop = 10000, lo
+    elif 65535 - hi >= 4096:
+        start, stop = hi + 1, 65536
+    else:  # no room outside the ephemeral range: share it, as bind(0) would
+        start, stop = 1024, 65536
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    size = (stop - start) // max(count, 1)
+    return range(start + index * size, start + (index + 1) * size)
+
+
+_ports: Iterator[int] | None = None
+
+
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
-    """A port that was free on host a moment ago."""
+    """A port that is free on host and that no outgoing connection will take.
+
+    Ports come round-robin from this process's window (see `_port_window`),
+    starting at a random place so that a rerun does not meet the last run's
+    TIME_WAIT sockets; each is checked by binding it.
+    """
+    global _ports
+    if _ports is None:
+        window = _port_window()
+        first = random.randrange(len(window))
+        _ports = itertools.cycle([*window[first:], *window[:first]])
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, kind) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    for _ in range(2000):
+        port = next(_ports)
+        with socket.socket(family, kind) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port on {host} in {_port_window()}")
 
 
 def wait_until(

@@ -101,17 +101,13 @@ async def stays_async(pred: Callable[[], Any], seconds: float, interval: float =
 
 
 def free_dns_port(host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP a moment ago: a DNS server (dnsmasq)
-    binds both, and a port picked as free for one kind was taken for the other
-    once in a CI dry run (an ephemeral TCP port of another test)."""
+    """A port free for both UDP and TCP: a DNS server (dnsmasq) binds both."""
     for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind((host, 0))
-            port = int(u.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind((host, port))
-                except OSError:
-                    continue
-                return port
+        port = free_port(host, socket.SOCK_DGRAM)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            try:
+                t.bind((host, port))
+            except OSError:
+                continue
+            return port
     raise RuntimeError("no port free for both UDP and TCP")

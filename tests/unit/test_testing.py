@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import signal
+import socket
 from pathlib import Path
 
 import pytest
 
+from podkit import testing
 from podkit.testing import ProgramProcess, parse_metrics, run_program
 
 EXAMPLES = str(Path(__file__).resolve().parents[2] / "examples")
@@ -125,3 +127,28 @@ def test_named_checks_on_readyz_verbose_healthz_verbose_and_status(tmp_path: Pat
         code, _, body = p.get("/readyz?verbose")
         assert code == 200 and "[+]first-sync ok" in body.decode()
         assert p.get("/healthz?verbose")[0] == 200
+
+
+def test_free_port_is_outside_the_ephemeral_range_and_per_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The CI failure this guards: a port from bind(0), bound by its server a
+    moment later, had been taken meanwhile as another test's client port."""
+    lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = [testing.free_port() for _ in range(50)]
+    assert all(not lo <= p <= hi for p in ports), ports
+    assert len(set(ports)) == 50  # round-robin: never the same port twice in a row
+    # An outgoing connection's local port is never in the window.
+    with (
+        socket.create_server(("127.0.0.1", 0)) as srv,
+        socket.create_connection(srv.getsockname()) as c,
+    ):
+        assert c.getsockname()[1] not in testing._port_window()
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    first = testing._port_window()
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    second = testing._port_window()
+    assert len(first) >= 2048 and len(second) == len(first)
+    assert not set(first) & set(second)
+    assert all(not lo <= p <= hi for p in [*first, *second])
