@@ -436,6 +436,10 @@ def _event(line: bytes, what: str) -> tuple[str, dict[str, Any]]:
             status = int(code or 0)
         except (TypeError, ValueError, OverflowError):  # a list, a mapping, 1e999
             status = 0
+        if not 100 <= status <= 599:
+            # The status becomes a label of api_errors_total: any other number
+            # a peer sends would be one more time series, without end.
+            status = 0
         raise APIError(status, f"watch {what}: {obj.get('message') or obj}")
     return kind, obj
 

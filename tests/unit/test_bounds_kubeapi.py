@@ -27,6 +27,7 @@ from podkit.sidecars.kubefiles.kubeapi import (
     APIError,
     Credentials,
     KubeAPI,
+    _event,
 )
 
 from podkit.runner import configure
@@ -416,3 +417,50 @@ async def test_an_endless_line_fails_the_watch_counted_with_backoff_and_relists(
     assert p.m_restarts.labels("error")._value.get() == 2
     assert p.m_errors.labels("0")._value.get() == 3
     assert all(d > 0 for d in delays) and len(delays) == 3
+
+
+# --- a peer's number as a metric label ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [(503, 503), (100, 100), (599, 599), (99, 0), (600, 0), (12345, 0), (-500, 0), (10**30, 0)],
+)
+def test_an_error_events_code_is_an_http_status_or_0(code: int, status: int) -> None:
+    """The status labels api_errors_total: a peer's every number must not be a new series."""
+    line = json.dumps({"type": "ERROR", "object": {"kind": "Status", "code": code}}).encode()
+    with pytest.raises(APIError) as err:
+        _event(line, "configmaps")
+    assert err.value.status == status
+
+
+async def test_error_events_with_ever_new_codes_keep_api_errors_total_small(
+    program: Callable[[str], Any],
+) -> None:
+    async def reply(w: asyncio.StreamWriter, n: int) -> None:
+        if "watch=1" in srv.targets[n - 1]:
+            ev = {"type": "ERROR", "object": {"kind": "Status", "code": 1000 + n}}
+            w.write(CHUNKED_HEAD + chunk(json.dumps(ev).encode() + b"\n") + b"0\r\n\r\n")
+        else:
+            w.write(answer(page(0, None)))
+
+    async with RawServer(reply) as srv:
+        port = srv.server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        p = await program(f"http://127.0.0.1:{port}")
+        sleeps = 0
+
+        async def sleep(d: float) -> bool:
+            nonlocal sleeps
+            sleeps += 1
+            if sleeps == 20:
+                p.request_stop()
+            return sleeps >= 20
+
+        p.sleep = sleep
+        async with asyncio.timeout(30):
+            await p._follow(p.scopes[0])
+    codes = {
+        s.labels["code"] for m in p.m_errors.collect() for s in m.samples if "code" in s.labels
+    }
+    assert codes == {"0"}
+    assert p.m_errors.labels("0")._value.get() == 20
