@@ -14,7 +14,6 @@ import base64
 import contextlib
 import json
 import os
-import re
 import ssl
 import tempfile
 from collections.abc import AsyncIterator
@@ -23,6 +22,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from podkit import SecretFile, UsageError
+from podkit._http1 import parse_chunk_size
 from podkit.http import bearer_token_problem, ssl_context
 from podkit.httpclient import HTTPClientError, fetch, host_header, read_body_of, read_head
 
@@ -385,9 +385,6 @@ class KubeAPI:
             writer.close()
 
 
-_CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,15}")
-
-
 class _Chunked:
     """A chunked body read in pieces of at most `n` bytes, however big a chunk says it is.
 
@@ -405,11 +402,10 @@ class _Chunked:
         if self.done:
             return b""
         if not self.left:
-            size_line = await self.reader.readuntil(b"\r\n")
-            size = size_line[:-2].split(b";", 1)[0].strip()
-            if not _CHUNK_SIZE.fullmatch(size):  # int() would take "-1", "0x1", "1_0"
-                raise HTTPClientError("malformed chunked body")
-            self.left = int(size, 16)
+            try:  # hex digits only: int(x, 16) would take "-1", "0x1", "1_0"
+                self.left = parse_chunk_size(await self.reader.readuntil(b"\r\n"))
+            except ValueError:
+                raise HTTPClientError("malformed chunked body") from None
             if not self.left:
                 self.done = True
                 return b""
