@@ -67,7 +67,8 @@ def test_the_default_idle_period_is_lokis_chunk_idle_period() -> None:
     s = open_sink("loki+http://127.0.0.1:9")
     assert LOKI_STREAM_IDLE == 1800.0
     assert s.stream_idle == 1800.0  # type: ignore[attr-defined]
-    assert open_sink("loki+http://127.0.0.1:9", stream_idle="5").stream_idle == 5.0  # type: ignore[attr-defined]
+    assert open_sink("loki+http://127.0.0.1:9", stream_idle="5").stream_idle == 5.0
+    assert open_sink("loki+http://127.0.0.1:9", stream_idle=0.5).stream_idle == 0.5  # type: ignore[attr-defined]
     for bad in (0, -1, float("nan")):
         with pytest.raises(UsageError, match=r"^loki stream_idle: must be positive$"):
             open_sink("loki+http://127.0.0.1:9", stream_idle=bad)
