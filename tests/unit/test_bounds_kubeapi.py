@@ -26,6 +26,7 @@ from podkit.sidecars.kubefiles.kubeapi import (
     MAX_LINE,
     APIError,
     Credentials,
+    Gone,
     KubeAPI,
     _event,
 )
@@ -47,6 +48,7 @@ class RawServer:
     def __init__(self, reply: Reply) -> None:
         self.reply = reply
         self.targets: list[str] = []
+        self.heads: list[bytes] = []
         self.server: asyncio.Server | None = None
 
     async def __aenter__(self) -> RawServer:
@@ -66,6 +68,7 @@ class RawServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
+            self.heads.append(head)
             self.targets.append(head.split(b" ", 2)[1].decode())
             await self.reply(writer, len(self.targets))
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -153,12 +156,12 @@ async def test_a_line_of_max_line_bytes_passes_one_byte_more_fails(chunked: bool
     got: list[str] = []
     async with RawServer(reply) as srv:
         gen = srv.api.watch("configmap", "default", "a=1", "7", 60, 5.0)
-        with pytest.raises(APIError, match=f"an event line over {MAX_LINE} bytes"):
+        with pytest.raises(APIError, match=f"an event line over {MAX_LINE} bytes") as err:
             async with asyncio.timeout(20):
                 async for _kind, obj in gen:
                     got.append(obj["metadata"]["name"])
         await gen.aclose()
-    assert got == ["ok"]
+    assert got == ["ok"] and err.value.status == 0
 
 
 async def test_lines_split_anywhere_by_chunks_come_out_whole_and_in_order() -> None:
@@ -294,10 +297,10 @@ async def test_fresh_continue_tokens_without_end_stop_at_max_list_pages(
     async with RawServer(reply) as srv:
         with pytest.raises(
             APIError, match=r"^list configmaps in namespace default: more than 5 pages$"
-        ):
+        ) as err:
             async with asyncio.timeout(10):
                 await srv.api.list("configmap", "default", "a=1")
-    assert continues(srv) == [None, "t1", "t2", "t3", "t4"]
+    assert continues(srv) == [None, "t1", "t2", "t3", "t4"] and err.value.status == 0
 
 
 async def test_the_last_allowed_page_may_end_the_list(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -322,8 +325,9 @@ async def test_the_pages_together_are_bounded(monkeypatch: pytest.MonkeyPatch) -
         w.write(answer(page(1, f"t{n}", pad=1000)))
 
     async with RawServer(reply) as srv:
-        with pytest.raises(APIError, match=f"pages over {3 * one} bytes in all$"):
+        with pytest.raises(APIError, match=f"pages over {3 * one} bytes in all$") as err:
             await asyncio.wait_for(srv.api.list("configmap", "default", "a=1"), 10)
+    assert err.value.status == 0
     assert len(srv.targets) == 4  # three pages fit exactly; the fourth does not
 
     # Exactly MAX_LIST in all is allowed.
@@ -344,8 +348,9 @@ async def test_one_page_over_max_page_is_named_as_such(monkeypatch: pytest.Monke
         w.write(answer(big))
 
     async with RawServer(reply) as srv:
-        with pytest.raises(APIError, match=f"a page over {len(big) - 1} bytes$"):
+        with pytest.raises(APIError, match=f"a page over {len(big) - 1} bytes$") as err:
             await asyncio.wait_for(srv.api.list("configmap", "default", "a=1"), 10)
+    assert err.value.status == 0
     monkeypatch.setattr(kmod, "MAX_PAGE", len(big))
     async with RawServer(reply) as srv:
         items, _rv = await asyncio.wait_for(srv.api.list("configmap", "default", "a=1"), 10)
@@ -464,3 +469,239 @@ async def test_error_events_with_ever_new_codes_keep_api_errors_total_small(
     }
     assert codes == {"0"}
     assert p.m_errors.labels("0")._value.get() == 20
+
+
+# --- what is asked, and every way an answer can fail -------------------------------
+
+
+def _query(target: str) -> dict[str, list[str]]:
+    from urllib.parse import parse_qs, urlsplit
+
+    return parse_qs(urlsplit(target).query)
+
+
+async def test_the_watch_and_list_requests_ask_for_what_the_api_documents() -> None:
+    async def reply(w: asyncio.StreamWriter, n: int) -> None:
+        if n == 1:
+            w.write(answer(page(0, None)))
+        else:
+            w.write(CHUNKED_HEAD + b"0\r\n\r\n")
+
+    async with RawServer(reply) as srv:
+        api = srv.api
+        port = srv.server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        await asyncio.wait_for(api.list("configmap", "team-a", "app in (x,y)"), 10)
+        assert await events(api) == []
+    (list_t, watch_t) = srv.targets
+    assert list_t.split("?")[0] == "/api/v1/namespaces/team-a/configmaps"
+    assert _query(list_t) == {"labelSelector": ["app in (x,y)"], "limit": ["500"]}
+    assert watch_t.split("?")[0] == "/api/v1/namespaces/default/configmaps"
+    assert _query(watch_t) == {
+        "watch": ["1"],
+        "labelSelector": ["a=1"],
+        "resourceVersion": ["7"],
+        "allowWatchBookmarks": ["true"],
+        "timeoutSeconds": ["60"],
+    }
+    head = srv.heads[1].decode("latin-1").split("\r\n")
+    assert head[0].startswith("GET /api/v1/") and head[0].endswith(" HTTP/1.1")
+    assert f"Host: 127.0.0.1:{port}" in head and "Connection: close" in head
+    assert "Accept: application/json" in head
+
+
+async def test_an_event_is_handed_on_when_its_line_ends_not_when_more_bytes_come() -> None:
+    """A chunk that starts with a keep-alive newline: the event after it must not wait."""
+    got_it = asyncio.Event()
+
+    async def reply(w: asyncio.StreamWriter, _n: int) -> None:
+        w.write(CHUNKED_HEAD + chunk(b"\n" + ev_line("a") + b"\n"))
+        await w.drain()
+        await asyncio.wait_for(got_it.wait(), 10)
+        w.write(b"0\r\n\r\n")
+
+    async with RawServer(reply) as srv:
+        gen = srv.api.watch("configmap", "default", "a=1", "7", 60, 3.0)
+        names = []
+        async with asyncio.timeout(10):
+            async for _kind, obj in gen:
+                names.append(obj["metadata"]["name"])
+                got_it.set()
+        await gen.aclose()
+    assert names == ["a"]
+
+
+async def test_a_long_line_and_a_short_one_ending_in_the_same_read() -> None:
+    """Both are under MAX_LINE: the bound is per line, not per buffer position."""
+    long_line, short = ev_line("long", 3 * (1 << 20) + 10), ev_line("short")
+
+    async def reply(w: asyncio.StreamWriter, _n: int) -> None:
+        # One chunk: read 64 KiB at a time from its start, so the long line's
+        # newline and the short line both fall in the read at 3 MiB.
+        w.write(CHUNKED_HEAD + chunk(long_line + b"\n" + short + b"\n") + b"0\r\n\r\n")
+        await w.drain()
+
+    async with RawServer(reply) as srv:
+        got = await events(srv.api)
+    assert [o["metadata"]["name"] for _k, o in got] == ["long", "short"]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b"not json", "malformed event: Expecting value"),
+        (b'{"type": "ADDED"}', "malformed event: 'object'"),
+        (b'{"type": "ADDED", "object": []}', "malformed event: object is not a mapping"),
+        (b'{"type": "ERROR", "object": {"code": 500, "message": "etcd down"}}', "etcd down"),
+    ],
+)
+async def test_a_malformed_or_error_event_fails_the_watch_naming_it(
+    line: bytes, message: str
+) -> None:
+    async def reply(w: asyncio.StreamWriter, _n: int) -> None:
+        w.write(CHUNKED_HEAD + chunk(line + b"\n") + b"0\r\n\r\n")
+
+    async with RawServer(reply) as srv:
+        with pytest.raises(APIError) as err:
+            await events(srv.api)
+    assert str(err.value).startswith(f"watch configmaps in namespace default: {message}")
+    assert err.value.status == (500 if b"ERROR" in line else 0)
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"code": 410},
+        {"reason": "Expired"},
+        {"reason": "Gone", "message": "too old resource version: 1 (5)"},
+    ],
+)
+def test_an_error_event_for_an_expired_version_is_gone(obj: dict[str, Any]) -> None:
+    line = json.dumps({"type": "ERROR", "object": {"kind": "Status", **obj}}).encode()
+    with pytest.raises(Gone) as err:
+        _event(line, "configmaps")
+    assert err.value.status == 410
+    assert str(err.value) == "watch configmaps: " + obj.get("message", "410 Gone")
+
+
+@pytest.mark.parametrize(
+    ("status", "verb", "message"),
+    [
+        (403, "watch", "forbidden: the service account needs RBAC verb 'watch' on "),
+        (403, "list", "forbidden: the service account needs RBAC verb 'list' on "),
+        (500, "watch", "watch configmaps in namespace default: HTTP 500 boom"),
+        (500, "list", "list configmaps in namespace default: HTTP 500 boom"),
+    ],
+)
+async def test_an_error_answer_is_an_api_error_with_its_status(
+    status: int, verb: str, message: str
+) -> None:
+    body = json.dumps({"kind": "Status", "code": status, "message": "boom"}).encode()
+
+    async def reply(w: asyncio.StreamWriter, _n: int) -> None:
+        w.write(
+            b"HTTP/1.1 %d Oops\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (status, len(body), body)
+        )
+
+    async with RawServer(reply) as srv:
+        with pytest.raises(APIError) as err:
+            if verb == "watch":
+                await events(srv.api)
+            else:
+                await asyncio.wait_for(srv.api.list("configmap", "default", "a=1"), 10)
+    assert err.value.status == status
+    assert str(err.value).startswith(message)
+    if status == 403:
+        assert str(err.value).endswith("configmaps in namespace default (boom)")
+
+
+async def test_a_410_at_watch_open_is_gone() -> None:
+    async def reply(w: asyncio.StreamWriter, _n: int) -> None:
+        w.write(b"HTTP/1.1 410 Gone\r\nContent-Length: 0\r\n\r\n")
+
+    async with RawServer(reply) as srv:
+        with pytest.raises(Gone):
+            await events(srv.api)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{", "malformed JSON: "),
+        (b"[]", "not a list of objects"),
+        (b'{"items": {"a": 1}, "metadata": {}}', "not a list of objects"),
+        (b'{"items": [], "metadata": [1]}', "not a list of objects"),
+    ],
+)
+async def test_a_list_answer_that_is_not_a_list_fails_naming_it(body: bytes, message: str) -> None:
+    async def reply(w: asyncio.StreamWriter, _n: int) -> None:
+        w.write(answer(body))
+
+    async with RawServer(reply) as srv:
+        with pytest.raises(APIError) as err:
+            await asyncio.wait_for(srv.api.list("configmap", "default", "a=1"), 10)
+    assert err.value.status == 0
+    assert str(err.value).startswith(f"list configmaps in namespace default: {message}")
+
+
+async def test_a_list_without_version_or_items_and_a_page_over_1_mib() -> None:
+    big = page(3, None, pad=600_000)  # over fetch's default max_body of 1 MiB
+    bare = b'{"metadata": {}, "items": null}'
+
+    async def reply(w: asyncio.StreamWriter, n: int) -> None:
+        w.write(answer(big if n == 1 else bare))
+
+    async with RawServer(reply) as srv:
+        items, rv = await asyncio.wait_for(srv.api.list("configmap", "default", "a=1"), 10)
+        assert len(items) == 3 and rv == "42"
+        assert await asyncio.wait_for(srv.api.list("configmap", None, "a=1"), 10) == ([], "")
+    assert srv.targets[1].split("?")[0] == "/api/v1/configmaps"
+
+
+async def test_a_list_that_cannot_be_fetched_is_status_0() -> None:
+    async def reply(w: asyncio.StreamWriter, _n: int) -> None:
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{")  # then closed
+
+    async with RawServer(reply) as srv:
+        with pytest.raises(APIError) as err:
+            await asyncio.wait_for(srv.api.list("configmap", "default", "a=1"), 10)
+    assert err.value.status == 0
+    assert str(err.value).startswith("list configmaps in namespace default: ")
+
+
+async def test_a_watch_that_cannot_connect_is_status_0() -> None:
+    srv = RawServer(lambda w, n: asyncio.sleep(0))
+    async with srv:
+        api = srv.api
+    # The server is closed now: connection refused.
+    with pytest.raises(APIError) as err:
+        await events(api)
+    assert err.value.status == 0
+    assert str(err.value).startswith(
+        "watch configmaps in namespace default: ConnectionRefusedError"
+    )
+
+
+# --- the chunked reader alone -------------------------------------------------------
+
+
+def _reader(data: bytes) -> asyncio.StreamReader:
+    r = asyncio.StreamReader()
+    r.feed_data(data)
+    r.feed_eof()
+    return r
+
+
+async def test_the_chunked_reader_reads_pieces_and_stays_ended() -> None:
+    c = kmod._Chunked(_reader(b"5\r\nhello\r\n2\r\n!!\r\n0\r\n\r\n"))
+    assert [await c.read(3) for _ in range(6)] == [b"hel", b"lo", b"!!", b"", b"", b""]
+
+
+@pytest.mark.parametrize("data", [b"zz\r\n", b"2\r\nabXY0\r\n\r\n"])
+async def test_the_chunked_reader_names_a_malformed_body(data: bytes) -> None:
+    from podkit.httpclient import HTTPClientError
+
+    c = kmod._Chunked(_reader(data))
+    with pytest.raises(HTTPClientError, match=r"^malformed chunked body$"):
+        for _ in range(3):
+            await c.read(10)
