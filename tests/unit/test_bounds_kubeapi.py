@@ -429,9 +429,21 @@ async def test_an_endless_line_fails_the_watch_counted_with_backoff_and_relists(
 
 @pytest.mark.parametrize(
     ("code", "status"),
-    [(503, 503), (100, 100), (599, 599), (99, 0), (600, 0), (12345, 0), (-500, 0), (10**30, 0)],
+    [
+        (503, 503),
+        (100, 100),
+        (599, 599),
+        (99, 0),
+        (600, 0),
+        (12345, 0),
+        (-500, 0),
+        (10**30, 0),
+        ("x", 0),
+        ([1], 0),
+        (None, 0),
+    ],
 )
-def test_an_error_events_code_is_an_http_status_or_0(code: int, status: int) -> None:
+def test_an_error_events_code_is_an_http_status_or_0(code: Any, status: int) -> None:
     """The status labels api_errors_total: a peer's every number must not be a new series."""
     line = json.dumps({"type": "ERROR", "object": {"kind": "Status", "code": code}}).encode()
     with pytest.raises(APIError) as err:
@@ -666,7 +678,7 @@ async def test_a_list_that_cannot_be_fetched_is_status_0() -> None:
         with pytest.raises(APIError) as err:
             await asyncio.wait_for(srv.api.list("configmap", "default", "a=1"), 10)
     assert err.value.status == 0
-    assert str(err.value).startswith("list configmaps in namespace default: ")
+    assert str(err.value).startswith("list configmaps in namespace default: IncompleteReadError")
 
 
 async def test_a_watch_that_cannot_connect_is_status_0() -> None:
@@ -705,3 +717,38 @@ async def test_the_chunked_reader_names_a_malformed_body(data: bytes) -> None:
     with pytest.raises(HTTPClientError, match=r"^malformed chunked body$"):
         for _ in range(3):
             await c.read(10)
+
+
+@pytest.mark.parametrize("before_head", [True, False])
+async def test_a_server_that_stalls_is_an_idle_timeout(before_head: bool) -> None:
+    """Not even a head (or, after it, not a byte): TimeoutError, which kubefiles relists on."""
+    release = asyncio.Event()
+
+    async def reply(w: asyncio.StreamWriter, _n: int) -> None:
+        if not before_head:
+            w.write(CHUNKED_HEAD)
+        await asyncio.wait_for(release.wait(), 10)
+
+    async with RawServer(reply) as srv:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            # The outer deadline, if reached, is a TimeoutError raised past
+            # pytest.raises (it cancels inside it): the test fails.
+            async with asyncio.timeout(5):
+                with pytest.raises(TimeoutError):
+                    await events(srv.api, idle=0.3)
+        finally:
+            release.set()
+        assert loop.time() - start < 3
+
+
+async def test_a_body_cut_mid_chunk_names_the_failure() -> None:
+    async def reply(w: asyncio.StreamWriter, _n: int) -> None:
+        w.write(CHUNKED_HEAD + b"10\r\nabc")  # then closed
+
+    async with RawServer(reply) as srv:
+        with pytest.raises(APIError) as err:
+            await events(srv.api)
+    assert err.value.status == 0
+    assert str(err.value).startswith("watch configmaps in namespace default: IncompleteReadError: ")
