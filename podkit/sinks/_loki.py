@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,6 +24,13 @@ _NOT_IN_LINE = ("time", "labels", "pod_labels", "pod_annotations")
 #: Default of `--loki-max-streams`: distinct label sets before labels from
 #: fields are refused (Loki's own default per-tenant limit is 5,000 streams).
 LOKI_MAX_STREAMS = 1000
+#: A label set not sent for this long (seconds) no longer counts against
+#: `max_streams`: Loki's ingester flushes a stream's chunk after
+#: `chunk_idle_period` (30m by default) of silence and then drops the stream
+#: from memory, so it no longer counts against Loki's own stream limit either.
+#: Without it a node agent that sees pods come and go would overflow for good
+#: once `max_streams` label sets had ever existed.
+LOKI_STREAM_IDLE = 30 * 60.0
 _LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -61,7 +71,9 @@ class LokiSink(_HTTPSink):
     were sent, a record that would open a new one is sent without its field
     labels (their values become structured metadata instead), counted as a
     `loki_label_overflow` event and logged: a runaway label (a request id in
-    `--loki-label-keys`) cannot make Loki refuse every push.
+    `--loki-label-keys`) cannot make Loki refuse every push. A label set not
+    sent for `stream_idle` seconds (default `LOKI_STREAM_IDLE`, Loki's
+    `chunk_idle_period`) is forgotten and frees its place.
     """
 
     schemes = ("loki+http", "loki+https")
@@ -75,7 +87,14 @@ class LokiSink(_HTTPSink):
         self.max_streams = int(options.pop("max_streams", LOKI_MAX_STREAMS))
         if self.max_streams <= 0:
             raise UsageError("--loki-max-streams: must be positive")
-        self._streams_seen: set[tuple[tuple[str, str], ...]] = set()
+        self.stream_idle = float(options.pop("stream_idle", LOKI_STREAM_IDLE))
+        if not self.stream_idle > 0:  # also refuses NaN
+            raise UsageError("loki stream_idle: must be positive")
+        #: Label set -> when it was last sent, least recently sent first.
+        self._streams_seen: OrderedDict[tuple[tuple[str, str], ...], float] = OrderedDict()
+        #: Monotonic seconds; a test gives a fake clock.
+        self._clock: Callable[[], float] = time.monotonic
+        self._now = 0.0
         self.label_overflow = 0
         parts = urlsplit(self.target)
         path = parts.path if parts.path not in ("", "/") else "/loki/api/v1/push"
@@ -96,7 +115,10 @@ class LokiSink(_HTTPSink):
                 meta[loki_label_name(key)] = _scalar(v)
         if labels:
             seen = tuple(sorted(labels.items()))
-            if seen not in self._streams_seen:
+            if seen in self._streams_seen:
+                self._streams_seen[seen] = self._now
+                self._streams_seen.move_to_end(seen)
+            else:
                 if len(self._streams_seen) >= self.max_streams:
                     self.label_overflow += 1
                     self._event("loki_label_overflow", 1, "max_streams")
@@ -109,12 +131,24 @@ class LokiSink(_HTTPSink):
                         labels=sorted(labels),
                     )
                     return {}, {**labels, **meta}
-                self._streams_seen.add(seen)
+                self._streams_seen[seen] = self._now
         return labels, meta
+
+    def _forget_idle(self) -> None:
+        """Drop the label sets not sent for `stream_idle`: oldest first, so O(forgotten)."""
+        self._now = now = self._clock()
+        seen = self._streams_seen
+        while seen:
+            _key, last = next(iter(seen.items()))
+            if now - last < self.stream_idle:
+                break
+            seen.popitem(last=False)
 
     def encode(self, batch: Batch) -> bytes:
         streams: dict[tuple[tuple[str, str], ...], list[list[Any]]] = {}
         dynamic = bool(self.label_keys or self.metadata_keys)
+        if self.label_keys:
+            self._forget_idle()
         for rec in batch.records():
             labels = {**self.static_labels}
             lab = rec.get("labels")
@@ -149,5 +183,6 @@ class LokiSink(_HTTPSink):
     def status(self) -> dict[str, Any]:
         out = super().status()
         if self.label_keys:
+            self._forget_idle()
             out.update(streams=len(self._streams_seen), label_overflow=self.label_overflow)
         return out

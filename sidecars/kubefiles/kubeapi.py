@@ -22,15 +22,30 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from podkit import SecretFile, UsageError
+from podkit._http1 import parse_chunk_size
 from podkit.http import bearer_token_problem, ssl_context
 from podkit.httpclient import HTTPClientError, fetch, host_header, read_body_of, read_head
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-#: A watch line holds one whole object; a Secret or ConfigMap is at most
-#: 1 MiB, JSON escaping may double it.
+#: A watch event line holds one whole object. etcd refuses a request over
+#: 1.5 MiB (its default --max-request-bytes), so no stored object is larger;
+#: as JSON its base64 data grows by 4/3 (2 MiB) and escaped text a little
+#: more. A longer line is a failed watch (counted, relisted after a backoff),
+#: never an unbounded buffer: the list still brings the object.
 MAX_LINE = 4 << 20
+#: How much of a watch body is read at once, whatever a chunk's size says:
+#: the event buffer grows by at most this past MAX_LINE.
+READ_SIZE = 1 << 16
+#: The reader's own limit: response head and chunk-size lines, never events.
+HEAD_LIMIT = 64 << 10
 #: A list page of 500 objects; a bigger one is refused rather than truncated.
 MAX_PAGE = 256 << 20
+#: All pages of one list together: pagination must not be a way around
+#: MAX_PAGE (every object is held until the list ends).
+MAX_LIST = MAX_PAGE
+#: Pages of one list: 5 million objects at 500 a page. A server that hands out
+#: continue tokens without end (or repeats one) cannot keep a list going forever.
+MAX_LIST_PAGES = 10_000
 
 PLURAL = {"configmap": "configmaps", "secret": "secrets"}
 
@@ -240,10 +255,13 @@ class KubeAPI:
         url = self.creds.server + collection_path(resource, namespace)
         items: list[dict[str, Any]] = []
         cont = ""
-        while True:
+        seen: set[str] = set()  # continue tokens already followed
+        total = 0
+        for _page in range(MAX_LIST_PAGES):
             q = {"labelSelector": selector, "limit": str(page)}
             if cont:
                 q["continue"] = cont
+            budget = min(MAX_PAGE, MAX_LIST - total)
             try:
                 res = await fetch(
                     "GET",
@@ -251,14 +269,17 @@ class KubeAPI:
                     headers=self._headers(),
                     timeout=self.request_timeout,
                     ssl_ctx=self._ssl,
-                    max_body=MAX_PAGE + 1,
+                    max_body=budget + 1,
                 )
             except (OSError, HTTPClientError, asyncio.IncompleteReadError) as exc:
                 raise APIError(0, f"list {what}: {type(exc).__name__}: {exc}") from None
             if res.status != 200:
                 raise self._error(res.status, res.body, "list", what)
-            if len(res.body) > MAX_PAGE:
-                raise APIError(0, f"list {what}: a page over {MAX_PAGE} bytes")
+            if len(res.body) > budget:
+                if budget == MAX_PAGE:
+                    raise APIError(0, f"list {what}: a page over {MAX_PAGE} bytes")
+                raise APIError(0, f"list {what}: pages over {MAX_LIST} bytes in all")
+            total += len(res.body)
             try:
                 body = json.loads(res.body)
             except (ValueError, RecursionError) as exc:  # nested past the recursion limit
@@ -269,9 +290,13 @@ class KubeAPI:
             if not isinstance(page_items, list) or not isinstance(meta, dict):
                 raise APIError(0, f"list {what}: not a list of objects")
             items.extend(x for x in page_items if isinstance(x, dict))
-            cont = meta.get("continue") or ""
+            cont = str(meta.get("continue") or "")
             if not cont:
                 return items, str(meta.get("resourceVersion") or "")
+            if cont in seen:
+                raise APIError(0, f"list {what}: the server repeated a continue token")
+            seen.add(cont)
+        raise APIError(0, f"list {what}: more than {MAX_LIST_PAGES} pages")
 
     async def watch(
         self,
@@ -308,7 +333,7 @@ class KubeAPI:
         try:
             async with asyncio.timeout(idle_timeout):
                 reader, writer = await asyncio.open_connection(
-                    host, port, ssl=self._ssl, limit=MAX_LINE
+                    host, port, ssl=self._ssl, limit=HEAD_LIMIT
                 )
         except TimeoutError:
             raise
@@ -324,17 +349,26 @@ class KubeAPI:
                     body = await read_body_of(reader, status, headers, 64 * 1024)
                 raise self._error(status, body, "watch", what)
             chunked = "chunked" in ",".join(headers.get("transfer-encoding", [])).lower()
-            buf = b""
+            body_reader = _Chunked(reader) if chunked else reader
+            buf = bytearray()
             while True:
                 async with asyncio.timeout(idle_timeout):
-                    chunk = await (_next_chunk(reader) if chunked else reader.read(1 << 16))
+                    chunk = await body_reader.read(READ_SIZE)
                 if not chunk:
                     return
+                # Only the new bytes are searched (.find, not `in`: no int
+                # conversion tried first, and a start offset).
+                scan = len(buf)
                 buf += chunk
-                while b"\n" in buf:
-                    line, _, buf = buf.partition(b"\n")
+                start = 0
+                while (nl := buf.find(b"\n", scan)) >= 0:
+                    if nl - start > MAX_LINE:
+                        raise APIError(0, f"watch {what}: an event line over {MAX_LINE} bytes")
+                    line = bytes(buf[start:nl])
+                    start = scan = nl + 1
                     if line.strip():
                         yield _event(line, what)
+                del buf[:start]
                 if len(buf) > MAX_LINE:
                     raise APIError(0, f"watch {what}: an event line over {MAX_LINE} bytes")
         except TimeoutError:
@@ -343,7 +377,7 @@ class KubeAPI:
             OSError,
             HTTPClientError,
             asyncio.IncompleteReadError,
-            asyncio.LimitOverrunError,  # a chunk-size line longer than MAX_LINE
+            asyncio.LimitOverrunError,  # a chunk-size line longer than HEAD_LIMIT
             ValueError,
         ) as exc:
             raise APIError(0, f"watch {what}: {type(exc).__name__}: {exc}") from None
@@ -351,18 +385,35 @@ class KubeAPI:
             writer.close()
 
 
-async def _next_chunk(reader: asyncio.StreamReader) -> bytes:
-    """One chunk of a chunked body; b"" at its end."""
-    size_line = await reader.readuntil(b"\r\n")
-    try:
-        size = int(size_line.split(b";", 1)[0].strip(), 16)
-    except ValueError:
-        raise HTTPClientError("malformed chunked body") from None
-    if size == 0:
-        return b""
-    data = await reader.readexactly(size)
-    await reader.readexactly(2)
-    return data
+class _Chunked:
+    """A chunked body read in pieces of at most `n` bytes, however big a chunk says it is.
+
+    `readexactly(size)` of a whole chunk would buffer all of it: a peer that
+    announces a chunk of terabytes and sends no newline must not grow memory.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.reader = reader
+        self.left = 0  # bytes of the current chunk not read yet
+        self.done = False
+
+    async def read(self, n: int) -> bytes:
+        """Up to `n` bytes of the body; b"" at its end."""
+        if self.done:
+            return b""
+        if not self.left:
+            try:  # hex digits only: int(x, 16) would take "-1", "0x1", "1_0"
+                self.left = parse_chunk_size(await self.reader.readuntil(b"\r\n"))
+            except ValueError:
+                raise HTTPClientError("malformed chunked body") from None
+            if not self.left:
+                self.done = True
+                return b""
+        data = await self.reader.readexactly(min(n, self.left))
+        self.left -= len(data)
+        if not self.left and await self.reader.readexactly(2) != b"\r\n":
+            raise HTTPClientError("malformed chunked body")
+        return data
 
 
 def _event(line: bytes, what: str) -> tuple[str, dict[str, Any]]:
@@ -380,6 +431,10 @@ def _event(line: bytes, what: str) -> tuple[str, dict[str, Any]]:
         try:
             status = int(code or 0)
         except (TypeError, ValueError, OverflowError):  # a list, a mapping, 1e999
+            status = 0
+        if not 100 <= status <= 599:
+            # The status becomes a label of api_errors_total: any other number
+            # a peer sends would be one more time series, without end.
             status = 0
         raise APIError(status, f"watch {what}: {obj.get('message') or obj}")
     return kind, obj
