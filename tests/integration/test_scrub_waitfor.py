@@ -1,0 +1,53 @@
+"""waitfor's --http-request-header values never reach its stderr, even when an error quotes them.
+
+The option is secret (hidden from the settings logged at start), but its values
+were not registered for scrubbing: a target whose JSON answer echoes the key
+(`{"error": "invalid api key <key>"}`) under a condition like `$.error == null`
+had waitfor write the key in every "waiting" line and in the final "not ready".
+"""
+
+from __future__ import annotations
+
+import json
+from http.server import BaseHTTPRequestHandler
+
+import pytest
+
+from tests.helpers import run_program
+from tests.unit.test_scrub_gitsync_auth import Answering
+
+
+def _echoing(header: str, strip: str = "") -> Answering:
+    def answer(h: BaseHTTPRequestHandler) -> tuple[int, bytes]:
+        got = h.headers.get(header, "").removeprefix(strip)
+        return 200, json.dumps({"status": "DOWN", "error": f"invalid api key {got}"}).encode()
+
+    return Answering(answer)
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "echoed", "strip"),
+    [
+        ("X-Api-Key", "K3y-0f-the-ApI-7781", "K3y-0f-the-ApI-7781", ""),
+        # the server quotes only the token, not the scheme before it
+        ("Authorization", "Bearer t0ken-Only-Quoted-5520", "t0ken-Only-Quoted-5520", "Bearer "),
+    ],
+)
+def test_a_request_header_quoted_by_the_target_is_not_written(
+    header: str, value: str, echoed: str, strip: str
+) -> None:
+    with _echoing(header, strip) as srv:
+        p = run_program(
+            "waitfor",
+            [
+                "--timeout", "500ms",
+                "--http-request-header", f"{header}: {value}",
+                "--http-json", "$.error == null",
+                f"http://127.0.0.1:{srv.port}/health",
+            ],
+        )  # fmt: skip
+    stderr = p.stderr.decode()
+    assert p.returncode == 124, stderr  # timed out: the target never got ready
+    # the error was written, with the key replaced
+    assert 'does not hold (found \\"invalid api key ***\\")' in stderr, stderr
+    assert echoed not in stderr
