@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from podkit import SecretFile, UsageError
+from podkit import SecretFile, UsageError, register_secret
 from podkit.http import bearer_token_problem, ssl_context
 from podkit.httpclient import HTTPClientError, fetch, host_header, read_body_of, read_head
 
@@ -168,6 +168,8 @@ def from_kubeconfig(path: str, context: str | None = None) -> Credentials:
         creds.token_file = rel(user["tokenFile"])
     elif user.get("token"):
         creds.token = str(user["token"])
+        # a tokenFile's content is registered as it is read; an inline one here
+        register_secret(creds.token)
     if user.get("client-certificate-data") and user.get("client-key-data"):
         creds.cert_data = (b64(user["client-certificate-data"]), b64(user["client-key-data"]))
     elif user.get("client-certificate") and user.get("client-key"):
