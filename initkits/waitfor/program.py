@@ -219,7 +219,15 @@ podkit waitfor k8s://job/migrate?condition=Complete --timeout 10m
         from podkit.http import parse_header
 
         for item in self.http_request_header:
-            name, value = parse_header(item, "--http-request-header")
+            try:
+                name, value = parse_header(item, "--http-request-header")
+            except UsageError:
+                # parse_header quotes the item: `Authorization Bearer <token>` without
+                # its colon would be printed whole
+                raise UsageError(
+                    "--http-request-header: expected 'Name: value' (not shown: the option "
+                    "is secret)"
+                ) from None
             # The option is secret (an API key, `Bearer <token>`): hidden from the settings
             # logged at start, and scrubbed from every line, as is the credential of a
             # `Scheme credential` value alone (an error may quote just the token).
