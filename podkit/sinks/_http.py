@@ -3,12 +3,15 @@ the plain NDJSON-over-HTTP sink."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 import ssl
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 from ..http import AuthOptions, TLSClientOptions, client_session, parse_headers, ssl_context
 from ..options import UsageError
+from ..secrets import register_secret
 from ._base import (
     _SPLIT_STATUSES,
     Outcome,
@@ -39,6 +42,25 @@ def _header_file_items(items: list[str] | tuple[str, ...] | dict[str, str]) -> l
     if isinstance(items, dict):
         return [f"{k}={v}" for k, v in items.items()]
     return list(items)
+
+
+def _register_url_credentials(url: str) -> None:
+    """aiohttp sends a URL's user:password@ as basic auth: the password (as written and
+    decoded) and the header value it makes are scrubbed, as a --password-file's are."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return
+    if not password:
+        return
+    user, plain = unquote(parts.username or ""), unquote(password)
+    register_secret(password)
+    register_secret(plain)
+    try:  # aiohttp's BasicAuth encodes latin-1
+        register_secret(base64.b64encode(f"{user}:{plain}".encode("latin-1")).decode())
+    except UnicodeEncodeError:
+        pass
 
 
 class _HTTPSink(Sink):
@@ -107,6 +129,7 @@ class _HTTPSink(Sink):
         if base not in ("http", "https"):
             raise UsageError(f"--sink {self.safe_url}: expected http or https after '+'")
         self.target = f"{base}://{rest}"
+        _register_url_credentials(self.target)
         if self.tls.cert_file and base != "https":
             raise UsageError(f"--client-cert-file: only for https sinks, not {self.safe_url}")
         self._configure_target(options)
