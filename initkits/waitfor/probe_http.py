@@ -12,7 +12,7 @@ import base64
 import json
 from urllib.parse import SplitResult, urljoin, urlsplit
 
-from podkit import __version__
+from podkit import __version__, register_secret
 from podkit.checks import load_json
 from podkit.httpclient import host_header, read_body_of, read_final_head
 
@@ -39,7 +39,9 @@ class HTTPProbe(Probe):
         self.auth = None
         if self.user is not None:
             creds = f"{self.user}:{self.password or ''}".encode()
-            self.auth = "Basic " + base64.b64encode(creds).decode()
+            encoded = base64.b64encode(creds).decode()
+            register_secret(encoded)  # as secret as the password it encodes
+            self.auth = "Basic " + encoded
 
     async def check(self) -> None:
         scheme, host, port, target = self.scheme, self.host, self.port, self.target

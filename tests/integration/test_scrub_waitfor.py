@@ -8,6 +8,7 @@ had waitfor write the key in every "waiting" line and in the final "not ready".
 
 from __future__ import annotations
 
+import base64
 import json
 from http.server import BaseHTTPRequestHandler
 
@@ -51,3 +52,21 @@ def test_a_request_header_quoted_by_the_target_is_not_written(
     # the error was written, with the key replaced
     assert 'does not hold (found \\"invalid api key ***\\")' in stderr, stderr
     assert echoed not in stderr
+
+
+def test_the_basic_auth_of_a_url_quoted_by_the_target_is_not_written() -> None:
+    """http://user:pw@host/ sends basic auth: the Basic value was not registered."""
+    basic = base64.b64encode(b"alice:Url-pa55w0rd-6021").decode()
+    with _echoing("Authorization") as srv:
+        p = run_program(
+            "waitfor",
+            [
+                "--timeout", "500ms",
+                "--http-json", "$.error == null",
+                f"http://alice:Url-pa55w0rd-6021@127.0.0.1:{srv.port}/health",
+            ],
+        )  # fmt: skip
+    stderr = p.stderr.decode()
+    assert p.returncode == 124, stderr
+    assert 'does not hold (found \\"invalid api key Basic ***\\")' in stderr, stderr
+    assert basic not in stderr and "Url-pa55w0rd-6021" not in stderr
