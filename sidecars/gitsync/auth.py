@@ -250,7 +250,10 @@ class Auth:
         if self.github_app is not None:
             token, new = self.github_app.token()
             if new:
-                register_secret(token, slot="github-app token")  # renewed hourly
+                # renewed hourly; a slot per repository (a `repos:` config has one
+                # Auth each): one shared slot let the others' renewals evict this
+                # repository's token while it was still in use
+                register_secret(token, slot=("github-app token", id(self)))
                 self._github_token = self._write_private("github-token", token + "\n")
             env["PODKIT_GITSYNC_ASKPASS_USER"] = github_app.USERNAME
             env["PODKIT_GITSYNC_ASKPASS_FILE"] = self._github_token
@@ -305,7 +308,8 @@ class Auth:
             err = GitError("--askpass-url: the answer has no password= line")
             err.remote = True
             raise err
-        register_secret(password, slot=("askpass", self.askpass_url))
+        # per repository too: several may ask the same URL
+        register_secret(password, slot=("askpass", self.askpass_url, id(self)))
         return user, self._write_private("askpass-url-password", password + "\n")
 
     def _ssh_key(self, path: str, i: int) -> str:

@@ -119,9 +119,10 @@ class GitHubApp:
         url = f"{self.base_url.rstrip('/')}/app/installations/{self.installation_id}/access_tokens"
         # The app's JWT is a bearer credential for nine minutes (it mints installation
         # tokens of any repository the app is installed on): scrubbed like them, one
-        # slot so that a day of hourly mints keeps the latest two.
+        # slot per GitHubApp (one per repository) so that a day of hourly mints keeps
+        # the latest two.
         app_jwt = jwt(self.issuer, self._key, now)
-        register_secret(app_jwt, slot=("github-app jwt", self.key_file))
+        register_secret(app_jwt, slot=("github-app jwt", self.key_file, id(self)))
         req = urllib.request.Request(
             url,
             method="POST",

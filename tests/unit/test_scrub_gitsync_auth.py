@@ -1,8 +1,9 @@
 """gitsync's renewed credentials are scrubbed, and only the latest two of each are held.
 
-The GitHub App installation token (slot "github-app token", renewed hourly), the
-app's JWT that mints it (slot ("github-app jwt", key file)), and the password an
---askpass-url answers (slot ("askpass", url), asked before every sync) each
+The GitHub App installation token (slot ("github-app token", the Auth), renewed
+hourly), the app's JWT that mints it (slot ("github-app jwt", key file, the
+GitHubApp)), and the password an --askpass-url answers (slot ("askpass", url,
+the Auth), asked before every sync) each
 register under a slot: after two renewals the value of two renewals ago is no
 longer held (a week of hourly tokens would otherwise make every log line scan
 them all), while the current one and the one it replaced (a request in flight
@@ -135,11 +136,11 @@ def test_github_app_token_and_jwt_renewed_twice_hold_the_latest_two(
             assert Path(env["PODKIT_GITSYNC_ASKPASS_FILE"]).read_text() == gh.tokens[-1] + "\n"
     assert len(set(gh.tokens)) == len(set(gh.jwts)) == 3
     t0, t1, t2 = gh.tokens
-    assert secrets._slots["github-app token"] == (t2, t1)
+    assert secrets._slots[("github-app token", id(a))] == (t2, t1)
     assert t0 not in secrets._values
     assert secrets.scrub(f"{t0} {t1} {t2}") == f"{t0} *** ***"
     j0, j1, j2 = gh.jwts
-    assert secrets._slots[("github-app jwt", str(key))] == (j2, j1)
+    assert secrets._slots[("github-app jwt", str(key), id(app))] == (j2, j1)
     assert j0 not in secrets._values
     assert secrets.scrub(f"{j0} {j1} {j2}") == f"{j0} *** ***"
 
@@ -182,6 +183,45 @@ def test_askpass_url_password_renewed_twice_holds_the_latest_two(
             env = a.env()
             assert Path(env["PODKIT_GITSYNC_ASKPASS_FILE"]).read_text() == passwords[-1] + "\n"
     p0, p1, p2 = passwords
-    assert secrets._slots[("askpass", url)] == (p2, p1)
+    assert secrets._slots[("askpass", url, id(a))] == (p2, p1)
     assert p0 not in secrets._values
     assert secrets.scrub(f"{p0} {p1} {p2}") == f"{p0} *** ***"
+
+
+def test_repositories_with_their_own_app_tokens_do_not_evict_each_other(
+    tmp_path: Path, auth_cleanup: list[Auth], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `repos:` config runs one Auth per repository, each minting its own
+    installation token (and asking --askpass-url) before its syncs: under one
+    shared slot, two other repositories' renewals pushed the first one's
+    current token, still in use, out of the scrubbed values."""
+    key = rsa_pem(tmp_path / "app.pem")
+    gh = FakeGitHub()
+    clock = HourlyClock()
+    monkeypatch.setattr(github_app, "time", clock)
+    passwords: list[str] = []
+
+    def ask(h: BaseHTTPRequestHandler) -> tuple[int, bytes]:
+        passwords.append(f"Askp4ss-per-repo-{len(passwords):03d}")
+        return 200, f"password={passwords[-1]}\n".encode()
+
+    with Answering(gh.answer) as srv, Answering(ask) as creds:
+        url = f"http://127.0.0.1:{creds.port}/creds"
+        by_app, by_url = [], []
+        for name in ("a", "b", "c"):
+            app = GitHubApp(str(key), "12345", "42", base_url=f"http://127.0.0.1:{srv.port}/")
+            by_app.append(Auth(f"https://git.invalid/o/{name}", github_app=app))
+            by_url.append(Auth(f"https://git.invalid/o/{name}", askpass_url=url))
+        for a in by_app + by_url:
+            auth_cleanup.append(a)
+            a.setup()
+        by_app[0].env()
+        by_url[0].env()
+        token_a, password_a = gh.tokens[-1], passwords[-1]
+        for a in by_app[1:] + by_url[1:]:  # the other repositories sync, twice each
+            for _ in range(2):
+                clock.now += 3600
+                a.env()
+    assert len(set(gh.tokens)) == len(set(passwords)) == 5
+    # repository a's token and password are still the ones it uses: still scrubbed
+    assert secrets.scrub(f"{token_a} {password_a}") == "*** ***"
