@@ -222,7 +222,9 @@ class OAuth2Client:
             if self.token is None:
                 self.on_change()  # requests are refused with this reason now
             return False
-        register_secret(token, slot=("oauth2 token", self.url, self.client_id))
+        # A slot per client: listeners sharing a token URL and client id each fetch
+        # their own token, and one slot let the others' renewals evict this one's.
+        register_secret(token, slot=("oauth2 token", self.url, self.client_id, id(self)))
         self.token = token
         self.error = ""
         if lifetime is None:

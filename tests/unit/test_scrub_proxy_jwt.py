@@ -140,3 +140,36 @@ async def test_private_key_jwt_assertions_are_scrubbed_per_client(tmp_path: Path
     assert c.key is not None and c.key.slot[0] == "oauth2 client assertion"
     assert secrets._slots[c.key.slot] == (sent[2], sent[1])
     assert secrets.scrub(" ".join(sent)) == f"{sent[0]} *** ***"
+
+
+async def test_listeners_with_one_oauth2_client_do_not_evict_each_others_token(
+    tmp_path: Path,
+) -> None:
+    """--config listeners that share a token URL and client id each fetch their own
+    token: under one slot, two others' renewals pushed the first one's current
+    token, still sent on every request, out of the scrubbed values."""
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    s = _cfg(
+        "--oauth2-token-url",
+        "http://127.0.0.1:1/token",
+        "--oauth2-client-id",
+        "cid",
+        "--oauth2-client-secret-file",
+        str(secret),
+    )
+    issued = iter(f"Shared-client-tok-{i:03d}" for i in range(100))
+
+    async def request() -> tuple[str, float | None]:
+        return next(issued), 3600.0
+
+    clients = [OAuth2Client(s, lambda: None, rng=random.Random(1)) for _ in range(3)]
+    for c in clients:
+        c._request = request  # type: ignore[method-assign]
+    assert await clients[0].refresh(1.0)
+    first = clients[0].token
+    for c in clients[1:]:
+        for _ in range(2):
+            assert await c.refresh(1.0)
+    assert first is not None and clients[0].token == first
+    assert secrets.scrub(first) == "***"
