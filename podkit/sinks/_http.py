@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..http import AuthOptions, TLSClientOptions, client_session, parse_headers, ssl_context
 from ..options import UsageError
-from ..secrets import register_secret
+from ..secrets import register_secret, scrub
 from ._base import (
     _SPLIT_STATUSES,
     Outcome,
@@ -206,7 +206,9 @@ class _HTTPSink(Sink):
         """The verdict on a whole request from its status code."""
         if 200 <= status < 300:
             return Outcome()
-        text = body[:300].decode("utf-8", "replace").strip()
+        # scrubbed before it is cut: a credential the answer quotes across the cut
+        # would leave its first part, which no registered value matches
+        text = scrub(body[:4096].decode("utf-8", "replace"))[:300].strip()
         reason = f"HTTP {status}" + (f": {text}" if text else "")
         if _retryable_status(status):
             kind = f"http_{status}" if status < 500 else "http_5xx"

@@ -70,3 +70,28 @@ def test_the_basic_auth_of_a_url_quoted_by_the_target_is_not_written() -> None:
     assert p.returncode == 124, stderr
     assert 'does not hold (found \\"invalid api key Basic ***\\")' in stderr, stderr
     assert basic not in stderr and "Url-pa55w0rd-6021" not in stderr
+
+
+def test_a_key_cut_by_the_80_character_excerpt_leaves_no_prefix() -> None:
+    """`found` is cut to 80 characters: cut before it was scrubbed, a key that
+    straddled the cut left its first part unmatched in the log."""
+    key = "Straddled-ApI-k3y-0123456789abcdef"
+
+    def answer(h: BaseHTTPRequestHandler) -> tuple[int, bytes]:
+        got = h.headers.get("X-Api-Key", "")
+        return 200, json.dumps({"error": "e" * 60 + f" key {got} refused"}).encode()
+
+    with Answering(answer) as srv:
+        p = run_program(
+            "waitfor",
+            [
+                "--timeout", "500ms",
+                "--http-request-header", f"X-Api-Key: {key}",
+                "--http-json", "$.error == null",
+                f"http://127.0.0.1:{srv.port}/health",
+            ],
+        )  # fmt: skip
+    stderr = p.stderr.decode()
+    assert p.returncode == 124, stderr
+    assert " key ***" in stderr, stderr
+    assert key[:10] not in stderr

@@ -85,3 +85,24 @@ async def test_a_url_password_and_its_basic_value_are_not_written(
     assert "records refused; dead-lettered" in log
     for secret in (basic, password, "Sink-URL-pa55:w/rd"):
         assert secret not in dead and secret not in log
+
+
+async def test_a_token_cut_by_the_300_character_excerpt_leaves_no_prefix(
+    tmp_path: Path, written: io.StringIO
+) -> None:
+    """The answer is cut to 300 characters before it is scrubbed: a token that
+    straddled the cut left its first part in the log and the dead-letter file,
+    where no registered value matched it any more."""
+    token = "Straddling-T0ken-0123456789abcdefghij"
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        got = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        return web.Response(status=401, text="x" * 280 + f" token {got} refused")
+
+    (tmp_path / "token").write_text(token + "\n")
+    async with AppServer(app_of(answer, "POST")) as site:
+        dead = await _refused(site.url, tmp_path, bearer_token_file=str(tmp_path / "token"))
+    assert json.loads(dead)["error"] == "HTTP 401: " + "x" * 280 + " token *** refused"
+    for text in (dead, written.getvalue()):
+        assert token[:12] not in text
