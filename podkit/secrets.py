@@ -49,8 +49,11 @@ def register_secret(value: str, slot: Hashable | None = None) -> None:
                 return
             _slots[slot] = (value, *(v for v in held if v != value))[:KEEP_PER_SLOT]
         known = _fixed.union(*_slots.values())
-        # Longest first: a secret that begins with a shorter one is replaced whole.
-        _values = tuple(sorted(known, key=lambda v: (-len(v), v)))
+        # Longest first: a secret that begins with a shorter one is replaced whole
+        # (equal lengths in text order: the sort is stable). Two sorts by C keys, not
+        # one by a lambda: a per-request JWT registers on every request, and the
+        # lambda's tuples were most of register_secret's 2.7 us with 12 values held.
+        _values = tuple(sorted(sorted(known), key=len, reverse=True))
 
 
 def scrub(text: str) -> str:

@@ -30,6 +30,14 @@ def test_the_longest_secret_is_replaced_whole_when_a_shorter_one_begins_it() -> 
     assert scrub("x Kp7q-and-more y Kp7q") == "x *** y ***"
 
 
+def test_a_secret_holding_a_shorter_one_inside_is_replaced_whole() -> None:
+    # Longest first by length, not by text: in reverse text order "Zq9w" would go
+    # before "Aa1-Zq9w-tail" and leave "Aa1-***-tail" (two pieces of the secret).
+    register_secret("Zq9w")
+    register_secret("Aa1-Zq9w-tail")
+    assert scrub("x Aa1-Zq9w-tail y Zq9w") == "x *** y ***"
+
+
 def test_redact_url_hides_a_password_holding_at_signs_and_colons() -> None:
     assert redact_url("https://u:p@ss@h/x") == "https://u:***@h/x"
     assert redact_url("https://u:pa:ss@h:8443/") == "https://u:***@h:8443/"
