@@ -9,6 +9,7 @@ apply to every record they write.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Hashable
 from urllib.parse import urlsplit, urlunsplit
@@ -67,6 +68,31 @@ def scrub(text: str) -> str:
     return text
 
 
+# A query parameter named like these (any case) carries a credential: `?dd-api-key=`,
+# `?access_token=`, `?sig=` (Azure SAS), `?apikey=`. Not a bare `key`: waitfor's
+# redis://...?key= names a Redis key, and the display is its metrics label.
+_CREDENTIAL_PARAM = re.compile(
+    r"token|secret|passw|pwd|signature|credential|(api|access|private|account)[-_]?key"
+    r"|^(sig|auth|authorization)$",
+    re.I,
+)
+_QUERY_ITEM = re.compile(r"(?:^|(?<=&))([^&=]*)=([^&]*)")
+
+
+def _is_credential(name: str, value: str) -> bool:
+    # `password_file=` names where the secret is, not the secret
+    return bool(value and _CREDENTIAL_PARAM.search(name) and not name.lower().endswith("file"))
+
+
+def credential_params(query: str) -> list[tuple[str, str]]:
+    """(name, raw value) of each query parameter that carries a credential."""
+    return [
+        (m.group(1), m.group(2))
+        for m in _QUERY_ITEM.finditer(query)
+        if _is_credential(m.group(1), m.group(2))
+    ]
+
+
 def redact_url(url: str) -> str:
     """The URL with its password (and any token-like query value) replaced by ***."""
     try:
@@ -78,7 +104,12 @@ def redact_url(url: str) -> str:
         userinfo, _, hostport = netloc.rpartition("@")
         user = userinfo.split(":", 1)[0]
         netloc = f"{user}:{REDACTED}@{hostport}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    # the other query parameters stay as written, byte for byte
+    query = _QUERY_ITEM.sub(
+        lambda m: f"{m.group(1)}={REDACTED}" if _is_credential(m.group(1), m.group(2)) else m[0],
+        parts.query,
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 class SecretFile:

@@ -7,11 +7,11 @@ import base64
 import gzip
 import ssl
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 from ..http import AuthOptions, TLSClientOptions, client_session, parse_headers, ssl_context
 from ..options import UsageError
-from ..secrets import register_secret, scrub
+from ..secrets import credential_params, register_secret, scrub
 from ._base import (
     _SPLIT_STATUSES,
     Outcome,
@@ -46,12 +46,17 @@ def _header_file_items(items: list[str] | tuple[str, ...] | dict[str, str]) -> l
 
 def _register_url_credentials(url: str) -> None:
     """aiohttp sends a URL's user:password@ as basic auth: the password (as written and
-    decoded) and the header value it makes are scrubbed, as a --password-file's are."""
+    decoded) and the header value it makes are scrubbed, as a --password-file's are;
+    and so is a credential in the query (`?dd-api-key=`), which aiohttp's errors quote
+    with the URL."""
     try:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:
         return
+    for _, value in credential_params(parts.query):
+        register_secret(value)
+        register_secret(unquote_plus(value))
     if not password:
         return
     user, plain = unquote(parts.username or ""), unquote(password)

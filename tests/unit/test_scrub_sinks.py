@@ -106,3 +106,30 @@ async def test_a_token_cut_by_the_300_character_excerpt_leaves_no_prefix(
     assert json.loads(dead)["error"] == "HTTP 401: " + "x" * 280 + " token *** refused"
     for text in (dead, written.getvalue()):
         assert token[:12] not in text
+
+
+async def test_an_api_key_in_the_sink_url_query_is_not_written(
+    tmp_path: Path, written: io.StringIO
+) -> None:
+    """Datadog's intake takes its key as `?dd-api-key=`: redact_url promised to hide
+    token-like query values but did not, so the key was in every line naming the
+    sink (and in the dead-letter file); and aiohttp's errors quote the URL whole."""
+    key = "DdApiKey0123456789abcdef"
+    hops = 0
+
+    async def answer(request: web.Request) -> web.Response:
+        nonlocal hops
+        await request.read()
+        hops += 1
+        if hops <= 11:  # one send: aiohttp follows 10 redirects, then gives up
+            raise web.HTTPTemporaryRedirect(location=str(request.rel_url))
+        return web.Response(status=403, text="forbidden")
+
+    async with AppServer(app_of(answer, "POST")) as site:
+        sink_url = f"{site.url}/api/v2/logs?dd-api-key={key}&ddsource=podkit"
+        dead = await _refused(sink_url, tmp_path, retry_max_backoff=0.01)
+    log = written.getvalue()
+    assert "TooManyRedirects" in log  # the error that quotes the URL was written
+    assert "dd-api-key=***&ddsource=podkit" in log
+    assert json.loads(dead)["sink"].endswith("/api/v2/logs?dd-api-key=***&ddsource=podkit")
+    assert key not in log and key not in dead
