@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from podkit import SecretFile, UsageError, register_secret
+from podkit import SecretFile, UsageError
 from podkit.http import bearer_token_problem, ssl_context
 from podkit.httpclient import HTTPClientError, fetch, host_header, read_body_of, read_head
+from podkit.secrets import register_secret
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 #: A watch line holds one whole object; a Secret or ConfigMap is at most
