@@ -165,7 +165,9 @@ def _header_line(text: str) -> str:
     try:
         parse_header(text)
     except UsageError:
-        raise ValueError(f"expected 'Name: value', got {text!r}") from None
+        # not quoted: --webhook-header is secret, and `Authorization Bearer <token>`
+        # without its colon would be printed whole
+        raise ValueError("expected 'Name: value' (not shown: the option is secret)") from None
     return text
 
 

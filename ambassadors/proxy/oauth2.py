@@ -92,7 +92,8 @@ class OAuth2Client:
         self.key: SigningKey | None = None
         if opts.oauth2_client_auth == "private_key_jwt":
             assert opts.oauth2_private_key_file
-            self.key = SigningKey(opts.oauth2_private_key_file)
+            # its client assertions are scrubbed from logs under their own slot
+            self.key = SigningKey(opts.oauth2_private_key_file, purpose="oauth2 client assertion")
         self.ssl_ctx: ssl.SSLContext | None = None
         self.token: str | None = None
         self.expires_at = 0.0  # loop time; inf when the endpoint named no lifetime
@@ -221,7 +222,9 @@ class OAuth2Client:
             if self.token is None:
                 self.on_change()  # requests are refused with this reason now
             return False
-        register_secret(token, slot=("oauth2 token", self.url, self.client_id))
+        # A slot per client: listeners sharing a token URL and client id each fetch
+        # their own token, and one slot let the others' renewals evict this one's.
+        register_secret(token, slot=("oauth2 token", self.url, self.client_id, id(self)))
         self.token = token
         self.error = ""
         if lifetime is None:

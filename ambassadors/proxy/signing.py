@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from podkit.fsutil import file_sig
+from podkit.secrets import register_secret
 
 log = logging.getLogger("podkit.proxy")
 
@@ -44,9 +45,15 @@ def algorithm_for(key: Any) -> str:
 class SigningKey:
     """A private key file, re-read when it changes, and the algorithm it signs with."""
 
-    def __init__(self, path: str, algorithm: str | None = None) -> None:
+    def __init__(self, path: str, algorithm: str | None = None, purpose: str = "jwt") -> None:
         self.path = path
         self.wanted = algorithm
+        # Every JWT signed here is a bearer credential until it expires, so it is
+        # scrubbed from logs. One slot per key object: a per-request minter keeps its
+        # latest two, not one per request, and two listeners signing with the same
+        # file (or a --jwt-* key that is also an --oauth2-private-key-file) do not
+        # push each other's current token out.
+        self.slot = (purpose, path, id(self))
         self.key: Any = None
         self.algorithm = ""
         self._sig: tuple[int, int, int, int] | None = None
@@ -89,4 +96,5 @@ class SigningKey:
                 )
         headers = {"kid": kid} if kid else None
         token = jwt.encode(claims, self.key, algorithm=self.algorithm, headers=headers)
+        register_secret(token, slot=self.slot)
         return token

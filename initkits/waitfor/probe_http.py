@@ -12,7 +12,7 @@ import base64
 import json
 from urllib.parse import SplitResult, urljoin, urlsplit
 
-from podkit import __version__
+from podkit import __version__, register_secret, scrub
 from podkit.checks import load_json
 from podkit.httpclient import host_header, read_body_of, read_final_head
 
@@ -39,7 +39,9 @@ class HTTPProbe(Probe):
         self.auth = None
         if self.user is not None:
             creds = f"{self.user}:{self.password or ''}".encode()
-            self.auth = "Basic " + base64.b64encode(creds).decode()
+            encoded = base64.b64encode(creds).decode()
+            register_secret(encoded)  # as secret as the password it encodes
+            self.auth = "Basic " + encoded
 
     async def check(self) -> None:
         scheme, host, port, target = self.scheme, self.host, self.port, self.target
@@ -79,7 +81,9 @@ class HTTPProbe(Probe):
             for cond in opts.json:
                 holds, actual = cond.test(doc)
                 if not holds:
-                    found = json.dumps(actual)[:80] if actual is not None else "nothing"
+                    # scrubbed before it is cut: a key quoted across the cut would
+                    # leave its first part, which no registered value matches
+                    found = scrub(json.dumps(actual))[:80] if actual is not None else "nothing"
                     raise NotReady(f"HTTP {status}: {cond.text} does not hold (found {found})")
 
     async def _request(

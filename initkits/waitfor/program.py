@@ -19,7 +19,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from podkit import InitTask, RateLimited, UsageError, format_duration, option, redact_url
+from podkit import (
+    InitTask,
+    RateLimited,
+    UsageError,
+    format_duration,
+    option,
+    redact_url,
+    register_secret,
+)
 from podkit.checks import ConditionError, JSONCondition
 from podkit.http import TLSClientOptions
 from podkit.program import command_problem
@@ -211,7 +219,22 @@ podkit waitfor k8s://job/migrate?condition=Complete --timeout 10m
         from podkit.http import parse_header
 
         for item in self.http_request_header:
-            out.request_headers.append(parse_header(item, "--http-request-header"))
+            try:
+                name, value = parse_header(item, "--http-request-header")
+            except UsageError:
+                # parse_header quotes the item: `Authorization Bearer <token>` without
+                # its colon would be printed whole
+                raise UsageError(
+                    "--http-request-header: expected 'Name: value' (not shown: the option "
+                    "is secret)"
+                ) from None
+            # The option is secret (an API key, `Bearer <token>`): hidden from the settings
+            # logged at start, and scrubbed from every line, as is the credential of a
+            # `Scheme credential` value alone (an error may quote just the token).
+            register_secret(value)
+            if name.lower() in ("authorization", "proxy-authorization"):
+                register_secret(value.partition(" ")[2])
+            out.request_headers.append((name, value))
         return out
 
     # -- the run -------------------------------------------------------------

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from ..logs import RateLimited, rfc3339_ns
 from ..options import UsageError
 from ..retry import Backoff
-from ..secrets import redact_url
+from ..secrets import redact_url, scrub
 from ._appendfile import _AppendFile, _DiskError
 from ._batch import Batch, _dumps, _halves, _subset, as_batch
 
@@ -346,7 +346,9 @@ class Sink:
                         "sink": self.safe_url,
                         "status": status,
                         "reason": refusal_reason(status),
-                        "error": error[:2000],
+                        # the server's answer may quote a credential: scrubbed as
+                        # the log is (the record itself is the app's, sent as it was)
+                        "error": scrub(error)[:2000],
                         "record": rec,
                     }
                 )

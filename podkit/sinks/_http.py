@@ -3,12 +3,15 @@ the plain NDJSON-over-HTTP sink."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 import ssl
 from typing import Any, TypeVar
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 from ..http import AuthOptions, TLSClientOptions, client_session, parse_headers, ssl_context
 from ..options import UsageError
+from ..secrets import credential_params, register_secret, scrub
 from ._base import (
     _SPLIT_STATUSES,
     Outcome,
@@ -39,6 +42,30 @@ def _header_file_items(items: list[str] | tuple[str, ...] | dict[str, str]) -> l
     if isinstance(items, dict):
         return [f"{k}={v}" for k, v in items.items()]
     return list(items)
+
+
+def _register_url_credentials(url: str) -> None:
+    """aiohttp sends a URL's user:password@ as basic auth: the password (as written and
+    decoded) and the header value it makes are scrubbed, as a --password-file's are;
+    and so is a credential in the query (`?dd-api-key=`), which aiohttp's errors quote
+    with the URL."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return
+    for _, value in credential_params(parts.query):
+        register_secret(value)
+        register_secret(unquote_plus(value))
+    if not password:
+        return
+    user, plain = unquote(parts.username or ""), unquote(password)
+    register_secret(password)
+    register_secret(plain)
+    try:  # aiohttp's BasicAuth encodes latin-1
+        register_secret(base64.b64encode(f"{user}:{plain}".encode("latin-1")).decode())
+    except UnicodeEncodeError:
+        pass
 
 
 class _HTTPSink(Sink):
@@ -107,6 +134,7 @@ class _HTTPSink(Sink):
         if base not in ("http", "https"):
             raise UsageError(f"--sink {self.safe_url}: expected http or https after '+'")
         self.target = f"{base}://{rest}"
+        _register_url_credentials(self.target)
         if self.tls.cert_file and base != "https":
             raise UsageError(f"--client-cert-file: only for https sinks, not {self.safe_url}")
         self._configure_target(options)
@@ -183,7 +211,9 @@ class _HTTPSink(Sink):
         """The verdict on a whole request from its status code."""
         if 200 <= status < 300:
             return Outcome()
-        text = body[:300].decode("utf-8", "replace").strip()
+        # scrubbed before it is cut: a credential the answer quotes across the cut
+        # would leave its first part, which no registered value matches
+        text = scrub(body[:4096].decode("utf-8", "replace"))[:300].strip()
         reason = f"HTTP {status}" + (f": {text}" if text else "")
         if _retryable_status(status):
             kind = f"http_{status}" if status < 500 else "http_5xx"

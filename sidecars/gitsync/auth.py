@@ -101,6 +101,20 @@ class Credential:
     password_file: str | None = None
 
 
+def register_url_password(url: str) -> None:
+    """Scrub a URL's password (as written, and decoded) from logs: an error about the
+    URL may quote it (urllib reads `user:password@host` as a host with a bad port)."""
+    if "://" not in url:
+        return
+    try:
+        raw = urlsplit(url).password
+    except ValueError:
+        return
+    if raw:
+        register_secret(raw)
+        register_secret(unquote(raw))
+
+
 def strip_user(url: str) -> str:
     if "://" not in url:
         return url
@@ -179,9 +193,12 @@ class Auth:
             self._url_password_file = self._write_private("password", url_password + "\n")
         if self.password_file:
             self._password = SecretFile(self.password_file)
+        if self.askpass_url:
+            register_url_password(self.askpass_url)
         if self.credentials:
             lines = []
             for i, c in enumerate(self.credentials):
+                register_url_password(c.url)  # errors name the entry by its URL
                 path = c.password_file
                 if c.password is not None:
                     register_secret(c.password)
@@ -233,7 +250,10 @@ class Auth:
         if self.github_app is not None:
             token, new = self.github_app.token()
             if new:
-                register_secret(token, slot="github-app token")  # renewed hourly
+                # renewed hourly; a slot per repository (a `repos:` config has one
+                # Auth each): one shared slot let the others' renewals evict this
+                # repository's token while it was still in use
+                register_secret(token, slot=("github-app token", id(self)))
                 self._github_token = self._write_private("github-token", token + "\n")
             env["PODKIT_GITSYNC_ASKPASS_USER"] = github_app.USERNAME
             env["PODKIT_GITSYNC_ASKPASS_FILE"] = self._github_token
@@ -264,13 +284,16 @@ class Auth:
 
     def _ask_url(self) -> tuple[str | None, str]:
         """(username, password file) from --askpass-url's answer, as git-sync reads it."""
+        import http.client
         import urllib.request
 
         assert self.askpass_url is not None
         try:
             with urllib.request.urlopen(self.askpass_url, timeout=ASKPASS_URL_TIMEOUT) as r:
                 body = r.read(64 * 1024).decode("utf-8", "replace")
-        except (OSError, ValueError) as exc:
+        # http.client's InvalidURL and BadStatusLine are neither OSError nor ValueError:
+        # without them the error did not name --askpass-url
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             err = GitError(f"--askpass-url: {exc}")
             err.remote = True  # nothing local to repair
             raise err from None
@@ -285,7 +308,8 @@ class Auth:
             err = GitError("--askpass-url: the answer has no password= line")
             err.remote = True
             raise err
-        register_secret(password, slot=("askpass", self.askpass_url))
+        # per repository too: several may ask the same URL
+        register_secret(password, slot=("askpass", self.askpass_url, id(self)))
         return user, self._write_private("askpass-url-password", password + "\n")
 
     def _ssh_key(self, path: str, i: int) -> str:

@@ -18,6 +18,8 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from podkit.secrets import register_secret
+
 from .errors import GitError
 
 #: Refresh the installation token this long before GitHub says it expires.
@@ -115,12 +117,18 @@ class GitHubApp:
         except (OSError, ValueError) as exc:
             raise GitError(f"--github-app-private-key-file: {exc}") from None
         url = f"{self.base_url.rstrip('/')}/app/installations/{self.installation_id}/access_tokens"
+        # The app's JWT is a bearer credential for nine minutes (it mints installation
+        # tokens of any repository the app is installed on): scrubbed like them, one
+        # slot per GitHubApp (one per repository) so that a day of hourly mints keeps
+        # the latest two.
+        app_jwt = jwt(self.issuer, self._key, now)
+        register_secret(app_jwt, slot=("github-app jwt", self.key_file, id(self)))
         req = urllib.request.Request(
             url,
             method="POST",
             data=b"",
             headers={
-                "Authorization": f"Bearer {jwt(self.issuer, self._key, now)}",
+                "Authorization": f"Bearer {app_jwt}",
                 "Accept": "application/vnd.github+json",
                 "User-Agent": "podkit-gitsync",
             },

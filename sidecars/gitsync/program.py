@@ -28,7 +28,7 @@ from podkit.admin import Request, Response
 from podkit.aio import wait_or_timeout
 from podkit.hooks import Retrier
 from podkit.logs import rfc3339
-from podkit.secrets import SecretFile
+from podkit.secrets import SecretFile, scrub
 
 from . import auth, compat, repos
 from .auth import Auth
@@ -480,7 +480,8 @@ podkit gitsync --repo https://git.example/x.git --root /git --webhook-url http:/
             record = {
                 "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "msg": "error syncing repo",
-                "error": error,
+                # a file other processes read, like the log: scrubbed as the log is
+                "error": scrub(error),
                 "failCount": self.consecutive_failures,
             }
             write_atomic(path, (json.dumps(record) + "\n").encode())

@@ -25,6 +25,7 @@ from podkit import SecretFile, UsageError
 from podkit._http1 import parse_chunk_size
 from podkit.http import bearer_token_problem, ssl_context
 from podkit.httpclient import HTTPClientError, fetch, host_header, read_body_of, read_head
+from podkit.secrets import register_secret
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 #: A watch event line holds one whole object. etcd refuses a request over
@@ -183,6 +184,8 @@ def from_kubeconfig(path: str, context: str | None = None) -> Credentials:
         creds.token_file = rel(user["tokenFile"])
     elif user.get("token"):
         creds.token = str(user["token"])
+        # a tokenFile's content is registered as it is read; an inline one here
+        register_secret(creds.token)
     if user.get("client-certificate-data") and user.get("client-key-data"):
         creds.cert_data = (b64(user["client-certificate-data"]), b64(user["client-key-data"]))
     elif user.get("client-certificate") and user.get("client-key"):

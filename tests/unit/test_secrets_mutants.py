@@ -12,7 +12,7 @@ import locale
 import os
 from pathlib import Path
 
-from podkit.secrets import SecretFile, redact_url, register_secret, scrub
+from podkit.secrets import SecretFile, credential_params, redact_url, register_secret, scrub
 
 
 def test_a_four_character_secret_is_scrubbed_and_a_three_character_one_is_not() -> None:
@@ -30,9 +30,47 @@ def test_the_longest_secret_is_replaced_whole_when_a_shorter_one_begins_it() -> 
     assert scrub("x Kp7q-and-more y Kp7q") == "x *** y ***"
 
 
+def test_a_secret_holding_a_shorter_one_inside_is_replaced_whole() -> None:
+    # Longest first by length, not by text: in reverse text order "Zq9w" would go
+    # before "Aa1-Zq9w-tail" and leave "Aa1-***-tail" (two pieces of the secret).
+    register_secret("Zq9w")
+    register_secret("Aa1-Zq9w-tail")
+    assert scrub("x Aa1-Zq9w-tail y Zq9w") == "x *** y ***"
+
+
 def test_redact_url_hides_a_password_holding_at_signs_and_colons() -> None:
     assert redact_url("https://u:p@ss@h/x") == "https://u:***@h/x"
     assert redact_url("https://u:pa:ss@h:8443/") == "https://u:***@h:8443/"
+
+
+def test_redact_url_hides_token_like_query_values_and_keeps_the_rest_as_written() -> None:
+    assert (
+        redact_url("https://intake.example/v2/logs?dd-api-key=abc1&ddsource=pod%20kit")
+        == "https://intake.example/v2/logs?dd-api-key=***&ddsource=pod%20kit"
+    )
+    assert (
+        redact_url("https://u:p@h/x?sig=S%2Fg&sv=2020&Access_Token=t&author=bob#f")
+        == "https://u:***@h/x?sig=***&sv=2020&Access_Token=***&author=bob#f"
+    )
+    # names that only look like one: a Redis key's name, where a secret file is,
+    # a parameter without a value, and an empty one
+    for url in (
+        "redis://h:6379/0?key=mykey&value=1",
+        "mysql://h:3306/?password_file=/run/pw",
+        "http://h/x?token",
+        "http://h/x?apikey=&a=1",
+        "http://h/x?a=b=c",
+    ):
+        assert redact_url(url) == url
+    assert redact_url("http://h/?APIKEY=1&client-secret=2&x_pwd=3&auth=4&Signature=5") == (
+        "http://h/?APIKEY=***&client-secret=***&x_pwd=***&auth=***&Signature=***"
+    )
+    assert credential_params("a=1&private_key=k%2B&passwd=p&credentials=c&authorization=z") == [
+        ("private_key", "k%2B"),
+        ("passwd", "p"),
+        ("credentials", "c"),
+        ("authorization", "z"),
+    ]
 
 
 def test_secret_file_keeps_whitespace_when_asked(tmp_path: Path) -> None:
