@@ -19,6 +19,7 @@ import re
 from bisect import bisect_left
 from typing import Any, Final, NamedTuple
 
+from podkit.aio import spawn
 from podkit.httpclient import HTTPClientError, host_header, read_head
 from podkit.logs import where
 from podkit.retry import Backoff
@@ -459,7 +460,7 @@ class ClientConn(Conn):
         self.forwarded = self.xff_line + b"\r\nX-Forwarded-Proto: " + self.lst.scheme + identity
         self.log_tail = f', "client": "{self.peer.decode()}"}}\n'
         self.lst.conns.add(self)
-        self.lst.loop.create_task(self.serve())
+        spawn(self.serve(), self.lst.loop)  # held until it ends: the loop's hold is weak
 
     def data_received(self, data: bytes) -> None:
         if self.state == IDLE:
