@@ -111,7 +111,18 @@ def px(
     port = free_port()
     p = ProgramProcess(
         "proxy",
-        ["--listen", f"127.0.0.1:{port}", "--upstream", up.url, "--retries", "0"],
+        # a short --idle-timeout: an upstream connection made for a client that left
+        # before its request was sent is pooled, and must be gone for the fd count
+        [
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--upstream",
+            up.url,
+            "--retries",
+            "0",
+            "--idle-timeout",
+            "2s",
+        ],
         tmp=tmp_path_factory.mktemp("px"),
         env={"PODKIT_EVENT_LOOP": request.param},
     )
@@ -184,7 +195,8 @@ def switched(p: ProgramProcess) -> float:
 
 
 def settle(p: ProgramProcess, baseline: int) -> None:
-    """Every connection of the tries closed in the proxy (no fd leaked)."""
+    """Every connection of the tries closed in the proxy (no fd leaked; a pooled one
+    within --idle-timeout and the next maintenance turn)."""
     wait_until(lambda: fds(p) <= baseline, 10, what=f"the proxy back to {baseline} fds")
 
 
@@ -321,4 +333,40 @@ def test_upstream_reset_mid_tunnel_while_the_client_writes(
     got_lines = logged(p, "sink", len(paths))
     assert errors(p, since) == []
     assert sorted(r["path"] for r in got_lines) == sorted(paths)
+    tunnel_works(p, up)
+
+
+def test_upstream_half_close_as_the_client_resets(px: ProgramProcess, up: Switching) -> None:
+    """The upstream ends its side (a FIN, passed on as a half-close) as the client
+    resets: asyncio's write_eof() to a client that has just gone raises ENOTCONN."""
+    p = px
+    tunnel_works(p, up)
+    baseline = fds(p)
+    since = len(p.records())
+    before = switched(p)
+    seed = int.from_bytes(os.urandom(4), "big")
+    rnd = random.Random(seed)
+    paths = []
+    for _ in range(TRIES):
+        path = new_path("fin")
+        paths.append(path)
+        wait = rnd.uniform(0, 0.002)
+
+        def fin(c: socket.socket, rest: bytes, wait: float = wait) -> None:
+            c.sendall(SWITCH + b"bye")
+            time.sleep(wait)  # randomised timing, not synchronisation
+            c.shutdown(socket.SHUT_WR)
+            drain(c)
+
+        arrived = up.expect(path, fin)
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=5)  # type: ignore[attr-defined]
+        s.sendall(upgrade(path))
+        assert arrived.wait(5), f"request {path} never reached the upstream (seed {seed})"
+        time.sleep(rnd.uniform(0, 0.002))
+        reset(s)
+    settle(p, baseline)
+    counted = int(switched(p) - before)
+    got = logged(p, "fin", counted)
+    assert errors(p, since) == [], seed
+    assert len({r["path"] for r in got}) == len(got) == counted <= len(paths)
     tunnel_works(p, up)
