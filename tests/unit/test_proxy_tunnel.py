@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from podkit.ambassadors.proxy.httpproxy import ACCESS_LOG, ClientConn, HttpListener
+from podkit.ambassadors.proxy.listener import clock
 from podkit.ambassadors.proxy.settings import Settings
 from podkit.ambassadors.proxy.upstream import UpstreamConn
 
@@ -95,14 +96,17 @@ class Rig:
     """A listener with one pooled upstream connection and one client connection
     whose coroutine runs (connection_made started it)."""
 
-    def __init__(self) -> None:
-        values = {
-            **Settings().values(),
-            "upstream": ["http://127.0.0.1:9"],
-            "listen": "127.0.0.1:0",
-        }
-        self.lst = lst = HttpListener(Settings.build(values, ""))
-        lst.refresh_suffixes()
+    def __init__(self, lst: HttpListener | None = None) -> None:
+        """A new listener, or another client connection on `lst`."""
+        if lst is None:
+            values = {
+                **Settings().values(),
+                "upstream": ["http://127.0.0.1:9"],
+                "listen": "127.0.0.1:0",
+            }
+            lst = HttpListener(Settings.build(values, ""))
+            lst.refresh_suffixes()
+        self.lst = lst
         self.up = up = lst.upstreams[0]
         self.uc = UpstreamConn(up)
         self.ut = UvTransport()
@@ -164,10 +168,13 @@ def test_a_client_reset_as_the_101_arrives_ends_the_exchange_with_its_line() -> 
         assert r.ut.closing, "the upstream side of the tunnel is closed"
         assert r.lst.tunnels == 0 and r.lst.active == 0 and r.up.active == 0
         assert r.up.idle == []  # an upgraded connection never goes back to the pool
+        assert r.up.codes == {101: 1}  # the upstream switched: counted as such
 
     lines, logged = run(main)
     assert logged == []
     assert [(r["path"], r["status"], r["bytes_out"]) for r in lines] == [("/ws", 101, 0)]
+    assert 0 <= lines[0]["duration_seconds"] < DEADLINE
+    assert lines[0]["upstream_seconds"] == 0
 
 
 def test_a_tunnel_passes_bytes_both_ways_until_the_client_resets() -> None:
@@ -207,3 +214,78 @@ def test_an_upstream_reset_mid_tunnel_closes_the_client() -> None:
     lines, logged = run(main)
     assert logged == []
     assert [(r["path"], r["status"]) for r in lines] == [("/ws", 101)]
+
+
+def test_a_101_without_upgrade_is_refused_and_nothing_is_tunnelled() -> None:
+    """A 101 that names no protocol switched to: the proxy cannot know what the
+    bytes after it are, so it answers 502 itself and closes both sides."""
+
+    async def main() -> None:
+        r = Rig()
+        await r.upgraded_request_sent()
+        r.uc.data_received(b"HTTP/1.1 101 Switching Protocols\r\n\r\nraw")
+        await r.ended()  # the connection ends here: no next request is read
+        out = r.ct.out
+        assert out.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), out
+        assert b"\r\nx-podkit-proxy: bad-response\r\n" in out
+        assert b"\r\nConnection: close\r\n" in out
+        assert out.endswith(b"\r\n\r\nunrequested 101 from upstream\n")
+        assert r.ct.closing and r.ut.closing and r.lst.tunnels == 0
+        assert r.up.codes == {502: 1} and r.up.idle == []
+
+    lines, logged = run(main)
+    assert logged == []
+    assert [(r["path"], r["status"], r["proxy_reason"]) for r in lines] == [
+        ("/ws", 502, "bad-response")
+    ]
+
+
+def test_a_tunnel_is_cut_by_the_sweep_once_idle_both_ways() -> None:
+    """--idle-timeout counts from the last byte either way: a WebSocket whose
+    server pushes and whose client never speaks is not idle."""
+
+    async def main() -> None:
+        r = Rig()
+        await r.upgraded_request_sent()
+        r.uc.data_received(SWITCH + b"hi")
+        await until(lambda: r.lst.tunnels == 1, "the tunnel")
+        idle = r.lst.s.idle_timeout
+        start = clock.now
+        try:
+            clock.now = start + idle + 5  # the client silent all along; then
+            r.uc.data_received(b"push")  # the upstream sends
+            r.lst.sweep(clock.now + 1)
+            pumps = (r.cc.req_pump, r.cc.resp_pump)
+            assert all(p is not None and not p.done.done() for p in pumps)
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert not r.task.done() and r.ct.out.endswith(b"push")
+            r.lst.sweep(clock.now + idle + 1)  # now silent both ways
+            await r.ended()
+        finally:
+            clock.now = start
+        assert r.ct.closing and r.ut.closing and r.lst.tunnels == 0
+
+    lines, logged = run(main)
+    assert logged == []
+    assert [r["status"] for r in lines] == [101]
+
+
+def test_tunnels_are_counted_while_open() -> None:
+    async def main() -> None:
+        one = Rig()
+        await one.upgraded_request_sent()  # has taken the pool's one connection
+        two = Rig(one.lst)
+        await two.upgraded_request_sent()
+        one.uc.data_received(SWITCH)
+        two.uc.data_received(SWITCH)
+        await until(lambda: one.lst.tunnels == 2, "two tunnels")
+        one.client_reset()
+        await one.ended()
+        assert one.lst.tunnels == 1
+        two.client_reset()
+        await two.ended()
+        assert one.lst.tunnels == 0
+
+    lines, logged = run(main)
+    assert logged == [] and len(lines) == 2
