@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from podkit.ambassadors.proxy.httpproxy import HttpListener
+from podkit.ambassadors.proxy.listener import clock
 from podkit.ambassadors.proxy.settings import Settings
 
 from podkit.logs import RateLimited
@@ -35,14 +36,17 @@ class Records(logging.Handler):
 
 
 class Faults:
-    """An attribute that raises every time it is read, counting the reads."""
+    """An attribute that raises every time it is read (`exc`, ValueError unless
+    told), counting the reads."""
 
     def __init__(self) -> None:
         self.n = 0
+        self.exc: type[Exception] = ValueError
+        self.text = "broken"
 
     def fail(self) -> Any:
         self.n += 1
-        raise ValueError(f"broken {self.n}")
+        raise self.exc(f"{self.text} {self.n}")
 
 
 class BadConn:
@@ -109,17 +113,48 @@ def test_a_sweeper_failing_every_tick_logs_once_per_interval_and_keeps_sweeping(
         assert not task.done()  # a failed turn does not end the loop
         seen = faults.n
         await until(lambda: faults.n >= seen + 20, "20 more sweeps")
-        assert lst.now > 0  # the clock still advances
+        assert clock.now == lst.now > 0  # the clocks still advance
+        faults.exc, faults.text = KeyError, "x" * 1000  # another fault: its own record
+        seen = faults.n
+        await until(lambda: faults.n >= seen + 20, "20 sweeps failing otherwise")
         await stop(task)
 
     records = run(main)
-    assert faults.n >= 80
-    # 80 failed turns within one interval (10 s): one record, with no traceback
-    assert [(r.levelno, r.getMessage()) for r in records] == [(logging.ERROR, "sweeper failed")]
-    rec = records[0]
-    assert rec.exc_info is None
-    assert rec.error == "ValueError: broken 1"  # type: ignore[attr-defined]
-    assert rec.where.endswith("test_proxy_listener_loops.py:" + str(_line_of_fail()))  # type: ignore[attr-defined]
+    # 100 failed turns within one interval (10 s), two kinds of fault: two records,
+    # with no traceback
+    assert [(r.levelno, r.getMessage()) for r in records] == [
+        (logging.ERROR, "sweeper failed"),
+        (logging.ERROR, "sweeper failed"),
+    ]
+    first, second = records
+    assert first.exc_info is None
+    assert first.error == "ValueError: broken 1"  # type: ignore[attr-defined]
+    assert first.where.endswith("test_proxy_listener_loops.py:" + str(_line_of_fail()))  # type: ignore[attr-defined]
+    error = second.error  # type: ignore[attr-defined]
+    assert error.startswith("KeyError: 'xxx") and len(error) == 300  # cut to 300
+
+
+def test_the_sweeper_passes_the_loops_time_on() -> None:
+    """A client connection idle past --idle-timeout by the loop's clock is closed."""
+
+    class Idle:
+        state = 0  # IDLE
+        closed = 0
+
+        def close(self) -> None:
+            self.closed += 1
+
+    async def main() -> None:
+        lst = listener()
+        lst.tick = 0.002
+        c = Idle()
+        c.mark = lst.loop.time() - lst.s.idle_timeout - 1  # type: ignore[attr-defined]
+        lst.conns.add(c)
+        task = asyncio.create_task(lst._sweeper())
+        await until(lambda: c.closed > 0, "the idle connection closed")
+        await stop(task)
+
+    assert run(main) == []
 
 
 def test_held_back_sweeper_failures_are_counted_on_the_next_record() -> None:
