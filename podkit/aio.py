@@ -8,17 +8,38 @@ instead; tests/unit/test_cancellation.py keeps asyncio.wait_for out of the code.
 
 `until_stopped` is the one way to "run this until it finishes or the program
 stops", instead of hand-built `asyncio.wait({x, stop})` races.
+
+`spawn` starts a task nobody awaits (a connection's coroutine, fire and forget)
+and holds it until it ends: the event loop itself keeps only a weak reference.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Coroutine
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["until_stopped", "wait_for", "wait_or_timeout"]
+__all__ = ["spawn", "until_stopped", "wait_for", "wait_or_timeout"]
+
+# The tasks spawn() started that have not ended yet (asyncio's documented pattern).
+_running: set[asyncio.Task[Any]] = set()
+
+
+def spawn(
+    coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop | None = None
+) -> asyncio.Task[T]:
+    """loop.create_task() for a task whose starter does not keep it: it is held
+    here until it ends. The loop's own reference is weak, so a pending task
+    waiting on a future that only it holds would be garbage-collected mid-way:
+    closed where it waits, whenever the collector runs, never finishing ("Task
+    was destroyed but it is pending!"). The loop, when given, saves looking up
+    the running one."""
+    task = (loop or asyncio.get_running_loop()).create_task(coro)
+    _running.add(task)
+    task.add_done_callback(_running.discard)
+    return task
 
 
 async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:

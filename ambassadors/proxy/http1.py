@@ -752,7 +752,12 @@ async def splice(a: Pump, b: Pump) -> BaseException | None:
             # one side finished sending: pass the half-close on (not possible over TLS)
             dst = a.dst if f is a.done else b.dst
             if not dst.closed and dst.transport.can_write_eof():
-                dst.transport.write_eof()
+                try:
+                    dst.transport.write_eof()
+                except OSError as gone:
+                    # asyncio's shutdown() of a peer that has just reset (ENOTCONN),
+                    # before the loop has seen the reset: that is how it ended
+                    return gone
     return None
 
 

@@ -19,6 +19,7 @@ import re
 from bisect import bisect_left
 from typing import Any, Final, NamedTuple
 
+from podkit.aio import spawn
 from podkit.httpclient import HTTPClientError, host_header, read_head
 from podkit.logs import where
 from podkit.retry import Backoff
@@ -459,7 +460,7 @@ class ClientConn(Conn):
         self.forwarded = self.xff_line + b"\r\nX-Forwarded-Proto: " + self.lst.scheme + identity
         self.log_tail = f', "client": "{self.peer.decode()}"}}\n'
         self.lst.conns.add(self)
-        self.lst.loop.create_task(self.serve())
+        spawn(self.serve(), self.lst.loop)  # held until it ends: the loop's hold is weak
 
     def data_received(self, data: bytes) -> None:
         if self.state == IDLE:
@@ -1381,16 +1382,25 @@ class ClientConn(Conn):
                 x, 502, "bad-response", "unrequested 101 from upstream", up=up, keep=False
             )
             return False
-        self.transport.write(
-            resp.head + b"\r\nConnection: upgrade\r\nUpgrade: " + resp.upgrade + b"\r\n\r\n"
-        )
-        self.state = TUNNEL
-        lst.tunnels += 1
+        # The client may have hung up as the 101 arrived: its connection_lost ran
+        # after the head was read, before this task resumed. uvloop raises on a
+        # write to that transport (asyncio only warns), so it is not written to.
+        if not self.closed:
+            self.transport.write(
+                resp.head + b"\r\nConnection: upgrade\r\nUpgrade: " + resp.upgrade + b"\r\n\r\n"
+            )
         end = lst.time()
         dt = end - x.t0
         up.observe(101, dt)
         if lst.s.access_log:
             self.access(x, end, 101, dt, 0.0, 0)
+        if self.closed:
+            # A tunnel its client left at once: the upstream switched (101, as any
+            # tunnel's line says), nothing more to pass on, its side closed now.
+            uc.close()
+            return False
+        self.state = TUNNEL
+        lst.tunnels += 1
         a = self.req_pump = OwnedPump(self, uc, EofFramer(), self)
         b = self.resp_pump = OwnedPump(uc, self, EofFramer(), self)
         a.start()

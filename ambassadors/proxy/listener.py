@@ -12,7 +12,7 @@ from typing import Any
 from podkit.aio import wait_for
 from podkit.fsutil import file_sig
 from podkit.http import ssl_context
-from podkit.logs import RateLimited
+from podkit.logs import RateLimited, where
 
 from . import http1
 from .discovery import Discovery, Endpoint, make_resolver
@@ -261,19 +261,35 @@ class BaseListener:
             clock.now = now
             try:
                 self.sweep(now)
-            except Exception:
-                log.exception("sweeper failed")
+            except Exception as failed:  # not `exc`: see test_proxy_compiled_names.py
+                self.loop_failed("sweeper failed", failed)
 
     def sweep(self, now: float) -> None:
         pass
 
+    maintenance_every = 1.0  # seconds between maintain() calls
+
     async def _maintenance(self) -> None:
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(self.maintenance_every)
             try:
                 self.maintain()
-            except Exception:
-                log.exception("maintenance failed")
+            except Exception as failed:
+                self.loop_failed("maintenance failed", failed)
+
+    def loop_failed(self, msg: str, failed: Exception) -> None:
+        """A background loop's turn failed; the loop goes on. A fault that is there
+        on every turn (the sweeper's may come 100 times a second) would write a
+        traceback each time: like serve()'s catch-all, one record per interval for
+        each kind and place, with the count of those held back (`repeated`)."""
+        kind, place = type(failed).__name__, where(failed)
+        self.errors.log(
+            f"{msg} {kind} {place}",
+            logging.ERROR,
+            msg,
+            error=f"{kind}: {failed}"[:300],
+            where=place,
+        )
 
     def maintain(self) -> None:
         now = self.loop.time()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from podkit.aio import spawn
+
 from .http1 import Conn, EofFramer, Pump, splice
 from .httpproxy import ACCESS_LOG
 from .listener import BaseListener, Settings, clock
@@ -72,7 +74,7 @@ class TcpClient(Conn):
         if self.lst.client_identity(transport) is None:
             return  # refused by the mTLS allow-lists: closing
         self.lst.conns.add(self)
-        self.lst.loop.create_task(self.run())
+        spawn(self.run(), self.lst.loop)  # held until it ends: the loop's hold is weak
 
     def connection_lost(self, exc: Exception | None) -> None:
         Conn.connection_lost(self, exc)

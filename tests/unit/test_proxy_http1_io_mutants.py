@@ -12,6 +12,7 @@ Every wait has a deadline.
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -991,6 +992,29 @@ def test_splice_returns_the_first_error() -> None:
         boom = UpstreamGone("reset")
         b.fail(boom)
         assert await task is boom
+
+    run(main())
+
+
+def test_splice_returns_a_half_close_refused_by_a_peer_just_gone() -> None:
+    """asyncio's write_eof() (a shutdown()) to a peer whose reset the loop has not
+    seen yet raises ENOTCONN: that is how the splice ended, returned like any other
+    end, not raised out of it (an Upgrade tunnel has no handler for it)."""
+
+    class Gone(Transport):
+        def write_eof(self) -> None:
+            raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+
+    async def main() -> None:
+        x, _ = conn()
+        y = Conn()
+        y.connection_made(Gone())  # type: ignore[arg-type]
+        a = Pump(x, y, EofFramer(), 0.0).start()
+        b = Pump(y, x, EofFramer(), 0.0).start()
+        task = asyncio.ensure_future(splice(a, b))
+        x.eof_received()  # x's half-close, to be passed on to y
+        err = await task
+        assert isinstance(err, OSError) and err.errno == errno.ENOTCONN
 
     run(main())
 
