@@ -786,7 +786,7 @@ class ClientConn(Conn):
                     break
         except Exception as unforeseen:  # not `exc`: see test_proxy_compiled_names.py
             # Not foreseen, and the client chose the bytes (or the moment it hung up):
-            # one record a minute per kind and place, not a traceback per connection.
+            # one record per 10 s per kind and place (lst.errors), not a traceback per connection.
             kind, place = type(unforeseen).__name__, where(unforeseen)
             self.lst.errors.log(
                 f"request handling failed {kind} {place}",
@@ -1302,7 +1302,14 @@ class ClientConn(Conn):
         out_head = (_FRAMING.sub(b"", resp.head) if dechunk else resp.head) + tail
         sent = len(out_head)
         ok = True
-        if blen == BODY_NONE:
+        if self.closed:
+            # The client hung up as the response arrived: its connection_lost ran
+            # after the head was read, before this task resumed, and uvloop raises on
+            # a write to that transport (asyncio only warns). Nothing is passed on;
+            # the upstream's connection, its body unread, is not reused.
+            ok = False
+            sent = 0
+        elif blen == BODY_NONE:
             self.transport.write(out_head)
         elif blen >= 0 and len(uc.buf) >= blen:
             ubuf = uc.buf

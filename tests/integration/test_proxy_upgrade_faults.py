@@ -370,3 +370,47 @@ def test_upstream_half_close_as_the_client_resets(px: ProgramProcess, up: Switch
     assert errors(p, since) == [], seed
     assert len({r["path"] for r in got}) == len(got) == counted <= len(paths)
     tunnel_works(p, up)
+
+
+def test_reset_as_a_slow_path_response_arrives(px: ProgramProcess, up: Switching) -> None:
+    """The same race on an ordinary response: a request with a body goes by the
+    coroutine (relay()), which wrote the response head to a client already gone
+    (under uvloop: RuntimeError, an error record, no access line)."""
+    p = px
+    baseline = fds(p)
+    since = len(p.records())
+    seed = int.from_bytes(os.urandom(4), "big")
+    rnd = random.Random(seed)
+    answered = 0
+    for _ in range(TRIES):
+        path = new_path("post")
+        answer_after = rnd.uniform(0, 0.002)
+
+        def plan(c: socket.socket, rest: bytes, wait: float = answer_after) -> None:
+            time.sleep(wait)  # the upstream's think time, randomised: not synchronisation
+            # Connection: close: this upstream serves one request a connection
+            c.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+            drain(c)
+
+        arrived = up.expect(path, plan)
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=5)  # type: ignore[attr-defined]
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi".encode())
+        if arrived.wait(5):
+            answered += 1
+        time.sleep(rnd.uniform(0, 0.002))
+        reset(s)
+    assert answered == TRIES, seed
+    settle(p, baseline)
+    # every request that reached the upstream and got its answer has one line
+    wait_until(
+        lambda: p.metric("podkit_proxy_requests_total", missing=0.0, code="200") >= 1,
+        5,
+        what="a 200 counted",
+    )
+    got = lines(p, "post")
+    by_path = [r["path"] for r in got]
+    assert len(by_path) == len(set(by_path)), f"a request logged twice (seed {seed})"
+    assert {r["status"] for r in got} <= {200}, got[:2]
+    assert errors(p, since) == [], seed
+    tunnel_works(p, up)
+    assert errors(p, since) == []
