@@ -203,6 +203,7 @@ class _Inotify:
         # late IN_IGNORED must not end a watch the same wd names again.
         self.unwatched: dict[int, int] = {}
         self.timer: asyncio.TimerHandle | None = None
+        self.last: tuple[_Group, Change] | None = None  # see _put
         self.warned = False
         self.fd = _check(_libc().init1(IN_NONBLOCK | IN_CLOEXEC), "inotify_init1")
         try:
@@ -341,6 +342,7 @@ class _Inotify:
         """Handle the events in one read's worth of records."""
         out: list[Change] = []
         with self.lock:
+            self.last = None
             for wd, mask, cookie, name in parse_events(buf):
                 self._event(wd, mask, cookie, name, out)
             self._arm_timer()
@@ -374,7 +376,10 @@ class _Inotify:
             return  # a directory this group let go of; its events were queued before
         path = os.path.join(base, name) if name else base
         is_dir = bool(mask & (IN_ISDIR | IN_DELETE_SELF | IN_MOVE_SELF))
-        add = out.append
+
+        def add(c: Change) -> None:
+            self._put(g, c, out)
+
         if mask & IN_MOVED_FROM:
             moved_wd = g.wds.get(path) if is_dir else None
             g.pending[cookie] = (path, is_dir, moved_wd, self.loop.time() + _MOVE_WAIT)
@@ -438,6 +443,17 @@ class _Inotify:
         elif mask & IN_CLOSE_NOWRITE and self.reads:
             add(Change("closed_no_write", _dec(path), None, False))
 
+    def _put(self, g: _Group, c: Change, out: list[Change]) -> None:
+        """Add `c` unless the same group's previous change in this batch was the same.
+
+        watchdog's event queue dropped an event equal to the one before it
+        still queued (a rename's two "modified" on one directory, a burst of
+        writes): its users got one.
+        """
+        if self.last != (g, c):
+            self.last = (g, c)
+            out.append(c)
+
     def _new_dir(self, g: _Group, path: bytes) -> None:
         try:
             self._add_dir(g, path)
@@ -476,7 +492,7 @@ class _Inotify:
                     if p != g.root and not os.path.isdir(p):
                         self._release(g, g.wds[p])
                 self._add_below(g, g.root)
-            out.append(Change("events_lost", _dec(g.root), None, True))
+            self._put(g, Change("events_lost", _dec(g.root), None, True), out)
 
     def _arm_timer(self) -> None:
         """Wake when the oldest unpaired IN_MOVED_FROM is due."""
@@ -492,19 +508,20 @@ class _Inotify:
         self.timer = None
         out: list[Change] = []
         with self.lock:
+            self.last = None
             now = self.loop.time()
             for g in list(self.groups.values()):
                 for cookie, (path, is_dir, moved_wd, due) in list(g.pending.items()):
                     if due > now:
                         continue
                     del g.pending[cookie]
-                    out.append(Change("deleted", _dec(path), None, is_dir))
-                    out.append(Change("modified", _dec(os.path.dirname(path)), None, True))
+                    self._put(g, Change("deleted", _dec(path), None, is_dir), out)
+                    self._put(g, Change("modified", _dec(os.path.dirname(path)), None, True), out)
                     if is_dir and g.recursive and g.paths.get(moved_wd or -1) == path:
                         for p in sorted(g.under(path)):
                             self._release(g, g.wds[p])
                             if p != path:
-                                out.append(Change("deleted", _dec(p), None, True))
+                                self._put(g, Change("deleted", _dec(p), None, True), out)
             self._arm_timer()
         for c in out:
             self.loop.call_soon(self.emit, c)
