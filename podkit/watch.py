@@ -479,13 +479,17 @@ class _Inotify:
         """The kernel dropped events: watch again what is there, and say so.
 
         Recursive groups re-walk their tree (a directory made during the gap
-        has no watch yet; one deleted has no IN_IGNORED coming any more than
-        any other). Every group reports "events_lost" on its root, whatever
-        `reads` is: it is what tells a user to look again.
+        has no watch yet; one deleted may have lost its IN_IGNORED), and a
+        group whose directory is gone ends (alive() says so). Every other
+        group reports "events_lost" on its root, whatever `reads` is: it is
+        what tells a user to look again (watchdog left it out with reads=False).
         """
         log.warning("inotify queue overflowed; events were lost")
         for g in list(self.groups.values()):
             if not g.alive:
+                continue
+            if not os.path.isdir(g.root):  # its IN_DELETE_SELF may be among the lost
+                self._end(g)
                 continue
             if g.recursive:
                 for p in list(g.wds):

@@ -532,3 +532,20 @@ async def test_add_raises_when_no_watch_is_left(
         assert exc.value.errno == errno.ENOSPC
         assert str(tmp_path / "a") not in w.dirs and not w.alive(str(tmp_path / "a"))
         assert not w.polling and w.alive(str(tmp_path))
+
+
+async def test_an_overflow_ends_the_watch_of_a_directory_gone_meanwhile(tmp_path: Path) -> None:
+    """Its IN_DELETE_SELF and IN_IGNORED may be among the events lost."""
+    gone, kept = tmp_path / "gone", tmp_path / "kept"
+    gone.mkdir()
+    kept.mkdir()
+    seen = Seen()
+    async with Watcher([str(gone), str(kept)], seen) as w:
+        ino = w._observer
+        ino.loop.remove_reader(ino.fd)  # what the kernel says about it is "lost"
+        gone.rmdir()
+        ino.feed(event(-1, watch.IN_Q_OVERFLOW))
+        assert not w.alive(str(gone)) and w.alive(str(kept))
+        await seen.until("events_lost", kept)
+        assert "events_lost" not in seen.kinds(gone)
+        ino.loop.add_reader(ino.fd, ino._readable)
