@@ -8,6 +8,12 @@ used before, ran one thread per watched directory (a node agent tailing
 gave (kind, paths, and the parent directory's "modified" after a create,
 delete, move or close-after-write), so its users cannot tell the difference.
 
+One instance per Watcher rather than per process: a process has one or two
+(the tailer's, the reloader's), each with its own mask (`reads`), and
+inotify keeps one mask per inode per instance, so sharing would wake a
+`reads=False` watcher on every read of its files. Each is tied to the loop
+that started it, and stop() closes it, dropping all its watches at once.
+
 Where inotify cannot be used (inotify_init1 fails: no instances left, no
 inotify in the kernel; or max_user_watches is reached while starting), it
 falls back to watchdog's polling observer and says so once in the log.
