@@ -209,6 +209,7 @@ class _Inotify:
         # late IN_IGNORED must not end a watch the same wd names again.
         self.unwatched: dict[int, int] = {}
         self.timer: asyncio.TimerHandle | None = None
+        self.moving: set[_Group] = set()  # groups holding an unpaired IN_MOVED_FROM
         self.last: tuple[_Group, Change] | None = None  # see _put
         self.warned = False
         self.fd = _check(_libc().init1(IN_NONBLOCK | IN_CLOEXEC), "inotify_init1")
@@ -389,6 +390,7 @@ class _Inotify:
         if mask & IN_MOVED_FROM:
             moved_wd = g.wds.get(path) if is_dir else None
             g.pending[cookie] = (path, is_dir, moved_wd, self.loop.time() + _MOVE_WAIT)
+            self.moving.add(g)
         elif mask & IN_MOVED_TO:
             src = g.pending.pop(cookie, None)
             if src is not None:
@@ -506,7 +508,8 @@ class _Inotify:
 
     def _arm_timer(self) -> None:
         """Wake when the oldest unpaired IN_MOVED_FROM is due."""
-        due = [d for g in self.groups.values() for (_, _, _, d) in g.pending.values()]
+        self.moving = {g for g in self.moving if g.pending and g.alive}
+        due = [d for g in self.moving for (_, _, _, d) in g.pending.values()]
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -520,7 +523,7 @@ class _Inotify:
         with self.lock:
             self.last = None
             now = self.loop.time()
-            for g in list(self.groups.values()):
+            for g in list(self.moving):
                 for cookie, (path, is_dir, moved_wd, due) in list(g.pending.items()):
                     if due > now:
                         continue
