@@ -19,7 +19,7 @@ import shutil
 import struct
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -69,10 +69,34 @@ class Seen:
         return got
 
 
-def record(w: Watcher) -> Seen:
-    seen = w.callback
-    assert isinstance(seen, Seen)
-    return seen
+@pytest.fixture(autouse=True)
+async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """The reader and the rename timer are loop callbacks: an exception in
+    them only reaches the loop's handler, so fail the test on it here."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    yield errors
+    loop.set_exception_handler(None)
+    assert errors == []
+
+
+def held(w: Watcher, root: Path) -> set[str]:
+    """The directories the watch on `root` holds a descriptor for; checks the
+    maps agree with each other and with the kernel's owners."""
+    ino = w._observer
+    g = ino.groups[os.fsencode(str(root))]
+    assert {p: wd for wd, p in g.paths.items()} == g.wds
+    assert all(g in ino.owners[wd] for wd in g.paths)
+    return {os.fsdecode(p) for p in g.wds}
+
+
+def dirs_under(root: Path) -> set[str]:
+    """`root` and every directory below it, not through links."""
+    out = {str(root)}
+    for base, dirs, _ in os.walk(root):
+        out.update(os.path.join(base, d) for d in dirs if not os.path.islink(os.path.join(base, d)))
+    return out
 
 
 # -- the same events as watchdog's Observer -------------------------------------------
@@ -113,9 +137,12 @@ def script(root: Path, outside: Path) -> Iterator[Callable[[], None]]:
     yield lambda: os.rename(f, g)
     yield lambda: (root / "sub").mkdir()
     yield lambda: (root / "sub" / "x").write_text("x")
+    yield lambda: (root / "sub" / "deep").mkdir()
     yield lambda: os.rename(root / "sub", root / "sub2")  # within the watch: moved
     yield lambda: (root / "sub2" / "y").write_text("y")  # its watch followed it
+    yield lambda: (root / "sub2" / "deep" / "y").write_text("y")  # and its subdirectory's
     yield lambda: os.rename(root / "sub2", outside / "gone")  # out: deleted
+    yield lambda: (outside / "gone" / "deep" / "q").write_text("q")  # no longer watched
     (outside / "made" / "deep").mkdir(parents=True)
     (outside / "made" / "deep" / "z").write_text("z")
     yield lambda: os.rename(outside / "made", root / "made")  # in: created, with content
@@ -155,6 +182,7 @@ async def test_the_changes_are_watchdogs(tmp_path: Path, reads: bool) -> None:
             # one is still queued: on a loaded machine it may give one more.
             assert set(mine) == set(ref_changes), (n, mine - ref_changes, ref_changes - mine)
             assert mine <= ref_changes, (n, mine - ref_changes)
+            assert held(w, root) == dirs_under(root), n
             ours.changes.clear()
             theirs.changes.clear()
         assert ours.threads == {threading.get_ident()}  # on the loop's thread
@@ -357,10 +385,17 @@ async def test_an_overflow_says_events_lost_and_watches_again(tmp_path: Path, re
         # A subdirectory whose IN_CREATE was lost: no watch on it.
         (tree / "new").mkdir()
         await seen.until("created", tree / "new")
+        (tree / "old").mkdir()
+        await seen.until("created", tree / "old")
         g = ino.groups[os.fsencode(str(tree))]
         with ino.lock:
             ino._release(g, g.wds[os.fsencode(str(tree / "new"))])
+        # And one deleted whose events are lost.
+        ino.loop.remove_reader(ino.fd)
+        (tree / "old").rmdir()
         ino.feed(event(-1, watch.IN_Q_OVERFLOW))
+        assert held(w, tree) == {str(tree), str(tree / "new")}
+        ino.loop.add_reader(ino.fd, ino._readable)
         for d in (tree, flat):
             assert (await seen.until("events_lost", d)).is_dir
         (tree / "new" / "f").write_text("x")
