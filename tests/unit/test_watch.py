@@ -153,6 +153,10 @@ def script(root: Path, outside: Path) -> Iterator[Callable[[], None]]:
     yield lambda: os.unlink(g)
     yield lambda: (root / os.fsdecode(b"caf\xe9.log")).write_text("latin-1 name")
     yield lambda: shutil.rmtree(root / "made")
+    yield lambda: (root / "target").mkdir()
+    yield lambda: (root / "mover" / "in").mkdir(parents=True)
+    yield lambda: os.rename(root / "mover", root / "target")  # over an empty directory
+    yield lambda: (root / "target" / "in" / "f").write_text("f")
 
 
 @pytest.mark.parametrize("reads", [True, False])
@@ -300,6 +304,23 @@ async def test_a_moved_directory_ends_its_watch(tmp_path: Path) -> None:
         (tmp_path / "mark").write_text("")
         await seen.until("closed", tmp_path / "mark")
         assert not [c for c in seen.changes if "conf" in c.path and c.path.endswith("x")]
+
+
+async def test_a_directory_renamed_before_its_watch_was_placed(tmp_path: Path) -> None:
+    """Made and renamed before its IN_CREATE was read: no watch to move, so
+    the new name is watched when the rename is."""
+    seen = Seen()
+    async with Watcher([str(tmp_path)], seen) as w:
+        ino = w._observer
+        ino.loop.remove_reader(ino.fd)
+        (tmp_path / "x" / "deep").mkdir(parents=True)
+        os.rename(tmp_path / "x", tmp_path / "y")
+        ino.loop.add_reader(ino.fd, ino._readable)
+        moved = await seen.until("moved", tmp_path / "x")
+        assert moved.dest == str(tmp_path / "y")
+        assert held(w, tmp_path) == dirs_under(tmp_path)
+        (tmp_path / "y" / "deep" / "f").write_text("x")
+        await seen.until("closed", tmp_path / "y" / "deep" / "f")
 
 
 async def test_a_recursive_watch_follows_subdirectories(tmp_path: Path) -> None:
@@ -490,19 +511,24 @@ async def test_a_late_ignored_does_not_end_a_reused_watch_descriptor(
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()
-    fake = FakeCalls(watch._libc(), [7, 7])
+    c = tmp_path / "c"
+    c.mkdir()
+    fake = FakeCalls(watch._libc(), [7, 7, 7])
     monkeypatch.setattr(watch, "_libc_cache", [fake])
     seen = Seen()
     async with Watcher([str(a)], seen) as w:
         w.remove(str(a))
-        assert fake.removed == [7]
         w.add(str(b))
+        w.remove(str(b))
+        assert fake.removed == [7, 7]
+        w.add(str(c))
         w._observer.feed(event(7, watch.IN_IGNORED))  # A's
-        assert w.alive(str(b))
+        w._observer.feed(event(7, watch.IN_IGNORED))  # B's
+        assert w.alive(str(c))
         w._observer.feed(event(7, watch.IN_CREATE, 0, b"f"))
-        await seen.until("created", b / "f")
-        w._observer.feed(event(7, watch.IN_IGNORED))  # B's own: the kernel ended it
-        assert not w.alive(str(b))
+        await seen.until("created", c / "f")
+        w._observer.feed(event(7, watch.IN_IGNORED))  # C's own: the kernel ended it
+        assert not w.alive(str(c))
 
 
 # -- no inotify: polling ----------------------------------------------------------------
@@ -584,3 +610,6 @@ async def test_an_overflow_ends_the_watch_of_a_directory_gone_meanwhile(tmp_path
         await seen.until("events_lost", kept)
         assert "events_lost" not in seen.kinds(gone)
         ino.loop.add_reader(ino.fd, ino._readable)
+        # The ended watch (still listed until remove()) does not stop the next one.
+        ino.feed(event(-1, watch.IN_Q_OVERFLOW))
+        await wait_until_async(lambda: seen.kinds(kept).count("events_lost") == 2, what="again")
