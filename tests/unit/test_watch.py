@@ -153,6 +153,13 @@ def script(root: Path, outside: Path) -> Iterator[Callable[[], None]]:
     yield lambda: os.unlink(g)
     yield lambda: (root / os.fsdecode(b"caf\xe9.log")).write_text("latin-1 name")
     yield lambda: shutil.rmtree(root / "made")
+    (root / "out.log").write_text("o")
+    (outside / "in.log").write_text("i")
+    # Two renames in one read, each with one half in the watch: not one move.
+    yield lambda: (
+        os.rename(root / "out.log", outside / "out.log"),
+        os.rename(outside / "in.log", root / "in.log"),
+    )
     yield lambda: (root / "target").mkdir()
     yield lambda: (root / "mover" / "in").mkdir(parents=True)
     yield lambda: os.rename(root / "mover", root / "target")  # over an empty directory
@@ -529,6 +536,7 @@ async def test_a_late_ignored_does_not_end_a_reused_watch_descriptor(
         await seen.until("created", c / "f")
         w._observer.feed(event(7, watch.IN_IGNORED))  # C's own: the kernel ended it
         assert not w.alive(str(c))
+        assert fake.removed == [7, 7]  # not removed again: it is gone
 
 
 # -- no inotify: polling ----------------------------------------------------------------
