@@ -87,6 +87,7 @@ def held(w: Watcher, root: Path) -> set[str]:
     ino = w._observer
     g = ino.groups[os.fsencode(str(root))]
     assert {p: wd for wd, p in g.paths.items()} == g.wds
+    assert len(g.paths) == len(g.wds)  # one name per descriptor
     assert all(g in ino.owners[wd] for wd in g.paths)
     return {os.fsdecode(p) for p in g.wds}
 
@@ -418,11 +419,15 @@ async def test_an_overflow_says_events_lost_and_watches_again(tmp_path: Path, re
         g = ino.groups[os.fsencode(str(tree))]
         with ino.lock:
             ino._release(g, g.wds[os.fsencode(str(tree / "new"))])
-        # And one deleted whose events are lost.
+        (tree / "swapped").mkdir()
+        await seen.until("created", tree / "swapped")
+        # And one deleted, one replaced by a new directory, their events lost.
         ino.loop.remove_reader(ino.fd)
         (tree / "old").rmdir()
+        (tree / "swapped").rmdir()
+        (tree / "swapped").mkdir()
         ino.feed(event(-1, watch.IN_Q_OVERFLOW))
-        assert held(w, tree) == {str(tree), str(tree / "new")}
+        assert held(w, tree) == {str(tree), str(tree / "new"), str(tree / "swapped")}
         ino.loop.add_reader(ino.fd, ino._readable)
         for d in (tree, flat):
             assert (await seen.until("events_lost", d)).is_dir
@@ -599,6 +604,8 @@ async def test_add_raises_when_no_watch_is_left(
         with failing(monkeypatch, "add_watch", errno.ENOSPC), pytest.raises(OSError) as exc:
             w.add(str(tmp_path / "a"))
         assert exc.value.errno == errno.ENOSPC
+        assert exc.value.filename == str(tmp_path / "a")
+        assert "inotify_add_watch" in str(exc.value)
         assert str(tmp_path / "a") not in w.dirs and not w.alive(str(tmp_path / "a"))
         assert not w.polling and w.alive(str(tmp_path))
 
