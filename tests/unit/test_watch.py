@@ -628,3 +628,18 @@ async def test_an_overflow_ends_the_watch_of_a_directory_gone_meanwhile(tmp_path
         # The ended watch (still listed until remove()) does not stop the next one.
         ino.feed(event(-1, watch.IN_Q_OVERFLOW))
         await wait_until_async(lambda: seen.kinds(kept).count("events_lost") == 2, what="again")
+
+
+async def test_a_rename_split_across_two_reads_is_one_move(tmp_path: Path) -> None:
+    """inotify does not promise a rename's two halves in one read."""
+    seen = Seen()
+    async with Watcher([str(tmp_path)], seen) as w:
+        ino = w._observer
+        wd = ino.groups[os.fsencode(str(tmp_path))].wds[os.fsencode(str(tmp_path))]
+        ino.feed(event(wd, watch.IN_MOVED_FROM, 5, b"a"))
+        ino.feed(event(wd, watch.IN_MOVED_TO, 5, b"b"))
+        moved = await seen.until("moved", tmp_path / "a")
+        assert moved.dest == str(tmp_path / "b")
+        ino.feed(event(wd, watch.IN_CREATE, 0, b"c"))
+        await seen.until("created", tmp_path / "c")
+        assert "deleted" not in seen.kinds(tmp_path / "a")
