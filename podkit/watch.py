@@ -337,10 +337,8 @@ class _Inotify:
                 return
             try:
                 buf = os.read(self.fd, _BUFSIZE)
-            except BlockingIOError:  # EAGAIN: drained
+            except BlockingIOError:  # EAGAIN: drained (os.read retries EINTR itself)
                 return
-            except InterruptedError:
-                continue
             self.feed(buf)
             if len(buf) < _BUFSIZE // 2:
                 return  # a short read: most likely drained (add_reader calls again if not)
