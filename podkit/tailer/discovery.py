@@ -385,7 +385,9 @@ class _Discovery(_Base):
                 )
 
     def _on_change(self, change: Any) -> None:
-        if change.kind in ("created", "moved", "deleted"):
+        # events_lost: inotify's queue overflowed, so a create may be among the
+        # lost; look now rather than at the next poll
+        if change.kind in ("created", "moved", "deleted", "events_lost"):
             self._discover_now = True
             if change.kind == "moved" and change.dest and self._matches(change.path):
                 self._moves.append((change.path, change.dest))

@@ -108,9 +108,9 @@ def test_rate_limited_still_counts_what_it_suppressed(
 async def test_tailer_goes_on_when_a_directory_cannot_be_watched(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """inotify's limits (max_user_watches, and max_user_instances: one per
-    watched directory with watchdog) are shared by every container of the
-    user on the node: reaching them costs the watch, not the tailer."""
+    """inotify's limits (max_user_watches, max_user_instances) are shared by
+    every container of the user on the node: reaching them costs the watch,
+    not the tailer."""
     logs = tmp_path / "logs"
     logs.mkdir()
     t = Tailer(cfg(tmp_path, paths=[str(logs / "*" / "*.log")]))

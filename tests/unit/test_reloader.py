@@ -281,9 +281,10 @@ async def test_watcher_extensions(tmp_path: Path) -> None:
         async def settle(via: Path) -> list[str]:
             """The events before a sentinel written under `via` after them.
 
-            watchdog runs one inotify instance per watch, so events keep
-            their order only within one watch: the sentinel goes in the
-            watch the awaited (or absent) event belongs to.
+            The sentinel goes in the watch the awaited (or absent) event
+            belongs to: events keep their order within one watch, which is
+            all this needs (podkit.watch reads one inotify instance, whose
+            order holds across watches too, but the polling fallback's not).
             """
             nonlocal marks
             marks += 1

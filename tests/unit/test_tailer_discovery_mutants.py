@@ -790,7 +790,7 @@ def test_on_change_asks_for_discovery_and_records_moves(tmp_path: Path, logs: Pa
     t._on_change(Change("modified", a))
     assert not t._discover_now and t._wake.is_set()  # content: the reader's business
     t._wake.clear()
-    for kind in ("created", "deleted"):
+    for kind in ("created", "deleted", "events_lost"):
         t._discover_now = False
         t._on_change(Change(kind, a))
         assert t._discover_now and t._wake.is_set()

@@ -436,28 +436,28 @@ async def test_an_overflow_says_events_lost_and_watches_again(tmp_path: Path, re
 
 
 async def test_a_real_overflow(tmp_path: Path) -> None:
-    """The kernel's own IN_Q_OVERFLOW, with max_queued_events lowered for the
-    instance's creation only (root only; restored at once)."""
-    knob = Path("/proc/sys/fs/inotify/max_queued_events")
-    if os.geteuid() != 0 or not os.access(knob, os.W_OK):
-        pytest.skip("needs root to lower max_queued_events")
+    """The kernel's own IN_Q_OVERFLOW: the queue filled past max_queued_events
+    while nothing reads it. The limit is not lowered for the test: it is
+    machine-wide, and any other process's instance made meanwhile would get it."""
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    if limit > 100_000:
+        pytest.skip(f"max_queued_events is {limit}: too many files to make")
     seen = Seen()
-    w = Watcher([str(tmp_path)], seen, recursive=False)
-    old = knob.read_text()
-    try:
-        knob.write_text("16\n")
-        w.start()  # the limit is the instance's from inotify_init1 on
-    finally:
-        knob.write_text(old)
+    w = Watcher([str(tmp_path)], seen, recursive=False, reads=False)
+    w.start()
     try:
         assert not w.polling
         w._observer.loop.remove_reader(w._observer.fd)  # let the queue fill up
-        for i in range(40):
-            (tmp_path / f"{i}.log").write_text("x")
+        dirfd = os.open(tmp_path, os.O_RDONLY)
+        try:
+            for i in range(limit // 2 + 100):  # created + closed-after-write each
+                os.close(os.open(f"{i}", os.O_CREAT | os.O_WRONLY, dir_fd=dirfd))
+        finally:
+            os.close(dirfd)
         w._observer.loop.add_reader(w._observer.fd, w._observer._readable)
-        await seen.until("events_lost", tmp_path)
+        await seen.until("events_lost", tmp_path, timeout=20)
         (tmp_path / "after").write_text("x")
-        await seen.until("closed", tmp_path / "after")  # still watching
+        await seen.until("closed", tmp_path / "after", timeout=20)  # still watching
     finally:
         await w.stop()
 
