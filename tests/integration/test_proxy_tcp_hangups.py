@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,39 +19,22 @@ from typing import Any
 import pytest
 
 from tests.helpers import ProgramProcess, free_port, wait_until
+from tests.integration.proxy_sockets import SocketUpstream
 
 
-class Echo:
+class Echo(SocketUpstream):
     """Echoes what it reads, then closes when the client has finished sending."""
 
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(c,), daemon=True).start()
-
-    @staticmethod
-    def _one(c: socket.socket) -> None:
-        with c:
-            try:
-                while data := c.recv(65536):
-                    c.sendall(data)
-            except OSError:
-                pass
+    def serve(self, c: socket.socket, n: int) -> None:
+        while data := c.recv(65536):
+            c.sendall(data)
 
 
 @pytest.fixture(scope="module")
 def echo() -> Iterator[Echo]:
     e = Echo()
     yield e
-    e.sock.close()
+    e.close()
 
 
 def hang_up(port: int, data: bytes, how: str) -> None:
