@@ -22,6 +22,7 @@ from podkit.ambassadors.proxy.listener import clock
 from podkit.ambassadors.proxy.settings import Settings
 
 from podkit.logs import RateLimited
+from tests.helpers import wait_until_async
 
 DEADLINE = 5.0
 
@@ -76,14 +77,6 @@ def listener() -> HttpListener:
     return HttpListener(Settings.build(values, ""))
 
 
-async def until(cond: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE
-    while not cond():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.005)
-
-
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> list[logging.LogRecord]:
     """Run `main`; what the proxy's logger got meanwhile."""
     handler = Records()
@@ -109,14 +102,14 @@ def test_a_sweeper_failing_every_tick_logs_once_per_interval_and_keeps_sweeping(
         lst.tick = 0.002
         lst.conns.add(BadConn(faults))
         task = asyncio.create_task(lst._sweeper())
-        await until(lambda: faults.n >= 60, "60 failed sweeps")
+        await wait_until_async(lambda: faults.n >= 60, what="60 failed sweeps")
         assert not task.done()  # a failed turn does not end the loop
         seen = faults.n
-        await until(lambda: faults.n >= seen + 20, "20 more sweeps")
+        await wait_until_async(lambda: faults.n >= seen + 20, what="20 more sweeps")
         assert clock.now == lst.now > 0  # the clocks still advance
         faults.exc, faults.text = KeyError, "x" * 1000  # another fault: its own record
         seen = faults.n
-        await until(lambda: faults.n >= seen + 20, "20 sweeps failing otherwise")
+        await wait_until_async(lambda: faults.n >= seen + 20, what="20 sweeps failing otherwise")
         await stop(task)
 
     records = run(main)
@@ -151,7 +144,7 @@ def test_the_sweeper_passes_the_loops_time_on() -> None:
         c.mark = lst.loop.time() - lst.s.idle_timeout - 1  # type: ignore[attr-defined]
         lst.conns.add(c)
         task = asyncio.create_task(lst._sweeper())
-        await until(lambda: c.closed > 0, "the idle connection closed")
+        await wait_until_async(lambda: c.closed > 0, what="the idle connection closed")
         await stop(task)
 
     assert run(main) == []
@@ -166,7 +159,7 @@ def test_held_back_sweeper_failures_are_counted_on_the_next_record() -> None:
         lst.errors = RateLimited(logging.getLogger("podkit.proxy"), 0.1)
         lst.conns.add(BadConn(faults))
         task = asyncio.create_task(lst._sweeper())
-        await until(lambda: faults.n >= 100, "100 failed sweeps")
+        await wait_until_async(lambda: faults.n >= 100, what="100 failed sweeps")
         await stop(task)
 
     records = run(main)
@@ -189,7 +182,7 @@ def test_maintenance_failing_every_turn_logs_once_per_interval_and_goes_on() -> 
         lst.ssl_ctx = ssl.create_default_context()  # so that it looks at the TLS files
         lst.s.upstream_tls = BadTls(faults)  # type: ignore[assignment]
         task = asyncio.create_task(lst._maintenance())
-        await until(lambda: faults.n >= 50, "50 failed maintenance turns")
+        await wait_until_async(lambda: faults.n >= 50, what="50 failed maintenance turns")
         assert not task.done()
         await stop(task)
 

@@ -23,6 +23,8 @@ from podkit.ambassadors.proxy.listener import clock
 from podkit.ambassadors.proxy.settings import Settings
 from podkit.ambassadors.proxy.upstream import UpstreamConn
 
+from tests.helpers import wait_until_async
+
 DEADLINE = 5.0
 UPGRADE = b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
 SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
@@ -84,14 +86,6 @@ class Errors(logging.Handler):
         self.records.append(record)
 
 
-async def until(cond: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE
-    while not cond():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0)
-
-
 class Rig:
     """A listener with one pooled upstream connection and one client connection
     whose coroutine runs (connection_made started it)."""
@@ -121,14 +115,16 @@ class Rig:
 
     async def upgraded_request_sent(self) -> None:
         self.cc.data_received(UPGRADE)
-        await until(lambda: self.ut.out.startswith(b"GET /ws "), "the request upstream")
+        await wait_until_async(
+            lambda: self.ut.out.startswith(b"GET /ws "), what="the request upstream", interval=0
+        )
 
     def client_reset(self) -> None:
         self.ct.lost = True  # uvloop closes the handle as connection_lost runs
         self.cc.connection_lost(ConnectionResetError(104, "Connection reset by peer"))
 
     async def ended(self) -> None:
-        await until(self.task.done, "the connection's coroutine to end")
+        await wait_until_async(self.task.done, what="the connection's coroutine to end", interval=0)
         assert self.task.exception() is None
 
 
@@ -182,7 +178,11 @@ def test_a_tunnel_passes_bytes_both_ways_until_the_client_resets() -> None:
         r = Rig()
         await r.upgraded_request_sent()
         r.uc.data_received(SWITCH + b"hello")
-        await until(lambda: r.ct.out.endswith(b"hello"), "the upstream's bytes at the client")
+        await wait_until_async(
+            lambda: r.ct.out.endswith(b"hello"),
+            what="the upstream's bytes at the client",
+            interval=0,
+        )
         assert r.ct.out.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
         assert b"\r\nUpgrade: websocket\r\n" in r.ct.out
         assert r.lst.tunnels == 1 and not r.task.done()
@@ -202,7 +202,7 @@ def test_an_upstream_reset_mid_tunnel_closes_the_client() -> None:
         r = Rig()
         await r.upgraded_request_sent()
         r.uc.data_received(SWITCH)
-        await until(lambda: r.lst.tunnels == 1, "the tunnel")
+        await wait_until_async(lambda: r.lst.tunnels == 1, what="the tunnel", interval=0)
         r.cc.data_received(b"a" * 1000)
         r.ut.lost = True
         r.uc.connection_lost(ConnectionResetError(104, "Connection reset by peer"))
@@ -248,7 +248,7 @@ def test_a_tunnel_is_cut_by_the_sweep_once_idle_both_ways() -> None:
         r = Rig()
         await r.upgraded_request_sent()
         r.uc.data_received(SWITCH + b"hi")
-        await until(lambda: r.lst.tunnels == 1, "the tunnel")
+        await wait_until_async(lambda: r.lst.tunnels == 1, what="the tunnel", interval=0)
         idle = r.lst.s.idle_timeout
         start = clock.now
         try:
@@ -279,7 +279,7 @@ def test_tunnels_are_counted_while_open() -> None:
         await two.upgraded_request_sent()
         one.uc.data_received(SWITCH)
         two.uc.data_received(SWITCH)
-        await until(lambda: one.lst.tunnels == 2, "two tunnels")
+        await wait_until_async(lambda: one.lst.tunnels == 2, what="two tunnels", interval=0)
         one.client_reset()
         await one.ended()
         assert one.lst.tunnels == 1
