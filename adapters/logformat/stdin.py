@@ -10,6 +10,7 @@ import concurrent.futures
 import os
 
 from podkit import linesplit
+from podkit.aio import spawn
 
 #: Bytes asked of fd 0 per read: large reads keep the reader thread's GIL
 #: hand-overs rare (one per few thousand lines).
@@ -67,7 +68,7 @@ def hand_over(
     done: concurrent.futures.Future[None] = concurrent.futures.Future()
 
     def put() -> None:
-        task = loop.create_task(queue.put(item))
+        task = spawn(queue.put(item), loop)  # held until queued: the loop's hold is weak
         task.add_done_callback(lambda t: done.cancel() if t.cancelled() else done.set_result(None))
 
     loop.call_soon_threadsafe(put)
